@@ -1,0 +1,1 @@
+"""Model families, tuning, evaluation, registry and publishing. No Airflow imports."""

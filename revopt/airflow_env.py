@@ -1,0 +1,68 @@
+"""The environment Airflow runs in for the embedded stack: its home, DAG folder and SQLite metadata.
+
+Airflow reads its configuration when it is imported, so revopt starts Airflow commands as
+subprocesses with this environment rather than importing Airflow itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from revopt.config import DAGS_FOLDER, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def airflow_environ(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    bin_dir = str(Path(sys.executable).parent)
+    env.update(
+        {
+            "REVOPT_HOME": str(settings.home),
+            "AIRFLOW_HOME": str(settings.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": env.get("AIRFLOW__CORE__UNIT_TEST_MODE", "False"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": env.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO"),
+            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "GX_ANALYTICS_ENABLED": "false",
+            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def airflow_executable() -> str:
+    found = Path(sys.executable).parent / "airflow"
+    return str(found) if found.exists() else (shutil.which("airflow") or "airflow")
+
+
+def ensure_airflow_db(settings: Settings) -> None:
+    """Create / migrate the Airflow metadata database (SQLite under the state folder)."""
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    marker = settings.airflow_home / ".revopt-migrated"
+    if marker.exists() and (settings.airflow_home / "airflow.db").exists():
+        return
+    subprocess.run(
+        [airflow_executable(), "db", "migrate"],
+        env=airflow_environ(settings),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    marker.write_text("ok\n")
+
+
+def dags_test_command(dag_id: str, run_date: str, conf: Mapping[str, object] | None = None) -> list[str]:
+    command = [airflow_executable(), "dags", "test", dag_id, run_date]
+    if conf:
+        command += ["--conf", json.dumps(dict(conf))]
+    return command

@@ -1,0 +1,239 @@
+"""``revopt``: run the embedded stack, seed a synthetic store, run the DAGs and open the UIs."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from revopt.config import Settings, load_settings
+
+NIGHTLY_DAG = "revopt_nightly"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings()
+    try:
+        return args.handler(settings, args)
+    except (ConnectionError, LookupError, ValueError, subprocess.CalledProcessError) as exc:
+        print(f"revopt: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="revopt", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log library progress too")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    stack = commands.add_parser("stack", help="start, stop or show the embedded stack")
+    stack.add_argument("action", choices=["start", "stop", "status"])
+    stack.set_defaults(handler=_stack)
+
+    seed = commands.add_parser("seed", help="fill the sources with a synthetic store")
+    _add_seed_args(seed)
+    seed.set_defaults(handler=_seed)
+
+    run = commands.add_parser("run", help="run the nightly DAG through Airflow for a run date")
+    run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser("demo", help="start the stack, seed a store and run the nightly DAG")
+    _add_seed_args(demo, customers=5000)
+    demo.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
+    demo.set_defaults(handler=_demo)
+
+    ui = commands.add_parser("ui", help="open the MLflow or Airflow UI on the same state")
+    ui.add_argument("which", choices=["mlflow", "airflow"])
+    ui.add_argument("--port", type=int, default=None)
+    ui.set_defaults(handler=_ui)
+
+    where = commands.add_parser("where", help="print where the state, results and UIs are")
+    where.set_defaults(handler=_where)
+    return parser
+
+
+def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> None:
+    parser.add_argument("--customers", type=int, default=customers)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 1))
+    parser.add_argument("--seed", type=int, default=42)
+
+
+def _step(label: str):
+    """Print a progress line for a long step and its duration when done."""
+
+    class _Step:
+        def __enter__(self):
+            self.started = time.perf_counter()
+            print(f"==> {label} ...", flush=True)
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            status = "done" if exc_type is None else "FAILED"
+            print(f"    {status} in {time.perf_counter() - self.started:.1f}s", flush=True)
+
+    return _Step()
+
+
+def _stack(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.stack import start_stack, stop_stack
+
+    if args.action == "start":
+        with _step("starting the embedded stack"):
+            where = start_stack(settings)
+        _print_mapping(where)
+    elif args.action == "stop":
+        print("stopped embedded PostgreSQL" if stop_stack(settings) else "embedded PostgreSQL was not running")
+    else:
+        running = (settings.pgdata / "postmaster.pid").exists()
+        print(f"state folder: {settings.home}")
+        print(f"embedded PostgreSQL: {'running' if running else 'stopped'}" if settings.embedded_postgres else "PostgreSQL: server URL")
+    return 0
+
+
+def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.seed import seed_synthetic
+    from revopt.stack import start_stack
+
+    start_stack(settings)
+    with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
+        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
+    print(f"    {report}")
+    print(f"    natural run date: {report.end}")
+    return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    return _run_dag(settings, args.date, _params(args.param))
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.seed import seed_synthetic
+    from revopt.stack import close_event_stores, start_stack
+
+    started = time.perf_counter()
+    with _step("starting the embedded stack"):
+        start_stack(settings)
+    with _step(f"seeding a synthetic store: {args.customers:,} customers x {args.days} days (seed {args.seed})"):
+        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
+    print(f"    {report}")
+    close_event_stores()  # the Airflow task process opens chDB next; one process per data path
+    status = _run_dag(settings, report.end, _params(args.param))
+    if status == 0:
+        print(f"\ndemo finished in {time.perf_counter() - started:.0f}s\n")
+        _where(settings, args)
+    return status
+
+
+def _run_dag(settings: Settings, run_date: dt.date, params: dict[str, object]) -> int:
+    from revopt.airflow_env import airflow_environ, dags_test_command, ensure_airflow_db
+
+    with _step("preparing Airflow metadata (SQLite)"):
+        ensure_airflow_db(settings)
+    log_path = settings.run_dir(run_date) / "airflow-dags-test.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = dags_test_command(NIGHTLY_DAG, run_date.isoformat(), params)
+    with _step(f"running DAG {NIGHTLY_DAG} for {run_date} through Airflow (log: {log_path})"):
+        with log_path.open("w") as log:
+            process = subprocess.Popen(command, env=airflow_environ(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                if "Marking task as" in line or "state=" in line and "TaskInstance" in line:
+                    print(f"    {line.strip()[-160:]}", flush=True)
+            status = process.wait()
+    if status != 0:
+        print(f"revopt: DAG run failed (exit {status}); last lines of {log_path}:", file=sys.stderr)
+        print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+    return status
+
+
+def _params(pairs: Sequence[str]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _ui(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.airflow_env import airflow_environ, airflow_executable, ensure_airflow_db
+
+    env = airflow_environ(settings)
+    if args.which == "mlflow":
+        port = args.port or 5000
+        settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
+        command = [
+            os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui",
+            "--backend-store-uri", settings.mlflow_tracking_uri,
+            "--default-artifact-root", settings.mlflow_artifact_root.as_uri(),
+            "--host", "127.0.0.1", "--port", str(port),
+        ]
+        print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+    else:
+        ensure_airflow_db(settings)
+        command = [airflow_executable(), "standalone"]
+        print(
+            "Airflow UI on http://127.0.0.1:8080 (Ctrl-C to stop); the admin password is in "
+            f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}",
+            flush=True,
+        )
+    # Own process group, so Ctrl-C / stop reaches every child the UI starts.
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, 15)
+        return process.wait()
+
+
+def _where(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.stack import connect_postgres, postgres_url
+
+    _print_mapping(
+        {
+            "state folder": str(settings.home),
+            "PostgreSQL": postgres_url(settings),
+            "ClickHouse": settings.clickhouse_url or f"chDB at {settings.chdb_path}",
+            "MLflow tracking": settings.mlflow_tracking_uri,
+            "run files": str(settings.runs_dir),
+            "MLflow UI": "revopt ui mlflow  -> http://127.0.0.1:5000",
+            "Airflow UI": "revopt ui airflow -> http://127.0.0.1:8080",
+        }
+    )
+    with connect_postgres(settings) as conn:
+        exists = conn.execute("SELECT to_regclass('scores.customer_scores') IS NOT NULL").fetchone()[0]
+        rows = conn.execute(
+            "SELECT run_date, count(*), round(avg(purchase_propensity)::numeric, 4), max(propensity_version) "
+            "FROM scores.customer_scores GROUP BY run_date ORDER BY run_date DESC LIMIT 5"
+        ).fetchall() if exists else []
+    print("\npublished scores.customer_scores (latest run dates):")
+    for run_date, count, mean, version in rows:
+        print(f"  {run_date}: {count:,} customers, mean propensity {mean}, model version {version}")
+    if not rows:
+        print("  (nothing published yet)")
+    return 0
+
+
+def _print_mapping(mapping: dict[str, str]) -> None:
+    width = max(len(key) for key in mapping)
+    for key, value in mapping.items():
+        print(f"  {key.ljust(width)}  {value}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

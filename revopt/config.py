@@ -1,0 +1,113 @@
+"""Settings: where state lives and which implementation serves each store.
+
+This is the one place that reads the environment. Everything defaults to the embedded stack
+under one state folder (``REVOPT_HOME``, default ``./.revopt``); each store can instead point at
+a server:
+
+==========================  ==============================================  =======================
+what                        environment variable                            embedded default
+==========================  ==============================================  =======================
+state folder                ``REVOPT_HOME``                                 ``./.revopt``
+PostgreSQL (shop + scores)  ``REVOPT_POSTGRES_URL`` or the Airflow           pgdata under ``pg/``
+                            connection ``AIRFLOW_CONN_REVOPT_POSTGRES``
+ClickHouse (events)         ``REVOPT_CLICKHOUSE_URL`` or                     chDB under ``chdb/``
+                            ``AIRFLOW_CONN_REVOPT_CLICKHOUSE``
+ClickHouse database         ``REVOPT_CLICKHOUSE_DATABASE``                  ``revopt``
+MLflow                      ``MLFLOW_TRACKING_URI``                         sqlite under ``mlflow/``
+Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLite under ``airflow/``
+==========================  ==============================================  =======================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAGS_FOLDER = REPO_ROOT / "dags"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations of every store. Build it with :func:`load_settings`."""
+
+    home: Path
+    postgres_url: str | None  # None: the embedded server under ``home / "pg"``
+    clickhouse_url: str | None  # None: chDB under ``home / "chdb"``
+    clickhouse_database: str
+    mlflow_tracking_uri: str
+    airflow_home: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pg" / "data"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.home / "chdb"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Intermediate Parquet files, one folder per run date."""
+        return self.home / "runs"
+
+    def run_dir(self, run_date: dt.date) -> Path:
+        """Folder of one run's intermediate files; everything in it is keyed by the run date."""
+        return self.runs_dir / run_date.isoformat()
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.postgres_url is None
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url is None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the environment (``os.environ`` unless given)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("REVOPT_HOME", ".revopt")).expanduser().resolve()
+    postgres_url = env.get("REVOPT_POSTGRES_URL") or env.get("AIRFLOW_CONN_REVOPT_POSTGRES")
+    clickhouse_url = env.get("REVOPT_CLICKHOUSE_URL") or env.get("AIRFLOW_CONN_REVOPT_CLICKHOUSE")
+    tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return Settings(
+        home=home,
+        postgres_url=_normalise_postgres_url(postgres_url) if postgres_url else None,
+        clickhouse_url=clickhouse_url or None,
+        clickhouse_database=env.get("REVOPT_CLICKHOUSE_DATABASE", "revopt"),
+        mlflow_tracking_uri=tracking_uri,
+        airflow_home=Path(env.get("AIRFLOW_HOME", str(home / "airflow"))).expanduser().resolve(),
+    )
+
+
+def _normalise_postgres_url(url: str) -> str:
+    """Accept Airflow-style ``postgres://`` and SQLAlchemy-style ``postgresql+psycopg://`` URLs."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme == "postgres":
+        scheme = "postgresql"
+    if scheme != "postgresql":
+        raise ValueError(f"REVOPT_POSTGRES_URL must be a postgresql:// URL, got scheme {parts.scheme!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

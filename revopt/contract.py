@@ -1,0 +1,151 @@
+"""The source contract: the tables revopt reads, the ground-truth tables the generator writes,
+and the tables revopt publishes.
+
+A store maps its own schema onto the ``shop`` tables (PostgreSQL) and the ``events`` table
+(ClickHouse) with views of the same names and columns. All timestamps are UTC.
+"""
+
+from __future__ import annotations
+
+SHOP_SCHEMA = "shop"
+TRUTH_SCHEMA = "truth"
+SCORES_SCHEMA = "scores"
+
+#: PostgreSQL source tables (schema ``shop``).
+SHOP_DDL = """
+CREATE SCHEMA IF NOT EXISTS shop;
+
+CREATE TABLE IF NOT EXISTS shop.customers (
+    customer_id          bigint PRIMARY KEY,
+    signup_date          date NOT NULL,
+    country              text NOT NULL,
+    timezone             text NOT NULL,           -- IANA name, e.g. 'Europe/London'
+    acquisition_channel  text NOT NULL,
+    email_opt_in         boolean NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS shop.products (
+    product_id     bigint PRIMARY KEY,
+    sku            text NOT NULL,
+    name           text NOT NULL,
+    category       text NOT NULL,
+    cost           numeric(12, 2) NOT NULL,       -- unit cost to the store
+    current_price  numeric(12, 2) NOT NULL        -- list price today
+);
+
+CREATE TABLE IF NOT EXISTS shop.product_prices (  -- list-price history
+    product_id  bigint NOT NULL,
+    valid_from  date NOT NULL,
+    list_price  numeric(12, 2) NOT NULL,
+    PRIMARY KEY (product_id, valid_from)
+);
+
+CREATE TABLE IF NOT EXISTS shop.orders (
+    order_id     bigint PRIMARY KEY,
+    customer_id  bigint NOT NULL,
+    order_ts     timestamptz NOT NULL,
+    channel      text NOT NULL,                   -- marketing channel of the session that converted
+    status       text NOT NULL                    -- 'completed' | 'cancelled'
+);
+
+CREATE TABLE IF NOT EXISTS shop.order_lines (
+    order_id    bigint NOT NULL,
+    line_no     integer NOT NULL,
+    product_id  bigint NOT NULL,
+    quantity    integer NOT NULL,
+    unit_price  numeric(12, 2) NOT NULL,          -- price actually paid per unit, after discount
+    discount    numeric(5, 4) NOT NULL,           -- fraction of list price taken off, 0..1
+    PRIMARY KEY (order_id, line_no)
+);
+
+CREATE TABLE IF NOT EXISTS shop.marketing_spend (
+    day          date NOT NULL,
+    channel      text NOT NULL,
+    spend        numeric(14, 2) NOT NULL,
+    impressions  bigint NOT NULL,
+    clicks       bigint NOT NULL,
+    PRIMARY KEY (day, channel)
+);
+"""
+
+#: Ground truth the synthetic generator drew from (schema ``truth``). Never read by the pipeline,
+#: only by benchmarks and tests that measure how well models recover it.
+TRUTH_DDL = """
+CREATE SCHEMA IF NOT EXISTS truth;
+
+CREATE TABLE IF NOT EXISTS truth.generator_run (
+    key    text PRIMARY KEY,
+    value  text NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS truth.customers (
+    customer_id        bigint PRIMARY KEY,
+    segment            text NOT NULL,
+    purchase_rate      double precision NOT NULL,  -- expected purchases per day while alive, before seasonality and marketing
+    dropout_rate       double precision NOT NULL,  -- per-day hazard of becoming inactive for good
+    churn_date         date,                       -- first day the customer is inactive; NULL if still alive at the end
+    mean_basket_value  double precision NOT NULL,  -- customer's mean order value at reference prices
+    best_hour_local    integer NOT NULL,           -- hour of day (local time) with the highest email open rate
+    open_rate_at_best  double precision NOT NULL   -- probability an email sent at best hour is opened
+);
+
+CREATE TABLE IF NOT EXISTS truth.products (
+    product_id     bigint PRIMARY KEY,
+    elasticity     double precision NOT NULL,      -- own-price elasticity: units ~ (price / reference_price) ** elasticity
+    reference_price double precision NOT NULL,
+    popularity     double precision NOT NULL       -- relative choice weight at the reference price
+);
+
+CREATE TABLE IF NOT EXISTS truth.channels (
+    channel          text PRIMARY KEY,
+    adstock_decay    double precision NOT NULL,    -- geometric adstock carry-over per day
+    half_saturation  double precision NOT NULL,    -- adstocked spend giving half the maximum lift (Hill K)
+    hill_slope       double precision NOT NULL,    -- Hill exponent S
+    max_lift         double precision NOT NULL     -- maximum multiplicative lift on purchase intensity
+);
+
+CREATE TABLE IF NOT EXISTS truth.daily_intensity (
+    day              date PRIMARY KEY,
+    seasonality      double precision NOT NULL,    -- multiplicative day-of-week x yearly factor
+    marketing_lift   double precision NOT NULL     -- 1 + sum over channels of Hill(adstock(spend))
+);
+"""
+
+#: Published outputs (schema ``scores``). Every row carries the run date and the model version.
+SCORES_DDL = """
+CREATE SCHEMA IF NOT EXISTS scores;
+
+CREATE TABLE IF NOT EXISTS scores.customer_scores (
+    run_date              date NOT NULL,
+    customer_id           bigint NOT NULL,
+    purchase_propensity   double precision NOT NULL,
+    propensity_model      text NOT NULL,
+    propensity_version    text NOT NULL,
+    PRIMARY KEY (run_date, customer_id)
+);
+"""
+
+#: ClickHouse events table. ``customer_id = 0`` means an anonymous visitor, ``product_id = 0``
+#: an event about no product. The same DDL runs on chDB and on a ClickHouse server.
+EVENTS_TABLE = "events"
+EVENT_TYPES = (
+    "page_view", "product_view", "add_to_cart", "checkout", "purchase",
+    "email_send", "email_open", "email_click",
+)
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS {database}.events (
+    event_time   DateTime64(3, 'UTC'),
+    session_id   UInt64,
+    customer_id  UInt64,
+    event_type   LowCardinality(String),
+    product_id   UInt64,
+    channel      LowCardinality(String),
+    device       LowCardinality(String),
+    is_machine   UInt8
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (customer_id, event_time)
+"""
+
+#: Source tables in load order (parents first) and their primary keys.
+SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")

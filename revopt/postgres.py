@@ -1,0 +1,70 @@
+"""PostgreSQL helpers: schema setup, COPY loads, reads into pandas and atomic partition publishing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from revopt.events import validate_identifier
+
+logger = logging.getLogger(__name__)
+
+_COPY_CHUNK_ROWS = 200_000
+
+
+def qualified(table: str) -> sql.Identifier:
+    """``schema.table`` (or ``table``) as a safely quoted identifier, each part validated."""
+    return sql.Identifier(*(validate_identifier(part) for part in table.split(".")))
+
+
+def run_script(conn: psycopg.Connection, script: str) -> None:
+    """Execute a trusted DDL script (from :mod:`revopt.contract`)."""
+    conn.execute(script)
+
+
+def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> int:
+    """Append ``frame`` to ``table`` with COPY (CSV), columns matched by name. Returns rows copied."""
+    columns = [validate_identifier(c) for c in frame.columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        qualified(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        for start in range(0, len(frame), _COPY_CHUNK_ROWS):
+            buffer = io.StringIO()
+            frame.iloc[start : start + _COPY_CHUNK_ROWS].to_csv(buffer, index=False, header=False)
+            copy.write(buffer.getvalue())
+    return len(frame)
+
+
+def read_frame(conn: psycopg.Connection, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
+    """Run a parameterised query and return its rows as a DataFrame with the query's column names."""
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        columns = [d.name for d in cur.description or ()]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def publish_partition(conn: psycopg.Connection, table: str, run_date: dt.date, frame: pd.DataFrame) -> int:
+    """Replace ``table``'s rows for ``run_date`` with ``frame`` in one transaction.
+
+    Rows are COPYed into a temporary staging table first, then the partition is swapped with a
+    DELETE + INSERT inside the same transaction, so readers see either the previous complete run
+    or the new one, and re-running a date never duplicates.
+    """
+    if "run_date" not in frame.columns or (frame["run_date"] != run_date).any():
+        raise ValueError(f"every row published to {table} must carry run_date={run_date}")
+    target = qualified(table)
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE TEMP TABLE _stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(target))
+        copy_frame(conn, "_stage", frame)
+        deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE run_date = %s").format(target), (run_date,)).rowcount
+        conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM _stage").format(target))
+    logger.info("published %d rows to %s for %s (replaced %d)", len(frame), table, run_date, deleted)
+    return len(frame)

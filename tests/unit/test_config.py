@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from revopt.config import load_settings, redact_url
+from revopt.events import validate_identifier
+from revopt.runctx import run_date_of
+
+
+def test_embedded_defaults_live_under_one_state_folder(tmp_path):
+    settings = load_settings({"REVOPT_HOME": str(tmp_path)})
+    assert settings.embedded_postgres and settings.embedded_clickhouse
+    assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    for path in (settings.pgdata, settings.chdb_path, settings.airflow_home, settings.runs_dir):
+        assert Path(path).is_relative_to(tmp_path)
+    assert settings.run_dir(dt.date(2025, 1, 2)) == tmp_path / "runs" / "2025-01-02"
+
+
+def test_servers_are_chosen_from_the_environment(tmp_path):
+    settings = load_settings(
+        {
+            "REVOPT_HOME": str(tmp_path),
+            "AIRFLOW_CONN_REVOPT_POSTGRES": "postgres://shop:s3cret@db:5432/shop",
+            "REVOPT_CLICKHOUSE_URL": "http://default:pw@clickhouse:8123",
+            "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        }
+    )
+    assert settings.postgres_url == "postgresql://shop:s3cret@db:5432/shop"
+    assert not settings.embedded_postgres and not settings.embedded_clickhouse
+    assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+
+
+def test_explicit_postgres_url_wins_over_the_airflow_connection(tmp_path):
+    settings = load_settings(
+        {"REVOPT_POSTGRES_URL": "postgresql+psycopg://a@x/db", "AIRFLOW_CONN_REVOPT_POSTGRES": "postgres://b@y/db"}
+    )
+    assert settings.postgres_url == "postgresql://a@x/db"
+
+
+def test_non_postgres_url_is_refused():
+    with pytest.raises(ValueError, match="postgresql://"):
+        load_settings({"REVOPT_POSTGRES_URL": "mysql://a@b/c"})
+
+
+def test_passwords_are_redacted():
+    assert redact_url("postgresql://shop:s3cret@db:5432/shop") == "postgresql://shop:***@db:5432/shop"
+    assert "s3cret" not in redact_url("http://default:s3cret@clickhouse:8123")
+    assert redact_url("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+
+
+@pytest.mark.parametrize("name", ["events; DROP TABLE x", "a.b", "1abc", "", "näme"])
+def test_identifiers_from_configuration_are_validated(name):
+    with pytest.raises(ValueError):
+        validate_identifier(name)
+
+
+def test_run_date_is_the_utc_logical_date_or_run_after():
+    tz = dt.timezone(dt.timedelta(hours=-5))
+    assert run_date_of({"logical_date": dt.datetime(2025, 3, 1, 22, 0, tzinfo=tz)}) == dt.date(2025, 3, 2)
+
+    class _Run:
+        run_after = dt.datetime(2025, 3, 4, 1, 0, tzinfo=dt.timezone.utc)
+
+    assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)

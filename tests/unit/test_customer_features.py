@@ -1,0 +1,99 @@
+"""Customer features and labels: nothing at or after the cutoff leaks into features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.customer import FEATURE_COLUMNS, customer_features, population, purchase_label
+
+CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
+
+
+@pytest.fixture()
+def frames() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    n = 50
+    customers = pd.DataFrame(
+        {
+            "customer_id": np.arange(1, n + 1, dtype="int64"),
+            "signup_date": pd.to_datetime("2023-06-01") + pd.to_timedelta(rng.integers(0, 300, n), unit="D"),
+        }
+    )
+    n_orders = 400
+    orders = pd.DataFrame(
+        {
+            "order_id": np.arange(n_orders, dtype="int64"),
+            "customer_id": rng.integers(1, n + 1, n_orders).astype("int64"),
+            "order_ts": pd.Timestamp("2023-09-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 240, n_orders), unit="D"),
+            "status": np.where(rng.random(n_orders) < 0.05, "cancelled", "completed"),
+            "order_value": rng.gamma(2.0, 30.0, n_orders),
+        }
+    )
+    days = pd.date_range("2023-09-01", "2024-04-30", freq="D")
+    events = pd.DataFrame(
+        {
+            "customer_id": rng.integers(1, n + 1, 3000).astype("int64"),
+            "day": days[rng.integers(0, len(days), 3000)],
+        }
+    ).drop_duplicates(["customer_id", "day"])
+    for column in ("sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases", "email_sends", "email_opens", "email_clicks"):
+        events[column] = rng.integers(0, 4, len(events)).astype("int64")
+    return {"customers": customers, "orders": orders, "customer_daily_events": events}
+
+
+def test_features_ignore_everything_at_or_after_the_cutoff(frames):
+    full = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], CUTOFF)
+    orders_before = frames["orders"][frames["orders"]["order_ts"] < CUTOFF]
+    events_before = frames["customer_daily_events"][frames["customer_daily_events"]["day"] < CUTOFF.tz_localize(None)]
+    # Scramble everything in the future: features must not move.
+    future_orders = frames["orders"][frames["orders"]["order_ts"] >= CUTOFF].assign(order_value=1e9)
+    tampered = customer_features(
+        frames["customers"], pd.concat([orders_before, future_orders]), events_before, CUTOFF
+    )
+    pd.testing.assert_frame_equal(full, tampered)
+    assert len(orders_before) < len(frames["orders"]), "the fixture must have orders after the cutoff"
+
+
+def test_one_row_per_signed_up_customer_with_all_features(frames):
+    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], CUTOFF)
+    expected_ids = frames["customers"].loc[frames["customers"]["signup_date"] < "2024-03-01", "customer_id"]
+    assert features["customer_id"].is_unique
+    assert sorted(features["customer_id"]) == sorted(expected_ids)
+    assert list(features.columns) == ["customer_id", *FEATURE_COLUMNS]
+    assert not features[list(FEATURE_COLUMNS)].isna().any().any()
+    assert (features[list(FEATURE_COLUMNS)] >= 0).all().all()
+
+
+def test_rfm_values_match_a_hand_count(frames):
+    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], CUTOFF).set_index("customer_id")
+    orders = frames["orders"]
+    done = orders[(orders["order_ts"] < CUTOFF) & (orders["status"] == "completed")]
+    customer = done["customer_id"].value_counts().index[0]
+    mine = done[done["customer_id"] == customer]
+    row = features.loc[customer]
+    assert row["frequency"] == len(mine)
+    assert row["monetary"] == pytest.approx(mine["order_value"].sum())
+    assert row["recency_days"] == pytest.approx((CUTOFF - mine["order_ts"].max()).total_seconds() / 86400)
+    assert row["orders_30d"] == (mine["order_ts"] >= CUTOFF - pd.Timedelta(days=30)).sum()
+
+
+def test_label_counts_completed_orders_inside_the_window_only(frames):
+    ids = population(frames["customers"], CUTOFF)
+    label = purchase_label(ids, frames["orders"], CUTOFF, horizon_days=14)
+    orders = frames["orders"]
+    window = orders[
+        (orders["order_ts"] >= CUTOFF)
+        & (orders["order_ts"] < CUTOFF + pd.Timedelta(days=14))
+        & (orders["status"] == "completed")
+    ]
+    assert set(label[label == 1].index) == set(window["customer_id"]) & set(ids)
+    assert label.index.equals(ids)
+
+
+def test_inputs_are_not_mutated(frames):
+    before = {name: frame.copy() for name, frame in frames.items()}
+    customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], CUTOFF)
+    for name, frame in frames.items():
+        pd.testing.assert_frame_equal(frame, before[name])
