@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
+
+# Retry what can heal by itself (a database restarting, a network blip); fail at once on bad
+# data or bad settings, where a retry would only repeat the same answer later.
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=["revopt.validation.DataValidationError", "builtins.ValueError", "builtins.LookupError"],
+            action=RetryAction.FAIL,
+            reason="bad input data or settings: retrying cannot fix it",
+        )
+    ]
+)
 
 RUN_PARAMS = {
     "horizon_days": Param(30, type="integer", minimum=1, maximum=365, description="Purchase window N (days) for propensity."),
@@ -27,7 +39,12 @@ RUN_PARAMS = {
     max_active_runs=1,
     params=RUN_PARAMS,
     tags=["revopt", "nightly"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "retry_policy": RETRY_POLICY,
+    },
     doc_md=__doc__,
 )
 def revopt_nightly():

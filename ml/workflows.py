@@ -24,7 +24,7 @@ from revopt.extract import read_extract
 from revopt.postgres import publish_partition, run_script
 from revopt.contract import SCORES_DDL
 from revopt.stack import connect_postgres
-from revopt.validation import require_valid, validate_frame
+from revopt.validation import DataValidationError, require_valid, validate_frame
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,15 @@ def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict
     frames = read_extract(extract_paths)
     out_dir = settings.run_dir(run_date) / "validation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    failures = []
+    failed = []
     for dataset, frame in frames.items():
         summary = validate_frame(dataset, frame, run_date)
         (out_dir / f"{dataset}.json").write_text(json.dumps(summary.result_json, indent=1, default=str))
         logger.info("validation of %s for %s: %d/%d expectations passed", dataset, run_date, summary.evaluated - summary.failed, summary.evaluated)
         if not summary.success:
-            failures.append(dataset)
-    if failures:
-        # Re-run the first failing dataset through the raising entry point for its full message.
-        require_valid(failures[0], frames[failures[0]], run_date)
+            failed.append(summary)
+    if failed:
+        raise DataValidationError("\n".join(summary.describe() for summary in failed))
     return extract_paths
 
 

@@ -7,10 +7,12 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from revopt.config import Settings, load_settings
 
@@ -146,15 +148,32 @@ def _run_dag(settings: Settings, run_date: dt.date, params: dict[str, object]) -
         with log_path.open("w") as log:
             process = subprocess.Popen(command, env=airflow_environ(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                if "Marking task as" in line or "state=" in line and "TaskInstance" in line:
-                    print(f"    {line.strip()[-160:]}", flush=True)
+            _follow_task_states(process.stdout, log)
             status = process.wait()
     if status != 0:
         print(f"revopt: DAG run failed (exit {status}); last lines of {log_path}:", file=sys.stderr)
         print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
     return status
+
+
+_TASK_ID = re.compile(r"task_id='([\w.-]+)'")
+_NEW_STATE = re.compile(r"new_state=(\w+)")
+_RUN_STATE = re.compile(r"\bstate=(\w+)")
+
+
+def _follow_task_states(lines: Iterable[str], log: TextIO) -> None:
+    """Copy Airflow's output to the log and print one progress line per finished task."""
+    current_task = "?"
+    started = time.perf_counter()
+    for line in lines:
+        log.write(line)
+        if found := _TASK_ID.search(line):
+            current_task = found.group(1)
+        if (state := _NEW_STATE.search(line)) and state.group(1) != "running":
+            print(f"    task {current_task}: {state.group(1)} (+{time.perf_counter() - started:.1f}s)", flush=True)
+            started = time.perf_counter()
+        elif "DagRun Finished" in line and (state := _RUN_STATE.search(line)):
+            print(f"    DAG run finished: {state.group(1)}", flush=True)
 
 
 def _params(pairs: Sequence[str]) -> dict[str, object]:

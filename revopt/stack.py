@@ -7,6 +7,7 @@ process unless a URL is configured). Callers never branch on which one they got.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -92,7 +93,10 @@ def stop_stack(settings: Settings) -> bool:
     except subprocess.CalledProcessError as exc:
         logger.warning("pg_ctl stop failed for %s: %s", settings.pgdata, exc)
         return False
-    PostgresServer._instances.pop(settings.pgdata.resolve(), None)
+    # Forget this process's handle so a later start in the same process really starts a server.
+    handle = PostgresServer._instances.pop(settings.pgdata.resolve(), None)
+    if handle is not None:
+        atexit.unregister(handle._cleanup)
     return True
 
 

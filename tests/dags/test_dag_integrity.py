@@ -46,6 +46,19 @@ def test_every_dag_is_tagged_and_every_task_retries(dagbag):
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id} has no retries"
             assert task.retry_exponential_backoff, f"{dag.dag_id}.{task.task_id} retries without backoff"
+            assert task.retry_policy is not None, f"{dag.dag_id}.{task.task_id} would retry bad data"
+
+
+def test_bad_data_fails_at_once_and_transient_errors_retry(dagbag):
+    from airflow.sdk import RetryAction
+
+    from revopt.validation import DataValidationError
+
+    policy = dagbag.dags["revopt_nightly"].get_task("validate").retry_policy
+    fail = policy.evaluate(DataValidationError("orders failed"), try_number=1, max_tries=3)
+    retry = policy.evaluate(ConnectionError("server restarting"), try_number=1, max_tries=3)
+    assert fail.action == RetryAction.FAIL
+    assert retry.action != RetryAction.FAIL
 
 
 def test_run_settings_are_params_with_defaults(dagbag):

@@ -1,0 +1,1066 @@
+"""Synthetic online store: source tables that look like a real shop, plus the truth they came from.
+
+:func:`generate_store` draws a complete store history for ``days`` days from ``start`` (the
+first day after the data, ``start + days``, is the natural run date) and returns
+
+- ``shop``: the PostgreSQL source tables of :data:`revopt.contract.SHOP_DDL`,
+- ``events``: the ClickHouse ``events`` table of :data:`revopt.contract.EVENTS_DDL`,
+- ``truth``: the parameters every row was drawn from (:data:`revopt.contract.TRUTH_DDL`), so
+  benchmarks and tests can measure how well the models recover them.
+
+Everything is a pure function of ``(n_customers, days, start, seed, n_products)``: randomness
+comes from named child streams of ``np.random.SeedSequence(seed)``, never from the clock, and
+every draw is vectorised over customers, orders, lines or events (Python loops run only over
+days, channels and time zones).
+
+Generative model
+----------------
+Calendar.  ``seasonality(d)`` = day-of-week factor x (yearly cosine + a late-November /
+December holiday bump).
+
+Marketing.  Four paid channels (``paid_search``, ``paid_social``, ``display``, ``affiliate``)
+spend daily budgets = base x 4-week budget level x AR(1) noise x weekly pattern x on/off
+flights (social and display run in flights), so every response curve is seen at many spend
+levels.  Each channel has a geometric adstock ``a_c(d) = spend_c(d) + theta_c a_c(d-1)``
+(``a_c(-1) = 0``) and a Hill curve ``hill_c(a) = a^S / (a^S + K^S)``; the store-wide
+``marketing_lift(d) = 1 + sum_c beta_c hill_c(a_c(d))``.  Impressions ~ Poisson(spend / CPM)
+and clicks ~ Binomial(impressions, CTR).  Base spend and ``K_c`` scale with
+``n_customers / 100_000``.
+
+Customers (Pareto/NBD + Gamma-Gamma).  Segment ``casual | regular | loyal`` sets the means of a
+Gamma purchase rate ``lambda_i`` (about 2, 5 and 12 purchases a year, 4.4 overall) and of a Gamma
+per-day dropout hazard ``mu_i``.  60 % signed up during the two years before ``start``, the
+rest during the data.  Lifetime ~ Exponential(mu_i) from signup; ``churn_date`` is the first
+inactive day (NULL when the customer is still alive on the last day).  With a year of data
+about 40 % have churned by the end, half of them before ``start``.  The number of extra basket lines ``k_i`` is
+Gamma across customers, independent of ``lambda_i``, and sets
+``mean_basket_value_i = (1 + k_i) x (1 + q) x p_ref``, the mean order value at reference
+prices (``q`` = mean extra quantity per line, ``p_ref`` = popularity-weighted mean reference
+price).
+
+Purchases.  While alive, customer ``i`` buys on day ``d`` at Poisson intensity
+``lambda_i x seasonality(d) x marketing_lift(d)``.  Counts are drawn per customer over the
+alive window and placed on days by inverse-CDF sampling of the cumulative intensity.  On top
+of that, each human email open by an alive customer multiplies that day's intensity by
+``1 + 2`` (the extra orders follow an email click).  Order time = the customer's preferred
+local hour + N(0, 2h), mapped to UTC through the customer's time zone (an hourly table of UTC
+offsets built with pandas ``tz_convert``, so DST is respected) and kept on the drawn UTC day;
+days, signup and churn are UTC dates.  3 % of orders are ``cancelled``.  The order channel is
+``email`` for email-driven orders and otherwise drawn from the day's mix: paid channel ``c``
+with probability ``beta_c hill_c / marketing_lift``, the rest split organic / direct / email.
+
+Products and prices.  Eight categories with a mean own-price elasticity; product elasticity
+``e_j`` = category mean + N(0, 0.35) clipped to ``[-4, -0.3]``; reference price = cost x
+markup(1.3-2.5).  A latent demand shock ``u_j(d)`` (AR(1), phi 0.96, sd 0.3) multiplies
+demand by ``exp(u_j(d))``.  The list price is piecewise constant: every 2-6 weeks it moves
+5-20 %, *up* with probability ``sigmoid(2.5 u_j / 0.3 - 5 log(list / reference))``, so prices
+rise when latent demand is high (confounding: a naive log-log regression of units on price is
+biased towards zero) and drift back towards the reference price.  Independently, about one
+day in 75 starts a 3-7 day promotion of 10-30 % (capped so the price paid stays at or above
+cost), recorded in ``order_lines.discount``.  Each basket line picks product ``j`` with weight
+``popularity_j x exp(u_j(d)) x (effective_price_j(d) / reference_price_j) ** e_j``; lines per
+order = 1 + Poisson(k_i), quantity = 1 + Poisson(0.25).
+
+Events.  Every order has a web session ``page_view -> product_view(s) -> (product_view,
+add_to_cart) per line -> checkout -> purchase`` whose purchase event is at ``order_ts``.
+Alive customers also browse at 2-4x their purchase rate, ending at a random funnel depth;
+anonymous visitors (``customer_id = 0``) add 8 % of sessions.  Opted-in customers get a
+campaign email roughly weekly at a local send hour drawn uniformly from 6-22 per recipient (a
+store-wide A/B test of send hours).  ``P(open) = open_rate_at_best_i x (0.1 + 0.9 exp(-dh^2 /
+(2 x 2.5^2)))``, ``dh`` = circular distance in hours between send hour and
+``best_hour_local_i`` (churned customers open at a fifth of that); human opens follow the send
+by a truncated exponential delay (mean 1 h, at most 5 h), 15-30 % of them are clicked.
+Security scanners add machine opens (``is_machine = 1``, about 3 % of opens) within a minute of
+the send, independent of the hour.  Email events have ``session_id = 0`` and ``channel =
+'email'``.  ``device`` is always one of desktop / mobile / tablet (email events use the
+customer's usual device).
+
+Frames and dtypes
+-----------------
+Columns are exactly those of the contract DDL, in DDL order.  Ids are ``int64``; ``integer``
+columns (``line_no``, ``quantity``, ``best_hour_local``) ``int32``; text ``object``;
+``email_opt_in`` ``bool``; money and rates ``float64``, money rounded to cents and discounts to
+4 decimals.  Dates (``signup_date``, ``valid_from``, ``day``, ``churn_date``) are
+``datetime64[ns]`` at midnight (``churn_date`` is ``NaT`` when NULL); ``orders.order_ts`` (whole
+seconds) and ``events.event_time`` (whole milliseconds) are ``datetime64[ns, UTC]``.  In
+``events``, ``session_id``, ``customer_id`` and ``product_id`` are ``uint64``, ``is_machine``
+``uint8``, and ``event_type``, ``channel`` and ``device`` are ``category``.  Events are sorted
+by time; session ids increase with the session start; order ids with ``order_ts``.
+
+Why hand-written: no library draws a store whose frequency, churn, price response, media
+response and email timing follow known structural models jointly, and known parameters are
+the point of this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from revopt.contract import EVENT_TYPES
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1.0.0"
+
+_MS_PER_DAY = 86_400_000
+_MS_PER_MINUTE = 60_000
+
+_STREAMS = ("marketing", "customers", "products", "emails", "orders", "lines", "sessions", "anonymous")
+
+# --- customers -------------------------------------------------------------------------------
+_SEGMENTS = ("casual", "regular", "loyal")
+_SEGMENT_SHARE = (0.55, 0.30, 0.15)
+_SEGMENT_PURCHASES_PER_YEAR = (2.0, 5.0, 12.0)
+_RATE_SHAPE = 3.0
+_SEGMENT_DROPOUT_PER_DAY = (1 / 450, 1 / 1100, 1 / 3000)
+_DROPOUT_SHAPE = 2.0
+_SHARE_SIGNED_UP_BEFORE = 0.6
+_HISTORY_DAYS_BEFORE = 730
+_SEGMENT_OPT_IN = (0.65, 0.72, 0.80)
+_SEGMENT_OPEN_BETA = ((2.5, 7.0), (3.0, 6.0), (4.0, 5.0))
+_BASKET_K_SHAPE = 2.5
+_BASKET_K_MEAN = 1.2
+_EXTRA_QUANTITY_MEAN = 0.25
+
+#: (country, IANA time zone, share of customers)
+_TIMEZONES = (
+    ("GB", "Europe/London", 0.30),
+    ("DE", "Europe/Berlin", 0.14),
+    ("FR", "Europe/Paris", 0.11),
+    ("NL", "Europe/Amsterdam", 0.05),
+    ("US", "America/New_York", 0.18),
+    ("US", "America/Los_Angeles", 0.12),
+    ("AU", "Australia/Sydney", 0.10),
+)
+_ACQUISITION_CHANNELS = ("organic", "paid_search", "paid_social", "display", "affiliate", "referral", "direct")
+#: acquisition channel mix per segment: loyal customers come more often organically or by referral
+_ACQUISITION_SHARE = (
+    (0.22, 0.25, 0.22, 0.08, 0.10, 0.05, 0.08),
+    (0.28, 0.22, 0.15, 0.05, 0.08, 0.10, 0.12),
+    (0.32, 0.16, 0.10, 0.03, 0.06, 0.18, 0.15),
+)
+_DEVICES = ("desktop", "mobile", "tablet")
+_DEVICE_SHARE = (0.42, 0.48, 0.10)
+_SAME_DEVICE = 0.8
+
+#: relative weight of each local hour 0..23 as a customer's preferred shopping hour
+_ORDER_HOUR_PROFILE = (
+    0.3, 0.15, 0.1, 0.05, 0.05, 0.1, 0.3, 0.6, 0.9, 1.0, 1.0, 1.1,
+    1.4, 1.3, 1.0, 1.0, 1.0, 1.1, 1.4, 1.8, 2.1, 2.0, 1.4, 0.7,
+)
+#: relative weight of each local hour 0..23 as a customer's best email-open hour
+_EMAIL_HOUR_PROFILE = (
+    0.02, 0.01, 0.01, 0.01, 0.02, 0.1, 0.6, 1.2, 1.4, 1.0, 0.8, 0.8,
+    1.1, 1.0, 0.7, 0.6, 0.6, 0.8, 1.0, 1.2, 1.3, 1.0, 0.5, 0.1,
+)
+
+# --- marketing ---------------------------------------------------------------------------------
+_PAID_CHANNELS = ("paid_search", "paid_social", "display", "affiliate")
+#: base daily spend at 100k customers
+_BASE_SPEND = (2500.0, 1500.0, 1000.0, 600.0)
+_DECAY_RANGE = ((0.15, 0.40), (0.40, 0.65), (0.55, 0.80), (0.05, 0.30))
+_SLOPE_RANGE = ((0.9, 1.5), (1.2, 2.0), (1.5, 2.8), (0.9, 1.5))
+_MAX_LIFT_RANGE = ((0.20, 0.35), (0.10, 0.20), (0.05, 0.12), (0.05, 0.12))
+_HAS_FLIGHTS = (False, True, True, False)
+_WEEKLY_AMPLITUDE = (0.10, 0.15, 0.05, 0.08)
+_WEEKLY_PEAK_DOW = (1, 5, 3, 4)
+_CPM = (25.0, 7.0, 2.5, 9.0)
+_CTR = (0.045, 0.011, 0.0025, 0.016)
+#: every order channel: the paid channels, then the unpaid ones
+_ORDER_CHANNELS = (*_PAID_CHANNELS, "organic", "direct", "email")
+_UNPAID_SHARE = (0.55, 0.37, 0.08)
+_EMAIL_CHANNEL = _ORDER_CHANNELS.index("email")
+
+# --- seasonality -------------------------------------------------------------------------------
+_DOW_FACTOR = (0.97, 0.95, 0.96, 0.98, 1.03, 1.08, 1.03)  # Monday .. Sunday
+
+# --- products ----------------------------------------------------------------------------------
+#: (category, mean elasticity, median unit cost, product nouns)
+_CATEGORIES = (
+    ("apparel", -2.0, 14.0, ("T-Shirt", "Hoodie", "Jacket", "Jeans", "Scarf")),
+    ("footwear", -1.8, 28.0, ("Sneakers", "Boots", "Sandals", "Loafers")),
+    ("electronics", -2.6, 45.0, ("Headphones", "Charger", "Speaker", "Smartwatch", "Keyboard")),
+    ("home", -1.5, 16.0, ("Lamp", "Cushion", "Mug Set", "Throw", "Vase")),
+    ("beauty", -1.2, 7.0, ("Serum", "Lip Balm", "Shampoo", "Face Mask")),
+    ("grocery", -0.8, 4.0, ("Coffee", "Tea", "Granola", "Olive Oil", "Chocolate")),
+    ("toys", -2.2, 11.0, ("Puzzle", "Building Set", "Plush", "Board Game")),
+    ("sports", -1.7, 20.0, ("Yoga Mat", "Water Bottle", "Dumbbells", "Running Belt")),
+)
+_ADJECTIVES = ("Classic", "Essential", "Premium", "Eco", "Urban", "Compact", "Deluxe", "Everyday", "Nordic", "Pro")
+_ELASTICITY_NOISE = 0.35
+_ELASTICITY_BOUNDS = (-4.0, -0.3)
+_SHOCK_PHI = 0.96
+_SHOCK_SD = 0.3
+_PRICE_GAP_DAYS = (14, 43)
+_PRICE_STEP = (0.05, 0.20)
+_PRICE_SHOCK_RESPONSE = 2.5
+_PRICE_REVERSION = 5.0
+_PROMO_START_PROB = 1 / 75
+_PROMO_DAYS = (3, 8)
+_PROMO_DEPTHS = (0.10, 0.15, 0.20, 0.25, 0.30)
+
+# --- events ------------------------------------------------------------------------------------
+_SEND_HOURS = (6, 22)
+_OPEN_BELL_SD_HOURS = 2.5
+_OPEN_FLOOR = 0.1
+_DEAD_OPEN_FACTOR = 0.2
+_OPEN_DELAY_MEAN_MIN = 60.0
+_OPEN_DELAY_MAX_MIN = 300.0
+_MACHINE_SHARE = 0.03
+_CLICK_PROB = (0.15, 0.30)
+_EMAIL_OPEN_BOOST = 2.0
+_CANCEL_SHARE = 0.03
+_BROWSE_MULTIPLIER = (2.0, 4.0)
+_ANONYMOUS_SHARE = 0.08
+_BROWSE_DEPTH_SHARE = (0.40, 0.35, 0.18, 0.07)  # page_view | +product views | +add_to_cart | +checkout
+_ANONYMOUS_DEPTH_SHARE = (0.55, 0.30, 0.12, 0.03)
+_EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
+
+
+@dataclass(frozen=True)
+class SyntheticStore:
+    """A generated store: source tables, ground truth and ClickHouse events."""
+
+    shop: dict[str, pd.DataFrame]
+    truth: dict[str, pd.DataFrame]
+    events: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Customers:
+    signup_day: np.ndarray  # int64, days from start (negative: before start)
+    churn_day: np.ndarray  # int64, first inactive day, days from start
+    rate: np.ndarray  # purchases per day while alive
+    basket_k: np.ndarray
+    tz: np.ndarray  # index into _TIMEZONES
+    order_hour: np.ndarray  # preferred local shopping hour, fractional
+    best_hour: np.ndarray
+    open_rate: np.ndarray
+    opt_in: np.ndarray
+    device: np.ndarray  # index into _DEVICES
+    browse_multiplier: np.ndarray
+    click_prob: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Products:
+    list_price: np.ndarray  # (days, products)
+    discount: np.ndarray  # (days, products)
+    choice_cdf: np.ndarray  # (days, products), row-wise cumulative choice probabilities
+
+
+@dataclass(frozen=True)
+class _Marketing:
+    spend: pd.DataFrame
+    channels: pd.DataFrame
+    lift: np.ndarray  # (days,)
+    channel_cdf: np.ndarray  # (days, len(_ORDER_CHANNELS))
+
+
+@dataclass(frozen=True)
+class _Emails:
+    time_ms: np.ndarray
+    customer: np.ndarray
+    event_code: np.ndarray
+    is_machine: np.ndarray
+    order_customer: np.ndarray  # email-driven orders
+    order_ms: np.ndarray
+    order_click_ms: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Orders:
+    customer: np.ndarray  # customer index, sorted like order_id
+    time_ms: np.ndarray
+    day: np.ndarray
+    channel: np.ndarray  # index into _ORDER_CHANNELS
+    floor_ms: np.ndarray  # earliest possible session start
+
+
+def generate_store(
+    n_customers: int,
+    days: int,
+    start: dt.date,
+    seed: int,
+    n_products: int | None = None,
+) -> SyntheticStore:
+    """Draw a synthetic store with ``n_customers`` customers over ``[start, start + days)``.
+
+    ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  The same arguments
+    always give identical frames.  See the module docstring for the generative model.
+    """
+    if n_customers < 1 or days < 1:
+        raise ValueError(f"need n_customers >= 1 and days >= 1, got {n_customers} and {days}")
+    if n_products is None:
+        n_products = max(50, min(500, n_customers // 200))
+    if n_products < 1:
+        raise ValueError(f"need n_products >= 1, got {n_products}")
+    began = time.perf_counter()
+    rngs = _streams(seed)
+    dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
+    origin = dates[0].tz_localize("UTC")
+    end_ms = days * _MS_PER_DAY
+
+    seasonality = _seasonality(dates)
+    marketing = _draw_marketing(rngs["marketing"], dates, spend_scale=n_customers / 100_000)
+    intensity = seasonality * marketing.lift
+    cum_intensity = np.concatenate([[0.0], np.cumsum(intensity)])
+    offsets = _utc_offsets(dates)
+
+    products, product_frames, product_truth = _draw_products(rngs["products"], n_products, dates)
+    mean_reference_price = float(np.average(product_truth["reference_price"], weights=product_truth["popularity"]))
+    customers, customer_frame, customer_truth = _draw_customers(
+        rngs["customers"], n_customers, dates, mean_reference_price
+    )
+    logger.info("drew %d customers and %d products (%.1fs)", n_customers, n_products, time.perf_counter() - began)
+
+    emails = _draw_emails(rngs["emails"], customers, intensity, offsets, end_ms)
+    logger.info("drew %d email events (%.1fs)", len(emails.time_ms), time.perf_counter() - began)
+
+    orders, orders_frame = _draw_orders(
+        rngs["orders"], customers, emails, cum_intensity, marketing.channel_cdf, offsets, origin
+    )
+    lines_frame, line_order, line_product = _draw_lines(rngs["lines"], orders, customers, products)
+    logger.info("drew %d orders and %d lines (%.1fs)", len(orders_frame), len(lines_frame), time.perf_counter() - began)
+
+    events = _build_events(
+        rngs, customers, orders, line_order, line_product, emails, products, marketing.channel_cdf,
+        cum_intensity, offsets, origin,
+    )
+    logger.info("built %d events (%.1fs)", len(events), time.perf_counter() - began)
+
+    generator_run = pd.DataFrame(
+        {
+            "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version"],
+            "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
+                      str(n_products), GENERATOR_VERSION],
+        }
+    )
+    daily_intensity = pd.DataFrame({"day": dates, "seasonality": seasonality, "marketing_lift": marketing.lift})
+    shop = {
+        "customers": customer_frame,
+        "products": product_frames["products"],
+        "product_prices": product_frames["product_prices"],
+        "orders": orders_frame,
+        "order_lines": lines_frame,
+        "marketing_spend": marketing.spend,
+    }
+    truth = {
+        "generator_run": generator_run,
+        "customers": customer_truth,
+        "products": product_truth,
+        "channels": marketing.channels,
+        "daily_intensity": daily_intensity,
+    }
+    logger.info("generated store seed=%d in %.1fs", seed, time.perf_counter() - began)
+    return SyntheticStore(shop=shop, truth=truth, events=events)
+
+
+# --- randomness and calendar ---------------------------------------------------------------------
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    """Independent named generators, so adding a draw to one part leaves the others unchanged."""
+    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
+
+
+def _seasonality(dates: pd.DatetimeIndex) -> np.ndarray:
+    dow = np.asarray(_DOW_FACTOR)
+    dow = dow / dow.mean()
+    day_of_year = dates.dayofyear.to_numpy().astype(np.float64)
+    yearly = 1.0 + 0.08 * np.cos(2.0 * np.pi * (day_of_year - 15.0) / 365.25)
+    distance = np.abs(day_of_year - 335.0)
+    distance = np.minimum(distance, 365.25 - distance)
+    holiday = 0.35 * np.exp(-0.5 * (distance / 12.0) ** 2)
+    return dow[dates.dayofweek.to_numpy()] * (yearly + holiday)
+
+
+def _utc_offsets(dates: pd.DatetimeIndex) -> np.ndarray:
+    """UTC offset in seconds of every time zone during every UTC hour of the data, shape (zones, hours).
+
+    DST transitions of the supported zones fall on whole UTC hours, so the table is exact.
+    """
+    hours = pd.date_range(dates[0], periods=len(dates) * 24, freq="h", tz="UTC")
+    offsets = np.empty((len(_TIMEZONES), len(hours)), dtype=np.float64)
+    for k, (_, zone, _) in enumerate(_TIMEZONES):
+        local = hours.tz_convert(zone).tz_localize(None)
+        offsets[k] = (local - hours.tz_localize(None)).total_seconds().to_numpy()
+    return offsets
+
+
+def _local_hour_to_utc_ms(day: np.ndarray, local_hour: np.ndarray, tz: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Milliseconds since start of the instant on UTC day ``day`` whose local clock shows ``local_hour``.
+
+    Starts from the zone's offset at noon UTC and corrects it once with the offset in force at the
+    first guess, which is exact except for local times that DST skips.
+    """
+    day = day.astype(np.int64)
+    hour_index = day * 24 + 12
+    for _ in range(2):
+        offset = offsets[tz, np.clip(hour_index, 0, offsets.shape[1] - 1)]
+        seconds = np.mod(local_hour * 3600.0 - offset, 86_400.0)
+        hour_index = day * 24 + (seconds // 3600.0).astype(np.int64)
+    return day * _MS_PER_DAY + np.floor(seconds * 1000.0).astype(np.int64)
+
+
+def _sample_rows(cdf: np.ndarray, rows: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """Column index drawn from row ``rows[i]`` of a row-wise CDF (last column 1), for all i at once."""
+    n_rows, n_cols = cdf.shape
+    shifted = (cdf + np.arange(n_rows, dtype=np.float64)[:, None]).ravel()
+    position = np.searchsorted(shifted, rows + uniforms, side="right") - rows.astype(np.int64) * n_cols
+    return np.clip(position, 0, n_cols - 1)
+
+
+def _row_cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]
+    cdf[:, -1] = 1.0
+    return cdf
+
+
+def _draw_days(
+    rng: np.random.Generator, rate: np.ndarray, lo: np.ndarray, hi: np.ndarray, cum_intensity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson events at ``rate x intensity(d)`` on days ``lo <= d < hi``: (owner index, day)."""
+    hi = np.maximum(hi, lo)
+    exposure = cum_intensity[hi] - cum_intensity[lo]
+    counts = rng.poisson(rate * exposure)
+    owner = np.repeat(np.arange(len(rate)), counts)
+    target = cum_intensity[lo[owner]] + rng.random(len(owner)) * exposure[owner]
+    day = np.searchsorted(cum_intensity, target, side="right") - 1
+    return owner, np.clip(day, lo[owner], hi[owner] - 1)
+
+
+def _choice(rng: np.random.Generator, shares: tuple[float, ...], size: int) -> np.ndarray:
+    p = np.asarray(shares, dtype=np.float64)
+    return rng.choice(len(p), size=size, p=p / p.sum())
+
+
+def _positions_in_group(counts: np.ndarray) -> np.ndarray:
+    """0, 1, .., counts[0]-1, 0, 1, .., counts[1]-1, ... as one array."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _dates(start_day: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
+    """``datetime64[ns]`` midnights ``start_day`` days after the first day (may be negative)."""
+    return (dates[0] + pd.to_timedelta(start_day, unit="D")).to_numpy()
+
+
+# --- marketing ---------------------------------------------------------------------------------
+
+
+def _draw_marketing(rng: np.random.Generator, dates: pd.DatetimeIndex, spend_scale: float) -> _Marketing:
+    days, n_channels = len(dates), len(_PAID_CHANNELS)
+    base = np.asarray(_BASE_SPEND) * spend_scale
+    block_level = rng.lognormal(0.0, 0.35, size=(days // 28 + 1, n_channels))[np.arange(days) // 28]
+    noise = rng.normal(0.0, 0.06, size=(days, n_channels))
+    wander = lfilter([1.0], [1.0, -0.9], noise, axis=0)
+    dow = dates.dayofweek.to_numpy()[:, None]
+    weekly = 1.0 + np.asarray(_WEEKLY_AMPLITUDE) * np.cos(2.0 * np.pi * (dow - np.asarray(_WEEKLY_PEAK_DOW)) / 7.0)
+    on_air = np.column_stack([_flights(rng, days) if flights else np.ones(days) for flights in _HAS_FLIGHTS])
+    spend = np.round(base * block_level * np.exp(wander) * weekly * on_air, 2)
+
+    decay = _uniform_per_channel(rng, _DECAY_RANGE)
+    slope = _uniform_per_channel(rng, _SLOPE_RANGE)
+    max_lift = _uniform_per_channel(rng, _MAX_LIFT_RANGE)
+    half_saturation = base / (1.0 - decay) * rng.uniform(0.6, 1.4, n_channels)
+    adstock = np.column_stack([lfilter([1.0], [1.0, -decay[c]], spend[:, c]) for c in range(n_channels)])
+    saturation = adstock**slope / (adstock**slope + half_saturation**slope)
+    contribution = max_lift * saturation
+    lift = 1.0 + contribution.sum(axis=1)
+
+    impressions = rng.poisson(spend / np.asarray(_CPM) * 1000.0 * rng.lognormal(0.0, 0.1, spend.shape))
+    ctr = np.clip(np.asarray(_CTR) * rng.lognormal(0.0, 0.15, spend.shape), 0.0, 1.0)
+    clicks = rng.binomial(impressions, ctr)
+
+    mix = np.column_stack([contribution / lift[:, None], (1.0 / lift)[:, None] * np.asarray(_UNPAID_SHARE)])
+    spend_frame = pd.DataFrame(
+        {
+            "day": np.repeat(dates.to_numpy(), n_channels),
+            "channel": np.tile(np.asarray(_PAID_CHANNELS, dtype=object), days),
+            "spend": spend.ravel(),
+            "impressions": impressions.ravel().astype(np.int64),
+            "clicks": clicks.ravel().astype(np.int64),
+        }
+    )
+    channels = pd.DataFrame(
+        {
+            "channel": list(_PAID_CHANNELS),
+            "adstock_decay": decay,
+            "half_saturation": half_saturation,
+            "hill_slope": slope,
+            "max_lift": max_lift,
+        }
+    )
+    return _Marketing(spend=spend_frame, channels=channels, lift=lift, channel_cdf=_row_cdf(mix))
+
+
+def _uniform_per_channel(rng: np.random.Generator, ranges: tuple[tuple[float, float], ...]) -> np.ndarray:
+    bounds = np.asarray(ranges)
+    return rng.uniform(bounds[:, 0], bounds[:, 1])
+
+
+def _flights(rng: np.random.Generator, days: int) -> np.ndarray:
+    """1 while a campaign flight is on air, 0 between flights: alternating 2-6 week / 1-3 week runs."""
+    n_runs = days // 7 + 2
+    on_length = rng.integers(14, 43, n_runs)
+    off_length = rng.integers(7, 22, n_runs)
+    lengths = np.column_stack([on_length, off_length]).ravel()
+    boundaries = np.cumsum(lengths) - rng.integers(0, 21)
+    run = np.searchsorted(boundaries, np.arange(days), side="right")
+    return (run % 2 == 0).astype(np.float64)
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+def _draw_customers(
+    rng: np.random.Generator, n: int, dates: pd.DatetimeIndex, mean_reference_price: float
+) -> tuple[_Customers, pd.DataFrame, pd.DataFrame]:
+    days = len(dates)
+    segment = _choice(rng, _SEGMENT_SHARE, n)
+    yearly_mean = np.asarray(_SEGMENT_PURCHASES_PER_YEAR)[segment]
+    rate = rng.gamma(_RATE_SHAPE, yearly_mean / _RATE_SHAPE) / 365.0
+    dropout = rng.gamma(_DROPOUT_SHAPE, np.asarray(_SEGMENT_DROPOUT_PER_DAY)[segment] / _DROPOUT_SHAPE)
+    before = rng.random(n) < _SHARE_SIGNED_UP_BEFORE
+    signup_day = np.where(before, -rng.integers(1, _HISTORY_DAYS_BEFORE + 1, n), rng.integers(0, days, n))
+    lifetime = np.minimum(rng.exponential(1.0, n) / dropout, 1e7)
+    churn_day = signup_day + 1 + np.floor(lifetime).astype(np.int64)
+
+    tz = _choice(rng, tuple(share for _, _, share in _TIMEZONES), n)
+    acquisition_cdf = _row_cdf(np.asarray(_ACQUISITION_SHARE))
+    acquisition = _sample_rows(acquisition_cdf, segment, rng.random(n))
+    opt_in = rng.random(n) < np.asarray(_SEGMENT_OPT_IN)[segment]
+    basket_k = rng.gamma(_BASKET_K_SHAPE, _BASKET_K_MEAN / _BASKET_K_SHAPE, n)
+    order_hour = _choice(rng, _ORDER_HOUR_PROFILE, n) + rng.random(n)
+    best_hour = _choice(rng, _EMAIL_HOUR_PROFILE, n)
+    beta = np.asarray(_SEGMENT_OPEN_BETA)[segment]
+    open_rate = rng.beta(beta[:, 0], beta[:, 1])
+    device = _choice(rng, _DEVICE_SHARE, n)
+    browse_multiplier = rng.uniform(*_BROWSE_MULTIPLIER, n)
+    click_prob = rng.uniform(*_CLICK_PROB, n)
+
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    countries = np.asarray([country for country, _, _ in _TIMEZONES], dtype=object)
+    zones = np.asarray([zone for _, zone, _ in _TIMEZONES], dtype=object)
+    frame = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "signup_date": _dates(signup_day, dates),
+            "country": countries[tz],
+            "timezone": zones[tz],
+            "acquisition_channel": np.asarray(_ACQUISITION_CHANNELS, dtype=object)[acquisition],
+            "email_opt_in": opt_in,
+        }
+    )
+    churn_date = pd.Series(_dates(np.minimum(churn_day, days), dates)).where(churn_day < days)
+    truth = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "segment": np.asarray(_SEGMENTS, dtype=object)[segment],
+            "purchase_rate": rate,
+            "dropout_rate": dropout,
+            "churn_date": churn_date.to_numpy(),
+            "mean_basket_value": (1.0 + basket_k) * (1.0 + _EXTRA_QUANTITY_MEAN) * mean_reference_price,
+            "best_hour_local": best_hour.astype(np.int32),
+            "open_rate_at_best": open_rate,
+        }
+    )
+    customers = _Customers(
+        signup_day=signup_day.astype(np.int64),
+        churn_day=churn_day,
+        rate=rate,
+        basket_k=basket_k,
+        tz=tz,
+        order_hour=order_hour,
+        best_hour=best_hour,
+        open_rate=open_rate,
+        opt_in=opt_in,
+        device=device,
+        browse_multiplier=browse_multiplier,
+        click_prob=click_prob,
+    )
+    return customers, frame, truth
+
+
+# --- products ----------------------------------------------------------------------------------
+
+
+def _draw_products(
+    rng: np.random.Generator, n: int, dates: pd.DatetimeIndex
+) -> tuple[_Products, dict[str, pd.DataFrame], pd.DataFrame]:
+    days = len(dates)
+    category = rng.integers(0, len(_CATEGORIES), n)
+    category_elasticity = np.asarray([c[1] for c in _CATEGORIES])
+    category_cost = np.asarray([c[2] for c in _CATEGORIES])
+    elasticity = np.clip(category_elasticity[category] + rng.normal(0.0, _ELASTICITY_NOISE, n), *_ELASTICITY_BOUNDS)
+    cost = np.maximum(np.round(category_cost[category] * rng.lognormal(0.0, 0.35, n), 2), 0.5)
+    reference = np.round(cost * rng.uniform(1.3, 2.5, n), 2)
+    popularity = rng.lognormal(0.0, 0.8, n)
+    popularity /= popularity.mean()
+
+    shocks = rng.normal(0.0, 1.0, (days, n))
+    shocks[0] /= np.sqrt(1.0 - _SHOCK_PHI**2)  # start the AR(1) in its stationary distribution
+    latent = lfilter([_SHOCK_SD * np.sqrt(1.0 - _SHOCK_PHI**2)], [1.0, -_SHOCK_PHI], shocks, axis=0)
+    list_price, discount = _price_paths(rng, latent, cost, reference)
+
+    effective = list_price * (1.0 - discount)
+    log_weight = np.log(popularity) + latent + elasticity * np.log(effective / reference)
+    weights = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
+    products = _Products(list_price=list_price, discount=discount, choice_cdf=_row_cdf(weights))
+
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    category_names = np.asarray([c[0] for c in _CATEGORIES], dtype=object)
+    nouns = np.asarray([c[3][k % len(c[3])] for c in _CATEGORIES for k in range(5)], dtype=object).reshape(-1, 5)
+    adjective = np.asarray(_ADJECTIVES, dtype=object)[rng.integers(0, len(_ADJECTIVES), n)]
+    noun = nouns[category, rng.integers(0, 5, n)]
+    product_frame = pd.DataFrame(
+        {
+            "product_id": ids,
+            "sku": ("SKU-" + pd.Series(ids).astype(str).str.zfill(6)).to_numpy(dtype=object),
+            "name": adjective + " " + noun + " " + pd.Series(ids).astype(str).to_numpy(dtype=object),
+            "category": category_names[category],
+            "cost": cost,
+            "current_price": list_price[-1],
+        }
+    )
+    changed = np.vstack([np.ones((1, n), dtype=bool), list_price[1:] != list_price[:-1]])
+    day_index, product_index = np.nonzero(changed)
+    order = np.lexsort((day_index, product_index))
+    day_index, product_index = day_index[order], product_index[order]
+    prices_frame = pd.DataFrame(
+        {
+            "product_id": ids[product_index],
+            "valid_from": dates.to_numpy()[day_index],
+            "list_price": list_price[day_index, product_index],
+        }
+    )
+    truth = pd.DataFrame(
+        {"product_id": ids, "elasticity": elasticity, "reference_price": reference, "popularity": popularity}
+    )
+    return products, {"products": product_frame, "product_prices": prices_frame}, truth
+
+
+def _price_paths(
+    rng: np.random.Generator, latent: np.ndarray, cost: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Daily list price and promotion discount per product (loop over days, vectorised over products)."""
+    days, n = latent.shape
+    up_draw = rng.random((days, n))
+    step = rng.uniform(*_PRICE_STEP, (days, n))
+    gap = rng.integers(*_PRICE_GAP_DAYS, (days, n))
+    promo_start = rng.random((days, n)) < _PROMO_START_PROB
+    promo_length = rng.integers(*_PROMO_DAYS, (days, n))
+    promo_depth = np.asarray(_PROMO_DEPTHS)[rng.integers(0, len(_PROMO_DEPTHS), (days, n))]
+
+    price = np.round(reference * rng.uniform(0.95, 1.05, n), 2)
+    next_change = rng.integers(7, 36, n)
+    promo_left = np.zeros(n, dtype=np.int64)
+    promo_discount = np.zeros(n)
+    floor, ceiling = np.round(1.15 * cost, 2), np.round(2.0 * reference, 2)
+    list_price = np.empty((days, n))
+    discount = np.zeros((days, n))
+    for d in range(days):
+        change = next_change == d
+        if change.any():
+            pressure = _PRICE_SHOCK_RESPONSE * latent[d] / _SHOCK_SD - _PRICE_REVERSION * np.log(price / reference)
+            up = up_draw[d] < 1.0 / (1.0 + np.exp(-pressure))
+            moved = np.round(np.clip(price * np.where(up, 1.0 + step[d], 1.0 - step[d]), floor, ceiling), 2)
+            price = np.where(change, moved, price)
+            next_change = np.where(change, d + gap[d], next_change)
+        list_price[d] = price
+        starting = (promo_left == 0) & promo_start[d]
+        promo_left = np.where(starting, promo_length[d], promo_left)
+        promo_discount = np.where(starting, promo_depth[d], promo_discount)
+        # never sell below cost: cap the discount at the margin, in whole percent
+        cap = np.floor(100.0 * (1.0 - cost / price)) / 100.0
+        discount[d] = np.where(promo_left > 0, np.minimum(promo_discount, np.maximum(cap, 0.0)), 0.0)
+        promo_left = np.maximum(promo_left - 1, 0)
+    return list_price, discount
+
+
+# --- emails ------------------------------------------------------------------------------------
+
+
+def _draw_emails(
+    rng: np.random.Generator, customers: _Customers, intensity: np.ndarray, offsets: np.ndarray, end_ms: int
+) -> _Emails:
+    days = len(intensity)
+    campaign_days = np.arange(int(rng.integers(0, 7)), days, 7)
+    campaign_days = np.unique(np.clip(campaign_days + rng.integers(-1, 2, len(campaign_days)), 0, days - 1))
+    opted = np.flatnonzero(customers.opt_in)
+    recipient, campaign = np.nonzero(customers.signup_day[opted][:, None] <= campaign_days[None, :])
+    customer, day = opted[recipient], campaign_days[campaign]
+    n_sends = len(customer)
+
+    send_hour = rng.integers(_SEND_HOURS[0], _SEND_HOURS[1] + 1, n_sends)
+    send_ms = _local_hour_to_utc_ms(day, send_hour + rng.uniform(0.0, 0.25, n_sends), customers.tz[customer], offsets)
+    distance = np.abs(send_hour - customers.best_hour[customer])
+    distance = np.minimum(distance, 24 - distance)
+    bell = _OPEN_FLOOR + (1.0 - _OPEN_FLOOR) * np.exp(-0.5 * (distance / _OPEN_BELL_SD_HOURS) ** 2)
+    alive = day < customers.churn_day[customer]
+    p_open = customers.open_rate[customer] * bell * np.where(alive, 1.0, _DEAD_OPEN_FACTOR)
+    opened = rng.random(n_sends) < p_open
+    open_ms = send_ms + _truncated_exponential_ms(rng, _OPEN_DELAY_MEAN_MIN, _OPEN_DELAY_MAX_MIN, n_sends)
+    opened &= open_ms < end_ms
+    # Scanners open a fixed share of mail regardless of hour: ~3 % of all opens.
+    machine_rate = _MACHINE_SHARE / (1.0 - _MACHINE_SHARE) * float(p_open.mean()) if n_sends else 0.0
+    machine = rng.random(n_sends) < machine_rate
+    machine_ms = send_ms + rng.integers(1_000, 60_000, n_sends)
+    machine &= machine_ms < end_ms
+
+    o = np.flatnonzero(opened)
+    open_customer, open_time = customer[o], open_ms[o]
+    open_day = open_time // _MS_PER_DAY
+    alive_at_open = open_day < customers.churn_day[open_customer]
+    boost_mean = customers.rate[open_customer] * intensity[open_day] * _EMAIL_OPEN_BOOST * alive_at_open
+    n_orders = rng.poisson(boost_mean)
+    clicked = (rng.random(len(o)) < customers.click_prob[open_customer]) | (n_orders > 0)
+    click_ms = open_time + 5_000 + np.floor(rng.exponential(120_000.0, len(o))).astype(np.int64)
+    clicked &= click_ms < end_ms
+    n_orders = np.where(clicked, n_orders, 0)
+
+    buyer = np.repeat(np.arange(len(o)), n_orders)
+    order_ms = click_ms[buyer] + rng.integers(2 * _MS_PER_MINUTE, 90 * _MS_PER_MINUTE, len(buyer))
+    order_ms = order_ms // 1000 * 1000
+    order_customer = open_customer[buyer]
+    order_day = order_ms // _MS_PER_DAY
+    keep = order_day < np.minimum(customers.churn_day[order_customer], days)
+
+    c = np.flatnonzero(clicked)
+    m = np.flatnonzero(machine)
+    return _Emails(
+        time_ms=np.concatenate([send_ms, open_time, machine_ms[m], click_ms[c]]),
+        customer=np.concatenate([customer, open_customer, customer[m], open_customer[c]]),
+        event_code=np.concatenate(
+            [
+                np.full(n_sends, _EVENT_CODE["email_send"], dtype=np.int8),
+                np.full(len(o) + len(m), _EVENT_CODE["email_open"], dtype=np.int8),
+                np.full(len(c), _EVENT_CODE["email_click"], dtype=np.int8),
+            ]
+        ),
+        is_machine=np.concatenate([np.zeros(n_sends + len(o)), np.ones(len(m)), np.zeros(len(c))]).astype(np.uint8),
+        order_customer=order_customer[keep],
+        order_ms=order_ms[keep],
+        order_click_ms=click_ms[buyer][keep],
+    )
+
+
+def _truncated_exponential_ms(rng: np.random.Generator, mean_min: float, max_min: float, size: int) -> np.ndarray:
+    tail = 1.0 - np.exp(-max_min / mean_min)
+    minutes = -mean_min * np.log1p(-rng.random(size) * tail)
+    return np.floor(minutes * _MS_PER_MINUTE).astype(np.int64)
+
+
+# --- orders and lines --------------------------------------------------------------------------
+
+
+def _draw_orders(
+    rng: np.random.Generator,
+    customers: _Customers,
+    emails: _Emails,
+    cum_intensity: np.ndarray,
+    channel_cdf: np.ndarray,
+    offsets: np.ndarray,
+    origin: pd.Timestamp,
+) -> tuple[_Orders, pd.DataFrame]:
+    days = len(cum_intensity) - 1
+    lo = np.maximum(customers.signup_day, 0)
+    hi = np.minimum(customers.churn_day, days)
+    customer, day = _draw_days(rng, customers.rate, lo, hi, cum_intensity)
+    local_hour = np.mod(customers.order_hour[customer] + rng.normal(0.0, 2.0, len(customer)), 24.0)
+    time_ms = _local_hour_to_utc_ms(day, local_hour, customers.tz[customer], offsets) // 1000 * 1000
+    channel = _sample_rows(channel_cdf, day, rng.random(len(customer)))
+
+    customer = np.concatenate([customer, emails.order_customer])
+    time_ms = np.concatenate([time_ms, emails.order_ms])
+    channel = np.concatenate([channel, np.full(len(emails.order_ms), _EMAIL_CHANNEL)])
+    floor_ms = np.concatenate([day.astype(np.int64) * _MS_PER_DAY, emails.order_click_ms])
+    order = np.lexsort((customer, time_ms))
+    customer, time_ms, channel, floor_ms = customer[order], time_ms[order], channel[order], floor_ms[order]
+    n = len(customer)
+    status = np.where(rng.random(n) < _CANCEL_SHARE, "cancelled", "completed").astype(object)
+    frame = pd.DataFrame(
+        {
+            "order_id": np.arange(1, n + 1, dtype=np.int64),
+            "customer_id": customer.astype(np.int64) + 1,
+            "order_ts": _timestamps(time_ms, origin),
+            "channel": np.asarray(_ORDER_CHANNELS, dtype=object)[channel],
+            "status": status,
+        }
+    )
+    orders = _Orders(customer=customer, time_ms=time_ms, day=time_ms // _MS_PER_DAY, channel=channel, floor_ms=floor_ms)
+    return orders, frame
+
+
+def _timestamps(time_ms: np.ndarray, origin: pd.Timestamp) -> pd.DatetimeIndex:
+    """``datetime64[ns, UTC]`` from milliseconds since ``origin`` (midnight UTC of the first day)."""
+    return pd.to_datetime(origin.value // 1_000_000 + time_ms, unit="ms", utc=True)
+
+
+def _draw_lines(
+    rng: np.random.Generator, orders: _Orders, customers: _Customers, products: _Products
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    n_lines = 1 + rng.poisson(customers.basket_k[orders.customer])
+    line_order = np.repeat(np.arange(len(n_lines)), n_lines)
+    day = orders.day[line_order]
+    product = _sample_rows(products.choice_cdf, day, rng.random(len(line_order)))
+    quantity = 1 + rng.poisson(_EXTRA_QUANTITY_MEAN, len(line_order))
+    list_price = products.list_price[day, product]
+    discount = products.discount[day, product]
+    frame = pd.DataFrame(
+        {
+            "order_id": line_order.astype(np.int64) + 1,
+            "line_no": (_positions_in_group(n_lines) + 1).astype(np.int32),
+            "product_id": product.astype(np.int64) + 1,
+            "quantity": quantity.astype(np.int32),
+            "unit_price": np.round(list_price * (1.0 - discount), 2),
+            "discount": np.round(discount, 4),
+        }
+    )
+    return frame, line_order, product
+
+
+# --- web sessions and the events table ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Sessions:
+    start_ms: np.ndarray  # per session
+    customer_id: np.ndarray  # per session, 0 = anonymous
+    channel: np.ndarray  # per session, index into _ORDER_CHANNELS
+    device: np.ndarray  # per session, index into _DEVICES
+    event_session: np.ndarray  # per event, index of its session in this block
+    event_ms: np.ndarray
+    event_code: np.ndarray
+    event_product: np.ndarray  # product_id, 0 = none
+
+
+def _build_events(
+    rngs: dict[str, np.random.Generator],
+    customers: _Customers,
+    orders: _Orders,
+    line_order: np.ndarray,
+    line_product: np.ndarray,
+    emails: _Emails,
+    products: _Products,
+    channel_cdf: np.ndarray,
+    cum_intensity: np.ndarray,
+    offsets: np.ndarray,
+    origin: pd.Timestamp,
+) -> pd.DataFrame:
+    purchase = _purchase_sessions(rngs["sessions"], orders, customers, line_order, line_product, products)
+    browse = _browse_sessions(rngs["sessions"], customers, products, channel_cdf, cum_intensity, offsets)
+    anonymous = _anonymous_sessions(
+        rngs["anonymous"], len(purchase.start_ms) + len(browse.start_ms), products, channel_cdf, cum_intensity, offsets
+    )
+    blocks = (purchase, browse, anonymous)
+
+    # Session ids increase with the session start, like a sequence would hand them out.
+    start_ms = np.concatenate([b.start_ms for b in blocks])
+    session_id = np.empty(len(start_ms), dtype=np.uint64)
+    session_id[np.argsort(start_ms, kind="stable")] = np.arange(1, len(start_ms) + 1, dtype=np.uint64)
+    first_session = np.cumsum([0] + [len(b.start_ms) for b in blocks[:-1]])
+    web_session = np.concatenate([b.event_session + first for b, first in zip(blocks, first_session)])
+    session_customer = np.concatenate([b.customer_id for b in blocks])
+    session_channel = np.concatenate([b.channel for b in blocks])
+    session_device = np.concatenate([b.device for b in blocks])
+
+    n_web, n_email = len(web_session), len(emails.time_ms)
+    time_ms = np.concatenate([np.concatenate([b.event_ms for b in blocks]), emails.time_ms])
+    order = np.argsort(time_ms, kind="stable")
+    columns = {
+        "event_time": _timestamps(time_ms[order], origin),
+        "session_id": np.concatenate([session_id[web_session], np.zeros(n_email, dtype=np.uint64)])[order],
+        "customer_id": np.concatenate(
+            [session_customer[web_session], emails.customer.astype(np.int64) + 1]
+        ).astype(np.uint64)[order],
+        "event_type": _categorical(
+            np.concatenate([np.concatenate([b.event_code for b in blocks]), emails.event_code])[order], EVENT_TYPES
+        ),
+        "product_id": np.concatenate(
+            [np.concatenate([b.event_product for b in blocks]), np.zeros(n_email, dtype=np.int64)]
+        ).astype(np.uint64)[order],
+        "channel": _categorical(
+            np.concatenate([session_channel[web_session], np.full(n_email, _EMAIL_CHANNEL)])[order], _ORDER_CHANNELS
+        ),
+        "device": _categorical(
+            np.concatenate([session_device[web_session], customers.device[emails.customer]])[order], _DEVICES
+        ),
+        "is_machine": np.concatenate([np.zeros(n_web, dtype=np.uint8), emails.is_machine])[order],
+    }
+    logger.info(
+        "sessions: %d purchase, %d browse, %d anonymous",
+        len(purchase.start_ms), len(browse.start_ms), len(anonymous.start_ms),
+    )
+    return pd.DataFrame(columns)
+
+
+def _categorical(codes: np.ndarray, categories: tuple[str, ...]) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes.astype(np.int8), categories=list(categories))
+
+
+def _purchase_sessions(
+    rng: np.random.Generator,
+    orders: _Orders,
+    customers: _Customers,
+    line_order: np.ndarray,
+    line_product: np.ndarray,
+    products: _Products,
+) -> _Sessions:
+    """One session per order: page_view, extra product views, (product_view, add_to_cart) per line,
+    checkout, purchase at ``order_ts``."""
+    n = len(orders.time_ms)
+    n_lines = np.bincount(line_order, minlength=n)
+    n_extra = rng.poisson(0.8, n)
+    n_events = 3 + n_extra + 2 * n_lines
+    first = np.cumsum(n_events) - n_events
+    last = first + n_events - 1
+    code = np.empty(int(n_events.sum()), dtype=np.int8)
+    product = np.zeros(len(code), dtype=np.int64)
+
+    code[first] = _EVENT_CODE["page_view"]
+    extra = np.repeat(np.arange(n), n_extra)
+    at = first[extra] + 1 + _positions_in_group(n_extra)
+    code[at] = _EVENT_CODE["product_view"]
+    product[at] = _sample_rows(products.choice_cdf, orders.day[extra], rng.random(len(extra))) + 1
+    at = first[line_order] + 1 + n_extra[line_order] + 2 * _positions_in_group(n_lines)
+    code[at] = _EVENT_CODE["product_view"]
+    code[at + 1] = _EVENT_CODE["add_to_cart"]
+    product[at] = product[at + 1] = line_product + 1
+    code[last - 1] = _EVENT_CODE["checkout"]
+    code[last] = _EVENT_CODE["purchase"]
+
+    duration = np.floor(rng.uniform(3.0, 40.0, n) * _MS_PER_MINUTE).astype(np.int64)
+    duration = np.minimum(duration, orders.time_ms - orders.floor_ms)
+    start = orders.time_ms - duration
+    session = np.repeat(np.arange(n), n_events)
+    return _Sessions(
+        start_ms=start,
+        customer_id=orders.customer.astype(np.int64) + 1,
+        channel=orders.channel,
+        device=_session_device(rng, customers.device[orders.customer]),
+        event_session=session,
+        event_ms=_spread_over_session(rng, session, n_events, start, duration),
+        event_code=code,
+        event_product=product,
+    )
+
+
+def _browse_sessions(
+    rng: np.random.Generator,
+    customers: _Customers,
+    products: _Products,
+    channel_cdf: np.ndarray,
+    cum_intensity: np.ndarray,
+    offsets: np.ndarray,
+) -> _Sessions:
+    """Sessions without a purchase while the customer is alive, at 2-4x the purchase rate."""
+    days = len(cum_intensity) - 1
+    lo = np.maximum(customers.signup_day, 0)
+    hi = np.minimum(customers.churn_day, days)
+    owner, day = _draw_days(rng, customers.rate * customers.browse_multiplier, lo, hi, cum_intensity)
+    local_hour = np.mod(customers.order_hour[owner] + rng.normal(0.0, 3.0, len(owner)), 24.0)
+    return _funnel_sessions(
+        rng, day, local_hour, customers.tz[owner], owner.astype(np.int64) + 1,
+        _session_device(rng, customers.device[owner]), _BROWSE_DEPTH_SHARE, products, channel_cdf, offsets,
+    )
+
+
+def _anonymous_sessions(
+    rng: np.random.Generator,
+    n_known: int,
+    products: _Products,
+    channel_cdf: np.ndarray,
+    cum_intensity: np.ndarray,
+    offsets: np.ndarray,
+) -> _Sessions:
+    """Visitors who never log in: ``_ANONYMOUS_SHARE`` of all sessions, following the daily intensity."""
+    n = int(rng.poisson(_ANONYMOUS_SHARE / (1.0 - _ANONYMOUS_SHARE) * n_known))
+    day = np.searchsorted(cum_intensity, rng.random(n) * cum_intensity[-1], side="right") - 1
+    day = np.clip(day, 0, len(cum_intensity) - 2)
+    tz = _choice(rng, tuple(share for _, _, share in _TIMEZONES), n)
+    local_hour = _choice(rng, _ORDER_HOUR_PROFILE, n) + rng.random(n)
+    device = _choice(rng, _DEVICE_SHARE, n)
+    return _funnel_sessions(
+        rng, day, local_hour, tz, np.zeros(n, dtype=np.int64), device, _ANONYMOUS_DEPTH_SHARE, products,
+        channel_cdf, offsets,
+    )
+
+
+def _funnel_sessions(
+    rng: np.random.Generator,
+    day: np.ndarray,
+    local_hour: np.ndarray,
+    tz: np.ndarray,
+    customer_id: np.ndarray,
+    device: np.ndarray,
+    depth_share: tuple[float, ...],
+    products: _Products,
+    channel_cdf: np.ndarray,
+    offsets: np.ndarray,
+) -> _Sessions:
+    """Sessions that leave the funnel at a random depth: page_view, product views, add_to_cart, checkout."""
+    n = len(day)
+    depth = _choice(rng, depth_share, n) + 1
+    n_views = np.where(depth >= 2, 1 + rng.poisson(1.5, n), 0)
+    n_events = 1 + n_views + (depth >= 3) + (depth >= 4)
+    first = np.cumsum(n_events) - n_events
+    code = np.empty(int(n_events.sum()), dtype=np.int8)
+    product = np.zeros(len(code), dtype=np.int64)
+
+    code[first] = _EVENT_CODE["page_view"]
+    viewer = np.repeat(np.arange(n), n_views)
+    at = first[viewer] + 1 + _positions_in_group(n_views)
+    code[at] = _EVENT_CODE["product_view"]
+    product[at] = _sample_rows(products.choice_cdf, day[viewer], rng.random(len(viewer))) + 1
+    carted = np.flatnonzero(depth >= 3)
+    at = first[carted] + 1 + n_views[carted]
+    code[at] = _EVENT_CODE["add_to_cart"]
+    product[at] = product[at - 1]  # the product viewed last
+    checked_out = np.flatnonzero(depth >= 4)
+    code[first[checked_out] + 2 + n_views[checked_out]] = _EVENT_CODE["checkout"]
+
+    duration = np.floor(rng.uniform(0.5, 25.0, n) * _MS_PER_MINUTE).astype(np.int64)
+    start = _local_hour_to_utc_ms(day, local_hour, tz, offsets)
+    start = np.minimum(start, (day.astype(np.int64) + 1) * _MS_PER_DAY - duration - 1)  # end on the same UTC day
+    session = np.repeat(np.arange(n), n_events)
+    return _Sessions(
+        start_ms=start,
+        customer_id=customer_id,
+        channel=_sample_rows(channel_cdf, day, rng.random(n)),
+        device=device,
+        event_session=session,
+        event_ms=_spread_over_session(rng, session, n_events, start, duration),
+        event_code=code,
+        event_product=product,
+    )
+
+
+def _session_device(rng: np.random.Generator, usual: np.ndarray) -> np.ndarray:
+    other = _choice(rng, _DEVICE_SHARE, len(usual))
+    return np.where(rng.random(len(usual)) < _SAME_DEVICE, usual, other)
+
+
+def _spread_over_session(
+    rng: np.random.Generator, session: np.ndarray, n_events: np.ndarray, start: np.ndarray, duration: np.ndarray
+) -> np.ndarray:
+    """Event times from ``start`` to exactly ``start + duration``, with exponential gaps between events."""
+    gaps = rng.exponential(1.0, len(session))
+    first = np.cumsum(n_events) - n_events
+    gaps[first[n_events > 0]] = 0.0
+    elapsed = np.cumsum(gaps)
+    base = elapsed[first][session]
+    total = elapsed[first + n_events - 1][session] - base
+    fraction = np.divide(elapsed - base, total, out=np.zeros(len(session)), where=total > 0)
+    return start[session] + np.floor(fraction * duration[session]).astype(np.int64)

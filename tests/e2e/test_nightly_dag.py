@@ -1,0 +1,67 @@
+"""The nightly DAG through Airflow on a tiny seeded store, against the embedded stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from mlflow import MlflowClient
+
+from ml.propensity import MODEL_NAME
+from ml.tracking import configure_mlflow
+from revopt import cli
+from revopt.postgres import read_frame
+from revopt.seed import seed_synthetic
+from revopt.stack import close_event_stores, connect_postgres
+
+START = dt.date(2024, 1, 1)
+DAYS = 240
+RUN_DATE = START + dt.timedelta(days=DAYS)
+
+
+@pytest.fixture(scope="module")
+def seeded(settings):
+    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11)
+    close_event_stores()  # Airflow's task process opens the chDB folder next
+    return report
+
+
+def _published(settings):
+    with connect_postgres(settings) as conn:
+        scores = read_frame(conn, "SELECT * FROM scores.customer_scores WHERE run_date = %s", (RUN_DATE,))
+        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
+    return scores, customers
+
+
+def test_nightly_dag_publishes_one_score_per_customer_with_the_champion_version(settings, seeded):
+    assert seeded.end == RUN_DATE
+    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=3", "--param", "tuning_timeout_seconds=60"])
+    assert status == 0
+
+    scores, customers = _published(settings)
+    assert len(scores) == len(customers) > 0
+    assert scores["customer_id"].is_unique
+    assert set(scores["customer_id"]) == set(customers["customer_id"])
+    assert scores["purchase_propensity"].between(0.0, 1.0).all()
+    assert scores["purchase_propensity"].std() > 0.01, "scores should vary across customers"
+
+    configure_mlflow(settings)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    assert set(scores["propensity_version"]) == {str(champion.version)}
+    assert set(scores["propensity_model"]) == {MODEL_NAME}
+    run = client.get_run(champion.run_id)
+    assert run.data.metrics["holdout_roc_auc"] > 0.6
+    trials = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(trials) == 3
+
+
+def test_rerunning_the_same_date_replaces_its_rows(settings, seeded):
+    first, _ = _published(settings)
+    assert len(first) > 0, "runs after the first DAG test"
+    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2", "--param", "tuning_timeout_seconds=60"])
+    assert status == 0
+    second, _ = _published(settings)
+    assert len(second) == len(first)
+    assert not second.duplicated(["run_date", "customer_id"]).any()
+    assert int(second["propensity_version"].iloc[0]) == int(first["propensity_version"].iloc[0]) + 1

@@ -1,0 +1,355 @@
+"""Unit tests for the synthetic store generator: contract shape, determinism, sanity and signal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_TABLES, TRUTH_DDL
+from revopt.synth import SyntheticStore, generate_store
+
+START = dt.date(2024, 1, 1)
+DAYS = 120
+N_CUSTOMERS = 2000
+SEED = 11
+
+
+def _ddl_columns(ddl: str) -> dict[str, list[str]]:
+    """Table name -> column names in DDL order."""
+    tables = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
+        columns = []
+        for line in body.splitlines():
+            line = line.split("--")[0].strip()
+            if line and not line.upper().startswith("PRIMARY KEY"):
+                columns.append(line.split()[0])
+        tables[name.split(".")[-1]] = columns
+    return tables
+
+
+@pytest.fixture(scope="module")
+def store() -> SyntheticStore:
+    return generate_store(N_CUSTOMERS, DAYS, START, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def end() -> pd.Timestamp:
+    return pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)
+
+
+def _utc_day(ts: pd.Series) -> pd.Series:
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
+
+
+def _local_hour(times: pd.Series, zones: pd.Series) -> pd.Series:
+    parts = [times[zones == zone].dt.tz_convert(zone).dt.hour for zone in zones.unique()]
+    return pd.concat(parts).reindex(times.index)
+
+
+# --- shape -------------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_frames() -> None:
+    first = generate_store(300, 40, START, seed=5)
+    second = generate_store(300, 40, START, seed=5)
+    for name in first.shop:
+        pd.testing.assert_frame_equal(first.shop[name], second.shop[name])
+    for name in first.truth:
+        pd.testing.assert_frame_equal(first.truth[name], second.truth[name])
+    pd.testing.assert_frame_equal(first.events, second.events)
+
+
+def test_different_seed_gives_different_frames() -> None:
+    first = generate_store(300, 40, START, seed=5)
+    other = generate_store(300, 40, START, seed=6)
+    assert not first.shop["orders"].equals(other.shop["orders"])
+    assert not first.truth["customers"].equals(other.truth["customers"])
+    assert not first.events.equals(other.events)
+
+
+def test_columns_match_contract_in_order(store: SyntheticStore) -> None:
+    shop, truth, events = _ddl_columns(SHOP_DDL), _ddl_columns(TRUTH_DDL), _ddl_columns(EVENTS_DDL)
+    assert set(store.shop) == set(SHOP_TABLES) == set(shop)
+    assert set(store.truth) == set(truth)
+    for name, columns in shop.items():
+        assert list(store.shop[name].columns) == columns, name
+    for name, columns in truth.items():
+        assert list(store.truth[name].columns) == columns, name
+    assert list(store.events.columns) == events["events"]
+
+
+def test_dtypes(store: SyntheticStore) -> None:
+    events = store.events
+    assert str(events["event_time"].dtype) == "datetime64[ns, UTC]"
+    assert str(store.shop["orders"]["order_ts"].dtype) == "datetime64[ns, UTC]"
+    for column in ("session_id", "customer_id", "product_id"):
+        assert events[column].dtype == np.uint64
+    assert events["is_machine"].dtype == np.uint8
+    assert set(events["event_type"].cat.categories) == set(EVENT_TYPES)
+    assert set(events["device"].unique()) <= {"desktop", "mobile", "tablet"}
+    for frame, column in [
+        (store.shop["customers"], "signup_date"),
+        (store.shop["product_prices"], "valid_from"),
+        (store.shop["marketing_spend"], "day"),
+        (store.truth["daily_intensity"], "day"),
+    ]:
+        assert str(frame[column].dtype) == "datetime64[ns]"
+        assert (frame[column] == frame[column].dt.normalize()).all()
+    assert store.shop["customers"]["email_opt_in"].dtype == bool
+    for column in ("spend",):
+        assert (store.shop["marketing_spend"][column].round(2) == store.shop["marketing_spend"][column]).all()
+    lines = store.shop["order_lines"]
+    assert (lines["unit_price"].round(2) == lines["unit_price"]).all()
+
+
+def test_no_nulls_except_churn_date(store: SyntheticStore) -> None:
+    for group in (store.shop, store.truth):
+        for name, frame in group.items():
+            nullable = {"churn_date"} if name == "customers" and group is store.truth else set()
+            columns = [c for c in frame.columns if c not in nullable]
+            assert not frame[columns].isna().any().any(), name
+    assert not store.events.isna().any().any()
+
+
+def test_primary_keys_unique(store: SyntheticStore) -> None:
+    keys = {
+        "customers": ["customer_id"],
+        "products": ["product_id"],
+        "product_prices": ["product_id", "valid_from"],
+        "orders": ["order_id"],
+        "order_lines": ["order_id", "line_no"],
+        "marketing_spend": ["day", "channel"],
+    }
+    for name, key in keys.items():
+        assert not store.shop[name].duplicated(key).any(), name
+    for name, key in {"customers": ["customer_id"], "products": ["product_id"], "channels": ["channel"],
+                      "daily_intensity": ["day"], "generator_run": ["key"]}.items():
+        assert not store.truth[name].duplicated(key).any(), name
+
+
+def test_generator_run_records_arguments(store: SyntheticStore) -> None:
+    run = dict(zip(store.truth["generator_run"]["key"], store.truth["generator_run"]["value"]))
+    assert run["seed"] == str(SEED)
+    assert run["n_customers"] == str(N_CUSTOMERS)
+    assert run["days"] == str(DAYS)
+    assert run["start"] == START.isoformat()
+    assert run["n_products"] == "50" == str(len(store.shop["products"]))
+    assert run["generator_version"]
+
+
+def test_invalid_sizes_raise() -> None:
+    with pytest.raises(ValueError):
+        generate_store(0, 10, START, seed=1)
+    with pytest.raises(ValueError):
+        generate_store(10, 0, START, seed=1)
+
+
+# --- sanity ------------------------------------------------------------------------------------
+
+
+def test_all_data_in_range(store: SyntheticStore, end: pd.Timestamp) -> None:
+    start = pd.Timestamp(START, tz="UTC")
+    for times in (store.shop["orders"]["order_ts"], store.events["event_time"]):
+        assert times.min() >= start
+        assert times.max() < end
+    for frame, column in [
+        (store.shop["product_prices"], "valid_from"),
+        (store.shop["marketing_spend"], "day"),
+        (store.truth["daily_intensity"], "day"),
+    ]:
+        assert frame[column].min() == pd.Timestamp(START)
+        assert frame[column].max() <= end.tz_localize(None) - pd.Timedelta(days=1)
+    assert store.shop["customers"]["signup_date"].max() < end.tz_localize(None)
+
+
+def test_orders_between_signup_and_churn(store: SyntheticStore) -> None:
+    orders = store.shop["orders"].merge(store.shop["customers"], on="customer_id").merge(
+        store.truth["customers"], on="customer_id"
+    )
+    day = _utc_day(orders["order_ts"])
+    assert (day >= orders["signup_date"]).all()
+    churned = orders["churn_date"].notna()
+    assert (day[churned] < orders.loc[churned, "churn_date"]).all()
+    # Customers who churned during the data did buy before they left: the boundary is exercised.
+    assert (churned & (orders["churn_date"] > pd.Timestamp(START))).sum() > 50
+
+
+def test_customer_population(store: SyntheticStore) -> None:
+    customers, truth = store.shop["customers"], store.truth["customers"]
+    assert 0.5 < (customers["signup_date"] < pd.Timestamp(START)).mean() < 0.7
+    assert 0.6 < customers["email_opt_in"].mean() < 0.8
+    assert set(customers["timezone"]) >= {"Europe/London", "America/New_York", "Australia/Sydney"}
+    assert set(truth["segment"]) == {"casual", "regular", "loyal"}
+    assert 0.2 < truth["churn_date"].notna().mean() < 0.6
+    assert 3.0 < truth["purchase_rate"].mean() * 365 < 6.0
+
+
+def test_unit_price_is_list_price_less_discount(store: SyntheticStore) -> None:
+    lines = store.shop["order_lines"].merge(store.shop["orders"][["order_id", "order_ts"]], on="order_id")
+    lines["day"] = _utc_day(lines["order_ts"])
+    prices = store.shop["product_prices"].rename(columns={"valid_from": "day"}).sort_values("day")
+    lines = pd.merge_asof(lines.sort_values("day"), prices, on="day", by="product_id")
+    assert lines["list_price"].notna().all()
+    np.testing.assert_allclose(lines["unit_price"], lines["list_price"] * (1 - lines["discount"]), atol=0.006)
+    assert lines["discount"].between(0, 0.3).all()
+    assert 0.02 < (lines["discount"] > 0).mean() < 0.3
+    assert (lines["quantity"] >= 1).all()
+
+
+def test_prices_above_cost_and_current_price_is_latest(store: SyntheticStore) -> None:
+    products = store.shop["products"].set_index("product_id")
+    prices = store.shop["product_prices"]
+    assert (prices["list_price"] > prices["product_id"].map(products["cost"])).all()
+    latest = prices.sort_values("valid_from").groupby("product_id")["list_price"].last()
+    pd.testing.assert_series_equal(latest, products["current_price"], check_names=False)
+    # List prices move over time: several changes per product on average.
+    assert len(prices) > 3 * len(products)
+    lines = store.shop["order_lines"]
+    assert (lines["unit_price"] >= lines["product_id"].map(products["cost"]) - 0.01).mean() > 0.99
+
+
+def test_every_order_has_a_funnel_session(store: SyntheticStore) -> None:
+    events, orders = store.events, store.shop["orders"]
+    purchases = events[events["event_type"] == "purchase"]
+    assert len(purchases) == len(orders)
+    assert sorted(purchases["event_time"]) == sorted(orders["order_ts"])
+    sessions = events[events["session_id"] > 0]
+    assert (events.loc[events["session_id"] == 0, "event_type"].astype(str).str.startswith("email_")).all()
+    per_session = sessions.groupby("session_id", observed=True)
+    assert (per_session["customer_id"].nunique() == 1).all()
+    assert (per_session["channel"].nunique() == 1).all()
+    bought = sessions[sessions["session_id"].isin(purchases["session_id"])]
+    steps = bought.groupby("session_id", observed=True)["event_type"].agg(lambda s: list(s.astype(str)))
+    assert (steps.str[0] == "page_view").all()
+    assert (steps.str[-1] == "purchase").all()
+    assert (steps.str[-2] == "checkout").all()
+    assert steps.map(lambda s: "add_to_cart" in s and "product_view" in s).all()
+    product_events = sessions["event_type"].isin(["product_view", "add_to_cart"])
+    assert (sessions.loc[product_events, "product_id"] > 0).all()
+    assert (sessions.loc[~product_events, "product_id"] == 0).all()
+    # Anonymous visitors exist but never buy.
+    assert (sessions["customer_id"] == 0).any()
+    assert (purchases["customer_id"] > 0).all()
+
+
+def test_cart_matches_order_lines(store: SyntheticStore) -> None:
+    events, orders = store.events, store.shop["orders"]
+    purchases = events.loc[events["event_type"] == "purchase", ["session_id", "customer_id", "event_time"]]
+    linked = purchases.merge(
+        orders.assign(customer_id=orders["customer_id"].astype("uint64")),
+        left_on=["customer_id", "event_time"], right_on=["customer_id", "order_ts"],
+    ).drop_duplicates(["customer_id", "event_time"], keep=False)
+    carts = events[events["event_type"] == "add_to_cart"].merge(linked[["session_id", "order_id"]], on="session_id")
+    cart_items = carts.groupby("order_id")["product_id"].agg(lambda s: sorted(s.astype("int64")))
+    line_items = store.shop["order_lines"].groupby("order_id")["product_id"].agg(sorted)
+    assert len(cart_items) > 0.9 * len(orders)
+    assert (cart_items == line_items.reindex(cart_items.index)).all()
+
+
+def test_status_and_channels(store: SyntheticStore) -> None:
+    orders = store.shop["orders"]
+    assert set(orders["status"]) == {"completed", "cancelled"}
+    assert 0.01 < (orders["status"] == "cancelled").mean() < 0.06
+    assert set(orders["channel"]) <= {"paid_search", "paid_social", "display", "affiliate", "organic", "direct",
+                                       "email"}
+    assert {"organic", "paid_search", "email"} <= set(orders["channel"])
+
+
+# --- signal ------------------------------------------------------------------------------------
+
+
+def test_purchase_rate_drives_orders(store: SyntheticStore) -> None:
+    truth = store.truth["customers"].set_index("customer_id")
+    counts = store.shop["orders"].groupby("customer_id").size().reindex(truth.index, fill_value=0)
+    assert truth["purchase_rate"].corr(counts, method="spearman") > 0.3
+
+
+def test_basket_value_follows_truth(store: SyntheticStore) -> None:
+    lines = store.shop["order_lines"]
+    value = (lines["unit_price"] * lines["quantity"]).groupby(lines["order_id"]).sum()
+    orders = store.shop["orders"].assign(value=lambda o: o["order_id"].map(value))
+    mean_value = orders.groupby("customer_id")["value"].mean()
+    truth = store.truth["customers"].set_index("customer_id")["mean_basket_value"].reindex(mean_value.index)
+    assert mean_value.corr(truth, method="spearman") > 0.3
+    assert 0.7 < orders["value"].mean() / truth.mean() < 1.3
+
+
+def test_marketing_lift_reproducible_from_spend(store: SyntheticStore) -> None:
+    spend = store.shop["marketing_spend"].pivot(index="day", columns="channel", values="spend")
+    lift = np.ones(DAYS)
+    for channel in store.truth["channels"].itertuples():
+        adstock = np.zeros(DAYS)
+        carry = 0.0
+        for d, amount in enumerate(spend[channel.channel].to_numpy()):
+            carry = amount + channel.adstock_decay * carry
+            adstock[d] = carry
+        hill = adstock**channel.hill_slope / (adstock**channel.hill_slope + channel.half_saturation**channel.hill_slope)
+        lift += channel.max_lift * hill
+    np.testing.assert_allclose(lift, store.truth["daily_intensity"]["marketing_lift"], rtol=1e-9)
+    assert (spend["paid_social"] == 0).any() and (spend["paid_social"] > 0).any()  # flights
+    marketing = store.shop["marketing_spend"]
+    assert (marketing["clicks"] <= marketing["impressions"]).all()
+    assert ((marketing["spend"] == 0) == (marketing["impressions"] == 0)).all()
+
+
+def test_email_opens_peak_at_best_hour(store: SyntheticStore) -> None:
+    events = store.events
+    emails = events[events["event_type"].isin(["email_send", "email_open"])].merge(
+        store.shop["customers"][["customer_id", "timezone"]].astype({"customer_id": "uint64"}), on="customer_id"
+    ).merge(store.truth["customers"][["customer_id", "best_hour_local"]].astype({"customer_id": "uint64"}),
+            on="customer_id")
+    sends = emails[emails["event_type"] == "email_send"].copy()
+    sends["send_hour"] = _local_hour(sends["event_time"], sends["timezone"])
+    assert sends["send_hour"].between(6, 22).all()
+    distance = (sends["send_hour"] - sends["best_hour_local"]).abs()
+    sends["distance"] = np.minimum(distance, 24 - distance)
+    opens = emails[(emails["event_type"] == "email_open")]
+    matched = pd.merge_asof(
+        opens.sort_values("event_time")[["event_time", "customer_id", "is_machine"]],
+        sends.sort_values("event_time")[["event_time", "customer_id", "distance"]].rename(
+            columns={"event_time": "send_time"}
+        ),
+        left_on="event_time", right_on="send_time", by="customer_id",
+    )
+    assert matched["send_time"].notna().all()
+    delay = matched["event_time"] - matched["send_time"]
+    assert (delay <= pd.Timedelta(hours=5)).all()
+    human = matched[matched["is_machine"] == 0]
+    near = (human["distance"] <= 1).sum() / (sends["distance"] <= 1).sum()
+    far = (human["distance"] >= 6).sum() / (sends["distance"] >= 6).sum()
+    assert near > 3 * far
+    machine = matched[matched["is_machine"] == 1]
+    assert 0.005 < len(machine) / len(matched) < 0.08
+    assert (delay[matched["is_machine"] == 1] <= pd.Timedelta(minutes=1)).all()
+    clicks = (events["event_type"] == "email_click").sum()
+    assert 0.1 < clicks / len(human) < 0.4
+
+
+def test_elastic_products_lose_more_units_when_price_rises() -> None:
+    # Larger than the shared store: the latent demand shocks confound price and units per product.
+    days = 180
+    store = generate_store(4000, days, START, seed=SEED)
+    lines = store.shop["order_lines"].merge(store.shop["orders"][["order_id", "order_ts"]], on="order_id")
+    lines["day"] = _utc_day(lines["order_ts"])
+    units = lines.groupby(["product_id", "day"])["quantity"].sum()
+    products = store.truth["products"].set_index("product_id")
+    grid = pd.MultiIndex.from_product(
+        [products.index, pd.date_range(START, periods=days)], names=["product_id", "day"]
+    ).to_frame(index=False)
+    prices = store.shop["product_prices"].rename(columns={"valid_from": "day"}).sort_values("day")
+    grid = pd.merge_asof(grid.sort_values("day"), prices, on="day", by="product_id")
+    grid["units"] = units.reindex(pd.MultiIndex.from_frame(grid[["product_id", "day"]])).fillna(0).to_numpy()
+    by_product = grid.groupby("product_id")
+    grid["log_price"] = np.log(grid["list_price"]) - by_product["list_price"].transform(lambda p: np.log(p).mean())
+    grid["relative_units"] = grid["units"] / by_product["units"].transform("mean").clip(lower=1e-9)
+    elastic = grid["product_id"].map(products["elasticity"] < products["elasticity"].median())
+    slope = {
+        is_elastic: (part["log_price"] * part["relative_units"]).sum() / (part["log_price"] ** 2).sum()
+        for is_elastic, part in grid.groupby(elastic)
+    }
+    assert slope[True] < 0 and slope[False] < 0
+    assert slope[True] < slope[False]
