@@ -21,11 +21,12 @@ Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLi
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -80,8 +81,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment (``os.environ`` unless given)."""
     env = os.environ if environ is None else environ
     home = Path(env.get("REVOPT_HOME", ".revopt")).expanduser().resolve()
-    postgres_url = env.get("REVOPT_POSTGRES_URL") or env.get("AIRFLOW_CONN_REVOPT_POSTGRES")
-    clickhouse_url = env.get("REVOPT_CLICKHOUSE_URL") or env.get("AIRFLOW_CONN_REVOPT_CLICKHOUSE")
+    postgres_url = env.get("REVOPT_POSTGRES_URL") or _connection_url(env.get("AIRFLOW_CONN_REVOPT_POSTGRES"), "postgresql")
+    clickhouse_url = env.get("REVOPT_CLICKHOUSE_URL") or _connection_url(env.get("AIRFLOW_CONN_REVOPT_CLICKHOUSE"), "http")
     tracking_uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return Settings(
         home=home,
@@ -91,6 +92,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=tracking_uri,
         airflow_home=Path(env.get("AIRFLOW_HOME", str(home / "airflow"))).expanduser().resolve(),
     )
+
+
+def _connection_url(value: str | None, scheme: str) -> str | None:
+    """An Airflow connection from the environment, in its URI or its JSON form, as a URL."""
+    if not value or not value.lstrip().startswith("{"):
+        return value or None
+    conn = json.loads(value)
+    login = quote(str(conn.get("login") or ""), safe="")
+    password = conn.get("password")
+    auth = f"{login}:{quote(str(password), safe='')}@" if password else (f"{login}@" if login else "")
+    port = f":{conn['port']}" if conn.get("port") else ""
+    database = conn.get("schema") or conn.get("database") or ""
+    return f"{scheme}://{auth}{conn.get('host') or ''}{port}/{database}"
 
 
 def _normalise_postgres_url(url: str) -> str:

@@ -65,3 +65,16 @@ def test_rerunning_the_same_date_replaces_its_rows(settings, seeded):
     assert len(second) == len(first)
     assert not second.duplicated(["run_date", "customer_id"]).any()
     assert int(second["propensity_version"].iloc[0]) == int(first["propensity_version"].iloc[0]) + 1
+
+
+def test_bad_source_data_fails_the_run_and_keeps_the_published_rows(settings, seeded, capsys):
+    before, _ = _published(settings)
+    assert len(before) > 0, "runs after the successful DAG tests"
+    with connect_postgres(settings) as conn:
+        conn.execute("UPDATE shop.order_lines SET unit_price = -5 WHERE order_id = (SELECT min(order_id) FROM shop.orders)")
+    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2"])
+    assert status != 0
+    err = capsys.readouterr().err
+    assert "DataValidationError" in err and "'orders'" in err and "order_value" in err and str(RUN_DATE) in err
+    after, _ = _published(settings)
+    assert after.sort_values("customer_id").reset_index(drop=True).equals(before.sort_values("customer_id").reset_index(drop=True))

@@ -40,6 +40,18 @@ def test_explicit_postgres_url_wins_over_the_airflow_connection(tmp_path):
     assert settings.postgres_url == "postgresql://a@x/db"
 
 
+def test_airflow_connections_in_json_form_are_understood():
+    settings = load_settings(
+        {
+            "AIRFLOW_CONN_REVOPT_POSTGRES": '{"conn_type": "postgres", "host": "db", "port": 5432, '
+            '"login": "shop", "password": "p@ss/word", "schema": "store"}',
+            "AIRFLOW_CONN_REVOPT_CLICKHOUSE": '{"conn_type": "http", "host": "ch", "port": 8123, "login": "default"}',
+        }
+    )
+    assert settings.postgres_url == "postgresql://shop:p%40ss%2Fword@db:5432/store"
+    assert settings.clickhouse_url == "http://default@ch:8123/"
+
+
 def test_non_postgres_url_is_refused():
     with pytest.raises(ValueError, match="postgresql://"):
         load_settings({"REVOPT_POSTGRES_URL": "mysql://a@b/c"})
