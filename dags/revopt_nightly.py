@@ -28,6 +28,7 @@ RUN_PARAMS = {
     "n_trials": Param(10, type="integer", minimum=1, maximum=500, description="Optuna trials for tuning."),
     "tuning_timeout_seconds": Param(300, type="number", minimum=1, description="Wall-clock budget for tuning."),
     "seed": Param(42, type="integer", description="Seed for tuning and model fitting."),
+    "promotion_margin": Param(0.005, type="number", minimum=0, description="Holdout ROC AUC a new model must gain over the champion to replace it."),
 }
 
 
@@ -85,6 +86,7 @@ def revopt_nightly():
             n_trials=params["n_trials"],
             timeout_seconds=params["tuning_timeout_seconds"],
             seed=params["seed"],
+            promotion_margin=params["promotion_margin"],
         )
         return train_propensity(load_settings(), run_date_of(context), extract_paths, config)
 

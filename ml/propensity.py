@@ -38,6 +38,7 @@ class PropensityConfig:
     n_trials: int = 10
     timeout_seconds: float = 120.0
     seed: int = 42
+    promotion_margin: float = 0.005  # holdout ROC AUC a new version must gain over the champion
 
 
 @dataclass(frozen=True)

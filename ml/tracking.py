@@ -63,15 +63,23 @@ def set_alias(model_name: str, alias: str, version: str | int) -> None:
     logger.info("model %s version %s is now @%s", model_name, version, alias)
 
 
-def resolve_alias(model_name: str, alias: str = CHAMPION) -> str:
-    """The version an alias points at right now, with a clear error if there is none."""
+def current_version(model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None if the model or the alias does not exist yet."""
     try:
         return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
-    except mlflow.exceptions.MlflowException as exc:
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def resolve_alias(model_name: str, alias: str = CHAMPION) -> str:
+    """The version an alias points at right now, with a clear error if there is none."""
+    version = current_version(model_name, alias)
+    if version is None:
         raise LookupError(
-            f"registered model {model_name!r} has no @{alias} version; run the training first "
-            f"or set the alias in the MLflow UI ({exc.message if hasattr(exc, 'message') else exc})"
-        ) from None
+            f"registered model {model_name!r} has no @{alias} version: run the training first "
+            f"or set the alias in the MLflow UI"
+        )
+    return version
 
 
 def log_dict_params(params: dict[str, Any], prefix: str = "") -> None:

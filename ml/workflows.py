@@ -9,16 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import asdict
 from importlib.metadata import version
 
 import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from psycopg import sql
 
 from features.customer import FEATURE_COLUMNS, customer_features
 from ml import plots
 from ml.propensity import MODEL_NAME, PropensityConfig, evaluate, fit, holdout_cutoffs, training_set, tune
-from ml.tracking import CHAMPION, configure_mlflow, resolve_alias, set_alias, trial_logger
+from ml.gate import GateDecision, decide
+from ml.tracking import CHAMPION, configure_mlflow, current_version, resolve_alias, set_alias, trial_logger
 from revopt.config import Settings
 from revopt.extract import read_extract
 from revopt.postgres import publish_partition, run_script
@@ -28,6 +32,8 @@ from revopt.validation import DataValidationError, require_valid, validate_frame
 
 logger = logging.getLogger(__name__)
 
+GATE_METRIC = "roc_auc"
+SPEC_TAG = "revopt.model_spec"
 _PIP_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("lightgbm", "numpy", "pandas", "scipy")]
 
 
@@ -67,7 +73,8 @@ def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[st
 
 
 def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], config: PropensityConfig) -> dict[str, str]:
-    """Tune, fit, evaluate, log and register the propensity model; alias the new version champion."""
+    """Tune, fit, evaluate, log and register the propensity model, then gate it: the new version
+    becomes ``champion`` only if it beats the current champion on the same holdout."""
     frames = read_extract(extract_paths)
     train_cutoff, valid_cutoff = holdout_cutoffs(run_date, config.horizon_days)
     train = training_set(frames, train_cutoff, config.horizon_days)
@@ -87,10 +94,14 @@ def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[
                 "n_train": len(train.y), "n_valid": len(valid.y),
             }
         )
+        champion_version = current_version(MODEL_NAME, CHAMPION)
         study = tune(train, valid, config, callbacks=[trial_logger("valid_roc_auc")])
         best_rounds = int(study.best_trial.user_attrs["best_iteration"])
         mlflow.log_params({f"best_{key}": value for key, value in study.best_params.items()})
         mlflow.log_param("best_num_rounds", best_rounds)
+        # The specification, so a later gate can refit this model on its own holdout.
+        spec = {"params": study.best_params, "num_rounds": best_rounds, "features": list(FEATURE_COLUMNS)}
+        mlflow.set_tag(SPEC_TAG, json.dumps(spec))
 
         # Holdout metrics of the chosen configuration, fitted on the training cutoff only.
         holdout_model = fit(train, study.best_params, best_rounds, config.seed)
@@ -112,9 +123,55 @@ def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[
             registered_model_name=MODEL_NAME,
         )
         model_version = str(info.registered_model_version)
-        set_alias(MODEL_NAME, CHAMPION, model_version)
-        mlflow.set_tag("revopt.promotion", f"{CHAMPION} (version {model_version})")
+        decision = decide(
+            model_name=MODEL_NAME,
+            candidate_version=model_version,
+            candidate_value=metrics[GATE_METRIC],
+            champion_version=champion_version,
+            champion_value=_champion_holdout_score(champion_version, train, valid, config.seed),
+            metric=GATE_METRIC,
+            margin=config.promotion_margin,
+        )
+        set_alias(MODEL_NAME, decision.alias, model_version)
+        mlflow.set_tags(decision.as_tags())
+        logger.info("promotion gate: v%s -> @%s (%s)", model_version, decision.alias, decision.reason)
+        _record_promotion(settings, run_date, decision, run.info.run_id)
         return {"run_id": run.info.run_id, "model_name": MODEL_NAME, "model_version": model_version}
+
+
+def _champion_holdout_score(champion_version: str | None, train, valid, seed: int) -> float | None:
+    """The champion's specification refitted on the candidate's training cutoff and scored on the
+    same holdout, so both are judged on data neither was fitted on. None if it cannot be rebuilt."""
+    if champion_version is None:
+        return None
+    client = MlflowClient()
+    run_id = client.get_model_version(MODEL_NAME, champion_version).run_id
+    raw_spec = client.get_run(run_id).data.tags.get(SPEC_TAG) if run_id else None
+    if raw_spec is None:
+        logger.warning("champion v%s has no %s tag; it cannot be refitted for the gate", champion_version, SPEC_TAG)
+        return None
+    spec = json.loads(raw_spec)
+    if spec.get("features") != list(FEATURE_COLUMNS):
+        logger.warning("champion v%s used other features; it cannot be compared on this holdout", champion_version)
+        return None
+    refitted = fit(train, spec["params"], int(spec["num_rounds"]), seed)
+    return evaluate(valid.y, refitted.predict(valid.X))[GATE_METRIC]
+
+
+def _record_promotion(settings: Settings, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
+    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
+    columns = list(row)
+    statement = sql.SQL(
+        "INSERT INTO scores.model_promotions ({columns}) VALUES ({values}) "
+        "ON CONFLICT (run_date, model_name, candidate_version) DO UPDATE SET {updates}"
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns),
+    )
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        conn.execute(statement, row)
 
 
 def _log_figures(model, valid, probability, run_date: dt.date) -> None:

@@ -121,7 +121,7 @@ def _normalise_postgres_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe for logs and error messages."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

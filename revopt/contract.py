@@ -123,6 +123,22 @@ CREATE TABLE IF NOT EXISTS scores.customer_scores (
     propensity_version    text NOT NULL,
     PRIMARY KEY (run_date, customer_id)
 );
+
+CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
+    run_date           date NOT NULL,
+    model_name         text NOT NULL,
+    candidate_version  text NOT NULL,
+    champion_version   text,                          -- NULL: there was no champion
+    metric             text NOT NULL,
+    higher_is_better   boolean NOT NULL,
+    candidate_value    double precision NOT NULL,
+    champion_value     double precision,              -- NULL: champion could not be evaluated
+    margin             double precision NOT NULL,
+    promoted           boolean NOT NULL,
+    reason             text NOT NULL,
+    mlflow_run_id      text NOT NULL,
+    PRIMARY KEY (run_date, model_name, candidate_version)
+);
 """
 
 #: ClickHouse events table. ``customer_id = 0`` means an anonymous visitor, ``product_id = 0``

@@ -64,7 +64,23 @@ def test_rerunning_the_same_date_replaces_its_rows(settings, seeded):
     second, _ = _published(settings)
     assert len(second) == len(first)
     assert not second.duplicated(["run_date", "customer_id"]).any()
-    assert int(second["propensity_version"].iloc[0]) == int(first["propensity_version"].iloc[0]) + 1
+
+    # The re-run's best of 2 seeded trials cannot beat the champion's best of 3 by the margin:
+    # the gate keeps the champion, aliases the new version challenger, and scoring uses the champion.
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
+    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    assert int(challenger) == int(champion) + 1
+    assert set(second["propensity_version"]) == set(first["propensity_version"]) == {str(champion)}
+    with connect_postgres(settings) as conn:
+        decisions = read_frame(
+            conn, "SELECT * FROM scores.model_promotions WHERE run_date = %s ORDER BY candidate_version", (RUN_DATE,)
+        )
+    assert decisions["promoted"].tolist() == [True, False]
+    assert decisions["champion_version"].iloc[1] == str(champion)
+    assert decisions["candidate_value"].iloc[1] < decisions["champion_value"].iloc[1] + decisions["margin"].iloc[1]
+    tags = client.get_run(decisions["mlflow_run_id"].iloc[1]).data.tags
+    assert tags["revopt.gate.promoted"] == "False" and "does not beat" in tags["revopt.gate.reason"]
 
 
 def test_bad_source_data_fails_the_run_and_keeps_the_published_rows(settings, seeded, capsys):
