@@ -18,6 +18,7 @@ import pandas as pd
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "recency_days",
+    "days_since_first_order",
     "frequency",
     "monetary",
     "avg_order_value",
@@ -64,6 +65,7 @@ def customer_features(
     rfm = pd.DataFrame(
         {
             "last_order_age": by_customer["age_days"].min(),
+            "first_order_age": by_customer["age_days"].max(),
             "frequency": by_customer.size(),
             "monetary": by_customer["order_value"].sum(),
             "orders_30d": by_customer["in_30d"].sum(),
@@ -95,6 +97,8 @@ def customer_features(
         {
             # Customers who never ordered get their tenure: "as long ago as we have known them".
             "recency_days": rfm["last_order_age"].fillna(tenure_days).clip(lower=0.0),
+            # Same convention as recency for customers who never ordered.
+            "days_since_first_order": rfm["first_order_age"].fillna(tenure_days).clip(lower=0.0),
             "frequency": frequency,
             "monetary": monetary,
             "avg_order_value": (monetary / frequency.where(frequency > 0)).fillna(0.0),

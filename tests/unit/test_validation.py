@@ -69,6 +69,7 @@ def _customer_features() -> pd.DataFrame:
     return pd.DataFrame({
         "customer_id": np.array([1, 2, 3], dtype="int64"),
         "recency_days": np.array([1, 12, 500], dtype="int64"),
+        "days_since_first_order": [400.0, 12.0, 1.0],
         "frequency": np.array([2, 1, 0], dtype="int64"),
         "monetary": [62.49, 0.0, 0.0],
         "avg_order_value": [31.245, 0.0, 0.0],
