@@ -10,14 +10,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 
-def feature_importance_figure(importance: pd.Series, title: str) -> Figure:
+def feature_importance_figure(importance: pd.Series, title: str, xlabel: str = "mean |contribution| (log-odds)") -> Figure:
     ordered = importance.sort_values()
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(ordered) + 1.5))
     ax.barh(ordered.index, ordered.to_numpy())
-    ax.set_xlabel("total gain")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -33,6 +34,44 @@ def roc_pr_figure(y_true: pd.Series, probability: np.ndarray, title: str) -> Fig
     pr_ax.plot(recall, precision)
     pr_ax.axhline(float(np.mean(y_true)), linestyle="--", color="grey")
     pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(y_true: pd.Series, raw: np.ndarray, calibrated: np.ndarray, title: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, probability in (("raw", raw), ("calibrated (cross-fitted)", calibrated)):
+        observed, predicted = calibration_curve(y_true, probability, n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, marker="o", label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set(xlabel="mean predicted probability", ylabel="observed rate", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def lift_figure(y_true: pd.Series, probability: np.ndarray, title: str) -> Figure:
+    order = np.argsort(-np.asarray(probability), kind="stable")
+    deciles = np.array_split(np.asarray(y_true)[order], 10)
+    overall = float(np.mean(y_true))
+    lift = [float(np.mean(d)) / overall if overall > 0 and len(d) else np.nan for d in deciles]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(np.arange(1, 11), lift)
+    ax.axhline(1.0, linestyle="--", color="grey")
+    ax.set(xlabel="decile of predicted score (1 = highest)", ylabel="lift over base rate", title=title)
+    ax.set_xticks(np.arange(1, 11))
+    fig.tight_layout()
+    return fig
+
+
+def predicted_vs_actual_figure(actual: pd.Series, predicted: dict[str, np.ndarray], title: str) -> Figure:
+    fig, axes = plt.subplots(1, len(predicted), figsize=(5 * len(predicted), 4.5), squeeze=False)
+    top = float(np.quantile(np.asarray(actual), 0.995)) or 1.0
+    for ax, (name, values) in zip(axes[0], predicted.items()):
+        ax.scatter(values, actual, s=4, alpha=0.3)
+        ax.plot([0, top], [0, top], linestyle="--", color="grey")
+        ax.set(xlabel=f"predicted ({name})", ylabel="actual", xlim=(0, top), ylim=(0, top), title=name)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

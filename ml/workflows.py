@@ -9,32 +9,54 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict
-from importlib.metadata import version
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.models import infer_signature
-from psycopg import sql
 
 from features.customer import FEATURE_COLUMNS, customer_features
-from ml import plots
-from ml.propensity import MODEL_NAME, PropensityConfig, evaluate, fit, holdout_cutoffs, training_set, tune
-from ml.gate import GateDecision, decide
-from ml.tracking import CHAMPION, configure_mlflow, current_version, resolve_alias, set_alias, trial_logger
+from ml import churn, clv, propensity
+from ml.classifier import TuningConfig, top_factors
+from ml.tracking import CHAMPION, configure_mlflow, resolve_alias
+from ml.training import BinaryTask, train_binary
+from ml.training import train_clv as _train_clv
 from revopt.config import Settings
+from revopt.contract import SCORES_DDL
 from revopt.extract import read_extract
 from revopt.postgres import publish_partition, run_script
-from revopt.contract import SCORES_DDL
 from revopt.stack import connect_postgres
 from revopt.validation import DataValidationError, require_valid, validate_frame
 
 logger = logging.getLogger(__name__)
 
-GATE_METRIC = "roc_auc"
-SPEC_TAG = "revopt.model_spec"
-_PIP_REQUIREMENTS = [f"{name}=={version(name)}" for name in ("lightgbm", "numpy", "pandas", "scipy")]
+
+@dataclass(frozen=True)
+class RunParams:
+    """Run-level settings, one field per DAG param (defaults here are the DAG's defaults)."""
+
+    propensity_horizon_days: int = 30
+    churn_horizon_days: int = 60
+    churn_active_days: int = 365
+    clv_horizon_days: int = 90
+    lookback_days: int = 730
+    n_trials: int = 12
+    tuning_timeout_seconds: float = 300.0
+    seed: int = 42
+    promotion_margin: float = 0.005
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
+        """Build from DAG params, ignoring keys this object does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in params.items() if key in known})
+
+    @property
+    def tuning(self) -> TuningConfig:
+        return TuningConfig(n_trials=self.n_trials, timeout_seconds=self.tuning_timeout_seconds, seed=self.seed)
 
 
 def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict[str, str]) -> dict[str, str]:
@@ -72,140 +94,113 @@ def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[st
     return {"path": str(path), "rows": len(features)}
 
 
-def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], config: PropensityConfig) -> dict[str, str]:
-    """Tune, fit, evaluate, log and register the propensity model, then gate it: the new version
-    becomes ``champion`` only if it beats the current champion on the same holdout."""
-    frames = read_extract(extract_paths)
-    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, config.horizon_days)
-    train = training_set(frames, train_cutoff, config.horizon_days)
-    valid = training_set(frames, valid_cutoff, config.horizon_days)
-    logger.info(
-        "propensity training: %d customers at %s (%.1f%% buy), validation %d at %s (%.1f%% buy)",
-        len(train.y), train_cutoff.date(), 100 * train.positive_rate, len(valid.y), valid_cutoff.date(), 100 * valid.positive_rate,
+def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Train, register and gate the purchase-propensity model."""
+    task = BinaryTask(
+        family="purchase_propensity",
+        model_name=propensity.MODEL_NAME,
+        horizon_days=params.propensity_horizon_days,
+        build_set=partial(propensity.training_set, horizon_days=params.propensity_horizon_days),
+        tuning=params.tuning,
+        promotion_margin=params.promotion_margin,
     )
-    configure_mlflow(settings)
-    with mlflow.start_run(run_name=f"propensity-{run_date}") as run:
-        mlflow.set_tags({"revopt.family": "purchase_propensity", "revopt.run_date": run_date.isoformat()})
-        mlflow.log_params(
-            {
-                "run_date": run_date.isoformat(), "horizon_days": config.horizon_days, "n_trials": config.n_trials,
-                "timeout_seconds": config.timeout_seconds, "seed": config.seed,
-                "train_cutoff": train_cutoff.date().isoformat(), "valid_cutoff": valid_cutoff.date().isoformat(),
-                "n_train": len(train.y), "n_valid": len(valid.y),
-            }
-        )
-        champion_version = current_version(MODEL_NAME, CHAMPION)
-        study = tune(train, valid, config, callbacks=[trial_logger("valid_roc_auc")])
-        best_rounds = int(study.best_trial.user_attrs["best_iteration"])
-        mlflow.log_params({f"best_{key}": value for key, value in study.best_params.items()})
-        mlflow.log_param("best_num_rounds", best_rounds)
-        # The specification, so a later gate can refit this model on its own holdout.
-        spec = {"params": study.best_params, "num_rounds": best_rounds, "features": list(FEATURE_COLUMNS)}
-        mlflow.set_tag(SPEC_TAG, json.dumps(spec))
-
-        # Holdout metrics of the chosen configuration, fitted on the training cutoff only.
-        holdout_model = fit(train, study.best_params, best_rounds, config.seed)
-        holdout_probability = holdout_model.predict(valid.X)
-        metrics = evaluate(valid.y, holdout_probability)
-        mlflow.log_metrics({f"holdout_{key}": value for key, value in metrics.items()})
-        logger.info("holdout metrics: %s", metrics)
-        _log_figures(holdout_model, valid, holdout_probability, run_date)
-
-        # The model that scores: same configuration refitted on the most recent labelled cutoff.
-        final_model = fit(valid, study.best_params, best_rounds, config.seed)
-        example = valid.X.head(5)
-        info = mlflow.lightgbm.log_model(
-            final_model,
-            name="model",
-            signature=infer_signature(example, final_model.predict(example)),
-            input_example=example,
-            pip_requirements=_PIP_REQUIREMENTS,
-            registered_model_name=MODEL_NAME,
-        )
-        model_version = str(info.registered_model_version)
-        decision = decide(
-            model_name=MODEL_NAME,
-            candidate_version=model_version,
-            candidate_value=metrics[GATE_METRIC],
-            champion_version=champion_version,
-            champion_value=_champion_holdout_score(champion_version, train, valid, config.seed),
-            metric=GATE_METRIC,
-            margin=config.promotion_margin,
-        )
-        set_alias(MODEL_NAME, decision.alias, model_version)
-        mlflow.set_tags(decision.as_tags())
-        logger.info("promotion gate: v%s -> @%s (%s)", model_version, decision.alias, decision.reason)
-        _record_promotion(settings, run_date, decision, run.info.run_id)
-        return {"run_id": run.info.run_id, "model_name": MODEL_NAME, "model_version": model_version}
+    return train_binary(settings, run_date, read_extract(extract_paths), task)
 
 
-def _champion_holdout_score(champion_version: str | None, train, valid, seed: int) -> float | None:
-    """The champion's specification refitted on the candidate's training cutoff and scored on the
-    same holdout, so both are judged on data neither was fitted on. None if it cannot be rebuilt."""
-    if champion_version is None:
-        return None
-    client = MlflowClient()
-    run_id = client.get_model_version(MODEL_NAME, champion_version).run_id
-    raw_spec = client.get_run(run_id).data.tags.get(SPEC_TAG) if run_id else None
-    if raw_spec is None:
-        logger.warning("champion v%s has no %s tag; it cannot be refitted for the gate", champion_version, SPEC_TAG)
-        return None
-    spec = json.loads(raw_spec)
-    if spec.get("features") != list(FEATURE_COLUMNS):
-        logger.warning("champion v%s used other features; it cannot be compared on this holdout", champion_version)
-        return None
-    refitted = fit(train, spec["params"], int(spec["num_rounds"]), seed)
-    return evaluate(valid.y, refitted.predict(valid.X))[GATE_METRIC]
-
-
-def _record_promotion(settings: Settings, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
-    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
-    columns = list(row)
-    statement = sql.SQL(
-        "INSERT INTO scores.model_promotions ({columns}) VALUES ({values}) "
-        "ON CONFLICT (run_date, model_name, candidate_version) DO UPDATE SET {updates}"
-    ).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
-        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns),
+def train_churn(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Train, register and gate the churn-risk model (active customers only)."""
+    task = BinaryTask(
+        family="churn",
+        model_name=churn.MODEL_NAME,
+        horizon_days=params.churn_horizon_days,
+        build_set=partial(churn.training_set, horizon_days=params.churn_horizon_days, active_days=params.churn_active_days),
+        tuning=params.tuning,
+        promotion_margin=params.promotion_margin,
     )
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
-        conn.execute(statement, row)
+    return train_binary(settings, run_date, read_extract(extract_paths), task)
 
 
-def _log_figures(model, valid, probability, run_date: dt.date) -> None:
-    importance = pd.Series(model.feature_importance("gain"), index=model.feature_name())
-    for name, fig in (
-        ("feature_importance.png", plots.feature_importance_figure(importance, f"propensity feature importance ({run_date})")),
-        ("roc_pr.png", plots.roc_pr_figure(valid.y, probability, f"propensity holdout at {valid.cutoff.date()}")),
-    ):
-        mlflow.log_figure(fig, f"plots/{name}")
-        plots.close(fig)
+def train_clv(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Select BTYD or GBM for CLV on the holdout, register the winner and gate it."""
+    config = clv.ClvConfig(
+        horizon_days=params.clv_horizon_days,
+        n_trials=params.n_trials,
+        timeout_seconds=params.tuning_timeout_seconds,
+        seed=params.seed,
+        # Expected spend is a mean: MAE rewards predicting the median (0 for most customers).
+        selection_metric="rmse",
+    )
+    return _train_clv(settings, run_date, read_extract(extract_paths), config, params.promotion_margin)
 
 
-def score_customers(settings: Settings, run_date: dt.date, features_path: str) -> dict[str, str | int]:
-    """Score every customer with the propensity model's current ``@champion`` version."""
-    configure_mlflow(settings)
-    model_version = resolve_alias(MODEL_NAME, CHAMPION)
+@dataclass(frozen=True)
+class _Champion:
+    name: str
+    version: str
+    model: Any  # the unwrapped python model: predict(context, frame) and contributions(frame)
+
+
+def _load_champion(model_name: str) -> _Champion:
+    version = resolve_alias(model_name, CHAMPION)
     # Load the resolved version, not the alias, so the recorded version is the one that scored.
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{model_version}")
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    return _Champion(model_name, version, loaded.unwrap_python_model())
+
+
+def score_customers(settings: Settings, run_date: dt.date, features_path: str, params: RunParams) -> dict[str, str | int]:
+    """Score every customer with each family's current ``@champion``: propensity, churn risk
+    (active customers only, else NULL), CLV with value tier, and the top 3 factors of each."""
+    configure_mlflow(settings)
     features = pd.read_parquet(features_path)
-    probability = pd.Series(model.predict(features[list(FEATURE_COLUMNS)]), index=features.index).to_numpy(dtype="float64")
+    X = features.set_index("customer_id")[list(FEATURE_COLUMNS)]
+    models = {
+        "purchase_propensity": _load_champion(propensity.MODEL_NAME),
+        "churn_risk": _load_champion(churn.MODEL_NAME),
+        "clv": _load_champion(clv.MODEL_NAME),
+    }
+    active = churn.active_mask(X, params.churn_active_days).to_numpy()
+    propensity_score = models["purchase_propensity"].model.predict(None, X)
+    churn_score = np.where(active, models["churn_risk"].model.predict(None, X), np.nan)
+    clv_score = np.asarray(models["clv"].model.predict(None, X), dtype="float64")
+    factors = {name: _factors_json(champion.model, X) for name, champion in models.items()}
+    factors["churn_risk"] = factors["churn_risk"].where(active, "null")
     scores = pd.DataFrame(
         {
             "run_date": run_date,
-            "customer_id": features["customer_id"].astype("int64"),
-            "purchase_propensity": probability,
-            "propensity_model": MODEL_NAME,
-            "propensity_version": model_version,
+            "customer_id": X.index.to_numpy(dtype="int64"),
+            "purchase_propensity": np.asarray(propensity_score, dtype="float64"),
+            "churn_risk": churn_score,
+            "clv": clv_score,
+            "value_tier": clv.value_tier(clv_score),
+            "top_factors": _combine_json(factors),
+            "propensity_model": models["purchase_propensity"].name,
+            "propensity_version": models["purchase_propensity"].version,
+            "churn_model": models["churn_risk"].name,
+            "churn_version": models["churn_risk"].version,
+            "clv_model": models["clv"].name,
+            "clv_version": models["clv"].version,
         }
     )
     path = settings.run_dir(run_date) / "scores" / "customer_scores.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     scores.to_parquet(path, index=False)
-    logger.info("scored %d customers with %s v%s", len(scores), MODEL_NAME, model_version)
-    return {"path": str(path), "rows": len(scores), "model_version": model_version}
+    logger.info("scored %d customers with %s", len(scores), {n: f"v{c.version}" for n, c in models.items()})
+    return {"path": str(path), "rows": len(scores), "versions": {n: c.version for n, c in models.items()}}
+
+
+def _factors_json(model: Any, X: pd.DataFrame) -> pd.Series:
+    contributions = model.contributions(X)
+    if contributions is None:
+        return pd.Series("null", index=X.index)
+    return top_factors(contributions.drop(columns="bias", errors="ignore"), k=3)
+
+
+def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
+    """One JSON object per customer: {"purchase_propensity": [...], "churn_risk": [...], "clv": [...]}."""
+    combined = np.full(len(next(iter(factors.values()))), "{", dtype=object)
+    for i, (name, series) in enumerate(factors.items()):
+        combined = combined + ("," if i else "") + f'"{name}":' + series.to_numpy(dtype=object)
+    return combined + "}"
 
 
 def publish_customer_scores(settings: Settings, run_date: dt.date, scores_path: str) -> int:

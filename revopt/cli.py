@@ -19,6 +19,8 @@ from typing import TextIO
 from revopt.config import Settings, load_settings
 
 NIGHTLY_DAG = "revopt_nightly"
+TRAINING_DAG = "revopt_training"
+DAGS = {"nightly": NIGHTLY_DAG, "training": TRAINING_DAG}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,12 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_seed_args(seed)
     seed.set_defaults(handler=_seed)
 
-    run = commands.add_parser("run", help="run the nightly DAG through Airflow for a run date")
+    run = commands.add_parser("run", help="run a DAG through Airflow for a run date")
     run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
+    run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default) or training")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="start the stack, seed a store and run the nightly DAG")
+    demo = commands.add_parser("demo", help="start the stack, seed a store, run the training and the nightly DAG")
     _add_seed_args(demo, customers=5000)
     demo.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
     demo.set_defaults(handler=_demo)
@@ -124,7 +127,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    return _run_dag(settings, args.date, _params(args.param))
+    return _run_dag(settings, DAGS[args.dag], args.date, _params(args.param))
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,22 +141,25 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
     print(f"    {report}")
     close_event_stores()  # the Airflow task process opens chDB next; one process per data path
-    status = _run_dag(settings, report.end, _params(args.param))
+    params = _params(args.param)
+    status = _run_dag(settings, TRAINING_DAG, report.end, params)
+    if status == 0:
+        status = _run_dag(settings, NIGHTLY_DAG, report.end, params)
     if status == 0:
         print(f"\ndemo finished in {time.perf_counter() - started:.0f}s\n")
         _where(settings, args)
     return status
 
 
-def _run_dag(settings: Settings, run_date: dt.date, params: dict[str, object]) -> int:
+def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[str, object]) -> int:
     from revopt.airflow_env import airflow_environ, dags_test_command, ensure_airflow_db
 
     with _step("preparing Airflow metadata (SQLite)"):
         ensure_airflow_db(settings)
-    log_path = settings.run_dir(run_date) / "airflow-dags-test.log"
+    log_path = settings.run_dir(run_date) / f"airflow-{dag_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = dags_test_command(NIGHTLY_DAG, run_date.isoformat(), params)
-    with _step(f"running DAG {NIGHTLY_DAG} for {run_date} through Airflow (log: {log_path})"):
+    command = dags_test_command(dag_id, run_date.isoformat(), params)
+    with _step(f"running DAG {dag_id} for {run_date} through Airflow (log: {log_path})"):
         with log_path.open("w") as log:
             process = subprocess.Popen(command, env=airflow_environ(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert process.stdout is not None
@@ -251,12 +257,16 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
     with connect_postgres(settings) as conn:
         exists = conn.execute("SELECT to_regclass('scores.customer_scores') IS NOT NULL").fetchone()[0]
         rows = conn.execute(
-            "SELECT run_date, count(*), round(avg(purchase_propensity)::numeric, 4), max(propensity_version) "
+            "SELECT run_date, count(*), round(avg(purchase_propensity)::numeric, 4), round(avg(churn_risk)::numeric, 4), "
+            "round(avg(clv)::numeric, 2), max(propensity_version), max(churn_version), max(clv_version) "
             "FROM scores.customer_scores GROUP BY run_date ORDER BY run_date DESC LIMIT 5"
         ).fetchall() if exists else []
     print("\npublished scores.customer_scores (latest run dates):")
-    for run_date, count, mean, version in rows:
-        print(f"  {run_date}: {count:,} customers, mean propensity {mean}, model version {version}")
+    for run_date, count, propensity, churn, clv, p_version, c_version, v_version in rows:
+        print(
+            f"  {run_date}: {count:,} customers, mean propensity {propensity}, mean churn risk {churn}, "
+            f"mean CLV {clv} (model versions: propensity {p_version}, churn {c_version}, clv {v_version})"
+        )
     if not rows:
         print("  (nothing published yet)")
     return 0

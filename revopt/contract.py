@@ -118,11 +118,21 @@ CREATE SCHEMA IF NOT EXISTS scores;
 CREATE TABLE IF NOT EXISTS scores.customer_scores (
     run_date              date NOT NULL,
     customer_id           bigint NOT NULL,
-    purchase_propensity   double precision NOT NULL,
+    purchase_propensity   double precision NOT NULL,  -- P(completed order in the next N days)
     propensity_model      text NOT NULL,
     propensity_version    text NOT NULL,
     PRIMARY KEY (run_date, customer_id)
 );
+-- Columns added after the first release: tables created earlier gain them here.
+ALTER TABLE scores.customer_scores
+    ADD COLUMN IF NOT EXISTS churn_risk     double precision,  -- P(no order in the next M days); NULL: not an active customer
+    ADD COLUMN IF NOT EXISTS clv            double precision,  -- expected spend over the next H days
+    ADD COLUMN IF NOT EXISTS value_tier     text,              -- high (top 10 % CLV) | medium (next 40 %) | low
+    ADD COLUMN IF NOT EXISTS top_factors    jsonb,             -- {"purchase_propensity": [{feature, contribution}, x3], "churn_risk": ..., "clv": ...}
+    ADD COLUMN IF NOT EXISTS churn_model    text,
+    ADD COLUMN IF NOT EXISTS churn_version  text,
+    ADD COLUMN IF NOT EXISTS clv_model      text,
+    ADD COLUMN IF NOT EXISTS clv_version    text;
 
 CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
     run_date           date NOT NULL,

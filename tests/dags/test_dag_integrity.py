@@ -11,12 +11,20 @@ import pytest
 from revopt.config import DAGS_FOLDER
 
 EXPECTED_EDGES = {
-    "extract": set(),
-    "validate": {"extract"},
-    "build_features": {"validate"},
-    "train_propensity": {"validate"},
-    "score": {"build_features", "train_propensity"},
-    "publish": {"score"},
+    "revopt_nightly": {
+        "extract": set(),
+        "validate": {"extract"},
+        "build_features": {"validate"},
+        "score": {"build_features"},
+        "publish": {"score"},
+    },
+    "revopt_training": {
+        "extract": set(),
+        "validate": {"extract"},
+        "train_propensity": {"validate"},
+        "train_churn": {"validate", "train_propensity"},
+        "train_clv": {"validate", "train_churn"},
+    },
 }
 
 
@@ -34,9 +42,17 @@ def test_every_dag_file_imports_without_errors(dagbag):
     assert {dag.fileloc.rsplit("/", 1)[-1] for dag in dagbag.dags.values()} == set(dag_files)
 
 
-def test_nightly_dag_has_the_expected_task_graph(dagbag):
-    dag = dagbag.dags["revopt_nightly"]
-    assert {task.task_id: set(task.upstream_task_ids) for task in dag.tasks} == EXPECTED_EDGES
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_EDGES))
+def test_dags_have_the_expected_task_graph(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert {task.task_id: set(task.upstream_task_ids) for task in dag.tasks} == EXPECTED_EDGES[dag_id]
+
+
+def test_scoring_never_trains_and_training_never_publishes(dagbag):
+    assert not any("train" in task.task_id for task in dagbag.dags["revopt_nightly"].tasks)
+    assert not any("publish" in task.task_id for task in dagbag.dags["revopt_training"].tasks)
+    assert dagbag.dags["revopt_nightly"].timetable.expression == "0 0 * * *"  # @daily
+    assert dagbag.dags["revopt_training"].timetable.expression == "0 0 * * 0"  # @weekly
 
 
 def test_every_dag_is_tagged_and_every_task_retries(dagbag):
@@ -54,19 +70,24 @@ def test_bad_data_fails_at_once_and_transient_errors_retry(dagbag):
 
     from revopt.validation import DataValidationError
 
-    policy = dagbag.dags["revopt_nightly"].get_task("validate").retry_policy
+    policy = dagbag.dags["revopt_training"].get_task("train_churn").retry_policy
     fail = policy.evaluate(DataValidationError("orders failed"), try_number=1, max_tries=3)
     retry = policy.evaluate(ConnectionError("server restarting"), try_number=1, max_tries=3)
     assert fail.action == RetryAction.FAIL
     assert retry.action != RetryAction.FAIL
 
 
-def test_run_settings_are_params_with_defaults(dagbag):
-    params = dagbag.dags["revopt_nightly"].params
-    defaults = {key: params[key] for key in params}
-    assert defaults["horizon_days"] == 30
-    assert defaults["n_trials"] >= 1
-    assert set(defaults) >= {"horizon_days", "lookback_days", "n_trials", "tuning_timeout_seconds", "seed"}
+def test_run_settings_are_params_with_the_workflow_defaults(dagbag):
+    from ml.workflows import RunParams
+
+    defaults = RunParams()
+    for dag_id in EXPECTED_EDGES:
+        params = dagbag.dags[dag_id].params
+        for key in params:
+            assert params[key] == getattr(defaults, key), f"{dag_id} param {key} disagrees with RunParams"
+    training = set(dagbag.dags["revopt_training"].params)
+    assert training >= {"propensity_horizon_days", "churn_horizon_days", "clv_horizon_days", "n_trials",
+                        "tuning_timeout_seconds", "seed", "promotion_margin", "lookback_days"}
 
 
 def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
@@ -98,4 +119,4 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().endswith("OK 1")
+    assert result.stdout.strip().endswith(f"OK {len(EXPECTED_EDGES)}")

@@ -1,13 +1,14 @@
-"""The nightly DAG through Airflow on a tiny seeded store, against the embedded stack."""
+"""The training and nightly DAGs through Airflow on a tiny seeded store, against the embedded stack."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from mlflow import MlflowClient
 
-from ml.propensity import MODEL_NAME
+from ml import churn, clv, propensity
 from ml.tracking import configure_mlflow
 from revopt import cli
 from revopt.postgres import read_frame
@@ -15,8 +16,10 @@ from revopt.seed import seed_synthetic
 from revopt.stack import close_event_stores, connect_postgres
 
 START = dt.date(2024, 1, 1)
-DAYS = 240
+DAYS = 300
 RUN_DATE = START + dt.timedelta(days=DAYS)
+MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME)
+FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
 @pytest.fixture(scope="module")
@@ -33,64 +36,107 @@ def _published(settings):
     return scores, customers
 
 
-def test_nightly_dag_publishes_one_score_per_customer_with_the_champion_version(settings, seeded):
-    assert seeded.end == RUN_DATE
-    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=3", "--param", "tuning_timeout_seconds=60"])
-    assert status == 0
+def _decisions(settings):
+    with connect_postgres(settings) as conn:
+        return read_frame(
+            conn, "SELECT * FROM scores.model_promotions WHERE run_date = %s ORDER BY model_name, candidate_version::int",
+            (RUN_DATE,),
+        )
 
+
+def test_training_registers_every_family_as_champion_with_nested_trials(settings, seeded):
+    assert seeded.end == RUN_DATE
+    assert cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), *FAST]) == 0
+
+    configure_mlflow(settings)
+    client = MlflowClient()
+    for name in MODELS:
+        champion = client.get_model_version_by_alias(name, "champion")
+        run = client.get_run(champion.run_id)
+        assert run.data.tags["revopt.gate.promoted"] == "True"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert artifacts, f"{name} logged no plots"
+    propensity_run = client.get_run(client.get_model_version_by_alias(propensity.MODEL_NAME, "champion").run_id)
+    assert propensity_run.data.metrics["holdout_roc_auc"] > 0.6
+    assert {"plots/roc_pr.png", "plots/calibration.png", "plots/lift.png", "plots/feature_importance.png"} <= {
+        a.path for a in client.list_artifacts(propensity_run.info.run_id, "plots")
+    }
+    trials = client.search_runs(
+        [propensity_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{propensity_run.info.run_id}'"
+    )
+    assert len(trials) == 4
+    assert set(_decisions(settings)["model_name"]) == set(MODELS)
+
+
+def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings, seeded):
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
     scores, customers = _published(settings)
     assert len(scores) == len(customers) > 0
     assert scores["customer_id"].is_unique
     assert set(scores["customer_id"]) == set(customers["customer_id"])
     assert scores["purchase_propensity"].between(0.0, 1.0).all()
     assert scores["purchase_propensity"].std() > 0.01, "scores should vary across customers"
+    churn_scored = scores["churn_risk"].notna()
+    assert 0 < churn_scored.sum() < len(scores), "only active customers get a churn risk"
+    assert scores.loc[churn_scored, "churn_risk"].between(0.0, 1.0).all()
+    assert (scores["clv"] >= 0).all() and scores["clv"].notna().all()
+    assert set(scores["value_tier"]) <= {"high", "medium", "low"}
+    high = scores["value_tier"] == "high"
+    assert scores.loc[high, "clv"].min() >= scores.loc[~high, "clv"].max()
 
     configure_mlflow(settings)
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
-    assert set(scores["propensity_version"]) == {str(champion.version)}
-    assert set(scores["propensity_model"]) == {MODEL_NAME}
-    run = client.get_run(champion.run_id)
-    assert run.data.metrics["holdout_roc_auc"] > 0.6
-    trials = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    assert len(trials) == 3
+    for name, column in zip(MODELS, ("propensity_version", "churn_version", "clv_version")):
+        assert set(scores[column]) == {str(client.get_model_version_by_alias(name, "champion").version)}
+
+    factors = scores["top_factors"].map(lambda v: v if isinstance(v, dict) else json.loads(v))
+    first = factors.iloc[0]
+    assert len(first["purchase_propensity"]) == 3
+    assert {"feature", "contribution"} <= set(first["purchase_propensity"][0])
+    magnitudes = [abs(f["contribution"]) for f in first["purchase_propensity"]]
+    assert magnitudes == sorted(magnitudes, reverse=True)
 
 
-def test_rerunning_the_same_date_replaces_its_rows(settings, seeded):
+def test_rerunning_the_nightly_date_replaces_its_rows(settings, seeded):
     first, _ = _published(settings)
-    assert len(first) > 0, "runs after the first DAG test"
-    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2", "--param", "tuning_timeout_seconds=60"])
-    assert status == 0
+    assert len(first) > 0, "runs after the first nightly test"
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
     second, _ = _published(settings)
     assert len(second) == len(first)
     assert not second.duplicated(["run_date", "customer_id"]).any()
+    ordered = [frame.sort_values("customer_id").reset_index(drop=True) for frame in (first, second)]
+    assert ordered[0][["customer_id", "purchase_propensity", "clv"]].equals(ordered[1][["customer_id", "purchase_propensity", "clv"]])
 
-    # The re-run's best of 2 seeded trials cannot beat the champion's best of 3 by the margin:
-    # the gate keeps the champion, aliases the new version challenger, and scoring uses the champion.
+
+def test_a_weaker_retrained_model_is_refused_by_the_gate(settings, seeded):
+    # Best of 2 seeded trials cannot beat the champion's best of 4 (same first trials) by the margin.
+    status = cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2",
+                       "--param", "promotion_margin=0.01"])
+    assert status == 0
+    configure_mlflow(settings)
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion").version
-    challenger = client.get_model_version_by_alias(MODEL_NAME, "challenger").version
+    champion = client.get_model_version_by_alias(propensity.MODEL_NAME, "champion").version
+    challenger = client.get_model_version_by_alias(propensity.MODEL_NAME, "challenger").version
     assert int(challenger) == int(champion) + 1
-    assert set(second["propensity_version"]) == set(first["propensity_version"]) == {str(champion)}
-    with connect_postgres(settings) as conn:
-        decisions = read_frame(
-            conn, "SELECT * FROM scores.model_promotions WHERE run_date = %s ORDER BY candidate_version", (RUN_DATE,)
-        )
-    assert decisions["promoted"].tolist() == [True, False]
-    assert decisions["champion_version"].iloc[1] == str(champion)
-    assert decisions["candidate_value"].iloc[1] < decisions["champion_value"].iloc[1] + decisions["margin"].iloc[1]
-    tags = client.get_run(decisions["mlflow_run_id"].iloc[1]).data.tags
+    decisions = _decisions(settings)
+    mine = decisions[decisions["model_name"] == propensity.MODEL_NAME]
+    assert mine["promoted"].tolist() == [True, False]
+    refused = mine.iloc[1]
+    assert refused["champion_version"] == str(champion)
+    assert refused["candidate_value"] < refused["champion_value"] + refused["margin"]
+    tags = client.get_run(refused["mlflow_run_id"]).data.tags
     assert tags["revopt.gate.promoted"] == "False" and "does not beat" in tags["revopt.gate.reason"]
 
 
 def test_bad_source_data_fails_the_run_and_keeps_the_published_rows(settings, seeded, capsys):
     before, _ = _published(settings)
-    assert len(before) > 0, "runs after the successful DAG tests"
+    assert len(before) > 0, "runs after the successful nightly runs"
     with connect_postgres(settings) as conn:
         conn.execute("UPDATE shop.order_lines SET unit_price = -5 WHERE order_id = (SELECT min(order_id) FROM shop.orders)")
-    status = cli.main(["run", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2"])
+    status = cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()])
     assert status != 0
     err = capsys.readouterr().err
     assert "DataValidationError" in err and "'orders'" in err and "order_value" in err and str(RUN_DATE) in err
     after, _ = _published(settings)
-    assert after.sort_values("customer_id").reset_index(drop=True).equals(before.sort_values("customer_id").reset_index(drop=True))
+    key = ["customer_id"]
+    assert after.sort_values(key).reset_index(drop=True).equals(before.sort_values(key).reset_index(drop=True))

@@ -1,0 +1,65 @@
+"""Weekly (and on demand) training for logical date D: extract -> validate -> train each customer
+model family, register it and gate it against its champion.
+
+Families train one after another: on the embedded stack they share one SQLite MLflow store, and
+the machine has two cores either way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.sdk import Param, dag, task
+from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, extract, validate
+
+PARAMS = {
+    "lookback_days": LOOKBACK_PARAM,
+    "churn_active_days": ACTIVE_DAYS_PARAM,
+    "propensity_horizon_days": Param(30, type="integer", minimum=1, maximum=365, description="Purchase window N (days)."),
+    "churn_horizon_days": Param(60, type="integer", minimum=1, maximum=365, description="No-purchase window M (days) for churn."),
+    "clv_horizon_days": Param(90, type="integer", minimum=1, maximum=730, description="CLV horizon H (days)."),
+    "n_trials": Param(12, type="integer", minimum=1, maximum=500, description="Optuna trials per family."),
+    "tuning_timeout_seconds": Param(300, type="number", minimum=1, description="Wall-clock tuning budget per family."),
+    "seed": Param(42, type="integer", description="Seed for tuning and fitting."),
+    "promotion_margin": Param(0.005, type="number", minimum=0, description="How much a new model must beat the champion by (ROC AUC; CLV: relative MAE)."),
+}
+
+
+def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str]:
+    from ml import workflows
+    from revopt.config import load_settings
+    from revopt.runctx import run_date_of
+
+    train = getattr(workflows, f"train_{family}")
+    return train(load_settings(), run_date_of(context), extract_paths, workflows.RunParams.from_mapping(context["params"]))
+
+
+@dag(
+    dag_id="revopt_training",
+    schedule="@weekly",
+    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    tags=["revopt", "training"],
+    default_args=DEFAULT_ARGS,
+    doc_md=__doc__,
+)
+def revopt_training():
+    @task
+    def train_propensity(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("propensity", extract_paths, context)
+
+    @task
+    def train_churn(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("churn", extract_paths, context)
+
+    @task
+    def train_clv(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("clv", extract_paths, context)
+
+    validated = validate(extract())
+    train_propensity(validated) >> train_churn(validated) >> train_clv(validated)
+
+
+revopt_training()

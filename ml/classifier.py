@@ -1,0 +1,375 @@
+"""Binary classifiers shared by purchase propensity and churn: candidates, tuning, calibration,
+metrics and native TreeSHAP explanations.
+
+Candidates are LightGBM, XGBoost, CatBoost and a logistic-regression baseline. One Optuna study
+searches the family and its hyperparameters together (a conditional search space), bounded by
+trials and seconds; every trial fits on the training cutoff and is scored by ROC AUC on the
+validation cutoff, with early stopping on the validation fold for the boosters.
+
+Calibration is chosen on the validation fold: ``none``, ``sigmoid`` (Platt scaling on the
+log-odds) or ``isotonic``, whichever gives the lowest log loss when cross-fitted over two
+stratified halves of the validation fold; the chosen calibrator is then fitted on the whole fold.
+The reported calibrated holdout metrics are the cross-fitted ones, so no prediction is scored by
+a calibrator that saw its own label.
+
+Explanations are each family's own additive contributions in log-odds: LightGBM
+``pred_contrib``, XGBoost ``pred_contribs``, CatBoost ``ShapValues`` (all TreeSHAP), and for the
+logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the standardised inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import pandas as pd
+import xgboost as xgb
+from catboost import CatBoostClassifier, Pool
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+logger = logging.getLogger(__name__)
+
+FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
+CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
+_MAX_ROUNDS = 1000
+_EARLY_STOPPING = 30
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    n_trials: int = 10
+    timeout_seconds: float = 120.0
+    seed: int = 42
+    families: tuple[str, ...] = FAMILIES
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to refit a model: family, hyperparameters and number of boosting rounds."""
+
+    family: str
+    params: dict[str, Any]
+    num_rounds: int
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "params": self.params, "num_rounds": self.num_rounds}
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(family=data["family"], params=dict(data["params"]), num_rounds=int(data["num_rounds"]))
+
+
+@dataclass
+class BinaryModel:
+    """A fitted classifier of one family, with probabilities and log-odds contributions."""
+
+    spec: ModelSpec
+    estimator: Any
+    feature_names: list[str]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        X = X[self.feature_names]
+        family = self.spec.family
+        if family == "lightgbm":
+            return self.estimator.predict(X)
+        if family == "xgboost":
+            return self.estimator.predict(xgb.DMatrix(X), iteration_range=(0, self.spec.num_rounds))
+        if family == "catboost":
+            return self.estimator.predict_proba(X)[:, 1]
+        return self.estimator.predict_proba(X)[:, 1]
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row, per-feature contributions to the log-odds (bias column dropped)."""
+        X = X[self.feature_names]
+        family = self.spec.family
+        if family == "lightgbm":
+            values = self.estimator.predict(X, pred_contrib=True)[:, :-1]
+        elif family == "xgboost":
+            values = self.estimator.predict(
+                xgb.DMatrix(X), pred_contribs=True, iteration_range=(0, self.spec.num_rounds)
+            )[:, :-1]
+        elif family == "catboost":
+            values = self.estimator.get_feature_importance(Pool(X), type="ShapValues")[:, :-1]
+        else:
+            transform, scaler, logistic = (step for _, step in self.estimator.steps)
+            standardised = scaler.transform(transform.transform(X))
+            values = standardised * logistic.coef_[0]  # scaler centres on the training mean
+        return pd.DataFrame(values, index=X.index, columns=self.feature_names)
+
+
+@dataclass
+class Calibrator:
+    method: str
+    model: Any = None
+
+    def transform(self, probability: np.ndarray) -> np.ndarray:
+        if self.method == "none":
+            return probability
+        if self.method == "sigmoid":
+            return self.model.predict_proba(_logit(probability).reshape(-1, 1))[:, 1]
+        return self.model.predict(probability)
+
+
+@dataclass
+class CalibratedModel:
+    """What scores: a fitted classifier and the calibrator chosen on the validation fold."""
+
+    model: BinaryModel
+    calibrator: Calibrator
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.clip(self.calibrator.transform(self.model.predict_proba(X)), 0.0, 1.0)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        return self.model.contributions(X)
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best: ModelSpec
+    best_value: float
+    n_trials: int
+    best_by_family: dict[str, float]
+
+
+def suggest_spec(trial: optuna.Trial, families: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    family = trial.suggest_categorical("family", list(families))
+    if family == "lightgbm":
+        params = {
+            "learning_rate": trial.suggest_float("lgb_learning_rate", 0.02, 0.2, log=True),
+            "num_leaves": trial.suggest_int("lgb_num_leaves", 8, 64, log=True),
+            "min_child_samples": trial.suggest_int("lgb_min_child_samples", 10, 200, log=True),
+            "feature_fraction": trial.suggest_float("lgb_feature_fraction", 0.6, 1.0),
+            "lambda_l2": trial.suggest_float("lgb_lambda_l2", 1e-3, 10.0, log=True),
+        }
+    elif family == "xgboost":
+        params = {
+            "eta": trial.suggest_float("xgb_eta", 0.02, 0.2, log=True),
+            "max_depth": trial.suggest_int("xgb_max_depth", 2, 8),
+            "min_child_weight": trial.suggest_float("xgb_min_child_weight", 1.0, 50.0, log=True),
+            "subsample": trial.suggest_float("xgb_subsample", 0.6, 1.0),
+            "lambda": trial.suggest_float("xgb_lambda", 1e-3, 10.0, log=True),
+        }
+    elif family == "catboost":
+        params = {
+            "learning_rate": trial.suggest_float("cb_learning_rate", 0.03, 0.3, log=True),
+            "depth": trial.suggest_int("cb_depth", 3, 8),
+            "l2_leaf_reg": trial.suggest_float("cb_l2_leaf_reg", 1.0, 20.0, log=True),
+        }
+    else:
+        params = {"C": trial.suggest_float("lr_C", 1e-3, 10.0, log=True)}
+    return family, params
+
+
+def fit_model(
+    family: str,
+    params: dict[str, Any],
+    X: pd.DataFrame,
+    y: pd.Series,
+    seed: int,
+    *,
+    num_rounds: int | None = None,
+    X_valid: pd.DataFrame | None = None,
+    y_valid: pd.Series | None = None,
+) -> BinaryModel:
+    """Fit one family. With a validation fold, boosters early-stop on it and record their best
+    round; without one they train exactly ``num_rounds`` rounds."""
+    features = list(X.columns)
+    early = X_valid is not None and y_valid is not None
+    rounds = num_rounds or _MAX_ROUNDS
+    if family == "lightgbm":
+        base = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": seed, "deterministic": True,
+                "force_row_wise": True, "num_threads": 2}
+        train = lgb.Dataset(X, label=y)
+        kwargs: dict[str, Any] = {}
+        if early:
+            kwargs = {"valid_sets": [lgb.Dataset(X_valid, label=y_valid, reference=train)],
+                      "callbacks": [lgb.early_stopping(_EARLY_STOPPING, verbose=False)]}
+        booster = lgb.train({**base, **params}, train, num_boost_round=rounds, **kwargs)
+        best = int(booster.best_iteration or rounds) if early else rounds
+        return BinaryModel(ModelSpec(family, params, best), booster, features)
+    if family == "xgboost":
+        base = {"objective": "binary:logistic", "eval_metric": "auc", "seed": seed, "nthread": 2, "tree_method": "hist"}
+        train = xgb.DMatrix(X, label=y)
+        kwargs = {}
+        if early:
+            kwargs = {"evals": [(xgb.DMatrix(X_valid, label=y_valid), "valid")], "early_stopping_rounds": _EARLY_STOPPING,
+                      "verbose_eval": False}
+        booster = xgb.train({**base, **params}, train, num_boost_round=rounds, **kwargs)
+        best = int(booster.best_iteration) + 1 if early else rounds
+        return BinaryModel(ModelSpec(family, params, best), booster, features)
+    if family == "catboost":
+        model = CatBoostClassifier(
+            iterations=rounds, random_seed=seed, thread_count=2, verbose=False, allow_writing_files=False,
+            eval_metric="AUC", **params,
+        )
+        if early:
+            model.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=_EARLY_STOPPING, use_best_model=True)
+            best = int(model.get_best_iteration()) + 1
+        else:
+            model.fit(X, y)
+            best = rounds
+        return BinaryModel(ModelSpec(family, params, best), model, features)
+    if family == "logistic":
+        pipeline = make_pipeline(
+            FunctionTransformer(np.log1p, feature_names_out="one-to-one"),  # counts and money are right-skewed
+            StandardScaler(),
+            LogisticRegression(C=params["C"], max_iter=2000, random_state=seed),
+        )
+        pipeline.fit(X, y)
+        return BinaryModel(ModelSpec(family, params, 1), pipeline, features)
+    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+
+
+def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, seed: int) -> BinaryModel:
+    """Refit a specification with its fixed number of rounds (no early stopping)."""
+    return fit_model(spec.family, spec.params, X, y, seed, num_rounds=spec.num_rounds)
+
+
+def tune(
+    X_train: pd.DataFrame,
+    y_train: pd.Series,
+    X_valid: pd.DataFrame,
+    y_valid: pd.Series,
+    config: TuningConfig,
+    *,
+    study_name: str,
+    callbacks: list | None = None,
+) -> TuningResult:
+    """Search family and hyperparameters, maximising validation ROC AUC."""
+    check_two_classes(y_train, "training")
+    check_two_classes(y_valid, "validation")
+
+    def objective(trial: optuna.Trial) -> float:
+        family, params = suggest_spec(trial, config.families)
+        model = fit_model(family, params, X_train, y_train, config.seed, X_valid=X_valid, y_valid=y_valid)
+        trial.set_user_attr("spec", model.spec.to_json_dict())
+        return float(roc_auc_score(y_valid, model.predict_proba(X_valid)))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Try every family once before TPE takes over, so the baseline is always in the comparison.
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(len(config.families), 4))
+    study = optuna.create_study(direction="maximize", sampler=sampler, study_name=study_name)
+    for family in config.families:
+        study.enqueue_trial({"family": family})
+    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds, callbacks=callbacks or [])
+    finished = [t for t in study.trials if t.value is not None]
+    if not finished:
+        raise RuntimeError(f"tuning {study_name}: no trial finished within {config.timeout_seconds}s")
+    by_family: dict[str, float] = {}
+    for t in finished:
+        family = t.params["family"]
+        by_family[family] = max(by_family.get(family, -np.inf), float(t.value))
+    best = ModelSpec.from_json_dict(study.best_trial.user_attrs["spec"])
+    logger.info("%s: %d trials, best %s AUC %.4f; best per family %s", study_name, len(finished), best.family,
+                study.best_value, by_family)
+    return TuningResult(best=best, best_value=float(study.best_value), n_trials=len(finished), best_by_family=by_family)
+
+
+def choose_calibration(probability: np.ndarray, y: pd.Series, seed: int) -> tuple[Calibrator, np.ndarray, dict[str, float]]:
+    """Pick the calibration with the lowest cross-fitted log loss on the validation fold.
+
+    Returns the chosen calibrator fitted on the whole fold, the cross-fitted calibrated
+    probabilities (honest holdout predictions) and each method's cross-fitted log loss.
+    """
+    y_array = np.asarray(y)
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    crossfit = {method: np.empty_like(probability, dtype="float64") for method in CALIBRATIONS}
+    for fit_idx, eval_idx in folds.split(probability.reshape(-1, 1), y_array):
+        for method in CALIBRATIONS:
+            calibrator = _fit_calibrator(method, probability[fit_idx], y_array[fit_idx])
+            crossfit[method][eval_idx] = calibrator.transform(probability[eval_idx])
+    losses = {method: float(log_loss(y_array, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1])) for method, p in crossfit.items()}
+    chosen = min(CALIBRATIONS, key=lambda method: (losses[method], CALIBRATIONS.index(method)))
+    return _fit_calibrator(chosen, probability, y_array), crossfit[chosen], losses
+
+
+def _fit_calibrator(method: str, probability: np.ndarray, y: np.ndarray) -> Calibrator:
+    if method == "none":
+        return Calibrator("none")
+    if method == "sigmoid":
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(probability).reshape(-1, 1), y)
+        return Calibrator("sigmoid", model)
+    return Calibrator("isotonic", IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(probability, y))
+
+
+def evaluate(y_true: pd.Series, probability: np.ndarray, n_bins: int = 10) -> dict[str, float]:
+    """ROC AUC, PR AUC, log loss, Brier, expected calibration error and top-decile lift."""
+    y = np.asarray(y_true, dtype="float64")
+    p = np.asarray(probability, dtype="float64")
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "calibration_error": expected_calibration_error(y, p, n_bins),
+        "lift_top_decile": top_decile_lift(y, p),
+        "positive_rate": float(y.mean()),
+        "mean_prediction": float(p.mean()),
+    }
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
+    """Share-weighted mean |observed rate - mean prediction| over equal-width probability bins."""
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    observed = np.bincount(bins, weights=y, minlength=n_bins)
+    predicted = np.bincount(bins, weights=p, minlength=n_bins)
+    used = count > 0
+    return float(np.sum(np.abs(observed[used] - predicted[used])) / len(p))
+
+
+def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
+    """Positive rate among the 10 % highest scores divided by the overall positive rate."""
+    n_top = max(1, int(np.ceil(0.1 * len(p))))
+    top = np.argsort(-p, kind="stable")[:n_top]
+    overall = float(np.mean(y))
+    return float(np.mean(np.asarray(y)[top]) / overall) if overall > 0 else float("nan")
+
+
+def top_factors(contributions: pd.DataFrame, k: int = 3) -> pd.Series:
+    """The ``k`` largest-magnitude contributions per row as JSON lists of {feature, contribution}.
+
+    Vectorised: one argsort over the matrix and one JSON encoding pass, no per-row Python loop.
+    """
+    values = contributions.to_numpy(dtype="float64")
+    k = min(k, values.shape[1])
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    names = np.asarray(contributions.columns)[order]
+    picked = np.take_along_axis(values, order, axis=1)
+    # Feature names are plain identifiers (validated column names), so no JSON escaping is needed.
+    objects = [
+        np.char.add(
+            np.char.add(np.char.add('{"feature":"', names[:, i].astype(str)), '","contribution":'),
+            np.char.add(np.char.mod("%.4g", picked[:, i]), "}"),
+        )
+        for i in range(k)
+    ]
+    joined = objects[0]
+    for piece in objects[1:]:
+        joined = np.char.add(np.char.add(joined, ","), piece)
+    return pd.Series(np.char.add(np.char.add("[", joined), "]"), index=contributions.index, name="top_factors")
+
+
+def check_two_classes(y: pd.Series, role: str) -> None:
+    if len(y) == 0 or pd.Series(y).nunique() < 2:
+        raise ValueError(
+            f"the {role} set has {len(y)} rows and {int(pd.Series(y).sum()) if len(y) else 0} positives: "
+            "both classes are needed to train a classifier"
+        )
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(clipped / (1 - clipped))

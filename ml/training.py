@@ -1,0 +1,257 @@
+"""Training with tracking: one MLflow parent run per family and training, Optuna trials as nested
+runs, holdout metrics and plots, the model registered, then gated against the champion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from psycopg import sql
+from sklearn.metrics import roc_auc_score
+
+from ml import clv, plots
+from ml.classifier import CalibratedModel, ModelSpec, TuningConfig, choose_calibration, evaluate, refit, tune
+from ml.gate import GateDecision, decide
+from ml.propensity import LabelledSet, features_at, holdout_cutoffs
+from ml.pyfunc import CalibratedClassifierModel
+from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
+from revopt.config import Settings
+from revopt.contract import SCORES_DDL
+from revopt.postgres import run_script
+from revopt.stack import connect_postgres
+
+logger = logging.getLogger(__name__)
+
+SPEC_TAG = "revopt.model_spec"
+PIP_REQUIREMENTS = [
+    f"{name}=={version(name)}"
+    for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle")
+]
+
+
+@dataclass(frozen=True)
+class BinaryTask:
+    """One binary model family to train: its registry name, label horizon and training sets."""
+
+    family: str
+    model_name: str
+    horizon_days: int
+    build_set: Callable[[dict[str, pd.DataFrame], pd.Timestamp], LabelledSet]
+    tuning: TuningConfig
+    promotion_margin: float
+
+
+def train_binary(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], task: BinaryTask) -> dict[str, str]:
+    """Tune across families, calibrate, evaluate on the time-based holdout, log, register and gate."""
+    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, task.horizon_days)
+    train = task.build_set(frames, train_cutoff)
+    valid = task.build_set(frames, valid_cutoff)
+    logger.info(
+        "%s: training %d rows at %s (%.1f%% positive), validation %d at %s (%.1f%% positive)", task.family,
+        len(train.y), train_cutoff.date(), 100 * train.positive_rate, len(valid.y), valid_cutoff.date(), 100 * valid.positive_rate,
+    )
+    configure_mlflow(settings)
+    champion_version = current_version(task.model_name, CHAMPION)
+    seed = task.tuning.seed
+    with mlflow.start_run(run_name=f"{task.family}-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": task.family, "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params(
+            {
+                "run_date": run_date.isoformat(), "horizon_days": task.horizon_days, "n_trials": task.tuning.n_trials,
+                "timeout_seconds": task.tuning.timeout_seconds, "seed": seed, "families": ",".join(task.tuning.families),
+                "train_cutoff": train_cutoff.date().isoformat(), "valid_cutoff": valid_cutoff.date().isoformat(),
+                "n_train": len(train.y), "n_valid": len(valid.y), "promotion_margin": task.promotion_margin,
+            }
+        )
+        result = tune(train.X, train.y, valid.X, valid.y, task.tuning, study_name=f"{task.family}-{run_date}",
+                      callbacks=[trial_logger("valid_roc_auc")])
+        mlflow.log_params({"best_family": result.best.family, "best_num_rounds": result.best.num_rounds,
+                           **{f"best_{key}": value for key, value in result.best.params.items()}})
+        mlflow.log_metrics({f"best_valid_roc_auc_{family}": value for family, value in result.best_by_family.items()})
+        mlflow.set_tag(SPEC_TAG, json.dumps({**result.best.to_json_dict(), "features": list(train.X.columns)}))
+
+        holdout_model = refit(result.best, train.X, train.y, seed)
+        raw = holdout_model.predict_proba(valid.X)
+        calibrator, calibrated, losses = choose_calibration(raw, valid.y, seed)
+        metrics = evaluate(valid.y, calibrated)
+        raw_auc = float(roc_auc_score(valid.y, raw))
+        mlflow.log_param("calibration", calibrator.method)
+        mlflow.log_metrics({f"holdout_{key}": value for key, value in metrics.items()})
+        mlflow.log_metrics({"holdout_raw_roc_auc": raw_auc, **{f"calibration_log_loss_{m}": v for m, v in losses.items()}})
+        logger.info("%s holdout (calibration %s): %s", task.family, calibrator.method, metrics)
+        _log_classifier_figures(task.family, holdout_model, valid, raw, calibrated)
+
+        # What scores: the chosen specification refitted on the most recent labelled cutoff.
+        final = CalibratedModel(refit(result.best, valid.X, valid.y, seed), calibrator,
+                                {"family": task.family, "run_date": run_date.isoformat()})
+        example = valid.X.head(5)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CalibratedClassifierModel(final),
+            signature=infer_signature(example, final.predict_proba(example)),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=task.model_name,
+        )
+        model_version = str(info.registered_model_version)
+        decision = decide(
+            model_name=task.model_name, candidate_version=model_version, candidate_value=raw_auc,
+            champion_version=champion_version,
+            champion_value=_champion_holdout_auc(task.model_name, champion_version, train, valid, seed),
+            metric="roc_auc", margin=task.promotion_margin,
+        )
+        apply_decision(settings, run_date, decision, run.info.run_id)
+        return {"run_id": run.info.run_id, "model_name": task.model_name, "model_version": model_version,
+                "alias": decision.alias}
+
+
+def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], config: clv.ClvConfig,
+              promotion_margin: float) -> dict[str, str]:
+    """Select between BTYD and GBM on the holdout, log both, register the winner and gate it.
+
+    The gate compares holdout ``config.selection_metric`` (lower is better); ``promotion_margin``
+    is relative here: the candidate must improve on the champion by that share of its error.
+    """
+    horizon = config.horizon_days
+    train_cutoff, valid_cutoff = clv.holdout_cutoffs(run_date, horizon)
+    train = clv.training_set(frames, train_cutoff, horizon)
+    valid = clv.training_set(frames, valid_cutoff, horizon)
+    features_now = features_at(frames, pd.Timestamp(run_date, tz="UTC"))
+    configure_mlflow(settings)
+    champion_version = current_version(clv.MODEL_NAME, CHAMPION)
+    metric = config.selection_metric
+    with mlflow.start_run(run_name=f"clv-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "clv", "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params(
+            {
+                "run_date": run_date.isoformat(), "horizon_days": horizon, "n_trials": config.n_trials,
+                "timeout_seconds": config.timeout_seconds, "seed": config.seed, "selection_metric": metric,
+                "train_cutoff": train_cutoff.date().isoformat(), "valid_cutoff": valid_cutoff.date().isoformat(),
+                "n_train": len(train.y), "n_valid": len(valid.y), "promotion_margin": promotion_margin,
+            }
+        )
+        selection = clv.select_clv_model(train.X, train.y, valid.X, valid.y, config, callbacks=[trial_logger("valid_rmse")])
+        for candidate, values in selection.metrics.items():
+            mlflow.log_metrics({f"holdout_{candidate}_{key}": value for key, value in values.items()})
+        mlflow.log_metrics({f"holdout_{key}": value for key, value in selection.metrics[selection.winner].items()})
+        mlflow.log_param("winner", selection.winner)
+        mlflow.set_tag(SPEC_TAG, json.dumps(selection.spec))
+        logger.info("clv holdout: %s wins by %s; %s", selection.winner, metric, selection.metrics)
+
+        final = clv.fit_final_clv_model(selection, valid.X, valid.y, config, btyd_fit_features=features_now)
+        _log_clv_figures(selection, valid, final)
+        example = valid.X.head(5)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=final,
+            signature=infer_signature(example, final.predict(None, example)),
+            input_example=example,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=clv.MODEL_NAME,
+        )
+        model_version = str(info.registered_model_version)
+        champion_value = _champion_clv_error(champion_version, train, valid, config)
+        decision = decide(
+            model_name=clv.MODEL_NAME, candidate_version=model_version,
+            candidate_value=selection.metrics[selection.winner][metric],
+            champion_version=champion_version, champion_value=champion_value, metric=metric,
+            margin=promotion_margin * champion_value if champion_value is not None else 0.0,
+            higher_is_better=False,
+        )
+        apply_decision(settings, run_date, decision, run.info.run_id)
+        return {"run_id": run.info.run_id, "model_name": clv.MODEL_NAME, "model_version": model_version,
+                "alias": decision.alias}
+
+
+def _champion_clv_error(champion_version: str | None, train: LabelledSet, valid: LabelledSet, config: clv.ClvConfig) -> float | None:
+    spec = champion_spec(clv.MODEL_NAME, champion_version)
+    if spec is None or spec.get("features") != list(valid.X.columns) or spec.get("horizon_days") != config.horizon_days:
+        return None
+    predicted = clv.holdout_predictions(spec, train.X, train.y, valid.X, config)
+    return clv.evaluate_clv(valid.y, predicted)[config.selection_metric]
+
+
+def _log_clv_figures(selection: clv.ClvSelection, valid: LabelledSet, final: clv.ClvModel) -> None:
+    figures = {
+        "predicted_vs_actual.png": plots.predicted_vs_actual_figure(
+            valid.y, {name: series.to_numpy() for name, series in selection.validation_predictions.items()},
+            f"CLV holdout at {valid.cutoff.date()} (winner: {selection.winner})",
+        )
+    }
+    contributions = final.contributions(valid.X)
+    if contributions is not None:
+        figures["feature_importance.png"] = plots.feature_importance_figure(
+            contributions.abs().mean(), "clv: mean |contribution| on holdout (log spend)")
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plots.close(fig)
+
+
+def apply_decision(settings: Settings, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
+    """Move the alias, tag the run with the decision and record it in ``scores.model_promotions``."""
+    set_alias(decision.model_name, decision.alias, decision.candidate_version)
+    mlflow.set_tags(decision.as_tags())
+    logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
+                decision.alias, decision.reason)
+    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
+    columns = list(row)
+    statement = sql.SQL(
+        "INSERT INTO scores.model_promotions ({columns}) VALUES ({values}) "
+        "ON CONFLICT (run_date, model_name, candidate_version) DO UPDATE SET {updates}"
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns),
+    )
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        conn.execute(statement, row)
+
+
+def champion_spec(model_name: str, champion_version: str | None) -> dict | None:
+    """The specification the champion was trained with (its run's spec tag), if there is one."""
+    if champion_version is None:
+        return None
+    client = MlflowClient()
+    run_id = client.get_model_version(model_name, champion_version).run_id
+    raw_spec = client.get_run(run_id).data.tags.get(SPEC_TAG) if run_id else None
+    if raw_spec is None:
+        logger.warning("%s v%s has no %s tag; it cannot be refitted for the gate", model_name, champion_version, SPEC_TAG)
+        return None
+    return json.loads(raw_spec)
+
+
+def _champion_holdout_auc(model_name: str, champion_version: str | None, train: LabelledSet, valid: LabelledSet, seed: int) -> float | None:
+    """The champion's specification refitted on the candidate's training cutoff and scored on the
+    same holdout, so neither model is judged on data it was fitted on. None if not comparable."""
+    spec = champion_spec(model_name, champion_version)
+    if spec is None or "family" not in spec:
+        return None
+    if spec.get("features") != list(train.X.columns):
+        logger.warning("%s v%s used other features; it cannot be compared on this holdout", model_name, champion_version)
+        return None
+    refitted = refit(ModelSpec.from_json_dict(spec), train.X, train.y, seed)
+    return float(roc_auc_score(valid.y, refitted.predict_proba(valid.X)))
+
+
+def _log_classifier_figures(family: str, model, valid: LabelledSet, raw: np.ndarray, calibrated: np.ndarray) -> None:
+    importance = model.contributions(valid.X).abs().mean()
+    title = f"{family} holdout at {valid.cutoff.date()}"
+    figures = {
+        "roc_pr.png": plots.roc_pr_figure(valid.y, calibrated, title),
+        "calibration.png": plots.calibration_figure(valid.y, raw, calibrated, title),
+        "lift.png": plots.lift_figure(valid.y, calibrated, title),
+        "feature_importance.png": plots.feature_importance_figure(importance, f"{family}: mean |contribution| on holdout"),
+    }
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plots.close(fig)

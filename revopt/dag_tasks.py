@@ -1,0 +1,52 @@
+"""Tasks and settings shared by the revopt DAGs: wiring only, and the one revopt module that
+imports Airflow (only DAG files import it; business code never does).
+
+Each task imports one function from ``ml`` / ``revopt`` inside its body, calls it with the run
+date and the run's params, and returns a small reference for XCom.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, task
+
+# Retry what can heal by itself (a database restarting, a network blip); fail at once on bad
+# data or bad settings, where a retry would only repeat the same answer later.
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=["revopt.validation.DataValidationError", "builtins.ValueError", "builtins.LookupError"],
+            action=RetryAction.FAIL,
+            reason="bad input data or settings: retrying cannot fix it",
+        )
+    ]
+)
+
+DEFAULT_ARGS = {
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": True,
+    "retry_policy": RETRY_POLICY,
+}
+
+LOOKBACK_PARAM = Param(730, type="integer", minimum=30, description="History read before the run date (days).")
+ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
+
+
+@task
+def extract(**context) -> dict[str, str]:
+    from revopt.config import load_settings
+    from revopt.extract import extract_sources
+    from revopt.runctx import run_date_of
+
+    return extract_sources(load_settings(), run_date_of(context), context["params"]["lookback_days"])
+
+
+@task
+def validate(extract_paths: dict[str, str], **context) -> dict[str, str]:
+    from ml.workflows import validate_extracts
+    from revopt.config import load_settings
+    from revopt.runctx import run_date_of
+
+    return validate_extracts(load_settings(), run_date_of(context), extract_paths)
