@@ -1,0 +1,97 @@
+"""Binary classifier family: tuning across families, calibration, metrics and explanations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.classifier import (
+    FAMILIES,
+    ModelSpec,
+    TuningConfig,
+    choose_calibration,
+    evaluate,
+    expected_calibration_error,
+    refit,
+    top_decile_lift,
+    top_factors,
+    tune,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    n = 2400
+    X = pd.DataFrame({"recency": rng.gamma(2.0, 20.0, n), "frequency": rng.poisson(3, n).astype(float), "noise": rng.random(n)})
+    logit = 0.5 - 0.04 * X["recency"] + 0.4 * X["frequency"]
+    y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
+    return X.iloc[:1600], y.iloc[:1600], X.iloc[1600:], y.iloc[1600:]
+
+
+def test_every_family_is_tried_and_the_best_wins(data):
+    X_train, y_train, X_valid, y_valid = data
+    result = tune(X_train, y_train, X_valid, y_valid, TuningConfig(n_trials=5, timeout_seconds=120, seed=1), study_name="t")
+    assert set(result.best_by_family) == set(FAMILIES)
+    assert result.best_value == pytest.approx(max(result.best_by_family.values()))
+    assert result.best_by_family[result.best.family] == result.best_value
+    assert result.best_value > 0.75
+
+
+def test_tuning_is_deterministic_for_a_seed(data):
+    X_train, y_train, X_valid, y_valid = data
+    config = TuningConfig(n_trials=5, timeout_seconds=120, seed=5)
+    first = tune(X_train, y_train, X_valid, y_valid, config, study_name="a")
+    second = tune(X_train, y_train, X_valid, y_valid, config, study_name="b")
+    assert first.best == second.best and first.best_value == second.best_value
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_contributions_add_up_to_the_log_odds(data, family):
+    X_train, y_train, X_valid, _ = data
+    params = {"logistic": {"C": 1.0}}.get(family, {})
+    model = refit(ModelSpec(family, params, 40), X_train, y_train, seed=0)
+    probability = model.predict_proba(X_valid)
+    contributions = model.contributions(X_valid)
+    assert list(contributions.columns) == list(X_valid.columns)
+    log_odds = np.log(probability / (1 - probability))
+    bias = log_odds - contributions.sum(axis=1).to_numpy()
+    assert np.allclose(bias, bias[0], atol=1e-4), "contributions + a constant must equal the log-odds"
+    # the pure-noise feature matters least on average
+    assert contributions.abs().mean().idxmin() == "noise"
+
+
+def test_top_factors_are_the_largest_contributions_as_json():
+    contributions = pd.DataFrame({"a": [0.1, -2.0], "b": [-0.5, 0.3], "c": [0.2, 0.0], "d": [0.0, 1.0]}, index=[10, 11])
+    factors = top_factors(contributions, k=3)
+    assert list(factors.index) == [10, 11]
+    first, second = (json.loads(value) for value in factors)
+    assert [f["feature"] for f in first] == ["b", "c", "a"]
+    assert [f["feature"] for f in second] == ["a", "d", "b"]
+    assert first[0]["contribution"] == pytest.approx(-0.5)
+
+
+def test_calibration_repairs_a_distorted_score_and_none_stays_for_a_calibrated_one():
+    rng = np.random.default_rng(0)
+    true_p = rng.uniform(0.02, 0.98, 6000)
+    y = pd.Series((rng.random(6000) < true_p).astype(int))
+    distorted = true_p**3
+    calibrator, crossfit, losses = choose_calibration(distorted, y, seed=0)
+    assert calibrator.method in {"sigmoid", "isotonic"}
+    assert losses[calibrator.method] < losses["none"]
+    assert expected_calibration_error(y.to_numpy(), crossfit) < expected_calibration_error(y.to_numpy(), distorted)
+    calibrator, _, losses = choose_calibration(true_p, y, seed=0)
+    assert losses["none"] <= min(losses.values()) + 0.005
+
+
+def test_metrics_on_a_hand_checked_example():
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert top_decile_lift(y, p) == pytest.approx(1.0 / 0.2)
+    metrics = evaluate(pd.Series(y), p)
+    assert metrics["roc_auc"] == pytest.approx((1.0 + 7 / 8) / 2)
+    assert metrics["positive_rate"] == pytest.approx(0.2)
+    assert 0 <= metrics["calibration_error"] <= 1
