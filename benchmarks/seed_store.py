@@ -13,7 +13,6 @@ import json
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 from revopt.config import load_settings
 from revopt.seed import load_store

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import mlflow
 import optuna
@@ -80,7 +79,3 @@ def resolve_alias(model_name: str, alias: str = CHAMPION) -> str:
             f"or set the alias in the MLflow UI"
         )
     return version
-
-
-def log_dict_params(params: dict[str, Any], prefix: str = "") -> None:
-    mlflow.log_params({f"{prefix}{key}": value for key, value in params.items()})

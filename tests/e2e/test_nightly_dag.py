@@ -128,6 +128,16 @@ def test_a_weaker_retrained_model_is_refused_by_the_gate(settings, seeded):
     assert tags["revopt.gate.promoted"] == "False" and "does not beat" in tags["revopt.gate.reason"]
 
 
+def test_a_person_moving_the_champion_alias_changes_what_the_next_night_scores_with(settings, seeded):
+    configure_mlflow(settings)
+    client = MlflowClient()
+    challenger = client.get_model_version_by_alias(propensity.MODEL_NAME, "challenger").version
+    client.set_registered_model_alias(propensity.MODEL_NAME, "champion", challenger)  # what the MLflow UI does
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
+    scores, _ = _published(settings)
+    assert set(scores["propensity_version"]) == {str(challenger)}
+
+
 def test_bad_source_data_fails_the_run_and_keeps_the_published_rows(settings, seeded, capsys):
     before, _ = _published(settings)
     assert len(before) > 0, "runs after the successful nightly runs"
