@@ -58,7 +58,60 @@ GROUP BY customer_id, day
 ORDER BY customer_id, day
 """
 
-DATASETS = ("customers", "orders", "customer_daily_events")
+PRODUCTS_SQL = """
+SELECT product_id, category, cost::float8 AS cost, current_price::float8 AS current_price
+FROM shop.products
+ORDER BY product_id
+"""
+
+# Dense product x day panel of completed-order demand for every day a product had a list price
+# (from shop.product_prices; a product without price history uses its current price throughout).
+PRODUCT_DAILY_SALES_SQL = """
+WITH days AS (
+    SELECT generate_series(%(since)s::date, %(run_date)s::date - 1, interval '1 day')::date AS day
+),
+history AS (
+    SELECT product_id, valid_from, list_price FROM shop.product_prices WHERE valid_from < %(run_date)s
+    UNION ALL
+    SELECT p.product_id, DATE '1900-01-01', p.current_price FROM shop.products AS p
+    WHERE NOT EXISTS (SELECT 1 FROM shop.product_prices AS pp WHERE pp.product_id = p.product_id)
+),
+spells AS (
+    SELECT product_id, valid_from, list_price,
+           lead(valid_from) OVER (PARTITION BY product_id ORDER BY valid_from) AS valid_to
+    FROM history
+),
+sales AS (
+    SELECT l.product_id, (o.order_ts AT TIME ZONE 'UTC')::date AS day,
+           sum(l.quantity)::bigint AS units,
+           sum(l.quantity * l.unit_price)::float8 AS revenue,
+           (sum(l.quantity * l.discount) / nullif(sum(l.quantity), 0))::float8 AS avg_discount
+    FROM shop.order_lines AS l
+    JOIN shop.orders AS o ON o.order_id = l.order_id
+    WHERE o.status = 'completed' AND o.order_ts >= %(since_ts)s AND o.order_ts < %(run_ts)s
+    GROUP BY l.product_id, (o.order_ts AT TIME ZONE 'UTC')::date
+)
+SELECT s.product_id, d.day,
+       coalesce(x.units, 0)::bigint AS units,
+       coalesce(x.revenue, 0)::float8 AS revenue,
+       s.list_price::float8 AS list_price,
+       coalesce(x.avg_discount, 0)::float8 AS avg_discount
+FROM spells AS s
+JOIN days AS d ON d.day >= s.valid_from AND (s.valid_to IS NULL OR d.day < s.valid_to)
+LEFT JOIN sales AS x ON x.product_id = s.product_id AND x.day = d.day
+ORDER BY s.product_id, d.day
+"""
+
+DAY_TOTALS_SQL = """
+SELECT (o.order_ts AT TIME ZONE 'UTC')::date AS day, count(*)::bigint AS lines
+FROM shop.order_lines AS l
+JOIN shop.orders AS o ON o.order_id = l.order_id
+WHERE o.status = 'completed' AND o.order_ts >= %(since_ts)s AND o.order_ts < %(run_ts)s
+GROUP BY 1
+ORDER BY 1
+"""
+
+DATASETS = ("customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals")
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -> dict[str, str]:
@@ -71,11 +124,20 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
     run_ts = pd.Timestamp(run_date, tz="UTC")
     since_ts = run_ts - pd.Timedelta(days=lookback_days)
 
+    window = {
+        "run_date": run_date, "since": since_ts.date(),
+        "run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime(),
+    }
     with connect_postgres(settings) as conn:
-        customers = read_frame(conn, CUSTOMERS_SQL, {"run_date": run_date})
-        orders = read_frame(conn, ORDERS_SQL, {"run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime()})
-    customers = _typed_customers(customers)
-    orders = _typed_orders(orders)
+        customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
+        orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
+        products = _typed(read_frame(conn, PRODUCTS_SQL), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64"})
+        sales = _typed(
+            read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
+            {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
+            dates=("day",),
+        )
+        day_totals = _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",))
 
     store = event_store(settings)
     daily_events = store.query_df(
@@ -85,7 +147,11 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
     daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
 
     paths = {}
-    for name, frame in (("customers", customers), ("orders", orders), ("customer_daily_events", daily_events)):
+    extracted = {
+        "customers": customers, "orders": orders, "customer_daily_events": daily_events,
+        "products": products, "product_daily_sales": sales, "day_totals": day_totals,
+    }
+    for name, frame in extracted.items():
         path = out_dir / f"{name}.parquet"
         frame.to_parquet(path, index=False)
         paths[name] = str(path)
@@ -95,6 +161,13 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
 
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(path)) for name, path in paths.items()}
+
+
+def _typed(frame: pd.DataFrame, dtypes: dict[str, str], dates: tuple[str, ...] = ()) -> pd.DataFrame:
+    typed = frame.astype(dtypes) if len(frame.columns) else frame
+    for column in dates:
+        typed[column] = pd.to_datetime(typed[column]).astype("datetime64[ns]")
+    return typed
 
 
 def _typed_customers(frame: pd.DataFrame) -> pd.DataFrame:
