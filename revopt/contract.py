@@ -134,6 +134,28 @@ ALTER TABLE scores.customer_scores
     ADD COLUMN IF NOT EXISTS clv_model      text,
     ADD COLUMN IF NOT EXISTS clv_version    text;
 
+CREATE TABLE IF NOT EXISTS scores.price_recommendations (
+    run_date                      date NOT NULL,
+    product_id                    bigint NOT NULL,
+    current_price                 double precision NOT NULL,
+    recommended_price             double precision NOT NULL,
+    elasticity                    double precision,   -- NULL: could not be estimated (e.g. no price variation)
+    elasticity_low                double precision,   -- interval bounds (see docs/pricing.md for the level)
+    elasticity_high               double precision,
+    expected_units_current        double precision NOT NULL,  -- over the recommendation horizon
+    expected_units_recommended    double precision NOT NULL,
+    expected_revenue_current      double precision NOT NULL,
+    expected_revenue_recommended  double precision NOT NULL,
+    expected_profit_current       double precision NOT NULL,
+    expected_profit_recommended   double precision NOT NULL,
+    binding_guardrail             text NOT NULL,      -- which bound decided the price, or 'none'
+    confidence                    text NOT NULL,
+    reason                        text NOT NULL,
+    model_name                    text NOT NULL,
+    model_version                 text NOT NULL,
+    PRIMARY KEY (run_date, product_id)
+);
+
 CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
     run_date           date NOT NULL,
     model_name         text NOT NULL,
