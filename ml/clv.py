@@ -11,7 +11,7 @@ Two candidates compete on the same time-based holdout, with the verbs every fami
   horizon spend, tuned with Optuna on cutoff ``D - 2H`` and validated on cutoff ``D - H`` whose
   labels end exactly at the run date D;
 - **select** (:func:`select_clv_model`): both are scored on the validation labels
-  (:func:`evaluate_clv`); the lower holdout MAE (``ClvConfig.selection_metric``) wins, ties go to
+  (:func:`evaluate_clv`); the lower holdout RMSE (``ClvConfig.selection_metric``) wins, ties go to
   BTYD as the simpler model;
 - **fit** the winner for scoring (:func:`fit_final_clv_model`) as a :class:`ClvModel`, an MLflow
   pyfunc that predicts expected spend over H from a features frame.
@@ -72,7 +72,9 @@ class ClvConfig:
     n_trials: int = 10
     timeout_seconds: float = 120.0
     seed: int = 42
-    selection_metric: str = "mae"  # holdout metric that picks the winner; one of SELECTION_METRICS
+    # Holdout metric that picks the winner (one of SELECTION_METRICS). RMSE, because the forecast
+    # is an expected spend: MAE is minimised by the median, which is 0 for most customers.
+    selection_metric: str = "rmse"
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,7 @@ def select_clv_model(
     callbacks: list | None = None,
 ) -> ClvSelection:
     """Fit both candidates and pick the one with the lower validation ``config.selection_metric``
-    (MAE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model.
+    (RMSE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model.
 
     BTYD is fitted on ``valid_features`` alone (it needs no labels and must see the most recent
     history); the GBM is tuned on ``train_features`` / ``train_label`` with early stopping on the

@@ -127,8 +127,6 @@ def train_clv(settings: Settings, run_date: dt.date, extract_paths: dict[str, st
         n_trials=params.n_trials,
         timeout_seconds=params.tuning_timeout_seconds,
         seed=params.seed,
-        # Expected spend is a mean: MAE rewards predicting the median (0 for most customers).
-        selection_metric="rmse",
     )
     return _train_clv(settings, run_date, read_extract(extract_paths), config, params.promotion_margin)
 

@@ -299,11 +299,11 @@ def test_value_tier_ties_are_broken_by_position():
 # --- selection and scoring ----------------------------------------------------------------------
 
 
-def test_selection_scores_both_candidates_and_picks_the_lower_mae(selection, holdout):
+def test_selection_scores_both_candidates_and_picks_the_lower_selection_metric(selection, holdout):
     _, (_, valid_label) = holdout
     assert set(selection.metrics) == {BTYD, GBM}
-    mae = {name: metrics["mae"] for name, metrics in selection.metrics.items()}
-    assert selection.winner == (GBM if mae[GBM] < mae[BTYD] else BTYD)
+    error = {name: metrics[CONFIG.selection_metric] for name, metrics in selection.metrics.items()}
+    assert selection.winner == (GBM if error[GBM] < error[BTYD] else BTYD)
     for name, predicted in selection.validation_predictions.items():
         assert predicted.index.equals(valid_label.index), name
         assert np.isfinite(predicted).all() and (predicted >= 0).all(), name
