@@ -1,5 +1,5 @@
-"""Weekly (and on demand) training for logical date D: extract -> validate -> train each customer
-model family, register it and gate it against its champion.
+"""Weekly (and on demand) training for logical date D: extract -> validate -> train each model
+family (propensity, churn, CLV, pricing), register it and gate it against its champion.
 
 Families train one after another: on the embedded stack they share one SQLite MLflow store, and
 the machine has two cores either way.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
-from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, extract, validate
+from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, extract, validate
 
 PARAMS = {
     "lookback_days": LOOKBACK_PARAM,
@@ -21,7 +21,8 @@ PARAMS = {
     "n_trials": Param(12, type="integer", minimum=1, maximum=500, description="Optuna trials per family."),
     "tuning_timeout_seconds": Param(300, type="number", minimum=1, description="Wall-clock tuning budget per family."),
     "seed": Param(42, type="integer", description="Seed for tuning and fitting."),
-    "promotion_margin": Param(0.005, type="number", minimum=0, description="How much a new model must beat the champion by (ROC AUC; CLV: relative MAE)."),
+    "promotion_margin": Param(0.005, type="number", minimum=0, description="How much a new model must beat the champion by (ROC AUC points; CLV and pricing: share of the champion's error)."),
+    **PRICE_PARAMS,
 }
 
 
@@ -58,8 +59,12 @@ def revopt_training():
     def train_clv(extract_paths: dict[str, str], **context) -> dict[str, str]:
         return _train("clv", extract_paths, context)
 
+    @task
+    def train_pricing(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("pricing", extract_paths, context)
+
     validated = validate(extract())
-    train_propensity(validated) >> train_churn(validated) >> train_clv(validated)
+    train_propensity(validated) >> train_churn(validated) >> train_clv(validated) >> train_pricing(validated)
 
 
 revopt_training()

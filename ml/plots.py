@@ -77,5 +77,23 @@ def predicted_vs_actual_figure(actual: pd.Series, predicted: dict[str, np.ndarra
     return fig
 
 
+def elasticity_figure(estimates: pd.DataFrame, title: str) -> Figure:
+    """Each estimated product's elasticity with its interval, sorted, coloured by category."""
+    shown = estimates[estimates["estimated"].astype(bool)].sort_values("elasticity").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for category, rows in shown.groupby("category"):
+        ax.errorbar(
+            rows.index, rows["elasticity"],
+            yerr=[rows["elasticity"] - rows["elasticity_low"], rows["elasticity_high"] - rows["elasticity"]],
+            fmt="o", markersize=3, linewidth=0.8, label=str(category),
+        )
+    ax.axhline(-1.0, linestyle="--", color="grey")
+    ax.set(xlabel="product (sorted by elasticity)", ylabel="own-price elasticity", title=title)
+    if shown["category"].nunique() <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Figure) -> None:
     plt.close(fig)

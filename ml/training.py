@@ -18,11 +18,11 @@ from mlflow.models import infer_signature
 from psycopg import sql
 from sklearn.metrics import roc_auc_score
 
-from ml import clv, plots
+from ml import clv, plots, pricing
 from ml.classifier import CalibratedModel, ModelSpec, TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.gate import GateDecision, decide
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs
-from ml.pyfunc import CalibratedClassifierModel
+from ml.pyfunc import CalibratedClassifierModel, PricingModel
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
@@ -194,6 +194,80 @@ def _log_clv_figures(selection: clv.ClvSelection, valid: LabelledSet, final: clv
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}")
         plots.close(fig)
+
+
+def train_pricing(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], *, lookback_days: int,
+                  guardrails: "pricing.PricingGuardrails", horizon_days: int, n_trials: int, timeout_seconds: float,
+                  seed: int, promotion_margin: float) -> dict[str, str]:
+    """Tune the demand model on a time-based backtest, estimate elasticities with intervals, log,
+    register the pricing model and gate it on the backtest's Poisson deviance (lower is better;
+    ``promotion_margin`` relative, as for CLV)."""
+    panel = pricing.demand_history(frames["product_daily_sales"], frames["products"], frames["day_totals"],
+                                   run_date, lookback_days)
+    configure_mlflow(settings)
+    champion_version = current_version(pricing.MODEL_NAME, CHAMPION)
+    with mlflow.start_run(run_name=f"pricing-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "pricing", "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params({"run_date": run_date.isoformat(), "lookback_days": lookback_days, "n_trials": n_trials,
+                           "timeout_seconds": timeout_seconds, "seed": seed, "panel_rows": len(panel),
+                           "products": int(panel["product_id"].nunique()), "promotion_margin": promotion_margin})
+        tuning = pricing.tune_demand_model(
+            panel, pricing.ElasticityConfig(random_state=seed), n_trials=n_trials, timeout_seconds=timeout_seconds,
+            callbacks=[trial_logger("valid_poisson_deviance")],
+        )
+        config_json = _json_safe(asdict(tuning.config))
+        mlflow.set_tag(SPEC_TAG, json.dumps({"family": "pricing", "config": config_json}))
+        mlflow.log_params({f"best_{key}": value for key, value in config_json.items() if not isinstance(value, dict)})
+        mlflow.log_metrics({"backtest_poisson_deviance": tuning.best_deviance,
+                            "backtest_poisson_deviance_default": tuning.default_deviance})
+        estimates = pricing.estimate_elasticities(panel, tuning.config)
+        table = estimates.products
+        estimated = table["estimated"].astype(bool)
+        mlflow.log_metrics({
+            "products_estimated": int(estimated.sum()),
+            "products_with_price_variation": int(table["has_price_variation"].astype(bool).sum()),
+            "median_interval_width": float((table["elasticity_high"] - table["elasticity_low"])[estimated].median())
+            if estimated.any() else float("nan"),
+        })
+        mlflow.log_table(table, "elasticities.json")
+        fig = plots.elasticity_figure(table, f"elasticities as of {run_date} ({tuning.config.interval:.0%} intervals)")
+        mlflow.log_figure(fig, "plots/elasticities.png")
+        plots.close(fig)
+
+        model = PricingModel(table, guardrails, horizon_days)
+        example = frames["products"][["product_id", "cost", "current_price"]].head(5)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=model,
+            signature=infer_signature(example, model.predict(None, example)), input_example=example,
+            pip_requirements=PIP_REQUIREMENTS, registered_model_name=pricing.MODEL_NAME,
+        )
+        model_version = str(info.registered_model_version)
+        champion_value = _champion_backtest_deviance(champion_version, panel)
+        decision = decide(
+            model_name=pricing.MODEL_NAME, candidate_version=model_version, candidate_value=tuning.best_deviance,
+            champion_version=champion_version, champion_value=champion_value, metric="backtest_poisson_deviance",
+            margin=promotion_margin * champion_value if champion_value is not None else 0.0, higher_is_better=False,
+        )
+        apply_decision(settings, run_date, decision, run.info.run_id)
+        return {"run_id": run.info.run_id, "model_name": pricing.MODEL_NAME, "model_version": model_version,
+                "alias": decision.alias}
+
+
+def _champion_backtest_deviance(champion_version: str | None, panel: pd.DataFrame) -> float | None:
+    spec = champion_spec(pricing.MODEL_NAME, champion_version)
+    if spec is None or spec.get("family") != "pricing":
+        return None
+    try:
+        config = pricing.ElasticityConfig(**spec["config"])
+    except (TypeError, ValueError) as exc:
+        logger.warning("pricing v%s has a spec this version cannot rebuild (%s)", champion_version, exc)
+        return None
+    return float(pricing.demand_backtest(panel, config)["deviance"])
+
+
+def _json_safe(values: dict) -> dict:
+    return {key: (float(v) if isinstance(v, (np.floating,)) else int(v) if isinstance(v, np.integer) else v)
+            for key, v in values.items()}
 
 
 def apply_decision(settings: Settings, run_date: dt.date, decision: GateDecision, run_id: str) -> None:

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from features.customer import FEATURE_COLUMNS, customer_features
-from ml import churn, clv, propensity
+from ml import churn, clv, pricing, propensity
 from ml.classifier import TuningConfig, top_factors
 from ml.tracking import CHAMPION, configure_mlflow, resolve_alias
 from ml.training import BinaryTask, train_binary
 from ml.training import train_clv as _train_clv
+from ml.training import train_pricing as _train_pricing
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
 from revopt.extract import read_extract
@@ -32,6 +33,14 @@ from revopt.stack import connect_postgres
 from revopt.validation import DataValidationError, require_valid, validate_frame
 
 logger = logging.getLogger(__name__)
+
+
+PRICE_RECOMMENDATION_COLUMNS = (
+    "run_date", "product_id", "current_price", "recommended_price", "elasticity", "elasticity_low", "elasticity_high",
+    "expected_units_current", "expected_units_recommended", "expected_revenue_current", "expected_revenue_recommended",
+    "expected_profit_current", "expected_profit_recommended", "binding_guardrail", "confidence", "reason",
+    "model_name", "model_version",
+)
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,22 @@ class RunParams:
     tuning_timeout_seconds: float = 300.0
     seed: int = 42
     promotion_margin: float = 0.005
+    price_min_margin: float = 0.10
+    price_max_change: float = 0.10
+    price_ending: float | None = None
+    price_horizon_days: int = 7
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
         """Build from DAG params, ignoring keys this object does not know."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in params.items() if key in known})
+
+    @property
+    def guardrails(self) -> pricing.PricingGuardrails:
+        return pricing.PricingGuardrails(
+            min_margin=self.price_min_margin, max_change=self.price_max_change, price_ending=self.price_ending
+        )
 
     @property
     def tuning(self) -> TuningConfig:
@@ -131,6 +150,32 @@ def train_clv(settings: Settings, run_date: dt.date, extract_paths: dict[str, st
     return _train_clv(settings, run_date, read_extract(extract_paths), config, params.promotion_margin)
 
 
+def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Estimate elasticities (tuned on a backtest), register the pricing model and gate it."""
+    return _train_pricing(
+        settings, run_date, read_extract(extract_paths), lookback_days=params.lookback_days,
+        guardrails=params.guardrails, horizon_days=params.price_horizon_days, n_trials=params.n_trials,
+        timeout_seconds=params.tuning_timeout_seconds, seed=params.seed, promotion_margin=params.promotion_margin,
+    )
+
+
+def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
+    """Price recommendations for every product with the pricing ``@champion`` under this run's guardrails."""
+    configure_mlflow(settings)
+    champion = _load_champion(pricing.MODEL_NAME)
+    products = pd.read_parquet(extract_paths["products"])
+    recommended = champion.model.recommend(products, params.guardrails, horizon_days=params.price_horizon_days)
+    table = recommended.assign(run_date=run_date, model_name=champion.name, model_version=champion.version)[
+        list(PRICE_RECOMMENDATION_COLUMNS)
+    ]
+    path = settings.run_dir(run_date) / "scores" / "price_recommendations.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    changed = int((table["recommended_price"] != table["current_price"]).sum())
+    logger.info("price recommendations for %s: %d products, %d changed, model v%s", run_date, len(table), changed, champion.version)
+    return {"path": str(path), "rows": len(table), "changed": changed, "model_version": champion.version}
+
+
 @dataclass(frozen=True)
 class _Champion:
     name: str
@@ -203,8 +248,17 @@ def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
 
 def publish_customer_scores(settings: Settings, run_date: dt.date, scores_path: str) -> int:
     """Replace ``scores.customer_scores`` rows for the run date with this run's scores."""
-    scores = pd.read_parquet(scores_path)
-    scores["run_date"] = run_date
+    return _publish(settings, run_date, "scores.customer_scores", scores_path)
+
+
+def publish_price_recommendations(settings: Settings, run_date: dt.date, path: str) -> int:
+    """Replace ``scores.price_recommendations`` rows for the run date with this run's recommendations."""
+    return _publish(settings, run_date, "scores.price_recommendations", path)
+
+
+def _publish(settings: Settings, run_date: dt.date, table: str, path: str) -> int:
+    rows = pd.read_parquet(path)
+    rows["run_date"] = run_date
     with connect_postgres(settings) as conn:
         run_script(conn, SCORES_DDL)
-        return publish_partition(conn, "scores.customer_scores", run_date, scores)
+        return publish_partition(conn, table, run_date, rows)

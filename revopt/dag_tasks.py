@@ -31,6 +31,12 @@ DEFAULT_ARGS = {
 }
 
 LOOKBACK_PARAM = Param(730, type="integer", minimum=30, description="History read before the run date (days).")
+PRICE_PARAMS = {
+    "price_min_margin": Param(0.10, type="number", minimum=0, description="Recommended price >= cost x (1 + this)."),
+    "price_max_change": Param(0.10, type="number", minimum=0, maximum=0.99, description="Largest price move per run, as a share of the current price."),
+    "price_ending": Param(None, type=["null", "number"], minimum=0, maximum=0.99, description="Price ending, e.g. 0.99; empty for whole cents."),
+    "price_horizon_days": Param(7, type="integer", minimum=1, description="Days the expected units / revenue / profit cover."),
+}
 ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
 
 

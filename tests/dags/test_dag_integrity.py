@@ -17,6 +17,8 @@ EXPECTED_EDGES = {
         "build_features": {"validate"},
         "score": {"build_features"},
         "publish": {"score"},
+        "recommend_prices": {"validate"},
+        "publish_prices": {"recommend_prices"},
     },
     "revopt_training": {
         "extract": set(),
@@ -24,6 +26,7 @@ EXPECTED_EDGES = {
         "train_propensity": {"validate"},
         "train_churn": {"validate", "train_propensity"},
         "train_clv": {"validate", "train_churn"},
+        "train_pricing": {"validate", "train_clv"},
     },
 }
 

@@ -1,0 +1,457 @@
+"""Pricing core: demand panel, elasticity estimation and shrinkage, tuning, guardrailed optimiser."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.pricing import (
+    GUARDRAIL_PRIORITY,
+    ElasticityConfig,
+    PricingGuardrails,
+    demand_history,
+    estimate_elasticities,
+    naive_loglog_ols,
+    recommend_prices,
+    shrink_within_category,
+    tune_demand_model,
+)
+from revopt.synth import generate_store
+
+START = dt.date(2024, 1, 1)
+DAYS = 365
+TOL = 1e-9
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+def _extract_frames(store, run_date: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The lead's extract built in pandas: completed-order demand per product-day (zero-unit days
+    absent), products, day totals and the list-price history."""
+    shop = store.shop
+    done = shop["orders"].loc[shop["orders"]["status"] == "completed", ["order_id", "order_ts"]]
+    lines = shop["order_lines"].merge(done, on="order_id")
+    lines["day"] = lines["order_ts"].dt.tz_convert(None).dt.floor("D").astype("datetime64[ns]")
+    lines = lines[lines["day"] < run_date]
+    lines["value"] = lines["quantity"] * lines["unit_price"]
+    lines["discounted"] = lines["quantity"] * lines["discount"]
+    daily = lines.groupby(["product_id", "day"], as_index=False).agg(
+        units=("quantity", "sum"), revenue=("value", "sum"), discounted=("discounted", "sum")
+    )
+    daily["avg_discount"] = daily["discounted"] / daily["units"]
+    prices = shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "day"})
+    daily = pd.merge_asof(daily.sort_values("day"), prices, on="day", by="product_id")
+    sales = daily[["product_id", "day", "units", "revenue", "list_price", "avg_discount"]]
+    return {
+        "sales": sales.sort_values(["product_id", "day"]).reset_index(drop=True).astype({"units": "int64"}),
+        "products": shop["products"][["product_id", "category", "cost", "current_price"]].copy(),
+        "day_totals": lines.groupby("day").size().rename("lines").reset_index(),
+        "list_prices": shop["product_prices"],
+    }
+
+
+@pytest.fixture(scope="module")
+def store_frames():
+    store = generate_store(4000, DAYS, START, seed=5)
+    run_date = pd.Timestamp(START) + pd.Timedelta(days=DAYS)
+    frames = _extract_frames(store, run_date)
+    panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], run_date, DAYS,
+                           list_prices=frames["list_prices"])
+    return store, frames, run_date, panel
+
+
+@pytest.fixture(scope="module")
+def estimates(store_frames):
+    return estimate_elasticities(store_frames[3])
+
+
+# --- demand history -----------------------------------------------------------------------------
+
+
+def test_demand_history_densifies_with_zero_units_and_past_only_lags(store_frames):
+    _, frames, run_date, panel = store_frames
+    sales_before = frames["sales"].copy()
+    again = demand_history(frames["sales"], frames["products"], frames["day_totals"], run_date, DAYS,
+                           list_prices=frames["list_prices"])
+    pd.testing.assert_frame_equal(frames["sales"], sales_before)  # inputs untouched
+    pd.testing.assert_frame_equal(panel, again)
+
+    for product_id, rows in panel.groupby("product_id"):
+        days = rows["day"].to_numpy()
+        assert (np.diff(days) == np.timedelta64(1, "D")).all(), product_id
+        assert rows["day"].iloc[-1] == run_date - pd.Timedelta(days=1)
+    assert panel["units"].sum() == frames["sales"]["units"].sum()
+    assert (panel["units"] == 0).mean() > 0.2  # zero-unit days were absent from the extract
+
+    sold = panel[panel["units"] > 0]
+    np.testing.assert_allclose(sold["price"], sold["revenue"] / sold["units"])
+    unsold = panel[panel["units"] == 0]
+    np.testing.assert_allclose(unsold["price"], unsold["list_price"])
+    truth = frames["list_prices"].sort_values("valid_from").rename(columns={"valid_from": "day"})
+    expected = pd.merge_asof(panel[["product_id", "day"]].sort_values("day"), truth, on="day", by="product_id")
+    expected = expected.sort_values(["product_id", "day"])["list_price"].to_numpy()
+    np.testing.assert_allclose(panel.sort_values(["product_id", "day"])["list_price"], expected)
+
+    one = panel[panel["product_id"] == panel["product_id"].iloc[0]].reset_index(drop=True)
+    d = 40
+    np.testing.assert_allclose(one.loc[d, "lag_units_7"], np.log1p(one.loc[d - 7:d - 1, "units"].mean()))
+    np.testing.assert_allclose(one.loc[d, "lag_log_price_28"], one.loc[d - 28:d - 1, "log_price"].mean())
+
+
+def test_price_in_force_comes_from_neighbours_not_from_the_day_itself():
+    days = pd.date_range("2024-03-01", periods=10, freq="D")
+    # sold at full price, a promotion on days 3-6 (day 4 and 5 sold nothing), full price again
+    units = [2, 1, 0, 3, 0, 0, 2, 1, 1, 2]
+    discount = [0, 0, 0, 0.2, 0, 0, 0.2, 0, 0, 0]
+    sales = pd.DataFrame({"product_id": 1, "day": days, "units": units,
+                          "revenue": [u * 10 * (1 - x) for u, x in zip(units, discount)],
+                          "list_price": 10.0, "avg_discount": discount})
+    sales = sales[sales["units"] > 0]
+    products = pd.DataFrame({"product_id": [1], "category": ["a"], "cost": [5.0], "current_price": [10.0]})
+    totals = pd.DataFrame({"day": days, "lines": 100})
+    panel = demand_history(sales, products, totals, days[-1] + pd.Timedelta(days=1), 10)
+    in_force = panel["discount_in_force"].to_numpy()
+    # days 4 and 5 sit between two sold promotion days: credited with the promotion price
+    np.testing.assert_allclose(in_force[4:6], 0.2)
+    # day 3 (sold on promotion) is between a full-price and a promotion day: ambiguous, left out,
+    # exactly as it would be had it sold nothing
+    assert np.isnan(in_force[3]) and np.isnan(in_force[6]) and np.isnan(in_force[2])
+    np.testing.assert_allclose(in_force[[1, 8]], 0.0)
+    assert np.isnan(in_force[0]) and np.isnan(in_force[9])  # one side unknown
+    assert panel.loc[4, "price"] == 10.0  # the price *paid* stays the list price on unsold days
+
+
+# --- estimation ---------------------------------------------------------------------------------
+
+
+def test_estimator_recovers_true_elasticities_far_better_than_naive_ols(store_frames, estimates):
+    store, _, _, panel = store_frames
+    truth = store.truth["products"].set_index("product_id")["elasticity"]
+    ours = estimates.products.set_index("product_id")
+    naive = naive_loglog_ols(panel).set_index("product_id")["elasticity"]
+    assert ours["estimated"].mean() > 0.9
+    mae_ours = (ours["elasticity"] - truth.reindex(ours.index)).abs().mean()
+    mae_naive = (naive - truth.reindex(naive.index)).abs().mean()
+    assert mae_naive > 0.8  # confounding: naive OLS finds demand far too inelastic
+    assert mae_ours < 0.5
+    assert mae_ours < 0.45 * mae_naive
+    assert abs((ours["elasticity"] - truth.reindex(ours.index)).mean()) < 0.3
+
+
+def test_dml_variant_also_beats_naive_ols(store_frames):
+    store, _, _, panel = store_frames
+    truth = store.truth["products"].set_index("product_id")["elasticity"]
+    config = ElasticityConfig(method="dml", lgb_params={"num_leaves": 7, "learning_rate": 0.1, "num_boost_round": 60,
+                                                         "min_data_in_leaf": 100, "lambda_l2": 1.0, "feature_fraction": 1.0})
+    dml = estimate_elasticities(panel, config).products.set_index("product_id")
+    naive = naive_loglog_ols(panel).set_index("product_id")["elasticity"]
+    assert (dml["elasticity"] - truth.reindex(dml.index)).abs().mean() < 0.7 * (naive - truth.reindex(naive.index)).abs().mean()
+
+
+def _simulated_sales(n_products: int, days: int, seed: int) -> tuple[dict[str, pd.DataFrame], pd.Series]:
+    """Sales drawn from the estimator's own model: units ~ Poisson(lines x exp(u + e log(p / ref))),
+    u a random walk, list prices that step up when u is high (confounded) and random promotions."""
+    rng = np.random.default_rng(seed)
+    category_mean = np.array([-0.9, -1.6, -2.4])
+    category = rng.integers(0, 3, n_products)
+    elasticity = category_mean[category] + rng.normal(0.0, 0.3, n_products)
+    reference = rng.uniform(5.0, 50.0, n_products)
+    dates = pd.date_range("2024-01-01", periods=days, freq="D")
+    lines = np.round(3000 * (1 + 0.15 * np.sin(2 * np.pi * np.arange(days) / 7))).astype(int)
+    level = np.log(rng.lognormal(np.log(4.0), 0.5, n_products) / 3000) + np.cumsum(rng.normal(0, 0.05, (days, n_products)), axis=0)
+    drift = level - level.mean(axis=0)
+    price = np.empty((days, n_products))
+    current = reference.copy()
+    next_change = rng.integers(7, 30, n_products)
+    for d in range(days):
+        change = next_change == d
+        up = rng.random(n_products) < 1 / (1 + np.exp(-(8 * drift[d] - 5 * np.log(current / reference))))
+        current = np.where(change, np.round(current * np.where(up, 1.1, 0.9), 2), current)
+        next_change = np.where(change, d + rng.integers(14, 42, n_products), next_change)
+        price[d] = current
+    promo = np.zeros((days, n_products))
+    for start in zip(*np.nonzero(rng.random((days, n_products)) < 1 / 60)):
+        promo[start[0]:start[0] + 5, start[1]] = 0.2
+    paid = np.round(price * (1 - promo), 2)
+    units = rng.poisson(lines[:, None] * np.exp(level + elasticity * np.log(paid / reference)))
+    day_index, product_index = np.nonzero(units)
+    ids = np.arange(1, n_products + 1)
+    sales = pd.DataFrame({
+        "product_id": ids[product_index], "day": dates[day_index], "units": units[day_index, product_index],
+        "revenue": units[day_index, product_index] * paid[day_index, product_index],
+        "list_price": price[day_index, product_index], "avg_discount": promo[day_index, product_index],
+    })
+    changed = np.vstack([np.ones((1, n_products), bool), price[1:] != price[:-1]])
+    d_idx, p_idx = np.nonzero(changed)
+    frames = {
+        "sales": sales,
+        "products": pd.DataFrame({"product_id": ids, "category": np.array(["a", "b", "c"])[category],
+                                  "cost": reference / 2, "current_price": price[-1]}),
+        "day_totals": pd.DataFrame({"day": dates, "lines": lines}),
+        "list_prices": pd.DataFrame({"product_id": ids[p_idx], "valid_from": dates[d_idx], "list_price": price[d_idx, p_idx]}),
+    }
+    return frames, pd.Series(elasticity, index=ids)
+
+
+def test_intervals_cover_the_truth_on_a_panel_simulated_from_the_model():
+    frames, truth = _simulated_sales(160, 365, seed=3)
+    panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], pd.Timestamp("2024-12-31"), 365,
+                           list_prices=frames["list_prices"])
+    result = estimate_elasticities(panel, ElasticityConfig(interval=0.9))
+    est = result.products.set_index("product_id")
+    t = truth.reindex(est.index)
+    covered = ((est["elasticity_low"] <= t) & (t <= est["elasticity_high"]))[est["estimated"]]
+    assert 0.8 <= covered.mean() <= 0.98
+    z = ((est["raw_elasticity"] - t) / est["raw_se"])[est["estimated"]]
+    assert 0.75 < z.std() < 1.35
+    assert 0.15 < result.params["tau"] < 0.6  # true between-product sd 0.3
+
+
+def test_shrinkage_pulls_noisy_estimates_towards_their_category():
+    raw = np.array([-1.0, -1.2, -0.8, -5.0, -2.0, -2.2, -1.8, -2.1, np.nan])
+    se = np.array([0.1, 0.1, 0.1, 3.0, 0.1, 0.1, 0.1, 0.1, np.nan])
+    category = np.array(["a", "a", "a", "a", "b", "b", "b", "b", "b"], dtype=object)
+    post, table, _ = shrink_within_category(raw, se, category)
+    assert -1.3 < post.loc[3, "elasticity"] < -0.7  # the noisy one lands near its category's -1
+    assert abs(post.loc[0, "elasticity"] - raw[0]) < 0.05  # precise ones barely move
+    assert np.isnan(post.loc[8, "elasticity"]) and -2.2 < post.loc[8, "prior_elasticity"] < -1.9
+    assert (post["elasticity_low"].dropna() < post["elasticity_high"].dropna()).all()
+    assert set(table["category"] if "category" in table else table["group"]) == {"a", "b"}
+
+
+def test_product_without_price_variation_keeps_its_price(store_frames):
+    _, frames, run_date, _ = store_frames
+    flat_id = 7
+    sales = frames["sales"].copy()
+    flat = sales["product_id"] == flat_id
+    list_price = float(frames["products"].set_index("product_id").loc[flat_id, "current_price"])
+    sales.loc[flat, "list_price"] = list_price
+    sales.loc[flat, "avg_discount"] = 0.0
+    sales.loc[flat, "revenue"] = sales.loc[flat, "units"] * list_price
+    history = frames["list_prices"]
+    history = pd.concat([history[history["product_id"] != flat_id],
+                         pd.DataFrame({"product_id": [flat_id], "valid_from": [pd.Timestamp(START)], "list_price": [list_price]})])
+    panel = demand_history(sales, frames["products"], frames["day_totals"], run_date, DAYS, list_prices=history)
+    est = estimate_elasticities(panel).products.set_index("product_id")
+    assert not est.loc[flat_id, "has_price_variation"] and np.isnan(est.loc[flat_id, "elasticity"])
+    rec = recommend_prices(est.reset_index(), frames["products"]).set_index("product_id")
+    assert rec.loc[flat_id, "recommended_price"] == list_price
+    assert rec.loc[flat_id, "confidence"] == "low"
+    assert "no price variation" in rec.loc[flat_id, "reason"]
+
+
+def test_estimation_and_recommendation_are_deterministic(store_frames, estimates):
+    panel = store_frames[3]
+    again = estimate_elasticities(panel)
+    pd.testing.assert_frame_equal(estimates.products, again.products)
+    products = store_frames[1]["products"]
+    pd.testing.assert_frame_equal(recommend_prices(estimates.products, products), recommend_prices(again.products, products))
+
+
+def test_tuning_runs_a_bounded_seeded_study_and_passes_callbacks(store_frames):
+    panel = store_frames[3]
+    seen = []
+    tuned = tune_demand_model(panel, n_trials=4, timeout_seconds=60, callbacks=[lambda study, trial: seen.append(trial.number)])
+    assert seen == [0, 1, 2, 3] and tuned.n_trials == 4
+    assert tuned.best_deviance <= tuned.default_deviance
+    again = tune_demand_model(panel, n_trials=4, timeout_seconds=60)
+    assert again.config == tuned.config
+    assert "deviance" in tuned.study.trials[0].user_attrs
+
+
+# --- optimiser ----------------------------------------------------------------------------------
+
+
+def _estimate_rows(e, low=None, high=None, units=10.0, observed=(1.0, 1000.0), n_days=300, varied=True):
+    e = np.atleast_1d(np.asarray(e, dtype=float))
+    n = len(e)
+    return pd.DataFrame({
+        "product_id": np.arange(1, n + 1), "elasticity": e,
+        "elasticity_low": e - 0.2 if low is None else low, "elasticity_high": e + 0.2 if high is None else high,
+        "expected_daily_units": units, "has_price_variation": varied, "n_days": n_days,
+        "min_price_observed": observed[0], "max_price_observed": observed[1], "prior_elasticity": -1.5,
+    })
+
+
+def test_closed_form_optimum_and_binding_guardrails():
+    est = _estimate_rows([-2.0, -2.0, -0.5, -3.0])
+    products = pd.DataFrame({"product_id": [1, 2, 3, 4], "cost": [10.0, 10.0, 10.0, 10.0],
+                             "current_price": [19.0, 30.0, 20.0, 12.0]})
+    loose = PricingGuardrails(max_change=0.5, competitor_band=None, observed_range_slack=None)
+    rec = recommend_prices(est, products, loose).set_index("product_id")
+    assert rec.loc[1, "recommended_price"] == pytest.approx(20.0)  # cost e / (1 + e)
+    assert rec.loc[1, "binding_guardrail"] == "none"
+    assert rec.loc[2, "recommended_price"] == pytest.approx(20.0)
+    assert rec.loc[3, "recommended_price"] == pytest.approx(30.0) and rec.loc[3, "binding_guardrail"] == "max_change"
+    assert rec.loc[4, "recommended_price"] == pytest.approx(15.0)  # 10 x 3 / 2 = 15, within +50 %
+    assert (rec["expected_profit_recommended"] >= rec["expected_profit_current"] - 1e-9).all()
+    units = 10.0 * 7 * (20.0 / 19.0) ** -2.0
+    assert rec.loc[1, "expected_units_recommended"] == pytest.approx(units)
+    assert rec.loc[1, "expected_profit_recommended"] == pytest.approx(units * 10.0)
+
+    tight = dataclasses.replace(loose, min_margin=0.6, max_change=0.1)
+    rec = recommend_prices(est, products, tight).set_index("product_id")
+    assert rec.loc[4, "recommended_price"] == pytest.approx(16.0) and rec.loc[4, "binding_guardrail"] == "min_margin"
+    assert "relaxed max_change" in rec.loc[4, "reason"]
+
+
+def test_competitor_inventory_and_price_endings():
+    est = _estimate_rows([-0.5, -3.0, -2.0])
+    products = pd.DataFrame({"product_id": [1, 2, 3], "cost": [10.0, 10.0, 10.0], "current_price": [20.0, 20.0, 20.0]})
+    guardrails = PricingGuardrails(max_change=0.2, competitor_band=0.05, observed_range_slack=None, price_ending=0.99)
+    competitors = pd.DataFrame({"day": pd.to_datetime(["2024-01-01", "2024-01-02"]), "product_id": [1, 1],
+                                "competitor_price": [30.0, 21.0]})
+    inventory = pd.DataFrame({"product_id": [2], "on_hand": [50.0]})
+    rec = recommend_prices(est, products, guardrails, competitor_prices=competitors, inventory=inventory).set_index("product_id")
+    assert rec.loc[1, "recommended_price"] == 21.99 and rec.loc[1, "binding_guardrail"] == "competitor_band"
+    # product 2 alone would drop to 15 and sell 10 x (15/20)^-3 x 7 = 166 > 50 units: stock caps the cut
+    floor = 20.0 * (50.0 / 70.0) ** (1 / -3.0)
+    assert rec.loc[2, "recommended_price"] >= floor and rec.loc[2, "binding_guardrail"] == "inventory"
+    assert rec.loc[2, "expected_units_recommended"] <= 50.0 + 1e-9
+    assert rec.loc[2, "recommended_price"] == 22.99
+    assert round(rec.loc[3, "recommended_price"] % 1, 2) == 0.99
+
+
+def test_low_confidence_holds_the_price_and_says_why():
+    est = _estimate_rows([-2.0, -2.0, -2.0, -2.0], low=np.array([-4.0, -2.2, -2.2, -3.5]),
+                         high=np.array([-0.5, -1.8, -1.8, -1.6]))
+    est.loc[2, "n_days"] = 10
+    products = pd.DataFrame({"product_id": [1, 2, 3, 4], "cost": [10.0] * 4, "current_price": [20.0, 30.0, 30.0, 30.0]})
+    guardrails = PricingGuardrails(max_interval_width=1.0, competitor_band=None, observed_range_slack=None)
+    rec = recommend_prices(est, products, guardrails).set_index("product_id")
+    assert rec.loc[1, "recommended_price"] == 20.0 and rec.loc[1, "confidence"] == "low"
+    assert "interval too wide" in rec.loc[1, "reason"]
+    assert rec.loc[3, "recommended_price"] == 30.0 and "too little usable history" in rec.loc[3, "reason"]
+    # wide, but every elasticity in [-3.5, -1.6] says 30 is too high: act on the posterior mean
+    assert rec.loc[4, "confidence"] == "high" and rec.loc[4, "recommended_price"] < 30.0
+    strict = dataclasses.replace(guardrails, act_when_direction_certain=False)
+    assert recommend_prices(est, products, strict).set_index("product_id").loc[4, "recommended_price"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_change", -0.1), ("min_margin", -0.05), ("competitor_band", -1.0), ("price_ending", 1.5),
+     ("max_interval_width", 0.0)],
+)
+def test_bad_guardrail_configs_raise_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        PricingGuardrails(**{field: value})
+
+
+def test_bad_estimator_config_raises():
+    with pytest.raises(ValueError, match="method"):
+        ElasticityConfig(method="ols")
+    with pytest.raises(ValueError, match="interval"):
+        ElasticityConfig(interval=1.5)
+
+
+# --- guardrails are never violated --------------------------------------------------------------
+
+
+def _random_case(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, PricingGuardrails, int]:
+    cost = np.round(rng.uniform(0.5, 200.0, n), 2)
+    current = np.round(cost * rng.uniform(0.5, 3.5, n), 2)
+    e = rng.uniform(-5.0, 0.5, n)
+    e[rng.random(n) < 0.05] = np.nan
+    half = rng.uniform(0.0, 1.5, n)
+    observed_low = current * rng.uniform(0.5, 1.0, n)
+    est = pd.DataFrame({
+        "product_id": np.arange(n), "elasticity": e, "elasticity_low": e - half, "elasticity_high": e + half,
+        "expected_daily_units": rng.choice([0.0, 0.3, 5.0, 80.0], n), "has_price_variation": rng.random(n) > 0.05,
+        "n_days": rng.integers(0, 400, n), "min_price_observed": observed_low,
+        "max_price_observed": observed_low * rng.uniform(1.0, 2.0, n), "prior_elasticity": -1.5,
+    })
+    products = pd.DataFrame({"product_id": np.arange(n), "cost": cost, "current_price": current})
+    known = rng.random(n) < 0.5
+    competitors = pd.DataFrame({"product_id": np.arange(n)[known], "competitor_price": current[known] * rng.uniform(0.6, 1.6, known.sum())})
+    stocked = rng.random(n) < 0.5
+    inventory = pd.DataFrame({"product_id": np.arange(n)[stocked], "on_hand": rng.choice([0.0, 5.0, 50.0, 500.0], stocked.sum())})
+    guardrails = PricingGuardrails(
+        min_margin=float(rng.choice([0.0, 0.05, 0.3, 1.0])),
+        max_change=float(rng.choice([0.0, 0.02, 0.1, 0.5])),
+        competitor_band=rng.choice([None, 0.0, 0.05, 0.2]),
+        observed_range_slack=rng.choice([None, 0.0, 0.05]),
+        inventory_cover=bool(rng.random() < 0.7),
+        price_ending=rng.choice([None, 0.99, 0.95, 0.0, 0.49]),
+        max_interval_width=float(rng.choice([0.5, 1.2, 10.0])),
+        act_when_direction_certain=bool(rng.random() < 0.5),
+        min_days=int(rng.choice([0, 56])),
+    )
+    return est, products, competitors, inventory, guardrails, int(rng.choice([1, 7, 28]))
+
+
+def _assert_within_guardrails(est, products, competitors, inventory, guardrails, horizon) -> None:
+    rec = recommend_prices(est, products, guardrails, competitor_prices=competitors, inventory=inventory, horizon_days=horizon)
+    p = rec["recommended_price"].to_numpy()
+    current = products["current_price"].to_numpy()
+    cost = products["cost"].to_numpy()
+    reason = rec["reason"]
+    relaxed = {name: reason.str.contains(f"relaxed {name}", regex=False).to_numpy() for name in GUARDRAIL_PRIORITY}
+    scale = np.maximum(1.0, p)
+    assert np.isfinite(p).all() and (p > 0).all()
+    assert not relaxed["min_margin"].any()
+    assert (p >= cost * (1 + guardrails.min_margin) - TOL * scale).all()
+    ok = relaxed["max_change"] | (np.abs(p - current) <= guardrails.max_change * current + TOL * scale)
+    assert ok.all(), rec[~ok]
+    comp = pd.Series(competitors.set_index("product_id")["competitor_price"]).reindex(products["product_id"]).to_numpy()
+    if guardrails.competitor_band is not None:
+        band = guardrails.competitor_band
+        ok = relaxed["competitor_band"] | np.isnan(comp) | (
+            (p >= comp * (1 - band) - TOL * scale) & (p <= comp * (1 + band) + TOL * scale))
+        assert ok.all(), rec[~ok]
+    if guardrails.observed_range_slack is not None:
+        slack = guardrails.observed_range_slack
+        ok = relaxed["observed_range"] | (
+            (p >= est["min_price_observed"].to_numpy() * (1 - slack) - TOL * scale)
+            & (p <= est["max_price_observed"].to_numpy() * (1 + slack) + TOL * scale))
+        assert ok.all(), rec[~ok]
+    on_hand = pd.Series(inventory.set_index("product_id")["on_hand"]).reindex(products["product_id"]).to_numpy()
+    e_curve = est["elasticity"].fillna(est["prior_elasticity"]).to_numpy()
+    applies = ~np.isnan(on_hand) & (e_curve < 0) & (est["expected_daily_units"].to_numpy() > 0)
+    if guardrails.inventory_cover:
+        applies = ~np.isnan(on_hand) & (e_curve < 0) & (est["expected_daily_units"].to_numpy() > 0)
+        ok = ~applies | relaxed["inventory"] | (rec["expected_units_recommended"].to_numpy() <= on_hand * (1 + 1e-7))
+        assert ok.all(), rec[~ok]
+    moved = p != current
+    if guardrails.price_ending is not None:
+        fell_back = reason.str.contains("rounded to cents", regex=False).to_numpy()
+        ending_ok = np.abs(np.round(p - np.floor(p), 2) - guardrails.price_ending) < 1e-6
+        assert (ending_ok | ~moved | fell_back).all(), rec[~(ending_ok | ~moved | fell_back)]
+    held = rec["confidence"].to_numpy() == "low"
+    assert (~held | ~moved | reason.str.contains("nearest price the guardrails allow", regex=False).to_numpy()).all()
+    assert np.isfinite(rec["expected_profit_recommended"]).all()
+    # a current price that already satisfies every guardrail never forces a relaxation
+    fine = current >= cost * (1 + guardrails.min_margin)
+    if guardrails.competitor_band is not None:
+        fine &= np.isnan(comp) | ((current >= comp * (1 - guardrails.competitor_band)) & (current <= comp * (1 + guardrails.competitor_band)))
+    if guardrails.observed_range_slack is not None:
+        fine &= (current >= est["min_price_observed"].to_numpy() * (1 - guardrails.observed_range_slack)) & (
+            current <= est["max_price_observed"].to_numpy() * (1 + guardrails.observed_range_slack))
+    if guardrails.inventory_cover:
+        fine &= ~applies | (rec["expected_units_current"].to_numpy() <= on_hand)
+    assert not np.any(fine & np.any(list(relaxed.values()), axis=0)), rec[fine & np.any(list(relaxed.values()), axis=0)]
+
+
+def test_guardrails_are_never_violated_on_a_dense_random_grid():
+    rng = np.random.default_rng(20241121)
+    for _ in range(60):
+        _assert_within_guardrails(*_random_case(rng, 400))
+
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test-only extra
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40))
+    def test_guardrails_are_never_violated_property(seed, n):
+        _assert_within_guardrails(*_random_case(np.random.default_rng(seed), n))
