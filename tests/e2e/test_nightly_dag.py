@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from ml import churn, clv, propensity
+from ml import churn, clv, pricing, propensity
 from ml.tracking import configure_mlflow
 from revopt import cli
 from revopt.postgres import read_frame
@@ -18,7 +18,7 @@ from revopt.stack import close_event_stores, connect_postgres
 START = dt.date(2024, 1, 1)
 DAYS = 300
 RUN_DATE = START + dt.timedelta(days=DAYS)
-MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME)
+MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL_NAME)
 FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
@@ -86,7 +86,7 @@ def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings
 
     configure_mlflow(settings)
     client = MlflowClient()
-    for name, column in zip(MODELS, ("propensity_version", "churn_version", "clv_version")):
+    for name, column in zip(MODELS[:3], ("propensity_version", "churn_version", "clv_version")):
         assert set(scores[column]) == {str(client.get_model_version_by_alias(name, "champion").version)}
 
     factors = scores["top_factors"].map(lambda v: v if isinstance(v, dict) else json.loads(v))
@@ -95,6 +95,28 @@ def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings
     assert {"feature", "contribution"} <= set(first["purchase_propensity"][0])
     magnitudes = [abs(f["contribution"]) for f in first["purchase_propensity"]]
     assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_nightly_dag_publishes_guarded_price_recommendations(settings, seeded):
+    with connect_postgres(settings) as conn:
+        prices = read_frame(conn, "SELECT * FROM scores.price_recommendations WHERE run_date = %s", (RUN_DATE,))
+        products = read_frame(conn, "SELECT product_id, cost::float8 AS cost FROM shop.products")
+    assert sorted(prices["product_id"]) == sorted(products["product_id"])
+    configure_mlflow(settings)
+    champion = MlflowClient().get_model_version_by_alias(pricing.MODEL_NAME, "champion").version
+    assert set(prices["model_version"]) == {str(champion)}
+    assert (prices["recommended_price"] > 0).all()
+    moved = (prices["recommended_price"] / prices["current_price"] - 1).abs()
+    not_margin_bound = prices["binding_guardrail"] != "min_margin"
+    assert (moved[not_margin_bound] <= 0.10 + 0.005).all(), "max change per run (default 10 %) respected"
+    merged = prices.merge(products, on="product_id")
+    assert (merged["recommended_price"] >= merged["cost"] * 1.10 - 0.01).all() or (
+        merged.loc[merged["recommended_price"] < merged["cost"] * 1.10 - 0.01, "binding_guardrail"] == "max_change"
+    ).all()
+    held = prices["confidence"] == "low"
+    assert prices.loc[held, "reason"].str.len().gt(0).all()
+    assert set(prices["confidence"]) <= {"high", "low"}
+    assert prices["expected_profit_recommended"].notna().all()
 
 
 def test_rerunning_the_nightly_date_replaces_its_rows(settings, seeded):
