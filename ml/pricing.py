@@ -121,8 +121,12 @@ GUARDRAIL_PRIORITY: tuple[str, ...] = ("min_margin", "max_change", "inventory", 
 #: Lags (days) of the past-only demand and price controls in :func:`demand_history`.
 LAGS: tuple[int, ...] = (7, 28)
 
+#: raw elasticities beyond this are treated as failed fits (no product is that elastic)
+MAX_ABS_ELASTICITY = 10.0
+
 _DISCOUNT_TOLERANCE = 0.011  # two discounts "agree" within a percent (they are stored to 4 decimals)
 _NO_DISCOUNT = 0.005
+_FILTER_STEPS = 8
 _LEVEL_SD_GRID: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
 _DML_FEATURES: tuple[str, ...] = (
     "lag_units_28", "units_trend", "price_trend", "lines_rel", "dow", "year_sin", "year_cos", "days_since_list_change",
@@ -450,6 +454,13 @@ def _local_level_newton(
     ``price`` must be centred per column over ``mask``. Returns e, its robust se, the level path,
     the Laplace log marginal likelihood per column and the information about e.
     """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol)
+
+
+def _local_level_newton_steps(
+    y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float, max_iter: int, tol: float,
+) -> dict[str, np.ndarray]:
     n_days, n = y.shape
     lam = 1.0 / level_sd**2
     penalty_diag = np.full((n_days, 1), 2.0 * lam)
@@ -467,12 +478,13 @@ def _local_level_newton(
         cross = mu * price
         solved, _, _ = _thomas(mu + penalty_diag, -lam, np.stack([grad_level, cross], axis=2))
         info = (cross * price).sum(axis=0) - (cross * solved[..., 1]).sum(axis=0)
-        de = np.clip(((price * resid).sum(axis=0) - (cross * solved[..., 0]).sum(axis=0)) / info, -1.0, 1.0)
+        de = np.clip(np.nan_to_num(((price * resid).sum(axis=0) - (cross * solved[..., 0]).sum(axis=0)) / info), -1.0, 1.0)
         dlevel = np.clip(solved[..., 0] - solved[..., 1] * de, -3.0, 3.0)
         e += de
         level += dlevel
         if np.max(np.abs(de)) < tol and np.max(np.abs(dlevel)) < 1e-6:
             break
+    converged = np.abs(de) < 1e-4
     mu = exp_offset * np.exp(e * price + level)
     resid = y - mu
     cross = mu * price
@@ -485,7 +497,8 @@ def _local_level_newton(
     se = np.sqrt(dispersion / info)
     loglik = np.where(mask, y * np.log(np.where(mu > 0, mu, 1.0)) - mu, 0.0).sum(axis=0)
     log_ml = loglik - 0.5 * lam * (np.diff(level, axis=0) ** 2).sum(axis=0) + 0.5 * (n_days - 1) * np.log(lam) - 0.5 * logdet
-    return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var}
+    return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
+            "converged": converged}
 
 
 def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.Series) -> _RawFit:
@@ -519,12 +532,15 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
             result = results[level_sd]
         else:
             result = _local_level_newton(*args, level_sd=level_sd)
-        ok = np.isfinite(result["se"]) & (result["info"] > 0)
+        # a Newton that did not settle (e.g. every sale at one price) or an elasticity beyond
+        # +/-MAX_ABS_ELASTICITY is not an estimate: such products get the category prior only
+        ok = (np.isfinite(result["se"]) & (result["info"] > 0) & result["converged"]
+              & (np.abs(result["e"]) <= MAX_ABS_ELASTICITY))
         chosen = np.flatnonzero(fit)
         elasticity[chosen] = np.where(ok, result["e"], np.nan)
         se[chosen] = np.where(ok, result["se"], np.nan)
-        level_last[chosen] = result["level"][-1]
-        level_var_last[chosen] = result["level_var_last"]
+        level_last[chosen] = np.where(ok, result["level"][-1], np.nan)
+        level_var_last[chosen] = np.where(ok, result["level_var_last"], np.nan)
     # products the smoother did not fit: their level is the plain mean of recent demand
     recent = slice(max(0, len(days) - config.anchor_days), None)
     missing = ~np.isfinite(level_last)
@@ -652,7 +668,8 @@ def _fit_dml(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.Series) -
     units = np.bincount(codes, y, len(ids))
     sd = np.sqrt(np.maximum(np.bincount(codes, d**2, len(ids)) / np.maximum(count, 1)
                             - (np.bincount(codes, d, len(ids)) / np.maximum(count, 1)) ** 2, 0.0))
-    fit = (count >= config.min_days) & (units >= config.min_units) & (sd >= config.min_log_price_std) & np.isfinite(se)
+    fit = ((count >= config.min_days) & (units >= config.min_units) & (sd >= config.min_log_price_std) & np.isfinite(se)
+           & (np.abs(slope) <= MAX_ABS_ELASTICITY))
     models = _train_nuisances(X, y, offset, d - price_base, config)
     # expected units at the current price come from the last anchor_days, adjusted for price (ratio estimator)
     last = panel["day"].max() - pd.Timedelta(days=config.anchor_days - 1)
@@ -824,6 +841,7 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
 
 
 def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    mu = np.clip(mu, 1e-9, None)
     term = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
     return float(2.0 * np.mean(term - (y - mu)))
 
@@ -873,7 +891,8 @@ def _filtered_predictions(
 ) -> np.ndarray:
     """One-day-ahead predictions through the holdout: the level starts from the fit's last day and
     is updated each day by a Poisson extended Kalman filter (elasticities fixed), so the backtest
-    compares like with like against models whose controls are lagged demand."""
+    compares like with like against models whose controls are lagged demand. A loop over holdout
+    days, vectorised over products."""
     day_codes, holdout_days = pd.factorize(holdout["day"].to_numpy(), sort=True)
     level = raw.level_last.copy()
     variance = np.nan_to_num(raw.level_var_last, nan=1.0)
@@ -885,9 +904,16 @@ def _filtered_predictions(
         cols = position[today]
         variance = variance + level_sd**2
         mu[today] = np.exp(exponent[today] + level[cols])
-        precision = 1.0 / variance[cols] + mu[today]
-        level[cols] += (y[today] - mu[today]) / precision
-        variance[cols] = 1.0 / precision
+        # the update is the mode of the day's posterior for the level (a few damped 1-d Newton
+        # steps: one plain EKF step overshoots on a lumpy day, e.g. one wholesale order)
+        prior_mean, prior_var = level[cols], variance[cols]
+        updated = prior_mean.copy()
+        for _ in range(_FILTER_STEPS):
+            rate = np.exp(exponent[today] + updated)
+            gradient = y[today] - rate - (updated - prior_mean) / prior_var
+            updated += np.clip(gradient / (rate + 1.0 / prior_var), -2.0, 2.0)
+        level[cols] = updated
+        variance[cols] = 1.0 / (np.exp(exponent[today] + updated) + 1.0 / prior_var)
     return mu
 
 
@@ -973,7 +999,7 @@ def _guardrail_bounds(
         "max_change": (current * (1.0 - guardrails.max_change), current * (1.0 + guardrails.max_change)),
     }
     stocked = np.isfinite(on_hand) & guardrails.inventory_cover & (e_curve < 0) & (daily_units > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # units(p) * horizon <= on_hand  <=>  p >= p0 * (on_hand / (q0 * horizon)) ** (1 / e) for e < 0
         floor = np.where(on_hand > 0, current * (on_hand / (daily_units * horizon_days)) ** (1.0 / e_curve), np.inf)
     bounds["inventory"] = (np.where(stocked, floor, np.nan), np.where(stocked, inf, np.nan))
@@ -993,24 +1019,32 @@ def _guardrail_bounds(
 
 
 def _intersect(bounds: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:
-    """Intersect the guardrail intervals in priority order; a guardrail that would empty the
-    interval is relaxed (skipped). Returns lower, upper, the name setting each, and a relaxed mask
-    per guardrail (one loop over guardrails, vectorised over products)."""
+    """Intersect the guardrail intervals in priority order (one loop over guardrails, vectorised
+    over products). A guardrail that would empty the interval is *relaxed minimally*: the interval
+    shrinks to its end nearest to that guardrail (e.g. a margin floor above the max-change band
+    gives exactly the floor), so the price still gets as close to it as the higher-priority ones
+    allow. Returns lower, upper, the guardrail setting each, and a relaxed mask per guardrail."""
     lower, upper = np.full(n, _MIN_PRICE), np.full(n, np.inf)
     lower_by, upper_by = np.full(n, "none", dtype=object), np.full(n, "none", dtype=object)
     relaxed = {}
     for name in GUARDRAIL_PRIORITY:
         lo, hi = bounds[name]
-        applies = np.isfinite(lo) | np.isfinite(hi) | (lo == np.inf)
+        applies = ~np.isnan(lo) | ~np.isnan(hi)
         lo = np.where(np.isnan(lo), -np.inf, lo)
         hi = np.where(np.isnan(hi), np.inf, hi)
         new_lower, new_upper = np.maximum(lower, lo), np.minimum(upper, hi)
-        feasible = new_lower <= new_upper
+        feasible = (new_lower <= new_upper) & np.isfinite(new_lower)
         relaxed[name] = applies & ~feasible
         take = applies & feasible
         lower_by = np.where(take & (lo > lower), name, lower_by)
         upper_by = np.where(take & (hi < upper), name, upper_by)
-        lower, upper = np.where(take, new_lower, lower), np.where(take, new_upper, upper)
+        # relaxed: pin to the end of the current interval nearest to the guardrail (when finite)
+        towards_upper = relaxed[name] & (lo > upper) & np.isfinite(upper)
+        towards_lower = relaxed[name] & (hi < lower)
+        lower_by = np.where(towards_upper, name, lower_by)
+        upper_by = np.where(towards_lower, name, upper_by)
+        lower = np.where(take, new_lower, np.where(towards_upper, upper, lower))
+        upper = np.where(take, new_upper, np.where(towards_lower, lower, upper))
     return lower, upper, lower_by, upper_by, relaxed
 
 
@@ -1172,7 +1206,7 @@ def recommend_prices(
     reason = np.where(binding != "none", reason + "; limited by " + binding, reason)
     reason = np.where(~confident & (price != current), reason + "; moved to the nearest price the guardrails allow", reason)
     for name, mask in relaxed.items():
-        reason = np.where(mask, reason + f"; relaxed {name} (conflicts with higher-priority guardrails)", reason)
+        reason = np.where(mask, reason + f"; relaxed {name} (conflicts with higher-priority guardrails; as close as they allow)", reason)
     reason = np.where(worse, reason + "; kept the current price: no rounded price within bounds earns more", reason)
     if guardrails.price_ending is not None:
         reason = np.where(~keep & ~worse & ~ending_applied,

@@ -121,7 +121,7 @@ def test_price_in_force_comes_from_neighbours_not_from_the_day_itself():
     # day 3 (sold on promotion) is between a full-price and a promotion day: ambiguous, left out,
     # exactly as it would be had it sold nothing
     assert np.isnan(in_force[3]) and np.isnan(in_force[6]) and np.isnan(in_force[2])
-    np.testing.assert_allclose(in_force[[1, 8]], 0.0)
+    assert in_force[8] == 0.0 and np.isnan(in_force[1])  # day 1: full price before, promotion after
     assert np.isnan(in_force[0]) and np.isnan(in_force[9])  # one side unknown
     assert panel.loc[4, "price"] == 10.0  # the price *paid* stays the list price on unsold days
 
@@ -302,7 +302,7 @@ def test_closed_form_optimum_and_binding_guardrails():
 
 def test_competitor_inventory_and_price_endings():
     est = _estimate_rows([-0.5, -3.0, -2.0])
-    products = pd.DataFrame({"product_id": [1, 2, 3], "cost": [10.0, 10.0, 10.0], "current_price": [20.0, 20.0, 20.0]})
+    products = pd.DataFrame({"product_id": [1, 2, 3], "cost": [10.0, 10.0, 10.0], "current_price": [20.0, 20.0, 25.0]})
     guardrails = PricingGuardrails(max_change=0.2, competitor_band=0.05, observed_range_slack=None, price_ending=0.99)
     competitors = pd.DataFrame({"day": pd.to_datetime(["2024-01-01", "2024-01-02"]), "product_id": [1, 1],
                                 "competitor_price": [30.0, 21.0]})
@@ -314,7 +314,8 @@ def test_competitor_inventory_and_price_endings():
     assert rec.loc[2, "recommended_price"] >= floor and rec.loc[2, "binding_guardrail"] == "inventory"
     assert rec.loc[2, "expected_units_recommended"] <= 50.0 + 1e-9
     assert rec.loc[2, "recommended_price"] == 22.99
-    assert round(rec.loc[3, "recommended_price"] % 1, 2) == 0.99
+    # optimum 20 = the -20 % bound; 19.99 would break it, so the ending rounds inward to 20.99
+    assert rec.loc[3, "recommended_price"] == 20.99
 
 
 def test_low_confidence_holds_the_price_and_says_why():
@@ -398,6 +399,10 @@ def _assert_within_guardrails(est, products, competitors, inventory, guardrails,
     assert (p >= cost * (1 + guardrails.min_margin) - TOL * scale).all()
     ok = relaxed["max_change"] | (np.abs(p - current) <= guardrails.max_change * current + TOL * scale)
     assert ok.all(), rec[~ok]
+    # only the margin floor can override the change limit, and then by no more than it needs
+    assert (p >= current * (1 - guardrails.max_change) - TOL * scale).all()
+    ok = p <= np.maximum(current * (1 + guardrails.max_change), cost * (1 + guardrails.min_margin)) + TOL * scale
+    assert ok.all(), rec[~ok]
     comp = pd.Series(competitors.set_index("product_id")["competitor_price"]).reindex(products["product_id"]).to_numpy()
     if guardrails.competitor_band is not None:
         band = guardrails.competitor_band
@@ -451,7 +456,7 @@ except ImportError:  # pragma: no cover - hypothesis is a test-only extra
 
 if given is not None:
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40))
     def test_guardrails_are_never_violated_property(seed, n):
         _assert_within_guardrails(*_random_case(np.random.default_rng(seed), n))
