@@ -8,7 +8,7 @@ no MLflow and no databases: the extract frames are built in pandas straight from
 1. **synthetic**: :func:`revopt.synth.generate_store`; next to each model sit simple baselines
    and an *oracle* computed from ``truth`` (see :func:`oracle_expectations`), the best score the
    generative model allows.
-2. **uci**: UCI Online Retail (``/work/shared/data/online_retail.csv.gz``) mapped onto the
+2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) mapped onto the
    extract frames (see :func:`uci_frames`), with baselines; there is no truth to compare with.
 
 The oracle is hand-written because it is the generator's own model (:mod:`revopt.synth`)
@@ -56,7 +56,8 @@ from revopt.synth import (
 logger = logging.getLogger("benchmarks.customer_models")
 
 SYNTHETIC_START = dt.date(2024, 1, 1)
-UCI_PATH = Path("/work/shared/data/online_retail.csv.gz")
+# ../shared/data beside the repository, as on the project machines and in CI.
+UCI_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
 UCI_RUN_DATE = dt.date(2011, 12, 1)
 
 DAILY_EVENT_COLUMNS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ the UCI Online Retail data set.
    run date, ``exp(u_j)``, is unknown to both and scales every price of a product alike, so only the
    weighting of products in the total depends on q0). Also shown: the same optimiser fed naive OLS
    elasticities, and keeping every current price.
-2. **uci**: UCI Online Retail (``/work/shared/data/online_retail.csv.gz``) mapped onto the extract
+2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) mapped onto the extract
    frames (see :func:`uci_frames`): how many products have enough price variation, the elasticity
    distribution with intervals, a few examples, and how many get a confident recommendation.
 
@@ -51,7 +51,8 @@ from revopt.synth import generate_store
 logger = logging.getLogger("benchmarks.pricing")
 
 SYNTHETIC_START = dt.date(2024, 1, 1)
-UCI_PATH = Path("/work/shared/data/online_retail.csv.gz")
+# ../shared/data beside the repository, as on the project machines and in CI.
+UCI_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
 UCI_RUN_DATE = dt.date(2011, 12, 10)  # the day after the last invoice
 GUARDRAIL_SETS = {
     "default (+/-10 %, observed range +/-5 %)": PricingGuardrails(),
