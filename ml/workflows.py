@@ -164,7 +164,10 @@ def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[
     configure_mlflow(settings)
     champion = _load_champion(pricing.MODEL_NAME)
     products = pd.read_parquet(extract_paths["products"])
-    recommended = champion.model.recommend(products, params.guardrails, horizon_days=params.price_horizon_days)
+    optional = {name: _optional_frame(extract_paths, name) for name in ("competitor_prices", "inventory")}
+    recommended = champion.model.recommend(
+        products, params.guardrails, horizon_days=params.price_horizon_days, **optional
+    )
     table = recommended.assign(run_date=run_date, model_name=champion.name, model_version=champion.version)[
         list(PRICE_RECOMMENDATION_COLUMNS)
     ]
@@ -174,6 +177,14 @@ def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[
     changed = int((table["recommended_price"] != table["current_price"]).sum())
     logger.info("price recommendations for %s: %d products, %d changed, model v%s", run_date, len(table), changed, champion.version)
     return {"path": str(path), "rows": len(table), "changed": changed, "model_version": champion.version}
+
+
+def _optional_frame(extract_paths: dict[str, str], name: str) -> pd.DataFrame | None:
+    """An optional source's extract, or None when the store has no rows (its guardrail is off)."""
+    if name not in extract_paths:
+        return None
+    frame = pd.read_parquet(extract_paths[name])
+    return frame if len(frame) else None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,21 @@ CREATE TABLE IF NOT EXISTS shop.order_lines (
     PRIMARY KEY (order_id, line_no)
 );
 
+-- Optional: stores that track them fill these; empty tables switch the guardrails off.
+CREATE TABLE IF NOT EXISTS shop.competitor_prices (
+    day               date NOT NULL,
+    product_id        bigint NOT NULL,
+    competitor_price  numeric(12, 2) NOT NULL,    -- a comparable offer seen that day
+    PRIMARY KEY (day, product_id)
+);
+
+CREATE TABLE IF NOT EXISTS shop.inventory (
+    day         date NOT NULL,
+    product_id  bigint NOT NULL,
+    on_hand     integer NOT NULL,                 -- units in stock at the start of the day
+    PRIMARY KEY (day, product_id)
+);
+
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
     day          date NOT NULL,
     channel      text NOT NULL,

@@ -111,7 +111,25 @@ GROUP BY 1
 ORDER BY 1
 """
 
-DATASETS = ("customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals")
+# Optional sources: the latest observation per product before the run date (empty if not tracked).
+COMPETITOR_PRICES_SQL = """
+SELECT DISTINCT ON (product_id) product_id, day, competitor_price::float8 AS competitor_price
+FROM shop.competitor_prices
+WHERE day < %(run_date)s
+ORDER BY product_id, day DESC
+"""
+
+INVENTORY_SQL = """
+SELECT DISTINCT ON (product_id) product_id, day, on_hand::bigint AS on_hand
+FROM shop.inventory
+WHERE day < %(run_date)s
+ORDER BY product_id, day DESC
+"""
+
+DATASETS = (
+    "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
+    "competitor_prices", "inventory",
+)
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -> dict[str, str]:
@@ -138,6 +156,14 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
             dates=("day",),
         )
         day_totals = _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",))
+        competitor_prices = _typed(
+            _read_optional(conn, "shop.competitor_prices", COMPETITOR_PRICES_SQL, window, ["product_id", "day", "competitor_price"]),
+            {"product_id": "int64", "competitor_price": "float64"}, dates=("day",),
+        )
+        inventory = _typed(
+            _read_optional(conn, "shop.inventory", INVENTORY_SQL, window, ["product_id", "day", "on_hand"]),
+            {"product_id": "int64", "on_hand": "int64"}, dates=("day",),
+        )
 
     store = event_store(settings)
     daily_events = store.query_df(
@@ -150,6 +176,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
     extracted = {
         "customers": customers, "orders": orders, "customer_daily_events": daily_events,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
+        "competitor_prices": competitor_prices, "inventory": inventory,
     }
     for name, frame in extracted.items():
         path = out_dir / f"{name}.parquet"
@@ -161,6 +188,12 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
 
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(path)) for name, path in paths.items()}
+
+
+def _read_optional(conn, table: str, query: str, params: dict, columns: list[str]) -> pd.DataFrame:
+    """Rows of an optional source, or an empty frame with its columns when the store lacks it."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
+    return read_frame(conn, query, params) if exists else pd.DataFrame(columns=columns)
 
 
 def _typed(frame: pd.DataFrame, dtypes: dict[str, str], dates: tuple[str, ...] = ()) -> pd.DataFrame:

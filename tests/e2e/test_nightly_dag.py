@@ -119,6 +119,25 @@ def test_nightly_dag_publishes_guarded_price_recommendations(settings, seeded):
     assert prices["expected_profit_recommended"].notna().all()
 
 
+def test_competitor_prices_and_stock_from_the_optional_sources_bound_the_price(settings, seeded):
+    day = RUN_DATE - dt.timedelta(days=1)
+    with connect_postgres(settings) as conn:
+        current = read_frame(conn, "SELECT product_id, current_price::float8 AS price FROM shop.products ORDER BY product_id")
+        banded, stocked = (int(pid) for pid in current["product_id"].iloc[:2])
+        competitor = float(current.loc[current["product_id"] == banded, "price"].iloc[0]) * 0.8
+        conn.execute("INSERT INTO shop.competitor_prices VALUES (%s, %s, %s)", (day, banded, round(competitor, 2)))
+        conn.execute("INSERT INTO shop.inventory VALUES (%s, %s, %s)", (day, stocked, 0))
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
+    with connect_postgres(settings) as conn:
+        prices = read_frame(conn, "SELECT * FROM scores.price_recommendations WHERE run_date = %s", (RUN_DATE,)).set_index("product_id")
+    row = prices.loc[banded]
+    # competitor band (15 %) and max change (10 %) overlap in [0.90, 0.92] x current price
+    assert row["current_price"] * 0.90 - 0.01 <= row["recommended_price"] <= competitor * 1.15 + 0.01
+    # no stock: expected units at the new price cannot exceed 0, so the price goes as high as allowed
+    stock_row = prices.loc[stocked]
+    assert stock_row["recommended_price"] >= stock_row["current_price"]
+
+
 def test_rerunning_the_nightly_date_replaces_its_rows(settings, seeded):
     first, _ = _published(settings)
     assert len(first) > 0, "runs after the first nightly test"
