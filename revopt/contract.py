@@ -210,5 +210,7 @@ PARTITION BY toYYYYMM(event_time)
 ORDER BY (customer_id, event_time)
 """
 
-#: Source tables in load order (parents first) and their primary keys.
+#: Source tables in load order (parents first).
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
+#: Optional source tables: a store may leave them empty (their guardrails are then off).
+SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory")

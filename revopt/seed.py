@@ -47,6 +47,8 @@ def load_store(settings: Settings, store: SyntheticStore) -> dict[str, int]:
         run_script(conn, contract.SHOP_DDL)
         run_script(conn, contract.TRUTH_DDL)
         run_script(conn, contract.SCORES_DDL)
+        # The optional sources belong to the store being replaced too: empty them.
+        conn.execute(f"TRUNCATE {', '.join(f'{contract.SHOP_SCHEMA}.{name}' for name in contract.SHOP_OPTIONAL_TABLES)}")
         for schema, frames in ((contract.SHOP_SCHEMA, store.shop), (contract.TRUTH_SCHEMA, store.truth)):
             conn.execute(f"TRUNCATE {', '.join(f'{schema}.{name}' for name in frames)}")
             for name, frame in frames.items():
