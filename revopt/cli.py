@@ -269,6 +269,18 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
         )
     if not rows:
         print("  (nothing published yet)")
+    with connect_postgres(settings) as conn:
+        exists = conn.execute("SELECT to_regclass('scores.price_recommendations') IS NOT NULL").fetchone()[0]
+        prices = conn.execute(
+            "SELECT run_date, count(*), count(*) FILTER (WHERE recommended_price <> current_price), "
+            "count(*) FILTER (WHERE confidence = 'low'), max(model_version) "
+            "FROM scores.price_recommendations GROUP BY run_date ORDER BY run_date DESC LIMIT 5"
+        ).fetchall() if exists else []
+    print("\npublished scores.price_recommendations (latest run dates):")
+    for run_date, count, changed, held, version in prices:
+        print(f"  {run_date}: {count:,} products, {changed:,} price changes, {held:,} held for low confidence (model version {version})")
+    if not prices:
+        print("  (nothing published yet)")
     return 0
 
 
