@@ -46,7 +46,7 @@ from ml.pricing import (
     recommend_prices,
     tune_demand_model,
 )
-from revopt.synth import generate_store
+from revopt.synth import generate_store, pricing_extract
 
 logger = logging.getLogger("benchmarks.pricing")
 
@@ -62,28 +62,6 @@ GUARDRAIL_SETS = {
 
 
 # --- frames -------------------------------------------------------------------------------------
-
-
-def synthetic_frames(store, run_date: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """The pricing extract built in pandas from the shop tables (zero-unit days absent)."""
-    shop = store.shop
-    done = shop["orders"].loc[shop["orders"]["status"] == "completed", ["order_id", "order_ts"]]
-    lines = shop["order_lines"].merge(done, on="order_id")
-    lines["day"] = lines["order_ts"].dt.tz_convert(None).dt.floor("D").astype("datetime64[ns]")
-    lines = lines[lines["day"] < run_date]
-    lines["value"] = lines["quantity"] * lines["unit_price"]
-    lines["discounted"] = lines["quantity"] * lines["discount"]
-    daily = lines.groupby(["product_id", "day"], as_index=False).agg(
-        units=("quantity", "sum"), revenue=("value", "sum"), discounted=("discounted", "sum"))
-    daily["avg_discount"] = daily["discounted"] / daily["units"]
-    prices = shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "day"})
-    daily = pd.merge_asof(daily.sort_values("day"), prices, on="day", by="product_id")
-    return {
-        "sales": daily[["product_id", "day", "units", "revenue", "list_price", "avg_discount"]].astype({"units": "int64"}),
-        "products": shop["products"][["product_id", "category", "cost", "current_price"]].copy(),
-        "day_totals": lines.groupby("day").size().rename("lines").reset_index(),
-        "list_prices": shop["product_prices"],
-    }
 
 
 def uci_frames(path: Path, cost_share: float, category: str) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
@@ -158,7 +136,7 @@ def run_synthetic(n_customers: int, days: int, seed: int, trials: int, dml: bool
     began = time.perf_counter()
     store = generate_store(n_customers, days, SYNTHETIC_START, seed=seed)
     run_date = pd.Timestamp(SYNTHETIC_START) + pd.Timedelta(days=days)
-    frames = synthetic_frames(store, run_date)
+    frames = pricing_extract(store, run_date)
     truth = store.truth["products"].set_index("product_id")["elasticity"]
     t0 = time.perf_counter()
     panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], run_date, days,

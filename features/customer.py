@@ -119,11 +119,16 @@ def customer_features(
     return features.reset_index()
 
 
-def purchase_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.Series:
-    """1 if the customer completed an order in ``[cutoff, cutoff + horizon_days)``, else 0."""
+def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+    """Completed orders in the label window ``[cutoff, cutoff + horizon_days)``."""
     start = _utc(cutoff)
     end = start + pd.Timedelta(days=horizon_days)
-    window = orders[(orders["order_ts"] >= start) & (orders["order_ts"] < end) & (orders["status"] == "completed")]
+    return orders[(orders["order_ts"] >= start) & (orders["order_ts"] < end) & (orders["status"] == "completed")]
+
+
+def purchase_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.Series:
+    """1 if the customer completed an order in ``[cutoff, cutoff + horizon_days)``, else 0."""
+    window = completed_orders_in_window(orders, cutoff, horizon_days)
     buyers = pd.Index(window["customer_id"].unique())
     return pd.Series(customer_ids.isin(buyers).astype("int8"), index=customer_ids, name="label")
 

@@ -37,7 +37,6 @@ and ``GammaGammaModel.expected_customer_spend`` to 1e-6 relative. Fitting uses p
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,8 +50,9 @@ import pandas as pd
 from scipy.special import hyp2f1
 from scipy.stats import spearmanr
 
-from features.customer import FEATURE_COLUMNS
-from ml.propensity import LabelledSet, features_at
+from features.customer import FEATURE_COLUMNS, completed_orders_in_window
+# The same time-based holdout as every family: train cutoff D - 2H, validation cutoff D - H.
+from ml.propensity import LabelledSet, features_at, holdout_cutoffs  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ class ClvSelection:
 
 def clv_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.Series:
     """Completed spend in ``[cutoff, cutoff + horizon_days)`` per customer, 0 if none."""
-    start = _utc(cutoff)
-    end = start + pd.Timedelta(days=horizon_days)
-    window = orders[(orders["order_ts"] >= start) & (orders["order_ts"] < end) & (orders["status"] == "completed")]
+    window = completed_orders_in_window(orders, cutoff, horizon_days)
     spend = window.groupby("customer_id")["order_value"].sum()
     label = spend.reindex(customer_ids, fill_value=0.0).astype("float64")
     return pd.Series(label.to_numpy(), index=customer_ids, name="label")
@@ -133,12 +131,6 @@ def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_
     ``horizon_days``."""
     X = features_at(frames, cutoff)
     return LabelledSet(cutoff=cutoff, X=X, y=clv_label(X.index, frames["orders"], cutoff, horizon_days))
-
-
-def holdout_cutoffs(run_date: dt.date, horizon_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(train cutoff, validation cutoff) = (D - 2H, D - H): the validation labels end at the run date."""
-    run_ts = pd.Timestamp(run_date, tz="UTC")
-    return run_ts - pd.Timedelta(days=2 * horizon_days), run_ts - pd.Timedelta(days=horizon_days)
 
 
 def btyd_inputs(features: pd.DataFrame) -> pd.DataFrame:
@@ -583,8 +575,3 @@ def fit_final_clv_model(
     if btyd_fit_features is None:
         raise ValueError("BTYD won the selection: pass btyd_fit_features (the features as of the run date)")
     return ClvModel(BTYD, config.horizon_days, btyd_params=fit_btyd(btyd_fit_features))
-
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -255,33 +255,45 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
         }
     )
     with connect_postgres(settings) as conn:
-        exists = conn.execute("SELECT to_regclass('scores.customer_scores') IS NOT NULL").fetchone()[0]
-        rows = conn.execute(
-            "SELECT run_date, count(*), round(avg(purchase_propensity)::numeric, 4), round(avg(churn_risk)::numeric, 4), "
-            "round(avg(clv)::numeric, 2), max(propensity_version), max(churn_version), max(clv_version) "
-            "FROM scores.customer_scores GROUP BY run_date ORDER BY run_date DESC LIMIT 5"
-        ).fetchall() if exists else []
+        scores = _latest_runs(
+            conn, "scores.customer_scores",
+            "count(*), round(avg(purchase_propensity)::numeric, 4), round(avg(churn_risk)::numeric, 4), "
+            "round(avg(clv)::numeric, 2), max(propensity_version), max(churn_version), max(clv_version)",
+        )
+        prices = _latest_runs(
+            conn, "scores.price_recommendations",
+            "count(*), count(*) FILTER (WHERE recommended_price <> current_price), "
+            "count(*) FILTER (WHERE confidence = 'low'), max(model_version)",
+        )
     print("\npublished scores.customer_scores (latest run dates):")
-    for run_date, count, propensity, churn, clv, p_version, c_version, v_version in rows:
+    for run_date, count, propensity, churn, clv, p_version, c_version, v_version in scores:
         print(
             f"  {run_date}: {count:,} customers, mean propensity {propensity}, mean churn risk {churn}, "
             f"mean CLV {clv} (model versions: propensity {p_version}, churn {c_version}, clv {v_version})"
         )
-    if not rows:
+    if not scores:
         print("  (nothing published yet)")
-    with connect_postgres(settings) as conn:
-        exists = conn.execute("SELECT to_regclass('scores.price_recommendations') IS NOT NULL").fetchone()[0]
-        prices = conn.execute(
-            "SELECT run_date, count(*), count(*) FILTER (WHERE recommended_price <> current_price), "
-            "count(*) FILTER (WHERE confidence = 'low'), max(model_version) "
-            "FROM scores.price_recommendations GROUP BY run_date ORDER BY run_date DESC LIMIT 5"
-        ).fetchall() if exists else []
     print("\npublished scores.price_recommendations (latest run dates):")
     for run_date, count, changed, held, version in prices:
         print(f"  {run_date}: {count:,} products, {changed:,} price changes, {held:,} held for low confidence (model version {version})")
     if not prices:
         print("  (nothing published yet)")
     return 0
+
+
+def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
+    """Per-run-date aggregates of a published table (latest five), or [] before its first publish."""
+    from psycopg import sql
+
+    from revopt.postgres import qualified
+
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+        return []
+    return conn.execute(
+        sql.SQL("SELECT run_date, {} FROM {} GROUP BY run_date ORDER BY run_date DESC LIMIT 5").format(
+            sql.SQL(aggregates), qualified(table)
+        )
+    ).fetchall()
 
 
 def _sql(settings: Settings, args: argparse.Namespace) -> int:

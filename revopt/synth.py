@@ -1064,3 +1064,33 @@ def _spread_over_session(
     total = elapsed[first + n_events - 1][session] - base
     fraction = np.divide(elapsed - base, total, out=np.zeros(len(session)), where=total > 0)
     return start[session] + np.floor(fraction * duration[session]).astype(np.int64)
+
+
+def pricing_extract(store: SyntheticStore, run_date: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The pricing inputs of a run at ``run_date``, built in pandas from a synthetic store.
+
+    For tests and benchmarks that skip the databases: ``sales`` holds completed-order demand per
+    (product, day) with units > 0 (zero-unit days absent, unlike the nightly extract's dense
+    panel), ``products``, ``day_totals`` (order lines per day) and ``list_prices`` (the price
+    history, ``shop.product_prices``).
+    """
+    shop = store.shop
+    done = shop["orders"].loc[shop["orders"]["status"] == "completed", ["order_id", "order_ts"]]
+    lines = shop["order_lines"].merge(done, on="order_id")
+    lines["day"] = lines["order_ts"].dt.tz_convert(None).dt.floor("D").astype("datetime64[ns]")
+    lines = lines[lines["day"] < run_date]
+    lines["value"] = lines["quantity"] * lines["unit_price"]
+    lines["discounted"] = lines["quantity"] * lines["discount"]
+    daily = lines.groupby(["product_id", "day"], as_index=False).agg(
+        units=("quantity", "sum"), revenue=("value", "sum"), discounted=("discounted", "sum")
+    )
+    daily["avg_discount"] = daily["discounted"] / daily["units"]
+    prices = shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "day"})
+    daily = pd.merge_asof(daily.sort_values("day"), prices, on="day", by="product_id")
+    sales = daily[["product_id", "day", "units", "revenue", "list_price", "avg_discount"]]
+    return {
+        "sales": sales.sort_values(["product_id", "day"]).reset_index(drop=True).astype({"units": "int64"}),
+        "products": shop["products"][["product_id", "category", "cost", "current_price"]].copy(),
+        "day_totals": lines.groupby("day").size().rename("lines").reset_index(),
+        "list_prices": shop["product_prices"],
+    }

@@ -20,7 +20,7 @@ from ml.pricing import (
     shrink_within_category,
     tune_demand_model,
 )
-from revopt.synth import generate_store
+from revopt.synth import generate_store, pricing_extract
 
 START = dt.date(2024, 1, 1)
 DAYS = 365
@@ -30,36 +30,11 @@ TOL = 1e-9
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-def _extract_frames(store, run_date: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """The lead's extract built in pandas: completed-order demand per product-day (zero-unit days
-    absent), products, day totals and the list-price history."""
-    shop = store.shop
-    done = shop["orders"].loc[shop["orders"]["status"] == "completed", ["order_id", "order_ts"]]
-    lines = shop["order_lines"].merge(done, on="order_id")
-    lines["day"] = lines["order_ts"].dt.tz_convert(None).dt.floor("D").astype("datetime64[ns]")
-    lines = lines[lines["day"] < run_date]
-    lines["value"] = lines["quantity"] * lines["unit_price"]
-    lines["discounted"] = lines["quantity"] * lines["discount"]
-    daily = lines.groupby(["product_id", "day"], as_index=False).agg(
-        units=("quantity", "sum"), revenue=("value", "sum"), discounted=("discounted", "sum")
-    )
-    daily["avg_discount"] = daily["discounted"] / daily["units"]
-    prices = shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "day"})
-    daily = pd.merge_asof(daily.sort_values("day"), prices, on="day", by="product_id")
-    sales = daily[["product_id", "day", "units", "revenue", "list_price", "avg_discount"]]
-    return {
-        "sales": sales.sort_values(["product_id", "day"]).reset_index(drop=True).astype({"units": "int64"}),
-        "products": shop["products"][["product_id", "category", "cost", "current_price"]].copy(),
-        "day_totals": lines.groupby("day").size().rename("lines").reset_index(),
-        "list_prices": shop["product_prices"],
-    }
-
-
 @pytest.fixture(scope="module")
 def store_frames():
     store = generate_store(4000, DAYS, START, seed=5)
     run_date = pd.Timestamp(START) + pd.Timedelta(days=DAYS)
-    frames = _extract_frames(store, run_date)
+    frames = pricing_extract(store, run_date)
     panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], run_date, DAYS,
                            list_prices=frames["list_prices"])
     return store, frames, run_date, panel
