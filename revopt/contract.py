@@ -171,6 +171,44 @@ CREATE TABLE IF NOT EXISTS scores.price_recommendations (
     PRIMARY KEY (run_date, product_id)
 );
 
+CREATE TABLE IF NOT EXISTS scores.send_time_recommendations (
+    run_date               date NOT NULL,
+    customer_id            bigint NOT NULL,
+    day_type               text NOT NULL,              -- 'any', or 'weekday' / 'weekend' when the backtest favoured separate curves
+    timezone               text NOT NULL,              -- the zone the hours are in (UTC when the customer's zone is unknown)
+    best_hour              smallint NOT NULL,          -- local hour 0..23, never a quiet hour
+    runner_up_hour         smallint,                   -- best allowed hour at least 2 h from best_hour
+    default_hour           smallint NOT NULL,          -- the store's default send hour
+    expected_rate_best     double precision NOT NULL,  -- expected open rate at best_hour (activity share when signal = 'activity')
+    expected_rate_default  double precision NOT NULL,  -- the same at default_hour
+    n_events               bigint NOT NULL,            -- sends, opens, clicks, sessions and orders behind the estimate
+    signal                 text NOT NULL,              -- 'email' | 'activity' | 'prior'
+    model_name             text NOT NULL,
+    model_version          text NOT NULL,
+    PRIMARY KEY (run_date, customer_id, day_type)
+);
+
+CREATE TABLE IF NOT EXISTS scores.budget_allocations (
+    run_date                          date NOT NULL,
+    channel                           text NOT NULL,
+    current_spend                     double precision NOT NULL,  -- mean daily spend over the recent window
+    recommended_spend                 double precision NOT NULL,  -- daily
+    expected_revenue_current          double precision NOT NULL,  -- channel-driven revenue over horizon_days at current spend
+    expected_revenue_recommended      double precision NOT NULL,  -- the same at recommended spend
+    expected_revenue_recommended_low  double precision,           -- interval bounds (see docs/budget.md for the level)
+    expected_revenue_recommended_high double precision,
+    marginal_roas                     double precision,           -- d revenue / d spend at the recommended point
+    marginal_roas_low                 double precision,
+    marginal_roas_high                double precision,
+    binding_constraint                text NOT NULL,              -- 'min' | 'max' | 'max_change' | 'none' | 'excluded'
+    horizon_days                      integer NOT NULL,
+    moved                             boolean NOT NULL,           -- false: the recommendation is the current split (reason says why)
+    reason                            text NOT NULL,
+    model_name                        text NOT NULL,
+    model_version                     text NOT NULL,
+    PRIMARY KEY (run_date, channel)
+);
+
 CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
     run_date           date NOT NULL,
     model_name         text NOT NULL,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from revopt.config import Settings
 from revopt.postgres import read_frame
+from revopt.events import EventStore
 from revopt.stack import connect_postgres, event_store
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,58 @@ WHERE customer_id != 0
   AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 GROUP BY customer_id, day
 ORDER BY customer_id, day
+"""
+
+# Send-time evidence per customer and UTC hour: campaign sends in that hour with whether each was
+# opened / clicked by a human (a response belongs to the customer's latest send before it;
+# machine opens are excluded), plus the web sessions the customer started in that hour.
+ENGAGEMENT_SQL = """
+WITH
+sends AS (
+    SELECT customer_id, event_time AS send_time
+    FROM {database}.events
+    WHERE event_type = 'email_send' AND customer_id != 0
+      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+),
+responses AS (
+    SELECT r.customer_id AS customer_id, s.send_time AS send_time,
+           max(r.event_type = 'email_open') AS opened, max(r.event_type = 'email_click') AS clicked
+    FROM (
+        SELECT customer_id, event_time, event_type
+        FROM {database}.events
+        WHERE event_type IN ('email_open', 'email_click') AND is_machine = 0 AND customer_id != 0
+          AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+    ) AS r
+    ASOF INNER JOIN sends AS s ON r.customer_id = s.customer_id AND r.event_time >= s.send_time
+    GROUP BY r.customer_id, s.send_time
+),
+email AS (
+    SELECT s.customer_id AS customer_id, toStartOfHour(s.send_time) AS hour_utc,
+           count() AS sends, sum(r.opened) AS opens, sum(r.clicked) AS clicks, 0 AS sessions
+    FROM sends AS s
+    LEFT JOIN responses AS r ON r.customer_id = s.customer_id AND r.send_time = s.send_time
+    GROUP BY customer_id, hour_utc
+),
+visits AS (
+    SELECT customer_id, toStartOfHour(min(event_time)) AS hour_utc, 0 AS sends, 0 AS opens, 0 AS clicks, 1 AS sessions
+    FROM {database}.events
+    WHERE session_id != 0 AND customer_id != 0
+      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+    GROUP BY customer_id, session_id
+)
+SELECT toInt64(customer_id) AS customer_id, hour_utc,
+       toInt64(sum(sends)) AS sends, toInt64(sum(opens)) AS opens,
+       toInt64(sum(clicks)) AS clicks, toInt64(sum(sessions)) AS sessions
+FROM (SELECT * FROM email UNION ALL SELECT * FROM visits)
+GROUP BY customer_id, hour_utc
+ORDER BY customer_id, hour_utc
+"""
+
+MARKETING_SPEND_SQL = """
+SELECT day, channel, spend::float8 AS spend, impressions, clicks
+FROM shop.marketing_spend
+WHERE day >= %(since)s AND day < %(run_date)s
+ORDER BY day, channel
 """
 
 PRODUCTS_SQL = """
@@ -128,7 +181,7 @@ ORDER BY product_id, day DESC
 
 DATASETS = (
     "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
-    "competitor_prices", "inventory",
+    "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
 )
 
 
@@ -164,6 +217,10 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
             _read_optional(conn, "shop.inventory", INVENTORY_SQL, window, ["product_id", "day", "on_hand"]),
             {"product_id": "int64", "on_hand": "int64"}, dates=("day",),
         )
+        spend = _typed(
+            read_frame(conn, MARKETING_SPEND_SQL, window),
+            {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
+        )
 
     store = event_store(settings)
     daily_events = store.query_df(
@@ -171,12 +228,14 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
     daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
+    engagement = engagement_by_hour(store, since_ts, run_ts)
 
     paths = {}
     extracted = {
         "customers": customers, "orders": orders, "customer_daily_events": daily_events,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
+        "engagement_by_hour": engagement, "marketing_spend": spend,
     }
     for name, frame in extracted.items():
         path = out_dir / f"{name}.parquet"
@@ -184,6 +243,20 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         paths[name] = str(path)
         logger.info("extracted %s as of %s: %d rows -> %s", name, run_date, len(frame), path)
     return paths
+
+
+def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
+    """Email sends / human opens / clicks and web sessions per customer and UTC hour in
+    ``[since_ts, run_ts)`` (see :data:`ENGAGEMENT_SQL`); ``hour_utc`` is ``datetime64[ns, UTC]``."""
+    frame = store.query_df(
+        ENGAGEMENT_SQL.format(database=store.database),
+        {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
+    )
+    if not len(frame.columns):
+        frame = pd.DataFrame(columns=["customer_id", "hour_utc", "sends", "opens", "clicks", "sessions"])
+    typed = frame.astype({column: "int64" for column in ("customer_id", "sends", "opens", "clicks", "sessions")})
+    typed["hour_utc"] = pd.to_datetime(typed["hour_utc"], utc=True).astype("datetime64[ns, UTC]")
+    return typed
 
 
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
