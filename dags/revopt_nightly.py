@@ -1,7 +1,12 @@
-"""Nightly scoring for logical date D: extract -> validate -> features -> score with every
-customer family's current ``@champion`` -> publish ``scores.customer_scores`` for D; and, from the
-same validated extract, price recommendations with the pricing ``@champion`` -> publish
-``scores.price_recommendations`` for D.
+"""Nightly scoring for logical date D, from one validated extract:
+
+- customer scores: features -> score with every customer family's ``@champion`` -> publish
+  ``scores.customer_scores``;
+- prices: recommendations with the pricing ``@champion`` -> publish ``scores.price_recommendations``;
+- send times: each customer's best hours with the send-time ``@champion`` on the latest
+  engagement -> publish ``scores.send_time_recommendations``;
+- budget: the marketing budget split with the budget ``@champion`` -> publish
+  ``scores.budget_allocations``.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses
 whichever versions the ``champion`` aliases point at and records them on every row.
@@ -12,7 +17,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
-from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, extract, validate
+from revopt.dag_tasks import (
+    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS, extract, validate,
+)
+
+
+def _call(step: str, argument, context, *, with_params: bool = True):
+    """Run ``ml.workflows.<step>(settings, run date, argument[, params])``."""
+    from ml import workflows
+    from revopt.config import load_settings
+    from revopt.runctx import run_date_of
+
+    extra = (workflows.RunParams.from_mapping(context["params"]),) if with_params else ()
+    return getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra)
 
 
 @dag(
@@ -21,7 +38,10 @@ from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, PR
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    params={"lookback_days": LOOKBACK_PARAM, "churn_active_days": ACTIVE_DAYS_PARAM, **PRICE_PARAMS},
+    params={
+        "lookback_days": LOOKBACK_PARAM, "churn_active_days": ACTIVE_DAYS_PARAM,
+        **PRICE_PARAMS, **SEND_TIME_PARAMS, **BUDGET_PARAMS,
+    },
     tags=["revopt", "nightly"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
@@ -29,49 +49,45 @@ from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, PR
 def revopt_nightly():
     @task
     def build_features(extract_paths: dict[str, str], **context) -> dict:
-        from ml.workflows import build_features
-        from revopt.config import load_settings
-        from revopt.runctx import run_date_of
-
-        return build_features(load_settings(), run_date_of(context), extract_paths)
+        return _call("build_features", extract_paths, context, with_params=False)
 
     @task
     def score(features: dict, **context) -> dict:
-        from ml.workflows import RunParams, score_customers
-        from revopt.config import load_settings
-        from revopt.runctx import run_date_of
-
-        params = RunParams.from_mapping(context["params"])
-        return score_customers(load_settings(), run_date_of(context), features["path"], params)
+        return _call("score_customers", features["path"], context)
 
     @task
     def publish(scores: dict, **context) -> int:
-        from ml.workflows import publish_customer_scores
-        from revopt.config import load_settings
-        from revopt.runctx import run_date_of
-
-        return publish_customer_scores(load_settings(), run_date_of(context), scores["path"])
+        return _call("publish_customer_scores", scores["path"], context, with_params=False)
 
     @task
     def recommend_prices(extract_paths: dict[str, str], **context) -> dict:
-        from ml.workflows import RunParams, recommend_prices
-        from revopt.config import load_settings
-        from revopt.runctx import run_date_of
-
-        params = RunParams.from_mapping(context["params"])
-        return recommend_prices(load_settings(), run_date_of(context), extract_paths, params)
+        return _call("recommend_prices", extract_paths, context)
 
     @task
     def publish_prices(recommendations: dict, **context) -> int:
-        from ml.workflows import publish_price_recommendations
-        from revopt.config import load_settings
-        from revopt.runctx import run_date_of
+        return _call("publish_price_recommendations", recommendations["path"], context, with_params=False)
 
-        return publish_price_recommendations(load_settings(), run_date_of(context), recommendations["path"])
+    @task
+    def recommend_send_times(extract_paths: dict[str, str], **context) -> dict:
+        return _call("recommend_send_times", extract_paths, context)
+
+    @task
+    def publish_send_times(recommendations: dict, **context) -> int:
+        return _call("publish_send_time_recommendations", recommendations["path"], context, with_params=False)
+
+    @task
+    def allocate_budget(extract_paths: dict[str, str], **context) -> dict:
+        return _call("allocate_budget", extract_paths, context)
+
+    @task
+    def publish_budget(allocation: dict, **context) -> int:
+        return _call("publish_budget_allocations", allocation.get("path"), context, with_params=False)
 
     validated = validate(extract())
     publish(score(build_features(validated)))
     publish_prices(recommend_prices(validated))
+    publish_send_times(recommend_send_times(validated))
+    publish_budget(allocate_budget(validated))
 
 
 revopt_nightly()

@@ -1,5 +1,5 @@
 """Weekly (and on demand) training for logical date D: extract -> validate -> train each model
-family (propensity, churn, CLV, pricing), register it and gate it against its champion.
+family (propensity, churn, CLV, pricing, send time, budget), register it and gate it against its champion.
 
 Families train one after another: on the embedded stack they share one SQLite MLflow store, and
 the machine has two cores either way.
@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import Param, dag, task
-from revopt.dag_tasks import ACTIVE_DAYS_PARAM, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, extract, validate
+from revopt.dag_tasks import (
+    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS, extract, validate,
+)
 
 PARAMS = {
     "lookback_days": LOOKBACK_PARAM,
@@ -23,6 +25,8 @@ PARAMS = {
     "seed": Param(42, type="integer", description="Seed for tuning and fitting."),
     "promotion_margin": Param(0.005, type="number", minimum=0, description="How much a new model must beat the champion by (ROC AUC points; CLV and pricing: share of the champion's error)."),
     **PRICE_PARAMS,
+    **SEND_TIME_PARAMS,
+    **BUDGET_PARAMS,
 }
 
 
@@ -63,8 +67,19 @@ def revopt_training():
     def train_pricing(extract_paths: dict[str, str], **context) -> dict[str, str]:
         return _train("pricing", extract_paths, context)
 
+    @task
+    def train_send_time(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("send_time", extract_paths, context)
+
+    @task
+    def train_budget(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        return _train("budget", extract_paths, context)
+
     validated = validate(extract())
-    train_propensity(validated) >> train_churn(validated) >> train_clv(validated) >> train_pricing(validated)
+    (
+        train_propensity(validated) >> train_churn(validated) >> train_clv(validated) >> train_pricing(validated)
+        >> train_send_time(validated) >> train_budget(validated)
+    )
 
 
 revopt_training()

@@ -97,3 +97,76 @@ def elasticity_figure(estimates: pd.DataFrame, title: str) -> Figure:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def send_time_figure(priors: pd.DataFrame, recommendations: pd.DataFrame, title: str,
+                     quiet_hours: tuple[int, int] | None = None) -> Figure:
+    """Left: the prior curve by local hour per segment (all days; open rate, or activity share when
+    the store has no email data), quiet hours shaded. Right: how many customers get each recommended
+    hour, stacked by the evidence behind it (``signal``)."""
+    value = "open_rate" if priors["sends"].sum() > 0 else "activity_share"
+    curves = priors[priors["day_type"] == "any"].pivot_table(index="hour", columns="segment", values=value)
+    fig, (curve_ax, hist_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for segment in curves.columns:
+        curve_ax.plot(curves.index, curves[segment], linewidth=2.5 if segment == "(all)" else 1.0,
+                      color="black" if segment == "(all)" else None, label=str(segment))
+    if quiet_hours is not None:
+        start, end = quiet_hours
+        spans = [(start, end)] if start < end else [(start, 24), (0, end)]
+        for low, high in spans:
+            for ax in (curve_ax, hist_ax):
+                ax.axvspan(low - 0.5, high - 0.5, color="grey", alpha=0.15)
+    curve_ax.set(xlabel="local hour", ylabel=value.replace("_", " "), title="prior by segment (all days)", xlim=(-0.5, 23.5))
+    if curves.shape[1] <= 12:
+        curve_ax.legend(fontsize=7, ncol=2)
+    counts = recommendations.groupby(["best_hour", "signal"]).size().unstack(fill_value=0).reindex(range(24), fill_value=0)
+    bottom = np.zeros(24)
+    for signal in counts.columns:
+        hist_ax.bar(counts.index, counts[signal], bottom=bottom, label=str(signal))
+        bottom += counts[signal].to_numpy()
+    hist_ax.set(xlabel="recommended local hour", ylabel="customers x day types", title="recommended hours", xlim=(-0.5, 23.5))
+    hist_ax.legend(title="signal", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+from ml.budget import BudgetAllocation, MediaFit, response_curves
+
+
+def response_curves_figure(fit: MediaFit, allocation: BudgetAllocation, title: str) -> Figure:
+    """Per channel: expected incremental revenue over the allocation's horizon against daily spend,
+    with the bootstrap band, and markers at the current and the recommended spend.
+
+    ``fit`` is an :class:`ml.budget.MediaFit`, ``allocation`` an :class:`ml.budget.BudgetAllocation`
+    made from it; channels the allocation held (not estimated) get a panel with the reason.
+    """
+    rows = allocation.table.reset_index(drop=True)
+    n = max(len(rows), 1)
+    ncols = min(n, 2)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 3.8 * nrows), squeeze=False)
+    known = fit.channels.set_index("channel")
+    for ax, (_, row) in zip(axes.ravel(), rows.iterrows()):
+        channel = row["channel"]
+        if row["binding_constraint"] == "excluded" or channel not in known.index or not bool(known.loc[channel, "fitted"]):
+            ax.text(0.5, 0.5, f"{channel}: not optimised\n{row['reason']}", ha="center", va="center", wrap=True, fontsize=8)
+            ax.set_axis_off()
+            continue
+        top = max(2.0 * max(row["current_spend"], row["recommended_spend"]), 1.5 * float(known.loc[channel, "half_saturation_spend"]))
+        grid = np.linspace(0.0, top, 121)
+        curve = response_curves(fit, {channel: grid}, horizon_days=allocation.horizon_days)
+        curve = curve[curve["channel"] == channel]
+        ax.fill_between(curve["spend"], curve["revenue_low"], curve["revenue_high"], alpha=0.25, label="interval")
+        ax.plot(curve["spend"], curve["revenue"], label="expected")
+        ax.plot(row["current_spend"], row["expected_revenue_current"], "o", color="grey", label="current")
+        ax.plot(row["recommended_spend"], row["expected_revenue_recommended"], "*", markersize=12, color="C3",
+                label="recommended")
+        ax.set(xlabel="daily spend", ylabel=f"incremental revenue over {allocation.horizon_days} days",
+               title=f"{channel} ({row['binding_constraint']})")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(rows):]:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -18,11 +19,11 @@ from mlflow.models import infer_signature
 from psycopg import sql
 from sklearn.metrics import roc_auc_score
 
-from ml import clv, plots, pricing
+from ml import budget, clv, plots, pricing, send_time
 from ml.classifier import CalibratedModel, ModelSpec, TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.gate import GateDecision, decide
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs
-from ml.pyfunc import CalibratedClassifierModel, PricingModel
+from ml.pyfunc import BudgetModel, CalibratedClassifierModel, PricingModel, SendTimeModel
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
@@ -192,12 +193,11 @@ def _log_clv_figures(selection: clv.ClvSelection, valid: LabelledSet, final: clv
         figures["feature_importance.png"] = plots.feature_importance_figure(
             contributions.abs().mean(), "clv: mean |contribution| on holdout (log spend)")
     for name, fig in figures.items():
-        mlflow.log_figure(fig, f"plots/{name}")
-        plots.close(fig)
+        _log_figure(name, fig)
 
 
 def train_pricing(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], *, lookback_days: int,
-                  guardrails: "pricing.PricingGuardrails", horizon_days: int, n_trials: int, timeout_seconds: float,
+                  guardrails: pricing.PricingGuardrails, horizon_days: int, n_trials: int, timeout_seconds: float,
                   seed: int, promotion_margin: float) -> dict[str, str]:
     """Tune the demand model on a time-based backtest, estimate elasticities with intervals, log,
     register the pricing model and gate it on the backtest's Poisson deviance (lower is better;
@@ -230,39 +230,150 @@ def train_pricing(settings: Settings, run_date: dt.date, frames: dict[str, pd.Da
             if estimated.any() else float("nan"),
         })
         mlflow.log_table(table, "elasticities.json")
-        fig = plots.elasticity_figure(table, f"elasticities as of {run_date} ({tuning.config.interval:.0%} intervals)")
-        mlflow.log_figure(fig, "plots/elasticities.png")
-        plots.close(fig)
+        _log_figure("elasticities.png", plots.elasticity_figure(
+            table, f"elasticities as of {run_date} ({tuning.config.interval:.0%} intervals)"))
 
         model = PricingModel(table, guardrails, horizon_days)
         example = frames["products"][["product_id", "cost", "current_price"]].head(5)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=model,
-            signature=infer_signature(example, model.predict(None, example)), input_example=example,
-            pip_requirements=PIP_REQUIREMENTS, registered_model_name=pricing.MODEL_NAME,
+        champion_value = _champion_config_value(
+            pricing.MODEL_NAME, "pricing", champion_version, pricing.ElasticityConfig,
+            lambda config: pricing.demand_backtest(panel, config)["deviance"],
         )
-        model_version = str(info.registered_model_version)
-        champion_value = _champion_backtest_deviance(champion_version, panel)
-        decision = decide(
-            model_name=pricing.MODEL_NAME, candidate_version=model_version, candidate_value=tuning.best_deviance,
-            champion_version=champion_version, champion_value=champion_value, metric="backtest_poisson_deviance",
-            margin=promotion_margin * champion_value if champion_value is not None else 0.0, higher_is_better=False,
+        return _register_and_gate(
+            settings, run_date, run.info.run_id, pricing.MODEL_NAME, model, example,
+            metric="backtest_poisson_deviance", candidate_value=tuning.best_deviance,
+            champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
         )
-        apply_decision(settings, run_date, decision, run.info.run_id)
-        return {"run_id": run.info.run_id, "model_name": pricing.MODEL_NAME, "model_version": model_version,
-                "alias": decision.alias}
 
 
-def _champion_backtest_deviance(champion_version: str | None, panel: pd.DataFrame) -> float | None:
-    spec = champion_spec(pricing.MODEL_NAME, champion_version)
-    if spec is None or spec.get("family") != "pricing":
+def train_send_time(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], config: send_time.SendTimeConfig,
+                    *, n_trials: int, timeout_seconds: float, promotion_margin: float) -> dict[str, str]:
+    """Tune the send-time model's shrinkage on held-out sends, log the priors and the
+    recommended-hour distribution, register the configuration and gate it on the backtest
+    objective (``docs/send_time.md``; lower is better, ``promotion_margin`` relative)."""
+    data = (frames["engagement_by_hour"], frames["orders"], frames["customers"])
+    as_of = pd.Timestamp(run_date, tz="UTC")
+    configure_mlflow(settings)
+    champion_version = current_version(send_time.MODEL_NAME, CHAMPION)
+    with mlflow.start_run(run_name=f"send_time-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "send_time", "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params({"run_date": run_date.isoformat(), "n_trials": n_trials, "timeout_seconds": timeout_seconds,
+                           "seed": config.random_state, "holdout_days": config.holdout_days,
+                           "quiet_hours": str(config.quiet_hours), "default_send_hour": config.default_send_hour,
+                           "promotion_margin": promotion_margin})
+        tuning = send_time.tune_send_time(*data, as_of, config, n_trials=n_trials, timeout_seconds=timeout_seconds,
+                                          callbacks=[trial_logger("valid_objective")])
+        config_json = _json_safe(asdict(tuning.config))
+        mlflow.set_tag(SPEC_TAG, json.dumps({"family": "send_time", "config": config_json}))
+        mlflow.log_params({f"best_{key}": value for key, value in config_json.items()
+                           if key in ("prior_strength", "level_strength", "bandwidth_hours", "activity_weight",
+                                      "activity_strength", "by_day_type", "day_type_pooling")})
+        # the objective is 1 / policy lift when send hours vary enough to estimate it, else the log loss
+        mlflow.log_metrics({"backtest_objective": tuning.best_loss, "backtest_objective_default": tuning.default_loss,
+                            **{f"backtest_{key}": value for key, value in tuning.scores.items() if key != "objective"}})
+        fit = send_time.fit_send_time(*data, as_of, tuning.config)
+        recommendations = send_time.recommend_send_times(fit)
+        mlflow.log_metrics({key: float(value) for key, value in fit.params.items() if isinstance(value, (int, float))})
+        mlflow.log_table(fit.priors, "send_time_priors.json")
+        _log_figure("send_times.png", plots.send_time_figure(
+            fit.priors, recommendations, f"send times as of {run_date}", quiet_hours=tuning.config.quiet_hours))
+
+        model = SendTimeModel(tuning.config, fit.priors)
+        example = frames["customers"][["customer_id", "timezone", "country"]].head(5)
+        champion_value = _champion_config_value(
+            send_time.MODEL_NAME, "send_time", champion_version, send_time.SendTimeConfig,
+            lambda champion: send_time.send_time_backtest(*data, as_of, champion)["objective"],
+        )
+        return _register_and_gate(
+            settings, run_date, run.info.run_id, send_time.MODEL_NAME, model, example,
+            metric="backtest_objective", candidate_value=tuning.best_loss,
+            champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
+        )
+
+
+def train_budget(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], *, lookback_days: int,
+                 config: budget.MediaConfig, constraints: budget.BudgetConstraints, n_trials: int,
+                 timeout_seconds: float, promotion_margin: float) -> dict[str, str]:
+    """Fit the media mix model (hyperparameters tuned on held-out weeks), log the response curves
+    and the allocation under this run's constraints, register the model and gate it on the held-out
+    weeks' MAPE of daily revenue (lower is better; ``promotion_margin`` relative)."""
+    history = budget.media_history(frames["marketing_spend"], frames["orders"], run_date, lookback_days)
+    configure_mlflow(settings)
+    champion_version = current_version(budget.MODEL_NAME, CHAMPION)
+    with mlflow.start_run(run_name=f"budget-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "budget", "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params({"run_date": run_date.isoformat(), "lookback_days": lookback_days, "history_days": len(history),
+                           "channels": ",".join(budget.paid_channels(history)), "n_trials": n_trials,
+                           "timeout_seconds": timeout_seconds, "seed": config.random_state, "target": config.target,
+                           "holdout_weeks": config.holdout_weeks, "promotion_margin": promotion_margin})
+        tuning = budget.tune_media_model(history, config, n_trials=n_trials, timeout_seconds=timeout_seconds,
+                                         callbacks=[trial_logger("valid_mape")])
+        config_json = _json_safe(asdict(tuning.config))
+        mlflow.set_tag(SPEC_TAG, json.dumps({"family": "budget", "config": config_json}))
+        mlflow.log_params({f"best_{key}": value for key, value in config_json.items()
+                           if key in ("regularisation", "trend_knot_days", "trend_smoothing", "fourier_order")})
+        backtest = budget.media_backtest(history, tuning.config)
+        mlflow.log_metrics({f"holdout_{key}": value for key, value in backtest.items()})
+        fit = budget.fit_media_model(history, tuning.config)
+        mlflow.log_metrics({key: float(value) for key, value in fit.params.items() if isinstance(value, (int, float))})
+        mlflow.log_table(fit.channels, "channels.json")
+        allocation = budget.allocate_budget(fit, history, constraints)
+        mlflow.log_table(allocation.table, "allocation.json")
+        mlflow.set_tags({"revopt.budget.moved": str(allocation.moved), "revopt.budget.reason": allocation.reason[:5000]})
+        _log_figure("response_curves.png", plots.response_curves_figure(fit, allocation, f"response curves as of {run_date}"))
+
+        model = BudgetModel(fit, constraints)
+        example = allocation.table[["channel", "current_spend"]]
+        champion_value = _champion_config_value(
+            budget.MODEL_NAME, "budget", champion_version, budget.MediaConfig,
+            lambda champion: budget.media_backtest(history, champion)["mape"],
+        )
+        return _register_and_gate(
+            settings, run_date, run.info.run_id, budget.MODEL_NAME, model, example,
+            metric="holdout_mape", candidate_value=backtest["mape"],
+            champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
+        )
+
+
+def _log_figure(name: str, fig) -> None:
+    mlflow.log_figure(fig, f"plots/{name}")
+    plots.close(fig)
+
+
+def _register_and_gate(settings: Settings, run_date: dt.date, run_id: str, model_name: str,
+                       model: mlflow.pyfunc.PythonModel, example: pd.DataFrame, *, metric: str, candidate_value: float,
+                       champion_version: str | None, champion_value: float | None,
+                       relative_margin: float) -> dict[str, str]:
+    """Log and register a config-style model (lower ``metric`` is better; the margin is that share
+    of the champion's value), gate it and return the run's reference for XCom."""
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=model,
+        signature=infer_signature(example, model.predict(None, example)), input_example=example,
+        pip_requirements=PIP_REQUIREMENTS, registered_model_name=model_name,
+    )
+    model_version = str(info.registered_model_version)
+    decision = decide(
+        model_name=model_name, candidate_version=model_version, candidate_value=candidate_value,
+        champion_version=champion_version, champion_value=champion_value, metric=metric,
+        margin=relative_margin * champion_value if champion_value is not None else 0.0, higher_is_better=False,
+    )
+    apply_decision(settings, run_date, decision, run_id)
+    return {"run_id": run_id, "model_name": model_name, "model_version": model_version, "alias": decision.alias}
+
+
+def _champion_config_value(model_name: str, family: str, champion_version: str | None, config_type: type,
+                           evaluate: Callable[[Any], float]) -> float | None:
+    """The champion's configuration (from its spec tag) re-run on the candidate's backtest; None
+    when there is no champion or its configuration cannot be rebuilt by this version."""
+    spec = champion_spec(model_name, champion_version)
+    if spec is None or spec.get("family") != family:
         return None
     try:
-        config = pricing.ElasticityConfig(**spec["config"])
+        config = config_type(**spec["config"])
     except (TypeError, ValueError) as exc:
-        logger.warning("pricing v%s has a spec this version cannot rebuild (%s)", champion_version, exc)
+        logger.warning("%s v%s has a spec this version cannot rebuild (%s)", model_name, champion_version, exc)
         return None
-    return float(pricing.demand_backtest(panel, config)["deviance"])
+    return float(evaluate(config))
 
 
 def _json_safe(values: dict) -> dict:
@@ -327,5 +438,4 @@ def _log_classifier_figures(family: str, model, valid: LabelledSet, raw: np.ndar
         "feature_importance.png": plots.feature_importance_figure(importance, f"{family}: mean |contribution| on holdout"),
     }
     for name, fig in figures.items():
-        mlflow.log_figure(fig, f"plots/{name}")
-        plots.close(fig)
+        _log_figure(name, fig)

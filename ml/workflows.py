@@ -10,8 +10,9 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -19,12 +20,14 @@ import numpy as np
 import pandas as pd
 
 from features.customer import FEATURE_COLUMNS, customer_features
-from ml import churn, clv, pricing, propensity
+from ml import budget, churn, clv, pricing, propensity, send_time
 from ml.classifier import TuningConfig, top_factors
 from ml.tracking import CHAMPION, configure_mlflow, resolve_alias
 from ml.training import BinaryTask, train_binary
 from ml.training import train_clv as _train_clv
+from ml.training import train_budget as _train_budget
 from ml.training import train_pricing as _train_pricing
+from ml.training import train_send_time as _train_send_time
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
 from revopt.extract import read_extract
@@ -40,6 +43,16 @@ PRICE_RECOMMENDATION_COLUMNS = (
     "expected_units_current", "expected_units_recommended", "expected_revenue_current", "expected_revenue_recommended",
     "expected_profit_current", "expected_profit_recommended", "binding_guardrail", "confidence", "reason",
     "model_name", "model_version",
+)
+SEND_TIME_COLUMNS = (
+    "run_date", "customer_id", "day_type", "timezone", "best_hour", "runner_up_hour", "default_hour",
+    "expected_rate_best", "expected_rate_default", "n_events", "signal", "model_name", "model_version",
+)
+BUDGET_COLUMNS = (
+    "run_date", "channel", "current_spend", "recommended_spend", "expected_revenue_current",
+    "expected_revenue_recommended", "expected_revenue_recommended_low", "expected_revenue_recommended_high",
+    "marginal_roas", "marginal_roas_low", "marginal_roas_high", "binding_constraint", "horizon_days", "moved",
+    "reason", "model_name", "model_version",
 )
 
 
@@ -60,6 +73,14 @@ class RunParams:
     price_max_change: float = 0.10
     price_ending: float | None = None
     price_horizon_days: int = 7
+    send_quiet_start: int = 23
+    send_quiet_end: int = 6
+    default_send_hour: int = 10
+    budget_total: float | None = None
+    budget_max_change: float = 0.3
+    budget_min_spend: dict[str, float] = field(default_factory=dict)
+    budget_max_spend: dict[str, float] = field(default_factory=dict)
+    budget_horizon_days: int = 28
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
@@ -71,6 +92,18 @@ class RunParams:
     def guardrails(self) -> pricing.PricingGuardrails:
         return pricing.PricingGuardrails(
             min_margin=self.price_min_margin, max_change=self.price_max_change, price_ending=self.price_ending
+        )
+
+    @property
+    def send_time_config(self) -> send_time.SendTimeConfig:
+        quiet = None if self.send_quiet_start == self.send_quiet_end else (self.send_quiet_start, self.send_quiet_end)
+        return send_time.SendTimeConfig(quiet_hours=quiet, default_send_hour=self.default_send_hour, random_state=self.seed)
+
+    @property
+    def budget_constraints(self) -> budget.BudgetConstraints:
+        return budget.BudgetConstraints(
+            total_budget=self.budget_total, min_spend=dict(self.budget_min_spend), max_spend=dict(self.budget_max_spend),
+            max_change=self.budget_max_change, horizon_days=self.budget_horizon_days,
         )
 
     @property
@@ -159,6 +192,32 @@ def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str
     )
 
 
+def train_send_time(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Tune the send-time shrinkage on held-out sends, register the configuration and gate it."""
+    return _train_send_time(
+        settings, run_date, read_extract(extract_paths), params.send_time_config, n_trials=params.n_trials,
+        timeout_seconds=params.tuning_timeout_seconds, promotion_margin=params.promotion_margin,
+    )
+
+
+def train_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
+    """Fit the media mix model (tuned on held-out weeks), register it and gate it; a store without
+    marketing spend skips the family (nothing to allocate) and says so."""
+    frames = read_extract(extract_paths)
+    if frames["marketing_spend"].empty:
+        return _skipped("budget", run_date, "the store has no marketing spend before the run date (shop.marketing_spend)")
+    return _train_budget(
+        settings, run_date, frames, lookback_days=params.lookback_days,
+        config=budget.MediaConfig(random_state=params.seed), constraints=params.budget_constraints,
+        n_trials=params.n_trials, timeout_seconds=params.tuning_timeout_seconds, promotion_margin=params.promotion_margin,
+    )
+
+
+def _skipped(family: str, run_date: dt.date, reason: str) -> dict[str, str]:
+    logger.warning("%s skipped for %s: %s", family, run_date, reason)
+    return {"skipped": reason}
+
+
 def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
     """Price recommendations for every product with the pricing ``@champion`` under this run's guardrails."""
     configure_mlflow(settings)
@@ -171,12 +230,58 @@ def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[
     table = recommended.assign(run_date=run_date, model_name=champion.name, model_version=champion.version)[
         list(PRICE_RECOMMENDATION_COLUMNS)
     ]
-    path = settings.run_dir(run_date) / "scores" / "price_recommendations.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(path, index=False)
+    path = _write_scores(settings, run_date, "price_recommendations", table)
     changed = int((table["recommended_price"] != table["current_price"]).sum())
     logger.info("price recommendations for %s: %d products, %d changed, model v%s", run_date, len(table), changed, champion.version)
     return {"path": str(path), "rows": len(table), "changed": changed, "model_version": champion.version}
+
+
+def recommend_send_times(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
+    """Every customer's best send hours from the latest engagement with the send-time ``@champion``'s
+    configuration, under this run's quiet hours and default send hour."""
+    configure_mlflow(settings)
+    champion = _load_champion(send_time.MODEL_NAME)
+    frames = read_extract({name: extract_paths[name] for name in ("engagement_by_hour", "orders", "customers")})
+    run_settings = params.send_time_config
+    config = replace(champion.model.config, quiet_hours=run_settings.quiet_hours, default_send_hour=run_settings.default_send_hour)
+    recommended = champion.model.recommend(frames["engagement_by_hour"], frames["orders"], frames["customers"],
+                                           pd.Timestamp(run_date, tz="UTC"), config=config)
+    table = recommended.assign(run_date=run_date, model_name=champion.name, model_version=champion.version)[
+        list(SEND_TIME_COLUMNS)
+    ]
+    path = _write_scores(settings, run_date, "send_time_recommendations", table)
+    counts = table["signal"].value_counts().to_dict()
+    logger.info("send times for %s: %d rows (%s), model v%s", run_date, len(table), counts, champion.version)
+    return {"path": str(path), "rows": len(table), "model_version": champion.version}
+
+
+def allocate_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
+    """The marketing budget split with the budget ``@champion``'s response curves, from the latest
+    spend, under this run's constraints; skipped (nothing published) for a store without spend."""
+    spend = pd.read_parquet(extract_paths["marketing_spend"])
+    if spend.empty:
+        return _skipped("budget", run_date, "the store has no marketing spend before the run date (shop.marketing_spend)")
+    configure_mlflow(settings)
+    champion = _load_champion(budget.MODEL_NAME)
+    history = budget.media_history(spend, pd.read_parquet(extract_paths["orders"]), run_date, params.lookback_days)
+    allocation = champion.model.allocate(history, params.budget_constraints)
+    table = allocation.table.assign(
+        run_date=run_date, horizon_days=allocation.horizon_days, moved=allocation.moved,
+        reason=allocation.table["reason"].where(allocation.table["reason"].astype(bool), allocation.reason),
+        model_name=champion.name, model_version=champion.version,
+    )[list(BUDGET_COLUMNS)]
+    path = _write_scores(settings, run_date, "budget_allocations", table)
+    logger.info("budget for %s: %s (moved: %s; %s), model v%s", run_date,
+                dict(zip(table["channel"], table["recommended_spend"].round(2))), allocation.moved, allocation.reason,
+                champion.version)
+    return {"path": str(path), "rows": len(table), "moved": allocation.moved, "model_version": champion.version}
+
+
+def _write_scores(settings: Settings, run_date: dt.date, name: str, table: pd.DataFrame) -> Path:
+    path = settings.run_dir(run_date) / "scores" / f"{name}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    return path
 
 
 def _optional_frame(extract_paths: dict[str, str], name: str) -> pd.DataFrame | None:
@@ -235,9 +340,7 @@ def score_customers(settings: Settings, run_date: dt.date, features_path: str, p
             "clv_version": models["clv"].version,
         }
     )
-    path = settings.run_dir(run_date) / "scores" / "customer_scores.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scores.to_parquet(path, index=False)
+    path = _write_scores(settings, run_date, "customer_scores", scores)
     logger.info("scored %d customers with %s", len(scores), {n: f"v{c.version}" for n, c in models.items()})
     return {"path": str(path), "rows": len(scores), "versions": {n: c.version for n, c in models.items()}}
 
@@ -265,6 +368,18 @@ def publish_customer_scores(settings: Settings, run_date: dt.date, scores_path: 
 def publish_price_recommendations(settings: Settings, run_date: dt.date, path: str) -> int:
     """Replace ``scores.price_recommendations`` rows for the run date with this run's recommendations."""
     return _publish(settings, run_date, "scores.price_recommendations", path)
+
+
+def publish_send_time_recommendations(settings: Settings, run_date: dt.date, path: str) -> int:
+    """Replace ``scores.send_time_recommendations`` rows for the run date with this run's."""
+    return _publish(settings, run_date, "scores.send_time_recommendations", path)
+
+
+def publish_budget_allocations(settings: Settings, run_date: dt.date, path: str | None) -> int:
+    """Replace ``scores.budget_allocations`` rows for the run date; nothing when the family was skipped."""
+    if path is None:
+        return 0
+    return _publish(settings, run_date, "scores.budget_allocations", path)
 
 
 def _publish(settings: Settings, run_date: dt.date, table: str, path: str) -> int:

@@ -255,30 +255,56 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
         }
     )
     with connect_postgres(settings) as conn:
-        scores = _latest_runs(
-            conn, "scores.customer_scores",
-            "count(*), round(avg(purchase_propensity)::numeric, 4), round(avg(churn_risk)::numeric, 4), "
-            "round(avg(clv)::numeric, 2), max(propensity_version), max(churn_version), max(clv_version)",
-        )
-        prices = _latest_runs(
-            conn, "scores.price_recommendations",
-            "count(*), count(*) FILTER (WHERE recommended_price <> current_price), "
-            "count(*) FILTER (WHERE confidence = 'low'), max(model_version)",
-        )
-    print("\npublished scores.customer_scores (latest run dates):")
-    for run_date, count, propensity, churn, clv, p_version, c_version, v_version in scores:
-        print(
-            f"  {run_date}: {count:,} customers, mean propensity {propensity}, mean churn risk {churn}, "
-            f"mean CLV {clv} (model versions: propensity {p_version}, churn {c_version}, clv {v_version})"
-        )
-    if not scores:
-        print("  (nothing published yet)")
-    print("\npublished scores.price_recommendations (latest run dates):")
-    for run_date, count, changed, held, version in prices:
-        print(f"  {run_date}: {count:,} products, {changed:,} price changes, {held:,} held for low confidence (model version {version})")
-    if not prices:
-        print("  (nothing published yet)")
+        sections = [(table, _latest_runs(conn, table, aggregates), line) for table, aggregates, line in _PUBLISHED_SUMMARIES]
+    for table, rows, line in sections:
+        print(f"\npublished {table} (latest run dates):")
+        for row in rows:
+            print("  " + line(*row))
+        if not rows:
+            print("  (nothing published yet)")
     return 0
+
+
+#: (published table, per-run-date aggregates, how one run date's aggregates read) for ``revopt where``
+_PUBLISHED_SUMMARIES = (
+    (
+        "scores.customer_scores",
+        "count(*), round(avg(purchase_propensity)::numeric, 4), round(avg(churn_risk)::numeric, 4), "
+        "round(avg(clv)::numeric, 2), max(propensity_version), max(churn_version), max(clv_version)",
+        lambda run_date, count, propensity, churn, clv, p_version, c_version, v_version: (
+            f"{run_date}: {count:,} customers, mean propensity {propensity}, mean churn risk {churn}, "
+            f"mean CLV {clv} (model versions: propensity {p_version}, churn {c_version}, clv {v_version})"
+        ),
+    ),
+    (
+        "scores.price_recommendations",
+        "count(*), count(*) FILTER (WHERE recommended_price <> current_price), "
+        "count(*) FILTER (WHERE confidence = 'low'), max(model_version)",
+        lambda run_date, count, changed, held, version: (
+            f"{run_date}: {count:,} products, {changed:,} price changes, {held:,} held for low confidence "
+            f"(model version {version})"
+        ),
+    ),
+    (
+        "scores.send_time_recommendations",
+        "count(DISTINCT customer_id), mode() WITHIN GROUP (ORDER BY best_hour), "
+        "count(DISTINCT customer_id) FILTER (WHERE signal = 'prior'), max(model_version)",
+        lambda run_date, count, hour, cold, version: (
+            f"{run_date}: {count:,} customers, most common best hour {hour}:00 local, {cold:,} from the prior alone "
+            f"(model version {version})"
+        ),
+    ),
+    (
+        "scores.budget_allocations",
+        "round(sum(current_spend)::numeric, 2), round(sum(recommended_spend)::numeric, 2), "
+        "round(sum(expected_revenue_recommended - expected_revenue_current)::numeric, 2), bool_or(moved), "
+        "max(model_version)",
+        lambda run_date, current, recommended, gain, moved, version: (
+            f"{run_date}: daily spend {current} -> {recommended}, expected revenue change {gain} over the horizon"
+            f"{'' if moved else ' (no change recommended)'} (model version {version})"
+        ),
+    ),
+)
 
 
 def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:

@@ -37,6 +37,18 @@ PRICE_PARAMS = {
     "price_ending": Param(None, type=["null", "number"], minimum=0, maximum=0.99, description="Price ending, e.g. 0.99; empty for whole cents."),
     "price_horizon_days": Param(7, type="integer", minimum=1, description="Days the expected units / revenue / profit cover."),
 }
+SEND_TIME_PARAMS = {
+    "send_quiet_start": Param(23, type="integer", minimum=0, maximum=23, description="Quiet hours start (local hour): nothing is recommended from here ..."),
+    "send_quiet_end": Param(6, type="integer", minimum=0, maximum=23, description="... up to (not including) this local hour. Equal start and end: no quiet hours."),
+    "default_send_hour": Param(10, type="integer", minimum=0, maximum=23, description="The store's default send hour (local), the baseline the lift is measured against."),
+}
+BUDGET_PARAMS = {
+    "budget_total": Param(None, type=["null", "number"], minimum=0, description="Total daily marketing budget to allocate; empty for the current total."),
+    "budget_max_change": Param(0.3, type="number", minimum=0, description="Largest change per channel vs its current daily spend, as a share."),
+    "budget_min_spend": Param({}, type="object", description='Minimum daily spend per channel, e.g. {"display": 100}.'),
+    "budget_max_spend": Param({}, type="object", description='Maximum daily spend per channel, e.g. {"paid_search": 5000}.'),
+    "budget_horizon_days": Param(28, type="integer", minimum=1, description="Days the expected revenue figures cover."),
+}
 ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
 
 

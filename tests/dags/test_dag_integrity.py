@@ -19,6 +19,10 @@ EXPECTED_EDGES = {
         "publish": {"score"},
         "recommend_prices": {"validate"},
         "publish_prices": {"recommend_prices"},
+        "recommend_send_times": {"validate"},
+        "publish_send_times": {"recommend_send_times"},
+        "allocate_budget": {"validate"},
+        "publish_budget": {"allocate_budget"},
     },
     "revopt_training": {
         "extract": set(),
@@ -27,6 +31,8 @@ EXPECTED_EDGES = {
         "train_churn": {"validate", "train_propensity"},
         "train_clv": {"validate", "train_churn"},
         "train_pricing": {"validate", "train_clv"},
+        "train_send_time": {"validate", "train_pricing"},
+        "train_budget": {"validate", "train_send_time"},
     },
 }
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from ml import churn, clv, pricing, propensity
+from ml import budget, churn, clv, pricing, propensity, send_time
 from ml.tracking import configure_mlflow
 from revopt import cli
 from revopt.postgres import read_frame
@@ -18,7 +18,7 @@ from revopt.stack import close_event_stores, connect_postgres
 START = dt.date(2024, 1, 1)
 DAYS = 300
 RUN_DATE = START + dt.timedelta(days=DAYS)
-MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL_NAME)
+MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL_NAME, send_time.MODEL_NAME, budget.MODEL_NAME)
 FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
@@ -117,6 +117,50 @@ def test_nightly_dag_publishes_guarded_price_recommendations(settings, seeded):
     assert prices.loc[held, "reason"].str.len().gt(0).all()
     assert set(prices["confidence"]) <= {"high", "low"}
     assert prices["expected_profit_recommended"].notna().all()
+
+
+def test_nightly_dag_publishes_send_times_outside_quiet_hours_for_every_customer(settings, seeded):
+    with connect_postgres(settings) as conn:
+        times = read_frame(conn, "SELECT * FROM scores.send_time_recommendations WHERE run_date = %s", (RUN_DATE,))
+    _, customers = _published(settings)
+    assert set(times["customer_id"]) == set(customers["customer_id"])
+    day_types = set(times["day_type"])
+    assert day_types in ({"any"}, {"weekday", "weekend"})
+    assert len(times) == len(customers) * len(day_types)
+    quiet = times["best_hour"].isin([23, 0, 1, 2, 3, 4, 5])  # default quiet hours 23:00-05:59
+    assert not quiet.any()
+    assert times["best_hour"].between(0, 23).all()
+    gap = (times["best_hour"] - times["runner_up_hour"]).abs()
+    assert (gap.where(gap <= 12, 24 - gap).dropna() >= 2).all()
+    assert set(times["signal"]) <= {"email", "activity", "prior"} and "email" in set(times["signal"])
+    assert times["expected_rate_best"].between(0, 1).all()
+    assert (times["default_hour"] == 10).all()
+    # 10:00 is allowed and has send history, so the best hour is at least as good as it
+    assert (times["expected_rate_best"] >= times["expected_rate_default"] - 1e-12).all()
+    assert times["best_hour"].nunique() > 1, "personalised hours differ across customers"
+    configure_mlflow(settings)
+    champion = MlflowClient().get_model_version_by_alias(send_time.MODEL_NAME, "champion").version
+    assert set(times["model_version"]) == {str(champion)}
+
+
+def test_nightly_dag_publishes_a_budget_split_within_the_constraints(settings, seeded):
+    with connect_postgres(settings) as conn:
+        split = read_frame(conn, "SELECT * FROM scores.budget_allocations WHERE run_date = %s", (RUN_DATE,))
+        channels = read_frame(conn, "SELECT DISTINCT channel FROM shop.marketing_spend")
+    assert sorted(split["channel"]) == sorted(channels["channel"])
+    assert split["recommended_spend"].sum() == pytest.approx(split["current_spend"].sum(), rel=1e-6)  # total = current
+    within = (split["recommended_spend"] - split["current_spend"]).abs() <= 0.3 * split["current_spend"] + 1e-6
+    assert within[split["binding_constraint"] != "excluded"].all(), "max change 30 % per channel (default)"
+    assert split["reason"].str.len().gt(0).all()
+    assert split["moved"].nunique() == 1
+    if not split["moved"].iloc[0]:
+        assert "current" in split["reason"].iloc[0] or "bound" in split["reason"].iloc[0]
+    assert (split["expected_revenue_current"] >= 0).all() and (split["marginal_roas"].dropna() >= 0).all()
+    configure_mlflow(settings)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(budget.MODEL_NAME, "champion")
+    assert set(split["model_version"]) == {str(champion.version)}
+    assert "plots/response_curves.png" in {a.path for a in client.list_artifacts(champion.run_id, "plots")}
 
 
 def test_competitor_prices_and_stock_from_the_optional_sources_bound_the_price(settings, seeded):
