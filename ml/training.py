@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
-from psycopg import sql
 from sklearn.metrics import roc_auc_score
 
 from ml import budget, clv, plots, pricing, send_time
@@ -27,7 +26,7 @@ from ml.pyfunc import BudgetModel, CalibratedClassifierModel, PricingModel, Send
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
-from revopt.postgres import run_script
+from revopt.postgres import run_script, upsert_rows
 from revopt.stack import connect_postgres
 
 logger = logging.getLogger(__name__)
@@ -388,18 +387,9 @@ def apply_decision(settings: Settings, run_date: dt.date, decision: GateDecision
     logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
                 decision.alias, decision.reason)
     row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
-    columns = list(row)
-    statement = sql.SQL(
-        "INSERT INTO scores.model_promotions ({columns}) VALUES ({values}) "
-        "ON CONFLICT (run_date, model_name, candidate_version) DO UPDATE SET {updates}"
-    ).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
-        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns),
-    )
     with connect_postgres(settings) as conn:
         run_script(conn, SCORES_DDL)
-        conn.execute(statement, row)
+        upsert_rows(conn, "scores.model_promotions", [row], key=("run_date", "model_name", "candidate_version"))
 
 
 def champion_spec(model_name: str, champion_version: str | None) -> dict | None:

@@ -7,7 +7,6 @@ of Airflow, and return JSON-serialisable values (paths, run ids, versions, count
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -33,7 +32,7 @@ from revopt.contract import SCORES_DDL
 from revopt.extract import read_extract
 from revopt.postgres import publish_partition, run_script
 from revopt.stack import connect_postgres
-from revopt.validation import DataValidationError, require_valid, validate_frame
+from revopt.quality import raise_if_failed, validate_and_record
 
 logger = logging.getLogger(__name__)
 
@@ -111,24 +110,16 @@ class RunParams:
         return TuningConfig(n_trials=self.n_trials, timeout_seconds=self.tuning_timeout_seconds, seed=self.seed)
 
 
-def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict[str, str]) -> dict[str, str]:
-    """Gate: validate every extract against its suite in ``expectations/``; any failure raises.
+def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict[str, str],
+                      lookback_days: int | None = None) -> dict[str, str]:
+    """Gate: validate every extract against its suite in ``expectations/`` and its row count
+    against recent runs; any failure raises after every dataset was validated and recorded.
 
-    Each validation result is stored as JSON in the run folder. Returns the paths unchanged so
-    downstream tasks depend on the gate having passed.
+    Each result is stored as JSON and as a data-docs HTML page in the run folder and summarised
+    in ``scores.data_quality`` (:mod:`revopt.quality`). Returns the paths unchanged so downstream
+    tasks depend on the gate having passed.
     """
-    frames = read_extract(extract_paths)
-    out_dir = settings.run_dir(run_date) / "validation"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed = []
-    for dataset, frame in frames.items():
-        summary = validate_frame(dataset, frame, run_date)
-        (out_dir / f"{dataset}.json").write_text(json.dumps(summary.result_json, indent=1, default=str))
-        logger.info("validation of %s for %s: %d/%d expectations passed", dataset, run_date, summary.evaluated - summary.failed, summary.evaluated)
-        if not summary.success:
-            failed.append(summary)
-    if failed:
-        raise DataValidationError("\n".join(summary.describe() for summary in failed))
+    raise_if_failed(validate_and_record(settings, run_date, read_extract(extract_paths), lookback_days))
     return extract_paths
 
 
@@ -138,7 +129,7 @@ def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[st
     features = customer_features(
         frames["customers"], frames["orders"], frames["customer_daily_events"], pd.Timestamp(run_date, tz="UTC")
     )
-    require_valid("customer_features", features, run_date)
+    raise_if_failed(validate_and_record(settings, run_date, {"customer_features": features}, lookback_days=None))
     path = settings.run_dir(run_date) / "features" / "customer_features.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     features.to_parquet(path, index=False)

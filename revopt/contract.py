@@ -209,6 +209,21 @@ CREATE TABLE IF NOT EXISTS scores.budget_allocations (
     PRIMARY KEY (run_date, channel)
 );
 
+CREATE TABLE IF NOT EXISTS scores.data_quality (         -- one row per validated dataset and run date (the latest validation)
+    run_date        date NOT NULL,
+    dataset         text NOT NULL,
+    success         boolean NOT NULL,
+    row_count       bigint NOT NULL,
+    lookback_days   integer,                              -- the extract window the rows came from (NULL: not windowed)
+    evaluated       integer NOT NULL,
+    failed          integer NOT NULL,
+    failures        text NOT NULL,                        -- one line per failed expectation: expectation, column, expected, seen
+    result_path     text NOT NULL,                        -- GX validation result (JSON)
+    docs_path       text NOT NULL,                        -- GX data docs page (HTML)
+    validated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_date, dataset)
+);
+
 CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
     run_date           date NOT NULL,
     model_name         text NOT NULL,

@@ -67,4 +67,4 @@ def validate(extract_paths: dict[str, str], **context) -> dict[str, str]:
     from revopt.config import load_settings
     from revopt.runctx import run_date_of
 
-    return validate_extracts(load_settings(), run_date_of(context), extract_paths)
+    return validate_extracts(load_settings(), run_date_of(context), extract_paths, context["params"]["lookback_days"])

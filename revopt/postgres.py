@@ -43,6 +43,22 @@ def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> int
     return len(frame)
 
 
+def upsert_rows(conn: psycopg.Connection, table: str, rows: Sequence[dict[str, Any]], key: Sequence[str]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table``, replacing rows with the same ``key``."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    statement = sql.SQL("INSERT INTO {table} ({columns}) VALUES ({values}) ON CONFLICT ({key}) DO UPDATE SET {updates}").format(
+        table=qualified(table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns if c not in key),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(statement, rows)
+
+
 def read_frame(conn: psycopg.Connection, query: str, params: dict[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
     """Run a parameterised query and return its rows as a DataFrame with the query's column names."""
     with conn.cursor() as cur:

@@ -23,6 +23,9 @@ otherwise, so the comparison works for both ``datetime64[ns]`` and ``datetime64[
 columns. ``"max_value": "$run_date", "strict_max": true`` therefore means "nothing on or after
 the run date": an extract for run date 2024-06-01 holds data up to 2024-05-31 23:59:59.999.
 
+``"$run_date-<N>d"`` is the run date minus N days, for freshness rules: ``"min_value":
+"$run_date-3d"`` on a column's max means "the newest row is at most three days old".
+
 Great Expectations is imported lazily: it takes seconds to import, and modules that only need
 :class:`DataValidationError` (DAG files, the CLI) should not pay for it.
 """
@@ -33,7 +36,8 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +58,8 @@ RUN_DATE_PLACEHOLDER = "$run_date"
 RUN_DATE_PARAMETER = "run_date"
 
 _RUN_DATE_SUITE_PARAMETER = {"$PARAMETER": RUN_DATE_PARAMETER}
+_RUN_DATE_TEMPLATE = re.compile(r"^\$run_date(?:-(\d+)d)?$")
+_RUN_DATE_PARAMETER_NAME = re.compile(r"^run_date(?:_minus_(\d+)d)?$")
 # BASIC gives unexpected counts and up to 20 unexpected values without the per-value tallies
 # of SUMMARY or the full index lists of COMPLETE, which cost real time on a million rows.
 _RESULT_FORMAT = "BASIC"
@@ -77,6 +83,10 @@ class ValidationSummary:
     failures: tuple[str, ...]
     #: The GX validation result as JSON-serialisable data, for callers that store it.
     result_json: dict
+    #: Rows in the validated frame.
+    rows: int = 0
+    #: The validation result rendered as a Great Expectations data-docs HTML page.
+    html: str = ""
 
     def describe(self) -> str:
         """A human-readable account naming the dataset, the run date and every failure."""
@@ -103,8 +113,9 @@ def suite_path(dataset: str) -> Path:
     return directory / f"{dataset}.json"
 
 
-def load_suite(dataset: str) -> gx.ExpectationSuite:
-    """Load the suite for ``dataset``, with ``"$run_date"`` turned into a GX suite parameter.
+def load_suite(dataset: str, extra_expectations: Sequence[dict[str, Any]] = ()) -> gx.ExpectationSuite:
+    """Load the suite for ``dataset`` (plus ``extra_expectations``), with ``"$run_date"`` turned
+    into a GX suite parameter.
 
     Raises:
         FileNotFoundError: there is no suite file for the dataset.
@@ -122,7 +133,7 @@ def load_suite(dataset: str) -> gx.ExpectationSuite:
         raise ValueError(f"Suite {path} is named {suite_json.get('name')!r}, expected {dataset!r}")
     expectations = [
         {**expectation, "kwargs": _parameterise_run_date(expectation.get("kwargs", {}))}
-        for expectation in suite_json.get("expectations", [])
+        for expectation in [*suite_json.get("expectations", []), *extra_expectations]
     ]
     suite = gx.ExpectationSuite(**{**suite_json, "expectations": expectations})
     # GX logs and skips an expectation it judges invalid instead of raising; a gate must not
@@ -135,9 +146,12 @@ def load_suite(dataset: str) -> gx.ExpectationSuite:
     return suite
 
 
-def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date) -> ValidationSummary:
+def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date,
+                   extra_expectations: Sequence[dict[str, Any]] = ()) -> ValidationSummary:
     """Validate ``frame`` against the suite for ``dataset`` as of ``run_date``.
 
+    ``extra_expectations`` (``{"type", "kwargs", "meta"}`` dicts) are appended to the suite for
+    this call: rules that depend on history, such as the row count of recent runs.
     Never raises because an expectation failed (the summary says ``success=False``); raises
     only when the suite cannot be loaded or the arguments are of the wrong type. The frame is
     not modified.
@@ -147,7 +161,7 @@ def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date) -
     if isinstance(run_date, datetime.datetime) or not isinstance(run_date, datetime.date):
         raise TypeError(f"run_date must be a datetime.date, not {type(run_date).__name__}")
 
-    suite = _bind_run_date(load_suite(dataset), frame, run_date)
+    suite = _bind_run_date(load_suite(dataset, extra_expectations), frame, run_date)
     result = _run_suite(dataset, suite, frame)
     failed_results = sorted(
         (r for r in result.results if not r.success), key=_position_in(suite)
@@ -162,6 +176,8 @@ def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date) -
         failed=int(statistics["unsuccessful_expectations"]),
         failures=failures,
         result_json=result.to_json_dict(),
+        rows=len(frame),
+        html=_render_html(result),
     )
     if summary.success:
         logger.info(
@@ -173,19 +189,32 @@ def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date) -
     return summary
 
 
-def require_valid(dataset: str, frame: pd.DataFrame, run_date: datetime.date) -> ValidationSummary:
+def require_valid(dataset: str, frame: pd.DataFrame, run_date: datetime.date,
+                  extra_expectations: Sequence[dict[str, Any]] = ()) -> ValidationSummary:
     """Validate like :func:`validate_frame`, raising :class:`DataValidationError` on failure."""
-    summary = validate_frame(dataset, frame, run_date)
+    summary = validate_frame(dataset, frame, run_date, extra_expectations)
     if not summary.success:
         raise DataValidationError(summary.describe())
     return summary
 
 
 def _parameterise_run_date(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: dict(_RUN_DATE_SUITE_PARAMETER) if value == RUN_DATE_PLACEHOLDER else value
-        for name, value in kwargs.items()
-    }
+    """``"$run_date"`` -> ``{"$PARAMETER": "run_date"}``, ``"$run_date-3d"`` -> ``run_date_minus_3d``."""
+    parameterised = {}
+    for name, value in kwargs.items():
+        match = _RUN_DATE_TEMPLATE.match(value) if isinstance(value, str) else None
+        if match:
+            value = {"$PARAMETER": RUN_DATE_PARAMETER + (f"_minus_{match.group(1)}d" if match.group(1) else "")}
+        parameterised[name] = value
+    return parameterised
+
+
+def _render_html(result: ExpectationSuiteValidationResult) -> str:
+    """The result as a stand-alone Great Expectations data-docs page."""
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
 
 
 def _bind_run_date(
@@ -203,8 +232,11 @@ def _bind_run_date(
     for expectation in suite_json["expectations"]:
         kwargs = expectation["kwargs"]
         for name, value in kwargs.items():
-            if value == _RUN_DATE_SUITE_PARAMETER:
-                kwargs[name] = _run_date_timestamp(frame, kwargs.get("column"), run_date)
+            parameter = value.get("$PARAMETER") if isinstance(value, dict) and len(value) == 1 else None
+            match = _RUN_DATE_PARAMETER_NAME.match(parameter) if isinstance(parameter, str) else None
+            if match:
+                days_before = int(match.group(1) or 0)
+                kwargs[name] = _run_date_timestamp(frame, kwargs.get("column"), run_date - datetime.timedelta(days=days_before))
     return gx.ExpectationSuite(**suite_json)
 
 

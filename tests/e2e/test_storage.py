@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pyarrow as pa
@@ -87,3 +92,59 @@ def test_chdb_round_trips_events_with_bound_parameters(settings):
         {"run_ts": "2025-01-02 00:00:00"},
     )
     assert before_d2.to_dict("records") == [{"customer_id": 5, "n": 2}]
+
+
+_KILLED_PUBLISHER = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+from revopt.config import load_settings
+from revopt.postgres import publish_partition
+from revopt.stack import connect_postgres
+
+run_date = pd.Timestamp(sys.argv[1]).date()
+marker = Path(sys.argv[2])
+frame = pd.read_parquet(sys.argv[3])
+with connect_postgres(load_settings()) as conn:
+    execute = conn.execute
+
+    def execute_then_hang_after_insert(query, params=None, **kwargs):
+        cursor = execute(query, params, **kwargs)
+        if query.as_string(conn).startswith("INSERT INTO"):
+            marker.write_text("old rows deleted, new rows inserted, transaction still open")
+            time.sleep(600)
+        return cursor
+
+    conn.execute = execute_then_hang_after_insert
+    publish_partition(conn, "scores.customer_scores", run_date, frame)
+"""
+
+
+def test_a_publish_killed_half_way_leaves_the_previous_run_and_the_next_run_completes(settings, tmp_path):
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        conn.execute("DELETE FROM scores.customer_scores")
+        publish_partition(conn, "scores.customer_scores", D1, _scores(D1, 50, "1"))
+        before = _table(conn)
+    replacement = tmp_path / "replacement.parquet"
+    _scores(D1, 80, "2").to_parquet(replacement)
+    marker = tmp_path / "half-way"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_PUBLISHER, D1.isoformat(), str(marker), str(replacement)],
+                             env=os.environ.copy(), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, "the publisher exited before reaching the kill point"
+        assert time.monotonic() < deadline, "the publisher never reached the kill point"
+        time.sleep(0.1)
+    with connect_postgres(settings) as conn:  # a reader while the transaction is open
+        pd.testing.assert_frame_equal(_table(conn), before)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    with connect_postgres(settings) as conn:
+        pd.testing.assert_frame_equal(_table(conn), before)  # the server rolled the transaction back
+        publish_partition(conn, "scores.customer_scores", D1, _scores(D1, 80, "2"))  # the next run
+        after = _table(conn)
+    assert len(after) == 80 and set(after["propensity_version"]) == {"2"}
+    assert not after.duplicated(["run_date", "customer_id"]).any()

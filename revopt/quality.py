@@ -1,0 +1,114 @@
+"""The data-quality record: every validation's outcome in ``scores.data_quality``, its result
+(JSON) and data docs (HTML) in the run folder, and the row-count history that sanity-checks
+tonight's extracts against recent runs.
+
+A dataset whose row count leaves ``[ROW_COUNT_LOW, ROW_COUNT_HIGH]`` x the median of its recent
+successful runs (up to :data:`RECENT_RUNS` run dates in the :data:`RECENT_DAYS` days before the
+run date, same lookback window) fails validation like any other expectation: a half-empty
+extract is as wrong as a NULL key. With no recent history the rule is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from revopt.config import Settings
+from revopt.contract import SCORES_DDL
+from revopt.postgres import run_script, upsert_rows
+from revopt.stack import connect_postgres
+from revopt.validation import DataValidationError, ValidationSummary, validate_frame
+
+logger = logging.getLogger(__name__)
+
+ROW_COUNT_LOW = 0.5
+ROW_COUNT_HIGH = 2.0
+RECENT_RUNS = 7
+RECENT_DAYS = 30
+
+_RECENT_COUNTS_SQL = """
+SELECT dataset, percentile_cont(0.5) WITHIN GROUP (ORDER BY row_count) AS median_rows, count(*) AS runs
+FROM (
+    SELECT dataset, row_count,
+           row_number() OVER (PARTITION BY dataset ORDER BY run_date DESC) AS recency
+    FROM scores.data_quality
+    WHERE success AND run_date < %(run_date)s AND run_date >= %(since)s
+      AND lookback_days IS NOT DISTINCT FROM %(lookback_days)s AND dataset = ANY(%(datasets)s)
+) AS recent
+WHERE recency <= %(runs)s
+GROUP BY dataset
+"""
+
+
+def recent_row_counts(settings: Settings, run_date: dt.date, datasets: Iterable[str], lookback_days: int | None) -> dict[str, float]:
+    """Median row count per dataset over its recent successful validations (see the module doc)."""
+    params = {"run_date": run_date, "since": run_date - dt.timedelta(days=RECENT_DAYS), "lookback_days": lookback_days,
+              "datasets": list(datasets), "runs": RECENT_RUNS}
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        rows = conn.execute(_RECENT_COUNTS_SQL, params).fetchall()
+    return {dataset: float(median) for dataset, median, _ in rows}
+
+
+def row_count_expectation(median_rows: float | None) -> list[dict[str, Any]]:
+    """The row-count sanity rule for a dataset with this recent median (none without history)."""
+    if not median_rows:
+        return []
+    low, high = int(median_rows * ROW_COUNT_LOW), int(median_rows * ROW_COUNT_HIGH) + 1
+    return [{
+        "type": "expect_table_row_count_to_be_between",
+        "kwargs": {"min_value": low, "max_value": high},
+        "meta": {"notes": f"Within {ROW_COUNT_LOW}x-{ROW_COUNT_HIGH}x the median of recent runs ({median_rows:,.0f} rows)."},
+    }]
+
+
+def validate_and_record(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame],
+                        lookback_days: int | None) -> list[ValidationSummary]:
+    """Validate every frame against its suite plus the row-count rule, store each result (JSON)
+    and data docs page (HTML) under the run folder and record one row per dataset in
+    ``scores.data_quality`` — failures included, before anyone raises."""
+    recent = recent_row_counts(settings, run_date, frames, lookback_days)
+    out_dir = settings.run_dir(run_date) / "validation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries, rows = [], []
+    for dataset, frame in frames.items():
+        summary = validate_frame(dataset, frame, run_date, row_count_expectation(recent.get(dataset)))
+        result_path, docs_path = out_dir / f"{dataset}.json", out_dir / f"{dataset}.html"
+        result_path.write_text(json.dumps(summary.result_json, indent=1, default=str))
+        docs_path.write_text(summary.html)
+        logger.info("validation of %s for %s: %d/%d expectations passed (%d rows) -> %s", dataset, run_date,
+                    summary.evaluated - summary.failed, summary.evaluated, summary.rows, docs_path)
+        summaries.append(summary)
+        rows.append(_quality_row(summary, lookback_days, result_path, docs_path))
+    _record(settings, rows)
+    return summaries
+
+
+def raise_if_failed(summaries: Iterable[ValidationSummary]) -> None:
+    """The gate: one :class:`DataValidationError` naming every failed dataset, expectation and column."""
+    failed = [summary for summary in summaries if not summary.success]
+    if failed:
+        raise DataValidationError("\n".join(summary.describe() for summary in failed))
+
+
+def _quality_row(summary: ValidationSummary, lookback_days: int | None, result_path: Path, docs_path: Path) -> dict[str, Any]:
+    return {
+        "run_date": summary.run_date, "dataset": summary.dataset, "success": summary.success,
+        "row_count": summary.rows, "lookback_days": lookback_days, "evaluated": summary.evaluated,
+        "failed": summary.failed, "failures": "\n".join(summary.failures),
+        "result_path": str(result_path), "docs_path": str(docs_path),
+    }
+
+
+def _record(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    validated_at = dt.datetime.now(dt.timezone.utc)
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        upsert_rows(conn, "scores.data_quality", [{**row, "validated_at": validated_at} for row in rows],
+                    key=("run_date", "dataset"))
