@@ -43,6 +43,15 @@ class Settings:
     mlflow_tracking_uri: str
     airflow_home: Path
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: never show a password.
+        urls = {"postgres_url": self.postgres_url, "clickhouse_url": self.clickhouse_url,
+                "mlflow_tracking_uri": self.mlflow_tracking_uri}
+        shown = {name: redact_url(url) if url else url for name, url in urls.items()}
+        return (f"Settings(home={str(self.home)!r}, postgres_url={shown['postgres_url']!r}, "
+                f"clickhouse_url={shown['clickhouse_url']!r}, clickhouse_database={self.clickhouse_database!r}, "
+                f"mlflow_tracking_uri={shown['mlflow_tracking_uri']!r}, airflow_home={str(self.airflow_home)!r})")
+
     @property
     def pgdata(self) -> Path:
         return self.home / "pg" / "data"

@@ -77,3 +77,29 @@ def test_run_date_is_the_utc_logical_date_or_run_after():
         run_after = dt.datetime(2025, 3, 4, 1, 0, tzinfo=dt.timezone.utc)
 
     assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)
+
+
+def test_settings_never_show_a_password_in_repr_or_connection_errors(tmp_path):
+    import socket
+
+    import pytest
+
+    from revopt.stack import connect_postgres
+
+    with socket.socket() as probe:  # a local port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings({
+        "REVOPT_HOME": str(tmp_path),
+        "REVOPT_POSTGRES_URL": f"postgresql://shop:t0p-s3cret@127.0.0.1:{port}/shop?connect_timeout=2",
+        "REVOPT_CLICKHOUSE_URL": "http://default:ch-s3cret@clickhouse:8123",
+        "MLFLOW_TRACKING_URI": "postgresql://mlflow:ml-s3cret@db/mlflow",
+    })
+    shown = repr(settings)
+    assert "t0p-s3cret" not in shown and "ch-s3cret" not in shown and "ml-s3cret" not in shown
+    assert "shop:***@127.0.0.1" in shown
+    with pytest.raises(ConnectionError) as failure:
+        with connect_postgres(settings):
+            pass
+    assert "t0p-s3cret" not in str(failure.value) and "shop:***@" in str(failure.value)
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__  # psycopg's own error is not chained
