@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
@@ -19,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from features.customer import FEATURE_COLUMNS, customer_features
-from ml import budget, churn, clv, pricing, propensity, send_time
+from ml import budget, churn, clv, drift, pricing, propensity, send_time
 from ml.classifier import TuningConfig, top_factors
 from ml.tracking import CHAMPION, configure_mlflow, resolve_alias
-from ml.training import BinaryTask, train_binary
+from ml.training import REFERENCE_FEATURES, BinaryTask, train_binary
 from ml.training import train_clv as _train_clv
 from ml.training import train_budget as _train_budget
 from ml.training import train_pricing as _train_pricing
@@ -80,6 +81,7 @@ class RunParams:
     budget_min_spend: dict[str, float] = field(default_factory=dict)
     budget_max_spend: dict[str, float] = field(default_factory=dict)
     budget_horizon_days: int = 28
+    drift_share_threshold: float = 0.3
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
@@ -197,9 +199,13 @@ def train_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str,
     frames = read_extract(extract_paths)
     if frames["marketing_spend"].empty:
         return _skipped("budget", run_date, "the store has no marketing spend before the run date (shop.marketing_spend)")
+    # The issue's rule: attributed revenue when the source attributes orders to the paid channels,
+    # else total revenue with the model separating baseline from channels (docs/budget.md).
+    attributed = set(frames["orders"]["channel"]) & set(frames["marketing_spend"]["channel"])
+    config = budget.MediaConfig(target="attributed" if attributed else "total", random_state=params.seed)
     return _train_budget(
         settings, run_date, frames, lookback_days=params.lookback_days,
-        config=budget.MediaConfig(random_state=params.seed), constraints=params.budget_constraints,
+        config=config, constraints=params.budget_constraints,
         n_trials=params.n_trials, timeout_seconds=params.tuning_timeout_seconds, promotion_margin=params.promotion_margin,
     )
 
@@ -333,7 +339,61 @@ def score_customers(settings: Settings, run_date: dt.date, features_path: str, p
     )
     path = _write_scores(settings, run_date, "customer_scores", scores)
     logger.info("scored %d customers with %s", len(scores), {n: f"v{c.version}" for n, c in models.items()})
-    return {"path": str(path), "rows": len(scores), "versions": {n: c.version for n, c in models.items()}}
+    return {"path": str(path), "features_path": features_path, "rows": len(scores),
+            "versions": {n: c.version for n, c in models.items()}}
+
+
+DRIFT_SCORES = {"purchase_propensity": propensity.MODEL_NAME, "clv": clv.MODEL_NAME}
+
+
+def check_drift(settings: Settings, run_date: dt.date, scored: dict[str, Any], params: RunParams) -> dict[str, Any]:
+    """Tonight's features and scores against the propensity ``@champion``'s training features
+    (scored by tonight's champions): an Evidently report logged to MLflow, one row per column in
+    ``scores.feature_drift`` and the decision in ``scores.drift_checks``. ``retrain`` is True when
+    the share of drifted features exceeds ``drift_share_threshold``."""
+    configure_mlflow(settings)
+    reference_model = _load_champion(propensity.MODEL_NAME)
+    reference_run = mlflow.MlflowClient().get_model_version(reference_model.name, reference_model.version).run_id
+    with tempfile.TemporaryDirectory(prefix="revopt-drift-") as tmp:
+        reference = pd.read_parquet(mlflow.artifacts.download_artifacts(
+            run_id=reference_run, artifact_path=REFERENCE_FEATURES, dst_path=tmp))
+    current = pd.read_parquet(scored["features_path"])[list(FEATURE_COLUMNS)]
+    reference = reference[list(FEATURE_COLUMNS)]
+    tonight = pd.read_parquet(scored["path"])
+    for column, model_name in DRIFT_SCORES.items():
+        current[column] = tonight[column].to_numpy()
+        reference[column] = np.asarray(_load_champion(model_name).model.predict(None, reference[list(FEATURE_COLUMNS)]), dtype="float64")
+    config = drift.DriftConfig(drift_share_threshold=params.drift_share_threshold, random_state=params.seed)
+    result = drift.check_drift(reference, current, FEATURE_COLUMNS, config, score_columns=list(DRIFT_SCORES))
+
+    with mlflow.start_run(run_name=f"drift-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "drift", "revopt.run_date": run_date.isoformat(),
+                         "revopt.drift.retrain": str(result.retrain), "revopt.drift.reason": result.reason[:5000],
+                         "revopt.drift.reference": f"{reference_model.name}/{reference_model.version}"})
+        mlflow.log_params({"run_date": run_date.isoformat(), "drift_share_threshold": params.drift_share_threshold,
+                           "n_reference": result.n_reference, "n_current": result.n_current})
+        mlflow.log_metrics({"drift_share": result.drift_share, "drifted_columns": int(result.table["drifted"].sum()),
+                            **{f"drift_score.{row.column}": float(row.drift_score) for row in result.table.itertuples()
+                               if pd.notna(row.drift_score)}})
+        mlflow.log_text(result.html, "drift/report.html")
+        run_id = run.info.run_id
+    reference_columns = {"reference_model": reference_model.name, "reference_version": reference_model.version}
+    columns = result.table.rename(columns={"column": "column_name"}).assign(run_date=run_date, **reference_columns)
+    decision = pd.DataFrame([{
+        "run_date": run_date, "drift_share": result.drift_share, "threshold": params.drift_share_threshold,
+        "retrain_requested": result.retrain, "reason": result.reason, "n_reference": result.n_reference,
+        "n_current": result.n_current, **reference_columns, "mlflow_run_id": run_id,
+    }])
+    with connect_postgres(settings) as conn:
+        run_script(conn, SCORES_DDL)
+        publish_partition(conn, "scores.feature_drift", run_date, columns[[
+            "run_date", "column_name", "kind", "stattest", "drift_score", "threshold", "drifted",
+            "reference_model", "reference_version"]])
+        publish_partition(conn, "scores.drift_checks", run_date, decision)
+    log = logger.warning if result.retrain else logger.info
+    log("drift check for %s: %s (MLflow run %s)", run_date, result.reason, run_id)
+    return {"retrain": bool(result.retrain), "drift_share": float(result.drift_share), "reason": result.reason,
+            "mlflow_run_id": run_id}
 
 
 def _factors_json(model: Any, X: pd.DataFrame) -> pd.Series:
