@@ -6,7 +6,10 @@
 - send times: each customer's best hours with the send-time ``@champion`` on the latest
   engagement -> publish ``scores.send_time_recommendations``;
 - budget: the marketing budget split with the budget ``@champion`` -> publish
-  ``scores.budget_allocations``.
+  ``scores.budget_allocations``;
+- drift: tonight's features and scores against the training reference (Evidently report in
+  MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
+  the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses
 whichever versions the ``champion`` aliases point at and records them on every row.
@@ -18,7 +21,8 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 from revopt.dag_tasks import (
-    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS, extract, validate,
+    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, DRIFT_SHARE_PARAM, LOOKBACK_PARAM, PRICE_PARAMS,
+    SEND_TIME_PARAMS, extract, validate,
 )
 
 
@@ -40,7 +44,7 @@ def _call(step: str, argument, context, *, with_params: bool = True):
     max_active_runs=1,
     params={
         "lookback_days": LOOKBACK_PARAM, "churn_active_days": ACTIVE_DAYS_PARAM,
-        **PRICE_PARAMS, **SEND_TIME_PARAMS, **BUDGET_PARAMS,
+        "drift_share_threshold": DRIFT_SHARE_PARAM, **PRICE_PARAMS, **SEND_TIME_PARAMS, **BUDGET_PARAMS,
     },
     tags=["revopt", "nightly"],
     default_args=DEFAULT_ARGS,
@@ -83,8 +87,23 @@ def revopt_nightly():
     def publish_budget(allocation: dict, **context) -> int:
         return _call("publish_budget_allocations", allocation.get("path"), context, with_params=False)
 
+    @task
+    def check_drift(scores: dict, **context) -> dict:
+        return _call("check_drift", scores, context)
+
+    @task.short_circuit
+    def drift_above_threshold(drift: dict) -> bool:
+        return drift["retrain"]
+
+    @task(outlets=[DRIFT_DETECTED])
+    def signal_drift(drift: dict) -> str:
+        return drift["reason"]
+
     validated = validate(extract())
-    publish(score(build_features(validated)))
+    scores = score(build_features(validated))
+    publish(scores)
+    drift = check_drift(scores)
+    drift_above_threshold(drift) >> signal_drift(drift)
     publish_prices(recommend_prices(validated))
     publish_send_times(recommend_send_times(validated))
     publish_budget(allocate_budget(validated))

@@ -1,4 +1,4 @@
-"""Weekly (and on demand) training for logical date D: extract -> validate -> train each model
+"""Weekly, on demand and on detected drift: training for logical date D: extract -> validate -> train each model
 family (propensity, churn, CLV, pricing, send time, budget), register it and gate it against its champion.
 
 Families train one after another: on the embedded stack they share one SQLite MLflow store, and
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from revopt.dag_tasks import (
-    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS, extract, validate,
+    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS,
+    extract, validate,
 )
 
 PARAMS = {
@@ -41,7 +42,8 @@ def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str
 
 @dag(
     dag_id="revopt_training",
-    schedule="@weekly",
+    # weekly, and whenever the nightly drift check requests retraining
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 * * 0", timezone="UTC"), assets=DRIFT_DETECTED),
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -79,6 +81,7 @@ def train_binary(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
         mlflow.log_metrics({f"best_valid_roc_auc_{family}": value for family, value in result.best_by_family.items()})
         mlflow.set_tag(SPEC_TAG, json.dumps({**result.best.to_json_dict(), "features": list(train.X.columns)}))
 
+        _log_reference_features(valid.X)
         holdout_model = refit(result.best, train.X, train.y, seed)
         raw = holdout_model.predict_proba(valid.X)
         calibrator, calibrated, losses = choose_calibration(raw, valid.y, seed)
@@ -332,6 +335,17 @@ def train_budget(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
             metric="holdout_mape", candidate_value=backtest["mape"],
             champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
         )
+
+
+REFERENCE_FEATURES = "reference/features.parquet"
+
+
+def _log_reference_features(X: pd.DataFrame) -> None:
+    """The features the final model is fitted on: the nightly drift check's reference."""
+    with tempfile.TemporaryDirectory(prefix="revopt-reference-") as tmp:
+        path = Path(tmp) / Path(REFERENCE_FEATURES).name
+        X.reset_index().to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_FEATURES).parent))
 
 
 def _log_figure(name: str, fig) -> None:

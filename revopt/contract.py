@@ -224,6 +224,32 @@ CREATE TABLE IF NOT EXISTS scores.data_quality (         -- one row per validate
     PRIMARY KEY (run_date, dataset)
 );
 
+CREATE TABLE IF NOT EXISTS scores.feature_drift (       -- per-column drift of tonight's features / scores vs the training reference
+    run_date           date NOT NULL,
+    column_name        text NOT NULL,
+    kind               text NOT NULL,                     -- 'feature' | 'score'
+    stattest           text NOT NULL,                     -- the test Evidently applied
+    drift_score        double precision,                  -- its statistic (p-value or distance, see docs/drift.md)
+    threshold          double precision,
+    drifted            boolean NOT NULL,
+    reference_model    text NOT NULL,                     -- the champion whose training features are the reference
+    reference_version  text NOT NULL,
+    PRIMARY KEY (run_date, column_name)
+);
+
+CREATE TABLE IF NOT EXISTS scores.drift_checks (        -- one decision per run date
+    run_date           date PRIMARY KEY,
+    drift_share        double precision NOT NULL,         -- share of feature columns drifted
+    threshold          double precision NOT NULL,         -- retraining is requested above this share
+    retrain_requested  boolean NOT NULL,
+    reason             text NOT NULL,
+    n_reference        bigint NOT NULL,
+    n_current          bigint NOT NULL,
+    reference_model    text NOT NULL,
+    reference_version  text NOT NULL,
+    mlflow_run_id      text NOT NULL                      -- the run holding the Evidently HTML report
+);
+
 CREATE TABLE IF NOT EXISTS scores.model_promotions (   -- every promotion-gate decision
     run_date           date NOT NULL,
     model_name         text NOT NULL,

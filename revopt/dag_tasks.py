@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, task
+from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, task
 
 # Retry what can heal by itself (a database restarting, a network blip); fail at once on bad
 # data or bad settings, where a retry would only repeat the same answer later.
@@ -49,6 +49,10 @@ BUDGET_PARAMS = {
     "budget_max_spend": Param({}, type="object", description='Maximum daily spend per channel, e.g. {"paid_search": 5000}.'),
     "budget_horizon_days": Param(28, type="integer", minimum=1, description="Days the expected revenue figures cover."),
 }
+DRIFT_SHARE_PARAM = Param(0.3, type="number", minimum=0, maximum=1, description="Request retraining when more than this share of the features drifted from the training reference.")
+#: Updated by the nightly DAG when the drift check requests retraining; the training DAG runs on it
+#: (as well as weekly).
+DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detected")
 ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
 
 

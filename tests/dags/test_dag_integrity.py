@@ -23,6 +23,9 @@ EXPECTED_EDGES = {
         "publish_send_times": {"recommend_send_times"},
         "allocate_budget": {"validate"},
         "publish_budget": {"allocate_budget"},
+        "check_drift": {"score"},
+        "drift_above_threshold": {"check_drift"},
+        "signal_drift": {"check_drift", "drift_above_threshold"},
     },
     "revopt_training": {
         "extract": set(),
@@ -61,7 +64,11 @@ def test_scoring_never_trains_and_training_never_publishes(dagbag):
     assert not any("train" in task.task_id for task in dagbag.dags["revopt_nightly"].tasks)
     assert not any("publish" in task.task_id for task in dagbag.dags["revopt_training"].tasks)
     assert dagbag.dags["revopt_nightly"].timetable.expression == "0 0 * * *"  # @daily
-    assert dagbag.dags["revopt_training"].timetable.expression == "0 0 * * 0"  # @weekly
+    training = dagbag.dags["revopt_training"].timetable
+    assert training.timetable.expression == "0 0 * * 0"  # weekly ...
+    assert training.asset_condition.name == "revopt_drift_detected"  # ... and on drift
+    drift_outlets = dagbag.dags["revopt_nightly"].get_task("signal_drift").outlets
+    assert [outlet.name for outlet in drift_outlets] == ["revopt_drift_detected"]
 
 
 def test_every_dag_is_tagged_and_every_task_retries(dagbag):

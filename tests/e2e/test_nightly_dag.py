@@ -163,6 +163,49 @@ def test_nightly_dag_publishes_a_budget_split_within_the_constraints(settings, s
     assert "plots/response_curves.png" in {a.path for a in client.list_artifacts(champion.run_id, "plots")}
 
 
+def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
+    from revopt.contract import SCORES_DDL  # noqa: F401  (tables exist after the nightly run)
+
+    with connect_postgres(settings) as conn:
+        columns = read_frame(conn, "SELECT * FROM scores.feature_drift WHERE run_date = %s", (RUN_DATE,))
+        [decision] = read_frame(conn, "SELECT * FROM scores.drift_checks WHERE run_date = %s", (RUN_DATE,)).to_dict("records")
+    from features.customer import FEATURE_COLUMNS
+
+    assert set(columns["column_name"]) == set(FEATURE_COLUMNS) | {"purchase_propensity", "clv"}
+    assert set(columns.loc[columns["kind"] == "score", "column_name"]) == {"purchase_propensity", "clv"}
+    features = columns[columns["kind"] == "feature"]
+    assert decision["drift_share"] == pytest.approx(features["drifted"].mean())
+    assert decision["threshold"] == 0.3 and decision["retrain_requested"] == (decision["drift_share"] > 0.3)
+    assert decision["reference_model"] == propensity.MODEL_NAME and decision["reason"]
+    configure_mlflow(settings)
+    client = MlflowClient()
+    run = client.get_run(decision["mlflow_run_id"])
+    assert run.data.tags["revopt.drift.retrain"] == str(decision["retrain_requested"])
+    assert "drift/report.html" in {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
+
+
+def _drift_asset_events(settings) -> int:
+    import sqlite3
+
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        return db.execute(
+            "SELECT count(*) FROM asset_event AS e JOIN asset AS a ON a.id = e.asset_id WHERE a.name = 'revopt_drift_detected'"
+        ).fetchone()[0]
+
+
+def test_drift_above_the_threshold_updates_the_asset_that_triggers_training(settings, seeded):
+    with connect_postgres(settings) as conn:
+        [share] = conn.execute("SELECT drift_share FROM scores.drift_checks WHERE run_date = %s", (RUN_DATE,)).fetchone()
+    assert 0 < share <= 0.3, "precondition: some drift tonight, below the default threshold (no event so far)"
+    assert _drift_asset_events(settings) == 0
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat(), "--param", "drift_share_threshold=0"]) == 0
+    with connect_postgres(settings) as conn:
+        [requested, reason] = conn.execute(
+            "SELECT retrain_requested, reason FROM scores.drift_checks WHERE run_date = %s", (RUN_DATE,)).fetchone()
+    assert requested and "retraining requested" in reason
+    assert _drift_asset_events(settings) == 1
+
+
 def test_competitor_prices_and_stock_from_the_optional_sources_bound_the_price(settings, seeded):
     day = RUN_DATE - dt.timedelta(days=1)
     with connect_postgres(settings) as conn:
