@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from features.customer import FEATURE_COLUMNS
 from ml import budget, churn, clv, pricing, propensity, send_time
 from ml.tracking import configure_mlflow
 from revopt import cli
@@ -164,13 +166,9 @@ def test_nightly_dag_publishes_a_budget_split_within_the_constraints(settings, s
 
 
 def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
-    from revopt.contract import SCORES_DDL  # noqa: F401  (tables exist after the nightly run)
-
     with connect_postgres(settings) as conn:
         columns = read_frame(conn, "SELECT * FROM scores.feature_drift WHERE run_date = %s", (RUN_DATE,))
         [decision] = read_frame(conn, "SELECT * FROM scores.drift_checks WHERE run_date = %s", (RUN_DATE,)).to_dict("records")
-    from features.customer import FEATURE_COLUMNS
-
     assert set(columns["column_name"]) == set(FEATURE_COLUMNS) | {"purchase_propensity", "clv"}
     assert set(columns.loc[columns["kind"] == "score", "column_name"]) == {"purchase_propensity", "clv"}
     features = columns[columns["kind"] == "feature"]
@@ -225,15 +223,34 @@ def test_competitor_prices_and_stock_from_the_optional_sources_bound_the_price(s
     assert stock_row["recommended_price"] >= stock_row["current_price"]
 
 
+PUBLISHED_KEYS = {
+    "scores.customer_scores": ["customer_id"],
+    "scores.price_recommendations": ["product_id"],
+    "scores.send_time_recommendations": ["customer_id", "day_type"],
+    "scores.budget_allocations": ["channel"],
+}
+
+
+def _snapshot(settings) -> dict[str, pd.DataFrame]:
+    """Every published table's rows for the run date, in key order (SQL built from constants)."""
+    with connect_postgres(settings) as conn:
+        return {
+            table: read_frame(conn, f"SELECT * FROM {table} WHERE run_date = %s ORDER BY {', '.join(key)}", (RUN_DATE,))
+            for table, key in PUBLISHED_KEYS.items()
+        }
+
+
 def test_rerunning_the_nightly_date_replaces_its_rows(settings, seeded):
-    first, _ = _published(settings)
-    assert len(first) > 0, "runs after the first nightly test"
-    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
-    second, _ = _published(settings)
-    assert len(second) == len(first)
-    assert not second.duplicated(["run_date", "customer_id"]).any()
-    ordered = [frame.sort_values("customer_id").reset_index(drop=True) for frame in (first, second)]
-    assert ordered[0][["customer_id", "purchase_propensity", "clv"]].equals(ordered[1][["customer_id", "purchase_propensity", "clv"]])
+    # the date has run before (earlier tests); two more runs: three complete runs, identical tables
+    snapshots = [_snapshot(settings)]
+    assert all(len(rows) > 0 for rows in snapshots[0].values()), "runs after the first nightly test"
+    for _ in range(2):
+        assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
+        snapshots.append(_snapshot(settings))
+    for table, key in PUBLISHED_KEYS.items():
+        for later in snapshots[1:]:
+            assert not later[table].duplicated(key).any(), table
+            pd.testing.assert_frame_equal(later[table], snapshots[0][table], obj=table)
 
 
 def test_a_weaker_retrained_model_is_refused_by_the_gate(settings, seeded):
