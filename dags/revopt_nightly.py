@@ -39,7 +39,7 @@ def _call(step: str, argument, context, *, with_params: bool = True):
 @dag(
     dag_id="revopt_nightly",
     schedule="@daily",
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),  # any run date from 2000 on; catchup is off
     catchup=False,
     max_active_runs=1,
     params={

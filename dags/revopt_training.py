@@ -44,7 +44,7 @@ def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str
     dag_id="revopt_training",
     # weekly, and whenever the nightly drift check requests retraining
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 * * 0", timezone="UTC"), assets=DRIFT_DETECTED),
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),  # any run date from 2000 on; catchup is off
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

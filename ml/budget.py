@@ -1501,11 +1501,14 @@ def _allocation(fit: MediaFit, current: pd.Series, free: list[str], held: list[s
         note = "" if binding[i] == "none" else f"at its {binding[i]} bound"
         if scale[i] <= _NO_RESPONSE * max(fit.baseline_revenue_per_day, 1e-9):
             note = "model found no response"
+        if not np.isfinite([marginal[i], m_low[i], m_high[i]]).all():
+            # a paused channel on a curve concave from zero: the marginal return at 0 is unbounded
+            note = "; ".join(filter(None, [note, "paused: marginal ROAS at zero spend is unbounded (published as NULL)"]))
         rows.append({"channel": c, "current_spend": cur[i], "recommended_spend": float(spend[i]),
                      "expected_revenue_current": horizon * revenue_now[i], "expected_revenue_recommended": horizon * revenue_new[i],
                      "expected_revenue_recommended_low": horizon * low[i], "expected_revenue_recommended_high": horizon * high[i],
-                     "marginal_roas": marginal[i], "marginal_roas_low": m_low[i], "marginal_roas_high": m_high[i],
-                     "binding_constraint": str(binding[i]), "reason": note})
+                     "marginal_roas": _finite(marginal[i]), "marginal_roas_low": _finite(m_low[i]),
+                     "marginal_roas_high": _finite(m_high[i]), "binding_constraint": str(binding[i]), "reason": note})
     for c in held:
         rows.append({"channel": c, "current_spend": float(current[c]), "recommended_spend": float(current[c]),
                      "expected_revenue_current": np.nan, "expected_revenue_recommended": np.nan,
@@ -1581,6 +1584,10 @@ def _reason(fit: MediaFit, free: list[str], held: list[str], cur: np.ndarray, sp
     if free and abs(budget - cur.sum()) > tol:
         parts.append(f"budget {budget:.2f} per day for the optimised channels vs {cur.sum():.2f} now")
     return moved, "; ".join(parts)
+
+
+def _finite(value: float) -> float:
+    return float(value) if np.isfinite(value) else np.nan
 
 
 def _relative_spread(values: np.ndarray) -> float:

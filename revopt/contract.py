@@ -293,3 +293,18 @@ ORDER BY (customer_id, event_time)
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
 #: Optional source tables: a store may leave them empty (their guardrails are then off).
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory")
+
+#: The source columns revopt reads and their type family, checked before every extract so a store
+#: whose views drifted from the contract gets one clear error (revopt.extract.check_source_contract).
+SOURCE_COLUMNS = {
+    "customers": {"customer_id": "integer", "signup_date": "date", "country": "text", "timezone": "text",
+                  "acquisition_channel": "text", "email_opt_in": "boolean"},
+    "products": {"product_id": "integer", "category": "text", "cost": "numeric", "current_price": "numeric"},
+    "product_prices": {"product_id": "integer", "valid_from": "date", "list_price": "numeric"},
+    "orders": {"order_id": "integer", "customer_id": "integer", "order_ts": "timestamp", "channel": "text", "status": "text"},
+    "order_lines": {"order_id": "integer", "line_no": "integer", "product_id": "integer", "quantity": "integer",
+                    "unit_price": "numeric", "discount": "numeric"},
+    "marketing_spend": {"day": "date", "channel": "text", "spend": "numeric", "impressions": "integer", "clicks": "integer"},
+}
+EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
+                 "product_id": "integer", "is_machine": "integer"}

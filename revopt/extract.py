@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from revopt.config import Settings
+from revopt.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
 from revopt.postgres import read_frame
 from revopt.events import EventStore
 from revopt.stack import connect_postgres, event_store
+from revopt.validation import DataValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +31,22 @@ ORDER BY customer_id
 """
 
 ORDERS_SQL = """
+WITH o AS (
+    SELECT order_id, customer_id, order_ts, channel, status
+    FROM shop.orders
+    WHERE order_ts < %(run_ts)s AND order_ts >= %(since_ts)s
+),
+l AS (  -- lines aggregated per order first, so a duplicated order row cannot multiply its lines
+    SELECT order_id, count(*)::bigint AS n_lines, sum(quantity * unit_price)::float8 AS order_value,
+           count(*) FILTER (WHERE product_id IS NULL)::bigint AS lines_without_product_id
+    FROM shop.order_lines
+    WHERE order_id IN (SELECT order_id FROM o)
+    GROUP BY order_id
+)
 SELECT o.order_id, o.customer_id, o.order_ts, o.channel, o.status,
-       count(l.line_no)::bigint AS n_lines,
-       coalesce(sum(l.quantity * l.unit_price), 0)::float8 AS order_value
-FROM shop.orders AS o
-LEFT JOIN shop.order_lines AS l ON l.order_id = o.order_id
-WHERE o.order_ts < %(run_ts)s AND o.order_ts >= %(since_ts)s
-GROUP BY o.order_id, o.customer_id, o.order_ts, o.channel, o.status
+       coalesce(l.n_lines, 0)::bigint AS n_lines, coalesce(l.order_value, 0)::float8 AS order_value,
+       coalesce(l.lines_without_product_id, 0)::bigint AS lines_without_product_id
+FROM o LEFT JOIN l ON l.order_id = o.order_id
 ORDER BY o.order_id
 """
 
@@ -199,7 +211,9 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         "run_date": run_date, "since": since_ts.date(),
         "run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime(),
     }
+    store = event_store(settings)
     with connect_postgres(settings) as conn:
+        check_source_contract(conn, store, run_date)
         customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
         orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
         products = _typed(read_frame(conn, PRODUCTS_SQL), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64"})
@@ -222,7 +236,6 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
             {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
         )
 
-    store = event_store(settings)
     daily_events = store.query_df(
         DAILY_EVENTS_SQL.format(database=store.database),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
@@ -259,6 +272,72 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
     return typed
 
 
+_PG_TYPES = {
+    "integer": {"smallint", "integer", "bigint"},
+    "numeric": {"smallint", "integer", "bigint", "numeric", "real", "double precision"},
+    "text": {"text", "character varying", "character"},
+    "date": {"date"},
+    "timestamp": {"timestamp with time zone", "timestamp without time zone"},  # without: read as UTC
+    "boolean": {"boolean"},
+}
+_CH_WRAPPER = re.compile(r"^(?:Nullable|LowCardinality)\((.*)\)$")
+
+
+def _clickhouse_family(type_name: str) -> str:
+    while match := _CH_WRAPPER.match(type_name):
+        type_name = match.group(1)
+    if re.match(r"^U?Int(8|16|32|64)$", type_name):
+        return "integer"
+    if type_name.startswith("DateTime"):
+        return "datetime"
+    if type_name == "String" or type_name.startswith("FixedString"):
+        return "string"
+    return type_name
+
+
+def check_source_contract(conn, store: EventStore, run_date: dt.date) -> None:
+    """Every source column revopt reads exists with a usable type (:data:`SOURCE_COLUMNS`,
+    :data:`EVENT_COLUMNS`); else one :class:`DataValidationError` listing each missing or mistyped
+    column, before any extract query fails on it with a database error."""
+    found: dict[str, dict[str, str]] = {}
+    rows = conn.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'shop'"
+    ).fetchall()
+    for table, column, data_type in rows:
+        found.setdefault(table, {})[column] = data_type
+    problems = [
+        problem
+        for table, columns in SOURCE_COLUMNS.items()
+        for problem in _column_problems(table, f"shop.{table}", found.get(table, {}), columns,
+                                        lambda t, f: t in _PG_TYPES[f])
+    ]
+    events = store.query_df(
+        "SELECT name, type FROM system.columns WHERE database = {database:String} AND table = {table:String}",
+        {"database": store.database, "table": EVENTS_TABLE},
+    )
+    have = dict(zip(events["name"], events["type"])) if len(events.columns) else {}
+    problems += _column_problems(EVENTS_TABLE, f"{store.database}.{EVENTS_TABLE}", have, EVENT_COLUMNS,
+                                 lambda t, f: _clickhouse_family(t) == f)
+    if problems:
+        raise DataValidationError("\n".join(
+            f"Source {table!r} ({qualified}) does not match the contract (README, Source contract) for run date "
+            f"{run_date.isoformat()}: {problem}"
+            for table, qualified, problem in problems
+        ))
+
+
+def _column_problems(table: str, qualified: str, have: dict[str, str], wanted: dict[str, str],
+                     fits) -> list[tuple[str, str, str]]:
+    if not have:
+        return [(table, qualified, "the table does not exist")]
+    return [
+        (table, qualified, f"column {column!r} is missing" if column not in have
+         else f"column {column!r} is {have[column]}, expected {family}")
+        for column, family in wanted.items()
+        if column not in have or not fits(have[column], family)
+    ]
+
+
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(path)) for name, path in paths.items()}
 
@@ -270,19 +349,43 @@ def _read_optional(conn, table: str, query: str, params: dict, columns: list[str
 
 
 def _typed(frame: pd.DataFrame, dtypes: dict[str, str], dates: tuple[str, ...] = ()) -> pd.DataFrame:
-    typed = frame.astype(dtypes) if len(frame.columns) else frame
+    typed = _cast(frame, dtypes) if len(frame.columns) else frame
     for column in dates:
         typed[column] = pd.to_datetime(typed[column]).astype("datetime64[ns]")
     return typed
 
 
+def _cast(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """Cast each column only when every value converts: NULLs and stray types stay as read, so the
+    dataset's suite names the column (``astype`` would fail with no dataset, or turn NULL into 'None')."""
+    cast = frame.copy()
+    for column, dtype in dtypes.items():
+        if column not in cast.columns or not len(cast):
+            continue
+        values = cast[column]
+        if dtype == "str":
+            cast[column] = values.astype(object).where(values.notna(), None)
+        elif dtype == "bool":
+            if values.map(type).eq(bool).all():
+                cast[column] = values.astype("bool")
+        else:
+            try:
+                cast[column] = values.astype(dtype)
+            except (TypeError, ValueError):
+                logger.warning("column %s cannot be read as %s (NULLs or other types); kept as read", column, dtype)
+    return cast
+
+
 def _typed_customers(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(
-        {"customer_id": "int64", "country": "str", "timezone": "str", "acquisition_channel": "str", "email_opt_in": "bool"}
+    return _cast(
+        frame,
+        {"customer_id": "int64", "country": "str", "timezone": "str", "acquisition_channel": "str", "email_opt_in": "bool"},
     ).assign(signup_date=lambda f: pd.to_datetime(f["signup_date"]).astype("datetime64[ns]"))
 
 
 def _typed_orders(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(
-        {"order_id": "int64", "customer_id": "int64", "channel": "str", "status": "str", "n_lines": "int64", "order_value": "float64"}
+    return _cast(
+        frame,
+        {"order_id": "int64", "customer_id": "int64", "channel": "str", "status": "str", "n_lines": "int64",
+         "order_value": "float64", "lines_without_product_id": "int64"},
     ).assign(order_ts=lambda f: pd.to_datetime(f["order_ts"], utc=True).astype("datetime64[ns, UTC]"))

@@ -52,6 +52,7 @@ def _orders() -> pd.DataFrame:
         "status": ["completed", "cancelled", "completed"],
         "n_lines": np.array([1, 2, 3], dtype="int64"),
         "order_value": [19.99, 0.0, 42.5],
+        "lines_without_product_id": np.zeros(3, dtype="int64"),
     })
 
 
