@@ -128,6 +128,11 @@ def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict
 def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[str, str]) -> dict[str, str | int]:
     """Customer features as of the run date, written to the run folder."""
     frames = read_extract(extract_paths)
+    events = frames["customer_daily_events"]
+    unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
+    if unknown.any():
+        logger.warning("%d daily event rows of %d customers unknown to shop.customers are left out of the features for %s",
+                       int(unknown.sum()), events.loc[unknown, "customer_id"].nunique(), run_date)
     features = customer_features(
         frames["customers"], frames["orders"], frames["customer_daily_events"], pd.Timestamp(run_date, tz="UTC")
     )
