@@ -14,9 +14,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TextIO
 
-from revopt.config import Settings, load_settings
+from revopt.config import REPO_ROOT, Settings, load_settings
 
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="fill the sources with a synthetic store")
     _add_seed_args(seed)
     seed.set_defaults(handler=_seed)
+
+    imported = commands.add_parser("import-uci", help="replace the sources with the UCI Online Retail order history")
+    imported.add_argument("path", type=Path, nargs="?", default=REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz",
+                          help="the online_retail.csv(.gz) file (default: %(default)s)")
+    imported.add_argument("--cost-share", type=float, default=0.6,
+                          help="assumed unit cost as a share of the median price paid (the data has no costs)")
+    imported.set_defaults(handler=_import_uci)
 
     run = commands.add_parser("run", help="run a DAG through Airflow for a run date")
     run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
@@ -123,6 +131,18 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
+    return 0
+
+
+def _import_uci(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.importer import load_into_contract, uci_online_retail
+    from revopt.stack import start_stack
+
+    start_stack(settings)
+    with _step(f"importing {args.path} (cost = {args.cost_share:g} x median price)"):
+        frames, report = uci_online_retail(args.path, cost_share=args.cost_share)
+        load_into_contract(settings, frames)
+    print(f"    {report}")
     return 0
 
 

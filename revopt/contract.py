@@ -291,6 +291,8 @@ ORDER BY (customer_id, event_time)
 
 #: Source tables in load order (parents first).
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
+#: Ground-truth tables of the synthetic generator (schema ``truth``).
+TRUTH_TABLES = ("generator_run", "customers", "products", "channels", "daily_intensity")
 #: Optional source tables: a store may leave them empty (their guardrails are then off).
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory")
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pandas as pd
 import pyarrow as pa
 
 from revopt import contract
@@ -42,21 +44,33 @@ def seed_synthetic(settings: Settings, *, n_customers: int, days: int, start: dt
 
 def load_store(settings: Settings, store: SyntheticStore) -> dict[str, int]:
     """Replace the source tables with ``store``'s frames. Returns row counts per table."""
+    return load_sources(settings, store.shop, store.truth, store.events)
+
+
+def load_sources(settings: Settings, shop: Mapping[str, pd.DataFrame], truth: Mapping[str, pd.DataFrame] | None = None,
+                 events: pd.DataFrame | None = None) -> dict[str, int]:
+    """Replace every source table with the given frames, in one PostgreSQL transaction: all ``shop``
+    tables (the optional ones included) and all ``truth`` tables are emptied — ground truth of
+    another store would only mislead — then ``shop`` and ``truth`` frames are COPYed in; the
+    ClickHouse events are replaced by ``events`` (emptied when None). Returns row counts per table."""
     rows: dict[str, int] = {}
+    everything = {
+        contract.SHOP_SCHEMA: (*contract.SHOP_TABLES, *contract.SHOP_OPTIONAL_TABLES),
+        contract.TRUTH_SCHEMA: contract.TRUTH_TABLES,
+    }
     with connect_postgres(settings) as conn:
         run_script(conn, contract.SHOP_DDL)
         run_script(conn, contract.TRUTH_DDL)
         run_script(conn, contract.SCORES_DDL)
-        # The optional sources belong to the store being replaced too: empty them.
-        conn.execute(f"TRUNCATE {', '.join(f'{contract.SHOP_SCHEMA}.{name}' for name in contract.SHOP_OPTIONAL_TABLES)}")
-        for schema, frames in ((contract.SHOP_SCHEMA, store.shop), (contract.TRUTH_SCHEMA, store.truth)):
-            conn.execute(f"TRUNCATE {', '.join(f'{schema}.{name}' for name in frames)}")
+        conn.execute(f"TRUNCATE {', '.join(f'{schema}.{name}' for schema, names in everything.items() for name in names)}")
+        for schema, frames in ((contract.SHOP_SCHEMA, shop), (contract.TRUTH_SCHEMA, truth or {})):
             for name, frame in frames.items():
                 rows[f"{schema}.{name}"] = copy_frame(conn, f"{schema}.{name}", frame)
                 logger.info("loaded %s.%s: %d rows", schema, name, len(frame))
-    events = event_store(settings)
-    events.command(f"TRUNCATE TABLE IF EXISTS {events.database}.{contract.EVENTS_TABLE}")
-    events.insert_arrow(contract.EVENTS_TABLE, pa.Table.from_pandas(store.events, preserve_index=False))
-    rows["clickhouse.events"] = len(store.events)
-    logger.info("loaded events: %d rows", len(store.events))
+    store = event_store(settings)
+    store.command(f"TRUNCATE TABLE IF EXISTS {store.database}.{contract.EVENTS_TABLE}")
+    if events is not None and len(events):
+        store.insert_arrow(contract.EVENTS_TABLE, pa.Table.from_pandas(events, preserve_index=False))
+    rows["clickhouse.events"] = 0 if events is None else len(events)
+    logger.info("loaded events: %d rows", rows["clickhouse.events"])
     return rows

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL
+from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES
 from revopt.synth import SyntheticStore, generate_store
 
 START = dt.date(2024, 1, 1)
@@ -74,7 +74,7 @@ def test_different_seed_gives_different_frames() -> None:
 def test_columns_match_contract_in_order(store: SyntheticStore) -> None:
     shop, truth, events = _ddl_columns(SHOP_DDL), _ddl_columns(TRUTH_DDL), _ddl_columns(EVENTS_DDL)
     assert set(store.shop) == set(SHOP_TABLES) == set(shop) - set(SHOP_OPTIONAL_TABLES)
-    assert set(store.truth) == set(truth)
+    assert set(store.truth) == set(truth) == set(TRUTH_TABLES)
     for name, columns in shop.items():
         if name in SHOP_OPTIONAL_TABLES:
             continue

@@ -1,0 +1,275 @@
+"""Unit tests for the order-history importer (UCI Online Retail -> source contract frames)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from revopt.contract import SHOP_DDL, SHOP_TABLES
+from revopt.importer import ImportReport, frames_from_uci, uci_online_retail
+
+UCI_FILE = Path("/work/shared/data/online_retail.csv.gz")
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+ROWS = [
+    # a normal winter invoice with two lines (GMT: wall clock = UTC)
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850,United Kingdom",
+    # its partial cancellation: own invoice number, negative quantity
+    "C536379,85123A,WHITE HANGING HEART T-LIGHT HOLDER,-2,2010-12-01 09:41:00,2.55,17850,United Kingdom",
+    # no CustomerID
+    "536380,22633,HAND WARMER UNION JACK,1,2010-12-01 09:45:00,1.85,,United Kingdom",
+    # a French invoice with a zero-price row
+    "536381,22139,RETROSPOT TEA SET CERAMIC,4,2010-12-02 10:00:00,4.95,12583,France",
+    "536381,22139,check,10,2010-12-02 10:00:00,0,12583,France",
+    # a bulk price (more units, one line) against two lines at the list price in the same week
+    "536382,22139,RETROSPOT TEA SET CERAMIC,100,2010-12-03 11:00:00,4.25,12583,France",
+    "536383,22139,RETROSPOT TEA SET CERAMIC,2,2010-12-03 12:00:00,4.95,12583,France",
+    # a negative quantity on an ordinary invoice (stock write-off)
+    "536390,22633,damaged,-5,2010-12-03 13:00:00,1.85,12583,France",
+    # an invoice that is neither a sale nor a cancellation
+    "A563185,B,Adjust bad debt,1,2011-08-12 14:50:00,11062.06,12583,France",
+    # a summer invoice (BST: UTC = wall clock - 1 h) repeating a product on two lines
+    "560000,85123A,WHITE HANGING HEART T-LIGHT HOLDER,12,2011-07-15 10:00:00,2.95,17850,United Kingdom",
+    "560000,85123A,WHITE HANGING HEART T-LIGHT HOLDER,1,2011-07-15 10:00:00,2.95,17850,United Kingdom",
+    # a country without a known zone; same price as before: no new list price
+    "560001,71053,WHITE METAL LANTERN,1,2011-07-16 12:00:00,3.39,12346,Unspecified",
+]
+
+
+def _ddl_columns(ddl: str) -> dict[str, list[str]]:
+    """Table name -> column names in DDL order."""
+    tables = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
+        columns = []
+        for line in body.splitlines():
+            line = line.split("--")[0].strip()
+            if line and not line.upper().startswith("PRIMARY KEY"):
+                columns.append(line.split()[0])
+        tables[name.split(".")[-1]] = columns
+    return tables
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("uci") / "retail.csv"
+    path.write_text("\n".join([HEADER, *ROWS]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def imported(small_file: Path) -> tuple[dict[str, pd.DataFrame], ImportReport]:
+    return uci_online_retail(small_file)
+
+
+@pytest.fixture(scope="module")
+def frames(imported: tuple[dict[str, pd.DataFrame], ImportReport]) -> dict[str, pd.DataFrame]:
+    return imported[0]
+
+
+@pytest.fixture(scope="module")
+def report(imported: tuple[dict[str, pd.DataFrame], ImportReport]) -> ImportReport:
+    return imported[1]
+
+
+def _product_id(frames: dict[str, pd.DataFrame], sku: str) -> int:
+    products = frames["products"]
+    return int(products.loc[products["sku"] == sku, "product_id"].item())
+
+
+# --- shape -------------------------------------------------------------------------------------
+
+
+def test_frames_have_exactly_the_contract_columns(frames: dict[str, pd.DataFrame]) -> None:
+    ddl = _ddl_columns(SHOP_DDL)
+    assert list(frames) == list(SHOP_TABLES)
+    for name, frame in frames.items():
+        assert list(frame.columns) == ddl[name], name
+
+
+def test_dtypes_follow_the_synthetic_store(frames: dict[str, pd.DataFrame]) -> None:
+    expected = {
+        "customers": {"customer_id": "int64", "signup_date": "datetime64[ns]", "country": "object",
+                      "timezone": "object", "acquisition_channel": "object", "email_opt_in": "bool"},
+        "products": {"product_id": "int64", "sku": "object", "name": "object", "category": "object",
+                     "cost": "float64", "current_price": "float64"},
+        "product_prices": {"product_id": "int64", "valid_from": "datetime64[ns]", "list_price": "float64"},
+        "orders": {"order_id": "int64", "customer_id": "int64", "order_ts": "datetime64[ns, UTC]",
+                   "channel": "object", "status": "object"},
+        "order_lines": {"order_id": "int64", "line_no": "int32", "product_id": "int64", "quantity": "int32",
+                        "unit_price": "float64", "discount": "float64"},
+        "marketing_spend": {"day": "datetime64[ns]", "channel": "object", "spend": "float64",
+                            "impressions": "int64", "clicks": "int64"},
+    }
+    for name, columns in expected.items():
+        assert {c: str(t) for c, t in frames[name].dtypes.items()} == columns, name
+    assert frames["marketing_spend"].empty
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def test_report_counts_every_dropped_row_once(report: ImportReport) -> None:
+    assert report.rows_read == len(ROWS)
+    assert report.dropped == {
+        "no_customer_id": 1,
+        "no_stock_code": 0,
+        "unrecognised_invoice": 1,
+        "unparseable_invoice_date": 0,
+        "non_positive_price": 1,
+        "non_positive_quantity_on_sale": 1,
+        "non_negative_quantity_on_cancellation": 0,
+    }
+    assert report.rows_kept == len(ROWS) - 4
+    assert report.changed["cancellation_quantities_made_positive"] == 1
+    assert report.changed["repeated_product_lines_kept"] == 1
+    assert report.changed["customers_with_unknown_timezone"] == 1
+    assert report.rows == {"customers": 3, "products": 3, "product_prices": 4, "orders": 7,
+                           "order_lines": 9, "marketing_spend": 0}
+    assert report.first_order_ts == pd.Timestamp("2010-12-01 08:26", tz="UTC")
+    assert "no_customer_id=1" in str(report)
+
+
+# --- orders and lines --------------------------------------------------------------------------
+
+
+def test_orders_are_numbered_by_invoice_and_cancellations_are_their_own_orders(frames: dict[str, pd.DataFrame]) -> None:
+    orders = frames["orders"].set_index("order_id")
+    assert orders.index.tolist() == [536365, 536379, 536381, 536382, 536383, 560000, 560001]  # C536379 -> 536379
+    assert orders.loc[536379, "status"] == "cancelled"
+    assert (orders.drop(index=536379)["status"] == "completed").all()
+    assert orders.loc[536379, "customer_id"] == 17850
+    assert (orders["channel"] == "unknown").all()
+    lines = frames["order_lines"]
+    cancelled = lines[lines["order_id"] == 536379]
+    assert cancelled["quantity"].tolist() == [2]  # units returned, positive
+
+
+def test_order_time_is_uk_wall_clock_converted_to_utc(frames: dict[str, pd.DataFrame]) -> None:
+    order_ts = frames["orders"].set_index("order_id")["order_ts"]
+    assert order_ts[536365] == pd.Timestamp("2010-12-01 08:26", tz="UTC")  # GMT
+    assert order_ts[560000] == pd.Timestamp("2011-07-15 09:00", tz="UTC")  # BST = UTC + 1 h
+    assert str(order_ts.dt.tz) == "UTC"
+
+
+def test_lines_keep_file_order_and_repeated_products(frames: dict[str, pd.DataFrame]) -> None:
+    lines = frames["order_lines"]
+    first = lines[lines["order_id"] == 536365]
+    assert first["line_no"].tolist() == [1, 2]
+    assert first["product_id"].tolist() == [_product_id(frames, "85123A"), _product_id(frames, "71053")]
+    assert first["unit_price"].tolist() == [2.55, 3.39]
+    repeated = lines[lines["order_id"] == 560000]
+    assert repeated["line_no"].tolist() == [1, 2]
+    assert repeated["quantity"].tolist() == [12, 1]
+    assert (lines["discount"] == 0).all()
+    assert not lines.duplicated(["order_id", "line_no"]).any()
+    # the zero-price row is gone, its invoice keeps its priced line
+    assert lines.loc[lines["order_id"] == 536381, "quantity"].tolist() == [4]
+
+
+# --- products and prices -----------------------------------------------------------------------
+
+
+def test_products_from_stock_codes(frames: dict[str, pd.DataFrame]) -> None:
+    products = frames["products"].set_index("sku")
+    assert sorted(products.index) == ["22139", "71053", "85123A"]
+    assert products["product_id"].tolist() == [1, 2, 3]  # numbered in sorted code order
+    assert products.loc["22139", "name"] == "RETROSPOT TEA SET CERAMIC"  # not the dropped row's "check"
+    assert (products["category"] == "merchandise").all()
+
+
+def test_price_history_is_the_weekly_modal_price_changes_only(frames: dict[str, pd.DataFrame]) -> None:
+    history = frames["product_prices"]
+    heart = history[history["product_id"] == _product_id(frames, "85123A")]
+    assert heart["valid_from"].tolist() == [pd.Timestamp("2010-11-29"), pd.Timestamp("2011-07-11")]  # Mondays
+    assert heart["list_price"].tolist() == [2.55, 2.95]
+    lantern = history[history["product_id"] == _product_id(frames, "71053")]
+    assert lantern["list_price"].tolist() == [3.39]  # the same price in July: no new row
+    tea_set = history[history["product_id"] == _product_id(frames, "22139")]
+    assert tea_set["list_price"].tolist() == [4.95]  # two lines at 4.95 outvote one bulk line of 100 at 4.25
+
+
+def test_current_price_and_cost(frames: dict[str, pd.DataFrame]) -> None:
+    products = frames["products"].set_index("sku")
+    assert products.loc["85123A", "current_price"] == 2.95
+    assert products.loc["85123A", "cost"] == pytest.approx(round(0.6 * 2.95, 2))  # median of 2.55, 2.95, 2.95
+    assert products.loc["22139", "cost"] == pytest.approx(round(0.6 * 4.95, 2))
+    cheaper, _ = frames_from_uci(_raw(), cost_share=0.5)
+    assert cheaper["products"].set_index("sku").loc["85123A", "cost"] == pytest.approx(1.48)
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+def test_customers(frames: dict[str, pd.DataFrame]) -> None:
+    customers = frames["customers"].set_index("customer_id")
+    assert sorted(customers.index) == [12346, 12583, 17850]
+    assert customers.loc[17850, "signup_date"] == pd.Timestamp("2010-12-01")
+    assert customers.loc[17850, "timezone"] == "Europe/London"
+    assert customers.loc[12583, "timezone"] == "Europe/Paris"
+    assert customers.loc[12346, "timezone"] == "UTC"  # "Unspecified"
+    assert customers.loc[12346, "country"] == "Unspecified"
+    assert (customers["acquisition_channel"] == "unknown").all()
+    assert not customers["email_opt_in"].any()
+    assert set(frames["orders"]["customer_id"]) == set(customers.index)
+
+
+def test_timezone_by_country_overrides_the_map() -> None:
+    frames, report = frames_from_uci(_raw(), timezone_by_country={"Unspecified": "Europe/London"})
+    assert report.changed["customers_with_unknown_timezone"] == 0
+    assert frames["customers"].set_index("customer_id").loc[12346, "timezone"] == "Europe/London"
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_input_is_not_modified_and_the_original_uci_date_format_parses() -> None:
+    raw = _raw().head(2).assign(InvoiceDate=["12/1/2010 8:26", "12/1/2010 8:26"])
+    before = raw.copy()
+    frames, _ = frames_from_uci(raw)
+    pd.testing.assert_frame_equal(raw, before)
+    assert frames["orders"]["order_ts"].tolist() == [pd.Timestamp("2010-12-01 08:26", tz="UTC")]
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="cost_share"):
+        frames_from_uci(_raw(), cost_share=0.0)
+    with pytest.raises(ValueError, match="missing columns"):
+        frames_from_uci(_raw().drop(columns="UnitPrice"))
+
+
+def _raw() -> pd.DataFrame:
+    from io import StringIO
+
+    from revopt.importer import read_uci_online_retail
+
+    return read_uci_online_retail(StringIO("\n".join([HEADER, *ROWS]) + "\n"))
+
+
+# --- the real file -----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not UCI_FILE.exists(), reason="UCI Online Retail file not present")
+def test_first_rows_of_the_real_file() -> None:
+    frames, report = uci_online_retail(UCI_FILE, nrows=20_000)
+    assert report.rows_read == 20_000
+    keys = {"customers": ["customer_id"], "products": ["product_id"], "product_prices": ["product_id", "valid_from"],
+            "orders": ["order_id"], "order_lines": ["order_id", "line_no"]}
+    for name, key in keys.items():
+        assert not frames[name].duplicated(key).any(), name
+        assert len(frames[name]) > 0, name
+    lines, orders, products = frames["order_lines"], frames["orders"], frames["products"]
+    assert set(lines["order_id"]) == set(orders["order_id"])  # every order has lines
+    assert set(lines["product_id"]) <= set(products["product_id"])
+    assert set(orders["customer_id"]) == set(frames["customers"]["customer_id"])
+    assert set(frames["product_prices"]["product_id"]) == set(products["product_id"])
+    assert (lines["quantity"] > 0).all() and (lines["unit_price"] > 0).all()
+    assert (products["cost"] > 0).all() and (products["current_price"] > 0).all()
+    assert set(orders["status"]) == {"completed", "cancelled"}
+    assert report.dropped["no_customer_id"] > 0
+    assert not any(frame.isna().any().any() for frame in frames.values())
+    assert np.all(orders["order_ts"].dt.year.isin([2010, 2011]))
