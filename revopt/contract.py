@@ -7,6 +7,8 @@ A store maps its own schema onto the ``shop`` tables (PostgreSQL) and the ``even
 
 from __future__ import annotations
 
+import re
+
 SHOP_SCHEMA = "shop"
 TRUTH_SCHEMA = "truth"
 SCORES_SCHEMA = "scores"
@@ -310,3 +312,17 @@ SOURCE_COLUMNS = {
 }
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}
+
+
+def ddl_columns(ddl: str) -> dict[str, list[str]]:
+    """Table name (without schema) -> column names in DDL order, parsed from a DDL script above
+    (``CREATE TABLE`` statements only; ``ALTER TABLE ... ADD COLUMN`` is not followed)."""
+    tables = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
+        columns = []
+        for line in body.splitlines():
+            line = line.split("--")[0].strip()
+            if line and not line.upper().startswith("PRIMARY KEY"):
+                columns.append(line.split()[0])
+        tables[name.split(".")[-1]] = columns
+    return tables

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from revopt.contract import SHOP_DDL, SHOP_TABLES
+from revopt.contract import SHOP_DDL, SHOP_TABLES, ddl_columns
 from revopt.importer import ImportReport, frames_from_uci, uci_online_retail
 
 UCI_FILE = Path("/work/shared/data/online_retail.csv.gz")
@@ -39,19 +38,6 @@ ROWS = [
     # a country without a known zone; same price as before: no new list price
     "560001,71053,WHITE METAL LANTERN,1,2011-07-16 12:00:00,3.39,12346,Unspecified",
 ]
-
-
-def _ddl_columns(ddl: str) -> dict[str, list[str]]:
-    """Table name -> column names in DDL order."""
-    tables = {}
-    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
-        columns = []
-        for line in body.splitlines():
-            line = line.split("--")[0].strip()
-            if line and not line.upper().startswith("PRIMARY KEY"):
-                columns.append(line.split()[0])
-        tables[name.split(".")[-1]] = columns
-    return tables
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +71,7 @@ def _product_id(frames: dict[str, pd.DataFrame], sku: str) -> int:
 
 
 def test_frames_have_exactly_the_contract_columns(frames: dict[str, pd.DataFrame]) -> None:
-    ddl = _ddl_columns(SHOP_DDL)
+    ddl = ddl_columns(SHOP_DDL)
     assert list(frames) == list(SHOP_TABLES)
     for name, frame in frames.items():
         assert list(frame.columns) == ddl[name], name

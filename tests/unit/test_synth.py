@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES
+from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES, ddl_columns
 from revopt.synth import SyntheticStore, generate_store
 
 START = dt.date(2024, 1, 1)
 DAYS = 120
 N_CUSTOMERS = 2000
 SEED = 11
-
-
-def _ddl_columns(ddl: str) -> dict[str, list[str]]:
-    """Table name -> column names in DDL order."""
-    tables = {}
-    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
-        columns = []
-        for line in body.splitlines():
-            line = line.split("--")[0].strip()
-            if line and not line.upper().startswith("PRIMARY KEY"):
-                columns.append(line.split()[0])
-        tables[name.split(".")[-1]] = columns
-    return tables
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +58,7 @@ def test_different_seed_gives_different_frames() -> None:
 
 
 def test_columns_match_contract_in_order(store: SyntheticStore) -> None:
-    shop, truth, events = _ddl_columns(SHOP_DDL), _ddl_columns(TRUTH_DDL), _ddl_columns(EVENTS_DDL)
+    shop, truth, events = ddl_columns(SHOP_DDL), ddl_columns(TRUTH_DDL), ddl_columns(EVENTS_DDL)
     assert set(store.shop) == set(SHOP_TABLES) == set(shop) - set(SHOP_OPTIONAL_TABLES)
     assert set(store.truth) == set(truth) == set(TRUTH_TABLES)
     for name, columns in shop.items():
