@@ -22,18 +22,18 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 from revopt.dag_tasks import (
     ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, DRIFT_SHARE_PARAM, LOOKBACK_PARAM, PRICE_PARAMS,
-    SEND_TIME_PARAMS, extract, validate,
+    SEND_TIME_PARAMS, extract, skip_if_skipped, validate,
 )
 
 
 def _call(step: str, argument, context, *, with_params: bool = True):
-    """Run ``ml.workflows.<step>(settings, run date, argument[, params])``."""
+    """Run ``ml.workflows.<step>(settings, run date, argument[, params])``; a skipped family skips the task."""
     from ml import workflows
     from revopt.config import load_settings
     from revopt.runctx import run_date_of
 
     extra = (workflows.RunParams.from_mapping(context["params"]),) if with_params else ()
-    return getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra)
+    return skip_if_skipped(getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra))
 
 
 @dag(
@@ -85,7 +85,7 @@ def revopt_nightly():
 
     @task
     def publish_budget(allocation: dict, **context) -> int:
-        return _call("publish_budget_allocations", allocation.get("path"), context, with_params=False)
+        return _call("publish_budget_allocations", allocation["path"], context, with_params=False)
 
     @task
     def check_drift(scores: dict, **context) -> dict:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from revopt.dag_tasks import (
     ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS,
-    extract, validate,
+    extract, skip_if_skipped, validate,
 )
 
 PARAMS = {
@@ -37,7 +37,8 @@ def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str
     from revopt.runctx import run_date_of
 
     train = getattr(workflows, f"train_{family}")
-    return train(load_settings(), run_date_of(context), extract_paths, workflows.RunParams.from_mapping(context["params"]))
+    return skip_if_skipped(
+        train(load_settings(), run_date_of(context), extract_paths, workflows.RunParams.from_mapping(context["params"])))
 
 
 @dag(

@@ -30,7 +30,7 @@ from ml.training import train_pricing as _train_pricing
 from ml.training import train_send_time as _train_send_time
 from revopt.config import Settings
 from revopt.contract import SCORES_DDL
-from revopt.extract import read_extract
+from revopt.extract import EVENT_DATASETS, read_extract
 from revopt.postgres import publish_partition, run_script
 from revopt.stack import connect_postgres
 from revopt.quality import raise_if_failed, validate_and_record
@@ -73,6 +73,8 @@ class RunParams:
     price_max_change: float = 0.10
     price_ending: float | None = None
     price_horizon_days: int = 7
+    # Products in these categories (services, fees, vouchers: not goods with a demand curve) are never priced.
+    price_exclude_categories: list[str] = field(default_factory=lambda: ["postage", "fee", "adjustment", "gift_voucher"])
     send_quiet_start: int = 23
     send_quiet_end: int = 6
     default_send_hour: int = 10
@@ -118,10 +120,15 @@ def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict
     against recent runs; any failure raises after every dataset was validated and recorded.
 
     Each result is stored as JSON and as a data-docs HTML page in the run folder and summarised
-    in ``scores.data_quality`` (:mod:`revopt.quality`). Returns the paths unchanged so downstream
-    tasks depend on the gate having passed.
+    in ``scores.data_quality`` (:mod:`revopt.quality`). A store without clickstream has nothing
+    to validate in the event datasets (they were not read). Returns the paths unchanged so
+    downstream tasks depend on the gate having passed.
     """
-    raise_if_failed(validate_and_record(settings, run_date, read_extract(extract_paths), lookback_days))
+    frames = read_extract(extract_paths)
+    if not settings.clickstream:
+        logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s not validated for %s", ", ".join(EVENT_DATASETS), run_date)
+        frames = {name: frame for name, frame in frames.items() if name not in EVENT_DATASETS}
+    raise_if_failed(validate_and_record(settings, run_date, frames, lookback_days))
     return extract_paths
 
 
@@ -182,9 +189,14 @@ def train_clv(settings: Settings, run_date: dt.date, extract_paths: dict[str, st
 
 
 def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
-    """Estimate elasticities (tuned on a backtest), register the pricing model and gate it."""
+    """Estimate elasticities (tuned on a backtest) of the priced products, register the pricing
+    model and gate it."""
+    frames = read_extract(extract_paths)
+    priced = _priced(frames["products"], params, run_date)
+    frames = {**frames, "products": priced,
+              "product_daily_sales": frames["product_daily_sales"].loc[lambda f: f["product_id"].isin(priced["product_id"])]}
     return _train_pricing(
-        settings, run_date, read_extract(extract_paths), lookback_days=params.lookback_days,
+        settings, run_date, frames, lookback_days=params.lookback_days,
         guardrails=params.guardrails, horizon_days=params.price_horizon_days, n_trials=params.n_trials,
         timeout_seconds=params.tuning_timeout_seconds, seed=params.seed, promotion_margin=params.promotion_margin,
     )
@@ -215,6 +227,15 @@ def train_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str,
     )
 
 
+def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date) -> pd.DataFrame:
+    """The products pricing covers: all but those in ``price_exclude_categories``."""
+    excluded = products["category"].isin(params.price_exclude_categories)
+    if excluded.any():
+        logger.info("pricing for %s leaves out %d products in categories %s (price_exclude_categories)", run_date,
+                    int(excluded.sum()), sorted(products.loc[excluded, "category"].unique()))
+    return products[~excluded]
+
+
 def _skipped(family: str, run_date: dt.date, reason: str) -> dict[str, str]:
     logger.warning("%s skipped for %s: %s", family, run_date, reason)
     return {"skipped": reason}
@@ -224,7 +245,7 @@ def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[
     """Price recommendations for every product with the pricing ``@champion`` under this run's guardrails."""
     configure_mlflow(settings)
     champion = _load_champion(pricing.MODEL_NAME)
-    products = pd.read_parquet(extract_paths["products"])
+    products = _priced(pd.read_parquet(extract_paths["products"]), params, run_date)
     optional = {name: _optional_frame(extract_paths, name) for name in ("competitor_prices", "inventory")}
     recommended = champion.model.recommend(
         products, params.guardrails, horizon_days=params.price_horizon_days, **optional
@@ -431,10 +452,8 @@ def publish_send_time_recommendations(settings: Settings, run_date: dt.date, pat
     return _publish(settings, run_date, "scores.send_time_recommendations", path)
 
 
-def publish_budget_allocations(settings: Settings, run_date: dt.date, path: str | None) -> int:
-    """Replace ``scores.budget_allocations`` rows for the run date; nothing when the family was skipped."""
-    if path is None:
-        return 0
+def publish_budget_allocations(settings: Settings, run_date: dt.date, path: str) -> int:
+    """Replace ``scores.budget_allocations`` rows for the run date with this run's allocation."""
     return _publish(settings, run_date, "scores.budget_allocations", path)
 
 

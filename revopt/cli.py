@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["start", "stop", "status"])
     stack.set_defaults(handler=_stack)
 
+    init_db = commands.add_parser("init-db", help="create revopt's schemas and tables on the configured stores (idempotent)")
+    init_db.set_defaults(handler=_init_db)
+
     seed = commands.add_parser("seed", help="fill the sources with a synthetic store")
     _add_seed_args(seed)
     seed.set_defaults(handler=_seed)
@@ -122,6 +125,31 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_db(settings: Settings, args: argparse.Namespace) -> int:
+    """Create the ``shop``, ``truth`` and ``scores`` schemas and tables in PostgreSQL and the events
+    table in ClickHouse if missing; existing tables and rows are left alone (the production stack's
+    init service runs this on every start)."""
+    from revopt import contract
+    from revopt.config import redact_url
+    from revopt.postgres import run_script
+    from revopt.stack import connect_postgres, event_store, postgres_url
+
+    with connect_postgres(settings) as conn:
+        for script in (contract.SHOP_DDL, contract.TRUTH_DDL, contract.SCORES_DDL):
+            run_script(conn, script)
+    where = {"PostgreSQL": f"{redact_url(postgres_url(settings))} (schemas shop, truth, scores)"}
+    if settings.clickstream:
+        store = event_store(settings)  # opening it creates the database and the events table
+        clickhouse = redact_url(settings.clickhouse_url) if settings.clickhouse_url else f"chDB at {settings.chdb_path}"
+        where["ClickHouse"] = f"{clickhouse} (table {store.database}.{contract.EVENTS_TABLE})"
+    else:
+        where["ClickHouse"] = "not used (REVOPT_CLICKSTREAM=off)"
+    where["MLflow tracking"] = redact_url(settings.mlflow_tracking_uri)
+    print("revopt stores ready:")
+    _print_mapping(where)
+    return 0
+
+
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
     from revopt.seed import seed_synthetic
     from revopt.stack import start_stack
@@ -143,6 +171,9 @@ def _import_uci(settings: Settings, args: argparse.Namespace) -> int:
         frames, report = uci_online_retail(args.path, cost_share=args.cost_share)
         load_into_contract(settings, frames)
     print(f"    {report}")
+    if settings.clickstream:
+        print("    this order history has no clickstream: run the DAGs with REVOPT_CLICKSTREAM=off "
+              "(else the empty events fail validation)")
     return 0
 
 
@@ -191,7 +222,7 @@ def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[st
     return status
 
 
-_TASK_ID = re.compile(r"task_id='([\w.-]+)'")
+_TASK_ID = re.compile(r"\[DAG TEST\] starting task_id=([\w.-]+)")
 _NEW_STATE = re.compile(r"new_state=(\w+)")
 _RUN_STATE = re.compile(r"\bstate=(\w+)")
 

@@ -13,9 +13,15 @@ PostgreSQL (shop + scores)  ``REVOPT_POSTGRES_URL`` or the Airflow           pgd
 ClickHouse (events)         ``REVOPT_CLICKHOUSE_URL`` or                     chDB under ``chdb/``
                             ``AIRFLOW_CONN_REVOPT_CLICKHOUSE``
 ClickHouse database         ``REVOPT_CLICKHOUSE_DATABASE``                  ``revopt``
+clickstream tracked?        ``REVOPT_CLICKSTREAM`` (``on`` / ``off``)         ``on``
 MLflow                      ``MLFLOW_TRACKING_URI``                         sqlite under ``mlflow/``
 Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLite under ``airflow/``
 ==========================  ==============================================  =======================
+
+A store without clickstream (an order history only, such as UCI Online Retail) sets
+``REVOPT_CLICKSTREAM=off``: ClickHouse is then never queried, the event datasets are empty and
+not validated, and every family that can runs from orders (README, "Stores without clickstream").
+With the default ``on`` an empty events table fails validation, as a broken events view should.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Settings:
     clickhouse_database: str
     mlflow_tracking_uri: str
     airflow_home: Path
+    clickstream: bool = True  # False: the store has no ClickHouse events; event features are zero
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks: never show a password.
@@ -50,7 +57,8 @@ class Settings:
         shown = {name: redact_url(url) if url else url for name, url in urls.items()}
         return (f"Settings(home={str(self.home)!r}, postgres_url={shown['postgres_url']!r}, "
                 f"clickhouse_url={shown['clickhouse_url']!r}, clickhouse_database={self.clickhouse_database!r}, "
-                f"mlflow_tracking_uri={shown['mlflow_tracking_uri']!r}, airflow_home={str(self.airflow_home)!r})")
+                f"mlflow_tracking_uri={shown['mlflow_tracking_uri']!r}, airflow_home={str(self.airflow_home)!r}, "
+                f"clickstream={self.clickstream!r})")
 
     @property
     def pgdata(self) -> Path:
@@ -100,7 +108,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         clickhouse_database=env.get("REVOPT_CLICKHOUSE_DATABASE", "revopt"),
         mlflow_tracking_uri=tracking_uri,
         airflow_home=Path(env.get("AIRFLOW_HOME", str(home / "airflow"))).expanduser().resolve(),
+        clickstream=_switch(env, "REVOPT_CLICKSTREAM", default=True),
     )
+
+
+_SWITCH_VALUES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _SWITCH_VALUES:
+        raise ValueError(f"{name} must be on or off, got {env[name]!r}")
+    return _SWITCH_VALUES[value]
 
 
 def _connection_url(value: str | None, scheme: str) -> str | None:

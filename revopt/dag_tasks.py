@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 # Retry what can heal by itself (a database restarting, a network blip); fail at once on bad
 # data or bad settings, where a retry would only repeat the same answer later.
@@ -36,6 +37,8 @@ PRICE_PARAMS = {
     "price_max_change": Param(0.10, type="number", minimum=0, maximum=0.99, description="Largest price move per run, as a share of the current price."),
     "price_ending": Param(None, type=["null", "number"], minimum=0, maximum=0.99, description="Price ending, e.g. 0.99; empty for whole cents."),
     "price_horizon_days": Param(7, type="integer", minimum=1, description="Days the expected units / revenue / profit cover."),
+    "price_exclude_categories": Param(["postage", "fee", "adjustment", "gift_voucher"], type="array", items={"type": "string"},
+                                      description="Product categories never priced (services, fees, vouchers)."),
 }
 SEND_TIME_PARAMS = {
     "send_quiet_start": Param(23, type="integer", minimum=0, maximum=23, description="Quiet hours start (local hour): nothing is recommended from here ..."),
@@ -54,6 +57,14 @@ DRIFT_SHARE_PARAM = Param(0.3, type="number", minimum=0, maximum=1, description=
 #: (as well as weekly).
 DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detected")
 ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
+
+
+def skip_if_skipped(result):
+    """A workflow's result, or the task ends as *skipped* (and so do the tasks after it) when the
+    workflow skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend)."""
+    if isinstance(result, dict) and "skipped" in result:
+        raise AirflowSkipException(result["skipped"])
+    return result
 
 
 @task

@@ -195,6 +195,13 @@ DATASETS = (
     "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
     "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
 )
+# Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
+EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
+DAILY_EVENT_COLUMNS = (
+    "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
+    "email_sends", "email_opens", "email_clicks",
+)
+ENGAGEMENT_COLUMNS = ("customer_id", "hour_utc", "sends", "opens", "clicks", "sessions")
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -> dict[str, str]:
@@ -211,7 +218,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         "run_date": run_date, "since": since_ts.date(),
         "run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime(),
     }
-    store = event_store(settings)
+    store = event_store(settings) if settings.clickstream else None
     with connect_postgres(settings) as conn:
         check_source_contract(conn, store, run_date)
         customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
@@ -236,12 +243,18 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
             {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
         )
 
-    daily_events = store.query_df(
-        DAILY_EVENTS_SQL.format(database=store.database),
-        {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
-    )
-    daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
-    engagement = engagement_by_hour(store, since_ts, run_ts)
+    if store is None:
+        logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
+                       " and ".join(EVENT_DATASETS), run_date)
+        daily_events = _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
+        engagement = _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
+    else:
+        daily_events = store.query_df(
+            DAILY_EVENTS_SQL.format(database=store.database),
+            {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
+        )
+        daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
+        engagement = engagement_by_hour(store, since_ts, run_ts)
 
     paths = {}
     extracted = {
@@ -265,9 +278,11 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
         ENGAGEMENT_SQL.format(database=store.database),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
-    if not len(frame.columns):
-        frame = pd.DataFrame(columns=["customer_id", "hour_utc", "sends", "opens", "clicks", "sessions"])
-    typed = frame.astype({column: "int64" for column in ("customer_id", "sends", "opens", "clicks", "sessions")})
+    return _typed_engagement(frame if len(frame.columns) else pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
+
+
+def _typed_engagement(frame: pd.DataFrame) -> pd.DataFrame:
+    typed = frame.astype({column: "int64" for column in ENGAGEMENT_COLUMNS if column != "hour_utc"})
     typed["hour_utc"] = pd.to_datetime(typed["hour_utc"], utc=True).astype("datetime64[ns, UTC]")
     return typed
 
@@ -295,10 +310,11 @@ def _clickhouse_family(type_name: str) -> str:
     return type_name
 
 
-def check_source_contract(conn, store: EventStore, run_date: dt.date) -> None:
+def check_source_contract(conn, store: EventStore | None, run_date: dt.date) -> None:
     """Every source column revopt reads exists with a usable type (:data:`SOURCE_COLUMNS`,
-    :data:`EVENT_COLUMNS`); else one :class:`DataValidationError` listing each missing or mistyped
-    column, before any extract query fails on it with a database error."""
+    :data:`EVENT_COLUMNS`, the latter unless ``store`` is None: no clickstream); else one
+    :class:`DataValidationError` listing each missing or mistyped column, before any extract query
+    fails on it with a database error."""
     found: dict[str, dict[str, str]] = {}
     rows = conn.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'shop'"
@@ -311,13 +327,14 @@ def check_source_contract(conn, store: EventStore, run_date: dt.date) -> None:
         for problem in _column_problems(table, f"shop.{table}", found.get(table, {}), columns,
                                         lambda t, f: t in _PG_TYPES[f])
     ]
-    events = store.query_df(
-        "SELECT name, type FROM system.columns WHERE database = {database:String} AND table = {table:String}",
-        {"database": store.database, "table": EVENTS_TABLE},
-    )
-    have = dict(zip(events["name"], events["type"])) if len(events.columns) else {}
-    problems += _column_problems(EVENTS_TABLE, f"{store.database}.{EVENTS_TABLE}", have, EVENT_COLUMNS,
-                                 lambda t, f: _clickhouse_family(t) == f)
+    if store is not None:
+        events = store.query_df(
+            "SELECT name, type FROM system.columns WHERE database = {database:String} AND table = {table:String}",
+            {"database": store.database, "table": EVENTS_TABLE},
+        )
+        have = dict(zip(events["name"], events["type"])) if len(events.columns) else {}
+        problems += _column_problems(EVENTS_TABLE, f"{store.database}.{EVENTS_TABLE}", have, EVENT_COLUMNS,
+                                     lambda t, f: _clickhouse_family(t) == f)
     if problems:
         raise DataValidationError("\n".join(
             f"Source {table!r} ({qualified}) does not match the contract (README, Source contract) for run date "

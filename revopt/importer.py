@@ -22,6 +22,8 @@ Rows are dropped by the first of these rules they break, in this order (the repo
 6. ``non_positive_quantity_on_sale``: quantity <= 0 on an ordinary invoice (UCI's stock
    write-offs: "damaged", "check", "?" at price 0 -- rule 5 catches those first).
 7. ``non_negative_quantity_on_cancellation``: quantity >= 0 on a ``C`` invoice.
+8. ``credit_note_of_whole_invoice``: the rows of a ``C`` invoice that reverses a whole earlier
+   sale (the sale is cancelled instead; see Cancellations).
 
 Orders.  One order per InvoiceNo; ``order_id`` is the invoice's number without its prefix
 (``536365`` -> 536365, ``C536379`` -> 536379): stable across re-imports and subsets of the file,
@@ -32,14 +34,21 @@ ambiguous autumn hour is read as summer time, a skipped spring hour shifted forw
 to UTC.  ``channel`` is ``'unknown'`` (no marketing data).
 
 Cancellations.  A ``C`` invoice is a credit note with its own number; the file does not say which
-sale it reverses (and returns are often partial), so it is not matched to one.  It becomes its own
-order with status ``'cancelled'`` at its own time, its lines carrying the returned quantities as
-positive numbers (the contract's quantities are units, an order's value is never negative).  The
-sale it reverses stays ``'completed'``: revenue read from completed orders is gross of returns.
+sale it reverses.  When it reverses a whole earlier invoice of the same customer exactly (the same
+multiset of StockCode, quantity and price; or, for a note of manual adjustments only, StockCode
+``M``, the same value within 24 hours), that sale becomes ``'cancelled'`` and the credit note is
+dropped (counted as ``whole_invoice_reversals``: UCI's two largest invoices, 80,995 and 74,215
+units of one item, were reversed within minutes this way, and a mis-keyed 38,970.00 invoice by a
+manual note).  Any other credit note (returns are
+mostly partial) becomes its own order with status ``'cancelled'`` at its own time, its lines
+carrying the returned quantities as positive numbers (the contract's quantities are units, an
+order's value is never negative); the sale it partly reverses stays ``'completed'``: revenue read
+from completed orders is gross of partial returns.
 
 Order lines.  One line per kept row, numbered 1.. in file order within the invoice; repeated
 (InvoiceNo, StockCode) pairs stay separate lines (counted).  ``unit_price`` is UnitPrice (the price
-paid) rounded to cents, ``discount`` 0 (the file has no list price to discount from).
+paid) rounded to cents; ``discount`` is the fraction below that week's list price (see Prices;
+bulk-tier and negotiated prices) rounded to 4 places, 0 at or above the list price.
 
 Products.  One per StockCode, upper-cased (UCI writes some codes in both cases, e.g. ``85123a`` /
 ``85123A``; counted); ``product_id`` = 1.. in sorted code order, ``sku`` = the code, ``name`` = the
@@ -142,6 +151,7 @@ _CATEGORY_RULES: tuple[tuple[str, str], ...] = (
     (r"^[MDSB]$", "adjustment"),
 )
 _OTHER_CATEGORY = "other"
+_MANUAL_ADJUSTMENT = "M"
 _UNKNOWN = "unknown"
 _UNKNOWN_TIMEZONE = "UTC"
 _INVOICE = re.compile(r"^C?\d+$")
@@ -219,10 +229,14 @@ def frames_from_uci(
     zones = {**UCI_TIMEZONES, **(timezone_by_country or {})}
 
     rows, dropped, changed = _clean_rows(raw)
+    before = len(rows)
+    rows, changed["whole_invoice_reversals"] = _match_whole_invoice_reversals(rows)
+    dropped["credit_note_of_whole_invoice"] = before - len(rows)
     skus = np.sort(rows["sku"].unique().astype(str)).astype(object)  # product_id = position + 1
     orders, order_country, order_changes = _orders(rows)
     lines, line_changes = _order_lines(rows, skus)
     products, product_prices, product_changes = _products(rows, skus, lines, orders, cost_share)
+    lines, changed["lines_below_list_price"] = _discounts_from_list_price(lines, orders, product_prices)
     customers, customer_changes = _customers(orders, order_country, zones)
     changed |= order_changes | line_changes | product_changes | customer_changes
 
@@ -308,6 +322,41 @@ def _clean_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int], dict[s
         "cancellation_quantities_made_positive": int(rows["cancelled"].sum()),
     }
     return rows.drop(columns="invoice"), dropped, changed
+
+
+def _match_whole_invoice_reversals(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Cancel each sale that a later credit note of the same customer reverses whole, and drop that
+    credit note; each sale is matched at most once (the latest one before the note). A note
+    reverses a sale with the same lines (StockCode, quantity, price), or -- a note of manual
+    adjustments only (StockCode ``M``) -- a sale of the same value in the 24 hours before it."""
+    keyed = rows.assign(line_key=rows["sku"].astype(str) + "|" + rows["quantity"].astype(str) + "|"
+                        + rows["unit_price"].map("{:.2f}".format),
+                        value_cents=(rows["quantity"] * rows["unit_price"] * 100).round().astype("int64"),
+                        manual=rows["sku"] == _MANUAL_ADJUSTMENT)
+    invoices = keyed.sort_values(["order_id", "line_key"], kind="stable").groupby("order_id", sort=False).agg(
+        customer_id=("customer_id", "first"), cancelled=("cancelled", "first"), order_ts=("order_ts", "min"),
+        lines=("line_key", "|".join), value_cents=("value_cents", "sum"), manual=("manual", "all"),
+    )
+    invoices["signature"] = np.where(invoices["manual"], "value:" + invoices["value_cents"].astype(str), invoices["lines"])
+    sales = invoices[~invoices["cancelled"]].reset_index().sort_values("order_ts", kind="stable")
+    by_lines = sales.groupby(["customer_id", "lines"])
+    by_value = sales.assign(signature="value:" + sales["value_cents"].astype(str)).groupby(["customer_id", "signature"])
+    reversed_sales, matched_notes = set(), set()
+    for note in invoices[invoices["cancelled"]].reset_index().itertuples(index=False):
+        candidates, window = (by_value, pd.Timedelta(hours=24)) if note.manual else (by_lines, None)
+        key = (note.customer_id, note.signature)
+        if key not in candidates.groups:
+            continue
+        earlier = candidates.get_group(key)
+        earlier = earlier[(earlier["order_ts"] <= note.order_ts) & ~earlier["order_id"].isin(reversed_sales)]
+        if window is not None:
+            earlier = earlier[earlier["order_ts"] >= note.order_ts - window]
+        if len(earlier):
+            reversed_sales.add(int(earlier["order_id"].iloc[-1]))
+            matched_notes.add(int(note.order_id))
+    kept = rows[~rows["order_id"].isin(matched_notes)].copy()
+    kept.loc[kept["order_id"].isin(reversed_sales), "cancelled"] = True
+    return kept, len(matched_notes)
 
 
 def _uk_wall_clock_to_utc(invoice_date: pd.Series) -> pd.Series:
@@ -449,6 +498,24 @@ def _weekly_modal_prices(prices: pd.DataFrame) -> pd.DataFrame:
             "list_price": kept["unit_price"].to_numpy(dtype=np.float64),
         }
     )
+
+
+def _discounts_from_list_price(lines: pd.DataFrame, orders: pd.DataFrame,
+                               product_prices: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Each line's discount: the fraction it was paid below the list price in force that week."""
+    order_ts = pd.DatetimeIndex(orders.set_index("order_id")["order_ts"].reindex(lines["order_id"]).array)
+    day = order_ts.tz_convert("UTC").tz_localize(None).normalize()
+    week = (day - pd.to_timedelta(day.dayofweek, unit="D")).to_numpy(dtype="datetime64[ns]")
+    position = np.arange(len(lines))
+    in_force = pd.merge_asof(
+        pd.DataFrame({"week": week, "product_id": lines["product_id"].to_numpy(), "position": position}).sort_values("week"),
+        product_prices.rename(columns={"valid_from": "week"}).sort_values("week"),
+        on="week", by="product_id", direction="backward",
+    ).sort_values("position")["list_price"].to_numpy(dtype=np.float64)
+    paid = lines["unit_price"].to_numpy(dtype=np.float64)
+    discount = np.where(np.isfinite(in_force) & (paid < in_force), 1.0 - paid / np.where(in_force > 0, in_force, 1.0), 0.0)
+    discount = np.round(np.clip(discount, 0.0, 0.9999), 4)
+    return lines.assign(discount=discount), int((discount > 0).sum())
 
 
 def _categories(skus: np.ndarray) -> np.ndarray:

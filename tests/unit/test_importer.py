@@ -37,6 +37,11 @@ ROWS = [
     "560000,85123A,WHITE HANGING HEART T-LIGHT HOLDER,1,2011-07-15 10:00:00,2.95,17850,United Kingdom",
     # a country without a known zone; same price as before: no new list price
     "560001,71053,WHITE METAL LANTERN,1,2011-07-16 12:00:00,3.39,12346,Unspecified",
+    # an invoice reversed line for line by a credit note minutes later (lines in another order)
+    "570000,22139,RETROSPOT TEA SET CERAMIC,3,2011-08-02 10:00:00,4.95,12583,France",
+    "570000,71053,WHITE METAL LANTERN,1,2011-08-02 10:00:00,3.39,12583,France",
+    "C570001,71053,WHITE METAL LANTERN,-1,2011-08-02 10:05:00,3.39,12583,France",
+    "C570001,22139,RETROSPOT TEA SET CERAMIC,-3,2011-08-02 10:05:00,4.95,12583,France",
 ]
 
 
@@ -109,13 +114,16 @@ def test_report_counts_every_dropped_row_once(report: ImportReport) -> None:
         "non_positive_price": 1,
         "non_positive_quantity_on_sale": 1,
         "non_negative_quantity_on_cancellation": 0,
+        "credit_note_of_whole_invoice": 2,
     }
-    assert report.rows_kept == len(ROWS) - 4
-    assert report.changed["cancellation_quantities_made_positive"] == 1
+    assert report.rows_kept == len(ROWS) - 6
+    assert report.changed["cancellation_quantities_made_positive"] == 3  # counted as read, before matching
     assert report.changed["repeated_product_lines_kept"] == 1
     assert report.changed["customers_with_unknown_timezone"] == 1
-    assert report.rows == {"customers": 3, "products": 3, "product_prices": 4, "orders": 7,
-                           "order_lines": 9, "marketing_spend": 0}
+    assert report.changed["whole_invoice_reversals"] == 1
+    assert report.changed["lines_below_list_price"] == 1
+    assert report.rows == {"customers": 3, "products": 3, "product_prices": 4, "orders": 8,
+                           "order_lines": 11, "marketing_spend": 0}
     assert report.first_order_ts == pd.Timestamp("2010-12-01 08:26", tz="UTC")
     assert "no_customer_id=1" in str(report)
 
@@ -125,9 +133,11 @@ def test_report_counts_every_dropped_row_once(report: ImportReport) -> None:
 
 def test_orders_are_numbered_by_invoice_and_cancellations_are_their_own_orders(frames: dict[str, pd.DataFrame]) -> None:
     orders = frames["orders"].set_index("order_id")
-    assert orders.index.tolist() == [536365, 536379, 536381, 536382, 536383, 560000, 560001]  # C536379 -> 536379
+    assert orders.index.tolist() == [536365, 536379, 536381, 536382, 536383, 560000, 560001, 570000]  # C536379 -> 536379
     assert orders.loc[536379, "status"] == "cancelled"
-    assert (orders.drop(index=536379)["status"] == "completed").all()
+    assert orders.loc[536365, "status"] == "completed"  # only partly returned: gross revenue stays
+    assert orders.loc[570000, "status"] == "cancelled"  # reversed whole: cancelled, its credit note C570001 gone
+    assert (orders.drop(index=[536379, 570000])["status"] == "completed").all()
     assert orders.loc[536379, "customer_id"] == 17850
     assert (orders["channel"] == "unknown").all()
     lines = frames["order_lines"]
@@ -151,7 +161,10 @@ def test_lines_keep_file_order_and_repeated_products(frames: dict[str, pd.DataFr
     repeated = lines[lines["order_id"] == 560000]
     assert repeated["line_no"].tolist() == [1, 2]
     assert repeated["quantity"].tolist() == [12, 1]
-    assert (lines["discount"] == 0).all()
+    # paid below that week's list price (the bulk line of 100 at 4.25 against 4.95): a discount
+    bulk = lines[lines["order_id"] == 536382]
+    assert bulk["discount"].tolist() == [round(1 - 4.25 / 4.95, 4)]
+    assert (lines.drop(index=bulk.index)["discount"] == 0).all()
     assert not lines.duplicated(["order_id", "line_no"]).any()
     # the zero-price row is gone, its invoice keeps its priced line
     assert lines.loc[lines["order_id"] == 536381, "quantity"].tolist() == [4]
