@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from revopt.config import REPO_ROOT, Settings, load_settings
+from revopt.config import REPO_ROOT, Settings, load_settings, redact_url
 
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
@@ -130,7 +130,6 @@ def _init_db(settings: Settings, args: argparse.Namespace) -> int:
     table in ClickHouse if missing; existing tables and rows are left alone (the production stack's
     init service runs this on every start)."""
     from revopt import contract
-    from revopt.config import redact_url
     from revopt.postgres import run_script
     from revopt.stack import connect_postgres, event_store, postgres_url
 
@@ -297,9 +296,9 @@ def _where(settings: Settings, args: argparse.Namespace) -> int:
     _print_mapping(
         {
             "state folder": str(settings.home),
-            "PostgreSQL": postgres_url(settings),
-            "ClickHouse": settings.clickhouse_url or f"chDB at {settings.chdb_path}",
-            "MLflow tracking": settings.mlflow_tracking_uri,
+            "PostgreSQL": redact_url(postgres_url(settings)),
+            "ClickHouse": redact_url(settings.clickhouse_url) if settings.clickhouse_url else f"chDB at {settings.chdb_path}",
+            "MLflow tracking": redact_url(settings.mlflow_tracking_uri),
             "run files": str(settings.runs_dir),
             "MLflow UI": "revopt ui mlflow  -> http://127.0.0.1:5000",
             "Airflow UI": "revopt ui airflow -> http://127.0.0.1:8080",
