@@ -136,3 +136,15 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith(f"OK {len(EXPECTED_EDGES)}")
+
+
+def test_a_family_the_workflow_skipped_ends_as_a_skipped_task():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from revopt.dag_tasks import skip_if_skipped
+
+    done = {"path": "/x.parquet", "rows": 3}
+    assert skip_if_skipped(done) is done
+    assert skip_if_skipped(7) == 7
+    with pytest.raises(AirflowSkipException, match="no marketing spend"):
+        skip_if_skipped({"skipped": "the store has no marketing spend before the run date"})
