@@ -224,18 +224,22 @@ def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[st
 _TASK_ID = re.compile(r"\[DAG TEST\] starting task_id=([\w.-]+)")
 _NEW_STATE = re.compile(r"new_state=(\w+)")
 _RUN_STATE = re.compile(r"\bstate=(\w+)")
+_SKIP_REASON = re.compile(r"\bskipped for \d{4}-\d{2}-\d{2}: (.*?)\s+\[")  # ml.workflows._skipped's log line
 
 
 def _follow_task_states(lines: Iterable[str], log: TextIO) -> None:
     """Copy Airflow's output to the log and print one progress line per finished task."""
-    current_task = "?"
+    current_task, reason = "?", ""
     started = time.perf_counter()
     for line in lines:
         log.write(line)
         if found := _TASK_ID.search(line):
-            current_task = found.group(1)
+            current_task, reason = found.group(1), ""
+        if found := _SKIP_REASON.search(line):
+            reason = f": {found.group(1)}"
         if (state := _NEW_STATE.search(line)) and state.group(1) != "running":
-            print(f"    task {current_task}: {state.group(1)} (+{time.perf_counter() - started:.1f}s)", flush=True)
+            why = reason if state.group(1) == "skipped" else ""
+            print(f"    task {current_task}: {state.group(1)}{why} (+{time.perf_counter() - started:.1f}s)", flush=True)
             started = time.perf_counter()
         elif "DagRun Finished" in line and (state := _RUN_STATE.search(line)):
             print(f"    DAG run finished: {state.group(1)}", flush=True)
