@@ -96,13 +96,20 @@ def _training_metrics(settings) -> pd.DataFrame:
     configure_mlflow(settings)
     client = mlflow.MlflowClient()
     rows = []
-    for model in client.search_registered_models():
+    for model in sorted(client.search_registered_models(), key=lambda m: m.name):
         version = client.get_model_version_by_alias(model.name, "champion")
         metrics = client.get_run(version.run_id).data.metrics
-        rows.append({"model": model.name, "version": version.version,
-                     **{key: round(value, 4) for key, value in sorted(metrics.items())
-                        if key.startswith(("valid_", "holdout_", "backtest_", "test_")) and "." not in key}})
+        shown = [f"{key} {metrics[key]:.4g}" for key in _HEADLINE_METRICS if key in metrics]
+        rows.append({"model": model.name, "version": version.version, "metrics (its own holdout / backtest)": ", ".join(shown)})
     return pd.DataFrame(rows)
+
+
+_HEADLINE_METRICS = (
+    "holdout_roc_auc", "holdout_pr_auc", "holdout_brier", "holdout_calibration_error", "holdout_lift_top_decile",
+    "holdout_spearman", "holdout_mae", "holdout_top_decile_capture", "holdout_btyd_spearman", "holdout_gbm_spearman",
+    "backtest_poisson_deviance", "backtest_poisson_deviance_default", "backtest_objective", "backtest_objective_default",
+    "backtest_log_loss_global",
+)
 
 
 def _report(args, frames, report, published, training, timings) -> str:
@@ -161,7 +168,9 @@ def _report(args, frames, report, published, training, timings) -> str:
             q = values.quantile([0.1, 0.25, 0.5, 0.75, 0.9]).to_numpy()
             out.append(f"| {label} ({len(values):,}) | " + " | ".join(f"{v:.2f}" for v in q) + f" | {(values < -1).mean():.2f} |")
     out.append("")
-    out.append("Reasons: " + ", ".join(f"{k} {v:,}" for k, v in prices["reason"].value_counts().head(6).items()) + ".")
+    kinds = prices["reason"].str.split(";").str[0].str.replace(r"-?\d+(?:\.\d+)?", "#", regex=True)
+    out += ["", "| reason (first clause; # = a number) | products |", "|---|---:|"]
+    out += [f"| {kind} | {n:,} |" for kind, n in kinds.value_counts().items()]
 
     send = published["send_time_recommendations"]
     out += ["", "## Send time", ""]
