@@ -123,10 +123,20 @@ WHERE day >= %(since)s AND day < %(run_date)s
 ORDER BY day, channel
 """
 
+# current_price as of the run date: the latest list price valid before D (shop.products holds
+# today's price, which a run for an earlier date must not see); products without history keep it.
 PRODUCTS_SQL = """
-SELECT product_id, category, cost::float8 AS cost, current_price::float8 AS current_price
-FROM shop.products
-ORDER BY product_id
+SELECT p.product_id, p.category, p.cost::float8 AS cost,
+       coalesce(h.list_price, p.current_price)::float8 AS current_price,
+       p.current_price::float8 AS listed_current_price
+FROM shop.products AS p
+LEFT JOIN LATERAL (
+    SELECT pp.list_price FROM shop.product_prices AS pp
+    WHERE pp.product_id = p.product_id AND pp.valid_from < %(run_date)s
+    ORDER BY pp.valid_from DESC
+    LIMIT 1
+) AS h ON true
+ORDER BY p.product_id
 """
 
 # Dense product x day panel of completed-order demand for every day a product had a list price
@@ -223,7 +233,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         check_source_contract(conn, store, run_date)
         customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
         orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
-        products = _typed(read_frame(conn, PRODUCTS_SQL), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64"})
+        products = _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"})
         sales = _typed(
             read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
             {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},

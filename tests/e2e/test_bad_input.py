@@ -227,7 +227,7 @@ REJECTED = [
     # 2. negative or zero prices
     pytest.param([_replaced("products", current_price="CASE product_id WHEN 1 THEN 0 WHEN 2 THEN -9.99 ELSE current_price END",
                             cost="CASE WHEN product_id = 3 THEN 0 ELSE cost END")],
-                 [("products", "current_price"), ("products", "cost")], id="02-zero-and-negative-product-price-and-cost"),
+                 [("products", "listed_current_price"), ("products", "cost")], id="02-zero-and-negative-product-price-and-cost"),
     pytest.param([_replaced("product_prices", list_price="CASE WHEN product_id = 4 THEN 0 ELSE list_price END")],
                  [("product_daily_sales", "list_price")], id="02-zero-list-price"),
     pytest.param([_replaced("order_lines", unit_price="CASE WHEN order_id % 97 = 0 THEN -5 ELSE unit_price END")],
