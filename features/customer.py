@@ -35,6 +35,11 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "days_since_last_session",
 )
 
+#: Engagement columns summed from the event history (:func:`customer_event_features`).
+EVENT_FEATURE_COLUMNS: tuple[str, ...] = (
+    "sessions_7d", "sessions_30d", "product_views_30d", "add_to_carts_30d", "email_opens_30d", "email_clicks_30d",
+)
+
 
 def population(customers: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Index:
     """Customer ids that had signed up before ``cutoff``, sorted."""
@@ -45,10 +50,16 @@ def population(customers: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Index:
 def customer_features(
     customers: pd.DataFrame,
     orders: pd.DataFrame,
-    daily_events: pd.DataFrame,
+    daily_events: pd.DataFrame | None,
     cutoff: pd.Timestamp,
+    event_features: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per customer signed up before ``cutoff``: RFM, recent activity and engagement."""
+    """One row per customer signed up before ``cutoff``: RFM, recent activity and engagement.
+
+    The engagement columns come from ``event_features`` when given (one row per customer as of
+    the same ``cutoff``, e.g. computed inside ClickHouse with :func:`event_features_sql`), else
+    from ``daily_events`` with :func:`customer_event_features`; both give identical features.
+    """
     ids = population(customers, cutoff)
     cutoff_utc = _utc(cutoff)
     signup = customers.set_index("customer_id")["signup_date"].reindex(ids)
@@ -74,22 +85,10 @@ def customer_features(
         }
     ).reindex(ids)
 
-    events = daily_events[daily_events["day"] < _naive(cutoff)]
-    event_age = (_naive(cutoff) - events["day"]).dt.days
-    recent = events.assign(
-        sessions_7d=events["sessions"].where(event_age <= 7, 0),
-        sessions_30d=events["sessions"].where(event_age <= 30, 0),
-        product_views_30d=events["product_views"].where(event_age <= 30, 0),
-        add_to_carts_30d=events["add_to_carts"].where(event_age <= 30, 0),
-        email_opens_30d=events["email_opens"].where(event_age <= 30, 0),
-        email_clicks_30d=events["email_clicks"].where(event_age <= 30, 0),
-        session_age=event_age.where(events["sessions"] > 0),
-    ).groupby("customer_id")
-    engagement = recent[
-        ["sessions_7d", "sessions_30d", "product_views_30d", "add_to_carts_30d", "email_opens_30d", "email_clicks_30d"]
-    ].sum()
-    engagement["last_session_age"] = recent["session_age"].min()
-    engagement = engagement.reindex(ids)
+    if event_features is None:
+        event_features = customer_event_features(daily_events, cutoff)
+    engagement = event_features.set_index("customer_id").reindex(ids)
+    engagement["last_session_age"] = (_naive(cutoff) - engagement["last_session_day"]).dt.days
 
     frequency = rfm["frequency"].fillna(0).astype("int64")
     monetary = rfm["monetary"].fillna(0.0)
@@ -117,6 +116,107 @@ def customer_features(
         index=ids,
     )
     return features.reset_index()
+
+
+def customer_event_features(daily_events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Per customer with any event before ``cutoff``: :data:`EVENT_FEATURE_COLUMNS` summed over the
+    last 7 / 30 days before ``cutoff`` and ``last_session_day``, the latest day with a web session
+    (NaT when there is none)."""
+    cutoff_day = _naive(cutoff)
+    events = daily_events[daily_events["day"] < cutoff_day]
+    event_age = (cutoff_day - events["day"]).dt.days
+    recent = events.assign(
+        sessions_7d=events["sessions"].where(event_age <= 7, 0),
+        sessions_30d=events["sessions"].where(event_age <= 30, 0),
+        product_views_30d=events["product_views"].where(event_age <= 30, 0),
+        add_to_carts_30d=events["add_to_carts"].where(event_age <= 30, 0),
+        email_opens_30d=events["email_opens"].where(event_age <= 30, 0),
+        email_clicks_30d=events["email_clicks"].where(event_age <= 30, 0),
+        session_day=events["day"].where(events["sessions"] > 0),
+    ).groupby("customer_id")
+    engagement = recent[list(EVENT_FEATURE_COLUMNS)].sum().astype("int64")
+    engagement["last_session_day"] = recent["session_day"].max().astype("datetime64[ns]")
+    return engagement.reset_index()
+
+
+def event_features_sql(database: str) -> str:
+    """ClickHouse SQL computing :func:`customer_event_features` straight from the ``events`` table,
+    one row per customer, so only a row per customer leaves the database.
+
+    Parameters: ``since`` and ``run_ts`` (``DateTime64(3, 'UTC')``, the extract window) and
+    ``day_7`` / ``day_30`` (``Date``: the run date minus 7 and 30 days). Day boundaries are UTC
+    days, and sessions are counted per day like ``customer_daily_events`` does (a session across
+    midnight counts on both days).
+    """
+    return f"""
+WITH window_events AS (
+    SELECT customer_id, event_time, session_id, event_type, is_machine
+    FROM {database}.events
+    WHERE customer_id != 0
+      AND event_time >= {{since:DateTime64(3, 'UTC')}}
+      AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+)
+SELECT
+    toInt64(customer_id) AS customer_id,
+    toInt64(sum(sessions_7d)) AS sessions_7d,
+    toInt64(sum(sessions_30d)) AS sessions_30d,
+    toInt64(sum(product_views_30d)) AS product_views_30d,
+    toInt64(sum(add_to_carts_30d)) AS add_to_carts_30d,
+    toInt64(sum(email_opens_30d)) AS email_opens_30d,
+    toInt64(sum(email_clicks_30d)) AS email_clicks_30d,
+    max(last_session_day) AS last_session_day
+FROM (
+    SELECT customer_id,
+           sumIf(sessions, day >= {{day_7:Date}}) AS sessions_7d,
+           sum(sessions) AS sessions_30d,
+           sum(product_views) AS product_views_30d,
+           sum(add_to_carts) AS add_to_carts_30d,
+           sum(email_opens) AS email_opens_30d,
+           sum(email_clicks) AS email_clicks_30d,
+           CAST(NULL AS Nullable(Date)) AS last_session_day
+    FROM (
+        SELECT customer_id, toDate(event_time) AS day,
+               uniqExactIf(session_id, event_type NOT LIKE 'email_%') AS sessions,
+               countIf(event_type = 'product_view') AS product_views,
+               countIf(event_type = 'add_to_cart') AS add_to_carts,
+               countIf(event_type = 'email_open' AND is_machine = 0) AS email_opens,
+               countIf(event_type = 'email_click' AND is_machine = 0) AS email_clicks
+        FROM window_events
+        WHERE toDate(event_time) >= {{day_30:Date}}
+        GROUP BY customer_id, day
+    )
+    GROUP BY customer_id
+    UNION ALL
+    SELECT customer_id, 0, 0, 0, 0, 0, 0, CAST(max(toDate(event_time)) AS Nullable(Date))
+    FROM window_events
+    WHERE event_type NOT LIKE 'email_%'
+    GROUP BY customer_id
+)
+GROUP BY customer_id
+ORDER BY customer_id
+"""
+
+
+def event_features_params(since_ts: pd.Timestamp, cutoff: pd.Timestamp) -> dict[str, str]:
+    """The parameters of :func:`event_features_sql` for the window ``[since_ts, cutoff)``."""
+    day = _naive(cutoff).normalize()
+    return {
+        "since": _utc(since_ts).strftime("%Y-%m-%d %H:%M:%S"),
+        "run_ts": _utc(cutoff).strftime("%Y-%m-%d %H:%M:%S"),
+        "day_7": (day - pd.Timedelta(days=7)).strftime("%Y-%m-%d"),
+        "day_30": (day - pd.Timedelta(days=30)).strftime("%Y-%m-%d"),
+    }
+
+
+def typed_event_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """A result of :func:`event_features_sql` with the dtypes of :func:`customer_event_features`."""
+    columns = ["customer_id", *EVENT_FEATURE_COLUMNS, "last_session_day"]
+    if not len(frame.columns):
+        frame = pd.DataFrame({column: pd.Series(dtype="int64") for column in columns[:-1]})
+        frame["last_session_day"] = pd.Series(dtype="datetime64[ns]")
+    typed = frame[columns].astype({column: "int64" for column in columns[:-1]})
+    typed["last_session_day"] = pd.to_datetime(typed["last_session_day"]).astype("datetime64[ns]")
+    return typed
 
 
 def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -45,6 +45,33 @@ def seed_synthetic(settings: Settings, *, n_customers: int, days: int, start: dt
 def load_store(settings: Settings, store: SyntheticStore) -> dict[str, int]:
     """Replace the source tables with ``store``'s frames. Returns row counts per table."""
     return load_sources(settings, store.shop, store.truth, store.events)
+
+
+def load_store_chunks(settings: Settings, chunks: Iterable[SyntheticStore]) -> dict[str, int]:
+    """Load a store drawn in pieces (:func:`revopt.synth.generate_store_chunks`): the first chunk
+    replaces every source like :func:`load_store`, each later one is appended (its customers,
+    orders, order lines, customer truth and events), so only one chunk is in memory at a time.
+    Returns row counts per table over all chunks."""
+    rows: dict[str, int] = {}
+    for number, chunk in enumerate(chunks):
+        added = load_store(settings, chunk) if number == 0 else _append_store(settings, chunk)
+        for name, count in added.items():
+            rows[name] = rows.get(name, 0) + count
+        logger.info("loaded chunk %d: %s", number, added)
+    return rows
+
+
+def _append_store(settings: Settings, store: SyntheticStore) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    with connect_postgres(settings) as conn:
+        for schema, frames in ((contract.SHOP_SCHEMA, store.shop), (contract.TRUTH_SCHEMA, store.truth)):
+            for name, frame in frames.items():
+                rows[f"{schema}.{name}"] = copy_frame(conn, f"{schema}.{name}", frame)
+    events = event_store(settings)
+    if len(store.events):
+        events.insert_arrow(contract.EVENTS_TABLE, pa.Table.from_pandas(store.events, preserve_index=False))
+    rows["clickhouse.events"] = len(store.events)
+    return rows
 
 
 def load_sources(settings: Settings, shop: Mapping[str, pd.DataFrame], truth: Mapping[str, pd.DataFrame] | None = None,

@@ -97,6 +97,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,14 +303,90 @@ def generate_store(
         n_products = max(50, min(500, n_customers // 200))
     if n_products < 1:
         raise ValueError(f"need n_products >= 1, got {n_products}")
+    return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers)
+
+
+def generate_store_chunks(
+    n_customers: int,
+    days: int,
+    start: dt.date,
+    seed: int,
+    chunk_customers: int = 100_000,
+    n_products: int | None = None,
+) -> Iterator[SyntheticStore]:
+    """One store of ``n_customers`` customers drawn in pieces of at most ``chunk_customers``, for
+    sizes whose events would not fit in memory at once (benchmarks at a million customers).
+
+    Every chunk shares the store-wide draws (calendar, marketing at the full store's spend,
+    products and prices, all from ``seed``) and draws its own customers, emails, orders and
+    sessions from the child seed ``(seed, chunk number)``.  Ids continue across chunks:
+    ``customer_id``, ``order_id`` and ``session_id`` are offset by the chunks before, so loading
+    every chunk gives one consistent store.  Tables that describe the whole store (products,
+    prices, marketing, channel and product truth, ``daily_intensity``, ``generator_run``) come
+    with the first chunk only; later chunks carry just their customers, orders, order lines,
+    customer truth and events.  The result is deterministic, but it is a different draw from
+    :func:`generate_store` with the same arguments (order ids increase with time within a chunk
+    only; purchase intensity, products and spend follow the same model).
+    """
+    if n_customers < 1 or days < 1 or chunk_customers < 1:
+        raise ValueError(f"need n_customers, days and chunk_customers >= 1, got {n_customers}, {days}, {chunk_customers}")
+    if n_products is None:
+        n_products = max(50, min(500, n_customers // 200))
+    customer_offset = order_offset = session_offset = 0
+    for number, first in enumerate(range(0, n_customers, chunk_customers)):
+        size = min(chunk_customers, n_customers - first)
+        # Store-wide streams from the store's seed (identical in every chunk), the rest per chunk.
+        rngs = {**_streams((seed, number + 1)), "marketing": _streams(seed)["marketing"], "products": _streams(seed)["products"]}
+        chunk = _generate(size, days, start, seed, n_products, rngs, store_customers=n_customers)
+        shop, truth, events = chunk.shop, chunk.truth, chunk.events
+        shop["customers"]["customer_id"] += customer_offset
+        truth["customers"]["customer_id"] += customer_offset
+        shop["orders"]["customer_id"] += customer_offset
+        shop["orders"]["order_id"] += order_offset
+        shop["order_lines"]["order_id"] += order_offset
+        # Anonymous visitors (customer 0) and email events (session 0) keep their zero.
+        customer_id = events["customer_id"].to_numpy().copy()
+        customer_id[customer_id != 0] += np.uint64(customer_offset)
+        events["customer_id"] = customer_id
+        session_id = events["session_id"].to_numpy().copy()
+        session_id[session_id != 0] += np.uint64(session_offset)
+        events["session_id"] = session_id
+        customer_offset += size
+        order_offset = max(order_offset, int(shop["orders"]["order_id"].to_numpy().max(initial=0)))
+        session_offset = max(session_offset, int(events["session_id"].to_numpy().max(initial=0)))
+        if number == 0:
+            truth["generator_run"] = pd.DataFrame(
+                {
+                    "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", "chunk_customers"],
+                    "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
+                              str(n_products), GENERATOR_VERSION, str(chunk_customers)],
+                }
+            )
+            yield SyntheticStore(shop=shop, truth=truth, events=events)
+        else:
+            yield SyntheticStore(
+                shop={name: shop[name] for name in ("customers", "orders", "order_lines")},
+                truth={"customers": truth["customers"]},
+                events=events,
+            )
+
+
+def _generate(
+    n_customers: int,
+    days: int,
+    start: dt.date,
+    seed: int,
+    n_products: int,
+    rngs: dict[str, np.random.Generator],
+    store_customers: int,
+) -> SyntheticStore:
     began = time.perf_counter()
-    rngs = _streams(seed)
     dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
     origin = dates[0].tz_localize("UTC")
     end_ms = days * _MS_PER_DAY
 
     seasonality = _seasonality(dates)
-    marketing = _draw_marketing(rngs["marketing"], dates, spend_scale=n_customers / 100_000)
+    marketing = _draw_marketing(rngs["marketing"], dates, spend_scale=store_customers / 100_000)
     intensity = seasonality * marketing.lift
     cum_intensity = np.concatenate([[0.0], np.cumsum(intensity)])
     offsets = _utc_offsets(dates)
@@ -366,7 +443,7 @@ def generate_store(
 # --- randomness and calendar ---------------------------------------------------------------------
 
 
-def _streams(seed: int) -> dict[str, np.random.Generator]:
+def _streams(seed: int | tuple[int, ...]) -> dict[str, np.random.Generator]:
     """Independent named generators, so adding a draw to one part leaves the others unchanged."""
     children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
     return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
