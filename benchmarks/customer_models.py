@@ -9,7 +9,8 @@ no MLflow and no databases: the extract frames are built in pandas straight from
    and an *oracle* computed from ``truth`` (see :func:`oracle_expectations`), the best score the
    generative model allows.
 2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) mapped onto the
-   extract frames (see :func:`uci_frames`), with baselines; there is no truth to compare with.
+   extract frames with the product's importer (see :func:`uci_frames`), with baselines; there is
+   no truth to compare with.
 
 The oracle is hand-written because it is the generator's own model (:mod:`revopt.synth`)
 evaluated in closed form; no library knows it.
@@ -41,6 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from ml import churn, clv, propensity
 from ml.classifier import TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.propensity import LabelledSet
+from revopt.importer import uci_online_retail
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
 from revopt.synth import (
@@ -187,56 +189,20 @@ def empty_daily_events() -> pd.DataFrame:
 def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """UCI Online Retail as the extract frames of ``run_date``, and the sizes of the mapping.
 
-    - only rows with a CustomerID; one order per InvoiceNo, ``order_ts`` = its first InvoiceDate
-      (read as UTC), ``order_value`` = sum of Quantity x UnitPrice, ``n_lines`` = its rows;
-    - invoices whose number starts with "C" are kept as ``status = 'cancelled'`` (negative value);
-      every model and label reads completed orders only, so they are ignored, and the purchases
-      they reverse still count as completed spend (returns are not netted);
-    - customers = distinct CustomerIDs, ``signup_date`` = the day of their first invoice, the
-      most frequent Country, time zone Europe/London, no acquisition channel, not opted in;
-    - ``order_id`` numbers the invoices by (time, InvoiceNo); no clickstream, so
-      ``customer_daily_events`` is empty.
+    The mapping is the product's own (:func:`revopt.importer.uci_online_retail`: rows without a
+    CustomerID dropped, whole-invoice reversals cancel their sale, other credit notes are cancelled
+    orders of their own, UK wall clock to UTC, time zone from the country); the orders are then
+    aggregated the way the nightly extract does (``order_value`` = sum of quantity x unit price,
+    ``n_lines``). No clickstream, so ``customer_daily_events`` is empty.
     """
-    raw = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": "float64"})
-    known = raw[raw["CustomerID"].notna()]
-    lines = pd.DataFrame(
-        {
-            "invoice": known["InvoiceNo"].to_numpy(),
-            "customer_id": known["CustomerID"].to_numpy().astype("int64"),
-            "order_ts": pd.to_datetime(known["InvoiceDate"], format="%Y-%m-%d %H:%M:%S").dt.tz_localize("UTC").array,
-            "value": (known["Quantity"] * known["UnitPrice"]).to_numpy(),
-            "country": known["Country"].to_numpy(),
-        }
+    shop, report = uci_online_retail(path)
+    lines = shop["order_lines"]
+    by_order = (lines["quantity"] * lines["unit_price"]).groupby(lines["order_id"])
+    orders = shop["orders"].assign(
+        n_lines=lambda o: o["order_id"].map(by_order.size()).fillna(0).astype("int64"),
+        order_value=lambda o: o["order_id"].map(by_order.sum()).fillna(0.0).astype("float64"),
     )
-    invoices = lines.groupby("invoice").agg(
-        customer_id=("customer_id", "first"), order_ts=("order_ts", "min"),
-        n_lines=("value", "size"), order_value=("value", "sum"),
-    ).reset_index()
-    invoices = invoices.sort_values(["order_ts", "invoice"], kind="stable").reset_index(drop=True)
-    cancelled = invoices["invoice"].str.startswith("C")
-    orders = pd.DataFrame(
-        {
-            "order_id": np.arange(1, len(invoices) + 1, dtype="int64"),
-            "customer_id": invoices["customer_id"].astype("int64"),
-            "order_ts": invoices["order_ts"].astype("datetime64[ns, UTC]"),
-            "channel": "unknown",
-            "status": np.where(cancelled, "cancelled", "completed").astype(object),
-            "n_lines": invoices["n_lines"].astype("int64"),
-            "order_value": invoices["order_value"].astype("float64"),
-        }
-    )
-    first_invoice = orders.groupby("customer_id")["order_ts"].min()
-    country = lines.groupby("customer_id")["country"].agg(lambda s: s.value_counts().index[0])
-    customers = pd.DataFrame(
-        {
-            "customer_id": first_invoice.index.to_numpy(dtype="int64"),
-            "signup_date": first_invoice.dt.tz_convert(None).dt.floor("D").astype("datetime64[ns]").to_numpy(),
-            "country": country.reindex(first_invoice.index).to_numpy(dtype=object),
-            "timezone": "Europe/London",
-            "acquisition_channel": "unknown",
-            "email_opt_in": False,
-        }
-    )
+    customers = shop["customers"]
     run_ts = pd.Timestamp(run_date, tz="UTC")
     frames = {
         "customers": customers[customers["signup_date"] < run_ts.tz_localize(None)].reset_index(drop=True),
@@ -244,10 +210,11 @@ def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], 
         "customer_daily_events": empty_daily_events(),
     }
     sizes = {
-        "rows": len(raw),
-        "rows with CustomerID": len(known),
-        "invoices": len(invoices),
-        "cancellation invoices": int(cancelled.sum()),
+        "rows": report.rows_read,
+        "rows kept (revopt.importer)": report.rows_kept,
+        "orders": len(orders),
+        "cancelled orders": int((orders["status"] == "cancelled").sum()),
+        "sales cancelled by a whole-invoice reversal": report.changed["whole_invoice_reversals"],
         "customers": len(customers),
         "orders before run date": len(frames["orders"]),
         "customers before run date": len(frames["customers"]),
@@ -692,15 +659,15 @@ reads the first order *in the data* as the first purchase, which the left-censor
 makes wrong for most customers who signed up before the store's first day."""
 
 UCI_NOTES = """\
-Mapping (see `uci_frames` in the benchmark): rows without CustomerID are dropped; one order per
-invoice (value = sum of Quantity x UnitPrice, time = its first InvoiceDate read as UTC);
-cancellation invoices ("C...") are kept with status `cancelled` and therefore ignored by every
-feature and label, so returned purchases still count as completed spend (returns are not netted;
-a few one-off bulk orders that were cancelled the same day, e.g. a 77k single invoice in January
-2011, stay in the history as outliers). A customer's signup date is the day of their first
+Mapping: `revopt import-uci`'s own (`revopt/importer.py`): rows without CustomerID are dropped; one
+order per invoice at its first InvoiceDate (the UK wall clock, converted to UTC); a sale reversed
+whole by a credit note is cancelled (the one-off bulk orders cancelled the same day, e.g. a 77k
+invoice in January 2011, no longer count as spend); other credit notes are cancelled orders of
+their own and ignored by every feature and label, so partly returned purchases still count as
+completed spend (returns are not netted). A customer's signup date is the day of their first
 invoice, so every customer in a population has ordered at least once unless their first invoice
-was a cancellation, and history is left-censored at 2010-12-01. There is no clickstream: the
-session and email features are all zero.
+was cancelled, and history is left-censored at 2010-12-01. There is no clickstream: the session
+and email features are all zero.
 
 The label windows are seasonal for this gift retailer with many wholesale customers: the
 propensity holdout (2011-11-01 to 11-30) and the CLV / churn holdouts (2011-09-02 to 11-30) cover

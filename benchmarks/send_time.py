@@ -16,11 +16,11 @@ and on the UCI Online Retail data set.
    With ``by_day_type`` the weekday and weekend rows are weighted 5/7 and 2/7 (the truth has no
    day type).
 2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) through
-   ``benchmarks/customer_models.uci_frames``: only order times, so recommendations come from order
-   hours (signal ``activity``). The invoice times are the UK retailer's wall clock: they are read
-   as Europe/London and converted to UTC (the loader reads them as UTC), and each customer's zone
-   comes from their country (:data:`COUNTRY_TIMEZONES`; "Unspecified" and "European Community"
-   stay unknown and are read as UTC). Reports the backtest on held-out order hours and the
+   ``benchmarks/customer_models.uci_frames`` (the product's importer, :mod:`revopt.importer`):
+   only order times, so recommendations come from order hours (signal ``activity``). The invoice
+   times are the UK retailer's wall clock, converted to UTC by the importer, and each customer's
+   zone comes from their country (:data:`revopt.importer.UCI_TIMEZONES`; "Unspecified" and
+   "European Community" are read as UTC). Reports the backtest on held-out order hours and the
    distribution of recommended hours.
 
 Prints markdown tables with the command, date and wall times::
@@ -73,19 +73,6 @@ logger = logging.getLogger("benchmarks.send_time")
 SYNTHETIC_START = dt.date(2024, 1, 1)
 UCI_RUN_DATE = dt.date(2011, 12, 10)  # the day after the last invoice
 #: UCI Country -> IANA zone (one zone per country; the USA and Canada span several: their biggest)
-COUNTRY_TIMEZONES = {
-    "United Kingdom": "Europe/London", "Germany": "Europe/Berlin", "France": "Europe/Paris", "EIRE": "Europe/Dublin",
-    "Spain": "Europe/Madrid", "Netherlands": "Europe/Amsterdam", "Belgium": "Europe/Brussels",
-    "Switzerland": "Europe/Zurich", "Portugal": "Europe/Lisbon", "Australia": "Australia/Sydney",
-    "Norway": "Europe/Oslo", "Italy": "Europe/Rome", "Channel Islands": "Europe/Jersey", "Finland": "Europe/Helsinki",
-    "Cyprus": "Asia/Nicosia", "Sweden": "Europe/Stockholm", "Austria": "Europe/Vienna", "Denmark": "Europe/Copenhagen",
-    "Japan": "Asia/Tokyo", "Poland": "Europe/Warsaw", "Israel": "Asia/Jerusalem", "USA": "America/New_York",
-    "Hong Kong": "Asia/Hong_Kong", "Singapore": "Asia/Singapore", "Iceland": "Atlantic/Reykjavik",
-    "Canada": "America/Toronto", "Greece": "Europe/Athens", "Malta": "Europe/Malta",
-    "United Arab Emirates": "Asia/Dubai", "RSA": "Africa/Johannesburg", "Lebanon": "Asia/Beirut",
-    "Lithuania": "Europe/Vilnius", "Brazil": "America/Sao_Paulo", "Czech Republic": "Europe/Prague",
-    "Bahrain": "Asia/Bahrain", "Saudi Arabia": "Asia/Riyadh",
-}
 POLICIES = ("default hour", "global best hour", "segment prior", "raw argmax", "ours (default config)", "ours (tuned)")
 
 
@@ -242,22 +229,17 @@ def print_synthetic(results: list[dict[str, object]], min_sends: int) -> None:
 
 
 def uci_send_time_frames(path: Path) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
-    """The UCI extract frames of :func:`uci_frames` with order times moved from the UK wall clock to
-    UTC and each customer's zone from their country; no engagement (no clickstream, no email)."""
+    """The UCI extract frames of :func:`uci_frames` (the product's importer: order times already
+    converted from the UK wall clock to UTC, each customer's zone from their country); no
+    engagement (no clickstream, no email)."""
     frames, sizes = uci_frames(path, UCI_RUN_DATE)
-    orders = frames["orders"].copy()
-    wall_clock = orders["order_ts"].dt.tz_localize(None)
-    local = wall_clock.dt.tz_localize("Europe/London", ambiguous="NaT", nonexistent="shift_forward")
-    sizes["orders dropped (ambiguous UK time at the DST change)"] = int(local.isna().sum())
-    orders = orders.assign(order_ts=local.dt.tz_convert("UTC")).dropna(subset=["order_ts"]).reset_index(drop=True)
-    customers = frames["customers"].copy()
-    customers["timezone"] = customers["country"].map(COUNTRY_TIMEZONES).fillna("unknown")
-    sizes["customers with an unknown zone (read as UTC)"] = int((customers["timezone"] == "unknown").sum())
+    customers = frames["customers"]
+    sizes["customers with an unknown zone (read as UTC)"] = int((customers["timezone"] == "UTC").sum())
     engagement = pd.DataFrame({
         "customer_id": pd.Series(dtype="int64"), "hour_utc": pd.Series(dtype="datetime64[ns, UTC]"),
         **{c: pd.Series(dtype="int64") for c in ("sends", "opens", "clicks", "sessions")},
     })
-    return {"customers": customers, "orders": orders, "engagement": engagement}, sizes
+    return {"customers": customers, "orders": frames["orders"], "engagement": engagement}, sizes
 
 
 def run_uci(path: Path, trials: int, timeout: float) -> None:
