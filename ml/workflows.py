@@ -133,15 +133,22 @@ def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict
 
 
 def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[str, str]) -> dict[str, str | int]:
-    """Customer features as of the run date, written to the run folder."""
-    frames = read_extract(extract_paths)
-    events = frames["customer_daily_events"]
+    """Customer features as of the run date, written to the run folder.
+
+    The engagement columns come from ``customer_event_features`` (one row per customer, computed
+    inside ClickHouse) when the extract has it, else from ``customer_daily_events``; both give
+    identical features (tests/e2e/test_event_features.py). Only the datasets used are read.
+    """
+    events_dataset = "customer_event_features" if "customer_event_features" in extract_paths else "customer_daily_events"
+    frames = read_extract({name: extract_paths[name] for name in ("customers", "orders", events_dataset)})
+    events = frames[events_dataset]
     unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
     if unknown.any():
-        logger.warning("%d daily event rows of %d customers unknown to shop.customers are left out of the features for %s",
-                       int(unknown.sum()), events.loc[unknown, "customer_id"].nunique(), run_date)
+        logger.warning("%d %s rows of %d customers unknown to shop.customers are left out of the features for %s",
+                       int(unknown.sum()), events_dataset, events.loc[unknown, "customer_id"].nunique(), run_date)
     features = customer_features(
-        frames["customers"], frames["orders"], frames["customer_daily_events"], pd.Timestamp(run_date, tz="UTC")
+        frames["customers"], frames["orders"], frames.get("customer_daily_events"), pd.Timestamp(run_date, tz="UTC"),
+        event_features=frames.get("customer_event_features"),
     )
     raise_if_failed(validate_and_record(settings, run_date, {"customer_features": features}, lookback_days=None))
     path = settings.run_dir(run_date) / "features" / "customer_features.parquet"
@@ -344,8 +351,8 @@ def score_customers(settings: Settings, run_date: dt.date, features_path: str, p
     propensity_score = models["purchase_propensity"].model.predict(None, X)
     churn_score = np.where(active, models["churn_risk"].model.predict(None, X), np.nan)
     clv_score = np.asarray(models["clv"].model.predict(None, X), dtype="float64")
-    factors = {name: _factors_json(champion.model, X) for name, champion in models.items()}
-    factors["churn_risk"] = factors["churn_risk"].where(active, "null")
+    factors = {name: _active_factors(champion.model, X, active) if name == "churn_risk" else _factors_json(champion.model, X)
+               for name, champion in models.items()}
     scores = pd.DataFrame(
         {
             "run_date": run_date,
@@ -427,6 +434,13 @@ def _factors_json(model: Any, X: pd.DataFrame) -> pd.Series:
     if contributions is None:
         return pd.Series("null", index=X.index)
     return top_factors(contributions.drop(columns="bias", errors="ignore"), k=3)
+
+
+def _active_factors(model: Any, X: pd.DataFrame, active: np.ndarray) -> pd.Series:
+    """Churn factors for the active customers only: the others get no churn score, so null (and
+    explaining a million rows costs real time, see docs/scale.md)."""
+    explained = _factors_json(model, X[active]) if active.any() else pd.Series(dtype=object)
+    return explained.reindex(X.index, fill_value="null")
 
 
 def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
 
+from features.customer import event_features_params, event_features_sql, typed_event_features
 from revopt.config import Settings
 from revopt.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
 from revopt.postgres import read_frame
@@ -202,11 +204,14 @@ ORDER BY product_id, day DESC
 """
 
 DATASETS = (
-    "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
-    "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
+    "customers", "orders", "customer_daily_events", "customer_event_features", "products", "product_daily_sales",
+    "day_totals", "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
-EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
+EVENT_DATASETS = ("customer_daily_events", "customer_event_features", "engagement_by_hour")
+# What the nightly customer-scores path reads (features -> score -> publish): one row per customer
+# of event features computed inside ClickHouse instead of the daily rows training needs.
+CUSTOMER_SCORE_DATASETS = ("customers", "orders", "customer_event_features")
 DAILY_EVENT_COLUMNS = (
     "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
     "email_sends", "email_opens", "email_clicks",
@@ -214,11 +219,18 @@ DAILY_EVENT_COLUMNS = (
 ENGAGEMENT_COLUMNS = ("customer_id", "hour_utc", "sends", "opens", "clicks", "sessions")
 
 
-def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -> dict[str, str]:
-    """Write the run's extracts (see :data:`DATASETS`) and return their paths by dataset name.
+def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
+                    datasets: Collection[str] = DATASETS) -> dict[str, str]:
+    """Write the run's extracts (``datasets``, all of :data:`DATASETS` by default) and return their
+    paths by dataset name.
 
-    ``lookback_days`` bounds how much order and event history is read before the run date.
+    ``lookback_days`` bounds how much order and event history is read before the run date. The
+    ClickHouse queries of event datasets that are not asked for do not run (the daily rows and the
+    hourly engagement are the big ones at scale, see docs/scale.md).
     """
+    unknown = set(datasets) - set(DATASETS)
+    if unknown:
+        raise ValueError(f"unknown datasets {sorted(unknown)}; known: {', '.join(DATASETS)}")
     out_dir = settings.run_dir(run_date) / "extract"
     out_dir.mkdir(parents=True, exist_ok=True)
     run_ts = pd.Timestamp(run_date, tz="UTC")
@@ -234,12 +246,14 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
         orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
         products = _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"})
+        # The two joins over every order line in the window run only when their dataset is asked for.
         sales = _typed(
             read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
             {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
             dates=("day",),
-        )
-        day_totals = _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",))
+        ) if "product_daily_sales" in datasets else None
+        day_totals = _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",)) \
+            if "day_totals" in datasets else None
         competitor_prices = _typed(
             _read_optional(conn, "shop.competitor_prices", COMPETITOR_PRICES_SQL, window, ["product_id", "day", "competitor_price"]),
             {"product_id": "int64", "competitor_price": "float64"}, dates=("day",),
@@ -257,23 +271,33 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int) -
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
         daily_events = _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
+        event_features = typed_event_features(pd.DataFrame())
         engagement = _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
     else:
-        daily_events = store.query_df(
-            DAILY_EVENTS_SQL.format(database=store.database),
-            {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
-        )
-        daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
-        engagement = engagement_by_hour(store, since_ts, run_ts)
+        daily_events = engagement = event_features = None
+        if "customer_daily_events" in datasets:
+            daily_events = store.query_df(
+                DAILY_EVENTS_SQL.format(database=store.database),
+                {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
+            )
+            daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
+        if "customer_event_features" in datasets:
+            event_features = typed_event_features(
+                store.query_df(event_features_sql(store.database), event_features_params(since_ts, run_ts)))
+        if "engagement_by_hour" in datasets:
+            engagement = engagement_by_hour(store, since_ts, run_ts)
 
     paths = {}
     extracted = {
         "customers": customers, "orders": orders, "customer_daily_events": daily_events,
+        "customer_event_features": event_features,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
         "engagement_by_hour": engagement, "marketing_spend": spend,
     }
     for name, frame in extracted.items():
+        if name not in datasets:
+            continue
         path = out_dir / f"{name}.parquet"
         frame.to_parquet(path, index=False)
         paths[name] = str(path)

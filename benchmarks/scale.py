@@ -1,0 +1,576 @@
+"""Benchmark: the nightly and training paths at scale, stage by stage, with side-by-side ratios.
+
+Seeds the synthetic store at scale S (1.0 = 1,000,000 customers; events grow with customers and
+days, ~100M at 1.0 over 410 days) into a fresh embedded stack, trains the customer model families
+once with minimal tuning (on a capped store if S is larger than ``--train-max-customers``), then
+runs the nightly path (extract -> validate -> features -> score -> publish, no tuning) at S and,
+unless ``--no-compare-10x``, at 10 x S on the same stack. Every stage runs in a fresh child process
+(``spawn``) like an Airflow task does, so its peak memory is its own ``ru_maxrss`` (chDB runs in
+process: ClickHouse's memory counts in the stages that query it). PostgreSQL is a separate server:
+its memory is sampled alongside (the proportional set size, PSS, summed over the postmaster and
+its backends, so shared buffers count once) and reported in its own column.
+
+In the same run, at S, it measures side by side:
+
+- publishing the customer scores with COPY (``revopt.postgres.publish_partition``) vs
+  ``pandas.DataFrame.to_sql`` (SQLAlchemy on the same server, ``method=None`` and ``'multi'``) into
+  scratch tables; ``to_sql`` runs on a subsample (``--to-sql-rows``), and the ratio is per row;
+- the per-customer event features computed inside ClickHouse (``features.customer.event_features_sql``)
+  vs pulling the daily event rows (``revopt.extract.DAILY_EVENTS_SQL``) into pandas and computing
+  them there (``features.customer.customer_event_features``); both results must be identical;
+- the nightly path at S vs 10 x S: time ratio against the <= 11x target.
+
+The nightly extract reads, by default, the datasets the customer-scores path uses
+(``--nightly-extract scores``: customers, orders and the per-customer event features computed
+inside ClickHouse); ``--nightly-extract all`` writes every dataset, as the nightly DAG's shared
+extract task does for all its branches (send times, prices, budget).
+
+Results go to ``benchmarks/results/scale-<S>.json`` and ``.md`` and are printed (see docs/scale.md).
+
+    .venv/bin/python benchmarks/scale.py                 # quick: S = 0.01 (10k customers) and 0.1
+    .venv/bin/python benchmarks/scale.py --scale 0.1     # 100k and 1M customers
+    .venv/bin/python benchmarks/scale.py --scale 1.0 --no-compare-10x
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import multiprocessing
+import resource
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+CUSTOMERS_AT_SCALE_1 = 1_000_000
+START = dt.date(2024, 1, 1)
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TRAIN_FAMILIES = ("propensity", "churn", "clv")
+NIGHTLY_STAGES = ("extract", "validate", "features", "score", "publish")
+TARGETS = {"nightly_seconds_at_1m": 600.0, "nightly_peak_mb_at_1m": 8192.0, "copy_vs_to_sql": 20.0, "ten_x_time_ratio": 11.0}
+
+
+# --- stages: each runs in its own child process ----------------------------------------------------
+
+
+def _settings(home: str):
+    from revopt.config import load_settings
+
+    return load_settings({"REVOPT_HOME": home})
+
+
+def _params(n_trials: int, timeout: float):
+    from ml.workflows import RunParams
+
+    return RunParams(n_trials=n_trials, tuning_timeout_seconds=timeout)
+
+
+def _parquet_rows(paths: dict[str, str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(path).num_rows for path in paths.values())
+
+
+def stage_seed(home: str, customers: int, days: int, seed: int, chunk_customers: int) -> dict[str, Any]:
+    from revopt.seed import load_store_chunks
+    from revopt.synth import generate_store_chunks
+
+    rows = load_store_chunks(_settings(home), generate_store_chunks(customers, days, START, seed, chunk_customers))
+    return {"rows": sum(rows.values()), "tables": rows}
+
+
+def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tuple[str, ...] | None = None) -> dict[str, Any]:
+    from revopt.extract import extract_sources
+
+    chosen = {} if datasets is None else {"datasets": datasets}
+    paths = extract_sources(_settings(home), run_date, lookback_days, **chosen)
+    import pyarrow.parquet as pq
+
+    return {"rows": _parquet_rows(paths), "paths": paths,
+            "datasets": {name: pq.read_metadata(path).num_rows for name, path in paths.items()}}
+
+
+def stage_validate(home: str, run_date: dt.date, paths: dict[str, str], lookback_days: int) -> dict[str, Any]:
+    from ml.workflows import validate_extracts
+
+    validate_extracts(_settings(home), run_date, paths, lookback_days)
+    return {"rows": _parquet_rows(paths)}
+
+
+def stage_features(home: str, run_date: dt.date, paths: dict[str, str]) -> dict[str, Any]:
+    from ml.workflows import build_features
+
+    built = build_features(_settings(home), run_date, paths)
+    return {"rows": int(built["rows"]), "path": built["path"]}
+
+
+def stage_score(home: str, run_date: dt.date, features_path: str, n_trials: int, timeout: float) -> dict[str, Any]:
+    from ml.workflows import score_customers
+
+    scored = score_customers(_settings(home), run_date, features_path, _params(n_trials, timeout))
+    return {"rows": int(scored["rows"]), "path": scored["path"]}
+
+
+def stage_publish(home: str, run_date: dt.date, scores_path: str) -> dict[str, Any]:
+    from ml.workflows import publish_customer_scores
+
+    return {"rows": int(publish_customer_scores(_settings(home), run_date, scores_path))}
+
+
+def stage_train(home: str, run_date: dt.date, paths: dict[str, str], family: str, n_trials: int, timeout: float) -> dict[str, Any]:
+    from ml import workflows
+
+    result = getattr(workflows, f"train_{family}")(_settings(home), run_date, paths, _params(n_trials, timeout))
+    customers = _parquet_rows({"customers": paths["customers"]})
+    return {"rows": customers, "result": {key: str(value) for key, value in result.items()}}
+
+
+def stage_publish_ratio(home: str, run_date: dt.date, scores_path: str, to_sql_rows: int) -> dict[str, Any]:
+    """COPY (publish_partition) of all scores and of a subsample vs DataFrame.to_sql of the subsample."""
+    import pandas as pd
+    import sqlalchemy
+    from sqlalchemy.dialects import postgresql
+
+    from revopt.postgres import publish_partition
+    from revopt.stack import connect_postgres, postgres_url
+
+    settings = _settings(home)
+    scores = pd.read_parquet(scores_path)
+    scores["run_date"] = run_date
+    sample = scores.head(to_sql_rows).copy()
+    tables = ("copy_full", "copy_sample", "to_sql_none", "to_sql_multi")
+    with connect_postgres(settings) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+        for table in tables:
+            conn.execute(f"DROP TABLE IF EXISTS bench.{table}")
+            conn.execute(f"CREATE TABLE bench.{table} (LIKE scores.customer_scores INCLUDING ALL)")
+    timings: dict[str, dict[str, float]] = {}
+
+    def timed(name: str, rows: int, publish: Callable[[], None]) -> None:
+        began = time.perf_counter()
+        publish()
+        seconds = time.perf_counter() - began
+        timings[name] = {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds)}
+
+    def copy(table: str, frame: pd.DataFrame) -> Callable[[], None]:
+        def run() -> None:
+            with connect_postgres(settings) as conn:
+                publish_partition(conn, f"bench.{table}", run_date, frame)
+        return run
+
+    timed("copy_full", len(scores), copy("copy_full", scores))
+    timed("copy_sample", len(sample), copy("copy_sample", sample))
+    engine = sqlalchemy.create_engine(postgres_url(settings).replace("postgresql://", "postgresql+psycopg://", 1),
+                                      connect_args={"options": "-c TimeZone=UTC"})
+    # top_factors is jsonb: SQLAlchemy binds strings as VARCHAR, which PostgreSQL will not cast to jsonb, so
+    # to_sql gets the parsed objects and the JSONB type (parsed before the clock starts, in to_sql's favour).
+    objects = sample.assign(top_factors=sample["top_factors"].map(json.loads))
+    jsonb = {"top_factors": postgresql.JSONB}
+    timed("to_sql_none", len(sample), lambda: objects.to_sql(
+        "to_sql_none", engine, schema="bench", if_exists="append", index=False, method=None, dtype=jsonb))
+    timed("to_sql_multi", len(sample), lambda: objects.to_sql(
+        "to_sql_multi", engine, schema="bench", if_exists="append", index=False, method="multi", chunksize=2_000,
+        dtype=jsonb))
+    engine.dispose()
+    with connect_postgres(settings) as conn:
+        counts = {table: conn.execute(f"SELECT count(*) FROM bench.{table}").fetchone()[0] for table in tables}
+        for table in tables:
+            conn.execute(f"DROP TABLE bench.{table}")
+    rate = {name: timing["rows_per_second"] for name, timing in timings.items()}
+    return {
+        "rows": len(scores),
+        "timings": timings,
+        "rows_landed": counts,
+        "copy_vs_to_sql_none": round(rate["copy_full"] / rate["to_sql_none"], 1),
+        "copy_vs_to_sql_multi": round(rate["copy_full"] / rate["to_sql_multi"], 1),
+        "same_size_copy_vs_to_sql_none": round(rate["copy_sample"] / rate["to_sql_none"], 1),
+        "same_size_copy_vs_to_sql_multi": round(rate["copy_sample"] / rate["to_sql_multi"], 1),
+        "note": f"to_sql on the first {len(sample):,} rows; ratios compare rows per second "
+                f"(copy_full: all {len(scores):,} rows; same_size: COPY of the same subsample)",
+    }
+
+
+def stage_event_features_ratio(home: str, run_date: dt.date, lookback_days: int) -> dict[str, Any]:
+    """Per-customer event features inside ClickHouse vs daily rows pulled into pandas; identical?"""
+    import pandas as pd
+
+    from features.customer import (
+        customer_event_features, event_features_params, event_features_sql, typed_event_features,
+    )
+    from revopt.extract import DAILY_EVENTS_SQL
+    from revopt.stack import close_event_stores, event_store
+
+    store = event_store(_settings(home))
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    since_ts = run_ts - pd.Timedelta(days=lookback_days)
+    try:
+        began = time.perf_counter()
+        in_clickhouse = typed_event_features(
+            store.query_df(event_features_sql(store.database), event_features_params(since_ts, run_ts)))
+        clickhouse_seconds = time.perf_counter() - began
+
+        began = time.perf_counter()
+        daily = store.query_df(
+            DAILY_EVENTS_SQL.format(database=store.database),
+            {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
+        )
+        daily["day"] = pd.to_datetime(daily["day"]).astype("datetime64[ns]")
+        pulled = time.perf_counter() - began
+        in_pandas = customer_event_features(daily, run_ts)
+        pandas_seconds = time.perf_counter() - began
+    finally:
+        close_event_stores()
+    try:
+        pd.testing.assert_frame_equal(in_clickhouse, in_pandas)
+        identical, difference = True, ""
+    except AssertionError as exc:
+        identical, difference = False, str(exc)[:500]
+    return {
+        "rows": len(in_clickhouse),
+        "clickhouse_seconds": round(clickhouse_seconds, 2),
+        "pandas_seconds": round(pandas_seconds, 2),
+        "pandas_pull_seconds": round(pulled, 2),
+        "daily_rows_pulled": len(daily),
+        "pandas_vs_clickhouse": round(pandas_seconds / clickhouse_seconds, 1),
+        "identical": identical,
+        "difference": difference,
+    }
+
+
+def _child(function: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage in this (fresh) process: its result, wall time and peak memory."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Module imports happen before the clock starts (``process_seconds`` includes them); lazy
+    # imports inside the work (Great Expectations in validation) stay in the stage's time.
+    import ml.workflows  # noqa: F401
+    import revopt.extract  # noqa: F401
+    import revopt.seed  # noqa: F401
+
+    began = time.perf_counter()
+    result = function(**kwargs)
+    seconds = time.perf_counter() - began
+    try:
+        from revopt.stack import close_event_stores
+
+        close_event_stores()  # the next stage's process opens the same chDB folder
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {**result, "seconds": seconds, "peak_mb": max(own, children)}
+
+
+# --- the parent: runs stages, samples PostgreSQL, reports ----------------------------------------
+
+
+class _PostgresSampler:
+    """Peak PSS of the embedded PostgreSQL server (postmaster + backends) while a stage runs."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _PostgresSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            self._stop.wait(0.25)
+
+    def _sample(self) -> float:
+        try:
+            import psutil
+        except ImportError:
+            return float("nan")
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            postmaster = psutil.Process(int(pid_file.read_text().split()[0]))
+            processes = [postmaster, *postmaster.children(recursive=True)]
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return 0.0
+        total = 0
+        for process in processes:
+            try:
+                total += process.memory_full_info().pss
+            except psutil.Error:
+                continue
+        return total / 2**20
+
+
+class Bench:
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.pgdata = _settings(home).pgdata
+        self.spawn = multiprocessing.get_context("spawn")
+
+    def run(self, label: str, function: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        print(f"  {label} ...", flush=True)
+        began = time.perf_counter()
+        with _PostgresSampler(self.pgdata) as sampler, ProcessPoolExecutor(1, mp_context=self.spawn) as pool:
+            result = pool.submit(_child, function, {"home": self.home, **kwargs}).result()
+        result["process_seconds"] = time.perf_counter() - began
+        result["postgres_peak_mb"] = sampler.peak_mb
+        result["rows_per_second"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else None
+        print(f"  {label}: {result['seconds']:.1f}s, {result['rows']:,} rows, peak {result['peak_mb']:,.0f} MB "
+              f"(PostgreSQL {sampler.peak_mb:,.0f} MB)", flush=True)
+        return result
+
+
+def _nightly(bench: Bench, run_date: dt.date, lookback_days: int, n_trials: int, timeout: float,
+             datasets: tuple[str, ...] | None) -> dict[str, dict]:
+    stages: dict[str, dict] = {}
+    stages["extract"] = bench.run("extract", stage_extract, run_date=run_date, lookback_days=lookback_days,
+                                  datasets=datasets)
+    paths = stages["extract"]["paths"]
+    stages["validate"] = bench.run("validate", stage_validate, run_date=run_date, paths=paths, lookback_days=lookback_days)
+    stages["features"] = bench.run("features", stage_features, run_date=run_date, paths=paths)
+    stages["score"] = bench.run("score", stage_score, run_date=run_date, features_path=stages["features"]["path"],
+                                n_trials=n_trials, timeout=timeout)
+    stages["publish"] = bench.run("publish", stage_publish, run_date=run_date, scores_path=stages["score"]["path"])
+    return stages
+
+
+def _training(bench: Bench, run_date: dt.date, lookback_days: int, families: tuple[str, ...], n_trials: int,
+              timeout: float) -> dict[str, dict]:
+    stages: dict[str, dict] = {}
+    stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days)
+    paths = stages["extract"]["paths"]
+    stages["validate"] = bench.run("training validate", stage_validate, run_date=run_date, paths=paths,
+                                   lookback_days=lookback_days)
+    for family in families:
+        stages[f"train_{family}"] = bench.run(f"train {family}", stage_train, run_date=run_date, paths=paths,
+                                              family=family, n_trials=n_trials, timeout=timeout)
+    return stages
+
+
+def _summary(stages: dict[str, dict]) -> dict[str, Any]:
+    return {
+        "seconds": round(sum(s["seconds"] for s in stages.values()), 1),
+        "process_seconds": round(sum(s["process_seconds"] for s in stages.values()), 1),
+        "peak_mb": round(max(s["peak_mb"] for s in stages.values())),
+        "postgres_peak_mb": round(max(s["postgres_peak_mb"] for s in stages.values())),
+    }
+
+
+def _stage_rows(path: str, stages: dict[str, dict]) -> list[str]:
+    lines = []
+    for name, stage in stages.items():
+        rate = f"{stage['rows_per_second']:,.0f}" if stage["rows_per_second"] else "-"
+        lines.append(f"| {path} | {name} | {stage['seconds']:.1f} | {stage['rows']:,} | {rate} | "
+                     f"{stage['peak_mb']:,.0f} | {stage['postgres_peak_mb']:,.0f} |")
+    total = _summary(stages)
+    lines.append(f"| {path} | **total** | **{total['seconds']:.1f}** | | | **{total['peak_mb']:,}** | "
+                 f"{total['postgres_peak_mb']:,} |")
+    return lines
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Scale benchmark, S = {report['scale']} ({report['date']})",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "Wall time is the stage's own call inside its process (process start and module imports excluded; "
+        "`process_seconds` in the JSON includes them; Great Expectations' lazy import is inside validate and features). Peak MB is the stage process's peak RSS (chDB included); "
+        "PostgreSQL MB is the server's peak PSS while the stage ran.",
+        "",
+    ]
+    lines.append(f"Nightly extract: `--nightly-extract {report['nightly_extract']}` (datasets: "
+                 f"{', '.join(report['nightly_datasets'])}). Training: {report['training_customers']:,} customers, "
+                 f"{report['n_trials']} Optuna trial(s) per family.")
+    lines.append("")
+    for label, store in report["stores"].items():
+        lines.append(f"- {label}: {store['customers']:,} customers x {report['days']} days: "
+                     f"{store['events']:,} events, {store['orders']:,} orders, {store['order_lines']:,} order lines")
+    lines += ["", "| path | stage | wall s | rows | rows/s | peak MB | PostgreSQL MB |", "|---|---|---|---|---|---|---|"]
+    for label, stages in report["paths"].items():
+        lines += _stage_rows(label, stages)
+    lines += ["", "## Ratios measured side by side in this run", ""]
+    ratios = report["ratios"]
+    if "publish" in ratios:
+        publish = ratios["publish"]
+        t = publish["timings"]
+        lines.append(
+            f"- Publishing customer scores: COPY {t['copy_full']['rows_per_second']:,} rows/s ({t['copy_full']['rows']:,} rows), "
+            f"COPY of the subsample {t['copy_sample']['rows_per_second']:,} rows/s, `to_sql` (method=None) "
+            f"{t['to_sql_none']['rows_per_second']:,} rows/s, `to_sql` (method='multi') {t['to_sql_multi']['rows_per_second']:,} rows/s "
+            f"({t['to_sql_none']['rows']:,} rows). **COPY vs to_sql: {publish['copy_vs_to_sql_none']}x** (multi: "
+            f"{publish['copy_vs_to_sql_multi']}x; same-size COPY: {publish['same_size_copy_vs_to_sql_none']}x / "
+            f"{publish['same_size_copy_vs_to_sql_multi']}x). {publish['note']}."
+        )
+    if "event_features" in ratios:
+        events = ratios["event_features"]
+        lines.append(
+            f"- Event features for {events['rows']:,} customers: inside ClickHouse {events['clickhouse_seconds']}s vs "
+            f"{events['daily_rows_pulled']:,} daily rows pulled into pandas and aggregated there {events['pandas_seconds']}s "
+            f"(pull {events['pandas_pull_seconds']}s): **{events['pandas_vs_clickhouse']}x**; identical: {events['identical']}."
+        )
+    if "ten_x" in ratios:
+        ten = ratios["ten_x"]
+        lines.append(
+            f"- Nightly path at 10 x S vs S: {ten['seconds_large']}s vs {ten['seconds_small']}s = **{ten['time_ratio']}x** "
+            f"(target <= {TARGETS['ten_x_time_ratio']}x: {'met' if ten['met'] else 'missed'}); "
+            f"peak {ten['peak_mb_large']:,} MB vs {ten['peak_mb_small']:,} MB."
+        )
+    lines += ["", "## Targets", ""]
+    for target in report["targets"]:
+        lines.append(f"- {target}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=0.01, help="1.0 = 1,000,000 customers")
+    parser.add_argument("--compare-10x", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the nightly path at 10 x scale on the same stack")
+    parser.add_argument("--days", type=int, default=410, help="days of history generated")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--chunk-customers", type=int, default=100_000, help="customers generated and loaded at once")
+    parser.add_argument("--lookback-days", type=int, default=730)
+    parser.add_argument("--train-max-customers", type=int, default=100_000,
+                        help="train on a store of at most this many customers (the nightly path needs champions)")
+    parser.add_argument("--train-families", default=",".join(TRAIN_FAMILIES))
+    parser.add_argument("--n-trials", type=int, default=1)
+    parser.add_argument("--tuning-timeout", type=float, default=60.0)
+    parser.add_argument("--to-sql-rows", type=int, default=100_000)
+    parser.add_argument("--nightly-extract", choices=("scores", "all"), default="scores",
+                        help="scores: the datasets the customer-scores path reads (revopt.extract.CUSTOMER_SCORE_DATASETS); "
+                             "all: every dataset, as the nightly DAG's shared extract task writes them for all its branches")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    nightly_datasets = _nightly_datasets(args.nightly_extract)
+
+    from revopt.stack import stop_stack
+
+    customers = max(1, round(args.scale * CUSTOMERS_AT_SCALE_1))
+    run_date = START + dt.timedelta(days=args.days)
+    families = tuple(f for f in args.train_families.split(",") if f)
+    report: dict[str, Any] = {
+        "scale": args.scale, "date": dt.date.today().isoformat(), "days": args.days, "run_date": run_date.isoformat(),
+        "command": "python benchmarks/scale.py " + " ".join(_argv()), "stores": {}, "paths": {}, "ratios": {},
+        "targets": [], "training_customers": min(customers, args.train_max_customers),
+        "n_trials": args.n_trials, "nightly_extract": args.nightly_extract, "nightly_datasets": list(nightly_datasets or ("all",)),
+    }
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="revopt-scale-") as home:
+        bench = Bench(home)
+        try:
+            def seed(label: str, n: int) -> None:
+                print(f"seeding {label}: {n:,} customers x {args.days} days", flush=True)
+                seeded = bench.run(f"seed {label}", stage_seed, customers=n, days=args.days, seed=args.seed,
+                                   chunk_customers=args.chunk_customers)
+                tables = seeded["tables"]
+                report["stores"][label] = {
+                    "customers": tables["shop.customers"], "events": tables["clickhouse.events"],
+                    "orders": tables["shop.orders"], "order_lines": tables["shop.order_lines"],
+                    "seed_seconds": round(seeded["seconds"], 1), "seed_peak_mb": round(seeded["peak_mb"]),
+                }
+
+            train_n = report["training_customers"]
+            train_label = f"training store ({train_n:,} customers)"
+            seed(train_label if train_n != customers else f"S={args.scale}", train_n)
+            print("training path", flush=True)
+            report["paths"][f"training ({train_n:,} customers)"] = _training(
+                bench, run_date, args.lookback_days, families, args.n_trials, args.tuning_timeout)
+            if train_n != customers:
+                seed(f"S={args.scale}", customers)
+            print(f"nightly path at S={args.scale}", flush=True)
+            small = _nightly(bench, run_date, args.lookback_days, args.n_trials, args.tuning_timeout, nightly_datasets)
+            report["paths"][f"nightly S={args.scale}"] = small
+            print("ratios at S", flush=True)
+            report["ratios"]["publish"] = bench.run("COPY vs to_sql", stage_publish_ratio, run_date=run_date,
+                                                    scores_path=small["score"]["path"], to_sql_rows=args.to_sql_rows)
+            report["ratios"]["event_features"] = bench.run("event features: ClickHouse vs pandas", stage_event_features_ratio,
+                                                           run_date=run_date, lookback_days=args.lookback_days)
+            if args.compare_10x:
+                large_scale = round(args.scale * 10, 6)
+                seed(f"10xS={large_scale}", customers * 10)
+                print(f"nightly path at 10xS={large_scale}", flush=True)
+                large = _nightly(bench, run_date, args.lookback_days, args.n_trials, args.tuning_timeout, nightly_datasets)
+                report["paths"][f"nightly 10xS={large_scale}"] = large
+                small_total, large_total = _summary(small), _summary(large)
+                ratio = large_total["seconds"] / small_total["seconds"]
+                report["ratios"]["ten_x"] = {
+                    "seconds_small": small_total["seconds"], "seconds_large": large_total["seconds"],
+                    "time_ratio": round(ratio, 2), "met": ratio <= TARGETS["ten_x_time_ratio"],
+                    "peak_mb_small": small_total["peak_mb"], "peak_mb_large": large_total["peak_mb"],
+                }
+        finally:
+            stop_stack(_settings(home))
+    report["total_seconds"] = round(time.perf_counter() - began, 1)
+    report["targets"] = _targets(report, customers)
+    for path in report["paths"].values():
+        for stage in path.values():
+            stage.pop("paths", None)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.results_dir / f"scale-{args.scale:g}"
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    markdown = _markdown(report)
+    Path(f"{stem}.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"results: {stem}.json, {stem}.md (total {report['total_seconds']}s)")
+
+
+def _nightly_datasets(choice: str) -> tuple[str, ...] | None:
+    if choice == "all":
+        return None
+    from revopt.extract import CUSTOMER_SCORE_DATASETS
+
+    return tuple(CUSTOMER_SCORE_DATASETS)
+
+
+def _targets(report: dict[str, Any], customers: int) -> list[str]:
+    targets = []
+    for label, stages in report["paths"].items():
+        if not label.startswith("nightly"):
+            continue
+        store = report["stores"][label.removeprefix("nightly ")]
+        if store["customers"] >= CUSTOMERS_AT_SCALE_1:
+            total = _summary(stages)
+            met_time = total["seconds"] <= TARGETS["nightly_seconds_at_1m"]
+            met_memory = total["peak_mb"] <= TARGETS["nightly_peak_mb_at_1m"]
+            targets.append(
+                f"Nightly path at {store['customers']:,} customers / {store['events']:,} events: {total['seconds']}s "
+                f"(target <= 600 s: {'met' if met_time else 'MISSED'}), peak {total['peak_mb']:,} MB per stage process "
+                f"(target <= 8192 MB: {'met' if met_memory else 'MISSED'}; PostgreSQL peak {total['postgres_peak_mb']:,} MB)"
+            )
+    publish = report["ratios"].get("publish")
+    if publish:
+        ratio = publish["copy_vs_to_sql_none"]
+        targets.append(f"COPY publish >= 20x faster than to_sql: {ratio}x ({'met' if ratio >= 20 else 'MISSED'})")
+    ten = report["ratios"].get("ten_x")
+    if ten:
+        targets.append(f"10x the data costs <= 11x the time: {ten['time_ratio']}x ({'met' if ten['met'] else 'MISSED'})")
+    if not any(t.startswith("Nightly path at") for t in targets):
+        targets.append("The 1M-customer target is checked only when a run reaches 1,000,000 customers.")
+    return targets
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.date, Path)):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    main()
