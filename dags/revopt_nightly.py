@@ -99,7 +99,7 @@ def revopt_nightly():
     def signal_drift(drift: dict) -> str:
         return drift["reason"]
 
-    validated = validate(extract())
+    validated = validate(extract("nightly"))
     scores = score(build_features(validated))
     publish(scores)
     drift = check_drift(scores)

@@ -78,7 +78,7 @@ def revopt_training():
     def train_budget(extract_paths: dict[str, str], **context) -> dict[str, str]:
         return _train("budget", extract_paths, context)
 
-    validated = validate(extract())
+    validated = validate(extract("training"))
     (
         train_propensity(validated) >> train_churn(validated) >> train_clv(validated) >> train_pricing(validated)
         >> train_send_time(validated) >> train_budget(validated)

@@ -68,12 +68,14 @@ def skip_if_skipped(result):
 
 
 @task
-def extract(**context) -> dict[str, str]:
+def extract(purpose: str, **context) -> dict[str, str]:
+    """The datasets the ``purpose`` DAG reads (``revopt.extract.DAG_DATASETS``: training or nightly)."""
     from revopt.config import load_settings
-    from revopt.extract import extract_sources
+    from revopt.extract import DAG_DATASETS, extract_sources
     from revopt.runctx import run_date_of
 
-    return extract_sources(load_settings(), run_date_of(context), context["params"]["lookback_days"])
+    return extract_sources(load_settings(), run_date_of(context), context["params"]["lookback_days"],
+                           datasets=DAG_DATASETS[purpose])
 
 
 @task

@@ -212,6 +212,12 @@ EVENT_DATASETS = ("customer_daily_events", "customer_event_features", "engagemen
 # What the nightly customer-scores path reads (features -> score -> publish): one row per customer
 # of event features computed inside ClickHouse instead of the daily rows training needs.
 CUSTOMER_SCORE_DATASETS = ("customers", "orders", "customer_event_features")
+# What each DAG's extract task writes: training builds features at many past cutoffs from the daily
+# rows; the nightly run needs one row per customer (and never reads the daily rows).
+DAG_DATASETS = {
+    "training": tuple(name for name in DATASETS if name != "customer_event_features"),
+    "nightly": tuple(name for name in DATASETS if name != "customer_daily_events"),
+}
 DAILY_EVENT_COLUMNS = (
     "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
     "email_sends", "email_opens", "email_clicks",
