@@ -22,8 +22,9 @@ In the same run, at S, it measures side by side:
 
 The nightly extract reads, by default, the datasets the customer-scores path uses
 (``--nightly-extract scores``: customers, orders and the per-customer event features computed
-inside ClickHouse); ``--nightly-extract all`` writes every dataset, as the nightly DAG's shared
-extract task does for all its branches (send times, prices, budget).
+inside ClickHouse); ``--nightly-extract dag`` writes what the whole nightly DAG reads (every
+dataset but the daily event rows: its send-time, price and budget branches need theirs), and
+``--nightly-extract all`` every dataset, daily rows included.
 
 Results go to ``benchmarks/results/scale-<S>.json`` and ``.md`` and are printed (see docs/scale.md).
 
@@ -346,7 +347,10 @@ def _nightly(bench: Bench, run_date: dt.date, lookback_days: int, n_trials: int,
 def _training(bench: Bench, run_date: dt.date, lookback_days: int, families: tuple[str, ...], n_trials: int,
               timeout: float) -> dict[str, dict]:
     stages: dict[str, dict] = {}
-    stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days)
+    from revopt.extract import DAG_DATASETS
+
+    stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days,
+                                  datasets=tuple(DAG_DATASETS["training"]))
     paths = stages["extract"]["paths"]
     stages["validate"] = bench.run("training validate", stage_validate, run_date=run_date, paths=paths,
                                    lookback_days=lookback_days)
@@ -446,9 +450,10 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=1)
     parser.add_argument("--tuning-timeout", type=float, default=60.0)
     parser.add_argument("--to-sql-rows", type=int, default=100_000)
-    parser.add_argument("--nightly-extract", choices=("scores", "all"), default="scores",
+    parser.add_argument("--nightly-extract", choices=("scores", "dag", "all"), default="scores",
                         help="scores: the datasets the customer-scores path reads (revopt.extract.CUSTOMER_SCORE_DATASETS); "
-                             "all: every dataset, as the nightly DAG's shared extract task writes them for all its branches")
+                             "dag: what the nightly DAG's extract writes (revopt.extract.DAG_DATASETS['nightly']: every dataset but "
+                             "customer_daily_events, for its send-time, price and budget branches too); all: every dataset")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     nightly_datasets = _nightly_datasets(args.nightly_extract)
@@ -526,10 +531,14 @@ def main() -> None:
 
 
 def _nightly_datasets(choice: str) -> tuple[str, ...] | None:
-    if choice == "all":
-        return None
     from revopt.extract import CUSTOMER_SCORE_DATASETS
 
+    if choice == "all":
+        return None
+    if choice == "dag":
+        from revopt.extract import DAG_DATASETS
+
+        return tuple(DAG_DATASETS["nightly"])
     return tuple(CUSTOMER_SCORE_DATASETS)
 
 
