@@ -51,6 +51,7 @@ from scipy.special import hyp2f1
 from scipy.stats import spearmanr
 
 from features.customer import FEATURE_COLUMNS, completed_orders_in_window
+from ml.classifier import lightgbm_contributions
 # The same time-based holdout as every family: train cutoff D - 2H, validation cutoff D - H.
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs  # noqa: F401  (re-exported)
 
@@ -545,13 +546,13 @@ class ClvModel(mlflow.pyfunc.PythonModel):
         raise ValueError(f"unknown CLV model kind {self.kind!r}")
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
-        """Per-feature TreeSHAP contributions from LightGBM (``pred_contrib=True``) for the GBM, None
-        for BTYD. They are in the Tweedie log-link space: each row's contributions plus the
-        ``bias`` column sum to ``log(predicted spend)``."""
+        """Per-feature TreeSHAP contributions from LightGBM (``pred_contrib=True``, computed once per
+        distinct split pattern of each tree: :func:`ml.classifier.lightgbm_contributions`) for the
+        GBM, None for BTYD. They are in the Tweedie log-link space: each row's contributions plus
+        the ``bias`` column sum to ``log(predicted spend)``."""
         if self.kind != GBM:
             return None
-        X = _feature_matrix(features)
-        values = self.booster.predict(X, pred_contrib=True)
+        values = lightgbm_contributions(self.booster, _feature_matrix(features).to_numpy(dtype=np.float64))
         return pd.DataFrame(values, index=features.index, columns=[*FEATURE_COLUMNS, "bias"])
 
 
