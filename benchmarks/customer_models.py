@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from ml import churn, clv, propensity
 from ml.classifier import TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.propensity import LabelledSet
-from revopt.importer import uci_online_retail
+from revopt.importer import default_uci_path, uci_online_retail
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
 from revopt.synth import (
@@ -59,7 +59,7 @@ logger = logging.getLogger("benchmarks.customer_models")
 
 SYNTHETIC_START = dt.date(2024, 1, 1)
 # ../shared/data beside the repository, as on the project machines and in CI.
-UCI_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
+UCI_PATH = default_uci_path()
 UCI_RUN_DATE = dt.date(2011, 12, 1)
 
 DAILY_EVENT_COLUMNS: tuple[str, ...] = (

@@ -46,13 +46,14 @@ from ml.pricing import (
     recommend_prices,
     tune_demand_model,
 )
+from revopt.importer import default_uci_path
 from revopt.synth import generate_store, pricing_extract
 
 logger = logging.getLogger("benchmarks.pricing")
 
 SYNTHETIC_START = dt.date(2024, 1, 1)
 # ../shared/data beside the repository, as on the project machines and in CI.
-UCI_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
+UCI_PATH = default_uci_path()
 UCI_RUN_DATE = dt.date(2011, 12, 10)  # the day after the last invoice
 GUARDRAIL_SETS = {
     "default (+/-10 %, observed range +/-5 %)": PricingGuardrails(),

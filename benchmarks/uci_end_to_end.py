@@ -36,7 +36,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-UCI_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail.csv.gz"
+from revopt.importer import default_uci_path
+
+UCI_PATH = default_uci_path()
 
 
 def main() -> None:

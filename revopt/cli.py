@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from revopt.config import REPO_ROOT, Settings, load_settings, redact_url
+from revopt.config import Settings, load_settings, redact_url
 
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     seed.set_defaults(handler=_seed)
 
     imported = commands.add_parser("import-uci", help="replace the sources with the UCI Online Retail order history")
-    imported.add_argument("path", type=Path, nargs="?", default=REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz",
-                          help="the online_retail.csv(.gz) file (default: %(default)s)")
+    imported.add_argument("path", type=Path, nargs="?", default=None,
+                          help="the online_retail.csv(.gz) file (default: ../shared/data/online_retail.csv.gz beside the repository)")
     imported.add_argument("--cost-share", type=float, default=0.6,
                           help="assumed unit cost as a share of the median price paid (the data has no costs)")
     imported.set_defaults(handler=_import_uci)
@@ -162,12 +162,13 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _import_uci(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.importer import load_into_contract, uci_online_retail
+    from revopt.importer import default_uci_path, load_into_contract, uci_online_retail
     from revopt.stack import start_stack
 
     start_stack(settings)
-    with _step(f"importing {args.path} (cost = {args.cost_share:g} x median price)"):
-        frames, report = uci_online_retail(args.path, cost_share=args.cost_share)
+    path = args.path or default_uci_path()
+    with _step(f"importing {path} (cost = {args.cost_share:g} x median price)"):
+        frames, report = uci_online_retail(path, cost_share=args.cost_share)
         load_into_contract(settings, frames)
     print(f"    {report}")
     if settings.clickstream:

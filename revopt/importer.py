@@ -90,12 +90,25 @@ import numpy as np
 import pandas as pd
 
 from revopt import contract
-from revopt.config import Settings
+from revopt.config import REPO_ROOT, Settings
 from revopt.seed import load_sources
 
 logger = logging.getLogger(__name__)
 
 UCI_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
+
+#: Where the UCI file lives on the project's machines: ``../shared/data`` beside the repository, or
+#: under ``/work/shared`` when the repository is cloned elsewhere (CI's clean clones).
+UCI_LOCATIONS = (
+    REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz",
+    Path("/work/shared/data/online_retail.csv.gz"),
+)
+
+
+def default_uci_path() -> Path:
+    """The first of :data:`UCI_LOCATIONS` that exists (else the first, for the error message)."""
+    return next((path for path in UCI_LOCATIONS if path.exists()), UCI_LOCATIONS[0])
+
 
 #: The retailer's wall clock: every InvoiceDate is in this zone.
 UCI_STORE_TIMEZONE = "Europe/London"

@@ -28,9 +28,6 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import pandas as pd
 import pytest
-from chdb import ChdbError
-from pandas.errors import IntCastingNaNError
-from psycopg import errors as pg_errors
 from psycopg import sql
 
 from features.customer import customer_features

@@ -18,7 +18,7 @@ from features.customer import FEATURE_COLUMNS
 from ml.workflows import build_features, validate_extracts
 from revopt.config import REPO_ROOT, Settings
 from revopt.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
-from revopt.importer import load_into_contract, uci_online_retail
+from revopt.importer import UCI_LOCATIONS, default_uci_path, load_into_contract, uci_online_retail
 from revopt.postgres import copy_frame, read_frame, run_script
 from revopt.seed import load_store
 from revopt.stack import connect_postgres, event_store
@@ -31,7 +31,7 @@ START = dt.date(2023, 3, 1)
 DAYS = 150
 RUN_DATE = START + dt.timedelta(days=DAYS)  # far from the other modules' run dates (row-count history)
 LOOKBACK_DAYS = 365
-UCI_FILE = REPO_ROOT.parent / "shared" / "data" / "online_retail.csv.gz"
+UCI_FILE = default_uci_path()
 
 
 def _doc_blocks() -> list[str]:
@@ -161,7 +161,7 @@ def test_the_documented_views_read_like_the_contract_tables(settings: Settings) 
 def uci_settings(settings: Settings) -> Iterator[Settings]:
     """The first two months of UCI Online Retail in the contract; the store has no clickstream."""
     if not UCI_FILE.exists():
-        pytest.fail(f"the UCI Online Retail file is missing at {UCI_FILE} (../shared/data beside the repository)")
+        pytest.fail(f"the UCI Online Retail file is missing (looked in {', '.join(map(str, UCI_LOCATIONS))})")
     frames, _ = uci_online_retail(UCI_FILE, nrows=60_000)
     load_into_contract(settings, frames)
     yield dataclasses.replace(settings, clickstream=False)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from revopt.contract import SHOP_DDL, SHOP_TABLES, ddl_columns
-from revopt.importer import ImportReport, frames_from_uci, uci_online_retail
+from revopt.importer import ImportReport, default_uci_path, frames_from_uci, uci_online_retail
 
-UCI_FILE = Path("/work/shared/data/online_retail.csv.gz")
+UCI_FILE = default_uci_path()
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 ROWS = [
