@@ -42,6 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from ml import churn, clv, propensity
 from ml.classifier import TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.propensity import LabelledSet
+from revopt.extract import empty_daily_events
 from revopt.importer import default_uci_path, uci_online_retail
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
@@ -177,13 +178,6 @@ def _daily_events(events: pd.DataFrame, run_ts: pd.Timestamp) -> pd.DataFrame:
     daily = daily.astype("int64").sort_index().reset_index()
     daily["day"] = daily["day"].astype("datetime64[ns]")
     return daily[["customer_id", "day", *DAILY_EVENT_COLUMNS]]
-
-
-def empty_daily_events() -> pd.DataFrame:
-    """A ``customer_daily_events`` extract with no rows, for a store without clickstream."""
-    columns = {"customer_id": pd.Series(dtype="int64"), "day": pd.Series(dtype="datetime64[ns]")}
-    columns.update({name: pd.Series(dtype="int64") for name in DAILY_EVENT_COLUMNS})
-    return pd.DataFrame(columns)
 
 
 def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:

@@ -53,7 +53,7 @@ from ml.send_time import (
     tune_send_time,
 )
 from revopt.events import open_event_store
-from revopt.extract import engagement_by_hour
+from revopt.extract import empty_engagement, engagement_by_hour
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
 from revopt.synth import (
@@ -235,11 +235,7 @@ def uci_send_time_frames(path: Path) -> tuple[dict[str, pd.DataFrame], dict[str,
     frames, sizes = uci_frames(path, UCI_RUN_DATE)
     customers = frames["customers"]
     sizes["customers with an unknown zone (read as UTC)"] = int((customers["timezone"] == "UTC").sum())
-    engagement = pd.DataFrame({
-        "customer_id": pd.Series(dtype="int64"), "hour_utc": pd.Series(dtype="datetime64[ns, UTC]"),
-        **{c: pd.Series(dtype="int64") for c in ("sends", "opens", "clicks", "sessions")},
-    })
-    return {"customers": customers, "orders": frames["orders"], "engagement": engagement}, sizes
+    return {"customers": customers, "orders": frames["orders"], "engagement": empty_engagement()}, sizes
 
 
 def run_uci(path: Path, trials: int, timeout: float) -> None:

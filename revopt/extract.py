@@ -276,9 +276,8 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
     if store is None:
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
-        daily_events = _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
+        daily_events, engagement = empty_daily_events(), empty_engagement()
         event_features = typed_event_features(pd.DataFrame())
-        engagement = _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
     else:
         daily_events = engagement = event_features = None
         if "customer_daily_events" in datasets:
@@ -318,7 +317,17 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
         ENGAGEMENT_SQL.format(database=store.database),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
-    return _typed_engagement(frame if len(frame.columns) else pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
+    return _typed_engagement(frame) if len(frame.columns) else empty_engagement()
+
+
+def empty_daily_events() -> pd.DataFrame:
+    """A typed ``customer_daily_events`` extract with no rows (a store without clickstream)."""
+    return _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
+
+
+def empty_engagement() -> pd.DataFrame:
+    """A typed ``engagement_by_hour`` extract with no rows (a store without clickstream)."""
+    return _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
 
 
 def _typed_engagement(frame: pd.DataFrame) -> pd.DataFrame:

@@ -484,16 +484,21 @@ def _price_observations(lines: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFra
     sold = np.zeros(int(lines["product_id"].max()) + 1 if len(lines) else 1, dtype=bool)
     sold[lines.loc[completed, "product_id"].to_numpy()] = True
     use = completed | ~sold[lines["product_id"].to_numpy()]
-    order_ts = pd.DatetimeIndex(orders.set_index("order_id")["order_ts"].reindex(lines["order_id"][use]).array)
-    day = order_ts.tz_convert("UTC").tz_localize(None).normalize()
     return pd.DataFrame(
         {
             "product_id": lines["product_id"].to_numpy()[use],
-            "week": day - pd.to_timedelta(day.dayofweek, unit="D"),
+            "week": _order_weeks(lines["order_id"][use], orders),
             "unit_price": lines["unit_price"].to_numpy()[use],
             "from_cancellation": ~completed[use],
         }
     )
+
+
+def _order_weeks(order_ids: pd.Series, orders: pd.DataFrame) -> pd.DatetimeIndex:
+    """The Monday (UTC, naive) of the week each order was placed in, per given order id."""
+    order_ts = pd.DatetimeIndex(orders.set_index("order_id")["order_ts"].reindex(order_ids).array)
+    day = order_ts.tz_convert("UTC").tz_localize(None).normalize()
+    return day - pd.to_timedelta(day.dayofweek, unit="D")
 
 
 def _weekly_modal_prices(prices: pd.DataFrame) -> pd.DataFrame:
@@ -516,9 +521,7 @@ def _weekly_modal_prices(prices: pd.DataFrame) -> pd.DataFrame:
 def _discounts_from_list_price(lines: pd.DataFrame, orders: pd.DataFrame,
                                product_prices: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Each line's discount: the fraction it was paid below the list price in force that week."""
-    order_ts = pd.DatetimeIndex(orders.set_index("order_id")["order_ts"].reindex(lines["order_id"]).array)
-    day = order_ts.tz_convert("UTC").tz_localize(None).normalize()
-    week = (day - pd.to_timedelta(day.dayofweek, unit="D")).to_numpy(dtype="datetime64[ns]")
+    week = _order_weeks(lines["order_id"], orders).to_numpy(dtype="datetime64[ns]")
     position = np.arange(len(lines))
     in_force = pd.merge_asof(
         pd.DataFrame({"week": week, "product_id": lines["product_id"].to_numpy(), "position": position}).sort_values("week"),
