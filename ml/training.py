@@ -27,9 +27,8 @@ from ml.propensity import LabelledSet, features_at, holdout_cutoffs
 from ml.pyfunc import BudgetModel, CalibratedClassifierModel, PricingModel, SendTimeModel
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
 from revopt.config import Settings
-from revopt.contract import SCORES_DDL
-from revopt.postgres import run_script, upsert_rows
-from revopt.stack import connect_postgres
+from revopt.postgres import upsert_rows
+from revopt.schema import scores_connection
 
 logger = logging.getLogger(__name__)
 
@@ -396,13 +395,12 @@ def _json_safe(values: dict) -> dict:
 
 def apply_decision(settings: Settings, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
     """Move the alias, tag the run with the decision and record it in ``scores.model_promotions``."""
-    set_alias(decision.model_name, decision.alias, decision.candidate_version)
-    mlflow.set_tags(decision.as_tags())
-    logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
-                decision.alias, decision.reason)
     row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
+    with scores_connection(settings) as conn:  # the schema is checked before the alias moves
+        set_alias(decision.model_name, decision.alias, decision.candidate_version)
+        mlflow.set_tags(decision.as_tags())
+        logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
+                    decision.alias, decision.reason)
         upsert_rows(conn, "scores.model_promotions", [row], key=("run_date", "model_name", "candidate_version"))
 
 

@@ -29,10 +29,9 @@ from ml.training import train_budget as _train_budget
 from ml.training import train_pricing as _train_pricing
 from ml.training import train_send_time as _train_send_time
 from revopt.config import Settings
-from revopt.contract import SCORES_DDL
 from revopt.extract import EVENT_DATASETS, read_extract
-from revopt.postgres import publish_partition, run_script
-from revopt.stack import connect_postgres
+from revopt.postgres import publish_partition
+from revopt.schema import scores_connection
 from revopt.quality import raise_if_failed, validate_and_record
 
 logger = logging.getLogger(__name__)
@@ -417,8 +416,7 @@ def check_drift(settings: Settings, run_date: dt.date, scored: dict[str, Any], p
         "retrain_requested": result.retrain, "reason": result.reason, "n_reference": result.n_reference,
         "n_current": result.n_current, **reference_columns, "mlflow_run_id": run_id,
     }])
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
+    with scores_connection(settings) as conn:
         publish_partition(conn, "scores.feature_drift", run_date, columns[[
             "run_date", "column_name", "kind", "stattest", "drift_score", "threshold", "drifted",
             "reference_model", "reference_version"]])
@@ -474,6 +472,5 @@ def publish_budget_allocations(settings: Settings, run_date: dt.date, path: str)
 def _publish(settings: Settings, run_date: dt.date, table: str, path: str) -> int:
     rows = pd.read_parquet(path)
     rows["run_date"] = run_date
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
+    with scores_connection(settings) as conn:
         return publish_partition(conn, table, run_date, rows)

@@ -76,9 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=None)
     ui.set_defaults(handler=_ui)
 
-    query = commands.add_parser("sql", help="run a read-only SQL query on the revopt PostgreSQL and print the rows")
+    query = commands.add_parser(
+        "sql", help="run one read-only SQL statement on the revopt PostgreSQL (as the read-only role) and print the rows")
     query.add_argument("query")
     query.add_argument("--limit", type=int, default=50, help="print at most this many rows")
+    query.add_argument("--timeout", type=float, default=30.0, help="cancel the statement after this many seconds")
     query.set_defaults(handler=_sql)
 
     where = commands.add_parser("where", help="print where the state, results and UIs are")
@@ -126,26 +128,16 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _init_db(settings: Settings, args: argparse.Namespace) -> int:
-    """Create the ``shop``, ``truth`` and ``scores`` schemas and tables in PostgreSQL and the events
-    table in ClickHouse if missing; existing tables and rows are left alone (the production stack's
-    init service runs this on every start)."""
-    from revopt import contract
-    from revopt.postgres import run_script
-    from revopt.stack import connect_postgres, event_store, postgres_url
+    """Create what is missing and migrate revopt's schema (revopt.schema.init_stores): source tables,
+    the ``scores`` migrations, the read-only role and the ClickHouse events table; rows are never
+    touched (the production stack's init service runs this on every start)."""
+    from revopt.schema import init_stores
+    from revopt.stack import postgres_url
 
-    with connect_postgres(settings) as conn:
-        for script in (contract.SHOP_DDL, contract.TRUTH_DDL, contract.SCORES_DDL):
-            run_script(conn, script)
-    where = {"PostgreSQL": f"{redact_url(postgres_url(settings))} (schemas shop, truth, scores)"}
-    if settings.clickstream:
-        store = event_store(settings)  # opening it creates the database and the events table
-        clickhouse = redact_url(settings.clickhouse_url) if settings.clickhouse_url else f"chDB at {settings.chdb_path}"
-        where["ClickHouse"] = f"{clickhouse} (table {store.database}.{contract.EVENTS_TABLE})"
-    else:
-        where["ClickHouse"] = "not used (REVOPT_CLICKSTREAM=off)"
-    where["MLflow tracking"] = redact_url(settings.mlflow_tracking_uri)
+    done = init_stores(settings)
     print("revopt stores ready:")
-    _print_mapping(where)
+    _print_mapping({"PostgreSQL": redact_url(postgres_url(settings)), **done,
+                    "MLflow tracking": redact_url(settings.mlflow_tracking_uri)})
     return 0
 
 
@@ -380,22 +372,17 @@ def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from revopt.postgres import read_frame
-    from revopt.stack import connect_postgres
-
-    import psycopg
+    from revopt.query import QueryRefused, run_read_only
 
     try:
-        with connect_postgres(settings) as conn:
-            conn.read_only = True
-            frame = read_frame(conn, args.query)
-    except psycopg.Error as exc:
-        print(f"revopt sql: {exc}".rstrip(), file=sys.stderr)
+        frame, more = run_read_only(settings, args.query, max_rows=args.limit, timeout_seconds=args.timeout)
+    except QueryRefused as exc:
+        print(f"revopt sql: {exc}", file=sys.stderr)
         return 1
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(frame.head(args.limit).to_string(index=False) if len(frame) else "(no rows)")
-    if len(frame) > args.limit:
-        print(f"... {len(frame) - args.limit:,} more rows")
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    if more:
+        print(f"... more rows (showing the first {args.limit:,}; --limit N shows more)")
     return 0
 
 

@@ -14,6 +14,8 @@ ClickHouse (events)         ``REVOPT_CLICKHOUSE_URL`` or                     chD
                             ``AIRFLOW_CONN_REVOPT_CLICKHOUSE``
 ClickHouse database         ``REVOPT_CLICKHOUSE_DATABASE``                  ``revopt``
 clickstream tracked?        ``REVOPT_CLICKSTREAM`` (``on`` / ``off``)         ``on``
+read-only role              ``REVOPT_READER_ROLE`` / ``REVOPT_READER_PASSWORD``  ``revopt_reader``, no password
+read-only URL (optional)    ``REVOPT_READER_URL``                           the PostgreSQL URL as that role
 MLflow                      ``MLFLOW_TRACKING_URI``                         sqlite under ``mlflow/``
 Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLite under ``airflow/``
 ==========================  ==============================================  =======================
@@ -29,10 +31,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -49,16 +52,20 @@ class Settings:
     mlflow_tracking_uri: str
     airflow_home: Path
     clickstream: bool = True  # False: the store has no ClickHouse events; event features are zero
+    reader_role: str = "revopt_reader"  # the read-only role `revopt init-db` creates for downstream apps and `revopt sql`
+    reader_password: str | None = field(default=None, repr=False)
+    reader_url: str | None = None  # None: the PostgreSQL URL with the reader role's name and password
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks: never show a password.
         urls = {"postgres_url": self.postgres_url, "clickhouse_url": self.clickhouse_url,
-                "mlflow_tracking_uri": self.mlflow_tracking_uri}
+                "mlflow_tracking_uri": self.mlflow_tracking_uri, "reader_url": self.reader_url}
         shown = {name: redact_url(url) if url else url for name, url in urls.items()}
         return (f"Settings(home={str(self.home)!r}, postgres_url={shown['postgres_url']!r}, "
                 f"clickhouse_url={shown['clickhouse_url']!r}, clickhouse_database={self.clickhouse_database!r}, "
                 f"mlflow_tracking_uri={shown['mlflow_tracking_uri']!r}, airflow_home={str(self.airflow_home)!r}, "
-                f"clickstream={self.clickstream!r})")
+                f"clickstream={self.clickstream!r}, reader_role={self.reader_role!r}, "
+                f"reader_url={shown['reader_url']!r})")
 
     @property
     def pgdata(self) -> Path:
@@ -109,7 +116,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=tracking_uri,
         airflow_home=Path(env.get("AIRFLOW_HOME", str(home / "airflow"))).expanduser().resolve(),
         clickstream=_switch(env, "REVOPT_CLICKSTREAM", default=True),
+        reader_role=validate_role(env.get("REVOPT_READER_ROLE") or "revopt_reader"),
+        reader_password=env.get("REVOPT_READER_PASSWORD") or None,
+        reader_url=_normalise_postgres_url(env["REVOPT_READER_URL"]) if env.get("REVOPT_READER_URL") else None,
     )
+
+
+def validate_role(name: str) -> str:
+    """A PostgreSQL role name revopt may create: lower-case letters, digits and underscores."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"REVOPT_READER_ROLE must be a plain lower-case role name (letters, digits, _), got {name!r}")
+    return name
 
 
 _SWITCH_VALUES = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
@@ -125,16 +142,41 @@ def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 
 def _connection_url(value: str | None, scheme: str) -> str | None:
-    """An Airflow connection from the environment, in its URI or its JSON form, as a URL."""
+    """An Airflow connection from the environment, in its URI or its JSON form, as a URL.
+
+    The JSON form's ``extra`` becomes the query string (``sslmode=require`` for PostgreSQL), and a
+    ClickHouse connection whose type or extra asks for TLS (``conn_type`` https, ``secure`` true,
+    ``protocol`` https) gets ``https``; ``scheme`` is the default otherwise.
+    """
     if not value or not value.lstrip().startswith("{"):
         return value or None
     conn = json.loads(value)
+    extra = conn.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra) if extra.strip() else {}
+    if scheme == "http" and (
+        str(conn.get("conn_type", "")).lower() == "https" or str(extra.get("protocol", "")).lower() == "https"
+        or _truthy(extra.get("secure"))
+    ):
+        scheme = "https"
+    extra = {key: value for key, value in extra.items() if not (scheme.startswith("http") and key == "protocol")}
     login = quote(str(conn.get("login") or ""), safe="")
     password = conn.get("password")
     auth = f"{login}:{quote(str(password), safe='')}@" if password else (f"{login}@" if login else "")
     port = f":{conn['port']}" if conn.get("port") else ""
-    database = conn.get("schema") or conn.get("database") or ""
-    return f"{scheme}://{auth}{conn.get('host') or ''}{port}/{database}"
+    database = quote(str(conn.get("schema") or conn.get("database") or ""), safe="")
+    query = urlencode({key: _query_value(value) for key, value in extra.items()})
+    return f"{scheme}://{auth}{conn.get('host') or ''}{port}/{database}" + (f"?{query}" if query else "")
+
+
+def _truthy(value: object) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _query_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _normalise_postgres_url(url: str) -> str:
@@ -148,10 +190,22 @@ def _normalise_postgres_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
 
 
+#: Query-string keys whose values are secrets (libpq's ``password``, ClickHouse's ``password``, tokens).
+_SECRET_QUERY_KEYS = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error messages."""
+    """The URL with any password replaced, in its user part and in its query string (``?password=``,
+    ``?sslpassword=``, ``?access_token=``, ...), safe for logs and error messages."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(_SECRET_QUERY_KEYS.search(key) for key, _ in pairs)
+    if not parts.password and not secret_query:
+        return url  # unchanged, byte for byte (urlunsplit would turn sqlite:/// into sqlite:/)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = parts.query
+    if secret_query:
+        query = urlencode([(key, "***" if _SECRET_QUERY_KEYS.search(key) else value) for key, value in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -20,9 +20,8 @@ from typing import Any
 import pandas as pd
 
 from revopt.config import Settings
-from revopt.contract import SCORES_DDL
-from revopt.postgres import run_script, upsert_rows
-from revopt.stack import connect_postgres
+from revopt.postgres import upsert_rows
+from revopt.schema import scores_connection
 from revopt.validation import DataValidationError, ValidationSummary, validate_frame
 
 logger = logging.getLogger(__name__)
@@ -50,8 +49,7 @@ def recent_row_counts(settings: Settings, run_date: dt.date, datasets: Iterable[
     """Median row count per dataset over its recent successful validations (see the module doc)."""
     params = {"run_date": run_date, "since": run_date - dt.timedelta(days=RECENT_DAYS), "lookback_days": lookback_days,
               "datasets": list(datasets), "runs": RECENT_RUNS}
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
+    with scores_connection(settings) as conn:
         rows = conn.execute(_RECENT_COUNTS_SQL, params).fetchall()
     return {dataset: float(median) for dataset, median, _ in rows}
 
@@ -108,7 +106,6 @@ def _quality_row(summary: ValidationSummary, lookback_days: int | None, result_p
 
 def _record(settings: Settings, rows: list[dict[str, Any]]) -> None:
     validated_at = dt.datetime.now(dt.timezone.utc)
-    with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
+    with scores_connection(settings) as conn:
         upsert_rows(conn, "scores.data_quality", [{**row, "validated_at": validated_at} for row in rows],
                     key=("run_date", "dataset"))

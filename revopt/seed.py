@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from revopt import contract
 from revopt.config import Settings
-from revopt.postgres import copy_frame, run_script
+from revopt.postgres import copy_frame
+from revopt.schema import init_stores
 from revopt.stack import connect_postgres, event_store
 from revopt.synth import SyntheticStore, generate_store
 
@@ -79,16 +80,17 @@ def load_sources(settings: Settings, shop: Mapping[str, pd.DataFrame], truth: Ma
     """Replace every source table with the given frames, in one PostgreSQL transaction: all ``shop``
     tables (the optional ones included) and all ``truth`` tables are emptied — ground truth of
     another store would only mislead — then ``shop`` and ``truth`` frames are COPYed in; the
-    ClickHouse events are replaced by ``events`` (emptied when None). Returns row counts per table."""
+    ClickHouse events are replaced by ``events`` (emptied when None). Returns row counts per table.
+
+    The stores are initialised first (``revopt init-db``: missing tables, revopt's migrations, the
+    read-only role), so a fresh state folder can be seeded in one step."""
+    init_stores(settings)
     rows: dict[str, int] = {}
     everything = {
         contract.SHOP_SCHEMA: (*contract.SHOP_TABLES, *contract.SHOP_OPTIONAL_TABLES),
         contract.TRUTH_SCHEMA: contract.TRUTH_TABLES,
     }
     with connect_postgres(settings) as conn:
-        run_script(conn, contract.SHOP_DDL)
-        run_script(conn, contract.TRUTH_DDL)
-        run_script(conn, contract.SCORES_DDL)
         conn.execute(f"TRUNCATE {', '.join(f'{schema}.{name}' for schema, names in everything.items() for name in names)}")
         for schema, frames in ((contract.SHOP_SCHEMA, shop), (contract.TRUTH_SCHEMA, truth or {})):
             for name, frame in frames.items():

@@ -17,6 +17,10 @@ def settings(tmp_path_factory) -> Settings:
     for key in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         os.environ.pop(key, None)
     resolved = load_settings()
+    from revopt.schema import init_stores
+
+    init_stores(resolved)
+    _forbid_ddl_on_published_tables(resolved)
     yield resolved
 
     from revopt.stack import close_event_stores, stop_stack
@@ -28,3 +32,41 @@ def settings(tmp_path_factory) -> Settings:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+# Every e2e test runs with these event triggers: any DDL on schema ``scores`` that does not come
+# from a migration (application_name 'revopt init-db') fails the statement, so a publish, quality,
+# drift or gate record that ran DDL (and so took an ACCESS EXCLUSIVE lock readers wait for) fails
+# whichever test exercises it (tests/e2e/test_publish_concurrency.py shows the trigger can fail).
+_NO_DDL_OUTSIDE_MIGRATIONS = """
+CREATE OR REPLACE FUNCTION public.revopt_test_no_scores_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE
+    command record;
+BEGIN
+    IF current_setting('application_name') = 'revopt init-db' THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        FOR command IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE schema_name = 'scores' LOOP
+            RAISE EXCEPTION 'DDL outside a migration: % of % (application %)', TG_TAG, command.object_identity,
+                current_setting('application_name');
+        END LOOP;
+    ELSE
+        FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE schema_name = 'scores' LOOP
+            RAISE EXCEPTION 'DDL outside a migration: % on % (application %)', command.command_tag,
+                command.object_identity, current_setting('application_name');
+        END LOOP;
+    END IF;
+END $$;
+DROP EVENT TRIGGER IF EXISTS revopt_test_no_scores_ddl;
+DROP EVENT TRIGGER IF EXISTS revopt_test_no_scores_drop;
+CREATE EVENT TRIGGER revopt_test_no_scores_ddl ON ddl_command_end EXECUTE FUNCTION public.revopt_test_no_scores_ddl();
+CREATE EVENT TRIGGER revopt_test_no_scores_drop ON sql_drop EXECUTE FUNCTION public.revopt_test_no_scores_ddl();
+"""
+
+
+def _forbid_ddl_on_published_tables(settings: Settings) -> None:
+    from revopt.stack import connect_postgres
+
+    with connect_postgres(settings) as conn:
+        conn.execute(_NO_DDL_OUTSIDE_MIGRATIONS)

@@ -13,8 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from revopt.contract import SCORES_DDL
-from revopt.postgres import publish_partition, read_frame, run_script
+from revopt.postgres import publish_partition, read_frame
 from revopt.stack import connect_postgres, event_store
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
@@ -38,7 +37,6 @@ def _table(conn) -> pd.DataFrame:
 
 def test_republishing_a_date_replaces_exactly_its_rows(settings):
     with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
         conn.execute("DELETE FROM scores.customer_scores")
         publish_partition(conn, "scores.customer_scores", D1, _scores(D1, 5, "1"))
         snapshots = []
@@ -54,7 +52,6 @@ def test_republishing_a_date_replaces_exactly_its_rows(settings):
 
 def test_a_failed_publish_leaves_the_previous_run_intact(settings):
     with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
         conn.execute("DELETE FROM scores.customer_scores")
         publish_partition(conn, "scores.customer_scores", D1, _scores(D1, 4, "1"))
         before = _table(conn)
@@ -98,31 +95,32 @@ _KILLED_PUBLISHER = """
 import sys, time
 from pathlib import Path
 import pandas as pd
+import psycopg
 from revopt.config import load_settings
-from revopt.postgres import publish_partition
-from revopt.stack import connect_postgres
 
 run_date = pd.Timestamp(sys.argv[1]).date()
 marker = Path(sys.argv[2])
-frame = pd.read_parquet(sys.argv[3])
-with connect_postgres(load_settings()) as conn:
-    execute = conn.execute
+execute = psycopg.Connection.execute
 
-    def execute_then_hang_after_insert(query, params=None, **kwargs):
-        cursor = execute(query, params, **kwargs)
-        if query.as_string(conn).startswith("INSERT INTO"):
-            marker.write_text("old rows deleted, new rows inserted, transaction still open")
-            time.sleep(600)
-        return cursor
 
-    conn.execute = execute_then_hang_after_insert
-    publish_partition(conn, "scores.customer_scores", run_date, frame)
+def execute_then_hang_after_insert(conn, query, params=None, **kwargs):
+    cursor = execute(conn, query, params, **kwargs)
+    text = query if isinstance(query, str) else query.as_string(conn)
+    if text.startswith("INSERT INTO"):
+        marker.write_text("old rows deleted, new rows inserted, transaction still open")
+        time.sleep(600)
+    return cursor
+
+
+psycopg.Connection.execute = execute_then_hang_after_insert
+from ml.workflows import publish_customer_scores  # the function the nightly DAG's publish task calls
+
+publish_customer_scores(load_settings(), run_date, sys.argv[3])
 """
 
 
 def test_a_publish_killed_half_way_leaves_the_previous_run_and_the_next_run_completes(settings, tmp_path):
     with connect_postgres(settings) as conn:
-        run_script(conn, SCORES_DDL)
         conn.execute("DELETE FROM scores.customer_scores")
         publish_partition(conn, "scores.customer_scores", D1, _scores(D1, 50, "1"))
         before = _table(conn)
@@ -131,12 +129,14 @@ def test_a_publish_killed_half_way_leaves_the_previous_run_and_the_next_run_comp
     marker = tmp_path / "half-way"
     child = subprocess.Popen([sys.executable, "-c", _KILLED_PUBLISHER, D1.isoformat(), str(marker), str(replacement)],
                              env=os.environ.copy(), start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not marker.exists():
         assert child.poll() is None, "the publisher exited before reaching the kill point"
         assert time.monotonic() < deadline, "the publisher never reached the kill point"
         time.sleep(0.1)
-    with connect_postgres(settings) as conn:  # a reader while the transaction is open
+    # A reader while the transaction is open neither waits (statement_timeout 250 ms) nor sees it.
+    with connect_postgres(settings) as conn:
+        conn.execute("SET statement_timeout = 250")
         pd.testing.assert_frame_equal(_table(conn), before)
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)

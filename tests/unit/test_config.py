@@ -103,3 +103,39 @@ def test_settings_never_show_a_password_in_repr_or_connection_errors(tmp_path):
             pass
     assert "t0p-s3cret" not in str(failure.value) and "shop:***@" in str(failure.value)
     assert failure.value.__cause__ is None and failure.value.__suppress_context__  # psycopg's own error is not chained
+
+
+def test_json_connections_keep_their_extra_and_tls():
+    settings = load_settings({
+        "AIRFLOW_CONN_REVOPT_POSTGRES": '{"conn_type": "postgres", "host": "db", "login": "shop", "password": "pw", '
+                                        '"schema": "store", "extra": {"sslmode": "require", "connect_timeout": 5}}',
+        "AIRFLOW_CONN_REVOPT_CLICKHOUSE": '{"conn_type": "clickhouse", "host": "ch", "port": 8443, "login": "default", '
+                                          '"extra": "{\\"secure\\": true}"}',
+    })
+    assert settings.postgres_url == "postgresql://shop:pw@db/store?sslmode=require&connect_timeout=5"
+    assert settings.clickhouse_url == "https://default@ch:8443/?secure=true"
+    for tls in ('{"conn_type": "https", "host": "ch"}', '{"conn_type": "http", "host": "ch", "extra": {"protocol": "https"}}'):
+        assert load_settings({"AIRFLOW_CONN_REVOPT_CLICKHOUSE": tls}).clickhouse_url.startswith("https://ch")
+    plain = load_settings({"AIRFLOW_CONN_REVOPT_CLICKHOUSE": '{"conn_type": "http", "host": "ch", "extra": {"secure": false}}'})
+    assert plain.clickhouse_url.startswith("http://ch")
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://shop@db/shop?sslmode=require&password=s3cret", "s3cret"),
+    ("http://ch:8123/?user=default&password=s3cret", "s3cret"),
+    ("postgresql://shop:p1@db/shop?sslpassword=s3cret", "s3cret"),
+    ("https://mlflow.example/?access_token=s3cret", "s3cret"),
+])
+def test_secrets_in_query_strings_are_redacted(url, secret):
+    shown = redact_url(url)
+    assert secret not in shown and "***" in shown
+    assert "sslmode=require" in redact_url("postgresql://shop@db/shop?sslmode=require&password=x")
+
+
+def test_the_reader_role_settings(tmp_path):
+    settings = load_settings({"REVOPT_HOME": str(tmp_path), "REVOPT_READER_PASSWORD": "r3ader",
+                              "REVOPT_READER_URL": "postgres://ro:r3ader@db/shop"})
+    assert settings.reader_role == "revopt_reader" and settings.reader_url == "postgresql://ro:r3ader@db/shop"
+    assert "r3ader" not in repr(settings)
+    with pytest.raises(ValueError, match="REVOPT_READER_ROLE"):
+        load_settings({"REVOPT_READER_ROLE": 'x"; DROP ROLE postgres; --'})
