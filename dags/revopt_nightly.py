@@ -33,13 +33,13 @@ def _call(step: str, argument, context, *, with_params: bool = True):
     from revopt.runctx import run_date_of
 
     extra = (workflows.RunParams.from_mapping(context["params"]),) if with_params else ()
-    return skip_if_skipped(getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra))
+    return skip_if_skipped(getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra), context)
 
 
 @dag(
     dag_id="revopt_nightly",
     schedule="@daily",
-    start_date=datetime(2000, 1, 1, tzinfo=timezone.utc),  # any run date from 2000 on; catchup is off
+    start_date=datetime(1970, 1, 1, tzinfo=timezone.utc),  # any run date (a store's history may be old); catchup is off
     catchup=False,
     max_active_runs=1,
     params={
@@ -99,7 +99,7 @@ def revopt_nightly():
     def signal_drift(drift: dict) -> str:
         return drift["reason"]
 
-    validated = validate(extract("nightly"))
+    validated = validate(extract("nightly"), "nightly")
     scores = score(build_features(validated))
     publish(scores)
     drift = check_drift(scores)

@@ -3,7 +3,9 @@
 #   1. Airflow's metadata database (`airflow db migrate`, safe on an up-to-date schema);
 #   2. the admin's password for Airflow 3's simple auth manager, when AIRFLOW_ADMIN_PASSWORD is
 #      set (otherwise the API server generates one and prints it to its log);
-#   3. revopt's PostgreSQL schemas and tables and the ClickHouse events table (`revopt init-db`).
+#   3. revopt's PostgreSQL schemas and tables, the read-only role of downstream apps
+#      (REVOPT_READER_PASSWORD) and the ClickHouse events table (`revopt init-db`).
+# The config-check service (docker/check-env.sh) has refused placeholder secrets before this runs.
 # Connections need no step: AIRFLOW_CONN_REVOPT_POSTGRES / AIRFLOW_CONN_REVOPT_CLICKHOUSE and
 # MLFLOW_TRACKING_URI come from the environment, and `revopt init-db` reports what they resolve
 # to (passwords masked) by connecting to each.

@@ -53,8 +53,14 @@ def customer_features(
     daily_events: pd.DataFrame | None,
     cutoff: pd.Timestamp,
     event_features: pd.DataFrame | None = None,
+    lookback_days: int | None = None,
 ) -> pd.DataFrame:
     """One row per customer signed up before ``cutoff``: RFM, recent activity and engagement.
+
+    ``lookback_days`` bounds the history to ``[cutoff - lookback_days, cutoff)``, as a nightly
+    extract as of ``cutoff`` would (:func:`history_since`): a training set built at a past cutoff
+    from a longer extract then means the same as tonight's features (``frequency``, ``monetary``
+    and ``days_since_first_order`` count only that window). None: everything given.
 
     The engagement columns come from ``event_features`` when given (one row per customer as of
     the same ``cutoff``, e.g. computed inside ClickHouse with :func:`event_features_sql`), else
@@ -62,6 +68,8 @@ def customer_features(
     """
     ids = population(customers, cutoff)
     cutoff_utc = _utc(cutoff)
+    if lookback_days is not None:
+        orders, daily_events = history_since(orders, daily_events, cutoff_utc - pd.Timedelta(days=lookback_days))
     signup = customers.set_index("customer_id")["signup_date"].reindex(ids)
     tenure_days = (_naive(cutoff) - signup).dt.days.astype("int64")
 
@@ -116,6 +124,16 @@ def customer_features(
         index=ids,
     )
     return features.reset_index()
+
+
+def history_since(orders: pd.DataFrame, daily_events: pd.DataFrame | None,
+                  since: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Orders and daily events from ``since`` on (the window start of an extract as of a later date)."""
+    since_utc = _utc(since)
+    kept_orders = orders[orders["order_ts"] >= since_utc]
+    if daily_events is None:
+        return kept_orders, None
+    return kept_orders, daily_events[daily_events["day"] >= _naive(since_utc).normalize()]
 
 
 def customer_event_features(daily_events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:

@@ -112,6 +112,8 @@ from scipy import optimize, special
 from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
+from ml.gate import beats, finite_or_nan, is_finite
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_budget_allocation"
@@ -411,6 +413,45 @@ def media_history(
     logger.info("media history: %d days from %s, %d paid channels, %.0f revenue per day", len(days), first.date(),
                 len(channels), history["revenue"].mean())
     return history
+
+
+#: days a media model fits on at least (the backtest holds out ``MediaConfig.holdout_weeks`` more)
+MIN_TRAINING_DAYS = 56
+
+
+def training_data_shortfall(spend: pd.DataFrame, orders: pd.DataFrame, run_date: Any, lookback_days: int,
+                            config: MediaConfig | None = None) -> str | None:
+    """Why the store cannot train the media model as of ``run_date`` (None when it can): no
+    marketing spend in the ``lookback_days`` before it (nothing to allocate), fewer days of spend
+    than the backtest needs (:data:`MIN_TRAINING_DAYS` plus the held-out weeks), no spend or no
+    completed order in that window, or no paid channel with enough spend days (and attributed
+    orders, for ``target="attributed"``) before the held-out weeks. The reason names the run date
+    and tables."""
+    config = config or MediaConfig()
+    run = pd.Timestamp(run_date).normalize()
+    since = run - pd.Timedelta(days=lookback_days)
+    window = spend[(spend["day"] >= since) & (spend["day"] < run)]
+    if window.empty:
+        return f"the store has no marketing spend in the {lookback_days} days before {run.date()} (shop.marketing_spend)"
+    first = max(since, pd.Timestamp(window["day"].min()).normalize())
+    days, needed = (run - first).days, MIN_TRAINING_DAYS + 7 * config.holdout_weeks
+    if days < needed:
+        return (f"only {days} days of marketing spend before {run.date()} (from {first.date()}): the media model needs "
+                f"{needed} ({MIN_TRAINING_DAYS} to fit, {config.holdout_weeks} weeks held out) (shop.marketing_spend)")
+    if not (window["spend"] > 0).any():
+        return f"every channel spent 0 in the {days} days before {run.date()} (shop.marketing_spend)"
+    stamps = orders.loc[orders["status"] == "completed", "order_ts"]
+    stamps = stamps.dt.tz_localize("UTC") if stamps.dt.tz is None else stamps
+    if not ((stamps >= first.tz_localize("UTC")) & (stamps < run.tz_localize("UTC"))).any():
+        return f"no completed orders between {first.date()} and {run.date()}: no revenue to explain (shop.orders)"
+    history = media_history(spend, orders, run, lookback_days)
+    training = history.iloc[: len(history) - 7 * config.holdout_weeks]
+    channels, excluded = _fitted_channels(training, config)
+    if not channels:
+        return (f"no paid channel can be fitted on the {len(training)} days before the held-out weeks (run date "
+                f"{run.date()}): " + "; ".join(f"{c}: {why}" for c, why in excluded.items())
+                + " (shop.marketing_spend, shop.orders)")
+    return None
 
 
 def paid_channels(history: pd.DataFrame) -> list[str]:
@@ -1196,7 +1237,7 @@ def tune_media_model(
         mape = float(errors(_suggest(trial, config)).mean())
         trial.set_user_attr("mape", mape)
         logger.debug("media tuning trial %d: held-out MAPE %.4f", trial.number, mape)
-        return mape
+        return finite_or_nan(mape)  # NaN: a failed trial, never the best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.random_state),
@@ -1204,13 +1245,18 @@ def tune_media_model(
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=list(callbacks or []))
     finished = [t for t in study.trials if t.value is not None]
     best, best_mape, t_statistic = config, default, float("nan")
-    if finished and study.best_value < default:
+    # a non-finite MAPE never beats the given config, and a given config without a finite MAPE loses to
+    # any finite trial (there is nothing to test the difference against)
+    if finished and beats(study.best_value, default, higher_is_better=False):
         candidate = _suggest(optuna.trial.FixedTrial(study.best_params), config)
-        difference = default_errors - errors(candidate)
-        spread = float(difference.std(ddof=1)) if len(difference) > 1 else 0.0
-        t_statistic = float(difference.mean() / (spread / np.sqrt(len(difference)))) if spread > 0 else float("inf")
-        if t_statistic >= min_t:
+        if not is_finite(default):
             best, best_mape = candidate, float(study.best_value)
+        else:
+            difference = default_errors - errors(candidate)
+            spread = float(difference.std(ddof=1)) if len(difference) > 1 else 0.0
+            t_statistic = float(difference.mean() / (spread / np.sqrt(len(difference)))) if spread > 0 else float("inf")
+            if t_statistic >= min_t:
+                best, best_mape = candidate, float(study.best_value)
     logger.info("media tuning (%s): %d trials, best held-out MAPE %.4f vs %.4f for the given config (paired t %.2f): %s",
                 config.target, len(finished), float(study.best_value) if finished else default, default, t_statistic,
                 "tuned" if best is not config else "kept the given config")
@@ -1449,7 +1495,7 @@ def _optimise(scale: np.ndarray, k: np.ndarray, slope: np.ndarray, lower: np.nda
         polished.append(_project(np.clip(result.x * unit, lower, upper), lower, upper, budget))
     everything = candidates + polished
     values = np.array([revenue(x) for x in everything])
-    best = int(np.argmax(values))
+    best = int(np.argmax(np.where(np.isnan(values), -np.inf, values)))  # np.argmax would pick a NaN revenue
     solver = {"method": "multiplier bisection + SLSQP polish", "multiplier": 0.5 * (a + b), "candidates": len(everything),
               "message": "; ".join(sorted(set(messages))) or "closed form", "success": True}
     return everything[best], solver

@@ -20,8 +20,9 @@ def active_mask(features: pd.DataFrame, active_days: int) -> pd.Series:
     return (features["frequency"] > 0) & (features["recency_days"] <= active_days)
 
 
-def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int, active_days: int) -> LabelledSet:
-    features = features_at(frames, cutoff)
+def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int, active_days: int,
+                 lookback_days: int | None = None) -> LabelledSet:
+    features = features_at(frames, cutoff, lookback_days)
     X = features[active_mask(features, active_days)]
     bought = purchase_label(X.index, frames["orders"], cutoff, horizon_days)
     return LabelledSet(cutoff=cutoff, X=X, y=(1 - bought).astype("int8").rename("label"))

@@ -36,6 +36,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from ml.gate import finite_or_nan, rank_key
+
 logger = logging.getLogger(__name__)
 
 FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
@@ -43,6 +45,9 @@ CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 _MAX_ROUNDS = 1000
 _EARLY_STOPPING = 30
 _EPS = 1e-6
+#: Fewest customers of each label a training or validation set needs: below it the holdout ROC AUC
+#: is noise, and the calibration (cross-fitted over two stratified halves) has next to nothing to fit.
+MIN_PER_LABEL = 10
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def tune(
         family, params = suggest_spec(trial, config.families)
         model = fit_model(family, params, X_train, y_train, config.seed, X_valid=X_valid, y_valid=y_valid)
         trial.set_user_attr("spec", model.spec.to_json_dict())
-        return float(roc_auc_score(y_valid, model.predict_proba(X_valid)))
+        return _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Try every family once before TPE takes over, so the baseline is always in the comparison.
@@ -264,9 +269,12 @@ def tune(
     for family in config.families:
         study.enqueue_trial({"family": family})
     study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds, callbacks=callbacks or [])
+    # A trial whose validation predictions are not all finite scores NaN, which Optuna records as
+    # failed: it never becomes the best, and a study where no trial scored is an error.
     finished = [t for t in study.trials if t.value is not None]
     if not finished:
-        raise RuntimeError(f"tuning {study_name}: no trial finished within {config.timeout_seconds}s")
+        raise RuntimeError(f"tuning {study_name}: no trial finished with a finite validation ROC AUC within "
+                           f"{config.timeout_seconds}s ({len(study.trials)} started)")
     by_family: dict[str, float] = {}
     for t in finished:
         family = t.params["family"]
@@ -290,8 +298,9 @@ def choose_calibration(probability: np.ndarray, y: pd.Series, seed: int) -> tupl
         for method in CALIBRATIONS:
             calibrator = _fit_calibrator(method, probability[fit_idx], y_array[fit_idx])
             crossfit[method][eval_idx] = calibrator.transform(probability[eval_idx])
-    losses = {method: float(log_loss(y_array, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1])) for method, p in crossfit.items()}
-    chosen = min(CALIBRATIONS, key=lambda method: (losses[method], CALIBRATIONS.index(method)))
+    losses = {method: _log_loss_or_nan(y_array, p) for method, p in crossfit.items()}
+    # a method whose cross-fitted probabilities are not all finite has no loss: it is never chosen
+    chosen = min(CALIBRATIONS, key=lambda method: (rank_key(losses[method], higher_is_better=False), CALIBRATIONS.index(method)))
     return _fit_calibrator(chosen, probability, y_array), crossfit[chosen], losses
 
 
@@ -409,12 +418,39 @@ def lightgbm_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
     return out
 
 
+def label_shortfall(label_sets: dict[str, pd.Series], min_per_label: int = MIN_PER_LABEL,
+                    label_names: tuple[str, str] = ("with label 1", "with label 0")) -> str | None:
+    """Why these 0/1 label sets (by name, e.g. ``{"training set at 2024-01-01": y}``) cannot train a
+    classifier: the first with fewer than ``min_per_label`` customers of either label (named by
+    ``label_names``, positive first). None when every set has enough of both."""
+    for name, y in label_sets.items():
+        positive = int(np.sum(np.asarray(y) == 1))
+        negative = len(y) - positive
+        if min(positive, negative) < min_per_label:
+            return (f"{len(y)} customers in the {name} ({positive} {label_names[0]}, {negative} {label_names[1]}): too "
+                    f"few to fit a classifier (needs >= {min_per_label} of each label)")
+    return None
+
+
 def check_two_classes(y: pd.Series, role: str) -> None:
     if len(y) == 0 or pd.Series(y).nunique() < 2:
         raise ValueError(
             f"the {role} set has {len(y)} rows and {int(pd.Series(y).sum()) if len(y) else 0} positives: "
             "both classes are needed to train a classifier"
         )
+
+
+def _roc_auc_or_nan(y: pd.Series, probability: np.ndarray) -> float:
+    """Validation ROC AUC, NaN when any prediction is not finite (sklearn would raise on NaN)."""
+    probability = np.asarray(probability, dtype="float64")
+    return finite_or_nan(roc_auc_score(y, probability)) if np.isfinite(probability).all() else float("nan")
+
+
+def _log_loss_or_nan(y: np.ndarray, probability: np.ndarray) -> float:
+    probability = np.asarray(probability, dtype="float64")
+    if not np.isfinite(probability).all():
+        return float("nan")
+    return float(log_loss(y, np.clip(probability, _EPS, 1 - _EPS), labels=[0, 1]))
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

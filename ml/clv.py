@@ -50,8 +50,9 @@ import pandas as pd
 from scipy.special import hyp2f1
 from scipy.stats import spearmanr
 
-from features.customer import FEATURE_COLUMNS, completed_orders_in_window
+from features.customer import FEATURE_COLUMNS, completed_orders_in_window, population
 from ml.classifier import lightgbm_contributions
+from ml.gate import beats, finite_or_nan
 # The same time-based holdout as every family: train cutoff D - 2H, validation cutoff D - H.
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs  # noqa: F401  (re-exported)
 
@@ -65,6 +66,8 @@ SELECTION_METRICS: tuple[str, ...] = ("mae", "rmse")  # lower is better for both
 _MAX_ROUNDS = 2000
 _EARLY_STOPPING = 50
 _TOP_SHARE = 0.10
+#: BTYD is fitted on at least this many buyers and this many repeat buyers with positive spend
+MIN_BTYD_CUSTOMERS = 10
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,37 @@ def clv_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp
     return pd.Series(label.to_numpy(), index=customer_ids, name="label")
 
 
-def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int) -> LabelledSet:
-    """Features as of ``cutoff`` (indexed by customer id) and the spend label over the following
-    ``horizon_days``."""
-    X = features_at(frames, cutoff)
+def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int,
+                 lookback_days: int | None = None) -> LabelledSet:
+    """Features as of ``cutoff`` (indexed by customer id, over ``lookback_days``) and the spend label
+    over the following ``horizon_days``."""
+    X = features_at(frames, cutoff, lookback_days)
     return LabelledSet(cutoff=cutoff, X=X, y=clv_label(X.index, frames["orders"], cutoff, horizon_days))
+
+
+def training_data_shortfall(customers: pd.DataFrame, orders: pd.DataFrame, run_date: Any, horizon_days: int,
+                            lookback_days: int | None = None) -> str | None:
+    """Why the store cannot train the CLV candidates as of ``run_date`` (None when it can): BTYD is
+    fitted on the customers of the validation cutoff ``D - H`` and needs :data:`MIN_BTYD_CUSTOMERS`
+    buyers and as many repeat buyers with positive spend in the ``lookback_days`` before it; the GBM
+    needs some spend in the ``horizon_days`` after each cutoff. Counts come from the customers and
+    completed orders alone, so the nightly run can ask the same question. The reason names the
+    cutoff, run date and tables."""
+    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, horizon_days)
+    since = valid_cutoff - pd.Timedelta(days=lookback_days) if lookback_days is not None else orders["order_ts"].min()
+    past = orders[(orders["status"] == "completed") & (orders["order_ts"] < valid_cutoff) & (orders["order_ts"] >= since)
+                  & orders["customer_id"].isin(population(customers, valid_cutoff))]
+    per_customer = past.groupby("customer_id")["order_value"].agg(["size", "sum"])
+    buyers, repeaters = len(per_customer), int(((per_customer["size"] > 1) & (per_customer["sum"] > 0)).sum())
+    if min(buyers, repeaters) < MIN_BTYD_CUSTOMERS:
+        return (f"{buyers} buyers and {repeaters} repeat buyers before the CLV validation cutoff {valid_cutoff.date()} "
+                f"(run date {pd.Timestamp(run_date).date()}): too few for the BTYD model (needs >= {MIN_BTYD_CUSTOMERS} "
+                "of each; shop.customers / shop.orders)")
+    for role, cutoff in (("training", train_cutoff), ("validation", valid_cutoff)):
+        if not (clv_label(population(customers, cutoff), orders, cutoff, horizon_days) > 0).any():
+            return (f"no customer of the CLV {role} cutoff {cutoff.date()} spent in the {horizon_days} days after it "
+                    f"(run date {pd.Timestamp(run_date).date()}): nothing to learn (shop.orders)")
+    return None
 
 
 def btyd_inputs(features: pd.DataFrame) -> pd.DataFrame:
@@ -183,10 +212,10 @@ def fit_btyd(features: pd.DataFrame) -> BtydParams:
     summary = btyd_inputs(features)
     buyers = summary[summary["n_orders"] > 0]
     repeaters = buyers[(buyers["frequency"] > 0) & (buyers["monetary_value"] > 0)]
-    if len(buyers) < 10 or len(repeaters) < 10:
+    if len(buyers) < MIN_BTYD_CUSTOMERS or len(repeaters) < MIN_BTYD_CUSTOMERS:
         raise ValueError(
-            f"BTYD needs at least 10 buyers and 10 repeat customers with positive spend, got {len(buyers)} "
-            f"and {len(repeaters)}"
+            f"BTYD needs at least {MIN_BTYD_CUSTOMERS} buyers and {MIN_BTYD_CUSTOMERS} repeat customers with positive "
+            f"spend, got {len(buyers)} and {len(repeaters)}"
         )
     flat = {name: Prior("HalfFlat") for name in ("r", "alpha", "a", "b")}
     started = time.perf_counter()
@@ -319,7 +348,7 @@ def tune_gbm(
         trial.set_user_attr("best_iteration", best_iteration)
         trial.set_user_attr("valid_mae", float(np.mean(np.abs(y_valid.to_numpy() - predicted))))
         trial.set_user_attr("valid_rmse", rmse)
-        return rmse
+        return finite_or_nan(rmse)  # NaN: a failed trial, never the best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -328,7 +357,9 @@ def tune_gbm(
         study_name="clv-gbm",
     )
     study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds, callbacks=callbacks or [])
-    logger.info("CLV GBM tuning done: %d trials, best validation RMSE %.4f", len(study.trials), study.best_value)
+    finished = [t for t in study.trials if t.value is not None]
+    logger.info("CLV GBM tuning done: %d trials (%d with a finite validation RMSE), best %.4f", len(study.trials),
+                len(finished), study.best_value if finished else float("nan"))
     return study
 
 
@@ -433,7 +464,8 @@ def select_clv_model(
     callbacks: list | None = None,
 ) -> ClvSelection:
     """Fit both candidates and pick the one with the lower validation ``config.selection_metric``
-    (RMSE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model.
+    (RMSE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model. A
+    non-finite metric (a candidate predicting NaN or inf) loses to a finite one.
 
     BTYD is fitted on ``valid_features`` alone (it needs no labels and must see the most recent
     history); the GBM is tuned on ``train_features`` / ``train_label`` with early stopping on the
@@ -457,15 +489,20 @@ def select_clv_model(
 
     started = time.perf_counter()
     study = tune_gbm(train_features, train_label, valid_features, valid_label, config, callbacks)
-    params, num_rounds = dict(study.best_params), int(study.best_trial.user_attrs["best_iteration"])
-    booster = fit_gbm(train_features, train_label, params, num_rounds, config.seed)
-    predictions[GBM] = booster.predict(X_valid)
+    if any(t.value is not None for t in study.trials):
+        params, num_rounds = dict(study.best_params), int(study.best_trial.user_attrs["best_iteration"])
+        booster = fit_gbm(train_features, train_label, params, num_rounds, config.seed)
+        predictions[GBM] = booster.predict(X_valid)
+    else:  # every trial's validation RMSE was non-finite: the GBM has no score and cannot win
+        params, num_rounds = dict(study.trials[0].params) if study.trials else {}, 1
+        predictions[GBM] = np.full(len(y_valid), np.nan)
     specs[GBM] = candidate_spec(GBM, config, gbm_params=params, num_rounds=num_rounds)
     seconds[GBM] = time.perf_counter() - started
 
     metrics = {name: evaluate_clv(y_valid, predicted) for name, predicted in predictions.items()}
     metric = config.selection_metric
-    winner = GBM if metrics[GBM][metric] < metrics[BTYD][metric] else BTYD
+    # a non-finite holdout metric loses (a NaN compares False, so plain "<" would hand BTYD the win)
+    winner = GBM if beats(metrics[GBM][metric], metrics[BTYD][metric], higher_is_better=False) else BTYD
     logger.info(
         "CLV selection on %d validation customers by %s: BTYD %.3f, GBM %.3f -> %s",
         len(y_valid), metric, metrics[BTYD][metric], metrics[GBM][metric], winner,

@@ -110,6 +110,8 @@ import optuna
 import pandas as pd
 from scipy import optimize, stats
 
+from ml.gate import beats, finite_or_nan, rank_key
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_price_elasticity"
@@ -128,6 +130,11 @@ _DISCOUNT_TOLERANCE = 0.011  # two discounts "agree" within a percent (they are 
 _NO_DISCOUNT = 0.005
 _FILTER_STEPS = 8
 _LEVEL_SD_GRID: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
+#: the level's innovation sd when no product has the days and units to inform it (mid-grid; the
+#: synthetic store's generator drifts by 0.084 a day)
+_FALLBACK_LEVEL_SD = 0.08
+#: days the demand backtest holds out at the end of the panel (it fits on the days before)
+BACKTEST_DAYS = 28
 _DML_FEATURES: tuple[str, ...] = (
     "lag_units_28", "units_trend", "price_trend", "lines_rel", "dow", "year_sin", "year_cos", "days_since_list_change",
 )
@@ -354,6 +361,35 @@ def demand_history(
     )
 
 
+def training_data_shortfall(sales: pd.DataFrame, products: pd.DataFrame, run_date: Any, lookback_days: int,
+                            validation_days: int = BACKTEST_DAYS) -> str | None:
+    """Why the sales history cannot train the pricing model as of ``run_date`` (None when it can):
+    no product of ``products`` sold in the ``lookback_days`` before it, none of those that sold ever
+    changed price (list price, or the average price paid on a day), or every sale falls in the
+    demand backtest's held-out last ``validation_days`` days. ``sales`` is the product_daily_sales
+    extract (product_id, day, units, revenue, list_price). The reason names the run date and tables."""
+    run = pd.Timestamp(run_date).normalize()
+    window = sales[(sales["day"] >= run - pd.Timedelta(days=lookback_days)) & (sales["day"] < run)
+                   & sales["product_id"].isin(products["product_id"])]
+    sold = window[window["units"] > 0]
+    if sold.empty:
+        return (f"no priced product sold in the {lookback_days} days before {run.date()} "
+                "(shop.order_lines of completed shop.orders)")
+    split = run - pd.Timedelta(days=validation_days)
+    first_sale = pd.Timestamp(sold["day"].min())
+    if first_sale >= split:
+        return (f"too little sales history before {run.date()}: the first sale is on {first_sale.date()}, inside the "
+                f"demand backtest's held-out last {validation_days} days (it needs sales before {split.date()}) "
+                "(shop.order_lines of completed shop.orders)")
+    paid_prices = (sold["revenue"] / sold["units"]).round(2).groupby(sold["product_id"]).nunique()
+    list_prices = window[window["product_id"].isin(sold["product_id"])].groupby("product_id")["list_price"].nunique()
+    if not ((paid_prices > 1).any() or (list_prices > 1).any()):
+        return (f"no product with price variation before {run.date()}: every product that sold in the {lookback_days} "
+                f"days before it ({len(paid_prices)}) sold at one price and kept its list price "
+                "(shop.product_prices / shop.order_lines)")
+    return None
+
+
 def _discount_in_force(paid_discount: np.ndarray, promo_gap: int, full_gap: int) -> np.ndarray:
     """Leave-own-out discount of every day (days x products): the discount of the nearest sold days
     strictly before and after when they agree (a promotion only when they are at most ``promo_gap``
@@ -528,7 +564,7 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
         if level_sd is None:
             results = {sd: _local_level_newton(*args, level_sd=sd) for sd in _LEVEL_SD_GRID}
             log_ml_by_sd = {sd: float(np.sum(r["log_ml"])) for sd, r in results.items()}
-            level_sd = max(log_ml_by_sd, key=log_ml_by_sd.get)
+            level_sd = _most_likely_level_sd(log_ml_by_sd)
             result = results[level_sd]
         else:
             result = _local_level_newton(*args, level_sd=level_sd)
@@ -541,6 +577,17 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
         se[chosen] = np.where(ok, result["se"], np.nan)
         level_last[chosen] = np.where(ok, result["level"][-1], np.nan)
         level_var_last[chosen] = np.where(ok, result["level_var_last"], np.nan)
+    elif level_sd is None:
+        # No product has the price variation (or days, or units) for an elasticity, but the backtest's
+        # filter still needs the level's sd: choose it the same way on the products with enough days
+        # and units, demand drifting with the price term left out (a fixed mid-grid value if none).
+        informative = (count >= config.min_days) & (y.sum(axis=0) >= config.min_units)
+        if informative.any():
+            args = (y[:, informative], np.zeros_like(centred[:, informative]), offset[:, informative], mask[:, informative])
+            log_ml_by_sd = {sd: float(np.sum(_local_level_newton(*args, level_sd=sd)["log_ml"])) for sd in _LEVEL_SD_GRID}
+            level_sd = _most_likely_level_sd(log_ml_by_sd)
+        else:
+            level_sd = _FALLBACK_LEVEL_SD
     # products the smoother did not fit: their level is the plain mean of recent demand
     recent = slice(max(0, len(days) - config.anchor_days), None)
     missing = ~np.isfinite(level_last)
@@ -552,6 +599,12 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
         price_mean=np.where(np.isfinite(price_mean), price_mean, np.log(panel.groupby("product_id")["price"].last().reindex(ids).to_numpy())),
         params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd},
     )
+
+
+def _most_likely_level_sd(log_ml_by_sd: dict[float, float]) -> float:
+    """The grid's level sd with the highest (finite) pooled log marginal likelihood."""
+    best = min(log_ml_by_sd, key=lambda sd: rank_key(log_ml_by_sd[sd], higher_is_better=True))
+    return best if np.isfinite(log_ml_by_sd[best]) else _FALLBACK_LEVEL_SD
 
 
 # --- DML estimator ----------------------------------------------------------------------------------
@@ -846,7 +899,8 @@ def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
     return float(2.0 * np.mean(term - (y - mu)))
 
 
-def demand_backtest(panel: pd.DataFrame, config: ElasticityConfig | None = None, validation_days: int = 28) -> dict[str, float]:
+def demand_backtest(panel: pd.DataFrame, config: ElasticityConfig | None = None,
+                    validation_days: int = BACKTEST_DAYS) -> dict[str, float]:
     """Fit on the panel's days before ``last day - validation_days + 1``, predict daily units on the
     rest (with their realised prices and store traffic) and score the mean Poisson deviance.
 
@@ -856,6 +910,9 @@ def demand_backtest(panel: pd.DataFrame, config: ElasticityConfig | None = None,
     config = config or ElasticityConfig()
     split = panel["day"].max() - pd.Timedelta(days=validation_days - 1)
     train, holdout = panel[panel["day"] < split], panel[panel["day"] >= split]
+    if train.empty:
+        raise ValueError(f"demand backtest: the panel's days {panel['day'].min().date()}..{panel['day'].max().date()} "
+                         f"leave none before the {validation_days} held-out days to fit on")
     fitted, raw = _estimate(train, config)
     estimates = fitted.products.set_index("product_id")
     holdout = holdout[holdout["product_id"].isin(raw.product_id)]
@@ -937,7 +994,7 @@ def tune_demand_model(
     *,
     n_trials: int = 20,
     timeout_seconds: float = 60.0,
-    validation_days: int = 28,
+    validation_days: int = BACKTEST_DAYS,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
 ) -> DemandTuning:
     """Optuna (TPE, seeded with ``config.random_state``) minimising :func:`demand_backtest` deviance.
@@ -955,14 +1012,15 @@ def tune_demand_model(
         scores = demand_backtest(panel, candidate, validation_days)
         for name, value in scores.items():
             trial.set_user_attr(name, value)
-        return scores["deviance"]
+        return finite_or_nan(scores["deviance"])  # NaN: a failed trial, never the best
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.random_state),
                                 study_name=f"pricing-{config.method}")
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=list(callbacks or []))
     finished = [t for t in study.trials if t.value is not None]
-    if finished and study.best_value < default:
+    # the given config stays unless a trial beats it; a non-finite deviance never does, and loses to any finite one
+    if finished and beats(study.best_value, default, higher_is_better=False):
         best = _suggest(optuna.trial.FixedTrial(study.best_params), config)
         best_deviance = float(study.best_value)
     else:

@@ -34,14 +34,17 @@ def holdout_cutoffs(run_date: dt.date, horizon_days: int) -> tuple[pd.Timestamp,
     return run_ts - pd.Timedelta(days=2 * horizon_days), run_ts - pd.Timedelta(days=horizon_days)
 
 
-def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp) -> pd.DataFrame:
-    """Customer features as of ``cutoff``, indexed by customer_id."""
-    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], cutoff)
+def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, lookback_days: int | None = None) -> pd.DataFrame:
+    """Customer features as of ``cutoff``, indexed by customer_id, from the ``lookback_days`` before it
+    (the nightly run's window, so training and scoring features mean the same; None: all given)."""
+    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], cutoff,
+                                 lookback_days=lookback_days)
     return features.set_index("customer_id")[list(FEATURE_COLUMNS)]
 
 
-def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int) -> LabelledSet:
-    """Features as of ``cutoff`` and the purchase label over the following ``horizon_days``."""
-    X = features_at(frames, cutoff)
+def training_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int,
+                 lookback_days: int | None = None) -> LabelledSet:
+    """Features as of ``cutoff`` (over ``lookback_days``) and the purchase label over the following ``horizon_days``."""
+    X = features_at(frames, cutoff, lookback_days)
     y = purchase_label(X.index, frames["orders"], cutoff, horizon_days)
     return LabelledSet(cutoff=cutoff, X=X, y=y)

@@ -109,6 +109,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from ml.gate import finite_or_nan, is_finite, rank_key
+
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_send_time"
@@ -838,6 +840,27 @@ class _Backtest:
     cache: dict[tuple[int, float], tuple[_Cube, _Priors]] = dataclasses.field(default_factory=dict, repr=False)
 
 
+def training_data_shortfall(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
+                            config: SendTimeConfig | None = None) -> str | None:
+    """Why the store cannot train the send-time model as of ``as_of`` (None when it can): tuning
+    compares configurations on a backtest that fits on the evidence (email sends, sessions, orders
+    of known customers) before ``as_of - holdout_days`` and scores the evidence after, so it needs
+    some of both. The reason names the dates and tables."""
+    config = config or SendTimeConfig()
+    as_of = _as_of(as_of)
+    split = as_of - pd.Timedelta(days=config.holdout_days)
+    known = customers["customer_id"]
+    evidence = engagement[((engagement["sends"] > 0) | (engagement["sessions"] > 0)) & engagement["customer_id"].isin(known)]
+    instants = pd.concat([evidence["hour_utc"], orders.loc[orders["customer_id"].isin(known), "order_ts"]])
+    instants = instants[instants < as_of]
+    before, after = int((instants < split).sum()), int((instants >= split).sum())
+    if before and after:
+        return None
+    return (f"{before} email sends / sessions / orders of known customers before {split.date()} and {after} from then "
+            f"to {as_of.date()}: the send-time backtest fits on the first and scores the last {config.holdout_days} "
+            "days, it needs both (engagement_by_hour from the events, shop.orders, shop.customers)")
+
+
 def _prepare_backtest(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
                       config: SendTimeConfig) -> _Backtest:
     as_of = _as_of(as_of)
@@ -1069,11 +1092,13 @@ def tune_send_time(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd
         for name, value in scores.items():
             trial.set_user_attr(name, value)
         trial.set_user_attr("complexity", _complexity(candidate))
-        return scores["objective"]
+        return finite_or_nan(scores["objective"])  # NaN: a failed trial, never the best
 
     def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        scored = any(t.value is not None for t in study.trials)
         logger.info("send time trial %d: %s %.5f (best %.5f, default %.5f)", trial.number, objective_name,
-                    trial.value if trial.value is not None else float("nan"), study.best_value, default)
+                    trial.value if trial.value is not None else float("nan"),
+                    study.best_value if scored else float("nan"), default)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.random_state),
@@ -1087,16 +1112,22 @@ def tune_send_time(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd
         candidate = _suggest(optuna.trial.FixedTrial(t.params), config, uses_email, has_activity)
         scores = {name: value for name, value in t.user_attrs.items() if name != "complexity"}
         candidates.append((float(t.value), _complexity(candidate), candidate, scores))
-    leader = min(candidates, key=lambda c: c[0])[2]
+    # a non-finite objective loses every comparison: it can be neither the leader nor within the margin of it
+    leader = min(candidates, key=lambda c: rank_key(c[0], higher_is_better=False))[2]
     one_curve = {"by_day_type": False, "day_type_pooling": config.day_type_pooling}
     no_tilt = {"activity_weight": 0.0, "activity_strength": config.activity_strength}
     variants = [dataclasses.replace(leader, **change) for change in (one_curve, no_tilt, {**one_curve, **no_tilt})]
     for simpler in dict.fromkeys(v for v in variants if v != leader):
         scores = _score(backtest, simpler, policy=False)
         candidates.append((scores["objective"], _complexity(simpler), simpler, scores))
-    overall = min(c[0] for c in candidates)
-    loss, _, best, scores = min((c for c in candidates if c[0] <= overall + simplicity_margin * abs(overall)),
-                                key=lambda c: (c[1], c[0]))
+    scored = [c for c in candidates if is_finite(c[0])]
+    if scored:
+        overall = min(c[0] for c in scored)
+        loss, _, best, scores = min((c for c in scored if c[0] <= overall + simplicity_margin * abs(overall)),
+                                    key=lambda c: (c[1], c[0]))
+    else:  # nothing scored: keep the given config (training refuses to register a non-finite objective)
+        overall = float("nan")
+        loss, _, best, scores = candidates[0]
     if uses_email and "policy_lift" not in scores:
         scores = _score(backtest, best)  # the full backtest of the chosen config, as send_time_backtest gives it
     logger.info("send time tuning (%s, objective %s): %d trials, held-out objective %.5f (lowest %.5f, default config "

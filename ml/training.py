@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from ml import budget, clv, plots, pricing, send_time
 from ml.classifier import CalibratedModel, ModelSpec, TuningConfig, choose_calibration, evaluate, refit, tune
-from ml.gate import GateDecision, decide
+from ml.gate import GateDecision, decide, is_finite
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs
 from ml.pyfunc import BudgetModel, CalibratedClassifierModel, PricingModel, SendTimeModel
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
@@ -37,6 +37,26 @@ PIP_REQUIREMENTS = [
     f"{name}=={version(name)}"
     for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle")
 ]
+
+
+class NonFiniteModelError(ValueError):
+    """A trained model whose holdout or scoring predictions are not all finite numbers: it is never
+    registered. A ValueError, so the task fails at once: retrying would train the same model."""
+
+
+def _require_finite(family: str, model_name: str, run_date: dt.date, what: str, predictions: Any) -> None:
+    """Raise :class:`NonFiniteModelError` when any row of ``predictions`` (an array, or a frame of
+    numeric columns) holds NaN or +/-inf, naming the family, model, run date and row count."""
+    if isinstance(predictions, (pd.DataFrame, pd.Series)):
+        values = predictions.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        values = np.asarray(predictions, dtype="float64")
+    bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1) if values.size else np.zeros(0, dtype=bool)
+    if bad.any():
+        raise NonFiniteModelError(
+            f"{family} ({model_name}) for {run_date}: {int(bad.sum())} of {len(values)} {what} are NaN or infinite; "
+            "the model is not registered"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +103,9 @@ def train_binary(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
         _log_reference_features(valid.X)
         holdout_model = refit(result.best, train.X, train.y, seed)
         raw = holdout_model.predict_proba(valid.X)
+        _require_finite(task.family, task.model_name, run_date, "holdout predictions", raw)
         calibrator, calibrated, losses = choose_calibration(raw, valid.y, seed)
+        _require_finite(task.family, task.model_name, run_date, "calibrated holdout predictions", calibrated)
         metrics = evaluate(valid.y, calibrated)
         raw_auc = float(roc_auc_score(valid.y, raw))
         mlflow.log_param("calibration", calibrator.method)
@@ -95,6 +117,8 @@ def train_binary(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
         # What scores: the chosen specification refitted on the most recent labelled cutoff.
         final = CalibratedModel(refit(result.best, valid.X, valid.y, seed), calibrator,
                                 {"family": task.family, "run_date": run_date.isoformat()})
+        _require_finite(task.family, task.model_name, run_date, "predictions of the final model on the latest "
+                        f"labelled cutoff's customers ({valid.cutoff.date()})", final.predict_proba(valid.X))
         example = valid.X.head(5)
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -117,7 +141,7 @@ def train_binary(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
 
 
 def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame], config: clv.ClvConfig,
-              promotion_margin: float) -> dict[str, str]:
+              promotion_margin: float, lookback_days: int | None = None) -> dict[str, str]:
     """Select between BTYD and GBM on the holdout, log both, register the winner and gate it.
 
     The gate compares holdout ``config.selection_metric`` (lower is better); ``promotion_margin``
@@ -125,9 +149,9 @@ def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFr
     """
     horizon = config.horizon_days
     train_cutoff, valid_cutoff = clv.holdout_cutoffs(run_date, horizon)
-    train = clv.training_set(frames, train_cutoff, horizon)
-    valid = clv.training_set(frames, valid_cutoff, horizon)
-    features_now = features_at(frames, pd.Timestamp(run_date, tz="UTC"))
+    train = clv.training_set(frames, train_cutoff, horizon, lookback_days)
+    valid = clv.training_set(frames, valid_cutoff, horizon, lookback_days)
+    features_now = features_at(frames, pd.Timestamp(run_date, tz="UTC"), lookback_days)
     configure_mlflow(settings)
     champion_version = current_version(clv.MODEL_NAME, CHAMPION)
     metric = config.selection_metric
@@ -149,7 +173,11 @@ def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFr
         mlflow.set_tag(SPEC_TAG, json.dumps(selection.spec))
         logger.info("clv holdout: %s wins by %s; %s", selection.winner, metric, selection.metrics)
 
+        _require_finite("clv", clv.MODEL_NAME, run_date, f"holdout predictions of the winner ({selection.winner})",
+                        selection.validation_predictions[selection.winner])
         final = clv.fit_final_clv_model(selection, valid.X, valid.y, config, btyd_fit_features=features_now)
+        _require_finite("clv", clv.MODEL_NAME, run_date, f"predictions of the final {selection.winner} model on the "
+                        "run date's customers", final.predict(None, features_now))
         _log_clv_figures(selection, valid, final)
         example = valid.X.head(5)
         info = mlflow.pyfunc.log_model(
@@ -161,12 +189,12 @@ def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFr
             registered_model_name=clv.MODEL_NAME,
         )
         model_version = str(info.registered_model_version)
-        champion_value = _champion_clv_error(champion_version, train, valid, config)
+        champion_value = _champion_clv_error(champion_version, train, valid, config, selection)
         decision = decide(
             model_name=clv.MODEL_NAME, candidate_version=model_version,
             candidate_value=selection.metrics[selection.winner][metric],
             champion_version=champion_version, champion_value=champion_value, metric=metric,
-            margin=promotion_margin * champion_value if champion_value is not None else 0.0,
+            margin=promotion_margin * champion_value if is_finite(champion_value) else 0.0,
             higher_is_better=False,
         )
         apply_decision(settings, run_date, decision, run.info.run_id)
@@ -174,11 +202,17 @@ def train_clv(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFr
                 "alias": decision.alias}
 
 
-def _champion_clv_error(champion_version: str | None, train: LabelledSet, valid: LabelledSet, config: clv.ClvConfig) -> float | None:
+def _champion_clv_error(champion_version: str | None, train: LabelledSet, valid: LabelledSet, config: clv.ClvConfig,
+                        selection: clv.ClvSelection) -> float | None:
     spec = champion_spec(clv.MODEL_NAME, champion_version)
     if spec is None or spec.get("features") != list(valid.X.columns) or spec.get("horizon_days") != config.horizon_days:
         return None
-    predicted = clv.holdout_predictions(spec, train.X, train.y, valid.X, config)
+    if spec["model"] == clv.BTYD:
+        # a BTYD champion refitted on this holdout is exactly the candidate BTYD (no labels, no
+        # hyperparameters: fit on the validation cutoff's features), so reuse its predictions
+        predicted = selection.validation_predictions[clv.BTYD].to_numpy()
+    else:
+        predicted = clv.holdout_predictions(spec, train.X, train.y, valid.X, config)
     return clv.evaluate_clv(valid.y, predicted)[config.selection_metric]
 
 
@@ -235,13 +269,15 @@ def train_pricing(settings: Settings, run_date: dt.date, frames: dict[str, pd.Da
             table, f"elasticities as of {run_date} ({tuning.config.interval:.0%} intervals)"))
 
         model = PricingModel(table, guardrails, horizon_days)
-        example = frames["products"][["product_id", "cost", "current_price"]].head(5)
+        priced = frames["products"][["product_id", "cost", "current_price"]]
+        example = priced.head(5)
         champion_value = _champion_config_value(
             pricing.MODEL_NAME, "pricing", champion_version, pricing.ElasticityConfig,
             lambda config: pricing.demand_backtest(panel, config)["deviance"],
         )
         return _register_and_gate(
-            settings, run_date, run.info.run_id, pricing.MODEL_NAME, model, example,
+            settings, run_date, run.info.run_id, pricing.MODEL_NAME, model, example, family="pricing",
+            scoring={"recommended prices of the priced products": model.predict(None, priced)},
             metric="backtest_poisson_deviance", candidate_value=tuning.best_deviance,
             champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
         )
@@ -286,7 +322,10 @@ def train_send_time(settings: Settings, run_date: dt.date, frames: dict[str, pd.
             lambda champion: send_time.send_time_backtest(*data, as_of, champion)["objective"],
         )
         return _register_and_gate(
-            settings, run_date, run.info.run_id, send_time.MODEL_NAME, model, example,
+            settings, run_date, run.info.run_id, send_time.MODEL_NAME, model, example, family="send_time",
+            scoring={"customers' recommended hours and rates": recommendations[["best_hour", "expected_rate_best"]],
+                     "prior recommendations for the input example":
+                     model.predict(None, example)[["best_hour", "expected_rate_best"]]},
             metric="backtest_objective", candidate_value=tuning.best_loss,
             champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
         )
@@ -330,7 +369,11 @@ def train_budget(settings: Settings, run_date: dt.date, frames: dict[str, pd.Dat
             lambda champion: budget.media_backtest(history, champion)["mape"],
         )
         return _register_and_gate(
-            settings, run_date, run.info.run_id, budget.MODEL_NAME, model, example,
+            settings, run_date, run.info.run_id, budget.MODEL_NAME, model, example, family="budget",
+            # a channel the fit left out is held at its spend with no expected revenue (NULL, by design)
+            scoring={"channels' recommended spend": allocation.table["recommended_spend"],
+                     "fitted channels' expected revenue": allocation.table.loc[
+                         allocation.table["binding_constraint"] != "excluded", "expected_revenue_recommended"]},
             metric="holdout_mape", candidate_value=backtest["mape"],
             champion_version=champion_version, champion_value=champion_value, relative_margin=promotion_margin,
         )
@@ -353,21 +396,32 @@ def _log_figure(name: str, fig) -> None:
 
 
 def _register_and_gate(settings: Settings, run_date: dt.date, run_id: str, model_name: str,
-                       model: mlflow.pyfunc.PythonModel, example: pd.DataFrame, *, metric: str, candidate_value: float,
+                       model: mlflow.pyfunc.PythonModel, example: pd.DataFrame, *, family: str,
+                       scoring: dict[str, Any], metric: str, candidate_value: float,
                        champion_version: str | None, champion_value: float | None,
                        relative_margin: float) -> dict[str, str]:
     """Log and register a config-style model (lower ``metric`` is better; the margin is that share
-    of the champion's value), gate it and return the run's reference for XCom."""
+    of the champion's value), gate it and return the run's reference for XCom. ``scoring`` holds
+    what the model outputs for the store (by description, only the columns that must be numbers):
+    every value there, and every prediction on the input example when it is an array, must be
+    finite or nothing is registered."""
+    if not is_finite(candidate_value):  # the backtest's mean over held-out predictions that are not all numbers
+        raise NonFiniteModelError(f"{family} ({model_name}) for {run_date}: its holdout {metric} is {candidate_value}, "
+                                  "not a finite number (it cannot be judged); the model is not registered")
+    predicted = model.predict(None, example)
+    outputs = dict(scoring) if isinstance(predicted, pd.DataFrame) else {**scoring, "predictions on the input example": predicted}
+    for what, values in outputs.items():
+        _require_finite(family, model_name, run_date, what, values)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=model,
-        signature=infer_signature(example, model.predict(None, example)), input_example=example,
+        signature=infer_signature(example, predicted), input_example=example,
         pip_requirements=PIP_REQUIREMENTS, registered_model_name=model_name,
     )
     model_version = str(info.registered_model_version)
     decision = decide(
         model_name=model_name, candidate_version=model_version, candidate_value=candidate_value,
         champion_version=champion_version, champion_value=champion_value, metric=metric,
-        margin=relative_margin * champion_value if champion_value is not None else 0.0, higher_is_better=False,
+        margin=relative_margin * champion_value if is_finite(champion_value) else 0.0, higher_is_better=False,
     )
     apply_decision(settings, run_date, decision, run_id)
     return {"run_id": run_id, "model_name": model_name, "model_version": model_version, "alias": decision.alias}
@@ -427,7 +481,9 @@ def _champion_holdout_auc(model_name: str, champion_version: str | None, train: 
         logger.warning("%s v%s used other features; it cannot be compared on this holdout", model_name, champion_version)
         return None
     refitted = refit(ModelSpec.from_json_dict(spec), train.X, train.y, seed)
-    return float(roc_auc_score(valid.y, refitted.predict_proba(valid.X)))
+    predicted = refitted.predict_proba(valid.X)
+    # a champion that scores NaN on this holdout gets NaN, which the gate counts as a loss
+    return float(roc_auc_score(valid.y, predicted)) if np.isfinite(predicted).all() else float("nan")
 
 
 def _log_classifier_figures(family: str, model, valid: LabelledSet, raw: np.ndarray, calibrated: np.ndarray) -> None:

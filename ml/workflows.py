@@ -19,9 +19,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.customer import FEATURE_COLUMNS, customer_features
+from features.customer import FEATURE_COLUMNS, customer_features, population, purchase_label
 from ml import budget, churn, clv, drift, pricing, propensity, send_time
-from ml.classifier import TuningConfig, top_factors
+from ml.classifier import TuningConfig, label_shortfall, top_factors
 from ml.tracking import CHAMPION, configure_mlflow, resolve_alias
 from ml.training import REFERENCE_FEATURES, BinaryTask, train_binary
 from ml.training import train_clv as _train_clv
@@ -91,6 +91,14 @@ class RunParams:
         return cls(**{key: value for key, value in params.items() if key in known})
 
     @property
+    def training_extract_days(self) -> int:
+        """History the training extract reads: the nightly ``lookback_days`` plus the furthest training
+        cutoff back (the customer models fit at D - 2h for their horizon h), so features at every
+        training cutoff come from the same length of history as tonight's."""
+        longest = max(self.propensity_horizon_days, self.churn_horizon_days, self.clv_horizon_days)
+        return self.lookback_days + 2 * longest
+
+    @property
     def guardrails(self) -> pricing.PricingGuardrails:
         return pricing.PricingGuardrails(
             min_margin=self.price_min_margin, max_change=self.price_max_change, price_ending=self.price_ending
@@ -158,40 +166,55 @@ def build_features(settings: Settings, run_date: dt.date, extract_paths: dict[st
 
 
 def train_propensity(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
-    """Train, register and gate the purchase-propensity model."""
+    """Train, register and gate the purchase-propensity model; skipped (with the reason) when the
+    store has too few buyers or non-buyers to learn from."""
+    frames = read_extract(extract_paths)
+    if reason := _propensity_shortfall(frames, run_date, params):
+        return _skipped("purchase_propensity", run_date, reason)
     task = BinaryTask(
         family="purchase_propensity",
         model_name=propensity.MODEL_NAME,
         horizon_days=params.propensity_horizon_days,
-        build_set=partial(propensity.training_set, horizon_days=params.propensity_horizon_days),
+        build_set=partial(propensity.training_set, horizon_days=params.propensity_horizon_days,
+                          lookback_days=params.lookback_days),
         tuning=params.tuning,
         promotion_margin=params.promotion_margin,
     )
-    return train_binary(settings, run_date, read_extract(extract_paths), task)
+    return train_binary(settings, run_date, frames, task)
 
 
 def train_churn(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
-    """Train, register and gate the churn-risk model (active customers only)."""
+    """Train, register and gate the churn-risk model (active customers only); skipped (with the
+    reason) when too few active customers churned or stayed to learn from."""
+    frames = read_extract(extract_paths)
+    if reason := _churn_shortfall(frames, run_date, params):
+        return _skipped("churn", run_date, reason)
     task = BinaryTask(
         family="churn",
         model_name=churn.MODEL_NAME,
         horizon_days=params.churn_horizon_days,
-        build_set=partial(churn.training_set, horizon_days=params.churn_horizon_days, active_days=params.churn_active_days),
+        build_set=partial(churn.training_set, horizon_days=params.churn_horizon_days, active_days=params.churn_active_days,
+                          lookback_days=params.lookback_days),
         tuning=params.tuning,
         promotion_margin=params.promotion_margin,
     )
-    return train_binary(settings, run_date, read_extract(extract_paths), task)
+    return train_binary(settings, run_date, frames, task)
 
 
 def train_clv(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
-    """Select BTYD or GBM for CLV on the holdout, register the winner and gate it."""
+    """Select BTYD or GBM for CLV on the holdout, register the winner and gate it; skipped (with the
+    reason) when the store has too few (repeat) buyers or no spend to learn from."""
+    frames = read_extract(extract_paths)
+    if reason := _clv_shortfall(frames, run_date, params):
+        return _skipped("clv", run_date, reason)
     config = clv.ClvConfig(
         horizon_days=params.clv_horizon_days,
         n_trials=params.n_trials,
         timeout_seconds=params.tuning_timeout_seconds,
         seed=params.seed,
     )
-    return _train_clv(settings, run_date, read_extract(extract_paths), config, params.promotion_margin)
+    return _train_clv(settings, run_date, frames, config, params.promotion_margin,
+                      lookback_days=params.lookback_days)
 
 
 def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
@@ -201,6 +224,8 @@ def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str
     priced = _priced(frames["products"], params, run_date)
     frames = {**frames, "products": priced,
               "product_daily_sales": frames["product_daily_sales"].loc[lambda f: f["product_id"].isin(priced["product_id"])]}
+    if reason := _pricing_shortfall(frames, run_date, params):
+        return _skipped("pricing", run_date, reason)
     return _train_pricing(
         settings, run_date, frames, lookback_days=params.lookback_days,
         guardrails=params.guardrails, horizon_days=params.price_horizon_days, n_trials=params.n_trials,
@@ -210,27 +235,36 @@ def train_pricing(settings: Settings, run_date: dt.date, extract_paths: dict[str
 
 def train_send_time(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
     """Tune the send-time shrinkage on held-out sends, register the configuration and gate it."""
+    frames = _within_lookback(read_extract(extract_paths), run_date, params.lookback_days)
+    if reason := _send_time_shortfall(frames, run_date, params):
+        return _skipped("send_time", run_date, reason)
     return _train_send_time(
-        settings, run_date, read_extract(extract_paths), params.send_time_config, n_trials=params.n_trials,
+        settings, run_date, frames, params.send_time_config, n_trials=params.n_trials,
         timeout_seconds=params.tuning_timeout_seconds, promotion_margin=params.promotion_margin,
     )
 
 
 def train_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str]:
     """Fit the media mix model (tuned on held-out weeks), register it and gate it; a store without
-    marketing spend skips the family (nothing to allocate) and says so."""
+    marketing spend (nothing to allocate) or with too little of it skips the family and says so."""
     frames = read_extract(extract_paths)
-    if frames["marketing_spend"].empty:
-        return _skipped("budget", run_date, "the store has no marketing spend before the run date (shop.marketing_spend)")
-    # The issue's rule: attributed revenue when the source attributes orders to the paid channels,
-    # else total revenue with the model separating baseline from channels (docs/budget.md).
-    attributed = set(frames["orders"]["channel"]) & set(frames["marketing_spend"]["channel"])
-    config = budget.MediaConfig(target="attributed" if attributed else "total", random_state=params.seed)
+    if reason := _budget_shortfall(frames, run_date, params):
+        return _skipped("budget", run_date, reason)
+    config = _media_config(frames, params)
     return _train_budget(
         settings, run_date, frames, lookback_days=params.lookback_days,
         config=config, constraints=params.budget_constraints,
         n_trials=params.n_trials, timeout_seconds=params.tuning_timeout_seconds, promotion_margin=params.promotion_margin,
     )
+
+
+def _within_lookback(frames: dict[str, pd.DataFrame], run_date: dt.date, lookback_days: int) -> dict[str, pd.DataFrame]:
+    """The engagement and orders of the nightly run's window ``[D - lookback_days, D)``: the training
+    extract reaches further back (:attr:`RunParams.training_extract_days`) for the customer models'
+    past cutoffs, and send time must learn from the history it recommends from."""
+    since = pd.Timestamp(run_date, tz="UTC") - pd.Timedelta(days=lookback_days)
+    return {**frames, "engagement_by_hour": frames["engagement_by_hour"].loc[lambda f: f["hour_utc"] >= since],
+            "orders": frames["orders"].loc[lambda f: f["order_ts"] >= since]}
 
 
 def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date) -> pd.DataFrame:
@@ -243,15 +277,88 @@ def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date) -> pd.
 
 
 def _skipped(family: str, run_date: dt.date, reason: str) -> dict[str, str]:
+    """The result of a family that cannot learn from (or score) this store: the DAG task ends as
+    skipped with ``reason``, which names the run date and what is missing."""
     logger.warning("%s skipped for %s: %s", family, run_date, reason)
     return {"skipped": reason}
 
 
+# What each family needs from the store. One predicate per family, asked by its training and by its
+# nightly step on that night's extract, so a family that cannot train is skipped at night too, with
+# the same reason, instead of failing on a missing @champion. Each returns the reason or None.
+
+
+def _propensity_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    horizon = params.propensity_horizon_days
+    reason = label_shortfall(_label_sets(frames, run_date, horizon, params.lookback_days),
+                             label_names=(f"bought in the {horizon} days after", "did not"))
+    return None if reason is None else f"purchase propensity for {run_date}: {reason} (shop.customers, shop.orders)"
+
+
+def _churn_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    horizon = params.churn_horizon_days
+    label_sets = _label_sets(frames, run_date, horizon, params.lookback_days, params.churn_active_days)
+    reason = label_shortfall(label_sets, label_names=(f"no order in the {horizon} days after", "ordered again"))
+    return None if reason is None else (f"churn for {run_date}: {reason}, among customers active in the "
+                                        f"{params.churn_active_days} days before each cutoff (shop.customers, shop.orders)")
+
+
+def _label_sets(frames: dict[str, pd.DataFrame], run_date: dt.date, horizon_days: int, lookback_days: int,
+                active_days: int | None = None) -> dict[str, pd.Series]:
+    """The training and validation sets' 0/1 labels (``ml.propensity`` / ``ml.churn``), from the
+    customers and orders alone: the nightly extract has no daily events to build features from.
+    With ``active_days``, churn's: active customers only, 1 for no completed order in the horizon."""
+    customers, orders = frames["customers"], frames["orders"]
+    completed = orders[orders["status"] == "completed"]
+    label_sets = {}
+    for role, cutoff in zip(("training set", "validation set"), propensity.holdout_cutoffs(run_date, horizon_days)):
+        ids = population(customers, cutoff)
+        if active_days is not None:
+            since = cutoff - pd.Timedelta(days=min(active_days, lookback_days))
+            recent = completed[(completed["order_ts"] >= since) & (completed["order_ts"] < cutoff)]
+            ids = ids[ids.isin(recent["customer_id"])]
+        bought = purchase_label(ids, orders, cutoff, horizon_days)
+        label_sets[f"{role} at {cutoff.date()}"] = bought if active_days is None else 1 - bought
+    return label_sets
+
+
+def _clv_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    return clv.training_data_shortfall(frames["customers"], frames["orders"], run_date, params.clv_horizon_days,
+                                       params.lookback_days)
+
+
+def _pricing_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    """``frames["products"]`` must be the priced products (:func:`_priced`)."""
+    return pricing.training_data_shortfall(frames["product_daily_sales"], frames["products"], run_date,
+                                           params.lookback_days)
+
+
+def _send_time_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    return send_time.training_data_shortfall(frames["engagement_by_hour"], frames["orders"], frames["customers"],
+                                             pd.Timestamp(run_date, tz="UTC"), params.send_time_config)
+
+
+def _budget_shortfall(frames: dict[str, pd.DataFrame], run_date: dt.date, params: RunParams) -> str | None:
+    return budget.training_data_shortfall(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days,
+                                          _media_config(frames, params))
+
+
+def _media_config(frames: dict[str, pd.DataFrame], params: RunParams) -> budget.MediaConfig:
+    # The issue's rule: attributed revenue when the source attributes orders to the paid channels,
+    # else total revenue with the model separating baseline from channels (docs/budget.md).
+    attributed = set(frames["orders"]["channel"]) & set(frames["marketing_spend"]["channel"])
+    return budget.MediaConfig(target="attributed" if attributed else "total", random_state=params.seed)
+
+
 def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
-    """Price recommendations for every product with the pricing ``@champion`` under this run's guardrails."""
+    """Price recommendations for every product with the pricing ``@champion`` under this run's
+    guardrails; skipped, as training is, when the sales history cannot train pricing."""
+    products = _priced(pd.read_parquet(extract_paths["products"]), params, run_date)
+    sales = pd.read_parquet(extract_paths["product_daily_sales"])
+    if reason := _pricing_shortfall({"products": products, "product_daily_sales": sales}, run_date, params):
+        return _skipped("pricing", run_date, reason)
     configure_mlflow(settings)
     champion = _load_champion(pricing.MODEL_NAME)
-    products = _priced(pd.read_parquet(extract_paths["products"]), params, run_date)
     optional = {name: _optional_frame(extract_paths, name) for name in ("competitor_prices", "inventory")}
     recommended = champion.model.recommend(
         products, params.guardrails, horizon_days=params.price_horizon_days, **optional
@@ -267,10 +374,13 @@ def recommend_prices(settings: Settings, run_date: dt.date, extract_paths: dict[
 
 def recommend_send_times(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
     """Every customer's best send hours from the latest engagement with the send-time ``@champion``'s
-    configuration, under this run's quiet hours and default send hour."""
+    configuration, under this run's quiet hours and default send hour; skipped, as training is,
+    when the engagement cannot train the send-time model."""
+    frames = read_extract({name: extract_paths[name] for name in ("engagement_by_hour", "orders", "customers")})
+    if reason := _send_time_shortfall(frames, run_date, params):
+        return _skipped("send_time", run_date, reason)
     configure_mlflow(settings)
     champion = _load_champion(send_time.MODEL_NAME)
-    frames = read_extract({name: extract_paths[name] for name in ("engagement_by_hour", "orders", "customers")})
     run_settings = params.send_time_config
     config = replace(champion.model.config, quiet_hours=run_settings.quiet_hours, default_send_hour=run_settings.default_send_hour)
     recommended = champion.model.recommend(frames["engagement_by_hour"], frames["orders"], frames["customers"],
@@ -286,13 +396,14 @@ def recommend_send_times(settings: Settings, run_date: dt.date, extract_paths: d
 
 def allocate_budget(settings: Settings, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, str | int]:
     """The marketing budget split with the budget ``@champion``'s response curves, from the latest
-    spend, under this run's constraints; skipped (nothing published) for a store without spend."""
-    spend = pd.read_parquet(extract_paths["marketing_spend"])
-    if spend.empty:
-        return _skipped("budget", run_date, "the store has no marketing spend before the run date (shop.marketing_spend)")
+    spend, under this run's constraints; skipped (nothing published), as training is, for a store
+    without (enough) marketing spend."""
+    frames = read_extract({name: extract_paths[name] for name in ("marketing_spend", "orders")})
+    if reason := _budget_shortfall(frames, run_date, params):
+        return _skipped("budget", run_date, reason)
     configure_mlflow(settings)
     champion = _load_champion(budget.MODEL_NAME)
-    history = budget.media_history(spend, pd.read_parquet(extract_paths["orders"]), run_date, params.lookback_days)
+    history = budget.media_history(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days)
     allocation = champion.model.allocate(history, params.budget_constraints)
     table = allocation.table.assign(
         run_date=run_date, horizon_days=allocation.horizon_days, moved=allocation.moved,
@@ -337,7 +448,16 @@ def _load_champion(model_name: str) -> _Champion:
 
 def score_customers(settings: Settings, run_date: dt.date, features_path: str, params: RunParams) -> dict[str, str | int]:
     """Score every customer with each family's current ``@champion``: propensity, churn risk
-    (active customers only, else NULL), CLV with value tier, and the top 3 factors of each."""
+    (active customers only, else NULL), CLV with value tier, and the top 3 factors of each.
+    Skipped, with the reasons, when any of the three families cannot train on this store (the
+    same predicates as training, on this run's customers and orders)."""
+    # this step is handed the features only; the customers and orders are in the run's extract folder
+    extract_dir = settings.run_dir(run_date) / "extract"
+    frames = read_extract({name: str(extract_dir / f"{name}.parquet") for name in ("customers", "orders")})
+    shortfalls = [_propensity_shortfall(frames, run_date, params), _churn_shortfall(frames, run_date, params),
+                  _clv_shortfall(frames, run_date, params)]
+    if any(shortfalls):
+        return _skipped("customer scores", run_date, "; ".join(reason for reason in shortfalls if reason))
     configure_mlflow(settings)
     features = pd.read_parquet(features_path)
     X = features.set_index("customer_id")[list(FEATURE_COLUMNS)]

@@ -40,6 +40,19 @@ def airflow_environ(settings: Settings, base: Mapping[str, str] | None = None) -
     return env
 
 
+def standalone_environ(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> dict[str, str]:
+    """The environment of ``airflow standalone`` for ``revopt ui airflow``: its API server (UI and the
+    tasks' execution API) listens on ``host`` only, loopback unless asked otherwise."""
+    env = airflow_environ(settings)
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    env.update({
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{port}/execution/",
+    })
+    return env
+
+
 def airflow_executable() -> str:
     found = Path(sys.executable).parent / "airflow"
     return str(found) if found.exists() else (shutil.which("airflow") or "airflow")
@@ -61,8 +74,10 @@ def ensure_airflow_db(settings: Settings) -> None:
     marker.write_text("ok\n")
 
 
-def dags_test_command(dag_id: str, run_date: str, conf: Mapping[str, object] | None = None) -> list[str]:
-    command = [airflow_executable(), "dags", "test", dag_id, run_date]
+def dag_run_command(dag_id: str, run_date: str, report: Path, conf: Mapping[str, object] | None = None) -> list[str]:
+    """``airflow dags test`` for ``run_date`` through :mod:`revopt.dag_runner`, which also writes the
+    run's task states (and skip reasons) to ``report`` as JSON."""
+    command = [sys.executable, "-m", "revopt.dag_runner", dag_id, run_date, "--report", str(report)]
     if conf:
         command += ["--conf", json.dumps(dict(conf))]
     return command

@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="open the MLflow or Airflow UI on the same state")
     ui.add_argument("which", choices=["mlflow", "airflow"])
     ui.add_argument("--port", type=int, default=None)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1: this machine only; see docs/production.md before exposing it)")
     ui.set_defaults(handler=_ui)
 
     query = commands.add_parser(
@@ -195,44 +197,79 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[str, object]) -> int:
-    from revopt.airflow_env import airflow_environ, dags_test_command, ensure_airflow_db
+    from revopt.airflow_env import airflow_environ, dag_run_command, ensure_airflow_db
+    from revopt.stack import close_event_stores
 
+    close_event_stores()  # the Airflow task processes open the chDB folder next (one process per data path)
     with _step("preparing Airflow metadata (SQLite)"):
         ensure_airflow_db(settings)
     log_path = settings.run_dir(run_date) / f"airflow-{dag_id}.log"
+    report_path = log_path.with_suffix(".json")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = dags_test_command(dag_id, run_date.isoformat(), params)
+    report_path.unlink(missing_ok=True)
+    command = dag_run_command(dag_id, run_date.isoformat(), report_path, params)
     with _step(f"running DAG {dag_id} for {run_date} through Airflow (log: {log_path})"):
         with log_path.open("w") as log:
             process = subprocess.Popen(command, env=airflow_environ(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert process.stdout is not None
             _follow_task_states(process.stdout, log)
             status = process.wait()
-    if status != 0:
-        print(f"revopt: DAG run failed (exit {status}); last lines of {log_path}:", file=sys.stderr)
-        print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
-    return status
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    problem = run_problem(status, report)
+    for task, outcome in (report or {}).get("tasks", {}).items():
+        if outcome.get("reason"):
+            print(f"    {task} skipped: {outcome['reason']}")
+    if problem:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
+        print(f"revopt: DAG {dag_id} for {run_date}: {problem}" + (f"; last lines of {log_path}:" if tail.strip() else ""),
+              file=sys.stderr)
+        print(tail, file=sys.stderr)
+        return status or 1
+    return 0
+
+
+#: Task states of a task that ran to an end (a skip is a deliberate end, with its reason).
+_RAN = {"success", "skipped", "failed"}
+
+
+def run_problem(status: int, report: dict | None) -> str | None:
+    """Why a DAG run is not a success, from the runner's exit status and its report; None if it is.
+
+    Airflow calls a run successful when it scheduled no task at all (a logical date before the
+    DAG's start date) or left tasks without a final state; revopt does not."""
+    if report is None:
+        return f"the run did not report its tasks (exit {status})"
+    tasks = report.get("tasks", {})
+    failed = sorted(task for task, outcome in tasks.items() if outcome["state"] == "failed")
+    never_ran = sorted(task for task, outcome in tasks.items() if outcome["state"] not in _RAN)
+    if failed:
+        return f"task(s) failed: {', '.join(failed)}" + (f"; never ran: {', '.join(never_ran)}" if never_ran else "")
+    if not tasks:
+        return "no task ran (Airflow scheduled nothing for this date): nothing was extracted, trained or published"
+    if never_ran:
+        states = ", ".join(f"{task} ({tasks[task]['state']})" for task in never_ran)
+        return f"task(s) never ran: {states}"
+    if status != 0 or report.get("state") != "success":
+        return f"the DAG run ended {report.get('state')} (exit {status})"
+    return None
 
 
 _TASK_ID = re.compile(r"\[DAG TEST\] starting task_id=([\w.-]+)")
 _NEW_STATE = re.compile(r"new_state=(\w+)")
 _RUN_STATE = re.compile(r"\bstate=(\w+)")
-_SKIP_REASON = re.compile(r"\bskipped for \d{4}-\d{2}-\d{2}: (.*?)\s+\[")  # ml.workflows._skipped's log line
 
 
 def _follow_task_states(lines: Iterable[str], log: TextIO) -> None:
-    """Copy Airflow's output to the log and print one progress line per finished task."""
-    current_task, reason = "?", ""
+    """Copy Airflow's output to the log and print one progress line per finished task (display
+    only: the outcome is judged from the runner's report, :func:`run_problem`)."""
+    current_task = "?"
     started = time.perf_counter()
     for line in lines:
         log.write(line)
         if found := _TASK_ID.search(line):
-            current_task, reason = found.group(1), ""
-        if found := _SKIP_REASON.search(line):
-            reason = f": {found.group(1)}"
+            current_task = found.group(1)
         if (state := _NEW_STATE.search(line)) and state.group(1) != "running":
-            why = reason if state.group(1) == "skipped" else ""
-            print(f"    task {current_task}: {state.group(1)}{why} (+{time.perf_counter() - started:.1f}s)", flush=True)
+            print(f"    task {current_task}: {state.group(1)} (+{time.perf_counter() - started:.1f}s)", flush=True)
             started = time.perf_counter()
         elif "DagRun Finished" in line and (state := _RUN_STATE.search(line)):
             print(f"    DAG run finished: {state.group(1)}", flush=True)
@@ -252,24 +289,29 @@ def _params(pairs: Sequence[str]) -> dict[str, object]:
 
 
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.airflow_env import airflow_environ, airflow_executable, ensure_airflow_db
+    from revopt.airflow_env import airflow_environ, airflow_executable, ensure_airflow_db, standalone_environ
 
-    env = airflow_environ(settings)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"revopt ui: listening on {args.host}: anyone who reaches this machine can use the UI "
+              "(docs/production.md, 'Exposing the UIs')", file=sys.stderr)
     if args.which == "mlflow":
+        env = airflow_environ(settings)
         port = args.port or 5000
         settings.mlflow_artifact_root.mkdir(parents=True, exist_ok=True)
         command = [
             os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui",
             "--backend-store-uri", settings.mlflow_tracking_uri,
             "--default-artifact-root", settings.mlflow_artifact_root.as_uri(),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--host", args.host, "--port", str(port), "--workers", "1",
         ]
-        print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
+        print(f"MLflow UI on http://{args.host}:{port} (Ctrl-C to stop)", flush=True)
     else:
         ensure_airflow_db(settings)
+        port = args.port or 8080
+        env = standalone_environ(settings, args.host, port)
         command = [airflow_executable(), "standalone"]
         print(
-            "Airflow UI on http://127.0.0.1:8080 (Ctrl-C to stop); the admin password is in "
+            f"Airflow UI on http://{args.host}:{port} (Ctrl-C to stop); the admin password is in "
             f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}",
             flush=True,
         )

@@ -8,21 +8,71 @@ date and the run's params, and returns a small reference for XCom.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from airflow.sdk import Asset, ExceptionRetryPolicy, Param, RetryAction, RetryRule, task
+from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-# Retry what can heal by itself (a database restarting, a network blip); fail at once on bad
-# data or bad settings, where a retry would only repeat the same answer later.
-RETRY_POLICY = ExceptionRetryPolicy(
-    rules=[
-        RetryRule(
-            exception=["revopt.validation.DataValidationError", "builtins.ValueError", "builtins.LookupError"],
-            action=RetryAction.FAIL,
-            reason="bad input data or settings: retrying cannot fix it",
-        )
-    ]
-)
+#: Errors that heal by themselves, by the qualified name of a class they derive from: refused, reset
+#: or dropped connections and timeouts; PostgreSQL's OperationalError (a server restarting or shutting
+#: down, a lost connection, too many connections, a deadlock or serialization failure); a ClickHouse
+#: server out of reach; HTTP calls (MLflow's) that could not connect, timed out or used up MLflow's own
+#: retries of 429 / 5xx answers. Names, not classes, so parsing a DAG imports none of these libraries.
+#: chDB runs inside the task's process: none of its errors heals by waiting.
+TRANSIENT_ERRORS = frozenset({
+    "builtins.ConnectionError", "builtins.TimeoutError",
+    "psycopg.OperationalError",
+    "clickhouse_connect.driver.exceptions.OperationalError",
+    "requests.exceptions.ConnectionError", "requests.exceptions.Timeout", "requests.exceptions.RetryError",
+})
+#: MLflow's error codes for HTTP 429, 503 and 504 (MLflow also gives TEMPORARILY_UNAVAILABLE to its own
+#: store's database errors, e.g. a busy SQLite file); a REST answer with any 5xx status counts too.
+TRANSIENT_MLFLOW_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "TEMPORARILY_UNAVAILABLE",
+                                    "DEADLINE_EXCEEDED"})
+
+
+def transient_cause(exception: BaseException) -> BaseException | None:
+    """The first transient error in ``exception``'s chain (itself, then what it was raised from or
+    while handling), or None: libraries wrap a dropped connection in their own errors (MLflow raises
+    an ``MlflowException`` while handling the ``requests`` one)."""
+    seen: set[int] = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(current).__mro__}
+        if names & TRANSIENT_ERRORS or ("mlflow.exceptions.MlflowException" in names and _mlflow_transient(current, names)):
+            return current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
+
+
+def _mlflow_transient(error: BaseException, names: set[str]) -> bool:
+    if getattr(error, "error_code", None) in TRANSIENT_MLFLOW_CODES:
+        return True
+    return "mlflow.exceptions.RestException" in names and error.get_http_status_code() >= 500
+
+
+class TransientErrorRetryPolicy(RetryPolicy):
+    """Retry a failed task only when the error is transient (:func:`transient_cause`); fail it at once
+    on anything else (bad data, bad settings, a non-finite model, a programming error such as a
+    TypeError), where a retry would only repeat the same answer minutes later.
+
+    Not an ``ExceptionRetryPolicy``: its rules import string-named classes when the DAG file is
+    parsed and look at the raised exception only, not at the error it wraps."""
+
+    def evaluate(self, exception: BaseException, try_number: int, max_tries: int, context: Any = None) -> RetryDecision:
+        transient = transient_cause(exception)
+        if transient is not None:
+            return RetryDecision.retry(reason=f"transient {type(transient).__name__}: {str(transient)[:200]}")
+        return RetryDecision.fail(reason=f"{type(exception).__name__} is not a transient error (connection, timeout, "
+                                         "server busy): retrying cannot fix it")
+
+    def serialize(self) -> dict[str, Any]:
+        return {"__type": type(self).__name__, "transient_errors": sorted(TRANSIENT_ERRORS),
+                "transient_mlflow_codes": sorted(TRANSIENT_MLFLOW_CODES)}
+
+
+RETRY_POLICY = TransientErrorRetryPolicy()
 
 DEFAULT_ARGS = {
     "retries": 2,
@@ -59,12 +109,26 @@ DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detecte
 ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
 
 
-def skip_if_skipped(result):
+def skip_if_skipped(result, context=None):
     """A workflow's result, or the task ends as *skipped* (and so do the tasks after it) when the
-    workflow skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend)."""
+    workflow skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend).
+    The reason is left in XCom (``revopt.dag_runner.SKIP_REASON_KEY``) for ``revopt run`` and the UI."""
     if isinstance(result, dict) and "skipped" in result:
+        if context is not None:
+            from revopt.dag_runner import SKIP_REASON_KEY
+
+            context["ti"].xcom_push(key=SKIP_REASON_KEY, value=result["skipped"])
         raise AirflowSkipException(result["skipped"])
     return result
+
+
+def _extract_days(purpose: str, params) -> int:
+    """Days of history the ``purpose`` DAG's extract reads: ``lookback_days`` at night; training reads
+    further back so features at its past cutoffs see as much history as tonight's
+    (``RunParams.training_extract_days``)."""
+    from ml.workflows import RunParams
+
+    return RunParams.from_mapping(params).training_extract_days if purpose == "training" else params["lookback_days"]
 
 
 @task
@@ -74,14 +138,14 @@ def extract(purpose: str, **context) -> dict[str, str]:
     from revopt.extract import DAG_DATASETS, extract_sources
     from revopt.runctx import run_date_of
 
-    return extract_sources(load_settings(), run_date_of(context), context["params"]["lookback_days"],
+    return extract_sources(load_settings(), run_date_of(context), _extract_days(purpose, context["params"]),
                            datasets=DAG_DATASETS[purpose])
 
 
 @task
-def validate(extract_paths: dict[str, str], **context) -> dict[str, str]:
+def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str, str]:
     from ml.workflows import validate_extracts
     from revopt.config import load_settings
     from revopt.runctx import run_date_of
 
-    return validate_extracts(load_settings(), run_date_of(context), extract_paths, context["params"]["lookback_days"])
+    return validate_extracts(load_settings(), run_date_of(context), extract_paths, _extract_days(purpose, context["params"]))

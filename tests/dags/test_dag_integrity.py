@@ -30,12 +30,13 @@ EXPECTED_EDGES = {
     "revopt_training": {
         "extract": set(),
         "validate": {"extract"},
+        # independent branches: one family failing or skipping leaves the others to train
         "train_propensity": {"validate"},
-        "train_churn": {"validate", "train_propensity"},
-        "train_clv": {"validate", "train_churn"},
-        "train_pricing": {"validate", "train_clv"},
-        "train_send_time": {"validate", "train_pricing"},
-        "train_budget": {"validate", "train_send_time"},
+        "train_churn": {"validate"},
+        "train_clv": {"validate"},
+        "train_pricing": {"validate"},
+        "train_send_time": {"validate"},
+        "train_budget": {"validate"},
     },
 }
 
@@ -60,6 +61,15 @@ def test_dags_have_the_expected_task_graph(dagbag, dag_id):
     assert {task.task_id: set(task.upstream_task_ids) for task in dag.tasks} == EXPECTED_EDGES[dag_id]
 
 
+def test_any_run_date_a_store_may_have_is_scheduled_and_families_run_two_at_a_time(dagbag):
+    import datetime as dt
+
+    for dag in dagbag.dags.values():
+        assert dag.start_date <= dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dag.dag_id
+        assert not dag.catchup, dag.dag_id
+    assert dagbag.dags["revopt_training"].max_active_tasks == 2
+
+
 def test_scoring_never_trains_and_training_never_publishes(dagbag):
     assert not any("train" in task.task_id for task in dagbag.dags["revopt_nightly"].tasks)
     assert not any("publish" in task.task_id for task in dagbag.dags["revopt_training"].tasks)
@@ -81,16 +91,94 @@ def test_every_dag_is_tagged_and_every_task_retries(dagbag):
             assert task.retry_policy is not None, f"{dag.dag_id}.{task.task_id} would retry bad data"
 
 
-def test_bad_data_fails_at_once_and_transient_errors_retry(dagbag):
-    from airflow.sdk import RetryAction
+def _raised(error: BaseException, *, while_handling: BaseException | None = None) -> BaseException:
+    """``error`` as Python leaves it after ``raise`` (inside ``except`` for ``while_handling``)."""
+    try:
+        if while_handling is None:
+            raise error
+        try:
+            raise while_handling
+        except BaseException:
+            raise error  # noqa: B904 (implicit chaining, as MLflow's REST client does)
+    except BaseException as raised:
+        return raised
+
+
+def _transient_errors() -> dict[str, BaseException]:
+    import socket
+
+    import psycopg
+    import requests
+    from clickhouse_connect.driver.exceptions import OperationalError as ClickHouseOperationalError
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    return {
+        "connection refused": ConnectionRefusedError("connection refused"),
+        "socket timeout": socket.timeout("timed out"),
+        "PostgreSQL restarting": psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+        "PostgreSQL connection lost": psycopg.OperationalError("server closed the connection unexpectedly"),
+        "ClickHouse server unreachable": ClickHouseOperationalError("Error HTTPConnectionPool: connection refused"),
+        "HTTP read timeout": requests.exceptions.ReadTimeout("read timed out"),
+        "MLflow 503": MlflowException("API request failed with error code 503", error_code=TEMPORARILY_UNAVAILABLE),
+        "MLflow 429": RestException({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down"}),
+        "MLflow 500 answer": RestException({"error_code": "INTERNAL_ERROR", "message": "database is down"}),
+        "MLflow out of retries": _raised(MlflowException("API request to /api/2.0/mlflow/runs/create failed"),
+                                         while_handling=requests.exceptions.RetryError("too many 503 error responses")),
+        "MLflow store busy": MlflowException("database is locked", error_code=TEMPORARILY_UNAVAILABLE),
+    }
+
+
+def _permanent_errors() -> dict[str, BaseException]:
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
     from revopt.validation import DataValidationError
 
-    policy = dagbag.dags["revopt_training"].get_task("train_churn").retry_policy
-    fail = policy.evaluate(DataValidationError("orders failed"), try_number=1, max_tries=3)
-    retry = policy.evaluate(ConnectionError("server restarting"), try_number=1, max_tries=3)
-    assert fail.action == RetryAction.FAIL
-    assert retry.action != RetryAction.FAIL
+    class NonFiniteModel(ValueError):  # like ml.training.NonFiniteModelError
+        pass
+
+    return {
+        "bad data": DataValidationError("orders failed expect_column_values_to_not_be_null"),
+        "programming error": _raised(TypeError("unsupported operand type(s) for ** or pow(): 'NoneType' and 'int'")),
+        "missing column": KeyError("order_ts"),
+        "bad setting": ValueError("price_max_change must be < 1"),
+        "non-finite model": NonFiniteModel("clv for 2024-10-27: 3 of 900 holdout predictions are NaN"),
+        "no trial finished": RuntimeError("tuning: no trial finished"),
+        "MLflow bad request": MlflowException("bad metric name", error_code=INVALID_PARAMETER_VALUE),
+        "MLflow internal error of ours": MlflowException("could not serialise the model"),  # 500, not an HTTP answer
+        "MLflow 404": RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such model"}),
+    }
+
+
+def test_only_transient_errors_are_retried(dagbag):
+    from airflow.sdk import RetryAction
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            policy = task.retry_policy
+            for name, error in _transient_errors().items():
+                decision = policy.evaluate(error, try_number=1, max_tries=3)
+                assert decision.action == RetryAction.RETRY, f"{dag.dag_id}.{task.task_id} does not retry {name}"
+                assert "transient" in decision.reason
+            for name, error in _permanent_errors().items():
+                decision = policy.evaluate(error, try_number=1, max_tries=3)
+                assert decision.action == RetryAction.FAIL, f"{dag.dag_id}.{task.task_id} retries {name}"
+                assert type(error).__name__ in decision.reason and "not a transient error" in decision.reason
+
+
+def test_an_error_raised_from_a_transient_one_is_retried_unless_its_context_was_suppressed(dagbag):
+    from airflow.sdk import RetryAction
+
+    policy = dagbag.dags["revopt_nightly"].get_task("publish").retry_policy
+    wrapped = _raised(RuntimeError("publish failed"), while_handling=ConnectionResetError("reset by peer"))
+    assert policy.evaluate(wrapped, try_number=1, max_tries=3).action == RetryAction.RETRY
+    explicit = RuntimeError("publish failed")
+    explicit.__cause__ = TimeoutError("timed out")
+    assert policy.evaluate(explicit, try_number=1, max_tries=3).action == RetryAction.RETRY
+    suppressed = RuntimeError("publish failed")
+    suppressed.__context__, suppressed.__suppress_context__ = TimeoutError("timed out"), True  # raise ... from None
+    assert policy.evaluate(suppressed, try_number=1, max_tries=3).action == RetryAction.FAIL
 
 
 def test_run_settings_are_params_with_the_workflow_defaults(dagbag):

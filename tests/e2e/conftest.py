@@ -19,7 +19,10 @@ def settings(tmp_path_factory) -> Settings:
     resolved = load_settings()
     from revopt.schema import init_stores
 
+    from revopt.stack import close_event_stores
+
     init_stores(resolved)
+    close_event_stores()  # Airflow's task processes open the chDB folder (one process per data path)
     _forbid_ddl_on_published_tables(resolved)
     yield resolved
 

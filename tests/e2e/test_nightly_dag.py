@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from features.customer import FEATURE_COLUMNS
 from ml import budget, churn, clv, pricing, propensity, send_time
 from ml.tracking import configure_mlflow
+from ml.training import SPEC_TAG
 from revopt import cli
 from revopt.postgres import read_frame
 from revopt.seed import seed_synthetic
@@ -253,13 +254,30 @@ def test_rerunning_the_nightly_date_replaces_its_rows(settings, seeded):
             pd.testing.assert_frame_equal(later[table], snapshots[0][table], obj=table)
 
 
-def test_a_weaker_retrained_model_is_refused_by_the_gate(settings, seeded):
-    # Best of 2 seeded trials cannot beat the champion's best of 4 (same first trials) by the margin.
-    status = cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2",
-                       "--param", "promotion_margin=0.01"])
-    assert status == 0
+def _latest_versions(client: MlflowClient) -> dict[str, int]:
+    return {name: max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) for name in MODELS}
+
+
+def test_a_weaker_retrained_model_is_refused_and_a_failing_family_stops_no_other(settings, seeded, capsys):
     configure_mlflow(settings)
     client = MlflowClient()
+    before = _latest_versions(client)
+    # A registry the pricing family cannot read (its champion's spec tag corrupted) fails that family only.
+    pricing_run = client.get_model_version_by_alias(pricing.MODEL_NAME, "champion").run_id
+    spec = client.get_run(pricing_run).data.tags[SPEC_TAG]
+    client.set_tag(pricing_run, SPEC_TAG, "{not json")
+    try:
+        # Best of 2 seeded trials cannot beat the champion's best of 4 (same first trials) by the margin.
+        status = cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2",
+                           "--param", "promotion_margin=0.01"])
+    finally:
+        client.set_tag(pricing_run, SPEC_TAG, spec)
+    assert status == 1, "a failed family fails the DAG run"
+    err = capsys.readouterr().err
+    assert "task(s) failed: train_pricing" in err and "never ran" not in err
+    after = _latest_versions(client)
+    assert after == {name: version + (name != pricing.MODEL_NAME) for name, version in before.items()}, \
+        "every other family trained and registered a new version; pricing none"
     champion = client.get_model_version_by_alias(propensity.MODEL_NAME, "champion").version
     challenger = client.get_model_version_by_alias(propensity.MODEL_NAME, "challenger").version
     assert int(challenger) == int(champion) + 1

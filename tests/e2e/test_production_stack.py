@@ -4,13 +4,20 @@
   idempotent (here on the embedded PostgreSQL and chDB; in the stack on the servers);
 - ``mlflow/serve.sh``, which the ``mlflow`` service runs, serves tracking, the model registry and
   proxied artifacts on a PostgreSQL backend store, and answers the Host header the clients in the
-  stack use (``mlflow:5000``) while refusing others.
+  stack use (``mlflow:5000``) while refusing others;
+- with MLflow's basic auth on (users and permissions in a PostgreSQL database of their own): an
+  anonymous request gets 401, the admin (the tasks' account) logs, registers and moves
+  ``@champion``, a user MLflow's default permission (READ) covers cannot move it until granted EDIT
+  on the model, and the server listens only on the address it is told.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -36,27 +43,6 @@ def _tables(conn, schema: str) -> set[str]:
     return {name for (name,) in rows}
 
 
-def test_init_db_creates_every_table_and_leaves_existing_rows_alone(settings, capsys):
-    assert cli.main(["init-db"]) == 0
-    with connect_postgres(settings) as conn:
-        tables = {schema: _tables(conn, schema) for schema in ("shop", "truth", "scores")}
-        rows_before = conn.execute("SELECT count(*) FROM shop.customers").fetchone()[0]
-    for schema, ddl in (("shop", contract.SHOP_DDL), ("truth", contract.TRUTH_DDL), ("scores", contract.SCORES_DDL)):
-        assert set(contract.ddl_columns(ddl)) <= tables[schema], schema
-    store = event_store(settings)
-    found = store.query_df(
-        "SELECT name FROM system.tables WHERE database = {database:String} AND name = {table:String}",
-        {"database": store.database, "table": contract.EVENTS_TABLE},
-    )
-    assert list(found["name"]) == [contract.EVENTS_TABLE]
-
-    assert cli.main(["init-db"]) == 0  # again: nothing changes
-    with connect_postgres(settings) as conn:
-        assert conn.execute("SELECT count(*) FROM shop.customers").fetchone()[0] == rows_before
-    out = capsys.readouterr().out
-    assert "revopt stores ready" in out and "schemas shop, truth, scores" in out
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,11 +56,18 @@ def _compose_allowed_hosts() -> str:
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Not the loopback address clients use by default: a server told to listen here must not answer
+# on 127.0.0.1 (Linux routes all of 127.0.0.0/8 to the loopback interface).
+MLFLOW_BIND = "127.0.0.2"
+MODEL = "revopt_purchase_propensity"
 
 
-def _get(url: str, host: str) -> int:
-    """HTTP status of a GET with the given Host header (0: nothing listens yet)."""
-    request = urllib.request.Request(url, headers={"Host": host})
+def _get(url: str, host: str, credentials: tuple[str, str] | None = None) -> int:
+    """HTTP status of a GET with the given Host header and basic-auth credentials (0: nothing listens)."""
+    headers = {"Host": host}
+    if credentials:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+    request = urllib.request.Request(url, headers=headers)
     try:
         with _DIRECT.open(request, timeout=10) as response:
             return response.status
@@ -84,23 +77,34 @@ def _get(url: str, host: str) -> int:
         return 0
 
 
+def _database_url(settings, database: str) -> str:
+    with connect_postgres(settings, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.execute(f"CREATE DATABASE {database}")
+    parts = urlsplit(postgres_url(settings))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(settings, tmp_path_factory):
-    """``mlflow/serve.sh`` on a fresh database of the embedded PostgreSQL, as the compose service runs it."""
-    with connect_postgres(settings, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS mlflow_server_e2e")
-        conn.execute("CREATE DATABASE mlflow_server_e2e")
-    parts = urlsplit(postgres_url(settings))
-    backend = urlunsplit((parts.scheme, parts.netloc, "/mlflow_server_e2e", parts.query, ""))
+    """``mlflow/serve.sh`` on fresh databases of the embedded PostgreSQL, as the compose service runs
+    it: basic auth on, an admin from the environment, listening on ``MLFLOW_BIND`` only."""
     artifacts = tmp_path_factory.mktemp("mlartifacts")
+    admin = ("revopt-admin", secrets.token_urlsafe(24))
     port = _free_port()
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")},
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        "MLFLOW_BACKEND_STORE_URI": backend,
+        "TMPDIR": str(tmp_path_factory.mktemp("mlflow-tmp")),
+        "MLFLOW_BACKEND_STORE_URI": _database_url(settings, "mlflow_server_e2e"),
+        "MLFLOW_AUTH_DATABASE_URI": _database_url(settings, "mlflow_auth_e2e"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
         "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
-        "MLFLOW_SERVER_ALLOWED_HOSTS": _compose_allowed_hosts(),
-        "MLFLOW_HOST": "127.0.0.1",
+        # The stack's Host names, and the one this process's clients send.
+        "MLFLOW_SERVER_ALLOWED_HOSTS": f"{_compose_allowed_hosts()},{MLFLOW_BIND}:{port}",
+        "MLFLOW_HOST": MLFLOW_BIND,
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": "1",
     }
@@ -108,7 +112,7 @@ def mlflow_server(settings, tmp_path_factory):
     with open(log, "w") as out:
         process = subprocess.Popen(["bash", str(ROOT / "mlflow" / "serve.sh")], env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{MLFLOW_BIND}:{port}"
     import mlflow  # noqa: F401  (the client's import overlaps the server's start-up)
 
     try:
@@ -117,16 +121,28 @@ def mlflow_server(settings, tmp_path_factory):
             assert process.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"mlflow server not healthy after 120 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
-        yield url, artifacts
+        yield url, artifacts, admin, env
     finally:
-        os.killpg(process.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.killpg(process.pid, 15)
         process.wait(timeout=30)
+    assert admin[1] not in log.read_text(), "the server logged the admin's password"
 
 
-def test_mlflow_server_tracks_registers_and_serves_artifacts_on_postgres(mlflow_server, tmp_path):
+@pytest.fixture
+def login(monkeypatch):
+    """Log MLflow clients in this process in as the given user (how the Airflow tasks get theirs)."""
+    def as_user(credentials: tuple[str, str]) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", credentials[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", credentials[1])
+    return as_user
+
+
+def test_mlflow_server_tracks_registers_and_serves_artifacts_on_postgres(mlflow_server, login, tmp_path):
     from mlflow import MlflowClient
 
-    url, artifacts = mlflow_server
+    url, artifacts, admin, _ = mlflow_server
+    login(admin)
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     experiment_id = client.create_experiment("revopt")
     assert client.get_experiment(experiment_id).artifact_location.startswith("mlflow-artifacts:")
@@ -143,17 +159,72 @@ def test_mlflow_server_tracks_registers_and_serves_artifacts_on_postgres(mlflow_
     downloaded = Path(client.download_artifacts(run.info.run_id, "model/model.txt", str(tmp_path / "down")))
     assert downloaded.read_text() == "a model\n"
 
-    client.create_registered_model("revopt_purchase_propensity")
-    version = client.create_model_version("revopt_purchase_propensity", f"runs:/{run.info.run_id}/model", run.info.run_id)
-    client.set_registered_model_alias("revopt_purchase_propensity", "champion", version.version)
-    champion = client.get_model_version_by_alias("revopt_purchase_propensity", "champion")
+    client.create_registered_model(MODEL)
+    version = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias(MODEL, "champion", version.version)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
     assert champion.run_id == run.info.run_id
     assert client.get_run(run.info.run_id).data.metrics == {"roc_auc": 0.87}
 
 
-def test_mlflow_server_answers_the_stack_host_name_and_refuses_others(mlflow_server):
-    url, _ = mlflow_server
+def test_mlflow_server_refuses_requests_without_valid_credentials(mlflow_server, login):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    url, _, admin, _ = mlflow_server
     endpoint = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert _get(endpoint, "mlflow:5000") == 200
-    assert _get(endpoint, "localhost:5000") == 200
-    assert _get(endpoint, "attacker.example") == 403
+    assert _get(endpoint, "localhost") == 401
+    assert _get(endpoint, "localhost", (admin[0], "not-the-password")) == 401
+    assert _get(f"{url}/api/2.0/mlflow/registered-models/search", "localhost") == 401
+    assert _get(endpoint, "localhost", admin) == 200
+    login(("nobody", "not-a-password"))
+    with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
+        MlflowClient(tracking_uri=url).search_experiments()
+
+
+def test_only_users_granted_edit_on_the_model_can_move_champion(mlflow_server, login):
+    """MLflow's default permission (READ) lets a user look, not promote: moving ``@champion`` takes
+    EDIT or MANAGE on the registered model (docs/production.md, "Threat model")."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+
+    url, _, admin, _ = mlflow_server
+    analyst = ("analyst", secrets.token_urlsafe(16))
+    login(admin)
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    if not client.search_registered_models(filter_string=f"name = '{MODEL}'"):
+        client.create_registered_model(MODEL)
+    run = client.create_run(client.create_experiment("revopt-permissions"))
+    version = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    get_app_client("basic-auth", tracking_uri=url).create_user(*analyst)
+
+    login(analyst)
+    as_analyst = MlflowClient(tracking_uri=url, registry_uri=url)
+    assert as_analyst.get_registered_model(MODEL).name == MODEL  # READ: may look
+    with pytest.raises(MlflowException, match="403|PERMISSION_DENIED|Permission denied"):
+        as_analyst.set_registered_model_alias(MODEL, "champion", version.version)
+
+    login(admin)
+    get_app_client("basic-auth", tracking_uri=url).grant_user_permission(analyst[0], "registered_model", MODEL, "EDIT")
+    login(analyst)
+    as_analyst.set_registered_model_alias(MODEL, "champion", version.version)
+    assert as_analyst.get_model_version_by_alias(MODEL, "champion").version == version.version
+
+
+def test_mlflow_server_answers_the_stack_host_name_and_refuses_others(mlflow_server):
+    url, _, admin, _ = mlflow_server
+    endpoint = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(endpoint, "mlflow:5000", admin) == 200
+    assert _get(endpoint, "localhost:5000", admin) == 200
+    assert _get(endpoint, "attacker.example", admin) == 403
+
+
+def test_mlflow_server_listens_only_on_the_address_it_is_told(mlflow_server):
+    url, _, _, env = mlflow_server
+    port = int(env["MLFLOW_PORT"])
+    with socket.create_connection((MLFLOW_BIND, port), timeout=5):
+        pass
+    for elsewhere in ("127.0.0.1", "127.0.0.3"):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((elsewhere, port), timeout=5).close()

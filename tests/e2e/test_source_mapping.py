@@ -19,7 +19,7 @@ from ml.workflows import build_features, validate_extracts
 from revopt.config import REPO_ROOT, Settings
 from revopt.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
 from revopt.importer import UCI_LOCATIONS, default_uci_path, load_into_contract, uci_online_retail
-from revopt.postgres import copy_frame, read_frame, run_script
+from revopt.postgres import copy_frame, read_frame
 from revopt.seed import load_store
 from revopt.stack import connect_postgres, event_store
 from revopt.synth import generate_store
@@ -97,10 +97,10 @@ def _mapped_store(settings: Settings, store) -> Iterator[None]:
     events = event_store(settings)
     with connect_postgres(settings) as conn:
         conn.execute("ALTER SCHEMA shop RENAME TO shop_contract")
-        run_script(conn, store_pg)
+        conn.execute(store_pg)
         for name, frame in _webshop_frames(store.shop).items():
             copy_frame(conn, f"webshop.{name}", frame)
-        run_script(conn, map_pg)
+        conn.execute(map_pg)
     events.command(f"RENAME TABLE {events.database}.events TO {events.database}.events_contract")
     try:
         events.command("CREATE DATABASE IF NOT EXISTS tracking")

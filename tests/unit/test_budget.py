@@ -26,6 +26,7 @@ from ml.budget import (
     media_crossval,
     media_history,
     response_curves,
+    training_data_shortfall,
     tune_media_model,
 )
 from revopt.synth import generate_store
@@ -346,6 +347,50 @@ def test_tuning_is_seeded_and_never_worse_than_the_given_config(simulated):
     assert runs[0].config == MediaConfig(random_state=3) or runs[0].t_statistic >= 2.0  # kept unless significantly better
     last = tune_media_model(history, MediaConfig(), n_trials=2, timeout_seconds=60, holdout="last")
     assert last.best_mape <= last.default_mape
+
+
+def _held_out_predictions(monkeypatch, predicted_for) -> None:
+    """Held-out days with revenue 100 predicted as ``predicted_for(config)`` (no fitting at all)."""
+    monkeypatch.setattr(budget, "_crossval_predictions",
+                        lambda history, config, n_folds=4: (np.full(40, 100.0), np.full(40, predicted_for(config))))
+
+
+def test_tuning_keeps_the_given_config_over_trials_without_a_finite_mape(simulated, monkeypatch):
+    history = simulated[0].iloc[-200:].reset_index(drop=True)
+    given = MediaConfig(random_state=3)
+    _held_out_predictions(monkeypatch, lambda config: 105.0 if config == given else np.nan)
+    tuned = tune_media_model(history, given, n_trials=3, timeout_seconds=60)
+    assert tuned.config == given and tuned.best_mape == pytest.approx(0.05) and tuned.n_trials == 0
+
+
+def test_tuning_replaces_a_given_config_without_a_finite_mape(simulated, monkeypatch):
+    history = simulated[0].iloc[-200:].reset_index(drop=True)
+    given = MediaConfig(random_state=3)
+    _held_out_predictions(monkeypatch, lambda config: np.nan if config == given else 110.0)
+    tuned = tune_media_model(history, given, n_trials=3, timeout_seconds=60)
+    assert tuned.config != given and tuned.best_mape == pytest.approx(0.10)
+    assert np.isnan(tuned.default_mape) and np.isnan(tuned.t_statistic)  # nothing to test the gain against
+
+
+@pytest.mark.parametrize(
+    ("days", "mutate", "reason"),
+    [
+        (130, lambda s, o: (s, o), None),
+        (130, lambda s, o: (s.iloc[:0], o), "the store has no marketing spend in the 365 days before 2023-05-12"),
+        (70, lambda s, o: (s, o), "only 70 days of marketing spend before 2023-03-13 (from 2023-01-02): the media model "
+                                  "needs 112 (56 to fit, 8 weeks held out)"),
+        (130, lambda s, o: (s.assign(spend=0.0), o), "every channel spent 0 in the 130 days before 2023-05-12"),
+        (130, lambda s, o: (s, o.assign(status="cancelled")), "no completed orders between 2023-01-02 and 2023-05-12"),
+        (130, lambda s, o: (s.assign(spend=np.where(s["day"] < s["day"].min() + pd.Timedelta(days=10), s["spend"], 0.0)), o),
+         "no paid channel can be fitted on the 74 days before the held-out weeks (run date 2023-05-12): search: spend "
+         "on only 10 of 74 days"),
+    ],
+)
+def test_training_data_shortfall_names_what_is_missing(days, mutate, reason):
+    spend, orders, run = _extract_frames(days)
+    spend, orders = mutate(spend, orders)
+    found = training_data_shortfall(spend, orders, run, 365)
+    assert found == reason if reason is None else found.startswith(reason)
 
 
 # --- optimiser ----------------------------------------------------------------------------------

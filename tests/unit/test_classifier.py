@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from ml.classifier import (
+    CALIBRATIONS,
     FAMILIES,
     ModelSpec,
     TuningConfig,
     choose_calibration,
     evaluate,
     expected_calibration_error,
+    label_shortfall,
     refit,
     top_decile_lift,
     top_factors,
@@ -95,3 +97,68 @@ def test_metrics_on_a_hand_checked_example():
     assert metrics["roc_auc"] == pytest.approx((1.0 + 7 / 8) / 2)
     assert metrics["positive_rate"] == pytest.approx(0.2)
     assert 0 <= metrics["calibration_error"] <= 1
+
+
+def _predicting_nan(monkeypatch, families: set[str]) -> None:
+    """Models of ``families`` predict NaN for every other row, as a broken fit would."""
+    import ml.classifier
+
+    real = ml.classifier.fit_model
+
+    def fit(family, *args, **kwargs):
+        model = real(family, *args, **kwargs)
+        if family in families:
+            proper = model.predict_proba
+            model.predict_proba = lambda X: np.where(np.arange(len(X)) % 2 == 0, np.nan, proper(X))
+        return model
+
+    monkeypatch.setattr(ml.classifier, "fit_model", fit)
+
+
+def test_a_family_predicting_nan_never_becomes_the_best(data, monkeypatch):
+    X_train, y_train, X_valid, y_valid = (part.iloc[:500] for part in data)
+    config = TuningConfig(n_trials=4, timeout_seconds=120, seed=1)
+    honest = tune(X_train, y_train, X_valid, y_valid, config, study_name="honest")
+    _predicting_nan(monkeypatch, {honest.best.family})
+    result = tune(X_train, y_train, X_valid, y_valid, config, study_name="broken")
+    assert result.best.family != honest.best.family and honest.best.family not in result.best_by_family
+    assert np.isfinite(result.best_value) and result.n_trials == 3
+
+
+def test_tuning_where_every_trial_predicts_nan_is_an_error(data, monkeypatch):
+    X_train, y_train, X_valid, y_valid = (part.iloc[:500] for part in data)
+    _predicting_nan(monkeypatch, set(FAMILIES))
+    with pytest.raises(RuntimeError, match="no trial finished with a finite validation ROC AUC"):
+        tune(X_train, y_train, X_valid, y_valid, TuningConfig(n_trials=4, timeout_seconds=120, seed=1), study_name="t")
+
+
+@pytest.mark.parametrize("broken", CALIBRATIONS)
+def test_a_calibration_predicting_nan_is_never_chosen(monkeypatch, broken):
+    import ml.classifier
+
+    rng = np.random.default_rng(0)
+    true_p = rng.uniform(0.02, 0.98, 3000)
+    y = pd.Series((rng.random(3000) < true_p).astype(int))
+    real = ml.classifier._fit_calibrator
+
+    def fit(method, probability, labels):
+        calibrator = real(method, probability, labels)
+        if method == broken:
+            calibrator.transform = lambda p: np.full(len(p), np.nan)
+        return calibrator
+
+    monkeypatch.setattr(ml.classifier, "_fit_calibrator", fit)
+    for score in (true_p, true_p**3):  # "none" wins on the first, a calibration on the second
+        calibrator, crossfit, losses = choose_calibration(score, y, seed=0)
+        assert np.isnan(losses[broken]) and calibrator.method != broken and np.isfinite(crossfit).all()
+
+
+def test_label_shortfall_names_the_set_and_both_counts():
+    enough = pd.Series([0] * 10 + [1] * 10)
+    assert label_shortfall({"training set at 2024-01-01": enough, "validation set at 2024-02-01": enough}) is None
+    reason = label_shortfall({"training set at 2024-01-01": enough, "validation set at 2024-02-01": pd.Series([1] * 5)})
+    assert reason == ("5 customers in the validation set at 2024-02-01 (5 with label 1, 0 with label 0): too few to fit "
+                      "a classifier (needs >= 10 of each label)")
+    assert "0 customers in the training set" in label_shortfall({"training set": pd.Series([], dtype="int8")})
+    named = label_shortfall({"training set": pd.Series([1, 1, 0])}, label_names=("churned", "stayed"))
+    assert "(2 churned, 1 stayed): too few" in named

@@ -29,6 +29,7 @@ from ml.clv import (
     holdout_cutoffs,
     holdout_predictions,
     select_clv_model,
+    training_data_shortfall,
     training_set,
     value_tier,
 )
@@ -335,6 +336,51 @@ def test_selection_ties_go_to_btyd(holdout, monkeypatch):
     monkeypatch.setattr(ml.clv, "evaluate_clv", lambda actual, predicted: {"mae": 1.0, "rmse": 1.0})
     tied = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
     assert tied.winner == BTYD
+
+
+def test_a_btyd_predicting_nan_loses_the_selection(holdout, monkeypatch):
+    # the reviewer's store: BG/NBD's holdout error came out NaN and "gbm < btyd" (False) handed it the win
+    (train_features, train_label), (valid_features, valid_label) = holdout
+    import ml.clv
+
+    real = ml.clv.btyd_expected_spend
+
+    def broken(params, features, horizon_days):
+        spend = real(params, features, horizon_days)
+        spend[::7] = np.nan
+        return spend
+
+    monkeypatch.setattr(ml.clv, "btyd_expected_spend", broken)
+    selection = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
+    assert np.isnan(selection.metrics[BTYD][CONFIG.selection_metric])
+    assert np.isfinite(selection.metrics[GBM][CONFIG.selection_metric])
+    assert selection.winner == GBM
+
+
+def test_a_gbm_without_a_finite_trial_loses_the_selection(holdout, monkeypatch):
+    (train_features, train_label), (valid_features, valid_label) = holdout
+    import ml.clv
+
+    monkeypatch.setattr(ml.clv, "finite_or_nan", lambda value: float("nan"))  # every trial's RMSE "non-finite"
+    selection = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
+    assert selection.winner == BTYD
+    assert np.isnan(selection.metrics[GBM][CONFIG.selection_metric])
+    assert selection.validation_predictions[GBM].isna().all()
+
+
+def test_training_data_shortfall_names_what_is_missing(shop):
+    assert training_data_shortfall(shop["customers"], shop["orders"], RUN_DATE, CONFIG.horizon_days) is None
+    five = shop["customers"].head(5)
+    reason = training_data_shortfall(five, shop["orders"][shop["orders"]["customer_id"].isin(five["customer_id"])],
+                                     RUN_DATE, CONFIG.horizon_days)
+    assert "too few for the BTYD model (needs >= 10 of each" in reason and "2024-05-02" in reason and "2024-07-01" in reason
+    _, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    quiet = shop["orders"][shop["orders"]["order_ts"] < valid_cutoff]  # nobody bought after the validation cutoff
+    reason = training_data_shortfall(shop["customers"], quiet, RUN_DATE, CONFIG.horizon_days)
+    assert reason.startswith("no customer of the CLV validation cutoff 2024-05-02 spent in the 60 days after it")
+    # with a short lookback, the buyers before it are all that count
+    assert "too few for the BTYD model" in training_data_shortfall(shop["customers"], shop["orders"], RUN_DATE,
+                                                                   CONFIG.horizon_days, lookback_days=1)
 
 
 @pytest.mark.parametrize("winner", [GBM, BTYD])

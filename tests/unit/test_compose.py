@@ -1,4 +1,5 @@
-"""Static checks of the production stack (docker-compose.yaml, Dockerfile, .env.example).
+"""Static checks of the production stack (docker-compose.yaml, Dockerfile, .env.example) and of
+the scripts its services run before anything starts (docker/check-env.sh, mlflow/serve.sh).
 
 No Docker engine is needed: the compose file is parsed with PyYAML and interpolated from
 .env.example the way Compose does it. If a Compose CLI is installed (the ``docker compose`` plugin
@@ -10,11 +11,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -24,11 +27,16 @@ COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
+CHECK_ENV = ROOT / "docker" / "check-env.sh"
+SERVE = ROOT / "mlflow" / "serve.sh"
+
 AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
 CELERY_SERVICES = {"redis", "airflow-worker"}
-# [celery] options come from apache-airflow-providers-celery, which the Airflow image ships but the
-# test environment does not install.
-CELERY_PROVIDER_OPTIONS = {"broker_url", "result_backend"}
+BUILDER = "config-check"
+# Services that hold no secret of .env and need not wait for config-check.
+UNGATED = {BUILDER, "redis"}
+PLACEHOLDER = "change-me"
+URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
@@ -103,26 +111,61 @@ def _names_in(paths: list[Path], pattern: str) -> set[str]:
     return found
 
 
+def _revopt_image(services: dict[str, dict]) -> str:
+    return services[BUILDER]["image"]
+
+
+def _secret_names(env: dict[str, str]) -> set[str]:
+    return {name for name in env if re.search(r"PASSWORD|SECRET|FERNET", name)}
+
+
+def _run_check_env(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """docker/check-env.sh's check_env, sourced the way a test can call one function of it."""
+    return subprocess.run(["bash", "-c", 'source "$1" && check_env', "check-env", str(CHECK_ENV)],
+                          env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=30)
+
+
+def _chosen_secrets(env: dict[str, str]) -> dict[str, str]:
+    """.env.example with every placeholder replaced, as an operator would."""
+    return {name: (f"{name.lower().replace('_', '-')}-0123456789abcdef" if value == PLACEHOLDER else value)
+            for name, value in env.items()}
+
+
 def test_the_compose_file_parses_and_airflow_services_share_the_common_anchor(raw, services):
     common = raw["x-airflow-common"]
-    assert set(services) >= AIRFLOW_SERVICES | {"postgres", "clickhouse", "mlflow", "redis"}
-    assert common["build"]["dockerfile"] == "Dockerfile" and common["build"]["context"] == "."
+    assert set(services) >= AIRFLOW_SERVICES | {BUILDER, "postgres", "clickhouse", "mlflow", "redis"}
+    assert "build" not in common, "the Airflow services run the image config-check builds"
     assert "_PIP_ADDITIONAL_REQUIREMENTS" not in COMPOSE_FILE.read_text(), "dependencies are baked into the image"
     common_env = _environment(_interpolate(common, _env_example()))
     for name in AIRFLOW_SERVICES:
         service = services[name]
-        assert service["build"] == common["build"] and service["image"] == common["image"], name
+        assert service["image"] == common["image"] and service["pull_policy"] == "never", name
         assert _environment(service).items() >= common_env.items(), f"{name} overrides the common environment"
         assert re.search(rf"^  {name}:\n    <<: \*airflow-common$", COMPOSE_FILE.read_text(), re.M), name
     commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES}
-    assert commands["airflow-apiserver"] == "api-server" and commands["airflow-scheduler"] == "scheduler"
-    assert commands["airflow-dag-processor"] == "dag-processor" and commands["airflow-triggerer"] == "triggerer"
-    assert commands["airflow-worker"] == "celery worker"
+    assert commands["airflow-apiserver"] == ["airflow", "api-server"] and commands["airflow-scheduler"] == ["airflow", "scheduler"]
+    assert commands["airflow-dag-processor"] == ["airflow", "dag-processor"] and commands["airflow-triggerer"] == ["airflow", "triggerer"]
+    assert commands["airflow-worker"] == ["airflow", "celery", "worker"]
+    # The image's entrypoint is only the init process: each service names its program.
+    assert re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE.read_text(), re.M) == ['["/usr/bin/dumb-init", "--"]']
+
+
+def test_exactly_one_service_builds_the_image_and_the_others_never_pull_it(services):
+    builders = {name for name, service in services.items() if "build" in service}
+    assert builders == {BUILDER}, f"services that build: {sorted(builders)} (parallel builds of one tag collide)"
+    assert services[BUILDER]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    image = _revopt_image(services)
+    # `build`: Compose builds it and never pulls a registry's image of that name (not ours).
+    assert services[BUILDER]["pull_policy"] == "build"
+    users = {name for name, service in services.items() if service["image"] == image} - builders
+    assert users == AIRFLOW_SERVICES | {"mlflow"}
+    for name in users:
+        assert services[name]["pull_policy"] == "never", f"{name} could pull someone else's {image}"
 
 
 def test_every_long_running_service_has_a_healthcheck_and_one_shots_are_awaited_to_completion(services):
     one_shots = {name for name, service in services.items() if _is_one_shot(service)}
-    assert one_shots == {"airflow-init"}
+    assert one_shots == {BUILDER, "airflow-init"}
     for name, service in services.items():
         if name in one_shots:
             assert "healthcheck" not in service, f"{name} is one-shot: dependents wait for it to complete instead"
@@ -136,21 +179,54 @@ def test_every_long_running_service_has_a_healthcheck_and_one_shots_are_awaited_
             assert how == {"condition": expected}, f"{name} -> {dependency}: {how}"
     for name in AIRFLOW_SERVICES - one_shots:
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    # Nothing that holds a secret starts before config-check has refused placeholders; postgres and
+    # clickhouse least of all, since they keep the password of their first start.
+    for name in set(services) - UNGATED:
+        assert "config-check" in services[name].get("depends_on", {}), f"{name} starts without config-check"
 
 
-def test_every_image_is_pinned_and_the_airflow_base_matches_the_lock(services):
+def test_every_image_is_pinned_and_the_base_is_the_projects_python(services):
     for name, service in services.items():
         image = service["image"]
         repository, _, tag = image.rpartition(":")
         assert repository and tag and tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not pinned"
-    lock = (ROOT / "requirements.lock").read_text()
-    airflow_version = re.search(r"^apache-airflow==(\S+)$", lock, re.M).group(1)
     python = re.search(r'requires-python = ">=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text()).group(1)
     base = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(), re.M)
-    assert base == [f"apache/airflow:{airflow_version}-python{python}"]
+    assert len(base) == 1 and re.fullmatch(rf"python:{re.escape(python)}\.\d+-slim-bookworm", base[0]), base
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert services["airflow-scheduler"]["image"] == f"revopt/airflow:{version}"
+    assert _revopt_image(services) == f"revopt/airflow:{version}"
     assert services["mlflow"]["image"] == services["airflow-scheduler"]["image"], "server and clients share one MLflow"
+
+
+def _run_lines(dockerfile: str) -> list[str]:
+    """Every RUN instruction, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    return [line[4:] for line in joined.splitlines() if line.startswith("RUN ")]
+
+
+def test_the_image_is_exactly_the_runtime_lock_checked_with_the_libraries_it_loads():
+    dockerfile = DOCKERFILE.read_text()
+    runs = _run_lines(dockerfile)
+    apt = [run for run in runs if "apt-get install" in run]
+    assert len(apt) == 1 and "--no-install-recommends" in apt[0]
+    packages = set(re.findall(r"apt-get install[^&]*", apt[0])[0].split()[2:]) - {"-y", "--no-install-recommends"}
+    assert {"libgomp1", "dumb-init", "curl"} <= packages, "LightGBM needs libgomp1; the health checks curl"
+    # Only the runtime lock: synced (nothing else in the virtualenv), from wheels, then checked.
+    assert "COPY requirements.lock /opt/revopt/requirements.lock" in dockerfile
+    assert "requirements-test.lock" not in dockerfile
+    assert "requirements-test.lock" in (ROOT / ".dockerignore").read_text().split()
+    installs = [run for run in runs if re.search(r"\b(pip|uv pip) (install|sync)\b", run)]
+    assert any("uv pip sync" in run and "--no-build" in run and run.rstrip().endswith("/opt/revopt/requirements.lock")
+               for run in installs), installs
+    for run in installs:
+        for command in re.split(r"&&", run):
+            if re.search(r"\b(install|sync)\b", command):
+                assert re.search(r'uv==\$\{UV_VERSION\}|--no-deps -e /opt/revopt|requirements\.lock$', command.strip()), \
+                    f"installs something besides the lock, revopt and a pinned uv: {command.strip()}"
+    assert re.search(r"^ARG UV_VERSION=\d+\.\d+\.\d+$", dockerfile, re.M), "uv is pinned"
+    last_install = max(index for index, run in enumerate(runs) if run in installs)
+    assert "uv pip check" in runs[last_install], "the build fails when the installed environment is inconsistent"
+    assert re.search(r"^USER airflow$", dockerfile, re.M), "services do not run as root"
 
 
 def test_the_project_is_baked_into_the_image_where_compose_expects_it(services):
@@ -168,12 +244,12 @@ def test_the_project_is_baked_into_the_image_where_compose_expects_it(services):
         assert not any(str(volume).split(":")[-1].startswith(dags_in_image) for volume in services[name].get("volumes", [])), \
             "the DAGs are baked into the image, not mounted over it"
     # Scripts the services run exist in the repository, where the image copies them from.
-    scripts = [services["airflow-init"]["command"][-1], services["mlflow"]["entrypoint"][-1]]
+    scripts = [services["airflow-init"]["command"][-1], services[BUILDER]["command"][-1], services["mlflow"]["command"][-1]]
     for script in scripts:
         in_repo = ROOT / Path(script).relative_to(project)
         assert in_repo.is_file() and os.access(in_repo, os.X_OK), script
     init_sql = (ROOT / "docker" / "postgres-init.sh").read_text()
-    assert "for database in airflow mlflow" in init_sql
+    assert "for database in airflow mlflow mlflow_auth" in init_sql
     assert services["postgres"]["volumes"][1].startswith("./docker/postgres-init.sh:/docker-entrypoint-initdb.d/")
 
 
@@ -182,19 +258,24 @@ def test_environment_names_are_ones_the_code_reads(services):
     mlflow_dir = _package_dir("mlflow")
     mlflow_reads = _names_in([mlflow_dir / "environment_variables.py", mlflow_dir / "utils" / "cli_args.py",
                               mlflow_dir / "cli" / "__init__.py"], r"MLFLOW_[A-Z0-9_]+")
-    airflow_options = yaml.safe_load((_package_dir("airflow") / "config_templates" / "config.yml").read_text())
+    serve_reads = set(re.findall(r"\$\{?(MLFLOW_[A-Z0-9_]+)", SERVE.read_text()))
+    airflow_dir = _package_dir("airflow")
+    airflow_options = yaml.safe_load((airflow_dir / "config_templates" / "config.yml").read_text())
+    # [celery] options are the Celery provider's (locked with the rest: the `celery` profile needs it).
+    celery_info = runpy.run_path(str(airflow_dir / "providers" / "celery" / "get_provider_info.py"))["get_provider_info"]()
+    airflow_options = {**airflow_options, **celery_info["config"]}
     for name, service in services.items():
         for variable in _environment(service):
             if variable.startswith(("REVOPT_", "AIRFLOW_CONN_REVOPT_")):
                 assert variable in revopt_reads, f"{name}: revopt never reads {variable}"
             elif variable.startswith("MLFLOW_"):
-                assert variable in revopt_reads | mlflow_reads, f"{name}: neither revopt nor MLflow reads {variable}"
+                assert variable in revopt_reads | mlflow_reads | serve_reads, f"{name}: neither revopt, MLflow nor serve.sh reads {variable}"
             elif variable.startswith("AIRFLOW__"):
                 section, option = variable.removeprefix("AIRFLOW__").lower().split("__", 1)
-                known = CELERY_PROVIDER_OPTIONS if section == "celery" else airflow_options.get(section, {}).get("options", {})
-                assert option in known, f"{name}: no Airflow option {variable}"
+                assert option in airflow_options.get(section, {}).get("options", {}), f"{name}: no Airflow option {variable}"
     needed = {"AIRFLOW_CONN_REVOPT_POSTGRES", "AIRFLOW_CONN_REVOPT_CLICKHOUSE", "MLFLOW_TRACKING_URI", "REVOPT_HOME"}
     assert needed <= revopt_reads
+    mlflow_env = _environment(services["mlflow"])
     for name in AIRFLOW_SERVICES:
         env = _environment(services[name])
         assert needed <= env.keys(), f"{name} lacks {needed - env.keys()}"
@@ -202,7 +283,13 @@ def test_environment_names_are_ones_the_code_reads(services):
         assert env["AIRFLOW_CONN_REVOPT_POSTGRES"].startswith("postgresql://") and "@postgres:5432/" in env["AIRFLOW_CONN_REVOPT_POSTGRES"]
         assert env["AIRFLOW_CONN_REVOPT_CLICKHOUSE"].startswith("http://") and "@clickhouse:8123" in env["AIRFLOW_CONN_REVOPT_CLICKHOUSE"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
-    assert _environment(services["mlflow"])["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+        # The tasks log in to MLflow as the admin the server creates.
+        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == \
+            (mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"], mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"]), name
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    assert mlflow_env["MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres:5432/mlflow_auth")
+    assert {"REVOPT_READER_PASSWORD", "REVOPT_READER_ROLE"} <= _environment(services["airflow-init"]).keys(), \
+        "`revopt init-db` creates the read-only role"
 
 
 def test_task_runners_share_the_run_folders_and_the_artifacts_are_served(services):
@@ -212,10 +299,30 @@ def test_task_runners_share_the_run_folders_and_the_artifacts_are_served(service
     mlflow = services["mlflow"]
     destination = _environment(mlflow)["MLFLOW_ARTIFACTS_DESTINATION"]
     assert f"mlflow-artifacts:{destination}" in mlflow["volumes"]
-    assert "--serve-artifacts" in (ROOT / "mlflow" / "serve.sh").read_text()
+    assert "--serve-artifacts" in SERVE.read_text()
     allowed = _environment(mlflow)["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert {"mlflow:5000", "localhost:*"} <= set(allowed), "the clients reach the server as mlflow:5000"
     assert not (ROOT / "mlflow" / "__init__.py").exists()
+
+
+def test_the_uis_are_published_on_the_hosts_loopback_unless_told_otherwise(raw, services):
+    env = _env_example()
+    for name, service in raw["services"].items():
+        for port in service.get("ports", []):
+            address = re.fullmatch(r"(?P<host>127\.0\.0\.1|\$\{(?P<variable>[A-Z_]+_BIND_ADDRESS):-127\.0\.0\.1\}):\$\{[A-Z_]+_PORT:-\d+\}:\d+",
+                                   str(port))
+            assert address, f"{name} publishes {port} on every interface (or without a port variable)"
+            if address["variable"]:
+                assert env.get(address["variable"]) == "127.0.0.1", f".env.example documents {address['variable']}"
+    published = {name for name, service in raw["services"].items() if service.get("ports")}
+    assert published == {"postgres", "clickhouse", "mlflow", "airflow-apiserver"}
+    for name in published:
+        assert all(str(port).startswith("127.0.0.1:") for port in services[name]["ports"]), name
+    # Inside its container the server listens on every interface (the workers reach it as
+    # mlflow:5000); run by hand, serve.sh listens on this host only unless told otherwise.
+    assert _environment(services["mlflow"])["MLFLOW_HOST"] == "0.0.0.0"
+    assert '--host "${MLFLOW_HOST:-127.0.0.1}"' in SERVE.read_text()
+    assert "--app-name basic-auth" in SERVE.read_text(), "MLflow runs with authentication"
 
 
 def test_celery_is_a_profile_of_its_own(services):
@@ -229,13 +336,16 @@ def test_celery_is_a_profile_of_its_own(services):
     assert services["airflow-worker"]["depends_on"]["redis"] == {"condition": "service_healthy"}
 
 
-def test_no_secret_is_committed(raw):
+def test_no_secret_is_committed_and_each_is_written_once(raw):
     env = _env_example()
     referenced = {match["name"] for match in _VARIABLE.finditer(COMPOSE_FILE.read_text().replace("$$", ""))}
     assert referenced <= env.keys(), f".env.example lacks {referenced - env.keys()}"
+    for name in _secret_names(env):
+        assert env[name] in {"", PLACEHOLDER}, f"{name} in .env.example must be a placeholder"
     for name, value in env.items():
-        if re.search(r"PASSWORD|SECRET|FERNET", name):
-            assert value in {"", "change-me"}, f"{name} in .env.example must be a placeholder"
+        # A URL in .env that carries a password repeats a password variable (or is one of its own,
+        # which belongs in an empty REVOPT_*_URL of the operator's .env, not in the template).
+        assert not (value and "://" in value and urlsplit(value).password), f".env.example: {name} holds a password"
     for name, service in raw["services"].items():
         for variable, value in (service.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|KEY$", variable) and not variable.endswith("_FILE"):
@@ -243,6 +353,94 @@ def test_no_secret_is_committed(raw):
             literal = _VARIABLE.sub("", str(value))
             assert not re.search(r"://[^/\s@]*:[^/\s@]+@", literal), f"{name}: {variable} holds a password"
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_a_password_changed_in_env_reaches_every_url_built_from_it(raw):
+    chosen = _chosen_secrets(_env_example())
+    services = _interpolate(raw["services"], chosen)
+    composed = {"POSTGRES_PASSWORD": 0, "CLICKHOUSE_PASSWORD": 0}
+    for name, service in services.items():
+        for variable, value in _environment(service).items():
+            if "://" in value and urlsplit(value).password:
+                url = urlsplit(value)
+                owner = {"postgres": "POSTGRES", "clickhouse": "CLICKHOUSE"}[url.hostname]
+                assert (url.username, url.password) == (chosen[f"{owner}_USER"], chosen[f"{owner}_PASSWORD"]), f"{name}: {variable}"
+                composed[f"{owner}_PASSWORD"] += 1
+    # revopt's two connections, Airflow's metadata and Celery results, MLflow's backend and users.
+    assert composed["POSTGRES_PASSWORD"] >= 4 and composed["CLICKHOUSE_PASSWORD"] >= 1, composed
+
+
+def test_config_check_refuses_every_placeholder_and_names_it():
+    env = _env_example()
+    placeholders = {name for name, value in env.items() if value == PLACEHOLDER}
+    assert placeholders >= {"POSTGRES_PASSWORD", "CLICKHOUSE_PASSWORD", "REVOPT_READER_PASSWORD", "AIRFLOW_JWT_SECRET",
+                            "AIRFLOW_API_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    result = _run_check_env(env)
+    assert result.returncode != 0
+    for name in placeholders:
+        assert f"{name} is still the placeholder" in result.stderr, name
+
+    chosen = _chosen_secrets(env)
+    accepted = _run_check_env(chosen)
+    assert accepted.returncode == 0, accepted.stderr
+    for name in placeholders:  # one left behind is enough to refuse
+        result = _run_check_env({**chosen, name: PLACEHOLDER})
+        assert result.returncode != 0 and f"{name} is still the placeholder" in result.stderr, name
+    for name in ("POSTGRES_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET"):
+        result = _run_check_env({key: value for key, value in chosen.items() if key != name})
+        assert result.returncode != 0 and f"{name} is not set" in result.stderr, name
+    for value in chosen.values():
+        assert value not in accepted.stdout + accepted.stderr or value in env.values(), "a secret was printed"
+
+
+def test_config_check_refuses_what_a_url_cannot_hold_as_it_is():
+    chosen = _chosen_secrets(_env_example())
+    for name in ("POSTGRES_PASSWORD", "CLICKHOUSE_PASSWORD", "POSTGRES_USER", "REVOPT_READER_PASSWORD"):
+        for bad in ("p@ss:word/123456789", "percent%41-123456"):
+            result = _run_check_env({**chosen, name: bad})
+            assert result.returncode != 0 and f"{name} may hold only letters" in result.stderr, (name, bad)
+            assert bad not in result.stdout + result.stderr, "a secret was printed"
+    result = _run_check_env({**chosen, "MLFLOW_AUTH_ADMIN_PASSWORD": "short-1"})
+    assert result.returncode != 0 and "MLFLOW_AUTH_ADMIN_PASSWORD must have at least 12" in result.stderr
+    # A passphrase that is not in a URL may hold anything.
+    assert _run_check_env({**chosen, "AIRFLOW_JWT_SECRET": "a/b@c:d%e f"}).returncode == 0
+
+
+def test_config_check_covers_every_secret_of_env_example(services):
+    env = _env_example()
+    checked = _environment(services[BUILDER])
+    listed = CHECK_ENV.read_text()
+    for name in _secret_names(env) | {"POSTGRES_USER", "CLICKHOUSE_USER", "POSTGRES_DB"}:
+        assert name in checked, f"config-check does not get {name}"
+        assert re.search(rf"^(REQUIRED_SECRETS|OPTIONAL_SECRETS|IN_URLS)=\([^)]*\b{name}\b", listed, re.M | re.S), \
+            f"docker/check-env.sh does not check {name}"
+
+
+@pytest.mark.parametrize("variable", ["MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_BACKEND_STORE_URI"])
+def test_the_mlflow_server_refuses_placeholders_too(variable, tmp_path):
+    env = {
+        "PATH": os.environ["PATH"], "TMPDIR": str(tmp_path),
+        "MLFLOW_BACKEND_STORE_URI": "postgresql://revopt:a-real-password-123@postgres:5432/mlflow",
+        "MLFLOW_AUTH_DATABASE_URI": "postgresql://revopt:a-real-password-123@postgres:5432/mlflow_auth",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "a-real-password-456", "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-real-key-789",
+    }
+    env[variable] = PLACEHOLDER if "URI" not in variable else env[variable].replace("a-real-password-123", PLACEHOLDER)
+    # `mlflow` on PATH is a stand-in that would succeed: the script must stop before it.
+    stand_in = tmp_path / "bin"
+    stand_in.mkdir()
+    (stand_in / "mlflow").write_text("#!/bin/sh\necho started\n")
+    (stand_in / "mlflow").chmod(0o755)
+    env["PATH"] = f"{stand_in}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(["bash", str(SERVE)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "started" not in result.stdout
+    assert variable in result.stderr and PLACEHOLDER in result.stderr
+    assert "a-real-password" not in result.stderr, "a secret was printed"
+    env[variable] = {"MLFLOW_AUTH_ADMIN_PASSWORD": "a-real-password-456", "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-real-key-789"}.get(
+        variable, "postgresql://revopt:a-real-password-123@postgres:5432/mlflow")
+    started = subprocess.run(["bash", str(SERVE)], env=env, capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0 and started.stdout == "started\n", started.stderr
+    config = Path(next(tmp_path.glob("mlflow-auth.*.ini")))
+    assert oct(config.stat().st_mode & 0o777) == "0o600", "the auth config holds a database password"
 
 
 def _compose_cli() -> list[str] | None:

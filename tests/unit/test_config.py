@@ -139,3 +139,15 @@ def test_the_reader_role_settings(tmp_path):
     assert "r3ader" not in repr(settings)
     with pytest.raises(ValueError, match="REVOPT_READER_ROLE"):
         load_settings({"REVOPT_READER_ROLE": 'x"; DROP ROLE postgres; --'})
+
+
+def test_the_airflow_ui_listens_on_loopback_unless_asked(tmp_path):
+    from revopt.airflow_env import standalone_environ
+
+    settings = load_settings({"REVOPT_HOME": str(tmp_path)})
+    env = standalone_environ(settings)
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1" and env["AIRFLOW__API__PORT"] == "8080"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
+    exposed = standalone_environ(settings, "0.0.0.0", 9090)
+    assert exposed["AIRFLOW__API__HOST"] == "0.0.0.0"
+    assert exposed["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:9090/execution/"

@@ -9,15 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml import pricing
 from ml.pricing import (
     GUARDRAIL_PRIORITY,
     ElasticityConfig,
     PricingGuardrails,
+    demand_backtest,
     demand_history,
     estimate_elasticities,
     naive_loglog_ols,
     recommend_prices,
     shrink_within_category,
+    training_data_shortfall,
     tune_demand_model,
 )
 from revopt.synth import generate_store, pricing_extract
@@ -237,6 +240,111 @@ def test_tuning_runs_a_bounded_seeded_study_and_passes_callbacks(store_frames):
     again = tune_demand_model(panel, n_trials=4, timeout_seconds=60)
     assert again.config == tuned.config
     assert "deviance" in tuned.study.trials[0].user_attrs
+
+
+def _flat_prices(frames: dict[str, pd.DataFrame], keep: int | None = None) -> dict[str, pd.DataFrame]:
+    """``frames`` of :func:`_simulated_sales` with every product sold at one fixed list price, and
+    only the first ``keep`` products (all by default)."""
+    products = frames["products"].head(keep) if keep else frames["products"]
+    price = products.set_index("product_id")["current_price"]
+    sales = frames["sales"][frames["sales"]["product_id"].isin(price.index)]
+    fixed = sales["product_id"].map(price).to_numpy()
+    sales = sales.assign(list_price=fixed, revenue=sales["units"] * fixed, avg_discount=0.0)
+    list_prices = pd.DataFrame({"product_id": price.index, "valid_from": pd.Timestamp("2024-01-01"), "list_price": price.to_numpy()})
+    return {**frames, "products": products, "sales": sales, "list_prices": list_prices}
+
+
+@pytest.mark.parametrize("keep", [1, None], ids=["one product", "every product"])
+def test_a_store_without_price_variation_backtests_and_tunes_without_crashing(keep):
+    # the reviewer's store: one product, never a price change; the backtest's filter then had no
+    # level sd (None ** 2) because no product could be fitted to choose it
+    frames = _flat_prices(_simulated_sales(12, 200, seed=4)[0], keep)
+    run_date = pd.Timestamp("2024-07-19")
+    panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], run_date, 200,
+                           list_prices=frames["list_prices"])
+    estimates = estimate_elasticities(panel)
+    assert not estimates.products["estimated"].any() and not estimates.products["has_price_variation"].any()
+    assert estimates.params["level_sd"] in pricing._LEVEL_SD_GRID  # chosen on the demand alone
+    scores = demand_backtest(panel)
+    assert np.isfinite([scores["deviance"], scores["deviance_no_price"]]).all()
+    tuned = tune_demand_model(panel, n_trials=2, timeout_seconds=60)
+    assert np.isfinite(tuned.best_deviance) and tuned.best_deviance <= tuned.default_deviance
+    rec = recommend_prices(estimates.products, frames["products"])
+    assert (rec["recommended_price"] == frames["products"]["current_price"].to_numpy()).all()
+    assert rec["reason"].str.contains("no price variation").all()
+    shortfall = training_data_shortfall(frames["sales"], frames["products"], run_date, 200)
+    assert shortfall.startswith(f"no product with price variation before {run_date.date()}")
+
+
+def test_a_single_product_with_price_changes_is_estimated_against_a_wide_prior():
+    frames = _simulated_sales(12, 365, seed=3)[0]
+    one = frames["products"].head(1)
+    panel = demand_history(frames["sales"], one, frames["day_totals"], pd.Timestamp("2024-12-31"), 365,
+                           list_prices=frames["list_prices"])
+    estimates = estimate_elasticities(panel)
+    row = estimates.products.iloc[0]
+    assert row["estimated"] and row["has_price_variation"] and row["elasticity_low"] < row["elasticity"] < row["elasticity_high"]
+    assert estimates.params["tau"] == 0.5  # one product cannot tell how much products differ
+    assert np.isfinite(demand_backtest(panel)["deviance"])
+    assert training_data_shortfall(frames["sales"], one, pd.Timestamp("2024-12-31"), 365) is None
+
+
+def test_the_level_sd_falls_back_when_no_product_informs_it():
+    frames = _flat_prices(_simulated_sales(3, 60, seed=4)[0])
+    sparse = frames["sales"].groupby("product_id").head(2)  # 2 sales per product: fewer than min_units
+    panel = demand_history(sparse, frames["products"], frames["day_totals"], pd.Timestamp("2024-03-01"), 60)
+    assert demand_backtest(panel)["deviance"] >= 0
+    assert estimate_elasticities(panel).params["level_sd"] == pricing._FALLBACK_LEVEL_SD
+
+
+def test_the_level_sd_with_a_non_finite_likelihood_is_never_chosen():
+    assert pricing._most_likely_level_sd({0.01: float("nan"), 0.02: -50.0, 0.05: -40.0, 0.1: float("inf")}) == 0.05
+    assert pricing._most_likely_level_sd({0.01: float("nan"), 0.02: float("-inf")}) == pricing._FALLBACK_LEVEL_SD
+
+
+def test_a_backtest_without_days_before_the_holdout_says_so():
+    frames = _simulated_sales(2, 20, seed=4)[0]
+    panel = demand_history(frames["sales"], frames["products"], frames["day_totals"], pd.Timestamp("2024-01-21"), 20)
+    with pytest.raises(ValueError, match="leave none before the 28 held-out days"):
+        demand_backtest(panel)
+
+
+def test_tuning_keeps_the_default_unless_a_trial_has_a_finite_lower_deviance(store_frames, monkeypatch):
+    panel = store_frames[3]
+    given = ElasticityConfig(level_sd=0.05)
+    real = pricing.demand_backtest
+
+    def backtest(deviance_of):
+        def scored(panel, config, validation_days=28):
+            return {**real(panel, config, validation_days), "deviance": deviance_of(config)}
+        return scored
+
+    # trials that score -inf or NaN never beat the default, however "low" they look
+    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: 1.0 if c == given else float("-inf")))
+    assert tune_demand_model(panel, given, n_trials=2, timeout_seconds=60).config == given
+    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: 1.0 if c == given else float("nan")))
+    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
+    assert tuned.config == given and tuned.best_deviance == 1.0 and tuned.n_trials == 0
+    # a trial scoring -inf is a failed trial, not the best one: the finite trial that beats the default wins
+    deviances = iter([1.0, float("-inf"), 0.5])
+    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: next(deviances)))
+    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
+    assert tuned.config != given and tuned.best_deviance == 0.5 and tuned.n_trials == 1
+    # a default that cannot be scored loses to any finite trial
+    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: float("nan") if c == given else 2.0))
+    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
+    assert tuned.config != given and tuned.best_deviance == 2.0
+
+
+def test_training_data_shortfall_names_what_is_missing_and_the_run_date():
+    frames = _simulated_sales(4, 120, seed=4)[0]
+    sales, products = frames["sales"], frames["products"]
+    run = pd.Timestamp("2024-04-30")
+    assert training_data_shortfall(sales, products, run, 120) is None
+    assert training_data_shortfall(sales.iloc[:0], products, run, 120).startswith("no priced product sold in the 120 days before 2024-04-30")
+    late = sales[sales["day"] >= run - pd.Timedelta(days=10)]
+    assert "first sale is on 2024-04-20" in training_data_shortfall(late, products, run, 120)
+    assert training_data_shortfall(sales, products.iloc[:0], run, 120).startswith("no priced product sold")
 
 
 # --- optimiser ----------------------------------------------------------------------------------

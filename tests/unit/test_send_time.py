@@ -24,6 +24,7 @@ from ml.send_time import (
     quiet_mask,
     recommend_send_times,
     send_time_backtest,
+    training_data_shortfall,
     tune_send_time,
 )
 from revopt.synth import generate_store
@@ -369,6 +370,51 @@ def test_tuning_is_seeded_logs_trials_and_never_loses_to_the_default(synthetic):
     assert first.scores["log_loss"] == pytest.approx(backtest["log_loss"])
     assert first.config.quiet_hours == config.quiet_hours and first.config.random_state == 4
     assert not first.config.by_day_type  # the synthetic store has no weekday / weekend difference
+
+
+def _objective_of(monkeypatch, objective) -> None:
+    """Make the backtest's objective ``objective(config)`` (the other scores stay real)."""
+    import ml.send_time
+
+    real = ml.send_time._score
+
+    def scored(backtest, config, policy=True):
+        return {**real(backtest, config, policy), "objective": objective(config)}
+
+    monkeypatch.setattr(ml.send_time, "_score", scored)
+
+
+@pytest.mark.parametrize("broken", [float("nan"), float("-inf")])
+def test_tuning_keeps_the_given_config_over_trials_with_a_non_finite_objective(hand_store, monkeypatch, broken):
+    engagement, customers = hand_store
+    given = SendTimeConfig(random_state=2)
+    _objective_of(monkeypatch, lambda config: 0.7 if config == given else broken)
+    tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=3, timeout_seconds=60)
+    assert tuned.config == given and tuned.best_loss == 0.7 and tuned.n_trials == 0
+
+
+def test_tuning_replaces_a_given_config_without_a_finite_objective(hand_store, monkeypatch):
+    engagement, customers = hand_store
+    given = SendTimeConfig(random_state=2)
+    _objective_of(monkeypatch, lambda config: float("nan") if config == given else 0.9)
+    tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=3, timeout_seconds=60)
+    assert tuned.config != given and tuned.best_loss == 0.9
+    _objective_of(monkeypatch, lambda config: float("nan"))  # nothing scores: the given config, its NaN for the gate
+    tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=2, timeout_seconds=60)
+    assert tuned.config == given and np.isnan(tuned.best_loss)
+
+
+def test_training_data_shortfall_needs_evidence_before_and_inside_the_backtest_window(hand_store):
+    engagement, customers = hand_store
+    assert training_data_shortfall(engagement, _no_orders(), customers, AS_OF) is None
+    recent = engagement[engagement["hour_utc"] >= AS_OF - pd.Timedelta(days=5)]
+    reason = training_data_shortfall(recent, _no_orders(), customers, AS_OF)
+    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-06-03 and ")
+    assert "scores the last 28 days" in reason and "2024-07-01" in reason
+    old = engagement[engagement["hour_utc"] < AS_OF - pd.Timedelta(days=30)]
+    assert "and 0 from then to 2024-07-01" in training_data_shortfall(old, _no_orders(), customers, AS_OF)
+    strangers = customers.assign(customer_id=customers["customer_id"] + 10_000)
+    assert training_data_shortfall(engagement, _no_orders(), strangers, AS_OF).startswith("0 email sends")
 
 
 def test_send_time_model_pickles_recommends_and_predicts_from_priors(synthetic):

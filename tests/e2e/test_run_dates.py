@@ -1,0 +1,31 @@
+"""Any run date is accepted, and `revopt run` fails whenever a DAG run leaves tasks that never ran.
+
+A store whose history is old (the 1990s) gets real task runs, not Airflow's empty "success" for a
+logical date before the DAG's start date; a date Airflow will not schedule is reported as such."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from revopt import cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_run_date_in_the_1990s_runs_its_tasks(settings, capsys):
+    # No store has data before 1997-10-01, so the extract is empty and validation stops the run:
+    # what matters is that the tasks ran and the CLI says which failed and which never ran.
+    assert cli.main(["run", "--dag", "nightly", "--date", "1997-10-01"]) == 1
+    err = capsys.readouterr().err
+    assert "task(s) failed: validate" in err and "never ran:" in err and "publish" in err
+    assert "DataValidationError" in err and "1997-10-01" in err
+    report = json.loads((settings.run_dir(dt.date(1997, 10, 1)) / "airflow-revopt_nightly.json").read_text())
+    assert report["tasks"]["extract"]["state"] == "success" and report["tasks"]["validate"]["state"] == "failed"
+
+
+def test_a_date_airflow_schedules_nothing_for_is_a_failure_not_a_success(settings, capsys):
+    assert cli.main(["run", "--dag", "training", "--date", "1969-12-31"]) == 1
+    assert "no task ran" in capsys.readouterr().err
