@@ -14,7 +14,8 @@ ClickHouse (events)         ``REVOPT_CLICKHOUSE_URL`` or                     chD
                             ``AIRFLOW_CONN_REVOPT_CLICKHOUSE``
 ClickHouse database         ``REVOPT_CLICKHOUSE_DATABASE``                  ``revopt``
 clickstream tracked?        ``REVOPT_CLICKSTREAM`` (``on`` / ``off``)         ``on``
-read-only role              ``REVOPT_READER_ROLE`` / ``REVOPT_READER_PASSWORD``  ``revopt_reader``, no password
+read-only role              ``REVOPT_READER_ROLE``, its password in         ``revopt_reader``, no
+                            ``REVOPT_READER_PASSWORD``                      password
 read-only URL (optional)    ``REVOPT_READER_URL``                           the PostgreSQL URL as that role
 MLflow                      ``MLFLOW_TRACKING_URI``                         sqlite under ``mlflow/``
 Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLite under ``airflow/``
