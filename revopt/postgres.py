@@ -107,10 +107,10 @@ def publish_partition(conn: psycopg.Connection, table: str, run_date: dt.date, f
     stage_name = "_stage_" + table.replace(".", "_")
     stage = qualified(stage_name)
     with conn.transaction():
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(stage, target))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(stage, target))
         copy_frame(conn, stage_name, frame)
         deleted = conn.execute(sql.SQL("DELETE FROM {} WHERE run_date = %s").format(target), (run_date,)).rowcount
         conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(target, stage))
-        conn.execute(sql.SQL("DROP TABLE {}").format(stage))  # inside an outer transaction ON COMMIT is later
+        conn.execute(sql.SQL("DROP TABLE {}").format(stage))
     logger.info("published %d rows to %s for %s (replaced %d)", len(frame), table, run_date, deleted)
     return len(frame)

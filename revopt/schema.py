@@ -98,9 +98,11 @@ def migrate(settings: Settings) -> tuple[str | None, str]:
     import sqlalchemy
     from alembic import command
 
-    from revopt.stack import postgres_url
+    from revopt.stack import connect_postgres, postgres_url
 
     url = postgres_url(settings)
+    with connect_postgres(settings) as conn:
+        before = current_revision(conn)
     engine = sqlalchemy.create_engine(
         "postgresql+psycopg://",
         creator=lambda: psycopg.connect(url, options="-c TimeZone=UTC", application_name=MIGRATION_APPLICATION),
@@ -110,7 +112,6 @@ def migrate(settings: Settings) -> tuple[str | None, str]:
         with engine.begin() as connection:
             config = _alembic_config()
             config.attributes["connection"] = connection
-            before = _alembic_revision(connection)
             command.upgrade(config, "head")
     finally:
         engine.dispose()
@@ -118,14 +119,6 @@ def migrate(settings: Settings) -> tuple[str | None, str]:
     if before != after:
         logger.info("migrated revopt's schema on %s from %s to %s", redact_url(url), before or "nothing", after)
     return before, after
-
-
-def _alembic_revision(connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    context = MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE, "version_table_schema": SCHEMA})
-    return context.get_current_revision()
 
 
 def ensure_reader_role(conn: psycopg.Connection, role: str, password: str | None) -> list[str]:
