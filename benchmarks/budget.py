@@ -1,6 +1,6 @@
 """Benchmark: the budget allocation core (:mod:`ml.budget`) on synthetic stores with known response curves.
 
-For each store (:func:`revopt.synth.generate_store`, run date = the day after the data) and each
+For each store (:func:`revopt.sample_data.synth.generate_store`, run date = the day after the data) and each
 media model variant (``target`` x ``outcome``):
 
 1. **allocation**: tune (:func:`ml.budget.tune_media_model`), fit, and allocate under the default
@@ -52,7 +52,7 @@ from ml.budget import (
     media_history,
     tune_media_model,
 )
-from revopt.synth import generate_store
+from revopt.sample_data.synth import generate_store
 
 logger = logging.getLogger("benchmarks.budget")
 

@@ -5,14 +5,14 @@ Both sections run the pipeline's own model code (:mod:`ml.propensity`, :mod:`ml.
 :mod:`ml.clv`, :mod:`ml.classifier`) on the same time-based holdout the training DAG uses, with
 no MLflow and no databases: the extract frames are built in pandas straight from the source data.
 
-1. **synthetic**: :func:`revopt.synth.generate_store`; next to each model sit simple baselines
+1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; next to each model sit simple baselines
    and an *oracle* computed from ``truth`` (see :func:`oracle_expectations`), the best score the
    generative model allows.
 2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) mapped onto the
    extract frames with the product's importer (see :func:`uci_frames`), with baselines; there is
    no truth to compare with.
 
-The oracle is hand-written because it is the generator's own model (:mod:`revopt.synth`)
+The oracle is hand-written because it is the generator's own model (:mod:`revopt.sample_data.synth`)
 evaluated in closed form; no library knows it.
 
 Prints the tables and writes them, with the command, date, sizes and wall times, to ``--out``
@@ -42,11 +42,11 @@ from sklearn.linear_model import LogisticRegression
 from ml import churn, clv, propensity
 from ml.classifier import TuningConfig, choose_calibration, evaluate, refit, tune
 from ml.propensity import LabelledSet
-from revopt.extract import empty_daily_events
-from revopt.importer import default_uci_path, uci_online_retail
+from revopt.platform.extract import empty_daily_events
+from revopt.sample_data.importer import default_uci_path, uci_online_retail
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
-from revopt.synth import (
+from revopt.sample_data.synth import (
     _CANCEL_SHARE,
     _EMAIL_OPEN_BOOST,
     _OPEN_BELL_SD_HOURS,
@@ -127,7 +127,7 @@ class SectionResult:
 
 
 def synthetic_frames(store: SyntheticStore, run_date: dt.date) -> dict[str, pd.DataFrame]:
-    """The nightly extract of :mod:`revopt.extract` (customers, orders, customer_daily_events) as
+    """The nightly extract of :mod:`revopt.platform.extract` (customers, orders, customer_daily_events) as
     of ``run_date``, built in pandas from the generator's frames."""
     run_ts = pd.Timestamp(run_date, tz="UTC")
     shop = store.shop
@@ -148,7 +148,7 @@ def synthetic_frames(store: SyntheticStore, run_date: dt.date) -> dict[str, pd.D
 
 
 def _daily_events(events: pd.DataFrame, run_ts: pd.Timestamp) -> pd.DataFrame:
-    """Per customer and UTC day, as ``revopt.extract.DAILY_EVENTS_SQL`` computes it in ClickHouse:
+    """Per customer and UTC day, as ``revopt.platform.extract.DAILY_EVENTS_SQL`` computes it in ClickHouse:
     distinct non-email sessions, event counts, email opens and clicks without machine ones."""
     known = events[(events["customer_id"] != 0) & (events["event_time"] < run_ts)]
     keys = pd.DataFrame(
@@ -183,7 +183,7 @@ def _daily_events(events: pd.DataFrame, run_ts: pd.Timestamp) -> pd.DataFrame:
 def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """UCI Online Retail as the extract frames of ``run_date``, and the sizes of the mapping.
 
-    The mapping is the product's own (:func:`revopt.importer.uci_online_retail`: rows without a
+    The mapping is the product's own (:func:`revopt.sample_data.importer.uci_online_retail`: rows without a
     CustomerID dropped, whole-invoice reversals cancel their sale, other credit notes are cancelled
     orders of their own, UK wall clock to UTC, time zone from the country); the orders are then
     aggregated the way the nightly extract does (``order_value`` = sum of quantity x unit price,
@@ -205,7 +205,7 @@ def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], 
     }
     sizes = {
         "rows": report.rows_read,
-        "rows kept (revopt.importer)": report.rows_kept,
+        "rows kept (revopt.sample_data.importer)": report.rows_kept,
         "orders": len(orders),
         "cancelled orders": int((orders["status"] == "cancelled").sum()),
         "sales cancelled by a whole-invoice reversal": report.changed["whole_invoice_reversals"],

@@ -9,7 +9,7 @@ import numpy as np, pandas as pd
 from benchmarks.customer_models import synthetic_frames
 from features.customer import FEATURE_COLUMNS, customer_features
 from ml.drift import DriftConfig, check_drift
-from revopt.synth import generate_store
+from revopt.sample_data.synth import generate_store
 
 logging.basicConfig(level=logging.WARNING)
 SCORES = ["purchase_propensity", "churn_risk", "clv"]

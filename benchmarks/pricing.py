@@ -1,7 +1,7 @@
 """Benchmark: the pricing core (:mod:`ml.pricing`) on synthetic stores with known elasticities and on
 the UCI Online Retail data set.
 
-1. **synthetic**: :func:`revopt.synth.generate_store`; truth is ``truth.products`` (elasticity,
+1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; truth is ``truth.products`` (elasticity,
    reference price). For each store: elasticity MAE and bias of the estimator (local level, the
    default, and the DML variant) against naive log-log OLS, 90 % interval coverage, and the
    realised profit of the recommended prices as a share of the oracle's: the oracle is the same
@@ -46,8 +46,8 @@ from ml.pricing import (
     recommend_prices,
     tune_demand_model,
 )
-from revopt.importer import default_uci_path
-from revopt.synth import generate_store, pricing_extract
+from revopt.sample_data.importer import default_uci_path
+from revopt.sample_data.synth import generate_store, pricing_extract
 
 logger = logging.getLogger("benchmarks.pricing")
 

@@ -54,9 +54,9 @@ def take(out: Path, customers: int, days: int, seed: int) -> None:
 def _dump(out: Path) -> None:
     from psycopg import sql
 
-    from revopt.config import load_settings
-    from revopt.postgres import read_frame
-    from revopt.stack import connect_postgres
+    from revopt.platform.config import load_settings
+    from revopt.platform.postgres import read_frame
+    from revopt.platform.stack import connect_postgres
 
     digests = {}
     with connect_postgres(load_settings()) as conn:

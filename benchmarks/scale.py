@@ -12,11 +12,11 @@ its backends, so shared buffers count once) and reported in its own column.
 
 In the same run, at S, it measures side by side:
 
-- publishing the customer scores with COPY (``revopt.postgres.publish_partition``) vs
+- publishing the customer scores with COPY (``revopt.platform.postgres.publish_partition``) vs
   ``pandas.DataFrame.to_sql`` (SQLAlchemy on the same server, ``method=None`` and ``'multi'``) into
   scratch tables; ``to_sql`` runs on a subsample (``--to-sql-rows``), and the ratio is per row;
 - the per-customer event features computed inside ClickHouse (``features.customer.event_features_sql``)
-  vs pulling the daily event rows (``revopt.extract.DAILY_EVENTS_SQL``) into pandas and computing
+  vs pulling the daily event rows (``revopt.platform.extract.DAILY_EVENTS_SQL``) into pandas and computing
   them there (``features.customer.customer_event_features``); both results must be identical;
 - the nightly path at S vs 10 x S: time ratio against the <= 11x target.
 
@@ -60,7 +60,7 @@ TARGETS = {"nightly_seconds_at_1m": 600.0, "nightly_peak_mb_at_1m": 8192.0, "cop
 
 
 def _settings(home: str):
-    from revopt.config import load_settings
+    from revopt.platform.config import load_settings
 
     return load_settings({"REVOPT_HOME": home})
 
@@ -78,15 +78,15 @@ def _parquet_rows(paths: dict[str, str]) -> int:
 
 
 def stage_seed(home: str, customers: int, days: int, seed: int, chunk_customers: int) -> dict[str, Any]:
-    from revopt.seed import load_store_chunks
-    from revopt.synth import generate_store_chunks
+    from revopt.sample_data.seed import load_store_chunks
+    from revopt.sample_data.synth import generate_store_chunks
 
     rows = load_store_chunks(_settings(home), generate_store_chunks(customers, days, START, seed, chunk_customers))
     return {"rows": sum(rows.values()), "tables": rows}
 
 
 def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tuple[str, ...] | None = None) -> dict[str, Any]:
-    from revopt.extract import extract_sources
+    from revopt.platform.extract import extract_sources
 
     chosen = {} if datasets is None else {"datasets": datasets}
     paths = extract_sources(_settings(home), run_date, lookback_days, **chosen)
@@ -137,8 +137,8 @@ def stage_publish_ratio(home: str, run_date: dt.date, scores_path: str, to_sql_r
     import sqlalchemy
     from sqlalchemy.dialects import postgresql
 
-    from revopt.postgres import publish_partition
-    from revopt.stack import connect_postgres, postgres_url
+    from revopt.platform.postgres import publish_partition
+    from revopt.platform.stack import connect_postgres, postgres_url
 
     settings = _settings(home)
     scores = pd.read_parquet(scores_path)
@@ -203,8 +203,8 @@ def stage_event_features_ratio(home: str, run_date: dt.date, lookback_days: int)
     from features.customer import (
         customer_event_features, event_features_params, event_features_sql, typed_event_features,
     )
-    from revopt.extract import DAILY_EVENTS_SQL
-    from revopt.stack import close_event_stores, event_store
+    from revopt.platform.extract import DAILY_EVENTS_SQL
+    from revopt.platform.stack import close_event_stores, event_store
 
     store = event_store(_settings(home))
     run_ts = pd.Timestamp(run_date, tz="UTC")
@@ -249,14 +249,14 @@ def _child(function: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> d
     # Module imports happen before the clock starts (``process_seconds`` includes them); lazy
     # imports inside the work (Great Expectations in validation) stay in the stage's time.
     import ml.workflows  # noqa: F401
-    import revopt.extract  # noqa: F401
-    import revopt.seed  # noqa: F401
+    import revopt.platform.extract  # noqa: F401
+    import revopt.sample_data.seed  # noqa: F401
 
     began = time.perf_counter()
     result = function(**kwargs)
     seconds = time.perf_counter() - began
     try:
-        from revopt.stack import close_event_stores
+        from revopt.platform.stack import close_event_stores
 
         close_event_stores()  # the next stage's process opens the same chDB folder
     except Exception:  # noqa: BLE001 - closing is best effort
@@ -347,7 +347,7 @@ def _nightly(bench: Bench, run_date: dt.date, lookback_days: int, n_trials: int,
 def _training(bench: Bench, run_date: dt.date, lookback_days: int, families: tuple[str, ...], n_trials: int,
               timeout: float) -> dict[str, dict]:
     stages: dict[str, dict] = {}
-    from revopt.extract import DAG_DATASETS
+    from revopt.platform.extract import DAG_DATASETS
 
     stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days,
                                   datasets=tuple(DAG_DATASETS["training"]))
@@ -451,14 +451,14 @@ def main() -> None:
     parser.add_argument("--tuning-timeout", type=float, default=60.0)
     parser.add_argument("--to-sql-rows", type=int, default=100_000)
     parser.add_argument("--nightly-extract", choices=("scores", "dag", "all"), default="scores",
-                        help="scores: the datasets the customer-scores path reads (revopt.extract.CUSTOMER_SCORE_DATASETS); "
-                             "dag: what the nightly DAG's extract writes (revopt.extract.DAG_DATASETS['nightly']: every dataset but "
+                        help="scores: the datasets the customer-scores path reads (revopt.platform.extract.CUSTOMER_SCORE_DATASETS); "
+                             "dag: what the nightly DAG's extract writes (revopt.platform.extract.DAG_DATASETS['nightly']: every dataset but "
                              "customer_daily_events, for its send-time, price and budget branches too); all: every dataset")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     nightly_datasets = _nightly_datasets(args.nightly_extract)
 
-    from revopt.stack import stop_stack
+    from revopt.platform.stack import stop_stack
 
     customers = max(1, round(args.scale * CUSTOMERS_AT_SCALE_1))
     run_date = START + dt.timedelta(days=args.days)
@@ -531,12 +531,12 @@ def main() -> None:
 
 
 def _nightly_datasets(choice: str) -> tuple[str, ...] | None:
-    from revopt.extract import CUSTOMER_SCORE_DATASETS
+    from revopt.platform.extract import CUSTOMER_SCORE_DATASETS
 
     if choice == "all":
         return None
     if choice == "dag":
-        from revopt.extract import DAG_DATASETS
+        from revopt.platform.extract import DAG_DATASETS
 
         return tuple(DAG_DATASETS["nightly"])
     return tuple(CUSTOMER_SCORE_DATASETS)

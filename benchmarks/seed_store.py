@@ -14,10 +14,10 @@ import resource
 import tempfile
 import time
 
-from revopt.config import load_settings
-from revopt.seed import load_store
-from revopt.stack import stop_stack
-from revopt.synth import generate_store
+from revopt.platform.config import load_settings
+from revopt.sample_data.seed import load_store
+from revopt.platform.stack import stop_stack
+from revopt.sample_data.synth import generate_store
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Benchmark: send-time optimisation (:mod:`ml.send_time`) on synthetic stores with known best hours
 and on the UCI Online Retail data set.
 
-1. **synthetic**: :func:`revopt.synth.generate_store`; the engagement extract is the pipeline's own
+1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; the engagement extract is the pipeline's own
    ``ENGAGEMENT_SQL`` run on a temporary chDB store. After tuning on the backtest, every
    recommendation is compared with ``truth.customers.best_hour_local``: the share of opted-in
    customers whose recommended hour is exactly their true best hour and within +/-1 h, overall
@@ -16,10 +16,10 @@ and on the UCI Online Retail data set.
    With ``by_day_type`` the weekday and weekend rows are weighted 5/7 and 2/7 (the truth has no
    day type).
 2. **uci**: UCI Online Retail (``../shared/data/online_retail.csv.gz`` beside the repository) through
-   ``benchmarks/customer_models.uci_frames`` (the product's importer, :mod:`revopt.importer`):
+   ``benchmarks/customer_models.uci_frames`` (the product's importer, :mod:`revopt.sample_data.importer`):
    only order times, so recommendations come from order hours (signal ``activity``). The invoice
    times are the UK retailer's wall clock, converted to UTC by the importer, and each customer's
-   zone comes from their country (:data:`revopt.importer.UCI_TIMEZONES`; "Unspecified" and
+   zone comes from their country (:data:`revopt.sample_data.importer.UCI_TIMEZONES`; "Unspecified" and
    "European Community" are read as UTC). Reports the backtest on held-out order hours and the
    distribution of recommended hours.
 
@@ -52,11 +52,11 @@ from ml.send_time import (
     send_time_backtest,
     tune_send_time,
 )
-from revopt.events import open_event_store
-from revopt.extract import empty_engagement, engagement_by_hour
+from revopt.platform.events import open_event_store
+from revopt.platform.extract import empty_engagement, engagement_by_hour
 
 # The oracle uses the generator's own constants (private names), not copies that could drift.
-from revopt.synth import (
+from revopt.sample_data.synth import (
     _OPEN_BELL_SD_HOURS,
     _OPEN_FLOOR,
     SyntheticStore,

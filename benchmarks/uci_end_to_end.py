@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on real data — UCI Online Retail through the real DAGs, scored on a holdout.
 
 Imports ``../shared/data/online_retail.csv.gz`` (beside the repository) into a fresh embedded
-stack with :mod:`revopt.importer`, runs the training DAG and then the nightly DAG through Airflow
+stack with :mod:`revopt.sample_data.importer`, runs the training DAG and then the nightly DAG through Airflow
 (``revopt run``) as of ``--cutoff`` with ``REVOPT_CLICKSTREAM=off`` (the file is an order history
 only), and compares what the nightly run published with what happened after the cutoff:
 
@@ -36,7 +36,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from revopt.importer import default_uci_path
+from revopt.sample_data.importer import default_uci_path
 
 UCI_PATH = default_uci_path()
 
@@ -53,9 +53,9 @@ def main() -> None:
         # Settings are read from the environment by every Airflow task process, so set it first.
         os.environ.update({"REVOPT_HOME": home, "REVOPT_CLICKSTREAM": "off"})
         from revopt import cli
-        from revopt.config import load_settings
-        from revopt.importer import load_into_contract, uci_online_retail
-        from revopt.stack import start_stack, stop_stack
+        from revopt.platform.config import load_settings
+        from revopt.sample_data.importer import load_into_contract, uci_online_retail
+        from revopt.platform.stack import start_stack, stop_stack
 
         settings = load_settings()
         start_stack(settings)
@@ -81,8 +81,8 @@ def main() -> None:
 
 
 def _published(settings, run_date: dt.date) -> dict[str, pd.DataFrame]:
-    from revopt.postgres import read_frame
-    from revopt.stack import connect_postgres
+    from revopt.platform.postgres import read_frame
+    from revopt.platform.stack import connect_postgres
 
     tables = ("customer_scores", "price_recommendations", "send_time_recommendations", "budget_allocations")
     with connect_postgres(settings) as conn:

@@ -20,17 +20,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
-from revopt.dag_tasks import (
+from _support import (
     ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, DRIFT_SHARE_PARAM, LOOKBACK_PARAM, PRICE_PARAMS,
-    SEND_TIME_PARAMS, extract, skip_if_skipped, validate,
+    SEND_TIME_PARAMS, extract, run_date_of, skip_if_skipped, validate,
 )
 
 
 def _call(step: str, argument, context, *, with_params: bool = True):
     """Run ``ml.workflows.<step>(settings, run date, argument[, params])``; a skipped family skips the task."""
     from ml import workflows
-    from revopt.config import load_settings
-    from revopt.runctx import run_date_of
+    from revopt.platform.config import load_settings
 
     extra = (workflows.RunParams.from_mapping(context["params"]),) if with_params else ()
     return skip_if_skipped(getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra), context)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from revopt.dag_tasks import (
+from _support import (
     ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS,
-    extract, skip_if_skipped, validate,
+    extract, run_date_of, skip_if_skipped, validate,
 )
 
 PARAMS = {
@@ -35,8 +35,7 @@ PARAMS = {
 
 def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str]:
     from ml import workflows
-    from revopt.config import load_settings
-    from revopt.runctx import run_date_of
+    from revopt.platform.config import load_settings
 
     train = getattr(workflows, f"train_{family}")
     return skip_if_skipped(

@@ -4,7 +4,7 @@ Every function takes the extracted source frames and a cutoff timestamp and uses
 strictly before the cutoff, so a training set built at cutoff ``C`` never sees the label window
 ``[C, C + horizon)``. Inputs are never mutated.
 
-Input frames (the nightly extract, see :mod:`revopt.extract`):
+Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
 
 - ``customers``: customer_id, signup_date (datetime64), ...
 - ``orders``: order_id, customer_id, order_ts (UTC), status, order_value, ...

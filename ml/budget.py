@@ -36,7 +36,7 @@ over the media parameters only. ``target="attributed"`` fits each channel's *att
 on its own as ``exp(baseline_c(d)) h_c(a_c(d))`` (residuals on the square-root scale, which
 stabilises the variance of counts and copes with days without attributed orders). That is only
 right when last-touch attribution measures incrementality, which a real store does not guarantee
-(in :mod:`revopt.synth` it does by construction); the benchmark compares both.
+(in :mod:`revopt.sample_data.synth` it does by construction); the benchmark compares both.
 
 ``outcome="orders"`` (the default) fits completed order counts and values them at the average
 order value (the target's over the last ``recent_days``; per channel for the attributed target):

@@ -16,7 +16,7 @@ Verbs, all pure (frames in, new objects out):
 Why the estimation is hard
 --------------------------
 Prices are not set at random: merchandisers raise prices when demand is strong. In the synthetic
-store (:mod:`revopt.synth`) a latent AR(1) demand shock ``u_j(d)`` both multiplies demand and makes
+store (:mod:`revopt.sample_data.synth`) a latent AR(1) demand shock ``u_j(d)`` both multiplies demand and makes
 list-price increases more likely, so a log-log regression of units on price is biased towards
 zero (measured: +0.7 on elasticities around -1.8, i.e. it finds demand roughly inelastic).
 Two facts of the data are used instead:

@@ -17,7 +17,7 @@ Verbs, all pure (frames in, new objects out), the same as every model family:
   :func:`prior_recommendations` does the same from stored segment priors alone.
 
 Inputs are the nightly extracts: ``engagement`` (``engagement_by_hour``: customer_id, hour_utc,
-sends, opens, clicks, sessions per customer and UTC hour, see ``revopt.extract.ENGAGEMENT_SQL``),
+sends, opens, clicks, sessions per customer and UTC hour, see ``revopt.platform.extract.ENGAGEMENT_SQL``),
 ``orders`` (customer_id, order_ts) and ``customers`` (customer_id, timezone and the segment
 column, ``country`` by default). Only data strictly before ``as_of`` is used.
 

@@ -9,7 +9,7 @@ import mlflow
 import optuna
 from mlflow import MlflowClient
 
-from revopt.config import Settings
+from revopt.platform.config import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from ml.gate import GateDecision, decide, is_finite
 from ml.propensity import LabelledSet, features_at, holdout_cutoffs
 from ml.pyfunc import BudgetModel, CalibratedClassifierModel, PricingModel, SendTimeModel
 from ml.tracking import CHAMPION, configure_mlflow, current_version, set_alias, trial_logger
-from revopt.config import Settings
-from revopt.postgres import upsert_rows
-from revopt.schema import scores_connection
+from revopt.platform.config import Settings
+from revopt.platform.postgres import upsert_rows
+from revopt.platform.schema import scores_connection
 
 logger = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from ml.training import train_clv as _train_clv
 from ml.training import train_budget as _train_budget
 from ml.training import train_pricing as _train_pricing
 from ml.training import train_send_time as _train_send_time
-from revopt.config import Settings
-from revopt.extract import EVENT_DATASETS, read_extract
-from revopt.postgres import publish_partition
-from revopt.schema import scores_connection
-from revopt.quality import raise_if_failed, validate_and_record
+from revopt.platform.config import Settings
+from revopt.platform.extract import EVENT_DATASETS, read_extract
+from revopt.platform.postgres import publish_partition
+from revopt.platform.schema import scores_connection
+from revopt.platform.quality import raise_if_failed, validate_and_record
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def validate_extracts(settings: Settings, run_date: dt.date, extract_paths: dict
     against recent runs; any failure raises after every dataset was validated and recorded.
 
     Each result is stored as JSON and as a data-docs HTML page in the run folder and summarised
-    in ``scores.data_quality`` (:mod:`revopt.quality`). A store without clickstream has nothing
+    in ``scores.data_quality`` (:mod:`revopt.platform.quality`). A store without clickstream has nothing
     to validate in the event datasets (they were not read). Returns the paths unchanged so
     downstream tasks depend on the gate having passed.
     """

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from revopt.config import DAGS_FOLDER, Settings
+from revopt.platform.config import DAGS_FOLDER, Settings
 
 logger = logging.getLogger(__name__)
 

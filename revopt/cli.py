@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from revopt.config import Settings, load_settings, redact_url
+from revopt.platform.config import Settings, load_settings, redact_url
 
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
@@ -114,7 +114,7 @@ def _step(label: str):
 
 
 def _stack(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.stack import start_stack, stop_stack
+    from revopt.platform.stack import start_stack, stop_stack
 
     if args.action == "start":
         with _step("starting the embedded stack"):
@@ -130,11 +130,11 @@ def _stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _init_db(settings: Settings, args: argparse.Namespace) -> int:
-    """Create what is missing and migrate revopt's schema (revopt.schema.init_stores): source tables,
+    """Create what is missing and migrate revopt's schema (revopt.platform.schema.init_stores): source tables,
     the ``scores`` migrations, the read-only role and the ClickHouse events table; rows are never
     touched (the production stack's init service runs this on every start)."""
-    from revopt.schema import init_stores
-    from revopt.stack import postgres_url
+    from revopt.platform.schema import init_stores
+    from revopt.platform.stack import postgres_url
 
     done = init_stores(settings)
     print("revopt stores ready:")
@@ -144,8 +144,8 @@ def _init_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _seed(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.seed import seed_synthetic
-    from revopt.stack import start_stack
+    from revopt.sample_data.seed import seed_synthetic
+    from revopt.platform.stack import start_stack
 
     start_stack(settings)
     with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
@@ -156,8 +156,8 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _import_uci(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.importer import default_uci_path, load_into_contract, uci_online_retail
-    from revopt.stack import start_stack
+    from revopt.sample_data.importer import default_uci_path, load_into_contract, uci_online_retail
+    from revopt.platform.stack import start_stack
 
     start_stack(settings)
     path = args.path or default_uci_path()
@@ -176,8 +176,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.seed import seed_synthetic
-    from revopt.stack import close_event_stores, start_stack
+    from revopt.sample_data.seed import seed_synthetic
+    from revopt.platform.stack import close_event_stores, start_stack
 
     started = time.perf_counter()
     with _step("starting the embedded stack"):
@@ -198,7 +198,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[str, object]) -> int:
     from revopt.airflow_env import airflow_environ, dag_run_command, ensure_airflow_db
-    from revopt.stack import close_event_stores
+    from revopt.platform.stack import close_event_stores
 
     close_event_stores()  # the Airflow task processes open the chDB folder next (one process per data path)
     with _step("preparing Airflow metadata (SQLite)"):
@@ -330,7 +330,7 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _where(settings: Settings, args: argparse.Namespace) -> int:
-    from revopt.stack import connect_postgres, postgres_url
+    from revopt.platform.stack import connect_postgres, postgres_url
 
     _print_mapping(
         {
@@ -400,7 +400,7 @@ def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
     """Per-run-date aggregates of a published table (latest five), or [] before its first publish."""
     from psycopg import sql
 
-    from revopt.postgres import qualified
+    from revopt.platform.postgres import qualified
 
     if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
         return []
@@ -414,7 +414,7 @@ def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
 def _sql(settings: Settings, args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from revopt.query import QueryRefused, run_read_only
+    from revopt.platform.query import QueryRefused, run_read_only
 
     try:
         frame, more = run_read_only(settings, args.query, max_rows=args.limit, timeout_seconds=args.timeout)

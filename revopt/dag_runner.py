@@ -8,7 +8,7 @@ skipped task) the reason it gave. The CLI judges the run from that report, not f
 whose tasks did not all run (none at all for a date Airflow would not schedule, or tasks left
 without a final state) is a failure even when Airflow calls the run successful.
 
-Like :mod:`revopt.dag_tasks`, this module imports Airflow; business code never imports it.
+Like ``dags/_support.py``, this module imports Airflow; business code never imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-#: XCom key under which a skipped task leaves its reason (revopt.dag_tasks.skip_if_skipped).
+#: XCom key under which a skipped task leaves its reason (dags/_support.py: skip_if_skipped).
 SKIP_REASON_KEY = "revopt_skip_reason"
 
 

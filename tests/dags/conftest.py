@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
-from revopt.config import DAGS_FOLDER
+from revopt.platform.config import DAGS_FOLDER
+
+# Airflow puts the DAGs folder on sys.path; the DAG files import their helpers as ``_support``.
+sys.path.insert(0, str(DAGS_FOLDER))
 
 _HOME = tempfile.mkdtemp(prefix="revopt-dagtest-")
 os.environ["AIRFLOW_HOME"] = _HOME

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from revopt.config import DAGS_FOLDER
+from revopt.platform.config import DAGS_FOLDER
 
 EXPECTED_EDGES = {
     "revopt_nightly": {
@@ -43,14 +44,16 @@ EXPECTED_EDGES = {
 
 @pytest.fixture(scope="module")
 def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow.dag_processing.dagbag import BundleDagBag
 
-    return DagBag(dag_folder=str(DAGS_FOLDER))
+    return BundleDagBag(dag_folder=str(DAGS_FOLDER), bundle_path=DAGS_FOLDER)
 
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    dag_files = sorted(p.name for p in DAGS_FOLDER.glob("*.py"))
+    ignored = set((DAGS_FOLDER / ".airflowignore").read_text().split())
+    assert ignored == {"_support.py"}  # helpers, not DAGs: Airflow does not parse them for DAGs
+    dag_files = sorted(p.name for p in DAGS_FOLDER.glob("*.py") if p.name not in ignored)
     assert dag_files, "no DAG files found"
     assert {dag.fileloc.rsplit("/", 1)[-1] for dag in dagbag.dags.values()} == set(dag_files)
 
@@ -133,7 +136,7 @@ def _permanent_errors() -> dict[str, BaseException]:
     from mlflow.exceptions import MlflowException, RestException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    from revopt.validation import DataValidationError
+    from revopt.platform.validation import DataValidationError
 
     class NonFiniteModel(ValueError):  # like ml.training.NonFiniteModelError
         pass
@@ -211,8 +214,10 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
         psycopg.connect = _refuse
 
         before = set(sys.modules)
-        from airflow.dag_processing.dagbag import DagBag
-        bag = DagBag(dag_folder={str(DAGS_FOLDER)!r})
+        from pathlib import Path
+        from airflow.dag_processing.dagbag import BundleDagBag
+        # as the DAG processor and the task runner parse it: the bundle's folder on sys.path
+        bag = BundleDagBag(dag_folder={str(DAGS_FOLDER)!r}, bundle_path=Path({str(DAGS_FOLDER)!r}))
         assert not bag.import_errors, bag.import_errors
         heavy = {{"mlflow", "lightgbm", "optuna", "chdb", "great_expectations", "sklearn", "ml", "features"}}
         loaded = heavy & {{name.split(".")[0] for name in set(sys.modules) - before}}
@@ -229,10 +234,22 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
 def test_a_family_the_workflow_skipped_ends_as_a_skipped_task():
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from revopt.dag_tasks import skip_if_skipped
+    from _support import skip_if_skipped
 
     done = {"path": "/x.parquet", "rows": 3}
     assert skip_if_skipped(done) is done
     assert skip_if_skipped(7) == 7
     with pytest.raises(AirflowSkipException, match="no marketing spend"):
         skip_if_skipped({"skipped": "the store has no marketing spend before the run date"})
+
+
+def test_run_date_is_the_utc_logical_date_or_run_after():
+    from _support import run_date_of
+
+    tz = dt.timezone(dt.timedelta(hours=-5))
+    assert run_date_of({"logical_date": dt.datetime(2025, 3, 1, 22, 0, tzinfo=tz)}) == dt.date(2025, 3, 2)
+
+    class _Run:
+        run_after = dt.datetime(2025, 3, 4, 1, 0, tzinfo=dt.timezone.utc)
+
+    assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from revopt.config import Settings, load_settings
+from revopt.platform.config import Settings, load_settings
 
 
 @pytest.fixture(scope="session")
@@ -17,16 +17,16 @@ def settings(tmp_path_factory) -> Settings:
     for key in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
         os.environ.pop(key, None)
     resolved = load_settings()
-    from revopt.schema import init_stores
+    from revopt.platform.schema import init_stores
 
-    from revopt.stack import close_event_stores
+    from revopt.platform.stack import close_event_stores
 
     init_stores(resolved)
     close_event_stores()  # Airflow's task processes open the chDB folder (one process per data path)
     _forbid_ddl_on_published_tables(resolved)
     yield resolved
 
-    from revopt.stack import close_event_stores, stop_stack
+    from revopt.platform.stack import close_event_stores, stop_stack
 
     close_event_stores()
     stop_stack(resolved)
@@ -69,7 +69,7 @@ CREATE EVENT TRIGGER revopt_test_no_scores_drop ON sql_drop EXECUTE FUNCTION pub
 
 
 def _forbid_ddl_on_published_tables(settings: Settings) -> None:
-    from revopt.stack import connect_postgres
+    from revopt.platform.stack import connect_postgres
 
     with connect_postgres(settings) as conn:
         conn.execute(_NO_DDL_OUTSIDE_MIGRATIONS)

@@ -34,12 +34,12 @@ from features.customer import customer_features
 from ml import budget, pricing, send_time
 from ml.workflows import BUDGET_COLUMNS, build_features, publish_budget_allocations, validate_extracts
 from revopt import cli
-from revopt.config import Settings
-from revopt.extract import extract_sources, read_extract
-from revopt.postgres import publish_partition, read_frame
-from revopt.seed import seed_synthetic
-from revopt.stack import close_event_stores, connect_postgres, event_store
-from revopt.validation import DataValidationError
+from revopt.platform.config import Settings
+from revopt.platform.extract import extract_sources, read_extract
+from revopt.platform.postgres import publish_partition, read_frame
+from revopt.sample_data.seed import seed_synthetic
+from revopt.platform.stack import close_event_stores, connect_postgres, event_store
+from revopt.platform.validation import DataValidationError
 
 # The run date is after the nightly DAG's start_date (Airflow runs no task before 2024-01-01) and more
 # than 30 days from the other e2e modules' run dates (the gate compares row counts with recent runs).

@@ -8,8 +8,8 @@ The six properties come in four stores (each one more full training of every fam
 some 15 s): the reviewer's store with one product never sold at another price, five customers, one
 day, and a store without email sends or marketing spend. One product *with* price changes is
 estimated in tests/unit/test_pricing.py. Each store is one small synthetic store
-(``revopt.synth``) cut down the way a real store would look, loaded into the embedded stack's
-sources (``revopt.seed.load_sources``), extracted as the DAGs do, validated, and handed to every
+(``revopt.sample_data.synth``) cut down the way a real store would look, loaded into the embedded stack's
+sources (``revopt.sample_data.seed.load_sources``), extracted as the DAGs do, validated, and handed to every
 family's ``train_*`` workflow directly (not through Airflow), with one Optuna trial. Validation
 applies to all of them and passes: a small store is still a store, and no rule in
 ``expectations/`` fails it for its size (the five customers are ones who ordered in the last week
@@ -31,11 +31,11 @@ from mlflow import MlflowClient
 from ml import budget, churn, clv, pricing, propensity, send_time, training, workflows
 from ml.tracking import configure_mlflow
 from ml.workflows import RunParams
-from revopt.config import Settings
-from revopt.extract import DAG_DATASETS, extract_sources
-from revopt.seed import load_sources
-from revopt.stack import close_event_stores
-from revopt.synth import generate_store
+from revopt.platform.config import Settings
+from revopt.platform.extract import DAG_DATASETS, extract_sources
+from revopt.sample_data.seed import load_sources
+from revopt.platform.stack import close_event_stores
+from revopt.sample_data.synth import generate_store
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ import pytest
 from features.customer import (
     customer_event_features, customer_features, event_features_params, event_features_sql, typed_event_features,
 )
-from revopt.events import open_event_store
-from revopt.extract import DAILY_EVENTS_SQL
-from revopt.synth import generate_store
+from revopt.platform.events import open_event_store
+from revopt.platform.extract import DAILY_EVENTS_SQL
+from revopt.sample_data.synth import generate_store
 
 START = dt.date(2024, 1, 1)
 DAYS = 150

@@ -14,9 +14,9 @@ from ml import budget, churn, clv, pricing, propensity, send_time
 from ml.tracking import configure_mlflow
 from ml.training import SPEC_TAG
 from revopt import cli
-from revopt.postgres import read_frame
-from revopt.seed import seed_synthetic
-from revopt.stack import close_event_stores, connect_postgres
+from revopt.platform.postgres import read_frame
+from revopt.sample_data.seed import seed_synthetic
+from revopt.platform.stack import close_event_stores, connect_postgres
 
 START = dt.date(2024, 1, 1)
 DAYS = 300

@@ -30,8 +30,9 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import yaml
 
-from revopt import cli, contract
-from revopt.stack import connect_postgres, event_store, postgres_url
+from revopt import cli
+from revopt.platform import contract
+from revopt.platform.stack import connect_postgres, event_store, postgres_url
 
 pytestmark = pytest.mark.e2e
 

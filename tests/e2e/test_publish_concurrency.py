@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from ml import workflows
-from revopt.stack import connect_postgres, postgres_url
+from revopt.platform.stack import connect_postgres, postgres_url
 
 pytestmark = pytest.mark.e2e
 

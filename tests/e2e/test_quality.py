@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from revopt.postgres import read_frame
-from revopt.quality import raise_if_failed, validate_and_record
-from revopt.stack import connect_postgres
-from revopt.validation import DataValidationError
+from revopt.platform.postgres import read_frame
+from revopt.platform.quality import raise_if_failed, validate_and_record
+from revopt.platform.stack import connect_postgres
+from revopt.platform.validation import DataValidationError
 
 RUN_DATE = dt.date(2031, 3, 10)
 

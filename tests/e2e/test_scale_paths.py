@@ -1,4 +1,4 @@
-"""The nightly customer-scores extract (revopt.extract.CUSTOMER_SCORE_DATASETS) gives the same
+"""The nightly customer-scores extract (revopt.platform.extract.CUSTOMER_SCORE_DATASETS) gives the same
 features as the full extract, and the chunked seeding loads one consistent store."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from ml.workflows import build_features, validate_extracts
-from revopt.extract import CUSTOMER_SCORE_DATASETS, DATASETS, extract_sources
-from revopt.seed import load_store_chunks
-from revopt.synth import generate_store_chunks
+from revopt.platform.extract import CUSTOMER_SCORE_DATASETS, DATASETS, extract_sources
+from revopt.sample_data.seed import load_store_chunks
+from revopt.sample_data.synth import generate_store_chunks
 
 START = dt.date(2024, 1, 1)
 DAYS = 150

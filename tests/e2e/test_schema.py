@@ -9,10 +9,11 @@ import psycopg
 import pytest
 
 from ml import workflows
-from revopt import cli, contract
-from revopt.postgres import read_frame
-from revopt.schema import MIGRATION_APPLICATION, SchemaOutOfDate, head_revision
-from revopt.stack import connect_postgres, event_store, postgres_url
+from revopt import cli
+from revopt.platform import contract
+from revopt.platform.postgres import read_frame
+from revopt.platform.schema import MIGRATION_APPLICATION, SchemaOutOfDate, head_revision
+from revopt.platform.stack import connect_postgres, event_store, postgres_url
 
 pytestmark = pytest.mark.e2e
 

@@ -16,14 +16,14 @@ import pytest
 
 from features.customer import FEATURE_COLUMNS
 from ml.workflows import build_features, validate_extracts
-from revopt.config import REPO_ROOT, Settings
-from revopt.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
-from revopt.importer import UCI_LOCATIONS, default_uci_path, load_into_contract, uci_online_retail
-from revopt.postgres import copy_frame, read_frame
-from revopt.seed import load_store
-from revopt.stack import connect_postgres, event_store
-from revopt.synth import generate_store
-from revopt.validation import DataValidationError
+from revopt.platform.config import REPO_ROOT, Settings
+from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
+from revopt.sample_data.importer import UCI_LOCATIONS, default_uci_path, load_into_contract, uci_online_retail
+from revopt.platform.postgres import copy_frame, read_frame
+from revopt.sample_data.seed import load_store
+from revopt.platform.stack import connect_postgres, event_store
+from revopt.sample_data.synth import generate_store
+from revopt.platform.validation import DataValidationError
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from revopt import cli
-from revopt.postgres import publish_partition
-from revopt.query import QueryRefused, reader_url, run_read_only
-from revopt.stack import connect_postgres
+from revopt.platform.postgres import publish_partition
+from revopt.platform.query import QueryRefused, reader_url, run_read_only
+from revopt.platform.stack import connect_postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +115,7 @@ def test_the_reader_role_alone_cannot_write_even_through_a_multi_statement_strin
 
 def test_a_connection_that_could_write_is_refused(settings, published):
     """REVOPT_READER_URL pointed at the admin (a superuser here) is refused before the query runs."""
-    from revopt.stack import postgres_url
+    from revopt.platform.stack import postgres_url
 
     admin = dataclasses.replace(settings, reader_url=postgres_url(settings))
     with pytest.raises(QueryRefused, match="superuser"):

@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from revopt.postgres import publish_partition, read_frame
-from revopt.stack import connect_postgres, event_store
+from revopt.platform.postgres import publish_partition, read_frame
+from revopt.platform.stack import connect_postgres, event_store
 
 D1, D2 = dt.date(2025, 1, 1), dt.date(2025, 1, 2)
 
@@ -96,7 +96,7 @@ import sys, time
 from pathlib import Path
 import pandas as pd
 import psycopg
-from revopt.config import load_settings
+from revopt.platform.config import load_settings
 
 run_date = pd.Timestamp(sys.argv[1]).date()
 marker = Path(sys.argv[2])

@@ -16,8 +16,8 @@ import pytest
 from features.customer import FEATURE_COLUMNS
 from ml import workflows
 from ml.propensity import features_at, holdout_cutoffs
-from revopt.extract import DAG_DATASETS, extract_sources, read_extract
-from revopt.seed import seed_synthetic
+from revopt.platform.extract import DAG_DATASETS, extract_sources, read_extract
+from revopt.sample_data.seed import seed_synthetic
 
 pytestmark = pytest.mark.e2e
 

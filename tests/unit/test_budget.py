@@ -29,7 +29,7 @@ from ml.budget import (
     training_data_shortfall,
     tune_media_model,
 )
-from revopt.synth import generate_store
+from revopt.sample_data.synth import generate_store
 
 START = dt.date(2023, 1, 2)
 AOV = 40.0

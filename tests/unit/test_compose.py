@@ -254,7 +254,7 @@ def test_the_project_is_baked_into_the_image_where_compose_expects_it(services):
 
 
 def test_environment_names_are_ones_the_code_reads(services):
-    revopt_reads = _names_in(sorted((ROOT / "revopt").glob("*.py")), r"(?:REVOPT|MLFLOW|AIRFLOW_CONN_REVOPT)_[A-Z0-9_]+")
+    revopt_reads = _names_in(sorted((ROOT / "revopt").rglob("*.py")), r"(?:REVOPT|MLFLOW|AIRFLOW_CONN_REVOPT)_[A-Z0-9_]+")
     mlflow_dir = _package_dir("mlflow")
     mlflow_reads = _names_in([mlflow_dir / "environment_variables.py", mlflow_dir / "utils" / "cli_args.py",
                               mlflow_dir / "cli" / "__init__.py"], r"MLFLOW_[A-Z0-9_]+")

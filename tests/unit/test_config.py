@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from revopt.config import load_settings, redact_url
-from revopt.events import validate_identifier
-from revopt.runctx import run_date_of
+from revopt.platform.config import load_settings, redact_url
+from revopt.platform.events import validate_identifier
 
 
 def test_embedded_defaults_live_under_one_state_folder(tmp_path):
@@ -69,22 +68,12 @@ def test_identifiers_from_configuration_are_validated(name):
         validate_identifier(name)
 
 
-def test_run_date_is_the_utc_logical_date_or_run_after():
-    tz = dt.timezone(dt.timedelta(hours=-5))
-    assert run_date_of({"logical_date": dt.datetime(2025, 3, 1, 22, 0, tzinfo=tz)}) == dt.date(2025, 3, 2)
-
-    class _Run:
-        run_after = dt.datetime(2025, 3, 4, 1, 0, tzinfo=dt.timezone.utc)
-
-    assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)
-
-
 def test_settings_never_show_a_password_in_repr_or_connection_errors(tmp_path):
     import socket
 
     import pytest
 
-    from revopt.stack import connect_postgres
+    from revopt.platform.stack import connect_postgres
 
     with socket.socket() as probe:  # a local port nobody listens on
         probe.bind(("127.0.0.1", 0))

@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from revopt import extract
-from revopt.events import ChdbEventStore, EventStore, ServerEventStore, open_event_store
-from revopt.validation import DataValidationError
+from revopt.platform import extract
+from revopt.platform.events import ChdbEventStore, EventStore, ServerEventStore, open_event_store
+from revopt.platform.validation import DataValidationError
 
 DATABASE = "revopt"
 RUN_TS = pd.Timestamp("2025-01-01", tz="UTC")
@@ -72,7 +72,7 @@ class _NoShopTables:
 
 
 def _clickhouse_queries() -> dict[str, str]:
-    """Every ClickHouse query of revopt.extract (the module-level SQL that names ``{database}``)."""
+    """Every ClickHouse query of revopt.platform.extract (the module-level SQL that names ``{database}``)."""
     return {name: value for name, value in vars(extract).items()
             if name.endswith("_SQL") and isinstance(value, str) and "{database}" in value}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from revopt.contract import SHOP_DDL, SHOP_TABLES, ddl_columns
-from revopt.importer import ImportReport, default_uci_path, frames_from_uci, uci_online_retail
+from revopt.platform.contract import SHOP_DDL, SHOP_TABLES, ddl_columns
+from revopt.sample_data.importer import ImportReport, default_uci_path, frames_from_uci, uci_online_retail
 
 UCI_FILE = default_uci_path()
 
@@ -244,7 +244,7 @@ def test_bad_arguments_are_refused() -> None:
 def _raw() -> pd.DataFrame:
     from io import StringIO
 
-    from revopt.importer import read_uci_online_retail
+    from revopt.sample_data.importer import read_uci_online_retail
 
     return read_uci_online_retail(StringIO("\n".join([HEADER, *ROWS]) + "\n"))
 

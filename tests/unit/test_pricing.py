@@ -23,7 +23,7 @@ from ml.pricing import (
     training_data_shortfall,
     tune_demand_model,
 )
-from revopt.synth import generate_store, pricing_extract
+from revopt.sample_data.synth import generate_store, pricing_extract
 
 START = dt.date(2024, 1, 1)
 DAYS = 365

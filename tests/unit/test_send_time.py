@@ -27,7 +27,7 @@ from ml.send_time import (
     training_data_shortfall,
     tune_send_time,
 )
-from revopt.synth import generate_store
+from revopt.sample_data.synth import generate_store
 
 START = dt.date(2024, 1, 1)
 DAYS = 365
@@ -310,9 +310,9 @@ def test_a_store_without_email_recommends_from_sessions_and_order_hours():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from revopt.events import open_event_store
-    from revopt.extract import engagement_by_hour
-    from revopt.stack import close_event_stores
+    from revopt.platform.events import open_event_store
+    from revopt.platform.extract import engagement_by_hour
+    from revopt.platform.stack import close_event_stores
 
     store = generate_store(4000, DAYS, START, seed=3)
     run_ts = pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)

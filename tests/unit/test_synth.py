@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from revopt.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES, ddl_columns
-from revopt.synth import SyntheticStore, generate_store
+from revopt.platform.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES, ddl_columns
+from revopt.sample_data.synth import SyntheticStore, generate_store
 
 START = dt.date(2024, 1, 1)
 DAYS = 120

@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from revopt.synth import generate_store_chunks
+from revopt.sample_data.synth import generate_store_chunks
 
 START = dt.date(2024, 1, 1)
 

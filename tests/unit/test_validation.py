@@ -1,4 +1,4 @@
-"""Unit tests for revopt.validation and the suites in expectations/ (pandas + GX only)."""
+"""Unit tests for revopt.platform.validation and the suites in expectations/ (pandas + GX only)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from revopt import validation
-from revopt.validation import (
+from revopt.platform import validation
+from revopt.platform.validation import (
     DataValidationError,
     ValidationSummary,
     load_suite,

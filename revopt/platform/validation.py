@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from revopt.platform.config import REPO_ROOT
+
 if TYPE_CHECKING:
     import great_expectations as gx
     from great_expectations.core import ExpectationSuiteValidationResult
@@ -109,7 +111,7 @@ def suite_path(dataset: str) -> Path:
     The directory is ``expectations/`` at the repository root, or ``$REVOPT_EXPECTATIONS_DIR``.
     """
     override = os.environ.get(EXPECTATIONS_DIR_ENV)
-    directory = Path(override) if override else Path(__file__).resolve().parents[1] / "expectations"
+    directory = Path(override) if override else REPO_ROOT / "expectations"
     return directory / f"{dataset}.json"
 
 

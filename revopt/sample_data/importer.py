@@ -3,7 +3,7 @@
 :func:`uci_online_retail` reads the UCI "Online Retail" file (InvoiceNo, StockCode, Description,
 Quantity, InvoiceDate, UnitPrice, CustomerID, Country; see ``/work/shared/data/README.md``) and
 returns the ``shop`` frames with exactly the contract's columns and the dtypes of
-:mod:`revopt.synth` (ids ``int64``, ``line_no`` / ``quantity`` ``int32``, text ``object``, money
+:mod:`revopt.sample_data.synth` (ids ``int64``, ``line_no`` / ``quantity`` ``int32``, text ``object``, money
 ``float64`` rounded to cents, dates ``datetime64[ns]`` at midnight, ``order_ts``
 ``datetime64[ns, UTC]``), plus an :class:`ImportReport` counting every row dropped and every value
 changed.  :func:`load_into_contract` replaces the sources with them.
@@ -89,9 +89,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from revopt import contract
-from revopt.config import REPO_ROOT, Settings
-from revopt.seed import load_sources
+from revopt.platform import contract
+from revopt.platform.config import REPO_ROOT, Settings
+from revopt.sample_data.seed import load_sources
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def uci_online_retail(
 ) -> tuple[dict[str, pd.DataFrame], ImportReport]:
     """Read the UCI Online Retail file into contract frames (see the module docstring for the rules).
 
-    Returns ``(frames, report)``: ``frames`` maps each of :data:`revopt.contract.SHOP_TABLES` to its
+    Returns ``(frames, report)``: ``frames`` maps each of :data:`revopt.platform.contract.SHOP_TABLES` to its
     frame. ``timezone_by_country`` adds to / overrides :data:`UCI_TIMEZONES`; ``nrows`` reads only
     the first rows of the file.
     """
@@ -273,7 +273,7 @@ def frames_from_uci(
 
 
 def load_into_contract(settings: Settings, frames: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-    """Replace the source tables with ``frames`` (one per :data:`~revopt.contract.SHOP_TABLES`):
+    """Replace the source tables with ``frames`` (one per :data:`~revopt.platform.contract.SHOP_TABLES`):
     the ``shop`` tables (the optional ones included) and the generator's ``truth`` tables are
     emptied and the frames COPYed in, in one transaction; the ClickHouse events are emptied (an
     imported order history has no clickstream); ``scores`` is left alone. Row counts per table."""

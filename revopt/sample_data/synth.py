@@ -3,9 +3,9 @@
 :func:`generate_store` draws a complete store history for ``days`` days from ``start`` (the
 first day after the data, ``start + days``, is the natural run date) and returns
 
-- ``shop``: the PostgreSQL source tables of :data:`revopt.contract.SHOP_DDL`,
-- ``events``: the ClickHouse ``events`` table of :data:`revopt.contract.EVENTS_DDL`,
-- ``truth``: the parameters every row was drawn from (:data:`revopt.contract.TRUTH_DDL`), so
+- ``shop``: the PostgreSQL source tables of :data:`revopt.platform.contract.SHOP_DDL`,
+- ``events``: the ClickHouse ``events`` table of :data:`revopt.platform.contract.EVENTS_DDL`,
+- ``truth``: the parameters every row was drawn from (:data:`revopt.platform.contract.TRUTH_DDL`), so
   benchmarks and tests can measure how well the models recover them.
 
 Everything is a pure function of ``(n_customers, days, start, seed, n_products)``: randomness
@@ -104,7 +104,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from revopt.contract import EVENT_TYPES
+from revopt.platform.contract import EVENT_TYPES
 
 logger = logging.getLogger(__name__)
 

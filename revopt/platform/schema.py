@@ -1,11 +1,11 @@
 """revopt's schemas: created and migrated only by ``revopt init-db``, checked by every writer.
 
 - The **published tables** (schema ``scores``) are revopt's own and versioned by Alembic
-  migrations (:mod:`revopt.migrations`); :func:`migrate` applies them, recording the revision in
+  migrations (:mod:`revopt.platform.migrations`); :func:`migrate` applies them, recording the revision in
   ``scores.schema_version``.
 - The **source tables** (``shop``, and ``truth`` for the synthetic store) belong to the store: a
   store maps its own schema onto them with views. ``init-db`` creates the ones that are missing
-  (``CREATE TABLE IF NOT EXISTS`` from :mod:`revopt.contract`) so a new store can be loaded.
+  (``CREATE TABLE IF NOT EXISTS`` from :mod:`revopt.platform.contract`) so a new store can be loaded.
 - The **read-only role** (``REVOPT_READER_ROLE``, default ``revopt_reader``) is what downstream
   apps and ``revopt sql`` connect as: SELECT on ``scores`` and ``shop``, nothing else, every
   transaction read-only by default, with a statement timeout.
@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from revopt.config import Settings, redact_url
+from revopt.platform.config import Settings, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def require_current(conn: psycopg.Connection) -> None:
 @contextmanager
 def scores_connection(settings: Settings) -> Iterator[psycopg.Connection]:
     """A connection for writing revopt's published tables (commits on success); checks the schema first."""
-    from revopt.stack import connect_postgres
+    from revopt.platform.stack import connect_postgres
 
     with connect_postgres(settings) as conn:
         require_current(conn)
@@ -98,7 +98,7 @@ def migrate(settings: Settings) -> tuple[str | None, str]:
     import sqlalchemy
     from alembic import command
 
-    from revopt.stack import connect_postgres, postgres_url
+    from revopt.platform.stack import connect_postgres, postgres_url
 
     url = postgres_url(settings)
     with connect_postgres(settings) as conn:
@@ -159,8 +159,8 @@ def init_stores(settings: Settings) -> dict[str, str]:
     """Everything ``revopt init-db`` does, idempotently: missing source tables, revopt's migrations,
     the read-only role, and the ClickHouse events table (unless the store has no clickstream).
     Existing rows are never touched. Returns what was done, for the CLI to print."""
-    from revopt import contract
-    from revopt.stack import connect_postgres, event_store
+    from revopt.platform import contract
+    from revopt.platform.stack import connect_postgres, event_store
 
     with connect_postgres(settings) as conn:
         for script in (contract.SHOP_DDL, contract.TRUTH_DDL):

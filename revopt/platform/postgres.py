@@ -15,7 +15,7 @@ import pyarrow.compute as pa_compute
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-from revopt.events import validate_identifier
+from revopt.platform.events import validate_identifier
 
 logger = logging.getLogger(__name__)
 

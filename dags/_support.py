@@ -1,5 +1,7 @@
-"""Tasks and settings shared by the revopt DAGs: wiring only, and the one revopt module that
-imports Airflow (only DAG files import it; business code never does).
+"""Tasks and settings shared by the revopt DAGs: wiring only. With the DAG files (and
+``revopt.dag_runner``) the only code that imports Airflow; business code never does. Listed in
+``.airflowignore``: Airflow puts the DAGs folder on ``sys.path`` and the DAG files import it as
+``_support``, but it holds no DAG to parse.
 
 Each task imports one function from ``ml`` / ``revopt`` inside its body, calls it with the run
 date and the run's params, and returns a small reference for XCom.
@@ -7,6 +9,8 @@ date and the run's params, and returns a small reference for XCom.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -133,10 +137,9 @@ def _extract_days(purpose: str, params) -> int:
 
 @task
 def extract(purpose: str, **context) -> dict[str, str]:
-    """The datasets the ``purpose`` DAG reads (``revopt.extract.DAG_DATASETS``: training or nightly)."""
-    from revopt.config import load_settings
-    from revopt.extract import DAG_DATASETS, extract_sources
-    from revopt.runctx import run_date_of
+    """The datasets the ``purpose`` DAG reads (``revopt.platform.extract.DAG_DATASETS``: training or nightly)."""
+    from revopt.platform.config import load_settings
+    from revopt.platform.extract import DAG_DATASETS, extract_sources
 
     return extract_sources(load_settings(), run_date_of(context), _extract_days(purpose, context["params"]),
                            datasets=DAG_DATASETS[purpose])
@@ -145,7 +148,17 @@ def extract(purpose: str, **context) -> dict[str, str]:
 @task
 def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str, str]:
     from ml.workflows import validate_extracts
-    from revopt.config import load_settings
-    from revopt.runctx import run_date_of
+    from revopt.platform.config import load_settings
 
     return validate_extracts(load_settings(), run_date_of(context), extract_paths, _extract_days(purpose, context["params"]))
+
+
+def run_date_of(context: Mapping[str, Any]) -> dt.date:
+    """The run date D of a DAG run: its logical date in UTC, else when it was asked to run.
+
+    Airflow 3 lets manual runs have no logical date; those run as of their ``run_after``.
+    """
+    moment = context.get("logical_date")
+    if moment is None:
+        moment = context["dag_run"].run_after
+    return moment.astimezone(dt.timezone.utc).date()

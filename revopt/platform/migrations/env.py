@@ -1,11 +1,11 @@
-"""Alembic environment: runs revopt's migrations on the connection :func:`revopt.schema.migrate`
+"""Alembic environment: runs revopt's migrations on the connection :func:`revopt.platform.schema.migrate`
 hands over (there is no alembic.ini; revopt's settings decide the server)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from revopt.schema import MIGRATION_LOCK_KEY, SCHEMA, VERSION_TABLE
+from revopt.platform.schema import MIGRATION_LOCK_KEY, SCHEMA, VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from features.customer import event_features_params, event_features_sql, typed_event_features
-from revopt.config import Settings
-from revopt.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
-from revopt.postgres import read_frame
-from revopt.events import EventStore
-from revopt.stack import connect_postgres, event_store
-from revopt.validation import DataValidationError
+from revopt.platform.config import Settings
+from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
+from revopt.platform.postgres import read_frame
+from revopt.platform.events import EventStore
+from revopt.platform.stack import connect_postgres, event_store
+from revopt.platform.validation import DataValidationError
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from revopt.contract import EVENTS_DDL
+from revopt.platform.contract import EVENTS_DDL
 
 logger = logging.getLogger(__name__)
 

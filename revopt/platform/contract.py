@@ -1,7 +1,7 @@
 """The source contract: the tables revopt reads and the ground-truth tables the generator writes.
 
 The tables revopt publishes (schema ``scores``) are not here: they are revopt's own schema,
-versioned by the migrations in :mod:`revopt.migrations` and applied by ``revopt init-db``.
+versioned by the migrations in :mod:`revopt.platform.migrations` and applied by ``revopt init-db``.
 
 A store maps its own schema onto the ``shop`` tables (PostgreSQL) and the ``events`` table
 (ClickHouse) with views of the same names and columns. All timestamps are UTC.
@@ -160,7 +160,7 @@ TRUTH_TABLES = ("generator_run", "customers", "products", "channels", "daily_int
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory")
 
 #: The source columns revopt reads and their type family, checked before every extract so a store
-#: whose views drifted from the contract gets one clear error (revopt.extract.check_source_contract).
+#: whose views drifted from the contract gets one clear error (revopt.platform.extract.check_source_contract).
 SOURCE_COLUMNS = {
     "customers": {"customer_id": "integer", "signup_date": "date", "country": "text", "timezone": "text",
                   "acquisition_channel": "text", "email_opt_in": "boolean"},

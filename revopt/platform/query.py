@@ -3,7 +3,7 @@
 Each of these alone has been beaten before (``conn.read_only`` by ``COMMIT; DELETE ...`` sent as one
 multi-statement string), so every layer holds on its own:
 
-1. **the read-only role** (:func:`revopt.schema.ensure_reader_role`): SELECT on ``scores`` and
+1. **the read-only role** (:func:`revopt.platform.schema.ensure_reader_role`): SELECT on ``scores`` and
    ``shop`` only, no superuser, so there is nothing to write with and no ``COPY ... TO PROGRAM``;
    a connection that turns out to be a superuser or able to write is refused before the query runs;
 2. **exactly one statement**: the query is sent with the extended query protocol, whose Parse step
@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pandas as pd
 import psycopg
 
-from revopt.config import Settings, redact_url
+from revopt.platform.config import Settings, redact_url
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -32,7 +32,7 @@ def reader_url(settings: Settings) -> str:
     with the read-only role's name (and ``REVOPT_READER_PASSWORD``) in place of the admin's."""
     if settings.reader_url:
         return settings.reader_url
-    from revopt.stack import postgres_url
+    from revopt.platform.stack import postgres_url
 
     parts = urlsplit(postgres_url(settings))
     host = parts.netloc.rpartition("@")[2]

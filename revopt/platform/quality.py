@@ -19,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from revopt.config import Settings
-from revopt.postgres import upsert_rows
-from revopt.schema import scores_connection
-from revopt.validation import DataValidationError, ValidationSummary, validate_frame
+from revopt.platform.config import Settings
+from revopt.platform.postgres import upsert_rows
+from revopt.platform.schema import scores_connection
+from revopt.platform.validation import DataValidationError, ValidationSummary, validate_frame
 
 logger = logging.getLogger(__name__)
 
