@@ -1,9 +1,9 @@
-"""Benchmark: the budget allocation core (:mod:`ml.budget`) on synthetic stores with known response curves.
+"""Benchmark: the budget allocation core (:mod:`ml.families.budget`) on synthetic stores with known response curves.
 
 For each store (:func:`revopt.sample_data.synth.generate_store`, run date = the day after the data) and each
 media model variant (``target`` x ``outcome``):
 
-1. **allocation**: tune (:func:`ml.budget.tune_media_model`), fit, and allocate under the default
+1. **allocation**: tune (:func:`ml.families.budget.tune_media_model`), fit, and allocate under the default
    constraints (total = current daily spend, +/-30 % per channel). The recommendation, the
    current split and the **oracle** (the same optimiser fed the true curves, same constraints)
    are all evaluated with the *true* curves of ``truth.channels``: steady-state lift
@@ -15,8 +15,8 @@ media model variant (``target`` x ``outcome``):
 2. **recovery**: relative error of decay, half saturation (adstock units), Hill slope and max
    lift per channel against the truth, and how often the 90 % bootstrap interval covers it;
 3. **fit quality**: held-out MAPE / weekly MAPE / R2 of daily revenue on the last 8 weeks
-   (:func:`ml.budget.media_backtest`) and on interleaved held-out weeks
-   (:func:`ml.budget.media_crossval`, the tuning objective), with the "media held at their mean"
+   (:func:`ml.families.budget.media_backtest`) and on interleaved held-out weeks
+   (:func:`ml.families.budget.media_crossval`, the tuning objective), with the "media held at their mean"
    reference;
 4. targets ``total`` vs ``attributed`` side by side.
 
@@ -39,17 +39,16 @@ import time
 import numpy as np
 import pandas as pd
 
-from ml.budget import (
+from features.media import current_spend, media_history
+from ml.families.budget import (
     BudgetConstraints,
     MediaConfig,
     allocate_budget,
     allocate_spend,
-    current_spend,
     fit_from_curves,
     fit_media_model,
     media_backtest,
     media_crossval,
-    media_history,
     tune_media_model,
 )
 from revopt.sample_data.synth import generate_store
@@ -195,8 +194,9 @@ def print_results(rows: list[dict[str, object]]) -> None:
         b, c, t, s = r["backtest"], r["crossval"], r["tuning"], r["seconds"]
         cfg = t.config
         best = t.study.best_value if t.n_trials else float("nan")
+        paired_t = t.study.best_trial.user_attrs.get("paired_t", float("nan")) if t.n_trials else float("nan")
         print(f"| {r['store']} | {r['seed']} | {r['target']} | {r['outcome']} | {b['mape']:.3f} / {b['weekly_mape']:.3f} / "
-              f"{b['r2']:.2f} | {b['mape_no_media']:.3f} | {t.default_mape:.3f} / {best:.3f} ({_fmt(t.t_statistic, 1)}) / {c['r2']:.2f} | "
+              f"{b['r2']:.2f} | {b['mape_no_media']:.3f} | {t.default_value:.3f} / {best:.3f} ({_fmt(paired_t, 1)}) / {c['r2']:.2f} | "
               f"{cfg.regularisation:.2g}, {cfg.trend_smoothing:.2g}, {cfg.fourier_order} | "
               f"{s['generate']:.1f} / {s['tune']:.1f} / {s['fit']:.1f} |")
 

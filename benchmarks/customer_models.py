@@ -1,8 +1,8 @@
 """Benchmark: the customer models (purchase propensity, churn risk, CLV) on a synthetic store
 whose true parameters are known, and on the UCI Online Retail data set.
 
-Both sections run the pipeline's own model code (:mod:`ml.propensity`, :mod:`ml.churn`,
-:mod:`ml.clv`, :mod:`ml.classifier`) on the same time-based holdout the training DAG uses, with
+Both sections run the pipeline's own model code (:mod:`ml.families.propensity`, :mod:`ml.families.churn`,
+:mod:`ml.families.clv`, :mod:`ml.families.classifier`) on the same time-based holdout the training DAG uses, with
 no MLflow and no databases: the extract frames are built in pandas straight from the source data.
 
 1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; next to each model sit simple baselines
@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from ml import churn, clv, propensity
-from ml.classifier import TuningConfig, choose_calibration, evaluate, refit, tune
-from ml.propensity import LabelledSet
+from features.customer import LabelledSet, churn_set, holdout_cutoffs, purchase_set, spend_set
+from ml.families import clv
+from ml.families.classifier import choose_calibration, evaluate, refit, tune
+from ml.tuning import Budget
 from revopt.platform.extract import empty_daily_events
 from revopt.sample_data.importer import default_uci_path, uci_online_retail
 
@@ -355,19 +356,19 @@ def run_binary(
     run_date: dt.date,
     horizon_days: int,
     build_set: Callable[[dict[str, pd.DataFrame], pd.Timestamp], LabelledSet],
-    tuning: TuningConfig,
+    tuning: Budget,
     oracle: Callable[[pd.Index, pd.Timestamp, int], dict[str, np.ndarray]] | None = None,
 ) -> ModelResult:
-    """The modelling steps of ``ml.training.train_binary`` (tune, refit on the training cutoff,
+    """The modelling steps of ``ml.families.binary.BinaryFamily.train`` (tune, refit on the training cutoff,
     calibrate on the validation cutoff, evaluate), without MLflow, plus baselines and oracle."""
     started = time.perf_counter()
-    train_cutoff, valid_cutoff = propensity.holdout_cutoffs(run_date, horizon_days)
+    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, horizon_days)
     train, valid = build_set(frames, train_cutoff), build_set(frames, valid_cutoff)
     logger.info("%s: train %d rows at %s (%.1f%% positive), valid %d at %s (%.1f%% positive)", title, len(train.y),
                 train_cutoff.date(), 100 * train.positive_rate, len(valid.y), valid_cutoff.date(), 100 * valid.positive_rate)
     result = tune(train.X, train.y, valid.X, valid.y, tuning, study_name=title)
-    raw = refit(result.best, train.X, train.y, tuning.seed).predict_proba(valid.X)
-    calibrator, calibrated, _ = choose_calibration(raw, valid.y, tuning.seed)
+    raw = refit(result.best, train.X, train.y, tuning.random_state).predict_proba(valid.X)
+    calibrator, calibrated, _ = choose_calibration(raw, valid.y, tuning.random_state)
 
     rows = {MODEL_ROW: evaluate(valid.y, calibrated), RAW_ROW: evaluate(valid.y, raw)}
     for name, score in _binary_baselines(train, valid).items():
@@ -392,12 +393,12 @@ def run_clv(
     config: clv.ClvConfig,
     oracle: Callable[[pd.Index, pd.Timestamp, int], dict[str, np.ndarray]] | None = None,
 ) -> ModelResult:
-    """``ml.clv.select_clv_model`` on the holdout of ``ml.training.train_clv``, plus baselines and oracle."""
+    """``ml.families.clv.select_clv_model`` on the holdout of ``ml.families.clv.ClvFamily.train``, plus baselines and oracle."""
     started = time.perf_counter()
     horizon = config.horizon_days
-    train_cutoff, valid_cutoff = clv.holdout_cutoffs(run_date, horizon)
-    train = clv.training_set(frames, train_cutoff, horizon)
-    valid = clv.training_set(frames, valid_cutoff, horizon)
+    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, horizon)
+    train = spend_set(frames, train_cutoff, horizon)
+    valid = spend_set(frames, valid_cutoff, horizon)
     logger.info("%s: train %d rows at %s (mean spend %.2f), valid %d at %s (mean spend %.2f)", title, len(train.y),
                 train_cutoff.date(), train.y.mean(), len(valid.y), valid_cutoff.date(), valid.y.mean())
     selection = clv.select_clv_model(train.X, train.y, valid.X, valid.y, config)
@@ -424,7 +425,7 @@ def run_clv(
 # --- sections -----------------------------------------------------------------------------------------
 
 
-def synthetic_section(n_customers: int, days: int, seed: int, tuning: TuningConfig) -> SectionResult:
+def synthetic_section(n_customers: int, days: int, seed: int, tuning: Budget) -> SectionResult:
     started = time.perf_counter()
     store = generate_store(n_customers, days, SYNTHETIC_START, seed)
     run_date = SYNTHETIC_START + dt.timedelta(days=days)
@@ -458,11 +459,11 @@ def synthetic_section(n_customers: int, days: int, seed: int, tuning: TuningConf
                 ORACLE_NO_FUTURE: expected["n_nofuture"].to_numpy() * basket}
 
     section.models.append(run_binary(
-        "purchase propensity", frames, run_date, 30, partial(propensity.training_set, horizon_days=30), tuning,
+        "purchase propensity", frames, run_date, 30, partial(purchase_set, horizon_days=30), tuning,
         oracle=propensity_oracle,
     ))
     section.models.append(run_binary(
-        "churn risk", frames, run_date, 60, partial(churn.training_set, horizon_days=60, active_days=365), tuning,
+        "churn risk", frames, run_date, 60, partial(churn_set, horizon_days=60, active_days=365), tuning,
         oracle=churn_oracle,
     ))
     section.models.append(run_clv("CLV", frames, run_date, _clv_config(90, tuning), oracle=clv_oracle))
@@ -470,7 +471,7 @@ def synthetic_section(n_customers: int, days: int, seed: int, tuning: TuningConf
     return section
 
 
-def uci_section(path: Path, tuning: TuningConfig) -> SectionResult:
+def uci_section(path: Path, tuning: Budget) -> SectionResult:
     started = time.perf_counter()
     frames, counts = uci_frames(path, UCI_RUN_DATE)
     sizes = {name: f"{value:,}" for name, value in counts.items()}
@@ -479,19 +480,19 @@ def uci_section(path: Path, tuning: TuningConfig) -> SectionResult:
     section.prepare_seconds = time.perf_counter() - started
 
     section.models.append(run_binary(
-        "purchase propensity", frames, UCI_RUN_DATE, 30, partial(propensity.training_set, horizon_days=30), tuning,
+        "purchase propensity", frames, UCI_RUN_DATE, 30, partial(purchase_set, horizon_days=30), tuning,
     ))
     section.models.append(run_binary(
-        "churn risk", frames, UCI_RUN_DATE, 90, partial(churn.training_set, horizon_days=90, active_days=180), tuning,
+        "churn risk", frames, UCI_RUN_DATE, 90, partial(churn_set, horizon_days=90, active_days=180), tuning,
     ))
     section.models.append(run_clv("CLV", frames, UCI_RUN_DATE, _clv_config(90, tuning)))
     section.seconds = time.perf_counter() - started
     return section
 
 
-def _clv_config(horizon_days: int, tuning: TuningConfig) -> clv.ClvConfig:
+def _clv_config(horizon_days: int, tuning: Budget) -> clv.ClvConfig:
     return clv.ClvConfig(horizon_days=horizon_days, n_trials=tuning.n_trials, timeout_seconds=tuning.timeout_seconds,
-                         seed=tuning.seed)
+                         random_state=tuning.random_state)
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -671,12 +672,12 @@ CLV models get no such correction, which shows in their mean predicted spend. Th
 here: the baselines are the yardstick."""
 
 
-def render(sections: list[SectionResult], command: str, total_seconds: float, tuning: TuningConfig) -> str:
+def render(sections: list[SectionResult], command: str, total_seconds: float, tuning: Budget) -> str:
     parts = [
         "# Customer models: holdout benchmark",
         "",
         ("Purchase propensity, churn risk and CLV trained and evaluated with the pipeline's own code "
-        "(`ml.propensity`, `ml.churn`, `ml.clv`, `ml.classifier`) on the time-based holdout of the training DAG: "
+        "(`ml.families.propensity`, `ml.families.churn`, `ml.families.clv`, `ml.families.classifier`) on the time-based holdout of the training DAG: "
         "fit on cutoff D - 2H, evaluate on cutoff D - H, whose labels end at the run date D. Generated by "
         "`benchmarks/customer_models.py`; re-run the command to refresh (this file is overwritten)."),
         "",
@@ -685,7 +686,7 @@ def render(sections: list[SectionResult], command: str, total_seconds: float, tu
         "```",
         "",
         (f"Date {dt.date.today()}, {_machine()}; tuning {tuning.n_trials} trials or {tuning.timeout_seconds:.0f} s per "
-        f"model (seed {tuning.seed}); total wall time {total_seconds / 60:.1f} min "
+        f"model (seed {tuning.random_state}); total wall time {total_seconds / 60:.1f} min "
         f"({', '.join(f'{s.title}: {s.seconds:.0f} s' for s in sections)})."),
         "",
         ("Wall times on this shared VM are noisy: on 2026-11-21 the first run of the default command after the "
@@ -738,7 +739,7 @@ def main() -> None:
     for noisy in ("pymc", "pytensor", "pymc_marketing", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    tuning = TuningConfig(n_trials=args.trials, timeout_seconds=args.timeout, seed=42)
+    tuning = Budget(n_trials=args.trials, timeout_seconds=args.timeout, random_state=42)
     started = time.perf_counter()
     sections = []
     if args.section in ("synthetic", "all"):

@@ -1,5 +1,5 @@
-"""Benchmark: the pricing core (:mod:`ml.pricing`) on synthetic stores with known elasticities and on
-the UCI Online Retail data set.
+"""Benchmark: the pricing family (:mod:`ml.families.pricing`) on synthetic stores with known
+elasticities and on the UCI Online Retail data set.
 
 1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; truth is ``truth.products`` (elasticity,
    reference price). For each store: elasticity MAE and bias of the estimator (local level, the
@@ -36,16 +36,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ml.pricing import (
+from features.demand import demand_history
+from ml.families.pricing import (
     ElasticityConfig,
     PricingGuardrails,
     demand_backtest,
-    demand_history,
+    demand_search_space,
     estimate_elasticities,
     naive_loglog_ols,
     recommend_prices,
-    tune_demand_model,
 )
+from ml.tuning import Budget, search
 from revopt.sample_data.importer import default_uci_path
 from revopt.sample_data.synth import generate_store, pricing_extract
 
@@ -166,10 +167,10 @@ def run_synthetic(n_customers: int, days: int, seed: int, trials: int, dml: bool
 
     ours = scored("local_level", ElasticityConfig())
     t = time.perf_counter()
-    tuned = tune_demand_model(panel, ElasticityConfig(), n_trials=trials, timeout_seconds=120)
+    tuned = search(demand_search_space(panel, ElasticityConfig()), Budget(trials, 120, ElasticityConfig().random_state))
     seconds["tune"] = time.perf_counter() - t
     tuned_products = scored("tuned", tuned.config)
-    result["tuning"] = {"level_sd": tuned.config.level_sd, "deviance": tuned.best_deviance, "default": tuned.default_deviance,
+    result["tuning"] = {"level_sd": tuned.config.level_sd, "deviance": tuned.value, "default": tuned.default_value,
                         **{k: v for k, v in demand_backtest(panel, ElasticityConfig()).items() if k.startswith("deviance_")}}
     dml_products = scored("dml", ElasticityConfig(method="dml")) if dml else None
     if dml:
@@ -249,7 +250,7 @@ def run_uci(cost_share: float, category: str, trials: int) -> None:
     result = estimate_elasticities(panel)
     estimate_seconds = time.perf_counter() - t
     t = time.perf_counter()
-    tuned = tune_demand_model(panel, n_trials=trials, timeout_seconds=120)
+    tuned = search(demand_search_space(panel), Budget(trials, 120, ElasticityConfig().random_state))
     tune_seconds = time.perf_counter() - t
     est = result.products
     naive = naive_loglog_ols(panel).set_index("product_id")["elasticity"]
@@ -289,7 +290,7 @@ def run_uci(cost_share: float, category: str, trials: int) -> None:
     print(f"\nShare of estimated products whose 90 % interval lies below -1 (elastic): {(est.loc[ok, 'elasticity_high'] < -1).mean():.2f}; "
           f"above -1: {(est.loc[ok, 'elasticity_low'] > -1).mean():.2f}; tau = {result.params['tau']:.2f}, "
           f"level_sd = {result.params['level_sd']}, tuned level_sd = {tuned.config.level_sd or 'unchanged'} "
-          f"(backtest deviance {tuned.default_deviance:.3f} -> {tuned.best_deviance:.3f})")
+          f"(backtest deviance {tuned.default_value:.3f} -> {tuned.value:.3f})")
     top = est[ok].sort_values("units", ascending=False).head(8).merge(products[["product_id", "stock_code", "description"]], on="product_id")
     top = top.merge(rec[["product_id", "current_price", "recommended_price", "confidence"]], on="product_id")
     print("\nBest sellers among the estimated products:\n")

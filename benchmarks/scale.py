@@ -65,8 +65,18 @@ def _settings(home: str):
     return load_settings({"REVOPT_HOME": home})
 
 
+#: The --families names that differ from the family's own name.
+FAMILY_NAMES = {"propensity": "purchase_propensity"}
+
+
+def _resources(home: str):
+    from revopt.platform.resources import Resources
+
+    return Resources(_settings(home))
+
+
 def _params(n_trials: int, timeout: float):
-    from ml.workflows import RunParams
+    from ml.params import RunParams
 
     return RunParams(n_trials=n_trials, tuning_timeout_seconds=timeout)
 
@@ -86,10 +96,10 @@ def stage_seed(home: str, customers: int, days: int, seed: int, chunk_customers:
 
 
 def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tuple[str, ...] | None = None) -> dict[str, Any]:
-    from revopt.platform.extract import extract_sources
+    from ml.pipeline import extract_datasets
 
     chosen = {} if datasets is None else {"datasets": datasets}
-    paths = extract_sources(_settings(home), run_date, lookback_days, **chosen)
+    paths = extract_datasets(_resources(home), run_date, lookback_days, **chosen)
     import pyarrow.parquet as pq
 
     return {"rows": _parquet_rows(paths), "paths": paths,
@@ -97,36 +107,39 @@ def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tu
 
 
 def stage_validate(home: str, run_date: dt.date, paths: dict[str, str], lookback_days: int) -> dict[str, Any]:
-    from ml.workflows import validate_extracts
+    from ml.pipeline import validate_extracts
 
-    validate_extracts(_settings(home), run_date, paths, lookback_days)
+    validate_extracts(_resources(home), run_date, paths, lookback_days)
     return {"rows": _parquet_rows(paths)}
 
 
 def stage_features(home: str, run_date: dt.date, paths: dict[str, str]) -> dict[str, Any]:
-    from ml.workflows import build_features
+    from ml.pipeline import build_features
 
-    built = build_features(_settings(home), run_date, paths)
+    built = build_features(_resources(home), run_date, paths)
     return {"rows": int(built["rows"]), "path": built["path"]}
 
 
-def stage_score(home: str, run_date: dt.date, features_path: str, n_trials: int, timeout: float) -> dict[str, Any]:
-    from ml.workflows import score_customers
+def stage_score(home: str, run_date: dt.date, features_path: str, paths: dict[str, str], n_trials: int,
+                timeout: float) -> dict[str, Any]:
+    from ml.pipeline import score_customers
 
-    scored = score_customers(_settings(home), run_date, features_path, _params(n_trials, timeout))
+    scored = score_customers(_resources(home), run_date, features_path, paths, _params(n_trials, timeout))
     return {"rows": int(scored["rows"]), "path": scored["path"]}
 
 
 def stage_publish(home: str, run_date: dt.date, scores_path: str) -> dict[str, Any]:
-    from ml.workflows import publish_customer_scores
+    from ml.pipeline import publish
 
-    return {"rows": int(publish_customer_scores(_settings(home), run_date, scores_path))}
+    return {"rows": int(publish(_resources(home), run_date, "scores.customer_scores", scores_path))}
 
 
 def stage_train(home: str, run_date: dt.date, paths: dict[str, str], family: str, n_trials: int, timeout: float) -> dict[str, Any]:
-    from ml import workflows
+    from ml.families import FAMILIES
+    from ml.pipeline import train
 
-    result = getattr(workflows, f"train_{family}")(_settings(home), run_date, paths, _params(n_trials, timeout))
+    chosen = {definition.name: definition for definition in FAMILIES}[FAMILY_NAMES.get(family, family)]
+    result = train(chosen, _resources(home), run_date, paths, _params(n_trials, timeout))
     customers = _parquet_rows({"customers": paths["customers"]})
     return {"rows": customers, "result": {key: str(value) for key, value in result.items()}}
 
@@ -248,7 +261,7 @@ def _child(function: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> d
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Module imports happen before the clock starts (``process_seconds`` includes them); lazy
     # imports inside the work (Great Expectations in validation) stay in the stage's time.
-    import ml.workflows  # noqa: F401
+    import ml.pipeline  # noqa: F401
     import revopt.platform.extract  # noqa: F401
     import revopt.sample_data.seed  # noqa: F401
 
@@ -339,7 +352,7 @@ def _nightly(bench: Bench, run_date: dt.date, lookback_days: int, n_trials: int,
     stages["validate"] = bench.run("validate", stage_validate, run_date=run_date, paths=paths, lookback_days=lookback_days)
     stages["features"] = bench.run("features", stage_features, run_date=run_date, paths=paths)
     stages["score"] = bench.run("score", stage_score, run_date=run_date, features_path=stages["features"]["path"],
-                                n_trials=n_trials, timeout=timeout)
+                                paths=paths, n_trials=n_trials, timeout=timeout)
     stages["publish"] = bench.run("publish", stage_publish, run_date=run_date, scores_path=stages["score"]["path"])
     return stages
 
@@ -347,7 +360,7 @@ def _nightly(bench: Bench, run_date: dt.date, lookback_days: int, n_trials: int,
 def _training(bench: Bench, run_date: dt.date, lookback_days: int, families: tuple[str, ...], n_trials: int,
               timeout: float) -> dict[str, dict]:
     stages: dict[str, dict] = {}
-    from revopt.platform.extract import DAG_DATASETS
+    from ml.pipeline import DAG_DATASETS
 
     stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days,
                                   datasets=tuple(DAG_DATASETS["training"]))
@@ -451,8 +464,8 @@ def main() -> None:
     parser.add_argument("--tuning-timeout", type=float, default=60.0)
     parser.add_argument("--to-sql-rows", type=int, default=100_000)
     parser.add_argument("--nightly-extract", choices=("scores", "dag", "all"), default="scores",
-                        help="scores: the datasets the customer-scores path reads (revopt.platform.extract.CUSTOMER_SCORE_DATASETS); "
-                             "dag: what the nightly DAG's extract writes (revopt.platform.extract.DAG_DATASETS['nightly']: every dataset but "
+                        help="scores: the datasets the customer-scores path reads (ml.pipeline.CUSTOMER_SCORE_DATASETS); "
+                             "dag: what the nightly DAG's extract writes (ml.pipeline.DAG_DATASETS['nightly']: every dataset but "
                              "customer_daily_events, for its send-time, price and budget branches too); all: every dataset")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
@@ -531,13 +544,11 @@ def main() -> None:
 
 
 def _nightly_datasets(choice: str) -> tuple[str, ...] | None:
-    from revopt.platform.extract import CUSTOMER_SCORE_DATASETS
+    from ml.pipeline import CUSTOMER_SCORE_DATASETS, DAG_DATASETS
 
     if choice == "all":
         return None
     if choice == "dag":
-        from revopt.platform.extract import DAG_DATASETS
-
         return tuple(DAG_DATASETS["nightly"])
     return tuple(CUSTOMER_SCORE_DATASETS)
 

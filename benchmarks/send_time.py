@@ -1,4 +1,4 @@
-"""Benchmark: send-time optimisation (:mod:`ml.send_time`) on synthetic stores with known best hours
+"""Benchmark: send-time optimisation (:mod:`ml.families.send_time`) on synthetic stores with known best hours
 and on the UCI Online Retail data set.
 
 1. **synthetic**: :func:`revopt.sample_data.synth.generate_store`; the engagement extract is the pipeline's own
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ml.send_time import (
+from ml.families.send_time import (
     GLOBAL_SEGMENT,
     SendTimeConfig,
     fit_send_time,
@@ -171,7 +171,7 @@ def run_synthetic(n_customers: int, days: int, seed: int, trials: int, timeout: 
         "store": f"{n_customers:,} x {days}", "seed": seed, "opted_in": len(opted),
         "sends": int(sends.sum()), "opens": int(engagement["opens"].sum()),
         "sends_per_opted_in": float(sends.reindex(opted).fillna(0).mean()),
-        "scores": scores, "group_sizes": {name: len(ids) for name, ids in groups.items()}, "default_backtest": default_scores, "tuned_backtest": tuning.scores, "tuning": tuning,
+        "scores": scores, "group_sizes": {name: len(ids) for name, ids in groups.items()}, "default_backtest": default_scores, "tuned_backtest": tuning.metrics, "tuning": tuning,
         "global_best": global_best, "truth_best_allowed": oracle_exact_quiet,
         "signals": tuned.drop_duplicates("customer_id")["signal"].value_counts().to_dict(),
         "seconds": seconds, "wall": time.perf_counter() - began,
@@ -252,7 +252,7 @@ def run_uci(path: Path, trials: int, timeout: float) -> None:
           f"(completed and cancelled: every invoice is a time the customer was active), run date {UCI_RUN_DATE}; "
           + "; ".join(f"{k}: {v:,}" for k, v in sizes.items() if k.startswith(("orders dropped", "customers with")))
           + f"; {fit.params['segments']} country segments with >= {tuning.config.min_segment_customers} customers.\n")
-    b, d = tuning.scores, default_scores
+    b, d = tuning.metrics, default_scores
     print("Backtest on the last 28 days (held-out invoices; log loss = mean -log share of the customer's activity at the "
           "invoice's local hour):\n")
     print("| held-out invoices | customers | flat (log 24) | global profile | ours (default) | ours (tuned) | "
@@ -282,7 +282,7 @@ def run_uci(path: Path, trials: int, timeout: float) -> None:
 
 
 def _local_order_hours(orders: pd.DataFrame, customers: pd.DataFrame) -> pd.Series:
-    from ml.send_time import local_time
+    from features.engagement import local_time
 
     zones = orders[["customer_id"]].merge(customers[["customer_id", "timezone"]], on="customer_id", how="left")["timezone"]
     return local_time(orders["order_ts"].reset_index(drop=True), zones.to_numpy())["local_hour"]

@@ -93,7 +93,7 @@ def _training_metrics(settings) -> pd.DataFrame:
     """The registered champions' training runs: family, version and their headline metrics."""
     import mlflow
 
-    from ml.tracking import configure_mlflow
+    from revopt.platform.resources import configure_mlflow
 
     configure_mlflow(settings)
     client = mlflow.MlflowClient()

@@ -3,8 +3,8 @@
 ``.airflowignore``: Airflow puts the DAGs folder on ``sys.path`` and the DAG files import it as
 ``_support``, but it holds no DAG to parse.
 
-Each task imports one function from ``ml`` / ``revopt`` inside its body, calls it with the run
-date and the run's params, and returns a small reference for XCom.
+Each task imports one function from ``ml.pipeline`` inside its body, calls it with the task's
+resources, the run date and the run's params, and returns a small reference for XCom.
 """
 
 from __future__ import annotations
@@ -85,32 +85,17 @@ DEFAULT_ARGS = {
     "retry_policy": RETRY_POLICY,
 }
 
-LOOKBACK_PARAM = Param(730, type="integer", minimum=30, description="History read before the run date (days).")
-PRICE_PARAMS = {
-    "price_min_margin": Param(0.10, type="number", minimum=0, description="Recommended price >= cost x (1 + this)."),
-    "price_max_change": Param(0.10, type="number", minimum=0, maximum=0.99, description="Largest price move per run, as a share of the current price."),
-    "price_ending": Param(None, type=["null", "number"], minimum=0, maximum=0.99, description="Price ending, e.g. 0.99; empty for whole cents."),
-    "price_horizon_days": Param(7, type="integer", minimum=1, description="Days the expected units / revenue / profit cover."),
-    "price_exclude_categories": Param(["postage", "fee", "adjustment", "gift_voucher"], type="array", items={"type": "string"},
-                                      description="Product categories never priced (services, fees, vouchers)."),
-}
-SEND_TIME_PARAMS = {
-    "send_quiet_start": Param(23, type="integer", minimum=0, maximum=23, description="Quiet hours start (local hour): nothing is recommended from here ..."),
-    "send_quiet_end": Param(6, type="integer", minimum=0, maximum=23, description="... up to (not including) this local hour. Equal start and end: no quiet hours."),
-    "default_send_hour": Param(10, type="integer", minimum=0, maximum=23, description="The store's default send hour (local), the baseline the lift is measured against."),
-}
-BUDGET_PARAMS = {
-    "budget_total": Param(None, type=["null", "number"], minimum=0, description="Total daily marketing budget to allocate; empty for the current total."),
-    "budget_max_change": Param(0.3, type="number", minimum=0, description="Largest change per channel vs its current daily spend, as a share."),
-    "budget_min_spend": Param({}, type="object", description='Minimum daily spend per channel, e.g. {"display": 100}.'),
-    "budget_max_spend": Param({}, type="object", description='Maximum daily spend per channel, e.g. {"paid_search": 5000}.'),
-    "budget_horizon_days": Param(28, type="integer", minimum=1, description="Days the expected revenue figures cover."),
-}
-DRIFT_SHARE_PARAM = Param(0.3, type="number", minimum=0, maximum=1, description="Request retraining when more than this share of the features drifted from the training reference.")
+def run_params(dag: str) -> dict[str, Param]:
+    """The ``dag``'s Airflow params (``"training"`` or ``"nightly"``), generated from the one run-parameter
+    definition, ``ml.params.RunParams`` (a dataclasses-only module: parsing imports nothing heavy)."""
+    from ml.params import param_specs
+
+    return {spec.name: Param(spec.default, description=spec.description, **spec.schema) for spec in param_specs(dag)}
+
+
 #: Updated by the nightly DAG when the drift check requests retraining; the training DAG runs on it
 #: (as well as weekly).
 DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detected")
-ACTIVE_DAYS_PARAM = Param(365, type="integer", minimum=1, description="A customer is active (gets a churn score) with an order this recently (days).")
 
 
 def skip_if_skipped(result, context=None):
@@ -126,31 +111,35 @@ def skip_if_skipped(result, context=None):
     return result
 
 
-def _extract_days(purpose: str, params) -> int:
-    """Days of history the ``purpose`` DAG's extract reads: ``lookback_days`` at night; training reads
-    further back so features at its past cutoffs see as much history as tonight's
-    (``RunParams.training_extract_days``)."""
-    from ml.workflows import RunParams
+def resources():
+    """The task's :class:`revopt.platform.resources.Resources`, built once from the settings."""
+    from revopt.platform.config import load_settings
+    from revopt.platform.resources import Resources
 
-    return RunParams.from_mapping(params).training_extract_days if purpose == "training" else params["lookback_days"]
+    return Resources(load_settings())
+
+
+def run_params_of(context: Mapping[str, Any]):
+    """The run's :class:`ml.params.RunParams` from the DAG run's params."""
+    from ml.params import RunParams
+
+    return RunParams.from_mapping(context["params"])
 
 
 @task
 def extract(purpose: str, **context) -> dict[str, str]:
-    """The datasets the ``purpose`` DAG reads (``revopt.platform.extract.DAG_DATASETS``: training or nightly)."""
-    from revopt.platform.config import load_settings
-    from revopt.platform.extract import DAG_DATASETS, extract_sources
+    """The datasets the ``purpose`` DAG reads (``ml.pipeline.DAG_DATASETS``: training or nightly)."""
+    from ml.pipeline import extract
 
-    return extract_sources(load_settings(), run_date_of(context), _extract_days(purpose, context["params"]),
-                           datasets=DAG_DATASETS[purpose])
+    return extract(resources(), run_date_of(context), purpose, run_params_of(context))
 
 
 @task
 def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str, str]:
-    from ml.workflows import validate_extracts
-    from revopt.platform.config import load_settings
+    from ml.pipeline import validate_extracts
 
-    return validate_extracts(load_settings(), run_date_of(context), extract_paths, _extract_days(purpose, context["params"]))
+    return validate_extracts(resources(), run_date_of(context), extract_paths,
+                             run_params_of(context).extract_days(purpose))
 
 
 def run_date_of(context: Mapping[str, Any]) -> dt.date:

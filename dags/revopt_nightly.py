@@ -20,19 +20,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
+
 from _support import (
-    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, DRIFT_SHARE_PARAM, LOOKBACK_PARAM, PRICE_PARAMS,
-    SEND_TIME_PARAMS, extract, run_date_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
 )
-
-
-def _call(step: str, argument, context, *, with_params: bool = True):
-    """Run ``ml.workflows.<step>(settings, run date, argument[, params])``; a skipped family skips the task."""
-    from ml import workflows
-    from revopt.platform.config import load_settings
-
-    extra = (workflows.RunParams.from_mapping(context["params"]),) if with_params else ()
-    return skip_if_skipped(getattr(workflows, step)(load_settings(), run_date_of(context), argument, *extra), context)
 
 
 @dag(
@@ -41,10 +32,7 @@ def _call(step: str, argument, context, *, with_params: bool = True):
     start_date=datetime(1970, 1, 1, tzinfo=timezone.utc),  # any run date (a store's history may be old); catchup is off
     catchup=False,
     max_active_runs=1,
-    params={
-        "lookback_days": LOOKBACK_PARAM, "churn_active_days": ACTIVE_DAYS_PARAM,
-        "drift_share_threshold": DRIFT_SHARE_PARAM, **PRICE_PARAMS, **SEND_TIME_PARAMS, **BUDGET_PARAMS,
-    },
+    params=run_params("nightly"),
     tags=["revopt", "nightly"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
@@ -52,43 +40,70 @@ def _call(step: str, argument, context, *, with_params: bool = True):
 def revopt_nightly():
     @task
     def build_features(extract_paths: dict[str, str], **context) -> dict:
-        return _call("build_features", extract_paths, context, with_params=False)
+        from ml.pipeline import build_features
+
+        return build_features(resources(), run_date_of(context), extract_paths)
 
     @task
-    def score(features: dict, **context) -> dict:
-        return _call("score_customers", features["path"], context)
+    def score(features: dict, extract_paths: dict[str, str], **context) -> dict:
+        from ml.pipeline import score_customers
+
+        return skip_if_skipped(score_customers(resources(), run_date_of(context), features["path"], extract_paths,
+                                               run_params_of(context)), context)
 
     @task
     def publish(scores: dict, **context) -> int:
-        return _call("publish_customer_scores", scores["path"], context, with_params=False)
+        from ml.pipeline import publish
+
+        return publish(resources(), run_date_of(context), "scores.customer_scores", scores["path"])
 
     @task
     def recommend_prices(extract_paths: dict[str, str], **context) -> dict:
-        return _call("recommend_prices", extract_paths, context)
+        from ml.families import pricing
+        from ml.pipeline import recommend
+
+        return skip_if_skipped(recommend(pricing.FAMILY, resources(), run_date_of(context), extract_paths,
+                                         run_params_of(context), output="price_recommendations"), context)
 
     @task
     def publish_prices(recommendations: dict, **context) -> int:
-        return _call("publish_price_recommendations", recommendations["path"], context, with_params=False)
+        from ml.pipeline import publish
+
+        return publish(resources(), run_date_of(context), "scores.price_recommendations", recommendations["path"])
 
     @task
     def recommend_send_times(extract_paths: dict[str, str], **context) -> dict:
-        return _call("recommend_send_times", extract_paths, context)
+        from ml.families import send_time
+        from ml.pipeline import recommend
+
+        return skip_if_skipped(recommend(send_time.FAMILY, resources(), run_date_of(context), extract_paths,
+                                         run_params_of(context), output="send_time_recommendations"), context)
 
     @task
     def publish_send_times(recommendations: dict, **context) -> int:
-        return _call("publish_send_time_recommendations", recommendations["path"], context, with_params=False)
+        from ml.pipeline import publish
+
+        return publish(resources(), run_date_of(context), "scores.send_time_recommendations", recommendations["path"])
 
     @task
     def allocate_budget(extract_paths: dict[str, str], **context) -> dict:
-        return _call("allocate_budget", extract_paths, context)
+        from ml.families import budget
+        from ml.pipeline import recommend
+
+        return skip_if_skipped(recommend(budget.FAMILY, resources(), run_date_of(context), extract_paths,
+                                         run_params_of(context), output="budget_allocations"), context)
 
     @task
     def publish_budget(allocation: dict, **context) -> int:
-        return _call("publish_budget_allocations", allocation["path"], context, with_params=False)
+        from ml.pipeline import publish
+
+        return publish(resources(), run_date_of(context), "scores.budget_allocations", allocation["path"])
 
     @task
     def check_drift(scores: dict, **context) -> dict:
-        return _call("check_drift", scores, context)
+        from ml.pipeline import check_drift
+
+        return check_drift(resources(), run_date_of(context), scores, run_params_of(context))
 
     @task.short_circuit
     def drift_above_threshold(drift: dict) -> bool:
@@ -99,7 +114,7 @@ def revopt_nightly():
         return drift["reason"]
 
     validated = validate(extract("nightly"), "nightly")
-    scores = score(build_features(validated))
+    scores = score(build_features(validated), validated)
     publish(scores)
     drift = check_drift(scores)
     drift_above_threshold(drift) >> signal_drift(drift)

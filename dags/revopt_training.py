@@ -11,36 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
 from _support import (
-    ACTIVE_DAYS_PARAM, BUDGET_PARAMS, DEFAULT_ARGS, DRIFT_DETECTED, LOOKBACK_PARAM, PRICE_PARAMS, SEND_TIME_PARAMS,
-    extract, run_date_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
 )
-
-PARAMS = {
-    "lookback_days": LOOKBACK_PARAM,
-    "churn_active_days": ACTIVE_DAYS_PARAM,
-    "propensity_horizon_days": Param(30, type="integer", minimum=1, maximum=365, description="Purchase window N (days)."),
-    "churn_horizon_days": Param(60, type="integer", minimum=1, maximum=365, description="No-purchase window M (days) for churn."),
-    "clv_horizon_days": Param(90, type="integer", minimum=1, maximum=730, description="CLV horizon H (days)."),
-    "n_trials": Param(12, type="integer", minimum=1, maximum=500, description="Optuna trials per family."),
-    "tuning_timeout_seconds": Param(300, type="number", minimum=1, description="Wall-clock tuning budget per family."),
-    "seed": Param(42, type="integer", description="Seed for tuning and fitting."),
-    "promotion_margin": Param(0.005, type="number", minimum=0, description="How much a new model must beat the champion by (ROC AUC points; CLV and pricing: share of the champion's error)."),
-    **PRICE_PARAMS,
-    **SEND_TIME_PARAMS,
-    **BUDGET_PARAMS,
-}
-
-
-def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str]:
-    from ml import workflows
-    from revopt.platform.config import load_settings
-
-    train = getattr(workflows, f"train_{family}")
-    return skip_if_skipped(
-        train(load_settings(), run_date_of(context), extract_paths, workflows.RunParams.from_mapping(context["params"])),
-        context)
 
 
 @dag(
@@ -51,35 +26,60 @@ def _train(family: str, extract_paths: dict[str, str], context) -> dict[str, str
     catchup=False,
     max_active_runs=1,
     max_active_tasks=2,
-    params=PARAMS,
+    params=run_params("training"),
     tags=["revopt", "training"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
 )
 def revopt_training():
+    # Each task trains one family through the one runner (ml.pipeline.train -> ml.registry.train_family).
     @task
     def train_propensity(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("propensity", extract_paths, context)
+        from ml.families import propensity
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(propensity.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     @task
     def train_churn(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("churn", extract_paths, context)
+        from ml.families import churn
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(churn.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     @task
     def train_clv(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("clv", extract_paths, context)
+        from ml.families import clv
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(clv.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     @task
     def train_pricing(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("pricing", extract_paths, context)
+        from ml.families import pricing
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(pricing.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     @task
     def train_send_time(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("send_time", extract_paths, context)
+        from ml.families import send_time
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(send_time.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     @task
     def train_budget(extract_paths: dict[str, str], **context) -> dict[str, str]:
-        return _train("budget", extract_paths, context)
+        from ml.families import budget
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(budget.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
 
     # Independent branches: a family that fails or skips leaves the others to train; any failed
     # family fails the DAG run (a failed leaf task fails the run).

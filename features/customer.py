@@ -14,6 +14,9 @@ Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import pandas as pd
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -237,6 +240,15 @@ def typed_event_features(frame: pd.DataFrame) -> pd.DataFrame:
     return typed
 
 
+def event_features_in_store(store, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
+    """:func:`customer_event_features` computed inside ClickHouse over ``[since_ts, run_ts)`` (one row
+    per customer leaves the database); ``store`` is a :class:`revopt.platform.events.EventStore`, or
+    None when the clickstream is off (then no customer has events: an empty frame)."""
+    if store is None:
+        return typed_event_features(pd.DataFrame())
+    return typed_event_features(store.query_df(event_features_sql(store.database), event_features_params(since_ts, run_ts)))
+
+
 def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
     """Completed orders in the label window ``[cutoff, cutoff + horizon_days)``."""
     start = _utc(cutoff)
@@ -249,6 +261,75 @@ def purchase_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Time
     window = completed_orders_in_window(orders, cutoff, horizon_days)
     buyers = pd.Index(window["customer_id"].unique())
     return pd.Series(customer_ids.isin(buyers).astype("int8"), index=customer_ids, name="label")
+
+
+def clv_label(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.Series:
+    """Completed spend in ``[cutoff, cutoff + horizon_days)`` per customer, 0 if none."""
+    window = completed_orders_in_window(orders, cutoff, horizon_days)
+    spend = window.groupby("customer_id")["order_value"].sum()
+    label = spend.reindex(customer_ids, fill_value=0.0).astype("float64")
+    return pd.Series(label.to_numpy(), index=customer_ids, name="label")
+
+
+# --- labelled sets at a cutoff ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Features as of ``cutoff`` (indexed by customer id) and each customer's label after it."""
+
+    cutoff: pd.Timestamp
+    X: pd.DataFrame
+    y: pd.Series
+
+    @property
+    def positive_rate(self) -> float:
+        return float(self.y.mean()) if len(self.y) else float("nan")
+
+
+def holdout_cutoffs(run_date: dt.date, horizon_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(train cutoff, validation cutoff) of the time-based holdout every customer family uses:
+    ``D - 2h`` and ``D - h``, so the validation labels end exactly at the run date D."""
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    return run_ts - pd.Timedelta(days=2 * horizon_days), run_ts - pd.Timedelta(days=horizon_days)
+
+
+def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, lookback_days: int | None = None) -> pd.DataFrame:
+    """Customer features as of ``cutoff``, indexed by customer_id, from the ``lookback_days`` before it
+    (the nightly run's window, so training and scoring features mean the same; None: all given)."""
+    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], cutoff,
+                                 lookback_days=lookback_days)
+    return features.set_index("customer_id")[list(FEATURE_COLUMNS)]
+
+
+def active_mask(features: pd.DataFrame, active_days: int) -> pd.Series:
+    """Customers with a completed order within ``active_days`` of the cutoff (churn's population)."""
+    return (features["frequency"] > 0) & (features["recency_days"] <= active_days)
+
+
+def purchase_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int,
+                 lookback_days: int | None = None) -> LabelledSet:
+    """Purchase propensity: features as of ``cutoff`` and 1 if the customer completes an order in
+    the following ``horizon_days``."""
+    X = features_at(frames, cutoff, lookback_days)
+    return LabelledSet(cutoff=cutoff, X=X, y=purchase_label(X.index, frames["orders"], cutoff, horizon_days))
+
+
+def churn_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int, active_days: int,
+              lookback_days: int | None = None) -> LabelledSet:
+    """Churn: the customers active at ``cutoff`` (:func:`active_mask`) and 1 if they complete no order
+    in the following ``horizon_days``."""
+    features = features_at(frames, cutoff, lookback_days)
+    X = features[active_mask(features, active_days)]
+    bought = purchase_label(X.index, frames["orders"], cutoff, horizon_days)
+    return LabelledSet(cutoff=cutoff, X=X, y=(1 - bought).astype("int8").rename("label"))
+
+
+def spend_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_days: int,
+              lookback_days: int | None = None) -> LabelledSet:
+    """CLV: features as of ``cutoff`` and the completed spend over the following ``horizon_days``."""
+    X = features_at(frames, cutoff, lookback_days)
+    return LabelledSet(cutoff=cutoff, X=X, y=clv_label(X.index, frames["orders"], cutoff, horizon_days))
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from features.customer import event_features_params, event_features_sql, typed_event_features
 from revopt.platform.config import Settings
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
@@ -204,20 +203,14 @@ ORDER BY product_id, day DESC
 """
 
 DATASETS = (
-    "customers", "orders", "customer_daily_events", "customer_event_features", "products", "product_daily_sales",
-    "day_totals", "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
+    "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
+    "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
-EVENT_DATASETS = ("customer_daily_events", "customer_event_features", "engagement_by_hour")
-# What the nightly customer-scores path reads (features -> score -> publish): one row per customer
-# of event features computed inside ClickHouse instead of the daily rows training needs.
-CUSTOMER_SCORE_DATASETS = ("customers", "orders", "customer_event_features")
-# What each DAG's extract task writes: training builds features at many past cutoffs from the daily
-# rows; the nightly run needs one row per customer (and never reads the daily rows).
-DAG_DATASETS = {
-    "training": tuple(name for name in DATASETS if name != "customer_event_features"),
-    "nightly": tuple(name for name in DATASETS if name != "customer_daily_events"),
-}
+EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
+#: A dataset computed inside the events store by a caller's builder (e.g. the customers' event
+#: features, ``features.customer.event_features_in_store``): (store or None, since, run_ts) -> frame.
+EventBuilder = Callable[[EventStore | None, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 DAILY_EVENT_COLUMNS = (
     "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
     "email_sends", "email_opens", "email_clicks",
@@ -226,14 +219,15 @@ ENGAGEMENT_COLUMNS = ("customer_id", "hour_utc", "sends", "opens", "clicks", "se
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
-                    datasets: Collection[str] = DATASETS) -> dict[str, str]:
-    """Write the run's extracts (``datasets``, all of :data:`DATASETS` by default) and return their
-    paths by dataset name.
+                    datasets: Collection[str] = DATASETS, derived: Mapping[str, EventBuilder] | None = None) -> dict[str, str]:
+    """Write the run's extracts (``datasets``, all of :data:`DATASETS` by default, and the ``derived``
+    event datasets, each built in the events store) and return their paths by dataset name.
 
     ``lookback_days`` bounds how much order and event history is read before the run date. The
     ClickHouse queries of event datasets that are not asked for do not run (the daily rows and the
     hourly engagement are the big ones at scale, see docs/scale.md).
     """
+    derived = dict(derived or {})
     unknown = set(datasets) - set(DATASETS)
     if unknown:
         raise ValueError(f"unknown datasets {sorted(unknown)}; known: {', '.join(DATASETS)}")
@@ -277,31 +271,27 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
         daily_events, engagement = empty_daily_events(), empty_engagement()
-        event_features = typed_event_features(pd.DataFrame())
     else:
-        daily_events = engagement = event_features = None
+        daily_events = engagement = None
         if "customer_daily_events" in datasets:
             daily_events = store.query_df(
                 DAILY_EVENTS_SQL.format(database=store.database),
                 {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
             )
             daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
-        if "customer_event_features" in datasets:
-            event_features = typed_event_features(
-                store.query_df(event_features_sql(store.database), event_features_params(since_ts, run_ts)))
         if "engagement_by_hour" in datasets:
             engagement = engagement_by_hour(store, since_ts, run_ts)
 
     paths = {}
     extracted = {
         "customers": customers, "orders": orders, "customer_daily_events": daily_events,
-        "customer_event_features": event_features,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
         "engagement_by_hour": engagement, "marketing_spend": spend,
     }
+    extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
     for name, frame in extracted.items():
-        if name not in datasets:
+        if name not in datasets and name not in derived:
             continue
         path = out_dir / f"{name}.parquet"
         frame.to_parquet(path, index=False)

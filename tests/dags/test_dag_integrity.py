@@ -16,7 +16,7 @@ EXPECTED_EDGES = {
         "extract": set(),
         "validate": {"extract"},
         "build_features": {"validate"},
-        "score": {"build_features"},
+        "score": {"build_features", "validate"},
         "publish": {"score"},
         "recommend_prices": {"validate"},
         "publish_prices": {"recommend_prices"},
@@ -184,17 +184,35 @@ def test_an_error_raised_from_a_transient_one_is_retried_unless_its_context_was_
     assert policy.evaluate(suppressed, try_number=1, max_tries=3).action == RetryAction.FAIL
 
 
-def test_run_settings_are_params_with_the_workflow_defaults(dagbag):
-    from ml.workflows import RunParams
+def test_run_settings_are_params_generated_from_the_one_definition(dagbag):
+    from dataclasses import fields
 
-    defaults = RunParams()
-    for dag_id in EXPECTED_EDGES:
+    from ml.params import RunParams, param_specs
+
+    for dag_id, dag in (("revopt_training", "training"), ("revopt_nightly", "nightly")):
         params = dagbag.dags[dag_id].params
-        for key in params:
-            assert params[key] == getattr(defaults, key), f"{dag_id} param {key} disagrees with RunParams"
+        specs = param_specs(dag)
+        assert list(params) == [spec.name for spec in specs]
+        # the DAG's defaults are the definition's: a run with no conf runs with RunParams()
+        built = RunParams.from_mapping({key: params[key] for key in params})
+        assert all(getattr(built, f.name) == getattr(RunParams(), f.name) for f in fields(RunParams))
+        for spec in specs:
+            assert params.get_param(spec.name).description == spec.description
+            assert params.get_param(spec.name).schema["type"] == spec.schema["type"]
     training = set(dagbag.dags["revopt_training"].params)
     assert training >= {"propensity_horizon_days", "churn_horizon_days", "clv_horizon_days", "n_trials",
                         "tuning_timeout_seconds", "seed", "promotion_margin", "lookback_days"}
+    assert "drift_share_threshold" in dagbag.dags["revopt_nightly"].params
+
+
+def test_dag_tasks_call_named_functions_not_strings():
+    """No task picks what to run from a string: every call is an import and a name a reader can grep."""
+    import re
+
+    for path in DAGS_FOLDER.glob("*.py"):
+        source = path.read_text()
+        # getattr on a module (e.g. getattr(workflows, step)), a name built from a string, importlib
+        assert not re.search(r"getattr\((?!error,)|f\"train_|importlib|__import__", source), path.name
 
 
 def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
@@ -219,9 +237,13 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
         # as the DAG processor and the task runner parse it: the bundle's folder on sys.path
         bag = BundleDagBag(dag_folder={str(DAGS_FOLDER)!r}, bundle_path=Path({str(DAGS_FOLDER)!r}))
         assert not bag.import_errors, bag.import_errors
-        heavy = {{"mlflow", "lightgbm", "optuna", "chdb", "great_expectations", "sklearn", "ml", "features"}}
-        loaded = heavy & {{name.split(".")[0] for name in set(sys.modules) - before}}
+        heavy = {{"mlflow", "lightgbm", "optuna", "chdb", "great_expectations", "sklearn", "features", "pandas"}}
+        new = set(sys.modules) - before
+        loaded = heavy & {{name.split(".")[0] for name in new}}
         assert not loaded, f"DAG parsing imported {{sorted(loaded)}}"
+        # of revopt's own code only the run-parameter definition (dataclasses, no dependencies)
+        ours = sorted(name for name in new if name.split(".")[0] in ("ml", "revopt"))
+        assert ours == ["ml", "ml.params"], ours
         assert queries == [], queries
         print("OK", len(bag.dags))
         """

@@ -31,12 +31,14 @@ import pytest
 from psycopg import sql
 
 from features.customer import customer_features
-from ml import budget, pricing, send_time
-from ml.workflows import BUDGET_COLUMNS, build_features, publish_budget_allocations, validate_extracts
+from features.demand import demand_history
+from ml.families import budget, send_time
+from ml.pipeline import build_features, extract_datasets, publish, validate_extracts
 from revopt import cli
 from revopt.platform.config import Settings
-from revopt.platform.extract import extract_sources, read_extract
+from revopt.platform.extract import read_extract
 from revopt.platform.postgres import publish_partition, read_frame
+from revopt.platform.resources import Resources
 from revopt.sample_data.seed import seed_synthetic
 from revopt.platform.stack import close_event_stores, connect_postgres, event_store
 from revopt.platform.validation import DataValidationError
@@ -155,8 +157,8 @@ def _injected(settings: Settings, injections: Sequence[Injection]) -> Iterator[N
 
 def _extract_and_validate(settings: Settings) -> tuple[dict[str, str], dict[str, pd.DataFrame]]:
     """The DAG's first two tasks, in process; raises whatever they raise."""
-    paths = extract_sources(settings, RUN_DATE, LOOKBACK_DAYS)
-    validate_extracts(settings, RUN_DATE, paths, LOOKBACK_DAYS)
+    paths = extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
+    validate_extracts(Resources(settings), RUN_DATE, paths, LOOKBACK_DAYS)
     return paths, read_extract(paths)
 
 
@@ -184,7 +186,7 @@ def _media_history(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _demand_panel(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    return pricing.demand_history(frames["product_daily_sales"], frames["products"], frames["day_totals"], RUN_DATE, LOOKBACK_DAYS)
+    return demand_history(frames["product_daily_sales"], frames["products"], frames["day_totals"], RUN_DATE, LOOKBACK_DAYS)
 
 
 def _completed_order_near_median(frames: dict[str, pd.DataFrame]) -> int:
@@ -333,7 +335,7 @@ def test_an_empty_day_inside_the_window_is_a_day_of_zeros(settings, store, prist
              _replaced("events", where=f"toDate(event_time) != toDate('{day}')")]
     with _injected(settings, empty):
         paths, frames = _extract_and_validate(settings)
-        features = build_features(settings, RUN_DATE, paths)
+        features = build_features(Resources(settings), RUN_DATE, paths)
     stamp = pd.Timestamp(day)
     assert (pristine["day_totals"]["day"] == stamp).any() and not (frames["day_totals"]["day"] == stamp).any()
     sales = frames["product_daily_sales"]
@@ -352,7 +354,7 @@ def test_events_of_customers_unknown_to_postgres_are_dropped_and_counted(setting
                                     "channel, device, is_machine FROM {source} WHERE customer_id BETWEEN 1 AND 50")
     with _injected(settings, [strangers]):
         paths, frames = _extract_and_validate(settings)
-        built = build_features(settings, RUN_DATE, paths)
+        built = build_features(Resources(settings), RUN_DATE, paths)
 
     known = set(pristine["customers"]["customer_id"])
     daily = frames["customer_daily_events"]
@@ -364,7 +366,7 @@ def test_events_of_customers_unknown_to_postgres_are_dropped_and_counted(setting
     expected = customer_features(pristine["customers"], pristine["orders"], pristine["customer_daily_events"], as_of)
     pd.testing.assert_frame_equal(pd.read_parquet(built["path"]), expected)
 
-    caplog.set_level(logging.INFO, logger="ml.send_time")
+    caplog.set_level(logging.INFO, logger="ml.families.send_time")
     fit = send_time.fit_send_time(frames["engagement_by_hour"], frames["orders"], frames["customers"], as_of)
     reference = send_time.fit_send_time(pristine["engagement_by_hour"], pristine["orders"], pristine["customers"], as_of)
     assert set(fit.customer_id) == known
@@ -402,7 +404,7 @@ def test_sql_metacharacters_and_unicode_are_data_end_to_end(settings, store, pri
     try:
         with _injected(settings, text):
             paths, frames = _extract_and_validate(settings)
-            built = build_features(settings, RUN_DATE, paths)
+            built = build_features(Resources(settings), RUN_DATE, paths)
 
         customers = frames["customers"]
         assert {EVIL, UNICODE} <= set(customers["country"]) and UNICODE in set(frames["products"]["category"])
@@ -422,7 +424,7 @@ def test_sql_metacharacters_and_unicode_are_data_end_to_end(settings, store, pri
         allocation = budget.allocate_budget(budget.fit_media_model(history, budget.MediaConfig(n_bootstrap=0)), history)
         path = tmp_path / "budget_allocations.parquet"
         _allocation_table(allocation, SCRATCH_DATE).to_parquet(path, index=False)
-        assert publish_budget_allocations(settings, SCRATCH_DATE, str(path)) == len(allocation.table)
+        assert publish(Resources(settings), SCRATCH_DATE, "scores.budget_allocations", str(path)) == len(allocation.table)
         with connect_postgres(settings) as conn:
             published = read_frame(conn, "SELECT channel FROM scores.budget_allocations WHERE run_date = %s", (SCRATCH_DATE,))
             survived = conn.execute("SELECT to_regclass('public.x') IS NOT NULL").fetchone()[0]
@@ -435,13 +437,10 @@ def test_sql_metacharacters_and_unicode_are_data_end_to_end(settings, store, pri
 
 
 def _allocation_table(allocation: budget.BudgetAllocation, run_date: dt.date) -> pd.DataFrame:
-    """The rows the nightly allocate_budget task writes (ml.workflows.allocate_budget)."""
-    table = allocation.table
-    return table.assign(
-        run_date=run_date, horizon_days=allocation.horizon_days, moved=allocation.moved,
-        reason=table["reason"].where(table["reason"].astype(bool), allocation.reason),
-        model_name="bad-input-test", model_version="0",
-    )[list(BUDGET_COLUMNS)]
+    """The rows the nightly allocate_budget task writes (the champion's predict, ml.pipeline.recommend)."""
+    from ml.families.budget.model import allocation_rows
+
+    return allocation_rows(allocation).assign(run_date=run_date, model_name="bad-input-test", model_version="0")
 
 
 def test_an_unknown_channel_is_held_at_its_spend_until_training_fits_it(settings, store, pristine, budget_champion):
@@ -494,7 +493,7 @@ def test_a_paused_channel_publishes_a_finite_or_null_marginal_roas(settings, sto
     path = tmp_path / "budget_allocations.parquet"
     _allocation_table(allocation, SCRATCH_DATE).to_parquet(path, index=False)
     try:
-        publish_budget_allocations(settings, SCRATCH_DATE, str(path))
+        publish(Resources(settings), SCRATCH_DATE, "scores.budget_allocations", str(path))
         with connect_postgres(settings) as conn:
             published = read_frame(conn, "SELECT channel, marginal_roas, marginal_roas_low, marginal_roas_high "
                                          "FROM scores.budget_allocations WHERE run_date = %s", (SCRATCH_DATE,))

@@ -28,11 +28,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ml import budget, churn, clv, pricing, propensity, send_time, training, workflows
-from ml.tracking import configure_mlflow
-from ml.workflows import RunParams
+import ml.families.binary
+from ml import pipeline
+from ml.families import budget, churn, clv, pricing, propensity, send_time
+from ml.family import NonFiniteModelError
+from ml.params import RunParams
+from ml.pipeline import DAG_DATASETS, extract_datasets
 from revopt.platform.config import Settings
-from revopt.platform.extract import DAG_DATASETS, extract_sources
+from revopt.platform.resources import Resources, configure_mlflow
 from revopt.sample_data.seed import load_sources
 from revopt.platform.stack import close_event_stores
 from revopt.sample_data.synth import generate_store
@@ -44,14 +47,8 @@ DAYS = 120
 RUN_DATE = START + dt.timedelta(days=DAYS)
 PARAMS = RunParams(n_trials=1, tuning_timeout_seconds=20, propensity_horizon_days=30, churn_horizon_days=30,
                    clv_horizon_days=30, lookback_days=365)
-FAMILIES = {
-    "propensity": (workflows.train_propensity, propensity.MODEL_NAME),
-    "churn": (workflows.train_churn, churn.MODEL_NAME),
-    "clv": (workflows.train_clv, clv.MODEL_NAME),
-    "pricing": (workflows.train_pricing, pricing.MODEL_NAME),
-    "send_time": (workflows.train_send_time, send_time.MODEL_NAME),
-    "budget": (workflows.train_budget, budget.MODEL_NAME),
-}
+FAMILIES = {"propensity": propensity.FAMILY, "churn": churn.FAMILY, "clv": clv.FAMILY, "pricing": pricing.FAMILY,
+            "send_time": send_time.FAMILY, "budget": budget.FAMILY}
 TRAINS = None
 D = RUN_DATE.isoformat()
 TRAIN_CUTOFF, VALID_CUTOFF = (RUN_DATE - dt.timedelta(days=days) for days in (60, 30))  # the customer models' (horizon 30)
@@ -171,9 +168,9 @@ def _load(settings: Settings, base, store: str, *, validate: bool = True) -> dic
     """Load ``store`` into the sources and return the training extract's paths, validated."""
     shop, events = STORES[store](*base)
     load_sources(settings, shop, None, events)
-    paths = extract_sources(settings, RUN_DATE, PARAMS.training_extract_days, datasets=DAG_DATASETS["training"])
+    paths = extract_datasets(Resources(settings), RUN_DATE, PARAMS.training_extract_days, DAG_DATASETS["training"])
     if validate:
-        workflows.validate_extracts(settings, RUN_DATE, paths, PARAMS.training_extract_days)
+        pipeline.validate_extracts(Resources(settings), RUN_DATE, paths, PARAMS.training_extract_days)
     return paths
 
 
@@ -189,10 +186,12 @@ def test_every_family_trains_or_skips_with_its_reason_and_the_nightly_run_agrees
     settings = own_registry
     paths = _load(settings, base, store)
     configure_mlflow(settings)
+    resources = Resources(settings)
     outcomes = {}
-    for family, (train, model_name) in FAMILIES.items():
+    for family, definition in FAMILIES.items():
+        model_name = definition.model_name
         versions = _versions(model_name)
-        outcomes[family] = result = train(settings, RUN_DATE, paths, PARAMS)
+        outcomes[family] = result = pipeline.train(definition, resources, RUN_DATE, paths, PARAMS)
         expected = EXPECTED[store][family]
         if expected is TRAINS:
             assert "skipped" not in result, f"{store}: {family} skipped: {result.get('skipped')}"
@@ -209,15 +208,13 @@ def test_every_family_trains_or_skips_with_its_reason_and_the_nightly_run_agrees
 
     # The nightly steps ask the same questions of the nightly extract: skipped with the same reason
     # where training skipped, otherwise they score with the @champion.
-    nightly = extract_sources(settings, RUN_DATE, PARAMS.lookback_days, datasets=DAG_DATASETS["nightly"])
-    features = workflows.build_features(settings, RUN_DATE, nightly)
-    steps = {"pricing": workflows.recommend_prices, "send_time": workflows.recommend_send_times,
-             "budget": workflows.allocate_budget}
-    for family, step in steps.items():
-        result = step(settings, RUN_DATE, nightly, PARAMS)
+    nightly = extract_datasets(resources, RUN_DATE, PARAMS.lookback_days, DAG_DATASETS["nightly"])
+    features = pipeline.build_features(resources, RUN_DATE, nightly)
+    for family in ("pricing", "send_time", "budget"):
+        result = pipeline.recommend(FAMILIES[family], resources, RUN_DATE, nightly, PARAMS, output=f"{family}_test")
         assert result.get("skipped") == outcomes[family].get("skipped"), f"{store}: nightly {family}: {result}"
         assert "skipped" in result or result["rows"] > 0
-    scored = workflows.score_customers(settings, RUN_DATE, features["path"], PARAMS)
+    scored = pipeline.score_customers(resources, RUN_DATE, features["path"], nightly, PARAMS)
     customer_reasons = [outcomes[family]["skipped"] for family in ("propensity", "churn", "clv")
                         if "skipped" in outcomes[family]]
     if customer_reasons:
@@ -241,7 +238,7 @@ def test_a_model_predicting_nan_is_never_registered(own_registry, base, case, mo
     paths = _load(settings, base, "no_email_no_spend", validate=False)  # validation is not what this is about
     family = case.split()[0]
     if case == "propensity":  # the refitted classifier's holdout predictions
-        real_refit = training.refit
+        real_refit = ml.families.binary.refit
 
         def refit(*args, **kwargs):
             model = real_refit(*args, **kwargs)
@@ -249,23 +246,24 @@ def test_a_model_predicting_nan_is_never_registered(own_registry, base, case, mo
             model.predict_proba = lambda X: _nan_every_third(proper(X))
             return model
 
-        monkeypatch.setattr(training, "refit", refit)
+        monkeypatch.setattr(ml.families.binary, "refit", refit)
         message = "holdout predictions are NaN or infinite"
     elif case == "pricing":  # the recommended prices, what the nightly run publishes
-        real_recommend = pricing.recommend_prices
-        monkeypatch.setattr(pricing, "recommend_prices", lambda *args, **kwargs: real_recommend(*args, **kwargs).assign(
+        real_recommend = pricing.model.recommend_prices
+        monkeypatch.setattr(pricing.model, "recommend_prices", lambda *args, **kwargs: real_recommend(*args, **kwargs).assign(
             recommended_price=lambda table: _nan_every_third(table["recommended_price"])))
         message = "recommended prices of the priced products are NaN or infinite"
     else:  # every configuration's backtest deviance (a mean over the held-out predictions) is NaN
-        real_backtest = pricing.demand_backtest
-        monkeypatch.setattr(pricing, "demand_backtest",
+        real_backtest = pricing.backtest.demand_backtest
+        monkeypatch.setattr(pricing.backtest, "demand_backtest",
                             lambda *args, **kwargs: {**real_backtest(*args, **kwargs), "deviance": float("nan")})
         message = "its holdout backtest_poisson_deviance is nan, not a finite number"
-    train, model_name = FAMILIES[family]
+    definition = FAMILIES[family]
+    model_name = definition.model_name
     configure_mlflow(settings)
     versions = _versions(model_name)
-    with pytest.raises(training.NonFiniteModelError, match=message) as raised:
-        train(settings, RUN_DATE, paths, PARAMS)
+    with pytest.raises(NonFiniteModelError, match=message) as raised:
+        pipeline.train(definition, Resources(settings), RUN_DATE, paths, PARAMS)
     assert isinstance(raised.value, ValueError)  # not a transient error: the retry policy fails the task at once
     assert f"({model_name}) for {RUN_DATE}: " in str(raised.value) and "the model is not registered" in str(raised.value)
     assert _versions(model_name) == versions

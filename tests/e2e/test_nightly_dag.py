@@ -5,16 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from features.customer import FEATURE_COLUMNS
-from ml import budget, churn, clv, pricing, propensity, send_time
-from ml.tracking import configure_mlflow
-from ml.training import SPEC_TAG
+from ml.families import budget, churn, clv, pricing, propensity, send_time
+from ml.registry import SPEC_TAG
 from revopt import cli
 from revopt.platform.postgres import read_frame
+from revopt.platform.resources import configure_mlflow
 from revopt.sample_data.seed import seed_synthetic
 from revopt.platform.stack import close_event_stores, connect_postgres
 
@@ -313,3 +314,53 @@ def test_bad_source_data_fails_the_run_and_keeps_the_published_rows(settings, se
     after, _ = _published(settings)
     key = ["customer_id"]
     assert after.sort_values(key).reset_index(drop=True).equals(before.sort_values(key).reset_index(drop=True))
+
+
+# --- the registered model is the production model --------------------------------------------------
+
+#: The published table of each family and the columns its champion's predict gives.
+PUBLISHED = {
+    "purchase_propensity": ("customer_scores", "purchase_propensity"),
+    "churn": ("customer_scores", "churn_risk"),
+    "clv": ("customer_scores", "clv"),
+    "pricing": ("price_recommendations", ["product_id"]),
+    "send_time": ("send_time_recommendations", ["customer_id", "day_type"]),
+    "budget": ("budget_allocations", ["channel"]),
+}
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_the_champion_loaded_from_the_registry_predicts_exactly_what_the_nightly_run_published(settings, seeded, name):
+    """``mlflow.pyfunc.load_model("models:/<name>@champion").predict`` on the nightly input (built from the
+    run's extract by the family's own builder) with the run's settings gives the published rows."""
+    import mlflow
+
+    from ml.families import FAMILIES
+    from ml.params import RunParams
+    from revopt.platform.extract import read_extract
+
+    family = {f.name: f for f in FAMILIES}[name]
+    params = RunParams()  # the nightly run above ran with the DAG's defaults
+    run_dir = settings.run_dir(RUN_DATE)
+    frames = read_extract({dataset: str(run_dir / "extract" / f"{dataset}.parquet") for dataset in family.nightly_datasets
+                           if (run_dir / "extract" / f"{dataset}.parquet").exists()})
+    frames["customer_features"] = pd.read_parquet(run_dir / "features" / "customer_features.parquet")
+    configure_mlflow(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{family.model_name}@champion")
+    inputs = family.nightly_input(frames, RUN_DATE, params)
+    predicted = model.predict(inputs, params=family.predict_params(RUN_DATE, params) or None)
+
+    table, columns = PUBLISHED[name]
+    with connect_postgres(settings) as conn:
+        published = read_frame(conn, f"SELECT * FROM scores.{table} WHERE run_date = %s", (RUN_DATE,))
+    assert len(published) > 0
+    if isinstance(columns, str):  # a customer score: one number per customer of the family's input, NULL for the rest
+        scored = published.set_index("customer_id")[columns].dropna()
+        expected = pd.Series(np.asarray(predicted, dtype="float64"), index=inputs.index)
+        assert sorted(scored.index) == sorted(expected.index)
+        np.testing.assert_allclose(scored.reindex(expected.index).to_numpy(dtype="float64"), expected.to_numpy(),
+                                   rtol=1e-12, atol=0)
+        return
+    rows = published.drop(columns=["run_date", "model_name", "model_version"]).sort_values(columns).reset_index(drop=True)
+    predicted = pd.DataFrame(predicted)[list(rows.columns)].sort_values(columns).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows, predicted, check_dtype=False, check_exact=False, rtol=1e-12, atol=0)

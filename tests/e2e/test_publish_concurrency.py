@@ -17,19 +17,16 @@ import pandas as pd
 import psycopg
 import pytest
 
-from ml import workflows
+from ml.pipeline import publish
+from revopt.platform.resources import Resources
 from revopt.platform.stack import connect_postgres, postgres_url
 
 pytestmark = pytest.mark.e2e
 
 RUN_DATE = dt.date(2025, 6, 1)
-#: Each publish function the nightly DAG calls, by the table it replaces.
-PUBLISHERS = {
-    "scores.customer_scores": workflows.publish_customer_scores,
-    "scores.price_recommendations": workflows.publish_price_recommendations,
-    "scores.send_time_recommendations": workflows.publish_send_time_recommendations,
-    "scores.budget_allocations": workflows.publish_budget_allocations,
-}
+#: The tables the nightly DAG's publish tasks replace (each through ml.pipeline.publish).
+PUBLISHED = ("scores.customer_scores", "scores.price_recommendations", "scores.send_time_recommendations",
+             "scores.budget_allocations")
 ROWS = {"scores.customer_scores": 50_000}
 STRONGER_THAN_ROW_EXCLUSIVE = {"ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
                                "AccessExclusiveLock"}
@@ -86,7 +83,7 @@ def _lock_monitor(url: str, publisher_app: str, stop: threading.Event, strong: l
             time.sleep(0.005)
 
 
-@pytest.mark.parametrize("table", list(PUBLISHERS))
+@pytest.mark.parametrize("table", PUBLISHED)
 def test_readers_never_wait_for_a_publish_and_see_only_whole_partitions(settings, tmp_path, table, monkeypatch):
     url = postgres_url(settings)
     publisher_app = f"revopt-publish-test-{table}"
@@ -98,8 +95,8 @@ def test_readers_never_wait_for_a_publish_and_see_only_whole_partitions(settings
     for version, frame in partitions.items():
         paths[version] = tmp_path / f"v{version}.parquet"
         frame.to_parquet(paths[version], index=False)
-    publish = PUBLISHERS[table]
-    publish(settings, RUN_DATE, str(paths[1]))
+    resources = Resources(settings)
+    publish(resources, RUN_DATE, table, str(paths[1]))
     with psycopg.connect(url, autocommit=True) as conn:
         expected = {_read(conn, table)}
     assert expected and next(iter(expected))[0] == len(partitions[1])
@@ -113,7 +110,7 @@ def test_readers_never_wait_for_a_publish_and_see_only_whole_partitions(settings
         time.sleep(0.2)
         started = time.perf_counter()
         for version in (2, 1, 2):
-            publish(settings, RUN_DATE, str(paths[version]))
+            publish(resources, RUN_DATE, table, str(paths[version]))
             with psycopg.connect(url, autocommit=True) as conn:
                 expected.add(_read(conn, table))
             time.sleep(0.2)

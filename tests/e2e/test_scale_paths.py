@@ -1,4 +1,4 @@
-"""The nightly customer-scores extract (revopt.platform.extract.CUSTOMER_SCORE_DATASETS) gives the same
+"""The nightly customer-scores extract (ml.pipeline.CUSTOMER_SCORE_DATASETS) gives the same
 features as the full extract, and the chunked seeding loads one consistent store."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from ml.workflows import build_features, validate_extracts
-from revopt.platform.extract import CUSTOMER_SCORE_DATASETS, DATASETS, extract_sources
+from ml.pipeline import ALL_DATASETS, CUSTOMER_SCORE_DATASETS, build_features, extract_datasets, validate_extracts
+from revopt.platform.resources import Resources
 from revopt.sample_data.seed import load_store_chunks
 from revopt.sample_data.synth import generate_store_chunks
 
@@ -30,16 +30,16 @@ def test_chunked_seeding_loads_every_chunk(seeded) -> None:
 
 
 def test_customer_score_extract_gives_the_features_of_the_full_extract(settings, seeded) -> None:
-    full = extract_sources(settings, RUN_DATE, LOOKBACK_DAYS)
-    assert set(full) == set(DATASETS)
-    validate_extracts(settings, RUN_DATE, full, LOOKBACK_DAYS)
-    from_daily = build_features(settings, RUN_DATE, {k: v for k, v in full.items() if k != "customer_event_features"})
+    full = extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
+    assert set(full) == set(ALL_DATASETS)
+    validate_extracts(Resources(settings), RUN_DATE, full, LOOKBACK_DAYS)
+    from_daily = build_features(Resources(settings), RUN_DATE, {k: v for k, v in full.items() if k != "customer_event_features"})
     from_daily_frame = pd.read_parquet(from_daily["path"])
 
-    scores_only = extract_sources(settings, RUN_DATE, LOOKBACK_DAYS, datasets=CUSTOMER_SCORE_DATASETS)
+    scores_only = extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS, CUSTOMER_SCORE_DATASETS)
     assert set(scores_only) == set(CUSTOMER_SCORE_DATASETS)
-    validate_extracts(settings, RUN_DATE, scores_only, LOOKBACK_DAYS)
-    from_clickhouse = build_features(settings, RUN_DATE, scores_only)
+    validate_extracts(Resources(settings), RUN_DATE, scores_only, LOOKBACK_DAYS)
+    from_clickhouse = build_features(Resources(settings), RUN_DATE, scores_only)
 
     assert from_clickhouse["rows"] == from_daily["rows"] == 1_500
     pd.testing.assert_frame_equal(pd.read_parquet(from_clickhouse["path"]), from_daily_frame)
@@ -47,4 +47,4 @@ def test_customer_score_extract_gives_the_features_of_the_full_extract(settings,
 
 def test_unknown_datasets_are_refused(settings, seeded) -> None:
     with pytest.raises(ValueError, match="unknown datasets"):
-        extract_sources(settings, RUN_DATE, LOOKBACK_DAYS, datasets=("customers", "clickstream"))
+        extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS, ("customers", "clickstream"))

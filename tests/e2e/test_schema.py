@@ -8,10 +8,11 @@ import pandas as pd
 import psycopg
 import pytest
 
-from ml import workflows
+from ml.pipeline import publish
 from revopt import cli
 from revopt.platform import contract
 from revopt.platform.postgres import read_frame
+from revopt.platform.resources import Resources
 from revopt.platform.schema import MIGRATION_APPLICATION, SchemaOutOfDate, head_revision
 from revopt.platform.stack import connect_postgres, event_store, postgres_url
 
@@ -79,27 +80,27 @@ def _set_revision(settings, revision: str | None) -> None:
 def test_a_publish_against_a_schema_behind_the_code_fails_at_once_naming_init_db(settings, tmp_path, revision):
     path = tmp_path / "scores.parquet"
     _scores(D1, 3).to_parquet(path)
-    workflows.publish_customer_scores(settings, D1, str(path))
+    publish(Resources(settings), D1, "scores.customer_scores", str(path))
     with connect_postgres(settings) as conn:
         before = read_frame(conn, "SELECT * FROM scores.customer_scores WHERE run_date = %s ORDER BY customer_id", (D1,))
     _set_revision(settings, revision)
     try:
         _scores(D1, 5).to_parquet(path)
         with pytest.raises(SchemaOutOfDate, match="revopt init-db"):
-            workflows.publish_customer_scores(settings, D1, str(path))
+            publish(Resources(settings), D1, "scores.customer_scores", str(path))
         with connect_postgres(settings) as conn:
             after = read_frame(conn, "SELECT * FROM scores.customer_scores WHERE run_date = %s ORDER BY customer_id", (D1,))
         pd.testing.assert_frame_equal(after, before)
     finally:
         assert cli.main(["init-db"]) == 0  # migrates it back to the head: a pre-migration database is adopted
-    assert workflows.publish_customer_scores(settings, D1, str(path)) == 5
+    assert publish(Resources(settings), D1, "scores.customer_scores", str(path)) == 5
 
 
 def test_the_latest_views_show_the_latest_complete_run_date(settings, tmp_path):
     for run_date, n in ((D1, 4), (D2, 6)):
         path = tmp_path / f"{run_date}.parquet"
         _scores(run_date, n).to_parquet(path)
-        workflows.publish_customer_scores(settings, run_date, str(path))
+        publish(Resources(settings), run_date, "scores.customer_scores", str(path))
     with connect_postgres(settings) as conn:
         latest = read_frame(conn, "SELECT run_date, count(*) AS n FROM scores.customer_scores_latest GROUP BY 1")
         newest = conn.execute("SELECT max(run_date) FROM scores.customer_scores").fetchone()[0]

@@ -15,11 +15,12 @@ import pyarrow as pa
 import pytest
 
 from features.customer import FEATURE_COLUMNS
-from ml.workflows import build_features, validate_extracts
+from ml.pipeline import ALL_DATASETS, EVENT_BUILDERS, build_features, extract_datasets, validate_extracts
 from revopt.platform.config import REPO_ROOT, Settings
-from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
+from revopt.platform.extract import EVENT_DATASETS, read_extract
 from revopt.sample_data.importer import UCI_LOCATIONS, default_uci_path, load_into_contract, uci_online_retail
 from revopt.platform.postgres import copy_frame, read_frame
+from revopt.platform.resources import Resources
 from revopt.sample_data.seed import load_store
 from revopt.platform.stack import connect_postgres, event_store
 from revopt.sample_data.synth import generate_store
@@ -127,18 +128,18 @@ def _mapped_store(settings: Settings, store) -> Iterator[None]:
 def test_the_documented_views_read_like_the_contract_tables(settings: Settings) -> None:
     store = generate_store(n_customers=300, days=DAYS, start=START, seed=5)
     load_store(settings, store)
-    direct_paths = extract_sources(settings, RUN_DATE, LOOKBACK_DAYS)
+    direct_paths = extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
     direct = read_extract(direct_paths)  # read now: the mapped run writes the same run folder
-    direct_features = pd.read_parquet(build_features(settings, RUN_DATE, direct_paths)["path"])
+    direct_features = pd.read_parquet(build_features(Resources(settings), RUN_DATE, direct_paths)["path"])
 
     with _mapped_store(settings, store):
         with connect_postgres(settings) as conn:
             kinds = read_frame(conn, "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'shop'")
         assert set(kinds["table_type"]) == {"VIEW"}  # really reading through the views
-        paths = extract_sources(settings, RUN_DATE, LOOKBACK_DAYS)
+        paths = extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
         mapped = read_extract(paths)
-        validate_extracts(settings, RUN_DATE, paths, LOOKBACK_DAYS)
-        mapped_features = pd.read_parquet(build_features(settings, RUN_DATE, paths)["path"])
+        validate_extracts(Resources(settings), RUN_DATE, paths, LOOKBACK_DAYS)
+        mapped_features = pd.read_parquet(build_features(Resources(settings), RUN_DATE, paths)["path"])
 
         # a mapping mistake stops at the contract check, naming the table and the column
         with connect_postgres(settings) as conn:
@@ -148,10 +149,10 @@ def test_the_documented_views_read_like_the_contract_tables(settings: Settings) 
             conn.execute("DROP VIEW shop.order_lines")
             conn.execute("ALTER VIEW shop.order_lines_no_discount RENAME TO order_lines")
         with pytest.raises(DataValidationError, match=r"'order_lines' \(shop.order_lines\).*2023-07-29: column 'discount' is missing"):
-            extract_sources(settings, RUN_DATE, LOOKBACK_DAYS)
+            extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
 
-    assert set(mapped) == set(DATASETS)
-    for name in DATASETS:
+    assert set(mapped) == set(ALL_DATASETS)
+    for name in ALL_DATASETS:
         assert len(direct[name]) > 0 or name in ("competitor_prices", "inventory"), name
         pd.testing.assert_frame_equal(mapped[name], direct[name], obj=name)
     pd.testing.assert_frame_equal(mapped_features, direct_features)
@@ -171,17 +172,17 @@ UCI_RUN_DATE = dt.date(2011, 1, 10)
 
 
 def test_a_store_without_clickstream_runs_from_orders(uci_settings: Settings) -> None:
-    paths = extract_sources(uci_settings, UCI_RUN_DATE, LOOKBACK_DAYS)
+    paths = extract_datasets(Resources(uci_settings), UCI_RUN_DATE, LOOKBACK_DAYS)
     frames = read_extract(paths)
-    for name in EVENT_DATASETS:
+    for name in (*EVENT_DATASETS, *EVENT_BUILDERS):
         assert frames[name].empty and len(frames[name].columns) > 2, name
     assert len(frames["orders"]) > 1000 and len(frames["product_daily_sales"]) > 1000
-    validate_extracts(uci_settings, UCI_RUN_DATE, paths, LOOKBACK_DAYS)  # event datasets not validated: passes
+    validate_extracts(Resources(uci_settings), UCI_RUN_DATE, paths, LOOKBACK_DAYS)  # event datasets not validated: passes
     with connect_postgres(uci_settings) as conn:
         recorded = set(read_frame(conn, "SELECT dataset FROM scores.data_quality WHERE run_date = %s", (UCI_RUN_DATE,))["dataset"])
-    assert recorded == set(DATASETS) - set(EVENT_DATASETS)
+    assert recorded == set(ALL_DATASETS) - set(EVENT_DATASETS) - set(EVENT_BUILDERS)
 
-    features = pd.read_parquet(build_features(uci_settings, UCI_RUN_DATE, paths)["path"])
+    features = pd.read_parquet(build_features(Resources(uci_settings), UCI_RUN_DATE, paths)["path"])
     assert len(features) == len(frames["customers"])
     event_features = ["sessions_7d", "sessions_30d", "product_views_30d", "add_to_carts_30d", "email_opens_30d", "email_clicks_30d"]
     assert (features[event_features] == 0).all().all()
@@ -191,6 +192,6 @@ def test_a_store_without_clickstream_runs_from_orders(uci_settings: Settings) ->
 
 def test_the_same_store_with_clickstream_on_fails_validation_on_the_empty_events(uci_settings: Settings) -> None:
     settings_on = dataclasses.replace(uci_settings, clickstream=True)
-    paths = extract_sources(settings_on, UCI_RUN_DATE + dt.timedelta(days=1), LOOKBACK_DAYS)
+    paths = extract_datasets(Resources(settings_on), UCI_RUN_DATE + dt.timedelta(days=1), LOOKBACK_DAYS)
     with pytest.raises(DataValidationError, match="customer_daily_events"):
-        validate_extracts(settings_on, UCI_RUN_DATE + dt.timedelta(days=1), paths, LOOKBACK_DAYS)
+        validate_extracts(Resources(settings_on), UCI_RUN_DATE + dt.timedelta(days=1), paths, LOOKBACK_DAYS)

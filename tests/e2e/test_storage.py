@@ -113,9 +113,10 @@ def execute_then_hang_after_insert(conn, query, params=None, **kwargs):
 
 
 psycopg.Connection.execute = execute_then_hang_after_insert
-from ml.workflows import publish_customer_scores  # the function the nightly DAG's publish task calls
+from ml.pipeline import publish  # the function the nightly DAG's publish task calls
+from revopt.platform.resources import Resources
 
-publish_customer_scores(load_settings(), run_date, sys.argv[3])
+publish(Resources(load_settings()), run_date, "scores.customer_scores", sys.argv[3])
 """
 
 

@@ -13,30 +13,31 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from features.customer import FEATURE_COLUMNS
-from ml import workflows
-from ml.propensity import features_at, holdout_cutoffs
-from revopt.platform.extract import DAG_DATASETS, extract_sources, read_extract
+from features.customer import FEATURE_COLUMNS, features_at, holdout_cutoffs
+from ml.params import RunParams
+from ml.pipeline import DAG_DATASETS, build_features, extract_datasets
+from revopt.platform.extract import read_extract
+from revopt.platform.resources import Resources
 from revopt.sample_data.seed import seed_synthetic
 
 pytestmark = pytest.mark.e2e
 
 START = dt.date(2016, 1, 1)  # far from the other modules' run dates (the row-count rule looks 30 days back)
 DAYS = 240
-PARAMS = workflows.RunParams(lookback_days=90, propensity_horizon_days=30, churn_horizon_days=20, clv_horizon_days=25)
+PARAMS = RunParams(lookback_days=90, propensity_horizon_days=30, churn_horizon_days=20, clv_horizon_days=25)
 
 
 @pytest.fixture(scope="module")
 def training_frames(settings):
     report = seed_synthetic(settings, n_customers=800, days=DAYS, start=START, seed=5)
     assert PARAMS.training_extract_days == 90 + 2 * 30
-    paths = extract_sources(settings, report.end, PARAMS.training_extract_days, datasets=DAG_DATASETS["training"])
+    paths = extract_datasets(Resources(settings), report.end, PARAMS.training_extract_days, DAG_DATASETS["training"])
     return report.end, read_extract(paths)
 
 
 def _nightly_features(settings, cutoff: dt.date) -> pd.DataFrame:
-    paths = extract_sources(settings, cutoff, PARAMS.lookback_days, datasets=DAG_DATASETS["nightly"])
-    built = workflows.build_features(settings, cutoff, paths)
+    paths = extract_datasets(Resources(settings), cutoff, PARAMS.lookback_days, DAG_DATASETS["nightly"])
+    built = build_features(Resources(settings), cutoff, paths)
     return pd.read_parquet(built["path"]).set_index("customer_id")[list(FEATURE_COLUMNS)]
 
 

@@ -1,10 +1,12 @@
-"""Budget allocation core: media history, media model (recovery, intervals, backtest, tuning), optimiser."""
+"""Budget allocation: media history, media model (recovery, intervals, backtest, tuning), optimiser, the
+registered model and the family."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import itertools
+import json
 
 import cloudpickle
 import numpy as np
@@ -12,23 +14,29 @@ import pandas as pd
 import pytest
 from scipy.signal import lfilter
 
-from ml import budget
-from ml.budget import (
+from features.media import current_spend, daily_spend, media_history, paid_channels, spend_history
+from ml.families.budget import (
+    ALLOCATION_COLUMNS,
     BINDING,
+    FAMILY,
     BudgetConstraints,
+    BudgetModel,
     MediaConfig,
+    MediaData,
     allocate_budget,
     allocate_spend,
-    current_spend,
+    allocation_rows,
+    constraint_params,
     fit_from_curves,
     fit_media_model,
     media_backtest,
     media_crossval,
-    media_history,
     response_curves,
     training_data_shortfall,
     tune_media_model,
 )
+from ml.families.budget import backtest, least_squares, optimiser
+from ml.params import RunParams
 from revopt.sample_data.synth import generate_store
 
 START = dt.date(2023, 1, 2)
@@ -81,7 +89,7 @@ def _simulate(days: int = 365, seed: int = 0, level: float = 2000.0) -> tuple[pd
 
 def _true_response(spend: np.ndarray, channel: str, baseline: float) -> tuple[np.ndarray, np.ndarray]:
     row = TRUTH.set_index("channel").loc[channel]
-    return budget._response(spend, baseline * row["max_lift"], row["half_saturation_spend"], row["slope"])
+    return optimiser._response(spend, baseline * row["max_lift"], row["half_saturation_spend"], row["slope"])
 
 
 def _curves(**columns: list[float]) -> pd.DataFrame:
@@ -133,7 +141,7 @@ def test_media_history_is_dense_wide_and_leaves_inputs_alone():
     assert len(history) == 70 and history["day"].is_monotonic_increasing
     assert history["day"].iloc[0] == pd.Timestamp(START) and history["day"].iloc[-1] == run - pd.Timedelta(days=1)
     assert list(history.columns[:4]) == ["day", "spend_search", "spend_social", "spend_tv"]
-    assert budget.paid_channels(history) == ["search", "social", "tv"]
+    assert paid_channels(history) == ["search", "social", "tv"]
     sundays = history["day"].dt.dayofweek == 6
     assert (history.loc[sundays, "spend_social"] == 0).all() and (history.loc[~sundays, "spend_social"] == 50).all()
     assert (history["spend_tv"] == 0).all()  # kept: the fit excludes it with a reason
@@ -179,7 +187,7 @@ def test_media_history_from_a_synthetic_store_matches_its_orders():
     done = orders[orders["status"] == "completed"]
     assert history["revenue"].sum() == pytest.approx(done["order_value"].sum())
     assert history["orders"].sum() == len(done)
-    paid = budget.paid_channels(history)
+    paid = paid_channels(history)
     assert sorted(paid) == sorted(store.truth["channels"]["channel"])
     spend = store.shop["marketing_spend"].pivot(index="day", columns="channel", values="spend")
     np.testing.assert_allclose(history[[f"spend_{c}" for c in paid]].to_numpy(), spend[paid].to_numpy())
@@ -201,13 +209,13 @@ def test_analytic_jacobians_match_finite_differences(simulated, target):
     history, _ = simulated
     history = history.iloc[:120].reset_index(drop=True)
     config = MediaConfig(target=target, n_bootstrap=0, fixed_parameters={"search": {"slope": 1.0}})
-    channels = budget.paid_channels(history)
-    problem = budget._problem(history, config, channels, budget._baseline_for(pd.DatetimeIndex(history["day"]), config))
+    channels = paid_channels(history)
+    problem = least_squares._problem(history, config, channels, least_squares._baseline_for(pd.DatetimeIndex(history["day"]), config))
     problem = dataclasses.replace(problem, rows=np.arange(len(history)) % 5 != 0)
     if target == "total":
-        model = budget._TotalModel(problem, config, np.log(problem.y), 0.05)
+        model = least_squares._TotalModel(problem, config, np.log(problem.y), 0.05)
     else:
-        model = budget._ChannelModel(problem, config, 2, problem.y[:, 2], 1.0)
+        model = least_squares._ChannelModel(problem, config, 2, problem.y[:, 2], 1.0)
     lo, hi = model.bounds()
     rng = np.random.default_rng(1)
     x = model.starts()[1]
@@ -220,7 +228,7 @@ def test_analytic_jacobians_match_finite_differences(simulated, target):
 
 def test_adstock_starts_from_the_first_weeks_steady_state():
     x = np.full(30, 10.0)
-    a, _ = budget._adstock(x, 0.5, warm=10.0)
+    a, _ = least_squares._adstock(x, 0.5, warm=10.0)
     np.testing.assert_allclose(a, 20.0)  # s / (1 - theta) from day one
 
 
@@ -240,7 +248,7 @@ def test_attributed_target_recovers_the_simulated_curves(simulated, fits):
     for c in truth.index:
         spend = truth.loc[c, "base_spend"] * np.array([0.5, 1.0, 1.5])
         expected, marginal = _true_response(spend, c, base[-28:].mean())
-        got, got_marginal = budget._response(spend, fit.loc[c, "max_revenue_per_day"], fit.loc[c, "half_saturation_spend"],
+        got, got_marginal = optimiser._response(spend, fit.loc[c, "max_revenue_per_day"], fit.loc[c, "half_saturation_spend"],
                                              fit.loc[c, "slope"])
         np.testing.assert_allclose(got, expected, rtol=0.10)
         np.testing.assert_allclose(got_marginal, marginal, rtol=0.10)
@@ -256,7 +264,7 @@ def test_total_target_recovers_decays_and_marginal_returns(simulated, fits):
     for c in truth.index:
         spend = truth.loc[c, "base_spend"]
         _, marginal = _true_response(spend, c, base[-28:].mean())
-        _, got = budget._response(spend, fit.loc[c, "max_revenue_per_day"], fit.loc[c, "half_saturation_spend"], fit.loc[c, "slope"])
+        _, got = optimiser._response(spend, fit.loc[c, "max_revenue_per_day"], fit.loc[c, "half_saturation_spend"], fit.loc[c, "slope"])
         # the smallest channel (display: a 10 % lift at most) is the least precise
         assert got == pytest.approx(marginal, rel=0.4 if c == "display" else 0.2), c
     # the fitted series tracks the data (2 % Poisson noise) and the baseline is the non-media revenue
@@ -341,17 +349,17 @@ def test_tuning_is_seeded_and_never_worse_than_the_given_config(simulated):
     runs = [tune_media_model(history, MediaConfig(random_state=3), n_trials=3, timeout_seconds=60,
                              callbacks=[lambda study, trial: seen.append(trial.number)]) for _ in range(2)]
     assert runs[0].study.best_params == runs[1].study.best_params
-    assert runs[0].best_mape <= runs[0].default_mape and runs[0].n_trials == 3
+    assert runs[0].value <= runs[0].default_value and runs[0].n_trials == 3
     assert seen == [0, 1, 2, 0, 1, 2]
-    assert "mape" in runs[0].study.trials[0].user_attrs
-    assert runs[0].config == MediaConfig(random_state=3) or runs[0].t_statistic >= 2.0  # kept unless significantly better
+    assert {"mape", "paired_t"} <= set(runs[0].study.trials[0].user_attrs)
+    assert runs[0].config == MediaConfig(random_state=3) or runs[0].metrics["paired_t"] >= 2.0  # kept unless significantly better
     last = tune_media_model(history, MediaConfig(), n_trials=2, timeout_seconds=60, holdout="last")
-    assert last.best_mape <= last.default_mape
+    assert last.value <= last.default_value
 
 
 def _held_out_predictions(monkeypatch, predicted_for) -> None:
     """Held-out days with revenue 100 predicted as ``predicted_for(config)`` (no fitting at all)."""
-    monkeypatch.setattr(budget, "_crossval_predictions",
+    monkeypatch.setattr(backtest, "_crossval_predictions",
                         lambda history, config, n_folds=4: (np.full(40, 100.0), np.full(40, predicted_for(config))))
 
 
@@ -360,7 +368,7 @@ def test_tuning_keeps_the_given_config_over_trials_without_a_finite_mape(simulat
     given = MediaConfig(random_state=3)
     _held_out_predictions(monkeypatch, lambda config: 105.0 if config == given else np.nan)
     tuned = tune_media_model(history, given, n_trials=3, timeout_seconds=60)
-    assert tuned.config == given and tuned.best_mape == pytest.approx(0.05) and tuned.n_trials == 0
+    assert tuned.config == given and tuned.value == pytest.approx(0.05) and tuned.n_trials == 0
 
 
 def test_tuning_replaces_a_given_config_without_a_finite_mape(simulated, monkeypatch):
@@ -368,8 +376,8 @@ def test_tuning_replaces_a_given_config_without_a_finite_mape(simulated, monkeyp
     given = MediaConfig(random_state=3)
     _held_out_predictions(monkeypatch, lambda config: np.nan if config == given else 110.0)
     tuned = tune_media_model(history, given, n_trials=3, timeout_seconds=60)
-    assert tuned.config != given and tuned.best_mape == pytest.approx(0.10)
-    assert np.isnan(tuned.default_mape) and np.isnan(tuned.t_statistic)  # nothing to test the gain against
+    assert tuned.config != given and tuned.value == pytest.approx(0.10)
+    assert np.isnan(tuned.default_value) and np.isnan(tuned.metrics["paired_t"])  # nothing to test the gain against
 
 
 @pytest.mark.parametrize(
@@ -401,7 +409,7 @@ KNOWN = _curves(channel=["a", "b", "c"], decay=[0.2, 0.5, 0.1], half_saturation_
 
 def _revenue(fit, spend: dict[str, float]) -> float:
     table = fit.channels.set_index("channel").loc[list(spend)]
-    return float(budget._response(np.array(list(spend.values())), table["max_revenue_per_day"].to_numpy(),
+    return float(optimiser._response(np.array(list(spend.values())), table["max_revenue_per_day"].to_numpy(),
                                   table["half_saturation_spend"].to_numpy(), table["slope"].to_numpy())[0].sum())
 
 
@@ -412,7 +420,7 @@ def _grid_optimum(fit, lower: np.ndarray, upper: np.ndarray, budget_total: float
     c = budget_total - a - b
     ok = (c >= lower[2] - 1e-9) & (c <= upper[2] + 1e-9)
     table = fit.channels.set_index("channel").loc[["a", "b", "c"]]
-    value = sum(budget._response(x, table.loc[k, "max_revenue_per_day"], table.loc[k, "half_saturation_spend"],
+    value = sum(optimiser._response(x, table.loc[k, "max_revenue_per_day"], table.loc[k, "half_saturation_spend"],
                                  table.loc[k, "slope"])[0] for k, x in zip("abc", (a + 0 * b, b + 0 * a, c)))
     value = np.where(ok, value, -np.inf)
     i, j = np.unravel_index(np.argmax(value), value.shape)
@@ -435,7 +443,7 @@ def test_optimiser_reaches_the_brute_force_optimum(constraints):
     allocation = allocate_spend(fit, current, constraints)
     spend = allocation.table.set_index("channel")["recommended_spend"]
     total = constraints.total_budget or current.sum()
-    lower, upper, _, _ = budget._bounds(["a", "b", "c"], current, constraints, total)
+    lower, upper, _, _ = optimiser._bounds(["a", "b", "c"], current, constraints, total)
     grid, best = _grid_optimum(fit, lower, upper, total)
     ours = _revenue(fit, spend.to_dict())
     assert ours >= best - 1e-6 * best  # at least as good as the grid's best point
@@ -465,7 +473,7 @@ def test_a_plain_slsqp_from_the_current_split_is_the_failure_this_optimiser_avoi
     table = KNOWN.set_index("channel")
 
     def revenue(x: np.ndarray) -> float:
-        return float(budget._response(x, table["max_revenue_per_day"].to_numpy(), table["half_saturation_spend"].to_numpy(),
+        return float(optimiser._response(x, table["max_revenue_per_day"].to_numpy(), table["half_saturation_spend"].to_numpy(),
                                       table["slope"].to_numpy())[0].sum() / 1e4)
 
     naive = minimize(lambda x: -revenue(x), current, method="SLSQP", bounds=[(0, 300)] * 3,
@@ -507,7 +515,7 @@ def test_current_split_already_optimal_is_not_moved_and_says_why():
     k, slope = np.array([100.0, 60.0, 200.0]), np.array([1.0, 2.5, 1.6])
     current = np.array([120.0, 70.0, 110.0])
     # scale the curves so that every channel's marginal revenue at the current split is 2.0
-    _, unit_marginal = budget._response(current, np.ones(3), k, slope)
+    _, unit_marginal = optimiser._response(current, np.ones(3), k, slope)
     curves = _curves(channel=["a", "b", "c"], decay=[0.2, 0.5, 0.1], half_saturation_spend=list(k), slope=list(slope),
                      max_revenue_per_day=list(2.0 / unit_marginal))
     fit = fit_from_curves(curves, baseline_revenue_per_day=10_000.0)
@@ -546,7 +554,7 @@ def test_channels_without_response_are_named():
 def test_an_optimiser_failure_is_reported_and_the_better_split_kept(monkeypatch):
     fit = fit_from_curves(KNOWN, baseline_revenue_per_day=10_000.0)
     current = pd.Series({"a": 150.0, "b": 20.0, "c": 130.0})
-    monkeypatch.setattr(budget, "_optimise", lambda *args: (np.array([0.0, 0.0, 300.0]), {"message": "boom", "success": True}))
+    monkeypatch.setattr(optimiser, "_optimise", lambda *args: (np.array([0.0, 0.0, 300.0]), {"message": "boom", "success": True}))
     allocation = allocate_spend(fit, current, BudgetConstraints(max_change=None))
     assert "optimiser failed to converge" in allocation.reason and "boom" in allocation.reason
     assert not allocation.solver["success"]
@@ -615,23 +623,110 @@ def test_response_curves_are_monotone_with_ordered_bands(fits):
         assert (rows["revenue_low"] <= rows["revenue"] + 1e-6).all() and (rows["revenue"] <= rows["revenue_high"] + 1e-6).all()
 
 
-def test_budget_model_pickles_and_predicts_row_by_row(fits):
-    from ml.pyfunc import BudgetModel
+def test_budget_model_predicts_the_published_rows_under_its_params_and_pickles(simulated, fits):
+    history, _ = simulated
+    logged = BudgetConstraints(max_change=0.2, horizon_days=14)
+    model = cloudpickle.loads(cloudpickle.dumps(BudgetModel(fits["attributed"], logged)))
+    daily = daily_spend(history)
+    # with params (as MLflow passes them: scalars and JSON strings): those settings
+    run = BudgetConstraints(total_budget=1500.0, max_change=0.5, min_spend={"display": 200.0},
+                            max_spend={"search": 900.0}, horizon_days=7)
+    predicted = model.predict(None, daily, constraint_params(run))
+    allocation = allocate_budget(fits["attributed"], history, run)
+    pd.testing.assert_frame_equal(predicted, allocation_rows(allocation))
+    assert list(predicted.columns) == list(ALLOCATION_COLUMNS) and list(predicted["channel"]) == paid_channels(history)
+    assert (predicted["horizon_days"] == 7).all() and (predicted["moved"] == allocation.moved).all()
+    assert predicted["recommended_spend"].sum() == pytest.approx(1500.0)
+    own = allocation.table["reason"].astype(bool).to_numpy()  # a channel's own reason, else the allocation's
+    assert (predicted["reason"][own] == allocation.table["reason"][own]).all()
+    assert (predicted["reason"][~own] == allocation.reason).all()
+    # without params: the constraints it was logged with; only the last current_window_days days count (the
+    # input example is those days)
+    expected = allocation_rows(allocate_budget(fits["attributed"], history, logged))
+    pd.testing.assert_frame_equal(model.predict(None, daily_spend(history.iloc[-28:])), expected)
+    with pytest.raises(ValueError, match="covers 27 days"):
+        model.predict(None, daily_spend(history.iloc[-27:]))
+    with pytest.raises(ValueError, match="unknown budget params"):
+        model.predict(None, daily, {"budget": 1.0})
 
-    model = cloudpickle.loads(cloudpickle.dumps(BudgetModel(fits["attributed"], BudgetConstraints(max_change=0.2))))
-    frame = pd.DataFrame({"channel": ["social", "search", "newsletter", "display"],
-                          "current_spend": [400.0, 900.0, 50.0, 250.0]})
-    predicted = model.predict(None, frame)
-    expected = allocate_spend(fits["attributed"], pd.Series(frame["current_spend"].to_numpy(), index=frame["channel"]),
-                              BudgetConstraints(max_change=0.2)).table.set_index("channel")["recommended_spend"]
-    np.testing.assert_allclose(predicted, expected.reindex(frame["channel"]).to_numpy())
-    assert predicted[2] == 50.0  # unknown to the model: held
-    assert predicted.sum() == pytest.approx(frame["current_spend"].sum())
-    assert model.contributions(frame) is None
+
+def test_budget_model_holds_a_channel_it_does_not_know(simulated, fits):
+    history, _ = simulated
+    with_new = history.assign(spend_tiktok=5.0)
+    predicted = BudgetModel(fits["total"]).predict(None, daily_spend(with_new)).set_index("channel")
+    assert predicted.loc["tiktok", "binding_constraint"] == "excluded"
+    assert "not in the fitted model" in predicted.loc["tiktok", "reason"]
+    assert predicted.loc["tiktok", "recommended_spend"] == predicted.loc["tiktok", "current_spend"] == 5.0
+    assert predicted["recommended_spend"].sum() == pytest.approx(predicted["current_spend"].sum())
+
+
+def test_constraint_params_are_mlflow_scalars_and_round_trip():
+    from ml.families.budget.model import constraints_from_params
+
+    params = constraint_params(BudgetConstraints(min_spend={"display": 100}, max_spend={"search": 5000.5}))
+    assert all(isinstance(value, (str, int, float)) for value in params.values())
+    assert params["total_budget"] == "null" and params["min_spend"] == '{"display": 100}'
+    base = BudgetConstraints(current_window_days=14)
+    for constraints in (BudgetConstraints(), BudgetConstraints(total_budget=1234.5678, max_change=0.05, horizon_days=3,
+                                                               min_spend={"a": 1.5}, max_spend={"b": 2})):
+        assert constraints_from_params(constraint_params(constraints), base) == dataclasses.replace(
+            constraints, current_window_days=14)
+    assert "max_change" not in constraint_params(BudgetConstraints(max_change=None))
+    assert constraints_from_params({}, base) is base
+
+
+# --- the family -----------------------------------------------------------------------------------
+
+
+def test_family_nightly_input_is_the_media_history_spend_the_old_step_read():
+    spend, orders, run = _extract_frames(130)
+    frames = {"marketing_spend": spend, "orders": orders}
+    params = RunParams(lookback_days=100)
+    daily = FAMILY.nightly_input(frames, run.date(), params)
+    history = media_history(spend, orders, run, 100)
+    assert list(daily.columns) == ["day", "channel", "spend"] and len(daily) == 100 * 3
+    pd.testing.assert_frame_equal(spend_history(daily), history[["day", *[f"spend_{c}" for c in paid_channels(history)]]])
+    # sparse rows mean days without spend, as in the extract
+    sparse = daily[daily["spend"] > 0]
+    pd.testing.assert_frame_equal(spend_history(sparse)[["day", "spend_search", "spend_social"]],
+                                  spend_history(daily)[["day", "spend_search", "spend_social"]])
+
+
+def test_family_predict_params_are_the_run_constraints():
+    params = RunParams(budget_total=900.0, budget_max_change=0.1, budget_min_spend={"search": 10.0}, budget_horizon_days=7)
+    assert FAMILY.predict_params(dt.date(2024, 1, 1), params) == {
+        "total_budget": "900.0", "max_change": 0.1, "min_spend": '{"search": 10.0}', "max_spend": "{}", "horizon_days": 7}
+
+
+def test_family_shortfall_and_config_follow_the_store():
+    spend, orders, run = _extract_frames(130)
+    params = RunParams(lookback_days=365, seed=5)
+    frames = {"marketing_spend": spend, "orders": orders}
+    assert FAMILY.shortfall(frames, run.date(), params) is None
+    config = FAMILY.training_data(frames, run.date(), params).config
+    assert config == MediaConfig(target="attributed", random_state=5)  # orders name the paid channels
+    unattributed = {**frames, "orders": orders.assign(channel="organic")}
+    assert FAMILY.training_data(unattributed, run.date(), params).config.target == "total"
+    reason = FAMILY.shortfall({**frames, "marketing_spend": spend.iloc[:0]}, run.date(), params)
+    assert reason.startswith("the store has no marketing spend in the 365 days before 2023-05-12")
+    assert FAMILY.shortfall(frames, run.date(), RunParams(lookback_days=70)).startswith("only 70 days of marketing spend")
+
+
+def test_family_evaluates_a_champion_spec_with_the_backtest(simulated):
+    history, _ = simulated
+    data = MediaData(history=history, config=MediaConfig(), run_date=dt.date(2024, 1, 1))
+    config = MediaConfig(n_bootstrap=0, regularisation=2.0)
+    spec = {"family": "budget", "config": json.loads(json.dumps(dataclasses.asdict(config)))}
+    assert FAMILY.evaluate(data, spec, RunParams()) == media_backtest(history, config)["mape"]
+    assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, RunParams()) is None
+    assert FAMILY.evaluate(data, {"family": "budget", "config": {"smoothing": 1.0}}, RunParams()) is None
+    assert FAMILY.metric.name == "holdout_mape" and not FAMILY.metric.higher_is_better and FAMILY.metric.relative_margin
+    assert FAMILY.training_datasets == FAMILY.nightly_datasets == ("marketing_spend", "orders")
 
 
 def test_response_curves_figure_draws_every_channel(simulated, fits):
-    from ml.plots import close, response_curves_figure
+    from ml.families.budget.figures import response_curves_figure
+    from ml.plots import close
 
     history, _ = simulated
     allocation = allocate_budget(fits["total"], history.assign(spend_tv=0.0))

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.classifier import (
+from ml.families.classifier import (
     CALIBRATIONS,
-    FAMILIES,
+    ESTIMATORS,
     ModelSpec,
-    TuningConfig,
     choose_calibration,
     evaluate,
     expected_calibration_error,
@@ -22,6 +21,7 @@ from ml.classifier import (
     top_factors,
     tune,
 )
+from ml.tuning import Budget
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def data():
 
 def test_every_family_is_tried_and_the_best_wins(data):
     X_train, y_train, X_valid, y_valid = data
-    result = tune(X_train, y_train, X_valid, y_valid, TuningConfig(n_trials=5, timeout_seconds=120, seed=1), study_name="t")
-    assert set(result.best_by_family) == set(FAMILIES)
+    result = tune(X_train, y_train, X_valid, y_valid, Budget(n_trials=5, timeout_seconds=120, random_state=1), study_name="t")
+    assert set(result.best_by_family) == set(ESTIMATORS)
     assert result.best_value == pytest.approx(max(result.best_by_family.values()))
     assert result.best_by_family[result.best.family] == result.best_value
     assert result.best_value > 0.75
@@ -45,17 +45,17 @@ def test_every_family_is_tried_and_the_best_wins(data):
 
 def test_tuning_is_deterministic_for_a_seed(data):
     X_train, y_train, X_valid, y_valid = data
-    config = TuningConfig(n_trials=5, timeout_seconds=120, seed=5)
+    config = Budget(n_trials=5, timeout_seconds=120, random_state=5)
     first = tune(X_train, y_train, X_valid, y_valid, config, study_name="a")
     second = tune(X_train, y_train, X_valid, y_valid, config, study_name="b")
     assert first.best == second.best and first.best_value == second.best_value
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ESTIMATORS)
 def test_contributions_add_up_to_the_log_odds(data, family):
     X_train, y_train, X_valid, _ = data
     params = {"logistic": {"C": 1.0}}.get(family, {})
-    model = refit(ModelSpec(family, params, 40), X_train, y_train, seed=0)
+    model = refit(ModelSpec(family, params, 40), X_train, y_train, random_state=0)
     probability = model.predict_proba(X_valid)
     contributions = model.contributions(X_valid)
     assert list(contributions.columns) == list(X_valid.columns)
@@ -81,11 +81,11 @@ def test_calibration_repairs_a_distorted_score_and_none_stays_for_a_calibrated_o
     true_p = rng.uniform(0.02, 0.98, 6000)
     y = pd.Series((rng.random(6000) < true_p).astype(int))
     distorted = true_p**3
-    calibrator, crossfit, losses = choose_calibration(distorted, y, seed=0)
+    calibrator, crossfit, losses = choose_calibration(distorted, y, random_state=0)
     assert calibrator.method in {"sigmoid", "isotonic"}
     assert losses[calibrator.method] < losses["none"]
     assert expected_calibration_error(y.to_numpy(), crossfit) < expected_calibration_error(y.to_numpy(), distorted)
-    calibrator, _, losses = choose_calibration(true_p, y, seed=0)
+    calibrator, _, losses = choose_calibration(true_p, y, random_state=0)
     assert losses["none"] <= min(losses.values()) + 0.005
 
 
@@ -101,9 +101,9 @@ def test_metrics_on_a_hand_checked_example():
 
 def _predicting_nan(monkeypatch, families: set[str]) -> None:
     """Models of ``families`` predict NaN for every other row, as a broken fit would."""
-    import ml.classifier
+    import ml.families.classifier
 
-    real = ml.classifier.fit_model
+    real = ml.families.classifier.fit_model
 
     def fit(family, *args, **kwargs):
         model = real(family, *args, **kwargs)
@@ -112,12 +112,12 @@ def _predicting_nan(monkeypatch, families: set[str]) -> None:
             model.predict_proba = lambda X: np.where(np.arange(len(X)) % 2 == 0, np.nan, proper(X))
         return model
 
-    monkeypatch.setattr(ml.classifier, "fit_model", fit)
+    monkeypatch.setattr(ml.families.classifier, "fit_model", fit)
 
 
 def test_a_family_predicting_nan_never_becomes_the_best(data, monkeypatch):
     X_train, y_train, X_valid, y_valid = (part.iloc[:500] for part in data)
-    config = TuningConfig(n_trials=4, timeout_seconds=120, seed=1)
+    config = Budget(n_trials=4, timeout_seconds=120, random_state=1)
     honest = tune(X_train, y_train, X_valid, y_valid, config, study_name="honest")
     _predicting_nan(monkeypatch, {honest.best.family})
     result = tune(X_train, y_train, X_valid, y_valid, config, study_name="broken")
@@ -127,19 +127,19 @@ def test_a_family_predicting_nan_never_becomes_the_best(data, monkeypatch):
 
 def test_tuning_where_every_trial_predicts_nan_is_an_error(data, monkeypatch):
     X_train, y_train, X_valid, y_valid = (part.iloc[:500] for part in data)
-    _predicting_nan(monkeypatch, set(FAMILIES))
-    with pytest.raises(RuntimeError, match="no trial finished with a finite validation ROC AUC"):
-        tune(X_train, y_train, X_valid, y_valid, TuningConfig(n_trials=4, timeout_seconds=120, seed=1), study_name="t")
+    _predicting_nan(monkeypatch, set(ESTIMATORS))
+    with pytest.raises(RuntimeError, match="no trial finished with a finite roc_auc"):
+        tune(X_train, y_train, X_valid, y_valid, Budget(n_trials=4, timeout_seconds=120, random_state=1), study_name="t")
 
 
 @pytest.mark.parametrize("broken", CALIBRATIONS)
 def test_a_calibration_predicting_nan_is_never_chosen(monkeypatch, broken):
-    import ml.classifier
+    import ml.families.classifier
 
     rng = np.random.default_rng(0)
     true_p = rng.uniform(0.02, 0.98, 3000)
     y = pd.Series((rng.random(3000) < true_p).astype(int))
-    real = ml.classifier._fit_calibrator
+    real = ml.families.classifier._fit_calibrator
 
     def fit(method, probability, labels):
         calibrator = real(method, probability, labels)
@@ -147,9 +147,9 @@ def test_a_calibration_predicting_nan_is_never_chosen(monkeypatch, broken):
             calibrator.transform = lambda p: np.full(len(p), np.nan)
         return calibrator
 
-    monkeypatch.setattr(ml.classifier, "_fit_calibrator", fit)
+    monkeypatch.setattr(ml.families.classifier, "_fit_calibrator", fit)
     for score in (true_p, true_p**3):  # "none" wins on the first, a calibration on the second
-        calibrator, crossfit, losses = choose_calibration(score, y, seed=0)
+        calibrator, crossfit, losses = choose_calibration(score, y, random_state=0)
         assert np.isnan(losses[broken]) and calibrator.method != broken and np.isfinite(crossfit).all()
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import FEATURE_COLUMNS, customer_features
-from ml.clv import (
+from features.customer import FEATURE_COLUMNS, clv_label, customer_features, holdout_cutoffs, spend_set
+from ml.families.clv import (
     BTYD,
     GBM,
     BtydParams,
@@ -22,20 +22,17 @@ from ml.clv import (
     btyd_expected_purchases,
     btyd_expected_spend,
     btyd_inputs,
-    clv_label,
     evaluate_clv,
     fit_btyd,
     fit_final_clv_model,
-    holdout_cutoffs,
     holdout_predictions,
     select_clv_model,
     training_data_shortfall,
-    training_set,
     value_tier,
 )
 
 RUN_DATE = dt.date(2024, 7, 1)
-CONFIG = ClvConfig(horizon_days=60, n_trials=4, timeout_seconds=600.0, seed=11)
+CONFIG = ClvConfig(horizon_days=60, n_trials=4, timeout_seconds=600.0, random_state=11)
 TRUE_BGNBD = {"r": 0.5, "alpha": 20.0, "a": 0.8, "b": 2.5}
 TRUE_GAMMA_GAMMA = {"p": 3.0, "q": 8.0, "v": 300.0}
 
@@ -129,7 +126,7 @@ def shop() -> dict[str, pd.DataFrame]:
 def holdout(shop):
     """((train features, train label), (validation features, validation label))."""
     train_cutoff, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
-    train, valid = (training_set(shop, cutoff, CONFIG.horizon_days) for cutoff in (train_cutoff, valid_cutoff))
+    train, valid = (spend_set(shop, cutoff, CONFIG.horizon_days) for cutoff in (train_cutoff, valid_cutoff))
     return (train.X, train.y), (valid.X, valid.y)
 
 
@@ -331,9 +328,9 @@ def test_a_spec_refits_to_the_same_holdout_predictions(selection, holdout):
 
 def test_selection_ties_go_to_btyd(holdout, monkeypatch):
     (train_features, train_label), (valid_features, valid_label) = holdout
-    import ml.clv
+    import ml.families.clv
 
-    monkeypatch.setattr(ml.clv, "evaluate_clv", lambda actual, predicted: {"mae": 1.0, "rmse": 1.0})
+    monkeypatch.setattr(ml.families.clv, "evaluate_clv", lambda actual, predicted: {"mae": 1.0, "rmse": 1.0})
     tied = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
     assert tied.winner == BTYD
 
@@ -341,16 +338,16 @@ def test_selection_ties_go_to_btyd(holdout, monkeypatch):
 def test_a_btyd_predicting_nan_loses_the_selection(holdout, monkeypatch):
     # the reviewer's store: BG/NBD's holdout error came out NaN and "gbm < btyd" (False) handed it the win
     (train_features, train_label), (valid_features, valid_label) = holdout
-    import ml.clv
+    import ml.families.clv
 
-    real = ml.clv.btyd_expected_spend
+    real = ml.families.clv.btyd_expected_spend
 
     def broken(params, features, horizon_days):
         spend = real(params, features, horizon_days)
         spend[::7] = np.nan
         return spend
 
-    monkeypatch.setattr(ml.clv, "btyd_expected_spend", broken)
+    monkeypatch.setattr(ml.families.clv, "btyd_expected_spend", broken)
     selection = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
     assert np.isnan(selection.metrics[BTYD][CONFIG.selection_metric])
     assert np.isfinite(selection.metrics[GBM][CONFIG.selection_metric])
@@ -359,9 +356,9 @@ def test_a_btyd_predicting_nan_loses_the_selection(holdout, monkeypatch):
 
 def test_a_gbm_without_a_finite_trial_loses_the_selection(holdout, monkeypatch):
     (train_features, train_label), (valid_features, valid_label) = holdout
-    import ml.clv
+    import ml.tuning
 
-    monkeypatch.setattr(ml.clv, "finite_or_nan", lambda value: float("nan"))  # every trial's RMSE "non-finite"
+    monkeypatch.setattr(ml.tuning, "finite_or_nan", lambda value: float("nan"))  # every trial's RMSE "non-finite"
     selection = select_clv_model(train_features, train_label, valid_features, valid_label, CONFIG)
     assert selection.winner == BTYD
     assert np.isnan(selection.metrics[GBM][CONFIG.selection_metric])

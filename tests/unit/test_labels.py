@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ml import churn, propensity
+from features.customer import churn_set, purchase_set
 
 CUTOFF = pd.Timestamp("2024-06-01", tz="UTC")
 
@@ -30,18 +30,18 @@ def _frames() -> dict[str, pd.DataFrame]:
 
 
 def test_propensity_population_is_everyone_signed_up_and_label_is_a_completed_order_in_the_window():
-    data = propensity.training_set(_frames(), CUTOFF, horizon_days=30)
+    data = purchase_set(_frames(), CUTOFF, horizon_days=30)
     assert list(data.X.index) == [1, 2, 3]  # customer 4 signs up after the cutoff
     assert data.y.to_dict() == {1: 1, 2: 0, 3: 0}  # customer 2's order in the window was cancelled
 
 
 def test_churn_population_is_active_customers_and_label_is_no_completed_order():
-    data = churn.training_set(_frames(), CUTOFF, horizon_days=30, active_days=180)
+    data = churn_set(_frames(), CUTOFF, horizon_days=30, active_days=180)
     assert list(data.X.index) == [1, 3]  # customer 2's last order is 16 months old: not active
     assert data.y.to_dict() == {1: 0, 3: 1}
 
 
 def test_an_order_one_minute_before_the_cutoff_is_a_feature_not_a_label():
-    data = propensity.training_set(_frames(), CUTOFF, horizon_days=30)
+    data = purchase_set(_frames(), CUTOFF, horizon_days=30)
     assert data.X.loc[3, "frequency"] == 1
     assert data.y.loc[3] == 0

@@ -1,4 +1,5 @@
-"""Pricing core: demand panel, elasticity estimation and shrinkage, tuning, guardrailed optimiser."""
+"""Pricing: demand panel and nightly input (features.demand), elasticity estimation and shrinkage, the
+backtest search, the guardrailed optimiser, the pyfunc and the Family (ml.families.pricing)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml import pricing
-from ml.pricing import (
+from features.demand import demand_history, pricing_input
+from ml.families.pricing import (
+    FAMILY,
     GUARDRAIL_PRIORITY,
+    MODEL_NAME,
     ElasticityConfig,
     PricingGuardrails,
+    PricingModel,
+    backtest,
     demand_backtest,
-    demand_history,
+    demand_search_space,
     estimate_elasticities,
+    estimator,
     naive_loglog_ols,
     recommend_prices,
     shrink_within_category,
     training_data_shortfall,
-    tune_demand_model,
 )
+from ml.params import RunParams
+from ml.tuning import Budget, search
 from revopt.sample_data.synth import generate_store, pricing_extract
 
 START = dt.date(2024, 1, 1)
@@ -234,12 +241,18 @@ def test_estimation_and_recommendation_are_deterministic(store_frames, estimates
 def test_tuning_runs_a_bounded_seeded_study_and_passes_callbacks(store_frames):
     panel = store_frames[3]
     seen = []
-    tuned = tune_demand_model(panel, n_trials=4, timeout_seconds=60, callbacks=[lambda study, trial: seen.append(trial.number)])
+    tuned = search(demand_search_space(panel), Budget(4, 60, 0), callbacks=[lambda study, trial: seen.append(trial.number)])
     assert seen == [0, 1, 2, 3] and tuned.n_trials == 4
-    assert tuned.best_deviance <= tuned.default_deviance
-    again = tune_demand_model(panel, n_trials=4, timeout_seconds=60)
+    assert tuned.value <= tuned.default_value
+    again = _tune(panel, n_trials=4)
     assert again.config == tuned.config
     assert "deviance" in tuned.study.trials[0].user_attrs
+
+
+def _tune(panel: pd.DataFrame, config: ElasticityConfig | None = None, n_trials: int = 2):
+    """The demand model's search on ``panel`` as training runs it (seeded with the config's random_state)."""
+    config = config or ElasticityConfig()
+    return search(demand_search_space(panel, config), Budget(n_trials, 60, config.random_state))
 
 
 def _flat_prices(frames: dict[str, pd.DataFrame], keep: int | None = None) -> dict[str, pd.DataFrame]:
@@ -264,11 +277,11 @@ def test_a_store_without_price_variation_backtests_and_tunes_without_crashing(ke
                            list_prices=frames["list_prices"])
     estimates = estimate_elasticities(panel)
     assert not estimates.products["estimated"].any() and not estimates.products["has_price_variation"].any()
-    assert estimates.params["level_sd"] in pricing._LEVEL_SD_GRID  # chosen on the demand alone
+    assert estimates.params["level_sd"] in estimator._LEVEL_SD_GRID  # chosen on the demand alone
     scores = demand_backtest(panel)
     assert np.isfinite([scores["deviance"], scores["deviance_no_price"]]).all()
-    tuned = tune_demand_model(panel, n_trials=2, timeout_seconds=60)
-    assert np.isfinite(tuned.best_deviance) and tuned.best_deviance <= tuned.default_deviance
+    tuned = _tune(panel)
+    assert np.isfinite(tuned.value) and tuned.value <= tuned.default_value
     rec = recommend_prices(estimates.products, frames["products"])
     assert (rec["recommended_price"] == frames["products"]["current_price"].to_numpy()).all()
     assert rec["reason"].str.contains("no price variation").all()
@@ -294,12 +307,12 @@ def test_the_level_sd_falls_back_when_no_product_informs_it():
     sparse = frames["sales"].groupby("product_id").head(2)  # 2 sales per product: fewer than min_units
     panel = demand_history(sparse, frames["products"], frames["day_totals"], pd.Timestamp("2024-03-01"), 60)
     assert demand_backtest(panel)["deviance"] >= 0
-    assert estimate_elasticities(panel).params["level_sd"] == pricing._FALLBACK_LEVEL_SD
+    assert estimate_elasticities(panel).params["level_sd"] == estimator._FALLBACK_LEVEL_SD
 
 
 def test_the_level_sd_with_a_non_finite_likelihood_is_never_chosen():
-    assert pricing._most_likely_level_sd({0.01: float("nan"), 0.02: -50.0, 0.05: -40.0, 0.1: float("inf")}) == 0.05
-    assert pricing._most_likely_level_sd({0.01: float("nan"), 0.02: float("-inf")}) == pricing._FALLBACK_LEVEL_SD
+    assert estimator._most_likely_level_sd({0.01: float("nan"), 0.02: -50.0, 0.05: -40.0, 0.1: float("inf")}) == 0.05
+    assert estimator._most_likely_level_sd({0.01: float("nan"), 0.02: float("-inf")}) == estimator._FALLBACK_LEVEL_SD
 
 
 def test_a_backtest_without_days_before_the_holdout_says_so():
@@ -312,28 +325,28 @@ def test_a_backtest_without_days_before_the_holdout_says_so():
 def test_tuning_keeps_the_default_unless_a_trial_has_a_finite_lower_deviance(store_frames, monkeypatch):
     panel = store_frames[3]
     given = ElasticityConfig(level_sd=0.05)
-    real = pricing.demand_backtest
+    real = backtest.demand_backtest
 
-    def backtest(deviance_of):
+    def scored_as(deviance_of):
         def scored(panel, config, validation_days=28):
             return {**real(panel, config, validation_days), "deviance": deviance_of(config)}
         return scored
 
     # trials that score -inf or NaN never beat the default, however "low" they look
-    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: 1.0 if c == given else float("-inf")))
-    assert tune_demand_model(panel, given, n_trials=2, timeout_seconds=60).config == given
-    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: 1.0 if c == given else float("nan")))
-    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
-    assert tuned.config == given and tuned.best_deviance == 1.0 and tuned.n_trials == 0
+    monkeypatch.setattr(backtest, "demand_backtest", scored_as(lambda c: 1.0 if c == given else float("-inf")))
+    assert _tune(panel, given).config == given
+    monkeypatch.setattr(backtest, "demand_backtest", scored_as(lambda c: 1.0 if c == given else float("nan")))
+    tuned = _tune(panel, given)
+    assert tuned.config == given and tuned.value == 1.0 and tuned.n_trials == 0
     # a trial scoring -inf is a failed trial, not the best one: the finite trial that beats the default wins
     deviances = iter([1.0, float("-inf"), 0.5])
-    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: next(deviances)))
-    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
-    assert tuned.config != given and tuned.best_deviance == 0.5 and tuned.n_trials == 1
+    monkeypatch.setattr(backtest, "demand_backtest", scored_as(lambda c: next(deviances)))
+    tuned = _tune(panel, given)
+    assert tuned.config != given and tuned.value == 0.5 and tuned.n_trials == 1
     # a default that cannot be scored loses to any finite trial
-    monkeypatch.setattr(pricing, "demand_backtest", backtest(lambda c: float("nan") if c == given else 2.0))
-    tuned = tune_demand_model(panel, given, n_trials=2, timeout_seconds=60)
-    assert tuned.config != given and tuned.best_deviance == 2.0
+    monkeypatch.setattr(backtest, "demand_backtest", scored_as(lambda c: float("nan") if c == given else 2.0))
+    tuned = _tune(panel, given)
+    assert tuned.config != given and tuned.value == 2.0
 
 
 def test_training_data_shortfall_names_what_is_missing_and_the_run_date():
@@ -390,7 +403,7 @@ def test_competitor_inventory_and_price_endings():
     competitors = pd.DataFrame({"day": pd.to_datetime(["2024-01-01", "2024-01-02"]), "product_id": [1, 1],
                                 "competitor_price": [30.0, 21.0]})
     inventory = pd.DataFrame({"product_id": [2], "on_hand": [50.0]})
-    rec = recommend_prices(est, products, guardrails, competitor_prices=competitors, inventory=inventory).set_index("product_id")
+    rec = recommend_prices(est, pricing_input(products, competitors, inventory), guardrails).set_index("product_id")
     assert rec.loc[1, "recommended_price"] == 21.99 and rec.loc[1, "binding_guardrail"] == "competitor_band"
     # product 2 alone would drop to 15 and sell 10 x (15/20)^-3 x 7 = 166 > 50 units: stock caps the cut
     floor = 20.0 * (50.0 / 70.0) ** (1 / -3.0)
@@ -434,6 +447,135 @@ def test_bad_estimator_config_raises():
         ElasticityConfig(interval=1.5)
 
 
+# --- nightly input, pyfunc and family ------------------------------------------------------------
+
+
+def test_pricing_input_adds_each_products_latest_competitor_price_and_stock():
+    products = pd.DataFrame({"product_id": [3, 1, 2, 4], "category": ["a"] * 4, "cost": 5.0, "current_price": 10.0})
+    competitors = pd.DataFrame({
+        "product_id": [1, 1, 1, 2, 2, 9],
+        "day": pd.to_datetime(["2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01", "2024-01-02", "2024-01-02"]),
+        "competitor_price": [11.0, 9.0, 10.0, 8.0, np.nan, 50.0],
+    })
+    inventory = pd.DataFrame({"product_id": [3, 1], "on_hand": [0, 40]})  # no day column: one row per product
+    before = (products.copy(), competitors.copy(), inventory.copy())
+    inputs = pricing_input(products, competitors, inventory)
+    for frame, copy in zip((products, competitors, inventory), before):
+        pd.testing.assert_frame_equal(frame, copy)  # inputs untouched
+    pd.testing.assert_frame_equal(inputs[list(products.columns)], products)  # every product, in order
+    # the last day's price (product 2: its last known one, as the old optional-frame reading did); NaN unknown
+    np.testing.assert_array_equal(inputs["competitor_price"], [np.nan, 11.0, 8.0, np.nan])
+    np.testing.assert_array_equal(inputs["on_hand"], [0.0, 40.0, np.nan, np.nan])
+    assert inputs["on_hand"].dtype == "float64" and inputs["competitor_price"].dtype == "float64"
+    for missing in (None, competitors.iloc[:0]):  # a store without the source, or with no rows in it
+        off = pricing_input(products, missing, missing)
+        assert off["competitor_price"].isna().all() and off["on_hand"].isna().all()
+
+
+def test_recommend_prices_reads_competitor_price_and_stock_from_the_products_frame():
+    est = _estimate_rows([-0.5, -3.0, -2.0])
+    products = pd.DataFrame({"product_id": [1, 2, 3], "cost": [10.0] * 3, "current_price": [20.0, 20.0, 25.0]})
+    guardrails = PricingGuardrails(max_change=0.2, competitor_band=0.05, observed_range_slack=None)
+    plain = recommend_prices(est, products, guardrails)
+    unknown = recommend_prices(est, products.assign(competitor_price=np.nan, on_hand=np.nan), guardrails)
+    pd.testing.assert_frame_equal(plain, unknown)  # no column = unknown for every product: guardrails off
+    known = recommend_prices(est, products.assign(competitor_price=[21.0, np.nan, np.nan], on_hand=[np.nan, 50.0, np.nan]),
+                             guardrails).set_index("product_id")
+    assert known.loc[1, "binding_guardrail"] == "competitor_band" and known.loc[2, "binding_guardrail"] == "inventory"
+
+
+@pytest.fixture(scope="module")
+def trained_family():
+    frames = _simulated_sales(16, 200, seed=6)[0]
+    products = frames["products"].assign(category=lambda f: f["category"].replace({"c": "postage"}))
+    store = {"products": products, "product_daily_sales": frames["sales"], "day_totals": frames["day_totals"]}
+    run_date = dt.date(2024, 7, 19)
+    params = RunParams(lookback_days=200, n_trials=2, price_ending=0.99, seed=3)
+    data = FAMILY.training_data(store, run_date, params)
+    return store, run_date, params, data, FAMILY.train(data, params, [])
+
+
+def test_the_family_trains_on_the_priced_products_only(trained_family):
+    store, run_date, params, data, trained = trained_family
+    priced = store["products"][store["products"]["category"] != "postage"]
+    assert set(data.panel["product_id"]) == set(priced["product_id"]) and data.panel["category"].ne("postage").all()
+    assert FAMILY.name == "pricing" and FAMILY.model_name == MODEL_NAME == "revopt_price_elasticity"
+    assert set(FAMILY.training_datasets) == {"products", "product_daily_sales", "day_totals"}
+    assert set(FAMILY.nightly_datasets) == {"products", "product_daily_sales", "competitor_prices", "inventory"}
+    assert FAMILY.metric.name == "backtest_poisson_deviance" and not FAMILY.metric.higher_is_better
+    assert FAMILY.metric.relative_margin
+    assert isinstance(trained.model, PricingModel) and trained.model.guardrails.price_ending == 0.99
+    assert trained.spec["family"] == "pricing" and ElasticityConfig(**trained.spec["config"]).random_state == params.seed
+    assert trained.value == trained.metrics["backtest_poisson_deviance"] and np.isfinite(trained.value)
+    assert trained.params["best_level_sd"] == trained.spec["config"]["level_sd"]
+    assert list(trained.tables) == ["elasticities.json"] and list(trained.figures) == ["elasticities.png"]
+    assert np.isfinite(trained.checks["recommended prices of the priced products"]).all()
+    assert trained.predict_params == FAMILY.predict_params(run_date, params)
+    pd.testing.assert_frame_equal(trained.example, FAMILY.nightly_input(store, run_date, params).head(5))
+    # the champion's spec refitted on the same panel scores what the candidate scored
+    assert FAMILY.evaluate(data, trained.spec, params) == trained.value
+    assert FAMILY.evaluate(data, {"family": "budget", "config": {}}, params) is None
+    assert FAMILY.evaluate(data, {"family": "pricing", "config": {"method": "ols"}}, params) is None
+    assert FAMILY.evaluate(data, {"family": "pricing", "config": {"no_such_field": 1}}, params) is None
+
+
+def test_predict_with_params_is_the_recommendation_under_those_settings(trained_family, tmp_path):
+    import cloudpickle
+    import mlflow
+    from mlflow.models import infer_signature
+
+    store, run_date, params, _, trained = trained_family
+    competitors = store["products"][["product_id", "current_price"]].head(6).rename(columns={"current_price": "competitor_price"})
+    stock = pd.DataFrame({"product_id": store["products"]["product_id"].tail(4), "day": pd.Timestamp("2024-07-18"), "on_hand": 30})
+    nightly = {**store, "competitor_prices": competitors.assign(competitor_price=lambda f: f["competitor_price"] * 1.3),
+               "inventory": stock}
+    inputs = FAMILY.nightly_input(nightly, run_date, params)
+    assert "postage" not in set(inputs["category"])
+    model, estimates = trained.model, trained.model.estimates
+    for settings in ({"price_min_margin": 0.3, "price_max_change": 0.05, "price_ending": None, "price_horizon_days": 28},
+                     {"price_min_margin": 0.0, "price_max_change": 0.25, "price_ending": 0.95, "price_horizon_days": 1}):
+        run = dataclasses.replace(params, **settings)
+        expected = recommend_prices(estimates, inputs, PricingGuardrails(
+            min_margin=run.price_min_margin, max_change=run.price_max_change, price_ending=run.price_ending),
+            horizon_days=run.price_horizon_days)
+        pd.testing.assert_frame_equal(model.predict(None, inputs, FAMILY.predict_params(run_date, run)), expected)
+    # no params: the guardrails and horizon it was logged with
+    logged = recommend_prices(estimates, inputs, model.guardrails, horizon_days=params.price_horizon_days)
+    pd.testing.assert_frame_equal(model.predict(None, inputs), logged)
+    assert list(logged.columns) == [
+        "product_id", "current_price", "recommended_price", "elasticity", "elasticity_low", "elasticity_high",
+        "expected_units_current", "expected_units_recommended", "expected_revenue_current", "expected_revenue_recommended",
+        "expected_profit_current", "expected_profit_recommended", "binding_guardrail", "confidence", "reason"]
+    assert (logged["binding_guardrail"] == "competitor_band").any() or (logged["binding_guardrail"] == "inventory").any()
+
+    again = cloudpickle.loads(cloudpickle.dumps(model))
+    pd.testing.assert_frame_equal(again.predict(None, inputs, trained.predict_params), logged)
+    # through MLflow's pyfunc, with the signature the training runner logs (params are scalars)
+    signature = infer_signature(trained.example, model.predict(None, trained.example, trained.predict_params),
+                                params=trained.predict_params)
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=model, signature=signature, pip_requirements=["pandas"])
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.predict(inputs), logged)
+    whole_cents = FAMILY.predict_params(run_date, dataclasses.replace(params, price_ending=None, price_max_change=0.2))
+    pd.testing.assert_frame_equal(loaded.predict(inputs, params=whole_cents), model.predict(None, inputs, whole_cents))
+
+
+def test_shortfall_leaves_out_the_excluded_categories_first():
+    frames = _simulated_sales(4, 120, seed=4)[0]
+    flat = _flat_prices(frames, keep=2)  # products 1 and 2 never change price
+    products = frames["products"].assign(category=["a", "a", "fee", "fee"])
+    sales = pd.concat([flat["sales"], frames["sales"][frames["sales"]["product_id"] > 2]])
+    store = {"products": products, "product_daily_sales": sales, "day_totals": frames["day_totals"]}
+    run = dt.date(2024, 4, 30)
+    # the only products whose price moved are fees: nothing to learn from
+    reason = FAMILY.shortfall(store, run, RunParams(lookback_days=120, price_exclude_categories=["fee"]))
+    assert reason.startswith("no product with price variation before 2024-04-30")
+    assert FAMILY.shortfall(store, run, RunParams(lookback_days=120, price_exclude_categories=[])) is None
+    everything = RunParams(lookback_days=120, price_exclude_categories=["a", "fee"])
+    assert FAMILY.shortfall(store, run, everything).startswith("no priced product sold in the 120 days before 2024-04-30")
+    assert FAMILY.nightly_input(store, run, everything).empty
+
+
 # --- guardrails are never violated --------------------------------------------------------------
 
 
@@ -470,7 +612,7 @@ def _random_case(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.Dat
 
 
 def _assert_within_guardrails(est, products, competitors, inventory, guardrails, horizon) -> None:
-    rec = recommend_prices(est, products, guardrails, competitor_prices=competitors, inventory=inventory, horizon_days=horizon)
+    rec = recommend_prices(est, pricing_input(products, competitors, inventory), guardrails, horizon_days=horizon)
     p = rec["recommended_price"].to_numpy()
     current = products["current_price"].to_numpy()
     cost = products["cost"].to_numpy()

@@ -1,4 +1,5 @@
-"""Send-time core: local time, empirical-Bayes curves, recommendations, backtest and tuning."""
+"""Send time: local time, empirical-Bayes curves, recommendations, backtest and tuning, the one-frame
+nightly input, the pyfunc and the family."""
 
 from __future__ import annotations
 
@@ -13,20 +14,25 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ml.pyfunc import SendTimeModel
-from ml.send_time import (
+from features.engagement import engagement_input, local_time, split_engagement_input
+from ml.families.send_time import (
+    FAMILY,
     GLOBAL_SEGMENT,
+    MODEL_NAME,
+    PUBLISHED_COLUMNS,
     RECOMMENDATION_COLUMNS,
     SendTimeConfig,
+    SendTimeModel,
     fit_send_time,
-    local_time,
     prior_recommendations,
     quiet_mask,
     recommend_send_times,
     send_time_backtest,
+    send_time_config,
     training_data_shortfall,
     tune_send_time,
 )
+from ml.params import RunParams
 from revopt.sample_data.synth import generate_store
 
 START = dt.date(2024, 1, 1)
@@ -255,7 +261,7 @@ def test_the_objective_is_the_policy_value_only_where_send_hours_vary():
     scores = send_time_backtest(two_hours, _no_orders(), customers, AS_OF)
     assert scores["policy_hours"] == 2 and scores["objective_is_policy"] == 0.0 and scores["objective"] == scores["log_loss"]
     tuning = tune_send_time(two_hours, _no_orders(), customers, AS_OF, n_trials=3)
-    assert tuning.best_loss == pytest.approx(tuning.scores["log_loss"])
+    assert tuning.value == pytest.approx(tuning.metrics["log_loss"])
     with pytest.raises(ValueError, match="objective"):
         SendTimeConfig(objective="open_rate")
     config = SendTimeConfig(objective="policy", policy_folds=3)
@@ -361,27 +367,27 @@ def test_tuning_is_seeded_logs_trials_and_never_loses_to_the_default(synthetic):
                            callbacks=[lambda study, trial: seen.append(trial.number)])
     again = tune_send_time(engagement, orders, customers, run_ts, config, n_trials=6, timeout_seconds=60)
     assert seen == list(range(6)) and first.n_trials == 6
-    assert first.config == again.config and first.best_loss == again.best_loss
-    assert first.best_loss <= first.default_loss
-    # best_loss is the backtest's objective: here the policy value (the store sends at 17 local hours)
+    assert first.config == again.config and first.value == again.value
+    assert first.value <= first.default_value
+    # the value is the backtest's objective: here the policy value (the store sends at 17 local hours)
     backtest = send_time_backtest(engagement, orders, customers, run_ts, first.config)
-    assert first.best_loss == pytest.approx(backtest["objective"])
+    assert first.value == pytest.approx(backtest["objective"])
     assert backtest["objective_is_policy"] == 1.0 and backtest["objective"] == pytest.approx(1.0 / backtest["policy_lift"])
-    assert first.scores["log_loss"] == pytest.approx(backtest["log_loss"])
+    assert first.metrics["log_loss"] == pytest.approx(backtest["log_loss"]) and "complexity" not in first.metrics
     assert first.config.quiet_hours == config.quiet_hours and first.config.random_state == 4
     assert not first.config.by_day_type  # the synthetic store has no weekday / weekend difference
 
 
 def _objective_of(monkeypatch, objective) -> None:
     """Make the backtest's objective ``objective(config)`` (the other scores stay real)."""
-    import ml.send_time
+    from ml.families.send_time import backtest
 
-    real = ml.send_time._score
+    real = backtest._score
 
     def scored(backtest, config, policy=True):
         return {**real(backtest, config, policy), "objective": objective(config)}
 
-    monkeypatch.setattr(ml.send_time, "_score", scored)
+    monkeypatch.setattr(backtest, "_score", scored)
 
 
 @pytest.mark.parametrize("broken", [float("nan"), float("-inf")])
@@ -390,7 +396,7 @@ def test_tuning_keeps_the_given_config_over_trials_with_a_non_finite_objective(h
     given = SendTimeConfig(random_state=2)
     _objective_of(monkeypatch, lambda config: 0.7 if config == given else broken)
     tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=3, timeout_seconds=60)
-    assert tuned.config == given and tuned.best_loss == 0.7 and tuned.n_trials == 0
+    assert tuned.config == given and tuned.value == 0.7 and tuned.n_trials == 0
 
 
 def test_tuning_replaces_a_given_config_without_a_finite_objective(hand_store, monkeypatch):
@@ -398,10 +404,10 @@ def test_tuning_replaces_a_given_config_without_a_finite_objective(hand_store, m
     given = SendTimeConfig(random_state=2)
     _objective_of(monkeypatch, lambda config: float("nan") if config == given else 0.9)
     tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=3, timeout_seconds=60)
-    assert tuned.config != given and tuned.best_loss == 0.9
+    assert tuned.config != given and tuned.value == 0.9
     _objective_of(monkeypatch, lambda config: float("nan"))  # nothing scores: the given config, its NaN for the gate
     tuned = tune_send_time(engagement, _no_orders(), customers, AS_OF, given, n_trials=2, timeout_seconds=60)
-    assert tuned.config == given and np.isnan(tuned.best_loss)
+    assert tuned.config == given and np.isnan(tuned.value)
 
 
 def test_training_data_shortfall_needs_evidence_before_and_inside_the_backtest_window(hand_store):
@@ -417,20 +423,126 @@ def test_training_data_shortfall_needs_evidence_before_and_inside_the_backtest_w
     assert training_data_shortfall(engagement, _no_orders(), strangers, AS_OF).startswith("0 email sends")
 
 
-def test_send_time_model_pickles_recommends_and_predicts_from_priors(synthetic):
+def test_prior_recommendations_need_no_history(synthetic):
     store, engagement, run_ts = synthetic
-    customers, orders = store.shop["customers"], store.shop["orders"]
     config = SendTimeConfig(by_day_type=True)
-    fit = fit_send_time(engagement, orders, customers, run_ts, config)
-    model = cloudpickle.loads(cloudpickle.dumps(SendTimeModel(config, fit.priors)))
-    assert model.contributions(customers) is None
-    pd.testing.assert_frame_equal(model.recommend(engagement, orders, customers, run_ts), recommend_send_times(fit))
+    fit = fit_send_time(engagement, store.shop["orders"], store.shop["customers"], run_ts, config)
     newcomers = pd.DataFrame({"customer_id": [9_000_001, 9_000_002, 9_000_003],
                               "timezone": ["Europe/London", "Not/AZone", "Australia/Sydney"], "country": ["GB", "GB", "ZZ"]})
-    predicted = model.predict(None, newcomers)
+    predicted = prior_recommendations(fit.priors, newcomers, config)
     assert len(predicted) == 6 and set(predicted["signal"]) == {"prior"}
     assert predicted["timezone"].tolist()[2:4] == ["UTC", "UTC"]
     assert not set(predicted["best_hour"]) & set(np.flatnonzero(quiet_mask(config.quiet_hours)))
+
+
+# --- the nightly input, the pyfunc and the family ---------------------------------------------------
+
+
+def _frames(store, engagement) -> dict[str, pd.DataFrame]:
+    return {"engagement_by_hour": engagement, "orders": store.shop["orders"], "customers": store.shop["customers"]}
+
+
+def test_the_one_frame_input_splits_back_into_the_frames_the_model_reads(synthetic):
+    store, engagement, run_ts = synthetic
+    customers, orders = store.shop["customers"], store.shop["orders"]
+    recent = engagement[engagement["hour_utc"] >= run_ts - pd.Timedelta(days=100)]  # an index with gaps
+    frame = engagement_input(recent, orders, customers)
+    assert frame["source"].value_counts().to_dict() == {"engagement_by_hour": len(recent), "orders": len(orders),
+                                                        "customers": len(customers)}
+    e, o, c = split_engagement_input(frame)
+    pd.testing.assert_frame_equal(e, recent.reset_index(drop=True))
+    pd.testing.assert_frame_equal(o, orders[["customer_id", "order_ts"]].reset_index(drop=True))
+    pd.testing.assert_frame_equal(c, customers[["customer_id", "timezone", "country"]].reset_index(drop=True))
+    # the model reads the same evidence from the split frames as from the extracts
+    pd.testing.assert_frame_equal(recommend_send_times(fit_send_time(e, o, c, run_ts)),
+                                  recommend_send_times(fit_send_time(recent, orders, customers, run_ts)))
+    # a store without clickstream, and a customer without a time zone or country
+    missing = customers.assign(timezone=customers["timezone"].where(customers["customer_id"] != 1, None),
+                               country=customers["country"].where(customers["customer_id"] != 2, None))
+    e, o, c = split_engagement_input(engagement_input(engagement.iloc[:0], orders, missing))
+    assert e.empty and list(e.columns) == list(engagement.columns) and (e.dtypes == engagement.dtypes).all()
+    pd.testing.assert_frame_equal(c, missing[["customer_id", "timezone", "country"]].reset_index(drop=True))
+    with pytest.raises(ValueError, match="source"):
+        split_engagement_input(frame.drop(columns="source"))
+
+
+def test_the_nightly_input_is_the_nightly_window(synthetic):
+    store, engagement, run_ts = synthetic
+    params = RunParams(lookback_days=90)
+    frames = _frames(store, engagement)
+    since = run_ts - pd.Timedelta(days=90)
+    window = engagement_input(engagement[engagement["hour_utc"] >= since], store.shop["orders"].loc[lambda f: f["order_ts"] >= since],
+                              store.shop["customers"])
+    pd.testing.assert_frame_equal(FAMILY.nightly_input(frames, run_ts.date(), params), window)
+    assert FAMILY.predict_params(run_ts.date(), params) == {"as_of": run_ts.date().isoformat(), "send_quiet_start": 23,
+                                                            "send_quiet_end": 6, "default_send_hour": 10}
+
+
+def test_send_time_model_predicts_the_nightly_recommendations_and_pickles(synthetic):
+    store, engagement, run_ts = synthetic
+    customers, orders = store.shop["customers"], store.shop["orders"]
+    config = SendTimeConfig(by_day_type=True, prior_strength=3.0)
+    fit = fit_send_time(engagement, orders, customers, run_ts, config)
+    model = cloudpickle.loads(cloudpickle.dumps(SendTimeModel(config, run_ts.date().isoformat(), fit.priors)))
+    inputs = engagement_input(engagement, orders, customers)
+    # without params: the logged config at the training run date
+    predicted = model.predict(None, inputs)
+    assert tuple(predicted.columns) == PUBLISHED_COLUMNS
+    pd.testing.assert_frame_equal(predicted, recommend_send_times(fit)[list(PUBLISHED_COLUMNS)])
+    # tonight's settings: another date, quiet hours and default hour (the logged config otherwise)
+    as_of = run_ts - pd.Timedelta(days=30)
+    params = {"as_of": as_of.date().isoformat(), "send_quiet_start": 21, "send_quiet_end": 8, "default_send_hour": 9}
+    tonight = dataclasses.replace(config, quiet_hours=(21, 8), default_send_hour=9)
+    expected = recommend_send_times(fit_send_time(engagement, orders, customers, as_of, tonight))[list(PUBLISHED_COLUMNS)]
+    pd.testing.assert_frame_equal(model.predict(None, inputs, params), expected)
+    assert not set(expected["best_hour"]) & set(np.flatnonzero(quiet_mask((21, 8))))
+    no_quiet = model.predict(None, inputs, {"send_quiet_start": 5, "send_quiet_end": 5})
+    pd.testing.assert_frame_equal(no_quiet, recommend_send_times(fit_send_time(
+        engagement, orders, customers, run_ts, dataclasses.replace(config, quiet_hours=None)))[list(PUBLISHED_COLUMNS)])
+    with pytest.raises(ValueError, match="together"):
+        model.predict(None, inputs, {"send_quiet_start": 21})
+    with pytest.raises(ValueError, match="unknown send-time params"):
+        model.predict(None, inputs, {"quiet": 21})
+
+
+def test_family_shortfall_reads_the_nightly_window(hand_store):
+    engagement, customers = hand_store
+    frames = {"engagement_by_hour": engagement, "orders": _no_orders(), "customers": customers}
+    assert FAMILY.shortfall(frames, AS_OF.date(), RunParams()) is None
+    # a window no longer than the held-out days leaves nothing to fit on
+    reason = FAMILY.shortfall(frames, AS_OF.date(), RunParams(lookback_days=28))
+    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-06-03 and ")
+    assert send_time_config(RunParams(send_quiet_start=4, send_quiet_end=4, seed=9)) == SendTimeConfig(quiet_hours=None,
+                                                                                                     random_state=9)
+
+
+def test_family_trains_a_model_whose_example_predicts_and_evaluates_its_spec(synthetic):
+    from mlflow.models import infer_signature
+
+    from ml import plots
+
+    store, engagement, run_ts = synthetic
+    params = RunParams(n_trials=2, seed=4)
+    data = FAMILY.training_data(_frames(store, engagement), run_ts.date(), params)
+    seen = []
+    trained = FAMILY.train(data, params, [lambda study, trial: seen.append(trial.number)])
+    assert FAMILY.name == "send_time" and FAMILY.model_name == MODEL_NAME == "revopt_send_time"
+    assert seen == [0, 1] and trained.spec["family"] == "send_time" and np.isfinite(trained.value)
+    spec = json.loads(json.dumps(trained.spec))
+    assert SendTimeConfig(**spec["config"]) == trained.model.config and trained.model.as_of == run_ts.date().isoformat()
+    assert FAMILY.evaluate(data, spec, params) == pytest.approx(trained.value)
+    assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, params) is None
+    assert FAMILY.evaluate(data, {"family": "send_time", "config": {"no_such_field": 1}}, params) is None
+    assert trained.metrics["backtest_objective"] == trained.value and "backtest_log_loss" in trained.metrics
+    assert trained.params["seed"] == 4 and trained.params["quiet_hours"] == "(23, 6)"
+    assert set(trained.tables) == {"send_time_priors.json"} and set(trained.figures) == {"send_times.png"}
+    assert trained.example["customer_id"].nunique() == 5 and set(trained.example["source"]) <= {"customers", "engagement_by_hour", "orders"}
+    output = trained.model.predict(None, trained.example, trained.predict_params)
+    assert output["customer_id"].nunique() == 5 and tuple(output.columns) == PUBLISHED_COLUMNS
+    infer_signature(trained.example, output, params=trained.predict_params)
+    for values in trained.checks.values():
+        assert np.isfinite(values.to_numpy(dtype="float64")).all()
+    plots.close(trained.figures["send_times.png"])
 
 
 def test_send_time_figure_draws_priors_and_recommended_hours(synthetic):

@@ -1,4 +1,4 @@
-"""ml.classifier.lightgbm_contributions: LightGBM's TreeSHAP, tree by tree on distinct split patterns."""
+"""ml.families.classifier.lightgbm_contributions: LightGBM's TreeSHAP, tree by tree on distinct split patterns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from ml.classifier import lightgbm_contributions
+from ml.families.classifier import lightgbm_contributions
 
 
 def _data(seed: int = 0, n: int = 4_000) -> tuple[np.ndarray, np.ndarray]:

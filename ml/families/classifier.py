@@ -20,6 +20,7 @@ logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the stan
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from ml.gate import finite_or_nan, rank_key
+from ml.tuning import Budget, Callback, Scored, SearchSpace, search
 
 logger = logging.getLogger(__name__)
 
-FAMILIES: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
+ESTIMATORS: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
 CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 _MAX_ROUNDS = 1000
 _EARLY_STOPPING = 30
@@ -48,14 +50,6 @@ _EPS = 1e-6
 #: Fewest customers of each label a training or validation set needs: below it the holdout ROC AUC
 #: is noise, and the calibration (cross-fitted over two stratified halves) has next to nothing to fit.
 MIN_PER_LABEL = 10
-
-
-@dataclass(frozen=True)
-class TuningConfig:
-    n_trials: int = 10
-    timeout_seconds: float = 120.0
-    seed: int = 42
-    families: tuple[str, ...] = FAMILIES
 
 
 @dataclass(frozen=True)
@@ -182,7 +176,7 @@ def fit_model(
     params: dict[str, Any],
     X: pd.DataFrame,
     y: pd.Series,
-    seed: int,
+    random_state: int,
     *,
     num_rounds: int | None = None,
     X_valid: pd.DataFrame | None = None,
@@ -194,7 +188,7 @@ def fit_model(
     early = X_valid is not None and y_valid is not None
     rounds = num_rounds or _MAX_ROUNDS
     if family == "lightgbm":
-        base = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": seed, "deterministic": True,
+        base = {"objective": "binary", "metric": "auc", "verbosity": -1, "seed": random_state, "deterministic": True,
                 "force_row_wise": True, "num_threads": 2}
         train = lgb.Dataset(X, label=y)
         kwargs: dict[str, Any] = {}
@@ -205,7 +199,7 @@ def fit_model(
         best = int(booster.best_iteration or rounds) if early else rounds
         return BinaryModel(ModelSpec(family, params, best), booster, features)
     if family == "xgboost":
-        base = {"objective": "binary:logistic", "eval_metric": "auc", "seed": seed, "nthread": 2, "tree_method": "hist"}
+        base = {"objective": "binary:logistic", "eval_metric": "auc", "seed": random_state, "nthread": 2, "tree_method": "hist"}
         train = xgb.DMatrix(X, label=y)
         kwargs = {}
         if early:
@@ -216,7 +210,7 @@ def fit_model(
         return BinaryModel(ModelSpec(family, params, best), booster, features)
     if family == "catboost":
         model = CatBoostClassifier(
-            iterations=rounds, random_seed=seed, thread_count=2, verbose=False, allow_writing_files=False,
+            iterations=rounds, random_seed=random_state, thread_count=2, verbose=False, allow_writing_files=False,
             eval_metric="AUC", **params,
         )
         if early:
@@ -230,16 +224,16 @@ def fit_model(
         pipeline = make_pipeline(
             FunctionTransformer(np.log1p, feature_names_out="one-to-one"),  # counts and money are right-skewed
             StandardScaler(),
-            LogisticRegression(C=params["C"], max_iter=2000, random_state=seed),
+            LogisticRegression(C=params["C"], max_iter=2000, random_state=random_state),
         )
         pipeline.fit(X, y)
         return BinaryModel(ModelSpec(family, params, 1), pipeline, features)
-    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    raise ValueError(f"unknown model family {family!r}; expected one of {ESTIMATORS}")
 
 
-def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, seed: int) -> BinaryModel:
+def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, random_state: int) -> BinaryModel:
     """Refit a specification with its fixed number of rounds (no early stopping)."""
-    return fit_model(spec.family, spec.params, X, y, seed, num_rounds=spec.num_rounds)
+    return fit_model(spec.family, spec.params, X, y, random_state, num_rounds=spec.num_rounds)
 
 
 def tune(
@@ -247,52 +241,45 @@ def tune(
     y_train: pd.Series,
     X_valid: pd.DataFrame,
     y_valid: pd.Series,
-    config: TuningConfig,
+    budget: Budget,
     *,
     study_name: str,
-    callbacks: list | None = None,
+    families: tuple[str, ...] = ESTIMATORS,
+    callbacks: Sequence[Callback] = (),
 ) -> TuningResult:
-    """Search family and hyperparameters, maximising validation ROC AUC."""
+    """Search family and hyperparameters (:func:`ml.tuning.search`), maximising validation ROC AUC;
+    every family is tried once first, so the baseline is always in the comparison."""
     check_two_classes(y_train, "training")
     check_two_classes(y_valid, "validation")
 
-    def objective(trial: optuna.Trial) -> float:
-        family, params = suggest_spec(trial, config.families)
-        model = fit_model(family, params, X_train, y_train, config.seed, X_valid=X_valid, y_valid=y_valid)
-        trial.set_user_attr("spec", model.spec.to_json_dict())
-        return _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))
+    def score(candidate: tuple[str, dict[str, Any]]) -> Scored[ModelSpec]:
+        family, params = candidate
+        model = fit_model(family, params, X_train, y_train, budget.random_state, X_valid=X_valid, y_valid=y_valid)
+        return Scored(model.spec, {"roc_auc": _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))})
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Try every family once before TPE takes over, so the baseline is always in the comparison.
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(len(config.families), 4))
-    study = optuna.create_study(direction="maximize", sampler=sampler, study_name=study_name)
-    for family in config.families:
-        study.enqueue_trial({"family": family})
-    study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout_seconds, callbacks=callbacks or [])
-    # A trial whose validation predictions are not all finite scores NaN, which Optuna records as
-    # failed: it never becomes the best, and a study where no trial scored is an error.
-    finished = [t for t in study.trials if t.value is not None]
-    if not finished:
-        raise RuntimeError(f"tuning {study_name}: no trial finished with a finite validation ROC AUC within "
-                           f"{config.timeout_seconds}s ({len(study.trials)} started)")
+    space = SearchSpace(
+        name=study_name, suggest=lambda trial: suggest_spec(trial, families), score=score, objective="roc_auc",
+        direction="maximize", enqueue=[{"family": family} for family in families],
+        n_startup_trials=max(len(families), 4),
+    )
+    tuned = search(space, budget, callbacks)
     by_family: dict[str, float] = {}
-    for t in finished:
-        family = t.params["family"]
-        by_family[family] = max(by_family.get(family, -np.inf), float(t.value))
-    best = ModelSpec.from_json_dict(study.best_trial.user_attrs["spec"])
-    logger.info("%s: %d trials, best %s AUC %.4f; best per family %s", study_name, len(finished), best.family,
-                study.best_value, by_family)
-    return TuningResult(best=best, best_value=float(study.best_value), n_trials=len(finished), best_by_family=by_family)
+    for t in tuned.study.trials:
+        if t.value is not None:
+            family = t.params["family"]
+            by_family[family] = max(by_family.get(family, -np.inf), float(t.value))
+    logger.info("%s: best %s AUC %.4f; best per family %s", study_name, tuned.config.family, tuned.value, by_family)
+    return TuningResult(best=tuned.config, best_value=tuned.value, n_trials=tuned.n_trials, best_by_family=by_family)
 
 
-def choose_calibration(probability: np.ndarray, y: pd.Series, seed: int) -> tuple[Calibrator, np.ndarray, dict[str, float]]:
+def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int) -> tuple[Calibrator, np.ndarray, dict[str, float]]:
     """Pick the calibration with the lowest cross-fitted log loss on the validation fold.
 
     Returns the chosen calibrator fitted on the whole fold, the cross-fitted calibrated
     probabilities (honest holdout predictions) and each method's cross-fitted log loss.
     """
     y_array = np.asarray(y)
-    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=random_state)
     crossfit = {method: np.empty_like(probability, dtype="float64") for method in CALIBRATIONS}
     for fit_idx, eval_idx in folds.split(probability.reshape(-1, 1), y_array):
         for method in CALIBRATIONS:

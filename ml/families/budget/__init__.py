@@ -1,0 +1,263 @@
+"""Marketing budget allocation: a media mix model of daily revenue and the spend split that maximises it.
+
+Verbs, all pure (frames in, new objects out):
+
+- :func:`features.media.media_history` - the dense day x channel window: daily spend per paid
+  channel, completed revenue and orders in total and per order channel (the nightly input is its
+  spend, long: :func:`features.media.daily_spend`);
+- :func:`fit_media_model` (:mod:`.estimator`) - per paid channel an adstock decay, a Hill
+  saturation curve and an effect size, a baseline (trend, weekday, yearly Fourier terms) and
+  bootstrap intervals (:class:`MediaFit`); the least-squares problems are in :mod:`.least_squares`;
+- :func:`media_backtest` (fit before the last ``holdout_weeks`` weeks, score them),
+  :func:`media_crossval` (interleaved held-out weeks) and :func:`media_search_space` /
+  :func:`tune_media_model` (:func:`ml.tuning.search` over the fit's hyperparameters on held-out
+  weeks) (:mod:`.backtest`);
+- :func:`allocate_budget` / :func:`allocate_spend` (:mod:`.optimiser`) - the daily spend per channel
+  that maximises the modelled steady-state revenue under :class:`BudgetConstraints`, with the
+  reason it moved (or not);
+- :func:`response_curves` - expected incremental revenue against daily spend, with intervals;
+- :func:`fit_from_curves` - a :class:`MediaFit` from known curves (tests, benchmarks, experiments);
+- :class:`BudgetModel` (:mod:`.model`) - the registered model: its ``predict`` is the nightly split;
+- :data:`FAMILY` - the family as the runners drive it (:class:`ml.family.Family`).
+
+The model
+---------
+Channel ``c`` with daily spend ``x_c(d)`` builds a geometric adstock ``a_c(d) = x_c(d) + theta_c
+a_c(d - 1)`` (started at the steady state of the window's first week, so a window that begins mid
+history does not start from zero) that saturates along a Hill curve ``h_c(a) = a^S / (a^S + K^S)``.
+``target="total"`` (the default) fits the store's daily outcome ``y(d)`` (completed orders or
+revenue, minus those of ``exclude_channels``) as::
+
+    log y(d) = baseline(d) + log(1 + sum_c beta_c h_c(a_c(d))) + e(d)
+
+with ``baseline`` linear in an intercept, a piecewise-linear trend with a knot every
+``trend_knot_days`` whose slope changes are ridge-penalised (a penalised spline: dense knots, the
+penalty sets the smoothness), weekday dummies and optional yearly Fourier terms (off by default:
+with a year of history the dense trend carries the season, and Fourier terms fitted on less than
+a year extrapolate badly). Beyond the fitted days the trend is held flat. Media multiply the
+store's organic demand, so a channel's contribution scales with the season, and the baseline is
+separated from the channels on total revenue without trusting attribution. The baseline is
+profiled out exactly (variable projection, see :class:`_TotalModel`), so the nonlinear fit runs
+over the media parameters only. ``target="attributed"`` fits each channel's *attributed* outcome
+on its own as ``exp(baseline_c(d)) h_c(a_c(d))`` (residuals on the square-root scale, which
+stabilises the variance of counts and copes with days without attributed orders). That is only
+right when last-touch attribution measures incrementality, which a real store does not guarantee
+(in :mod:`revopt.sample_data.synth` it does by construction); the benchmark compares both.
+
+``outcome="orders"`` (the default) fits completed order counts and values them at the average
+order value (the target's over the last ``recent_days``; per channel for the attributed target):
+daily revenue is orders x basket value, and the basket-value noise (not the media) dominates its
+day-to-day variance, so counts carry the same signal with about half the noise. This assumes
+media change how many orders come, not their value. ``outcome="revenue"`` fits revenue itself.
+
+``K_c`` is parametrised through the *steady-state daily spend* at half saturation,
+``k_c = K_c (1 - theta_c)``: at constant spend ``s`` the adstock settles at ``s / (1 - theta_c)``,
+so the steady-state response ``s^S / (s^S + k^S)`` depends on ``k`` and ``S`` only, and ``theta`` and
+``k`` are not confounded in the fit. Parameters are fitted by bounded nonlinear least squares
+(scipy ``least_squares``, analytic Jacobian, ``n_starts`` starting decays) with weak priors scaled
+by ``regularisation``: ``log(k_c / typical spend_c) ~ N(0, 1)``, ``log S_c ~ N(0, 0.5)`` (concave
+unless the data show an S-shape: without flights a channel's spend rarely ranges widely enough
+to tell the slope from the half saturation), ``beta_c ~ N(0, 1)``. Residuals are standardised by a
+first-pass estimate of their sd, so ``regularisation = 1`` is a MAP under those priors.
+``decay`` / ``slope`` / ``half_saturation_spend`` can be fixed per channel (``fixed_parameters``),
+e.g. from a lift test. :func:`tune_media_model` tunes the prior strength, the trend's smoothing
+and the Fourier order with Optuna on held-out weeks, and keeps the given config unless a trial is
+significantly better there.
+
+Revenue from ``exclude_channels`` (default ``email``) is left out of the total target: owned
+campaigns that are not in the spend table make large day-to-day spikes that would otherwise be
+noise. The price is that the media effect on those orders is not counted, so revenue figures are
+conservative; it scales every channel alike and does not move the allocation.
+
+Intervals are a moving-block bootstrap over weeks: blocks of 7 days of residuals are resampled
+(the same days for every channel), added to the fitted series and the model refitted from the
+point estimate ``n_bootstrap`` times; the bands of every response are quantiles over the refits
+(widened to contain the point estimate when the refits sit off-centre).
+They measure noise, not bias: where the data cannot identify a channel's curve (the total target
+on a small store), the estimate is biased towards the priors and the bands do not cover it (see
+``docs/budget.md``).
+
+The optimiser
+-------------
+Response at constant daily spend ``s`` over ``horizon_days``: ``horizon x M_c s^S / (s^S + k^S)``
+with ``M_c`` the channel's revenue per day at full saturation over the fit's last ``recent_days``
+days (``beta_c`` x the fitted baseline revenue for the total target). Maximise the sum subject to
+``sum_c s_c = total`` and per-channel bounds (``min_spend``, ``max_spend``, ``max_change`` around
+current spend). Hill curves with ``S > 1`` are S-shaped, so the problem is not concave, and a
+local method started at the current split can stop there (the known failure: in raw units the
+gradients are tiny and SLSQP reports convergence at its starting point). Instead: for a
+multiplier ``lambda`` each channel's ``argmax M h(s) - lambda s`` on its bounds is found exactly
+(the lower bound, the upper bound or the root of ``M h'(s) = lambda`` on the decreasing branch of
+``h'``), the multiplier is bisected until the spends add up to the budget, and the result (and,
+when a channel jumps at the multiplier, each way of closing the gap) is polished with SLSQP on
+spend rescaled to the budget. The best candidate is checked against the current split and an
+equal split; if either earns more, that is reported as an optimiser failure rather than returned
+silently, and the reason always says why the split moved or did not.
+
+Why hand-written: pymc-marketing (installed, used by the CLV family) fits this family of models by
+MCMC, which takes minutes per fit and cannot sit inside an Optuna search or a bootstrap within the
+nightly budget; its MMM is additive in the channels' contributions (media do not scale with the
+season) and its budget optimiser is one SLSQP run from an equal split. The numerical pieces here
+are scipy's (``lfilter``, ``least_squares``, ``minimize``) and Optuna's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.media import current_spend, daily_spend, media_history, paid_channels
+from ml.families.budget.backtest import (
+    MIN_TRAINING_DAYS,
+    media_backtest,
+    media_crossval,
+    media_search_space,
+    training_data_shortfall,
+    tune_media_model,
+)
+from ml.families.budget.estimator import OUTCOMES, TARGETS, MediaConfig, MediaFit, fit_from_curves, fit_media_model
+from ml.families.budget.model import ALLOCATION_COLUMNS, BudgetModel, allocation_rows, constraint_params
+from ml.families.budget.optimiser import (
+    BINDING,
+    BudgetAllocation,
+    BudgetConstraints,
+    allocate_budget,
+    allocate_spend,
+    response_curves,
+)
+from ml.family import Frames, Metric, Trained
+from ml.params import RunParams
+from ml.tuning import Budget, Callback, search
+
+__all__ = [
+    "ALLOCATION_COLUMNS", "BINDING", "FAMILY", "MIN_TRAINING_DAYS", "MODEL_NAME", "OUTCOMES", "TARGETS",
+    "BudgetAllocation", "BudgetConstraints", "BudgetFamily", "BudgetModel", "MediaConfig", "MediaData", "MediaFit",
+    "allocate_budget", "allocate_spend", "allocation_rows", "budget_constraints", "constraint_params", "current_spend",
+    "daily_spend", "fit_from_curves", "fit_media_model", "media_backtest", "media_config", "media_crossval",
+    "media_history", "media_search_space", "paid_channels", "response_curves", "training_data_shortfall",
+    "tune_media_model",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "revopt_budget_allocation"
+_DATASETS = ("marketing_spend", "orders")
+_LOGGED_CONFIG = ("regularisation", "trend_knot_days", "trend_smoothing", "fourier_order")
+
+
+def budget_constraints(params: RunParams) -> BudgetConstraints:
+    """The run's budget settings as the optimiser's constraints."""
+    return BudgetConstraints(
+        total_budget=params.budget_total, min_spend=dict(params.budget_min_spend), max_spend=dict(params.budget_max_spend),
+        max_change=params.budget_max_change, horizon_days=params.budget_horizon_days,
+    )
+
+
+def media_config(frames: Frames, params: RunParams) -> MediaConfig:
+    """The media model's configuration for this store: attributed revenue when the source attributes
+    orders to the paid channels, else total revenue with the model separating baseline from channels
+    (docs/budget.md); seeded with the run's seed."""
+    attributed = set(frames["orders"]["channel"]) & set(frames["marketing_spend"]["channel"])
+    return MediaConfig(target="attributed" if attributed else "total", random_state=params.seed)
+
+
+@dataclass(frozen=True)
+class MediaData:
+    """What training and the gate read: the media history of the run's window, the store's config."""
+
+    history: pd.DataFrame
+    config: MediaConfig
+    run_date: dt.date
+
+
+def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: (float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v)
+            for key, v in values.items()}
+
+
+class BudgetFamily:
+    """The budget family (:class:`ml.family.Family`): the media model tuned on held-out weeks, gated on
+    the last weeks' MAPE of daily revenue, and its optimiser as the nightly output."""
+
+    name = "budget"
+    model_name = MODEL_NAME
+    training_datasets = _DATASETS
+    nightly_datasets = _DATASETS
+    metric = Metric("holdout_mape", higher_is_better=False, relative_margin=True)
+
+    def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
+        """No (or too little) marketing spend, no completed orders, or no paid channel that can be fitted
+        (:func:`training_data_shortfall`)."""
+        return training_data_shortfall(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days,
+                                       media_config(frames, params))
+
+    def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> MediaData:
+        history = media_history(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days)
+        return MediaData(history=history, config=media_config(frames, params), run_date=run_date)
+
+    def train(self, data: MediaData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
+        """Tune on interleaved held-out weeks, score the chosen config on the last weeks (the gate's
+        metric), fit it with intervals and allocate the run's budget with it."""
+        from ml.families.budget.figures import response_curves_figure  # matplotlib only when training
+
+        history, run_date = data.history, data.run_date
+        constraints = budget_constraints(params)
+        tuned = search(media_search_space(history, data.config),
+                       Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+        config = tuned.config
+        config_json = _json_safe(asdict(config))
+        backtest = media_backtest(history, config)
+        fit = fit_media_model(history, config)
+        allocation = allocate_budget(fit, history, constraints)
+        table = allocation.table
+        model = BudgetModel(fit, constraints)
+        return Trained(
+            model=model,
+            spec={"family": self.name, "config": config_json},
+            value=backtest["mape"],
+            example=daily_spend(history.iloc[-constraints.current_window_days:]),
+            predict_params=constraint_params(constraints),
+            # the runner logs run_date, n_trials, timeout_seconds, seed (= the config's random_state), promotion_margin
+            params={"lookback_days": params.lookback_days, "history_days": len(history),
+                    "channels": ",".join(paid_channels(history)), "target": data.config.target,
+                    "holdout_weeks": data.config.holdout_weeks,
+                    **{f"best_{key}": value for key, value in config_json.items() if key in _LOGGED_CONFIG}},
+            metrics={**{f"holdout_{key}": value for key, value in backtest.items()},
+                     **{key: float(value) for key, value in fit.params.items() if isinstance(value, (int, float))}},
+            figures={"response_curves.png": response_curves_figure(fit, allocation,
+                                                                         f"response curves as of {run_date}")},
+            tables={"channels.json": fit.channels, "allocation.json": table},
+            tags={"revopt.budget.moved": str(allocation.moved), "revopt.budget.reason": allocation.reason[:5000]},
+            # a channel the fit left out is held at its spend with no expected revenue (NULL, by design)
+            checks={"channels' recommended spend": table["recommended_spend"],
+                    "fitted channels' expected revenue":
+                    table.loc[table["binding_constraint"] != "excluded", "expected_revenue_recommended"]},
+        )
+
+    def evaluate(self, data: MediaData, spec: Mapping[str, Any], params: RunParams) -> float | None:
+        """The held-out MAPE of the last weeks with the champion's config (from its spec), or None when
+        this version cannot rebuild it."""
+        if spec.get("family") != self.name:
+            return None
+        try:
+            config = MediaConfig(**spec["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("budget: a champion spec this version cannot rebuild (%s)", exc)
+            return None
+        return float(media_backtest(data.history, config)["mape"])
+
+    def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
+        """Tonight's daily spend per paid channel over the run's window, long (:func:`daily_spend`)."""
+        return daily_spend(media_history(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days))
+
+    def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
+        return constraint_params(budget_constraints(params))
+
+
+FAMILY = BudgetFamily()

@@ -1,0 +1,365 @@
+"""Customer lifetime value over a horizon: completed spend in the next H days.
+
+Two candidates compete on the same time-based holdout, with the verbs every family shares:
+
+- **training set as of a cutoff**: features from data before cutoff C (:func:`features.customer.
+  customer_features`), label = completed spend in ``[C, C + H)`` (:func:`clv_label`);
+- **BTYD baseline** (:func:`fit_btyd`): BG/NBD for the number of purchases and Gamma-Gamma for
+  their value, from pymc-marketing, fitted by MAP. It is unsupervised: it needs only the features
+  at a cutoff, never labels;
+- **GBM** (:func:`tune_gbm`, :func:`fit_gbm`): LightGBM on :data:`FEATURE_COLUMNS` predicting the
+  horizon spend, tuned with Optuna on cutoff ``D - 2H`` and validated on cutoff ``D - H`` whose
+  labels end exactly at the run date D;
+- **select** (:func:`select_clv_model`): both are scored on the validation labels
+  (:func:`evaluate_clv`); the lower holdout RMSE (``ClvConfig.selection_metric``) wins, ties go to
+  BTYD as the simpler model;
+- **fit** the winner for scoring (:func:`fit_final_clv_model`) as a :class:`ClvModel`, an MLflow
+  pyfunc that predicts expected spend over H from a features frame.
+
+BTYD conventions (pymc-marketing, time unit = days, see :func:`btyd_inputs`): ``frequency`` is the
+number of *repeat* purchases, ``recency`` the age of the customer at the last purchase, ``T`` the
+age at the cutoff, both measured from the first purchase. Customers who never bought have no first
+purchase; they are scored as if signup were it (frequency 0, recency 0, T = tenure). The BG/NBD
+then gives them a purchase rate that shrinks with every day they stay silent (with no purchase a
+BG/NBD customer cannot have dropped out, only be slow), and the Gamma-Gamma population mean for
+spend. They are left out of the *fit*, because the BG/NBD likelihood would read their signup as a
+purchase.
+
+Why the closed-form BG/NBD and Gamma-Gamma expectations are written out here
+(:func:`btyd_expected_spend`) instead of calling pymc-marketing at scoring time: the scoring model
+must unpickle and predict in an environment with only numpy / scipy / pandas / lightgbm (the
+project's pyfunc requirements), without importing pymc (seconds) or rebuilding a PyMC graph for
+every batch, and pymc-marketing's ``expected_purchases`` needs a ``customer_id`` column and a built
+model. The formulas are the ones pymc-marketing itself uses (Fader, Hardie & Lee 2005, eq. 10;
+Fader & Hardie 2013, eq. 5); the unit tests check them against ``BetaGeoModel.expected_purchases``
+and ``GammaGammaModel.expected_customer_spend`` to 1e-6 relative. Fitting uses pymc-marketing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.customer import (
+    FEATURE_COLUMNS, LabelledSet, clv_label, features_at, holdout_cutoffs, population, spend_set,
+)
+from ml import plots
+from ml.family import Frames, Metric, Trained, require_finite
+from ml.families.clv.btyd import (
+    MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
+    btyd_inputs, fit_btyd,
+)
+from ml.families.clv.gbm import _base_params, _design, feature_matrix, fit_gbm, tune_gbm
+from ml.families.clv.metrics import evaluate_clv, value_tier
+from ml.families.clv.model import BTYD, GBM, ClvModel
+from ml.gate import beats
+from ml.params import RunParams
+from ml.tuning import Budget, Callback
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "revopt_customer_clv"
+CANDIDATES: tuple[str, ...] = (BTYD, GBM)
+SELECTION_METRICS: tuple[str, ...] = ("mae", "rmse")  # lower is better for both
+
+
+@dataclass(frozen=True)
+class ClvConfig:
+    horizon_days: int = 90
+    n_trials: int = 10
+    timeout_seconds: float = 120.0
+    random_state: int = 42
+    # Holdout metric that picks the winner (one of SELECTION_METRICS). RMSE, because the forecast
+    # is an expected spend: MAE is minimised by the median, which is 0 for most customers.
+    selection_metric: str = "rmse"
+
+
+@dataclass(frozen=True)
+class ClvSelection:
+    """Both candidates scored on the validation cutoff, and the winner.
+
+    ``specs`` holds each candidate's JSON-serialisable specification (see :func:`candidate_spec`),
+    ``validation_predictions`` each candidate's expected spend, indexed like the validation label.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    winner: str
+    specs: dict[str, dict[str, Any]]
+    validation_predictions: dict[str, pd.Series]
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The winner's specification."""
+        return self.specs[self.winner]
+
+
+def training_data_shortfall(customers: pd.DataFrame, orders: pd.DataFrame, run_date: Any, horizon_days: int,
+                            lookback_days: int | None = None) -> str | None:
+    """Why the store cannot train the CLV candidates as of ``run_date`` (None when it can): BTYD is
+    fitted on the customers of the validation cutoff ``D - H`` and needs :data:`MIN_BTYD_CUSTOMERS`
+    buyers and as many repeat buyers with positive spend in the ``lookback_days`` before it; the GBM
+    needs some spend in the ``horizon_days`` after each cutoff. Counts come from the customers and
+    completed orders alone, so the nightly run can ask the same question. The reason names the
+    cutoff, run date and tables."""
+    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, horizon_days)
+    since = valid_cutoff - pd.Timedelta(days=lookback_days) if lookback_days is not None else orders["order_ts"].min()
+    past = orders[(orders["status"] == "completed") & (orders["order_ts"] < valid_cutoff) & (orders["order_ts"] >= since)
+                  & orders["customer_id"].isin(population(customers, valid_cutoff))]
+    per_customer = past.groupby("customer_id")["order_value"].agg(["size", "sum"])
+    buyers, repeaters = len(per_customer), int(((per_customer["size"] > 1) & (per_customer["sum"] > 0)).sum())
+    if min(buyers, repeaters) < MIN_BTYD_CUSTOMERS:
+        return (f"{buyers} buyers and {repeaters} repeat buyers before the CLV validation cutoff {valid_cutoff.date()} "
+                f"(run date {pd.Timestamp(run_date).date()}): too few for the BTYD model (needs >= {MIN_BTYD_CUSTOMERS} "
+                "of each; shop.customers / shop.orders)")
+    for role, cutoff in (("training", train_cutoff), ("validation", valid_cutoff)):
+        if not (clv_label(population(customers, cutoff), orders, cutoff, horizon_days) > 0).any():
+            return (f"no customer of the CLV {role} cutoff {cutoff.date()} spent in the {horizon_days} days after it "
+                    f"(run date {pd.Timestamp(run_date).date()}): nothing to learn (shop.orders)")
+    return None
+
+
+# --- selection ----------------------------------------------------------------------------------
+
+
+def select_clv_model(
+    train_features: pd.DataFrame,
+    train_label: pd.Series,
+    valid_features: pd.DataFrame,
+    valid_label: pd.Series,
+    config: ClvConfig,
+    callbacks: Sequence[Callback] = (),
+) -> ClvSelection:
+    """Fit both candidates and pick the one with the lower validation ``config.selection_metric``
+    (RMSE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model. A
+    non-finite metric (a candidate predicting NaN or inf) loses to a finite one.
+
+    BTYD is fitted on ``valid_features`` alone (it needs no labels and must see the most recent
+    history); the GBM is tuned on ``train_features`` / ``train_label`` with early stopping on the
+    validation set. Both are then scored on ``valid_label``. The GBM's validation metrics are
+    slightly optimistic, since the same labels chose its hyperparameters and round count.
+    ``callbacks`` go to Optuna's ``study.optimize`` (e.g. one logging nested MLflow runs).
+
+    Features are indexed by customer id (:func:`training_set`) or carry a ``customer_id`` column
+    (:func:`features.customer.customer_features`); labels are indexed by customer id.
+    """
+    if config.selection_metric not in SELECTION_METRICS:
+        raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, got {config.selection_metric!r}")
+    X_valid, y_valid = _design(valid_features, valid_label, "validation")  # fail before any fitting
+    predictions, specs, seconds = {}, {}, {}
+
+    started = time.perf_counter()
+    btyd_params = fit_btyd(valid_features)
+    predictions[BTYD] = btyd_expected_spend(btyd_params, valid_features, config.horizon_days)
+    specs[BTYD] = candidate_spec(BTYD, config, btyd_params=btyd_params)
+    seconds[BTYD] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    tuned = tune_gbm(train_features, train_label, valid_features, valid_label,
+                     Budget(config.n_trials, config.timeout_seconds, config.random_state), callbacks)
+    if tuned is not None:
+        params, num_rounds = dict(tuned[0]), tuned[1]
+        booster = fit_gbm(train_features, train_label, params, num_rounds, config.random_state)
+        predictions[GBM] = booster.predict(X_valid)
+    else:  # every trial's validation RMSE was non-finite: the GBM has no score and cannot win
+        params, num_rounds = {}, 1
+        predictions[GBM] = np.full(len(y_valid), np.nan)
+    specs[GBM] = candidate_spec(GBM, config, gbm_params=params, num_rounds=num_rounds)
+    seconds[GBM] = time.perf_counter() - started
+
+    metrics = {name: evaluate_clv(y_valid, predicted) for name, predicted in predictions.items()}
+    metric = config.selection_metric
+    # a non-finite holdout metric loses (a NaN compares False, so plain "<" would hand BTYD the win)
+    winner = GBM if beats(metrics[GBM][metric], metrics[BTYD][metric], higher_is_better=False) else BTYD
+    logger.info(
+        "CLV selection on %d validation customers by %s: BTYD %.3f, GBM %.3f -> %s",
+        len(y_valid), metric, metrics[BTYD][metric], metrics[GBM][metric], winner,
+    )
+    return ClvSelection(
+        metrics=metrics,
+        winner=winner,
+        specs=specs,
+        validation_predictions={
+            name: pd.Series(predicted, index=X_valid.index, name=name) for name, predicted in predictions.items()
+        },
+        fit_seconds=seconds,
+    )
+
+
+def candidate_spec(
+    name: str,
+    config: ClvConfig,
+    *,
+    btyd_params: BtydParams | None = None,
+    gbm_params: dict[str, object] | None = None,
+    num_rounds: int | None = None,
+) -> dict[str, Any]:
+    """JSON-serialisable description of a candidate: enough to refit it (GBM: params and rounds;
+    BTYD: its fitted parameters, informative only, since refitting BTYD needs no spec)."""
+    spec: dict[str, Any] = {"model": name, "horizon_days": config.horizon_days, "features": list(FEATURE_COLUMNS)}
+    if name == BTYD:
+        spec["params"] = {key: float(value) for key, value in asdict(btyd_params).items()}
+    elif name == GBM:
+        spec["params"] = {**_base_params(config.random_state), **gbm_params}
+        spec["num_rounds"] = int(num_rounds)
+    else:
+        raise ValueError(f"unknown CLV candidate {name!r}; expected one of {CANDIDATES}")
+    return spec
+
+
+def holdout_predictions(
+    spec: dict[str, Any],
+    train_features: pd.DataFrame,
+    train_label: pd.Series,
+    valid_features: pd.DataFrame,
+    config: ClvConfig,
+) -> np.ndarray:
+    """Refit a specification as :func:`select_clv_model` would and predict the validation cutoff:
+    for a champion / challenger gate on the same holdout."""
+    if spec["model"] == BTYD:
+        return btyd_expected_spend(fit_btyd(valid_features), valid_features, config.horizon_days)
+    if spec["model"] == GBM:
+        booster = fit_gbm(train_features, train_label, spec["params"], int(spec["num_rounds"]), config.random_state)
+        return booster.predict(feature_matrix(valid_features))
+    raise ValueError(f"unknown CLV candidate {spec['model']!r}; expected one of {CANDIDATES}")
+
+
+def fit_final_clv_model(
+    selection: ClvSelection,
+    features_at_latest_cutoff: pd.DataFrame,
+    label: pd.Series,
+    config: ClvConfig,
+    btyd_fit_features: pd.DataFrame | None = None,
+) -> ClvModel:
+    """Refit the winner for scoring.
+
+    GBM: the winning params and round count on the latest labelled cutoff (``D - H`` features and
+    their labels). BTYD: refitted on ``btyd_fit_features``, the features as of the run date (it is
+    unsupervised, so it can use all history up to D); required when BTYD won.
+    """
+    spec = selection.spec
+    if selection.winner == GBM:
+        booster = fit_gbm(features_at_latest_cutoff, label, spec["params"], int(spec["num_rounds"]), config.random_state)
+        return ClvModel(GBM, config.horizon_days, booster=booster)
+    if btyd_fit_features is None:
+        raise ValueError("BTYD won the selection: pass btyd_fit_features (the features as of the run date)")
+    return ClvModel(BTYD, config.horizon_days, btyd_params=fit_btyd(btyd_fit_features))
+
+
+# --- the family ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ClvData:
+    run_date: dt.date
+    config: ClvConfig
+    train: LabelledSet
+    valid: LabelledSet
+    features_now: pd.DataFrame  # features as of the run date: BTYD's final fit
+    # BTYD refitted on the validation cutoff is the same model whoever asks (no labels, no
+    # hyperparameters): the candidate's predictions are kept for a BTYD champion's gate.
+    btyd_valid_predictions: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ClvFamily:
+    name: str = "clv"
+    model_name: str = MODEL_NAME
+    training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
+    nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
+    # the gate compares holdout ``selection_metric`` (lower is better); the margin is a share of the champion's error
+    metric: Metric = Metric("rmse", higher_is_better=False, relative_margin=True)
+
+    @staticmethod
+    def config(params: RunParams) -> ClvConfig:
+        return ClvConfig(horizon_days=params.clv_horizon_days, n_trials=params.n_trials,
+                         timeout_seconds=params.tuning_timeout_seconds, random_state=params.seed)
+
+    def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
+        return training_data_shortfall(frames["customers"], frames["orders"], run_date, params.clv_horizon_days,
+                                       params.lookback_days)
+
+    def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> ClvData:
+        config = self.config(params)
+        train_cutoff, valid_cutoff = holdout_cutoffs(run_date, config.horizon_days)
+        return ClvData(
+            run_date, config,
+            spend_set(frames, train_cutoff, config.horizon_days, params.lookback_days),
+            spend_set(frames, valid_cutoff, config.horizon_days, params.lookback_days),
+            features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
+        )
+
+    def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
+        """Select between BTYD and GBM on the holdout (:func:`select_clv_model`), refit the winner for
+        scoring (:func:`fit_final_clv_model`)."""
+        config, train, valid, run_date = data.config, data.train, data.valid, data.run_date
+        metric = config.selection_metric
+        selection = select_clv_model(train.X, train.y, valid.X, valid.y, config, callbacks=callbacks)
+        data.btyd_valid_predictions = selection.validation_predictions[BTYD].to_numpy()
+        logger.info("clv holdout: %s wins by %s; %s", selection.winner, metric, selection.metrics)
+        require_finite(self.name, self.model_name, run_date, f"holdout predictions of the winner ({selection.winner})",
+                       selection.validation_predictions[selection.winner])
+        final = fit_final_clv_model(selection, valid.X, valid.y, config, btyd_fit_features=data.features_now)
+        return Trained(
+            model=final,
+            spec=selection.spec,
+            value=selection.metrics[selection.winner][metric],
+            example=valid.X.head(5),
+            params={"horizon_days": config.horizon_days, "selection_metric": metric,
+                    "train_cutoff": train.cutoff.date().isoformat(), "valid_cutoff": valid.cutoff.date().isoformat(),
+                    "n_train": len(train.y), "n_valid": len(valid.y), "winner": selection.winner},
+            metrics={**{f"holdout_{candidate}_{key}": value for candidate, values in selection.metrics.items()
+                        for key, value in values.items()},
+                     **{f"holdout_{key}": value for key, value in selection.metrics[selection.winner].items()}},
+            figures=self._figures(selection, valid, final),
+            checks={f"predictions of the final {selection.winner} model on the run date's customers":
+                    final.predict(None, data.features_now)},
+        )
+
+    def evaluate(self, data: ClvData, spec: Mapping[str, Any], params: RunParams) -> float | None:
+        if spec.get("features") != list(data.valid.X.columns) or spec.get("horizon_days") != data.config.horizon_days:
+            return None
+        if spec.get("model") == BTYD and data.btyd_valid_predictions is not None:
+            predicted = data.btyd_valid_predictions
+        else:
+            predicted = holdout_predictions(dict(spec), data.train.X, data.train.y, data.valid.X, data.config)
+        return evaluate_clv(data.valid.y, predicted)[data.config.selection_metric]
+
+    def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
+        return frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
+
+    def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def _figures(selection: ClvSelection, valid: LabelledSet, final: ClvModel) -> dict[str, Any]:
+        figures = {
+            "predicted_vs_actual.png": plots.predicted_vs_actual_figure(
+                valid.y, {name: series.to_numpy() for name, series in selection.validation_predictions.items()},
+                f"CLV holdout at {valid.cutoff.date()} (winner: {selection.winner})",
+            )
+        }
+        contributions = final.contributions(valid.X)
+        if contributions is not None:
+            figures["feature_importance.png"] = plots.feature_importance_figure(
+                contributions.abs().mean(), "clv: mean |contribution| on holdout (log spend)")
+        return figures
+
+
+FAMILY = ClvFamily()
+
+
+__all__ = [
+    "BTYD", "CANDIDATES", "FAMILY", "GBM", "MIN_BTYD_CUSTOMERS", "MODEL_NAME", "SELECTION_METRICS", "BtydParams",
+    "ClvConfig", "ClvData", "ClvFamily", "ClvModel", "ClvSelection", "btyd_expected_order_value",
+    "btyd_expected_purchases", "btyd_expected_spend", "btyd_inputs", "candidate_spec", "evaluate_clv", "fit_btyd",
+    "fit_final_clv_model", "fit_gbm", "holdout_predictions", "select_clv_model", "training_data_shortfall",
+    "tune_gbm", "value_tier",
+]

@@ -1,0 +1,249 @@
+"""The pricing family: own-price elasticities with intervals from confounded sales history, and
+profit-maximising list prices under guardrails.
+
+Verbs, all pure (frames in, new objects out), by module:
+
+- :func:`features.demand.demand_history` - the dense product x day panel (zero-unit days filled
+  in) with the price in force, calendar and store-level controls and lagged demand controls;
+  :func:`features.demand.pricing_input` - tonight's products with their latest competitor price
+  and stock on hand;
+- :mod:`~ml.families.pricing.estimator`: :func:`estimate_elasticities` - per-product elasticity,
+  shrunk within category, with intervals; :func:`naive_loglog_ols` is the textbook baseline it is
+  compared with;
+- :mod:`~ml.families.pricing.backtest`: :func:`demand_backtest` / :func:`demand_search_space` -
+  time-based backtest (fit before a split day, out-of-sample Poisson deviance of daily units on the
+  last weeks) and the search over the estimator's hyperparameters on it that :func:`ml.tuning.search`
+  runs;
+- :mod:`~ml.families.pricing.optimiser`: :func:`recommend_prices` - the price that maximises
+  expected profit under a constant-elasticity demand curve, clipped to :class:`PricingGuardrails`;
+- :mod:`~ml.families.pricing.model`: :class:`PricingModel`, the registered pyfunc whose
+  ``predict`` is the nightly recommendations; :data:`FAMILY` drives all of it for the runners
+  (:class:`ml.family.Family`).
+
+Why the estimation is hard
+--------------------------
+Prices are not set at random: merchandisers raise prices when demand is strong. In the synthetic
+store (:mod:`revopt.sample_data.synth`) a latent AR(1) demand shock ``u_j(d)`` both multiplies demand and makes
+list-price increases more likely, so a log-log regression of units on price is biased towards
+zero (measured: +0.7 on elasticities around -1.8, i.e. it finds demand roughly inelastic).
+Two facts of the data are used instead:
+
+1. the shock moves *slowly and continuously* (a day-to-day innovation of ~0.08 on the log scale)
+   while list prices move in *steps* and promotions are short, so a product-level demand level
+   that is allowed to drift smoothly absorbs the shock but not the price steps;
+2. promotions and the timing of price changes carry variation that the shock does not explain.
+
+Estimator (``method="local_level"``, the default)
+-------------------------------------------------
+A partially linear Poisson model per product j::
+
+    units_jd ~ Poisson(exp(log lines_d + e_j * log price_jd + u_j(d)))
+
+with ``lines_d`` the store's order lines that day (store traffic, weekday and season in one
+control) and ``u_j`` a random walk with innovation sd ``level_sd`` (a *local level*; the AR(1) of
+the generator is close to one over a year). ``u_j`` is the nuisance: it is profiled out by
+penalised maximum likelihood (Newton on the joint concave objective; the Hessian is tridiagonal
+plus one dense row, solved per Newton step with a Thomas sweep vectorised over products), which
+is Robinson's partialling-out with a smoother instead of a cross-fitted regression: ``e_j`` is
+the Poisson slope of demand on the part of the price the smooth level does not follow. Its
+standard error is the sandwich over that partialled-out price (robust to the over-dispersion of
+units, which come in baskets of quantities). ``level_sd`` is chosen by the Laplace-approximated
+marginal likelihood pooled over products (an empirical-Bayes choice of smoothness; on the
+synthetic store it recovers the generator's 0.084) unless given or tuned.
+
+Why Poisson and not ``log(1 + units)``: most product-days sell 0-5 units, where
+``E[log(1 + Y)]`` is far from linear in ``log E[Y]`` (its slope is ~0.3 at a mean of 0.5 units and
+~0.7 at 3), so a linear model on that transform attenuates the elasticity by an amount that
+depends on the product's volume. The Poisson log link is linear in ``log E[Y]`` at every volume,
+and quasi-Poisson inference only needs the mean to be right.
+
+``method="dml"`` is the double-machine-learning variant the design started from (partially
+linear model with cross-fitted LightGBM nuisances on *past-only* controls: lagged demand and
+price, calendar, store lines; folds by product; per-product Poisson residual-on-residual slope
+with a heteroskedasticity-robust sandwich). It is kept for comparison and as a fallback for
+data where the local-level assumption is wrong. Measured on the synthetic store it has about
+twice the error of the local level (``docs/pricing.md``): past-only controls have to choose
+between absorbing the price steps (lagged prices) and leaving the latent shock unabsorbed.
+
+The price in force
+------------------
+Which price a day is credited with (from its neighbouring sold days, never from whether it sold)
+is the panel's business: see :mod:`features.demand`.
+
+Empirical-Bayes shrinkage
+-------------------------
+Raw per-product estimates are noisy (standard errors 0.4-1 on a year of a few units a day).
+Normal-normal model ``raw_j ~ N(e_j, se_j^2)``, ``e_j ~ N(mu_category, tau^2)``: category means
+and one between-product sd ``tau`` shared by all categories (a per-category tau is unstable with
+a handful of products per category), estimated by REML; posterior mean and sd per product, the
+sd including the uncertainty of the category mean. Categories with fewer than
+``min_category_products`` estimable products share one pooled mean.
+
+Why hand-written: no library fits this model. DoubleML/EconML (not installed) cross-fit sklearn
+nuisances and return one average effect or a CATE model, not per-product Poisson slopes with a
+latent level and category shrinkage; statsmodels' GLMs loop over products and have no smooth
+latent level. Everything here is vectorised over products (numpy, scipy, LightGBM); Python loops
+run over days in the Thomas sweep, folds, categories and guardrails only.
+
+The optimiser
+-------------
+Profit under a constant-elasticity demand curve, clipped to the guardrails and rounded inward:
+see :mod:`ml.families.pricing.optimiser`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.demand import demand_history, pricing_input
+from ml.families.pricing.backtest import BACKTEST_DAYS, demand_backtest, demand_search_space, training_data_shortfall
+from ml.families.pricing.estimator import (
+    METHODS,
+    ElasticityConfig,
+    ElasticityEstimates,
+    estimate_elasticities,
+    naive_loglog_ols,
+    shrink_within_category,
+)
+from ml.families.pricing.model import PricingModel, pyfunc_params
+from ml.families.pricing.optimiser import GUARDRAIL_PRIORITY, PricingGuardrails, recommend_prices
+from ml.family import Frames, Metric, Trained
+from ml.params import RunParams
+from ml.tuning import Budget, Callback, search
+
+__all__ = [
+    "BACKTEST_DAYS", "FAMILY", "GUARDRAIL_PRIORITY", "METHODS", "MODEL_NAME", "ElasticityConfig", "ElasticityEstimates",
+    "PricingData", "PricingFamily", "PricingGuardrails", "PricingModel", "demand_backtest", "demand_search_space",
+    "estimate_elasticities", "guardrails", "naive_loglog_ols", "recommend_prices", "shrink_within_category",
+    "training_data_shortfall",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "revopt_price_elasticity"
+
+
+def guardrails(params: RunParams) -> PricingGuardrails:
+    """The run's guardrails: its margin floor, change limit and price ending; the rest the defaults."""
+    return PricingGuardrails(min_margin=params.price_min_margin, max_change=params.price_max_change,
+                             price_ending=params.price_ending)
+
+
+@dataclass(frozen=True)
+class PricingData:
+    """What training reads, built once: the priced products' demand panel over the ``lookback_days``
+    before ``run_date``, and those products (the model's input example)."""
+
+    panel: pd.DataFrame
+    products: pd.DataFrame
+    run_date: dt.date
+
+
+class PricingFamily:
+    """Pricing as a :class:`ml.family.Family`: trained on the demand backtest's Poisson deviance
+    (lower is better, the promotion margin a share of the champion's), scored by the optimiser.
+
+    Products in ``price_exclude_categories`` (services, fees, vouchers) are left out of everything:
+    the shortfall, the panel and tonight's prices.
+    """
+
+    name = "pricing"
+    model_name = MODEL_NAME
+    training_datasets = ("products", "product_daily_sales", "day_totals")
+    nightly_datasets = ("products", "product_daily_sales", "competitor_prices", "inventory")
+    metric = Metric("backtest_poisson_deviance", higher_is_better=False, relative_margin=True)
+
+    def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
+        priced = _priced(frames["products"], params)
+        return training_data_shortfall(frames["product_daily_sales"], priced, run_date, params.lookback_days)
+
+    def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> PricingData:
+        priced = _priced(frames["products"], params, run_date)
+        sales = frames["product_daily_sales"]
+        sales = sales[sales["product_id"].isin(priced["product_id"])]
+        panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days)
+        return PricingData(panel=panel, products=priced, run_date=run_date)
+
+    def train(self, data: PricingData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
+        """Tune the estimator on the demand backtest, estimate every product's elasticity with the
+        chosen configuration on the whole panel, and wrap it with the run's guardrails."""
+        from ml import plots  # matplotlib only when training (the registered model imports this package)
+
+        panel = data.panel
+        tuned = search(demand_search_space(panel, ElasticityConfig(random_state=params.seed)),
+                       Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+        config = tuned.config
+        table = estimate_elasticities(panel, config).products
+        estimated = table["estimated"].astype(bool)
+        model = PricingModel(table, guardrails(params), params.price_horizon_days)
+        inputs = pricing_input(data.products)
+        config_json = _json_safe(dataclasses.asdict(config))
+        return Trained(
+            model=model,
+            spec={"family": self.name, "config": config_json},
+            value=tuned.value,
+            example=inputs.head(5),
+            predict_params=pyfunc_params(model.guardrails, model.horizon_days),
+            params={  # the runner logs run_date, n_trials, timeout_seconds, seed and promotion_margin
+                "lookback_days": params.lookback_days, "panel_rows": len(panel),
+                "products": int(panel["product_id"].nunique()),
+                **{f"best_{key}": value for key, value in config_json.items() if not isinstance(value, dict)},
+            },
+            metrics={
+                "backtest_poisson_deviance": tuned.value,
+                "backtest_poisson_deviance_default": tuned.default_value,
+                "products_estimated": int(estimated.sum()),
+                "products_with_price_variation": int(table["has_price_variation"].astype(bool).sum()),
+                "median_interval_width": float((table["elasticity_high"] - table["elasticity_low"])[estimated].median())
+                if estimated.any() else float("nan"),
+            },
+            tables={"elasticities.json": table},
+            figures={"elasticities.png": plots.elasticity_figure(
+                table, f"elasticities as of {data.run_date} ({config.interval:.0%} intervals)")},
+            checks={"recommended prices of the priced products":
+                    model.predict(None, inputs)["recommended_price"].to_numpy()},
+        )
+
+    def evaluate(self, data: PricingData, spec: Mapping[str, Any], params: RunParams) -> float | None:
+        """The backtest deviance of the champion's configuration on the candidate's panel."""
+        if spec.get("family") != self.name:
+            return None
+        try:
+            config = ElasticityConfig(**spec["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("%s: a champion spec this version cannot rebuild (%s)", self.model_name, exc)
+            return None
+        return float(demand_backtest(data.panel, config)["deviance"])
+
+    def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
+        return pricing_input(_priced(frames["products"], params, run_date), frames.get("competitor_prices"),
+                             frames.get("inventory"))
+
+    def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
+        return pyfunc_params(guardrails(params), params.price_horizon_days)
+
+
+FAMILY = PricingFamily()
+
+
+def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date | None = None) -> pd.DataFrame:
+    """The products pricing covers: all but those in ``price_exclude_categories`` (logged when
+    ``run_date`` says which run leaves them out)."""
+    excluded = products["category"].isin(params.price_exclude_categories)
+    if excluded.any() and run_date is not None:
+        logger.info("pricing for %s leaves out %d products in categories %s (price_exclude_categories)", run_date,
+                    int(excluded.sum()), sorted(products.loc[excluded, "category"].unique()))
+    return products[~excluded]
+
+
+def _json_safe(values: dict) -> dict:
+    return {key: (float(v) if isinstance(v, (np.floating,)) else int(v) if isinstance(v, np.integer) else v)
+            for key, v in values.items()}

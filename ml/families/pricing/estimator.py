@@ -1,0 +1,576 @@
+"""Per-product own-price elasticities with intervals: the local-level estimator (the default), the
+double-machine-learning variant, empirical-Bayes shrinkage within category, and the naive log-log
+baseline they are compared with. The model, its assumptions and why it is written by hand are in
+the package docstring (:mod:`ml.families.pricing`); the panel it reads is
+:func:`features.demand.demand_history`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy import optimize, stats
+
+from ml.gate import rank_key
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("local_level", "dml")
+
+#: raw elasticities beyond this are treated as failed fits (no product is that elastic)
+MAX_ABS_ELASTICITY = 10.0
+
+_LEVEL_SD_GRID: tuple[float, ...] = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3)
+#: the level's innovation sd when no product has the days and units to inform it (mid-grid; the
+#: synthetic store's generator drifts by 0.084 a day)
+_FALLBACK_LEVEL_SD = 0.08
+_DML_FEATURES: tuple[str, ...] = (
+    "lag_units_28", "units_trend", "price_trend", "lines_rel", "dow", "year_sin", "year_cos", "days_since_list_change",
+)
+_DEFAULT_LGB: dict[str, float] = {
+    "num_leaves": 15, "learning_rate": 0.05, "num_boost_round": 300, "min_data_in_leaf": 100,
+    "lambda_l2": 1.0, "feature_fraction": 0.9,
+}
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ElasticityConfig:
+    """How :func:`estimate_elasticities` works. Defaults are the ones measured in ``docs/pricing.md``."""
+
+    method: str = "local_level"
+    #: random-walk innovation sd of the latent demand level; None: chosen by marginal likelihood
+    level_sd: float | None = None
+    interval: float = 0.90
+    #: a product needs this many usable days, this many units and this std of log price to be estimated
+    min_days: int = 28
+    min_units: int = 5
+    min_log_price_std: float = 0.01
+    min_category_products: int = 3
+    #: nearest sold days further apart than this cannot vouch for a promotion / the full price in between
+    promo_gap_days: int = 8
+    full_price_gap_days: int = 28
+    #: days of store traffic averaged for the expected units at the current price
+    anchor_days: int = 28
+    # method="dml" only
+    warmup_days: int = 28
+    n_folds: int = 5
+    lgb_params: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_LGB))
+    random_state: int = 0
+    n_jobs: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.level_sd is not None and not self.level_sd > 0:
+            raise ValueError(f"level_sd must be > 0 or None, got {self.level_sd}")
+        if not 0 < self.interval < 1:
+            raise ValueError(f"interval must be in (0, 1), got {self.interval}")
+        for name in ("min_days", "min_units", "min_category_products", "promo_gap_days", "full_price_gap_days",
+                     "anchor_days", "n_folds", "n_jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_log_price_std < 0 or self.warmup_days < 0:
+            raise ValueError("min_log_price_std and warmup_days must be >= 0")
+
+
+@dataclass(frozen=True)
+class ElasticityEstimates:
+    """Output of :func:`estimate_elasticities`.
+
+    ``products``: one row per product of the panel (see :func:`estimate_elasticities`);
+    ``categories``: category, prior mean, its se, tau, number of estimated products;
+    ``params``: scalars worth logging (method, level_sd, tau, counts).
+    """
+
+    products: pd.DataFrame
+    categories: pd.DataFrame
+    params: dict[str, Any]
+
+
+# --- naive baseline ---------------------------------------------------------------------------------
+
+
+def naive_loglog_ols(panel: pd.DataFrame) -> pd.DataFrame:
+    """Per-product OLS of log units on log price paid over days with sales, no controls.
+
+    The textbook estimate, biased here by confounding (and by dropping zero-unit days). Returns
+    product_id, elasticity, se (HC0), n_days.
+    """
+    sold = panel[panel["units"] > 0]
+    codes, ids = pd.factorize(sold["product_id"].to_numpy(), sort=True)
+    x = sold["log_price"].to_numpy()
+    y = np.log(sold["units"].to_numpy(dtype=float))
+    n = np.bincount(codes)
+    dx = x - (np.bincount(codes, x) / n)[codes]
+    dy = y - (np.bincount(codes, y) / n)[codes]
+    sxx = np.bincount(codes, dx * dx)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(sxx > 1e-12, np.bincount(codes, dx * dy) / sxx, np.nan)
+        resid = dy - slope[codes] * dx
+        se = np.sqrt(np.bincount(codes, (dx * resid) ** 2)) / sxx
+    return pd.DataFrame({"product_id": ids.astype("int64"), "elasticity": slope, "se": se, "n_days": n})
+
+
+# --- local-level estimator --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RawFit:
+    """Per-product raw estimates plus what a forecast needs (indexed like ``product_id``)."""
+
+    product_id: np.ndarray
+    elasticity: np.ndarray  # NaN: not estimated
+    se: np.ndarray
+    level_last: np.ndarray  # log demand level on the last day (local level) / final-stage intercept (dml)
+    level_var_last: np.ndarray  # its posterior variance (local level)
+    price_mean: np.ndarray  # the log price the level refers to
+    params: dict[str, Any]
+    models: tuple[lgb.Booster, lgb.Booster] | None = None
+
+
+def _wide(panel: pd.DataFrame, column: str, ids: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
+    return panel.pivot(index="day", columns="product_id", values=column).reindex(index=days, columns=ids).to_numpy(dtype=float)
+
+
+def _thomas(diag: np.ndarray, off: float, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve symmetric tridiagonal systems along axis 0 (days), one per product column.
+
+    ``diag`` (T, n), constant off-diagonal ``off``, ``rhs`` (T, n, k). Returns the solution, the
+    log-determinant per column and the last diagonal element of the inverse (the posterior variance
+    of the last day's level). A loop over days, vectorised over products and right-hand sides.
+    """
+    n_days = diag.shape[0]
+    pivot = np.empty_like(diag)
+    ratio = np.empty_like(diag)
+    forward = np.empty_like(rhs)
+    pivot[0] = diag[0]
+    forward[0] = rhs[0] / pivot[0][:, None]
+    for t in range(1, n_days):
+        ratio[t - 1] = off / pivot[t - 1]
+        pivot[t] = diag[t] - off * ratio[t - 1]
+        forward[t] = (rhs[t] - off * forward[t - 1]) / pivot[t][:, None]
+    solution = np.empty_like(rhs)
+    solution[-1] = forward[-1]
+    for t in range(n_days - 2, -1, -1):
+        solution[t] = forward[t] - ratio[t][:, None] * solution[t + 1]
+    return solution, np.log(pivot).sum(axis=0), 1.0 / pivot[-1]
+
+
+def _local_level_newton(
+    y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float,
+    max_iter: int = 60, tol: float = 1e-8,
+) -> dict[str, np.ndarray]:
+    """Penalised Poisson fit of log mu = offset + e * price + u(t), u a random walk, per column.
+
+    ``price`` must be centred per column over ``mask``. Returns e, its robust se, the level path,
+    the Laplace log marginal likelihood per column and the information about e.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol)
+
+
+def _local_level_newton_steps(
+    y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float, max_iter: int, tol: float,
+) -> dict[str, np.ndarray]:
+    n_days, n = y.shape
+    lam = 1.0 / level_sd**2
+    penalty_diag = np.full((n_days, 1), 2.0 * lam)
+    penalty_diag[0] = penalty_diag[-1] = lam
+    exp_offset = np.where(mask, np.exp(offset), 0.0)
+    level = np.tile(np.log((y.sum(axis=0) + 0.5) / exp_offset.sum(axis=0)), (n_days, 1))
+    e = np.zeros(n)
+    for _ in range(max_iter):
+        mu = exp_offset * np.exp(e * price + level)
+        resid = y - mu
+        step = np.diff(level, axis=0)
+        grad_level = resid.copy()
+        grad_level[:-1] += lam * step
+        grad_level[1:] -= lam * step
+        cross = mu * price
+        solved, _, _ = _thomas(mu + penalty_diag, -lam, np.stack([grad_level, cross], axis=2))
+        info = (cross * price).sum(axis=0) - (cross * solved[..., 1]).sum(axis=0)
+        de = np.clip(np.nan_to_num(((price * resid).sum(axis=0) - (cross * solved[..., 0]).sum(axis=0)) / info), -1.0, 1.0)
+        dlevel = np.clip(solved[..., 0] - solved[..., 1] * de, -3.0, 3.0)
+        e += de
+        level += dlevel
+        if np.max(np.abs(de)) < tol and np.max(np.abs(dlevel)) < 1e-6:
+            break
+    converged = np.abs(de) < 1e-4
+    mu = exp_offset * np.exp(e * price + level)
+    resid = y - mu
+    cross = mu * price
+    solved, logdet, last_var = _thomas(mu + penalty_diag, -lam, cross[..., None])
+    partialled = price - solved[..., 0]  # the price the smooth level does not follow
+    info = (cross * partialled).sum(axis=0)  # = [H^-1]_ee^-1, the information about e with the level integrated out
+    # Laplace posterior variance 1 / info, scaled by the over-dispersion seen where the price moves
+    # (a partialled-out-price-weighted Pearson ratio): calibrated on the synthetic store (z-scores sd ~1)
+    dispersion = (resid**2 * partialled**2).sum(axis=0) / (mu * partialled**2).sum(axis=0)
+    se = np.sqrt(dispersion / info)
+    loglik = np.where(mask, y * np.log(np.where(mu > 0, mu, 1.0)) - mu, 0.0).sum(axis=0)
+    log_ml = loglik - 0.5 * lam * (np.diff(level, axis=0) ** 2).sum(axis=0) + 0.5 * (n_days - 1) * np.log(lam) - 0.5 * logdet
+    return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
+            "converged": converged}
+
+
+def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.Series) -> _RawFit:
+    ids = np.sort(panel["product_id"].unique())
+    days = pd.date_range(panel["day"].min(), panel["day"].max(), freq="D")
+    rows = panel[usable]
+    y = np.nan_to_num(_wide(rows, "units", ids, days))
+    mask = ~np.isnan(_wide(rows, "log_price_in_force", ids, days))
+    price = np.nan_to_num(_wide(rows, "log_price_in_force", ids, days))
+    log_lines = pd.Series(panel.groupby("day")["log_lines"].first()).reindex(days).ffill().bfill().to_numpy()
+    offset = np.broadcast_to(log_lines[:, None], y.shape)
+    y = np.where(mask, y, 0.0)
+    count = mask.sum(axis=0)
+    price_mean = np.where(count > 0, np.where(mask, price, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+    centred = np.where(mask, price - np.nan_to_num(price_mean), 0.0)
+    price_sd = np.sqrt((centred**2).sum(axis=0) / np.maximum(count, 1))
+    fit = (count >= config.min_days) & (y.sum(axis=0) >= config.min_units) & (price_sd >= config.min_log_price_std)
+
+    elasticity = np.full(len(ids), np.nan)
+    se = np.full(len(ids), np.nan)
+    level_last = np.full(len(ids), np.nan)
+    level_var_last = np.full(len(ids), np.nan)
+    level_sd = config.level_sd
+    log_ml_by_sd: dict[float, float] = {}
+    if fit.any():
+        args = (y[:, fit], centred[:, fit], offset[:, fit], mask[:, fit])
+        if level_sd is None:
+            results = {sd: _local_level_newton(*args, level_sd=sd) for sd in _LEVEL_SD_GRID}
+            log_ml_by_sd = {sd: float(np.sum(r["log_ml"])) for sd, r in results.items()}
+            level_sd = _most_likely_level_sd(log_ml_by_sd)
+            result = results[level_sd]
+        else:
+            result = _local_level_newton(*args, level_sd=level_sd)
+        # a Newton that did not settle (e.g. every sale at one price) or an elasticity beyond
+        # +/-MAX_ABS_ELASTICITY is not an estimate: such products get the category prior only
+        ok = (np.isfinite(result["se"]) & (result["info"] > 0) & result["converged"]
+              & (np.abs(result["e"]) <= MAX_ABS_ELASTICITY))
+        chosen = np.flatnonzero(fit)
+        elasticity[chosen] = np.where(ok, result["e"], np.nan)
+        se[chosen] = np.where(ok, result["se"], np.nan)
+        level_last[chosen] = np.where(ok, result["level"][-1], np.nan)
+        level_var_last[chosen] = np.where(ok, result["level_var_last"], np.nan)
+    elif level_sd is None:
+        # No product has the price variation (or days, or units) for an elasticity, but the backtest's
+        # filter still needs the level's sd: choose it the same way on the products with enough days
+        # and units, demand drifting with the price term left out (a fixed mid-grid value if none).
+        informative = (count >= config.min_days) & (y.sum(axis=0) >= config.min_units)
+        if informative.any():
+            args = (y[:, informative], np.zeros_like(centred[:, informative]), offset[:, informative], mask[:, informative])
+            log_ml_by_sd = {sd: float(np.sum(_local_level_newton(*args, level_sd=sd)["log_ml"])) for sd in _LEVEL_SD_GRID}
+            level_sd = _most_likely_level_sd(log_ml_by_sd)
+        else:
+            level_sd = _FALLBACK_LEVEL_SD
+    # products the smoother did not fit: their level is the plain mean of recent demand
+    recent = slice(max(0, len(days) - config.anchor_days), None)
+    missing = ~np.isfinite(level_last)
+    plain = np.nan_to_num(_wide(panel, "units", ids, days))[recent].sum(axis=0) + 0.5
+    level_last = np.where(missing, np.log(plain / np.exp(log_lines[recent]).sum()), level_last)
+    level_var_last = np.where(missing, 1.0 / plain, level_var_last)
+    return _RawFit(
+        product_id=ids, elasticity=elasticity, se=se, level_last=level_last, level_var_last=level_var_last,
+        price_mean=np.where(np.isfinite(price_mean), price_mean, np.log(panel.groupby("product_id")["price"].last().reindex(ids).to_numpy())),
+        params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd},
+    )
+
+
+def _most_likely_level_sd(log_ml_by_sd: dict[float, float]) -> float:
+    """The grid's level sd with the highest (finite) pooled log marginal likelihood."""
+    best = min(log_ml_by_sd, key=lambda sd: rank_key(log_ml_by_sd[sd], higher_is_better=True))
+    return best if np.isfinite(log_ml_by_sd[best]) else _FALLBACK_LEVEL_SD
+
+
+# --- DML estimator ----------------------------------------------------------------------------------
+
+
+def _dml_design(panel: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Past-only controls, the demand offset (log of recent demand, scaled by today's traffic) and
+    the price baseline (mean log price of the last 28 days); the nuisances learn corrections."""
+    lines_rel = panel["log_lines"].to_numpy() - panel["lag_log_lines_28"].to_numpy()
+    demand_offset = np.log(np.expm1(panel["lag_units_28"].to_numpy()) + 0.1) + lines_rel
+    price_base = panel["lag_log_price_28"].to_numpy()
+    X = pd.DataFrame(
+        {
+            "lag_units_28": panel["lag_units_28"].to_numpy(),
+            "units_trend": panel["lag_units_7"].to_numpy() - panel["lag_units_28"].to_numpy(),
+            "price_trend": panel["lag_log_price_7"].to_numpy() - price_base,
+            "lines_rel": lines_rel,
+            "dow": panel["dow"].to_numpy(),
+            "year_sin": panel["year_sin"].to_numpy(),
+            "year_cos": panel["year_cos"].to_numpy(),
+            "days_since_list_change": panel["days_since_list_change"].to_numpy(),
+        }
+    )
+    return X[list(_DML_FEATURES)], demand_offset, price_base
+
+
+def _lgb_params(params: dict[str, float], objective: str, config: ElasticityConfig) -> tuple[dict[str, Any], int]:
+    chosen = dict(params)
+    rounds = int(chosen.pop("num_boost_round"))
+    chosen["num_leaves"] = int(chosen["num_leaves"])
+    chosen["min_data_in_leaf"] = int(chosen["min_data_in_leaf"])
+    base = {"objective": objective, "verbosity": -1, "seed": config.random_state, "deterministic": True,
+            "force_col_wise": True, "num_threads": config.n_jobs, "feature_pre_filter": False}
+    return {**base, **chosen}, rounds
+
+
+def _train_nuisances(
+    X: pd.DataFrame, units: np.ndarray, offset: np.ndarray, price_target: np.ndarray, config: ElasticityConfig
+) -> tuple[lgb.Booster, lgb.Booster]:
+    demand_params, demand_rounds = _lgb_params(config.lgb_params, "poisson", config)
+    price_params, price_rounds = _lgb_params(config.lgb_params, "regression", config)
+    demand = lgb.train(demand_params, lgb.Dataset(X, label=units, init_score=offset), num_boost_round=demand_rounds)
+    price = lgb.train(price_params, lgb.Dataset(X, label=price_target), num_boost_round=price_rounds)
+    return demand, price
+
+
+def _poisson_slopes(
+    y: np.ndarray, v: np.ndarray, offset: np.ndarray, codes: np.ndarray, n_groups: int, max_iter: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group Poisson regression of y on (1, v) with an offset: slope, HC0 se of the slope, intercept.
+
+    Newton on all groups at once (2 x 2 systems in closed form); v is centred per group inside.
+    """
+    count = np.bincount(codes, minlength=n_groups)
+    v_mean = np.bincount(codes, v, n_groups) / np.maximum(count, 1)
+    v = v - v_mean[codes]
+    intercept = np.log(np.maximum(np.bincount(codes, y, n_groups), 1e-9) / np.bincount(codes, np.exp(offset), n_groups))
+    slope = np.zeros(n_groups)
+    for _ in range(max_iter):
+        mu = np.exp(offset + intercept[codes] + slope[codes] * v)
+        resid = y - mu
+        g0, g1 = np.bincount(codes, resid, n_groups), np.bincount(codes, resid * v, n_groups)
+        h00, h01, h11 = (np.bincount(codes, mu * v**k, n_groups) for k in (0, 1, 2))
+        det = h00 * h11 - h01**2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d0 = np.clip(np.nan_to_num((h11 * g0 - h01 * g1) / det), -2.0, 2.0)
+            d1 = np.clip(np.nan_to_num((h00 * g1 - h01 * g0) / det), -1.0, 1.0)
+        intercept += d0
+        slope += d1
+        if max(np.max(np.abs(d0)), np.max(np.abs(d1))) < 1e-9:
+            break
+    mu = np.exp(offset + intercept[codes] + slope[codes] * v)
+    resid = y - mu
+    h00, h01, h11 = (np.bincount(codes, mu * v**k, n_groups) for k in (0, 1, 2))
+    b00, b01, b11 = (np.bincount(codes, resid**2 * v**k, n_groups) for k in (0, 1, 2))
+    det = h00 * h11 - h01**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        i01, i11 = -h01 / det, h00 / det
+        variance = i01 * (i01 * b00 + i11 * b01) + i11 * (i01 * b01 + i11 * b11)
+        se = np.sqrt(variance)
+    return slope, se, intercept - slope * v_mean
+
+
+def _fold_of(product_id: np.ndarray, day: np.ndarray, n_folds: int, random_state: int) -> np.ndarray:
+    """Cross-fitting folds: groups of whole products (no product's own noise reaches its nuisance),
+    or blocks of days when there are fewer products than folds."""
+    ids = np.unique(product_id)
+    if len(ids) >= n_folds:
+        order = np.random.default_rng(random_state).permutation(len(ids)) % n_folds
+        return order[np.searchsorted(ids, product_id)]
+    day_codes, _ = pd.factorize(day, sort=True)
+    return np.minimum(day_codes * n_folds // (day_codes.max() + 1), n_folds - 1)
+
+
+def _fit_dml(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.Series) -> _RawFit:
+    rows = panel[usable & (panel["history_days"] >= config.warmup_days)]
+    ids = np.sort(panel["product_id"].unique())
+    X, offset, price_base = _dml_design(rows)
+    y = rows["units"].to_numpy(dtype=float)
+    d = rows["log_price_in_force"].to_numpy()
+    fold = _fold_of(rows["product_id"].to_numpy(), rows["day"].to_numpy(), config.n_folds, config.random_state)
+    mu_hat = np.empty(len(rows))
+    m_hat = np.empty(len(rows))
+    for k in range(config.n_folds):
+        train, test = fold != k, fold == k
+        if not test.any() or not train.any():
+            continue
+        demand, price = _train_nuisances(X[train], y[train], offset[train], (d - price_base)[train], config)
+        mu_hat[test] = np.exp(offset[test] + demand.predict(X[test], raw_score=True))
+        m_hat[test] = price_base[test] + price.predict(X[test])
+    codes = np.searchsorted(ids, rows["product_id"].to_numpy())
+    slope, se, intercept = _poisson_slopes(y, d - m_hat, np.log(mu_hat), codes, len(ids))
+    count = np.bincount(codes, minlength=len(ids))
+    units = np.bincount(codes, y, len(ids))
+    sd = np.sqrt(np.maximum(np.bincount(codes, d**2, len(ids)) / np.maximum(count, 1)
+                            - (np.bincount(codes, d, len(ids)) / np.maximum(count, 1)) ** 2, 0.0))
+    fit = ((count >= config.min_days) & (units >= config.min_units) & (sd >= config.min_log_price_std) & np.isfinite(se)
+           & (np.abs(slope) <= MAX_ABS_ELASTICITY))
+    models = _train_nuisances(X, y, offset, d - price_base, config)
+    # expected units at the current price come from the last anchor_days, adjusted for price (ratio estimator)
+    last = panel["day"].max() - pd.Timedelta(days=config.anchor_days - 1)
+    recent = panel[panel["day"] >= last]
+    recent_codes = np.searchsorted(ids, recent["product_id"].to_numpy())
+    current_log_price = np.log(panel.groupby("product_id")["list_price"].last().reindex(ids).to_numpy())
+    e_used = np.where(fit, slope, 0.0)
+    weight = np.exp(e_used[recent_codes] * (recent["log_price"].to_numpy() - current_log_price[recent_codes])
+                    + recent["log_lines"].to_numpy())
+    level = np.log((np.bincount(recent_codes, recent["units"].to_numpy(dtype=float), len(ids)) + 0.5)
+                   / np.maximum(np.bincount(recent_codes, weight, len(ids)), 1e-12))
+    return _RawFit(
+        product_id=ids, elasticity=np.where(fit, slope, np.nan), se=np.where(fit, se, np.nan),
+        level_last=level, level_var_last=np.full(len(ids), np.nan), price_mean=current_log_price, params={"final_intercepts": intercept}, models=models,
+    )
+
+
+# --- empirical Bayes --------------------------------------------------------------------------------
+
+
+def shrink_within_category(
+    raw: np.ndarray, se: np.ndarray, category: np.ndarray, *, min_category_products: int = 3, interval: float = 0.90
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Normal-normal empirical Bayes: ``raw ~ N(e, se^2)``, ``e ~ N(mu_category, tau^2)``.
+
+    Category means and a tau shared by all categories are estimated by REML over the products with
+    a finite raw estimate; categories with fewer than ``min_category_products`` of them share one
+    pooled mean. Returns (per product: elasticity, elasticity_sd, elasticity_low, elasticity_high,
+    prior_elasticity, prior_sd, shrinkage; NaN where raw is NaN), the per-group table, and tau.
+    """
+    category = np.asarray(category, dtype=object)
+    finite = np.isfinite(raw) & np.isfinite(se) & (se > 0)
+    counts = pd.Series(category[finite]).value_counts()
+    big = set(counts[counts >= min_category_products].index)
+    group = np.where(pd.Series(category).isin(big).to_numpy(), category, "(pooled)")
+    codes, groups = pd.factorize(group, sort=True)
+    z = stats.norm.ppf(0.5 + interval / 2.0)
+    n_groups = len(groups)
+    theta, s2, g = raw[finite], se[finite] ** 2, codes[finite]
+
+    def group_means(tau2: float) -> tuple[np.ndarray, np.ndarray]:
+        w = 1.0 / (s2 + tau2)
+        total = np.bincount(g, w, n_groups)
+        return np.bincount(g, w * theta, n_groups) / np.where(total > 0, total, np.nan), total
+
+    def negative_reml(log_tau: float) -> float:
+        tau2 = np.exp(2.0 * log_tau)
+        means, total = group_means(tau2)
+        present = total > 0
+        return 0.5 * (np.sum(np.log(s2 + tau2)) + np.sum(np.log(total[present]))
+                      + np.sum((theta - means[g]) ** 2 / (s2 + tau2)))
+
+    if finite.sum() >= 2:
+        tau = float(np.exp(optimize.minimize_scalar(negative_reml, bounds=(np.log(0.02), np.log(5.0)), method="bounded").x))
+    else:
+        tau = 0.5  # one product cannot tell how much products differ: a wide, fixed prior
+    means, total = group_means(tau**2)
+    if finite.any():
+        pooled_mean = float(np.sum(theta / (s2 + tau**2)) / np.sum(1.0 / (s2 + tau**2)))
+        pooled_var = float(1.0 / np.sum(1.0 / (s2 + tau**2)))
+    else:
+        pooled_mean, pooled_var = np.nan, np.nan
+    mean_var = np.where(total > 0, 1.0 / np.where(total > 0, total, 1.0), pooled_var)
+    means = np.where(total > 0, means, pooled_mean)
+    prior_mean, prior_mean_var = means[codes], mean_var[codes]
+    shrink = tau**2 / (tau**2 + se**2)  # weight on the product's own estimate
+    posterior = prior_mean + shrink * (raw - prior_mean)
+    posterior_sd = np.sqrt(shrink * se**2 + (1.0 - shrink) ** 2 * prior_mean_var)
+    per_product = pd.DataFrame(
+        {
+            "elasticity": np.where(finite, posterior, np.nan),
+            "elasticity_sd": np.where(finite, posterior_sd, np.nan),
+            "elasticity_low": np.where(finite, posterior - z * posterior_sd, np.nan),
+            "elasticity_high": np.where(finite, posterior + z * posterior_sd, np.nan),
+            "prior_elasticity": prior_mean,
+            "prior_sd": np.sqrt(tau**2 + prior_mean_var),
+            "shrinkage": np.where(finite, 1.0 - shrink, np.nan),
+        }
+    )
+    table = pd.DataFrame(
+        {"group": groups, "prior_mean": means, "prior_mean_se": np.sqrt(mean_var), "tau": tau,
+         "n_products": np.bincount(g, minlength=n_groups)}
+    )
+    return per_product, table, tau
+
+
+# --- estimation -------------------------------------------------------------------------------------
+
+
+def _usable_rows(panel: pd.DataFrame) -> pd.Series:
+    return panel["log_price_in_force"].notna()
+
+
+def _fit_raw(panel: pd.DataFrame, config: ElasticityConfig) -> _RawFit:
+    usable = _usable_rows(panel)
+    return _fit_local_level(panel, config, usable) if config.method == "local_level" else _fit_dml(panel, config, usable)
+
+
+def estimate_elasticities(panel: pd.DataFrame, config: ElasticityConfig | None = None) -> ElasticityEstimates:
+    """Per-product own-price elasticity from a :func:`features.demand.demand_history` panel (see
+    the package docstring).
+
+    ``products`` columns: product_id, category, elasticity (posterior mean; NaN when not estimated),
+    elasticity_sd, elasticity_low, elasticity_high (``config.interval`` interval), raw_elasticity
+    and raw_se (before shrinkage), prior_elasticity and prior_sd (the category prior; also for
+    products not estimated), shrinkage (weight of the category prior), n_days (usable days),
+    units, log_price_std, has_price_variation, estimated, min_price_observed,
+    max_price_observed, current_list_price, expected_daily_units (at the current list price, at
+    the end of the history), method.
+    """
+    return _estimate(panel, config or ElasticityConfig())[0]
+
+
+def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[ElasticityEstimates, _RawFit]:
+    began = time.perf_counter()
+    raw = _fit_raw(panel, config)
+    ids = raw.product_id
+    usable = panel[_usable_rows(panel)]
+    per_product = panel.groupby("product_id")
+    usable_groups = usable.groupby("product_id")
+    category = per_product["category"].first().reindex(ids).to_numpy(dtype=object)
+    shrunk, table, tau = shrink_within_category(
+        raw.elasticity, raw.se, category, min_category_products=config.min_category_products, interval=config.interval
+    )
+    log_price_std = usable_groups["log_price_in_force"].std(ddof=0).reindex(ids).fillna(0.0).to_numpy()
+    has_variation = (log_price_std >= config.min_log_price_std) & (usable_groups["log_price_in_force"].nunique().reindex(ids).fillna(0).to_numpy() >= 2)
+    current = per_product["list_price"].last().reindex(ids).to_numpy()
+    days = panel["day"].max() - pd.Timedelta(days=config.anchor_days - 1)
+    typical_lines = float(np.mean(panel.loc[panel["day"] >= days].groupby("day")["log_lines"].first()))
+    e_for_anchor = np.where(np.isfinite(shrunk["elasticity"]), shrunk["elasticity"], shrunk["prior_elasticity"])
+    e_for_anchor = np.nan_to_num(e_for_anchor, nan=-1.0)
+    if config.method == "local_level":
+        expected = np.exp(typical_lines + raw.level_last + e_for_anchor * (np.log(current) - raw.price_mean))
+    else:
+        expected = np.exp(typical_lines + raw.level_last)
+    out = pd.DataFrame(
+        {
+            "product_id": ids.astype("int64"),
+            "category": category,
+            **{c: shrunk[c].to_numpy() for c in ("elasticity", "elasticity_sd", "elasticity_low", "elasticity_high")},
+            "raw_elasticity": raw.elasticity,
+            "raw_se": raw.se,
+            "prior_elasticity": shrunk["prior_elasticity"].to_numpy(),
+            "prior_sd": shrunk["prior_sd"].to_numpy(),
+            "shrinkage": shrunk["shrinkage"].to_numpy(),
+            "n_days": usable_groups.size().reindex(ids).fillna(0).astype("int64").to_numpy(),
+            "units": per_product["units"].sum().reindex(ids).astype("int64").to_numpy(),
+            "log_price_std": log_price_std,
+            "has_price_variation": has_variation,
+            "estimated": np.isfinite(raw.elasticity),
+            "min_price_observed": per_product["price"].min().reindex(ids).to_numpy(),
+            "max_price_observed": per_product["price"].max().reindex(ids).to_numpy(),
+            "current_list_price": current,
+            "expected_daily_units": expected,
+            "method": config.method,
+        }
+    )
+    table = table.rename(columns={"group": "category"})
+    params = {
+        "method": config.method, "tau": tau, "interval": config.interval,
+        "n_products": len(ids), "n_estimated": int(np.isfinite(raw.elasticity).sum()),
+        "level_sd": raw.params.get("level_sd"), "seconds": time.perf_counter() - began,
+    }
+    logger.info("elasticities (%s): %d of %d products estimated, tau %.3f, %.1fs", config.method,
+                params["n_estimated"], len(ids), tau, params["seconds"])
+    return ElasticityEstimates(products=out, categories=table, params=params), raw
+

@@ -1,0 +1,24 @@
+"""Purchase propensity: the probability that a customer completes an order in the next N days
+(``propensity_horizon_days``).
+
+Training set as of a cutoff C (``features.customer.purchase_set``): features from data before C for
+every customer signed up before C; label 1 if they complete an order in ``[C, C + N)``. The time-based
+holdout fits on cutoff ``D - 2N`` and validates on cutoff ``D - N``, whose labels end exactly at the
+run date D. The model is a calibrated binary classifier (:mod:`ml.families.binary`).
+"""
+
+from __future__ import annotations
+
+from features.customer import purchase_set
+from ml.families.binary import BinaryFamily
+
+MODEL_NAME = "revopt_purchase_propensity"
+
+FAMILY = BinaryFamily(
+    name="purchase_propensity",
+    model_name=MODEL_NAME,
+    horizon=lambda params: params.propensity_horizon_days,
+    labelled_set=lambda frames, cutoff, params: purchase_set(frames, cutoff, params.propensity_horizon_days,
+                                                             params.lookback_days),
+    label_names=("bought in the {horizon} days after", "did not"),
+)

@@ -1,0 +1,134 @@
+"""The Family protocol: what every model family supplies, and nothing more.
+
+A family knows its data and its model; it knows nothing of MLflow runs, the registry, the promotion
+gate, PostgreSQL or Airflow. Two runners drive every family the same way (:mod:`ml.registry`):
+
+- training, :func:`ml.registry.train_family`: ``shortfall`` (can this store train it?) ->
+  ``training_data`` at the run date's cutoffs -> ``train`` (tune with :func:`ml.tuning.search`, fit
+  the production model, evaluate it on the holdout) -> log params, metrics, plots, tables and the
+  model (signature, input example, pip requirements) in one MLflow run -> register -> gate against
+  the ``@champion`` refitted from its spec by ``evaluate`` on the same data -> alias and decision
+  record;
+- scoring, :func:`ml.registry.score_family`: ``shortfall`` on tonight's extract -> ``nightly_input``
+  -> the ``@champion``'s pyfunc ``predict(nightly_input, params=predict_params(run params))``. That
+  output *is* what the nightly run publishes (plus the run date and the model's name and version),
+  so ``mlflow models serve`` of a champion answers what revopt publishes.
+
+A new family is one module in ``ml/families/`` implementing this protocol and one line in
+:data:`ml.families.FAMILIES` (docs/architecture.md walks through one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from ml.params import RunParams
+from ml.tuning import Callback
+
+Frames = Mapping[str, pd.DataFrame]
+
+
+class NonFiniteModelError(ValueError):
+    """A trained model whose holdout or scoring predictions are not all finite numbers: it is never
+    registered. A ValueError, so the task fails at once: retrying would train the same model."""
+
+
+def require_finite(family: str, model_name: str, run_date: dt.date, what: str, predictions: Any) -> None:
+    """Raise :class:`NonFiniteModelError` when any row of ``predictions`` (an array, or a frame of
+    numeric columns) holds NaN or +/-inf, naming the family, model, run date and row count."""
+    if isinstance(predictions, (pd.DataFrame, pd.Series)):
+        values = predictions.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        values = np.asarray(predictions, dtype="float64")
+    bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1) if values.size else np.zeros(0, dtype=bool)
+    if bad.any():
+        raise NonFiniteModelError(
+            f"{family} ({model_name}) for {run_date}: {int(bad.sum())} of {len(values)} {what} are NaN or infinite; "
+            "the model is not registered"
+        )
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The primary holdout metric the gate compares: its name, direction, and whether the run's
+    ``promotion_margin`` is in the metric's units (``absolute``: ROC AUC points) or a share of the
+    champion's value (``relative``: errors and deviances)."""
+
+    name: str
+    higher_is_better: bool
+    relative_margin: bool
+
+
+@dataclass
+class Trained:
+    """What :meth:`Family.train` returns: the production model and everything worth logging with it.
+
+    ``model``'s ``predict(context, nightly_input, params)`` is the family's nightly output; ``spec``
+    (JSON) is enough for :meth:`Family.evaluate` to refit the same kind of model on other data (it is
+    stored as the run's ``revopt.model_spec`` tag, so a future candidate can be gated against it);
+    ``value`` is the primary holdout metric. ``example`` is a few rows of nightly input (the logged
+    input example and signature) and ``predict_params`` the settings it was logged with (the
+    signature's params and their defaults). ``checks`` are outputs that must be finite numbers or
+    nothing is registered (description -> values).
+    """
+
+    model: mlflow.pyfunc.PythonModel
+    spec: dict[str, Any]
+    value: float
+    example: pd.DataFrame
+    predict_params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # file name -> matplotlib figure
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # file name -> table (mlflow.log_table)
+    tags: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    reference_features: pd.DataFrame | None = None  # the nightly drift check's reference (customer families)
+
+
+@runtime_checkable
+class Family(Protocol):
+    """One model family (see the module docstring for who calls what, and when)."""
+
+    name: str  # "pricing": run names, tags, task ids, logs
+    model_name: str  # the registered model: "revopt_pricing"
+    training_datasets: tuple[str, ...]  # the extract datasets training reads
+    nightly_datasets: tuple[str, ...]  # the extract datasets the nightly step reads
+    metric: Metric
+
+    def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
+        """Why this store cannot train (and so cannot score) the family at ``run_date``, naming the
+        run date and the tables, or None. Training and the nightly step both ask, on their own
+        extract, so a family that cannot train is skipped at night with the same reason."""
+        ...
+
+    def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> Any:
+        """Everything ``train`` and ``evaluate`` need, built once (labelled sets at the cutoffs, a
+        panel, a history) from the training extract."""
+        ...
+
+    def train(self, data: Any, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
+        """Tune (:func:`ml.tuning.search`, passing ``callbacks`` to it), fit the production model and
+        evaluate the chosen configuration on the holdout."""
+        ...
+
+    def evaluate(self, data: Any, spec: Mapping[str, Any], params: RunParams) -> float | None:
+        """The primary holdout metric of a model refitted from ``spec`` (a champion's) on ``data`` the
+        way ``train`` fits the candidate; None when this version cannot rebuild the spec (other
+        features, another kind); NaN when the refitted model's predictions are not all finite."""
+        ...
+
+    def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
+        """The frame the champion's ``predict`` takes tonight."""
+        ...
+
+    def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
+        """The run's settings ``predict`` takes (MLflow pyfunc ``params``; ``{}`` for none)."""
+        ...

@@ -1,0 +1,120 @@
+"""The run parameters: one definition, read by every family and step, from which the DAGs' Airflow
+``Param``s are generated (``dags/_support.py``: :func:`param_specs`).
+
+Each field carries its default (the DAG's default), its JSON-schema type and bounds, its description and
+the DAGs that offer it. Families turn these plain values into their own configuration
+(``ml.families.pricing.guardrails(params)`` and so on); nothing here imports a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+TRAINING = "training"
+NIGHTLY = "nightly"
+BOTH = (TRAINING, NIGHTLY)
+
+
+def _param(default: Any, schema: Mapping[str, Any], description: str, dags: tuple[str, ...] = BOTH) -> Any:
+    """A dataclass field with its Airflow ``Param`` (JSON schema, description, which DAGs offer it)."""
+    metadata = {"schema": dict(schema), "description": description, "dags": dags}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Run-level settings, one field per DAG param."""
+
+    lookback_days: int = _param(730, {"type": "integer", "minimum": 30}, "History read before the run date (days).")
+    churn_active_days: int = _param(365, {"type": "integer", "minimum": 1},
+                                    "A customer is active (gets a churn score) with an order this recently (days).")
+    propensity_horizon_days: int = _param(30, {"type": "integer", "minimum": 1, "maximum": 365},
+                                          "Purchase window N (days).", (TRAINING,))
+    churn_horizon_days: int = _param(60, {"type": "integer", "minimum": 1, "maximum": 365},
+                                     "No-purchase window M (days) for churn.", (TRAINING,))
+    clv_horizon_days: int = _param(90, {"type": "integer", "minimum": 1, "maximum": 730}, "CLV horizon H (days).",
+                                   (TRAINING,))
+    n_trials: int = _param(12, {"type": "integer", "minimum": 1, "maximum": 500}, "Optuna trials per family.",
+                           (TRAINING,))
+    tuning_timeout_seconds: float = _param(300.0, {"type": "number", "minimum": 1},
+                                           "Wall-clock tuning budget per family.", (TRAINING,))
+    seed: int = _param(42, {"type": "integer"}, "Seed for tuning and fitting (every family's random_state).",
+                       (TRAINING,))
+    promotion_margin: float = _param(
+        0.005, {"type": "number", "minimum": 0},
+        "How much a new model must beat the champion by (ROC AUC points; CLV, pricing, send time and budget: share "
+        "of the champion's error).", (TRAINING,))
+    price_min_margin: float = _param(0.10, {"type": "number", "minimum": 0}, "Recommended price >= cost x (1 + this).")
+    price_max_change: float = _param(0.10, {"type": "number", "minimum": 0, "maximum": 0.99},
+                                     "Largest price move per run, as a share of the current price.")
+    price_ending: float | None = _param(None, {"type": ["null", "number"], "minimum": 0, "maximum": 0.99},
+                                        "Price ending, e.g. 0.99; empty for whole cents.")
+    price_horizon_days: int = _param(7, {"type": "integer", "minimum": 1},
+                                     "Days the expected units / revenue / profit cover.")
+    # Products in these categories (services, fees, vouchers: not goods with a demand curve) are never priced.
+    price_exclude_categories: list[str] = _param(["postage", "fee", "adjustment", "gift_voucher"],
+                                                 {"type": "array", "items": {"type": "string"}},
+                                                 "Product categories never priced (services, fees, vouchers).")
+    send_quiet_start: int = _param(23, {"type": "integer", "minimum": 0, "maximum": 23},
+                                   "Quiet hours start (local hour): nothing is recommended from here ...")
+    send_quiet_end: int = _param(6, {"type": "integer", "minimum": 0, "maximum": 23},
+                                 "... up to (not including) this local hour. Equal start and end: no quiet hours.")
+    default_send_hour: int = _param(10, {"type": "integer", "minimum": 0, "maximum": 23},
+                                    "The store's default send hour (local), the baseline the lift is measured against.")
+    budget_total: float | None = _param(None, {"type": ["null", "number"], "minimum": 0},
+                                        "Total daily marketing budget to allocate; empty for the current total.")
+    budget_max_change: float = _param(0.3, {"type": "number", "minimum": 0},
+                                      "Largest change per channel vs its current daily spend, as a share.")
+    budget_min_spend: dict[str, float] = _param({}, {"type": "object"},
+                                                'Minimum daily spend per channel, e.g. {"display": 100}.')
+    budget_max_spend: dict[str, float] = _param({}, {"type": "object"},
+                                                'Maximum daily spend per channel, e.g. {"paid_search": 5000}.')
+    budget_horizon_days: int = _param(28, {"type": "integer", "minimum": 1}, "Days the expected revenue figures cover.")
+    drift_share_threshold: float = _param(
+        0.3, {"type": "number", "minimum": 0, "maximum": 1},
+        "Request retraining when more than this share of the features drifted from the training reference.",
+        (NIGHTLY,))
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
+        """Build from DAG params, ignoring keys this object does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in params.items() if key in known})
+
+    @property
+    def training_extract_days(self) -> int:
+        """History the training extract reads: the nightly ``lookback_days`` plus the furthest training
+        cutoff back (the customer models fit at D - 2h for their horizon h), so features at every
+        training cutoff come from the same length of history as tonight's."""
+        longest = max(self.propensity_horizon_days, self.churn_horizon_days, self.clv_horizon_days)
+        return self.lookback_days + 2 * longest
+
+    def extract_days(self, purpose: str) -> int:
+        """Days of history the ``purpose`` DAG's extract reads: ``lookback_days`` at night; training
+        reads further back (:attr:`training_extract_days`)."""
+        return self.training_extract_days if purpose == TRAINING else self.lookback_days
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One run parameter as a DAG offers it: its name, default, JSON schema and description."""
+
+    name: str
+    default: Any
+    schema: dict[str, Any]
+    description: str
+
+
+def param_specs(dag: str) -> list[ParamSpec]:
+    """The run parameters the ``dag`` (``"training"`` or ``"nightly"``) offers, in definition order."""
+    specs = []
+    for f in fields(RunParams):
+        if dag not in f.metadata["dags"]:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        specs.append(ParamSpec(f.name, default, dict(f.metadata["schema"]), f.metadata["description"]))
+    return specs

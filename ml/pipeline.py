@@ -1,0 +1,271 @@
+"""What the DAG tasks call, by name: each step takes the task's :class:`Resources`, the run date and
+plain parameters, knows nothing of Airflow, and returns a small JSON-serialisable reference for XCom
+(paths, run ids, versions, counts) or ``{"skipped": reason}``.
+
+Training: :func:`extract` -> :func:`validate_extracts` -> :func:`train` (one per family, through
+:func:`ml.registry.train_family`). Nightly: :func:`extract` -> :func:`validate_extracts` ->
+:func:`build_features` -> :func:`score_customers` -> :func:`publish` and :func:`check_drift`; and per
+config family :func:`recommend` -> :func:`publish` (through :func:`ml.registry.score_family`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
+from ml import drift
+from ml.families import FAMILIES, churn, clv, propensity
+from ml.families.classifier import top_factors
+from ml.families.clv import value_tier
+from ml.family import Family
+from ml.params import NIGHTLY, TRAINING, RunParams
+from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
+from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
+from revopt.platform.postgres import publish_partition
+from revopt.platform.quality import raise_if_failed, validate_and_record
+from revopt.platform.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+#: Datasets computed inside the events store (ClickHouse) by a features builder, one row per customer.
+EVENT_BUILDERS = {"customer_event_features": event_features_in_store}
+#: The customer families scored together into ``scores.customer_scores``.
+CUSTOMER_FAMILIES = (propensity.FAMILY, churn.FAMILY, clv.FAMILY)
+
+
+def _datasets(purpose: str) -> tuple[str, ...]:
+    """What the ``purpose`` DAG's extract writes: every dataset a registered family reads for it, in
+    extract order (training builds customer features at many past cutoffs from the daily event rows;
+    the nightly run reads one row per customer computed in ClickHouse instead)."""
+    wanted = {name for family in FAMILIES
+              for name in (family.training_datasets if purpose == TRAINING else family.nightly_datasets)}
+    return tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in wanted)
+
+
+DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY)}
+#: Every dataset revopt can extract: the source tables and the event datasets built in the events store.
+ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS)
+#: What the nightly customer-scores path reads (features -> score -> publish).
+CUSTOMER_SCORE_DATASETS = ("customers", "orders", "customer_event_features")
+
+
+def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunParams) -> dict[str, str]:
+    """The datasets the ``purpose`` DAG reads (:data:`DAG_DATASETS`), over its history
+    (:meth:`RunParams.extract_days`), written to the run folder; their paths by name."""
+    return extract_datasets(resources, run_date, params.extract_days(purpose), DAG_DATASETS[purpose])
+
+
+def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int,
+                     datasets: tuple[str, ...] = ALL_DATASETS) -> dict[str, str]:
+    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables read by the platform, and the
+    event datasets of :data:`EVENT_BUILDERS` computed in the events store."""
+    derived = {name: build for name, build in EVENT_BUILDERS.items() if name in datasets}
+    sources = tuple(name for name in datasets if name not in derived)
+    return extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
+
+
+def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+                      lookback_days: int | None = None) -> dict[str, str]:
+    """Gate: validate every extract against its suite in ``expectations/`` and its row count
+    against recent runs; any failure raises after every dataset was validated and recorded.
+
+    Each result is stored as JSON and as a data-docs HTML page in the run folder and summarised
+    in ``scores.data_quality`` (:mod:`revopt.platform.quality`). A store without clickstream has
+    nothing to validate in the event datasets (they were not read). Returns the paths unchanged so
+    downstream tasks depend on the gate having passed.
+    """
+    frames = read_extract(extract_paths)
+    if not resources.settings.clickstream:
+        events = (*EVENT_DATASETS, *EVENT_BUILDERS)
+        logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s not validated for %s", ", ".join(events), run_date)
+        frames = {name: frame for name, frame in frames.items() if name not in events}
+    raise_if_failed(validate_and_record(resources.settings, run_date, frames, lookback_days))
+    return extract_paths
+
+
+def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[str, str]) -> dict[str, str | int]:
+    """Customer features as of the run date, validated and written to the run folder.
+
+    The engagement columns come from ``customer_event_features`` (one row per customer, computed
+    inside ClickHouse) when the extract has it, else from ``customer_daily_events``; both give
+    identical features (tests/e2e/test_event_features.py). Only the datasets used are read.
+    """
+    events_dataset = "customer_event_features" if "customer_event_features" in extract_paths else "customer_daily_events"
+    frames = read_extract({name: extract_paths[name] for name in ("customers", "orders", events_dataset)})
+    events = frames[events_dataset]
+    unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
+    if unknown.any():
+        logger.warning("%d %s rows of %d customers unknown to shop.customers are left out of the features for %s",
+                       int(unknown.sum()), events_dataset, events.loc[unknown, "customer_id"].nunique(), run_date)
+    features = customer_features(
+        frames["customers"], frames["orders"], frames.get("customer_daily_events"), pd.Timestamp(run_date, tz="UTC"),
+        event_features=frames.get("customer_event_features"),
+    )
+    raise_if_failed(validate_and_record(resources.settings, run_date, {"customer_features": features}, lookback_days=None))
+    path = resources.run_folder(run_date) / "features" / "customer_features.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features.to_parquet(path, index=False)
+    logger.info("built %d customer feature rows for %s -> %s", len(features), run_date, path)
+    return {"path": str(path), "rows": len(features)}
+
+
+def train(family: Family, resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+          params: RunParams) -> dict[str, str]:
+    """Train, register and gate ``family`` from the training extract (skipped, with the reason, when the
+    store cannot train it)."""
+    frames = read_extract({name: extract_paths[name] for name in family.training_datasets})
+    return train_family(family, resources, run_date, frames, params)
+
+
+def score_customers(resources: Resources, run_date: dt.date, features_path: str, extract_paths: dict[str, str],
+                    params: RunParams) -> dict[str, Any]:
+    """Score every customer with each customer family's ``@champion``: propensity, churn risk
+    (active customers only, else NULL), CLV with value tier, and the top 3 factors of each.
+    Skipped, with the reasons, when any of the three families cannot train on this store (the
+    same question as training, on this run's customers and orders)."""
+    frames = {**read_extract({name: extract_paths[name] for name in ("customers", "orders")}),
+              "customer_features": pd.read_parquet(features_path)}
+    results = {family.name: score_family(family, resources, run_date, frames, params) for family in CUSTOMER_FAMILIES}
+    reasons = [result["skipped"] for result in results.values() if isinstance(result, dict)]
+    if reasons:
+        return skipped("customer scores", run_date, "; ".join(reasons))
+    features = frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
+    scored: dict[str, Scored] = results  # type: ignore[assignment]  (none skipped)
+    columns = {"purchase_propensity": scored[propensity.FAMILY.name], "churn_risk": scored[churn.FAMILY.name],
+               "clv": scored[clv.FAMILY.name]}
+    # each score on its family's nightly input (churn: the active customers), NULL for the others
+    values = {name: pd.Series(np.asarray(s.output, dtype="float64"), index=s.inputs.index).reindex(features.index)
+              for name, s in columns.items()}
+    factors = {name: _factors_json(s.champion.python_model, s.inputs).reindex(features.index, fill_value="null")
+               for name, s in columns.items()}
+    clv_score = values["clv"].to_numpy()
+    scores = pd.DataFrame(
+        {
+            "run_date": run_date,
+            "customer_id": features.index.to_numpy(dtype="int64"),
+            "purchase_propensity": values["purchase_propensity"].to_numpy(),
+            "churn_risk": values["churn_risk"].to_numpy(),
+            "clv": clv_score,
+            "value_tier": value_tier(clv_score),
+            "top_factors": _combine_json(factors),
+            **{f"{prefix}_model": columns[name].champion.name for prefix, name in _VERSION_COLUMNS.items()},
+            **{f"{prefix}_version": columns[name].champion.version for prefix, name in _VERSION_COLUMNS.items()},
+        }
+    )
+    path = _write_output(resources, run_date, "customer_scores", scores)
+    versions = {name: s.champion.version for name, s in columns.items()}
+    logger.info("scored %d customers with %s", len(scores), {n: f"v{v}" for n, v in versions.items()})
+    return {"path": str(path), "features_path": features_path, "rows": len(scores), "versions": versions}
+
+
+_VERSION_COLUMNS = {"propensity": "purchase_propensity", "churn": "churn_risk", "clv": "clv"}
+
+
+def recommend(family: Family, resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+              params: RunParams, output: str) -> dict[str, Any]:
+    """``family``'s ``@champion`` on tonight's input under this run's settings, written to the run folder
+    as ``output`` with the run date and the model's name and version on every row; skipped, as
+    training is, when the store cannot train the family."""
+    frames = read_extract({name: extract_paths[name] for name in family.nightly_datasets if name in extract_paths})
+    result = score_family(family, resources, run_date, frames, params)
+    if isinstance(result, dict):
+        return result
+    table = pd.DataFrame(result.output).assign(run_date=run_date, model_name=result.champion.name,
+                                               model_version=result.champion.version)
+    path = _write_output(resources, run_date, output, table)
+    logger.info("%s for %s: %d rows, %s v%s", output, run_date, len(table), result.champion.name, result.champion.version)
+    return {"path": str(path), "rows": len(table), "model_version": result.champion.version}
+
+
+def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:
+    """Replace ``table``'s rows for the run date with this run's output (:func:`publish_partition`)."""
+    rows = pd.read_parquet(path)
+    rows["run_date"] = run_date
+    with resources.scores() as conn:
+        return publish_partition(conn, table, run_date, rows)
+
+
+DRIFT_SCORES = {"purchase_propensity": propensity.FAMILY, "clv": clv.FAMILY}
+
+
+def check_drift(resources: Resources, run_date: dt.date, scored: dict[str, Any], params: RunParams) -> dict[str, Any]:
+    """Tonight's features and scores against the propensity ``@champion``'s training features
+    (scored by tonight's champions): an Evidently report logged to MLflow, one row per column in
+    ``scores.feature_drift`` and the decision in ``scores.drift_checks``. ``retrain`` is True when
+    the share of drifted features exceeds ``drift_share_threshold``."""
+    reference_model = load_champion(resources, propensity.MODEL_NAME)
+    reference_run = mlflow.MlflowClient().get_model_version(reference_model.name, reference_model.version).run_id
+    with tempfile.TemporaryDirectory(prefix="revopt-drift-") as tmp:
+        reference = pd.read_parquet(mlflow.artifacts.download_artifacts(
+            run_id=reference_run, artifact_path=REFERENCE_FEATURES, dst_path=tmp))
+    current = pd.read_parquet(scored["features_path"])[list(FEATURE_COLUMNS)]
+    reference = reference[list(FEATURE_COLUMNS)]
+    tonight = pd.read_parquet(scored["path"])
+    for column, family in DRIFT_SCORES.items():
+        current[column] = tonight[column].to_numpy()
+        champion = load_champion(resources, family.model_name)
+        reference[column] = np.asarray(champion.model.predict(reference[list(FEATURE_COLUMNS)]), dtype="float64")
+    config = drift.DriftConfig(drift_share_threshold=params.drift_share_threshold, random_state=params.seed)
+    result = drift.check_drift(reference, current, FEATURE_COLUMNS, config, score_columns=list(DRIFT_SCORES))
+
+    with mlflow.start_run(run_name=f"drift-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "drift", "revopt.run_date": run_date.isoformat(),
+                         "revopt.drift.retrain": str(result.retrain), "revopt.drift.reason": result.reason[:5000],
+                         "revopt.drift.reference": f"{reference_model.name}/{reference_model.version}"})
+        mlflow.log_params({"run_date": run_date.isoformat(), "drift_share_threshold": params.drift_share_threshold,
+                           "n_reference": result.n_reference, "n_current": result.n_current})
+        mlflow.log_metrics({"drift_share": result.drift_share, "drifted_columns": int(result.table["drifted"].sum()),
+                            **{f"drift_score.{row.column}": float(row.drift_score) for row in result.table.itertuples()
+                               if pd.notna(row.drift_score)}})
+        mlflow.log_text(result.html, "drift/report.html")
+        run_id = run.info.run_id
+    reference_columns = {"reference_model": reference_model.name, "reference_version": reference_model.version}
+    columns = result.table.rename(columns={"column": "column_name"}).assign(run_date=run_date, **reference_columns)
+    decision = pd.DataFrame([{
+        "run_date": run_date, "drift_share": result.drift_share, "threshold": params.drift_share_threshold,
+        "retrain_requested": result.retrain, "reason": result.reason, "n_reference": result.n_reference,
+        "n_current": result.n_current, **reference_columns, "mlflow_run_id": run_id,
+    }])
+    with resources.scores() as conn:
+        publish_partition(conn, "scores.feature_drift", run_date, columns[[
+            "run_date", "column_name", "kind", "stattest", "drift_score", "threshold", "drifted",
+            "reference_model", "reference_version"]])
+        publish_partition(conn, "scores.drift_checks", run_date, decision)
+    log = logger.warning if result.retrain else logger.info
+    log("drift check for %s: %s (MLflow run %s)", run_date, result.reason, run_id)
+    return {"retrain": bool(result.retrain), "drift_share": float(result.drift_share), "reason": result.reason,
+            "mlflow_run_id": run_id}
+
+
+def _write_output(resources: Resources, run_date: dt.date, name: str, table: pd.DataFrame) -> Path:
+    path = resources.run_folder(run_date) / "scores" / f"{name}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    return path
+
+
+def _factors_json(model: Any, X: pd.DataFrame) -> pd.Series:
+    """Each row's top 3 factors as JSON (null for a model without contributions, e.g. BTYD); explaining
+    costs real time at a million rows (docs/scale.md), so only the rows the family scored."""
+    if not len(X):
+        return pd.Series(dtype=object)
+    contributions = model.contributions(X)
+    if contributions is None:
+        return pd.Series("null", index=X.index)
+    return top_factors(contributions.drop(columns="bias", errors="ignore"), k=3)
+
+
+def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
+    """One JSON object per customer: {"purchase_propensity": [...], "churn_risk": [...], "clv": [...]}."""
+    combined = np.full(len(next(iter(factors.values()))), "{", dtype=object)
+    for i, (name, series) in enumerate(factors.items()):
+        combined = combined + ("," if i else "") + f'"{name}":' + series.to_numpy(dtype=object)
+    return combined + "}"

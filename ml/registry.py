@@ -1,0 +1,216 @@
+"""The two runners every family goes through: :func:`train_family` and :func:`score_family`.
+
+Training is one MLflow parent run per family and run date: params, the Optuna trials as nested runs
+(:func:`ml.tuning.trial_logger`), holdout metrics, plots and tables, the model logged with its
+signature, input example and pip requirements and registered; then the promotion gate
+(:mod:`ml.gate`) compares it with the ``@champion`` refitted from its spec on the same data
+(:meth:`ml.family.Family.evaluate`), moves the alias and records the decision in
+``scores.model_promotions``. Scoring loads a family's ``@champion`` (the version it resolves to
+now, recorded on every published row) and calls its pyfunc ``predict`` on the nightly input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from ml import plots
+from ml.family import Family, Frames, NonFiniteModelError, require_finite
+from ml.gate import GateDecision, decide, is_finite
+from ml.params import RunParams
+from ml.tuning import trial_logger
+from revopt.platform.postgres import upsert_rows
+from revopt.platform.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+SPEC_TAG = "revopt.model_spec"
+REFERENCE_FEATURES = "reference/features.parquet"
+PIP_REQUIREMENTS = [
+    f"{name}=={version(name)}"
+    for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle")
+]
+
+
+def skipped(family: str, run_date: dt.date, reason: str) -> dict[str, str]:
+    """The result of a family that cannot learn from (or score) this store: the DAG task ends as
+    skipped with ``reason``, which names the run date and what is missing."""
+    logger.warning("%s skipped for %s: %s", family, run_date, reason)
+    return {"skipped": reason}
+
+
+def train_family(family: Family, resources: Resources, run_date: dt.date, frames: Frames,
+                 params: RunParams) -> dict[str, str]:
+    """Train, log, register and gate ``family`` for ``run_date`` from the training extract's ``frames``;
+    returns the run's reference for XCom (or ``{"skipped": reason}``)."""
+    if reason := family.shortfall(frames, run_date, params):
+        return skipped(family.name, run_date, reason)
+    data = family.training_data(frames, run_date, params)
+    resources.use_tracking()
+    champion_version = current_version(family.model_name, CHAMPION)
+    with mlflow.start_run(run_name=f"{family.name}-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": family.name, "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params({"run_date": run_date.isoformat(), "n_trials": params.n_trials,
+                           "timeout_seconds": params.tuning_timeout_seconds, "seed": params.seed,
+                           "promotion_margin": params.promotion_margin})
+        trained = family.train(data, params, [trial_logger("valid_objective")])
+        mlflow.log_params(trained.params)
+        mlflow.log_metrics(trained.metrics)
+        mlflow.set_tags({**trained.tags, SPEC_TAG: json.dumps(trained.spec)})
+        for name, table in trained.tables.items():
+            mlflow.log_table(table, name)
+        for name, figure in trained.figures.items():
+            mlflow.log_figure(figure, f"plots/{name}")
+            plots.close(figure)
+        if trained.reference_features is not None:
+            _log_reference_features(trained.reference_features)
+
+        metric = family.metric
+        if not is_finite(trained.value):
+            raise NonFiniteModelError(f"{family.name} ({family.model_name}) for {run_date}: its holdout {metric.name} is "
+                                      f"{trained.value}, not a finite number (it cannot be judged); the model is not registered")
+        predicted = trained.model.predict(None, trained.example, trained.predict_params or None)
+        checks = trained.checks if isinstance(predicted, pd.DataFrame) else {
+            **trained.checks, "predictions on the input example": predicted}
+        for what, values in checks.items():
+            require_finite(family.name, family.model_name, run_date, what, values)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=trained.model,
+            signature=infer_signature(trained.example, predicted, params=trained.predict_params or None),
+            input_example=trained.example, pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=family.model_name,
+        )
+        model_version = str(info.registered_model_version)
+        champion_value = _champion_value(family, champion_version, data, params)
+        margin = params.promotion_margin
+        if metric.relative_margin:
+            margin = margin * champion_value if is_finite(champion_value) else 0.0
+        decision = decide(
+            model_name=family.model_name, candidate_version=model_version, candidate_value=trained.value,
+            champion_version=champion_version, champion_value=champion_value, metric=metric.name, margin=margin,
+            higher_is_better=metric.higher_is_better,
+        )
+        apply_decision(resources, run_date, decision, run.info.run_id)
+        return {"run_id": run.info.run_id, "model_name": family.model_name, "model_version": model_version,
+                "alias": decision.alias}
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A family's ``@champion`` as loaded for tonight: the version the alias resolved to and its pyfunc."""
+
+    name: str
+    version: str
+    model: mlflow.pyfunc.PyFuncModel
+
+    @property
+    def python_model(self) -> Any:
+        """The unwrapped model (for what pyfunc does not expose, e.g. ``contributions``)."""
+        return self.model.unwrap_python_model()
+
+
+@dataclass(frozen=True)
+class Scored:
+    champion: Champion
+    inputs: pd.DataFrame
+    output: Any  # what the champion's predict returned
+
+
+def score_family(family: Family, resources: Resources, run_date: dt.date, frames: Frames,
+                 params: RunParams) -> Scored | dict[str, str]:
+    """``family``'s ``@champion`` predicting tonight's input, or ``{"skipped": reason}`` when the store
+    cannot train the family (the same question training asks, on tonight's extract)."""
+    if reason := family.shortfall(frames, run_date, params):
+        return skipped(family.name, run_date, reason)
+    champion = load_champion(resources, family.model_name)
+    inputs = family.nightly_input(frames, run_date, params)
+    output = champion.model.predict(inputs, params=family.predict_params(run_date, params) or None)
+    return Scored(champion, inputs, output)
+
+
+def load_champion(resources: Resources, model_name: str) -> Champion:
+    resources.use_tracking()
+    version = resolve_alias(model_name, CHAMPION)
+    # Load the resolved version, not the alias, so the recorded version is the one that scored.
+    return Champion(model_name, version, mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
+
+
+def apply_decision(resources: Resources, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
+    """Move the alias, tag the run with the decision and record it in ``scores.model_promotions``."""
+    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
+    with resources.scores() as conn:  # the schema is checked before the alias moves
+        set_alias(decision.model_name, decision.alias, decision.candidate_version)
+        mlflow.set_tags(decision.as_tags())
+        logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
+                    decision.alias, decision.reason)
+        upsert_rows(conn, "scores.model_promotions", [row], key=("run_date", "model_name", "candidate_version"))
+
+
+def _champion_value(family: Family, champion_version: str | None, data: Any, params: RunParams) -> float | None:
+    """The champion's spec refitted on the candidate's data and scored on the same holdout; None when
+    there is no champion or this version cannot rebuild its spec."""
+    spec = champion_spec(family.model_name, champion_version)
+    if spec is None:
+        return None
+    value = family.evaluate(data, spec, params)
+    if value is None:
+        logger.warning("%s v%s cannot be rebuilt by this version (other features or kind); it cannot be compared "
+                       "on this holdout", family.model_name, champion_version)
+    return value
+
+
+def champion_spec(model_name: str, champion_version: str | None) -> dict | None:
+    """The specification the champion was trained with (its run's spec tag), if there is one."""
+    if champion_version is None:
+        return None
+    client = MlflowClient()
+    run_id = client.get_model_version(model_name, champion_version).run_id
+    raw_spec = client.get_run(run_id).data.tags.get(SPEC_TAG) if run_id else None
+    if raw_spec is None:
+        logger.warning("%s v%s has no %s tag; it cannot be refitted for the gate", model_name, champion_version, SPEC_TAG)
+        return None
+    return json.loads(raw_spec)
+
+
+def set_alias(model_name: str, alias: str, version: str | int) -> None:
+    MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+    logger.info("model %s version %s is now @%s", model_name, version, alias)
+
+
+def current_version(model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None if the model or the alias does not exist yet."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def resolve_alias(model_name: str, alias: str = CHAMPION) -> str:
+    """The version an alias points at right now, with a clear error if there is none."""
+    found = current_version(model_name, alias)
+    if found is None:
+        raise LookupError(
+            f"registered model {model_name!r} has no @{alias} version: run the training first "
+            f"or set the alias in the MLflow UI"
+        )
+    return found
+
+
+def _log_reference_features(X: pd.DataFrame) -> None:
+    """The features the final model is fitted on: the nightly drift check's reference."""
+    with tempfile.TemporaryDirectory(prefix="revopt-reference-") as tmp:
+        path = Path(tmp) / Path(REFERENCE_FEATURES).name
+        X.reset_index().to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_FEATURES).parent))

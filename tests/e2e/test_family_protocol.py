@@ -1,0 +1,136 @@
+"""Adding a model family, as docs/architecture.md describes it: a toy family (a logistic regression of
+"buys in the next 30 days" on the customer features) written here, in one module, trains, registers,
+gates and scores through the same runners as the real families, against the embedded stores. Nothing
+outside this module changes for it; in the product it would also get its line in
+``ml.families.FAMILIES`` (so the DAGs' extracts read its datasets) and a task in each DAG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from features.customer import FEATURE_COLUMNS, holdout_cutoffs, purchase_set
+from ml import pipeline, registry
+from ml.family import Family, Metric, Trained
+from ml.params import RunParams
+from ml.tuning import Budget, Scored, SearchSpace, search
+from revopt.platform.resources import Resources
+from revopt.platform.stack import close_event_stores
+from revopt.sample_data.seed import seed_synthetic
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2027, 1, 1)  # away from the other modules' run dates (the row-count rule looks 30 days back)
+DAYS = 200
+RUN_DATE = START + dt.timedelta(days=DAYS)
+PARAMS = RunParams(n_trials=3, tuning_timeout_seconds=60, lookback_days=180)
+
+
+# --- the toy family: everything it needs, in one module ---------------------------------------------------
+
+
+class ToyModel(mlflow.pyfunc.PythonModel):
+    """P(buys in the next 30 days) for each row of a customer features frame."""
+
+    def __init__(self, model: LogisticRegression) -> None:
+        self.model = model
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        return self.model.predict_proba(np.log1p(model_input[list(FEATURE_COLUMNS)].clip(lower=0)))[:, 1]
+
+
+@dataclass(frozen=True)
+class ToyData:
+    train: Any
+    valid: Any
+
+
+@dataclass(frozen=True)
+class ToyFamily:
+    name: str = "toy_buyer"
+    model_name: str = "revopt_toy_buyer"
+    training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
+    nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
+    metric: Metric = Metric("roc_auc", higher_is_better=True, relative_margin=False)
+
+    def shortfall(self, frames, run_date, params):
+        return None if len(frames["orders"]) else f"toy for {run_date}: no orders (shop.orders)"
+
+    def training_data(self, frames, run_date, params):
+        train_cutoff, valid_cutoff = holdout_cutoffs(run_date, 30)
+        return ToyData(purchase_set(frames, train_cutoff, 30, params.lookback_days),
+                       purchase_set(frames, valid_cutoff, 30, params.lookback_days))
+
+    def _fit(self, data: ToyData, C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=1000).fit(np.log1p(data.train.X.clip(lower=0)), data.train.y)
+
+    def _auc(self, data: ToyData, C: float) -> float:
+        return float(roc_auc_score(data.valid.y, ToyModel(self._fit(data, C)).predict(None, data.valid.X)))
+
+    def train(self, data: ToyData, params: RunParams, callbacks: Sequence) -> Trained:
+        space = SearchSpace(name="toy", suggest=lambda trial: trial.suggest_float("C", 1e-3, 10.0, log=True),
+                            score=lambda C: Scored(C, {"roc_auc": self._auc(data, C)}), objective="roc_auc",
+                            direction="maximize", default=1.0)
+        tuned = search(space, Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+        return Trained(model=ToyModel(self._fit(data, tuned.config)), spec={"C": tuned.config}, value=tuned.value,
+                       example=data.valid.X.head(5), metrics={"holdout_roc_auc": tuned.value})
+
+    def evaluate(self, data: ToyData, spec: Mapping[str, Any], params: RunParams) -> float | None:
+        return self._auc(data, float(spec["C"])) if "C" in spec else None
+
+    def nightly_input(self, frames, run_date, params):
+        return frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
+
+    def predict_params(self, run_date, params):
+        return {}
+
+
+TOY = ToyFamily()
+
+
+# --- the check ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seeded(settings):
+    seed_synthetic(settings, n_customers=400, days=DAYS, start=START, seed=5)
+    close_event_stores()
+
+
+def test_a_new_family_trains_gates_and_scores_through_the_runners_unchanged(settings, seeded):
+    assert isinstance(TOY, Family)  # the protocol is all it implements
+    resources = Resources(settings)
+
+    paths = pipeline.extract(resources, RUN_DATE, "training", PARAMS)
+    first = pipeline.train(TOY, resources, RUN_DATE, paths, PARAMS)
+    assert first["alias"] == "champion" and first["model_name"] == TOY.model_name
+    second = pipeline.train(TOY, resources, RUN_DATE, paths, PARAMS)  # gated against the first, refitted from its spec
+    client = MlflowClient()
+    run = client.get_run(second["run_id"])
+    assert run.data.tags["revopt.gate.champion_version"] == first["model_version"]
+    assert run.data.tags["revopt.gate.champion_value"] not in ("", "nan")  # the champion was refitted and scored
+    assert run.data.tags["revopt.family"] == TOY.name and "revopt.model_spec" in run.data.tags
+    trials = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second['run_id']}'")
+    assert len(trials) == PARAMS.n_trials
+
+    nightly = pipeline.extract(resources, RUN_DATE, "nightly", PARAMS)
+    features = pipeline.build_features(resources, RUN_DATE, nightly)
+    frames = {"customers": pd.read_parquet(nightly["customers"]), "orders": pd.read_parquet(nightly["orders"]),
+              "customer_features": pd.read_parquet(features["path"])}
+    scored = registry.score_family(TOY, resources, RUN_DATE, frames, PARAMS)
+    champion = str(client.get_model_version_by_alias(TOY.model_name, "champion").version)
+    assert scored.champion.version == champion
+    loaded = mlflow.pyfunc.load_model(f"models:/{TOY.model_name}@champion")
+    np.testing.assert_array_equal(loaded.predict(TOY.nightly_input(frames, RUN_DATE, PARAMS)), scored.output)
+    assert len(scored.output) == features["rows"] and np.all((scored.output >= 0) & (scored.output <= 1))
