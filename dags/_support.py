@@ -85,6 +85,7 @@ DEFAULT_ARGS = {
     "retry_policy": RETRY_POLICY,
 }
 
+
 def run_params(dag: str) -> dict[str, Param]:
     """The ``dag``'s Airflow params (``"training"`` or ``"nightly"``), generated from the one run-parameter
     definition, ``ml.params.RunParams`` (a dataclasses-only module: parsing imports nothing heavy)."""
@@ -99,8 +100,8 @@ DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detecte
 
 
 def skip_if_skipped(result, context=None):
-    """A workflow's result, or the task ends as *skipped* (and so do the tasks after it) when the
-    workflow skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend).
+    """A pipeline step's result, or the task ends as *skipped* (and so do the tasks after it) when the
+    step skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend).
     The reason is left in XCom (``revopt.dag_runner.SKIP_REASON_KEY``) for ``revopt run`` and the UI."""
     if isinstance(result, dict) and "skipped" in result:
         if context is not None:

@@ -86,6 +86,9 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             **trained.checks, "predictions on the input example": predicted}
         for what, values in checks.items():
             require_finite(family.name, family.model_name, run_date, what, values)
+        # the champion is judged before anything is registered: a registry it cannot be read from fails
+        # the family with nothing registered
+        champion_value = _champion_value(family, champion_version, data, params)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=trained.model,
             signature=infer_signature(trained.example, predicted, params=trained.predict_params or None),
@@ -93,7 +96,6 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             registered_model_name=family.model_name,
         )
         model_version = str(info.registered_model_version)
-        champion_value = _champion_value(family, champion_version, data, params)
         margin = params.promotion_margin
         if metric.relative_margin:
             margin = margin * champion_value if is_finite(champion_value) else 0.0

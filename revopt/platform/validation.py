@@ -3,8 +3,9 @@
 Each dataset the nightly pipeline produces has a suite ``expectations/<dataset>.json`` in Great
 Expectations 1.x's own ExpectationSuite JSON format (``name``, ``expectations: [{"type",
 "kwargs", "meta"}]``). :func:`validate_frame` runs it against a frame in a throw-away, in-memory
-GX context and returns a :class:`ValidationSummary`; :func:`require_valid` is the pipeline gate
-that raises :class:`DataValidationError` when any expectation fails.
+GX context and returns a :class:`ValidationSummary`; the pipeline's gate,
+:func:`revopt.platform.quality.raise_if_failed`, raises :class:`DataValidationError` naming every
+failed dataset, expectation and column.
 
 Run-date templating
 -------------------
@@ -188,15 +189,6 @@ def validate_frame(dataset: str, frame: pd.DataFrame, run_date: datetime.date,
         )
     else:
         logger.warning("%s", summary.describe())
-    return summary
-
-
-def require_valid(dataset: str, frame: pd.DataFrame, run_date: datetime.date,
-                  extra_expectations: Sequence[dict[str, Any]] = ()) -> ValidationSummary:
-    """Validate like :func:`validate_frame`, raising :class:`DataValidationError` on failure."""
-    summary = validate_frame(dataset, frame, run_date, extra_expectations)
-    if not summary.success:
-        raise DataValidationError(summary.describe())
     return summary
 
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from revopt.platform import validation
+from revopt.platform.quality import raise_if_failed
 from revopt.platform.validation import (
     DataValidationError,
     ValidationSummary,
     load_suite,
-    require_valid,
     suite_path,
     validate_frame,
 )
@@ -193,7 +193,8 @@ def test_every_suite_loads_and_explains_itself(path: Path) -> None:
 
 @pytest.mark.parametrize("dataset", PIPELINE_DATASETS)
 def test_good_frame_passes(dataset: str) -> None:
-    summary = require_valid(dataset, GOOD_FRAMES[dataset](), RUN_DATE)
+    summary = validate_frame(dataset, GOOD_FRAMES[dataset](), RUN_DATE)
+    raise_if_failed([summary])
 
     assert summary.success, summary.failures
     assert (summary.dataset, summary.run_date, summary.failed, summary.failures) == (
@@ -227,7 +228,7 @@ def test_bad_input_fails_naming_dataset_run_date_expectation_and_column(
     frame = break_frame(GOOD_FRAMES[dataset]())
 
     with pytest.raises(DataValidationError) as raised:
-        require_valid(dataset, frame, RUN_DATE)
+        raise_if_failed([validate_frame(dataset, frame, RUN_DATE)])
 
     message = str(raised.value)
     assert repr(dataset) in message

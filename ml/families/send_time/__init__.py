@@ -231,10 +231,9 @@ class SendTimeFamily:
         return Trained(
             model=model, spec={"family": self.name, "config": config_json}, value=tuned.value, example=example,
             predict_params=predict_params,
-            params={"run_date": run_date.isoformat(), "n_trials": params.n_trials,
-                    "timeout_seconds": params.tuning_timeout_seconds, "seed": config.random_state,
-                    "holdout_days": config.holdout_days, "quiet_hours": str(config.quiet_hours),
-                    "default_send_hour": config.default_send_hour, "promotion_margin": params.promotion_margin,
+            # (the runner logs run_date, n_trials, timeout_seconds, seed and promotion_margin)
+            params={"holdout_days": config.holdout_days, "quiet_hours": str(config.quiet_hours),
+                    "default_send_hour": config.default_send_hour,
                     **{f"best_{key}": value for key, value in config_json.items() if key in TUNED_FIELDS}},
             # the objective is 1 / policy lift when send hours vary enough to estimate it, else the log loss
             metrics={"backtest_objective": tuned.value, "backtest_objective_default": tuned.default_value,
