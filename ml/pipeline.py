@@ -170,11 +170,15 @@ _VERSION_COLUMNS = {"propensity": "purchase_propensity", "churn": "churn_risk", 
 
 
 def recommend(family: Family, resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
-              params: RunParams, output: str) -> dict[str, Any]:
+              params: RunParams, output: str, features_path: str | None = None) -> dict[str, Any]:
     """``family``'s ``@champion`` on tonight's input under this run's settings, written to the run folder
     as ``output`` with the run date and the model's name and version on every row; skipped, as
-    training is, when the store cannot train the family."""
+    training is, when the store cannot train the family. A family scored from tonight's customer
+    features (:func:`build_features`) finds them as ``frames["customer_features"]`` when
+    ``features_path`` is given."""
     frames = read_extract({name: extract_paths[name] for name in family.nightly_datasets if name in extract_paths})
+    if features_path is not None:
+        frames["customer_features"] = pd.read_parquet(features_path)
     result = score_family(family, resources, run_date, frames, params)
     if isinstance(result, dict):
         return result
