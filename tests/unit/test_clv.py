@@ -419,3 +419,45 @@ def test_predictions_use_nothing_at_or_after_the_cutoff(shop, holdout, final_mod
     pd.testing.assert_frame_equal(tampered, valid_features)
     for winner, model in final_models.items():
         np.testing.assert_array_equal(model.predict(None, tampered), model.predict(None, valid_features), err_msg=winner)
+
+
+# --- the champion's re-scoring for the gate (ClvFamily.evaluate) -------------------------------------
+
+
+def _clv_data(shop, holdout, btyd_predictions=None):
+    from features.customer import LabelledSet
+    from ml.families.clv import ClvData
+
+    (train_features, train_label), (valid_features, valid_label) = holdout
+    train_cutoff, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    return ClvData(RUN_DATE, CONFIG, LabelledSet(train_cutoff, train_features, train_label),
+                   LabelledSet(valid_cutoff, valid_features, valid_label), features_now=valid_features,
+                   btyd_valid_predictions=btyd_predictions)
+
+
+def test_a_gbm_champion_is_refitted_on_the_candidates_training_cutoff_and_scored_on_its_holdout(shop, holdout, selection):
+    from ml.families.clv import FAMILY
+    from ml.params import RunParams
+
+    data = _clv_data(shop, holdout)
+    spec = json.loads(json.dumps(selection.specs[GBM]))  # as it comes back from the run's tag
+    value = FAMILY.evaluate(data, spec, RunParams())
+    assert value == pytest.approx(selection.metrics[GBM][CONFIG.selection_metric], rel=1e-9)
+    # fewer rounds is another model: its error is its own, not the candidate's
+    weaker = {**spec, "num_rounds": 1}
+    assert FAMILY.evaluate(data, weaker, RunParams()) > value
+    # a spec this version cannot compare: other features, another horizon
+    assert FAMILY.evaluate(data, {**spec, "features": ["recency_days"]}, RunParams()) is None
+    assert FAMILY.evaluate(data, {**spec, "horizon_days": CONFIG.horizon_days + 1}, RunParams()) is None
+
+
+def test_a_btyd_champion_is_scored_with_the_btyd_fitted_on_this_holdout(shop, holdout, selection):
+    from ml.families.clv import FAMILY
+    from ml.params import RunParams
+
+    spec = json.loads(json.dumps(selection.specs[BTYD]))
+    cached = _clv_data(shop, holdout, btyd_predictions=selection.validation_predictions[BTYD].to_numpy())
+    refitted = _clv_data(shop, holdout)  # no candidate predictions to reuse: BTYD is fitted again
+    expected = selection.metrics[BTYD][CONFIG.selection_metric]
+    assert FAMILY.evaluate(cached, spec, RunParams()) == pytest.approx(expected, rel=1e-9)
+    assert FAMILY.evaluate(refitted, spec, RunParams()) == pytest.approx(expected, rel=1e-6)
