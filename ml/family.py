@@ -20,7 +20,9 @@ A new family is one module in ``ml/families/`` implementing this protocol and on
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -31,6 +33,8 @@ import pandas as pd
 
 from ml.params import RunParams
 from ml.tuning import Callback
+
+logger = logging.getLogger(__name__)
 
 Frames = Mapping[str, pd.DataFrame]
 
@@ -53,6 +57,27 @@ def require_finite(family: str, model_name: str, run_date: dt.date, what: str, p
             f"{family} ({model_name}) for {run_date}: {int(bad.sum())} of {len(values)} {what} are NaN or infinite; "
             "the model is not registered"
         )
+
+
+def config_spec(family: str, config: Any) -> dict[str, Any]:
+    """The spec of a family whose model is a configuration dataclass (pricing, send time, budget):
+    ``{"family": ..., "config": {...}}`` with numpy scalars as plain JSON numbers."""
+    values = dataclasses.asdict(config)
+    return {"family": family, "config": {
+        key: float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v
+        for key, v in values.items()}}
+
+
+def config_from_spec(family: str, spec: Mapping[str, Any], config_type: type) -> Any | None:
+    """The configuration a :func:`config_spec` holds, or None when the spec is another family's or this
+    version cannot rebuild it (a field renamed or removed, a value its checks refuse)."""
+    if not spec or spec.get("family") != family:
+        return None
+    try:
+        return config_type(**spec["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("%s: a champion spec this version cannot rebuild (%s)", family, exc)
+        return None
 
 
 @dataclass(frozen=True)

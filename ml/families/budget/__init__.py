@@ -104,12 +104,10 @@ are scipy's (``lfilter``, ``least_squares``, ``minimize``) and Optuna's.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.media import current_spend, daily_spend, media_history, paid_channels
@@ -131,7 +129,7 @@ from ml.families.budget.optimiser import (
     allocate_spend,
     response_curves,
 )
-from ml.family import Frames, Metric, Trained
+from ml.family import Frames, Metric, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
@@ -144,7 +142,6 @@ __all__ = [
     "tune_media_model",
 ]
 
-logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_budget_allocation"
 _DATASETS = ("marketing_spend", "orders")
@@ -174,11 +171,6 @@ class MediaData:
     history: pd.DataFrame
     config: MediaConfig
     run_date: dt.date
-
-
-def _json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: (float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v)
-            for key, v in values.items()}
 
 
 class BudgetFamily:
@@ -211,7 +203,8 @@ class BudgetFamily:
         tuned = search(media_search_space(history, data.config),
                        Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
         config = tuned.config
-        config_json = _json_safe(asdict(config))
+        spec = config_spec(self.name, config)
+        config_json = spec["config"]
         backtest = media_backtest(history, config)
         fit = fit_media_model(history, config)
         allocation = allocate_budget(fit, history, constraints)
@@ -219,7 +212,7 @@ class BudgetFamily:
         model = BudgetModel(fit, constraints)
         return Trained(
             model=model,
-            spec={"family": self.name, "config": config_json},
+            spec=spec,
             value=backtest["mape"],
             example=daily_spend(history.iloc[-constraints.current_window_days:]),
             predict_params=constraint_params(constraints),
@@ -243,12 +236,8 @@ class BudgetFamily:
     def evaluate(self, data: MediaData, spec: Mapping[str, Any], params: RunParams) -> float | None:
         """The held-out MAPE of the last weeks with the champion's config (from its spec), or None when
         this version cannot rebuild it."""
-        if spec.get("family") != self.name:
-            return None
-        try:
-            config = MediaConfig(**spec["config"])
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("budget: a champion spec this version cannot rebuild (%s)", exc)
+        config = config_from_spec(self.name, spec, MediaConfig)
+        if config is None:
             return None
         return float(media_backtest(data.history, config)["mape"])
 

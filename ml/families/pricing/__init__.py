@@ -93,14 +93,12 @@ see :mod:`ml.families.pricing.optimiser`.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.demand import demand_history, pricing_input
@@ -115,7 +113,7 @@ from ml.families.pricing.estimator import (
 )
 from ml.families.pricing.model import PricingModel, pyfunc_params
 from ml.families.pricing.optimiser import GUARDRAIL_PRIORITY, PricingGuardrails, recommend_prices
-from ml.family import Frames, Metric, Trained
+from ml.family import Frames, Metric, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
@@ -185,10 +183,11 @@ class PricingFamily:
         estimated = table["estimated"].astype(bool)
         model = PricingModel(table, guardrails(params), params.price_horizon_days)
         inputs = pricing_input(data.products)
-        config_json = _json_safe(dataclasses.asdict(config))
+        spec = config_spec(self.name, config)
+        config_json = spec["config"]
         return Trained(
             model=model,
-            spec={"family": self.name, "config": config_json},
+            spec=spec,
             value=tuned.value,
             example=inputs.head(5),
             predict_params=pyfunc_params(model.guardrails, model.horizon_days),
@@ -214,12 +213,8 @@ class PricingFamily:
 
     def evaluate(self, data: PricingData, spec: Mapping[str, Any], params: RunParams) -> float | None:
         """The backtest deviance of the champion's configuration on the candidate's panel."""
-        if spec.get("family") != self.name:
-            return None
-        try:
-            config = ElasticityConfig(**spec["config"])
-        except (KeyError, TypeError, ValueError) as exc:
-            logger.warning("%s: a champion spec this version cannot rebuild (%s)", self.model_name, exc)
+        config = config_from_spec(self.name, spec, ElasticityConfig)
+        if config is None:
             return None
         return float(demand_backtest(data.panel, config)["deviance"])
 
@@ -242,8 +237,3 @@ def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date | None 
         logger.info("pricing for %s leaves out %d products in categories %s (price_exclude_categories)", run_date,
                     int(excluded.sum()), sorted(products.loc[excluded, "category"].unique()))
     return products[~excluded]
-
-
-def _json_safe(values: dict) -> dict:
-    return {key: (float(v) if isinstance(v, (np.floating,)) else int(v) if isinstance(v, np.integer) else v)
-            for key, v in values.items()}

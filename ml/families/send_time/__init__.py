@@ -102,13 +102,10 @@ per-customer circular hour curves with hierarchical priors at 1M customers a nig
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from features.engagement import (
@@ -156,11 +153,10 @@ from ml.families.send_time.recommender import (
     prior_recommendations,
     recommend_send_times,
 )
-from ml.family import Frames, Metric, Trained
+from ml.family import Frames, Metric, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
-logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_send_time"
 #: the tuned fields of :class:`SendTimeConfig`, logged as ``best_<field>`` params
@@ -222,14 +218,15 @@ class SendTimeFamily:
         backtest = prepare_backtest(data.engagement, data.orders, data.customers, data.as_of, config)
         tuned = search(search_space(backtest, config), Budget(params.n_trials, params.tuning_timeout_seconds, params.seed),
                        [log_progress, *callbacks])
-        config_json = _json_safe(asdict(tuned.config))
+        spec = config_spec(self.name, tuned.config)
+        config_json = spec["config"]
         fit = fit_send_time(data.engagement, data.orders, data.customers, data.as_of, tuned.config)
         recommendations = recommend_send_times(fit)
         model = SendTimeModel(tuned.config, run_date.isoformat(), fit.priors)
         example = self._example(data)
         predict_params = self.predict_params(run_date, params)
         return Trained(
-            model=model, spec={"family": self.name, "config": config_json}, value=tuned.value, example=example,
+            model=model, spec=spec, value=tuned.value, example=example,
             predict_params=predict_params,
             # (the runner logs run_date, n_trials, timeout_seconds, seed and promotion_margin)
             params={"holdout_days": config.holdout_days, "quiet_hours": str(config.quiet_hours),
@@ -250,13 +247,8 @@ class SendTimeFamily:
     def evaluate(self, data: SendTimeData, spec: Mapping[str, Any], params: RunParams) -> float | None:
         """The backtest objective of the configuration in ``spec`` (a champion's) on this backtest;
         None when the spec is another family's or its configuration cannot be rebuilt by this version."""
-        if not spec or spec.get("family") != self.name:
-            return None
-        try:
-            config = SendTimeConfig(**spec["config"])
-        except (TypeError, ValueError) as exc:
-            logger.warning("%s spec %s cannot be rebuilt by this version (%s)", self.model_name,
-                           json.dumps(spec, default=str), exc)
+        config = config_from_spec(self.name, spec, SendTimeConfig)
+        if config is None:
             return None
         return float(send_time_backtest(data.engagement, data.orders, data.customers, data.as_of, config)["objective"])
 
@@ -282,11 +274,6 @@ class SendTimeFamily:
 def _input(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, config: SendTimeConfig) -> pd.DataFrame:
     segments = (config.segment_column,) if config.segment_column is not None else ()
     return engagement_input(engagement, orders, customers, customer_columns=("timezone", *segments))
-
-
-def _json_safe(values: dict) -> dict:
-    return {key: (float(v) if isinstance(v, np.floating) else int(v) if isinstance(v, np.integer) else v)
-            for key, v in values.items()}
 
 
 FAMILY = SendTimeFamily()
