@@ -17,47 +17,9 @@ from typing import Any
 from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-#: Errors that heal by themselves, by the qualified name of a class they derive from: refused, reset
-#: or dropped connections and timeouts; PostgreSQL's OperationalError (a server restarting or shutting
-#: down, a lost connection, too many connections, a deadlock or serialization failure); a ClickHouse
-#: server out of reach; HTTP calls (MLflow's) that could not connect, timed out or used up MLflow's own
-#: retries of 429 / 5xx answers. Names, not classes, so parsing a DAG imports none of these libraries.
-#: chDB runs inside the task's process: none of its errors heals by waiting.
-TRANSIENT_ERRORS = frozenset({
-    "builtins.ConnectionError", "builtins.TimeoutError",
-    "psycopg.OperationalError",
-    "clickhouse_connect.driver.exceptions.OperationalError",
-    "requests.exceptions.ConnectionError", "requests.exceptions.Timeout", "requests.exceptions.RetryError",
-})
-#: MLflow's error codes for HTTP 429, 503 and 504 (MLflow also gives TEMPORARILY_UNAVAILABLE to its own
-#: store's database errors, e.g. a busy SQLite file); a REST answer with any 5xx status counts too.
-TRANSIENT_MLFLOW_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED", "TEMPORARILY_UNAVAILABLE",
-                                    "DEADLINE_EXCEEDED"})
-
-
-def transient_cause(exception: BaseException) -> BaseException | None:
-    """The first transient error in ``exception``'s chain (itself, then what it was raised from or
-    while handling), or None: libraries wrap a dropped connection in their own errors (MLflow raises
-    an ``MlflowException`` while handling the ``requests`` one)."""
-    seen: set[int] = set()
-    current: BaseException | None = exception
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(current).__mro__}
-        if names & TRANSIENT_ERRORS or ("mlflow.exceptions.MlflowException" in names and _mlflow_transient(current, names)):
-            return current
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    return None
-
-
-def _mlflow_transient(error: BaseException, names: set[str]) -> bool:
-    if getattr(error, "error_code", None) in TRANSIENT_MLFLOW_CODES:
-        return True
-    return "mlflow.exceptions.RestException" in names and error.get_http_status_code() >= 500
-
-
 class TransientErrorRetryPolicy(RetryPolicy):
-    """Retry a failed task only when the error is transient (:func:`transient_cause`); fail it at once
+    """Retry a failed task only when the error is transient
+    (:func:`revopt.platform.errors.transient_cause`); fail it at once
     on anything else (bad data, bad settings, a non-finite model, a programming error such as a
     TypeError), where a retry would only repeat the same answer minutes later.
 
@@ -65,6 +27,8 @@ class TransientErrorRetryPolicy(RetryPolicy):
     parsed and look at the raised exception only, not at the error it wraps."""
 
     def evaluate(self, exception: BaseException, try_number: int, max_tries: int, context: Any = None) -> RetryDecision:
+        from revopt.platform.errors import transient_cause
+
         transient = transient_cause(exception)
         if transient is not None:
             return RetryDecision.retry(reason=f"transient {type(transient).__name__}: {str(transient)[:200]}")
@@ -72,6 +36,8 @@ class TransientErrorRetryPolicy(RetryPolicy):
                                          "server busy): retrying cannot fix it")
 
     def serialize(self) -> dict[str, Any]:
+        from revopt.platform.errors import TRANSIENT_ERRORS, TRANSIENT_MLFLOW_CODES
+
         return {"__type": type(self).__name__, "transient_errors": sorted(TRANSIENT_ERRORS),
                 "transient_mlflow_codes": sorted(TRANSIENT_MLFLOW_CODES)}
 
