@@ -208,7 +208,8 @@ def print_synthetic(results: list[dict[str, object]], min_sends: int) -> None:
                 text = f"{v['exact']:.3f} / {v['within_1h']:.3f} / {v['oracle_share']:.3f}"
                 cells.append(f"**{text}**" if name == "ours (tuned)" else text)
             print(f"| {r['store']} | {r['seed']} | {group} ({r['group_sizes'][group]:,}) | " + " | ".join(cells) + " |")
-    print("\n### Backtest: tuning objective, and mean Bernoulli log loss per send of the last 28 days (held out)\n")
+    print("\n### Backtest: tuning objective, and mean Bernoulli log loss per send of the last 28 days (held out from the "
+          "fit, but the tuned config is chosen on this backtest: tuning numbers, not test numbers)\n")
     print("Objective (lower is better): 'policy' = held-out open rate / open rate of the sends at exactly the recommended "
           "hour (cross-fitted over all sends, inverse-propensity weighted), i.e. 1 / policy lift.\n")
     print("| store | seed | objective | policy lift: ours (default) | ours (tuned) | held-out sends | flat rate | global curve | "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -287,11 +288,46 @@ class LabelledSet:
         return float(self.y.mean()) if len(self.y) else float("nan")
 
 
-def holdout_cutoffs(run_date: dt.date, horizon_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """(train cutoff, validation cutoff) of the time-based holdout every customer family uses:
-    ``D - 2h`` and ``D - h``, so the validation labels end exactly at the run date D."""
+#: Share of the fitting cutoff's customers held out for selection (family, hyperparameters, early
+#: stopping, calibration method): the validation customers (:func:`selection_split`).
+VALIDATION_SHARE = 0.25
+
+
+def evaluation_cutoffs(run_date: dt.date, horizon_days: int, origin: int = 0) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(fit cutoff, test cutoff) of every customer family with horizon h at run date D.
+
+    The test window is the last horizon whose labels are known, ``[D - h, D)`` for ``origin`` 0: its
+    customers are scored as of the test cutoff ``D - h`` by models fitted on the customers of the fit
+    cutoff ``D - 2h``, whose labels end exactly where the test window starts. Selection uses only the
+    fit cutoff (:func:`selection_split`), so no selection step sees the test window. Origin k of a
+    rolling-origin backtest moves both cutoffs back by k horizons."""
     run_ts = pd.Timestamp(run_date, tz="UTC")
-    return run_ts - pd.Timedelta(days=2 * horizon_days), run_ts - pd.Timedelta(days=horizon_days)
+    test = run_ts - pd.Timedelta(days=(1 + origin) * horizon_days)
+    return test - pd.Timedelta(days=horizon_days), test
+
+
+def selection_split(fit: LabelledSet, random_state: int,
+                    share: float = VALIDATION_SHARE) -> tuple[LabelledSet, LabelledSet]:
+    """The fit cutoff's customers split for selection: (training customers, validation customers), a
+    seeded random ``share`` held out, stratified by ``y > 0`` (buyers and non-buyers, spenders and
+    non-spenders keep their share in both)."""
+    from sklearn.model_selection import train_test_split  # sklearn only where models are selected
+
+    positive = (fit.y > 0).to_numpy()
+    stratify = positive if min(positive.sum(), (~positive).sum()) >= 2 else None
+    train_ids, valid_ids = train_test_split(fit.X.index.to_numpy(), test_size=share, random_state=random_state,
+                                            stratify=stratify)
+    train_ids, valid_ids = np.sort(train_ids), np.sort(valid_ids)
+    return (LabelledSet(fit.cutoff, fit.X.loc[train_ids], fit.y.loc[train_ids]),
+            LabelledSet(fit.cutoff, fit.X.loc[valid_ids], fit.y.loc[valid_ids]))
+
+
+def describe_test_window(fit: LabelledSet, test: LabelledSet, horizon_days: int) -> str:
+    """The test window in words, e.g. "1,234 customers as of 2024-05-02, labels to 2024-06-01 (fitted on
+    5,678 customers as of 2024-04-02)"."""
+    end = (test.cutoff + pd.Timedelta(days=horizon_days)).date()
+    return (f"{len(test.y):,} customers as of {test.cutoff.date()}, labels to {end} "
+            f"(fitted on {len(fit.y):,} customers as of {fit.cutoff.date()})")
 
 
 def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, lookback_days: int | None = None) -> pd.DataFrame:

@@ -4,11 +4,12 @@ A family knows its data and its model; it knows nothing of MLflow runs, the regi
 gate, PostgreSQL or Airflow. Two runners drive every family the same way (:mod:`ml.registry`):
 
 - training, :func:`ml.registry.train_family`: ``shortfall`` (can this store train it?) ->
-  ``training_data`` at the run date's cutoffs -> ``train`` (tune with :func:`ml.tuning.search`, fit
-  the production model, evaluate it on the holdout) -> log params, metrics, plots, tables and the
-  model (signature, input example, pip requirements) in one MLflow run -> register -> gate against
-  the ``@champion`` refitted from its spec by ``evaluate`` on the same data -> alias and decision
-  record;
+  ``training_data`` at the run date's cutoffs -> ``train`` (select with :func:`ml.tuning.search` on
+  data before the test window, score the chosen spec and the naive baseline on the test window, fit
+  the production model) -> log params, metrics, plots, tables and the model (signature, input
+  example, pip requirements) in one MLflow run -> register -> gate (:mod:`ml.gate`: the floor over
+  the baseline, then the ``@champion`` refitted from its spec by ``evaluate`` on the same data and
+  scored on the same test rows) -> alias and decision record;
 - scoring, :func:`ml.registry.score_family`: ``shortfall`` on tonight's extract -> ``nightly_input``
   -> the ``@champion``'s pyfunc ``predict(nightly_input, params=predict_params(run params))``. That
   output *is* what the nightly run publishes (plus the run date and the model's name and version),
@@ -31,6 +32,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from ml.evaluation import Evaluation, Metric
 from ml.params import RunParams
 from ml.tuning import Callback
 
@@ -80,25 +82,16 @@ def config_from_spec(family: str, spec: Mapping[str, Any], config_type: type) ->
         return None
 
 
-@dataclass(frozen=True)
-class Metric:
-    """The primary holdout metric the gate compares: its name, direction, and whether the run's
-    ``promotion_margin`` is in the metric's units (``absolute``: ROC AUC points) or a share of the
-    champion's value (``relative``: errors and deviances)."""
-
-    name: str
-    higher_is_better: bool
-    relative_margin: bool
-
-
 @dataclass
 class Trained:
     """What :meth:`Family.train` returns: the production model and everything worth logging with it.
 
     ``model``'s ``predict(context, nightly_input, params)`` is the family's nightly output; ``spec``
     (JSON) is enough for :meth:`Family.evaluate` to refit the same kind of model on other data (it is
-    stored as the run's ``revopt.model_spec`` tag, so a future candidate can be gated against it);
-    ``value`` is the primary holdout metric. ``example`` is a few rows of nightly input (the logged
+    stored as the run's ``revopt.model_spec`` tag, so a future candidate can be gated against it).
+    ``test`` is the chosen specification fitted on the data before the test window and scored on the
+    test rows, which no selection step has seen; ``baseline`` the family's naive baseline on the same
+    rows (the gate's quality floor, :mod:`ml.gate`). ``example`` is a few rows of nightly input (the logged
     input example and signature) and ``predict_params`` the settings it was logged with (the
     signature's params and their defaults). ``checks`` are outputs that must be finite numbers or
     nothing is registered (description -> values).
@@ -106,7 +99,8 @@ class Trained:
 
     model: mlflow.pyfunc.PythonModel
     spec: dict[str, Any]
-    value: float
+    test: Evaluation
+    baseline: Evaluation
     example: pd.DataFrame
     predict_params: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
@@ -140,14 +134,16 @@ class Family(Protocol):
         ...
 
     def train(self, data: Any, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        """Tune (:func:`ml.tuning.search`, passing ``callbacks`` to it), fit the production model and
-        evaluate the chosen configuration on the holdout."""
+        """Tune (:func:`ml.tuning.search`, passing ``callbacks`` to it) on data before the test window,
+        evaluate the chosen configuration and the naive baseline on the test window, and fit the
+        production model."""
         ...
 
-    def evaluate(self, data: Any, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        """The primary holdout metric of a model refitted from ``spec`` (a champion's) on ``data`` the
-        way ``train`` fits the candidate; None when this version cannot rebuild the spec (other
-        features, another kind); NaN when the refitted model's predictions are not all finite."""
+    def evaluate(self, data: Any, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        """A model refitted from ``spec`` (a champion's) on ``data`` exactly as ``train`` fits the
+        candidate it is compared with, scored on the same test rows (``Trained.test``); None when this
+        version cannot rebuild the spec (other features, another kind). Non-finite predictions are
+        kept: the gate counts them as a loss."""
         ...
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:

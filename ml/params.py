@@ -38,6 +38,10 @@ class RunParams:
                                      "No-purchase window M (days) for churn.", (TRAINING,))
     clv_horizon_days: int = _param(90, {"type": "integer", "minimum": 1, "maximum": 730}, "CLV horizon H (days).",
                                    (TRAINING,))
+    clv_selection_metric: str = _param(
+        "rmse", {"type": "string", "enum": ["rmse", "mae", "spearman"]},
+        "What picks the CLV model on the validation customers: rmse (expected spend in currency), mae, or spearman "
+        "(rank correlation: for a store that uses CLV to rank customers).", (TRAINING,))
     n_trials: int = _param(12, {"type": "integer", "minimum": 1, "maximum": 500}, "Optuna trials per family.",
                            (TRAINING,))
     tuning_timeout_seconds: float = _param(300.0, {"type": "number", "minimum": 1},
@@ -48,6 +52,14 @@ class RunParams:
         0.005, {"type": "number", "minimum": 0},
         "How much a new model must beat the champion by (ROC AUC points; CLV, pricing, send time and budget: share "
         "of the champion's error).", (TRAINING,))
+    promotion_alpha: float = _param(
+        0.05, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "Significance level of the promotion gate: a model is promoted only when its paired comparison on the test "
+        "window beats the naive baseline, and the champion, with a one-sided p-value below this.", (TRAINING,))
+    backtest_origins: int = _param(
+        3, {"type": "integer", "minimum": 1, "maximum": 12},
+        "Test cutoffs of the customer models' rolling-origin backtest (the latest, then one horizon earlier each, "
+        "where history allows); each repeats selection on the data before its own test window.", (TRAINING,))
     price_min_margin: float = _param(0.10, {"type": "number", "minimum": 0}, "Recommended price >= cost x (1 + this).")
     price_max_change: float = _param(0.10, {"type": "number", "minimum": 0, "maximum": 0.99},
                                      "Largest price move per run, as a share of the current price.")
@@ -87,11 +99,12 @@ class RunParams:
 
     @property
     def training_extract_days(self) -> int:
-        """History the training extract reads: the nightly ``lookback_days`` plus the furthest training
-        cutoff back (the customer models fit at D - 2h for their horizon h), so features at every
-        training cutoff come from the same length of history as tonight's."""
+        """History the training extract reads: the nightly ``lookback_days`` plus the furthest fitting
+        cutoff back (the customer models fit at ``D - 2h`` for their horizon h and test at ``D - h``;
+        each earlier backtest origin moves both back by h), so features at every cutoff come from the
+        same length of history as tonight's."""
         longest = max(self.propensity_horizon_days, self.churn_horizon_days, self.clv_horizon_days)
-        return self.lookback_days + 2 * longest
+        return self.lookback_days + (1 + self.backtest_origins) * longest
 
     def extract_days(self, purpose: str) -> int:
         """Days of history the ``purpose`` DAG's extract reads: ``lookback_days`` at night; training

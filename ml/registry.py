@@ -1,10 +1,11 @@
 """The two runners every family goes through: :func:`train_family` and :func:`score_family`.
 
 Training is one MLflow parent run per family and run date: params, the Optuna trials as nested runs
-(:func:`ml.tuning.trial_logger`), holdout metrics, plots and tables, the model logged with its
+(:func:`ml.tuning.trial_logger`), test-window metrics, plots and tables, the model logged with its
 signature, input example and pip requirements and registered; then the promotion gate
-(:mod:`ml.gate`) compares it with the ``@champion`` refitted from its spec on the same data
-(:meth:`ml.family.Family.evaluate`), moves the alias and records the decision in
+(:mod:`ml.gate`) compares it on the test window with the family's naive baseline and with the
+``@champion`` refitted from its spec on the same data (:meth:`ml.family.Family.evaluate`), moves the
+alias and records the decision (with both paired comparisons) as tags, metrics and in
 ``scores.model_promotions``. Scoring loads a family's ``@champion`` (the version it resolves to
 now, recorded on every published row) and calls its pyfunc ``predict`` on the nightly input.
 """
@@ -15,7 +16,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from ml import plots
+from ml.evaluation import Evaluation
 from ml.family import Family, Frames, NonFiniteModelError, require_finite
 from ml.gate import GateDecision, decide, is_finite
 from ml.params import RunParams
@@ -64,7 +66,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
         mlflow.set_tags({"revopt.family": family.name, "revopt.run_date": run_date.isoformat()})
         mlflow.log_params({"run_date": run_date.isoformat(), "n_trials": params.n_trials,
                            "timeout_seconds": params.tuning_timeout_seconds, "seed": params.seed,
-                           "promotion_margin": params.promotion_margin})
+                           "promotion_margin": params.promotion_margin, "promotion_alpha": params.promotion_alpha})
         trained = family.train(data, params, [trial_logger("valid_objective")])
         mlflow.log_params(trained.params)
         mlflow.log_metrics(trained.metrics)
@@ -78,9 +80,11 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             _log_reference_features(trained.reference_features)
 
         metric = family.metric
-        if not is_finite(trained.value):
-            raise NonFiniteModelError(f"{family.name} ({family.model_name}) for {run_date}: its holdout {metric.name} is "
-                                      f"{trained.value}, not a finite number (it cannot be judged); the model is not registered")
+        test_value = trained.test.value(metric)
+        if not is_finite(test_value):
+            raise NonFiniteModelError(f"{family.name} ({family.model_name}) for {run_date}: its test-window {metric.name} "
+                                      f"is {test_value}, not a finite number (it cannot be judged); the model is not "
+                                      "registered")
         predicted = trained.model.predict(None, trained.example, trained.predict_params or None)
         checks = trained.checks if isinstance(predicted, pd.DataFrame) else {
             **trained.checks, "predictions on the input example": predicted}
@@ -88,7 +92,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             require_finite(family.name, family.model_name, run_date, what, values)
         # the champion is judged before anything is registered: a registry it cannot be read from fails
         # the family with nothing registered
-        champion_value = _champion_value(family, champion_version, data, params)
+        champion = _champion_evaluation(family, champion_version, data, params)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=trained.model,
             signature=infer_signature(trained.example, predicted, params=trained.predict_params or None),
@@ -96,14 +100,13 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             registered_model_name=family.model_name,
         )
         model_version = str(info.registered_model_version)
-        margin = params.promotion_margin
-        if metric.relative_margin:
-            margin = margin * champion_value if is_finite(champion_value) else 0.0
         decision = decide(
-            model_name=family.model_name, candidate_version=model_version, candidate_value=trained.value,
-            champion_version=champion_version, champion_value=champion_value, metric=metric.name, margin=margin,
-            higher_is_better=metric.higher_is_better,
+            model_name=family.model_name, candidate_version=model_version, metric=metric, candidate=trained.test,
+            baseline=trained.baseline, champion_version=champion_version,
+            champion=None if champion is None else replace(champion, name=f"champion v{champion_version}"),
+            margin=params.promotion_margin, alpha=params.promotion_alpha, seed=params.seed,
         )
+        mlflow.log_metrics(decision.as_metrics())
         apply_decision(resources, run_date, decision, run.info.run_id)
         return {"run_id": run.info.run_id, "model_name": family.model_name, "model_version": model_version,
                 "alias": decision.alias}
@@ -136,10 +139,30 @@ def score_family(family: Family, resources: Resources, run_date: dt.date, frames
     cannot train the family (the same question training asks, on tonight's extract)."""
     if reason := family.shortfall(frames, run_date, params):
         return skipped(family.name, run_date, reason)
+    resources.use_tracking()
+    if current_version(family.model_name, CHAMPION) is None:
+        return skipped(family.name, run_date, no_champion_reason(family.model_name))
     champion = load_champion(resources, family.model_name)
     inputs = family.nightly_input(frames, run_date, params)
     output = champion.model.predict(inputs, params=family.predict_params(run_date, params) or None)
     return Scored(champion, inputs, output)
+
+
+def no_champion_reason(model_name: str) -> str:
+    """Why ``model_name`` has no ``@champion``, from its latest version's gate decision: nothing is
+    published for the family until a version clears the gate."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except mlflow.exceptions.MlflowException:
+        versions = []
+    if not versions:
+        return f"{model_name} has no registered version yet: run the training DAG first; nothing is published for it"
+    latest = max(versions, key=lambda v: int(v.version))
+    gate = client.get_run(latest.run_id).data.tags.get("revopt.gate.reason", "no gate decision recorded") \
+        if latest.run_id else "no gate decision recorded"
+    return (f"{model_name} has no @champion: no version has passed the promotion gate, so nothing is published for "
+            f"it (latest, v{latest.version}: {gate})")
 
 
 def load_champion(resources: Resources, model_name: str) -> Champion:
@@ -160,17 +183,17 @@ def apply_decision(resources: Resources, run_date: dt.date, decision: GateDecisi
         upsert_rows(conn, "scores.model_promotions", [row], key=("run_date", "model_name", "candidate_version"))
 
 
-def _champion_value(family: Family, champion_version: str | None, data: Any, params: RunParams) -> float | None:
-    """The champion's spec refitted on the candidate's data and scored on the same holdout; None when
+def _champion_evaluation(family: Family, champion_version: str | None, data: Any, params: RunParams) -> Evaluation | None:
+    """The champion's spec refitted on the candidate's data and scored on the same test rows; None when
     there is no champion or this version cannot rebuild its spec."""
     spec = champion_spec(family.model_name, champion_version)
     if spec is None:
         return None
-    value = family.evaluate(data, spec, params)
-    if value is None:
+    evaluation = family.evaluate(data, spec, params)
+    if evaluation is None:
         logger.warning("%s v%s cannot be rebuilt by this version (other features or kind); it cannot be compared "
-                       "on this holdout", family.model_name, champion_version)
-    return value
+                       "on this test window", family.model_name, champion_version)
+    return evaluation
 
 
 def champion_spec(model_name: str, champion_version: str | None) -> dict | None:

@@ -1,18 +1,30 @@
 """A calibrated binary classifier of customers, as a family: purchase propensity and churn are two
 instances (:mod:`ml.families.propensity`, :mod:`ml.families.churn`) that differ only in their labelled
-set, horizon and population.
+set, horizon, population and naive baseline.
 
-Training at run date D (the time-based holdout of every customer family, ``features.customer.
-holdout_cutoffs``): tune family and hyperparameters on the training cutoff ``D - 2h`` against the
-validation cutoff ``D - h`` (:func:`ml.families.classifier.tune`), refit the best on the training
-cutoff, choose the calibration on the validation cutoff, report holdout metrics, then fit what scores
-(the chosen specification refitted on the latest labelled cutoff, ``D - h``, with the calibrator).
-The gate compares raw holdout ROC AUC; the champion's spec is refitted on the same training cutoff.
+Training at run date D with horizon h, three ways in time (:func:`features.customer.evaluation_cutoffs`):
+
+- **selection** sees only the customers of the fit cutoff ``D - 2h`` (labels end at ``D - h``), split
+  into training and validation customers (:func:`features.customer.selection_split`): Optuna picks the
+  estimator family and hyperparameters with early stopping on the validation customers
+  (:func:`ml.families.classifier.tune`), and the calibration method is chosen on them (cross-fitted);
+- **test**: the chosen spec is refitted on all customers of the fit cutoff and scores the customers of
+  the test cutoff ``D - h``, whose labels ``[D - h, D)`` no selection step has seen. The gate compares
+  its raw ROC AUC (DeLong, paired) with the family's naive baseline (recency) and with the champion's
+  spec refitted the same way (:meth:`BinaryFamily.evaluate`), on the same rows; every reported
+  ``test_*`` metric is this model's, calibration cross-fitted over the test rows;
+- **published**: that same model, with the chosen calibration fitted on its scores of the test window
+  (rows it did not train on). The discriminating model is thus exactly the one the test window
+  measured; it is one horizon older than a refit on the latest labels would be, the price of
+  measuring what is published;
+- **backtest**: where history allows, selection and test are repeated one horizon earlier each
+  (``backtest_origins``), for the mean and spread of every test metric over origins.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +32,26 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from features.customer import FEATURE_COLUMNS, LabelledSet, active_mask, holdout_cutoffs, population, purchase_label
-from ml import plots
-from ml.families.classifier import (
-    ESTIMATORS, CalibratedModel, ModelSpec, choose_calibration, evaluate, label_shortfall, refit, tune,
+from features.customer import (
+    FEATURE_COLUMNS, VALIDATION_SHARE, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs, population,
+    purchase_label, selection_split,
 )
-from ml.family import Frames, Metric, Trained, require_finite
+from ml import plots
+from ml.evaluation import ROC_AUC, Evaluation, Metric
+from ml.families.classifier import (
+    ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
+    refit, tune,
+)
+from ml.family import Frames, Trained, require_finite
 from ml.params import RunParams
 from ml.tuning import Budget, Callback
 
-ROC_AUC = Metric("roc_auc", higher_is_better=True, relative_margin=False)
+logger = logging.getLogger(__name__)
+
 CUSTOMER_DATASETS = ("customers", "orders")
+#: Test metrics summarised over the backtest's origins.
+BACKTEST_METRICS = ("roc_auc", "pr_auc", "lift_top_decile", "calibration_error", "baseline_roc_auc")
 
 
 class CalibratedClassifierModel(mlflow.pyfunc.PythonModel):
@@ -52,109 +71,196 @@ class CalibratedClassifierModel(mlflow.pyfunc.PythonModel):
 
 @dataclass(frozen=True)
 class BinaryData:
+    """The labelled sets of one training run: ``fit`` (selection and fitting) and ``test`` (the test
+    window), and ``earlier``: the (fit, test) pairs of the backtest's earlier origins history allows."""
+
     run_date: dt.date
-    train: LabelledSet
-    valid: LabelledSet
+    horizon: int
+    fit: LabelledSet
+    test: LabelledSet
+    earlier: tuple[tuple[LabelledSet, LabelledSet], ...] = ()
+
+    @property
+    def window(self) -> str:
+        return describe_test_window(self.fit, self.test, self.horizon)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What selection on the fit cutoff's customers chose: the spec and the calibration method."""
+
+    spec: ModelSpec
+    calibration: str
+    best_by_family: dict[str, float]
+    best_value: float
+    calibration_losses: dict[str, float]
+    n_train: int
+    n_valid: int
 
 
 @dataclass(frozen=True)
 class BinaryFamily:
     """A binary customer family. ``labelled_set(frames, cutoff, params)`` builds its features and labels
     at a cutoff; ``horizon(params)`` is its label window; ``active_days(params)`` (churn) restricts the
-    population to customers active before the cutoff; ``label_names`` name the two labels in reasons."""
+    population to customers active before the cutoff; ``label_names`` name the two labels in reasons;
+    ``baseline`` scores a features frame with the family's naive baseline (``baseline_name``);
+    ``features`` are the columns its models use (a champion that used others is refitted on its own, as
+    long as the labelled sets hold them)."""
 
     name: str
     model_name: str
     horizon: Callable[[RunParams], int]
     labelled_set: Callable[[Frames, pd.Timestamp, RunParams], LabelledSet]
     label_names: tuple[str, str]
+    baseline: Callable[[pd.DataFrame], np.ndarray]
+    baseline_name: str
     active_days: Callable[[RunParams], int] | None = None
+    features: tuple[str, ...] = FEATURE_COLUMNS
     metric: Metric = ROC_AUC
     training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_daily_events")
     nightly_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_event_features")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
-        """Too few customers of either label at either cutoff (``ml.families.classifier.MIN_PER_LABEL``),
-        counted from the customers and orders alone: the nightly extract has no daily events."""
+        """Too few customers of either label at the fit or test cutoff, counted from the customers and
+        orders alone (the nightly extract has no daily events): the test window needs
+        ``MIN_PER_LABEL`` of each, the fit cutoff as many in its validation share."""
         horizon = self.horizon(params)
-        label_sets = self._label_sets(frames, run_date, params)
-        reason = label_shortfall(label_sets, label_names=(self.label_names[0].format(horizon=horizon), self.label_names[1]))
+        fit_labels, test_labels = self._label_sets(frames, run_date, params)
+        names = (self.label_names[0].format(horizon=horizon), self.label_names[1])
+        reason = (label_shortfall(fit_labels, int(np.ceil(MIN_PER_LABEL / VALIDATION_SHARE)), names)
+                  or label_shortfall(test_labels, MIN_PER_LABEL, names))
         if reason is None:
             return None
         population_note = "" if self.active_days is None else (
             f", among customers active in the {self.active_days(params)} days before each cutoff")
         return f"{self.name.replace('_', ' ')} for {run_date}: {reason}{population_note} (shop.customers, shop.orders)"
 
-    def _label_sets(self, frames: Frames, run_date: dt.date, params: RunParams) -> dict[str, pd.Series]:
-        """The training and validation sets' 0/1 labels; for churn, active customers only and 1 for no
-        completed order in the horizon."""
+    def _label_sets(self, frames: Frames, run_date: dt.date, params: RunParams,
+                    origin: int = 0) -> tuple[dict[str, pd.Series], dict[str, pd.Series]]:
+        """The fit and test cutoffs' 0/1 labels, each as ``{"<role> at <cutoff>": labels}``; for churn,
+        active customers only and 1 for no completed order in the horizon."""
         customers, orders = frames["customers"], frames["orders"]
         completed = orders[orders["status"] == "completed"]
         horizon = self.horizon(params)
-        label_sets = {}
-        for role, cutoff in zip(("training set", "validation set"), holdout_cutoffs(run_date, horizon)):
+        label_sets = []
+        for role, cutoff in zip(("fitting set", "test window"), evaluation_cutoffs(run_date, horizon, origin)):
             ids = population(customers, cutoff)
             if self.active_days is not None:
                 since = cutoff - pd.Timedelta(days=min(self.active_days(params), params.lookback_days))
                 recent = completed[(completed["order_ts"] >= since) & (completed["order_ts"] < cutoff)]
                 ids = ids[ids.isin(recent["customer_id"])]
             bought = purchase_label(ids, orders, cutoff, horizon)
-            label_sets[f"{role} at {cutoff.date()}"] = bought if self.active_days is None else 1 - bought
-        return label_sets
+            label_sets.append({f"{role} at {cutoff.date()}": bought if self.active_days is None else 1 - bought})
+        return label_sets[0], label_sets[1]
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> BinaryData:
-        train_cutoff, valid_cutoff = holdout_cutoffs(run_date, self.horizon(params))
-        return BinaryData(run_date, self.labelled_set(frames, train_cutoff, params), self.labelled_set(frames, valid_cutoff, params))
+        horizon = self.horizon(params)
+        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, horizon)
+        earlier = []
+        first_order = frames["orders"]["order_ts"].min()
+        for origin in range(1, params.backtest_origins):
+            origin_fit, origin_test = evaluation_cutoffs(run_date, horizon, origin)
+            fit_labels, test_labels = self._label_sets(frames, run_date, params, origin)
+            # an origin needs a horizon of history before its fit cutoff and both labels at both cutoffs
+            if (pd.isna(first_order) or first_order > origin_fit - pd.Timedelta(days=horizon)
+                    or label_shortfall(fit_labels, int(np.ceil(MIN_PER_LABEL / VALIDATION_SHARE)))
+                    or label_shortfall(test_labels)):
+                logger.info("%s backtest for %s: history allows %d origin(s) (origin %d would fit at %s)", self.name,
+                            run_date, origin, origin, origin_fit.date())
+                break
+            earlier.append((self.labelled_set(frames, origin_fit, params), self.labelled_set(frames, origin_test, params)))
+        return BinaryData(run_date, horizon, self.labelled_set(frames, fit_cutoff, params),
+                          self.labelled_set(frames, test_cutoff, params), tuple(earlier))
+
+    def select(self, fit: LabelledSet, params: RunParams, study_name: str,
+               callbacks: Sequence[Callback] = ()) -> Selected:
+        """Selection on the fit cutoff's customers alone: estimator and hyperparameters tuned on its
+        training customers with early stopping on its validation customers, and the calibration method
+        whose cross-fitted log loss on the validation customers is lowest."""
+        seed = params.seed
+        train, valid = selection_split(LabelledSet(fit.cutoff, fit.X[list(self.features)], fit.y), seed)
+        result = tune(train.X, train.y, valid.X, valid.y, Budget(params.n_trials, params.tuning_timeout_seconds, seed),
+                      study_name=study_name, callbacks=callbacks)
+        chosen = refit(result.best, train.X, train.y, seed)
+        calibrator, _, losses = choose_calibration(chosen.predict_proba(valid.X), valid.y, seed)
+        return Selected(result.best, calibrator.method, result.best_by_family, result.best_value, losses,
+                        len(train.y), len(valid.y))
 
     def train(self, data: BinaryData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        train, valid = data.train, data.valid
-        seed = params.seed
-        run_date = data.run_date
-        result = tune(train.X, train.y, valid.X, valid.y, Budget(params.n_trials, params.tuning_timeout_seconds, seed),
-                      study_name=f"{self.name}-{run_date}", callbacks=callbacks)
-        holdout_model = refit(result.best, train.X, train.y, seed)
-        raw = holdout_model.predict_proba(valid.X)
-        require_finite(self.name, self.model_name, run_date, "holdout predictions", raw)
-        calibrator, calibrated, losses = choose_calibration(raw, valid.y, seed)
-        require_finite(self.name, self.model_name, run_date, "calibrated holdout predictions", calibrated)
-        metrics = evaluate(valid.y, calibrated)
-        raw_auc = float(roc_auc_score(valid.y, raw))
-        # What scores: the chosen specification refitted on the most recent labelled cutoff.
-        final = CalibratedModel(refit(result.best, valid.X, valid.y, seed), calibrator,
-                                {"family": self.name, "run_date": run_date.isoformat()})
+        fit, test, run_date, seed = data.fit, data.test, data.run_date, params.seed
+        selected = self.select(fit, params, f"{self.name}-{run_date}", callbacks)
+        model = refit(selected.spec, fit.X[list(self.features)], fit.y, seed)
+        raw = model.predict_proba(test.X)
+        require_finite(self.name, self.model_name, run_date, "test-window predictions", raw)
+        calibrator, calibrated = calibrate(selected.calibration, raw, test.y, seed)
+        final = CalibratedModel(model, calibrator, {"family": self.name, "run_date": run_date.isoformat()})
+        metrics = evaluate(test.y, calibrated)
+        metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))  # the gate's: raw scores, before calibration
+        baseline = self.baseline_evaluation(test, data.window)
+        backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
         return Trained(
             model=CalibratedClassifierModel(final),
-            spec={**result.best.to_json_dict(), "features": list(train.X.columns)},
-            value=raw_auc,
-            example=valid.X.head(5),
+            spec={**selected.spec.to_json_dict(), "features": list(self.features)},
+            test=Evaluation("candidate", test.y.to_numpy(), raw, data.window),
+            baseline=baseline,
+            example=test.X.head(5),
             params={
-                "horizon_days": self.horizon(params), "families": ",".join(ESTIMATORS),
-                "train_cutoff": train.cutoff.date().isoformat(), "valid_cutoff": valid.cutoff.date().isoformat(),
-                "n_train": len(train.y), "n_valid": len(valid.y), "best_family": result.best.family,
-                "best_num_rounds": result.best.num_rounds, "calibration": calibrator.method,
-                **{f"best_{key}": value for key, value in result.best.params.items()},
+                "horizon_days": data.horizon, "families": ",".join(ESTIMATORS),
+                "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
+                "n_fit": len(fit.y), "n_selection_train": selected.n_train, "n_selection_valid": selected.n_valid,
+                "n_test": len(test.y), "best_family": selected.spec.family, "best_num_rounds": selected.spec.num_rounds,
+                "calibration": selected.calibration, "baseline": self.baseline_name,
+                "backtest_origins": 1 + len(data.earlier),
+                **{f"best_{key}": value for key, value in selected.spec.params.items()},
             },
             metrics={
-                **{f"best_valid_roc_auc_{family}": value for family, value in result.best_by_family.items()},
-                **{f"holdout_{key}": value for key, value in metrics.items()},
-                "holdout_raw_roc_auc": raw_auc,
-                **{f"calibration_log_loss_{method}": value for method, value in losses.items()},
+                **{f"test_{key}": value for key, value in metrics.items()},
+                f"baseline_{self.metric.name}": baseline.value(self.metric),
+                "valid_roc_auc": selected.best_value,
+                **{f"valid_roc_auc_{family}": value for family, value in selected.best_by_family.items()},
+                **{f"valid_calibration_log_loss_{method}": value for method, value in selected.calibration_losses.items()},
+                **backtest,
             },
-            figures=self._figures(holdout_model, valid, raw, calibrated),
-            checks={"predictions of the final model on the latest labelled cutoff's customers "
-                    f"({valid.cutoff.date()})": final.predict_proba(valid.X)},
-            reference_features=valid.X,
+            figures=self._figures(model, test, raw, calibrated),
+            checks={f"predictions of the published model on the test window's customers ({test.cutoff.date()})":
+                    final.predict_proba(test.X)},
+            reference_features=fit.X,
         )
 
-    def evaluate(self, data: BinaryData, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        """The spec refitted on the candidate's training cutoff and scored on the same holdout, so
-        neither model is judged on data it was fitted on; NaN when it does not score every row."""
-        if "family" not in spec or spec.get("features") != list(data.train.X.columns):
+    def baseline_evaluation(self, test: LabelledSet, window: str) -> Evaluation:
+        return Evaluation(f"{self.baseline_name} baseline", test.y.to_numpy(), self.baseline(test.X), window)
+
+    def evaluate(self, data: BinaryData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        """The spec refitted on the fit cutoff's customers exactly as the candidate's test model is (on the
+        spec's own features), and its raw scores of the test window; None when this version cannot
+        rebuild it (no classifier spec, or features the labelled sets do not hold)."""
+        features = spec.get("features")
+        if "family" not in spec or not features or not set(features) <= set(data.fit.X.columns):
             return None
-        refitted = refit(ModelSpec.from_json_dict(dict(spec)), data.train.X, data.train.y, params.seed)
-        predicted = refitted.predict_proba(data.valid.X)
-        # a champion that scores NaN on this holdout gets NaN, which the gate counts as a loss
-        return float(roc_auc_score(data.valid.y, predicted)) if np.isfinite(predicted).all() else float("nan")
+        refitted = refit(ModelSpec.from_json_dict(dict(spec)), data.fit.X[list(features)], data.fit.y, params.seed)
+        return Evaluation("champion", data.test.y.to_numpy(), refitted.predict_proba(data.test.X), data.window)
+
+    def _backtest(self, data: BinaryData, params: RunParams, latest: Mapping[str, float],
+                  latest_baseline: float) -> dict[str, float]:
+        """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
+        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
+        per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest},
+                       "baseline_roc_auc": latest_baseline}]
+        for k, (fit, test) in enumerate(data.earlier, start=1):
+            selected = self.select(fit, params, f"{self.name}-{data.run_date}-origin{k}")
+            raw = refit(selected.spec, fit.X[list(self.features)], fit.y, params.seed).predict_proba(test.X)
+            _, calibrated = calibrate(selected.calibration, raw, test.y, params.seed)
+            metrics = evaluate(test.y, calibrated)
+            metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))
+            metrics["baseline_roc_auc"] = self.baseline_evaluation(test, "").value(self.metric)
+            per_origin.append(metrics)
+        out: dict[str, float] = {}
+        for key in BACKTEST_METRICS:
+            values = np.array([origin[key] for origin in per_origin], dtype="float64")
+            out.update({f"backtest_{key}_origin{k}": float(v) for k, v in enumerate(values)})
+            out[f"backtest_{key}_mean"] = float(np.nanmean(values))
+            out[f"backtest_{key}_std"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
+        return {key: value for key, value in out.items() if np.isfinite(value)}
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
         """Tonight's customer features (``frames["customer_features"]``), indexed by customer id; for a
@@ -167,12 +273,13 @@ class BinaryFamily:
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         return {}
 
-    def _figures(self, model, valid: LabelledSet, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
-        importance = model.contributions(valid.X).abs().mean()
-        title = f"{self.name} holdout at {valid.cutoff.date()}"
+    def _figures(self, model, test: LabelledSet, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
+        importance = model.contributions(test.X).abs().mean()
+        title = f"{self.name} test window from {test.cutoff.date()}"
         return {
-            "roc_pr.png": plots.roc_pr_figure(valid.y, calibrated, title),
-            "calibration.png": plots.calibration_figure(valid.y, raw, calibrated, title),
-            "lift.png": plots.lift_figure(valid.y, calibrated, title),
-            "feature_importance.png": plots.feature_importance_figure(importance, f"{self.name}: mean |contribution| on holdout"),
+            "roc_pr.png": plots.roc_pr_figure(test.y, calibrated, title),
+            "calibration.png": plots.calibration_figure(test.y, raw, calibrated, title),
+            "lift.png": plots.lift_figure(test.y, calibrated, title),
+            "feature_importance.png": plots.feature_importance_figure(
+                importance, f"{self.name}: mean |contribution| on the test window"),
         }

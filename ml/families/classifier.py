@@ -6,11 +6,12 @@ searches the family and its hyperparameters together (a conditional search space
 trials and seconds; every trial fits on the training cutoff and is scored by ROC AUC on the
 validation cutoff, with early stopping on the validation fold for the boosters.
 
-Calibration is chosen on the validation fold: ``none``, ``sigmoid`` (Platt scaling on the
-log-odds) or ``isotonic``, whichever gives the lowest log loss when cross-fitted over two
-stratified halves of the validation fold; the chosen calibrator is then fitted on the whole fold.
-The reported calibrated holdout metrics are the cross-fitted ones, so no prediction is scored by
-a calibrator that saw its own label.
+The calibration method is chosen on the validation fold: ``none``, ``sigmoid`` (Platt scaling on
+the log-odds) or ``isotonic``, whichever gives the lowest log loss when cross-fitted over two
+stratified halves of it (:func:`choose_calibration`). The published model's calibrator is that method
+fitted on the published model's own scores of rows it did not train on (:func:`calibrate`: the test
+window, ``ml.families.binary``), and the calibration reported for it is cross-fitted there, so no
+prediction is scored by a calibrator that saw its own label.
 
 Explanations are each family's own additive contributions in log-odds: LightGBM
 ``pred_contrib``, XGBoost ``pred_contribs``, CatBoost ``ShapValues`` (all TreeSHAP), and for the
@@ -289,6 +290,18 @@ def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int)
     # a method whose cross-fitted probabilities are not all finite has no loss: it is never chosen
     chosen = min(CALIBRATIONS, key=lambda method: (rank_key(losses[method], higher_is_better=False), CALIBRATIONS.index(method)))
     return _fit_calibrator(chosen, probability, y_array), crossfit[chosen], losses
+
+
+def calibrate(method: str, probability: np.ndarray, y: pd.Series, random_state: int) -> tuple[Calibrator, np.ndarray]:
+    """The ``method`` (chosen on the validation customers) fitted on these rows, for the published model,
+    and its cross-fitted predictions over two stratified halves of them: each row calibrated by a
+    calibrator that never saw its label, which is what the test window's calibration metrics measure."""
+    y_array = np.asarray(y)
+    crossfit = np.empty_like(probability, dtype="float64")
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=random_state)
+    for fit_idx, eval_idx in folds.split(probability.reshape(-1, 1), y_array):
+        crossfit[eval_idx] = _fit_calibrator(method, probability[fit_idx], y_array[fit_idx]).transform(probability[eval_idx])
+    return _fit_calibrator(method, probability, y_array), np.clip(crossfit, 0.0, 1.0)
 
 
 def _fit_calibrator(method: str, probability: np.ndarray, y: np.ndarray) -> Calibrator:

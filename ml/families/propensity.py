@@ -2,9 +2,10 @@
 (``propensity_horizon_days``).
 
 Training set as of a cutoff C (``features.customer.purchase_set``): features from data before C for
-every customer signed up before C; label 1 if they complete an order in ``[C, C + N)``. The time-based
-holdout fits on cutoff ``D - 2N`` and validates on cutoff ``D - N``, whose labels end exactly at the
-run date D. The model is a calibrated binary classifier (:mod:`ml.families.binary`).
+every customer signed up before C; label 1 if they complete an order in ``[C, C + N)``. Models are
+fitted (and selected) on cutoff ``D - 2N`` and tested on cutoff ``D - N``, whose labels end exactly at
+the run date D. The model is a calibrated binary classifier (:mod:`ml.families.binary`); the naive
+baseline it must beat is recency (the more recent the last order, the likelier the next).
 """
 
 from __future__ import annotations
@@ -20,5 +21,7 @@ FAMILY = BinaryFamily(
     horizon=lambda params: params.propensity_horizon_days,
     labelled_set=lambda frames, cutoff, params: purchase_set(frames, cutoff, params.propensity_horizon_days,
                                                              params.lookback_days),
+    baseline=lambda X: -X["recency_days"].to_numpy(dtype="float64"),
+    baseline_name="recency",
     label_names=("bought in the {horizon} days after", "did not"),
 )

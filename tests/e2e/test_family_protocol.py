@@ -20,9 +20,10 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from features.customer import FEATURE_COLUMNS, holdout_cutoffs, purchase_set
+from features.customer import FEATURE_COLUMNS, evaluation_cutoffs, purchase_set, selection_split
 from ml import pipeline, registry
-from ml.family import Family, Metric, Trained
+from ml.evaluation import ROC_AUC, Evaluation, Metric
+from ml.family import Family, Trained
 from ml.params import RunParams
 from ml.tuning import Budget, Scored, SearchSpace, search
 from revopt.platform.resources import Resources
@@ -52,8 +53,8 @@ class ToyModel(mlflow.pyfunc.PythonModel):
 
 @dataclass(frozen=True)
 class ToyData:
-    train: Any
-    valid: Any
+    fit: Any  # selection (split by customer) and the test window's model
+    test: Any  # the test window
 
 
 @dataclass(frozen=True)
@@ -62,32 +63,40 @@ class ToyFamily:
     model_name: str = "revopt_toy_buyer"
     training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
-    metric: Metric = Metric("roc_auc", higher_is_better=True, relative_margin=False)
+    metric: Metric = ROC_AUC
 
     def shortfall(self, frames, run_date, params):
         return None if len(frames["orders"]) else f"toy for {run_date}: no orders (shop.orders)"
 
     def training_data(self, frames, run_date, params):
-        train_cutoff, valid_cutoff = holdout_cutoffs(run_date, 30)
-        return ToyData(purchase_set(frames, train_cutoff, 30, params.lookback_days),
-                       purchase_set(frames, valid_cutoff, 30, params.lookback_days))
+        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, 30)
+        return ToyData(purchase_set(frames, fit_cutoff, 30, params.lookback_days),
+                       purchase_set(frames, test_cutoff, 30, params.lookback_days))
 
-    def _fit(self, data: ToyData, C: float) -> LogisticRegression:
-        return LogisticRegression(C=C, max_iter=1000).fit(np.log1p(data.train.X.clip(lower=0)), data.train.y)
-
-    def _auc(self, data: ToyData, C: float) -> float:
-        return float(roc_auc_score(data.valid.y, ToyModel(self._fit(data, C)).predict(None, data.valid.X)))
+    @staticmethod
+    def _fit(labelled, C: float) -> LogisticRegression:
+        return LogisticRegression(C=C, max_iter=1000).fit(np.log1p(labelled.X.clip(lower=0)), labelled.y)
 
     def train(self, data: ToyData, params: RunParams, callbacks: Sequence) -> Trained:
-        space = SearchSpace(name="toy", suggest=lambda trial: trial.suggest_float("C", 1e-3, 10.0, log=True),
-                            score=lambda C: Scored(C, {"roc_auc": self._auc(data, C)}), objective="roc_auc",
-                            direction="maximize", default=1.0)
-        tuned = search(space, Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
-        return Trained(model=ToyModel(self._fit(data, tuned.config)), spec={"C": tuned.config}, value=tuned.value,
-                       example=data.valid.X.head(5), metrics={"holdout_roc_auc": tuned.value})
+        train, valid = selection_split(data.fit, params.seed)  # selection never sees the test window
 
-    def evaluate(self, data: ToyData, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        return self._auc(data, float(spec["C"])) if "C" in spec else None
+        def score(C: float) -> Scored:
+            predicted = ToyModel(self._fit(train, C)).predict(None, valid.X)
+            return Scored(C, {"roc_auc": float(roc_auc_score(valid.y, predicted))})
+
+        space = SearchSpace(name="toy", suggest=lambda trial: trial.suggest_float("C", 1e-3, 10.0, log=True),
+                            score=score, objective="roc_auc", direction="maximize", default=1.0)
+        tuned = search(space, Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+        test = self.evaluate(data, {"C": tuned.config}, params)
+        baseline = Evaluation("recency baseline", data.test.y.to_numpy(), -data.test.X["recency_days"].to_numpy())
+        return Trained(model=ToyModel(self._fit(data.fit, tuned.config)), spec={"C": tuned.config}, test=test,
+                       baseline=baseline, example=data.test.X.head(5), metrics={"valid_roc_auc": tuned.value})
+
+    def evaluate(self, data: ToyData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        if "C" not in spec:
+            return None
+        predicted = ToyModel(self._fit(data.fit, float(spec["C"]))).predict(None, data.test.X)
+        return Evaluation("toy", data.test.y.to_numpy(), predicted)
 
     def nightly_input(self, frames, run_date, params):
         return frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
@@ -114,12 +123,15 @@ def test_a_new_family_trains_gates_and_scores_through_the_runners_unchanged(sett
 
     paths = pipeline.extract(resources, RUN_DATE, "training", PARAMS)
     first = pipeline.train(TOY, resources, RUN_DATE, paths, PARAMS)
-    assert first["alias"] == "champion" and first["model_name"] == TOY.model_name
+    assert first["alias"] == "champion" and first["model_name"] == TOY.model_name  # it beat recency
     second = pipeline.train(TOY, resources, RUN_DATE, paths, PARAMS)  # gated against the first, refitted from its spec
     client = MlflowClient()
     run = client.get_run(second["run_id"])
     assert run.data.tags["revopt.gate.champion_version"] == first["model_version"]
     assert run.data.tags["revopt.gate.champion_value"] not in ("", "nan")  # the champion was refitted and scored
+    # the same spec refitted on the same data: no gain, so the second stays challenger
+    assert second["alias"] == "challenger" and float(run.data.tags["revopt.gate.difference"]) == 0.0
+    assert run.data.metrics["gate_p_value"] == 1.0
     assert run.data.tags["revopt.family"] == TOY.name and "revopt.model_spec" in run.data.tags
     trials = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second['run_id']}'")
     assert len(trials) == PARAMS.n_trials

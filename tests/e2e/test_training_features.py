@@ -13,7 +13,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from features.customer import FEATURE_COLUMNS, features_at, holdout_cutoffs
+from features.customer import FEATURE_COLUMNS, features_at, evaluation_cutoffs
 from ml.params import RunParams
 from ml.pipeline import DAG_DATASETS, build_features, extract_datasets
 from revopt.platform.extract import read_extract
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 
 START = dt.date(2016, 1, 1)  # far from the other modules' run dates (the row-count rule looks 30 days back)
 DAYS = 240
-PARAMS = RunParams(lookback_days=90, propensity_horizon_days=30, churn_horizon_days=20, clv_horizon_days=25)
+# one backtest origin: the fit cutoff D - 2h is then the furthest back, where the extract starts
+PARAMS = RunParams(lookback_days=90, propensity_horizon_days=30, churn_horizon_days=20, clv_horizon_days=25,
+                   backtest_origins=1)
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +43,11 @@ def _nightly_features(settings, cutoff: dt.date) -> pd.DataFrame:
     return pd.read_parquet(built["path"]).set_index("customer_id")[list(FEATURE_COLUMNS)]
 
 
-@pytest.mark.parametrize("which", ["train", "valid"])
+@pytest.mark.parametrize("which", ["fit", "test"])
 def test_features_at_a_training_cutoff_equal_a_nightly_extract_as_of_that_cutoff(settings, training_frames, which):
     run_date, frames = training_frames
-    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, PARAMS.propensity_horizon_days)
-    cutoff = train_cutoff if which == "train" else valid_cutoff
+    fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, PARAMS.propensity_horizon_days)
+    cutoff = fit_cutoff if which == "fit" else test_cutoff
     from_training = features_at(frames, cutoff, PARAMS.lookback_days)
     tonight = _nightly_features(settings, cutoff.date())
     assert len(tonight) > 500 and (tonight["frequency"] > 0).mean() > 0.3
@@ -56,5 +58,5 @@ def test_features_at_a_training_cutoff_equal_a_nightly_extract_as_of_that_cutoff
     # extract starts: there the window and the extract coincide.)
     unbounded = features_at(frames, cutoff)
     reaches_further = frames["orders"]["order_ts"].min() < cutoff - pd.Timedelta(days=PARAMS.lookback_days)
-    assert reaches_further == (which == "valid")
+    assert reaches_further == (which == "test")
     assert (unbounded["frequency"] > from_training["frequency"]).any() == reaches_further

@@ -1,5 +1,5 @@
 """Budget allocation: media history, media model (recovery, intervals, backtest, tuning), optimiser, the
-registered model and the family."""
+registered model and the family (its test window, naive baseline and champion re-scoring)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import pytest
 from scipy.signal import lfilter
 
 from features.media import current_spend, daily_spend, media_history, paid_channels, spend_history
+from ml.evaluation import compare
 from ml.families.budget import (
     ALLOCATION_COLUMNS,
     BINDING,
     FAMILY,
+    MAPE,
     BudgetConstraints,
     BudgetModel,
     MediaConfig,
@@ -29,14 +31,19 @@ from ml.families.budget import (
     constraint_params,
     fit_from_curves,
     fit_media_model,
+    held_out_weeks,
     media_backtest,
     media_crossval,
+    no_response_baseline,
     response_curves,
     training_data_shortfall,
     tune_media_model,
 )
 from ml.families.budget import backtest, least_squares, optimiser
+from ml.family import config_from_spec, config_spec
+from ml.gate import decide
 from ml.params import RunParams
+from ml.plots import close
 from revopt.sample_data.synth import generate_store
 
 START = dt.date(2023, 1, 2)
@@ -332,8 +339,8 @@ def test_fit_rejects_histories_that_are_not_media_histories():
 def test_backtest_and_crossval_score_held_out_days(simulated):
     history, _ = simulated
     scores = media_backtest(history, MediaConfig(holdout_weeks=6))
-    assert set(scores) == {"mape", "rmse", "r2", "weekly_mape", "mape_no_media", "holdout_days"}
-    assert scores["holdout_days"] == 42
+    assert set(scores) == {"mape", "rmse", "r2", "weekly_mape", "mape_no_media", "days"}
+    assert scores["days"] == 42
     assert scores["mape"] < 0.08 and scores["weekly_mape"] < 0.08  # 2 % Poisson noise, the trend held flat
     assert scores["mape"] < scores["mape_no_media"]  # spend explains the held-out weeks
     cv = media_crossval(history, MediaConfig(target="attributed"))
@@ -386,11 +393,11 @@ def test_tuning_replaces_a_given_config_without_a_finite_mape(simulated, monkeyp
         (130, lambda s, o: (s, o), None),
         (130, lambda s, o: (s.iloc[:0], o), "the store has no marketing spend in the 365 days before 2023-05-12"),
         (70, lambda s, o: (s, o), "only 70 days of marketing spend before 2023-03-13 (from 2023-01-02): the media model "
-                                  "needs 112 (56 to fit, 8 weeks held out)"),
+                                  "needs 112 (56 to fit, then 8 weeks to test on)"),
         (130, lambda s, o: (s.assign(spend=0.0), o), "every channel spent 0 in the 130 days before 2023-05-12"),
         (130, lambda s, o: (s, o.assign(status="cancelled")), "no completed orders between 2023-01-02 and 2023-05-12"),
         (130, lambda s, o: (s.assign(spend=np.where(s["day"] < s["day"].min() + pd.Timedelta(days=10), s["spend"], 0.0)), o),
-         "no paid channel can be fitted on the 74 days before the held-out weeks (run date 2023-05-12): search: spend "
+         "no paid channel can be fitted on the 74 days before the test window (run date 2023-05-12): search: spend "
          "on only 10 of 74 days"),
     ],
 )
@@ -712,16 +719,125 @@ def test_family_shortfall_and_config_follow_the_store():
     assert FAMILY.shortfall(frames, run.date(), RunParams(lookback_days=70)).startswith("only 70 days of marketing spend")
 
 
-def test_family_evaluates_a_champion_spec_with_the_backtest(simulated):
+def test_family_evaluates_a_champion_spec_on_the_test_window(simulated):
     history, _ = simulated
     data = MediaData(history=history, config=MediaConfig(), run_date=dt.date(2024, 1, 1))
     config = MediaConfig(n_bootstrap=0, regularisation=2.0)
     spec = {"family": "budget", "config": json.loads(json.dumps(dataclasses.asdict(config)))}
-    assert FAMILY.evaluate(data, spec, RunParams()) == media_backtest(history, config)["mape"]
+    evaluation = FAMILY.evaluate(data, spec, RunParams())
+    assert evaluation.value(FAMILY.metric) == media_backtest(history, config)["mape"]
+    assert evaluation.n == 56 and evaluation.window.startswith("daily revenue 2023-11-07 to 2024-01-01 (8 weeks")
     assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, RunParams()) is None
     assert FAMILY.evaluate(data, {"family": "budget", "config": {"smoothing": 1.0}}, RunParams()) is None
-    assert FAMILY.metric.name == "holdout_mape" and not FAMILY.metric.higher_is_better and FAMILY.metric.relative_margin
+    # a champion of another target predicts other outcomes: it cannot be compared on these rows
+    assert FAMILY.evaluate(data, config_spec("budget", MediaConfig(target="attributed")), RunParams()) is None
+    assert FAMILY.metric is MAPE and FAMILY.metric.name == "mape"
+    assert not FAMILY.metric.higher_is_better and FAMILY.metric.relative_margin and FAMILY.metric.paired_test == "bootstrap"
     assert FAMILY.training_datasets == FAMILY.nightly_datasets == ("marketing_spend", "orders")
+
+
+# --- the test window, the baseline and the gate's evaluations ---------------------------------------
+
+TEST_DAYS = 7 * MediaConfig().holdout_weeks
+OUTCOMES = ("revenue", "orders")  # and their per-channel columns
+
+
+def _train(history: pd.DataFrame, trials: list | None = None):
+    """The family trained as the runner trains it (3 trials, no bootstrap), recording every trial."""
+    data = MediaData(history=history, config=MediaConfig(n_bootstrap=0), run_date=dt.date(2024, 1, 1))
+    record = [] if trials is None else trials
+    trained = FAMILY.train(data, RunParams(n_trials=3, seed=0),
+                           [lambda study, trial: record.append((trial.number, trial.value, trial.params,
+                                                                 dict(trial.user_attrs)))])
+    for figure in trained.figures.values():
+        close(figure)
+    return data, trained
+
+
+@pytest.fixture(scope="module")
+def trained_family(simulated):
+    trials = []
+    data, trained = _train(simulated[0], trials)
+    return data, trained, trials
+
+
+def test_tuning_never_sees_the_test_window(simulated, trained_family):
+    """Tripling every outcome of the last weeks leaves every trial, the choice and the spec unchanged."""
+    history, _ = simulated
+    _, trained, trials = trained_family
+    changed = history.copy()
+    outcomes = [c for c in changed.columns if c in OUTCOMES or c.startswith(("revenue_", "orders_"))]
+    changed.loc[changed.index[-TEST_DAYS:], outcomes] *= 3
+    seen = []
+    _, retrained = _train(changed, seen)
+    assert len(trials) == 3 and seen == trials  # same suggestions, same held-out MAPE and paired t
+    assert retrained.spec == trained.spec
+    assert {k: v for k, v in retrained.metrics.items() if k.startswith("valid_")} == {
+        k: v for k, v in trained.metrics.items() if k.startswith("valid_")}
+    np.testing.assert_allclose(retrained.test.y, 3 * trained.test.y)  # the test window did change
+    np.testing.assert_array_equal(retrained.test.predicted, trained.test.predicted)  # and its model did not see it
+
+
+def test_the_test_and_baseline_evaluations_share_rows_outcomes_and_weeks(simulated, trained_family):
+    history, _ = simulated
+    data, trained, _ = trained_family
+    test, baseline = trained.test, trained.baseline
+    assert test.n == baseline.n == TEST_DAYS
+    np.testing.assert_array_equal(test.y, baseline.y)
+    np.testing.assert_array_equal(test.groups, baseline.groups)
+    assert test.window == baseline.window == "daily revenue 2023-11-07 to 2024-01-01 (8 weeks; fitted on the 309 days before)"
+    assert len(set(test.groups)) == 8 and (pd.Series(test.groups).value_counts() == 7).all()
+    assert baseline.name == "no-spend-response baseline"
+    # the test rows are the target revenue of the last weeks; the baseline reads only the days before
+    np.testing.assert_allclose(test.y, history["revenue"].iloc[-TEST_DAYS:])
+    later = history.copy()
+    later.loc[later.index[-TEST_DAYS:], "revenue"] *= 5
+    np.testing.assert_array_equal(no_response_baseline(later, data.config).predicted, baseline.predicted)
+    tuned = config_from_spec("budget", trained.spec, MediaConfig)
+    assert trained.metrics["test_mape"] == test.value(MAPE) == held_out_weeks(history, tuned).scores()["mape"]
+    assert trained.metrics["baseline_mape"] == baseline.value(MAPE)
+    assert {"valid_mape", "valid_default_mape", "test_days", "test_mape_no_media"} <= set(trained.metrics)
+    assert "holdout_mape" not in trained.metrics and trained.params["test_weeks"] == 8
+
+
+def test_the_tuned_model_beats_the_naive_baseline_on_a_store_with_media_signal(trained_family):
+    _, trained, _ = trained_family
+    floor = compare(trained.test, trained.baseline, MAPE)
+    assert floor.significant(0.05), floor.describe("mape")
+    decision = decide(model_name=FAMILY.model_name, candidate_version="1", metric=MAPE, candidate=trained.test,
+                      baseline=trained.baseline, champion_version=None, champion=None, margin=0.005)
+    assert decision.promoted and "above the quality floor" in decision.reason
+
+
+@pytest.mark.parametrize(
+    "worse",
+    [
+        # no adstock: every channel's spend acts on its day only (social's true decay is 0.6)
+        {"decay": 0.0},
+        # no response to spend: every channel saturated at any spend
+        {"half_saturation_spend": 1.0, "slope": 4.0},
+    ],
+    ids=["no-adstock", "no-spend-response"],
+)
+def test_a_truly_worse_champion_config_loses_significantly_on_the_test_window(trained_family, worse):
+    data, trained, _ = trained_family
+    config = MediaConfig(fixed_parameters={c: dict(worse) for c in TRUTH["channel"]})
+    champion = FAMILY.evaluate(data, json.loads(json.dumps(config_spec("budget", config))), RunParams())
+    versus = compare(trained.test, champion, MAPE)
+    assert versus.significant(0.05), versus.describe("mape")
+
+
+def test_evaluate_on_the_candidates_own_spec_reproduces_its_test_predictions(trained_family):
+    data, trained, _ = trained_family
+    spec = json.loads(json.dumps(trained.spec))  # as the spec tag stores it
+    again = FAMILY.evaluate(data, spec, RunParams())
+    np.testing.assert_array_equal(again.predicted, trained.test.predicted)
+    np.testing.assert_array_equal(again.y, trained.test.y)
+    np.testing.assert_array_equal(again.groups, trained.test.groups)
+    assert again.window == trained.test.window
+    # the test window is the store's, whatever the champion's holdout_weeks was
+    other_window = {**spec, "config": {**spec["config"], "holdout_weeks": 6}}
+    np.testing.assert_array_equal(FAMILY.evaluate(data, other_window, RunParams()).predicted, trained.test.predicted)
 
 
 def test_response_curves_figure_draws_every_channel(simulated, fits):

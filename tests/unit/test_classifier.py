@@ -167,7 +167,7 @@ def test_label_shortfall_names_the_set_and_both_counts():
 # --- the champion's re-scoring for the gate (BinaryFamily.evaluate) -----------------------------------
 
 
-def test_a_champion_spec_is_refitted_on_the_training_cutoff_and_scored_on_the_holdout(data, monkeypatch):
+def test_a_champion_spec_is_refitted_on_the_fit_cutoff_and_scored_on_the_test_window(data, monkeypatch):
     import datetime as dt
 
     from sklearn.metrics import roc_auc_score
@@ -180,19 +180,24 @@ def test_a_champion_spec_is_refitted_on_the_training_cutoff_and_scored_on_the_ho
 
     X_train, y_train, X_valid, y_valid = data
     cutoff = pd.Timestamp("2024-01-01", tz="UTC")
-    holdout = BinaryData(dt.date(2024, 2, 1), LabelledSet(cutoff, X_train, y_train), LabelledSet(cutoff, X_valid, y_valid))
+    holdout = BinaryData(dt.date(2024, 2, 1), 30, LabelledSet(cutoff, X_train, y_train), LabelledSet(cutoff, X_valid, y_valid))
     params = RunParams(seed=3)
     spec = {"family": "lightgbm", "params": {"learning_rate": 0.1, "num_leaves": 8}, "num_rounds": 30,
             "features": list(X_train.columns)}
     refitted = refit(ModelSpec("lightgbm", spec["params"], 30), X_train, y_train, random_state=3)
     expected = roc_auc_score(y_valid, refitted.predict_proba(X_valid))
-    assert FAMILY.evaluate(holdout, spec, params) == pytest.approx(expected, rel=1e-12)
+    evaluation = FAMILY.evaluate(holdout, spec, params)
+    assert evaluation.value(FAMILY.metric) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_array_equal(evaluation.y, y_valid.to_numpy())  # the test window's rows, in order
     assert 0.75 < expected < 1.0  # the data's signal: a real score, not a constant
     # a weaker specification scores lower on the same rows (the gate compares like with like)
     stump = {**spec, "params": {"learning_rate": 0.1, "num_leaves": 2}, "num_rounds": 1}  # one split
-    assert FAMILY.evaluate(holdout, stump, params) < expected
-    # a champion trained on other features cannot be compared; one without a spec neither
-    assert FAMILY.evaluate(holdout, {**spec, "features": ["recency"]}, params) is None
+    assert FAMILY.evaluate(holdout, stump, params).value(FAMILY.metric) < expected
+    # a champion on a subset of the features is refitted on its own features
+    subset = FAMILY.evaluate(holdout, {**spec, "features": ["noise"]}, params)
+    assert abs(subset.value(FAMILY.metric) - 0.5) < 0.1
+    # one on features the data does not hold cannot be compared; one without a spec neither
+    assert FAMILY.evaluate(holdout, {**spec, "features": ["recency", "loyalty_points"]}, params) is None
     assert FAMILY.evaluate(holdout, {"C": 1.0}, params) is None
     # a champion predicting NaN scores NaN, which the gate counts as a loss
     real = ml.families.binary.refit
@@ -203,4 +208,4 @@ def test_a_champion_spec_is_refitted_on_the_training_cutoff_and_scored_on_the_ho
         return model
 
     monkeypatch.setattr(ml.families.binary, "refit", broken)
-    assert np.isnan(FAMILY.evaluate(holdout, spec, params))
+    assert np.isnan(FAMILY.evaluate(holdout, spec, params).value(FAMILY.metric))

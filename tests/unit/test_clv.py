@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.customer import FEATURE_COLUMNS, clv_label, customer_features, holdout_cutoffs, spend_set
+from features.customer import FEATURE_COLUMNS, LabelledSet, clv_label, customer_features, evaluation_cutoffs, spend_set
 from ml.families.clv import (
     BTYD,
     GBM,
@@ -25,8 +25,8 @@ from ml.families.clv import (
     evaluate_clv,
     fit_btyd,
     fit_final_clv_model,
-    holdout_predictions,
     select_clv_model,
+    predict_test_window,
     training_data_shortfall,
     value_tier,
 )
@@ -125,7 +125,7 @@ def shop() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def holdout(shop):
     """((train features, train label), (validation features, validation label))."""
-    train_cutoff, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    train_cutoff, valid_cutoff = evaluation_cutoffs(RUN_DATE, CONFIG.horizon_days)
     train, valid = (spend_set(shop, cutoff, CONFIG.horizon_days) for cutoff in (train_cutoff, valid_cutoff))
     return (train.X, train.y), (valid.X, valid.y)
 
@@ -319,10 +319,11 @@ def test_gbm_selection_is_deterministic_for_a_seed(selection, holdout):
     np.testing.assert_array_equal(again.validation_predictions[GBM], selection.validation_predictions[GBM])
 
 
-def test_a_spec_refits_to_the_same_holdout_predictions(selection, holdout):
+def test_a_spec_refits_to_the_same_predictions(selection, holdout):
     (train_features, train_label), (valid_features, _) = holdout
+    fit = LabelledSet(pd.Timestamp(RUN_DATE, tz="UTC"), train_features, train_label)
     for name in (GBM, BTYD):
-        refitted = holdout_predictions(selection.specs[name], train_features, train_label, valid_features, CONFIG)
+        refitted = predict_test_window(selection.specs[name], fit, valid_features, CONFIG)
         np.testing.assert_allclose(refitted, selection.validation_predictions[name].to_numpy(), rtol=1e-9, err_msg=name)
 
 
@@ -370,11 +371,12 @@ def test_training_data_shortfall_names_what_is_missing(shop):
     five = shop["customers"].head(5)
     reason = training_data_shortfall(five, shop["orders"][shop["orders"]["customer_id"].isin(five["customer_id"])],
                                      RUN_DATE, CONFIG.horizon_days)
-    assert "too few for the BTYD model (needs >= 10 of each" in reason and "2024-05-02" in reason and "2024-07-01" in reason
-    _, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    assert "too few for the BTYD model (needs >= 10 of each" in reason and "fit cutoff 2024-03-03" in reason
+    assert "2024-07-01" in reason
+    _, valid_cutoff = evaluation_cutoffs(RUN_DATE, CONFIG.horizon_days)
     quiet = shop["orders"][shop["orders"]["order_ts"] < valid_cutoff]  # nobody bought after the validation cutoff
     reason = training_data_shortfall(shop["customers"], quiet, RUN_DATE, CONFIG.horizon_days)
-    assert reason.startswith("no customer of the CLV validation cutoff 2024-05-02 spent in the 60 days after it")
+    assert reason.startswith("no customer of the CLV test cutoff 2024-05-02 spent in the 60 days after it")
     # with a short lookback, the buyers before it are all that count
     assert "too few for the BTYD model" in training_data_shortfall(shop["customers"], shop["orders"], RUN_DATE,
                                                                    CONFIG.horizon_days, lookback_days=1)
@@ -409,7 +411,7 @@ def test_btyd_final_fit_needs_the_run_date_features(selection, holdout):
 
 def test_predictions_use_nothing_at_or_after_the_cutoff(shop, holdout, final_models):
     _, (valid_features, _) = holdout
-    _, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    _, valid_cutoff = evaluation_cutoffs(RUN_DATE, CONFIG.horizon_days)
     orders = shop["orders"]
     future = orders["order_ts"] >= valid_cutoff
     assert future.any(), "the fixture must have orders after the cutoff"
@@ -429,29 +431,29 @@ def _clv_data(shop, holdout, btyd_predictions=None):
     from ml.families.clv import ClvData
 
     (train_features, train_label), (valid_features, valid_label) = holdout
-    train_cutoff, valid_cutoff = holdout_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    train_cutoff, valid_cutoff = evaluation_cutoffs(RUN_DATE, CONFIG.horizon_days)
     return ClvData(RUN_DATE, CONFIG, LabelledSet(train_cutoff, train_features, train_label),
                    LabelledSet(valid_cutoff, valid_features, valid_label), features_now=valid_features,
-                   btyd_valid_predictions=btyd_predictions)
+                   baseline=np.zeros(len(valid_label)), btyd_test_predictions=btyd_predictions)
 
 
-def test_a_gbm_champion_is_refitted_on_the_candidates_training_cutoff_and_scored_on_its_holdout(shop, holdout, selection):
+def test_a_gbm_champion_is_refitted_on_the_candidates_fit_cutoff_and_scored_on_its_test_window(shop, holdout, selection):
     from ml.families.clv import FAMILY
     from ml.params import RunParams
 
     data = _clv_data(shop, holdout)
     spec = json.loads(json.dumps(selection.specs[GBM]))  # as it comes back from the run's tag
-    value = FAMILY.evaluate(data, spec, RunParams())
+    value = FAMILY.evaluate(data, spec, RunParams()).value(FAMILY.metric)
     assert value == pytest.approx(selection.metrics[GBM][CONFIG.selection_metric], rel=1e-9)
     # fewer rounds is another model: its error is its own, not the candidate's
     weaker = {**spec, "num_rounds": 1}
-    assert FAMILY.evaluate(data, weaker, RunParams()) > value
+    assert FAMILY.evaluate(data, weaker, RunParams()).value(FAMILY.metric) > value
     # a spec this version cannot compare: other features, another horizon
     assert FAMILY.evaluate(data, {**spec, "features": ["recency_days"]}, RunParams()) is None
     assert FAMILY.evaluate(data, {**spec, "horizon_days": CONFIG.horizon_days + 1}, RunParams()) is None
 
 
-def test_a_btyd_champion_is_scored_with_the_btyd_fitted_on_this_holdout(shop, holdout, selection):
+def test_a_btyd_champion_is_scored_with_the_btyd_fitted_on_this_test_window(shop, holdout, selection):
     from ml.families.clv import FAMILY
     from ml.params import RunParams
 
@@ -459,5 +461,50 @@ def test_a_btyd_champion_is_scored_with_the_btyd_fitted_on_this_holdout(shop, ho
     cached = _clv_data(shop, holdout, btyd_predictions=selection.validation_predictions[BTYD].to_numpy())
     refitted = _clv_data(shop, holdout)  # no candidate predictions to reuse: BTYD is fitted again
     expected = selection.metrics[BTYD][CONFIG.selection_metric]
-    assert FAMILY.evaluate(cached, spec, RunParams()) == pytest.approx(expected, rel=1e-9)
-    assert FAMILY.evaluate(refitted, spec, RunParams()) == pytest.approx(expected, rel=1e-6)
+    assert FAMILY.evaluate(cached, spec, RunParams()).value(FAMILY.metric) == pytest.approx(expected, rel=1e-9)
+    assert FAMILY.evaluate(refitted, spec, RunParams()).value(FAMILY.metric) == pytest.approx(expected, rel=1e-6)
+
+
+# --- the family on the three-way split -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(shop):
+    from ml.families.clv import FAMILY
+    from ml.params import RunParams
+
+    params = RunParams(clv_horizon_days=CONFIG.horizon_days, n_trials=CONFIG.n_trials, seed=CONFIG.random_state,
+                       lookback_days=365)
+    data = FAMILY.training_data(shop, RUN_DATE, params)
+    return data, FAMILY.train(data, params, []), params
+
+
+def test_the_family_tests_on_the_window_after_its_fit_cutoff_and_beats_repeat_last_period(trained):
+    from ml.families.clv import FAMILY
+    from ml.gate import decide
+
+    data, result, _ = trained
+    fit_cutoff, test_cutoff = evaluation_cutoffs(RUN_DATE, CONFIG.horizon_days)
+    assert data.fit.cutoff == fit_cutoff and data.test.cutoff == test_cutoff
+    assert result.params["n_selection_train"] + result.params["n_selection_valid"] == len(data.fit.y)
+    np.testing.assert_array_equal(result.test.y, data.test.y.to_numpy())
+    np.testing.assert_array_equal(result.baseline.y, data.test.y.to_numpy())
+    assert result.metrics["test_rmse"] == pytest.approx(result.test.value(FAMILY.metric))
+    decision = decide(model_name="m", candidate_version="1", metric=FAMILY.metric, candidate=result.test,
+                      baseline=result.baseline, champion_version=None, champion=None, margin=0.0)
+    assert decision.promoted and decision.baseline_difference > 0, decision.reason
+
+
+def test_clv_selection_never_sees_the_test_window(trained):
+    from ml.families.clv import FAMILY
+
+    data, result, params = trained
+    test = data.test
+    scrambled = dataclasses.replace(data, test=LabelledSet(test.cutoff, test.X, test.y.sample(frac=1.0, random_state=0)
+                                                           .set_axis(test.y.index)), btyd_test_predictions=None)
+    again = FAMILY.train(scrambled, params, [])
+    assert again.spec == result.spec
+    np.testing.assert_allclose(again.test.predicted, result.test.predicted, rtol=1e-9)
+    # and evaluate(the candidate's own spec) reproduces its test predictions (the champion is fitted the same way)
+    np.testing.assert_allclose(FAMILY.evaluate(dataclasses.replace(data, btyd_test_predictions=None), result.spec,
+                                               params).predicted, result.test.predicted, rtol=1e-6)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from features.engagement import engagement_input, local_time, split_engagement_input
+from ml.evaluation import compare
 from ml.families.send_time import (
     FAMILY,
     GLOBAL_SEGMENT,
@@ -24,6 +25,7 @@ from ml.families.send_time import (
     SendTimeConfig,
     SendTimeModel,
     fit_send_time,
+    log_loss,
     prior_recommendations,
     quiet_mask,
     recommend_send_times,
@@ -32,6 +34,8 @@ from ml.families.send_time import (
     training_data_shortfall,
     tune_send_time,
 )
+from ml.family import config_spec
+from ml.gate import decide
 from ml.params import RunParams
 from revopt.sample_data.synth import generate_store
 
@@ -280,7 +284,9 @@ def test_segments_below_the_minimum_use_the_global_prior(hand_store):
 # --- activity-only stores ---------------------------------------------------------------------------
 
 
-def test_a_store_without_email_recommends_from_sessions_and_order_hours():
+def _activity_store() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """No email at all: customers 1-75 browse around 09:00 UTC, 76-150 around 20:00, 190 only orders
+    between 13:00 and 14:00, the rest nothing (engagement, orders, customers)."""
     rng = np.random.default_rng(3)
     ids = np.arange(1, 201)
     day = AS_OF.tz_localize(None).normalize() - pd.to_timedelta(rng.integers(1, 120, 4000), unit="D")
@@ -288,10 +294,14 @@ def test_a_store_without_email_recommends_from_sessions_and_order_hours():
     hour = np.where(customer <= 75, rng.normal(9, 1.0, 4000), rng.normal(20, 1.0, 4000)).round().astype(int) % 24
     engagement = _engagement(customer, day.to_numpy() + hour.astype("timedelta64[h]"), np.zeros(4000), np.zeros(4000),
                              sessions=np.ones(4000))
-    # customer 190 has no sessions, only a dozen orders between 13:00 and 14:00
     order_ts = pd.Series(pd.date_range("2024-05-01 13:20", periods=12, freq="5D", tz="UTC"))
     orders = pd.DataFrame({"order_id": np.arange(1, 13), "customer_id": 190, "order_ts": order_ts, "status": "completed"})
-    customers = _customers(ids)
+    return engagement, orders, _customers(ids)
+
+
+def test_a_store_without_email_recommends_from_sessions_and_order_hours():
+    engagement, orders, customers = _activity_store()
+    ids = customers["customer_id"].to_numpy()
     fit = fit_send_time(engagement, orders, customers, AS_OF, SendTimeConfig())
     assert not fit.uses_email
     np.testing.assert_allclose(fit.curves.sum(axis=-1), 1.0, rtol=1e-5)  # activity shares
@@ -309,6 +319,23 @@ def test_a_store_without_email_recommends_from_sessions_and_order_hours():
     assert scores["email_evidence"] == 0.0 and scores["log_loss"] < scores["log_loss_global"]
     assert scores["objective_is_policy"] == 0.0 and scores["objective"] == scores["log_loss"]  # no opens to measure
     assert send_time_backtest(engagement, orders, customers, AS_OF, SendTimeConfig(objective="policy"))["objective"] == scores["log_loss"]
+
+
+def test_an_activity_only_store_is_tested_on_its_sessions_and_orders():
+    engagement, orders, customers = _activity_store()
+    frames = {"engagement_by_hour": engagement, "orders": orders, "customers": customers}
+    params = RunParams(n_trials=2, seed=1)
+    data = FAMILY.training_data(frames, AS_OF.date(), params)
+    trained = FAMILY.train(data, params, [])
+    test, baseline = trained.test, trained.baseline
+    assert test.window.startswith("sessions and orders in [2024-06-03, 2024-07-01)")
+    inside = engagement["hour_utc"] >= AS_OF - pd.Timedelta(days=28)
+    assert test.y[:, 0].sum() == engagement.loc[inside, "sessions"].sum() + (orders["order_ts"] >= AS_OF - pd.Timedelta(days=28)).sum()
+    np.testing.assert_array_equal(test.y[:, 0], test.y[:, 1])  # every event a success: the categorical log loss
+    np.testing.assert_allclose(baseline.predicted, 1 / 24)  # no hour preference: a flat share
+    assert baseline.value(FAMILY.metric) == pytest.approx(np.log(24))
+    assert compare(test, baseline, FAMILY.metric).significant(0.05)
+    assert trained.metrics["test_log_loss"] < trained.metrics["test_log_loss_global"]  # two groups of hours: personal wins
 
 
 # --- synthetic store through the real extract SQL ---------------------------------------------------
@@ -410,17 +437,30 @@ def test_tuning_replaces_a_given_config_without_a_finite_objective(hand_store, m
     assert tuned.config == given and np.isnan(tuned.value)
 
 
-def test_training_data_shortfall_needs_evidence_before_and_inside_the_backtest_window(hand_store):
+def test_training_data_shortfall_needs_evidence_in_the_tuning_and_the_test_windows(hand_store):
     engagement, customers = hand_store
     assert training_data_shortfall(engagement, _no_orders(), customers, AS_OF) is None
+    # tuning fits before 2024-05-06 and scores to 2024-06-03; the test window is 2024-06-03 to 2024-07-01
     recent = engagement[engagement["hour_utc"] >= AS_OF - pd.Timedelta(days=5)]
     reason = training_data_shortfall(recent, _no_orders(), customers, AS_OF)
-    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-06-03 and ")
-    assert "scores the last 28 days" in reason and "2024-07-01" in reason
+    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-05-06, 0 from then to "
+                             "2024-06-03 and ")
+    assert "the gate tests on the last 28 days" in reason and "2024-07-01" in reason
     old = engagement[engagement["hour_utc"] < AS_OF - pd.Timedelta(days=30)]
     assert "and 0 from then to 2024-07-01" in training_data_shortfall(old, _no_orders(), customers, AS_OF)
     strangers = customers.assign(customer_id=customers["customer_id"] + 10_000)
     assert training_data_shortfall(engagement, _no_orders(), strangers, AS_OF).startswith("0 email sends")
+    # the store stopped emailing before the tuning's held-out window: no opens to score there
+    stopped = engagement.assign(sessions=1)
+    late = stopped["hour_utc"] >= AS_OF - pd.Timedelta(days=56)
+    stopped.loc[late, ["sends", "opens"]] = 0
+    reason = training_data_shortfall(stopped, _no_orders(), customers, AS_OF)
+    assert reason.startswith("244 email sends of known customers before 2024-05-06, 0 from then to 2024-06-03 and 0 ")
+    assert reason.endswith("each later window needs sends to score opens on")
+    # a store that starts emailing in the test window is scored on its sessions before that: fine
+    started = engagement.assign(sessions=1)
+    started.loc[started["hour_utc"] < AS_OF - pd.Timedelta(days=28), ["sends", "opens"]] = 0
+    assert training_data_shortfall(started, _no_orders(), customers, AS_OF) is None
 
 
 def test_prior_recommendations_need_no_history(synthetic):
@@ -509,32 +549,49 @@ def test_family_shortfall_reads_the_nightly_window(hand_store):
     engagement, customers = hand_store
     frames = {"engagement_by_hour": engagement, "orders": _no_orders(), "customers": customers}
     assert FAMILY.shortfall(frames, AS_OF.date(), RunParams()) is None
-    # a window no longer than the held-out days leaves nothing to fit on
-    reason = FAMILY.shortfall(frames, AS_OF.date(), RunParams(lookback_days=28))
-    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-06-03 and ")
+    # a window no longer than the tuning's and the test's held-out days leaves nothing to fit on
+    reason = FAMILY.shortfall(frames, AS_OF.date(), RunParams(lookback_days=56))
+    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-05-06, ")
     assert send_time_config(RunParams(send_quiet_start=4, send_quiet_end=4, seed=9)) == SendTimeConfig(quiet_hours=None,
                                                                                                      random_state=9)
 
 
-def test_family_trains_a_model_whose_example_predicts_and_evaluates_its_spec(synthetic):
+FAMILY_PARAMS = RunParams(n_trials=3, seed=4)
+
+
+@pytest.fixture(scope="module")
+def family_run(synthetic):
+    """The family trained on the synthetic store: its data, the Trained and the (number, value) of
+    every tuning trial."""
+    store, engagement, run_ts = synthetic
+    data = FAMILY.training_data(_frames(store, engagement), run_ts.date(), FAMILY_PARAMS)
+    trials = []
+    trained = FAMILY.train(data, FAMILY_PARAMS, [lambda study, trial: trials.append((trial.number, trial.value))])
+    return data, trained, trials
+
+
+def test_family_trains_a_model_whose_example_predicts_and_evaluates_its_spec(family_run):
     from mlflow.models import infer_signature
 
     from ml import plots
 
-    store, engagement, run_ts = synthetic
-    params = RunParams(n_trials=2, seed=4)
-    data = FAMILY.training_data(_frames(store, engagement), run_ts.date(), params)
-    seen = []
-    trained = FAMILY.train(data, params, [lambda study, trial: seen.append(trial.number)])
+    data, trained, trials = family_run
+    metric = FAMILY.metric
     assert FAMILY.name == "send_time" and FAMILY.model_name == MODEL_NAME == "revopt_send_time"
-    assert seen == [0, 1] and trained.spec["family"] == "send_time" and np.isfinite(trained.value)
+    assert [number for number, _ in trials] == [0, 1, 2] and trained.spec["family"] == "send_time"
     spec = json.loads(json.dumps(trained.spec))
-    assert SendTimeConfig(**spec["config"]) == trained.model.config and trained.model.as_of == run_ts.date().isoformat()
-    assert FAMILY.evaluate(data, spec, params) == pytest.approx(trained.value)
-    assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, params) is None
-    assert FAMILY.evaluate(data, {"family": "send_time", "config": {"no_such_field": 1}}, params) is None
-    assert trained.metrics["backtest_objective"] == trained.value and "backtest_log_loss" in trained.metrics
+    assert SendTimeConfig(**spec["config"]) == trained.model.config and trained.model.as_of == data.run_date.isoformat()
+    assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, FAMILY_PARAMS) is None
+    assert FAMILY.evaluate(data, {"family": "send_time", "config": {"no_such_field": 1}}, FAMILY_PARAMS) is None
+    # tuning's numbers are backtest_*, the test window's test_* (the same log loss the gate computes)
+    assert metric.name == "log_loss" and not metric.higher_is_better and metric.relative_margin
+    assert np.isfinite(trained.test.value(metric)) and trained.metrics["test_log_loss"] == trained.test.value(metric)
+    assert trained.metrics["baseline_log_loss"] == trained.baseline.value(metric)
+    assert trained.metrics["test_log_loss"] < trained.metrics["test_log_loss_global"]
+    assert {"backtest_objective", "backtest_log_loss", "test_lift_near_best", "test_sends"} <= set(trained.metrics)
+    assert trained.metrics["test_sends"] == trained.test.y[:, 0].sum()
     assert trained.params["quiet_hours"] == "(23, 6)" and "seed" not in trained.params  # the runner logs the seed
+    assert trained.params["test_start"] == "2024-12-03"
     assert set(trained.tables) == {"send_time_priors.json"} and set(trained.figures) == {"send_times.png"}
     assert trained.example["customer_id"].nunique() == 5 and set(trained.example["source"]) <= {"customers", "engagement_by_hour", "orders"}
     output = trained.model.predict(None, trained.example, trained.predict_params)
@@ -543,6 +600,86 @@ def test_family_trains_a_model_whose_example_predicts_and_evaluates_its_spec(syn
     for values in trained.checks.values():
         assert np.isfinite(values.to_numpy(dtype="float64")).all()
     plots.close(trained.figures["send_times.png"])
+
+
+def test_the_test_rows_are_the_last_28_days_of_sends_grouped_by_customer(synthetic, family_run):
+    store, engagement, run_ts = synthetic
+    _, trained, _ = family_run
+    test = trained.test
+    assert test.window == "sends in [2024-12-03, 2024-12-31), customers' curves fitted on the history before 2024-12-03"
+    inside = engagement[(engagement["hour_utc"] >= run_ts - pd.Timedelta(days=28)) & (engagement["sends"] > 0)]
+    assert test.n == len(inside) and test.y[:, 0].sum() == inside["sends"].sum() and test.y[:, 1].sum() == inside["opens"].sum()
+    assert sorted(test.groups.tolist()) == sorted(inside["customer_id"].tolist())
+    assert np.array_equal(trained.baseline.y, test.y) and np.array_equal(trained.baseline.groups, test.groups)
+
+
+def test_tuning_never_sees_the_test_window(synthetic, family_run):
+    """Every send of the test window opened: tuning (its trials, its choice, its backtest numbers)
+    and the test models fitted before the window are unchanged; only the test outcomes move."""
+    store, engagement, run_ts = synthetic
+    data, trained, trials = family_run
+    inside = engagement["hour_utc"] >= run_ts - pd.Timedelta(days=28)
+    opened = engagement.assign(opens=engagement["opens"].where(~inside, engagement["sends"]))
+    changed_data = FAMILY.training_data(_frames(store, opened), run_ts.date(), FAMILY_PARAMS)
+    changed_trials = []
+    changed = FAMILY.train(changed_data, FAMILY_PARAMS, [lambda study, trial: changed_trials.append((trial.number, trial.value))])
+    assert changed_trials == trials and changed.spec == trained.spec
+    backtest = {key: value for key, value in trained.metrics.items() if key.startswith("backtest_")}
+    assert {key: changed.metrics[key] for key in backtest} == backtest
+    np.testing.assert_array_equal(changed.test.predicted, trained.test.predicted)
+    np.testing.assert_array_equal(changed.baseline.predicted, trained.baseline.predicted)
+    assert changed.test.value(FAMILY.metric) > 5 * trained.test.value(FAMILY.metric)  # the outcomes did change
+
+
+def test_evaluate_refits_a_spec_exactly_as_the_candidates_test_model(family_run):
+    data, trained, _ = family_run
+    again = FAMILY.evaluate(data, json.loads(json.dumps(trained.spec)), FAMILY_PARAMS)
+    np.testing.assert_array_equal(again.y, trained.test.y)
+    np.testing.assert_array_equal(again.predicted, trained.test.predicted)
+    np.testing.assert_array_equal(again.groups, trained.test.groups)
+    # the run's test window, whatever holdout_days the champion's configuration carries
+    older = {"family": "send_time", "config": {**trained.spec["config"], "holdout_days": 14}}
+    shifted = FAMILY.evaluate(data, older, FAMILY_PARAMS)
+    np.testing.assert_array_equal(shifted.y, trained.test.y)
+    np.testing.assert_array_equal(shifted.predicted, trained.test.predicted)
+
+
+def test_a_config_without_personal_hours_loses_to_the_tuned_one_on_the_test_window(family_run):
+    """Customers in the synthetic store have their own best hours: a champion that ignores them
+    (prior_strength 1e6: every curve is the customer's level x the segment's) is beaten on the test
+    window, significantly, and the gate promotes the candidate over it."""
+    data, trained, _ = family_run
+    worse = dataclasses.replace(trained.model.config, prior_strength=1e6)
+    champion = FAMILY.evaluate(data, config_spec("send_time", worse), FAMILY_PARAMS)
+    comparison = compare(trained.test, champion, FAMILY.metric)
+    assert comparison.gain > 0 and comparison.p_value < 0.05
+    decision = decide(model_name=MODEL_NAME, candidate_version="2", metric=FAMILY.metric, candidate=trained.test,
+                      baseline=trained.baseline, champion_version="1", champion=champion, margin=0.005)
+    assert decision.promoted, decision.reason
+
+
+def test_the_no_hour_preference_baseline_loses_to_the_trained_model(synthetic, family_run):
+    _, engagement, _ = synthetic
+    _, trained, _ = family_run
+    baseline = trained.baseline
+    assert baseline.name == "no-hour-preference baseline"
+    # one rate per customer, whatever the hour
+    assert (pd.Series(baseline.predicted).groupby(baseline.groups).nunique() == 1).all()
+    comparison = compare(trained.test, baseline, FAMILY.metric)
+    assert comparison.significant(0.05), comparison.describe(FAMILY.metric.name)
+    decision = decide(model_name=MODEL_NAME, candidate_version="1", metric=FAMILY.metric, candidate=trained.test,
+                      baseline=baseline, champion_version=None, champion=None, margin=0.005)
+    assert decision.promoted and decision.baseline == "no-hour-preference baseline"
+
+
+def test_log_loss_is_the_backtests_and_recomputes_from_rows():
+    y = np.array([[2.0, 1.0], [1.0, 0.0], [3.0, 3.0]])
+    p = np.array([0.5, 0.2, 0.9])
+    expected = -(np.log(0.5) + np.log(0.5) + np.log(0.8) + 3 * np.log(0.9)) / 6
+    assert log_loss(y, p) == pytest.approx(expected)
+    assert log_loss(y[[0, 0, 2]], p[[0, 0, 2]]) == pytest.approx(-(4 * np.log(0.5) + 3 * np.log(0.9)) / 7)
+    with pytest.raises(ValueError, match="without sends"):
+        log_loss(np.zeros((2, 2)), np.full(2, 0.5))
 
 
 def test_send_time_figure_draws_priors_and_recommended_hours(synthetic):

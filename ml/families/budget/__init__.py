@@ -8,10 +8,11 @@ Verbs, all pure (frames in, new objects out):
 - :func:`fit_media_model` (:mod:`.estimator`) - per paid channel an adstock decay, a Hill
   saturation curve and an effect size, a baseline (trend, weekday, yearly Fourier terms) and
   bootstrap intervals (:class:`MediaFit`); the least-squares problems are in :mod:`.least_squares`;
-- :func:`media_backtest` (fit before the last ``holdout_weeks`` weeks, score them),
+- :func:`held_out_weeks` / :func:`media_backtest` (fit before the last ``holdout_weeks`` weeks, the
+  **test window**, and score them), :func:`no_response_baseline` (the naive baseline there),
   :func:`media_crossval` (interleaved held-out weeks) and :func:`media_search_space` /
-  :func:`tune_media_model` (:func:`ml.tuning.search` over the fit's hyperparameters on held-out
-  weeks) (:mod:`.backtest`);
+  :func:`tune_media_model` (:func:`ml.tuning.search` over the fit's hyperparameters on interleaved
+  held-out weeks of the days before the test window) (:mod:`.backtest`);
 - :func:`allocate_budget` / :func:`allocate_spend` (:mod:`.optimiser`) - the daily spend per channel
   that maximises the modelled steady-state revenue under :class:`BudgetConstraints`, with the
   reason it moved (or not);
@@ -61,8 +62,20 @@ to tell the slope from the half saturation), ``beta_c ~ N(0, 1)``. Residuals are
 first-pass estimate of their sd, so ``regularisation = 1`` is a MAP under those priors.
 ``decay`` / ``slope`` / ``half_saturation_spend`` can be fixed per channel (``fixed_parameters``),
 e.g. from a lift test. :func:`tune_media_model` tunes the prior strength, the trend's smoothing
-and the Fourier order with Optuna on held-out weeks, and keeps the given config unless a trial is
-significantly better there.
+and the Fourier order with Optuna on interleaved held-out weeks of the days before the test window,
+and keeps the given config unless a trial is significantly better there.
+
+Evaluation
+----------
+The history splits three ways in time. The **test window** is its last ``holdout_weeks`` weeks
+(8): tuning, and its choice between trials, only ever see the days before it. The chosen config is
+fitted on those days and predicts the test window's daily target revenue from its actual spend
+(``Trained.test``); the champion's config is fitted and scored the same way (``evaluate``); the
+naive baseline, "the current split" (revenue that does not respond to spend: the last four
+pre-test weeks' mean daily revenue times the weekday profile, :func:`no_response_baseline`), is
+scored on the same days. The gate's metric is the daily MAPE there (:data:`MAPE`), compared by a
+paired bootstrap over whole weeks. The published model is then fitted on the whole history, test
+window included.
 
 Revenue from ``exclude_channels`` (default ``email``) is left out of the total target: owned
 campaigns that are not in the spend table make large day-to-day spikes that would otherwise be
@@ -104,18 +117,25 @@ are scipy's (``lfilter``, ``least_squares``, ``minimize``) and Optuna's.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.media import current_spend, daily_spend, media_history, paid_channels
 from ml.families.budget.backtest import (
+    MAPE,
     MIN_TRAINING_DAYS,
+    HeldOut,
+    before_test_window,
+    held_out_weeks,
     media_backtest,
     media_crossval,
     media_search_space,
+    no_response_baseline,
     training_data_shortfall,
     tune_media_model,
 )
@@ -129,19 +149,21 @@ from ml.families.budget.optimiser import (
     allocate_spend,
     response_curves,
 )
-from ml.family import Frames, Metric, Trained, config_from_spec, config_spec
+from ml.evaluation import Evaluation
+from ml.family import Frames, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
 __all__ = [
-    "ALLOCATION_COLUMNS", "BINDING", "FAMILY", "MIN_TRAINING_DAYS", "MODEL_NAME", "OUTCOMES", "TARGETS",
-    "BudgetAllocation", "BudgetConstraints", "BudgetFamily", "BudgetModel", "MediaConfig", "MediaData", "MediaFit",
-    "allocate_budget", "allocate_spend", "allocation_rows", "budget_constraints", "constraint_params", "current_spend",
-    "daily_spend", "fit_from_curves", "fit_media_model", "media_backtest", "media_config", "media_crossval",
-    "media_history", "media_search_space", "paid_channels", "response_curves", "training_data_shortfall",
-    "tune_media_model",
+    "ALLOCATION_COLUMNS", "BINDING", "FAMILY", "MAPE", "MIN_TRAINING_DAYS", "MODEL_NAME", "OUTCOMES", "TARGETS",
+    "BudgetAllocation", "BudgetConstraints", "BudgetFamily", "BudgetModel", "HeldOut", "MediaConfig", "MediaData",
+    "MediaFit", "allocate_budget", "allocate_spend", "allocation_rows", "before_test_window", "budget_constraints",
+    "constraint_params", "current_spend", "daily_spend", "fit_from_curves", "fit_media_model", "held_out_weeks",
+    "media_backtest", "media_config", "media_crossval", "media_history", "media_search_space", "no_response_baseline",
+    "paid_channels", "response_curves", "training_data_shortfall", "tune_media_model",
 ]
 
+logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_budget_allocation"
 _DATASETS = ("marketing_spend", "orders")
@@ -166,22 +188,29 @@ def media_config(frames: Frames, params: RunParams) -> MediaConfig:
 
 @dataclass(frozen=True)
 class MediaData:
-    """What training and the gate read: the media history of the run's window, the store's config."""
+    """What training and the gate read: the media history of the run's window, the store's config
+    (whose ``holdout_weeks`` is the test window: the last weeks of ``history``)."""
 
     history: pd.DataFrame
     config: MediaConfig
     run_date: dt.date
 
+    @property
+    def test_weeks(self) -> int:
+        return self.config.holdout_weeks
+
 
 class BudgetFamily:
-    """The budget family (:class:`ml.family.Family`): the media model tuned on held-out weeks, gated on
-    the last weeks' MAPE of daily revenue, and its optimiser as the nightly output."""
+    """The budget family (:class:`ml.family.Family`): the media model tuned on interleaved held-out
+    weeks before the test window, gated on the test window's daily MAPE (the last ``holdout_weeks``
+    weeks, against the no-spend-response baseline and the champion's config fitted on the same
+    days), and its optimiser as the nightly output."""
 
     name = "budget"
     model_name = MODEL_NAME
     training_datasets = _DATASETS
     nightly_datasets = _DATASETS
-    metric = Metric("holdout_mape", higher_is_better=False, relative_margin=True)
+    metric = MAPE
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """No (or too little) marketing spend, no completed orders, or no paid channel that can be fitted
@@ -194,8 +223,11 @@ class BudgetFamily:
         return MediaData(history=history, config=media_config(frames, params), run_date=run_date)
 
     def train(self, data: MediaData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        """Tune on interleaved held-out weeks, score the chosen config on the last weeks (the gate's
-        metric), fit it with intervals and allocate the run's budget with it."""
+        """Tune on interleaved held-out weeks of the days before the test window
+        (:func:`media_search_space` never sees it); fit the chosen config on those days and score it,
+        and the no-spend-response baseline, on the test window (the gate's evaluations); then fit the
+        published model, with intervals, on the whole history, test window included, and allocate the
+        run's budget with it."""
         from ml.families.budget.figures import response_curves_figure  # matplotlib only when training
 
         history, run_date = data.history, data.run_date
@@ -205,23 +237,30 @@ class BudgetFamily:
         config = tuned.config
         spec = config_spec(self.name, config)
         config_json = spec["config"]
-        backtest = media_backtest(history, config)
+        held_out = held_out_weeks(history, config, data.test_weeks)
+        test = held_out.evaluation("candidate")
+        baseline = no_response_baseline(history, data.config, data.test_weeks)
         fit = fit_media_model(history, config)
         allocation = allocate_budget(fit, history, constraints)
         table = allocation.table
         model = BudgetModel(fit, constraints)
+        validation = {"valid_mape": tuned.value, "valid_default_mape": tuned.default_value,
+                      "valid_paired_t": tuned.metrics.get("paired_t", np.nan)}
         return Trained(
             model=model,
             spec=spec,
-            value=backtest["mape"],
+            test=test,
+            baseline=baseline,
             example=daily_spend(history.iloc[-constraints.current_window_days:]),
             predict_params=constraint_params(constraints),
             # the runner logs run_date, n_trials, timeout_seconds, seed (= the config's random_state), promotion_margin
             params={"lookback_days": params.lookback_days, "history_days": len(history),
                     "channels": ",".join(paid_channels(history)), "target": data.config.target,
-                    "holdout_weeks": data.config.holdout_weeks,
+                    "test_weeks": data.test_weeks, "test_window": test.window,
                     **{f"best_{key}": value for key, value in config_json.items() if key in _LOGGED_CONFIG}},
-            metrics={**{f"holdout_{key}": value for key, value in backtest.items()},
+            metrics={**{f"test_{key}": value for key, value in held_out.scores().items()},
+                     f"baseline_{self.metric.name}": baseline.value(self.metric),
+                     **{key: float(value) for key, value in validation.items() if np.isfinite(value)},
                      **{key: float(value) for key, value in fit.params.items() if isinstance(value, (int, float))}},
             figures={"response_curves.png": response_curves_figure(fit, allocation,
                                                                          f"response curves as of {run_date}")},
@@ -233,13 +272,26 @@ class BudgetFamily:
                     table.loc[table["binding_constraint"] != "excluded", "expected_revenue_recommended"]},
         )
 
-    def evaluate(self, data: MediaData, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        """The held-out MAPE of the last weeks with the champion's config (from its spec), or None when
-        this version cannot rebuild it."""
+    def evaluate(self, data: MediaData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        """The champion's config (from its spec) fitted on the days before the test window and scored on
+        it, exactly as ``train`` scores the candidate; None when this version cannot rebuild the spec,
+        when it cannot be fitted on these days, or when it models another target (other test
+        outcomes: e.g. total revenue where the store now attributes orders)."""
         config = config_from_spec(self.name, spec, MediaConfig)
         if config is None:
             return None
-        return float(media_backtest(data.history, config)["mape"])
+        try:
+            held_out = held_out_weeks(data.history, config, data.test_weeks)
+        except ValueError as exc:
+            logger.warning("budget: the champion's config cannot be fitted before the test window (%s)", exc)
+            return None
+        evaluation = held_out.evaluation("champion")
+        reference = no_response_baseline(data.history, data.config, data.test_weeks)
+        if not np.array_equal(evaluation.y, reference.y):
+            logger.warning("budget: the champion's config models other outcomes (target %r, this store's %r); it "
+                           "cannot be compared on this test window", config.target, data.config.target)
+            return None
+        return evaluation
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
         """Tonight's daily spend per paid channel over the run's window, long (:func:`daily_spend`)."""

@@ -1,15 +1,27 @@
-"""Held-out scores of the media model and its hyperparameter search (:mod:`ml.families.budget`).
+"""The test window, held-out scores of the media model and its hyperparameter search
+(:mod:`ml.families.budget`).
 
-- :func:`media_backtest` fits before the last ``holdout_weeks`` weeks and scores them (the gate's
-  metric, ``mape``); :func:`media_crossval` scores interleaved held-out weeks (the tuning objective);
-- :func:`media_search_space` is the search :func:`ml.tuning.search` runs: the prior strength, the
-  trend's smoothing and the yearly Fourier order, scored by the held-out daily MAPE, and a choice
-  rule that keeps the given config unless the best trial beats it *significantly* (a paired t
-  statistic of the daily absolute percentage errors of at least ``min_t``); held-out revenue is
-  dominated by the baseline, and trials that win by noise moved allocations away from the truth in
-  the benchmark (``docs/budget.md``). :func:`tune_media_model` runs it;
+The history splits three ways in time. The **test window** is its last ``holdout_weeks`` weeks
+(:func:`before_test_window` is everything else): no selection step sees it. Selection (every
+Optuna trial and the choice rule) scores interleaved held-out weeks of the days *before* it; the
+chosen config is then fitted on those days and scored on the test window, and so are the
+champion's config and the naive baseline, on the same rows.
+
+- :func:`held_out_weeks` fits before the last weeks and predicts them (:class:`HeldOut`: its
+  scores, :func:`media_backtest`, and its :class:`ml.evaluation.Evaluation`, the gate's);
+  :func:`no_response_baseline` is the family's naive baseline there ("the current split": revenue
+  that does not respond to spend); :data:`MAPE` is the gate's metric, the daily MAPE of the target
+  revenue, with the test window's weeks as the bootstrap's groups;
+- :func:`media_crossval` scores interleaved held-out weeks (the tuning objective);
+- :func:`media_search_space` is the search :func:`ml.tuning.search` runs, on the days before the
+  test window only: the prior strength, the trend's smoothing and the yearly Fourier order, scored
+  by the held-out daily MAPE, and a choice rule that keeps the given config unless the best trial
+  beats it *significantly* (a paired t statistic of the daily absolute percentage errors of at
+  least ``min_t``); held-out revenue is dominated by the baseline, and trials that win by noise
+  moved allocations away from the truth in the benchmark (``docs/budget.md``).
+  :func:`tune_media_model` runs it;
 - :func:`training_data_shortfall` says why a store cannot train the model (too little spend for
-  the fit and the held-out weeks, no paid channel that can be fitted).
+  the fit and the test window, no paid channel that can be fitted).
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +49,7 @@ from ml.families.budget.estimator import (
     one_blas_thread,
 )
 from ml.families.budget.least_squares import _target
+from ml.evaluation import Evaluation, Metric
 from ml.gate import beats, is_finite
 from ml.tuning import Budget, Callback, Scored, SearchSpace, Tuned, search
 
@@ -43,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 HOLDOUTS: tuple[str, ...] = ("interleaved", "last")
 
-#: days a media model fits on at least (the backtest holds out ``MediaConfig.holdout_weeks`` more)
+#: days a media model fits on at least (before the test window of ``MediaConfig.holdout_weeks`` weeks)
 MIN_TRAINING_DAYS = 56
 
 
@@ -51,10 +65,9 @@ def training_data_shortfall(spend: pd.DataFrame, orders: pd.DataFrame, run_date:
                             config: MediaConfig | None = None) -> str | None:
     """Why the store cannot train the media model as of ``run_date`` (None when it can): no
     marketing spend in the ``lookback_days`` before it (nothing to allocate), fewer days of spend
-    than the backtest needs (:data:`MIN_TRAINING_DAYS` plus the held-out weeks), no spend or no
-    completed order in that window, or no paid channel with enough spend days (and attributed
-    orders, for ``target="attributed"``) before the held-out weeks. The reason names the run date
-    and tables."""
+    than the model needs (:data:`MIN_TRAINING_DAYS` plus the test window), no spend or no completed
+    order in that window, or no paid channel with enough spend days (and attributed orders, for
+    ``target="attributed"``) before the test window. The reason names the run date and tables."""
     config = config or MediaConfig()
     run = pd.Timestamp(run_date).normalize()
     since = run - pd.Timedelta(days=lookback_days)
@@ -65,7 +78,7 @@ def training_data_shortfall(spend: pd.DataFrame, orders: pd.DataFrame, run_date:
     days, needed = (run - first).days, MIN_TRAINING_DAYS + 7 * config.holdout_weeks
     if days < needed:
         return (f"only {days} days of marketing spend before {run.date()} (from {first.date()}): the media model needs "
-                f"{needed} ({MIN_TRAINING_DAYS} to fit, {config.holdout_weeks} weeks held out) (shop.marketing_spend)")
+                f"{needed} ({MIN_TRAINING_DAYS} to fit, then {config.holdout_weeks} weeks to test on) (shop.marketing_spend)")
     if not (window["spend"] > 0).any():
         return f"every channel spent 0 in the {days} days before {run.date()} (shop.marketing_spend)"
     stamps = orders.loc[orders["status"] == "completed", "order_ts"]
@@ -76,63 +89,145 @@ def training_data_shortfall(spend: pd.DataFrame, orders: pd.DataFrame, run_date:
     training = history.iloc[: len(history) - 7 * config.holdout_weeks]
     channels, excluded = _fitted_channels(training, config)
     if not channels:
-        return (f"no paid channel can be fitted on the {len(training)} days before the held-out weeks (run date "
+        return (f"no paid channel can be fitted on the {len(training)} days before the test window (run date "
                 f"{run.date()}): " + "; ".join(f"{c}: {why}" for c, why in excluded.items())
                 + " (shop.marketing_spend, shop.orders)")
     return None
 
 
-
-@one_blas_thread
-def media_backtest(history: pd.DataFrame, config: MediaConfig | None = None) -> dict[str, float]:
-    """Fit on the days before the last ``holdout_weeks`` weeks, predict the target on them.
-
-    The target is the revenue of the series the model fits (total revenue minus excluded channels,
-    or the paid channels' attributed revenue summed; with ``outcome="orders"`` the predicted
-    orders are valued at the training days' average order value). Predictions use the held-out days' actual spend (the
-    question is how revenue responds to spend, not what will be spent) and the baseline
-    extrapolated (trend continued, weekday and season from the calendar). Returns mape, rmse, r2
-    (daily), weekly_mape (7-day sums from the split), mape_no_media (the same fit with every
-    channel's contribution held at its training mean: what media variation adds), and
-    holdout_days. No bootstrap.
-    """
-    config = dataclasses.replace(config or MediaConfig(), n_bootstrap=0)
-    y, mu, flat = _backtest_predictions(history, config)
-    weeks = np.arange(len(y)) // 7
-    y_week, mu_week = np.bincount(weeks, y), np.bincount(weeks, mu)
-    return {
-        "mape": _mape(y, mu), "rmse": float(np.sqrt(np.mean((y - mu) ** 2))), "r2": _r2(y, mu),
-        "weekly_mape": _mape(y_week, mu_week), "mape_no_media": _mape(y, flat), "holdout_days": float(len(y)),
-    }
+def _mape_score(actual: np.ndarray, predicted: np.ndarray) -> float:
+    return _mape(np.asarray(actual, dtype="float64"), np.asarray(predicted, dtype="float64"))
 
 
-def _backtest_predictions(history: pd.DataFrame, config: MediaConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Actual and predicted target revenue on the last ``holdout_weeks`` weeks, and the prediction
-    with every channel's contribution held at its training mean."""
-    _check_history(history, config)
-    n_holdout = 7 * config.holdout_weeks
-    if len(history) - n_holdout < 56:
-        raise ValueError(f"history has {len(history)} days: too few for a {config.holdout_weeks}-week holdout and 56 training days")
-    train = history.iloc[: len(history) - n_holdout].reset_index(drop=True)
+MAPE = Metric("mape", higher_is_better=False, relative_margin=True, score=_mape_score)
+"""The gate's metric: the mean absolute percentage error of the daily target revenue on the test
+window (days without revenue left out), as :func:`media_backtest`'s ``mape``; the paired bootstrap
+resamples whole weeks (a week's days share the spend of its block and the baseline's errors)."""
+
+#: weeks of the pre-test days whose mean target revenue sets the naive baseline's level
+BASELINE_LEVEL_WEEKS = 4
+
+
+def _held_days(history: pd.DataFrame, weeks: int) -> int:
+    """Days in the test window: the last ``weeks`` weeks, provided :data:`MIN_TRAINING_DAYS` remain."""
+    n_test = 7 * weeks
+    if len(history) - n_test < MIN_TRAINING_DAYS:
+        raise ValueError(f"history has {len(history)} days: too few for a {weeks}-week holdout and "
+                         f"{MIN_TRAINING_DAYS} training days")
+    return n_test
+
+
+def before_test_window(history: pd.DataFrame, weeks: int) -> pd.DataFrame:
+    """The days before the test window (all but the last ``weeks`` weeks): everything selection and
+    the test-window fits may see."""
+    return history.iloc[: len(history) - _held_days(history, weeks)].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Actual and predicted target revenue on the last weeks of a history, from a fit on the days
+    before them: ``no_media`` is the same fit with every channel's contribution held at its training
+    mean (what media variation adds)."""
+
+    days: pd.DatetimeIndex
+    actual: np.ndarray
+    predicted: np.ndarray
+    no_media: np.ndarray
+    training_days: int
+
+    def scores(self) -> dict[str, float]:
+        """mape, rmse, r2 (daily), weekly_mape (7-day sums from the window's first day), mape_no_media
+        and days."""
+        y, mu = self.actual, self.predicted
+        weeks = np.arange(len(y)) // 7
+        y_week, mu_week = np.bincount(weeks, y), np.bincount(weeks, mu)
+        return {
+            "mape": _mape(y, mu), "rmse": float(np.sqrt(np.mean((y - mu) ** 2))), "r2": _r2(y, mu),
+            "weekly_mape": _mape(y_week, mu_week), "mape_no_media": _mape(y, self.no_media),
+            "days": float(len(y)),
+        }
+
+    def evaluation(self, name: str) -> Evaluation:
+        """These predictions as the gate reads them (:data:`MAPE`): one row per day, grouped by week."""
+        return Evaluation(name, self.actual, self.predicted, window=_window(self.days, self.training_days),
+                          groups=_week_labels(self.days))
+
+
+def _window(days: pd.DatetimeIndex, training_days: int) -> str:
+    return (f"daily revenue {days[0].date()} to {days[-1].date()} ({len(days) // 7} weeks; fitted on the "
+            f"{training_days} days before)")
+
+
+def _week_labels(days: pd.DatetimeIndex) -> np.ndarray:
+    """The first day of each row's week, weeks counted from the window's first day."""
+    first = days[(np.arange(len(days)) // 7) * 7]
+    return np.asarray(first.strftime("%Y-%m-%d"))
+
+
+def _actual_revenue(history: pd.DataFrame, config: MediaConfig, channels: Sequence[str]) -> np.ndarray:
+    """The target in revenue (the attributed channels' summed): what every held-out score compares with."""
+    actual = _target(history, config, channels, "revenue")
+    return actual.sum(axis=1) if actual.ndim == 2 else actual
+
+
+def _training_channels(train: pd.DataFrame, config: MediaConfig) -> list[str]:
     channels, _ = _fitted_channels(train, config)
     if not channels:
         raise ValueError("no paid channel can be fitted on the training days")
-    train_days = pd.DatetimeIndex(train["day"])
-    estimate = _estimate(train, config, channels, _baseline_for(train_days, config))
+    return channels
+
+
+@one_blas_thread
+def held_out_weeks(history: pd.DataFrame, config: MediaConfig | None = None, weeks: int | None = None) -> HeldOut:
+    """Fit on the days before the last ``weeks`` weeks (default ``config.holdout_weeks``), predict the
+    target on them. No bootstrap.
+
+    The target is the revenue of the series the model fits (total revenue minus excluded channels,
+    or the paid channels' attributed revenue summed; with ``outcome="orders"`` the predicted orders
+    are valued at the training days' average order value). Predictions use the held-out days'
+    actual spend (the question is how revenue responds to spend, not what will be spent) and the
+    baseline extrapolated (trend held flat, weekday and season from the calendar).
+    """
+    config = dataclasses.replace(config or MediaConfig(), n_bootstrap=0)
+    _check_history(history, config)
+    n_held = _held_days(history, config.holdout_weeks if weeks is None else weeks)
+    train = history.iloc[: len(history) - n_held].reset_index(drop=True)
+    channels = _training_channels(train, config)
+    estimate = _estimate(train, config, channels, _baseline_for(pd.DatetimeIndex(train["day"]), config))
     days = pd.DatetimeIndex(history["day"])
-    spend = history[[SPEND_PREFIX + c for c in channels]].to_numpy(dtype=float)
-    pred = _predict(estimate, config, days, spend)
-    actual = _target(history, config, channels, "revenue")
-    actual = actual.sum(axis=1) if actual.ndim == 2 else actual
+    pred = _predict(estimate, config, days, history[[SPEND_PREFIX + c for c in channels]].to_numpy(dtype=float))
     held = slice(len(train), None)
-    y, mu = actual[held], pred.target[held]
+    y, mu = _actual_revenue(history, config, channels)[held], pred.target[held]
     mean_contribution = pred.contribution[: len(train)].mean(axis=0)
     if config.target == "total":
         # the baseline times the training-mean lift
         flat = pred.baseline[held] * (1.0 + (mean_contribution / pred.baseline[: len(train)].mean()).sum())
     else:
         flat = np.full(len(y), mean_contribution.sum())
-    return y, mu, flat
+    return HeldOut(days[held], y, mu, flat, len(train))
+
+
+def media_backtest(history: pd.DataFrame, config: MediaConfig | None = None) -> dict[str, float]:
+    """:func:`held_out_weeks`' scores (:meth:`HeldOut.scores`) on the last ``holdout_weeks`` weeks."""
+    return held_out_weeks(history, config).scores()
+
+
+def no_response_baseline(history: pd.DataFrame, config: MediaConfig, weeks: int | None = None) -> Evaluation:
+    """The family's naive baseline on the last ``weeks`` weeks (default ``config.holdout_weeks``):
+    "the current split", i.e. revenue that does not respond to spend changes. From the days before
+    the window only: the mean daily target revenue of their last :data:`BASELINE_LEVEL_WEEKS` weeks
+    (the current level), times each weekday's mean over all of them relative to their mean (the
+    weekday profile the model fits too). Same rows, outcomes and groups as :meth:`HeldOut.evaluation`."""
+    n_held = _held_days(history, config.holdout_weeks if weeks is None else weeks)
+    n_train = len(history) - n_held
+    actual = _actual_revenue(history, config, _training_channels(history.iloc[:n_train], config))
+    days = pd.DatetimeIndex(history["day"])
+    before, weekday = actual[:n_train], days.dayofweek.to_numpy()
+    profile = pd.Series(before).groupby(weekday[:n_train]).mean() / before.mean()
+    level = before[-7 * BASELINE_LEVEL_WEEKS:].mean()
+    predicted = level * profile.reindex(range(7)).fillna(1.0).to_numpy()[weekday[n_train:]]
+    return Evaluation("no-spend-response baseline", actual[n_train:], predicted,
+                      window=_window(days[n_train:], n_train), groups=_week_labels(days[n_train:]))
 
 
 @one_blas_thread
@@ -188,7 +283,8 @@ def _held_out_errors(history: pd.DataFrame, config: MediaConfig, holdout: str) -
     if holdout == "interleaved":
         actual, predicted = _crossval_predictions(history, config)
     else:
-        actual, predicted, _ = _backtest_predictions(history, config)
+        held = held_out_weeks(history, config)
+        actual, predicted = held.actual, held.predicted
     ok = actual > 0
     return np.abs(predicted[ok] - actual[ok]) / actual[ok]
 
@@ -207,7 +303,10 @@ def media_search_space(history: pd.DataFrame, config: MediaConfig | None = None,
                        min_t: float = 2.0) -> SearchSpace[MediaConfig]:
     """The media model's search for :func:`ml.tuning.search`, minimising the held-out daily MAPE
     (``mape``) of :func:`media_crossval` (``holdout="interleaved"``, the default) or of
-    :func:`media_backtest` (``holdout="last"``).
+    :func:`media_backtest` (``holdout="last"``) on the days of ``history`` *before its test window*
+    (:func:`before_test_window`, the last ``config.holdout_weeks`` weeks): no trial, and not the
+    choice between them, sees the test window's revenue, so the test-window score of the chosen
+    config (:func:`held_out_weeks`, the gate's) is not the best of many tries on it.
 
     ``config`` (the default, scored first) is kept unless the best trial beats it with a paired t
     statistic of at least ``min_t`` on the same held-out days (every trial's ``paired_t`` against
@@ -218,11 +317,12 @@ def media_search_space(history: pd.DataFrame, config: MediaConfig | None = None,
     config = config or MediaConfig()
     if holdout not in HOLDOUTS:
         raise ValueError(f"holdout must be 'interleaved' or 'last', got {holdout!r}")
+    selection = before_test_window(history, config.holdout_weeks)
     default_errors: list[np.ndarray] = []  # the default's, scored before any trial
 
     @one_blas_thread
     def score(candidate: MediaConfig) -> Scored[MediaConfig]:
-        errors = _held_out_errors(history, candidate, holdout)
+        errors = _held_out_errors(selection, candidate, holdout)
         metrics = {"mape": float(errors.mean())}
         if candidate is config:
             default_errors[:] = [errors]
@@ -260,9 +360,10 @@ def tune_media_model(
     holdout: str = "interleaved",
     min_t: float = 2.0,
 ) -> Tuned[MediaConfig]:
-    """:func:`ml.tuning.search` over :func:`media_search_space`, seeded with ``config.random_state``:
-    the config to use (``config``, kept unless a trial is significantly better), its held-out MAPE
-    (``value``) and the given config's (``default_value``).
+    """:func:`ml.tuning.search` over :func:`media_search_space` (on the days before the test window),
+    seeded with ``config.random_state``: the config to use (``config``, kept unless a trial is
+    significantly better), its held-out MAPE (``value``, a validation number, not a test one) and the
+    given config's (``default_value``).
 
     Searches the prior strength (``regularisation``), the trend's smoothing and the yearly
     Fourier order (the knot spacing stays the given config's); the adstock, slope and half

@@ -72,7 +72,8 @@ class MediaConfig:
     - ``min_spend_days``: a paid channel needs this many days with spend to be fitted;
     - ``recent_days``: the last days of the history that set the revenue scale of the response
       curves (the season the recommendation is for);
-    - ``holdout_weeks``: the backtest's held-out weeks; ``interval``: the bands' coverage;
+    - ``holdout_weeks``: the test window, the history's last weeks (no tuning sees them; the gate
+      scores them); ``interval``: the bands' coverage;
       ``n_bootstrap``: bootstrap refits (0: no intervals, bands collapse to the estimate);
       ``n_starts``: starting points of the nonlinear fit.
     """

@@ -1,6 +1,9 @@
 """Customer lifetime value over a horizon: completed spend in the next H days.
 
-Two candidates compete on the same time-based holdout, with the verbs every family shares:
+Two candidates compete, three ways in time like every customer family
+(:func:`features.customer.evaluation_cutoffs`): selection on the customers of the fit cutoff ``D - 2H``
+only (split into training and validation customers), the gate and every reported ``test_*`` metric on
+the test window ``[D - H, D)``, which no selection step has seen. The verbs:
 
 - **training set as of a cutoff**: features from data before cutoff C (:func:`features.customer.
   customer_features`), label = completed spend in ``[C, C + H)`` (:func:`clv_label`);
@@ -8,13 +11,18 @@ Two candidates compete on the same time-based holdout, with the verbs every fami
   their value, from pymc-marketing, fitted by MAP. It is unsupervised: it needs only the features
   at a cutoff, never labels;
 - **GBM** (:func:`tune_gbm`, :func:`fit_gbm`): LightGBM on :data:`FEATURE_COLUMNS` predicting the
-  horizon spend, tuned with Optuna on cutoff ``D - 2H`` and validated on cutoff ``D - H`` whose
-  labels end exactly at the run date D;
-- **select** (:func:`select_clv_model`): both are scored on the validation labels
-  (:func:`evaluate_clv`); the lower holdout RMSE (``ClvConfig.selection_metric``) wins, ties go to
-  BTYD as the simpler model;
+  horizon spend, tuned with Optuna on the fit cutoff's training customers with early stopping on its
+  validation customers;
+- **select** (:func:`select_clv_model`): both are scored on the validation customers
+  (:func:`evaluate_clv`); the better ``ClvConfig.selection_metric`` (RMSE by default, or Spearman
+  rank correlation: the run param ``clv_selection_metric``) wins, ties go to BTYD as the simpler model;
+- **test** (:func:`predict_test_window`): the winner refitted on all the fit cutoff's customers (BTYD:
+  fitted on the test cutoff's own history, which needs no labels) predicts the test window; the
+  gate compares its RMSE (paired bootstrap) with "repeat last period" (each customer's spend in the
+  horizon before the test cutoff) and with the champion's spec refitted the same way;
 - **fit** the winner for scoring (:func:`fit_final_clv_model`) as a :class:`ClvModel`, an MLflow
-  pyfunc that predicts expected spend over H from a features frame.
+  pyfunc that predicts expected spend over H from a features frame: the GBM refitted on the latest
+  labelled cutoff ``D - H``, BTYD on the run date's history.
 
 BTYD conventions (pymc-marketing, time unit = days, see :func:`btyd_inputs`): ``frequency`` is the
 number of *repeat* purchases, ``recency`` the age of the customer at the last purchase, ``T`` the
@@ -48,10 +56,12 @@ import numpy as np
 import pandas as pd
 
 from features.customer import (
-    FEATURE_COLUMNS, LabelledSet, clv_label, features_at, holdout_cutoffs, population, spend_set,
+    FEATURE_COLUMNS, LabelledSet, clv_label, describe_test_window, evaluation_cutoffs, features_at, population,
+    selection_split, spend_set,
 )
 from ml import plots
-from ml.family import Frames, Metric, Trained, require_finite
+from ml.evaluation import Evaluation, Metric, rmse
+from ml.family import Frames, Trained, require_finite
 from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
     btyd_inputs, fit_btyd,
@@ -67,7 +77,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_customer_clv"
 CANDIDATES: tuple[str, ...] = (BTYD, GBM)
-SELECTION_METRICS: tuple[str, ...] = ("mae", "rmse")  # lower is better for both
+#: Metrics that can pick the winner, and whether higher is better.
+SELECTION_METRICS: dict[str, bool] = {"mae": False, "rmse": False, "spearman": True}
 
 
 @dataclass(frozen=True)
@@ -104,22 +115,22 @@ class ClvSelection:
 def training_data_shortfall(customers: pd.DataFrame, orders: pd.DataFrame, run_date: Any, horizon_days: int,
                             lookback_days: int | None = None) -> str | None:
     """Why the store cannot train the CLV candidates as of ``run_date`` (None when it can): BTYD is
-    fitted on the customers of the validation cutoff ``D - H`` and needs :data:`MIN_BTYD_CUSTOMERS`
-    buyers and as many repeat buyers with positive spend in the ``lookback_days`` before it; the GBM
-    needs some spend in the ``horizon_days`` after each cutoff. Counts come from the customers and
-    completed orders alone, so the nightly run can ask the same question. The reason names the
-    cutoff, run date and tables."""
-    train_cutoff, valid_cutoff = holdout_cutoffs(run_date, horizon_days)
-    since = valid_cutoff - pd.Timedelta(days=lookback_days) if lookback_days is not None else orders["order_ts"].min()
-    past = orders[(orders["status"] == "completed") & (orders["order_ts"] < valid_cutoff) & (orders["order_ts"] >= since)
-                  & orders["customer_id"].isin(population(customers, valid_cutoff))]
-    per_customer = past.groupby("customer_id")["order_value"].agg(["size", "sum"])
-    buyers, repeaters = len(per_customer), int(((per_customer["size"] > 1) & (per_customer["sum"] > 0)).sum())
-    if min(buyers, repeaters) < MIN_BTYD_CUSTOMERS:
-        return (f"{buyers} buyers and {repeaters} repeat buyers before the CLV validation cutoff {valid_cutoff.date()} "
-                f"(run date {pd.Timestamp(run_date).date()}): too few for the BTYD model (needs >= {MIN_BTYD_CUSTOMERS} "
-                "of each; shop.customers / shop.orders)")
-    for role, cutoff in (("training", train_cutoff), ("validation", valid_cutoff)):
+    fitted on the customers of the fit cutoff ``D - 2H`` (selection) and of the test cutoff ``D - H``
+    and needs :data:`MIN_BTYD_CUSTOMERS` buyers and as many repeat buyers with positive spend in the
+    ``lookback_days`` before each; the GBM needs some spend in the ``horizon_days`` after each cutoff.
+    Counts come from the customers and completed orders alone, so the nightly run can ask the same
+    question. The reason names the cutoff, run date and tables."""
+    fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, horizon_days)
+    for role, cutoff in (("fit", fit_cutoff), ("test", test_cutoff)):
+        since = cutoff - pd.Timedelta(days=lookback_days) if lookback_days is not None else orders["order_ts"].min()
+        past = orders[(orders["status"] == "completed") & (orders["order_ts"] < cutoff) & (orders["order_ts"] >= since)
+                      & orders["customer_id"].isin(population(customers, cutoff))]
+        per_customer = past.groupby("customer_id")["order_value"].agg(["size", "sum"])
+        buyers, repeaters = len(per_customer), int(((per_customer["size"] > 1) & (per_customer["sum"] > 0)).sum())
+        if min(buyers, repeaters) < MIN_BTYD_CUSTOMERS:
+            return (f"{buyers} buyers and {repeaters} repeat buyers before the CLV {role} cutoff {cutoff.date()} "
+                    f"(run date {pd.Timestamp(run_date).date()}, horizon {horizon_days} days): too few for the BTYD "
+                    f"model (needs >= {MIN_BTYD_CUSTOMERS} of each; shop.customers / shop.orders)")
         if not (clv_label(population(customers, cutoff), orders, cutoff, horizon_days) > 0).any():
             return (f"no customer of the CLV {role} cutoff {cutoff.date()} spent in the {horizon_days} days after it "
                     f"(run date {pd.Timestamp(run_date).date()}): nothing to learn (shop.orders)")
@@ -136,15 +147,17 @@ def select_clv_model(
     valid_label: pd.Series,
     config: ClvConfig,
     callbacks: Sequence[Callback] = (),
+    btyd_features: pd.DataFrame | None = None,
 ) -> ClvSelection:
-    """Fit both candidates and pick the one with the lower validation ``config.selection_metric``
-    (RMSE by default); the GBM must be strictly lower, so ties go to BTYD, the simpler model. A
+    """Fit both candidates and pick the one with the better validation ``config.selection_metric``
+    (RMSE by default); the GBM must be strictly better, so ties go to BTYD, the simpler model. A
     non-finite metric (a candidate predicting NaN or inf) loses to a finite one.
 
-    BTYD is fitted on ``valid_features`` alone (it needs no labels and must see the most recent
-    history); the GBM is tuned on ``train_features`` / ``train_label`` with early stopping on the
-    validation set. Both are then scored on ``valid_label``. The GBM's validation metrics are
-    slightly optimistic, since the same labels chose its hyperparameters and round count.
+    BTYD is fitted on ``btyd_features`` (default ``valid_features``; it needs no labels, so all the
+    customers of the cutoff) and predicts the validation customers; the GBM is tuned on
+    ``train_features`` / ``train_label`` with early stopping on the validation set. Both are then scored
+    on ``valid_label``. These validation metrics choose; they are not the model's test numbers (the
+    same labels chose the GBM's hyperparameters and round count).
     ``callbacks`` go to Optuna's ``study.optimize`` (e.g. one logging nested MLflow runs).
 
     Features are indexed by customer id (:func:`training_set`) or carry a ``customer_id`` column
@@ -156,7 +169,7 @@ def select_clv_model(
     predictions, specs, seconds = {}, {}, {}
 
     started = time.perf_counter()
-    btyd_params = fit_btyd(valid_features)
+    btyd_params = fit_btyd(valid_features if btyd_features is None else btyd_features)
     predictions[BTYD] = btyd_expected_spend(btyd_params, valid_features, config.horizon_days)
     specs[BTYD] = candidate_spec(BTYD, config, btyd_params=btyd_params)
     seconds[BTYD] = time.perf_counter() - started
@@ -176,8 +189,9 @@ def select_clv_model(
 
     metrics = {name: evaluate_clv(y_valid, predicted) for name, predicted in predictions.items()}
     metric = config.selection_metric
-    # a non-finite holdout metric loses (a NaN compares False, so plain "<" would hand BTYD the win)
-    winner = GBM if beats(metrics[GBM][metric], metrics[BTYD][metric], higher_is_better=False) else BTYD
+    # a non-finite validation metric loses (a NaN compares False, so plain "<" would hand BTYD the win)
+    winner = GBM if beats(metrics[GBM][metric], metrics[BTYD][metric],
+                          higher_is_better=SELECTION_METRICS[metric]) else BTYD
     logger.info(
         "CLV selection on %d validation customers by %s: BTYD %.3f, GBM %.3f -> %s",
         len(y_valid), metric, metrics[BTYD][metric], metrics[GBM][metric], winner,
@@ -214,21 +228,24 @@ def candidate_spec(
     return spec
 
 
-def holdout_predictions(
-    spec: dict[str, Any],
-    train_features: pd.DataFrame,
-    train_label: pd.Series,
-    valid_features: pd.DataFrame,
-    config: ClvConfig,
-) -> np.ndarray:
-    """Refit a specification as :func:`select_clv_model` would and predict the validation cutoff:
-    for a champion / challenger gate on the same holdout."""
+def predict_test_window(spec: Mapping[str, Any], fit: LabelledSet, test_features: pd.DataFrame,
+                     config: ClvConfig) -> np.ndarray:
+    """A specification fitted as the test window's model and its predictions for the test customers:
+    the GBM refitted on all the fit cutoff's customers; BTYD fitted on the test customers' own history
+    (before the test cutoff: it needs no labels). The candidate and a champion are fitted the same way."""
     if spec["model"] == BTYD:
-        return btyd_expected_spend(fit_btyd(valid_features), valid_features, config.horizon_days)
+        return btyd_expected_spend(fit_btyd(test_features), test_features, config.horizon_days)
     if spec["model"] == GBM:
-        booster = fit_gbm(train_features, train_label, spec["params"], int(spec["num_rounds"]), config.random_state)
-        return booster.predict(feature_matrix(valid_features))
+        booster = fit_gbm(fit.X, fit.y, dict(spec["params"]), int(spec["num_rounds"]), config.random_state)
+        return booster.predict(feature_matrix(test_features))
     raise ValueError(f"unknown CLV candidate {spec['model']!r}; expected one of {CANDIDATES}")
+
+
+def last_period_spend(customer_ids: pd.Index, orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> np.ndarray:
+    """The "repeat last period" baseline: each customer's completed spend in the ``horizon_days`` before
+    ``cutoff``, as the forecast of the ``horizon_days`` after it."""
+    start = cutoff - pd.Timedelta(days=horizon_days)
+    return clv_label(customer_ids, orders, start, horizon_days).to_numpy()
 
 
 def fit_final_clv_model(
@@ -260,12 +277,17 @@ def fit_final_clv_model(
 class ClvData:
     run_date: dt.date
     config: ClvConfig
-    train: LabelledSet
-    valid: LabelledSet
+    fit: LabelledSet  # selection and the test window's model
+    test: LabelledSet  # the test window
     features_now: pd.DataFrame  # features as of the run date: BTYD's final fit
-    # BTYD refitted on the validation cutoff is the same model whoever asks (no labels, no
-    # hyperparameters): the candidate's predictions are kept for a BTYD champion's gate.
-    btyd_valid_predictions: np.ndarray | None = None
+    baseline: np.ndarray  # "repeat last period" for the test customers
+    # BTYD fitted on the test customers' history is the same model whoever asks (no labels, no
+    # hyperparameters): the candidate's test predictions are kept for a BTYD champion's gate.
+    btyd_test_predictions: np.ndarray | None = None
+
+    @property
+    def window(self) -> str:
+        return describe_test_window(self.fit, self.test, self.config.horizon_days)
 
 
 @dataclass(frozen=True)
@@ -274,13 +296,15 @@ class ClvFamily:
     model_name: str = MODEL_NAME
     training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
-    # the gate compares holdout ``selection_metric`` (lower is better); the margin is a share of the champion's error
-    metric: Metric = Metric("rmse", higher_is_better=False, relative_margin=True)
+    # the gate compares test-window RMSE (lower is better; paired bootstrap over customers); the margin
+    # is a share of the champion's error
+    metric: Metric = Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse)
 
     @staticmethod
     def config(params: RunParams) -> ClvConfig:
         return ClvConfig(horizon_days=params.clv_horizon_days, n_trials=params.n_trials,
-                         timeout_seconds=params.tuning_timeout_seconds, random_state=params.seed)
+                         timeout_seconds=params.tuning_timeout_seconds, random_state=params.seed,
+                         selection_metric=params.clv_selection_metric)
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         return training_data_shortfall(frames["customers"], frames["orders"], run_date, params.clv_horizon_days,
@@ -288,49 +312,60 @@ class ClvFamily:
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> ClvData:
         config = self.config(params)
-        train_cutoff, valid_cutoff = holdout_cutoffs(run_date, config.horizon_days)
+        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, config.horizon_days)
+        test = spend_set(frames, test_cutoff, config.horizon_days, params.lookback_days)
         return ClvData(
             run_date, config,
-            spend_set(frames, train_cutoff, config.horizon_days, params.lookback_days),
-            spend_set(frames, valid_cutoff, config.horizon_days, params.lookback_days),
+            spend_set(frames, fit_cutoff, config.horizon_days, params.lookback_days), test,
             features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
+            last_period_spend(test.X.index, frames["orders"], test_cutoff, config.horizon_days),
         )
 
     def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        """Select between BTYD and GBM on the holdout (:func:`select_clv_model`), refit the winner for
-        scoring (:func:`fit_final_clv_model`)."""
-        config, train, valid, run_date = data.config, data.train, data.valid, data.run_date
+        """Select between BTYD and GBM on the fit cutoff's customers (:func:`select_clv_model`), test the
+        winner on the test window (:func:`predict_test_window`), refit it for scoring
+        (:func:`fit_final_clv_model`)."""
+        config, fit, test, run_date = data.config, data.fit, data.test, data.run_date
         metric = config.selection_metric
-        selection = select_clv_model(train.X, train.y, valid.X, valid.y, config, callbacks=callbacks)
-        data.btyd_valid_predictions = selection.validation_predictions[BTYD].to_numpy()
-        logger.info("clv holdout: %s wins by %s; %s", selection.winner, metric, selection.metrics)
-        require_finite(self.name, self.model_name, run_date, f"holdout predictions of the winner ({selection.winner})",
-                       selection.validation_predictions[selection.winner])
-        final = fit_final_clv_model(selection, valid.X, valid.y, config, btyd_fit_features=data.features_now)
+        train, valid = selection_split(fit, config.random_state)
+        selection = select_clv_model(train.X, train.y, valid.X, valid.y, config, callbacks=callbacks,
+                                     btyd_features=fit.X)
+        logger.info("clv selection: %s wins by %s; %s", selection.winner, metric, selection.metrics)
+        predicted = predict_test_window(selection.spec, fit, test.X, config)
+        require_finite(self.name, self.model_name, run_date, f"test-window predictions of the winner ({selection.winner})",
+                       predicted)
+        if selection.winner == BTYD:
+            data.btyd_test_predictions = predicted
+        test_metrics = evaluate_clv(test.y, predicted)
+        baseline = Evaluation("repeat-last-period baseline", test.y.to_numpy(), data.baseline, data.window)
+        final = fit_final_clv_model(selection, test.X, test.y, config, btyd_fit_features=data.features_now)
         return Trained(
             model=final,
             spec=selection.spec,
-            value=selection.metrics[selection.winner][metric],
-            example=valid.X.head(5),
+            test=Evaluation("candidate", test.y.to_numpy(), predicted, data.window),
+            baseline=baseline,
+            example=test.X.head(5),
             params={"horizon_days": config.horizon_days, "selection_metric": metric,
-                    "train_cutoff": train.cutoff.date().isoformat(), "valid_cutoff": valid.cutoff.date().isoformat(),
-                    "n_train": len(train.y), "n_valid": len(valid.y), "winner": selection.winner},
-            metrics={**{f"holdout_{candidate}_{key}": value for candidate, values in selection.metrics.items()
+                    "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
+                    "n_fit": len(fit.y), "n_selection_train": len(train.y), "n_selection_valid": len(valid.y),
+                    "n_test": len(test.y), "winner": selection.winner, "baseline": "repeat last period"},
+            metrics={**{f"valid_{candidate}_{key}": value for candidate, values in selection.metrics.items()
                         for key, value in values.items()},
-                     **{f"holdout_{key}": value for key, value in selection.metrics[selection.winner].items()}},
-            figures=self._figures(selection, valid, final),
+                     **{f"test_{key}": value for key, value in test_metrics.items()},
+                     **{f"baseline_{key}": value for key, value in evaluate_clv(test.y, data.baseline).items()}},
+            figures=self._figures(selection, test, predicted, final),
             checks={f"predictions of the final {selection.winner} model on the run date's customers":
                     final.predict(None, data.features_now)},
         )
 
-    def evaluate(self, data: ClvData, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        if spec.get("features") != list(data.valid.X.columns) or spec.get("horizon_days") != data.config.horizon_days:
+    def evaluate(self, data: ClvData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        if spec.get("features") != list(data.test.X.columns) or spec.get("horizon_days") != data.config.horizon_days:
             return None
-        if spec.get("model") == BTYD and data.btyd_valid_predictions is not None:
-            predicted = data.btyd_valid_predictions
+        if spec.get("model") == BTYD and data.btyd_test_predictions is not None:
+            predicted = data.btyd_test_predictions
         else:
-            predicted = holdout_predictions(dict(spec), data.train.X, data.train.y, data.valid.X, data.config)
-        return evaluate_clv(data.valid.y, predicted)[data.config.selection_metric]
+            predicted = predict_test_window(spec, data.fit, data.test.X, data.config)
+        return Evaluation("champion", data.test.y.to_numpy(), predicted, data.window)
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
         return frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
@@ -339,17 +374,17 @@ class ClvFamily:
         return {}
 
     @staticmethod
-    def _figures(selection: ClvSelection, valid: LabelledSet, final: ClvModel) -> dict[str, Any]:
+    def _figures(selection: ClvSelection, test: LabelledSet, predicted: np.ndarray, final: ClvModel) -> dict[str, Any]:
         figures = {
             "predicted_vs_actual.png": plots.predicted_vs_actual_figure(
-                valid.y, {name: series.to_numpy() for name, series in selection.validation_predictions.items()},
-                f"CLV holdout at {valid.cutoff.date()} (winner: {selection.winner})",
+                test.y, {selection.winner: predicted},
+                f"CLV test window from {test.cutoff.date()} (winner: {selection.winner})",
             )
         }
-        contributions = final.contributions(valid.X)
+        contributions = final.contributions(test.X)
         if contributions is not None:
             figures["feature_importance.png"] = plots.feature_importance_figure(
-                contributions.abs().mean(), "clv: mean |contribution| on holdout (log spend)")
+                contributions.abs().mean(), "clv: mean |contribution| on the test window (log spend)")
         return figures
 
 
@@ -360,6 +395,7 @@ __all__ = [
     "BTYD", "CANDIDATES", "FAMILY", "GBM", "MIN_BTYD_CUSTOMERS", "MODEL_NAME", "SELECTION_METRICS", "BtydParams",
     "ClvConfig", "ClvData", "ClvFamily", "ClvModel", "ClvSelection", "btyd_expected_order_value",
     "btyd_expected_purchases", "btyd_expected_spend", "btyd_inputs", "candidate_spec", "evaluate_clv", "fit_btyd",
-    "fit_final_clv_model", "fit_gbm", "holdout_predictions", "select_clv_model", "training_data_shortfall",
+    "fit_final_clv_model", "fit_gbm", "last_period_spend", "select_clv_model", "predict_test_window",
+    "training_data_shortfall",
     "tune_gbm", "value_tier",
 ]

@@ -58,23 +58,46 @@ class Backtest:
 
 def training_data_shortfall(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
                             config: SendTimeConfig | None = None) -> str | None:
-    """Why the store cannot train the send-time model as of ``as_of`` (None when it can): tuning
-    compares configurations on a backtest that fits on the evidence (email sends, sessions, orders
-    of known customers) before ``as_of - holdout_days`` and scores the evidence after, so it needs
-    some of both. The reason names the dates and tables."""
+    """Why the store cannot train the send-time model as of ``as_of`` (None when it can). Training
+    splits the evidence (email sends, sessions, orders of known customers) before ``as_of`` three
+    ways in time: tuning fits before ``as_of - 2 x holdout_days`` and scores the ``holdout_days``
+    after, and the last ``holdout_days`` before ``as_of`` are the test window the gate scores; each
+    needs some evidence, and each window from the first with email sends on needs email sends (opens
+    to score). The reason names the dates and tables."""
     config = config or SendTimeConfig()
     as_of = _as_of(as_of)
-    split = as_of - pd.Timedelta(days=config.holdout_days)
+    test_start = holdout_start(as_of, config)
+    split = holdout_start(test_start, config)
     known = customers["customer_id"]
-    evidence = engagement[((engagement["sends"] > 0) | (engagement["sessions"] > 0)) & engagement["customer_id"].isin(known)]
+    engagement = engagement[engagement["customer_id"].isin(known)]
+    evidence = engagement[(engagement["sends"] > 0) | (engagement["sessions"] > 0)]
     instants = pd.concat([evidence["hour_utc"], orders.loc[orders["customer_id"].isin(known), "order_ts"]])
-    instants = instants[instants < as_of]
-    before, after = int((instants < split).sum()), int((instants >= split).sum())
-    if before and after:
-        return None
-    return (f"{before} email sends / sessions / orders of known customers before {split.date()} and {after} from then "
-            f"to {as_of.date()}: the send-time backtest fits on the first and scores the last {config.holdout_days} "
-            "days, it needs both (engagement_by_hour from the events, shop.orders, shop.customers)")
+    sends = engagement.loc[engagement["sends"] > 0, "hour_utc"]
+
+    def counts(times: pd.Series) -> list[int]:
+        times = times[times < as_of]
+        return [int((times < split).sum()), int(((times >= split) & (times < test_start)).sum()), int((times >= test_start).sum())]
+
+    windows = (f"before {split.date()}", f"from then to {test_start.date()}", f"from then to {as_of.date()}")
+    what = (f"tuning fits on the first window and scores the second, the gate tests on the last {config.holdout_days} "
+            "days (engagement_by_hour from the events, shop.orders, shop.customers)")
+    found = counts(instants)
+    if not all(found):
+        return (f"{found[0]} email sends / sessions / orders of known customers {windows[0]}, {found[1]} {windows[1]} "
+                f"and {found[2]} {windows[2]}: {what}; each needs some")
+    sent = counts(sends)
+    first = next((i for i, n in enumerate(sent) if n), None)
+    if first is not None and not all(sent[first:]):
+        return (f"{sent[0]} email sends of known customers {windows[0]}, {sent[1]} {windows[1]} and {sent[2]} "
+                f"{windows[2]}: {what}; once the store sends email, each later window needs sends to score opens on")
+    return None
+
+
+def holdout_start(as_of: Any, config: SendTimeConfig) -> pd.Timestamp:
+    """``as_of - holdout_days``: where the held-out window of a backtest as of ``as_of`` starts. A
+    training run as of its run date tests on ``[holdout_start(run date), run date)`` and tunes on the
+    backtest as of ``holdout_start(run date)``, which fits and scores only before the test window."""
+    return _as_of(as_of) - pd.Timedelta(days=config.holdout_days)
 
 
 def prepare_backtest(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
@@ -82,7 +105,7 @@ def prepare_backtest(engagement: pd.DataFrame, orders: pd.DataFrame, customers: 
     """The evidence before ``as_of`` prepared once for every configuration scored on it (those that
     share ``config``'s segments, holdout, folds and seed)."""
     as_of = _as_of(as_of)
-    split = as_of - pd.Timedelta(days=config.holdout_days)
+    split = holdout_start(as_of, config)
     prepared = _prepare(engagement, orders, customers, as_of, config)
     rows = prepared.rows
     before = rows.instant < split.value
@@ -161,20 +184,86 @@ def _policy_value(backtest: Backtest, config: SendTimeConfig) -> dict[str, float
             "policy_sends": float(rows.sends[at_best].sum())}
 
 
-def _bernoulli_log_loss(sends: np.ndarray, opens: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, _MIN_RATE, _MAX_RATE)
-    return float(-(opens * np.log(p) + (sends - opens) * np.log1p(-p)).sum() / sends.sum())
+def log_loss(y: np.ndarray, predicted: np.ndarray) -> float:
+    """The backtest's (and the gate's) ``log_loss`` from per-row arrays: ``y`` (rows, 2) = [trials,
+    successes] and ``predicted`` the probability of a success, ``-sum(k log p + (n - k) log(1 - p)) /
+    sum(n)``. With email data a row is the sends of one customer and UTC hour and their opens (the mean
+    Bernoulli log loss per send); without, its sessions / orders counted as trials and successes
+    alike with ``p`` the customer's activity share at that hour (the mean categorical log loss per
+    event over 24 hours). Raises ValueError on rows without trials (nothing to score)."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1, 2)
+    n, k = y[:, 0], y[:, 1]
+    if not n.sum() > 0:
+        raise ValueError("log loss of rows without sends or activity")
+    p = np.clip(np.asarray(predicted, dtype=np.float64), _MIN_RATE, _MAX_RATE)
+    return float(-(k * np.log(p) + (n - k) * np.log1p(-p)).sum() / n.sum())
+
+
+def _uses_email(backtest: Backtest) -> bool:
+    """Whether the backtest's fit sees email sends (else its curves are activity shares)."""
+    return bool(backtest.train.sends.sum() > 0)
+
+
+def held_out_rows(backtest: Backtest) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out rows :func:`log_loss` scores, as ``(y, customer_id)``: ``y`` (rows, 2) = [sends,
+    opens] of the held-out rows with sends when the fit sees email data, else [activity, activity] of
+    those with activity; one customer id per row. The same for every configuration of the backtest."""
+    h = backtest.holdout
+    if _uses_email(backtest):
+        rows = h.sends > 0
+        y = np.column_stack([h.sends[rows], h.opens[rows]])
+    else:
+        rows = h.activity > 0
+        y = np.column_stack([h.activity[rows], h.activity[rows]])
+    return y.astype(np.float64), backtest.prepared.people.customer_id[h.customer[rows]]
+
+
+def held_out_predictions(backtest: Backtest, config: SendTimeConfig) -> np.ndarray:
+    """``config``'s curves fitted on the backtest's training rows, read at each row of
+    :func:`held_out_rows` (its customer, local hour and day type): an open probability, or an activity
+    share without email data."""
+    _, curves = _backtest_fit(backtest, config)
+    return _at_held_out(backtest, config, curves)[_held_out_mask(backtest)]
+
+
+def no_hour_preference(backtest: Backtest, level_strength: float) -> np.ndarray:
+    """The naive baseline at each row of :func:`held_out_rows`: no hour preference, i.e. the same rate
+    at every hour ("send at the default hour" knows nothing better). With email data the customer's open
+    rate before the held-out window shrunk towards the store's mean rate (the model's customer level
+    with a flat segment curve: ``mean x (opens_i + level_strength) / (mean x sends_i + level_strength)``);
+    without, the flat activity share 1/24."""
+    customer = backtest.holdout.customer[_held_out_mask(backtest)]
+    if not _uses_email(backtest):
+        return np.full(len(customer), 1.0 / HOURS)
+    train, n_customers = backtest.train, len(backtest.prepared.people.customer_id)
+    sends = np.bincount(train.customer, weights=train.sends, minlength=n_customers)
+    opens = np.bincount(train.customer, weights=train.opens, minlength=n_customers)
+    mean = opens.sum() / sends.sum()
+    rate = mean * (opens + level_strength) / (mean * sends + level_strength)
+    return np.clip(rate[customer], _MIN_RATE, _MAX_RATE)
+
+
+def _held_out_mask(backtest: Backtest) -> np.ndarray:
+    h = backtest.holdout
+    return h.sends > 0 if _uses_email(backtest) else h.activity > 0
+
+
+def _at_held_out(backtest: Backtest, config: SendTimeConfig, curves: _Curves) -> np.ndarray:
+    """The curves at every held-out row's customer, day type and local hour."""
+    h = backtest.holdout
+    day = h.weekend.astype(np.int64) if config.by_day_type else np.zeros(len(h.customer), dtype=np.int64)
+    return curves.curves[h.customer, day, h.hour.astype(np.int64)].astype(np.float64)
 
 
 def _score(backtest: Backtest, config: SendTimeConfig, policy: bool = True) -> dict[str, float]:
     """The backtest's scores; the policy value (``policy_*``, ``K`` fits) only when ``policy`` is True
     or the config's objective needs it."""
     priors, curves = _backtest_fit(backtest, config)
-    uses_email = bool(backtest.train.sends.sum() > 0)
+    uses_email = _uses_email(backtest)
     h = backtest.holdout
     day = h.weekend.astype(np.int64) if config.by_day_type else np.zeros(len(h.customer), dtype=np.int64)
     hour = h.hour.astype(np.int64)
-    predicted = curves.curves[h.customer, day, hour].astype(np.float64)
+    predicted = _at_held_out(backtest, config, curves)
     segment = backtest.prepared.segment[h.customer]
     allowed = _allowed_hours(config, priors.supported)
     best, _ = _best_hours(curves.curves, config, allowed)
@@ -188,12 +277,13 @@ def _score(backtest: Backtest, config: SendTimeConfig, policy: bool = True) -> d
                              f"{backtest.as_of}) has none: lengthen holdout_days")
         e = h.sends > 0
         n, k = h.sends[e], h.opens[e]
+        y = np.column_stack([n, k])
         rate = k.sum() / n.sum()
         scores = {
-            "log_loss": _bernoulli_log_loss(n, k, predicted[e]),
-            "log_loss_global": _bernoulli_log_loss(n, k, global_any[hour[e]]),
-            "log_loss_prior": _bernoulli_log_loss(n, k, curves.level[h.customer[e]] * priors.open_rate[segment[e], _ANY, hour[e]]),
-            "log_loss_flat": _bernoulli_log_loss(n, k, np.full(len(n), priors.mean_open_rate)),
+            "log_loss": log_loss(y, predicted[e]),
+            "log_loss_global": log_loss(y, global_any[hour[e]]),
+            "log_loss_prior": log_loss(y, curves.level[h.customer[e]] * priors.open_rate[segment[e], _ANY, hour[e]]),
+            "log_loss_flat": log_loss(y, np.full(len(n), priors.mean_open_rate)),
             # held-out sends are those the store happened to send; where the hour was randomised (an A/B
             # test, as in the synthetic store) these are unbiased estimates of a policy's open rate
             "lift_near_best": float(k[near_best[e]].sum() / max(n[near_best[e]].sum(), 1.0) / rate) if rate > 0 else float("nan"),
@@ -206,7 +296,7 @@ def _score(backtest: Backtest, config: SendTimeConfig, policy: bool = True) -> d
         a = h.activity > 0
         weight = h.activity[a]
         scores = {
-            "log_loss": float(-(weight * np.log(np.maximum(predicted[a], _MIN_RATE))).sum() / weight.sum()),
+            "log_loss": log_loss(np.column_stack([weight, weight]), predicted[a]),
             "log_loss_global": float(-(weight * np.log(global_any[hour[a]])).sum() / weight.sum()),
             "log_loss_flat": float(np.log(HOURS)),
             "share_near_best": float(weight[near_best[a]].sum() / weight.sum()),
@@ -223,6 +313,13 @@ def _score(backtest: Backtest, config: SendTimeConfig, policy: bool = True) -> d
     # lower is better either way: held-out open rate / policy open rate, or the log loss
     scores["objective"] = 1.0 / max(scores["policy_lift"], _MIN_RATE) if objective == "policy" else scores["log_loss"]
     return scores
+
+
+def held_out_scores(backtest: Backtest, config: SendTimeConfig) -> dict[str, float]:
+    """``config``'s scores on the backtest's held-out rows only (:func:`send_time_backtest`'s keys but
+    the policy value, which is cross-fitted over every send before ``as_of``, held-out ones included);
+    ``objective`` is the log loss."""
+    return _score(backtest, dataclasses.replace(config, objective="log_loss"), policy=False)
 
 
 def send_time_backtest(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
@@ -352,7 +449,8 @@ def tune_send_time(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd
                    config: SendTimeConfig | None = None, n_trials: int = 30, timeout_seconds: float = 120.0,
                    callbacks: Sequence[Callback] = (), simplicity_margin: float = SIMPLICITY_MARGIN) -> Tuned[SendTimeConfig]:
     """Tune :class:`SendTimeConfig` on the backtest as of ``as_of`` (:func:`search_space`; the data
-    are prepared once for all trials, and ``config`` is scored too and kept unless beaten). The
+    are prepared once for all trials, and ``config`` is scored too and kept unless beaten; the family
+    tunes as of the start of its test window, :func:`holdout_start` of the run date). The
     result's ``value`` and ``default_value`` are the backtest ``objective`` of the chosen and the given
     config, its ``metrics`` the chosen config's full backtest. Seeded with ``config.random_state``;
     deterministic when bounded by ``n_trials`` rather than ``timeout_seconds``; ``callbacks`` get every

@@ -1,0 +1,136 @@
+"""The promotion gate on the customer families, end to end through BinaryFamily.train / evaluate and
+ml.gate.decide, on customers whose purchase probability is known: degraded candidates are rejected,
+a candidate with more signal is promoted, and the test window is the only thing the gate reads.
+
+Each scenario trains the way the runner does (``train`` on the candidate's data, ``evaluate`` of the
+champion's spec on the same data, ``decide``); the labelled sets are built directly so the labels,
+features and signal are under control."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.customer import FEATURE_COLUMNS, LabelledSet
+from ml import plots
+from ml.families.binary import BinaryData
+from ml.families.propensity import FAMILY
+from ml.gate import decide
+from ml.params import RunParams
+
+PARAMS = RunParams(n_trials=4, seed=5, backtest_origins=1)
+RUN_DATE = dt.date(2024, 6, 1)
+#: The two features that reveal purchase intent; sessions_30d is the strongest.
+INTENT = ("sessions_30d", "product_views_30d")
+
+
+def _customers(n: int, seed: int, cutoff: str) -> LabelledSet:
+    rng = np.random.default_rng(seed)
+    intent = rng.normal(0, 1, n)  # a latent purchase intent the engagement features reveal
+    X = pd.DataFrame({column: rng.poisson(2, n).astype("float64") for column in FEATURE_COLUMNS})
+    X["recency_days"] = rng.gamma(2.0, 30.0, n)
+    X["sessions_30d"] = rng.poisson(np.exp(1.0 + 0.8 * intent)).astype("float64")
+    X["product_views_30d"] = rng.poisson(np.exp(1.5 + 0.6 * intent)).astype("float64")
+    logit = -1.0 - 0.012 * X["recency_days"] + 1.3 * intent
+    y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int8"), name="label")
+    index = pd.Index(np.arange(n) + seed * 1_000_000, name="customer_id")
+    return LabelledSet(pd.Timestamp(cutoff, tz="UTC"), X.set_index(index), y.set_axis(index))
+
+
+@pytest.fixture(scope="module")
+def store() -> BinaryData:
+    return BinaryData(RUN_DATE, 30, _customers(2500, 1, "2024-04-02"), _customers(2500, 2, "2024-05-02"))
+
+
+@pytest.fixture(scope="module")
+def champion(store):
+    """The champion: trained on the store as it is."""
+    return _train(FAMILY, store)
+
+
+def _train(family, data: BinaryData):
+    trained = family.train(data, PARAMS, [])
+    for figure in trained.figures.values():
+        plots.close(figure)
+    return trained
+
+
+def _gate(family, data: BinaryData, champion_spec: dict | None):
+    trained = _train(family, data)
+    champion = None if champion_spec is None else FAMILY.evaluate(data, champion_spec, PARAMS)
+    return decide(model_name=FAMILY.model_name, candidate_version="2", metric=FAMILY.metric, candidate=trained.test,
+                  baseline=trained.baseline, champion_version=None if champion_spec is None else "1",
+                  champion=champion, margin=PARAMS.promotion_margin, alpha=PARAMS.promotion_alpha)
+
+
+def test_the_first_model_beats_recency_on_the_test_window(champion):
+    decision = decide(model_name=FAMILY.model_name, candidate_version="1", metric=FAMILY.metric, candidate=champion.test,
+                      baseline=champion.baseline, champion_version=None, champion=None, margin=0.0)
+    assert decision.promoted and decision.baseline_p_value < 0.001, decision.reason
+    assert champion.test.value(FAMILY.metric) > champion.baseline.value(FAMILY.metric) + 0.05
+
+
+def test_a_candidate_trained_on_shuffled_labels_is_rejected(store, champion):
+    fit = store.fit
+    shuffled = LabelledSet(fit.cutoff, fit.X, fit.y.sample(frac=1.0, random_state=0).set_axis(fit.y.index))
+    for champion_spec in (None, champion.spec):  # as the first model, and against the champion
+        decision = _gate(FAMILY, dataclasses.replace(store, fit=shuffled), champion_spec)
+        assert not decision.promoted and "below the quality floor" in decision.reason
+
+
+def test_a_candidate_trained_on_a_ten_percent_sample_is_rejected(store, champion):
+    fit = store.fit
+    sample = fit.X.sample(frac=0.1, random_state=1).index.sort_values()
+    small = dataclasses.replace(store, fit=LabelledSet(fit.cutoff, fit.X.loc[sample], fit.y.loc[sample]))
+    trained = _train(FAMILY, small)
+    # the champion's spec, fitted on all the fit cutoff's customers, scored on the same test rows
+    decision = decide(model_name=FAMILY.model_name, candidate_version="2", metric=FAMILY.metric,
+                      candidate=trained.test, baseline=trained.baseline, champion_version="1",
+                      champion=FAMILY.evaluate(store, champion.spec, PARAMS), margin=PARAMS.promotion_margin,
+                      alpha=PARAMS.promotion_alpha)
+    assert not decision.promoted and decision.difference < 0, decision.reason
+
+
+def test_a_candidate_without_its_strongest_features_is_rejected(store, champion):
+    weaker = dataclasses.replace(FAMILY, features=tuple(c for c in FEATURE_COLUMNS if c != "sessions_30d"))
+    decision = _gate(weaker, store, champion.spec)
+    # still above the floor (product views reveal some intent), but worse than the champion
+    assert not decision.promoted and decision.baseline_p_value < 0.05, decision.reason
+    assert decision.difference < 0 and decision.champion_value is not None, decision.reason
+
+
+def test_a_candidate_with_more_signal_is_promoted(store):
+    blind = dataclasses.replace(FAMILY, features=tuple(c for c in FEATURE_COLUMNS if c not in INTENT))
+    weak_champion = _train(blind, store)
+    decision = _gate(FAMILY, store, weak_champion.spec)
+    assert decision.promoted and decision.p_value < 0.05 and decision.ci_low > 0, decision.reason
+    assert decision.test_method == "delong" and decision.n_test == len(store.test.y)
+
+
+def test_selection_never_sees_the_test_window(store, champion):
+    """Whatever the test window's labels, the chosen spec and calibration method are the same; only the
+    test numbers (and the published calibrator, fitted there) change."""
+    test = store.test
+    flipped = dataclasses.replace(store, test=LabelledSet(test.cutoff, test.X, (1 - test.y).astype("int8")))
+    again = _train(FAMILY, flipped)
+    assert again.spec == champion.spec and again.params["calibration"] == champion.params["calibration"]
+    np.testing.assert_array_equal(again.test.predicted, champion.test.predicted)
+    assert again.test.value(FAMILY.metric) == pytest.approx(1 - champion.test.value(FAMILY.metric))
+
+
+def test_the_candidate_and_the_champion_are_fitted_the_same_way(store, champion):
+    """evaluate(candidate's own spec) reproduces the candidate's test predictions exactly."""
+    np.testing.assert_array_equal(FAMILY.evaluate(store, champion.spec, PARAMS).predicted, champion.test.predicted)
+
+
+def test_the_published_model_is_the_tested_one_calibrated_on_rows_it_did_not_train_on(store, champion):
+    published = champion.model.predict(None, store.test.X)
+    raw = champion.test.predicted
+    assert np.corrcoef(np.argsort(np.argsort(published)), np.argsort(np.argsort(raw)))[0, 1] > 0.99  # same ranking
+    assert champion.metrics["test_calibration_error"] < 0.05  # cross-fitted on the test window
+    assert abs(published.mean() - store.test.y.mean()) < 0.02  # calibrated to the test window's rate
+    assert "calibration.png" in champion.figures

@@ -1,0 +1,76 @@
+"""The paired comparisons of the gate (ml.evaluation): DeLong agrees with the bootstrap, intervals cover,
+rows must be the same, and correlated rows widen the interval when grouped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.evaluation import ROC_AUC, Evaluation, Metric, compare, rmse, roc_auc
+
+RNG = np.random.default_rng(11)
+N = 3000
+Y = RNG.integers(0, 2, N)
+A = Y + RNG.normal(0, 1.0, N)
+B = Y + RNG.normal(0, 1.3, N)
+
+
+def test_delong_agrees_with_the_paired_bootstrap():
+    delong = compare(Evaluation("a", Y, A), Evaluation("b", Y, B), ROC_AUC)
+    bootstrap = compare(Evaluation("a", Y, A), Evaluation("b", Y, B),
+                        Metric("roc_auc", higher_is_better=True, relative_margin=False, score=roc_auc), resamples=2000)
+    assert delong.test == "delong" and bootstrap.test == "bootstrap"
+    assert delong.gain == pytest.approx(bootstrap.gain) and delong.gain > 0
+    assert delong.low == pytest.approx(bootstrap.low, abs=0.006) and delong.high == pytest.approx(bootstrap.high, abs=0.006)
+    assert delong.p_value == pytest.approx(bootstrap.p_value, abs=0.01)
+
+
+def test_the_comparison_is_antisymmetric():
+    forward = compare(Evaluation("a", Y, A), Evaluation("b", Y, B), ROC_AUC)
+    backward = compare(Evaluation("b", Y, B), Evaluation("a", Y, A), ROC_AUC)
+    assert backward.gain == pytest.approx(-forward.gain)
+    assert backward.low == pytest.approx(-forward.high) and backward.p_value == pytest.approx(1 - forward.p_value)
+
+
+def test_the_interval_covers_the_true_difference_about_as_often_as_it_says():
+    """Over repeated test windows drawn from the same two models, the 95 % DeLong interval of the AUC
+    difference covers the difference measured on a very large window about 95 % of the time."""
+    def draw(n, rng):
+        y = rng.integers(0, 2, n)
+        return y, y + rng.normal(0, 1.0, n), y + rng.normal(0, 1.3, n)
+
+    y, a, b = draw(400_000, np.random.default_rng(0))
+    truth = roc_auc(y, a) - roc_auc(y, b)
+    rng = np.random.default_rng(1)
+    covered = [(c.low <= truth <= c.high) for c in (compare(Evaluation("a", y, a), Evaluation("b", y, b), ROC_AUC)
+                                                     for y, a, b in (draw(1000, rng) for _ in range(200)))]
+    assert 0.90 <= np.mean(covered) <= 0.99
+
+
+def test_models_scored_on_other_rows_cannot_be_compared():
+    with pytest.raises(ValueError, match="same test rows"):
+        compare(Evaluation("a", Y, A), Evaluation("b", Y[::-1], B), ROC_AUC)
+    with pytest.raises(ValueError, match="predictions for"):
+        Evaluation("a", Y, A[:-1])
+
+
+def test_grouped_rows_are_resampled_together():
+    """Rows that move together (one shock per group) carry less evidence than their count: the grouped
+    bootstrap's interval is wider than the row bootstrap's."""
+    groups = np.repeat(np.arange(30), 100)
+    truth = RNG.gamma(2.0, 10.0, len(groups))
+    shock = np.random.default_rng(3).normal(0, 6, 30)[groups]
+    good, bad = truth + shock + RNG.normal(0, 5, len(groups)), truth + RNG.normal(0, 6, len(groups))
+    metric = Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse)
+    rows = compare(Evaluation("a", truth, good), Evaluation("b", truth, bad), metric)
+    grouped = compare(Evaluation("a", truth, good, groups=groups), Evaluation("b", truth, bad), metric)
+    assert grouped.gain == rows.gain
+    assert (grouped.high - grouped.low) > 2 * (rows.high - rows.low)
+
+
+def test_a_non_finite_prediction_makes_the_value_nan():
+    broken = A.copy()
+    broken[5] = np.nan
+    assert np.isnan(Evaluation("a", Y, broken).value(ROC_AUC))
+    comparison = compare(Evaluation("a", Y, broken), Evaluation("b", Y, B), ROC_AUC)
+    assert np.isnan(comparison.p_value) and not comparison.significant(0.05)
