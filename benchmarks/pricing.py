@@ -38,13 +38,16 @@ import pandas as pd
 
 from features.demand import demand_history
 from ml.families.pricing import (
+    POISSON_DEVIANCE,
     ElasticityConfig,
     PricingGuardrails,
-    demand_backtest,
+    baseline_on_test_window,
     demand_search_space,
     estimate_elasticities,
+    evaluate_on_test_window,
     naive_loglog_ols,
     recommend_prices,
+    split_test_window,
 )
 from ml.tuning import Budget, search
 from revopt.sample_data.importer import default_uci_path
@@ -167,14 +170,14 @@ def run_synthetic(n_customers: int, days: int, seed: int, trials: int, dml: bool
 
     ours = scored("local_level", ElasticityConfig())
     t = time.perf_counter()
-    tuned = search(demand_search_space(panel, ElasticityConfig()), Budget(trials, 120, ElasticityConfig().random_state))
+    tuned = _tune_before_test_window(panel, trials)
     seconds["tune"] = time.perf_counter() - t
     tuned_products = scored("tuned", tuned.config)
-    result["tuning"] = {"level_sd": tuned.config.level_sd, "deviance": tuned.value, "default": tuned.default_value,
-                        **{k: v for k, v in demand_backtest(panel, ElasticityConfig()).items() if k.startswith("deviance_")}}
+    result["tuning"] = {"level_sd": tuned.config.level_sd, "valid": tuned.value, "valid_default": tuned.default_value,
+                        **_test_window_deviances(panel, tuned.config)}
     dml_products = scored("dml", ElasticityConfig(method="dml")) if dml else None
     if dml:
-        result["dml_backtest"] = demand_backtest(panel, ElasticityConfig(method="dml"))["deviance"]
+        result["dml_test"] = evaluate_on_test_window(panel, ElasticityConfig(method="dml"))[0].value(POISSON_DEVIANCE)
 
     e_true = truth.reindex(ours["product_id"]).to_numpy()
     oracle = ours.assign(elasticity=e_true, elasticity_low=e_true, elasticity_high=e_true, has_price_variation=True,
@@ -207,6 +210,22 @@ def run_synthetic(n_customers: int, days: int, seed: int, trials: int, dml: bool
     return result
 
 
+def _tune_before_test_window(panel: pd.DataFrame, trials: int):
+    """The family's search, as training runs it: on the panel before the test window only."""
+    before, _ = split_test_window(panel)
+    return search(demand_search_space(before, ElasticityConfig()), Budget(trials, 120, ElasticityConfig().random_state))
+
+
+def _test_window_deviances(panel: pd.DataFrame, tuned: ElasticityConfig) -> dict[str, float]:
+    """Test-window deviances (fitted on the days before it): the default config, the tuned one, the
+    tuned one without price response, and the no-price-response baseline."""
+    default = evaluate_on_test_window(panel, ElasticityConfig())[0]
+    chosen, no_price = evaluate_on_test_window(panel, tuned)
+    baseline = baseline_on_test_window(panel)
+    return {name: evaluation.value(POISSON_DEVIANCE) for name, evaluation in
+            {"default": default, "tuned": chosen, "no_price": no_price, "baseline": baseline}.items()}
+
+
 def print_synthetic(results: list[dict[str, object]]) -> None:
     print("\n### Elasticity recovery (truth: truth.products.elasticity)\n")
     print("| store (customers x days) | seed | products | units / product-day | naive OLS MAE (bias) | ours MAE (bias) | ours raw MAE | 90 % coverage (raw) | median width | tau | level_sd | tuned level_sd: MAE | DML MAE (bias), coverage |")
@@ -227,14 +246,16 @@ def print_synthetic(results: list[dict[str, object]]) -> None:
             dml = f"{row['dml']:.4f}" if "dml" in row else "-"
             print(f"| {r['store']} | {r['seed']} | {label} | **{row['ours']:.4f}** | {row['confident']:.2f} | "
                   f"{row['ours, never hold']:.4f} | {row['tuned']:.4f} | {dml} | {row['naive OLS']:.4f} | {row['keep current']:.4f} |")
-    print("\n### Backtest (last 28 days, mean Poisson deviance per product-day) and wall times\n")
-    print("| store | seed | local level (ML level_sd) | tuned | no price effect | recent mean | DML | seconds: generate / panel / estimate / tune / DML | total |")
+    print("\n### Test window (last 28 days; tuning saw only the days before), mean Poisson deviance per product-day, "
+          "and wall times\n")
+    print("| store | seed | local level (ML level_sd) | tuned (its validation value) | tuned, no price effect | "
+          "no-price-response baseline | DML | seconds: generate / panel / estimate / tune / DML | total |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         t, s = r["tuning"], r["seconds"]
-        dml = f"{r['dml_backtest']:.3f}" if "dml_backtest" in r else "-"
-        print(f"| {r['store']} | {r['seed']} | {t['default']:.3f} | {t['deviance']:.3f} | {t['deviance_no_price']:.3f} | "
-              f"{t['deviance_naive']:.3f} | {dml} | {s['generate']:.1f} / {s['panel']:.1f} / {s['local_level']:.1f} / "
+        dml = f"{r['dml_test']:.3f}" if "dml_test" in r else "-"
+        print(f"| {r['store']} | {r['seed']} | {t['default']:.3f} | {t['tuned']:.3f} ({t['valid']:.3f}) | {t['no_price']:.3f} | "
+              f"{t['baseline']:.3f} | {dml} | {s['generate']:.1f} / {s['panel']:.1f} / {s['local_level']:.1f} / "
               f"{s['tune']:.1f} / {s.get('dml', float('nan')):.1f} | {r['wall']:.1f} |")
 
 
@@ -250,8 +271,9 @@ def run_uci(cost_share: float, category: str, trials: int) -> None:
     result = estimate_elasticities(panel)
     estimate_seconds = time.perf_counter() - t
     t = time.perf_counter()
-    tuned = search(demand_search_space(panel), Budget(trials, 120, ElasticityConfig().random_state))
+    tuned = _tune_before_test_window(panel, trials)
     tune_seconds = time.perf_counter() - t
+    test = _test_window_deviances(panel, tuned.config)
     est = result.products
     naive = naive_loglog_ols(panel).set_index("product_id")["elasticity"]
     products = frames["products"][frames["products"]["product_id"].isin(est["product_id"])]
@@ -290,7 +312,9 @@ def run_uci(cost_share: float, category: str, trials: int) -> None:
     print(f"\nShare of estimated products whose 90 % interval lies below -1 (elastic): {(est.loc[ok, 'elasticity_high'] < -1).mean():.2f}; "
           f"above -1: {(est.loc[ok, 'elasticity_low'] > -1).mean():.2f}; tau = {result.params['tau']:.2f}, "
           f"level_sd = {result.params['level_sd']}, tuned level_sd = {tuned.config.level_sd or 'unchanged'} "
-          f"(backtest deviance {tuned.default_value:.3f} -> {tuned.value:.3f})")
+          f"(validation deviance {tuned.default_value:.3f} -> {tuned.value:.3f}; test window: default {test['default']:.3f}, "
+          f"tuned {test['tuned']:.3f}, tuned without price response {test['no_price']:.3f}, no-price-response baseline "
+          f"{test['baseline']:.3f})")
     top = est[ok].sort_values("units", ascending=False).head(8).merge(products[["product_id", "stock_code", "description"]], on="product_id")
     top = top.merge(rec[["product_id", "current_price", "recommended_price", "confidence"]], on="product_id")
     print("\nBest sellers among the estimated products:\n")
@@ -307,7 +331,7 @@ def run_uci(cost_share: float, category: str, trials: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--section", choices=("all", "synthetic", "uci"), default="all")
-    parser.add_argument("--trials", type=int, default=12, help="Optuna trials for the backtest tuning")
+    parser.add_argument("--trials", type=int, default=12, help="Optuna trials of the tuning (before the test window)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--cost-share", type=float, default=0.6, help="UCI cost as a share of the median posted price")
     parser.add_argument("--category", choices=("word", "single"), default="word")

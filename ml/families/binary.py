@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features.customer import (
-    FEATURE_COLUMNS, VALIDATION_SHARE, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs, population,
+    FEATURE_COLUMNS, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs, population,
     purchase_label, selection_split,
 )
 from ml import plots
@@ -50,6 +50,9 @@ from ml.tuning import Budget, Callback
 logger = logging.getLogger(__name__)
 
 CUSTOMER_DATASETS = ("customers", "orders")
+#: Fewest customers of each label at the fit cutoff: selection holds out ``VALIDATION_SHARE`` of them
+#: (stratified), so its validation customers hold about five of each at this minimum.
+MIN_FIT_PER_LABEL = 2 * MIN_PER_LABEL
 #: Test metrics summarised over the backtest's origins.
 BACKTEST_METRICS = ("roc_auc", "pr_auc", "lift_top_decile", "calibration_error", "baseline_roc_auc")
 
@@ -123,11 +126,12 @@ class BinaryFamily:
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """Too few customers of either label at the fit or test cutoff, counted from the customers and
         orders alone (the nightly extract has no daily events): the test window needs
-        ``MIN_PER_LABEL`` of each, the fit cutoff as many in its validation share."""
+        ``MIN_PER_LABEL`` of each, the fit cutoff twice as many (:data:`MIN_FIT_PER_LABEL`: its
+        validation customers then hold a handful of each)."""
         horizon = self.horizon(params)
         fit_labels, test_labels = self._label_sets(frames, run_date, params)
         names = (self.label_names[0].format(horizon=horizon), self.label_names[1])
-        reason = (label_shortfall(fit_labels, int(np.ceil(MIN_PER_LABEL / VALIDATION_SHARE)), names)
+        reason = (label_shortfall(fit_labels, MIN_FIT_PER_LABEL, names)
                   or label_shortfall(test_labels, MIN_PER_LABEL, names))
         if reason is None:
             return None
@@ -163,7 +167,7 @@ class BinaryFamily:
             fit_labels, test_labels = self._label_sets(frames, run_date, params, origin)
             # an origin needs a horizon of history before its fit cutoff and both labels at both cutoffs
             if (pd.isna(first_order) or first_order > origin_fit - pd.Timedelta(days=horizon)
-                    or label_shortfall(fit_labels, int(np.ceil(MIN_PER_LABEL / VALIDATION_SHARE)))
+                    or label_shortfall(fit_labels, MIN_FIT_PER_LABEL)
                     or label_shortfall(test_labels)):
                 logger.info("%s backtest for %s: history allows %d origin(s) (origin %d would fit at %s)", self.name,
                             run_date, origin, origin, origin_fit.date())

@@ -1,5 +1,6 @@
 """Pricing: demand panel and nightly input (features.demand), elasticity estimation and shrinkage, the
-backtest search, the guardrailed optimiser, the pyfunc and the Family (ml.families.pricing)."""
+backtest search, the test window and its baseline, the guardrailed optimiser, the pyfunc and the Family
+(ml.families.pricing)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from features.demand import demand_history, pricing_input
+from ml.evaluation import compare
 from ml.families.pricing import (
+    BACKTEST_DAYS,
     FAMILY,
     GUARDRAIL_PRIORITY,
     MODEL_NAME,
@@ -24,6 +27,7 @@ from ml.families.pricing import (
     estimate_elasticities,
     estimator,
     naive_loglog_ols,
+    no_price_response,
     recommend_prices,
     shrink_within_category,
     training_data_shortfall,
@@ -357,6 +361,10 @@ def test_training_data_shortfall_names_what_is_missing_and_the_run_date():
     assert training_data_shortfall(sales.iloc[:0], products, run, 120).startswith("no priced product sold in the 120 days before 2024-04-30")
     late = sales[sales["day"] >= run - pd.Timedelta(days=10)]
     assert "first sale is on 2024-04-20" in training_data_shortfall(late, products, run, 120)
+    # sales only in the test window and the validation window before it: nothing for the search to fit on
+    reason = training_data_shortfall(sales[sales["day"] >= run - pd.Timedelta(days=56)], products, run, 120)
+    assert "first sale is on 2024-03-05, inside the last 56 days" in reason and "sales before 2024-03-05" in reason
+    assert training_data_shortfall(sales[sales["day"] >= run - pd.Timedelta(days=57)], products, run, 120) is None
     assert training_data_shortfall(sales, products.iloc[:0], run, 120).startswith("no priced product sold")
 
 
@@ -502,22 +510,94 @@ def test_the_family_trains_on_the_priced_products_only(trained_family):
     assert FAMILY.name == "pricing" and FAMILY.model_name == MODEL_NAME == "revopt_price_elasticity"
     assert set(FAMILY.training_datasets) == {"products", "product_daily_sales", "day_totals"}
     assert set(FAMILY.nightly_datasets) == {"products", "product_daily_sales", "competitor_prices", "inventory"}
-    assert FAMILY.metric.name == "backtest_poisson_deviance" and not FAMILY.metric.higher_is_better
-    assert FAMILY.metric.relative_margin
+    assert FAMILY.metric.name == "poisson_deviance" and not FAMILY.metric.higher_is_better
+    assert FAMILY.metric.relative_margin and FAMILY.metric.paired_test == "bootstrap"
     assert isinstance(trained.model, PricingModel) and trained.model.guardrails.price_ending == 0.99
     assert trained.spec["family"] == "pricing" and ElasticityConfig(**trained.spec["config"]).random_state == params.seed
-    assert trained.value == trained.metrics["backtest_poisson_deviance"] and np.isfinite(trained.value)
+    test_value = trained.test.value(FAMILY.metric)
+    assert test_value == trained.metrics["test_poisson_deviance"] and np.isfinite(test_value)
+    assert trained.baseline.value(FAMILY.metric) == trained.metrics["baseline_poisson_deviance"]
+    assert np.isfinite(trained.metrics["valid_poisson_deviance"])  # the search's own (validation) number
     assert trained.params["best_level_sd"] == trained.spec["config"]["level_sd"]
     assert list(trained.tables) == ["elasticities.json"] and list(trained.figures) == ["elasticities.png"]
     assert np.isfinite(trained.checks["recommended prices of the priced products"]).all()
     assert trained.predict_params == FAMILY.predict_params(run_date, params)
     pd.testing.assert_frame_equal(trained.example, FAMILY.nightly_input(store, run_date, params).head(5))
-    # the champion's spec refitted on the same panel scores what the candidate scored
-    assert FAMILY.evaluate(data, trained.spec, params) == trained.value
     assert FAMILY.evaluate(data, {"family": "budget", "config": {}}, params) is None
     assert FAMILY.evaluate(data, {"family": "pricing", "config": {"method": "ols"}}, params) is None
     assert FAMILY.evaluate(data, {"family": "pricing", "config": {"no_such_field": 1}}, params) is None
 
+
+
+# --- the test window: tuning never sees it; candidate, champion and baseline are scored on its rows ------
+
+
+def _test_window(panel: pd.DataFrame) -> pd.Series:
+    return panel["day"] > panel["day"].max() - pd.Timedelta(days=BACKTEST_DAYS)
+
+
+def test_tuning_never_sees_the_test_window(trained_family):
+    _, _, params, data, trained = trained_family
+    panel = data.panel
+    window = _test_window(panel)
+    # the last four weeks become a different store: a burst of sales for half the products, none for the others
+    burst = np.random.default_rng(0).poisson(25.0, len(panel)) * (panel["product_id"] % 2)
+    changed = dataclasses.replace(data, panel=panel.assign(units=np.where(window, burst, panel["units"])))
+    again = FAMILY.train(changed, params, [])
+    assert again.spec == trained.spec
+    valid = {key: value for key, value in trained.metrics.items() if key.startswith("valid_")}
+    assert valid and {key: again.metrics[key] for key in valid} == valid
+    # ... while the test window's numbers are those of the new outcomes
+    assert not np.array_equal(again.test.y, trained.test.y)
+    assert again.test.value(FAMILY.metric) > 2 * trained.test.value(FAMILY.metric)
+
+
+def test_candidate_champion_and_baseline_are_scored_on_the_same_test_rows(trained_family):
+    _, _, params, data, trained = trained_family
+    panel = data.panel
+    window = panel[_test_window(panel)]
+    assert trained.test.n == len(window) == window["product_id"].nunique() * BACKTEST_DAYS
+    np.testing.assert_array_equal(trained.test.y, window["units"].to_numpy(dtype=float))
+    np.testing.assert_array_equal(trained.test.groups, window["product_id"].to_numpy())  # products: the bootstrap's unit
+    np.testing.assert_array_equal(trained.baseline.y, trained.test.y)
+    np.testing.assert_array_equal(trained.baseline.groups, trained.test.groups)
+    first = window["day"].min().date()
+    assert trained.test.window.endswith(f"fitted on the days before {first}") and f"on {first}.." in trained.test.window
+    # the champion's spec is fitted exactly as the candidate's test model: the same predictions, bit for bit
+    champion = FAMILY.evaluate(data, trained.spec, params)
+    assert champion.name == "champion"
+    np.testing.assert_array_equal(champion.y, trained.test.y)
+    np.testing.assert_array_equal(champion.predicted, trained.test.predicted)
+    np.testing.assert_array_equal(champion.groups, trained.test.groups)
+
+
+@pytest.mark.parametrize("level_sd", [0.001, 1.0], ids=["a level too stiff to follow demand", "a level chasing noise"])
+def test_a_truly_worse_champion_loses_to_the_candidate_significantly(trained_family, level_sd):
+    _, _, params, data, trained = trained_family
+    worse = {**trained.spec, "config": {**trained.spec["config"], "level_sd": level_sd}}
+    champion = FAMILY.evaluate(data, worse, params)
+    versus = compare(trained.test, champion, FAMILY.metric, seed=params.seed)
+    assert versus.gain > 0 and versus.p_value < 0.05, versus.describe(FAMILY.metric.name)
+
+
+def test_the_no_price_response_baseline_loses_to_the_trained_model(trained_family):
+    _, _, params, data, trained = trained_family
+    assert trained.baseline.name == "no-price-response baseline"
+    versus = compare(trained.test, trained.baseline, FAMILY.metric, seed=params.seed)
+    assert versus.gain > 0 and versus.p_value < 0.05, versus.describe(FAMILY.metric.name)
+
+
+def test_the_baseline_is_recent_demand_per_order_line_with_no_price_response():
+    days = pd.date_range("2024-01-01", periods=6, freq="D")
+    panel = pd.DataFrame({"product_id": 1, "day": days, "units": [2, 0, 4, 1, 3, 9],
+                          "log_lines": np.log([10.0, 10.0, 20.0, 20.0, 10.0, 40.0]), "log_price": np.log(5.0)})
+    rows = panel.tail(2)
+    # units (plus half a unit) per order line over the 3 days before each day, times the day's lines
+    expected = [(0 + 4 + 1 + 0.5) / 50 * 10, (4 + 1 + 3 + 0.5) / 50 * 40]
+    np.testing.assert_allclose(no_price_response(panel, rows, days=3), expected)
+    # the price does not enter, and neither does the day's own outcome
+    other = panel.assign(log_price=np.log([5.0, 5.0, 5.0, 5.0, 2.0, 9.0]), units=[2, 0, 4, 1, 3, 1000])
+    np.testing.assert_allclose(no_price_response(other, other.tail(2), days=3), expected)
 
 def test_predict_with_params_is_the_recommendation_under_those_settings(trained_family, tmp_path):
     import cloudpickle
@@ -532,9 +612,9 @@ def test_predict_with_params_is_the_recommendation_under_those_settings(trained_
     inputs = FAMILY.nightly_input(nightly, run_date, params)
     assert "postage" not in set(inputs["category"])
     model, estimates = trained.model, trained.model.estimates
-    for settings in ({"price_min_margin": 0.3, "price_max_change": 0.05, "price_ending": None, "price_horizon_days": 28},
+    for overrides in ({"price_min_margin": 0.3, "price_max_change": 0.05, "price_ending": None, "price_horizon_days": 28},
                      {"price_min_margin": 0.0, "price_max_change": 0.25, "price_ending": 0.95, "price_horizon_days": 1}):
-        run = dataclasses.replace(params, **settings)
+        run = dataclasses.replace(params, **overrides)
         expected = recommend_prices(estimates, inputs, PricingGuardrails(
             min_margin=run.price_min_margin, max_change=run.price_max_change, price_ending=run.price_ending),
             horizon_days=run.price_horizon_days)

@@ -10,10 +10,12 @@ Verbs, all pure (frames in, new objects out), by module:
 - :mod:`~ml.families.pricing.estimator`: :func:`estimate_elasticities` - per-product elasticity,
   shrunk within category, with intervals; :func:`naive_loglog_ols` is the textbook baseline it is
   compared with;
-- :mod:`~ml.families.pricing.backtest`: :func:`demand_backtest` / :func:`demand_search_space` -
-  time-based backtest (fit before a split day, out-of-sample Poisson deviance of daily units on the
-  last weeks) and the search over the estimator's hyperparameters on it that :func:`ml.tuning.search`
-  runs;
+- :mod:`~ml.families.pricing.backtest`: the time split. The panel's last four weeks are the test
+  window the gate scores (:func:`evaluate_on_test_window`, :func:`baseline_on_test_window`: fitted
+  on the days before, out-of-sample Poisson deviance of daily units); :func:`demand_backtest` /
+  :func:`demand_search_space` - the same backtest on the panel before the test window (its last four
+  weeks are the validation window) and the search over the estimator's hyperparameters on it that
+  :func:`ml.tuning.search` runs;
 - :mod:`~ml.families.pricing.optimiser`: :func:`recommend_prices` - the price that maximises
   expected profit under a constant-elasticity demand curve, clipped to :class:`PricingGuardrails`;
 - :mod:`~ml.families.pricing.model`: :class:`PricingModel`, the registered pyfunc whose
@@ -102,7 +104,19 @@ from typing import Any
 import pandas as pd
 
 from features.demand import demand_history, pricing_input
-from ml.families.pricing.backtest import BACKTEST_DAYS, demand_backtest, demand_search_space, training_data_shortfall
+from ml.evaluation import Evaluation
+from ml.families.pricing.backtest import (
+    BACKTEST_DAYS,
+    BASELINE_NAME,
+    POISSON_DEVIANCE,
+    baseline_on_test_window,
+    demand_backtest,
+    demand_search_space,
+    evaluate_on_test_window,
+    no_price_response,
+    split_test_window,
+    training_data_shortfall,
+)
 from ml.families.pricing.estimator import (
     METHODS,
     ElasticityConfig,
@@ -113,15 +127,16 @@ from ml.families.pricing.estimator import (
 )
 from ml.families.pricing.model import PricingModel, pyfunc_params
 from ml.families.pricing.optimiser import GUARDRAIL_PRIORITY, PricingGuardrails, recommend_prices
-from ml.family import Frames, Metric, Trained, config_from_spec, config_spec
+from ml.family import Frames, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
 __all__ = [
-    "BACKTEST_DAYS", "FAMILY", "GUARDRAIL_PRIORITY", "METHODS", "MODEL_NAME", "ElasticityConfig", "ElasticityEstimates",
-    "PricingData", "PricingFamily", "PricingGuardrails", "PricingModel", "demand_backtest", "demand_search_space",
-    "estimate_elasticities", "guardrails", "naive_loglog_ols", "recommend_prices", "shrink_within_category",
-    "training_data_shortfall",
+    "BACKTEST_DAYS", "BASELINE_NAME", "FAMILY", "GUARDRAIL_PRIORITY", "METHODS", "MODEL_NAME", "POISSON_DEVIANCE",
+    "ElasticityConfig", "ElasticityEstimates", "PricingData", "PricingFamily", "PricingGuardrails", "PricingModel",
+    "baseline_on_test_window", "demand_backtest", "demand_search_space", "estimate_elasticities",
+    "evaluate_on_test_window", "guardrails", "naive_loglog_ols", "no_price_response", "recommend_prices",
+    "shrink_within_category", "split_test_window", "training_data_shortfall",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,8 +161,11 @@ class PricingData:
 
 
 class PricingFamily:
-    """Pricing as a :class:`ml.family.Family`: trained on the demand backtest's Poisson deviance
-    (lower is better, the promotion margin a share of the champion's), scored by the optimiser.
+    """Pricing as a :class:`ml.family.Family`: tuned on the demand backtest before the test window,
+    gated on the Poisson deviance of daily units in the test window (the panel's last
+    :data:`BACKTEST_DAYS` days; lower is better, the promotion margin a share of the champion's, the
+    bootstrap resampling whole products) against the no-price-response baseline and the champion's
+    configuration fitted the same way; scored by the optimiser.
 
     Products in ``price_exclude_categories`` (services, fees, vouchers) are left out of everything:
     the shortfall, the panel and tonight's prices.
@@ -157,7 +175,7 @@ class PricingFamily:
     model_name = MODEL_NAME
     training_datasets = ("products", "product_daily_sales", "day_totals")
     nightly_datasets = ("products", "product_daily_sales", "competitor_prices", "inventory")
-    metric = Metric("backtest_poisson_deviance", higher_is_better=False, relative_margin=True)
+    metric = POISSON_DEVIANCE
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         priced = _priced(frames["products"], params)
@@ -171,34 +189,49 @@ class PricingFamily:
         return PricingData(panel=panel, products=priced, run_date=run_date)
 
     def train(self, data: PricingData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        """Tune the estimator on the demand backtest, estimate every product's elasticity with the
-        chosen configuration on the whole panel, and wrap it with the run's guardrails."""
+        """Tune the estimator on the demand backtest of the panel before the test window; fit the chosen
+        configuration on that panel and score it and the no-price-response baseline on the test window
+        (``test`` / ``baseline``, what the gate compares); then estimate every product's elasticity with
+        the chosen configuration on the *whole* panel, test window included (the production model the
+        nightly run publishes from), and wrap it with the run's guardrails."""
         from ml import plots  # matplotlib only when training (the registered model imports this package)
 
         panel = data.panel
-        tuned = search(demand_search_space(panel, ElasticityConfig(random_state=params.seed)),
+        before, _ = split_test_window(panel)
+        tuned = search(demand_search_space(before, ElasticityConfig(random_state=params.seed)),
                        Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
         config = tuned.config
+        test, test_no_price = evaluate_on_test_window(panel, config)
+        baseline = baseline_on_test_window(panel)
         table = estimate_elasticities(panel, config).products
         estimated = table["estimated"].astype(bool)
         model = PricingModel(table, guardrails(params), params.price_horizon_days)
         inputs = pricing_input(data.products)
         spec = config_spec(self.name, config)
         config_json = spec["config"]
+        metric = self.metric
         return Trained(
             model=model,
             spec=spec,
-            value=tuned.value,
+            test=test,
+            baseline=baseline,
             example=inputs.head(5),
             predict_params=pyfunc_params(model.guardrails, model.horizon_days),
-            params={  # the runner logs run_date, n_trials, timeout_seconds, seed and promotion_margin
+            params={  # the runner logs run_date, n_trials, timeout_seconds, seed, promotion_margin and _alpha
                 "lookback_days": params.lookback_days, "panel_rows": len(panel),
-                "products": int(panel["product_id"].nunique()),
+                "products": int(panel["product_id"].nunique()), "test_days": BACKTEST_DAYS,
+                "validation_days": BACKTEST_DAYS, "baseline": baseline.name,
                 **{f"best_{key}": value for key, value in config_json.items() if not isinstance(value, dict)},
             },
             metrics={
-                "backtest_poisson_deviance": tuned.value,
-                "backtest_poisson_deviance_default": tuned.default_value,
+                f"test_{metric.name}": test.value(metric),
+                f"test_{metric.name}_no_price": test_no_price.value(metric),
+                f"baseline_{metric.name}": baseline.value(metric),
+                "test_product_days": test.n,
+                f"valid_{metric.name}": tuned.value,
+                f"valid_{metric.name}_default": tuned.default_value,
+                **{f"valid_{metric.name}_{key.removeprefix('deviance_')}": value
+                   for key, value in tuned.metrics.items() if key.startswith("deviance_")},
                 "products_estimated": int(estimated.sum()),
                 "products_with_price_variation": int(table["has_price_variation"].astype(bool).sum()),
                 "median_interval_width": float((table["elasticity_high"] - table["elasticity_low"])[estimated].median())
@@ -211,12 +244,14 @@ class PricingFamily:
                     model.predict(None, inputs)["recommended_price"].to_numpy()},
         )
 
-    def evaluate(self, data: PricingData, spec: Mapping[str, Any], params: RunParams) -> float | None:
-        """The backtest deviance of the champion's configuration on the candidate's panel."""
+    def evaluate(self, data: PricingData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
+        """The champion's configuration fitted on the candidate's panel before the test window, exactly
+        as the candidate's ``test`` is, and scored on the same test rows; None when the spec cannot be
+        rebuilt."""
         config = config_from_spec(self.name, spec, ElasticityConfig)
         if config is None:
             return None
-        return float(demand_backtest(data.panel, config)["deviance"])
+        return evaluate_on_test_window(data.panel, config, name="champion")[0]
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
         return pricing_input(_priced(frames["products"], params, run_date), frames.get("competitor_prices"),

@@ -1,11 +1,25 @@
-"""The demand backtest the pricing family is tuned and gated on, and its search space.
+"""The pricing family's time split: the test window the gate scores, the demand backtest the search
+is tuned on before it, and the family's naive baseline.
 
-:func:`demand_backtest` fits on the panel's days before the last ``BACKTEST_DAYS`` and scores the
-out-of-sample Poisson deviance of daily units on them (with their realised prices and store
-traffic); :func:`demand_search_space` is what :func:`ml.tuning.search` tunes the estimator's
-hyperparameters with on it (``level_sd`` for the local level, the LightGBM nuisances for DML; the
-given configuration is kept unless a trial beats it). :func:`training_data_shortfall` says when a
-store's sales history cannot train the family at all.
+The panel's last :data:`BACKTEST_DAYS` days are the **test window** (:func:`split_test_window`); no
+step that chooses a configuration sees them. :func:`demand_search_space` is what
+:func:`ml.tuning.search` tunes the estimator's hyperparameters with (``level_sd`` for the local level,
+the LightGBM nuisances for DML; the given configuration is kept unless a trial beats it): it runs
+:func:`demand_backtest` on the panel *before* the test window, which fits on that panel's days before
+its own last ``BACKTEST_DAYS`` days (the **validation window**) and scores the out-of-sample Poisson
+deviance of daily units there. The chosen configuration, a champion's, and the baseline are then each
+fitted on the whole panel before the test window and scored on the same test rows
+(:func:`evaluate_on_test_window`, :func:`baseline_on_test_window`): every product-day of the window of
+a product on sale before it, in panel order, predicted with the day's realised price and store traffic
+and one day ahead (the model's demand level is updated each day by the units sold up to the day
+before, as a forecast made each morning would be; its elasticities and hyperparameters are not).
+
+The **baseline** is "the current price": demand with no price response, each product's units per
+store order line over the :data:`BASELINE_DAYS` days before the day (the same one-day-ahead
+information), times the day's order lines. A configuration that cannot beat it on the test window is
+never promoted (:mod:`ml.gate`).
+
+:func:`training_data_shortfall` says when a store's sales history cannot train the family at all.
 """
 
 from __future__ import annotations
@@ -17,11 +31,15 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from ml.evaluation import Evaluation, Metric
 from ml.families.pricing.estimator import ElasticityConfig, _dml_design, _estimate, _RawFit
 from ml.tuning import Scored, SearchSpace
 
-#: days the demand backtest holds out at the end of the panel (it fits on the days before)
+#: days of the test window at the end of the panel, and of the search's validation window before it
 BACKTEST_DAYS = 28
+#: days of recent demand the no-price-response baseline averages
+BASELINE_DAYS = 28
+BASELINE_NAME = "no-price-response baseline"
 _FILTER_STEPS = 8
 
 
@@ -29,9 +47,10 @@ def training_data_shortfall(sales: pd.DataFrame, products: pd.DataFrame, run_dat
                             validation_days: int = BACKTEST_DAYS) -> str | None:
     """Why the sales history cannot train the pricing model as of ``run_date`` (None when it can):
     no product of ``products`` sold in the ``lookback_days`` before it, none of those that sold ever
-    changed price (list price, or the average price paid on a day), or every sale falls in the
-    demand backtest's held-out last ``validation_days`` days. ``sales`` is the product_daily_sales
-    extract (product_id, day, units, revenue, list_price). The reason names the run date and tables."""
+    changed price (list price, or the average price paid on a day), or every sale falls in the last
+    ``2 * validation_days`` days (the test window and the search's validation window before it: the
+    search needs days before both to fit on). ``sales`` is the product_daily_sales extract
+    (product_id, day, units, revenue, list_price). The reason names the run date and tables."""
     run = pd.Timestamp(run_date).normalize()
     window = sales[(sales["day"] >= run - pd.Timedelta(days=lookback_days)) & (sales["day"] < run)
                    & sales["product_id"].isin(products["product_id"])]
@@ -39,11 +58,12 @@ def training_data_shortfall(sales: pd.DataFrame, products: pd.DataFrame, run_dat
     if sold.empty:
         return (f"no priced product sold in the {lookback_days} days before {run.date()} "
                 "(shop.order_lines of completed shop.orders)")
-    split = run - pd.Timedelta(days=validation_days)
+    split = run - pd.Timedelta(days=2 * validation_days)
     first_sale = pd.Timestamp(sold["day"].min())
     if first_sale >= split:
         return (f"too little sales history before {run.date()}: the first sale is on {first_sale.date()}, inside the "
-                f"demand backtest's held-out last {validation_days} days (it needs sales before {split.date()}) "
+                f"last {2 * validation_days} days (the test window of {validation_days} days and the tuning's "
+                f"validation window of {validation_days} days before it; it needs sales before {split.date()}) "
                 "(shop.order_lines of completed shop.orders)")
     paid_prices = (sold["revenue"] / sold["units"]).round(2).groupby(sold["product_id"]).nunique()
     list_prices = window[window["product_id"].isin(sold["product_id"])].groupby("product_id")["list_price"].nunique()
@@ -54,54 +74,110 @@ def training_data_shortfall(sales: pd.DataFrame, products: pd.DataFrame, run_dat
     return None
 
 
-def _poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
-    mu = np.clip(mu, 1e-9, None)
+def poisson_deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    """Mean Poisson deviance of daily units ``y`` under predicted means ``mu`` (the family's metric)."""
+    y, mu = np.asarray(y, dtype="float64"), np.clip(np.asarray(mu, dtype="float64"), 1e-9, None)
     term = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
     return float(2.0 * np.mean(term - (y - mu)))
+
+
+#: The gate's metric: mean Poisson deviance per test product-day (lower is better; the promotion margin
+#: is a share of the champion's); the bootstrap resamples whole products.
+POISSON_DEVIANCE = Metric("poisson_deviance", higher_is_better=False, relative_margin=True, score=poisson_deviance)
+
+
+def split_test_window(panel: pd.DataFrame, days: int = BACKTEST_DAYS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The panel before its last ``days`` days, and those days' rows of the products on sale before
+    them (in panel order): the rows a model fitted on the first part is scored on. Raises ValueError
+    when no day is left before them."""
+    split = panel["day"].max() - pd.Timedelta(days=days - 1)
+    before, window = panel[panel["day"] < split], panel[panel["day"] >= split]
+    if before.empty:
+        raise ValueError(f"demand backtest: the panel's days {panel['day'].min().date()}..{panel['day'].max().date()} "
+                         f"leave none before the {days} held-out days to fit on")
+    return before, window[window["product_id"].isin(before["product_id"].unique())]
 
 
 def demand_backtest(panel: pd.DataFrame, config: ElasticityConfig | None = None,
                     validation_days: int = BACKTEST_DAYS) -> dict[str, float]:
     """Fit on the panel's days before ``last day - validation_days + 1``, predict daily units on the
-    rest (with their realised prices and store traffic) and score the mean Poisson deviance.
+    rest (with their realised prices and store traffic, one day ahead) and score the mean Poisson
+    deviance. The search runs it on the panel before the test window (its last days are then the
+    validation window); :func:`evaluate_on_test_window` scores a configuration the same way there.
 
     Also scores two references on the same rows: ``deviance_no_price`` (the same model with every
-    elasticity 0) and ``deviance_naive`` (recent mean units scaled by traffic).
+    elasticity 0) and ``deviance_baseline`` (the no-price-response baseline, :func:`no_price_response`).
     """
     config = config or ElasticityConfig()
-    split = panel["day"].max() - pd.Timedelta(days=validation_days - 1)
-    train, holdout = panel[panel["day"] < split], panel[panel["day"] >= split]
-    if train.empty:
-        raise ValueError(f"demand backtest: the panel's days {panel['day'].min().date()}..{panel['day'].max().date()} "
-                         f"leave none before the {validation_days} held-out days to fit on")
-    fitted, raw = _estimate(train, config)
-    estimates = fitted.products.set_index("product_id")
-    holdout = holdout[holdout["product_id"].isin(raw.product_id)]
-    position = np.searchsorted(raw.product_id, holdout["product_id"].to_numpy())
-    e = estimates["elasticity"].fillna(estimates["prior_elasticity"]).reindex(raw.product_id).fillna(-1.0).to_numpy()[position]
-    price = holdout["log_price_in_force"].fillna(holdout["log_price"]).to_numpy()
-    y = holdout["units"].to_numpy(dtype=float)
-    if config.method == "local_level":
-        level_sd = raw.params["level_sd"]
-        mu = _filtered_predictions(raw, holdout, position, e, price, level_sd)
-        mu_flat = _filtered_predictions(raw, holdout, position, np.zeros_like(e), price, level_sd)
-    else:
-        X, offset, price_base = _dml_design(holdout)
-        demand, price_model = raw.models
-        mu_x = np.exp(offset + demand.predict(X, raw_score=True))
-        m_x = price_base + price_model.predict(X)
-        intercept = np.nan_to_num(raw.params["final_intercepts"])[position]
-        mu = mu_x * np.exp(intercept + e * (price - m_x))
-        mu_flat = mu_x * np.exp(intercept)
-    recent = train[train["day"] >= split - pd.Timedelta(days=config.anchor_days)]
-    scale = (recent.groupby("product_id")["units"].sum() + 0.5) / recent.groupby("product_id")["log_lines"].apply(lambda s: np.exp(s).sum())
-    mu_naive = scale.reindex(holdout["product_id"]).fillna(0.5 / np.exp(recent["log_lines"]).sum()).to_numpy() * np.exp(holdout["log_lines"].to_numpy())
+    before, rows = split_test_window(panel, validation_days)
+    mu, mu_flat = predict_units(before, rows, config)
+    y = rows["units"].to_numpy(dtype=float)
     return {
-        "deviance": _poisson_deviance(y, mu),
-        "deviance_no_price": _poisson_deviance(y, mu_flat),
-        "deviance_naive": _poisson_deviance(y, mu_naive),
+        "deviance": poisson_deviance(y, mu),
+        "deviance_no_price": poisson_deviance(y, mu_flat),
+        "deviance_baseline": poisson_deviance(y, no_price_response(panel, rows)),
         "rows": float(len(y)),
     }
+
+
+def evaluate_on_test_window(panel: pd.DataFrame, config: ElasticityConfig, name: str = "candidate",
+                            days: int = BACKTEST_DAYS) -> tuple[Evaluation, Evaluation]:
+    """``config`` fitted on the panel before its last ``days`` days and scored on the test rows
+    (:func:`split_test_window`), and the same fit with every elasticity 0 (what the price response
+    adds). Products are the bootstrap's groups (a product's days share its demand level)."""
+    before, rows = split_test_window(panel, days)
+    mu, mu_flat = predict_units(before, rows, config)
+    return _evaluation(name, rows, mu), _evaluation(f"{name} without price response", rows, mu_flat)
+
+
+def baseline_on_test_window(panel: pd.DataFrame, days: int = BACKTEST_DAYS) -> Evaluation:
+    """The family's naive baseline (:func:`no_price_response`) on the same test rows."""
+    _, rows = split_test_window(panel, days)
+    return _evaluation(BASELINE_NAME, rows, no_price_response(panel, rows))
+
+
+def _evaluation(name: str, rows: pd.DataFrame, predicted: np.ndarray) -> Evaluation:
+    first, last = pd.Timestamp(rows["day"].min()).date(), pd.Timestamp(rows["day"].max()).date()
+    window = (f"daily units of {rows['product_id'].nunique()} products on {first}..{last} ({len(rows)} product-days), "
+              f"fitted on the days before {first}")
+    return Evaluation(name, rows["units"].to_numpy(dtype="float64"), np.asarray(predicted, dtype="float64"), window,
+                      groups=rows["product_id"].to_numpy())
+
+
+def no_price_response(panel: pd.DataFrame, rows: pd.DataFrame, days: int = BASELINE_DAYS) -> np.ndarray:
+    """The baseline "the current price": demand with no price response. For each of ``rows``
+    (product-days of ``panel``), the product's units per store order line over the ``days`` days
+    before that day (plus half a unit, so a product that sold nothing is not predicted 0), times the
+    day's order lines."""
+    ordered = panel[["product_id", "day", "units", "log_lines"]].sort_values(["product_id", "day"])
+    ordered = ordered.assign(lines=np.exp(ordered["log_lines"]), units=ordered["units"].astype("float64"))
+    trailing = (ordered.set_index("day").groupby("product_id")[["units", "lines"]]
+                .rolling(f"{days}D", closed="left").sum())
+    at = pd.MultiIndex.from_frame(rows[["product_id", "day"]])
+    recent = trailing.reindex(at)
+    rate = (recent["units"].fillna(0.0).to_numpy() + 0.5) / recent["lines"].to_numpy()
+    return rate * np.exp(rows["log_lines"].to_numpy())
+
+
+def predict_units(before: pd.DataFrame, rows: pd.DataFrame, config: ElasticityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``config`` fitted on ``before`` and its one-day-ahead predictions of ``rows``' daily units (the
+    products of ``before``, on later days) with their realised prices and store traffic; and the same
+    with every elasticity 0."""
+    fitted, raw = _estimate(before, config)
+    estimates = fitted.products.set_index("product_id")
+    position = np.searchsorted(raw.product_id, rows["product_id"].to_numpy())
+    e = estimates["elasticity"].fillna(estimates["prior_elasticity"]).reindex(raw.product_id).fillna(-1.0).to_numpy()[position]
+    price = rows["log_price_in_force"].fillna(rows["log_price"]).to_numpy()
+    if config.method == "local_level":
+        level_sd = raw.params["level_sd"]
+        return (_filtered_predictions(raw, rows, position, e, price, level_sd),
+                _filtered_predictions(raw, rows, position, np.zeros_like(e), price, level_sd))
+    X, offset, price_base = _dml_design(rows)
+    demand, price_model = raw.models
+    mu_x = np.exp(offset + demand.predict(X, raw_score=True))
+    m_x = price_base + price_model.predict(X)
+    intercept = np.nan_to_num(raw.params["final_intercepts"])[position]
+    return mu_x * np.exp(intercept + e * (price - m_x)), mu_x * np.exp(intercept)
 
 
 def _filtered_predictions(
@@ -153,7 +229,8 @@ def _suggest(trial: optuna.Trial, config: ElasticityConfig) -> ElasticityConfig:
 def demand_search_space(panel: pd.DataFrame, config: ElasticityConfig | None = None,
                         validation_days: int = BACKTEST_DAYS) -> SearchSpace[ElasticityConfig]:
     """The search :func:`ml.tuning.search` runs to minimise :func:`demand_backtest`'s ``deviance``
-    on ``panel``: ``level_sd`` for the local level, the LightGBM nuisance hyperparameters (shared by
+    on ``panel`` (training passes the panel before the test window, so its last ``validation_days``
+    are the validation window): ``level_sd`` for the local level, the LightGBM nuisance hyperparameters (shared by
     the demand and price models) for DML. ``config`` (the default) is scored too and kept unless a
     trial beats it; every trial's backtest scores are its metrics."""
     config = config or ElasticityConfig()
