@@ -508,3 +508,41 @@ def test_clv_selection_never_sees_the_test_window(trained):
     # and evaluate(the candidate's own spec) reproduces its test predictions (the champion is fitted the same way)
     np.testing.assert_allclose(FAMILY.evaluate(dataclasses.replace(data, btyd_test_predictions=None), result.spec,
                                                params).predicted, result.test.predicted, rtol=1e-6)
+
+
+# --- long horizons on short histories -------------------------------------------------------------
+
+
+def test_the_label_window_is_the_horizon_when_history_holds_three_of_them():
+    from ml.families.clv import label_window
+
+    orders = pd.DataFrame({"order_ts": pd.to_datetime(["2010-12-01", "2011-05-01"], utc=True), "status": "completed"})
+    assert label_window(orders, dt.date(2011, 9, 10), 91) == (91, None)  # 283 days of history >= 3 x 91
+    window, note = label_window(orders, dt.date(2011, 9, 10), 273)
+    assert window == 94  # 283 // 3
+    assert "CLV horizon 273 days" in note and "first completed order 2010-12-01" in note and "283 days" in note
+    assert "fit cutoff 2011-03-06" in note and "test cutoff 2011-06-08" in note and "scaled by 273/94" in note
+    # nothing shorter than a week: the horizon stays and the shortfall says what is missing
+    assert label_window(orders.iloc[:0], dt.date(2011, 9, 10), 273) == (273, None)
+    assert label_window(orders.assign(order_ts=pd.Timestamp("2011-09-01", tz="UTC")), dt.date(2011, 9, 10), 273) == (273, None)
+
+
+def test_a_horizon_longer_than_half_the_history_still_trains_on_shorter_windows_and_says_so(shop):
+    from ml.families.clv import FAMILY
+    from ml.params import RunParams
+
+    params = RunParams(clv_horizon_days=273, n_trials=2, seed=CONFIG.random_state, lookback_days=730)
+    assert FAMILY.shortfall(shop, RUN_DATE, params) is None
+    data = FAMILY.training_data(shop, RUN_DATE, params)
+    assert data.config.horizon_days == 273 and data.config.window == 181 and "181-day label windows" in data.note
+    assert data.test.cutoff == pd.Timestamp(RUN_DATE, tz="UTC") - pd.Timedelta(days=181)
+    result = FAMILY.train(data, params, [])
+    assert result.params["label_window_days"] == 181 and result.tags["revopt.clv.label_window"] == data.note
+    published = result.model.predict(None, data.test.X)
+    tested = result.test.predicted
+    # the published model predicts 273 days: more than the 181-day test predictions, by the ratio for the GBM
+    assert published.mean() > tested.mean()
+    if result.model.kind == GBM:
+        assert result.model.scale == pytest.approx(273 / 181)
+    else:
+        assert result.model.horizon_days == 273

@@ -90,6 +90,14 @@ class ClvConfig:
     # Holdout metric that picks the winner (one of SELECTION_METRICS). RMSE, because the forecast
     # is an expected spend: MAE is minimised by the median, which is 0 for most customers.
     selection_metric: str = "rmse"
+    # The label window models are fitted and tested on (days); None: the horizon. Shorter when the
+    # store's history cannot hold two label windows of the horizon (:func:`label_window`).
+    label_days: int | None = None
+
+    @property
+    def window(self) -> int:
+        """Days of the label windows (fit and test); the published horizon is ``horizon_days``."""
+        return self.label_days or self.horizon_days
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,7 @@ def select_clv_model(
 
     started = time.perf_counter()
     btyd_params = fit_btyd(valid_features if btyd_features is None else btyd_features)
-    predictions[BTYD] = btyd_expected_spend(btyd_params, valid_features, config.horizon_days)
+    predictions[BTYD] = btyd_expected_spend(btyd_params, valid_features, config.window)
     specs[BTYD] = candidate_spec(BTYD, config, btyd_params=btyd_params)
     seconds[BTYD] = time.perf_counter() - started
 
@@ -234,7 +242,7 @@ def predict_test_window(spec: Mapping[str, Any], fit: LabelledSet, test_features
     the GBM refitted on all the fit cutoff's customers; BTYD fitted on the test customers' own history
     (before the test cutoff: it needs no labels). The candidate and a champion are fitted the same way."""
     if spec["model"] == BTYD:
-        return btyd_expected_spend(fit_btyd(test_features), test_features, config.horizon_days)
+        return btyd_expected_spend(fit_btyd(test_features), test_features, config.window)
     if spec["model"] == GBM:
         booster = fit_gbm(fit.X, fit.y, dict(spec["params"]), int(spec["num_rounds"]), config.random_state)
         return booster.predict(feature_matrix(test_features))
@@ -264,10 +272,37 @@ def fit_final_clv_model(
     spec = selection.spec
     if selection.winner == GBM:
         booster = fit_gbm(features_at_latest_cutoff, label, spec["params"], int(spec["num_rounds"]), config.random_state)
-        return ClvModel(GBM, config.horizon_days, booster=booster)
+        # fitted on label windows of config.window days: its spend is scaled to the horizon
+        return ClvModel(GBM, config.horizon_days, booster=booster, scale=config.horizon_days / config.window)
     if btyd_fit_features is None:
         raise ValueError("BTYD won the selection: pass btyd_fit_features (the features as of the run date)")
     return ClvModel(BTYD, config.horizon_days, btyd_params=fit_btyd(btyd_fit_features))
+
+
+#: The shortest label window a CLV model is fitted on (days).
+MIN_LABEL_DAYS = 7
+
+
+def label_window(orders: pd.DataFrame, run_date: Any, horizon_days: int) -> tuple[int, str | None]:
+    """The label window (days) the CLV models are fitted and tested on, and a note when it is shorter
+    than the horizon H. Fitting and testing need two label windows before the run date, and the fit
+    cutoff as much history before it as a window is long: 3 windows in all. A store whose completed
+    orders span less than 3H days gets the longest window that fits (at least :data:`MIN_LABEL_DAYS`);
+    the GBM's spend is then scaled by H / window and BTYD, which needs no label window, predicts H."""
+    run_ts = pd.Timestamp(run_date, tz="UTC") if pd.Timestamp(run_date).tzinfo is None else pd.Timestamp(run_date)
+    completed = orders.loc[(orders["status"] == "completed") & (orders["order_ts"] < run_ts), "order_ts"]
+    if completed.empty:
+        return horizon_days, None
+    history = (run_ts - completed.min()).days
+    window = min(horizon_days, history // 3)
+    if window >= horizon_days or window < MIN_LABEL_DAYS:
+        return horizon_days, None  # the horizon fits, or nothing shorter does either (the shortfall says why)
+    fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, window)
+    return window, (f"CLV horizon {horizon_days} days is longer than this store's history allows (first completed "
+                    f"order {completed.min().date()}, run date {run_ts.date()}: {history} days, 3 label windows "
+                    f"needed): models are fitted on {window}-day label windows (fit cutoff {fit_cutoff.date()}, test "
+                    f"cutoff {test_cutoff.date()}), tested on {window} days, and the published GBM spend is scaled by "
+                    f"{horizon_days}/{window}; BTYD predicts {horizon_days} days directly")
 
 
 # --- the family ---------------------------------------------------------------------------------
@@ -284,10 +319,11 @@ class ClvData:
     # BTYD fitted on the test customers' history is the same model whoever asks (no labels, no
     # hyperparameters): the candidate's test predictions are kept for a BTYD champion's gate.
     btyd_test_predictions: np.ndarray | None = None
+    note: str | None = None  # set when the label windows are shorter than the horizon (:func:`label_window`)
 
     @property
     def window(self) -> str:
-        return describe_test_window(self.fit, self.test, self.config.horizon_days)
+        return describe_test_window(self.fit, self.test, self.config.window)
 
 
 @dataclass(frozen=True)
@@ -301,24 +337,27 @@ class ClvFamily:
     metric: Metric = Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse)
 
     @staticmethod
-    def config(params: RunParams) -> ClvConfig:
+    def config(params: RunParams, label_days: int | None = None) -> ClvConfig:
         return ClvConfig(horizon_days=params.clv_horizon_days, n_trials=params.n_trials,
                          timeout_seconds=params.tuning_timeout_seconds, random_state=params.seed,
-                         selection_metric=params.clv_selection_metric)
+                         selection_metric=params.clv_selection_metric, label_days=label_days)
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
-        return training_data_shortfall(frames["customers"], frames["orders"], run_date, params.clv_horizon_days,
-                                       params.lookback_days)
+        window, _ = label_window(frames["orders"], run_date, params.clv_horizon_days)
+        return training_data_shortfall(frames["customers"], frames["orders"], run_date, window, params.lookback_days)
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> ClvData:
-        config = self.config(params)
-        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, config.horizon_days)
-        test = spend_set(frames, test_cutoff, config.horizon_days, params.lookback_days)
+        window, note = label_window(frames["orders"], run_date, params.clv_horizon_days)
+        if note:
+            logger.warning("clv for %s: %s", run_date, note)
+        config = self.config(params, window if note else None)
+        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, window)
+        test = spend_set(frames, test_cutoff, window, params.lookback_days)
         return ClvData(
             run_date, config,
-            spend_set(frames, fit_cutoff, config.horizon_days, params.lookback_days), test,
+            spend_set(frames, fit_cutoff, window, params.lookback_days), test,
             features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
-            last_period_spend(test.X.index, frames["orders"], test_cutoff, config.horizon_days),
+            last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note,
         )
 
     def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
@@ -345,7 +384,8 @@ class ClvFamily:
             test=Evaluation("candidate", test.y.to_numpy(), predicted, data.window),
             baseline=baseline,
             example=test.X.head(5),
-            params={"horizon_days": config.horizon_days, "selection_metric": metric,
+            tags={} if data.note is None else {"revopt.clv.label_window": data.note},
+            params={"horizon_days": config.horizon_days, "label_window_days": config.window, "selection_metric": metric,
                     "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
                     "n_fit": len(fit.y), "n_selection_train": len(train.y), "n_selection_valid": len(valid.y),
                     "n_test": len(test.y), "winner": selection.winner, "baseline": "repeat last period"},
@@ -395,7 +435,7 @@ __all__ = [
     "BTYD", "CANDIDATES", "FAMILY", "GBM", "MIN_BTYD_CUSTOMERS", "MODEL_NAME", "SELECTION_METRICS", "BtydParams",
     "ClvConfig", "ClvData", "ClvFamily", "ClvModel", "ClvSelection", "btyd_expected_order_value",
     "btyd_expected_purchases", "btyd_expected_spend", "btyd_inputs", "candidate_spec", "evaluate_clv", "fit_btyd",
-    "fit_final_clv_model", "fit_gbm", "last_period_spend", "select_clv_model", "predict_test_window",
+    "MIN_LABEL_DAYS", "fit_final_clv_model", "fit_gbm", "label_window", "last_period_spend", "select_clv_model", "predict_test_window",
     "training_data_shortfall",
     "tune_gbm", "value_tier",
 ]

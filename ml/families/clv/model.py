@@ -26,17 +26,21 @@ class ClvModel(mlflow.pyfunc.PythonModel):
     pymc / pytensor, so it pickles with cloudpickle and scores without importing pymc.
     """
 
-    def __init__(self, kind: str, horizon_days: int, booster: lgb.Booster | None = None, btyd_params: BtydParams | None = None):
+    def __init__(self, kind: str, horizon_days: int, booster: lgb.Booster | None = None, btyd_params: BtydParams | None = None,
+                 scale: float = 1.0):
         self.kind = kind
         self.horizon_days = horizon_days
         self.booster = booster
         self.btyd_params = btyd_params
+        self.scale = scale  # the GBM's spend over its label window -> over horizon_days
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         """Expected spend over the horizon, one float per row of ``model_input`` (needs
         :data:`FEATURE_COLUMNS`; other columns are ignored)."""
         if self.kind == GBM:
-            return np.asarray(self.booster.predict(feature_matrix(model_input)), dtype="float64")
+            spend = np.asarray(self.booster.predict(feature_matrix(model_input)), dtype="float64")
+            scale = getattr(self, "scale", 1.0)  # versions pickled before label windows had none
+            return spend * scale if scale != 1.0 else spend
         if self.kind == BTYD:
             return btyd_expected_spend(self.btyd_params, model_input, self.horizon_days)
         raise ValueError(f"unknown CLV model kind {self.kind!r}")
@@ -45,7 +49,8 @@ class ClvModel(mlflow.pyfunc.PythonModel):
         """Per-feature TreeSHAP contributions from LightGBM (``pred_contrib=True``, computed once per
         distinct split pattern of each tree: :func:`ml.classifier.lightgbm_contributions`) for the
         GBM, None for BTYD. They are in the Tweedie log-link space: each row's contributions plus
-        the ``bias`` column sum to ``log(predicted spend)``."""
+        the ``bias`` column sum to ``log(predicted spend)`` (before the horizon scaling, a constant
+        factor that moves no customer's ranking)."""
         if self.kind != GBM:
             return None
         values = lightgbm_contributions(self.booster, feature_matrix(features).to_numpy(dtype=np.float64))
