@@ -63,6 +63,9 @@ def run_params(dag: str) -> dict[str, Param]:
 #: Updated by the nightly DAG when the drift check requests retraining; the training DAG runs on it
 #: (as well as weekly).
 DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detected")
+#: Updated by the nightly DAG when outcome monitoring finds a published score's realised performance
+#: more than ``performance_drop_threshold`` below its test value; the training DAG runs on it too.
+PERFORMANCE_DROPPED = Asset(name="revopt_performance_dropped", uri="revopt://outcomes/performance-dropped")
 
 
 def skip_if_skipped(result, context=None):

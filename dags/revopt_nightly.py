@@ -9,7 +9,11 @@
   ``scores.budget_allocations``;
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
-  the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``.
+  the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
+- outcomes: every earlier night of customer scores whose horizon has now passed against the orders
+  that followed (``scores.model_performance``, metrics and an Evidently report on the version's MLflow
+  run); more than ``performance_drop_threshold`` below the test value updates the
+  ``revopt_performance_dropped`` asset, which triggers ``revopt_training`` too.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses
 whichever versions the ``champion`` aliases point at and records them on every row.
@@ -22,7 +26,7 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
 )
 
 
@@ -113,11 +117,27 @@ def revopt_nightly():
     def signal_drift(drift: dict) -> str:
         return drift["reason"]
 
+    @task
+    def evaluate_outcomes(extract_paths: dict[str, str], **context) -> dict:
+        from ml.pipeline import evaluate_outcomes
+
+        return evaluate_outcomes(resources(), run_date_of(context), extract_paths, run_params_of(context))
+
+    @task.short_circuit
+    def performance_below_threshold(performance: dict) -> bool:
+        return performance["retrain"]
+
+    @task(outlets=[PERFORMANCE_DROPPED])
+    def signal_performance_drop(performance: dict) -> str:
+        return performance["reason"]
+
     validated = validate(extract("nightly"), "nightly")
     scores = score(build_features(validated), validated)
     publish(scores)
     drift = check_drift(scores)
     drift_above_threshold(drift) >> signal_drift(drift)
+    performance = evaluate_outcomes(validated)
+    performance_below_threshold(performance) >> signal_performance_drop(performance)
     publish_prices(recommend_prices(validated))
     publish_send_times(recommend_send_times(validated))
     publish_budget(allocate_budget(validated))

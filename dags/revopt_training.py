@@ -1,4 +1,4 @@
-"""Weekly, on demand and on detected drift: training for logical date D: extract -> validate -> train each model
+"""Weekly, on demand, on detected drift and on a drop in realised performance: training for logical date D: extract -> validate -> train each model
 family (propensity, churn, CLV, pricing, send time, budget), register it and gate it against its champion.
 
 Each family is its own branch after validation: one failing or skipping leaves the others to train,
@@ -14,14 +14,15 @@ from datetime import datetime, timezone
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
 )
 
 
 @dag(
     dag_id="revopt_training",
-    # weekly, and whenever the nightly drift check requests retraining
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 * * 0", timezone="UTC"), assets=DRIFT_DETECTED),
+    # weekly, and whenever the nightly drift check or outcome monitoring requests retraining
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 0 * * 0", timezone="UTC"),
+                                 assets=DRIFT_DETECTED | PERFORMANCE_DROPPED),
     start_date=datetime(1970, 1, 1, tzinfo=timezone.utc),  # any run date (a store's history may be old); catchup is off
     catchup=False,
     max_active_runs=1,

@@ -90,6 +90,11 @@ class RunParams:
         0.3, {"type": "number", "minimum": 0, "maximum": 1},
         "Request retraining when more than this share of the features drifted from the training reference.",
         (NIGHTLY,))
+    performance_drop_threshold: float = _param(
+        0.05, {"type": "number", "minimum": 0, "maximum": 1},
+        "Request retraining when a published score's realised primary metric, once its horizon has passed, is more "
+        "than this many points below the version's test value (ROC AUC for propensity and churn, Spearman rank "
+        "correlation for CLV).", (NIGHTLY,))
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:

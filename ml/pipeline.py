@@ -22,14 +22,14 @@ import pandas as pd
 
 from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
 from ml import drift
-from ml.families import FAMILIES, churn, clv, propensity
+from ml.families import FAMILIES, churn, clv, outcomes, propensity
 from ml.families.classifier import top_factors
 from ml.families.clv import value_tier
 from ml.family import Family
 from ml.params import NIGHTLY, TRAINING, RunParams
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
 from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
-from revopt.platform.postgres import publish_partition
+from revopt.platform.postgres import publish_partition, read_frame, upsert_rows
 from revopt.platform.quality import raise_if_failed, validate_and_record
 from revopt.platform.resources import Resources
 
@@ -210,15 +210,18 @@ def check_drift(resources: Resources, run_date: dt.date, scored: dict[str, Any],
     with tempfile.TemporaryDirectory(prefix="revopt-drift-") as tmp:
         reference = pd.read_parquet(mlflow.artifacts.download_artifacts(
             run_id=reference_run, artifact_path=REFERENCE_FEATURES, dst_path=tmp))
-    current = pd.read_parquet(scored["features_path"])[list(FEATURE_COLUMNS)]
-    reference = reference[list(FEATURE_COLUMNS)]
+    # a champion trained before a feature was added has no reference for it: compare what both have
+    columns = [column for column in FEATURE_COLUMNS if column in reference.columns]
+    current = pd.read_parquet(scored["features_path"])
     tonight = pd.read_parquet(scored["path"])
+    scored_reference = reference.reindex(columns=list(FEATURE_COLUMNS))
+    current, reference = current[columns].copy(), reference[columns].copy()
     for column, family in DRIFT_SCORES.items():
         current[column] = tonight[column].to_numpy()
         champion = load_champion(resources, family.model_name)
-        reference[column] = np.asarray(champion.model.predict(reference[list(FEATURE_COLUMNS)]), dtype="float64")
+        reference[column] = np.asarray(champion.model.predict(scored_reference), dtype="float64")
     config = drift.DriftConfig(drift_share_threshold=params.drift_share_threshold, random_state=params.seed)
-    result = drift.check_drift(reference, current, FEATURE_COLUMNS, config, score_columns=list(DRIFT_SCORES))
+    result = drift.check_drift(reference, current, columns, config, score_columns=list(DRIFT_SCORES))
 
     with mlflow.start_run(run_name=f"drift-{run_date}") as run:
         mlflow.set_tags({"revopt.family": "drift", "revopt.run_date": run_date.isoformat(),
@@ -273,3 +276,96 @@ def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
     for i, (name, series) in enumerate(factors.items()):
         combined = combined + ("," if i else "") + f'"{name}":' + series.to_numpy(dtype=object)
     return combined + "}"
+
+
+def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+                      params: RunParams) -> dict[str, Any]:
+    """Outcome monitoring (:mod:`ml.families.outcomes`): every night of ``scores.customer_scores`` in
+    the last ``lookback_days`` whose family's horizon has passed by ``run_date`` (``R + h <= D``, ``h``
+    the scoring version's ``horizon_days`` from its training run) is compared with tonight's extract
+    of completed orders. Each (night, family, version) is evaluated once: on the first run date its
+    horizon has passed, or again by a re-run of that run date, which replaces its rows. The rows go
+    to ``scores.model_performance`` with the version's ``test_<metric>`` next to each; each is logged
+    as ``outcome_<metric>`` on the version's training run (step: days from its training run date to
+    the night scored, timestamp: that night) with Evidently's classification / regression report
+    (``outcomes/<night>/<family>.html``). ``retrain`` is True when a primary metric realised more
+    than ``performance_drop_threshold`` below its test value (:func:`outcomes.performance_drops`)."""
+    since = run_date - dt.timedelta(days=params.lookback_days)  # the extract's orders start here
+    with resources.scores() as conn:
+        published = pd.concat([read_frame(conn, (
+            f"SELECT run_date, %(family)s AS family, {s.prefix}_model AS model_name, {s.prefix}_version AS model_version "
+            f"FROM scores.customer_scores WHERE run_date >= %(since)s AND run_date < %(run_date)s "
+            f"AND {s.column} IS NOT NULL GROUP BY 1, 2, 3, 4"), {"family": s.family, "since": since, "run_date": run_date})
+            for s in outcomes.SCORE_COLUMNS])
+        held = read_frame(conn, "SELECT DISTINCT run_date_scored, family, model_version, run_date_evaluated "
+                                "FROM scores.model_performance WHERE run_date_scored >= %(since)s", {"since": since})
+    done = {(row.run_date_scored, row.family, row.model_version) for row in held.itertuples()
+            if row.run_date_evaluated != run_date}  # tonight's own rows (an earlier try) are recomputed
+    resources.use_tracking()
+    runs = {(name, version): _training_run(name, version)
+            for name, version in published[["model_name", "model_version"]].drop_duplicates().itertuples(index=False)}
+    due = {}
+    for row in published.itertuples(index=False):
+        run = runs[(row.model_name, row.model_version)]
+        horizon = run.data.params.get("horizon_days") if run is not None else None
+        if horizon is None:
+            logger.warning("%s v%s has no horizon_days param on its training run: its scores of %s cannot be evaluated",
+                           row.model_name, row.model_version, row.run_date)
+        elif (row.run_date, row.family, row.model_version) not in done and outcomes.is_due(row.run_date, int(horizon), run_date):
+            due[(row.run_date, row.family, row.model_version)] = int(horizon)
+    if not due:
+        logger.info("outcome monitoring for %s: no published scores whose horizon has just passed", run_date)
+        return {"retrain": False, "reason": "no published scores whose horizon has just passed", "rows": 0}
+
+    orders = read_extract({"orders": extract_paths["orders"]})["orders"]
+    columns = ["run_date", "customer_id"] + [c for s in outcomes.SCORE_COLUMNS
+                                             for c in (s.column, f"{s.prefix}_model", f"{s.prefix}_version")]
+    evaluated: list[outcomes.Outcome] = []
+    with resources.scores() as conn:
+        for night in sorted({key[0] for key in due}):
+            scores = read_frame(conn, f"SELECT {', '.join(columns)} FROM scores.customer_scores WHERE run_date = %s "
+                                      "ORDER BY customer_id", (night,))
+            evaluated += outcomes.customer_outcomes(scores, orders, run_date, due)
+    test_values = {(o.scored.family, o.scored.model_version, name): float(value)
+                   for o in evaluated for run in [runs[(o.scored.model_name, o.scored.model_version)]]
+                   for name in o.metrics if (value := run.data.metrics.get(f"test_{name}")) is not None}
+    rows = outcomes.performance_rows(evaluated, run_date, test_values)
+    for outcome in evaluated:
+        _log_outcome(runs[(outcome.scored.model_name, outcome.scored.model_version)], outcome, params.seed)
+    with resources.scores() as conn:
+        upsert_rows(conn, "scores.model_performance",
+                    [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
+                      for key, value in row.items()} for row in rows.to_dict("records")],
+                    key=("run_date_scored", "family", "model_version", "metric"))
+    drops = outcomes.performance_drops(rows, params.performance_drop_threshold)
+    nights = ", ".join(f"{o.scored.family} v{o.scored.model_version} of {o.scored.run_date}" for o in evaluated)
+    reason = (f"realised performance fell more than {params.performance_drop_threshold:g} below the test value: "
+              + "; ".join(drops) if drops else
+              f"realised performance within {params.performance_drop_threshold:g} of the test values ({nights})")
+    (logger.warning if drops else logger.info)("outcome monitoring for %s: %d rows; %s", run_date, len(rows), reason)
+    return {"retrain": bool(drops), "reason": reason, "rows": len(rows)}
+
+
+def _training_run(model_name: str, version: str) -> mlflow.entities.Run | None:
+    """The MLflow run that trained ``model_name`` v``version`` (None when the registry does not know it)."""
+    client = mlflow.MlflowClient()
+    try:
+        run_id = client.get_model_version(model_name, version).run_id
+        return client.get_run(run_id) if run_id else None
+    except mlflow.exceptions.MlflowException:
+        logger.warning("%s v%s is not in the model registry: its published scores cannot be evaluated", model_name, version)
+        return None
+
+
+def _log_outcome(run: mlflow.entities.Run, outcome: outcomes.Outcome, seed: int) -> None:
+    """``outcome_<metric>`` on the version's training run, step = days from its training run date to the
+    night scored, and the Evidently report as ``outcomes/<night>/<family>.html``."""
+    night = outcome.scored.run_date
+    trained = run.data.params.get("run_date")
+    step = (night - dt.date.fromisoformat(trained)).days if trained else 0
+    timestamp = int(pd.Timestamp(night, tz="UTC").timestamp() * 1000)
+    client = mlflow.MlflowClient()
+    client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(f"outcome_{name}", float(value), timestamp, step)
+                                               for name, value in outcome.metrics.items()])
+    client.log_text(run.info.run_id, outcomes.outcome_report(outcome, random_state=seed),
+                    f"outcomes/{night.isoformat()}/{outcome.scored.family}.html")

@@ -75,6 +75,14 @@ the send, independent of the hour.  Email events have ``session_id = 0`` and ``c
 'email'``.  ``device`` is always one of desktop / mobile / tablet (email events use the
 customer's usual device).
 
+Behaviour change (optional, off by default).  With ``behaviour_change=BehaviourChange(day)`` the
+store changes on day ``day`` (days after ``start``): from then on every customer buys at the
+purchase rate of the customer at the mirrored rank (the heaviest buyer like the lightest, and
+so on), in the Poisson orders and the email-driven ones alike, while browsing and email opens
+keep the old rates.  Past frequency and engagement, which predicted purchases before the change,
+then point the wrong way: a model trained before it degrades after it (outcome monitoring,
+docs/monitoring.md).  Off, the store is exactly the one drawn without the option.
+
 Frames and dtypes
 -----------------
 Columns are exactly those of the contract DDL, in DDL order.  Ids are ``int64``; ``integer``
@@ -98,7 +106,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -226,6 +234,13 @@ _EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
 
 
 @dataclass(frozen=True)
+class BehaviourChange:
+    """From ``day`` (days after ``start``) on, purchase rates are reversed by rank (module docstring)."""
+
+    day: int
+
+
+@dataclass(frozen=True)
 class SyntheticStore:
     """A generated store: source tables, ground truth and ClickHouse events."""
 
@@ -248,6 +263,14 @@ class _Customers:
     device: np.ndarray  # index into _DEVICES
     browse_multiplier: np.ndarray
     click_prob: np.ndarray
+    change_day: int | None = None  # from this day on, purchases follow rate_after (BehaviourChange)
+    rate_after: np.ndarray | None = None
+
+    def purchase_rate(self, customer: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Customer ``customer``'s purchase rate on ``day`` (element-wise)."""
+        if self.change_day is None:
+            return self.rate[customer]
+        return np.where(day >= self.change_day, self.rate_after[customer], self.rate[customer])
 
 
 @dataclass(frozen=True)
@@ -291,11 +314,13 @@ def generate_store(
     start: dt.date,
     seed: int,
     n_products: int | None = None,
+    behaviour_change: BehaviourChange | None = None,
 ) -> SyntheticStore:
     """Draw a synthetic store with ``n_customers`` customers over ``[start, start + days)``.
 
-    ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  The same arguments
-    always give identical frames.  See the module docstring for the generative model.
+    ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  ``behaviour_change``
+    (None: off) changes the customers' purchase behaviour mid-way.  The same arguments always give
+    identical frames.  See the module docstring for the generative model.
     """
     if n_customers < 1 or days < 1:
         raise ValueError(f"need n_customers >= 1 and days >= 1, got {n_customers} and {days}")
@@ -303,7 +328,10 @@ def generate_store(
         n_products = max(50, min(500, n_customers // 200))
     if n_products < 1:
         raise ValueError(f"need n_products >= 1, got {n_products}")
-    return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers)
+    if behaviour_change is not None and not 0 < behaviour_change.day < days:
+        raise ValueError(f"behaviour_change.day must be inside the data (0 < day < {days}), got {behaviour_change.day}")
+    return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers,
+                     behaviour_change=behaviour_change)
 
 
 def generate_store_chunks(
@@ -379,6 +407,7 @@ def _generate(
     n_products: int,
     rngs: dict[str, np.random.Generator],
     store_customers: int,
+    behaviour_change: BehaviourChange | None = None,
 ) -> SyntheticStore:
     began = time.perf_counter()
     dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
@@ -396,6 +425,8 @@ def _generate(
     customers, customer_frame, customer_truth = _draw_customers(
         rngs["customers"], n_customers, dates, mean_reference_price
     )
+    if behaviour_change is not None:
+        customers = replace(customers, change_day=behaviour_change.day, rate_after=_reversed_by_rank(customers.rate))
     logger.info("drew %d customers and %d products (%.1fs)", n_customers, n_products, time.perf_counter() - began)
 
     emails = _draw_emails(rngs["emails"], customers, intensity, offsets, end_ms)
@@ -420,6 +451,9 @@ def _generate(
                       str(n_products), GENERATOR_VERSION],
         }
     )
+    if behaviour_change is not None:
+        generator_run = pd.concat([generator_run, pd.DataFrame(
+            {"key": ["behaviour_change_day"], "value": [str(behaviour_change.day)]})], ignore_index=True)
     daily_intensity = pd.DataFrame({"day": dates, "seasonality": seasonality, "marketing_lift": marketing.lift})
     shop = {
         "customers": customer_frame,
@@ -514,6 +548,14 @@ def _draw_days(
     target = cum_intensity[lo[owner]] + rng.random(len(owner)) * exposure[owner]
     day = np.searchsorted(cum_intensity, target, side="right") - 1
     return owner, np.clip(day, lo[owner], hi[owner] - 1)
+
+
+def _reversed_by_rank(values: np.ndarray) -> np.ndarray:
+    """Each element replaced by the element at the mirrored rank (largest <-> smallest)."""
+    order = np.argsort(values, kind="stable")
+    out = np.empty_like(values)
+    out[order] = values[order[::-1]]
+    return out
 
 
 def _choice(rng: np.random.Generator, shares: tuple[float, ...], size: int) -> np.ndarray:
@@ -800,7 +842,7 @@ def _draw_emails(
     open_customer, open_time = customer[o], open_ms[o]
     open_day = open_time // _MS_PER_DAY
     alive_at_open = open_day < customers.churn_day[open_customer]
-    boost_mean = customers.rate[open_customer] * intensity[open_day] * _EMAIL_OPEN_BOOST * alive_at_open
+    boost_mean = customers.purchase_rate(open_customer, open_day) * intensity[open_day] * _EMAIL_OPEN_BOOST * alive_at_open
     n_orders = rng.poisson(boost_mean)
     clicked = (rng.random(len(o)) < customers.click_prob[open_customer]) | (n_orders > 0)
     click_ms = open_time + 5_000 + np.floor(rng.exponential(120_000.0, len(o))).astype(np.int64)
@@ -854,7 +896,13 @@ def _draw_orders(
     days = len(cum_intensity) - 1
     lo = np.maximum(customers.signup_day, 0)
     hi = np.minimum(customers.churn_day, days)
-    customer, day = _draw_days(rng, customers.rate, lo, hi, cum_intensity)
+    if customers.change_day is None:
+        customer, day = _draw_days(rng, customers.rate, lo, hi, cum_intensity)
+    else:  # before and after the behaviour change, each at its own rates
+        change = customers.change_day
+        before = _draw_days(rng, customers.rate, lo, np.minimum(hi, change), cum_intensity)
+        after = _draw_days(rng, customers.rate_after, np.maximum(lo, change), hi, cum_intensity)
+        customer, day = np.concatenate([before[0], after[0]]), np.concatenate([before[1], after[1]])
     local_hour = np.mod(customers.order_hour[customer] + rng.normal(0.0, 2.0, len(customer)), 24.0)
     time_ms = _local_hour_to_utc_ms(day, local_hour, customers.tz[customer], offsets) // 1000 * 1000
     channel = _sample_rows(channel_cdf, day, rng.random(len(customer)))

@@ -27,6 +27,9 @@ EXPECTED_EDGES = {
         "check_drift": {"score"},
         "drift_above_threshold": {"check_drift"},
         "signal_drift": {"check_drift", "drift_above_threshold"},
+        "evaluate_outcomes": {"validate"},
+        "performance_below_threshold": {"evaluate_outcomes"},
+        "signal_performance_drop": {"evaluate_outcomes", "performance_below_threshold"},
     },
     "revopt_training": {
         "extract": set(),
@@ -79,7 +82,8 @@ def test_scoring_never_trains_and_training_never_publishes(dagbag):
     assert dagbag.dags["revopt_nightly"].timetable.expression == "0 0 * * *"  # @daily
     training = dagbag.dags["revopt_training"].timetable
     assert training.timetable.expression == "0 0 * * 0"  # weekly ...
-    assert training.asset_condition.name == "revopt_drift_detected"  # ... and on drift
+    # ... and on drift or a drop in realised performance
+    assert [a.name for a in training.asset_condition.objects] == ["revopt_drift_detected", "revopt_performance_dropped"]
     drift_outlets = dagbag.dags["revopt_nightly"].get_task("signal_drift").outlets
     assert [outlet.name for outlet in drift_outlets] == ["revopt_drift_detected"]
 

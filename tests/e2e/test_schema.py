@@ -45,9 +45,10 @@ def test_init_db_creates_every_table_view_and_the_reader_and_leaves_rows_alone(s
     for schema, ddl in (("shop", contract.SHOP_DDL), ("truth", contract.TRUTH_DDL)):
         assert set(contract.ddl_columns(ddl)) <= tables[schema], schema
     assert {"customer_scores", "price_recommendations", "send_time_recommendations", "budget_allocations",
-            "data_quality", "feature_drift", "drift_checks", "model_promotions", "schema_version"} <= tables["scores"]
+            "data_quality", "feature_drift", "drift_checks", "model_promotions", "model_performance",
+            "schema_version"} <= tables["scores"]
     assert {"customer_scores_latest", "price_recommendations_latest", "send_time_recommendations_latest",
-            "budget_allocations_latest", "model_promotions_latest"} <= views
+            "budget_allocations_latest", "model_promotions_latest", "model_performance_latest"} <= views
     assert revision == head_revision()
     assert reader[:3] == (False, False, False)
     assert "default_transaction_read_only=on" in reader[3]
@@ -70,7 +71,7 @@ def _set_revision(settings, revision: str | None) -> None:
         if revision is None:
             conn.execute("DROP TABLE scores.schema_version")
             for view in ("customer_scores", "price_recommendations", "send_time_recommendations", "budget_allocations",
-                         "data_quality", "feature_drift", "drift_checks", "model_promotions"):
+                         "data_quality", "feature_drift", "drift_checks", "model_promotions", "model_performance"):
                 conn.execute(f"DROP VIEW IF EXISTS scores.{view}_latest")
         else:
             conn.execute("UPDATE scores.schema_version SET version_num = %s", (revision,))
