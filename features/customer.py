@@ -7,7 +7,8 @@ strictly before the cutoff, so a training set built at cutoff ``C`` never sees t
 Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
 
 - ``customers``: customer_id, signup_date (datetime64), ...
-- ``orders``: order_id, customer_id, order_ts (UTC), status, order_value, ...
+- ``orders``: order_id, customer_id, order_ts (UTC), status, order_value, and (optional)
+  discounted_value, the part of the order's value bought on a discount (0 when absent)
 - ``daily_events``: customer_id, day (datetime64), sessions, page_views, product_views,
   add_to_carts, checkouts, purchases, email_sends, email_opens, email_clicks
 """
@@ -37,6 +38,19 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "email_opens_30d",
     "email_clicks_30d",
     "days_since_last_session",
+    *(ORDER_RHYTHM_COLUMNS := (
+        "orders_180d",
+        "spend_180d",
+        "mean_gap_days",
+        "gap_spread",
+        "gap_trend",
+        "overdue_ratio",
+        "cancel_share",
+        "discount_share",
+        "orders_same_season_last_year",
+        "spend_same_season_last_year",
+        "order_hour_regularity",
+    )),
 )
 
 #: Engagement columns summed from the event history (:func:`customer_event_features`).
@@ -97,6 +111,8 @@ def customer_features(
         }
     ).reindex(ids)
 
+    rhythm = order_rhythm(orders[orders["order_ts"] < cutoff_utc], cutoff_utc).reindex(ids)
+
     if event_features is None:
         event_features = customer_event_features(daily_events, cutoff)
     engagement = event_features.set_index("customer_id").reindex(ids)
@@ -127,7 +143,74 @@ def customer_features(
         },
         index=ids,
     )
+    # customers without the orders a rhythm needs: "no rhythm yet" values that trees and the logistic
+    # baseline both read (no NaN): their gap is as long as we have known them, nothing overdue
+    known_for = features["days_since_first_order"]
+    defaults = {"orders_180d": 0, "spend_180d": 0.0, "mean_gap_days": known_for, "gap_spread": 0.0, "gap_trend": 1.0,
+                "overdue_ratio": 1.0, "cancel_share": 0.0, "discount_share": 0.0, "orders_same_season_last_year": 0,
+                "spend_same_season_last_year": 0.0, "order_hour_regularity": 0.0}
+    for column, default in defaults.items():
+        features[column] = rhythm[column].fillna(default).astype("float64") if column in rhythm else default
+    features["orders_180d"] = features["orders_180d"].astype("int64")
+    features["orders_same_season_last_year"] = features["orders_same_season_last_year"].astype("int64")
     return features.reset_index()
+
+
+#: The "same season last year" window: the quarter that starts a year before the cutoff (what the
+#: customer did in the weeks ahead, last year).
+SEASON_DAYS = 91
+
+
+def order_rhythm(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Per customer with an order before ``cutoff`` (``orders`` already cut to the history window):
+
+    - ``orders_180d`` / ``spend_180d``: completed orders and spend in the last 180 days;
+    - ``mean_gap_days``, ``gap_spread`` (standard deviation / mean of the gaps), ``gap_trend`` (last
+      gap / mean gap): the days between consecutive completed orders (2+ orders; 3+ for spread and
+      trend); ``overdue_ratio``: days since the last order / mean gap (> 1: later than usual);
+    - ``cancel_share``: cancelled orders / all orders; ``discount_share``: spend bought on a discount /
+      spend (``discounted_value``, when the extract has it);
+    - ``orders_same_season_last_year`` / ``spend_same_season_last_year``: completed orders and spend
+      in the :data:`SEASON_DAYS` starting a year before the cutoff (seasonality);
+    - ``order_hour_regularity``: 1 when every completed order is placed at the same hour of day (UTC),
+      towards 0 when hours spread round the clock (mean resultant length of the hours on a circle).
+    NaN where a value needs more orders than the customer has."""
+    cutoff = _utc(cutoff)
+    completed = orders[orders["status"] == "completed"].sort_values(["customer_id", "order_ts"], kind="stable")
+    ts = completed["order_ts"]
+    age = (cutoff - ts).dt.total_seconds() / 86_400.0
+    value = completed["order_value"].astype("float64")
+    year_ago = cutoff - pd.Timedelta(days=365)
+    in_season = (ts >= year_ago) & (ts < year_ago + pd.Timedelta(days=SEASON_DAYS))
+    hour = (ts.dt.hour + ts.dt.minute / 60.0) * (2 * np.pi / 24.0)
+    gap = ts.groupby(completed["customer_id"]).diff().dt.total_seconds() / 86_400.0
+    frame = pd.DataFrame({
+        "customer_id": completed["customer_id"].to_numpy(), "in_180": (age <= 180).to_numpy(),
+        "value_180": value.where(age <= 180, 0.0).to_numpy(), "in_season": in_season.to_numpy(),
+        "value_season": value.where(in_season, 0.0).to_numpy(), "cos": np.cos(hour).to_numpy(),
+        "sin": np.sin(hour).to_numpy(), "gap": gap.to_numpy(), "age": age.to_numpy(),
+        "discounted": (completed["discounted_value"].astype("float64") if "discounted_value" in completed
+                       else pd.Series(0.0, index=completed.index)).to_numpy(),
+        "value": value.to_numpy(),
+    })
+    by = frame.groupby("customer_id")
+    out = pd.DataFrame({
+        "orders_180d": by["in_180"].sum(), "spend_180d": by["value_180"].sum(),
+        "orders_same_season_last_year": by["in_season"].sum(), "spend_same_season_last_year": by["value_season"].sum(),
+        "mean_gap_days": by["gap"].mean(), "last_gap": by["gap"].last(), "gap_std": by["gap"].std(),
+        "recency": by["age"].min(),
+        "order_hour_regularity": np.hypot(by["cos"].mean(), by["sin"].mean()),
+        "discount_share": by["discounted"].sum() / by["value"].sum().where(by["value"].sum() > 0),
+    })
+    mean_gap = out["mean_gap_days"].where(out["mean_gap_days"] > 0)
+    out["gap_spread"] = out["gap_std"] / mean_gap
+    out["gap_trend"] = (out["last_gap"] / mean_gap).where(out["gap_std"].notna())
+    out["overdue_ratio"] = out["recency"] / mean_gap
+    # every order counts here, so a customer whose orders were all cancelled still has a share
+    cancelled = (orders["status"] == "cancelled").astype("float64").groupby(orders["customer_id"]).mean()
+    out = out.reindex(out.index.union(cancelled.index))
+    out["cancel_share"] = cancelled.reindex(out.index)
+    return out.drop(columns=["last_gap", "gap_std", "recency"])
 
 
 def history_since(orders: pd.DataFrame, daily_events: pd.DataFrame | None,

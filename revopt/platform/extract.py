@@ -39,14 +39,16 @@ WITH o AS (
 ),
 l AS (  -- lines aggregated per order first, so a duplicated order row cannot multiply its lines
     SELECT order_id, count(*)::bigint AS n_lines, sum(quantity * unit_price)::float8 AS order_value,
-           count(*) FILTER (WHERE product_id IS NULL)::bigint AS lines_without_product_id
+           count(*) FILTER (WHERE product_id IS NULL)::bigint AS lines_without_product_id,
+           coalesce(sum(quantity * unit_price) FILTER (WHERE discount > 0), 0)::float8 AS discounted_value
     FROM shop.order_lines
     WHERE order_id IN (SELECT order_id FROM o)
     GROUP BY order_id
 )
 SELECT o.order_id, o.customer_id, o.order_ts, o.channel, o.status,
        coalesce(l.n_lines, 0)::bigint AS n_lines, coalesce(l.order_value, 0)::float8 AS order_value,
-       coalesce(l.lines_without_product_id, 0)::bigint AS lines_without_product_id
+       coalesce(l.lines_without_product_id, 0)::bigint AS lines_without_product_id,
+       coalesce(l.discounted_value, 0)::float8 AS discounted_value
 FROM o LEFT JOIN l ON l.order_id = o.order_id
 ORDER BY o.order_id
 """

@@ -85,6 +85,17 @@ def _customer_features() -> pd.DataFrame:
         "email_opens_30d": np.array([5, 1, 0], dtype="int64"),
         "email_clicks_30d": np.array([2, 0, 0], dtype="int64"),
         "days_since_last_session": [0.0, 17.0, 1.0],
+        "orders_180d": np.array([2, 1, 0], dtype="int64"),
+        "spend_180d": [62.49, 0.0, 0.0],
+        "mean_gap_days": [30.0, 12.0, 1.0],
+        "gap_spread": [0.0, 0.0, 0.0],
+        "gap_trend": [1.0, 1.0, 1.0],
+        "overdue_ratio": [0.03, 1.0, 1.0],
+        "cancel_share": [0.0, 0.5, 0.0],
+        "discount_share": [0.2, 0.0, 0.0],
+        "orders_same_season_last_year": np.array([1, 0, 0], dtype="int64"),
+        "spend_same_season_last_year": [20.0, 0.0, 0.0],
+        "order_hour_regularity": [0.9, 1.0, 0.0],
     })
 
 

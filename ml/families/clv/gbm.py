@@ -124,5 +124,6 @@ def _design(features: pd.DataFrame, label: pd.Series, role: str) -> tuple[pd.Dat
     return X, y
 
 
-def feature_matrix(features: pd.DataFrame) -> pd.DataFrame:
-    return features[list(FEATURE_COLUMNS)].astype("float64")
+def feature_matrix(features: pd.DataFrame, columns: Sequence[str] = FEATURE_COLUMNS) -> pd.DataFrame:
+    """The GBM's inputs: ``columns`` (a fitted booster's own feature names; these features by default)."""
+    return features[list(columns)].astype("float64")

@@ -9,7 +9,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from features.customer import FEATURE_COLUMNS
 from ml.families.classifier import lightgbm_contributions
 from ml.families.clv.btyd import BtydParams, btyd_expected_spend
 from ml.families.clv.gbm import feature_matrix
@@ -38,7 +37,8 @@ class ClvModel(mlflow.pyfunc.PythonModel):
         """Expected spend over the horizon, one float per row of ``model_input`` (needs
         :data:`FEATURE_COLUMNS`; other columns are ignored)."""
         if self.kind == GBM:
-            spend = np.asarray(self.booster.predict(feature_matrix(model_input)), dtype="float64")
+            spend = np.asarray(self.booster.predict(feature_matrix(model_input, self.booster.feature_name())),
+                               dtype="float64")
             scale = getattr(self, "scale", 1.0)  # versions pickled before label windows had none
             return spend * scale if scale != 1.0 else spend
         if self.kind == BTYD:
@@ -53,5 +53,6 @@ class ClvModel(mlflow.pyfunc.PythonModel):
         factor that moves no customer's ranking)."""
         if self.kind != GBM:
             return None
-        values = lightgbm_contributions(self.booster, feature_matrix(features).to_numpy(dtype=np.float64))
-        return pd.DataFrame(values, index=features.index, columns=[*FEATURE_COLUMNS, "bias"])
+        names = self.booster.feature_name()
+        values = lightgbm_contributions(self.booster, feature_matrix(features, names).to_numpy(dtype=np.float64))
+        return pd.DataFrame(values, index=features.index, columns=[*names, "bias"])
