@@ -44,6 +44,9 @@ from ml.tuning import Budget, Callback, Scored, SearchSpace, search
 logger = logging.getLogger(__name__)
 
 ESTIMATORS: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
+#: A blend of the best specification of the two or three best estimator families, averaged in log-odds
+#: (:func:`tune` scores it beside the trials; it wins only when strictly better on validation).
+ENSEMBLE = "ensemble"
 CALIBRATIONS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 _MAX_ROUNDS = 1000
 _EARLY_STOPPING = 30
@@ -80,6 +83,9 @@ class BinaryModel:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         X = X[self.feature_names]
         family = self.spec.family
+        if family == ENSEMBLE:
+            log_odds = np.mean([_logit(member.predict_proba(X)) for member in self.estimator], axis=0)
+            return 1.0 / (1.0 + np.exp(-log_odds))
         if family == "lightgbm":
             return self.estimator.predict(X)
         if family == "xgboost":
@@ -89,9 +95,12 @@ class BinaryModel:
         return self.estimator.predict_proba(X)[:, 1]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-row, per-feature contributions to the log-odds (bias column dropped)."""
+        """Per-row, per-feature contributions to the log-odds (bias column dropped); an ensemble's are
+        its members' averaged, as its log-odds are."""
         X = X[self.feature_names]
         family = self.spec.family
+        if family == ENSEMBLE:
+            return sum(member.contributions(X) for member in self.estimator) / len(self.estimator)
         if family == "lightgbm":
             values = lightgbm_contributions(self.estimator, X.to_numpy(dtype=np.float64))[:, :-1]
         elif family == "xgboost":
@@ -186,6 +195,9 @@ def fit_model(
     """Fit one family. With a validation fold, boosters early-stop on it and record their best
     round; without one they train exactly ``num_rounds`` rounds."""
     features = list(X.columns)
+    if family == ENSEMBLE:  # members refitted with the rounds their own early stopping chose
+        members = [refit(ModelSpec.from_json_dict(member), X, y, random_state) for member in params["members"]]
+        return BinaryModel(ModelSpec(ENSEMBLE, params, 1), members, features)
     early = X_valid is not None and y_valid is not None
     rounds = num_rounds or _MAX_ROUNDS
     if family == "lightgbm":
@@ -258,10 +270,29 @@ def tune(
         model = fit_model(family, params, X_train, y_train, budget.random_state, X_valid=X_valid, y_valid=y_valid)
         return Scored(model.spec, {"roc_auc": _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))})
 
+    def choose(default: Scored[ModelSpec] | None, finished: list[Scored[ModelSpec]]) -> Scored[ModelSpec]:
+        """The best trial, or a blend of the best spec of the two / three best estimator families when
+        the blend is strictly better on the same validation customers."""
+        if not finished:
+            raise RuntimeError(f"tuning {study_name}: no trial finished with a finite roc_auc")
+        auc = lambda s: rank_key(s.metrics["roc_auc"], higher_is_better=True)  # noqa: E731
+        best_per_family: dict[str, Scored[ModelSpec]] = {}
+        for candidate in sorted(finished, key=auc):
+            best_per_family.setdefault(candidate.config.family, candidate)
+        ranked = sorted(best_per_family.values(), key=auc)
+        candidates = [ranked[0]]
+        for size in (2, 3):
+            if len(ranked) >= size and all(np.isfinite(s.metrics["roc_auc"]) for s in ranked[:size]):
+                blend = score((ENSEMBLE, {"members": [s.config.to_json_dict() for s in ranked[:size]]}))
+                candidates.append(blend)
+                blends.append(blend)
+        return min(candidates, key=auc)  # ties: the first, a single model
+
+    blends: list[Scored[ModelSpec]] = []
     space = SearchSpace(
         name=study_name, suggest=lambda trial: suggest_spec(trial, families), score=score, objective="roc_auc",
         direction="maximize", enqueue=[{"family": family} for family in families],
-        n_startup_trials=max(len(families), 4),
+        n_startup_trials=max(len(families), 4), choose=choose,
     )
     tuned = search(space, budget, callbacks)
     by_family: dict[str, float] = {}
@@ -269,6 +300,8 @@ def tune(
         if t.value is not None:
             family = t.params["family"]
             by_family[family] = max(by_family.get(family, -np.inf), float(t.value))
+    if blends:
+        by_family[ENSEMBLE] = max(float(b.metrics["roc_auc"]) for b in blends)
     logger.info("%s: best %s AUC %.4f; best per family %s", study_name, tuned.config.family, tuned.value, by_family)
     return TuningResult(best=tuned.config, best_value=tuned.value, n_trials=tuned.n_trials, best_by_family=by_family)
 

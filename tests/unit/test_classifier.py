@@ -10,6 +10,7 @@ import pytest
 
 from ml.families.classifier import (
     CALIBRATIONS,
+    ENSEMBLE,
     ESTIMATORS,
     ModelSpec,
     choose_calibration,
@@ -37,7 +38,7 @@ def data():
 def test_every_family_is_tried_and_the_best_wins(data):
     X_train, y_train, X_valid, y_valid = data
     result = tune(X_train, y_train, X_valid, y_valid, Budget(n_trials=5, timeout_seconds=120, random_state=1), study_name="t")
-    assert set(result.best_by_family) == set(ESTIMATORS)
+    assert set(result.best_by_family) == {*ESTIMATORS, ENSEMBLE}  # the blend of the best families is a candidate
     assert result.best_value == pytest.approx(max(result.best_by_family.values()))
     assert result.best_by_family[result.best.family] == result.best_value
     assert result.best_value > 0.75
@@ -49,6 +50,23 @@ def test_tuning_is_deterministic_for_a_seed(data):
     first = tune(X_train, y_train, X_valid, y_valid, config, study_name="a")
     second = tune(X_train, y_train, X_valid, y_valid, config, study_name="b")
     assert first.best == second.best and first.best_value == second.best_value
+
+
+def test_an_ensemble_averages_its_members_in_log_odds_and_explains_itself(data):
+    X_train, y_train, X_valid, _ = data
+    members = [{"family": "lightgbm", "params": {"learning_rate": 0.1, "num_leaves": 8}, "num_rounds": 40},
+               {"family": "logistic", "params": {"C": 1.0}, "num_rounds": 1}]
+    blend = refit(ModelSpec(ENSEMBLE, {"members": members}, 1), X_train, y_train, random_state=0)
+    singles = [refit(ModelSpec.from_json_dict(m), X_train, y_train, random_state=0) for m in members]
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = np.mean([logit(np.clip(m.predict_proba(X_valid), 1e-6, 1 - 1e-6)) for m in singles], axis=0)
+    np.testing.assert_allclose(logit(blend.predict_proba(X_valid)), expected, rtol=1e-9, atol=1e-9)
+    contributions = blend.contributions(X_valid)
+    assert list(contributions.columns) == list(X_train.columns)
+    # the members' biases are constants: contributions move exactly with the blend's log-odds
+    moved = contributions.sum(axis=1).to_numpy() - expected
+    np.testing.assert_allclose(moved, moved[0], atol=1e-6)
+    json.dumps(blend.spec.to_json_dict())  # a spec the gate can refit from a tag
 
 
 @pytest.mark.parametrize("family", ESTIMATORS)
