@@ -4,8 +4,9 @@ plain parameters, knows nothing of Airflow, and returns a small JSON-serialisabl
 
 Training: :func:`extract` -> :func:`validate_extracts` -> :func:`train` (one per family, through
 :func:`ml.registry.train_family`). Nightly: :func:`extract` -> :func:`validate_extracts` ->
-:func:`build_features` -> :func:`score_customers` -> :func:`publish` and :func:`check_drift`; and per
-config family :func:`recommend` -> :func:`publish` (through :func:`ml.registry.score_family`).
+:func:`build_features` -> :func:`score_customers` -> :func:`publish` and :func:`check_drift`; per
+config family :func:`recommend` -> :func:`publish` (through :func:`ml.registry.score_family`); and
+:func:`evaluate_outcomes`, which compares earlier published scores with what then happened.
 """
 
 from __future__ import annotations
