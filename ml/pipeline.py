@@ -130,44 +130,53 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
                     params: RunParams) -> dict[str, Any]:
     """Score every customer with each customer family's ``@champion``: propensity, churn risk
     (active customers only, else NULL), CLV with value tier, and the top 3 factors of each.
-    Skipped, with the reasons, when any of the three families cannot train on this store (the
-    same question as training, on this run's customers and orders)."""
+    Skipped, with the reasons, when purchase propensity cannot score (the store cannot train it, the
+    same question as training on this run's customers and orders, or no version passed the gate);
+    churn and CLV are NULL, with their reasons logged and returned (``without``), when they cannot."""
     frames = {**read_extract({name: extract_paths[name] for name in ("customers", "orders")}),
               "customer_features": pd.read_parquet(features_path)}
     results = {family.name: score_family(family, resources, run_date, frames, params) for family in CUSTOMER_FAMILIES}
-    reasons = [result["skipped"] for result in results.values() if isinstance(result, dict)]
-    if reasons:
-        return skipped("customer scores", run_date, "; ".join(reasons))
+    reasons = {name: result["skipped"] for name, result in results.items() if isinstance(result, dict)}
+    if propensity.FAMILY.name in reasons:  # every published row has a purchase propensity
+        return skipped("customer scores", run_date, "; ".join(reasons.values()))
     features = frames["customer_features"].set_index("customer_id")[list(FEATURE_COLUMNS)]
-    scored: dict[str, Scored] = results  # type: ignore[assignment]  (none skipped)
-    columns = {"purchase_propensity": scored[propensity.FAMILY.name], "churn_risk": scored[churn.FAMILY.name],
-               "clv": scored[clv.FAMILY.name]}
-    # each score on its family's nightly input (churn: the active customers), NULL for the others
+    columns: dict[str, Scored] = {name: results[family.name] for name, family in _SCORE_FAMILIES.items()
+                                  if family.name not in reasons}
+    # each score on its family's nightly input (churn: the active customers), NULL for the others and
+    # for a family skipped tonight (no champion, or the store cannot train it: the reason is logged)
     values = {name: pd.Series(np.asarray(s.output, dtype="float64"), index=s.inputs.index).reindex(features.index)
               for name, s in columns.items()}
     factors = {name: _factors_json(s.champion.python_model, s.inputs).reindex(features.index, fill_value="null")
                for name, s in columns.items()}
-    clv_score = values["clv"].to_numpy()
+    missing = pd.Series(np.nan, index=features.index)
+    clv_score = values.get("clv", missing).to_numpy()
     scores = pd.DataFrame(
         {
             "run_date": run_date,
             "customer_id": features.index.to_numpy(dtype="int64"),
             "purchase_propensity": values["purchase_propensity"].to_numpy(),
-            "churn_risk": values["churn_risk"].to_numpy(),
+            "churn_risk": values.get("churn_risk", missing).to_numpy(),
             "clv": clv_score,
-            "value_tier": value_tier(clv_score),
-            "top_factors": _combine_json(factors),
-            **{f"{prefix}_model": columns[name].champion.name for prefix, name in _VERSION_COLUMNS.items()},
-            **{f"{prefix}_version": columns[name].champion.version for prefix, name in _VERSION_COLUMNS.items()},
+            "value_tier": value_tier(clv_score) if "clv" in columns else None,
+            "top_factors": _combine_json({name: factors.get(name, pd.Series("null", index=features.index))
+                                          for name in _SCORE_FAMILIES}),
+            **{f"{prefix}_model": columns[name].champion.name if name in columns else None
+               for prefix, name in _VERSION_COLUMNS.items()},
+            **{f"{prefix}_version": columns[name].champion.version if name in columns else None
+               for prefix, name in _VERSION_COLUMNS.items()},
         }
     )
+    for reason in reasons.values():
+        logger.warning("customer scores for %s published without a family: %s", run_date, reason)
     path = _write_output(resources, run_date, "customer_scores", scores)
     versions = {name: s.champion.version for name, s in columns.items()}
     logger.info("scored %d customers with %s", len(scores), {n: f"v{v}" for n, v in versions.items()})
-    return {"path": str(path), "features_path": features_path, "rows": len(scores), "versions": versions}
+    return {"path": str(path), "features_path": features_path, "rows": len(scores), "versions": versions,
+            "without": reasons}
 
 
 _VERSION_COLUMNS = {"propensity": "purchase_propensity", "churn": "churn_risk", "clv": "clv"}
+_SCORE_FAMILIES = {"purchase_propensity": propensity.FAMILY, "churn_risk": churn.FAMILY, "clv": clv.FAMILY}
 
 
 def recommend(family: Family, resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
@@ -218,11 +227,14 @@ def check_drift(resources: Resources, run_date: dt.date, scored: dict[str, Any],
     scored_reference = reference.reindex(columns=list(FEATURE_COLUMNS))
     current, reference = current[columns].copy(), reference[columns].copy()
     for column, family in DRIFT_SCORES.items():
+        if tonight[column].isna().all():  # the family had no champion tonight
+            continue
         current[column] = tonight[column].to_numpy()
         champion = load_champion(resources, family.model_name)
         reference[column] = np.asarray(champion.model.predict(scored_reference), dtype="float64")
     config = drift.DriftConfig(drift_share_threshold=params.drift_share_threshold, random_state=params.seed)
-    result = drift.check_drift(reference, current, columns, config, score_columns=list(DRIFT_SCORES))
+    result = drift.check_drift(reference, current, columns, config,
+                               score_columns=[column for column in DRIFT_SCORES if column in current])
 
     with mlflow.start_run(run_name=f"drift-{run_date}") as run:
         mlflow.set_tags({"revopt.family": "drift", "revopt.run_date": run_date.isoformat(),

@@ -53,6 +53,10 @@ CUSTOMER_DATASETS = ("customers", "orders")
 #: Fewest customers of each label at the fit cutoff: selection holds out ``VALIDATION_SHARE`` of them
 #: (stratified), so its validation customers hold about five of each at this minimum.
 MIN_FIT_PER_LABEL = 2 * MIN_PER_LABEL
+#: The calibrations the published model chooses from. Never "none": it is applied one horizon after
+#: the data it was fitted on, so its level is always re-fitted on the latest labelled window (a store's
+#: rate moves with the season); the choice is Platt scaling or isotonic, on the validation customers.
+RECALIBRATIONS = ("sigmoid", "isotonic")
 #: Test metrics summarised over the backtest's origins.
 BACKTEST_METRICS = ("roc_auc", "pr_auc", "lift_top_decile", "calibration_error", "baseline_roc_auc")
 
@@ -186,7 +190,9 @@ class BinaryFamily:
         result = tune(train.X, train.y, valid.X, valid.y, Budget(params.n_trials, params.tuning_timeout_seconds, seed),
                       study_name=study_name, callbacks=callbacks)
         chosen = refit(result.best, train.X, train.y, seed)
-        calibrator, _, losses = choose_calibration(chosen.predict_proba(valid.X), valid.y, seed)
+        raw = chosen.predict_proba(valid.X)
+        require_finite(self.name, self.model_name, fit.cutoff.date(), "validation predictions of the chosen spec", raw)
+        calibrator, _, losses = choose_calibration(raw, valid.y, seed, methods=RECALIBRATIONS)
         return Selected(result.best, calibrator.method, result.best_by_family, result.best_value, losses,
                         len(train.y), len(valid.y))
 

@@ -306,7 +306,8 @@ def tune(
     return TuningResult(best=tuned.config, best_value=tuned.value, n_trials=tuned.n_trials, best_by_family=by_family)
 
 
-def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int) -> tuple[Calibrator, np.ndarray, dict[str, float]]:
+def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int,
+                       methods: tuple[str, ...] = CALIBRATIONS) -> tuple[Calibrator, np.ndarray, dict[str, float]]:
     """Pick the calibration with the lowest cross-fitted log loss on the validation fold.
 
     Returns the chosen calibrator fitted on the whole fold, the cross-fitted calibrated
@@ -314,14 +315,14 @@ def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int)
     """
     y_array = np.asarray(y)
     folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=random_state)
-    crossfit = {method: np.empty_like(probability, dtype="float64") for method in CALIBRATIONS}
+    crossfit = {method: np.empty_like(probability, dtype="float64") for method in methods}
     for fit_idx, eval_idx in folds.split(probability.reshape(-1, 1), y_array):
-        for method in CALIBRATIONS:
+        for method in methods:
             calibrator = _fit_calibrator(method, probability[fit_idx], y_array[fit_idx])
             crossfit[method][eval_idx] = calibrator.transform(probability[eval_idx])
     losses = {method: _log_loss_or_nan(y_array, p) for method, p in crossfit.items()}
     # a method whose cross-fitted probabilities are not all finite has no loss: it is never chosen
-    chosen = min(CALIBRATIONS, key=lambda method: (rank_key(losses[method], higher_is_better=False), CALIBRATIONS.index(method)))
+    chosen = min(methods, key=lambda method: (rank_key(losses[method], higher_is_better=False), methods.index(method)))
     return _fit_calibrator(chosen, probability, y_array), crossfit[chosen], losses
 
 

@@ -225,10 +225,11 @@ def test_every_family_trains_or_skips_with_its_reason_and_the_nightly_run_agrees
         assert "skipped" in result or result["rows"] > 0
     scored = pipeline.score_customers(resources, RUN_DATE, features["path"], nightly, PARAMS)
     customer_reasons = [reason for family in ("propensity", "churn", "clv") if (reason := nightly_reason(family))]
-    if customer_reasons:
+    if nightly_reason("propensity"):  # every published row needs a purchase propensity
         assert scored["skipped"] == "; ".join(customer_reasons)
-    else:
+    else:  # churn or CLV without a model: published without them (NULL), saying why
         assert scored["rows"] == features["rows"] > 0
+        assert list(scored["without"].values()) == customer_reasons
 
 
 # --- a model predicting NaN ---------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_a_model_predicting_nan_is_never_registered(own_registry, base, case, mo
             return model
 
         monkeypatch.setattr(ml.families.binary, "refit", refit)
-        message = "test-window predictions are NaN or infinite"
+        message = "predictions of the chosen spec are NaN or infinite"
     elif case == "pricing":  # the recommended prices, what the nightly run publishes
         real_recommend = pricing.model.recommend_prices
         monkeypatch.setattr(pricing.model, "recommend_prices", lambda *args, **kwargs: real_recommend(*args, **kwargs).assign(
