@@ -95,6 +95,15 @@ def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> 
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2024, 1, 1))
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--behaviour-change-day", type=int, default=None, metavar="DAY",
+                        help="customers' purchase behaviour changes on this day after --start (outcome monitoring "
+                             "demo: scores published before it stop matching what happens after)")
+
+
+def _behaviour_change(args: argparse.Namespace):
+    from revopt.sample_data.synth import BehaviourChange
+
+    return None if args.behaviour_change_day is None else BehaviourChange(args.behaviour_change_day)
 
 
 def _step(label: str):
@@ -149,7 +158,8 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
 
     start_stack(settings)
     with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
-        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
+        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
+                                behaviour_change=_behaviour_change(args))
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
     return 0
@@ -183,7 +193,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     with _step("starting the embedded stack"):
         start_stack(settings)
     with _step(f"seeding a synthetic store: {args.customers:,} customers x {args.days} days (seed {args.seed})"):
-        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed)
+        report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
+                                behaviour_change=_behaviour_change(args))
     print(f"    {report}")
     close_event_stores()  # the Airflow task process opens chDB next; one process per data path
     params = _params(args.param)
