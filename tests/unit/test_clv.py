@@ -490,6 +490,12 @@ def test_the_family_tests_on_the_window_after_its_fit_cutoff_and_beats_repeat_la
     np.testing.assert_array_equal(result.test.y, data.test.y.to_numpy())
     np.testing.assert_array_equal(result.baseline.y, data.test.y.to_numpy())
     assert result.metrics["test_rmse"] == pytest.approx(result.test.value(FAMILY.metric))
+    # the rolling-origin backtest: as many origins as the history allows (each repeats selection)
+    origins = result.params["backtest_origins"]
+    assert origins == 1 + len(data.earlier) >= 2
+    assert result.metrics["backtest_rmse_origin0"] == result.metrics["test_rmse"]
+    assert {f"backtest_rmse_origin{k}" for k in range(origins)} <= set(result.metrics)
+    assert "backtest_spearman_mean" in result.metrics and "backtest_spearman_std" in result.metrics
     decision = decide(model_name="m", candidate_version="1", metric=FAMILY.metric, candidate=result.test,
                       baseline=result.baseline, champion_version=None, champion=None, margin=0.0)
     assert decision.promoted and decision.baseline_difference > 0, decision.reason

@@ -134,3 +134,16 @@ def test_the_published_model_is_the_tested_one_calibrated_on_rows_it_did_not_tra
     assert champion.metrics["test_calibration_error"] < 0.05  # cross-fitted on the test window
     assert abs(published.mean() - store.test.y.mean()) < 0.02  # calibrated to the test window's rate
     assert "calibration.png" in champion.figures
+
+
+def test_the_rolling_origin_backtest_repeats_selection_at_each_earlier_origin(store, champion):
+    """Each earlier origin (fit, test) is selected and tested on its own; the latest is the test window."""
+    earlier = dataclasses.replace(store, earlier=((_customers(2500, 3, "2024-03-02"), _customers(2500, 4, "2024-04-01")),))
+    trained = _train(FAMILY, earlier)
+    metrics = trained.metrics
+    assert metrics["backtest_roc_auc_origin0"] == metrics["test_roc_auc"] == champion.metrics["test_roc_auc"]
+    assert 0.6 < metrics["backtest_roc_auc_origin1"] < 1.0 and metrics["backtest_roc_auc_origin1"] != metrics["test_roc_auc"]
+    assert metrics["backtest_roc_auc_mean"] == pytest.approx(
+        (metrics["backtest_roc_auc_origin0"] + metrics["backtest_roc_auc_origin1"]) / 2)
+    assert metrics["backtest_baseline_roc_auc_std"] >= 0 and trained.params["backtest_origins"] == 2
+    assert trained.spec == champion.spec  # the earlier origins never change what the latest selected

@@ -279,6 +279,8 @@ def fit_final_clv_model(
     return ClvModel(BTYD, config.horizon_days, btyd_params=fit_btyd(btyd_fit_features))
 
 
+#: Test metrics summarised over the backtest's origins.
+BACKTEST_METRICS = ("rmse", "spearman", "top_decile_capture")
 #: The shortest label window a CLV model is fitted on (days).
 MIN_LABEL_DAYS = 7
 
@@ -320,6 +322,8 @@ class ClvData:
     # hyperparameters): the candidate's test predictions are kept for a BTYD champion's gate.
     btyd_test_predictions: np.ndarray | None = None
     note: str | None = None  # set when the label windows are shorter than the horizon (:func:`label_window`)
+    # the backtest's earlier origins history allows: (fit, test, repeat-last-period of the test customers)
+    earlier: tuple[tuple[LabelledSet, LabelledSet, np.ndarray], ...] = ()
 
     @property
     def window(self) -> str:
@@ -353,12 +357,41 @@ class ClvFamily:
         config = self.config(params, window if note else None)
         fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, window)
         test = spend_set(frames, test_cutoff, window, params.lookback_days)
+        earlier = []
+        first_order = frames["orders"]["order_ts"].min()
+        for origin in range(1, params.backtest_origins):
+            origin_fit, origin_test = evaluation_cutoffs(run_date, window, origin)
+            # an origin needs a window of history before its fit cutoff and what BTYD and the GBM need
+            if (pd.isna(first_order) or first_order > origin_fit - pd.Timedelta(days=window)
+                    or training_data_shortfall(frames["customers"], frames["orders"], (origin_test + pd.Timedelta(days=window)).date(),
+                                               window, params.lookback_days)):
+                break
+            origin_test_set = spend_set(frames, origin_test, window, params.lookback_days)
+            earlier.append((spend_set(frames, origin_fit, window, params.lookback_days), origin_test_set,
+                            last_period_spend(origin_test_set.X.index, frames["orders"], origin_test, window)))
         return ClvData(
             run_date, config,
             spend_set(frames, fit_cutoff, window, params.lookback_days), test,
             features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
-            last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note,
+            last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note, earlier=tuple(earlier),
         )
+
+    def _backtest(self, data: ClvData, latest: Mapping[str, float], latest_baseline: float) -> dict[str, float]:
+        """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
+        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
+        per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest}, "baseline_rmse": latest_baseline}]
+        for fit, test, baseline in data.earlier:
+            train, valid = selection_split(fit, data.config.random_state)
+            selection = select_clv_model(train.X, train.y, valid.X, valid.y, data.config, btyd_features=fit.X)
+            metrics = evaluate_clv(test.y, predict_test_window(selection.spec, fit, test.X, data.config))
+            per_origin.append({**metrics, "baseline_rmse": rmse(test.y.to_numpy(), baseline)})
+        out: dict[str, float] = {}
+        for key in (*BACKTEST_METRICS, "baseline_rmse"):
+            values = np.array([origin.get(key, np.nan) for origin in per_origin], dtype="float64")
+            out.update({f"backtest_{key}_origin{k}": float(v) for k, v in enumerate(values)})
+            out[f"backtest_{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            out[f"backtest_{key}_std"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
+        return {key: value for key, value in out.items() if np.isfinite(value)}
 
     def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         """Select between BTYD and GBM on the fit cutoff's customers (:func:`select_clv_model`), test the
@@ -386,12 +419,14 @@ class ClvFamily:
             example=test.X.head(5),
             tags={} if data.note is None else {"revopt.clv.label_window": data.note},
             params={"horizon_days": config.horizon_days, "label_window_days": config.window, "selection_metric": metric,
+                    "backtest_origins": 1 + len(data.earlier),
                     "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
                     "n_fit": len(fit.y), "n_selection_train": len(train.y), "n_selection_valid": len(valid.y),
                     "n_test": len(test.y), "winner": selection.winner, "baseline": "repeat last period"},
             metrics={**{f"valid_{candidate}_{key}": value for candidate, values in selection.metrics.items()
                         for key, value in values.items()},
                      **{f"test_{key}": value for key, value in test_metrics.items()},
+                     **self._backtest(data, test_metrics, baseline.value(self.metric)),
                      **{f"baseline_{key}": value for key, value in evaluate_clv(test.y, data.baseline).items()}},
             figures=self._figures(selection, test, predicted, final),
             checks={f"predictions of the final {selection.winner} model on the run date's customers":
