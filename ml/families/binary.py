@@ -180,7 +180,7 @@ class BinaryFamily:
         return BinaryData(run_date, horizon, self.labelled_set(frames, fit_cutoff, params),
                           self.labelled_set(frames, test_cutoff, params), tuple(earlier))
 
-    def select(self, fit: LabelledSet, params: RunParams, study_name: str,
+    def select(self, fit: LabelledSet, params: RunParams, run_date: dt.date, study_name: str,
                callbacks: Sequence[Callback] = ()) -> Selected:
         """Selection on the fit cutoff's customers alone: estimator and hyperparameters tuned on its
         training customers with early stopping on its validation customers, and the calibration method
@@ -191,14 +191,15 @@ class BinaryFamily:
                       study_name=study_name, callbacks=callbacks)
         chosen = refit(result.best, train.X, train.y, seed)
         raw = chosen.predict_proba(valid.X)
-        require_finite(self.name, self.model_name, fit.cutoff.date(), "validation predictions of the chosen spec", raw)
+        require_finite(self.name, self.model_name, run_date,
+                       f"validation predictions of the chosen spec (fit cutoff {fit.cutoff.date()})", raw)
         calibrator, _, losses = choose_calibration(raw, valid.y, seed, methods=RECALIBRATIONS)
         return Selected(result.best, calibrator.method, result.best_by_family, result.best_value, losses,
                         len(train.y), len(valid.y))
 
     def train(self, data: BinaryData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         fit, test, run_date, seed = data.fit, data.test, data.run_date, params.seed
-        selected = self.select(fit, params, f"{self.name}-{run_date}", callbacks)
+        selected = self.select(fit, params, run_date, f"{self.name}-{run_date}", callbacks)
         model = refit(selected.spec, fit.X[list(self.features)], fit.y, seed)
         raw = model.predict_proba(test.X)
         require_finite(self.name, self.model_name, run_date, "test-window predictions", raw)
@@ -257,7 +258,7 @@ class BinaryFamily:
         per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest},
                        "baseline_roc_auc": latest_baseline}]
         for k, (fit, test) in enumerate(data.earlier, start=1):
-            selected = self.select(fit, params, f"{self.name}-{data.run_date}-origin{k}")
+            selected = self.select(fit, params, data.run_date, f"{self.name}-{data.run_date}-origin{k}")
             raw = refit(selected.spec, fit.X[list(self.features)], fit.y, params.seed).predict_proba(test.X)
             _, calibrated = calibrate(selected.calibration, raw, test.y, params.seed)
             metrics = evaluate(test.y, calibrated)

@@ -73,3 +73,25 @@ def _forbid_ddl_on_published_tables(settings: Settings) -> None:
 
     with connect_postgres(settings) as conn:
         conn.execute(_NO_DDL_OUTSIDE_MIGRATIONS)
+
+
+@pytest.fixture(scope="session")
+def forget_models(settings: Settings):
+    """A function deleting registered models from the session's MLflow registry, so a module's store
+    starts without champions: an earlier module's champion, refitted on this store, can be as good as
+    the first candidate, which the gate then rightly keeps challenger."""
+    import contextlib
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from revopt.platform.resources import configure_mlflow
+
+    def forget(model_names) -> None:
+        configure_mlflow(settings)
+        client = MlflowClient()
+        for name in model_names:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
+                client.delete_registered_model(name)
+
+    return forget

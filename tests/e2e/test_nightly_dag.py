@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,16 +27,10 @@ FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
 @pytest.fixture(scope="module")
-def seeded(settings):
+def seeded(settings, forget_models):
     report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11)
     close_event_stores()  # Airflow's task process opens the chDB folder next
-    # this store's first training starts without champions: an earlier module's champion, refitted on
-    # this store, could be as good as the first candidate, which would then rightly stay challenger
-    configure_mlflow(settings)
-    client = MlflowClient()
-    for name in MODELS:
-        with contextlib.suppress(mlflow.exceptions.MlflowException):
-            client.delete_registered_model(name)
+    forget_models(settings, MODELS)  # this store's first training starts without champions
     return report
 
 

@@ -56,11 +56,12 @@ def _performance(settings) -> list:
 
 
 @pytest.fixture(scope="module")
-def trained(settings):
+def trained(settings, forget_models):
     """The three customer families trained at R on the changing store (the change is after R: training
     sees only the old behaviour) and its night R scored and published."""
     seed_synthetic(settings, **STORE, behaviour_change=BehaviourChange(day=(SCORED - START).days))
     close_event_stores()
+    forget_models(settings, [family.model_name for family in FAMILIES])  # this store starts without champions
     resources = Resources(settings)
     paths = pipeline.extract(resources, SCORED, "training", PARAMS)
     versions = {}
