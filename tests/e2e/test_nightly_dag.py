@@ -30,7 +30,7 @@ FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 def seeded(settings, forget_models):
     report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11)
     close_event_stores()  # Airflow's task process opens the chDB folder next
-    forget_models(settings, MODELS)  # this store's first training starts without champions
+    forget_models(MODELS)  # this store's first training starts without champions
     return report
 
 

@@ -61,7 +61,7 @@ def trained(settings, forget_models):
     sees only the old behaviour) and its night R scored and published."""
     seed_synthetic(settings, **STORE, behaviour_change=BehaviourChange(day=(SCORED - START).days))
     close_event_stores()
-    forget_models(settings, [family.model_name for family in FAMILIES])  # this store starts without champions
+    forget_models([family.model_name for family in FAMILIES])  # this store starts without champions
     resources = Resources(settings)
     paths = pipeline.extract(resources, SCORED, "training", PARAMS)
     versions = {}
