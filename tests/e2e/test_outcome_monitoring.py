@@ -24,7 +24,9 @@ from revopt.sample_data.synth import BehaviourChange
 
 pytestmark = pytest.mark.e2e
 
-START = dt.date(2035, 1, 1)  # away from the other modules' run dates
+# away from the other modules' run dates, and before the ones that read the scores.*_latest views (a later
+# run date here would become their "latest")
+START = dt.date(2012, 1, 1)
 HORIZON = 30
 SCORED = START + dt.timedelta(days=300)  # R: training and the night scored; the behaviour changes here
 EVALUATED = SCORED + dt.timedelta(days=HORIZON)  # D = R + h: the first night the outcomes are all known

@@ -137,9 +137,12 @@ def test_a_family_predicting_nan_never_becomes_the_best(data, monkeypatch):
     X_train, y_train, X_valid, y_valid = (part.iloc[:500] for part in data)
     config = Budget(n_trials=4, timeout_seconds=120, random_state=1)
     honest = tune(X_train, y_train, X_valid, y_valid, config, study_name="honest")
-    _predicting_nan(monkeypatch, {honest.best.family})
+    best_single = max((f for f in honest.best_by_family if f != ENSEMBLE), key=honest.best_by_family.get)
+    _predicting_nan(monkeypatch, {best_single})
     result = tune(X_train, y_train, X_valid, y_valid, config, study_name="broken")
-    assert result.best.family != honest.best.family and honest.best.family not in result.best_by_family
+    assert result.best.family != best_single and best_single not in result.best_by_family
+    members = result.best.params["members"] if result.best.family == ENSEMBLE else []
+    assert all(member["family"] != best_single for member in members)  # nor does it join a blend
     assert np.isfinite(result.best_value) and result.n_trials == 3
 
 
