@@ -16,7 +16,7 @@ reports for its own validation data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,6 +188,18 @@ def _bootstrap(metric: Metric, candidate: Evaluation, reference: Evaluation, sig
     low, high = np.quantile(finite, [tail, 1 - tail])
     p_value = (1 + int((finite <= 0).sum())) / (1 + len(finite))
     return gain, float(low), float(high), float(p_value)
+
+
+def summarise_backtest(per_origin: Sequence[Mapping[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """A rolling-origin backtest's metrics as MLflow metrics: ``backtest_<key>_origin<k>`` for each origin
+    (the latest first) and ``backtest_<key>_mean`` / ``_std`` over them; non-finite values are left out."""
+    out: dict[str, float] = {}
+    for key in keys:
+        values = np.array([origin.get(key, np.nan) for origin in per_origin], dtype="float64")
+        out.update({f"backtest_{key}_origin{k}": float(v) for k, v in enumerate(values)})
+        out[f"backtest_{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        out[f"backtest_{key}_std"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else math.nan
+    return {key: value for key, value in out.items() if math.isfinite(value)}
 
 
 def safe_score(score: Score, y: np.ndarray, predicted: np.ndarray) -> float:

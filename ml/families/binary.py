@@ -38,7 +38,7 @@ from features.customer import (
     purchase_label, selection_split,
 )
 from ml import plots
-from ml.evaluation import ROC_AUC, Evaluation, Metric
+from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
 from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,
@@ -265,13 +265,7 @@ class BinaryFamily:
             metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))
             metrics["baseline_roc_auc"] = self.baseline_evaluation(test, "").value(self.metric)
             per_origin.append(metrics)
-        out: dict[str, float] = {}
-        for key in BACKTEST_METRICS:
-            values = np.array([origin[key] for origin in per_origin], dtype="float64")
-            out.update({f"backtest_{key}_origin{k}": float(v) for k, v in enumerate(values)})
-            out[f"backtest_{key}_mean"] = float(np.nanmean(values))
-            out[f"backtest_{key}_std"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
-        return {key: value for key, value in out.items() if np.isfinite(value)}
+        return summarise_backtest(per_origin, BACKTEST_METRICS)
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
         """Tonight's customer features (``frames["customer_features"]``), indexed by customer id; for a

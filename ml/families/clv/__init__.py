@@ -60,7 +60,7 @@ from features.customer import (
     selection_split, spend_set,
 )
 from ml import plots
-from ml.evaluation import Evaluation, Metric, rmse
+from ml.evaluation import Evaluation, Metric, rmse, summarise_backtest
 from ml.family import Frames, Trained, require_finite
 from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
@@ -385,13 +385,7 @@ class ClvFamily:
             selection = select_clv_model(train.X, train.y, valid.X, valid.y, data.config, btyd_features=fit.X)
             metrics = evaluate_clv(test.y, predict_test_window(selection.spec, fit, test.X, data.config))
             per_origin.append({**metrics, "baseline_rmse": rmse(test.y.to_numpy(), baseline)})
-        out: dict[str, float] = {}
-        for key in (*BACKTEST_METRICS, "baseline_rmse"):
-            values = np.array([origin.get(key, np.nan) for origin in per_origin], dtype="float64")
-            out.update({f"backtest_{key}_origin{k}": float(v) for k, v in enumerate(values)})
-            out[f"backtest_{key}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-            out[f"backtest_{key}_std"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else float("nan")
-        return {key: value for key, value in out.items() if np.isfinite(value)}
+        return summarise_backtest(per_origin, (*BACKTEST_METRICS, "baseline_rmse"))
 
     def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         """Select between BTYD and GBM on the fit cutoff's customers (:func:`select_clv_model`), test the
