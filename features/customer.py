@@ -200,8 +200,9 @@ def order_rhythm(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
         "mean_gap_days": by["gap"].mean(), "last_gap": by["gap"].last(), "gap_std": by["gap"].std(),
         "recency": by["age"].min(),
         "order_hour_regularity": np.hypot(by["cos"].mean(), by["sin"].mean()),
-        "discount_share": by["discounted"].sum() / by["value"].sum().where(by["value"].sum() > 0),
     })
+    spend = by["value"].sum()
+    out["discount_share"] = by["discounted"].sum() / spend.where(spend > 0)
     mean_gap = out["mean_gap_days"].where(out["mean_gap_days"] > 0)
     out["gap_spread"] = out["gap_std"] / mean_gap
     out["gap_trend"] = (out["last_gap"] / mean_gap).where(out["gap_std"].notna())

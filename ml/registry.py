@@ -140,9 +140,10 @@ def score_family(family: Family, resources: Resources, run_date: dt.date, frames
     if reason := family.shortfall(frames, run_date, params):
         return skipped(family.name, run_date, reason)
     resources.use_tracking()
-    if current_version(family.model_name, CHAMPION) is None:
+    version = current_version(family.model_name, CHAMPION)
+    if version is None:
         return skipped(family.name, run_date, no_champion_reason(family.model_name))
-    champion = load_champion(resources, family.model_name)
+    champion = load_champion(resources, family.model_name, version)
     inputs = family.nightly_input(frames, run_date, params)
     output = champion.model.predict(inputs, params=family.predict_params(run_date, params) or None)
     return Scored(champion, inputs, output)
@@ -165,9 +166,11 @@ def no_champion_reason(model_name: str) -> str:
             f"it (latest, v{latest.version}: {gate})")
 
 
-def load_champion(resources: Resources, model_name: str) -> Champion:
+def load_champion(resources: Resources, model_name: str, version: str | None = None) -> Champion:
+    """The ``@champion``'s pyfunc: ``version`` when the caller has resolved the alias already, else the
+    version the alias points at now."""
     resources.use_tracking()
-    version = resolve_alias(model_name, CHAMPION)
+    version = version or resolve_alias(model_name, CHAMPION)
     # Load the resolved version, not the alias, so the recorded version is the one that scored.
     return Champion(model_name, version, mlflow.pyfunc.load_model(f"models:/{model_name}/{version}"))
 

@@ -19,6 +19,11 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+#: The view's ``*`` is expanded when it is created, so it is re-created around the column changes.
+LATEST_VIEW = ("CREATE VIEW scores.model_promotions_latest AS "
+               "SELECT DISTINCT ON (model_name) * FROM scores.model_promotions "
+               "ORDER BY model_name, run_date DESC, candidate_version::bigint DESC")
+
 COLUMNS = (
     ("test_window", "text", "the test rows the decision was made on, in words"),
     ("n_test", "integer", "rows of the test window"),
@@ -41,11 +46,7 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE scores.model_promotions ADD COLUMN IF NOT EXISTS {name} {kind}")
         quoted = comment.replace("'", "''")
         op.execute(f"COMMENT ON COLUMN scores.model_promotions.{name} IS '{quoted}'")
-    op.execute(
-        "CREATE VIEW scores.model_promotions_latest AS "
-        "SELECT DISTINCT ON (model_name) * FROM scores.model_promotions "
-        "ORDER BY model_name, run_date DESC, candidate_version::bigint DESC"
-    )
+    op.execute(LATEST_VIEW)
     op.execute("COMMENT ON VIEW scores.model_promotions_latest IS 'the latest promotion-gate decision per model'")
 
 
@@ -53,8 +54,4 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS scores.model_promotions_latest")
     for name, _, _ in COLUMNS:
         op.execute(f"ALTER TABLE scores.model_promotions DROP COLUMN IF EXISTS {name}")
-    op.execute(
-        "CREATE VIEW scores.model_promotions_latest AS "
-        "SELECT DISTINCT ON (model_name) * FROM scores.model_promotions "
-        "ORDER BY model_name, run_date DESC, candidate_version::bigint DESC"
-    )
+    op.execute(LATEST_VIEW)
