@@ -233,6 +233,10 @@ def rmse(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(y, dtype="float64") - predicted) ** 2)))
 
 
+def mae(y: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(y, dtype="float64") - predicted)))
+
+
 def spearman(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(stats.spearmanr(y, predicted).statistic)
 

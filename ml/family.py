@@ -110,6 +110,8 @@ class Trained:
     tags: dict[str, str] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     reference_features: pd.DataFrame | None = None  # the nightly drift check's reference (customer families)
+    # the metric the gate compares, where a run param chose it (CLV: clv_selection_metric); None: family.metric
+    metric: Metric | None = None
 
 
 @runtime_checkable

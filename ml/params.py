@@ -16,6 +16,11 @@ TRAINING = "training"
 NIGHTLY = "nightly"
 BOTH = (TRAINING, NIGHTLY)
 
+#: The longest test window of the families tested on the last days before the run date: pricing 28 days,
+#: send time 28 (``holdout_days``), budget 8 weeks (``holdout_weeks``; their tests check these). Each earlier
+#: origin of their rolling-origin backtest moves the run date back one window.
+LONGEST_TEST_WINDOW_DAYS = 56
+
 
 def _param(default: Any, schema: Mapping[str, Any], description: str, dags: tuple[str, ...] = BOTH) -> Any:
     """A dataclass field with its Airflow ``Param`` (JSON schema, description, which DAGs offer it)."""
@@ -40,8 +45,9 @@ class RunParams:
                                    (TRAINING,))
     clv_selection_metric: str = _param(
         "rmse", {"type": "string", "enum": ["rmse", "mae", "spearman"]},
-        "What picks the CLV model on the validation customers: rmse (expected spend in currency), mae, or spearman "
-        "(rank correlation: for a store that uses CLV to rank customers).", (TRAINING,))
+        "What picks the CLV model on the validation customers and what the promotion gate compares on the test "
+        "window: rmse (expected spend in currency), mae, or spearman (rank correlation: for a store that uses CLV to "
+        "rank customers).", (TRAINING,))
     n_trials: int = _param(12, {"type": "integer", "minimum": 1, "maximum": 500}, "Optuna trials per family.",
                            (TRAINING,))
     tuning_timeout_seconds: float = _param(300.0, {"type": "number", "minimum": 1},
@@ -58,8 +64,10 @@ class RunParams:
         "window beats the naive baseline, and the champion, with a one-sided p-value below this.", (TRAINING,))
     backtest_origins: int = _param(
         3, {"type": "integer", "minimum": 1, "maximum": 12},
-        "Test cutoffs of the customer models' rolling-origin backtest (the latest, then one horizon earlier each, "
-        "where history allows); each repeats selection on the data before its own test window.", (TRAINING,))
+        "Test windows of every family's rolling-origin backtest: the latest, then one window earlier each, where "
+        "history allows (customer models: one horizon; pricing and send time: 28 days; budget: 8 weeks). Each "
+        "repeats selection on the data before its own test window (pricing, send time and budget with a quarter "
+        "of n_trials, at least 2); the gate decides on the latest alone.", (TRAINING,))
     price_min_margin: float = _param(0.10, {"type": "number", "minimum": 0}, "Recommended price >= cost x (1 + this).")
     price_max_change: float = _param(0.10, {"type": "number", "minimum": 0, "maximum": 0.99},
                                      "Largest price move per run, as a share of the current price.")
@@ -104,12 +112,14 @@ class RunParams:
 
     @property
     def training_extract_days(self) -> int:
-        """History the training extract reads: the nightly ``lookback_days`` plus the furthest fitting
-        cutoff back (the customer models fit at ``D - 2h`` for their horizon h and test at ``D - h``;
-        each earlier backtest origin moves both back by h), so features at every cutoff come from the
-        same length of history as tonight's."""
+        """History the training extract reads: the nightly ``lookback_days`` plus the furthest cutoff back,
+        so every cutoff's inputs come from the same length of history as tonight's. The customer models
+        fit at ``D - 2h`` for their horizon h and test at ``D - h``, and each earlier backtest origin moves
+        both back by h; pricing, send time and budget build their data as of ``D - k x window`` for
+        origin k (:data:`LONGEST_TEST_WINDOW_DAYS`)."""
         longest = max(self.propensity_horizon_days, self.churn_horizon_days, self.clv_horizon_days)
-        return self.lookback_days + (1 + self.backtest_origins) * longest
+        return self.lookback_days + max((1 + self.backtest_origins) * longest,
+                                        (self.backtest_origins - 1) * LONGEST_TEST_WINDOW_DAYS)
 
     def extract_days(self, purpose: str) -> int:
         """Days of history the ``purpose`` DAG's extract reads: ``lookback_days`` at night; training

@@ -79,7 +79,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
         if trained.reference_features is not None:
             _log_reference_features(trained.reference_features)
 
-        metric = family.metric
+        metric = trained.metric or family.metric
         test_value = trained.test.value(metric)
         if not is_finite(test_value):
             raise NonFiniteModelError(f"{family.name} ({family.model_name}) for {run_date}: its test-window {metric.name} "

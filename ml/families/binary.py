@@ -19,6 +19,16 @@ Training at run date D with horizon h, three ways in time (:func:`features.custo
   measuring what is published;
 - **backtest**: where history allows, selection and test are repeated one horizon earlier each
   (``backtest_origins``), for the mean and spread of every test metric over origins.
+
+**BG/NBD features.** Besides the customer features, every model sees two columns derived by a BG/NBD
+model (:mod:`ml.families.clv.btyd`) fitted on the customers of the fit cutoff, on their history before
+it and no label (:class:`BtydFeatures`): the expected completed orders in the family's horizon and the
+probability of still being active. The parametric model pools every customer's purchase rhythm, which
+a tree ensemble fitted on a few thousand customers learns poorly from recency and frequency alone
+(measured on UCI Online Retail, docs/customer_models.md). The published model carries the fitted
+parameters and derives the columns from tonight's features itself, so its input stays the customer
+features. Where BG/NBD cannot be fitted (too few repeat buyers) the models do without the two columns,
+and a champion's spec says which it used.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from features.customer import (
 )
 from ml import plots
 from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
+from ml.families.clv.btyd import BtydParams, btyd_expected_purchases, btyd_inputs, btyd_p_alive, fit_btyd
 from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,
@@ -59,21 +70,72 @@ MIN_FIT_PER_LABEL = 2 * MIN_PER_LABEL
 RECALIBRATIONS = ("sigmoid", "isotonic")
 #: Test metrics summarised over the backtest's origins.
 BACKTEST_METRICS = ("roc_auc", "pr_auc", "lift_top_decile", "calibration_error", "baseline_roc_auc")
+#: The columns :class:`BtydFeatures` adds to the customer features.
+BTYD_FEATURES = ("btyd_expected_purchases", "btyd_p_alive")
+
+
+@dataclass(frozen=True)
+class BtydFeatures:
+    """A BG/NBD model of the customers of one cutoff (their history before it, no label) and the
+    horizon it looks over: :meth:`transform` adds :data:`BTYD_FEATURES` to any customer features frame
+    (the expected completed orders in the next ``horizon_days`` and the probability of being alive),
+    with the parameters fixed, so a later frame is scored by the same model."""
+
+    params: BtydParams
+    horizon_days: int
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        summary = btyd_inputs(X)
+        expected = btyd_expected_purchases(self.params, summary, self.horizon_days)
+        alive = btyd_p_alive(self.params, summary)
+        return X.assign(btyd_expected_purchases=np.nan_to_num(np.clip(expected, 0.0, None), nan=0.0, posinf=0.0),
+                        btyd_p_alive=np.nan_to_num(np.clip(alive, 0.0, 1.0), nan=1.0))
+
+
+#: A purchase-rate shape ``r`` or scale ``alpha`` outside this range means the optimiser ran off to a
+#: boundary: the data do not identify the model, so its columns would be noise. (Very large ``a`` and
+#: ``b`` are a legitimate fit: the same dropout probability for every customer.)
+_PLAUSIBLE = (1e-6, 1e6)
+
+
+def fit_btyd_features(X: pd.DataFrame, horizon_days: int, where: str) -> BtydFeatures | None:
+    """:class:`BtydFeatures` fitted on the customer features ``X`` of one cutoff (``where`` names it in
+    the log), or None, with the reason logged, when BG/NBD cannot be fitted on them."""
+    try:
+        params = fit_btyd(X)
+    except (ValueError, ArithmeticError, RuntimeError) as error:
+        logger.info("BG/NBD features left out for %s: %s", where, error)
+        return None
+    if not (all(_PLAUSIBLE[0] < value < _PLAUSIBLE[1] for value in (params.r, params.alpha))
+            and all(np.isfinite(value) and value > 0 for value in (params.a, params.b))):
+        logger.info("BG/NBD features left out for %s: the fit ran to the edge of the parameter space (%s)", where, params)
+        return None
+    return BtydFeatures(params, int(horizon_days))
+
+
+def with_btyd(X: pd.DataFrame, btyd: BtydFeatures | None) -> pd.DataFrame:
+    """``X`` with the BG/NBD columns when there is a BG/NBD model, else ``X`` itself."""
+    return X if btyd is None else btyd.transform(X)
 
 
 class CalibratedClassifierModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: the calibrated probability of the positive class for each row of a customer
     features frame (:data:`features.customer.FEATURE_COLUMNS`; other columns are ignored)."""
 
-    def __init__(self, model: CalibratedModel) -> None:
+    #: the BG/NBD columns' model (None: the classifier uses the customer features alone; also the value
+    #: of versions pickled before the columns existed)
+    btyd: BtydFeatures | None = None
+
+    def __init__(self, model: CalibratedModel, btyd: BtydFeatures | None = None) -> None:
         self.model = model
+        self.btyd = btyd
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
-        return self.model.predict_proba(model_input)
+        return self.model.predict_proba(with_btyd(model_input, self.btyd))
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         """Per-feature log-odds contributions (the published top factors)."""
-        return self.model.contributions(features)
+        return self.model.contributions(with_btyd(features, self.btyd))
 
 
 @dataclass(frozen=True)
@@ -181,12 +243,14 @@ class BinaryFamily:
                           self.labelled_set(frames, test_cutoff, params), tuple(earlier))
 
     def select(self, fit: LabelledSet, params: RunParams, run_date: dt.date, study_name: str,
-               callbacks: Sequence[Callback] = ()) -> Selected:
+               callbacks: Sequence[Callback] = (), features: Sequence[str] | None = None) -> Selected:
         """Selection on the fit cutoff's customers alone: estimator and hyperparameters tuned on its
         training customers with early stopping on its validation customers, and the calibration method
-        whose cross-fitted log loss on the validation customers is lowest."""
+        whose cross-fitted log loss on the validation customers is lowest. ``features``: the columns of
+        ``fit.X`` the models use (default: the family's)."""
         seed = params.seed
-        train, valid = selection_split(LabelledSet(fit.cutoff, fit.X[list(self.features)], fit.y), seed)
+        columns = list(self.features if features is None else features)
+        train, valid = selection_split(LabelledSet(fit.cutoff, fit.X[columns], fit.y), seed)
         result = tune(train.X, train.y, valid.X, valid.y, Budget(params.n_trials, params.tuning_timeout_seconds, seed),
                       study_name=study_name, callbacks=callbacks)
         chosen = refit(result.best, train.X, train.y, seed)
@@ -197,31 +261,50 @@ class BinaryFamily:
         return Selected(result.best, calibrator.method, result.best_by_family, result.best_value, losses,
                         len(train.y), len(valid.y))
 
+    def design(self, fit: LabelledSet, test: LabelledSet, horizon: int,
+               features: Sequence[str] | None = None) -> tuple[LabelledSet, LabelledSet, BtydFeatures | None, list[str]]:
+        """The fit and test sets as the models see them: with the BG/NBD columns of a model fitted on
+        the fit cutoff's customers, unless ``features`` (a spec's) leave them out or it cannot be
+        fitted; and the feature columns the models use."""
+        wanted = list(self.features) + list(BTYD_FEATURES) if features is None else list(features)
+        btyd = None
+        if set(BTYD_FEATURES) & set(wanted):
+            btyd = fit_btyd_features(fit.X, horizon, f"{self.name} at {fit.cutoff.date()}")
+        if btyd is None:
+            if features is not None and set(BTYD_FEATURES) & set(wanted):
+                raise ValueError(f"{self.name}: the spec uses {', '.join(BTYD_FEATURES)}, which cannot be fitted "
+                                 f"on the customers of {fit.cutoff.date()}")
+            wanted = [column for column in wanted if column not in BTYD_FEATURES]
+        return (LabelledSet(fit.cutoff, with_btyd(fit.X, btyd), fit.y),
+                LabelledSet(test.cutoff, with_btyd(test.X, btyd), test.y), btyd, wanted)
+
     def train(self, data: BinaryData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
-        fit, test, run_date, seed = data.fit, data.test, data.run_date, params.seed
-        selected = self.select(fit, params, run_date, f"{self.name}-{run_date}", callbacks)
-        model = refit(selected.spec, fit.X[list(self.features)], fit.y, seed)
+        run_date, seed = data.run_date, params.seed
+        fit, test, btyd, features = self.design(data.fit, data.test, data.horizon)
+        selected = self.select(fit, params, run_date, f"{self.name}-{run_date}", callbacks, features)
+        model = refit(selected.spec, fit.X[features], fit.y, seed)
         raw = model.predict_proba(test.X)
         require_finite(self.name, self.model_name, run_date, "test-window predictions", raw)
         calibrator, calibrated = calibrate(selected.calibration, raw, test.y, seed)
-        final = CalibratedModel(model, calibrator, {"family": self.name, "run_date": run_date.isoformat()})
+        final = CalibratedClassifierModel(
+            CalibratedModel(model, calibrator, {"family": self.name, "run_date": run_date.isoformat()}), btyd)
         metrics = evaluate(test.y, calibrated)
         metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))  # the gate's: raw scores, before calibration
         baseline = self.baseline_evaluation(test, data.window)
         backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
         return Trained(
-            model=CalibratedClassifierModel(final),
-            spec={**selected.spec.to_json_dict(), "features": list(self.features)},
+            model=final,
+            spec={**selected.spec.to_json_dict(), "features": features},
             test=Evaluation("candidate", test.y.to_numpy(), raw, data.window),
             baseline=baseline,
-            example=test.X.head(5),
+            example=data.test.X.head(5),
             params={
                 "horizon_days": data.horizon, "families": ",".join(ESTIMATORS),
                 "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
                 "n_fit": len(fit.y), "n_selection_train": selected.n_train, "n_selection_valid": selected.n_valid,
                 "n_test": len(test.y), "best_family": selected.spec.family, "best_num_rounds": selected.spec.num_rounds,
                 "calibration": selected.calibration, "baseline": self.baseline_name,
-                "backtest_origins": 1 + len(data.earlier),
+                "backtest_origins": 1 + len(data.earlier), "btyd_features": btyd is not None,
                 **{f"best_{key}": value for key, value in selected.spec.params.items()},
             },
             metrics={
@@ -231,11 +314,12 @@ class BinaryFamily:
                 **{f"valid_roc_auc_{family}": value for family, value in selected.best_by_family.items()},
                 **{f"valid_calibration_log_loss_{method}": value for method, value in selected.calibration_losses.items()},
                 **backtest,
+                **({} if btyd is None else {f"btyd_{key}": value for key, value in vars(btyd.params).items()}),
             },
             figures=self._figures(model, test, raw, calibrated),
             checks={f"predictions of the published model on the test window's customers ({test.cutoff.date()})":
-                    final.predict_proba(test.X)},
-            reference_features=fit.X,
+                    final.predict(None, data.test.X)},
+            reference_features=data.fit.X,
         )
 
     def baseline_evaluation(self, test: LabelledSet, window: str) -> Evaluation:
@@ -246,10 +330,15 @@ class BinaryFamily:
         spec's own features), and its raw scores of the test window; None when this version cannot
         rebuild it (no classifier spec, or features the labelled sets do not hold)."""
         features = spec.get("features")
-        if "family" not in spec or not features or not set(features) <= set(data.fit.X.columns):
+        if "family" not in spec or not features or not set(features) <= set(data.fit.X.columns) | set(BTYD_FEATURES):
             return None
-        refitted = refit(ModelSpec.from_json_dict(dict(spec)), data.fit.X[list(features)], data.fit.y, params.seed)
-        return Evaluation("champion", data.test.y.to_numpy(), refitted.predict_proba(data.test.X), data.window)
+        try:
+            fit, test, _, features = self.design(data.fit, data.test, data.horizon, features)
+        except ValueError as error:
+            logger.info("%s", error)
+            return None
+        refitted = refit(ModelSpec.from_json_dict(dict(spec)), fit.X[features], fit.y, params.seed)
+        return Evaluation("champion", test.y.to_numpy(), refitted.predict_proba(test.X), data.window)
 
     def _backtest(self, data: BinaryData, params: RunParams, latest: Mapping[str, float],
                   latest_baseline: float) -> dict[str, float]:
@@ -257,9 +346,11 @@ class BinaryFamily:
         fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
         per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest},
                        "baseline_roc_auc": latest_baseline}]
-        for k, (fit, test) in enumerate(data.earlier, start=1):
-            selected = self.select(fit, params, data.run_date, f"{self.name}-{data.run_date}-origin{k}")
-            raw = refit(selected.spec, fit.X[list(self.features)], fit.y, params.seed).predict_proba(test.X)
+        for k, (origin_fit, origin_test) in enumerate(data.earlier, start=1):
+            fit, test, _, features = self.design(origin_fit, origin_test, data.horizon)
+            selected = self.select(fit, params, data.run_date, f"{self.name}-{data.run_date}-origin{k}",
+                                   features=features)
+            raw = refit(selected.spec, fit.X[features], fit.y, params.seed).predict_proba(test.X)
             _, calibrated = calibrate(selected.calibration, raw, test.y, params.seed)
             metrics = evaluate(test.y, calibrated)
             metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))

@@ -20,6 +20,7 @@ from ml.families.clv import (
     ClvModel,
     btyd_expected_order_value,
     btyd_expected_purchases,
+    btyd_p_alive,
     btyd_expected_spend,
     btyd_inputs,
     evaluate_clv,
@@ -224,6 +225,8 @@ def test_closed_form_expectations_match_pymc_marketing(simulated, fitted_btyd):
     purchases.idata = posterior(("r", "alpha", "a", "b"))
     reference = purchases.expected_purchases(summary, future_t=90).to_numpy().reshape(-1)
     np.testing.assert_allclose(btyd_expected_purchases(fitted_btyd, summary, 90), reference, rtol=1e-6)
+    alive = purchases.expected_probability_alive(summary).to_numpy().reshape(-1)
+    np.testing.assert_allclose(btyd_p_alive(fitted_btyd, summary), alive, rtol=1e-6)
 
     spend = GammaGammaModel()
     spend.idata = posterior(("p", "q", "v"))
@@ -514,6 +517,25 @@ def test_clv_selection_never_sees_the_test_window(trained):
     # and evaluate(the candidate's own spec) reproduces its test predictions (the champion is fitted the same way)
     np.testing.assert_allclose(FAMILY.evaluate(dataclasses.replace(data, btyd_test_predictions=None), result.spec,
                                                params).predicted, result.test.predicted, rtol=1e-6)
+
+
+def test_a_store_that_ranks_customers_gates_clv_on_rank_correlation(shop, trained):
+    """clv_selection_metric picks the model and is what the gate compares: with spearman, the candidate
+    and the repeat-last-period floor are judged by rank correlation, in points."""
+    from ml.families.clv import FAMILY, GATE_METRICS
+    from ml.gate import decide
+
+    data, rmse_run, params = trained
+    assert rmse_run.metric.name == "rmse"
+    ranking = dataclasses.replace(params, clv_selection_metric="spearman")
+    result = FAMILY.train(dataclasses.replace(data, config=FAMILY.config(ranking, data.config.label_days),
+                                              btyd_test_predictions=None), ranking, [])
+    assert result.metric is GATE_METRICS["spearman"] and result.params["selection_metric"] == "spearman"
+    assert result.metrics["backtest_baseline_spearman_origin0"] == pytest.approx(result.baseline.value(result.metric))
+    decision = decide(model_name="m", candidate_version="1", metric=result.metric, candidate=result.test,
+                      baseline=result.baseline, champion_version=None, champion=None, margin=0.0)
+    assert decision.metric == "spearman"
+    assert decision.candidate_value == pytest.approx(result.metrics["test_spearman"])
 
 
 # --- long horizons on short histories -------------------------------------------------------------

@@ -17,7 +17,8 @@ import pytest
 
 from features.customer import FEATURE_COLUMNS, LabelledSet
 from ml import plots
-from ml.families.binary import BinaryData
+from ml.families import binary
+from ml.families.binary import BTYD_FEATURES, BinaryData
 from ml.families.propensity import FAMILY
 from ml.gate import decide
 from ml.params import RunParams
@@ -33,6 +34,9 @@ def _customers(n: int, seed: int, cutoff: str) -> LabelledSet:
     intent = rng.normal(0, 1, n)  # a latent purchase intent the engagement features reveal
     X = pd.DataFrame({column: rng.poisson(2, n).astype("float64") for column in FEATURE_COLUMNS})
     X["recency_days"] = rng.gamma(2.0, 30.0, n)
+    # a purchase history BG/NBD can read (first order before the last, at least one order)
+    X["frequency"] = 1.0 + rng.poisson(2, n)
+    X["days_since_first_order"] = X["recency_days"] + rng.gamma(2.0, 60.0, n) * (X["frequency"] > 1)
     X["sessions_30d"] = rng.poisson(np.exp(1.0 + 0.8 * intent)).astype("float64")
     X["product_views_30d"] = rng.poisson(np.exp(1.5 + 0.6 * intent)).astype("float64")
     logit = -1.0 - 0.012 * X["recency_days"] + 1.3 * intent
@@ -147,3 +151,33 @@ def test_the_rolling_origin_backtest_repeats_selection_at_each_earlier_origin(st
         (metrics["backtest_roc_auc_origin0"] + metrics["backtest_roc_auc_origin1"]) / 2)
     assert metrics["backtest_baseline_roc_auc_std"] >= 0 and trained.params["backtest_origins"] == 2
     assert trained.spec == champion.spec  # the earlier origins never change what the latest selected
+
+
+def test_the_bg_nbd_columns_are_fitted_on_the_fit_cutoff_and_derived_by_the_published_model(store, champion):
+    """The models see two BG/NBD columns fitted on the fit cutoff's customers (no label); the published
+    pyfunc takes the plain customer features and derives them with those same parameters."""
+    assert champion.spec["features"] == [*FEATURE_COLUMNS, *BTYD_FEATURES] and champion.params["btyd_features"]
+    btyd = champion.model.btyd
+    assert btyd.params == binary.fit_btyd_features(store.fit.X, store.horizon, "fit").params
+    assert btyd.horizon_days == store.horizon
+    plain = store.test.X[list(FEATURE_COLUMNS)]
+    np.testing.assert_allclose(champion.model.predict(None, plain),
+                               champion.model.model.predict_proba(btyd.transform(plain)), rtol=1e-12)
+    derived = btyd.transform(plain)
+    assert derived["btyd_p_alive"].between(0, 1).all() and (derived["btyd_expected_purchases"] >= 0).all()
+    # for the same history, the longer a repeat buyer has been silent the fewer purchases it expects
+    silent = plain.iloc[[0, 0]].assign(frequency=5.0, days_since_first_order=300.0, recency_days=[5.0, 250.0])
+    expected = btyd.transform(silent)["btyd_expected_purchases"].to_numpy()
+    assert expected[0] > expected[1]
+
+
+def test_where_bg_nbd_cannot_be_fitted_the_models_do_without_its_columns(store, champion, monkeypatch):
+    def cannot(features):
+        raise ValueError("BTYD needs at least 10 buyers")
+
+    monkeypatch.setattr(binary, "fit_btyd", cannot)
+    trained = _train(FAMILY, store)
+    assert trained.spec["features"] == list(FEATURE_COLUMNS) and not trained.params["btyd_features"]
+    assert trained.model.btyd is None
+    # a champion whose spec used the columns cannot be rebuilt on such data: no comparison, not a crash
+    assert FAMILY.evaluate(store, champion.spec, PARAMS) is None

@@ -18,8 +18,11 @@ the test window ``[D - H, D)``, which no selection step has seen. The verbs:
   rank correlation: the run param ``clv_selection_metric``) wins, ties go to BTYD as the simpler model;
 - **test** (:func:`predict_test_window`): the winner refitted on all the fit cutoff's customers (BTYD:
   fitted on the test cutoff's own history, which needs no labels) predicts the test window; the
-  gate compares its RMSE (paired bootstrap) with "repeat last period" (each customer's spend in the
-  horizon before the test cutoff) and with the champion's spec refitted the same way;
+  gate compares its selection metric (RMSE by default; :data:`GATE_METRICS`, paired bootstrap over
+  customers) with "repeat last period" (each customer's spend in the horizon before the test cutoff)
+  and with the champion's spec refitted the same way: a store that ranks customers by CLV
+  (``clv_selection_metric=spearman``) promotes the model that ranks them best, one that budgets with
+  it the one whose spend is closest;
 - **fit** the winner for scoring (:func:`fit_final_clv_model`) as a :class:`ClvModel`, an MLflow
   pyfunc that predicts expected spend over H from a features frame: the GBM refitted on the latest
   labelled cutoff ``D - H``, BTYD on the run date's history.
@@ -60,11 +63,11 @@ from features.customer import (
     selection_split, spend_set,
 )
 from ml import plots
-from ml.evaluation import Evaluation, Metric, rmse, summarise_backtest
+from ml.evaluation import Evaluation, Metric, mae, rmse, spearman, summarise_backtest
 from ml.family import Frames, Trained, require_finite
 from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
-    btyd_inputs, fit_btyd,
+    btyd_inputs, btyd_p_alive, fit_btyd,
 )
 from ml.families.clv.gbm import _base_params, _design, feature_matrix, fit_gbm, tune_gbm
 from ml.families.clv.metrics import evaluate_clv, value_tier
@@ -79,6 +82,13 @@ MODEL_NAME = "revopt_customer_clv"
 CANDIDATES: tuple[str, ...] = (BTYD, GBM)
 #: Metrics that can pick the winner, and whether higher is better.
 SELECTION_METRICS: dict[str, bool] = {"mae": False, "rmse": False, "spearman": True}
+#: What the promotion gate compares for each ``clv_selection_metric``: errors with a margin relative to
+#: the champion's, rank correlation with a margin in points.
+GATE_METRICS: dict[str, Metric] = {
+    "rmse": Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse),
+    "mae": Metric("mae", higher_is_better=False, relative_margin=True, score=mae),
+    "spearman": Metric("spearman", higher_is_better=True, relative_margin=False, score=spearman),
+}
 
 
 @dataclass(frozen=True)
@@ -336,9 +346,9 @@ class ClvFamily:
     model_name: str = MODEL_NAME
     training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
-    # the gate compares test-window RMSE (lower is better; paired bootstrap over customers); the margin
-    # is a share of the champion's error
-    metric: Metric = Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse)
+    # the gate's default metric: test-window RMSE (lower is better; paired bootstrap over customers), the
+    # margin a share of the champion's error; a run's clv_selection_metric replaces it (Trained.metric)
+    metric: Metric = GATE_METRICS["rmse"]
 
     @staticmethod
     def config(params: RunParams, label_days: int | None = None) -> ClvConfig:
@@ -376,16 +386,19 @@ class ClvFamily:
             last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note, earlier=tuple(earlier),
         )
 
-    def _backtest(self, data: ClvData, latest: Mapping[str, float], latest_baseline: float) -> dict[str, float]:
+    def _backtest(self, data: ClvData, latest: Mapping[str, float], latest_baseline: float,
+                  gate_metric: Metric) -> dict[str, float]:
         """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
-        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
-        per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest}, "baseline_rmse": latest_baseline}]
+        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation, and the
+        baseline's gate metric (``baseline_<gate metric>``)."""
+        key = f"baseline_{gate_metric.name}"
+        per_origin = [{**{name: latest[name] for name in BACKTEST_METRICS if name in latest}, key: latest_baseline}]
         for fit, test, baseline in data.earlier:
             train, valid = selection_split(fit, data.config.random_state)
             selection = select_clv_model(train.X, train.y, valid.X, valid.y, data.config, btyd_features=fit.X)
             metrics = evaluate_clv(test.y, predict_test_window(selection.spec, fit, test.X, data.config))
-            per_origin.append({**metrics, "baseline_rmse": rmse(test.y.to_numpy(), baseline)})
-        return summarise_backtest(per_origin, (*BACKTEST_METRICS, "baseline_rmse"))
+            per_origin.append({**metrics, key: gate_metric.score(test.y.to_numpy(), baseline)})
+        return summarise_backtest(per_origin, (*BACKTEST_METRICS, key))
 
     def train(self, data: ClvData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         """Select between BTYD and GBM on the fit cutoff's customers (:func:`select_clv_model`), test the
@@ -403,6 +416,7 @@ class ClvFamily:
         if selection.winner == BTYD:
             data.btyd_test_predictions = predicted
         test_metrics = evaluate_clv(test.y, predicted)
+        gate_metric = GATE_METRICS[metric]
         baseline = Evaluation("repeat-last-period baseline", test.y.to_numpy(), data.baseline, data.window)
         final = fit_final_clv_model(selection, test.X, test.y, config, btyd_fit_features=data.features_now)
         return Trained(
@@ -420,11 +434,12 @@ class ClvFamily:
             metrics={**{f"valid_{candidate}_{key}": value for candidate, values in selection.metrics.items()
                         for key, value in values.items()},
                      **{f"test_{key}": value for key, value in test_metrics.items()},
-                     **self._backtest(data, test_metrics, baseline.value(self.metric)),
+                     **self._backtest(data, test_metrics, baseline.value(gate_metric), gate_metric),
                      **{f"baseline_{key}": value for key, value in evaluate_clv(test.y, data.baseline).items()}},
             figures=self._figures(selection, test, predicted, final),
             checks={f"predictions of the final {selection.winner} model on the run date's customers":
                     final.predict(None, data.features_now)},
+            metric=gate_metric,
         )
 
     def evaluate(self, data: ClvData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
@@ -461,9 +476,9 @@ FAMILY = ClvFamily()
 
 
 __all__ = [
-    "BTYD", "CANDIDATES", "FAMILY", "GBM", "MIN_BTYD_CUSTOMERS", "MODEL_NAME", "SELECTION_METRICS", "BtydParams",
+    "BTYD", "CANDIDATES", "FAMILY", "GATE_METRICS", "GBM", "MIN_BTYD_CUSTOMERS", "MODEL_NAME", "SELECTION_METRICS", "BtydParams",
     "ClvConfig", "ClvData", "ClvFamily", "ClvModel", "ClvSelection", "btyd_expected_order_value",
-    "btyd_expected_purchases", "btyd_expected_spend", "btyd_inputs", "candidate_spec", "evaluate_clv", "fit_btyd",
+    "btyd_expected_purchases", "btyd_expected_spend", "btyd_inputs", "btyd_p_alive", "candidate_spec", "evaluate_clv", "fit_btyd",
     "MIN_LABEL_DAYS", "fit_final_clv_model", "fit_gbm", "label_window", "last_period_spend", "select_clv_model", "predict_test_window",
     "training_data_shortfall",
     "tune_gbm", "value_tier",

@@ -123,9 +123,26 @@ def btyd_expected_purchases(params: BtydParams, summary: pd.DataFrame, horizon_d
     numerator = (a + b + x - 1) / (a - 1) * (
         1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
     )
+    return numerator / (1 + _dropout_odds(params, x, t_x, T))
+
+
+def btyd_p_alive(params: BtydParams, summary: pd.DataFrame) -> np.ndarray:
+    """BG/NBD probability that the customer has not dropped out by the cutoff (eq. 12 of Fader, Hardie
+    & Lee 2005): 1 for a customer with no repeat purchase, lower the longer a repeat buyer has been
+    silent relative to their rate."""
+    x = summary["frequency"].to_numpy(dtype="float64")
+    return 1.0 / (1.0 + _dropout_odds(params, x, summary["recency"].to_numpy(dtype="float64"),
+                                      summary["T"].to_numpy(dtype="float64")))
+
+
+def _dropout_odds(params: BtydParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The odds of having dropped out against being alive, given (x, t_x, T); infinite (overflow) for a
+    frequent buyer silent far longer than their rate allows, whose probability of being alive is 0."""
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
     # np.where, not a product with (x > 0): a / (b - 1) is infinite when b == 1 and x == 0.
-    repeat_term = np.where(x > 0, a / np.maximum(b + x - 1, np.finfo(float).tiny) * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
-    return numerator / (1 + repeat_term)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return np.where(x > 0, a / np.maximum(b + x - 1, np.finfo(float).tiny)
+                        * ((alpha + T) / (alpha + t_x)) ** (r + x), 0.0)
 
 
 def btyd_expected_order_value(params: BtydParams, summary: pd.DataFrame) -> np.ndarray:
