@@ -23,7 +23,7 @@ import pandas as pd
 
 from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
 from ml import drift
-from ml.families import FAMILIES, churn, clv, outcomes, propensity
+from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time
 from ml.families.classifier import top_factors
 from ml.families.clv import value_tier
 from ml.family import Family
@@ -293,23 +293,22 @@ def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
 
 def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
                       params: RunParams) -> dict[str, Any]:
-    """Outcome monitoring (:mod:`ml.families.outcomes`): every night of ``scores.customer_scores`` in
-    the last ``lookback_days`` whose family's horizon has passed by ``run_date`` (``R + h <= D``, ``h``
-    the scoring version's ``horizon_days`` from its training run) is compared with tonight's extract
-    of completed orders. Each (night, family, version) is evaluated once: on the first run date its
-    horizon has passed, or again by a re-run of that run date, which replaces its rows. The rows go
-    to ``scores.model_performance`` with the version's ``test_<metric>`` next to each; each is logged
-    as ``outcome_<metric>`` on the version's training run (step: days from its training run date to
-    the night scored, timestamp: that night) with Evidently's classification / regression report
-    (``outcomes/<night>/<family>.html``). ``retrain`` is True when a primary metric realised more
-    than ``performance_drop_threshold`` below its test value (:func:`outcomes.performance_drops`)."""
-    since = run_date - dt.timedelta(days=params.lookback_days)  # the extract's orders start here
+    """Outcome monitoring (:mod:`ml.families.outcomes`): every night in the last ``lookback_days`` of
+    ``scores.customer_scores``, ``scores.price_recommendations``, ``scores.send_time_recommendations``
+    and ``scores.budget_allocations`` whose family's horizon has passed by ``run_date`` (``R + h <= D``;
+    h per family: :func:`outcomes.horizon_days`) is compared with tonight's extract of what happened
+    (orders, daily product sales, hourly engagement, marketing spend). Each (night, family, version)
+    is evaluated once: on the first run date its horizon has passed, or again by a re-run of that run
+    date, which replaces its rows. A night with no published rows of a family (no champion) has
+    nothing to evaluate. The rows go to ``scores.model_performance`` with the version's comparable
+    test value next to each; each is logged as ``outcome_<metric>`` on the version's training run
+    (step: days from its training run date to the night scored, timestamp: that night) with Evidently's
+    classification / regression report where the family has one (``outcomes/<night>/<family>.html``).
+    ``retrain`` is True when a primary metric realised more than ``performance_drop_threshold`` worse
+    than its test value (:func:`outcomes.performance_drops`)."""
+    since = run_date - dt.timedelta(days=params.lookback_days)  # the extract's history starts here
     with resources.scores() as conn:
-        published = pd.concat([read_frame(conn, (
-            f"SELECT run_date, %(family)s AS family, {s.prefix}_model AS model_name, {s.prefix}_version AS model_version "
-            f"FROM scores.customer_scores WHERE run_date >= %(since)s AND run_date < %(run_date)s "
-            f"AND {s.column} IS NOT NULL GROUP BY 1, 2, 3, 4"), {"family": s.family, "since": since, "run_date": run_date})
-            for s in outcomes.SCORE_COLUMNS])
+        published = _published_nights(conn, since, run_date)
         held = read_frame(conn, "SELECT DISTINCT run_date_scored, family, model_version, run_date_evaluated "
                                 "FROM scores.model_performance WHERE run_date_scored >= %(since)s", {"since": since})
     done = {(row.run_date_scored, row.family, row.model_version) for row in held.itertuples()
@@ -317,35 +316,63 @@ def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: di
     resources.use_tracking()
     runs = {(name, version): _training_run(name, version)
             for name, version in published[["model_name", "model_version"]].drop_duplicates().itertuples(index=False)}
-    due = {}
+    due: dict[tuple[dt.date, str, str], int] = {}
     for row in published.itertuples(index=False):
         run = runs[(row.model_name, row.model_version)]
-        horizon = run.data.params.get("horizon_days") if run is not None else None
+        key = (row.run_date, row.family, row.model_version)
+        horizon = outcomes.horizon_days(row.family, run.data.params if run is not None else None, row.horizon_days, params)
         if horizon is None:
-            logger.warning("%s v%s has no horizon_days param on its training run: its scores of %s cannot be evaluated",
-                           row.model_name, row.model_version, row.run_date)
-        elif (row.run_date, row.family, row.model_version) not in done and outcomes.is_due(row.run_date, int(horizon), run_date):
-            due[(row.run_date, row.family, row.model_version)] = int(horizon)
+            logger.warning("%s v%s has no horizon (%s): its %s of %s cannot be evaluated", row.model_name,
+                           row.model_version, outcomes.CHECKS[row.family].horizon, outcomes.CHECKS[row.family].table,
+                           row.run_date)
+        elif key not in done and outcomes.is_due(row.run_date, horizon, run_date):
+            due[key] = horizon
+            logger.info("outcome monitoring for %s: %s of %s (%s %s v%s) is due: its %d days have passed", run_date,
+                        outcomes.CHECKS[row.family].table, row.run_date, row.family, row.model_name,
+                        row.model_version, horizon)
     if not due:
         logger.info("outcome monitoring for %s: no published scores whose horizon has just passed", run_date)
         return {"retrain": False, "reason": "no published scores whose horizon has just passed", "rows": 0}
 
-    orders = read_extract({"orders": extract_paths["orders"]})["orders"]
-    columns = ["run_date", "customer_id"] + [c for s in outcomes.SCORE_COLUMNS
-                                             for c in (s.column, f"{s.prefix}_model", f"{s.prefix}_version")]
+    names = {(row.run_date, row.family, row.model_version): row.model_name for row in published.itertuples(index=False)}
+    wanted = {dataset for night, family, _ in due for dataset in _OUTCOME_DATASETS[family]}
+    missing = sorted(wanted - set(extract_paths))
+    if missing:
+        logger.warning("outcome monitoring for %s: the extract has no %s; the families that need it are not evaluated",
+                       run_date, ", ".join(missing))
+    frames = read_extract({name: extract_paths[name] for name in sorted(wanted) if name in extract_paths})
     evaluated: list[outcomes.Outcome] = []
     with resources.scores() as conn:
-        for night in sorted({key[0] for key in due}):
-            scores = read_frame(conn, f"SELECT {', '.join(columns)} FROM scores.customer_scores WHERE run_date = %s "
-                                      "ORDER BY customer_id", (night,))
-            evaluated += outcomes.customer_outcomes(scores, orders, run_date, due)
-    test_values = {(o.scored.family, o.scored.model_version, name): float(value)
-                   for o in evaluated for run in [runs[(o.scored.model_name, o.scored.model_version)]]
-                   for name in o.metrics if (value := run.data.metrics.get(f"test_{name}")) is not None}
+        customer_due = {key: h for key, h in due.items() if outcomes.CHECKS[key[1]].table == "scores.customer_scores"}
+        if customer_due and "orders" in frames:
+            evaluated += _customer_outcomes(conn, run_date, customer_due, frames["orders"])
+        for (night, family, version), horizon in sorted(due.items()):
+            if (night, family, version) in customer_due or not set(_OUTCOME_DATASETS[family]) <= set(frames):
+                continue
+            scored = outcomes.Scored(night, family, names[(night, family, version)], version)
+            evaluated.append(_RECOMMENDATION_OUTCOMES[family](conn, scored, horizon, frames,
+                                                              runs[(scored.model_name, version)]))
+    for outcome in evaluated:
+        check = outcomes.CHECKS[outcome.scored.family]
+        logger.info("outcome monitoring for %s: %s of %s (%s v%s) over %d days, %d %s: %s", run_date, check.table,
+                    outcome.scored.run_date, outcome.scored.family, outcome.scored.model_version, outcome.horizon_days,
+                    len(outcome.labelled), check.unit,
+                    ", ".join(f"{name} {value:.4g}" for name, value in outcome.metrics.items()) or "nothing to measure")
+    evaluated = [outcome for outcome in evaluated if outcome.metrics]
+    test_values = {(o.scored.family, o.scored.model_version, name): value
+                   for o in evaluated for run in [runs[(o.scored.model_name, o.scored.model_version)]] if run is not None
+                   for name, value in outcomes.comparable_test_values(o.scored.family, run.data.metrics).items()
+                   if name in o.metrics}
     rows = outcomes.performance_rows(evaluated, run_date, test_values)
     for outcome in evaluated:
-        _log_outcome(runs[(outcome.scored.model_name, outcome.scored.model_version)], outcome, params.seed)
+        run = runs[(outcome.scored.model_name, outcome.scored.model_version)]
+        if run is not None:
+            _log_outcome(run, outcome, params.seed)
     with resources.scores() as conn:
+        # a re-run replaces tonight's rows of these nights, also metrics it no longer computes
+        for key in sorted(due):
+            conn.execute("DELETE FROM scores.model_performance WHERE run_date_scored = %s AND family = %s "
+                         "AND model_version = %s AND run_date_evaluated = %s", (*key, run_date))
         upsert_rows(conn, "scores.model_performance",
                     [{key: (None if isinstance(value, float) and not np.isfinite(value) else value)
                       for key, value in row.items()} for row in rows.to_dict("records")],
@@ -357,6 +384,76 @@ def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: di
               f"realised performance within {params.performance_drop_threshold:g} of the test values ({nights})")
     (logger.warning if drops else logger.info)("outcome monitoring for %s: %d rows; %s", run_date, len(rows), reason)
     return {"retrain": bool(drops), "reason": reason, "rows": len(rows)}
+
+
+#: What each family's outcome check reads from tonight's extract.
+_OUTCOME_DATASETS = {propensity.FAMILY.name: ("orders",), churn.FAMILY.name: ("orders",), clv.FAMILY.name: ("orders",),
+                     pricing.FAMILY.name: ("product_daily_sales",),
+                     send_time.FAMILY.name: ("engagement_by_hour", "orders"),
+                     budget.FAMILY.name: ("marketing_spend", "orders")}
+
+
+def _published_nights(conn, since: dt.date, run_date: dt.date) -> pd.DataFrame:
+    """run_date, family, model_name, model_version and horizon_days (budget's published one, else NULL) of
+    every night in ``[since, run_date)`` of every published table, one row per family and version."""
+    window = {"since": since, "run_date": run_date}
+    nights = [read_frame(conn, (
+        f"SELECT run_date, %(family)s AS family, {s.prefix}_model AS model_name, {s.prefix}_version AS model_version, "
+        f"NULL::integer AS horizon_days FROM scores.customer_scores WHERE run_date >= %(since)s "
+        f"AND run_date < %(run_date)s AND {s.column} IS NOT NULL GROUP BY 1, 2, 3, 4"), {"family": s.family, **window})
+        for s in outcomes.SCORE_COLUMNS]
+    for family in (pricing.FAMILY.name, send_time.FAMILY.name, budget.FAMILY.name):
+        horizon = "min(horizon_days)" if family == budget.FAMILY.name else "NULL::integer"
+        nights.append(read_frame(conn, (
+            f"SELECT run_date, %(family)s AS family, model_name, model_version, {horizon} AS horizon_days "
+            f"FROM {outcomes.CHECKS[family].table} WHERE run_date >= %(since)s AND run_date < %(run_date)s "
+            "GROUP BY 1, 2, 3, 4"), {"family": family, **window}))
+    return pd.concat(nights, ignore_index=True)
+
+
+def _customer_outcomes(conn, run_date: dt.date, due: dict[tuple[dt.date, str, str], int],
+                       orders: pd.DataFrame) -> list[outcomes.Outcome]:
+    columns = ["run_date", "customer_id"] + [c for s in outcomes.SCORE_COLUMNS
+                                             for c in (s.column, f"{s.prefix}_model", f"{s.prefix}_version")]
+    evaluated = []
+    for night in sorted({key[0] for key in due}):
+        scores = read_frame(conn, f"SELECT {', '.join(columns)} FROM scores.customer_scores WHERE run_date = %s "
+                                  "ORDER BY customer_id", (night,))
+        evaluated += outcomes.customer_outcomes(scores, orders, run_date, due)
+    return evaluated
+
+
+def _published_rows(conn, scored: outcomes.Scored, columns: tuple[str, ...]) -> pd.DataFrame:
+    """``columns`` of ``scored``'s night and version in its family's published table."""
+    return read_frame(conn, f"SELECT {', '.join(columns)} FROM {outcomes.CHECKS[scored.family].table} "
+                            "WHERE run_date = %s AND model_version = %s ORDER BY 1", (scored.run_date, scored.model_version))
+
+
+def _pricing_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
+                     run: mlflow.entities.Run | None) -> outcomes.Outcome:
+    recommendations = _published_rows(conn, scored, outcomes.PRICE_RECOMMENDATION_COLUMNS)
+    return outcomes.pricing_outcome(scored, horizon, recommendations, frames["product_daily_sales"])
+
+
+def _send_time_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
+                       run: mlflow.entities.Run | None) -> outcomes.Outcome:
+    recommendations = _published_rows(conn, scored, outcomes.SEND_TIME_RECOMMENDATION_COLUMNS)
+    return outcomes.send_time_outcome(scored, horizon, recommendations, frames["engagement_by_hour"], frames["orders"])
+
+
+def _budget_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
+                    run: mlflow.entities.Run | None) -> outcomes.Outcome:
+    allocations = _published_rows(conn, scored, outcomes.ALLOCATION_COLUMNS)
+    spend, orders = frames["marketing_spend"], frames["orders"]
+    target = outcomes.model_target(run.data.params if run is not None else None, spend, orders)
+    if target != outcomes.ATTRIBUTED:
+        logger.info("budget v%s models %s revenue: its channels' incremental revenue of %s is not observable, only "
+                    "the spend is compared", scored.model_version, target, scored.run_date)
+    return outcomes.budget_outcome(scored, horizon, allocations, spend, orders, target)
+
+
+_RECOMMENDATION_OUTCOMES = {pricing.FAMILY.name: _pricing_outcome, send_time.FAMILY.name: _send_time_outcome,
+                            budget.FAMILY.name: _budget_outcome}
 
 
 def _training_run(model_name: str, version: str) -> mlflow.entities.Run | None:
@@ -372,7 +469,7 @@ def _training_run(model_name: str, version: str) -> mlflow.entities.Run | None:
 
 def _log_outcome(run: mlflow.entities.Run, outcome: outcomes.Outcome, seed: int) -> None:
     """``outcome_<metric>`` on the version's training run, step = days from its training run date to the
-    night scored, and the Evidently report as ``outcomes/<night>/<family>.html``."""
+    night scored, and the Evidently report (where the family has one) as ``outcomes/<night>/<family>.html``."""
     night = outcome.scored.run_date
     trained = run.data.params.get("run_date")
     step = (night - dt.date.fromisoformat(trained)).days if trained else 0
@@ -380,5 +477,6 @@ def _log_outcome(run: mlflow.entities.Run, outcome: outcomes.Outcome, seed: int)
     client = mlflow.MlflowClient()
     client.log_batch(run.info.run_id, metrics=[mlflow.entities.Metric(f"outcome_{name}", float(value), timestamp, step)
                                                for name, value in outcome.metrics.items()])
-    client.log_text(run.info.run_id, outcomes.outcome_report(outcome, random_state=seed),
-                    f"outcomes/{night.isoformat()}/{outcome.scored.family}.html")
+    report = outcomes.outcome_report(outcome, random_state=seed)
+    if report is not None:
+        client.log_text(run.info.run_id, report, f"outcomes/{night.isoformat()}/{outcome.scored.family}.html")
