@@ -39,7 +39,8 @@ from ml.families.budget import (
     training_data_shortfall,
     tune_media_model,
 )
-from ml.families.budget import backtest, least_squares, optimiser
+from ml.families.budget import BACKTEST_METRICS, backtest, least_squares, optimiser
+from ml.families.rolling_origin import earlier_origin_params
 from ml.family import config_from_spec, config_spec
 from ml.gate import decide
 from ml.params import RunParams
@@ -838,6 +839,68 @@ def test_evaluate_on_the_candidates_own_spec_reproduces_its_test_predictions(tra
     # the test window is the store's, whatever the champion's holdout_weeks was
     other_window = {**spec, "config": {**spec["config"], "holdout_weeks": 6}}
     np.testing.assert_array_equal(FAMILY.evaluate(data, other_window, RunParams()).predicted, trained.test.predicted)
+
+
+# --- the rolling-origin backtest -------------------------------------------------------------------
+
+
+def _without_bootstrap(data: MediaData) -> MediaData:
+    """``data`` (and its earlier origins) without the published model's bootstrap intervals (speed)."""
+    return dataclasses.replace(data, config=dataclasses.replace(data.config, n_bootstrap=0),
+                               earlier=tuple(_without_bootstrap(origin) for origin in data.earlier))
+
+
+@pytest.fixture(scope="module")
+def store_frames():
+    store = generate_store(3000, 300, START, seed=11)
+    frames = {"marketing_spend": store.shop["marketing_spend"], "orders": _store_orders(store)}
+    return frames, (pd.Timestamp(START) + pd.Timedelta(days=300)).date()
+
+
+def test_the_rolling_origin_backtest_repeats_selection_and_test_one_window_earlier_each(store_frames):
+    """Two origins, 8 weeks apart: origin 0 is the run's test window, origin 1 the family trained as of
+    the run date minus 8 weeks with the earlier origins' tuning budget (the same numbers as a training
+    run as of that date)."""
+    frames, run_date = store_frames
+    params = RunParams(n_trials=2, seed=0, backtest_origins=2)
+    data = FAMILY.training_data(frames, run_date, params)
+    assert [origin.run_date for origin in data.earlier] == [dt.date(2023, 9, 3)]
+    trained = FAMILY.train(_without_bootstrap(data), params, [])
+    metrics, earlier = trained.metrics, earlier_origin_params(params)
+    assert trained.params["backtest_origins"] == 2 and trained.params["backtest_window_days"] == 56
+    assert trained.params["backtest_earlier_n_trials"] == earlier.n_trials == 2
+    for key in BACKTEST_METRICS:
+        assert {f"backtest_{key}_{suffix}" for suffix in ("origin0", "origin1", "mean", "std")} <= set(metrics)
+    for key in ("mape", "weekly_mape", "r2"):
+        assert metrics[f"backtest_{key}_origin0"] == metrics[f"test_{key}"]
+    assert metrics["backtest_baseline_mape_origin0"] == metrics["baseline_mape"]
+    origin = FAMILY.training_data(frames, dt.date(2023, 9, 3), earlier)
+    pd.testing.assert_frame_equal(origin.history, data.earlier[0].history)
+    direct = FAMILY.train(_without_bootstrap(origin), earlier, [])
+    assert direct.test.window.startswith("daily revenue 2023-07-09 to 2023-09-02 (8 weeks")
+    for key in ("mape", "weekly_mape", "r2"):
+        assert metrics[f"backtest_{key}_origin1"] == direct.metrics[f"test_{key}"], key
+    assert metrics["backtest_baseline_mape_origin1"] == direct.metrics["baseline_mape"]
+    assert metrics["backtest_mape_origin1"] != metrics["test_mape"]
+    values = [metrics["test_mape"], direct.metrics["test_mape"]]
+    assert metrics["backtest_mape_mean"] == pytest.approx(np.mean(values))
+    assert metrics["backtest_mape_std"] == pytest.approx(np.std(values, ddof=1))
+    for figure in (*trained.figures.values(), *direct.figures.values()):
+        close(figure)
+
+
+def test_the_backtest_stops_at_the_first_origin_with_too_little_spend_history(store_frames, caplog):
+    """300 days of spend: origin k keeps 300 - 56 k days, and the model needs 112 (56 to fit, 8 weeks to
+    test): 12 requested origins are 4, with one log line saying why."""
+    frames, run_date = store_frames
+    with caplog.at_level("INFO", logger="ml.families.rolling_origin"):
+        data = FAMILY.training_data(frames, run_date, RunParams(backtest_origins=12))
+    assert [len(origin.history) for origin in data.earlier] == [244, 188, 132]
+    reason = FAMILY.shortfall(frames, dt.date(2023, 3, 19), RunParams())
+    assert reason.startswith("only 76 days of marketing spend before 2023-03-19")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"budget backtest for {run_date}: history allows 4 origin(s); origin 4 (test window 2023-01-22 to 2023-03-18) "
+        f"cannot train: {reason}"]
 
 
 def test_response_curves_figure_draws_every_channel(simulated, fits):

@@ -15,6 +15,7 @@ from features.demand import demand_history, pricing_input
 from ml.evaluation import compare
 from ml.families.pricing import (
     BACKTEST_DAYS,
+    BACKTEST_METRICS,
     FAMILY,
     GUARDRAIL_PRIORITY,
     MODEL_NAME,
@@ -32,6 +33,7 @@ from ml.families.pricing import (
     shrink_within_category,
     training_data_shortfall,
 )
+from ml.families.rolling_origin import earlier_origin_params
 from ml.params import RunParams
 from ml.tuning import Budget, search
 from revopt.sample_data.synth import generate_store, pricing_extract
@@ -550,6 +552,45 @@ def test_tuning_never_sees_the_test_window(trained_family):
     # ... while the test window's numbers are those of the new outcomes
     assert not np.array_equal(again.test.y, trained.test.y)
     assert again.test.value(FAMILY.metric) > 2 * trained.test.value(FAMILY.metric)
+
+
+def test_the_rolling_origin_backtest_repeats_selection_and_test_one_window_earlier_each(trained_family):
+    """Three origins (the default): origin 0 is the run's test window, origin k the family trained as of
+    the run date minus k x 28 days with the earlier origins' tuning budget: origin 1's numbers are
+    exactly those of a training run as of that date."""
+    store, run_date, params, data, trained = trained_family
+    metrics, earlier = trained.metrics, earlier_origin_params(params)
+    assert [origin.run_date for origin in data.earlier] == [dt.date(2024, 6, 21), dt.date(2024, 5, 24)]
+    assert trained.params["backtest_origins"] == 3 and trained.params["backtest_window_days"] == BACKTEST_DAYS
+    assert trained.params["backtest_earlier_n_trials"] == earlier.n_trials == 2
+    for key in BACKTEST_METRICS:
+        assert {f"backtest_{key}_{suffix}" for suffix in ("origin0", "origin1", "origin2", "mean", "std")} <= set(metrics)
+    assert metrics["backtest_poisson_deviance_origin0"] == metrics["test_poisson_deviance"]
+    assert metrics["backtest_baseline_poisson_deviance_origin0"] == metrics["baseline_poisson_deviance"]
+    assert metrics["backtest_poisson_deviance_no_price_origin0"] == metrics["test_poisson_deviance_no_price"]
+    direct = FAMILY.train(FAMILY.training_data(store, dt.date(2024, 6, 21), earlier), earlier, [])
+    assert direct.test.window.startswith("daily units of 12 products on 2024-05-24..2024-06-20")
+    assert metrics["backtest_poisson_deviance_origin1"] == direct.metrics["test_poisson_deviance"]
+    assert metrics["backtest_poisson_deviance_origin1"] != metrics["test_poisson_deviance"]
+    assert metrics["backtest_baseline_poisson_deviance_origin1"] == direct.metrics["baseline_poisson_deviance"]
+    assert metrics["backtest_poisson_deviance_no_price_origin1"] == direct.metrics["test_poisson_deviance_no_price"]
+    values = [metrics[f"backtest_poisson_deviance_origin{k}"] for k in range(3)]
+    assert metrics["backtest_poisson_deviance_mean"] == pytest.approx(np.mean(values))
+    assert metrics["backtest_poisson_deviance_std"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_the_backtest_stops_at_the_first_origin_without_enough_sales_history(trained_family, caplog):
+    """Sales start on 2024-01-01: origin 6 (run date 2024-02-02) would need sales before 2023-12-08 to
+    tune on, so 12 requested origins are 6, with one log line saying why."""
+    store, run_date, params, _, _ = trained_family
+    with caplog.at_level("INFO", logger="ml.families.rolling_origin"):
+        data = FAMILY.training_data(store, run_date, dataclasses.replace(params, backtest_origins=12))
+    assert len(data.earlier) == 5 and data.earlier[-1].run_date == dt.date(2024, 3, 1)
+    reason = FAMILY.shortfall(store, dt.date(2024, 2, 2), params)
+    assert reason.startswith("too little sales history before 2024-02-02")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pricing backtest for 2024-07-19: history allows 6 origin(s); origin 6 (test window 2024-01-05 to 2024-02-01) "
+        f"cannot train: {reason}"]
 
 
 def test_candidate_champion_and_baseline_are_scored_on_the_same_test_rows(trained_family):

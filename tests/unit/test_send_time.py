@@ -16,7 +16,9 @@ import pytest
 
 from features.engagement import engagement_input, local_time, split_engagement_input
 from ml.evaluation import compare
+from ml.families.rolling_origin import earlier_origin_params
 from ml.families.send_time import (
+    BACKTEST_METRICS,
     FAMILY,
     GLOBAL_SEGMENT,
     MODEL_NAME,
@@ -556,7 +558,7 @@ def test_family_shortfall_reads_the_nightly_window(hand_store):
                                                                                                      random_state=9)
 
 
-FAMILY_PARAMS = RunParams(n_trials=3, seed=4)
+FAMILY_PARAMS = RunParams(n_trials=3, seed=4, backtest_origins=2)
 
 
 @pytest.fixture(scope="module")
@@ -583,12 +585,12 @@ def test_family_trains_a_model_whose_example_predicts_and_evaluates_its_spec(fam
     assert SendTimeConfig(**spec["config"]) == trained.model.config and trained.model.as_of == data.run_date.isoformat()
     assert FAMILY.evaluate(data, {"family": "pricing", "config": {}}, FAMILY_PARAMS) is None
     assert FAMILY.evaluate(data, {"family": "send_time", "config": {"no_such_field": 1}}, FAMILY_PARAMS) is None
-    # tuning's numbers are backtest_*, the test window's test_* (the same log loss the gate computes)
+    # tuning's numbers are valid_*, the test window's test_* (the same log loss the gate computes)
     assert metric.name == "log_loss" and not metric.higher_is_better and metric.relative_margin
     assert np.isfinite(trained.test.value(metric)) and trained.metrics["test_log_loss"] == trained.test.value(metric)
     assert trained.metrics["baseline_log_loss"] == trained.baseline.value(metric)
     assert trained.metrics["test_log_loss"] < trained.metrics["test_log_loss_global"]
-    assert {"backtest_objective", "backtest_log_loss", "test_lift_near_best", "test_sends"} <= set(trained.metrics)
+    assert {"valid_objective", "valid_log_loss", "test_lift_near_best", "test_sends"} <= set(trained.metrics)
     assert trained.metrics["test_sends"] == trained.test.y[:, 0].sum()
     assert trained.params["quiet_hours"] == "(23, 6)" and "seed" not in trained.params  # the runner logs the seed
     assert trained.params["test_start"] == "2024-12-03"
@@ -614,8 +616,9 @@ def test_the_test_rows_are_the_last_28_days_of_sends_grouped_by_customer(synthet
 
 
 def test_tuning_never_sees_the_test_window(synthetic, family_run):
-    """Every send of the test window opened: tuning (its trials, its choice, its backtest numbers)
-    and the test models fitted before the window are unchanged; only the test outcomes move."""
+    """Every send of the test window opened: tuning (its trials, its choice, its validation numbers),
+    the test models fitted before the window and the backtest's earlier origin are unchanged; only the
+    test outcomes move."""
     store, engagement, run_ts = synthetic
     data, trained, trials = family_run
     inside = engagement["hour_utc"] >= run_ts - pd.Timedelta(days=28)
@@ -624,11 +627,58 @@ def test_tuning_never_sees_the_test_window(synthetic, family_run):
     changed_trials = []
     changed = FAMILY.train(changed_data, FAMILY_PARAMS, [lambda study, trial: changed_trials.append((trial.number, trial.value))])
     assert changed_trials == trials and changed.spec == trained.spec
-    backtest = {key: value for key, value in trained.metrics.items() if key.startswith("backtest_")}
-    assert {key: changed.metrics[key] for key in backtest} == backtest
+    valid = {key: value for key, value in trained.metrics.items() if key.startswith("valid_")}
+    assert valid and {key: changed.metrics[key] for key in valid} == valid
+    earlier = {key: value for key, value in trained.metrics.items() if key.endswith("_origin1")}
+    assert earlier and {key: changed.metrics[key] for key in earlier} == earlier
+    assert changed.metrics["backtest_log_loss_origin0"] == changed.metrics["test_log_loss"] != trained.metrics["test_log_loss"]
     np.testing.assert_array_equal(changed.test.predicted, trained.test.predicted)
     np.testing.assert_array_equal(changed.baseline.predicted, trained.baseline.predicted)
     assert changed.test.value(FAMILY.metric) > 5 * trained.test.value(FAMILY.metric)  # the outcomes did change
+
+
+def test_the_rolling_origin_backtest_repeats_selection_and_test_one_window_earlier(synthetic, family_run):
+    """Origin 0 is the run's test window; origin 1 is the family trained as of the run date minus one
+    test window (28 days), with the earlier origins' tuning budget: the same numbers as a training run
+    as of that date."""
+    store, engagement, run_ts = synthetic
+    _, trained, _ = family_run
+    metrics, earlier = trained.metrics, earlier_origin_params(FAMILY_PARAMS)
+    assert trained.params["backtest_origins"] == 2 and trained.params["backtest_window_days"] == 28
+    assert trained.params["backtest_earlier_n_trials"] == earlier.n_trials == 2
+    for key in BACKTEST_METRICS:
+        assert {f"backtest_{key}_{suffix}" for suffix in ("origin0", "origin1", "mean", "std")} <= set(metrics), key
+    assert metrics["backtest_log_loss_origin0"] == metrics["test_log_loss"]
+    assert metrics["backtest_baseline_log_loss_origin0"] == metrics["baseline_log_loss"]
+    assert metrics["backtest_lift_near_best_origin0"] == metrics["test_lift_near_best"]
+    direct = FAMILY.train(FAMILY.training_data(_frames(store, engagement), run_ts.date() - dt.timedelta(days=28), earlier),
+                          earlier, [])
+    assert direct.test.window.startswith("sends in [2024-11-05, 2024-12-03)")
+    assert metrics["backtest_log_loss_origin1"] == direct.metrics["test_log_loss"] != metrics["test_log_loss"]
+    assert metrics["backtest_baseline_log_loss_origin1"] == direct.metrics["baseline_log_loss"]
+    assert metrics["backtest_lift_near_best_origin1"] == direct.metrics["test_lift_near_best"]
+    both = [metrics["test_log_loss"], direct.metrics["test_log_loss"]]
+    assert metrics["backtest_log_loss_mean"] == pytest.approx(np.mean(both))
+    assert metrics["backtest_log_loss_std"] == pytest.approx(np.std(both, ddof=1))
+
+
+def test_the_backtest_stops_where_history_does_not_allow_an_origin(hand_store, caplog):
+    """Sends from 70 days before the run date: origin 0 can fit before its tuning window (56 days back),
+    origin 1 (28 days earlier) cannot; the backtest says so once and keeps origin 0."""
+    engagement, customers = hand_store
+    recent = engagement[engagement["hour_utc"] >= AS_OF - pd.Timedelta(days=70)]
+    frames = {"engagement_by_hour": recent, "orders": _no_orders(), "customers": customers}
+    with caplog.at_level("INFO", logger="ml.families.rolling_origin"):
+        data = FAMILY.training_data(frames, AS_OF.date(), RunParams(backtest_origins=3))
+    assert data.earlier == ()
+    reason = FAMILY.shortfall(frames, dt.date(2024, 6, 3), RunParams())
+    assert reason.startswith("0 email sends / sessions / orders of known customers before 2024-04-08, ")
+    assert [r.getMessage() for r in caplog.records] == [
+        "send_time backtest for 2024-07-01: history allows 1 origin(s); origin 1 (test window 2024-05-06 to 2024-06-02) "
+        f"cannot train: {reason}"]
+    two = FAMILY.training_data({**frames, "engagement_by_hour": engagement}, AS_OF.date(), RunParams(backtest_origins=2))
+    assert [origin.run_date for origin in two.earlier] == [dt.date(2024, 6, 3)]
+    assert two.earlier[0].engagement["hour_utc"].max() < pd.Timestamp("2024-06-03", tz="UTC")
 
 
 def test_evaluate_refits_a_spec_exactly_as_the_candidates_test_model(family_run):

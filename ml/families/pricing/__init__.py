@@ -15,7 +15,15 @@ Verbs, all pure (frames in, new objects out), by module:
   on the days before, out-of-sample Poisson deviance of daily units); :func:`demand_backtest` /
   :func:`demand_search_space` - the same backtest on the panel before the test window (its last four
   weeks are the validation window) and the search over the estimator's hyperparameters on it that
-  :func:`ml.tuning.search` runs;
+  :func:`ml.tuning.search` runs. Where history allows, a **rolling-origin backtest** repeats
+  selection and test as of the run date moved back 28 days at a time (``backtest_origins``,
+  :mod:`ml.families.rolling_origin`: each origin's panel built from the ``lookback_days`` before its
+  own run date, stopping at the first origin :meth:`PricingFamily.shortfall` refuses) and logs the
+  test deviance, its no-price-response twin and the baseline's per origin
+  (``backtest_<metric>_origin<k>``, origin 0 the test window) with their mean and standard deviation.
+  Earlier origins tune with a quarter of ``n_trials`` (at least 2; the params ``backtest_earlier_*``):
+  full re-tuning at two earlier origins more than doubled the family's (sub-second) training time on
+  the demo store, this budget adds about 0.6 s (docs/pricing.md). The gate decides on origin 0 alone;
 - :mod:`~ml.families.pricing.optimiser`: :func:`recommend_prices` - the price that maximises
   expected profit under a constant-elasticity demand curve, clipped to :class:`PricingGuardrails`;
 - :mod:`~ml.families.pricing.model`: :class:`PricingModel`, the registered pyfunc whose
@@ -95,6 +103,7 @@ see :mod:`ml.families.pricing.optimiser`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
@@ -104,7 +113,7 @@ from typing import Any
 import pandas as pd
 
 from features.demand import demand_history, pricing_input
-from ml.evaluation import Evaluation
+from ml.evaluation import Evaluation, summarise_backtest
 from ml.families.pricing.backtest import (
     BACKTEST_DAYS,
     BASELINE_NAME,
@@ -127,12 +136,13 @@ from ml.families.pricing.estimator import (
 )
 from ml.families.pricing.model import PricingModel, pyfunc_params
 from ml.families.pricing.optimiser import GUARDRAIL_PRIORITY, PricingGuardrails, recommend_prices
+from ml.families.rolling_origin import backtest_params, earlier_origin_params, earlier_origins
 from ml.family import Frames, Trained, config_from_spec, config_spec
 from ml.params import RunParams
-from ml.tuning import Budget, Callback, search
+from ml.tuning import Budget, Callback, Tuned, search
 
 __all__ = [
-    "BACKTEST_DAYS", "BASELINE_NAME", "FAMILY", "GUARDRAIL_PRIORITY", "METHODS", "MODEL_NAME", "POISSON_DEVIANCE",
+    "BACKTEST_DAYS", "BACKTEST_METRICS", "BASELINE_NAME", "FAMILY", "GUARDRAIL_PRIORITY", "METHODS", "MODEL_NAME", "POISSON_DEVIANCE",
     "ElasticityConfig", "ElasticityEstimates", "PricingData", "PricingFamily", "PricingGuardrails", "PricingModel",
     "baseline_on_test_window", "demand_backtest", "demand_search_space", "estimate_elasticities",
     "evaluate_on_test_window", "guardrails", "naive_loglog_ols", "no_price_response", "recommend_prices",
@@ -150,14 +160,36 @@ def guardrails(params: RunParams) -> PricingGuardrails:
                              price_ending=params.price_ending)
 
 
+#: Test metrics summarised over the rolling-origin backtest's origins (``backtest_<metric>_origin<k>``).
+BACKTEST_METRICS = ("poisson_deviance", "poisson_deviance_no_price", "baseline_poisson_deviance")
+
+
 @dataclass(frozen=True)
 class PricingData:
     """What training reads, built once: the priced products' demand panel over the ``lookback_days``
-    before ``run_date``, and those products (the model's input example)."""
+    before ``run_date``, those products (the model's input example), and ``earlier``: the same as of
+    each earlier origin of the rolling-origin backtest history allows (:mod:`ml.families.rolling_origin`)."""
 
     panel: pd.DataFrame
     products: pd.DataFrame
     run_date: dt.date
+    earlier: tuple[PricingData, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """Selection and test of one origin: the search on the panel before its test window, the chosen
+    configuration scored on the test window (with and without its price response) and the baseline."""
+
+    tuned: Tuned[ElasticityConfig]
+    test: Evaluation
+    test_no_price: Evaluation
+    baseline: Evaluation
+
+    def backtest_metrics(self) -> dict[str, float]:
+        metric = POISSON_DEVIANCE
+        return {metric.name: self.test.value(metric), f"{metric.name}_no_price": self.test_no_price.value(metric),
+                f"baseline_{metric.name}": self.baseline.value(metric)}
 
 
 class PricingFamily:
@@ -182,27 +214,30 @@ class PricingFamily:
         return training_data_shortfall(frames["product_daily_sales"], priced, run_date, params.lookback_days)
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> PricingData:
+        """The panel as of ``run_date`` and, for the rolling-origin backtest, as of each earlier origin
+        (``BACKTEST_DAYS`` earlier each) whose history passes :meth:`shortfall`."""
         priced = _priced(frames["products"], params, run_date)
-        sales = frames["product_daily_sales"]
-        sales = sales[sales["product_id"].isin(priced["product_id"])]
-        panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days)
-        return PricingData(panel=panel, products=priced, run_date=run_date)
+        origins = earlier_origins(self.name, run_date, BACKTEST_DAYS, params,
+                                  lambda origin: self.shortfall(frames, origin, params))
+        return dataclasses.replace(_panel_data(frames, priced, run_date, params),
+                                   earlier=tuple(_panel_data(frames, priced, origin, params) for origin in origins))
 
     def train(self, data: PricingData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         """Tune the estimator on the demand backtest of the panel before the test window; fit the chosen
         configuration on that panel and score it and the no-price-response baseline on the test window
-        (``test`` / ``baseline``, what the gate compares); then estimate every product's elasticity with
-        the chosen configuration on the *whole* panel, test window included (the production model the
-        nightly run publishes from), and wrap it with the run's guardrails."""
+        (``test`` / ``baseline``, what the gate compares); repeat that at the backtest's earlier origins;
+        then estimate every product's elasticity with the chosen configuration on the *whole* panel,
+        test window included (the production model the nightly run publishes from), and wrap it with the
+        run's guardrails."""
         from ml import plots  # matplotlib only when training (the registered model imports this package)
 
         panel = data.panel
-        before, _ = split_test_window(panel)
-        tuned = search(demand_search_space(before, ElasticityConfig(random_state=params.seed)),
-                       Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+        tested = _select_and_test(data, params, callbacks)
+        tuned, test, test_no_price, baseline = tested.tuned, tested.test, tested.test_no_price, tested.baseline
         config = tuned.config
-        test, test_no_price = evaluate_on_test_window(panel, config)
-        baseline = baseline_on_test_window(panel)
+        earlier = [_select_and_test(origin, earlier_origin_params(params)) for origin in data.earlier]
+        backtest = summarise_backtest([tested.backtest_metrics(), *(origin.backtest_metrics() for origin in earlier)],
+                                      BACKTEST_METRICS)
         table = estimate_elasticities(panel, config).products
         estimated = table["estimated"].astype(bool)
         model = PricingModel(table, guardrails(params), params.price_horizon_days)
@@ -221,6 +256,7 @@ class PricingFamily:
                 "lookback_days": params.lookback_days, "panel_rows": len(panel),
                 "products": int(panel["product_id"].nunique()), "test_days": BACKTEST_DAYS,
                 "validation_days": BACKTEST_DAYS, "baseline": baseline.name,
+                **backtest_params(params, 1 + len(data.earlier), BACKTEST_DAYS),
                 **{f"best_{key}": value for key, value in config_json.items() if not isinstance(value, dict)},
             },
             metrics={
@@ -236,6 +272,7 @@ class PricingFamily:
                 "products_with_price_variation": int(table["has_price_variation"].astype(bool).sum()),
                 "median_interval_width": float((table["elasticity_high"] - table["elasticity_low"])[estimated].median())
                 if estimated.any() else float("nan"),
+                **backtest,
             },
             tables={"elasticities.json": table},
             figures={"elasticities.png": plots.elasticity_figure(
@@ -262,6 +299,24 @@ class PricingFamily:
 
 
 FAMILY = PricingFamily()
+
+
+def _panel_data(frames: Frames, priced: pd.DataFrame, run_date: dt.date, params: RunParams) -> PricingData:
+    """The ``priced`` products' demand panel over the ``lookback_days`` before ``run_date``."""
+    sales = frames["product_daily_sales"]
+    sales = sales[sales["product_id"].isin(priced["product_id"])]
+    panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days)
+    return PricingData(panel=panel, products=priced, run_date=run_date)
+
+
+def _select_and_test(data: PricingData, params: RunParams, callbacks: Sequence[Callback] = ()) -> _Tested:
+    """Tune on the panel before the test window (its own last ``BACKTEST_DAYS`` are the validation
+    window), then fit the chosen configuration there and score it, and the baseline, on the test window."""
+    before, _ = split_test_window(data.panel)
+    tuned = search(demand_search_space(before, ElasticityConfig(random_state=params.seed)),
+                   Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
+    test, test_no_price = evaluate_on_test_window(data.panel, tuned.config)
+    return _Tested(tuned, test, test_no_price, baseline_on_test_window(data.panel))
 
 
 def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date | None = None) -> pd.DataFrame:
