@@ -10,9 +10,9 @@
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
-- outcomes: every earlier night of customer scores whose horizon has now passed against the orders
-  that followed (``scores.model_performance``, metrics and an Evidently report on the version's MLflow
-  run); more than ``performance_drop_threshold`` below the test value updates the
+- outcomes: every earlier published night (customer scores, price recommendations, send times,
+  budget allocations) whose horizon has now passed against what followed (``scores.model_performance``,
+  metrics and, where it applies, an Evidently report on the version's MLflow run); more than ``performance_drop_threshold`` below the test value updates the
   ``revopt_performance_dropped`` asset, which triggers ``revopt_training`` too.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses

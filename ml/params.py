@@ -102,7 +102,9 @@ class RunParams:
         0.05, {"type": "number", "minimum": 0, "maximum": 1},
         "Request retraining when a published score's realised primary metric, once its horizon has passed, is more "
         "than this many points below the version's test value (ROC AUC for propensity and churn, Spearman rank "
-        "correlation for CLV).", (NIGHTLY,))
+        "correlation for CLV, deviance skill over no price response for pricing, open-rate lift near the best hour "
+        "for send time; for budget, revenue's absolute percentage error this much above the test MAPE; "
+        "docs/monitoring.md).", (NIGHTLY,))
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:
