@@ -53,10 +53,19 @@ bulk-tier and negotiated prices) rounded to 4 places, 0 at or above the list pri
 Products.  One per StockCode, upper-cased (UCI writes some codes in both cases, e.g. ``85123a`` /
 ``85123A``; counted); ``product_id`` = 1.. in sorted code order, ``sku`` = the code, ``name`` = the
 code's most frequent Description among kept rows (ties: alphabetically first; none: the code).
-``category`` from the code: five leading digits or ``DCGS`` -> ``merchandise``; ``GIFT_`` ->
+``category`` first from the code: five leading digits or ``DCGS`` -> merchandise; ``GIFT_`` ->
 ``gift_voucher``; ``POST``, ``DOT``, ``C2`` -> ``postage``; ``AMAZONFEE``, ``BANK CHARGES``,
 ``CRUK`` -> ``fee``; ``M``, ``D``, ``S``, ``B`` (manual, discount, samples, bad debt) ->
-``adjustment``; anything else -> ``other``.
+``adjustment``; anything else -> ``other`` (whatever the name says).  Merchandise then gets the
+product type its ``name`` says -- the file has no categories, but a name states the type next to
+its design ("JUMBO BAG RED RETROSPOT", "SET OF 3 CAKE TINS PANTRY DESIGN"): the first of the
+word patterns of :data:`UCI_PRODUCT_TYPES` the upper-cased name contains, seasonal first
+("PAPER CHAIN KIT 50'S CHRISTMAS" -> ``christmas``), then ``candles_and_lights``, ``home_decor``,
+``bags``, ``baking_and_party``, ``kitchen_and_tableware``, ``toys_and_kids``,
+``stationery_and_wrap``, ``bath_and_body``, ``jewellery_and_accessories``, ``garden``,
+``storage``; a name matching none stays ``merchandise`` (on the whole file: 12 types plus the
+fallback, which holds 4 % of completed merchandise revenue, the largest type 22 %; the report
+counts products per category).
 
 Prices.  A price observation is a line of a completed order (a product sold only in cancellations
 uses its cancelled lines).  ``product_prices``: per product and week (Monday to Sunday, UTC), the
@@ -154,16 +163,79 @@ UCI_TIMEZONES: dict[str, str] = {
     "Brazil": "America/Sao_Paulo",
 }
 
+#: The category of a product that is merchandise by its code and of no recognised product type.
+MERCHANDISE = "merchandise"
+
 #: (pattern on the upper-cased StockCode, category); the first match wins, no match: 'other'.
+#: Merchandise is then given its product type from :data:`UCI_PRODUCT_TYPES`.
 _CATEGORY_RULES: tuple[tuple[str, str], ...] = (
-    (r"^\d{5}", "merchandise"),
-    (r"^DCGS", "merchandise"),
+    (r"^\d{5}", MERCHANDISE),
+    (r"^DCGS", MERCHANDISE),
     (r"^GIFT_", "gift_voucher"),
     (r"^(?:POST|DOT|C2)$", "postage"),
     (r"^(?:AMAZONFEE|BANK CHARGES|CRUK)$", "fee"),
     (r"^[MDSB]$", "adjustment"),
 )
 _OTHER_CATEGORY = "other"
+
+
+def _any_word(*words: str) -> str:
+    """A pattern matching any of ``words`` (regular expressions) as a whole word."""
+    return r"\b(?:" + "|".join(words) + r")\b"
+
+
+#: Merchandise product types: (pattern on the upper-cased product name, category); the first match
+#: wins, no match: :data:`MERCHANDISE`.  A name says the product type and, around it, a design
+#: ("JUMBO BAG RED RETROSPOT", "LUNCH BOX DOLLY GIRL"), so the patterns name types, never designs,
+#: and the order settles a name that names two types: seasonal first (a Christmas candle, bag or
+#: wrap is bought and stocked as Christmas); then types a name states unmistakably (a candle or
+#: light holder, a sign, frame, clock or doormat, a bag) before those it may name as contents or
+#: material ("T-LIGHT HOLDER" is lighting, "CAKE TINS" baking ware, "PLASTERS IN TIN" first aid:
+#: the container types -- box, tin, jar -- come late), and the broadest decor words last.
+#: A type may have several rules at different places in the order (home decor has two).
+UCI_PRODUCT_TYPES: tuple[tuple[str, str], ...] = (
+    (_any_word("CHRISTMAS", "XMAS", "ADVENT", "BAUBLES?", "SANTAS?", "REINDEER", "SNOWFLAKES?", "SNOWM[AE]N",
+               "NATIVITY", "STOCKINGS?", "TINSEL", "SLEIGH"), "christmas"),
+    (_any_word("CANDLES?", "CANDLEHOLDERS?", "CANDLE ?STICKS?", "T-?LIGHTS?", "TEA ?LIGHTS?", "TEALIGHTS?",
+               "LANTERNS?", "LIGHTS?", "LAMPS?", "LED", "TORCH", "OIL BURNER", "INCENSE", "CHANDELIER"),
+     "candles_and_lights"),
+    (_any_word("SIGNS?", "DOORMAT", "WALL ART", "FRAMES?", "CLOCK", "MIRROR", "CUSHION", "BLOCK WORD",
+               "BLOCK LETTERS", "KNOBS?", "DOORSTOP", "MEMO ?BOARD", "BLACK ?BOARD", "CHALKBOARD"), "home_decor"),
+    (_any_word("BAGS?", "SHOPPER", "TOTE", "BACKPACK", "RUCKSACK"), "bags"),
+    (_any_word("(?:CAKE|BAKING|MINI|PETIT FOUR) CASES", "BAKING", "CUPCAKES?", "BUNTING", "PARTY", "DOILIES",
+               "BALLOONS?", "NAPKINS", "(?:COOKIE|BISCUIT) CUTTERS?", "ICING", "STRAWS", "BANNER", "GARLAND",
+               "PAPER CHAIN", "CRACKERS?"), "baking_and_party"),
+    (_any_word("MUGS?", "CUPS?", "TEACUPS?", "SAUCERS?", "PLATES?", "BOWLS?", "TEAPOT", "TEA SET", "JUGS?",
+               "SPOONS?", "CUTLERY", "CAKE ?STAND", "CAKESTAND", "CAKE TINS?", "BREAD BIN", "KITCHEN", "APRON",
+               "OVEN GLOVES?", "TEA TOWELS?", "TRAY", "COASTERS?", "BEAKERS?", "TUMBLERS?",
+               "(?:TEA|WINE|SHOT|DRINKING) GLASS(?:ES)?", "DISH", "PANTRY", "RECIPE", "CHOPPING BOARD",
+               "EGG CUPS?", "TEA COSY", "PLACEMATS?", "MEASURING", "WASHING UP", "NAPKIN RINGS?", "JAM MAKING",
+               "TEA STRAINER", "TONGS", "FRYING PAN", "BOTTLE OPENER", "TABLECLOTH", "FOOD COVER", "SALT",
+               "POPCORN"), "kitchen_and_tableware"),
+    (_any_word("TOYS?", "GAMES?", "DOLLS?", "CHILDRENS?", "CHILDS?", "KIDS", "PLAYHOUSE", "SKIPPING ROPE",
+               "JIGSAWS?", "PUZZLES?", "DOMINOES", "CRAYONS", "COLOURING", "TEDDY", "SOLDIERS?", "SPINNING TOPS?",
+               "BABY", "FELTCRAFT", "KNITTING NANCY", "MONEY BANK", "PIGGY BANK", "HARMONICA", "MARBLES",
+               "SKITTLES", "BLOCKS", "(?:PLAYING|SNAP) CARDS", "DRAWING SLATE", "CHALK", "LUDO", "BINGO",
+               "SNAKES & LADDERS", "ROCKING HORSE", "MODELLING", "PAINT SET", "GLIDERS?"), "toys_and_kids"),
+    (_any_word("CARDS?", "WRAP", "WRAPPING", "PAPER", "NOTE ?BOOKS?", "NOTEBOOKS?", "EXERCISE BOOKS?", "NOTEPAD",
+               "PENCILS?", "PENS?", "STICKERS?", "TAPE", "ENVELOPES?", "JOURNAL", "DIARY", "ERASERS?",
+               "CALENDAR", "GIFT TAGS?", "TISSUES?", "RIBBONS?", "STATIONERY", "SKETCHBOOK", "ALBUM", "BOOKMARK",
+               "RULER", "STAMPS?", "STENCIL", "SCISSORS?"), "stationery_and_wrap"),
+    (_any_word("SOAP", "BATH", "BATHROOM", "TOWELS?", "HOT WATER BOTTLE", "SPONGE", "TOILET", "TOOTHBRUSH",
+               "WASH BAG", "PLASTERS", "LIP GLOSS", "COSMETIC", "MAKE ?UP", "FLANNEL"), "bath_and_body"),
+    (_any_word("NECKLACE", "BRACELET", "EARRINGS", "RING", "HAIR", "PURSE", "UMBRELLA", "SCARF", "BROOCH",
+               "CHARM", "JEWELLERY", "HAIRCLIP", "BANGLE", "WALLET", "HANDBAG", "SUNGLASSES", "GLOVES",
+               "HAND WARMER", "KEY ?RING", "PASSPORT COVER", "DIAMANTE", "FAN", "PONCHO"),
+     "jewellery_and_accessories"),
+    (_any_word("GARDEN", "GARDENERS", "PLANTS?", "PLANTER", "WATERING", "BIRD ?HOUSE", "BIRD TABLE", "FEEDER",
+               "BIRDCAGE", "(?:PLANT|FLOWER) POTS?", "SEEDS?", "HERB MARKER", "TROWEL", "GNOME", "PARASOL",
+               "PICNIC", "KNEELING PAD", "HAMMOCK", "WINDMILL"), "garden"),
+    (_any_word("BOX(?:ES)?", "TINS?", "JARS?", "BASKETS?", "STORAGE", "DRAWERS?", "CABINET", "CRATES?", "CHEST",
+               "HAMPER", "TRINKET", "CONTAINER", "BUCKET", "BIN"), "storage"),
+    (_any_word("HOOKS?", "ORNAMENTS?", "DECORATIONS?", "WREATH", "HEARTS?", "VASE", "COAT RACK", "PLAQUE",
+               "HANGING", "HANGER", "CURTAIN", "THROW", "QUILT", "PHOTO", "PICTURE", "SHELF", "WICKER", "DOOR",
+               "MAGNETS?", "MAT", "STOOL", "MAGAZINE RACK"), "home_decor"),
+)
 _MANUAL_ADJUSTMENT = "M"
 _UNKNOWN = "unknown"
 _UNKNOWN_TIMEZONE = "UTC"
@@ -178,6 +250,7 @@ class ImportReport:
     dropped: dict[str, int]  # rule -> rows, in the order the rules apply (a row counts once)
     changed: dict[str, int]  # kind of change -> rows / orders / products / customers affected
     rows: dict[str, int] = field(default_factory=dict)  # contract table -> rows produced
+    products_by_category: dict[str, int] = field(default_factory=dict)  # most products first
     first_order_ts: pd.Timestamp | None = None
     last_order_ts: pd.Timestamp | None = None
 
@@ -191,7 +264,8 @@ class ImportReport:
 
         return (f"read {self.rows_read:,} rows, kept {self.rows_kept:,} "
                 f"({self.first_order_ts} .. {self.last_order_ts}); dropped: {_counts(self.dropped)}; "
-                f"changed: {_counts(self.changed)}; tables: {_counts(self.rows)}")
+                f"changed: {_counts(self.changed)}; tables: {_counts(self.rows)}; "
+                f"products by category: {_counts(self.products_by_category)}")
 
 
 def read_uci_online_retail(path: str | Path, *, nrows: int | None = None) -> pd.DataFrame:
@@ -266,6 +340,7 @@ def frames_from_uci(
         dropped=dropped,
         changed=changed,
         rows={name: len(frame) for name, frame in frames.items()},
+        products_by_category=_products_by_category(products),
         first_order_ts=orders["order_ts"].min() if len(orders) else None,
         last_order_ts=orders["order_ts"].max() if len(orders) else None,
     )
@@ -464,7 +539,7 @@ def _products(
             "product_id": product_ids,
             "sku": skus,
             "name": name.to_numpy(dtype=object),
-            "category": _categories(skus),
+            "category": _categories(skus, name.to_numpy(dtype=object)),
             "cost": cost,
             "current_price": current.to_numpy(dtype=np.float64),
         }
@@ -534,12 +609,28 @@ def _discounts_from_list_price(lines: pd.DataFrame, orders: pd.DataFrame,
     return lines.assign(discount=discount), int((discount > 0).sum())
 
 
-def _categories(skus: np.ndarray) -> np.ndarray:
-    codes = pd.Series(skus, dtype="string")
-    category = np.full(len(codes), _OTHER_CATEGORY, dtype=object)
-    undecided = np.ones(len(codes), dtype=bool)
-    for pattern, name in _CATEGORY_RULES:
-        hit = undecided & codes.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
+def _categories(skus: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Each product's category: from its code, and for merchandise the product type its name says."""
+    category = _first_match(pd.Series(skus, dtype="string"), _CATEGORY_RULES, _OTHER_CATEGORY)
+    merchandise = category == MERCHANDISE
+    category[merchandise] = _first_match(
+        pd.Series(names[merchandise], dtype="string").str.upper(), UCI_PRODUCT_TYPES, MERCHANDISE
+    )
+    return category
+
+
+def _products_by_category(products: pd.DataFrame) -> dict[str, int]:
+    """Products per category, the most first (ties: by name)."""
+    counts = products["category"].value_counts()
+    return {name: int(counts[name]) for name in sorted(counts.index, key=lambda name: (-counts[name], name))}
+
+
+def _first_match(texts: pd.Series, rules: tuple[tuple[str, str], ...], default: str) -> np.ndarray:
+    """The category of the first rule whose pattern each text contains (``default``: none does)."""
+    category = np.full(len(texts), default, dtype=object)
+    undecided = np.ones(len(texts), dtype=bool)
+    for pattern, name in rules:
+        hit = undecided & texts.str.contains(pattern, regex=True).fillna(False).to_numpy(dtype=bool)
         category[hit] = name
         undecided &= ~hit
     return category

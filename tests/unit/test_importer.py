@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from revopt.platform.contract import SHOP_DDL, SHOP_TABLES, ddl_columns
-from revopt.sample_data.importer import ImportReport, default_uci_path, frames_from_uci, uci_online_retail
+from revopt.sample_data.importer import (
+    MERCHANDISE,
+    UCI_PRODUCT_TYPES,
+    ImportReport,
+    default_uci_path,
+    frames_from_uci,
+    uci_online_retail,
+)
 
 UCI_FILE = default_uci_path()
 
@@ -124,8 +131,10 @@ def test_report_counts_every_dropped_row_once(report: ImportReport) -> None:
     assert report.changed["lines_below_list_price"] == 1
     assert report.rows == {"customers": 3, "products": 3, "product_prices": 4, "orders": 8,
                            "order_lines": 11, "marketing_spend": 0}
+    assert report.products_by_category == {"candles_and_lights": 2, "kitchen_and_tableware": 1}
     assert report.first_order_ts == pd.Timestamp("2010-12-01 08:26", tz="UTC")
     assert "no_customer_id=1" in str(report)
+    assert "candles_and_lights=2" in str(report)
 
 
 # --- orders and lines --------------------------------------------------------------------------
@@ -178,7 +187,54 @@ def test_products_from_stock_codes(frames: dict[str, pd.DataFrame]) -> None:
     assert sorted(products.index) == ["22139", "71053", "85123A"]
     assert products["product_id"].tolist() == [1, 2, 3]  # numbered in sorted code order
     assert products.loc["22139", "name"] == "RETROSPOT TEA SET CERAMIC"  # not the dropped row's "check"
-    assert (products["category"] == "merchandise").all()
+    assert products["category"].to_dict() == {
+        "22139": "kitchen_and_tableware", "71053": "candles_and_lights", "85123A": "candles_and_lights"}
+
+
+@pytest.mark.parametrize(("description", "category"), [
+    ("JUMBO BAG RED RETROSPOT", "bags"),
+    ("PACK OF 72 RETROSPOT CAKE CASES", "baking_and_party"),
+    ("ALARM CLOCK BAKELIKE RED", "home_decor"),
+    ("HOT WATER BOTTLE KEEP CALM", "bath_and_body"),
+    ("LUNCH BOX I LOVE LONDON", "storage"),
+    ("CREAM CUPID HEARTS COAT HANGER", "home_decor"),  # the broad decor words, last
+    # seasonal first: a Christmas candle, paper chain or bag is Christmas stock
+    ("SET OF 6 T-LIGHTS SANTA", "christmas"),
+    ("PAPER CHAIN KIT 50'S CHRISTMAS", "christmas"),
+    ("JUMBO BAG 50'S CHRISTMAS", "christmas"),
+    # the type before the container or material it comes in
+    ("SET OF 3 CAKE TINS PANTRY DESIGN", "kitchen_and_tableware"),
+    ("PLASTERS IN TIN SPACEBOY", "bath_and_body"),
+    ("WHITE HANGING HEART T-LIGHT HOLDER", "candles_and_lights"),
+    # whole words: DESIGN is no SIGN (home decor), DELIGHT no LIGHT (lighting)
+    ("RECIPE BOX PANTRY YELLOW DESIGN", "kitchen_and_tableware"),
+    ("APRON APPLE DELIGHT", "kitchen_and_tableware"),
+])
+def test_merchandise_gets_the_product_type_its_name_says(description: str, category: str) -> None:
+    assert _categories_of([("85099B", description)]) == {"85099B": category}
+
+
+def test_product_types_ignore_case_and_names_keep_theirs() -> None:
+    frames, _ = frames_from_uci(_one_line_per_product([("85099B", "jumbo bag red retrospot"),
+                                                       ("22910", "Paper Chain Kit Vintage Christmas")]))
+    products = frames["products"].set_index("sku")
+    assert products["category"].to_dict() == {"22910": "christmas", "85099B": "bags"}
+    assert products.loc["85099B", "name"] == "jumbo bag red retrospot"
+
+
+def test_merchandise_of_no_known_type_stays_merchandise() -> None:
+    assert _categories_of([("21731", "SOMBRERO"), ("23166", "CLASSIC CHROME BICYCLE BELL"),
+                           ("DCGS0070", "JUMBO BAG RED RETROSPOT"), ("84029E", None)]) == {
+        "21731": MERCHANDISE, "23166": MERCHANDISE, "DCGS0070": "bags", "84029E": MERCHANDISE}  # unnamed: the code
+    assert MERCHANDISE not in {category for _, category in UCI_PRODUCT_TYPES}
+
+
+def test_non_merchandise_codes_keep_their_category_whatever_the_name_says() -> None:
+    assert _categories_of([
+        ("POST", "POSTAGE FOR CHRISTMAS CARDS"), ("BANK CHARGES", "Bank charges candle"), ("M", "manual jumbo bag"),
+        ("GIFT_0001_20", "Gift voucher alarm clock"), ("PADS", "PADS TO MATCH ALL CUSHION"),
+    ]) == {"BANK CHARGES": "fee", "GIFT_0001_20": "gift_voucher", "M": "adjustment", "PADS": "other",
+           "POST": "postage"}
 
 
 def test_price_history_is_the_weekly_modal_price_changes_only(frames: dict[str, pd.DataFrame]) -> None:
@@ -241,6 +297,25 @@ def test_bad_arguments_are_refused() -> None:
         frames_from_uci(_raw().drop(columns="UnitPrice"))
 
 
+def _one_line_per_product(products: list[tuple[str, str | None]]) -> pd.DataFrame:
+    """Raw UCI rows: one sale of each (StockCode, Description)."""
+    return pd.DataFrame({
+        "InvoiceNo": [str(580000 + i) for i in range(len(products))],
+        "StockCode": [code for code, _ in products],
+        "Description": [description for _, description in products],
+        "Quantity": 1.0,
+        "InvoiceDate": "2011-06-01 10:00:00",
+        "UnitPrice": 2.5,
+        "CustomerID": 12583.0,
+        "Country": "France",
+    })
+
+
+def _categories_of(products: list[tuple[str, str | None]]) -> dict[str, str]:
+    frames, _ = frames_from_uci(_one_line_per_product(products))
+    return frames["products"].set_index("sku")["category"].to_dict()
+
+
 def _raw() -> pd.DataFrame:
     from io import StringIO
 
@@ -272,3 +347,18 @@ def test_first_rows_of_the_real_file() -> None:
     assert report.dropped["no_customer_id"] > 0
     assert not any(frame.isna().any().any() for frame in frames.values())
     assert np.all(orders["order_ts"].dt.year.isin([2010, 2011]))
+
+
+@pytest.mark.skipif(not UCI_FILE.exists(), reason="UCI Online Retail file not present")
+def test_the_real_files_merchandise_spreads_over_its_product_types() -> None:
+    frames, report = uci_online_retail(UCI_FILE)
+    lines, orders, products = frames["order_lines"], frames["orders"], frames["products"]
+    completed = lines[lines["order_id"].isin(orders.loc[orders["status"] == "completed", "order_id"])]
+    category = products.set_index("product_id")["category"]
+    revenue = (completed["quantity"] * completed["unit_price"]).groupby(completed["product_id"].map(category)).sum()
+    merchandise = revenue[revenue.index.isin({MERCHANDISE} | {name for _, name in UCI_PRODUCT_TYPES})]
+    share = merchandise / merchandise.sum()
+    assert len(share) >= 11  # every type sells
+    assert share[MERCHANDISE] < 0.25  # the fallback: 4 % when measured
+    assert share.max() < 0.35  # the largest type: 22 % when measured
+    assert {"postage", "fee", "adjustment"} <= set(report.products_by_category)
