@@ -11,6 +11,9 @@ Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
   discounted_value, the part of the order's value bought on a discount (0 when absent)
 - ``daily_events``: customer_id, day (datetime64), sessions, page_views, product_views,
   add_to_carts, checkouts, purchases, email_sends, email_opens, email_clicks
+- ``order_categories`` (optional): order_id, category, value: each order's spend per product
+  category (lines without a known product are left out); without it the category mix columns
+  take their "nothing bought" values
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ FEATURE_COLUMNS: tuple[str, ...] = (
         "spend_same_season_last_year",
         "order_hour_regularity",
     )),
+    *(CATEGORY_MIX_COLUMNS := (
+        "categories_bought",
+        "category_entropy",
+        "top_category_share",
+        "category_repeat_rate",
+    )),
 )
 
 #: Engagement columns summed from the event history (:func:`customer_event_features`).
@@ -72,6 +81,7 @@ def customer_features(
     cutoff: pd.Timestamp,
     event_features: pd.DataFrame | None = None,
     lookback_days: int | None = None,
+    order_categories: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per customer signed up before ``cutoff``: RFM, recent activity and engagement.
 
@@ -83,6 +93,7 @@ def customer_features(
     The engagement columns come from ``event_features`` when given (one row per customer as of
     the same ``cutoff``, e.g. computed inside ClickHouse with :func:`event_features_sql`), else
     from ``daily_events`` with :func:`customer_event_features`; both give identical features.
+    The category mix columns come from ``order_categories`` (:func:`category_mix`).
     """
     ids = population(customers, cutoff)
     cutoff_utc = _utc(cutoff)
@@ -153,7 +164,53 @@ def customer_features(
         features[column] = rhythm[column].fillna(default).astype("float64") if column in rhythm else default
     features["orders_180d"] = features["orders_180d"].astype("int64")
     features["orders_same_season_last_year"] = features["orders_same_season_last_year"].astype("int64")
+    mix = category_mix(past, order_categories).reindex(ids)
+    for column in CATEGORY_MIX_COLUMNS:
+        features[column] = mix[column].fillna(0.0).astype("float64") if column in mix else 0.0
+    features["categories_bought"] = features["categories_bought"].astype("int64")
     return features.reset_index()
+
+
+def category_mix(completed: pd.DataFrame, order_categories: pd.DataFrame | None) -> pd.DataFrame:
+    """Per customer with a completed order in ``completed`` (orders already cut to the cutoff and the
+    history window) that has categorised spend:
+
+    - ``categories_bought``: distinct product categories bought;
+    - ``category_entropy``: Shannon entropy (nats) of the customer's spend shares over categories,
+      0 when everything is in one category, ln(k) for an even spread over k;
+    - ``top_category_share``: the share of spend in the customer's biggest category;
+    - ``category_repeat_rate``: how habitual what the customer buys is: for each of the customer's
+      categories, the share of the *other* customers who bought it that bought it again (in two or
+      more orders), weighted by the customer's spend in it (0 when nobody else bought it).
+
+    Spend is the completed lines' value per category, negative values counted as 0. An empty frame
+    when ``order_categories`` is None."""
+    if order_categories is None or completed.empty:
+        return pd.DataFrame({column: pd.Series(dtype="float64") for column in CATEGORY_MIX_COLUMNS})
+    lines = order_categories.merge(completed[["order_id", "customer_id"]], on="order_id", how="inner")
+    by_pair = lines.groupby(["customer_id", "category"], observed=True).agg(
+        value=("value", "sum"), orders=("order_id", "nunique"))
+    by_pair["value"] = by_pair["value"].clip(lower=0.0)
+    by_pair["repeat"] = (by_pair["orders"] >= 2).astype("float64")
+    category = by_pair.index.get_level_values("category")
+    buyers = by_pair.groupby(level="category", observed=True)["repeat"].agg(["size", "sum"])
+    others = buyers["size"].reindex(category).to_numpy() - 1.0
+    other_repeats = buyers["sum"].reindex(category).to_numpy() - by_pair["repeat"].to_numpy()
+    by_pair["category_rate"] = np.divide(other_repeats, others, out=np.zeros(len(by_pair)), where=others > 0)
+
+    customer = by_pair.index.get_level_values("customer_id")
+    spend = by_pair["value"].groupby(customer).transform("sum")
+    share = (by_pair["value"] / spend.where(spend > 0)).fillna(0.0)
+    # an even split when a customer's categorised spend is all zero (free items, 0-value lines)
+    n = by_pair["value"].groupby(customer).transform("size")
+    share = share.where(spend > 0, 1.0 / n)
+    weighted = pd.DataFrame({"entropy": -share * np.log(share.where(share > 0, 1.0)),
+                             "rate": share * by_pair["category_rate"], "share": share})
+    by = weighted.groupby(customer)
+    return pd.DataFrame({
+        "categories_bought": by.size(), "category_entropy": by["entropy"].sum(),
+        "top_category_share": by["share"].max(), "category_repeat_rate": by["rate"].sum(),
+    }).rename_axis("customer_id")
 
 
 #: The "same season last year" window: the quarter that starts a year before the cutoff (what the
@@ -418,7 +475,7 @@ def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, lookback_
     """Customer features as of ``cutoff``, indexed by customer_id, from the ``lookback_days`` before it
     (the nightly run's window, so training and scoring features mean the same; None: all given)."""
     features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], cutoff,
-                                 lookback_days=lookback_days)
+                                 lookback_days=lookback_days, order_categories=frames.get("order_categories"))
     return features.set_index("customer_id")[list(FEATURE_COLUMNS)]
 
 

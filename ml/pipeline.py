@@ -55,7 +55,7 @@ DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY)}
 #: Every dataset revopt can extract: the source tables and the event datasets built in the events store.
 ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS)
 #: What the nightly customer-scores path reads (features -> score -> publish).
-CUSTOMER_SCORE_DATASETS = ("customers", "orders", "customer_event_features")
+CUSTOMER_SCORE_DATASETS = ("customers", "orders", "order_categories", "customer_event_features")
 
 
 def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunParams) -> dict[str, str]:
@@ -100,7 +100,8 @@ def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[
     identical features (tests/e2e/test_event_features.py). Only the datasets used are read.
     """
     events_dataset = "customer_event_features" if "customer_event_features" in extract_paths else "customer_daily_events"
-    frames = read_extract({name: extract_paths[name] for name in ("customers", "orders", events_dataset)})
+    used = ("customers", "orders", "order_categories", events_dataset)
+    frames = read_extract({name: extract_paths[name] for name in used if name in extract_paths})
     events = frames[events_dataset]
     unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
     if unknown.any():
@@ -108,7 +109,7 @@ def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[
                        int(unknown.sum()), events_dataset, events.loc[unknown, "customer_id"].nunique(), run_date)
     features = customer_features(
         frames["customers"], frames["orders"], frames.get("customer_daily_events"), pd.Timestamp(run_date, tz="UTC"),
-        event_features=frames.get("customer_event_features"),
+        event_features=frames.get("customer_event_features"), order_categories=frames.get("order_categories"),
     )
     raise_if_failed(validate_and_record(resources.settings, run_date, {"customer_features": features}, lookback_days=None))
     path = resources.run_folder(run_date) / "features" / "customer_features.parquet"

@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
@@ -60,7 +60,7 @@ from ml.tuning import Budget, Callback
 
 logger = logging.getLogger(__name__)
 
-CUSTOMER_DATASETS = ("customers", "orders")
+CUSTOMER_DATASETS = ("customers", "orders", "order_categories")
 #: Fewest customers of each label at the fit cutoff: selection holds out ``VALIDATION_SHARE`` of them
 #: (stratified), so its validation customers hold about five of each at this minimum.
 MIN_FIT_PER_LABEL = 2 * MIN_PER_LABEL
@@ -148,6 +148,9 @@ class BinaryData:
     fit: LabelledSet
     test: LabelledSet
     earlier: tuple[tuple[LabelledSet, LabelledSet], ...] = ()
+    #: the BG/NBD models fitted so far (training and the champion's re-scoring share them), see
+    #: :meth:`BinaryFamily.design`
+    btyd_fits: dict[int, tuple[LabelledSet, BtydFeatures | None]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def window(self) -> str:
@@ -261,15 +264,21 @@ class BinaryFamily:
         return Selected(result.best, calibrator.method, result.best_by_family, result.best_value, losses,
                         len(train.y), len(valid.y))
 
-    def design(self, fit: LabelledSet, test: LabelledSet, horizon: int,
-               features: Sequence[str] | None = None) -> tuple[LabelledSet, LabelledSet, BtydFeatures | None, list[str]]:
+    def design(self, fit: LabelledSet, test: LabelledSet, horizon: int, features: Sequence[str] | None = None,
+               fits: dict[int, tuple[LabelledSet, BtydFeatures | None]] | None = None,
+               ) -> tuple[LabelledSet, LabelledSet, BtydFeatures | None, list[str]]:
         """The fit and test sets as the models see them: with the BG/NBD columns of a model fitted on
         the fit cutoff's customers, unless ``features`` (a spec's) leave them out or it cannot be
-        fitted; and the feature columns the models use."""
+        fitted; and the feature columns the models use. ``fits`` keeps the BG/NBD model fitted on each fit
+        set (:attr:`BinaryData.btyd_fits`, by identity, the set held so its id stays its own), so it is
+        fitted once per training run."""
         wanted = list(self.features) + list(BTYD_FEATURES) if features is None else list(features)
         btyd = None
         if set(BTYD_FEATURES) & set(wanted):
-            btyd = fit_btyd_features(fit.X, horizon, f"{self.name} at {fit.cutoff.date()}")
+            fits = {} if fits is None else fits
+            if id(fit) not in fits:
+                fits[id(fit)] = (fit, fit_btyd_features(fit.X, horizon, f"{self.name} at {fit.cutoff.date()}"))
+            btyd = fits[id(fit)][1]
         if btyd is None:
             if features is not None and set(BTYD_FEATURES) & set(wanted):
                 raise ValueError(f"{self.name}: the spec uses {', '.join(BTYD_FEATURES)}, which cannot be fitted "
@@ -280,7 +289,7 @@ class BinaryFamily:
 
     def train(self, data: BinaryData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         run_date, seed = data.run_date, params.seed
-        fit, test, btyd, features = self.design(data.fit, data.test, data.horizon)
+        fit, test, btyd, features = self.design(data.fit, data.test, data.horizon, fits=data.btyd_fits)
         selected = self.select(fit, params, run_date, f"{self.name}-{run_date}", callbacks, features)
         model = refit(selected.spec, fit.X[features], fit.y, seed)
         raw = model.predict_proba(test.X)
@@ -333,7 +342,7 @@ class BinaryFamily:
         if "family" not in spec or not features or not set(features) <= set(data.fit.X.columns) | set(BTYD_FEATURES):
             return None
         try:
-            fit, test, _, features = self.design(data.fit, data.test, data.horizon, features)
+            fit, test, _, features = self.design(data.fit, data.test, data.horizon, features, data.btyd_fits)
         except ValueError as error:
             logger.info("%s", error)
             return None
@@ -347,7 +356,7 @@ class BinaryFamily:
         per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest},
                        "baseline_roc_auc": latest_baseline}]
         for k, (origin_fit, origin_test) in enumerate(data.earlier, start=1):
-            fit, test, _, features = self.design(origin_fit, origin_test, data.horizon)
+            fit, test, _, features = self.design(origin_fit, origin_test, data.horizon, fits=data.btyd_fits)
             selected = self.select(fit, params, data.run_date, f"{self.name}-{data.run_date}-origin{k}",
                                    features=features)
             raw = refit(selected.spec, fit.X[features], fit.y, params.seed).predict_proba(test.X)

@@ -53,6 +53,17 @@ FROM o LEFT JOIN l ON l.order_id = o.order_id
 ORDER BY o.order_id
 """
 
+# Each order's spend per product category (the customers' category mix); lines without a known
+# product are left out. Orders are picked by id, so a duplicated order row cannot multiply lines.
+ORDER_CATEGORIES_SQL = """
+SELECT l.order_id, p.category, sum(l.quantity * l.unit_price)::float8 AS value
+FROM shop.order_lines AS l
+JOIN shop.products AS p ON p.product_id = l.product_id
+WHERE l.order_id IN (SELECT order_id FROM shop.orders WHERE order_ts < %(run_ts)s AND order_ts >= %(since_ts)s)
+GROUP BY l.order_id, p.category
+ORDER BY l.order_id, p.category
+"""
+
 DAILY_EVENTS_SQL = """
 SELECT
     toInt64(customer_id) AS customer_id,
@@ -205,7 +216,7 @@ ORDER BY product_id, day DESC
 """
 
 DATASETS = (
-    "customers", "orders", "customer_daily_events", "products", "product_daily_sales", "day_totals",
+    "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
     "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
@@ -248,7 +259,10 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
         orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
         products = _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"})
-        # The two joins over every order line in the window run only when their dataset is asked for.
+        # The joins over every order line in the window run only when their dataset is asked for.
+        order_categories = _typed(read_frame(conn, ORDER_CATEGORIES_SQL, window),
+                                  {"order_id": "int64", "category": "str", "value": "float64"}) \
+            if "order_categories" in datasets else None
         sales = _typed(
             read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
             {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
@@ -286,7 +300,8 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
 
     paths = {}
     extracted = {
-        "customers": customers, "orders": orders, "customer_daily_events": daily_events,
+        "customers": customers, "orders": orders, "order_categories": order_categories,
+        "customer_daily_events": daily_events,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
         "engagement_by_hour": engagement, "marketing_spend": spend,

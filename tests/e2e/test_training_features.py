@@ -60,3 +60,17 @@ def test_features_at_a_training_cutoff_equal_a_nightly_extract_as_of_that_cutoff
     reaches_further = frames["orders"]["order_ts"].min() < cutoff - pd.Timedelta(days=PARAMS.lookback_days)
     assert reaches_further == (which == "test")
     assert (unbounded["frequency"] > from_training["frequency"]).any() == reaches_further
+
+
+def test_order_categories_split_each_order_value_by_category(training_frames):
+    _, frames = training_frames
+    orders = frames["orders"].set_index("order_id")
+    by_category = frames["order_categories"]
+    assert not by_category.duplicated(["order_id", "category"]).any()
+    assert by_category["category"].nunique() > 3
+    spend = by_category.groupby("order_id")["value"].sum()
+    whole = orders.loc[orders["lines_without_product_id"] == 0, "order_value"]
+    assert set(spend.index) == set(orders.index[orders["n_lines"] > 0])
+    pd.testing.assert_series_equal(spend.reindex(whole.index), whole, check_names=False, atol=1e-6)
+    mix = features_at(frames, frames["orders"]["order_ts"].max() + pd.Timedelta(seconds=1))
+    assert (mix["categories_bought"] > 1).mean() > 0.2 and (mix["category_repeat_rate"] > 0).any()

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from features.customer import FEATURE_COLUMNS, customer_features, population, purchase_label
+from revopt.platform.extract import empty_daily_events
 
 CUTOFF = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -97,3 +98,56 @@ def test_inputs_are_not_mutated(frames):
     customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], CUTOFF)
     for name, frame in frames.items():
         pd.testing.assert_frame_equal(frame, before[name])
+
+
+def _category_shop() -> dict[str, pd.DataFrame]:
+    customers = pd.DataFrame({"customer_id": np.arange(1, 5, dtype="int64"),
+                              "signup_date": pd.to_datetime(["2023-01-01"] * 4)})
+    day = pd.Timestamp("2024-01-10", tz="UTC")
+    orders = pd.DataFrame({
+        "order_id": np.arange(1, 8, dtype="int64"),
+        "customer_id": np.array([1, 1, 2, 2, 3, 3, 4], dtype="int64"),
+        "order_ts": [day, day + pd.Timedelta(days=5), day, day + pd.Timedelta(days=9), day, day,
+                     CUTOFF + pd.Timedelta(hours=1)],
+        "status": ["completed"] * 5 + ["cancelled", "completed"],
+        "order_value": [40.0, 20.0, 10.0, 10.0, 5.0, 5.0, 99.0],
+    })
+    order_categories = pd.DataFrame({
+        "order_id": np.array([1, 1, 2, 3, 4, 5, 5, 6, 7], dtype="int64"),
+        "category": ["kitchen", "toys", "kitchen", "kitchen", "kitchen", "kitchen", "toys", "toys", "kitchen"],
+        "value": [30.0, 10.0, 20.0, 10.0, 10.0, 5.0, 5.0, 5.0, 99.0],
+    })
+    return {"customers": customers, "orders": orders, "order_categories": order_categories}
+
+
+def test_category_mix_matches_a_hand_count():
+    shop = _category_shop()
+    features = customer_features(shop["customers"], shop["orders"], empty_daily_events(), CUTOFF,
+                                 order_categories=shop["order_categories"]).set_index("customer_id")
+    # customer 1: kitchen 50 over two orders, toys 10 once; customer 2: kitchen twice; customer 3: kitchen 5
+    # and toys 5 in one order (its cancelled order does not count); customer 4 only orders after the cutoff
+    assert features["categories_bought"].tolist() == [2, 1, 2, 0]
+    shares = np.array([5 / 6, 1 / 6])
+    assert features.loc[1, "category_entropy"] == pytest.approx(-(shares * np.log(shares)).sum())
+    assert features.loc[3, "category_entropy"] == pytest.approx(np.log(2))
+    assert features.loc[[2, 4], "category_entropy"].tolist() == [0.0, 0.0]
+    assert features["top_category_share"].tolist() == pytest.approx([5 / 6, 1.0, 0.5, 0.0])
+    # leave-one-out over the other buyers: kitchen is bought again by 1 of customer 1's 2 fellow buyers (2 and
+    # 3), by 1 of 2 for customer 2, by 2 of 2 for customer 3; nobody else buys toys again
+    assert features["category_repeat_rate"].tolist() == pytest.approx([5 / 6 * 0.5, 0.5, 0.5 * 1.0, 0.0])
+
+
+def test_category_mix_without_categories_is_nothing_bought():
+    shop = _category_shop()
+    features = customer_features(shop["customers"], shop["orders"], empty_daily_events(), CUTOFF)
+    assert (features[["categories_bought", "category_entropy", "top_category_share", "category_repeat_rate"]] == 0).all().all()
+
+
+def test_category_mix_ignores_orders_at_or_after_the_cutoff():
+    shop = _category_shop()
+    before = customer_features(shop["customers"], shop["orders"], empty_daily_events(), CUTOFF, order_categories=shop["order_categories"])
+    late = shop["order_categories"]["order_id"] == 7
+    tampered = pd.concat([shop["order_categories"].assign(value=shop["order_categories"]["value"].where(~late, 1e9)),
+                          pd.DataFrame({"order_id": [7], "category": ["toys"], "value": [3.0]})])
+    after = customer_features(shop["customers"], shop["orders"], empty_daily_events(), CUTOFF, order_categories=tampered)
+    pd.testing.assert_frame_equal(before, after)

@@ -19,6 +19,7 @@ from features.customer import FEATURE_COLUMNS, LabelledSet
 from ml import plots
 from ml.families import binary
 from ml.families.binary import BTYD_FEATURES, BinaryData
+from ml.families.clv.btyd import fit_btyd
 from ml.families.propensity import FAMILY
 from ml.gate import decide
 from ml.params import RunParams
@@ -176,8 +177,27 @@ def test_where_bg_nbd_cannot_be_fitted_the_models_do_without_its_columns(store, 
         raise ValueError("BTYD needs at least 10 buyers")
 
     monkeypatch.setattr(binary, "fit_btyd", cannot)
-    trained = _train(FAMILY, store)
+    fresh = dataclasses.replace(store, btyd_fits={})  # the module's store keeps the fits of earlier tests
+    trained = _train(FAMILY, fresh)
     assert trained.spec["features"] == list(FEATURE_COLUMNS) and not trained.params["btyd_features"]
     assert trained.model.btyd is None
     # a champion whose spec used the columns cannot be rebuilt on such data: no comparison, not a crash
-    assert FAMILY.evaluate(store, champion.spec, PARAMS) is None
+    assert FAMILY.evaluate(fresh, champion.spec, PARAMS) is None
+
+
+def test_bg_nbd_is_fitted_once_per_fit_set_in_a_training_run(store, champion, monkeypatch):
+    fitted = []
+
+    def counting(features):
+        fitted.append(len(features))
+        return fit_btyd(features)
+
+    monkeypatch.setattr(binary, "fit_btyd", counting)
+    fresh = dataclasses.replace(store, btyd_fits={})
+    trained = _train(FAMILY, fresh)
+    assert FAMILY.evaluate(fresh, champion.spec, PARAMS) is not None
+    assert fitted == [len(store.fit.y)] and trained.params["btyd_features"]
+    # another fit set (here a sample) gets its own model, even at the same cutoff
+    sample = dataclasses.replace(fresh, fit=LabelledSet(store.fit.cutoff, store.fit.X.iloc[::2], store.fit.y.iloc[::2]))
+    FAMILY.evaluate(sample, champion.spec, PARAMS)
+    assert fitted == [len(store.fit.y), len(store.fit.y[::2])]

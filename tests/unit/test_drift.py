@@ -12,7 +12,7 @@ from ml.drift import ALL_MISSING, TABLE_COLUMNS, DriftConfig, check_drift
 SCORES = ("purchase_propensity", "churn_risk", "clv")
 #: A third of the features, so the share of drifted features clears the default 0.3 threshold.
 SHIFTED = ("recency_days", "monetary", "orders_90d", "sessions_30d", "email_opens_30d", "days_since_last_session",
-           "spend_180d", "mean_gap_days", "overdue_ratio")
+           "spend_180d", "mean_gap_days", "overdue_ratio", "category_entropy")
 ROWS = 5_000  # > 1000 reference rows: the distance tests of the nightly run; at 2_000 their noise nears 0.1
 
 

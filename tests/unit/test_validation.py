@@ -23,7 +23,7 @@ from revopt.platform.validation import (
 
 RUN_DATE = datetime.date(2024, 6, 1)
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
-PIPELINE_DATASETS = ("customers", "orders", "customer_daily_events", "customer_features")
+PIPELINE_DATASETS = ("customers", "orders", "order_categories", "customer_daily_events", "customer_features")
 EVENT_COUNTERS = (
     "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
     "email_sends", "email_opens", "email_clicks",
@@ -96,6 +96,18 @@ def _customer_features() -> pd.DataFrame:
         "orders_same_season_last_year": np.array([1, 0, 0], dtype="int64"),
         "spend_same_season_last_year": [20.0, 0.0, 0.0],
         "order_hour_regularity": [0.9, 1.0, 0.0],
+        "categories_bought": np.array([2, 1, 0], dtype="int64"),
+        "category_entropy": [0.69, 0.0, 0.0],
+        "top_category_share": [0.5, 1.0, 0.0],
+        "category_repeat_rate": [0.25, 0.0, 0.0],
+    })
+
+
+def _order_categories() -> pd.DataFrame:
+    return pd.DataFrame({
+        "order_id": np.array([10, 10, 11], dtype="int64"),
+        "category": ["kitchen", "toys", "kitchen"],
+        "value": [20.0, 11.5, 31.0],
     })
 
 
@@ -104,6 +116,7 @@ GOOD_FRAMES: dict[str, Callable[[], pd.DataFrame]] = {
     "orders": _orders,
     "customer_daily_events": _customer_daily_events,
     "customer_features": _customer_features,
+    "order_categories": _order_categories,
 }
 
 
@@ -162,6 +175,14 @@ BAD_INPUTS = {
     "negative value (features)": (
         "customer_features", lambda f: _with(f, "tenure_days", 2, -1),
         "expect_column_values_to_be_between", "tenure_days",
+    ),
+    "share above 1 (features)": (
+        "customer_features", lambda f: _with(f, "top_category_share", 0, 1.5),
+        "expect_column_values_to_be_between", "top_category_share",
+    ),
+    "fanned-out join (order categories)": (
+        "order_categories", lambda f: _with(f, "category", 1, "kitchen"),
+        "expect_compound_columns_to_be_unique", "category",
     ),
     "unknown status": (
         "orders", lambda f: _with(f, "status", 0, "refunded"),

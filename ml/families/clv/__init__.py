@@ -344,8 +344,8 @@ class ClvData:
 class ClvFamily:
     name: str = "clv"
     model_name: str = MODEL_NAME
-    training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
-    nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
+    training_datasets: tuple[str, ...] = ("customers", "orders", "order_categories", "customer_daily_events")
+    nightly_datasets: tuple[str, ...] = ("customers", "orders", "order_categories", "customer_event_features")
     # the gate's default metric: test-window RMSE (lower is better; paired bootstrap over customers), the
     # margin a share of the champion's error; a run's clv_selection_metric replaces it (Trained.metric)
     metric: Metric = GATE_METRICS["rmse"]
