@@ -77,6 +77,41 @@ CREATE TABLE IF NOT EXISTS shop.inventory (
     PRIMARY KEY (day, product_id)
 );
 
+-- Optional: the promotions the store ran, one row per product, promotion period and type.
+-- 'price_reduction' is a temporary price cut of ``depth`` off the list price; 'display' (in-store
+-- display, end cap, homepage slot) and 'feature' (flyer, newsletter, ad) move demand without a
+-- price cut of their own. Several types may overlap (a cut that is also featured).
+CREATE TABLE IF NOT EXISTS shop.promotions (
+    product_id  bigint NOT NULL,
+    start_date  date NOT NULL,                    -- first day of the promotion
+    end_date    date NOT NULL,                    -- last day of the promotion (inclusive)
+    promo_type  text NOT NULL,                    -- 'price_reduction' | 'display' | 'feature'
+    depth       numeric(5, 4),                    -- price_reduction: fraction off the list price, 0..1; else NULL
+    PRIMARY KEY (product_id, start_date, promo_type)
+);
+
+-- Optional: sales kept as aggregates per product and period (weekly scanner data, daily sales
+-- reports) by stores without order lines for them. When it has rows, pricing reads demand from
+-- here at the data's own grain instead of from order_lines.
+CREATE TABLE IF NOT EXISTS shop.product_sales (
+    product_id    bigint NOT NULL,
+    period_start  date NOT NULL,                  -- first day of the period
+    period_days   integer NOT NULL,               -- its length: 7 for weekly data, 1 for daily
+    units         numeric(14, 3) NOT NULL,        -- units sold in the period (0: listed, none sold)
+    revenue       numeric(14, 2) NOT NULL,        -- money taken for them (units x average price paid)
+    PRIMARY KEY (product_id, period_start)
+);
+
+-- Optional: when each product was listed (on sale and recorded). Outside its listing periods a
+-- product's sales are "not recorded" (delisted, out of range, store closed), never zero sales.
+-- Without rows, a product is listed from its first list price or sale on.
+CREATE TABLE IF NOT EXISTS shop.listings (
+    product_id  bigint NOT NULL,
+    start_date  date NOT NULL,                    -- first listed day
+    end_date    date,                             -- last listed day (inclusive); NULL: listed today
+    PRIMARY KEY (product_id, start_date)
+);
+
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
     day          date NOT NULL,
     channel      text NOT NULL,
@@ -113,6 +148,18 @@ CREATE TABLE IF NOT EXISTS truth.products (
     elasticity     double precision NOT NULL,      -- own-price elasticity: units ~ (price / reference_price) ** elasticity
     reference_price double precision NOT NULL,
     popularity     double precision NOT NULL       -- relative choice weight at the reference price
+);
+
+CREATE TABLE IF NOT EXISTS truth.promotion_effects (
+    promo_type  text PRIMARY KEY,                 -- as in shop.promotions
+    lift        double precision NOT NULL         -- multiplicative effect on demand beyond the price cut (1: none)
+);
+
+CREATE TABLE IF NOT EXISTS truth.cross_elasticities (
+    product_id        bigint NOT NULL,            -- whose demand responds
+    other_product_id  bigint NOT NULL,            -- to this product's price
+    cross_elasticity  double precision NOT NULL,  -- units_j ~ (p_k / reference_k) ** cross_elasticity (> 0: substitutes)
+    PRIMARY KEY (product_id, other_product_id)
 );
 
 CREATE TABLE IF NOT EXISTS truth.channels (
@@ -155,9 +202,13 @@ ORDER BY (customer_id, event_time)
 #: Source tables in load order (parents first).
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
 #: Ground-truth tables of the synthetic generator (schema ``truth``).
-TRUTH_TABLES = ("generator_run", "customers", "products", "channels", "daily_intensity")
-#: Optional source tables: a store may leave them empty (their guardrails are then off).
-SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory")
+TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "cross_elasticities", "channels",
+                "daily_intensity")
+#: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
+#: aggregated demand or the listing periods are then off).
+SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings")
+#: The values of ``shop.promotions.promo_type``.
+PROMO_TYPES = ("price_reduction", "display", "feature")
 
 #: The source columns revopt reads and their type family, checked before every extract so a store
 #: whose views drifted from the contract gets one clear error (revopt.platform.extract.check_source_contract).

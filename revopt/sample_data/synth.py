@@ -467,6 +467,12 @@ def _generate(
         "generator_run": generator_run,
         "customers": customer_truth,
         "products": product_truth,
+        # the store's promotions are price reductions only (no display or feature), and no product's
+        # demand responds to another's price
+        "promotion_effects": pd.DataFrame({"promo_type": pd.Series(dtype=object), "lift": pd.Series(dtype="float64")}),
+        "cross_elasticities": pd.DataFrame({"product_id": pd.Series(dtype="int64"),
+                                            "other_product_id": pd.Series(dtype="int64"),
+                                            "cross_elasticity": pd.Series(dtype="float64")}),
         "channels": marketing.channels,
         "daily_intensity": daily_intensity,
     }
