@@ -177,16 +177,31 @@ def synthetic_frames(store: SyntheticStore, run_date: dt.date) -> dict[str, pd.D
     customers = customers[customers["signup_date"] < run_ts.tz_localize(None)].reset_index(drop=True)
 
     lines = shop["order_lines"]
-    per_order = (
-        lines.assign(value=lines["quantity"].astype("float64") * lines["unit_price"])
-        .groupby("order_id")
-        .agg(n_lines=("line_no", "size"), order_value=("value", "sum"))
-    )
-    orders = shop["orders"][shop["orders"]["order_ts"] < run_ts].join(per_order, on="order_id")
+    orders = shop["orders"][shop["orders"]["order_ts"] < run_ts]
+    orders = orders.join(_per_order(lines), on="order_id")
     orders = orders.assign(
-        n_lines=orders["n_lines"].fillna(0).astype("int64"), order_value=orders["order_value"].fillna(0.0)
+        n_lines=orders["n_lines"].fillna(0).astype("int64"), order_value=orders["order_value"].fillna(0.0),
+        discounted_value=orders["discounted_value"].fillna(0.0),
     ).reset_index(drop=True)
-    return {"customers": customers, "orders": orders, "customer_daily_events": _daily_events(store.events, run_ts)}
+    return {"customers": customers, "orders": orders, "customer_daily_events": _daily_events(store.events, run_ts),
+            "order_categories": _order_categories(lines, shop["products"], orders["order_id"])}
+
+
+def _per_order(lines: pd.DataFrame) -> pd.DataFrame:
+    """``n_lines``, ``order_value`` and ``discounted_value`` per order, as ``ORDERS_SQL`` aggregates lines."""
+    value = lines["quantity"].astype("float64") * lines["unit_price"]
+    discounted = value.where(lines["discount"] > 0, 0.0) if "discount" in lines else value * 0.0
+    return (pd.DataFrame({"order_id": lines["order_id"], "value": value, "discounted": discounted})
+            .groupby("order_id").agg(n_lines=("value", "size"), order_value=("value", "sum"),
+                                     discounted_value=("discounted", "sum")))
+
+
+def _order_categories(lines: pd.DataFrame, products: pd.DataFrame, order_ids: pd.Series) -> pd.DataFrame:
+    """Each order's spend per product category, as ``ORDER_CATEGORIES_SQL`` computes it."""
+    kept = lines[lines["order_id"].isin(order_ids)].merge(products[["product_id", "category"]], on="product_id")
+    value = kept["quantity"].astype("float64") * kept["unit_price"]
+    return (kept.assign(value=value).groupby(["order_id", "category"], as_index=False)["value"].sum()
+            .astype({"order_id": "int64", "category": "str", "value": "float64"}))
 
 
 def _daily_events(events: pd.DataFrame, run_ts: pd.Timestamp) -> pd.DataFrame:
@@ -229,21 +244,23 @@ def uci_frames(path: Path, run_date: dt.date) -> tuple[dict[str, pd.DataFrame], 
     CustomerID dropped, whole-invoice reversals cancel their sale, other credit notes are cancelled
     orders of their own, UK wall clock to UTC, time zone from the country); the orders are then
     aggregated the way the nightly extract does (``order_value`` = sum of quantity x unit price,
-    ``n_lines``). No clickstream, so ``customer_daily_events`` is empty.
+    ``n_lines``, ``discounted_value``, the spend per category). No clickstream, so ``customer_daily_events`` is empty.
     """
     shop, report = uci_online_retail(path)
     lines = shop["order_lines"]
-    by_order = (lines["quantity"] * lines["unit_price"]).groupby(lines["order_id"])
-    orders = shop["orders"].assign(
-        n_lines=lambda o: o["order_id"].map(by_order.size()).fillna(0).astype("int64"),
-        order_value=lambda o: o["order_id"].map(by_order.sum()).fillna(0.0).astype("float64"),
-    )
+    per_order = _per_order(lines)
+    orders = shop["orders"].join(per_order, on="order_id")
+    orders = orders.assign(n_lines=orders["n_lines"].fillna(0).astype("int64"),
+                           order_value=orders["order_value"].fillna(0.0).astype("float64"),
+                           discounted_value=orders["discounted_value"].fillna(0.0).astype("float64"))
     customers = shop["customers"]
     run_ts = pd.Timestamp(run_date, tz="UTC")
+    before = orders[orders["order_ts"] < run_ts].reset_index(drop=True)
     frames = {
         "customers": customers[customers["signup_date"] < run_ts.tz_localize(None)].reset_index(drop=True),
-        "orders": orders[orders["order_ts"] < run_ts].reset_index(drop=True),
+        "orders": before,
         "customer_daily_events": empty_daily_events(),
+        "order_categories": _order_categories(lines, shop["products"], before["order_id"]),
     }
     sizes = {
         "rows": report.rows_read,
