@@ -363,7 +363,8 @@ def test_events_of_customers_unknown_to_postgres_are_dropped_and_counted(setting
     assert len(unknown) == copied.sum() > 0, "the validated extract keeps (and so counts) the unknown customers' rows"
 
     as_of = pd.Timestamp(RUN_DATE, tz="UTC")
-    expected = customer_features(pristine["customers"], pristine["orders"], pristine["customer_daily_events"], as_of)
+    expected = customer_features(pristine["customers"], pristine["orders"], pristine["customer_daily_events"], as_of,
+                                 order_categories=pristine["order_categories"])
     pd.testing.assert_frame_equal(pd.read_parquet(built["path"]), expected)
 
     caplog.set_level(logging.INFO, logger="ml.families.send_time")
