@@ -181,3 +181,151 @@ def _latest(frame: pd.DataFrame | None, column: str, ids: np.ndarray) -> np.ndar
         return np.full(len(ids), np.nan)
     latest = frame.sort_values("day", kind="stable") if "day" in frame.columns else frame
     return latest.groupby("product_id")[column].last().reindex(ids).to_numpy(dtype=float)
+
+
+#: Promotion columns of a demand panel (:func:`promotion_cover`): the share of the row's days a display
+#: / feature promotion ran, and the temporary price reduction in force (depth x share of the days).
+PROMOTION_COLUMNS: tuple[str, ...] = ("promo_display", "promo_feature", "promo_depth")
+
+
+def promotion_cover(promotions: pd.DataFrame | None, product_id: np.ndarray, start: np.ndarray,
+                    period_days: np.ndarray) -> pd.DataFrame:
+    """:data:`PROMOTION_COLUMNS` for rows (``product_id``, first day ``start``, ``period_days`` long), from
+    ``promotions`` (product_id, start_date, end_date inclusive, promo_type, depth; None or empty: zeros).
+
+    A promotion covering part of a period counts by the share of the period's days it covered, so a
+    week with a 2-day 30 % reduction has ``promo_depth`` 2/7 x 0.3 (the average cut over the week).
+    Overlapping promotions of one type add up, capped at 1 (and the depth at its deepest)."""
+    n = len(product_id)
+    out = {column: np.zeros(n) for column in PROMOTION_COLUMNS}
+    if promotions is None or len(promotions) == 0 or n == 0:
+        return pd.DataFrame(out)
+    rows = pd.DataFrame({"row": np.arange(n), "product_id": np.asarray(product_id, dtype="int64"),
+                         "start": pd.to_datetime(start).to_numpy(), "days": np.asarray(period_days, dtype="int64")})
+    promos = promotions.astype({"product_id": "int64"})
+    joined = rows.merge(promos, on="product_id", how="inner")
+    end = joined["start"] + pd.to_timedelta(joined["days"], unit="D")  # exclusive
+    first = np.maximum(joined["start"].to_numpy(), joined["start_date"].to_numpy())
+    last = np.minimum(end.to_numpy(), (joined["end_date"] + pd.Timedelta(days=1)).to_numpy())
+    covered = np.clip((last - first) / np.timedelta64(1, "D"), 0.0, None) / joined["days"].to_numpy()
+    joined = joined.assign(share=covered)[covered > 0]
+    for promo_type, column in (("display", "promo_display"), ("feature", "promo_feature")):
+        hit = joined[joined["promo_type"] == promo_type]
+        out[column] = np.minimum(np.bincount(hit["row"], hit["share"], minlength=n), 1.0)
+    cuts = joined[joined["promo_type"] == "price_reduction"]
+    depth = np.bincount(cuts["row"], cuts["share"] * cuts["depth"].fillna(0.0).to_numpy(), minlength=n)
+    deepest = cuts.groupby("row")["depth"].max().reindex(np.arange(n)).fillna(0.0).to_numpy()
+    out["promo_depth"] = np.minimum(depth, deepest)
+    return pd.DataFrame(out)
+
+
+def period_history(
+    sales: pd.DataFrame,
+    products: pd.DataFrame,
+    run_date: Any,
+    lookback_days: int,
+    *,
+    promotions: pd.DataFrame | None = None,
+    listings: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The demand panel of a store that keeps **aggregated sales** (``shop.product_sales``): one row per
+    product and recorded period in ``[run_date - lookback_days, run_date)``, at the data's own grain.
+
+    ``sales``: the ``product_sales`` extract (product_id, period_start, period_days, units, revenue,
+    list_price). A period with a row is recorded (units may be 0); a period without one is **not
+    recorded** (delisted, store closed) and is left out, not read as zero sales - unless ``listings``
+    (product_id, start_date, end_date inclusive or NaT) say the product was listed then, in which
+    case it sold nothing. The store's calendar of periods is the distinct ``period_start`` values.
+
+    The price a period is credited with: the average price paid (revenue / units) when it sold;
+    in a period without sales, the list price less the temporary price reduction ``promotions``
+    record for it (:func:`promotion_cover`; without promotions, the list price: at a weekly grain a
+    promotion week that sold nothing is rare, but it is then credited with the full price). With
+    ``promotions``, sold periods are credited with the list price less the recorded cut too when
+    the average paid price is not lower (a cut nobody bought at still is the price in force).
+
+    The store-level control ``log_lines`` is the log of the period's length times a demand index:
+    the median over the products recorded in the period of their units relative to their own mean
+    (seasonality and holidays shared by the store; a median, so one product's promotion does not
+    move it). Columns are those of :func:`demand_history` (``day`` is the period's first day, lags in
+    days are over the periods they span) plus ``period_days`` and :data:`PROMOTION_COLUMNS`.
+    """
+    run = pd.Timestamp(run_date).normalize()
+    since = run - pd.Timedelta(days=lookback_days)
+    end = sales["period_start"] + pd.to_timedelta(sales["period_days"], unit="D")
+    window = sales[(sales["period_start"] >= since) & (end <= run) & sales["product_id"].isin(products["product_id"])]
+    if not (window["units"] > 0).any():
+        raise ValueError(f"no product sold in the {lookback_days} days before {run.date()} (shop.product_sales)")
+    window = window[window["product_id"].isin(window.loc[window["units"] > 0, "product_id"])]
+    calendar = pd.DataFrame({"period_start": np.sort(window["period_start"].unique())})
+    calendar["period_days"] = window.groupby("period_start")["period_days"].max().reindex(calendar["period_start"]).to_numpy()
+    if listings is not None and len(listings):
+        grid = calendar.merge(pd.DataFrame({"product_id": window["product_id"].unique()}), how="cross")
+        listed = grid.merge(listings, on="product_id", how="inner")
+        inside = (listed["period_start"] >= listed["start_date"]) & (
+            listed["end_date"].isna() | (listed["period_start"] <= listed["end_date"]))
+        listed = listed.loc[inside, ["product_id", "period_start", "period_days"]].drop_duplicates(["product_id", "period_start"])
+        known = window.set_index(["product_id", "period_start"])
+        extra = listed.set_index(["product_id", "period_start"]).index.difference(known.index)
+        filler = listed.set_index(["product_id", "period_start"]).loc[extra].reset_index().assign(units=0.0, revenue=0.0)
+        filler["list_price"] = np.nan
+        window = pd.concat([window, filler], ignore_index=True)
+    window = window.sort_values(["product_id", "period_start"], kind="stable").reset_index(drop=True)
+    window["list_price"] = window.groupby("product_id")["list_price"].transform(lambda s: s.ffill().bfill())
+    current = products.drop_duplicates("product_id").set_index("product_id")["current_price"]
+    window["list_price"] = window["list_price"].fillna(window["product_id"].map(current))
+
+    promo = promotion_cover(promotions, window["product_id"].to_numpy(), window["period_start"].to_numpy(),
+                            window["period_days"].to_numpy())
+    units = window["units"].to_numpy(dtype=float)
+    revenue = window["revenue"].to_numpy(dtype=float)
+    listed_price = window["list_price"].to_numpy(dtype=float)
+    sold = units > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        paid = np.where(sold, revenue / np.where(sold, units, 1.0), np.nan)
+    paid_discount = np.where(sold, np.clip(1.0 - paid / listed_price, 0.0, 0.99), 0.0)
+    recorded_cut = promo["promo_depth"].to_numpy()
+    in_force = np.where(sold, np.maximum(paid_discount, recorded_cut), recorded_cut)
+    price = listed_price * (1.0 - in_force)
+
+    relative = units / window.groupby("product_id")["units"].transform("mean").to_numpy()
+    index = pd.Series(relative).groupby(window["period_start"].to_numpy()).median()
+    index = index / index.mean() if index.mean() > 0 else index * 0 + 1.0
+    log_lines = np.log(window["period_days"].to_numpy() * np.maximum(window["period_start"].map(index).to_numpy(), 0.05))
+    first_day = window.groupby("product_id")["period_start"].transform("min")
+    changed = window.groupby("product_id")["list_price"].diff().fillna(0.0).ne(0.0)
+    last_change = window["period_start"].where(changed | (window["period_start"] == first_day)).groupby(window["product_id"]).ffill()
+    angle = 2.0 * np.pi * window["period_start"].dt.dayofyear.to_numpy() / 365.25
+    category = products.drop_duplicates("product_id").set_index("product_id")["category"]
+    out = pd.DataFrame({
+        "product_id": window["product_id"].to_numpy(dtype="int64"),
+        "category": window["product_id"].map(category).to_numpy(dtype=object),
+        "day": window["period_start"].to_numpy(),
+        "units": units,
+        "revenue": revenue,
+        "list_price": listed_price,
+        "discount": paid_discount,
+        "price": np.where(sold, paid, price),
+        "log_price": np.log(np.where(sold, paid, price)),
+        "discount_in_force": in_force,
+        "log_price_in_force": np.log(price),
+        "dow": window["period_start"].dt.dayofweek.to_numpy().astype("int64"),
+        "year_sin": np.sin(angle),
+        "year_cos": np.cos(angle),
+        "log_lines": log_lines,
+        "history_days": (window["period_start"] - first_day).dt.days.to_numpy().astype("int64"),
+        "days_since_list_change": (window["period_start"] - last_change).dt.days.to_numpy().astype("int64"),
+        "period_days": window["period_days"].to_numpy(dtype="int64"),
+        **{column: promo[column].to_numpy() for column in PROMOTION_COLUMNS},
+    })
+    grain = max(1, int(np.median(out["period_days"])))
+    by_product = out.groupby("product_id")
+    out["lag_log_lines_28"] = by_product["log_lines"].transform(
+        lambda s: s.rolling(max(1, 28 // grain), min_periods=1).mean().shift(1)).to_numpy()
+    for k in LAGS:
+        periods = max(1, k // grain)
+        out[f"lag_units_{k}"] = np.log1p(by_product["units"].transform(
+            lambda s: s.rolling(periods, min_periods=1).mean().shift(1)).to_numpy())
+        out[f"lag_log_price_{k}"] = by_product["log_price"].transform(
+            lambda s: s.rolling(periods, min_periods=1).mean().shift(1)).to_numpy()
+    return out

@@ -222,6 +222,15 @@ SOURCE_COLUMNS = {
                     "unit_price": "numeric", "discount": "numeric"},
     "marketing_spend": {"day": "date", "channel": "text", "spend": "numeric", "impressions": "integer", "clicks": "integer"},
 }
+#: The columns revopt reads from an optional source, checked like :data:`SOURCE_COLUMNS` when the
+#: store has the table (a store without it just goes without).
+OPTIONAL_SOURCE_COLUMNS = {
+    "promotions": {"product_id": "integer", "start_date": "date", "end_date": "date", "promo_type": "text",
+                   "depth": "numeric"},
+    "product_sales": {"product_id": "integer", "period_start": "date", "period_days": "integer", "units": "numeric",
+                      "revenue": "numeric"},
+    "listings": {"product_id": "integer", "start_date": "date", "end_date": "date"},
+}
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}
 

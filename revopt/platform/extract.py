@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from revopt.platform.config import Settings
-from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, SOURCE_COLUMNS
+from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
 from revopt.platform.events import EventStore
 from revopt.platform.stack import connect_postgres, event_store
@@ -215,9 +215,42 @@ WHERE day < %(run_date)s
 ORDER BY product_id, day DESC
 """
 
+# Optional pricing sources (empty when the store does not keep them): the promotions that started
+# before the run date; the aggregated sales of every period that ended before it (a period still
+# running on D is incomplete and left out); the listing periods that overlap the window.
+PROMOTIONS_SQL = """
+SELECT product_id, start_date, end_date, promo_type, depth::float8 AS depth
+FROM shop.promotions
+WHERE start_date < %(run_date)s AND end_date >= %(since)s
+ORDER BY product_id, start_date, promo_type
+"""
+
+PRODUCT_SALES_SQL = """
+SELECT s.product_id, s.period_start, s.period_days, s.units::float8 AS units, s.revenue::float8 AS revenue,
+       coalesce(h.list_price, p.current_price)::float8 AS list_price  -- the list price the period began with
+FROM shop.product_sales AS s
+JOIN shop.products AS p ON p.product_id = s.product_id
+LEFT JOIN LATERAL (
+    SELECT pp.list_price FROM shop.product_prices AS pp
+    WHERE pp.product_id = s.product_id AND pp.valid_from <= s.period_start
+    ORDER BY pp.valid_from DESC
+    LIMIT 1
+) AS h ON true
+WHERE s.period_start >= %(since)s AND s.period_start + s.period_days <= %(run_date)s
+ORDER BY s.product_id, s.period_start
+"""
+
+LISTINGS_SQL = """
+SELECT product_id, start_date, end_date
+FROM shop.listings
+WHERE start_date < %(run_date)s AND (end_date IS NULL OR end_date >= %(since)s)
+ORDER BY product_id, start_date
+"""
+
 DATASETS = (
     "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
-    "competitor_prices", "inventory", "engagement_by_hour", "marketing_spend",
+    "competitor_prices", "inventory", "promotions", "product_sales", "listings", "engagement_by_hour",
+    "marketing_spend",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
 EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
@@ -278,6 +311,22 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             _read_optional(conn, "shop.inventory", INVENTORY_SQL, window, ["product_id", "day", "on_hand"]),
             {"product_id": "int64", "on_hand": "int64"}, dates=("day",),
         )
+        promotions = _typed(
+            _read_optional(conn, "shop.promotions", PROMOTIONS_SQL, window,
+                           ["product_id", "start_date", "end_date", "promo_type", "depth"]),
+            {"product_id": "int64", "promo_type": "str", "depth": "float64"}, dates=("start_date", "end_date"),
+        ) if "promotions" in datasets else None
+        product_sales = _typed(
+            _read_optional(conn, "shop.product_sales", PRODUCT_SALES_SQL, window,
+                           ["product_id", "period_start", "period_days", "units", "revenue", "list_price"]),
+            {"product_id": "int64", "period_days": "int64", "units": "float64", "revenue": "float64",
+             "list_price": "float64"},
+            dates=("period_start",),
+        ) if "product_sales" in datasets else None
+        listings = _typed(
+            _read_optional(conn, "shop.listings", LISTINGS_SQL, window, ["product_id", "start_date", "end_date"]),
+            {"product_id": "int64"}, dates=("start_date", "end_date"),
+        ) if "listings" in datasets else None
         spend = _typed(
             read_frame(conn, MARKETING_SPEND_SQL, window),
             {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
@@ -304,6 +353,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "customer_daily_events": daily_events,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
+        "promotions": promotions, "product_sales": product_sales, "listings": listings,
         "engagement_by_hour": engagement, "marketing_spend": spend,
     }
     extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
@@ -367,8 +417,9 @@ def _clickhouse_family(type_name: str) -> str:
 
 
 def check_source_contract(conn, store: EventStore | None, run_date: dt.date) -> None:
-    """Every source column revopt reads exists with a usable type (:data:`SOURCE_COLUMNS`,
-    :data:`EVENT_COLUMNS`, the latter unless ``store`` is None: no clickstream); else one
+    """Every source column revopt reads exists with a usable type (:data:`SOURCE_COLUMNS`, the
+    :data:`OPTIONAL_SOURCE_COLUMNS` of the optional tables the store has, and :data:`EVENT_COLUMNS`,
+    the latter unless ``store`` is None: no clickstream); else one
     :class:`DataValidationError` listing each missing or mistyped column, before any extract query
     fails on it with a database error."""
     found: dict[str, dict[str, str]] = {}
@@ -379,7 +430,8 @@ def check_source_contract(conn, store: EventStore | None, run_date: dt.date) -> 
         found.setdefault(table, {})[column] = data_type
     problems = [
         problem
-        for table, columns in SOURCE_COLUMNS.items()
+        for table, columns in (*SOURCE_COLUMNS.items(),
+                               *((name, wanted) for name, wanted in OPTIONAL_SOURCE_COLUMNS.items() if name in found))
         for problem in _column_problems(table, f"shop.{table}", found.get(table, {}), columns,
                                         lambda t, f: t in _PG_TYPES[f])
     ]
