@@ -47,6 +47,8 @@ def demand_history(
     list_prices: pd.DataFrame | None = None,
     promo_gap_days: int = 8,
     full_price_gap_days: int = 28,
+    promotions: pd.DataFrame | None = None,
+    listings: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Dense product x day panel over ``[run_date - lookback_days, run_date)``.
 
@@ -55,13 +57,17 @@ def demand_history(
     the window is on sale from its first list-price day in the window (``list_prices``, the
     ``product_prices`` history, when given; else its first sale) to the day before the run date;
     missing days get 0 units and the list price of ``list_prices`` or, without it, the last known
-    one. ``day_totals`` (day, lines) is the store-level traffic control.
+    one. ``day_totals`` (day, lines) is the store-level traffic control. With ``listings`` (product_id,
+    start_date, end_date inclusive or NaT; the ``shop.listings`` extract, empty: not recorded), days a
+    product was not listed are left out, not read as zero sales. With ``promotions`` (the
+    ``shop.promotions`` extract), a recorded temporary price reduction is the discount in force on its
+    days, sold or not, and the panel carries :data:`PROMOTION_COLUMNS` (zeros without).
 
     Columns: product_id, category, day, units, revenue, list_price, discount (paid, 0 on zero-unit
     days), price (revenue / units, or the list price), log_price, discount_in_force and
     log_price_in_force (from the neighbouring sold days, NaN when they disagree; see the module
     docstring), dow, year_sin, year_cos, log_lines, lag_log_lines_28, history_days (days on sale
-    before this one), days_since_list_change, and for k in :data:`LAGS` lag_units_k =
+    before this one), days_since_list_change, :data:`PROMOTION_COLUMNS`, and for k in :data:`LAGS` lag_units_k =
     log(1 + mean units over the previous k days) and lag_log_price_k = mean log price over them
     (strictly past; over fewer days at the start of a product's history).
     """
@@ -88,6 +94,8 @@ def demand_history(
     listed = listed.ffill().bfill()
     n_days = len(days)
     on_sale = np.arange(n_days)[:, None] >= first[None, :]
+    if listings is not None and len(listings):
+        on_sale &= _listed(listings, ids, days)
 
     u = np.where(on_sale, units.fillna(0.0).to_numpy(), np.nan)
     r = np.where(on_sale, revenue.fillna(0.0).to_numpy(), np.nan)
@@ -95,6 +103,13 @@ def demand_history(
     sold = u > 0
     paid_discount = np.where(sold, 1.0 - r / np.where(sold, u, 1.0) / lp, np.nan)
     in_force = _discount_in_force(paid_discount, promo_gap_days, full_price_gap_days)
+    cover = None
+    if promotions is not None and len(promotions):
+        cells_p, cells_d = np.meshgrid(np.arange(len(ids)), np.arange(n_days))
+        cover = promotion_cover(promotions, ids[cells_p.ravel()], days[cells_d.ravel()].to_numpy(),
+                                np.ones(cells_p.size, dtype="int64"))
+        recorded = cover["promo_depth"].to_numpy().reshape(n_days, len(ids))
+        in_force = np.where(recorded > 0, recorded, in_force)
     price = np.where(on_sale, lp * (1.0 - np.nan_to_num(paid_discount)), np.nan)
     log_price = np.log(price)
 
@@ -136,9 +151,21 @@ def demand_history(
             "lag_log_lines_28": lag_lines[day_idx],
             "history_days": history_days[at].astype("int64"),
             "days_since_list_change": since_change[at].astype("int64"),
+            **{column: (np.zeros(len(prod_idx)) if cover is None
+                        else cover[column].to_numpy().reshape(n_days, len(ids))[at]) for column in PROMOTION_COLUMNS},
             **{name: values[at] for name, values in lagged.items()},
         }
     )
+
+
+def _listed(listings: pd.DataFrame, ids: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
+    """Days x products: whether a listing period of ``listings`` covers the day."""
+    listed = np.zeros((len(days), len(ids)), dtype=bool)
+    column = pd.Series(np.arange(len(ids)), index=ids)
+    for row in listings[listings["product_id"].isin(ids)].itertuples(index=False):  # a few rows per product
+        end = row.end_date if pd.notna(row.end_date) else days[-1]
+        listed[(days >= row.start_date) & (days <= end), column[row.product_id]] = True
+    return listed
 
 
 def _discount_in_force(paid_discount: np.ndarray, promo_gap: int, full_gap: int) -> np.ndarray:

@@ -389,7 +389,7 @@ def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: di
 
 #: What each family's outcome check reads from tonight's extract.
 _OUTCOME_DATASETS = {propensity.FAMILY.name: ("orders",), churn.FAMILY.name: ("orders",), clv.FAMILY.name: ("orders",),
-                     pricing.FAMILY.name: ("product_daily_sales",),
+                     pricing.FAMILY.name: ("product_daily_sales", "product_sales"),
                      send_time.FAMILY.name: ("engagement_by_hour", "orders"),
                      budget.FAMILY.name: ("marketing_spend", "orders")}
 
@@ -433,7 +433,10 @@ def _published_rows(conn, scored: outcomes.Scored, columns: tuple[str, ...]) -> 
 def _pricing_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
                      run: mlflow.entities.Run | None) -> outcomes.Outcome:
     recommendations = _published_rows(conn, scored, outcomes.PRICE_RECOMMENDATION_COLUMNS)
-    return outcomes.pricing_outcome(scored, horizon, recommendations, frames["product_daily_sales"])
+    aggregated = frames["product_sales"]  # a store keeping aggregated sales: demand is read from them
+    sales = (aggregated.rename(columns={"period_start": "day"}) if len(aggregated)
+             else frames["product_daily_sales"])
+    return outcomes.pricing_outcome(scored, horizon, recommendations, sales)
 
 
 def _send_time_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],

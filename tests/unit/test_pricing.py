@@ -510,8 +510,10 @@ def test_the_family_trains_on_the_priced_products_only(trained_family):
     priced = store["products"][store["products"]["category"] != "postage"]
     assert set(data.panel["product_id"]) == set(priced["product_id"]) and data.panel["category"].ne("postage").all()
     assert FAMILY.name == "pricing" and FAMILY.model_name == MODEL_NAME == "revopt_price_elasticity"
-    assert set(FAMILY.training_datasets) == {"products", "product_daily_sales", "day_totals"}
-    assert set(FAMILY.nightly_datasets) == {"products", "product_daily_sales", "competitor_prices", "inventory"}
+    assert set(FAMILY.training_datasets) == {"products", "product_daily_sales", "day_totals", "product_sales",
+                                             "promotions", "listings"}
+    assert set(FAMILY.nightly_datasets) == {"products", "product_daily_sales", "product_sales", "competitor_prices",
+                                            "inventory"}
     assert FAMILY.metric.name == "poisson_deviance" and not FAMILY.metric.higher_is_better
     assert FAMILY.metric.relative_margin and FAMILY.metric.paired_test == "bootstrap"
     assert isinstance(trained.model, PricingModel) and trained.model.guardrails.price_ending == 0.99
@@ -745,9 +747,11 @@ def _assert_within_guardrails(est, products, competitors, inventory, guardrails,
     assert (p >= cost * (1 + guardrails.min_margin) - TOL * scale).all()
     ok = relaxed["max_change"] | (np.abs(p - current) <= guardrails.max_change * current + TOL * scale)
     assert ok.all(), rec[~ok]
-    # only the margin floor can override the change limit, and then by no more than it needs
-    assert (p >= current * (1 - guardrails.max_change) - TOL * scale).all()
-    ok = p <= np.maximum(current * (1 + guardrails.max_change), cost * (1 + guardrails.min_margin)) + TOL * scale
+    # only the margin floor (or a band holding no price of the grid) can override the change limit, and then by
+    # no more than it needs: one step of the grid (a cent, or 1.00 with a price ending) past either bound
+    step = 0.01 if guardrails.price_ending is None else 1.0
+    assert (p >= current * (1 - guardrails.max_change) - step - TOL * scale).all()
+    ok = p <= np.maximum(current * (1 + guardrails.max_change), cost * (1 + guardrails.min_margin)) + step + TOL * scale
     assert ok.all(), rec[~ok]
     comp = pd.Series(competitors.set_index("product_id")["competitor_price"]).reindex(products["product_id"]).to_numpy()
     if guardrails.competitor_band is not None:

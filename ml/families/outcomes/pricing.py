@@ -52,7 +52,9 @@ def pricing_outcome(scored: Scored, horizon_days: int, recommendations: pd.DataF
                     sales: pd.DataFrame) -> Outcome:
     """``scored``'s published ``recommendations`` (one row per product, :data:`RECOMMENDATION_COLUMNS`)
     against ``sales`` (the ``product_daily_sales`` extract: product_id, day, units, revenue,
-    list_price; it must cover ``[R - BASELINE_DAYS, R + horizon_days)``). ``labelled`` has one row
+    list_price; it must cover ``[R - BASELINE_DAYS, R + horizon_days)``; or the aggregated
+    ``product_sales`` one with ``day`` the period's first day and its ``period_days``: each period
+    starting in the horizon counts whole, expected units per day times its days). ``labelled`` has one row
     per product evaluated: product_id, target (realised units), prediction (expected units at the
     price charged), charged_price, followed (the recommended column was used)."""
     start = pd.Timestamp(scored.run_date)
@@ -63,8 +65,11 @@ def pricing_outcome(scored: Scored, horizon_days: int, recommendations: pd.DataF
     window = sales[ours & (days >= start) & (days < end)]
     before = sales[ours & (days >= start - pd.Timedelta(days=BASELINE_DAYS)) & (days < start)]
 
+    span = "period_days" if "period_days" in sales.columns else None
+    window = window.assign(days=window[span].astype(float) if span else 1.0)
+    before = before.assign(days=before[span].astype(float) if span else 1.0)
     sold = window.groupby("product_id").agg(units=("units", "sum"), revenue=("revenue", "sum"),
-                                            list_price=("list_price", "mean"), days=("day", "size"))
+                                            list_price=("list_price", "mean"), days=("days", "sum"))
     rec = products.reindex(sold.index)
     charged = np.where(sold["units"] > 0, sold["revenue"] / sold["units"].where(sold["units"] > 0, 1),
                        sold["list_price"])
@@ -75,12 +80,13 @@ def pricing_outcome(scored: Scored, horizon_days: int, recommendations: pd.DataF
                              "prediction": expected, "charged_price": charged, "followed": followed})
 
     # daily: the expected units spread evenly over the horizon; the baseline's recent daily rate
-    history = before.groupby("product_id").agg(units=("units", "sum"), days=("day", "size")).reindex(sold.index)
+    history = before.groupby("product_id").agg(units=("units", "sum"), days=("days", "sum")).reindex(sold.index)
     baseline_rate = (history["units"].fillna(0.0) + 0.5) / history["days"].fillna(0.0).clip(lower=1.0)
     position = sold.index.get_indexer(window["product_id"])
     y = window["units"].to_numpy(float)
-    mu = expected[position] / float(horizon_days)
-    mu_baseline = baseline_rate.to_numpy(float)[position]
+    row_days = window["days"].to_numpy(float)
+    mu = expected[position] / float(horizon_days) * row_days
+    mu_baseline = baseline_rate.to_numpy(float)[position] * row_days
 
     moved = np.abs(recommended - current) > _PRICE_TOLERANCE
     realised, total_expected = float(labelled["target"].sum()), float(expected.sum())

@@ -112,7 +112,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.demand import demand_history, pricing_input
+from features.demand import demand_history, period_history, pricing_input
 from ml.evaluation import Evaluation, summarise_backtest
 from ml.families.pricing.backtest import (
     BACKTEST_DAYS,
@@ -205,12 +205,15 @@ class PricingFamily:
 
     name = "pricing"
     model_name = MODEL_NAME
-    training_datasets = ("products", "product_daily_sales", "day_totals")
-    nightly_datasets = ("products", "product_daily_sales", "competitor_prices", "inventory")
+    training_datasets = ("products", "product_daily_sales", "day_totals", "product_sales", "promotions", "listings")
+    nightly_datasets = ("products", "product_daily_sales", "product_sales", "competitor_prices", "inventory")
     metric = POISSON_DEVIANCE
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         priced = _priced(frames["products"], params)
+        if _aggregated(frames):
+            sales = frames["product_sales"].rename(columns={"period_start": "day"})
+            return training_data_shortfall(sales, priced, run_date, params.lookback_days, source="shop.product_sales")
         return training_data_shortfall(frames["product_daily_sales"], priced, run_date, params.lookback_days)
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> PricingData:
@@ -238,7 +241,8 @@ class PricingFamily:
         earlier = [_select_and_test(origin, earlier_origin_params(params)) for origin in data.earlier]
         backtest = summarise_backtest([tested.backtest_metrics(), *(origin.backtest_metrics() for origin in earlier)],
                                       BACKTEST_METRICS)
-        table = estimate_elasticities(panel, config).products
+        estimates = estimate_elasticities(panel, config)
+        table = estimates.products
         estimated = table["estimated"].astype(bool)
         model = PricingModel(table, guardrails(params), params.price_horizon_days)
         inputs = pricing_input(data.products)
@@ -255,6 +259,7 @@ class PricingFamily:
             params={  # the runner logs run_date, n_trials, timeout_seconds, seed, promotion_margin and _alpha
                 "lookback_days": params.lookback_days, "panel_rows": len(panel),
                 "products": int(panel["product_id"].nunique()), "test_days": BACKTEST_DAYS,
+                "grain_days": estimates.params["grain_days"],
                 "validation_days": BACKTEST_DAYS, "baseline": baseline.name,
                 **backtest_params(params, 1 + len(data.earlier), BACKTEST_DAYS),
                 **{f"best_{key}": value for key, value in config_json.items() if not isinstance(value, dict)},
@@ -270,6 +275,7 @@ class PricingFamily:
                    for key, value in tuned.metrics.items() if key.startswith("deviance_")},
                 "products_estimated": int(estimated.sum()),
                 "products_with_price_variation": int(table["has_price_variation"].astype(bool).sum()),
+                **{key: value for key, value in estimates.params.items() if "_effect" in key},
                 "median_interval_width": float((table["elasticity_high"] - table["elasticity_low"])[estimated].median())
                 if estimated.any() else float("nan"),
                 **backtest,
@@ -301,11 +307,28 @@ class PricingFamily:
 FAMILY = PricingFamily()
 
 
+def _aggregated(frames: Frames) -> bool:
+    """Whether the store keeps aggregated sales (``shop.product_sales`` has rows): demand is then read
+    from them at their own grain, not from order lines."""
+    sales = frames.get("product_sales")
+    return sales is not None and len(sales) > 0
+
+
 def _panel_data(frames: Frames, priced: pd.DataFrame, run_date: dt.date, params: RunParams) -> PricingData:
-    """The ``priced`` products' demand panel over the ``lookback_days`` before ``run_date``."""
-    sales = frames["product_daily_sales"]
-    sales = sales[sales["product_id"].isin(priced["product_id"])]
-    panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days)
+    """The ``priced`` products' demand panel over the ``lookback_days`` before ``run_date``: from the
+    aggregated sales at their grain when the store keeps them (:func:`features.demand.period_history`),
+    else daily from order lines (:func:`features.demand.demand_history`); with the store's promotions
+    and listings when it records them."""
+    promotions, listings = frames.get("promotions"), frames.get("listings")
+    if _aggregated(frames):
+        sales = frames["product_sales"]
+        panel = period_history(sales[sales["product_id"].isin(priced["product_id"])], priced, run_date,
+                               params.lookback_days, promotions=promotions, listings=listings)
+    else:
+        sales = frames["product_daily_sales"]
+        sales = sales[sales["product_id"].isin(priced["product_id"])]
+        panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days,
+                               promotions=promotions, listings=listings)
     return PricingData(panel=panel, products=priced, run_date=run_date)
 
 

@@ -32,7 +32,7 @@ import optuna
 import pandas as pd
 
 from ml.evaluation import Evaluation, Metric
-from ml.families.pricing.estimator import ElasticityConfig, _dml_design, _estimate, _RawFit
+from ml.families.pricing.estimator import ElasticityConfig, _dml_design, _estimate, _RawFit, promotion_shift
 from ml.tuning import Scored, SearchSpace
 
 #: days of the test window at the end of the panel, and of the search's validation window before it
@@ -44,33 +44,35 @@ _FILTER_STEPS = 8
 
 
 def training_data_shortfall(sales: pd.DataFrame, products: pd.DataFrame, run_date: Any, lookback_days: int,
-                            validation_days: int = BACKTEST_DAYS) -> str | None:
+                            validation_days: int = BACKTEST_DAYS,
+                            source: str = "shop.order_lines of completed shop.orders") -> str | None:
     """Why the sales history cannot train the pricing model as of ``run_date`` (None when it can):
     no product of ``products`` sold in the ``lookback_days`` before it, none of those that sold ever
     changed price (list price, or the average price paid on a day), or every sale falls in the last
     ``2 * validation_days`` days (the test window and the search's validation window before it: the
     search needs days before both to fit on). ``sales`` is the product_daily_sales extract
-    (product_id, day, units, revenue, list_price). The reason names the run date and tables."""
+    (product_id, day, units, revenue, list_price), or the product_sales one with ``day`` the period's
+    first day (``source`` names it). The reason names the run date and tables."""
     run = pd.Timestamp(run_date).normalize()
     window = sales[(sales["day"] >= run - pd.Timedelta(days=lookback_days)) & (sales["day"] < run)
                    & sales["product_id"].isin(products["product_id"])]
     sold = window[window["units"] > 0]
     if sold.empty:
         return (f"no priced product sold in the {lookback_days} days before {run.date()} "
-                "(shop.order_lines of completed shop.orders)")
+                f"({source})")
     split = run - pd.Timedelta(days=2 * validation_days)
     first_sale = pd.Timestamp(sold["day"].min())
     if first_sale >= split:
         return (f"too little sales history before {run.date()}: the first sale is on {first_sale.date()}, inside the "
                 f"last {2 * validation_days} days (the test window of {validation_days} days and the tuning's "
                 f"validation window of {validation_days} days before it; it needs sales before {split.date()}) "
-                "(shop.order_lines of completed shop.orders)")
+                f"({source})")
     paid_prices = (sold["revenue"] / sold["units"]).round(2).groupby(sold["product_id"]).nunique()
     list_prices = window[window["product_id"].isin(sold["product_id"])].groupby("product_id")["list_price"].nunique()
     if not ((paid_prices > 1).any() or (list_prices > 1).any()):
         return (f"no product with price variation before {run.date()}: every product that sold in the {lookback_days} "
                 f"days before it ({len(paid_prices)}) sold at one price and kept its list price "
-                "(shop.product_prices / shop.order_lines)")
+                f"(shop.product_prices / {source})")
     return None
 
 
@@ -138,7 +140,10 @@ def baseline_on_test_window(panel: pd.DataFrame, days: int = BACKTEST_DAYS) -> E
 
 def _evaluation(name: str, rows: pd.DataFrame, predicted: np.ndarray) -> Evaluation:
     first, last = pd.Timestamp(rows["day"].min()).date(), pd.Timestamp(rows["day"].max()).date()
-    window = (f"daily units of {rows['product_id'].nunique()} products on {first}..{last} ({len(rows)} product-days), "
+    grain = int(np.median(rows["period_days"])) if "period_days" in rows.columns and len(rows) else 1
+    unit = "daily units" if grain == 1 else f"units per {grain}-day period"
+    periods = "product-days" if grain == 1 else "product-periods"
+    window = (f"{unit} of {rows['product_id'].nunique()} products on {first}..{last} ({len(rows)} {periods}), "
               f"fitted on the days before {first}")
     return Evaluation(name, rows["units"].to_numpy(dtype="float64"), np.asarray(predicted, dtype="float64"), window,
                       groups=rows["product_id"].to_numpy())
@@ -190,7 +195,8 @@ def _filtered_predictions(
     day_codes, holdout_days = pd.factorize(holdout["day"].to_numpy(), sort=True)
     level = raw.level_last.copy()
     variance = np.nan_to_num(raw.level_var_last, nan=1.0)
-    exponent = holdout["log_lines"].to_numpy() + e * (price - raw.price_mean[position])
+    exponent = (holdout["log_lines"].to_numpy() + e * (price - raw.price_mean[position])
+                + promotion_shift(holdout, raw.params.get("promotion_effects", {})))
     y = holdout["units"].to_numpy(dtype=float)
     mu = np.empty(len(holdout))
     for t in range(len(holdout_days)):

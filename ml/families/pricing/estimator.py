@@ -167,58 +167,137 @@ def _thomas(diag: np.ndarray, off: float, rhs: np.ndarray) -> tuple[np.ndarray, 
 
 def _local_level_newton(
     y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float,
-    max_iter: int = 60, tol: float = 1e-8,
+    max_iter: int = 60, tol: float = 1e-8, Z: list[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Penalised Poisson fit of log mu = offset + e * price + u(t), u a random walk, per column.
+    """Penalised Poisson fit of log mu = offset + e * price + u(t) + sum_k beta_k Z_k, u a random walk,
+    per column (product), with ``beta`` (the promotion effects, ``Z`` days x products each) shared by
+    all columns and fitted jointly.
 
     ``price`` must be centred per column over ``mask``. Returns e, its robust se, the level path,
-    the Laplace log marginal likelihood per column and the information about e.
+    the Laplace log marginal likelihood per column, the information about e, and ``beta`` with its
+    standard errors clustered by column (empty without ``Z``).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol)
+        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol, list(Z or []))
 
 
 def _local_level_newton_steps(
     y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float, max_iter: int, tol: float,
+    Z: list[np.ndarray],
 ) -> dict[str, np.ndarray]:
+    """Newton on the joint concave objective. Per product the (level, e) block is tridiagonal plus one
+    dense row (a Thomas sweep and a Schur step for e); the shared ``beta`` couple the products, so
+    their step is the Schur complement of all the products' blocks (k x k, k = len(Z))."""
     n_days, n = y.shape
+    k = len(Z)
     lam = 1.0 / level_sd**2
     penalty_diag = np.full((n_days, 1), 2.0 * lam)
     penalty_diag[0] = penalty_diag[-1] = lam
     exp_offset = np.where(mask, np.exp(offset), 0.0)
     level = np.tile(np.log((y.sum(axis=0) + 0.5) / exp_offset.sum(axis=0)), (n_days, 1))
     e = np.zeros(n)
+    beta = np.zeros(k)
+
+    def mean() -> np.ndarray:
+        shift = sum((b * z for b, z in zip(beta, Z)), np.zeros_like(level))
+        return exp_offset * np.exp(e * price + level + shift)
+
+    def block_solves(mu: np.ndarray, rhs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """A^-1 [cross, rhs...] (A: the level's tridiagonal block), the Schur term of e, and cross."""
+        cross = mu * price
+        solved, _, _ = _thomas(mu + penalty_diag, -lam, np.stack([cross, *rhs], axis=2))
+        info = (cross * price).sum(axis=0) - (cross * solved[..., 0]).sum(axis=0)
+        return solved[..., 0], [solved[..., 1 + i] for i in range(len(rhs))], info
+
     for _ in range(max_iter):
-        mu = exp_offset * np.exp(e * price + level)
+        mu = mean()
         resid = y - mu
         step = np.diff(level, axis=0)
         grad_level = resid.copy()
         grad_level[:-1] += lam * step
         grad_level[1:] -= lam * step
+        grad_e = (price * resid).sum(axis=0)
+        mu_z = [mu * z for z in Z]
+        x_c, (x_g, *x_z), info = block_solves(mu, [grad_level, *mu_z])
         cross = mu * price
-        solved, _, _ = _thomas(mu + penalty_diag, -lam, np.stack([grad_level, cross], axis=2))
-        info = (cross * price).sum(axis=0) - (cross * solved[..., 1]).sum(axis=0)
-        de = np.clip(np.nan_to_num(((price * resid).sum(axis=0) - (cross * solved[..., 0]).sum(axis=0)) / info), -1.0, 1.0)
-        dlevel = np.clip(solved[..., 0] - solved[..., 1] * de, -3.0, 3.0)
+        de_g = np.nan_to_num((grad_e - (cross * x_g).sum(axis=0)) / info)
+        du_g = x_g - x_c * de_g
+        dbeta = np.zeros(k)
+        if k:
+            ez = [(m * price).sum(axis=0) for m in mu_z]  # e-beta cross terms per product
+            de_z = [np.nan_to_num((ez[i] - (cross * x_z[i]).sum(axis=0)) / info) for i in range(k)]
+            du_z = [x_z[i] - x_c * de_z[i] for i in range(k)]
+            schur = np.array([[(mu_z[a] * Z[b]).sum() - ((mu_z[a] * du_z[b]).sum() + (ez[a] * de_z[b]).sum())
+                               for b in range(k)] for a in range(k)])
+            rhs = np.array([(Z[a] * resid).sum() - ((mu_z[a] * du_g).sum() + (ez[a] * de_g).sum()) for a in range(k)])
+            dbeta = np.clip(np.linalg.solve(schur, rhs), -1.0, 1.0)
+            de_g = de_g - sum(de_z[i] * dbeta[i] for i in range(k))
+            du_g = du_g - sum(du_z[i] * dbeta[i] for i in range(k))
+        de = np.clip(de_g, -1.0, 1.0)
+        dlevel = np.clip(du_g, -3.0, 3.0)
         e += de
         level += dlevel
-        if np.max(np.abs(de)) < tol and np.max(np.abs(dlevel)) < 1e-6:
+        beta += dbeta
+        if np.max(np.abs(de)) < tol and np.max(np.abs(dlevel)) < 1e-6 and (not k or np.max(np.abs(dbeta)) < 1e-8):
             break
     converged = np.abs(de) < 1e-4
-    mu = exp_offset * np.exp(e * price + level)
+    mu = mean()
     resid = y - mu
     cross = mu * price
-    solved, logdet, last_var = _thomas(mu + penalty_diag, -lam, cross[..., None])
+    solved, logdet, last_var = _thomas(mu + penalty_diag, -lam, np.stack([cross, *(mu * z for z in Z)], axis=2))
     partialled = price - solved[..., 0]  # the price the smooth level does not follow
     info = (cross * partialled).sum(axis=0)  # = [H^-1]_ee^-1, the information about e with the level integrated out
     # Laplace posterior variance 1 / info, scaled by the over-dispersion seen where the price moves
     # (a partialled-out-price-weighted Pearson ratio): calibrated on the synthetic store (z-scores sd ~1)
     dispersion = (resid**2 * partialled**2).sum(axis=0) / (mu * partialled**2).sum(axis=0)
     se = np.sqrt(dispersion / info)
+    beta_se = np.full(k, np.nan)
+    if k:
+        # sandwich clustered by product on the promotion terms the product's level and price do not follow
+        de_z = [np.nan_to_num(((mu * z * price).sum(axis=0) - (cross * solved[..., 1 + i]).sum(axis=0)) / info)
+                for i, z in enumerate(Z)]
+        tilde = [z - (solved[..., 1 + i] - solved[..., 0] * de_z[i]) - de_z[i] * price for i, z in enumerate(Z)]
+        scores = np.stack([(t * resid * mask).sum(axis=0) for t in tilde], axis=1)
+        bread = np.linalg.pinv(np.array([[(mu * a * b).sum() for b in tilde] for a in tilde]))
+        beta_se = np.sqrt(np.clip(np.diag(bread @ (scores.T @ scores) @ bread), 0.0, None))
     loglik = np.where(mask, y * np.log(np.where(mu > 0, mu, 1.0)) - mu, 0.0).sum(axis=0)
     log_ml = loglik - 0.5 * lam * (np.diff(level, axis=0) ** 2).sum(axis=0) + 0.5 * (n_days - 1) * np.log(lam) - 0.5 * logdet
     return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
-            "converged": converged}
+            "converged": converged, "beta": beta, "beta_se": beta_se}
+
+
+#: The promotion terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
+#: a temporary price reduction's extra response beyond the product's own elasticity (on log(1 - depth),
+#: so it adds to the elasticity during a cut), and the log lifts of a display and of a feature.
+PROMOTION_TERMS: dict[str, str] = {"promo_price_cut": "promo_depth", "promo_display": "promo_display",
+                                   "promo_feature": "promo_feature"}
+
+
+def promotion_design(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The promotion terms (:data:`PROMOTION_TERMS`) of the rows of a panel, only those that are not 0
+    on every row (a store without promotions has none): name -> values per row."""
+    design = {}
+    for term, column in PROMOTION_TERMS.items():
+        if column not in frame.columns:
+            continue
+        values = frame[column].to_numpy(dtype=float)
+        values = np.log1p(-np.clip(values, 0.0, 0.95)) if term == "promo_price_cut" else values
+        if np.any(values != 0.0):
+            design[term] = values
+    return design
+
+
+def promotion_shift(frame: pd.DataFrame, effects: dict[str, float]) -> np.ndarray:
+    """The log-demand shift of each row of ``frame`` from the fitted promotion ``effects`` (0 without)."""
+    shift = np.zeros(len(frame))
+    for term, values in promotion_design(frame).items():
+        shift += effects.get(term, 0.0) * values
+    return shift
+
+
+def days_per_row(frame: pd.DataFrame) -> np.ndarray:
+    """The days each panel row covers: its ``period_days`` (aggregated sales), else 1 (a daily panel)."""
+    return frame["period_days"].to_numpy(dtype=float) if "period_days" in frame.columns else np.ones(len(frame))
 
 
 def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.Series) -> _RawFit:
@@ -228,14 +307,18 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     y = np.nan_to_num(_wide(rows, "units", ids, days))
     mask = ~np.isnan(_wide(rows, "log_price_in_force", ids, days))
     price = np.nan_to_num(_wide(rows, "log_price_in_force", ids, days))
-    log_lines = pd.Series(panel.groupby("day")["log_lines"].first()).reindex(days).ffill().bfill().to_numpy()
-    offset = np.broadcast_to(log_lines[:, None], y.shape)
+    # each row's own store-level offset (a period of aggregated sales spans its days: it is on its first)
+    offset = np.nan_to_num(_wide(panel, "log_lines", ids, days))
+    terms = promotion_design(rows)
+    design = {name: np.nan_to_num(_wide(rows.assign(**{name: values}), name, ids, days)) for name, values in terms.items()}
     y = np.where(mask, y, 0.0)
     count = mask.sum(axis=0)
+    # the history a product needs is counted in days, whatever the grain (a week of sales covers 7)
+    covered = np.nan_to_num(_wide(rows.assign(days_covered=days_per_row(rows)), "days_covered", ids, days)).sum(axis=0)
     price_mean = np.where(count > 0, np.where(mask, price, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
     centred = np.where(mask, price - np.nan_to_num(price_mean), 0.0)
     price_sd = np.sqrt((centred**2).sum(axis=0) / np.maximum(count, 1))
-    fit = (count >= config.min_days) & (y.sum(axis=0) >= config.min_units) & (price_sd >= config.min_log_price_std)
+    fit = (covered >= config.min_days) & (y.sum(axis=0) >= config.min_units) & (price_sd >= config.min_log_price_std)
 
     elasticity = np.full(len(ids), np.nan)
     se = np.full(len(ids), np.nan)
@@ -243,15 +326,20 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     level_var_last = np.full(len(ids), np.nan)
     level_sd = config.level_sd
     log_ml_by_sd: dict[float, float] = {}
+    effects: dict[str, float] = {}
+    effects_se: dict[str, float] = {}
     if fit.any():
         args = (y[:, fit], centred[:, fit], offset[:, fit], mask[:, fit])
+        Z = [values[:, fit] for values in design.values()]
         if level_sd is None:
-            results = {sd: _local_level_newton(*args, level_sd=sd) for sd in _LEVEL_SD_GRID}
+            results = {sd: _local_level_newton(*args, level_sd=sd, Z=Z) for sd in _LEVEL_SD_GRID}
             log_ml_by_sd = {sd: float(np.sum(r["log_ml"])) for sd, r in results.items()}
             level_sd = _most_likely_level_sd(log_ml_by_sd)
             result = results[level_sd]
         else:
-            result = _local_level_newton(*args, level_sd=level_sd)
+            result = _local_level_newton(*args, level_sd=level_sd, Z=Z)
+        effects = dict(zip(design, result["beta"].tolist()))
+        effects_se = dict(zip(design, result["beta_se"].tolist()))
         # a Newton that did not settle (e.g. every sale at one price) or an elasticity beyond
         # +/-MAX_ABS_ELASTICITY is not an estimate: such products get the category prior only
         ok = (np.isfinite(result["se"]) & (result["info"] > 0) & result["converged"]
@@ -265,23 +353,27 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
         # No product has the price variation (or days, or units) for an elasticity, but the backtest's
         # filter still needs the level's sd: choose it the same way on the products with enough days
         # and units, demand drifting with the price term left out (a fixed mid-grid value if none).
-        informative = (count >= config.min_days) & (y.sum(axis=0) >= config.min_units)
+        informative = (covered >= config.min_days) & (y.sum(axis=0) >= config.min_units)
         if informative.any():
             args = (y[:, informative], np.zeros_like(centred[:, informative]), offset[:, informative], mask[:, informative])
             log_ml_by_sd = {sd: float(np.sum(_local_level_newton(*args, level_sd=sd)["log_ml"])) for sd in _LEVEL_SD_GRID}
             level_sd = _most_likely_level_sd(log_ml_by_sd)
         else:
             level_sd = _FALLBACK_LEVEL_SD
-    # products the smoother did not fit: their level is the plain mean of recent demand
+    # products the smoother did not fit: their level is the plain mean of recent demand per unit of
+    # store-level demand (over the rows of the last anchor days, whatever their grain)
     recent = slice(max(0, len(days) - config.anchor_days), None)
     missing = ~np.isfinite(level_last)
     plain = np.nan_to_num(_wide(panel, "units", ids, days))[recent].sum(axis=0) + 0.5
-    level_last = np.where(missing, np.log(plain / np.exp(log_lines[recent]).sum()), level_last)
+    has_row = ~np.isnan(_wide(panel, "log_lines", ids, days))[recent]
+    exposure = np.where(has_row, np.exp(offset[recent]), 0.0).sum(axis=0)
+    level_last = np.where(missing, np.log(plain / np.maximum(exposure, 1e-9)), level_last)
     level_var_last = np.where(missing, 1.0 / plain, level_var_last)
     return _RawFit(
         product_id=ids, elasticity=elasticity, se=se, level_last=level_last, level_var_last=level_var_last,
         price_mean=np.where(np.isfinite(price_mean), price_mean, np.log(panel.groupby("product_id")["price"].last().reindex(ids).to_numpy())),
-        params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd},
+        params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd, "promotion_effects": effects,
+                "promotion_effects_se": effects_se},
     )
 
 
@@ -535,7 +627,9 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
     has_variation = (log_price_std >= config.min_log_price_std) & (usable_groups["log_price_in_force"].nunique().reindex(ids).fillna(0).to_numpy() >= 2)
     current = per_product["list_price"].last().reindex(ids).to_numpy()
     days = panel["day"].max() - pd.Timedelta(days=config.anchor_days - 1)
-    typical_lines = float(np.mean(panel.loc[panel["day"] >= days].groupby("day")["log_lines"].first()))
+    # the store-level demand of a typical recent *day* (a period's offset covers its days)
+    per_day = panel.assign(daily_log_lines=panel["log_lines"].to_numpy() - np.log(days_per_row(panel)))
+    typical_lines = float(np.mean(per_day.loc[per_day["day"] >= days].groupby("day")["daily_log_lines"].first()))
     e_for_anchor = np.where(np.isfinite(shrunk["elasticity"]), shrunk["elasticity"], shrunk["prior_elasticity"])
     e_for_anchor = np.nan_to_num(e_for_anchor, nan=-1.0)
     if config.method == "local_level":
@@ -552,7 +646,8 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
             "prior_elasticity": shrunk["prior_elasticity"].to_numpy(),
             "prior_sd": shrunk["prior_sd"].to_numpy(),
             "shrinkage": shrunk["shrinkage"].to_numpy(),
-            "n_days": usable_groups.size().reindex(ids).fillna(0).astype("int64").to_numpy(),
+            "n_days": usable.assign(days_covered=days_per_row(usable)).groupby("product_id")["days_covered"].sum()
+            .reindex(ids).fillna(0).astype("int64").to_numpy(),
             "units": per_product["units"].sum().reindex(ids).astype("int64").to_numpy(),
             "log_price_std": log_price_std,
             "has_price_variation": has_variation,
@@ -569,6 +664,9 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
         "method": config.method, "tau": tau, "interval": config.interval,
         "n_products": len(ids), "n_estimated": int(np.isfinite(raw.elasticity).sum()),
         "level_sd": raw.params.get("level_sd"), "seconds": time.perf_counter() - began,
+        "grain_days": int(np.median(days_per_row(panel))),
+        **{f"{term}_effect": value for term, value in raw.params.get("promotion_effects", {}).items()},
+        **{f"{term}_effect_se": value for term, value in raw.params.get("promotion_effects_se", {}).items()},
     }
     logger.info("elasticities (%s): %d of %d products estimated, tau %.3f, %.1fs", config.method,
                 params["n_estimated"], len(ids), tau, params["seconds"])
