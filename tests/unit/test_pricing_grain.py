@@ -96,7 +96,6 @@ def test_expected_units_are_per_day_at_any_grain(store, with_promotions):
 
 
 def test_the_family_trains_and_prices_a_store_that_keeps_weekly_aggregates(store):
-    import datetime as dt
 
     from ml.families.pricing import FAMILY
     from ml.params import RunParams

@@ -5,14 +5,49 @@ The optimiser
 Demand at price p is ``q0 * (p / p0) ** e`` with ``p0`` the current list price and ``q0`` the
 expected daily units at ``p0`` (the latent level at the end of the history). Profit
 ``q(p) * (p - cost)`` then peaks at ``cost * e / (1 + e)`` when ``e < -1`` and increases with
-price when ``-1 <= e < 0`` (the upper bound binds). The optimum is clipped to the intersection of
-the guardrail intervals; when guardrails conflict, the lower-priority ones are relaxed (see
-:data:`GUARDRAIL_PRIORITY`) and the reason says so. Prices are rounded *inward* (to cents, or to
-the configured ending) so the rounded price still satisfies every bound that was enforced.
+price when ``-1 <= e < 0`` (the upper bound binds). The optimum is clipped to the interval the
+guardrails allow and placed on the store's price grid.
+
+Prices are on the grid
+----------------------
+The *price grid* is whole cents or, with ``price_ending`` (e.g. 0.99), the prices ``k + ending`` for
+whole ``k`` (0.99, 1.99, ...; an ending of .00 gives 1.00, 2.00, ...). A product's *allowed* prices
+are the grid and its current price: keeping a price is always possible when every guardrail allows
+it, even when a store's current price is off the grid (5.00 under .99 endings), so the current
+price is kept as it is when the product is held and every guardrail allows it, or when no grid
+price within bounds earns more; every price that *changes* is on the grid.
+
+The guardrails are intersected in priority order (:data:`GUARDRAIL_PRIORITY`). A guardrail is kept
+when the interval so far, cut by its bounds, still holds an allowed price; otherwise it is *relaxed
+minimally*: the interval shrinks to the allowed price of the interval so far nearest to the
+guardrail's bounds (both, when two are equally near). So of two conflicting guardrails the
+lower-priority one is relaxed; a guardrail is relaxed only when it conflicts with higher-priority
+ones or its band is too narrow to hold a grid price; and ``min_margin``, first, is never relaxed: no
+price is ever below cost x (1 + min_margin) (when that floor is off the grid, the price is the next
+grid price above it; a held product whose current price is below the floor moves up to it). The
+price is then the allowed price next to the optimum clipped to the interval that earns more (held
+products: the one nearest to their current price), so it never leaves the interval. The reason
+names every relaxed guardrail.
+
+The binding guardrail
+---------------------
+``binding_guardrail`` is the guardrail whose own bound the final price sits at (less than one grid
+step away: 0.01, or 1.00 with a price ending) *and* without which the price would be different
+(the same product priced with that guardrail switched off and everything else unchanged, the
+decision to act or hold included); of several, the highest-priority one. When none qualifies alone
+although the guardrails did move the price (two of them each hold it at the same grid price), it
+is the highest-priority guardrail whose bound the price sits at. Otherwise 'none': the price is the
+optimum on the grid, or the current price kept. A relaxed guardrail's bounds are usually far from
+the price and then it does not bind: when the margin floor overrides the change limit the price
+sits at the floor, ``min_margin`` binds and the reason says ``max_change`` was relaxed.
+
+Written by hand: a closed form and a few vectorised interval operations per guardrail; a solver
+would add a dependency and a loop over products and would still need the rounding rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +72,8 @@ class PricingGuardrails:
       so the demand curve is not extrapolated (None: off);
     - inventory cover (when ``on_hand`` is known and ``inventory_cover``): expected units over the
       horizon at the new price <= on_hand, a lower bound on the price;
-    - ``price_ending``: e.g. 0.99 for prices like 12.99 (None: whole cents);
+    - ``price_ending``: e.g. 0.99 for prices like 12.99, a whole number of cents (None: any whole
+      cents), see the module docstring for the price grid;
     - confidence: hold the current price when the elasticity interval is wider than
       ``max_interval_width``, the product had no price variation, or fewer than ``min_days`` days.
     """
@@ -58,7 +94,8 @@ class PricingGuardrails:
             "max_change": 0 <= self.max_change < 1,
             "competitor_band": self.competitor_band is None or 0 <= self.competitor_band < 1,
             "observed_range_slack": self.observed_range_slack is None or 0 <= self.observed_range_slack < 1,
-            "price_ending": self.price_ending is None or 0 <= self.price_ending < 1,
+            "price_ending": self.price_ending is None or (
+                0 <= self.price_ending < 1 and abs(self.price_ending * 100 - round(self.price_ending * 100)) < 1e-6),
             "max_interval_width": self.max_interval_width > 0,
             "min_days": self.min_days >= 0,
         }
@@ -106,66 +143,129 @@ def _guardrail_bounds(
     return bounds
 
 
-def _intersect(bounds: dict[str, tuple[np.ndarray, np.ndarray]], n: int) -> tuple[np.ndarray, ...]:
+@dataclass(frozen=True)
+class _PriceGrid:
+    """The prices a store charges: whole cents, or ``k + ending`` for whole ``k >= 0`` (``k >= 1`` for an
+    ending of .00). Computes in whole cents, so every price it returns is the float nearest to a whole
+    number of cents. Both roundings forgive :data:`_TOLERANCE` (a bound of 1.8300000000000003 is 1.83)."""
+
+    ending: float | None
+
+    @property
+    def step(self) -> float:
+        return 0.01 if self.ending is None else 1.0
+
+    def _layout(self) -> tuple[float, float, float]:
+        """(cents per step, cents of the ending, index of the first price)."""
+        if self.ending is None:
+            return 1.0, 0.0, 1.0
+        ending_cents = float(round(self.ending * 100))
+        return 100.0, ending_cents, 0.0 if ending_cents > 0 else 1.0
+
+    def ceil(self, x: np.ndarray) -> np.ndarray:
+        """The smallest grid price >= x; +inf for +inf, NaN for NaN."""
+        per, offset, first = self._layout()
+        with np.errstate(invalid="ignore"):
+            k = np.maximum(np.ceil((x * 100.0 - offset - _TOLERANCE * 100.0) / per), first)
+        return (k * per + offset) / 100.0
+
+    def floor(self, x: np.ndarray) -> np.ndarray:
+        """The largest grid price <= x; -inf below the first grid price, NaN for NaN."""
+        per, offset, first = self._layout()
+        with np.errstate(invalid="ignore"):
+            k = np.floor((x * 100.0 - offset + _TOLERANCE * 100.0) / per)
+            return np.where(k >= first, (k * per + offset) / 100.0, np.where(np.isnan(k), np.nan, -np.inf))
+
+
+def _allowed_ceil(grid: _PriceGrid, x: np.ndarray, keepable: np.ndarray) -> np.ndarray:
+    """The smallest allowed price >= x: the grid's, or the current price (``keepable``, NaN when it
+    cannot be kept) when it lies in between."""
+    above = grid.ceil(x)
+    with np.errstate(invalid="ignore"):
+        return np.where((keepable >= x - _TOLERANCE) & (keepable < above), keepable, above)
+
+
+def _allowed_floor(grid: _PriceGrid, x: np.ndarray, keepable: np.ndarray) -> np.ndarray:
+    """The largest allowed price <= x (see :func:`_allowed_ceil`)."""
+    below = grid.floor(x)
+    with np.errstate(invalid="ignore"):
+        return np.where((keepable <= x + _TOLERANCE) & (keepable > below), keepable, below)
+
+
+def _allowed_interval(
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]], grid: _PriceGrid, keepable: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Intersect the guardrail intervals in priority order (one loop over guardrails, vectorised
-    over products). A guardrail that would empty the interval is *relaxed minimally*: the interval
-    shrinks to its end nearest to that guardrail (e.g. a margin floor above the max-change band
-    gives exactly the floor), so the price still gets as close to it as the higher-priority ones
-    allow. Returns lower, upper, the guardrail setting each, and a relaxed mask per guardrail."""
+    over products), keeping at every step an allowed price (grid or current) inside. A guardrail
+    whose bounds would leave none is *relaxed minimally*: the interval shrinks to the allowed
+    price(s) of the interval so far nearest to its bounds (e.g. a margin floor above the max-change
+    band gives the first grid price at or above the floor). Returns lower, upper, and per guardrail
+    a mask of the products where it was relaxed and one of those where it was relaxed although its
+    band overlaps the interval so far (no allowed price in the overlap)."""
+    n = len(keepable)
     lower, upper = np.full(n, _MIN_PRICE), np.full(n, np.inf)
-    lower_by, upper_by = np.full(n, "none", dtype=object), np.full(n, "none", dtype=object)
-    relaxed = {}
-    for name in GUARDRAIL_PRIORITY:
-        lo, hi = bounds[name]
-        applies = ~np.isnan(lo) | ~np.isnan(hi)
-        lo = np.where(np.isnan(lo), -np.inf, lo)
-        hi = np.where(np.isnan(hi), np.inf, hi)
-        new_lower, new_upper = np.maximum(lower, lo), np.minimum(upper, hi)
-        feasible = (new_lower <= new_upper) & np.isfinite(new_lower)
-        relaxed[name] = applies & ~feasible
-        take = applies & feasible
-        lower_by = np.where(take & (lo > lower), name, lower_by)
-        upper_by = np.where(take & (hi < upper), name, upper_by)
-        # relaxed: pin to the end of the current interval nearest to the guardrail (when finite)
-        towards_upper = relaxed[name] & (lo > upper) & np.isfinite(upper)
-        towards_lower = relaxed[name] & (hi < lower)
-        lower_by = np.where(towards_upper, name, lower_by)
-        upper_by = np.where(towards_lower, name, upper_by)
-        lower = np.where(take, new_lower, np.where(towards_upper, upper, lower))
-        upper = np.where(take, new_upper, np.where(towards_lower, lower, upper))
-    return lower, upper, lower_by, upper_by, relaxed
-
-
-def _within(price: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    return (price >= lower - _TOLERANCE) & (price <= upper + _TOLERANCE)
+    relaxed, gridless = {}, {}
+    with np.errstate(invalid="ignore"):
+        for name in GUARDRAIL_PRIORITY:
+            lo, hi = bounds[name]
+            applies = ~np.isnan(lo) | ~np.isnan(hi)
+            lo, hi = np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
+            cut_lower, cut_upper = np.maximum(lower, lo), np.minimum(upper, hi)
+            up = _allowed_ceil(grid, cut_lower, keepable)
+            relaxed[name] = applies & ~(np.isfinite(up) & (up <= cut_upper + _TOLERANCE))
+            gridless[name] = relaxed[name] & (cut_lower <= cut_upper + _TOLERANCE)
+            # the allowed prices of [lower, upper] just above and just below the guardrail's band
+            down = _allowed_floor(grid, cut_upper, keepable)
+            up_ok = np.isfinite(up) & (up <= upper + _TOLERANCE)
+            down_ok = np.isfinite(down) & (down >= lower - _TOLERANCE)
+            gap_up, gap_down = np.where(up_ok, up - hi, np.inf), np.where(down_ok, lo - down, np.inf)
+            to_down, to_up = down_ok & (gap_down <= gap_up + _TOLERANCE), up_ok & (gap_up <= gap_down + _TOLERANCE)
+            # (neither: an unbounded interval and a bound at infinity, nothing finite to move towards)
+            lower = np.where(relaxed[name], np.where(to_down, down, np.where(to_up, up, lower)), cut_lower)
+            upper = np.where(relaxed[name], np.where(to_up, up, np.where(to_down, down, upper)), cut_upper)
+    return lower, upper, relaxed, gridless
 
 
 def _profit(price: np.ndarray, current: np.ndarray, daily_units: np.ndarray, e: np.ndarray, cost: np.ndarray) -> np.ndarray:
     return daily_units * (price / current) ** e * (price - cost)
 
 
-def _round_inward(
-    price: np.ndarray, lower: np.ndarray, upper: np.ndarray, ending: float | None,
-    current: np.ndarray, daily_units: np.ndarray, e: np.ndarray, cost: np.ndarray, prefer_nearest: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Round to the price ending (the more profitable of the two neighbouring endings, or the
-    nearer one where ``prefer_nearest``) or else to whole cents, never leaving [lower, upper].
-    Returns the price and whether the ending could be applied."""
-    cent_lower = np.ceil(lower * 100.0 - 1e-6) / 100.0
-    cent_upper = np.floor(np.minimum(upper, 1e12) * 100.0 + 1e-6) / 100.0
-    has_cent = cent_lower <= cent_upper
-    cents = np.where(has_cent, np.clip(np.round(price * 100.0) / 100.0, cent_lower, cent_upper), price)
-    if ending is None:
-        return cents, np.ones(len(price), dtype=bool)
-    down = np.round(np.floor(price - ending) + ending, 2)
-    up = np.round(down + 1.0, 2)
-    ok_down, ok_up = (_within(p, lower, upper) & (p > 0) for p in (down, up))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        up_better = _profit(up, current, daily_units, e, cost) > _profit(down, current, daily_units, e, cost)
-    up_better = np.where(prefer_nearest, (up - price) < (price - down), up_better)
-    chosen = np.where(ok_down & ok_up, np.where(up_better, up, down), np.where(ok_up, up, down))
-    applied = ok_down | ok_up
-    return np.where(applied, chosen, cents), applied
+def _place(
+    continuous: np.ndarray, lower: np.ndarray, upper: np.ndarray, grid: _PriceGrid, keepable: np.ndarray,
+    profit: Callable[[np.ndarray], np.ndarray], by_profit: np.ndarray,
+) -> np.ndarray:
+    """The allowed price of [lower, upper] next to ``continuous`` (a price inside it): of the two
+    neighbours, the one earning more where ``by_profit`` (ties: the nearer), else the nearer (ties:
+    the lower). The interval holds an allowed price, so one of the two is inside it."""
+    down = _allowed_floor(grid, continuous, keepable)
+    up = _allowed_ceil(grid, continuous, keepable)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        down_ok = np.isfinite(down) & (down >= lower - _TOLERANCE)
+        up_ok = np.isfinite(up) & (up <= upper + _TOLERANCE)
+        gain = profit(up) - profit(down)
+        pick_up = np.where(by_profit & np.isfinite(gain) & (gain != 0), gain > 0, (up - continuous) < (continuous - down))
+    return np.where(down_ok & up_ok, np.where(pick_up, up, down), np.where(up_ok, up, down))
+
+
+def _binding_guardrail(
+    price: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]], step: float,
+    price_without: Callable[[tuple[str, ...]], np.ndarray],
+) -> np.ndarray:
+    """The guardrail that bound each price, or 'none' (definition in the module docstring);
+    ``price_without(names)`` prices every product again with those guardrails switched off."""
+    def differs(other: np.ndarray) -> np.ndarray:
+        return ~(np.abs(other - price) <= _TOLERANCE)
+
+    with np.errstate(invalid="ignore"):
+        at_bound = {name: (np.abs(price - lo) < step - _TOLERANCE) | (np.abs(price - hi) < step - _TOLERANCE)
+                    for name, (lo, hi) in bounds.items()}
+    binding = np.full(len(price), "none", dtype=object)
+    nearest = np.full(len(price), "none", dtype=object)
+    for name in reversed(GUARDRAIL_PRIORITY):  # the highest priority is written last and wins
+        binding = np.where(at_bound[name] & differs(price_without((name,))), name, binding)
+        nearest = np.where(at_bound[name], name, nearest)
+    # none binds alone, yet together they moved the price: two hold it at the same grid price
+    return np.where((binding == "none") & differs(price_without(GUARDRAIL_PRIORITY)), nearest, binding)
 
 
 def recommend_prices(
@@ -186,14 +286,16 @@ def recommend_prices(
 
     Demand at price p is ``q0 (p / p0) ** e`` (p0 = current price, q0 = expected daily units at
     p0), so the unconstrained optimum is ``cost e / (1 + e)`` for ``e < -1`` and the upper bound for
-    ``e >= -1``; it is clipped to the guardrail interval and rounded inward. Products with low
-    confidence keep their current price, or the nearest price the guardrails allow. Expected
+    ``e >= -1``; it is clipped to the guardrail interval and placed on the price grid (whole cents
+    or ``price_ending``; see the module docstring). Products with low confidence keep their current
+    price, or move to the nearest price the guardrails allow. Expected
     units, revenue and profit are over ``horizon_days``; for products without an elasticity they
     use the category prior (or -1 when there is none either).
 
     Returns product_id, current_price, recommended_price, elasticity, elasticity_low,
     elasticity_high, expected_{units,revenue,profit}_{current,recommended}, binding_guardrail (the
-    guardrail whose bound set the price, or 'none'), confidence ('high' | 'low') and reason, one
+    guardrail whose bound the price sits at and without which it would differ, or 'none': defined
+    in the module docstring), confidence ('high' | 'low') and reason (naming every relaxed guardrail), one
     row per product in ``products`` order. Deterministic; no loop over products.
     """
     guardrails = guardrails or PricingGuardrails()
@@ -227,13 +329,15 @@ def recommend_prices(
         _known(products, "competitor_price"), _known(products, "on_hand"),
         column("min_price_observed"), column("max_price_observed"), horizon_days,
     )
-    lower, upper, lower_by, upper_by, relaxed = _intersect(bounds, len(ids))
+    grid = _PriceGrid(guardrails.price_ending)
+    keepable = np.where(np.isfinite(current) & (current >= _MIN_PRICE), current, np.nan)
+    lower, upper, relaxed, gridless = _allowed_interval(bounds, grid, keepable)
 
-    def best_price(elasticity: np.ndarray) -> np.ndarray:
+    def best_price(elasticity: np.ndarray, lower: np.ndarray = lower, upper: np.ndarray = upper) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             optimum = np.where(elasticity < -1.0, cost * elasticity / (1.0 + elasticity), np.inf)
         clipped = np.clip(optimum, lower, upper)
-        # no upper bound survived (max_change relaxed for the margin floor): the smallest allowed move
+        # no upper bound (no current price, or max_change switched off to find the binding one): the smallest move
         return np.where(np.isinf(clipped), lower, clipped)
 
     width = high - low
@@ -260,22 +364,21 @@ def recommend_prices(
 
     with np.errstate(divide="ignore", invalid="ignore"):
         optimum = np.where(e < -1.0, cost * e / (1.0 + e), np.inf)
-    target = np.where(confident, optimum, current)
-    continuous = np.where(confident, best_price(e), np.clip(current, lower, upper))
-    binding = np.where(target < lower, lower_by, np.where(target > upper, upper_by, "none"))
-    binding = np.where(confident & np.isinf(np.clip(target, lower, upper)), lower_by, binding)
-    keep = ~confident & (continuous == current)
-    rounded, ending_applied = _round_inward(
-        continuous, lower, upper, guardrails.price_ending, current, daily_units, e_curve, cost, prefer_nearest=~confident
-    )
-    price = np.where(keep, current, rounded)
-    # rounding to an ending can land below the current price's profit; then do not move at all
-    current_allowed = _within(current, lower, upper)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        worse = (confident & current_allowed & (price != current)
-                 & (_profit(price, current, daily_units, e_curve, cost) < _profit(current, current, daily_units, e_curve, cost)))
-    price = np.where(worse, current, price)
-    binding = np.where(worse, "none", binding)
+
+    def profit(price: np.ndarray) -> np.ndarray:
+        return _profit(price, current, daily_units, e_curve, cost)
+
+    def price_within(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        continuous = np.where(confident, best_price(e, lower, upper), np.clip(current, lower, upper))
+        return _place(continuous, lower, upper, grid, keepable, profit, by_profit=confident)
+
+    def price_without(names: tuple[str, ...]) -> np.ndarray:
+        off = {name: (np.full(len(ids), np.nan),) * 2 for name in names}
+        return price_within(*_allowed_interval({**bounds, **off}, grid, keepable)[:2])
+
+    price = price_within(lower, upper)
+    binding = _binding_guardrail(price, bounds, grid.step, price_without)
+    kept_off_grid = confident & (price == current) & (grid.ceil(current) != current)
 
     units_now = daily_units * horizon_days
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -292,11 +395,12 @@ def recommend_prices(
     reason = np.where(binding != "none", reason + "; limited by " + binding, reason)
     reason = np.where(~confident & (price != current), reason + "; moved to the nearest price the guardrails allow", reason)
     for name, mask in relaxed.items():
-        reason = np.where(mask, reason + f"; relaxed {name} (conflicts with higher-priority guardrails; as close as they allow)", reason)
-    reason = np.where(worse, reason + "; kept the current price: no rounded price within bounds earns more", reason)
-    if guardrails.price_ending is not None:
-        reason = np.where(~keep & ~worse & ~ending_applied,
-                          reason + f"; no price ending .{round(guardrails.price_ending * 100):02d} within bounds, rounded to cents", reason)
+        reason = np.where(mask & gridless[name], reason + f"; relaxed {name} (no price on the grid within it and the "
+                          "higher-priority guardrails; the nearest one)", reason)
+        reason = np.where(mask & ~gridless[name], reason + f"; relaxed {name} (conflicts with higher-priority "
+                          "guardrails; as close as they allow)", reason)
+    reason = np.where(kept_off_grid, reason + "; kept the current price (off the price grid): no grid price within "
+                      "bounds earns more", reason)
 
     return pd.DataFrame(
         {
