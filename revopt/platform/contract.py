@@ -112,6 +112,16 @@ CREATE TABLE IF NOT EXISTS shop.listings (
     PRIMARY KEY (product_id, start_date)
 );
 
+-- Optional: the hierarchy above a product, for stores whose product is one brand (or item) at one
+-- location, like a scanner panel of brand x store. Pricing shrinks a product's elasticity towards its
+-- brand's and the brand's towards its category's, publishes the brand's beside the product's, and
+-- controls demand per location and period. Without rows, products stand alone in their category.
+CREATE TABLE IF NOT EXISTS shop.product_groups (
+    product_id  bigint PRIMARY KEY,
+    brand       text NOT NULL,                    -- the brand or item the product is an instance of
+    location    text                              -- the store / outlet / region selling it; NULL: the only one
+);
+
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
     day          date NOT NULL,
     channel      text NOT NULL,
@@ -206,7 +216,7 @@ TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "
                 "daily_intensity")
 #: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
 #: aggregated demand or the listing periods are then off).
-SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings")
+SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups")
 #: The values of ``shop.promotions.promo_type``.
 PROMO_TYPES = ("price_reduction", "display", "feature")
 
@@ -230,6 +240,7 @@ OPTIONAL_SOURCE_COLUMNS = {
     "product_sales": {"product_id": "integer", "period_start": "date", "period_days": "integer", "units": "numeric",
                       "revenue": "numeric"},
     "listings": {"product_id": "integer", "start_date": "date", "end_date": "date"},
+    "product_groups": {"product_id": "integer", "brand": "text", "location": "text"},
 }
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}

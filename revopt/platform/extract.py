@@ -247,9 +247,13 @@ WHERE start_date < %(run_date)s AND (end_date IS NULL OR end_date >= %(since)s)
 ORDER BY product_id, start_date
 """
 
+PRODUCT_GROUPS_SQL = """
+SELECT product_id, brand, location FROM shop.product_groups ORDER BY product_id
+"""
+
 DATASETS = (
     "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
-    "competitor_prices", "inventory", "promotions", "product_sales", "listings", "engagement_by_hour",
+    "competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups", "engagement_by_hour",
     "marketing_spend",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
@@ -327,6 +331,10 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             _read_optional(conn, "shop.listings", LISTINGS_SQL, window, ["product_id", "start_date", "end_date"]),
             {"product_id": "int64"}, dates=("start_date", "end_date"),
         ) if "listings" in datasets else None
+        product_groups = _typed(
+            _read_optional(conn, "shop.product_groups", PRODUCT_GROUPS_SQL, window, ["product_id", "brand", "location"]),
+            {"product_id": "int64", "brand": "str", "location": "str"},
+        ) if "product_groups" in datasets else None
         spend = _typed(
             read_frame(conn, MARKETING_SPEND_SQL, window),
             {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
@@ -354,6 +362,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "products": products, "product_daily_sales": sales, "day_totals": day_totals,
         "competitor_prices": competitor_prices, "inventory": inventory,
         "promotions": promotions, "product_sales": product_sales, "listings": listings,
+        "product_groups": product_groups,
         "engagement_by_hour": engagement, "marketing_spend": spend,
     }
     extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
