@@ -73,6 +73,17 @@ def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int
     return extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
 
 
+#: The datasets built from customers and orders (empty for a store that keeps aggregated sales only).
+ORDER_DATASETS = ("customers", "orders", "order_categories", "product_daily_sales", "day_totals", "customer_daily_events",
+                  "customer_event_features", "engagement_by_hour")
+
+
+def aggregates_only(frames: dict[str, pd.DataFrame]) -> bool:
+    """Whether the extract is of a store that keeps aggregated sales and no orders."""
+    sales, orders = frames.get("product_sales"), frames.get("orders")
+    return sales is not None and len(sales) > 0 and (orders is None or len(orders) == 0)
+
+
 def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
                       lookback_days: int | None = None) -> dict[str, str]:
     """Gate: validate every extract against its suite in ``expectations/`` and its row count
@@ -80,14 +91,22 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
 
     Each result is stored as JSON and as a data-docs HTML page in the run folder and summarised
     in ``scores.data_quality`` (:mod:`revopt.platform.quality`). A store without clickstream has
-    nothing to validate in the event datasets (they were not read). Returns the paths unchanged so
-    downstream tasks depend on the gate having passed.
+    nothing to validate in the event datasets (they were not read). A store that keeps **aggregated
+    sales only** (``shop.product_sales`` has rows, ``shop.orders`` none: a scanner panel) has nothing
+    to validate in the datasets built from orders (:data:`ORDER_DATASETS`, all empty): the families
+    that need them skip with their reasons, pricing reads the aggregates. Returns the paths unchanged
+    so downstream tasks depend on the gate having passed.
     """
     frames = read_extract(extract_paths)
     if not resources.settings.clickstream:
         events = (*EVENT_DATASETS, *EVENT_BUILDERS)
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s not validated for %s", ", ".join(events), run_date)
         frames = {name: frame for name, frame in frames.items() if name not in events}
+    if aggregates_only(frames):
+        empty = [name for name in ORDER_DATASETS if name in frames and len(frames[name]) == 0]
+        logger.warning("the store keeps aggregated sales only (shop.product_sales has rows, shop.orders none): %s "
+                       "are empty and not validated for %s", ", ".join(empty), run_date)
+        frames = {name: frame for name, frame in frames.items() if name not in empty}
     raise_if_failed(validate_and_record(resources.settings, run_date, frames, lookback_days))
     return extract_paths
 
@@ -102,6 +121,14 @@ def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[
     events_dataset = "customer_event_features" if "customer_event_features" in extract_paths else "customer_daily_events"
     used = ("customers", "orders", "order_categories", events_dataset)
     frames = read_extract({name: extract_paths[name] for name in used if name in extract_paths})
+    path = resources.run_folder(run_date) / "features" / "customer_features.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(frames["customers"]) == 0:  # validation let it through: a store that keeps aggregated sales only
+        features = pd.DataFrame({"customer_id": pd.Series(dtype="int64"),
+                                 **{column: pd.Series(dtype="float64") for column in FEATURE_COLUMNS}})
+        features.to_parquet(path, index=False)
+        logger.warning("no customers as of %s (the store keeps aggregated sales only): no customer features", run_date)
+        return {"path": str(path), "rows": 0}
     events = frames[events_dataset]
     unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
     if unknown.any():
@@ -112,8 +139,6 @@ def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[
         event_features=frames.get("customer_event_features"), order_categories=frames.get("order_categories"),
     )
     raise_if_failed(validate_and_record(resources.settings, run_date, {"customer_features": features}, lookback_days=None))
-    path = resources.run_folder(run_date) / "features" / "customer_features.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
     features.to_parquet(path, index=False)
     logger.info("built %d customer feature rows for %s -> %s", len(features), run_date, path)
     return {"path": str(path), "rows": len(features)}

@@ -1,4 +1,4 @@
-"""``revopt``: run the embedded stack, seed a synthetic store, run the DAGs and open the UIs."""
+"""``revopt``: run the embedded stack, seed a synthetic store or scanner panel, run the DAGs and open the UIs."""
 
 from __future__ import annotations
 
@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_seed_args(seed)
     seed.set_defaults(handler=_seed)
 
+    panel = commands.add_parser(
+        "seed-panel", help="fill the sources with a synthetic retail scanner panel (weekly or daily sales of store x brand "
+                           "products, promotions, listings; no customers or clickstream)")
+    _add_panel_args(panel)
+    panel.set_defaults(handler=_seed_panel)
+
     imported = commands.add_parser("import-uci", help="replace the sources with the UCI Online Retail order history")
     imported.add_argument("path", type=Path, nargs="?", default=None,
                           help="the online_retail.csv(.gz) file (default: ../shared/data/online_retail.csv.gz beside the repository)")
@@ -98,6 +104,28 @@ def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> 
     parser.add_argument("--behaviour-change-day", type=int, default=None, metavar="DAY",
                         help="customers' purchase behaviour changes on this day after --start (outcome monitoring "
                              "demo: scores published before it stop matching what happens after)")
+
+
+def _add_panel_args(parser: argparse.ArgumentParser) -> None:
+    """The options of ``revopt seed-panel``; the defaults are :func:`revopt.sample_data.panel.generate_panel`'s
+    (not imported here: the parser is built before any command runs, and the generator pulls in numpy and pandas)."""
+    parser.add_argument("--stores", type=int, default=80, help="stores (default 80)")
+    parser.add_argument("--brands", type=int, default=11, help="brands per category (default 11)")
+    parser.add_argument("--categories", type=int, default=1, help="product categories, 1 to 3 (default 1)")
+    parser.add_argument("--periods", type=int, default=160, help="sales periods (default 160)")
+    parser.add_argument("--period-days", type=int, default=7, help="days per period: 7 weekly scanner data (default), 1 daily")
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2023, 1, 2),
+                        help="first day of the first period (default 2023-01-02, a Monday)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--misspecified", action="store_true",
+                        help="draw demand from a saturating, drifting price response instead of constant elasticity "
+                             "(coverage tests: truth.products.elasticity is then the average elasticity at the reference price)")
+
+
+def panel_arguments(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of :func:`revopt.sample_data.panel.generate_panel` that ``revopt seed-panel`` options give."""
+    return {"n_stores": args.stores, "n_brands": args.brands, "n_categories": args.categories, "periods": args.periods,
+            "period_days": args.period_days, "start": args.start, "seed": args.seed, "misspecified": args.misspecified}
 
 
 def _behaviour_change(args: argparse.Namespace):
@@ -162,6 +190,31 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
                                 behaviour_change=_behaviour_change(args))
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
+    return 0
+
+
+def _seed_panel(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.platform.stack import start_stack
+    from revopt.sample_data.panel import generate_panel, load_panel, panel_summary
+
+    shape = (f"{args.stores} stores x {args.brands} brands x {args.categories} categor{'y' if args.categories == 1 else 'ies'}, "
+             f"{args.periods} periods of {args.period_days} "
+             f"day{'s' if args.period_days != 1 else ''} from {args.start}")
+    demand = ", misspecified demand" if args.misspecified else ""
+    with _step(f"generating and loading a scanner panel: {shape} (seed {args.seed}{demand})"):
+        panel = generate_panel(**panel_arguments(args))  # checks its arguments before the stack starts
+        start_stack(settings)
+        rows = load_panel(settings, panel)
+    print("    loaded " + ", ".join(f"{name}={n:,}" for name, n in rows.items() if n))
+    summary = panel_summary(panel)
+    print(f"    {summary['products']:,} products, {summary['sales_rows']:,} sales rows, mean {summary['mean_units']:.1f} "
+          f"units per period; {summary['delisted_share']:.1%} of product-periods not listed, "
+          f"{summary['zero_unit_share']:.1%} of sales rows zero units")
+    print(f"    promoted product-periods: price reduction {summary['price_reduction_share']:.1%}, "
+          f"display {summary['display_share']:.1%}, feature {summary['feature_share']:.1%}")
+    print(f"    natural run date: {args.start + dt.timedelta(days=args.periods * args.period_days)}")
+    print("    the panel has no customers, orders or clickstream: pricing reads shop.product_sales; "
+          "the ground truth is in schema truth")
     return 0
 
 

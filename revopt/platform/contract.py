@@ -114,8 +114,8 @@ CREATE TABLE IF NOT EXISTS shop.listings (
 
 -- Optional: the hierarchy above a product, for stores whose product is one brand (or item) at one
 -- location, like a scanner panel of brand x store. Pricing shrinks a product's elasticity towards its
--- brand's and the brand's towards its category's, publishes the brand's beside the product's, and
--- controls demand per location and period. Without rows, products stand alone in their category.
+-- brand's and the brand's towards its category's and publishes the brand's beside the product's
+-- (location is carried, not used yet). Without rows, products stand alone in their category.
 CREATE TABLE IF NOT EXISTS shop.product_groups (
     product_id  bigint PRIMARY KEY,
     brand       text NOT NULL,                    -- the brand or item the product is an instance of

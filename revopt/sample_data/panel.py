@@ -6,13 +6,14 @@ panel -- by default 80 stores x 11 brands of one category (880 products) over 16
 returns a :class:`SyntheticPanel`:
 
 - ``shop``: every table of :data:`revopt.platform.contract.SHOP_DDL`; ``products``,
-  ``product_prices``, ``promotions``, ``product_sales`` and ``listings`` are filled, the rest
-  (customers, orders, order lines, marketing spend, competitor prices, inventory) are empty frames,
+  ``product_prices``, ``promotions``, ``product_sales``, ``listings`` and ``product_groups`` (brand
+  ``'Brand 03'``, location ``'store 017'``) are filled, the rest (customers, orders, order lines,
+  marketing spend, competitor prices, inventory) are empty frames,
 - ``truth``: every table of :data:`revopt.platform.contract.TRUTH_DDL`; ``generator_run``,
   ``products``, ``promotion_effects``, ``cross_elasticities`` and ``daily_intensity`` are filled,
 - ``brands``: (product_id, brand, store, brand_elasticity), not a contract table, for benchmarks
-  (the contract has no brand column: the brand is also the prefix of ``shop.products.name``,
-  ``'Brand 03 @ store 017'``, and the middle of ``sku``, ``'COF-B03-S017'``).
+  (the brand's true elasticity; brand and store are also in ``shop.product_groups``, in the name of
+  ``shop.products``, ``'Brand 03 @ store 017'``, and in the middle of ``sku``, ``'COF-B03-S017'``).
 
 There are no customers and no clickstream.  :func:`load_panel` loads the panel into the sources
 (:func:`revopt.sample_data.seed.load_sources`).  Everything is a pure function of the arguments:
@@ -646,6 +647,7 @@ def _product_frames(products: _Products, list_price: np.ndarray,
         "products": pd.DataFrame({"product_id": ids, "sku": prefix + "-B" + brand + "-S" + store,
                                   "name": "Brand " + brand + " @ store " + store, "category": category,
                                   "cost": products.cost, "current_price": list_price[-1]}),
+        "product_groups": pd.DataFrame({"product_id": ids, "brand": "Brand " + brand, "location": "store " + store}),
         "product_prices": pd.DataFrame({"product_id": ids[product_index],
                                         "valid_from": period_start.to_numpy()[period_index],
                                         "list_price": list_price[period_index, product_index]}),

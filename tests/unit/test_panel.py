@@ -109,7 +109,7 @@ def test_frames_have_the_contract_columns_and_dtypes(panel: SyntheticPanel) -> N
             assert frames[name].dtypes.astype(str).to_dict() == _ddl_dtypes(ddl, name), name
     for name in ("customers", "orders", "order_lines", "marketing_spend", "competitor_prices", "inventory"):
         assert panel.shop[name].empty, name
-    for name in ("products", "product_prices", "promotions", "product_sales", "listings"):
+    for name in ("products", "product_prices", "promotions", "product_sales", "listings", "product_groups"):
         assert len(panel.shop[name]) > 0, name
     assert panel.brands.dtypes.astype(str).to_dict() == {
         "product_id": "int64", "brand": "object", "store": "int64", "brand_elasticity": "float64"}
@@ -118,7 +118,7 @@ def test_frames_have_the_contract_columns_and_dtypes(panel: SyntheticPanel) -> N
 def test_primary_keys_are_unique_and_rows_sorted(panel: SyntheticPanel) -> None:
     keys = {"products": ["product_id"], "product_prices": ["product_id", "valid_from"],
             "promotions": ["product_id", "start_date", "promo_type"], "product_sales": ["product_id", "period_start"],
-            "listings": ["product_id", "start_date"]}
+            "listings": ["product_id", "start_date"], "product_groups": ["product_id"]}
     for name, key in keys.items():
         assert not panel.shop[name].duplicated(key).any(), name
         assert panel.shop[name][key[:2]].equals(panel.shop[name][key[:2]].sort_values(key[:2])), name
@@ -171,6 +171,17 @@ def test_products_name_their_brand_and_store(panel: SyntheticPanel) -> None:
     brand_truth = json.loads(run["brands"])
     assert brand_truth["Brand 03"]["elasticity"] == pytest.approx(
         panel.brands.loc[panel.brands["brand"] == "Brand 03", "brand_elasticity"].iloc[0], abs=1e-4)
+
+
+def test_product_groups_hold_every_products_brand_and_store(panel: SyntheticPanel) -> None:
+    groups = panel.shop["product_groups"]
+    assert groups["product_id"].tolist() == panel.shop["products"]["product_id"].tolist()
+    expected = panel.brands.assign(location="store " + panel.brands["store"].astype(str).str.zfill(3))
+    pd.testing.assert_frame_equal(groups, expected[["product_id", "brand", "location"]])
+    assert groups["brand"].nunique() == 11 and groups["location"].nunique() == 80
+    assert groups.iloc[0].tolist() == [1, "Brand 01", "store 001"]
+    names = panel.shop["products"].set_index("product_id")["name"]
+    assert (groups["brand"] + " @ " + groups["location"]).tolist() == names.tolist()
 
 
 def test_a_brand_elasticity_is_the_mean_of_its_products(panel: SyntheticPanel) -> None:

@@ -33,6 +33,7 @@ from ml.families.pricing import (
     shrink_within_category,
     training_data_shortfall,
 )
+from ml.families.pricing.estimator import BRAND_COLUMNS
 from ml.families.rolling_origin import earlier_origin_params
 from ml.params import RunParams
 from ml.tuning import Budget, search
@@ -511,7 +512,7 @@ def test_the_family_trains_on_the_priced_products_only(trained_family):
     assert set(data.panel["product_id"]) == set(priced["product_id"]) and data.panel["category"].ne("postage").all()
     assert FAMILY.name == "pricing" and FAMILY.model_name == MODEL_NAME == "revopt_price_elasticity"
     assert set(FAMILY.training_datasets) == {"products", "product_daily_sales", "day_totals", "product_sales",
-                                             "promotions", "listings"}
+                                             "promotions", "listings", "product_groups"}
     assert set(FAMILY.nightly_datasets) == {"products", "product_daily_sales", "product_sales", "competitor_prices",
                                             "inventory"}
     assert FAMILY.metric.name == "poisson_deviance" and not FAMILY.metric.higher_is_better
@@ -661,10 +662,14 @@ def test_predict_with_params_is_the_recommendation_under_those_settings(trained_
         expected = recommend_prices(estimates, inputs, PricingGuardrails(
             min_margin=run.price_min_margin, max_change=run.price_max_change, price_ending=run.price_ending),
             horizon_days=run.price_horizon_days)
-        pd.testing.assert_frame_equal(model.predict(None, inputs, FAMILY.predict_params(run_date, run)), expected)
+        predicted = model.predict(None, inputs, FAMILY.predict_params(run_date, run))
+        pd.testing.assert_frame_equal(predicted[list(expected.columns)], expected)
     # no params: the guardrails and horizon it was logged with
     logged = recommend_prices(estimates, inputs, model.guardrails, horizon_days=params.price_horizon_days)
-    pd.testing.assert_frame_equal(model.predict(None, inputs), logged)
+    predicted = model.predict(None, inputs)
+    pd.testing.assert_frame_equal(predicted[list(logged.columns)], logged)
+    # plus the brand's elasticity beside the product's: NaN for a store without brands
+    assert list(predicted.columns) == [*logged.columns, *BRAND_COLUMNS] and predicted[list(BRAND_COLUMNS)].isna().all().all()
     assert list(logged.columns) == [
         "product_id", "current_price", "recommended_price", "elasticity", "elasticity_low", "elasticity_high",
         "expected_units_current", "expected_units_recommended", "expected_revenue_current", "expected_revenue_recommended",

@@ -205,7 +205,8 @@ class PricingFamily:
 
     name = "pricing"
     model_name = MODEL_NAME
-    training_datasets = ("products", "product_daily_sales", "day_totals", "product_sales", "promotions", "listings")
+    training_datasets = ("products", "product_daily_sales", "day_totals", "product_sales", "promotions", "listings",
+                         "product_groups")
     nightly_datasets = ("products", "product_daily_sales", "product_sales", "competitor_prices", "inventory")
     metric = POISSON_DEVIANCE
 
@@ -319,7 +320,9 @@ def _panel_data(frames: Frames, priced: pd.DataFrame, run_date: dt.date, params:
     aggregated sales at their grain when the store keeps them (:func:`features.demand.period_history`),
     else daily from order lines (:func:`features.demand.demand_history`); with the store's promotions
     and listings when it records them."""
-    promotions, listings = frames.get("promotions"), frames.get("listings")
+    promotions, listings, groups = frames.get("promotions"), frames.get("listings"), frames.get("product_groups")
+    if groups is not None and len(groups):
+        priced = priced.merge(groups[["product_id", "brand", "location"]], on="product_id", how="left")
     if _aggregated(frames):
         sales = frames["product_sales"]
         panel = period_history(sales[sales["product_id"].isin(priced["product_id"])], priced, run_date,

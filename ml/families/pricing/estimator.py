@@ -141,14 +141,16 @@ def _wide(panel: pd.DataFrame, column: str, ids: np.ndarray, days: pd.DatetimeIn
     return panel.pivot(index="day", columns="product_id", values=column).reindex(index=days, columns=ids).to_numpy(dtype=float)
 
 
-def _thomas(diag: np.ndarray, off: float, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _thomas(diag: np.ndarray, off: float | np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve symmetric tridiagonal systems along axis 0 (days), one per product column.
 
-    ``diag`` (T, n), constant off-diagonal ``off``, ``rhs`` (T, n, k). Returns the solution, the
+    ``diag`` (T, n), off-diagonal ``off`` constant along the days (a scalar, or one per column (n,)),
+    ``rhs`` (T, n, k). Returns the solution, the
     log-determinant per column and the last diagonal element of the inverse (the posterior variance
     of the last day's level). A loop over days, vectorised over products and right-hand sides.
     """
     n_days = diag.shape[0]
+    off = np.broadcast_to(np.asarray(off, dtype=float), diag.shape[1:])
     pivot = np.empty_like(diag)
     ratio = np.empty_like(diag)
     forward = np.empty_like(rhs)
@@ -157,7 +159,7 @@ def _thomas(diag: np.ndarray, off: float, rhs: np.ndarray) -> tuple[np.ndarray, 
     for t in range(1, n_days):
         ratio[t - 1] = off / pivot[t - 1]
         pivot[t] = diag[t] - off * ratio[t - 1]
-        forward[t] = (rhs[t] - off * forward[t - 1]) / pivot[t][:, None]
+        forward[t] = (rhs[t] - off[:, None] * forward[t - 1]) / pivot[t][:, None]
     solution = np.empty_like(rhs)
     solution[-1] = forward[-1]
     for t in range(n_days - 2, -1, -1):
@@ -165,9 +167,23 @@ def _thomas(diag: np.ndarray, off: float, rhs: np.ndarray) -> tuple[np.ndarray, 
     return solution, np.log(pivot).sum(axis=0), 1.0 / pivot[-1]
 
 
+def _tridiagonal_inverse_diagonal(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """The diagonal of the inverse of symmetric tridiagonal matrices (days x columns, off-diagonal
+    constant per column): ``1 / (p_t + q_t - a_t)`` with ``p`` the forward and ``q`` the backward
+    elimination pivots. A loop over days, vectorised over columns."""
+    n_days = diag.shape[0]
+    off2 = np.broadcast_to(np.asarray(off, dtype=float), diag.shape[1:]) ** 2
+    forward, backward = np.empty_like(diag), np.empty_like(diag)
+    forward[0], backward[-1] = diag[0], diag[-1]
+    for t in range(1, n_days):
+        forward[t] = diag[t] - off2 / forward[t - 1]
+        backward[n_days - 1 - t] = diag[n_days - 1 - t] - off2 / backward[n_days - t]
+    return 1.0 / (forward + backward - diag)
+
+
 def _local_level_newton(
     y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float,
-    max_iter: int = 60, tol: float = 1e-8, Z: list[np.ndarray] | None = None,
+    max_iter: int = 60, tol: float = 1e-8, Z: list[np.ndarray] | None = None, dispersion: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Penalised Poisson fit of log mu = offset + e * price + u(t) + sum_k beta_k Z_k, u a random walk,
     per column (product), with ``beta`` (the promotion effects, ``Z`` days x products each) shared by
@@ -176,22 +192,30 @@ def _local_level_newton(
     ``price`` must be centred per column over ``mask``. Returns e, its robust se, the level path,
     the Laplace log marginal likelihood per column, the information about e, and ``beta`` with its
     standard errors clustered by column (empty without ``Z``).
+
+    ``dispersion`` (per column, >= 1; None: 1) makes it a quasi-likelihood fit: the Poisson
+    log-likelihood of an over-dispersed column counts ``1 / dispersion`` as much against the level's
+    random-walk prior, so the level does not chase noise that is only over-dispersion (and the
+    marginal likelihood that chooses ``level_sd`` is the quasi one).
     """
+    phi = np.ones(y.shape[1]) if dispersion is None else np.asarray(dispersion, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol, list(Z or []))
+        return _local_level_newton_steps(y, price, offset, mask, level_sd, max_iter, tol, list(Z or []), phi)
 
 
 def _local_level_newton_steps(
     y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float, max_iter: int, tol: float,
-    Z: list[np.ndarray],
+    Z: list[np.ndarray], phi: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """Newton on the joint concave objective. Per product the (level, e) block is tridiagonal plus one
+    """Newton on the joint concave objective (the Poisson log-likelihood minus ``phi`` times the
+    level's penalty, per column: the quasi-likelihood scaled by ``phi``). Per product the (level, e) block is tridiagonal plus one
     dense row (a Thomas sweep and a Schur step for e); the shared ``beta`` couple the products, so
     their step is the Schur complement of all the products' blocks (k x k, k = len(Z))."""
     n_days, n = y.shape
     k = len(Z)
-    lam = 1.0 / level_sd**2
-    penalty_diag = np.full((n_days, 1), 2.0 * lam)
+    lam_prior = 1.0 / level_sd**2
+    lam = lam_prior * phi  # per column
+    penalty_diag = np.full((n_days, 1), 2.0) * lam
     penalty_diag[0] = penalty_diag[-1] = lam
     exp_offset = np.where(mask, np.exp(offset), 0.0)
     level = np.tile(np.log((y.sum(axis=0) + 0.5) / exp_offset.sum(axis=0)), (n_days, 1))
@@ -261,9 +285,14 @@ def _local_level_newton_steps(
         bread = np.linalg.pinv(np.array([[(mu * a * b).sum() for b in tilde] for a in tilde]))
         beta_se = np.sqrt(np.clip(np.diag(bread @ (scores.T @ scores) @ bread), 0.0, None))
     loglik = np.where(mask, y * np.log(np.where(mu > 0, mu, 1.0)) - mu, 0.0).sum(axis=0)
-    log_ml = loglik - 0.5 * lam * (np.diff(level, axis=0) ** 2).sum(axis=0) + 0.5 * (n_days - 1) * np.log(lam) - 0.5 * logdet
+    # quasi log marginal likelihood: loglik / phi - the prior's; logdet of (H + phi lam D'D) differs from the
+    # quasi Hessian's by n_days log phi, which does not depend on level_sd
+    log_ml = (loglik / phi - 0.5 * lam_prior * (np.diff(level, axis=0) ** 2).sum(axis=0)
+              + 0.5 * (n_days - 1) * np.log(lam_prior) - 0.5 * logdet)
+    # the level's effective degrees of freedom per column (trace of its hat matrix), for the dispersion
+    edf = (np.where(mask, mu, 0.0) * _tridiagonal_inverse_diagonal(mu + penalty_diag, -lam)).sum(axis=0) + 1.0
     return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
-            "converged": converged, "beta": beta, "beta_se": beta_se}
+            "converged": converged, "beta": beta, "beta_se": beta_se, "mu": mu, "edf": edf}
 
 
 #: The promotion terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
@@ -325,19 +354,24 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     level_last = np.full(len(ids), np.nan)
     level_var_last = np.full(len(ids), np.nan)
     level_sd = config.level_sd
+    dispersion_median = 1.0
     log_ml_by_sd: dict[float, float] = {}
     effects: dict[str, float] = {}
     effects_se: dict[str, float] = {}
     if fit.any():
         args = (y[:, fit], centred[:, fit], offset[:, fit], mask[:, fit])
         Z = [values[:, fit] for values in design.values()]
+        # the over-dispersion from a Poisson fit with a stiff level (see _over_dispersion), then the
+        # quasi-likelihood fits with it
+        phi = _over_dispersion(args[0], args[3], _local_level_newton(*args, level_sd=_LEVEL_SD_GRID[2], Z=Z))
         if level_sd is None:
-            results = {sd: _local_level_newton(*args, level_sd=sd, Z=Z) for sd in _LEVEL_SD_GRID}
+            results = {sd: _local_level_newton(*args, level_sd=sd, Z=Z, dispersion=phi) for sd in _LEVEL_SD_GRID}
             log_ml_by_sd = {sd: float(np.sum(r["log_ml"])) for sd, r in results.items()}
             level_sd = _most_likely_level_sd(log_ml_by_sd)
             result = results[level_sd]
         else:
-            result = _local_level_newton(*args, level_sd=level_sd, Z=Z)
+            result = _local_level_newton(*args, level_sd=level_sd, Z=Z, dispersion=phi)
+        dispersion_median = float(np.median(phi))
         effects = dict(zip(design, result["beta"].tolist()))
         effects_se = dict(zip(design, result["beta_se"].tolist()))
         # a Newton that did not settle (e.g. every sale at one price) or an elasticity beyond
@@ -373,8 +407,39 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
         product_id=ids, elasticity=elasticity, se=se, level_last=level_last, level_var_last=level_var_last,
         price_mean=np.where(np.isfinite(price_mean), price_mean, np.log(panel.groupby("product_id")["price"].last().reindex(ids).to_numpy())),
         params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd, "promotion_effects": effects,
+                "dispersion_median": dispersion_median,
                 "promotion_effects_se": effects_se},
     )
+
+
+#: products' Pearson dispersions are shrunk towards their median with the weight of this many rows
+_DISPERSION_PRIOR_ROWS = 30
+
+
+def _over_dispersion(y: np.ndarray, mask: np.ndarray, fitted: dict[str, np.ndarray]) -> np.ndarray:
+    """Per column: how over-dispersed its units are (>= 1), from consecutive rows: with ``r = y / mu``
+    (``mu`` the ``fitted`` means, price and promotions included), ``E[(r_t - r_s)^2] ~ phi (1 / mu_t +
+    1 / mu_s)`` plus the square of whatever the fit's level missed between the two rows, which is
+    small from one row to the next. So the estimate does not depend on how flexible the fitted level
+    is (a level that follows the noise would hide it from a plain Pearson ratio, a stiff one would
+    count real demand drift as noise). Shrunk towards the columns' median (a column's own ratio from
+    a few dozen rows is noisy). Units come in baskets and scanner weeks are noisier than Poisson;
+    without this the level would chase the extra noise (see :func:`_local_level_newton`)."""
+    n = y.shape[1]
+    own = np.ones(n)
+    pairs = np.zeros(n)
+    for j in range(n):  # rows are sparse in days for aggregated data: pair each observed row with the next
+        rows = np.flatnonzero(mask[:, j])
+        if len(rows) < 3:
+            continue
+        mu = np.maximum(fitted["mu"][rows, j], 1e-9)
+        ratio = y[rows, j] / mu
+        spread = np.sum(np.diff(ratio) ** 2)
+        scale = np.sum(1.0 / mu[1:] + 1.0 / mu[:-1])
+        own[j] = spread / scale if scale > 0 else 1.0
+        pairs[j] = len(rows) - 1
+    typical = float(np.median(own[pairs > 0])) if (pairs > 0).any() else 1.0
+    return np.clip((pairs * own + _DISPERSION_PRIOR_ROWS * typical) / (pairs + _DISPERSION_PRIOR_ROWS), 1.0, 100.0)
 
 
 def _most_likely_level_sd(log_ml_by_sd: dict[float, float]) -> float:
@@ -585,7 +650,124 @@ def shrink_within_category(
     return per_product, table, tau
 
 
+def shrink_within_brand(
+    raw: np.ndarray, se: np.ndarray, category: np.ndarray, brand: np.ndarray, *, min_category_products: int = 3,
+    interval: float = 0.90,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Two-level normal empirical Bayes for products that are instances of a brand (a brand at each of
+    several locations): ``raw ~ N(e, se^2)``, ``e ~ N(b_brand, tau_product^2)``, ``b_brand ~
+    N(mu_category, tau_brand^2)``.
+
+    The likelihood of a brand's raw estimates factorises exactly into their precision-weighted mean
+    ``m_b ~ N(b, v_b)`` and the contrasts around it, so the restricted likelihood of both taus (and the
+    category means) is the within-brand part plus :func:`shrink_within_category`'s over the ``m_b``;
+    both taus are chosen by it. A brand's posterior shrinks ``m_b`` towards its category; a product's
+    is ``(1 - k) E[b | data] + k raw`` with ``k = tau_product^2 / (tau_product^2 + se^2)``, its variance
+    ``k se^2 + (1 - k)^2 Var[b | data]`` (exact: the product's estimate enters the brand's posterior
+    once). Products without a raw estimate get their brand's posterior widened by ``tau_product``, or
+    their category's prior when the brand has no estimate either.
+
+    Returns (the columns of :func:`shrink_within_category` plus brand_elasticity, brand_elasticity_low /
+    _high per product), the per-brand table (brand, category, m_b, its se, the brand's posterior and
+    interval, n_products) and the taus.
+    """
+    raw, se = np.asarray(raw, dtype=float), np.asarray(se, dtype=float)
+    brand = np.asarray(brand, dtype=object)
+    category = np.asarray(category, dtype=object)
+    finite = np.isfinite(raw) & np.isfinite(se) & (se > 0)
+    b_codes, brands = pd.factorize(brand, sort=True)
+    n_brands = len(brands)
+    brand_category = pd.Series(category).groupby(b_codes).first().reindex(range(n_brands)).to_numpy(dtype=object)
+    theta, s2, g = raw[finite], se[finite] ** 2, b_codes[finite]
+    z = stats.norm.ppf(0.5 + interval / 2.0)
+
+    def brand_means(tau_p2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w = 1.0 / (s2 + tau_p2)
+        total = np.bincount(g, w, n_brands)
+        means = np.bincount(g, w * theta, n_brands) / np.where(total > 0, total, np.nan)
+        return means, total, w
+
+    def negative_reml(params: np.ndarray) -> float:
+        tau_p2, tau_b2 = np.exp(2.0 * params[0]), np.exp(2.0 * params[1])
+        means, total, w = brand_means(tau_p2)
+        present = total > 0
+        within = (np.sum(np.log(s2 + tau_p2)) + np.sum(np.log(total[present]))
+                  + np.sum(w * (theta - means[g]) ** 2))
+        v = 1.0 / total[present]
+        m = means[present]
+        cats, c = np.unique(brand_category[present].astype(str), return_inverse=True)
+        u = 1.0 / (v + tau_b2)
+        u_total = np.bincount(c, u, len(cats))
+        mu = np.bincount(c, u * m, len(cats)) / u_total
+        between = np.sum(np.log(v + tau_b2)) + np.sum(np.log(u_total)) + np.sum(u * (m - mu[c]) ** 2)
+        return 0.5 * (within + between)
+
+    if finite.sum() >= 3 and len(np.unique(g)) >= 2:
+        fitted = optimize.minimize(negative_reml, x0=np.log([0.2, 0.4]), method="L-BFGS-B",
+                                   bounds=[(np.log(0.01), np.log(5.0))] * 2)
+        tau_p, tau_b = (float(v) for v in np.exp(fitted.x))
+    else:
+        tau_p, tau_b = 0.3, 0.5  # too few estimates to tell the levels apart: wide, fixed priors
+    means, total, _ = brand_means(tau_p**2)
+    present = total > 0
+    v = np.where(present, 1.0 / np.where(present, total, 1.0), np.nan)
+    # the brands' level: category means of the brand means (precision-weighted with tau_brand; categories
+    # with fewer than min_category_products estimated brands share one pooled mean)
+    counts = pd.Series(brand_category[present]).value_counts()
+    big = set(counts[counts >= min_category_products].index)
+    group_of = np.where(pd.Series(brand_category).isin(big).to_numpy(), brand_category, "(pooled)")
+    c_codes, c_groups = pd.factorize(group_of, sort=True)
+    u = np.where(present, 1.0 / (np.where(present, v, 1.0) + tau_b**2), 0.0)
+    u_total = np.bincount(c_codes, u, len(c_groups))
+    pooled = float(np.sum(u * np.nan_to_num(means)) / np.sum(u)) if u.sum() > 0 else np.nan
+    mu_c = np.where(u_total > 0, np.bincount(c_codes, u * np.nan_to_num(means), len(c_groups))
+                    / np.where(u_total > 0, u_total, 1.0), pooled)[c_codes]
+    mu_c_var = np.where(u_total > 0, 1.0 / np.where(u_total > 0, u_total, 1.0),
+                        1.0 / u.sum() if u.sum() > 0 else np.nan)[c_codes]
+    k_b = np.where(present, tau_b**2 / (tau_b**2 + np.where(present, v, 1.0)), 0.0)
+    brand_post = np.where(present, mu_c + k_b * (np.nan_to_num(means) - mu_c), mu_c)
+    brand_var = np.where(present, k_b * np.nan_to_num(v) + (1.0 - k_b) ** 2 * mu_c_var, tau_b**2 + mu_c_var)
+    se_b = np.sqrt(v)
+
+    k = tau_p**2 / (tau_p**2 + se**2)
+    b_mean, b_var = brand_post[b_codes], brand_var[b_codes]
+    posterior = (1.0 - k) * b_mean + k * raw
+    posterior_sd = np.sqrt(k * se**2 + (1.0 - k) ** 2 * b_var)
+    brand_sd = np.sqrt(brand_var)
+    per_product = pd.DataFrame({
+        "elasticity": np.where(finite, posterior, np.nan),
+        "elasticity_sd": np.where(finite, posterior_sd, np.nan),
+        "elasticity_low": np.where(finite, posterior - z * posterior_sd, np.nan),
+        "elasticity_high": np.where(finite, posterior + z * posterior_sd, np.nan),
+        "prior_elasticity": b_mean,
+        "prior_sd": np.sqrt(tau_p**2 + b_var),
+        "shrinkage": np.where(finite, 1.0 - k, np.nan),
+        "brand_elasticity": b_mean,
+        "brand_elasticity_low": b_mean - z * brand_sd[b_codes],
+        "brand_elasticity_high": b_mean + z * brand_sd[b_codes],
+    })
+    table = pd.DataFrame({
+        "brand": brands, "category": brand_category, "raw_mean": means, "raw_mean_se": se_b,
+        "elasticity": brand_post, "elasticity_low": brand_post - z * brand_sd, "elasticity_high": brand_post + z * brand_sd,
+        "n_products": np.bincount(g, minlength=n_brands),
+    })
+    return per_product, table, {"tau_product": tau_p, "tau_brand": tau_b}
+
+
 # --- estimation -------------------------------------------------------------------------------------
+
+
+#: The brand-level elasticity published beside each product's (NaN when the store has no brands).
+BRAND_COLUMNS: tuple[str, ...] = ("brand_elasticity", "brand_elasticity_low", "brand_elasticity_high")
+
+
+def _brands(panel: pd.DataFrame, ids: np.ndarray) -> np.ndarray | None:
+    """Each product's brand (``shop.product_groups``; a product without one is a brand of its own), or
+    None when no product of the panel has a brand."""
+    if "brand" not in panel.columns or panel["brand"].isna().all():
+        return None
+    brand = panel.groupby("product_id")["brand"].first().reindex(ids)
+    return np.where(brand.isna(), [f"(product {i})" for i in ids], brand.astype(object)).astype(object)
 
 
 def _usable_rows(panel: pd.DataFrame) -> pd.Series:
@@ -620,9 +802,19 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
     per_product = panel.groupby("product_id")
     usable_groups = usable.groupby("product_id")
     category = per_product["category"].first().reindex(ids).to_numpy(dtype=object)
-    shrunk, table, tau = shrink_within_category(
-        raw.elasticity, raw.se, category, min_category_products=config.min_category_products, interval=config.interval
-    )
+    brand = _brands(panel, ids)
+    taus: dict[str, float] = {}
+    if brand is None:
+        shrunk, table, tau = shrink_within_category(
+            raw.elasticity, raw.se, category, min_category_products=config.min_category_products, interval=config.interval
+        )
+        shrunk = shrunk.assign(brand_elasticity=np.nan, brand_elasticity_low=np.nan, brand_elasticity_high=np.nan)
+        table = table.rename(columns={"group": "category"})
+    else:
+        shrunk, table, taus = shrink_within_brand(raw.elasticity, raw.se, category, brand,
+                                                  min_category_products=config.min_category_products,
+                                                  interval=config.interval)
+        tau = taus["tau_product"]
     log_price_std = usable_groups["log_price_in_force"].std(ddof=0).reindex(ids).fillna(0.0).to_numpy()
     has_variation = (log_price_std >= config.min_log_price_std) & (usable_groups["log_price_in_force"].nunique().reindex(ids).fillna(0).to_numpy() >= 2)
     current = per_product["list_price"].last().reindex(ids).to_numpy()
@@ -641,6 +833,8 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
             "product_id": ids.astype("int64"),
             "category": category,
             **{c: shrunk[c].to_numpy() for c in ("elasticity", "elasticity_sd", "elasticity_low", "elasticity_high")},
+            "brand": brand if brand is not None else np.full(len(ids), None, dtype=object),
+            **{c: shrunk[c].to_numpy() for c in BRAND_COLUMNS},
             "raw_elasticity": raw.elasticity,
             "raw_se": raw.se,
             "prior_elasticity": shrunk["prior_elasticity"].to_numpy(),
@@ -659,12 +853,12 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
             "method": config.method,
         }
     )
-    table = table.rename(columns={"group": "category"})
     params = {
         "method": config.method, "tau": tau, "interval": config.interval,
         "n_products": len(ids), "n_estimated": int(np.isfinite(raw.elasticity).sum()),
         "level_sd": raw.params.get("level_sd"), "seconds": time.perf_counter() - began,
-        "grain_days": int(np.median(days_per_row(panel))),
+        "grain_days": int(np.median(days_per_row(panel))), **taus,
+        **({"dispersion_median": raw.params["dispersion_median"]} if "dispersion_median" in raw.params else {}),
         **{f"{term}_effect": value for term, value in raw.params.get("promotion_effects", {}).items()},
         **{f"{term}_effect_se": value for term, value in raw.params.get("promotion_effects_se", {}).items()},
     }

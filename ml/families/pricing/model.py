@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
+from ml.families.pricing.estimator import BRAND_COLUMNS
 from ml.families.pricing.optimiser import PricingGuardrails, recommend_prices
 
 
@@ -22,7 +24,8 @@ class PricingModel(mlflow.pyfunc.PythonModel):
     on_hand, NaN when unknown; other columns are ignored) and returns
     :func:`ml.families.pricing.optimiser.recommend_prices`' table for it (product_id, current_price,
     recommended_price, elasticity, elasticity_low, elasticity_high, expected units / revenue / profit
-    at the current and the recommended price, binding_guardrail, confidence, reason), one row per
+    at the current and the recommended price, binding_guardrail, confidence, reason) and the brand's
+    elasticity with its interval (:data:`~ml.families.pricing.estimator.BRAND_COLUMNS`), one row per
     input row in input order.
 
     ``params`` (MLflow pyfunc params, scalars only; each one not given keeps the value the model was
@@ -40,7 +43,11 @@ class PricingModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         guardrails, horizon_days = self.settings(params)
-        return recommend_prices(self.estimates, model_input, guardrails, horizon_days=horizon_days)
+        prices = recommend_prices(self.estimates, model_input, guardrails, horizon_days=horizon_days)
+        # the brand's elasticity beside the product's (NaN without brands, or from a model logged before them)
+        known = self.estimates.drop_duplicates("product_id").set_index("product_id").reindex(prices["product_id"])
+        return prices.assign(**{column: known[column].to_numpy(dtype=float) if column in known.columns
+                                else np.full(len(prices), np.nan) for column in BRAND_COLUMNS})
 
     def settings(self, params: Mapping[str, Any] | None = None) -> tuple[PricingGuardrails, int]:
         """The guardrails and horizon ``params`` ask for, the logged ones where they say nothing."""
