@@ -67,7 +67,8 @@ def demand_history(
     days), price (revenue / units, or the list price), log_price, discount_in_force and
     log_price_in_force (from the neighbouring sold days, NaN when they disagree; see the module
     docstring), dow, year_sin, year_cos, log_lines, lag_log_lines_28, history_days (days on sale
-    before this one), days_since_list_change, :data:`PROMOTION_COLUMNS`, and for k in :data:`LAGS` lag_units_k =
+    before this one), days_since_list_change, :data:`PROMOTION_COLUMNS`, ``cross_log_price``
+    (:func:`with_cross_prices`), and for k in :data:`LAGS` lag_units_k =
     log(1 + mean units over the previous k days) and lag_log_price_k = mean log price over them
     (strictly past; over fewer days at the start of a product's history).
     """
@@ -156,7 +157,7 @@ def demand_history(
                         else cover[column].to_numpy().reshape(n_days, len(ids))[at]) for column in PROMOTION_COLUMNS},
             **{name: values[at] for name, values in lagged.items()},
         }
-    )
+    ).pipe(with_cross_prices)
 
 
 def _listed(listings: pd.DataFrame, ids: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
@@ -276,7 +277,7 @@ def period_history(
     the median over the products recorded in the period of their units relative to their own mean
     (seasonality and holidays shared by the store; a median, so one product's promotion does not
     move it). ``brand`` and ``location`` columns are carried when ``products`` has them
-    (``shop.product_groups``). Columns are those of :func:`demand_history` (``day`` is the period's first day, lags in
+    (``shop.product_groups``), and ``cross_log_price`` is added (:func:`with_cross_prices`). Columns are those of :func:`demand_history` (``day`` is the period's first day, lags in
     days are over the periods they span) plus ``period_days`` and :data:`PROMOTION_COLUMNS`.
     """
     run = pd.Timestamp(run_date).normalize()
@@ -317,7 +318,8 @@ def period_history(
     in_force = np.where(sold, np.maximum(paid_discount, recorded_cut), recorded_cut)
     price = listed_price * (1.0 - in_force)
 
-    log_lines = np.log(window["period_days"].to_numpy() * _demand_index(window))
+    promoted = (promo[list(PROMOTION_COLUMNS)].to_numpy() > 0).any(axis=1)
+    log_lines = np.log(window["period_days"].to_numpy() * _demand_index(window, promoted))
     first_day = window.groupby("product_id")["period_start"].transform("min")
     changed = window.groupby("product_id")["list_price"].diff().fillna(0.0).ne(0.0)
     last_change = window["period_start"].where(changed | (window["period_start"] == first_day)).groupby(window["product_id"]).ffill()
@@ -355,7 +357,7 @@ def period_history(
             lambda s: s.rolling(periods, min_periods=1).mean().shift(1)).to_numpy())
         out[f"lag_log_price_{k}"] = by_product["log_price"].transform(
             lambda s: s.rolling(periods, min_periods=1).mean().shift(1)).to_numpy()
-    return out
+    return with_cross_prices(out)
 
 
 def _groups(products: pd.DataFrame, product_id: pd.Series) -> dict[str, np.ndarray]:
@@ -365,16 +367,54 @@ def _groups(products: pd.DataFrame, product_id: pd.Series) -> dict[str, np.ndarr
             for column in ("brand", "location") if column in known.columns}
 
 
-def _demand_index(window: pd.DataFrame) -> np.ndarray:
+def _demand_index(window: pd.DataFrame, promoted: np.ndarray) -> np.ndarray:
     """Per row of ``window`` (product_id, period_start, units): the median over the products recorded in
-    the period of their units relative to their own mean, scaled to average 1; floored at 0.05.
-    Store-wide on purpose: a per-location median (a scanner panel's store, 11 brands each) was tried on
-    the synthetic panel (revopt.sample_data.panel, 80 stores x 11 brands) and moved the mean elasticity
-    bias from +0.08 to +0.30, so it is not used."""
-    relative = pd.Series(window["units"].to_numpy(dtype=float)
-                         / window.groupby("product_id")["units"].transform("mean").to_numpy())
+    the period and not on promotion (``promoted``: any recorded promotion in the row's period) of their
+    units relative to their own mean over such periods, scaled to average 1; floored at 0.05. Promoted
+    rows are left out so that the index does not rise with the store's promotions (which would read
+    as a response to the other products' prices). Store-wide on purpose: a per-location median (a
+    scanner panel's store, 11 brands each) was tried on the synthetic panel (revopt.sample_data.panel,
+    80 stores x 11 brands) and moved the mean elasticity bias from +0.08 to +0.30, so it is not used."""
+    units = pd.Series(window["units"].to_numpy(dtype=float)).where(~promoted)
+    product = window["product_id"].to_numpy()
+    relative = units / units.groupby(product).transform("mean").to_numpy()
     period = window["period_start"].to_numpy()
     overall = relative.groupby(period).median()
     overall = overall / overall.mean() if overall.mean() > 0 else overall * 0 + 1.0
-    index = pd.Series(period).map(overall).to_numpy(dtype=float)
+    index = pd.Series(period).map(overall).fillna(1.0).to_numpy(dtype=float)
     return np.maximum(index, 0.05)
+
+
+def with_cross_prices(panel: pd.DataFrame) -> pd.DataFrame:
+    """``panel`` plus ``cross_log_price``: per row, the other products of its group's log price in force
+    (each relative to its own median, so a product that is not listed that period counts as at its usual
+    price), weighted by their share of the group's units and scaled by ``1 / (1 - own share)``. A group is
+    the products of one category at one ``location`` (the category when there are no locations). A
+    shared cross-price elasticity on it (:data:`ml.families.pricing.estimator.PROMOTION_TERMS`) says how
+    a product's demand follows its substitutes' prices: ``c_jk = gamma s_k / (1 - s_j)``, substitution
+    towards the big sellers. 0 for a product alone in its group; less the period's mean over the store
+    (see the code); 0 everywhere with fewer than :data:`MIN_CROSS_GROUPS` groups of two or more."""
+    out = panel.copy()
+    location = out["location"].fillna("") if "location" in out.columns else pd.Series("", index=out.index)
+    group = out["category"].astype(str) + "|" + location.astype(str)
+    units = out.groupby("product_id")["units"].sum()
+    product_group = group.groupby(out["product_id"]).first()
+    share = (units / units.groupby(product_group).transform("sum").replace(0.0, np.nan)).fillna(0.0)
+    relative = out["log_price_in_force"] - out.groupby("product_id")["log_price_in_force"].transform("median")
+    weighted = (relative.fillna(0.0) * out["product_id"].map(share)).to_numpy()
+    key = pd.MultiIndex.from_arrays([group.to_numpy(), out["day"].to_numpy()])
+    total = pd.Series(weighted, index=key).groupby(level=[0, 1]).transform("sum").to_numpy()
+    own = out["product_id"].map(share).to_numpy()
+    cross = pd.Series(np.where(own < 1.0, (total - weighted) / np.maximum(1.0 - own, 1e-9), 0.0), index=out.index)
+    # less its mean over the store that period: the shared elasticity is then learnt from how groups'
+    # substitutes differ in the same period, never from the store-wide price level, whose timing it
+    # shares with seasonality and the promotion calendar (one group alone has nothing to learn from)
+    out["cross_log_price"] = cross - cross.groupby(out["day"].to_numpy()).transform("mean")
+    sizes = product_group.value_counts()
+    if (sizes >= 2).sum() < MIN_CROSS_GROUPS:  # too few groups of substitutes to tell them apart
+        out["cross_log_price"] = 0.0
+    return out
+
+
+#: Groups of two or more substitutes needed before a cross-price elasticity is estimated at all.
+MIN_CROSS_GROUPS = 3

@@ -77,6 +77,8 @@ def test_elasticities_and_the_display_lift_are_recovered_at_the_weekly_grain(sto
     assert params["promo_display_effect"] == pytest.approx(np.log(DISPLAY_LIFT), abs=0.08)
     # the reductions work through the price alone here: no extra promotional response
     assert params["promo_price_cut_effect"] == pytest.approx(0.0, abs=0.6)
+    # one group of substitutes: too few to learn a cross-price elasticity from, so none is fitted
+    assert "cross_price_effect" not in params
 
 
 def test_invisible_promotions_are_read_as_price_response(store, with_promotions):
@@ -122,3 +124,24 @@ def test_the_family_trains_and_prices_a_store_that_keeps_weekly_aggregates(store
     daily = prices["expected_units_current"] / trained.model.horizon_days
     truth = store["truth"].set_index("product_id")["daily_units_now"].reindex(prices["product_id"]).to_numpy()
     assert np.median(daily.to_numpy() / truth) == pytest.approx(1.0, abs=0.2)
+
+
+def test_the_shared_cross_price_elasticity_is_recovered_on_a_panel():
+    from revopt.sample_data.panel import generate_panel
+
+    panel_store = generate_panel(n_stores=30, n_brands=5, periods=120, seed=4)
+    shop = panel_store.shop
+    sales = pd.merge_asof(shop["product_sales"].sort_values("period_start"),
+                          shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "period_start"}),
+                          on="period_start", by="product_id").sort_values(["product_id", "period_start"])
+    run = sales["period_start"].max() + pd.Timedelta(days=7)
+    products = shop["products"].merge(shop["product_groups"], on="product_id")
+    panel = period_history(sales, products, run, (run - sales["period_start"].min()).days,
+                           promotions=shop["promotions"], listings=shop["listings"])
+    fitted = estimate_elasticities(panel, ElasticityConfig())
+    # the generator's c_jk of a product sum to its total response to all substitutes' prices
+    implied = panel_store.truth["cross_elasticities"].groupby("product_id")["cross_elasticity"].sum().mean()
+    assert implied > 0.5
+    assert fitted.params["cross_price_effect"] == pytest.approx(implied, abs=0.25)
+    truth = panel_store.truth["products"][["product_id", "elasticity"]]
+    assert _mae(fitted, truth) < 0.35

@@ -295,11 +295,12 @@ def _local_level_newton_steps(
             "converged": converged, "beta": beta, "beta_se": beta_se, "mu": mu, "edf": edf}
 
 
-#: The promotion terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
+#: The shared terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
 #: a temporary price reduction's extra response beyond the product's own elasticity (on log(1 - depth),
-#: so it adds to the elasticity during a cut), and the log lifts of a display and of a feature.
+#: so it adds to the elasticity during a cut), the log lifts of a display and of a feature; and the
+#: cross-price elasticity on the substitutes' prices (``cross_log_price``, :func:`features.demand.with_cross_prices`).
 PROMOTION_TERMS: dict[str, str] = {"promo_price_cut": "promo_depth", "promo_display": "promo_display",
-                                   "promo_feature": "promo_feature"}
+                                   "promo_feature": "promo_feature", "cross_price": "cross_log_price"}
 
 
 def promotion_design(frame: pd.DataFrame) -> dict[str, np.ndarray]:
