@@ -145,3 +145,14 @@ def test_the_shared_cross_price_elasticity_is_recovered_on_a_panel():
     assert fitted.params["cross_price_effect"] == pytest.approx(implied, abs=0.25)
     truth = panel_store.truth["products"][["product_id", "elasticity"]]
     assert _mae(fitted, truth) < 0.35
+
+
+def test_the_baseline_predicts_a_product_back_from_a_long_gap_from_its_earlier_rate():
+    from ml.families.pricing.backtest import no_price_response
+
+    days = pd.to_datetime(["2024-01-01", "2024-01-08", "2024-01-15", "2024-03-04", "2024-03-11"])
+    panel = pd.DataFrame({"product_id": [1] * 5, "day": days, "units": [7.0, 7.0, 7.0, 0.0, 14.0],
+                          "log_lines": np.log([7.0] * 5)})
+    predicted = no_price_response(panel, panel.iloc[3:])
+    # back after 7 weeks unrecorded: 21 units per 21 lines before the gap; then the 28 days with its zero week
+    assert predicted == pytest.approx([(21 + 0.5) / 21 * 7, 0.5])

@@ -153,14 +153,20 @@ def no_price_response(panel: pd.DataFrame, rows: pd.DataFrame, days: int = BASEL
     """The baseline "the current price": demand with no price response. For each of ``rows``
     (product-days of ``panel``), the product's units per store order line over the ``days`` days
     before that day (plus half a unit, so a product that sold nothing is not predicted 0), times the
-    day's order lines."""
+    day's order lines; for a product back after a gap longer than that, its units per line over all
+    its history before the day."""
     ordered = panel[["product_id", "day", "units", "log_lines"]].sort_values(["product_id", "day"])
     ordered = ordered.assign(lines=np.exp(ordered["log_lines"]), units=ordered["units"].astype("float64"))
-    trailing = (ordered.set_index("day").groupby("product_id")[["units", "lines"]]
-                .rolling(f"{days}D", closed="left").sum())
+    by_product = ordered.set_index("day").groupby("product_id")[["units", "lines"]]
+    trailing = by_product.rolling(f"{days}D", closed="left").sum()
+    # a product back after a gap longer than the window (delisted, not recorded): its rate before the gap
+    everything = by_product.expanding().sum().groupby(level="product_id").shift(1)
     at = pd.MultiIndex.from_frame(rows[["product_id", "day"]])
-    recent = trailing.reindex(at)
-    rate = (recent["units"].fillna(0.0).to_numpy() + 0.5) / recent["lines"].to_numpy()
+    recent, before = trailing.reindex(at), everything.reindex(at)
+    gap = ~(recent["lines"].to_numpy() > 0)
+    units = np.where(gap, before["units"].to_numpy(), recent["units"].to_numpy())
+    lines = np.where(gap, before["lines"].to_numpy(), recent["lines"].to_numpy())
+    rate = (np.nan_to_num(units) + 0.5) / np.where(lines > 0, lines, np.nan)
     return rate * np.exp(rows["log_lines"].to_numpy())
 
 
