@@ -674,16 +674,19 @@ def test_predict_with_params_is_the_recommendation_under_those_settings(trained_
         "product_id", "current_price", "recommended_price", "elasticity", "elasticity_low", "elasticity_high",
         "expected_units_current", "expected_units_recommended", "expected_revenue_current", "expected_revenue_recommended",
         "expected_profit_current", "expected_profit_recommended", "binding_guardrail", "confidence", "reason"]
-    assert (logged["binding_guardrail"] == "competitor_band").any() or (logged["binding_guardrail"] == "inventory").any()
+    # the nightly competitor prices and stock reach the optimiser: competitors 30 % above the price are beyond the
+    # 10 % change limit, so the band is relaxed and the price sits at (binds on) the change limit
+    assert logged["reason"].str.contains("relaxed competitor_band", regex=False).any()
+    assert logged["reason"].str.contains("inventory", regex=False).any()
 
     again = cloudpickle.loads(cloudpickle.dumps(model))
-    pd.testing.assert_frame_equal(again.predict(None, inputs, trained.predict_params), logged)
+    pd.testing.assert_frame_equal(again.predict(None, inputs, trained.predict_params), predicted)
     # through MLflow's pyfunc, with the signature the training runner logs (params are scalars)
     signature = infer_signature(trained.example, model.predict(None, trained.example, trained.predict_params),
                                 params=trained.predict_params)
     mlflow.pyfunc.save_model(tmp_path / "model", python_model=model, signature=signature, pip_requirements=["pandas"])
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
-    pd.testing.assert_frame_equal(loaded.predict(inputs), logged)
+    pd.testing.assert_frame_equal(loaded.predict(inputs), predicted)
     whole_cents = FAMILY.predict_params(run_date, dataclasses.replace(params, price_ending=None, price_max_change=0.2))
     pd.testing.assert_frame_equal(loaded.predict(inputs, params=whole_cents), model.predict(None, inputs, whole_cents))
 

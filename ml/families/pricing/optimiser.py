@@ -32,14 +32,15 @@ names every relaxed guardrail.
 The binding guardrail
 ---------------------
 ``binding_guardrail`` is the guardrail whose own bound the final price sits at (less than one grid
-step away: 0.01, or 1.00 with a price ending) *and* without which the price would be different
-(the same product priced with that guardrail switched off and everything else unchanged, the
-decision to act or hold included); of several, the highest-priority one. When none qualifies alone
-although the guardrails did move the price (two of them each hold it at the same grid price), it
-is the highest-priority guardrail whose bound the price sits at. Otherwise 'none': the price is the
-optimum on the grid, or the current price kept. A relaxed guardrail's bounds are usually far from
-the price and then it does not bind: when the margin floor overrides the change limit the price
-sits at the floor, ``min_margin`` binds and the reason says ``max_change`` was relaxed.
+step away: 0.01, or 1.00 with a price ending) *and* without which the price would be different (the
+same product priced with that guardrail switched off and everything else unchanged, the decision to
+act or hold included); of several, the highest-priority one. When none qualifies alone although the
+guardrails did move the price (two of them each hold it at the same grid price), it is the
+highest-priority guardrail whose bound the price sits at. Otherwise 'none': the price is the optimum
+placed on the grid (at least 0.01), or the current price kept. A relaxed guardrail's bounds are
+usually far from the price and then it does not bind: when the margin floor overrides the change
+limit the price sits at the floor, ``min_margin`` binds and the reason says ``max_change`` was
+relaxed.
 
 Written by hand: a closed form and a few vectorised interval operations per guardrail; a solver
 would add a dependency and a loop over products and would still need the rounding rules.
@@ -165,31 +166,31 @@ class _PriceGrid:
     def ceil(self, x: np.ndarray) -> np.ndarray:
         """The smallest grid price >= x; +inf for +inf, NaN for NaN."""
         per, offset, first = self._layout()
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             k = np.maximum(np.ceil((x * 100.0 - offset - _TOLERANCE * 100.0) / per), first)
         return (k * per + offset) / 100.0
 
     def floor(self, x: np.ndarray) -> np.ndarray:
         """The largest grid price <= x; -inf below the first grid price, NaN for NaN."""
         per, offset, first = self._layout()
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             k = np.floor((x * 100.0 - offset + _TOLERANCE * 100.0) / per)
             return np.where(k >= first, (k * per + offset) / 100.0, np.where(np.isnan(k), np.nan, -np.inf))
 
 
 def _allowed_ceil(grid: _PriceGrid, x: np.ndarray, keepable: np.ndarray) -> np.ndarray:
     """The smallest allowed price >= x: the grid's, or the current price (``keepable``, NaN when it
-    cannot be kept) when it lies in between."""
+    cannot be kept) when it lies in between or is that grid price to within the tolerance."""
     above = grid.ceil(x)
     with np.errstate(invalid="ignore"):
-        return np.where((keepable >= x - _TOLERANCE) & (keepable < above), keepable, above)
+        return np.where((keepable >= x - _TOLERANCE) & (keepable <= above + _TOLERANCE), keepable, above)
 
 
 def _allowed_floor(grid: _PriceGrid, x: np.ndarray, keepable: np.ndarray) -> np.ndarray:
     """The largest allowed price <= x (see :func:`_allowed_ceil`)."""
     below = grid.floor(x)
     with np.errstate(invalid="ignore"):
-        return np.where((keepable <= x + _TOLERANCE) & (keepable > below), keepable, below)
+        return np.where((keepable <= x + _TOLERANCE) & (keepable >= below - _TOLERANCE), keepable, below)
 
 
 def _allowed_interval(
@@ -322,7 +323,7 @@ def recommend_prices(
         daily_units = np.where(moved, daily_units * (current / anchored_at) ** e_curve, daily_units)
     n_days = np.nan_to_num(column("n_days"), nan=0.0)
     has_history = np.isfinite(column("n_days"))
-    varied = est["has_price_variation"].fillna(False).to_numpy(dtype=bool) if "has_price_variation" in est.columns else has_history
+    varied = est["has_price_variation"].eq(True).to_numpy() if "has_price_variation" in est.columns else has_history  # NaN: no
 
     bounds = _guardrail_bounds(
         guardrails, cost, current, e_curve, daily_units,
@@ -378,7 +379,7 @@ def recommend_prices(
 
     price = price_within(lower, upper)
     binding = _binding_guardrail(price, bounds, grid.step, price_without)
-    kept_off_grid = confident & (price == current) & (grid.ceil(current) != current)
+    kept_off_grid = confident & (price == current) & ~(np.abs(grid.ceil(current) - current) <= _TOLERANCE)
 
     units_now = daily_units * horizon_days
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
