@@ -386,7 +386,8 @@ def _demand_index(window: pd.DataFrame, promoted: np.ndarray) -> np.ndarray:
 
 
 def with_cross_prices(panel: pd.DataFrame) -> pd.DataFrame:
-    """``panel`` plus ``cross_log_price``: per row, the other products of its group's log price in force
+    """``panel`` plus ``substitute_group`` and ``group_share`` (the product's share of its group's units)
+    and ``cross_log_price``: per row, the other products of its group's log price in force
     (each relative to its own median, so a product that is not listed that period counts as at its usual
     price), weighted by their share of the group's units and scaled by ``1 / (1 - own share)``. A group is
     the products of one category at one ``location`` (the category when there are no locations). A
@@ -405,6 +406,8 @@ def with_cross_prices(panel: pd.DataFrame) -> pd.DataFrame:
     key = pd.MultiIndex.from_arrays([group.to_numpy(), out["day"].to_numpy()])
     total = pd.Series(weighted, index=key).groupby(level=[0, 1]).transform("sum").to_numpy()
     own = out["product_id"].map(share).to_numpy()
+    out["substitute_group"] = group.to_numpy(dtype=object)
+    out["group_share"] = own
     cross = pd.Series(np.where(own < 1.0, (total - weighted) / np.maximum(1.0 - own, 1e-9), 0.0), index=out.index)
     # less its mean over the store that period: the shared elasticity is then learnt from how groups'
     # substitutes differ in the same period, never from the store-wide price level, whose timing it

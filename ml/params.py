@@ -75,6 +75,9 @@ class RunParams:
                                         "Price ending, e.g. 0.99; empty for whole cents.")
     price_horizon_days: int = _param(7, {"type": "integer", "minimum": 1},
                                      "Days the expected units / revenue / profit cover.")
+    price_joint_substitutes: bool = _param(True, {"type": "boolean"},
+                                           "Price substitutes jointly when the model found a significant "
+                                           "cross-price elasticity (off: each product alone).")
     # Products in these categories (services, fees, vouchers: not goods with a demand curve) are never priced.
     price_exclude_categories: list[str] = _param(["postage", "fee", "adjustment", "gift_voucher"],
                                                  {"type": "array", "items": {"type": "string"}},

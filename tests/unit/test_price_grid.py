@@ -333,3 +333,41 @@ def test_every_price_is_on_the_grid_above_the_floor_and_within_every_guardrail_n
     gain = rec["expected_profit_recommended"].to_numpy() - rec["expected_profit_current"].to_numpy()
     sure = ~held & current_ok
     assert (gain[sure] >= -1e-9 * np.maximum(1.0, np.abs(rec["expected_profit_current"].to_numpy()[sure]))).all()
+
+
+def test_substitutes_priced_jointly_earn_more_under_their_cross_elasticity():
+    from ml.families.pricing.optimiser import _substitution
+
+    n = 6
+    estimates = pd.DataFrame({
+        "product_id": np.arange(1, n + 1), "elasticity": [-2.5, -3.0, -2.2, -2.8, -2.5, -3.2],
+        "expected_daily_units": [20.0, 10.0, 5.0, 20.0, 10.0, 5.0],
+        "has_price_variation": True, "n_days": 300, "min_price_observed": 5.0, "max_price_observed": 20.0,
+        "prior_elasticity": -2.5, "substitute_group": ["a"] * 3 + ["b"] * 3,
+        "group_share": [20 / 35, 10 / 35, 5 / 35] * 2,
+    })
+    estimates = estimates.assign(elasticity_low=estimates["elasticity"] - 0.3, elasticity_high=estimates["elasticity"] + 0.3)
+    products = pd.DataFrame({"product_id": np.arange(1, n + 1), "cost": 5.0, "current_price": 10.0})
+    guardrails = PricingGuardrails(max_change=0.3, observed_range_slack=None)
+    gamma = 1.0
+    alone = recommend_prices(estimates, products, guardrails, horizon_days=7)
+    joint = recommend_prices(estimates, products, guardrails, horizon_days=7, cross_elasticity=gamma)
+    assert (joint["recommended_price"] >= alone["recommended_price"]).all()
+    assert (joint["recommended_price"] > alone["recommended_price"]).any()
+    assert joint["reason"].str.contains("priced jointly with its substitutes").all()
+
+    def true_profit(prices: pd.Series) -> float:
+        p = prices.to_numpy()
+        units = (estimates["expected_daily_units"] * (p / 10.0) ** estimates["elasticity"]
+                 * _substitution(p, np.full(n, 10.0), estimates["substitute_group"].to_numpy(),
+                                 estimates["group_share"].to_numpy(), gamma))
+        return float(((p - 5.0) * units).sum())
+
+    assert true_profit(joint["recommended_price"]) > true_profit(alone["recommended_price"])
+    # its expected units count the siblings' new prices
+    siblings = _substitution(joint["recommended_price"].to_numpy(), np.full(n, 10.0),
+                             estimates["substitute_group"].to_numpy(), estimates["group_share"].to_numpy(), gamma)
+    own = 70.0 * (joint["recommended_price"] / 10.0) ** estimates["elasticity"] * estimates["expected_daily_units"] / 10.0
+    np.testing.assert_allclose(joint["expected_units_recommended"], own * siblings)
+    # no cross-price elasticity: exactly the single-product prices
+    pd.testing.assert_frame_equal(recommend_prices(estimates, products, guardrails, horizon_days=7, cross_elasticity=0.0), alone)

@@ -97,7 +97,7 @@ run over days in the Thomas sweep, folds, categories and guardrails only.
 
 The optimiser
 -------------
-Profit under a constant-elasticity demand curve, clipped to the guardrails and rounded inward:
+Profit under a constant-elasticity demand curve, clipped to the guardrails and put on the store's price grid:
 see :mod:`ml.families.pricing.optimiser`.
 """
 
@@ -152,6 +152,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_price_elasticity"
+
+
+def joint_cross_elasticity(fitted: Mapping[str, Any]) -> float:
+    """The cross-price elasticity substitutes are priced jointly with: the estimator's, when it is
+    positive and at least twice its standard error (a noise-level one would only move prices at
+    random); else 0."""
+    gamma, se = fitted.get("cross_price_effect"), fitted.get("cross_price_effect_se")
+    if gamma is None or se is None or not (gamma > 2.0 * se > 0):
+        return 0.0
+    return float(gamma)
 
 
 def guardrails(params: RunParams) -> PricingGuardrails:
@@ -245,7 +255,7 @@ class PricingFamily:
         estimates = estimate_elasticities(panel, config)
         table = estimates.products
         estimated = table["estimated"].astype(bool)
-        model = PricingModel(table, guardrails(params), params.price_horizon_days)
+        model = PricingModel(table, guardrails(params), params.price_horizon_days, joint_cross_elasticity(estimates.params))
         inputs = pricing_input(data.products)
         spec = config_spec(self.name, config)
         config_json = spec["config"]
@@ -256,7 +266,7 @@ class PricingFamily:
             test=test,
             baseline=baseline,
             example=inputs.head(5),
-            predict_params=pyfunc_params(model.guardrails, model.horizon_days),
+            predict_params=pyfunc_params(model.guardrails, model.horizon_days, params.price_joint_substitutes),
             params={  # the runner logs run_date, n_trials, timeout_seconds, seed, promotion_margin and _alpha
                 "lookback_days": params.lookback_days, "panel_rows": len(panel),
                 "products": int(panel["product_id"].nunique()), "test_days": BACKTEST_DAYS,
@@ -302,7 +312,7 @@ class PricingFamily:
                              frames.get("inventory"))
 
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
-        return pyfunc_params(guardrails(params), params.price_horizon_days)
+        return pyfunc_params(guardrails(params), params.price_horizon_days, params.price_joint_substitutes)
 
 
 FAMILY = PricingFamily()

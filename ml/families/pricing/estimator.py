@@ -835,6 +835,11 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
             "category": category,
             **{c: shrunk[c].to_numpy() for c in ("elasticity", "elasticity_sd", "elasticity_low", "elasticity_high")},
             "brand": brand if brand is not None else np.full(len(ids), None, dtype=object),
+            # what a joint optimiser needs to price substitutes together (see with_cross_prices)
+            "substitute_group": (per_product["substitute_group"].first().reindex(ids).to_numpy(dtype=object)
+                                 if "substitute_group" in panel.columns else category),
+            "group_share": (per_product["group_share"].first().reindex(ids).to_numpy(dtype=float)
+                            if "group_share" in panel.columns else np.full(len(ids), np.nan)),
             **{c: shrunk[c].to_numpy() for c in BRAND_COLUMNS},
             "raw_elasticity": raw.elasticity,
             "raw_se": raw.se,

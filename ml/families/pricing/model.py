@@ -32,18 +32,27 @@ class PricingModel(mlflow.pyfunc.PythonModel):
     logged with, see :func:`pyfunc_params`): ``min_margin`` (float), ``max_change`` (float),
     ``price_ending`` (a JSON string: ``"0.99"`` for prices like 12.99, ``"null"`` for whole cents;
     MLflow has no nullable float param) and ``horizon_days`` (int, the days the expected figures
-    cover). The other guardrails (competitor band, observed range, inventory cover, confidence rules)
-    are the logged ones.
+    cover), ``joint_substitutes`` (bool: price substitutes jointly with the model's
+    ``cross_elasticity``, :func:`recommend_prices`). The other guardrails (competitor band, observed
+    range, inventory cover, confidence rules) are the logged ones.
     """
 
-    def __init__(self, estimates: pd.DataFrame, guardrails: PricingGuardrails, horizon_days: int) -> None:
+    #: the shared cross-price elasticity substitutes are priced jointly with (0: each product alone);
+    #: a class default, so a model pickled before it existed loads with none
+    cross_elasticity: float = 0.0
+
+    def __init__(self, estimates: pd.DataFrame, guardrails: PricingGuardrails, horizon_days: int,
+                 cross_elasticity: float = 0.0) -> None:
         self.estimates = estimates
         self.guardrails = guardrails
         self.horizon_days = horizon_days
+        self.cross_elasticity = float(cross_elasticity)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         guardrails, horizon_days = self.settings(params)
-        prices = recommend_prices(self.estimates, model_input, guardrails, horizon_days=horizon_days)
+        joint = bool((params or {}).get("joint_substitutes", True))
+        prices = recommend_prices(self.estimates, model_input, guardrails, horizon_days=horizon_days,
+                                  cross_elasticity=self.cross_elasticity if joint else 0.0)
         # the brand's elasticity beside the product's (NaN without brands, or from a model logged before them)
         known = self.estimates.drop_duplicates("product_id").set_index("product_id").reindex(prices["product_id"])
         return prices.assign(**{column: known[column].to_numpy(dtype=float) if column in known.columns
@@ -61,13 +70,14 @@ class PricingModel(mlflow.pyfunc.PythonModel):
         return guardrails, int(given.get("horizon_days", self.horizon_days))
 
 
-def pyfunc_params(guardrails: PricingGuardrails, horizon_days: int) -> dict[str, Any]:
+def pyfunc_params(guardrails: PricingGuardrails, horizon_days: int, joint_substitutes: bool = True) -> dict[str, Any]:
     """:class:`PricingModel`'s ``params`` for these guardrails and horizon (MLflow scalars)."""
     return {
         "min_margin": float(guardrails.min_margin),
         "max_change": float(guardrails.max_change),
         "price_ending": json.dumps(None if guardrails.price_ending is None else float(guardrails.price_ending)),
         "horizon_days": int(horizon_days),
+        "joint_substitutes": bool(joint_substitutes),
     }
 
 

@@ -275,6 +275,7 @@ def recommend_prices(
     guardrails: PricingGuardrails | None = None,
     *,
     horizon_days: int = 7,
+    cross_elasticity: float = 0.0,
 ) -> pd.DataFrame:
     """Profit-maximising list price per product of ``products`` under ``guardrails``.
 
@@ -292,6 +293,14 @@ def recommend_prices(
     price, or move to the nearest price the guardrails allow. Expected
     units, revenue and profit are over ``horizon_days``; for products without an elasticity they
     use the category prior (or -1 when there is none either).
+
+    With a ``cross_elasticity`` ``gamma > 0`` (the estimator's shared cross-price elasticity) and the
+    estimates' ``substitute_group`` / ``group_share``, the products of a group are priced **jointly**
+    (:func:`joint_targets`): product j's demand also follows its substitutes' prices,
+    ``prod_k (p_k / p0_k) ** (gamma s_k / (1 - s_j))``, and each confident product's target is its
+    best response to the others' prices in the group's profit (raising one product's price sends part
+    of its buyers to its siblings, so the joint prices are higher than independent ones); expected
+    units include the siblings' new prices.
 
     Returns product_id, current_price, recommended_price, elasticity, elasticity_low,
     elasticity_high, expected_{units,revenue,profit}_{current,recommended}, binding_guardrail (the
@@ -334,9 +343,11 @@ def recommend_prices(
     keepable = np.where(np.isfinite(current) & (current >= _MIN_PRICE), current, np.nan)
     lower, upper, relaxed, gridless = _allowed_interval(bounds, grid, keepable)
 
-    def best_price(elasticity: np.ndarray, lower: np.ndarray = lower, upper: np.ndarray = upper) -> np.ndarray:
+    def best_price(elasticity: np.ndarray, lower: np.ndarray = lower, upper: np.ndarray = upper,
+                   target: np.ndarray | None = None) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             optimum = np.where(elasticity < -1.0, cost * elasticity / (1.0 + elasticity), np.inf)
+        optimum = optimum if target is None else np.where(np.isfinite(target), target, optimum)
         clipped = np.clip(optimum, lower, upper)
         # no upper bound (no current price, or max_change switched off to find the binding one): the smallest move
         return np.where(np.isinf(clipped), lower, clipped)
@@ -365,12 +376,20 @@ def recommend_prices(
 
     with np.errstate(divide="ignore", invalid="ignore"):
         optimum = np.where(e < -1.0, cost * e / (1.0 + e), np.inf)
+    group = est["substitute_group"].to_numpy(dtype=object) if "substitute_group" in est.columns else None
+    share = column("group_share")
+    joint = cross_elasticity > 0 and group is not None and np.isfinite(share).any()
+    target = None
+    if joint:
+        target = joint_targets(cost, current, daily_units, e_curve, confident & np.isfinite(e), lower, upper,
+                               group, np.nan_to_num(share), cross_elasticity)
+        optimum = np.where(np.isfinite(target), target, optimum)
 
     def profit(price: np.ndarray) -> np.ndarray:
         return _profit(price, current, daily_units, e_curve, cost)
 
     def price_within(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-        continuous = np.where(confident, best_price(e, lower, upper), np.clip(current, lower, upper))
+        continuous = np.where(confident, best_price(e, lower, upper, target), np.clip(current, lower, upper))
         return _place(continuous, lower, upper, grid, keepable, profit, by_profit=confident)
 
     def price_without(names: tuple[str, ...]) -> np.ndarray:
@@ -384,6 +403,8 @@ def recommend_prices(
     units_now = daily_units * horizon_days
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         units_new = units_now * (price / current) ** e_curve
+        if joint:
+            units_new = units_new * _substitution(price, current, group, np.nan_to_num(share), cross_elasticity)
 
     wide_but_sure = confident & ~(width <= guardrails.max_interval_width)
     reason = np.where(
@@ -391,6 +412,11 @@ def recommend_prices(
         [f"profit-maximising price cost x e/(1+e) = {p:.2f} (e = {v:.2f})" for p, v in zip(optimum, e)],
         [f"inelastic demand (e = {v:.2f}): profit rises with price up to the upper bound" for v in e],
     )
+    if joint:
+        reason = np.where(confident & (e < -1.0) & np.isfinite(target),
+                          [f"priced jointly with its substitutes: best response {t:.2f} (cost x e/(1+e) alone = {o:.2f}, "
+                           f"e = {v:.2f}, cross-price elasticity {cross_elasticity:.2f})"
+                           for t, o, v in zip(target, cost * e / (1.0 + e), e)], reason)
     reason = np.where(wide_but_sure, reason + "; interval wide but all of it moves the price the same way", reason)
     reason = np.where(confident, reason, hold_reason)
     reason = np.where(binding != "none", reason + "; limited by " + binding, reason)
@@ -422,3 +448,52 @@ def recommend_prices(
             "reason": reason.astype(object),
         }
     )
+
+
+def _substitution(price: np.ndarray, current: np.ndarray, group: np.ndarray, share: np.ndarray,
+                  gamma: float) -> np.ndarray:
+    """Each product's demand factor from its substitutes' price moves: ``prod_k (p_k / p0_k) ** (gamma
+    s_k / (1 - s_j))`` over the other products of its group."""
+    moved = share * np.log(price / current)
+    total = pd.Series(moved).groupby(group).transform("sum").to_numpy()
+    return np.exp(np.where(share < 1.0, gamma * (total - moved) / np.maximum(1.0 - share, 1e-9), 0.0))
+
+
+_JOINT_ROUNDS = 200
+_JOINT_DAMPING = 0.5
+
+
+def joint_targets(cost: np.ndarray, current: np.ndarray, daily_units: np.ndarray, e: np.ndarray, free: np.ndarray,
+                  lower: np.ndarray, upper: np.ndarray, group: np.ndarray, share: np.ndarray,
+                  gamma: float) -> np.ndarray:
+    """Joint profit-maximising targets of the ``free`` products (confident, elastic) of each substitute
+    group; NaN for the others (they stay where the single-product rules put them, and enter their
+    siblings' demand at their current price).
+
+    Group profit ``sum_j (p_j - c_j) q_j`` with ``q_j = q0_j (p_j / p0_j)^e_j prod_k (p_k /
+    p0_k)^(gamma s_k / (1 - s_j))``. Its first-order condition in ``p_j`` gives the best response
+    ``p_j = (c_j e_j - A_j / q_j) / (1 + e_j)`` with ``A_j = gamma s_j sum_{i != j} (p_i - c_i) q_i / (1 -
+    s_i)`` (what the siblings gain when j's price rises). Damped Jacobi iterations over all groups at
+    once (vectorised), each price clipped to its guardrail interval; the returned target is the best
+    response at the converged prices (so the caller clips and places it as it would the single-product
+    optimum). Inelastic products (``e >= -1``) keep NaN: profit rises with their price alone already."""
+    elastic = free & (e < -1.0) & (daily_units > 0) & np.isfinite(lower)
+    if not elastic.any():
+        return np.full(len(cost), np.nan)
+    price = np.where(elastic, np.clip(cost * e / (1.0 + e), lower, upper), current)
+    price = np.where(np.isfinite(price) & (price > 0), price, current)
+    weight = np.where(share < 1.0, 1.0 / np.maximum(1.0 - share, 1e-9), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(_JOINT_ROUNDS):
+            units = daily_units * (price / current) ** e * _substitution(price, current, group, share, gamma)
+            margin = (price - cost) * units * weight
+            siblings = pd.Series(margin).groupby(group).transform("sum").to_numpy() - margin
+            response = (cost * e - gamma * share * siblings / np.where(units > 0, units, np.nan)) / (1.0 + e)
+            response = np.where(elastic & np.isfinite(response) & (response > 0), response, price)
+            updated = np.where(elastic, np.exp((1 - _JOINT_DAMPING) * np.log(price) + _JOINT_DAMPING
+                                               * np.log(np.clip(response, lower, upper))), price)
+            if np.max(np.abs(np.log(updated) - np.log(price))) < 1e-9:
+                price = updated
+                break
+            price = updated
+    return np.where(elastic, response, np.nan)
