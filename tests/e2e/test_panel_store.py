@@ -51,6 +51,11 @@ def test_the_gate_passes_and_only_pricing_trains(settings, panel, caplog):
     trained = pricing.FAMILY.train(data, PARAMS, [])
     assert trained.params["grain_days"] == 7 and "promo_display_effect" in trained.metrics
     assert trained.model.estimates["brand_elasticity"].notna().all()
+    # the registered model's signature comes from the example: it must be what tonight's input looks like
+    tonight = pricing.FAMILY.nightly_input(frames, RUN_DATE, PARAMS)
+    assert list(trained.example.columns) == list(tonight.columns)
+    prices = trained.model.predict(None, tonight)
+    assert prices["brand_elasticity"].notna().all() and (prices["recommended_price"] > 0).all()
 
 
 def test_the_nightly_steps_run_without_customers(settings, panel):

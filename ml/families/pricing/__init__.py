@@ -331,16 +331,19 @@ def _panel_data(frames: Frames, priced: pd.DataFrame, run_date: dt.date, params:
     else daily from order lines (:func:`features.demand.demand_history`); with the store's promotions
     and listings when it records them."""
     promotions, listings, groups = frames.get("promotions"), frames.get("listings"), frames.get("product_groups")
+    # the panel carries brand and location; the products stay as tonight's input has them (the
+    # registered model's signature comes from them)
+    grouped = priced
     if groups is not None and len(groups):
-        priced = priced.merge(groups[["product_id", "brand", "location"]], on="product_id", how="left")
+        grouped = priced.merge(groups[["product_id", "brand", "location"]], on="product_id", how="left")
     if _aggregated(frames):
         sales = frames["product_sales"]
-        panel = period_history(sales[sales["product_id"].isin(priced["product_id"])], priced, run_date,
+        panel = period_history(sales[sales["product_id"].isin(priced["product_id"])], grouped, run_date,
                                params.lookback_days, promotions=promotions, listings=listings)
     else:
         sales = frames["product_daily_sales"]
         sales = sales[sales["product_id"].isin(priced["product_id"])]
-        panel = demand_history(sales, priced, frames["day_totals"], run_date, params.lookback_days,
+        panel = demand_history(sales, grouped, frames["day_totals"], run_date, params.lookback_days,
                                promotions=promotions, listings=listings)
     return PricingData(panel=panel, products=priced, run_date=run_date)
 
