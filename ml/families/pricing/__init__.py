@@ -67,6 +67,18 @@ Why Poisson and not ``log(1 + units)``: most product-days sell 0-5 units, where
 depends on the product's volume. The Poisson log link is linear in ``log E[Y]`` at every volume,
 and quasi-Poisson inference only needs the mean to be right.
 
+Shared terms, fitted jointly (a Schur complement over all products' (level, e) blocks in the Newton
+step, standard errors clustered by product): a recorded price cut's extra response on
+``log(1 - depth)``, the log lifts of a display and a feature (``shop.promotions``), and one
+cross-price elasticity on the substitutes' prices (:func:`features.demand.with_cross_prices`).
+Over-dispersion: each product's is estimated from consecutive rows and scales the level's penalty
+(a quasi-likelihood; scanner weeks are ~5x noisier than Poisson, and a Poisson level would follow
+the noise). Aggregated sales (``shop.product_sales``) are fitted at their own grain: a period's row
+sits on its first day of the daily grid and its offset covers its days. Shrinkage is towards the
+brand and the brand's towards the category when the store has brands
+(:func:`~ml.families.pricing.estimator.shrink_within_brand`). Measured in docs/pricing.md and
+docs/pricing_panel.md.
+
 ``method="dml"`` is the double-machine-learning variant the design started from (partially
 linear model with cross-fitted LightGBM nuisances on *past-only* controls: lagged demand and
 price, calendar, store lines; folds by product; per-product Poisson residual-on-residual slope

@@ -167,20 +167,6 @@ def _thomas(diag: np.ndarray, off: float | np.ndarray, rhs: np.ndarray) -> tuple
     return solution, np.log(pivot).sum(axis=0), 1.0 / pivot[-1]
 
 
-def _tridiagonal_inverse_diagonal(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """The diagonal of the inverse of symmetric tridiagonal matrices (days x columns, off-diagonal
-    constant per column): ``1 / (p_t + q_t - a_t)`` with ``p`` the forward and ``q`` the backward
-    elimination pivots. A loop over days, vectorised over columns."""
-    n_days = diag.shape[0]
-    off2 = np.broadcast_to(np.asarray(off, dtype=float), diag.shape[1:]) ** 2
-    forward, backward = np.empty_like(diag), np.empty_like(diag)
-    forward[0], backward[-1] = diag[0], diag[-1]
-    for t in range(1, n_days):
-        forward[t] = diag[t] - off2 / forward[t - 1]
-        backward[n_days - 1 - t] = diag[n_days - 1 - t] - off2 / backward[n_days - t]
-    return 1.0 / (forward + backward - diag)
-
-
 def _local_level_newton(
     y: np.ndarray, price: np.ndarray, offset: np.ndarray, mask: np.ndarray, level_sd: float,
     max_iter: int = 60, tol: float = 1e-8, Z: list[np.ndarray] | None = None, dispersion: np.ndarray | None = None,
@@ -208,8 +194,8 @@ def _local_level_newton_steps(
     Z: list[np.ndarray], phi: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Newton on the joint concave objective (the Poisson log-likelihood minus ``phi`` times the
-    level's penalty, per column: the quasi-likelihood scaled by ``phi``). Per product the (level, e) block is tridiagonal plus one
-    dense row (a Thomas sweep and a Schur step for e); the shared ``beta`` couple the products, so
+    level's penalty, per column: the quasi-likelihood scaled by ``phi``). Per product the (level, e)
+    block is tridiagonal plus one dense row (a Thomas sweep and a Schur step for e); the shared ``beta`` couple the products, so
     their step is the Schur complement of all the products' blocks (k x k, k = len(Z))."""
     n_days, n = y.shape
     k = len(Z)
@@ -289,10 +275,8 @@ def _local_level_newton_steps(
     # quasi Hessian's by n_days log phi, which does not depend on level_sd
     log_ml = (loglik / phi - 0.5 * lam_prior * (np.diff(level, axis=0) ** 2).sum(axis=0)
               + 0.5 * (n_days - 1) * np.log(lam_prior) - 0.5 * logdet)
-    # the level's effective degrees of freedom per column (trace of its hat matrix), for the dispersion
-    edf = (np.where(mask, mu, 0.0) * _tridiagonal_inverse_diagonal(mu + penalty_diag, -lam)).sum(axis=0) + 1.0
     return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
-            "converged": converged, "beta": beta, "beta_se": beta_se, "mu": mu, "edf": edf}
+            "converged": converged, "beta": beta, "beta_se": beta_se, "mu": mu}
 
 
 #: The shared terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
