@@ -76,7 +76,7 @@ Over-dispersion: each product's is estimated from consecutive rows and scales th
 the noise). Aggregated sales (``shop.product_sales``) are fitted at their own grain: a period's row
 sits on its first day of the daily grid and its offset covers its days. Shrinkage is towards the
 brand and the brand's towards the category when the store has brands
-(:func:`~ml.families.pricing.estimator.shrink_within_brand`). Measured in docs/pricing.md and
+(:func:`~ml.families.pricing.shrinkage.shrink_within_brand`). Measured in docs/pricing.md and
 docs/pricing_panel.md.
 
 ``method="dml"`` is the double-machine-learning variant the design started from (partially
