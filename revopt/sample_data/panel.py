@@ -119,6 +119,7 @@ import pandas as pd
 
 from revopt.platform.contract import PROMO_TYPES, SHOP_DDL, TRUTH_DDL
 from revopt.platform.config import Settings
+from revopt.sample_data.draws import choice as _choice, named_streams, positions_in_group as _positions_in_group
 
 logger = logging.getLogger(__name__)
 
@@ -361,9 +362,7 @@ def _check_arguments(n_stores: int, n_brands: int, n_categories: int, periods: i
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
-    """Independent named generators, so adding a draw to one part leaves the others unchanged."""
-    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
-    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
+    return named_streams(seed, _STREAMS)
 
 
 def _seasonality(days: pd.DatetimeIndex) -> np.ndarray:
@@ -703,15 +702,3 @@ def _cross_frame(cross: np.ndarray, n_stores: int, n_categories: int, n_brands: 
     s, c, j, k = np.nonzero(cross)
     return pd.DataFrame({"product_id": ids[s, c, j], "other_product_id": ids[s, c, k],
                          "cross_elasticity": cross[s, c, j, k]})
-
-
-def _choice(rng: np.random.Generator, shares: tuple[float, ...], size: tuple[int, ...]) -> np.ndarray:
-    p = np.asarray(shares, dtype=np.float64)
-    return rng.choice(len(p), size=size, p=p / p.sum())
-
-
-def _positions_in_group(counts: np.ndarray) -> np.ndarray:
-    """0, 1, .., counts[0]-1, 0, 1, .., counts[1]-1, ... as one array."""
-    total = int(counts.sum())
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.arange(total, dtype=np.int64) - starts

@@ -113,6 +113,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from revopt.platform.contract import EVENT_TYPES
+from revopt.sample_data.draws import choice as _choice, named_streams, positions_in_group as _positions_in_group
 
 logger = logging.getLogger(__name__)
 
@@ -484,9 +485,7 @@ def _generate(
 
 
 def _streams(seed: int | tuple[int, ...]) -> dict[str, np.random.Generator]:
-    """Independent named generators, so adding a draw to one part leaves the others unchanged."""
-    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
-    return {name: np.random.default_rng(child) for name, child in zip(_STREAMS, children)}
+    return named_streams(seed, _STREAMS)
 
 
 def _seasonality(dates: pd.DatetimeIndex) -> np.ndarray:
@@ -564,16 +563,6 @@ def _reversed_by_rank(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _choice(rng: np.random.Generator, shares: tuple[float, ...], size: int) -> np.ndarray:
-    p = np.asarray(shares, dtype=np.float64)
-    return rng.choice(len(p), size=size, p=p / p.sum())
-
-
-def _positions_in_group(counts: np.ndarray) -> np.ndarray:
-    """0, 1, .., counts[0]-1, 0, 1, .., counts[1]-1, ... as one array."""
-    total = int(counts.sum())
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    return np.arange(total, dtype=np.int64) - starts
 
 
 def _dates(start_day: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
