@@ -411,18 +411,18 @@ def _over_dispersion(y: np.ndarray, mask: np.ndarray, fitted: dict[str, np.ndarr
     a few dozen rows is noisy). Units come in baskets and scanner weeks are noisier than Poisson;
     without this the level would chase the extra noise (see :func:`_local_level_newton`)."""
     n = y.shape[1]
-    own = np.ones(n)
-    pairs = np.zeros(n)
-    for j in range(n):  # rows are sparse in days for aggregated data: pair each observed row with the next
-        rows = np.flatnonzero(mask[:, j])
-        if len(rows) < 3:
-            continue
-        mu = np.maximum(fitted["mu"][rows, j], 1e-9)
-        ratio = y[rows, j] / mu
-        spread = np.sum(np.diff(ratio) ** 2)
-        scale = np.sum(1.0 / mu[1:] + 1.0 / mu[:-1])
-        own[j] = spread / scale if scale > 0 else 1.0
-        pairs[j] = len(rows) - 1
+    # every observed row paired with the column's next observed one (rows are sparse in days for
+    # aggregated data): column-major, so consecutive entries of one column are its consecutive rows
+    cols, rows = np.nonzero(mask.T)
+    mu = np.maximum(fitted["mu"][rows, cols], 1e-9)
+    ratio = y[rows, cols] / mu
+    same = cols[1:] == cols[:-1]
+    col = cols[1:][same]
+    spread = np.bincount(col, (np.diff(ratio)[same]) ** 2, n)
+    scale = np.bincount(col, (1.0 / mu[1:] + 1.0 / mu[:-1])[same], n)
+    pairs = np.bincount(col, minlength=n).astype(float)
+    pairs = np.where(pairs >= 2, pairs, 0.0)  # a column needs three rows
+    own = np.where((pairs > 0) & (scale > 0), spread / np.where(scale > 0, scale, 1.0), 1.0)
     typical = float(np.median(own[pairs > 0])) if (pairs > 0).any() else 1.0
     return np.clip((pairs * own + _DISPERSION_PRIOR_ROWS * typical) / (pairs + _DISPERSION_PRIOR_ROWS), 1.0, 100.0)
 
