@@ -5,6 +5,7 @@ the contract is one clear error before any query."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import numpy as np
@@ -53,6 +54,18 @@ def store(settings):
     return shop
 
 
+@contextlib.contextmanager
+def _altered(settings, change: str, undo: str):
+    """The sources with ``change`` applied, ``undo`` run afterwards whatever happens."""
+    with connect_postgres(settings) as conn:
+        conn.execute(change)
+    try:
+        yield
+    finally:
+        with connect_postgres(settings) as conn:
+            conn.execute(undo)
+
+
 def _extract(settings) -> dict[str, pd.DataFrame]:
     return read_extract(extract_sources(settings, RUN_DATE, DAYS, datasets=SOURCES))
 
@@ -74,36 +87,24 @@ def test_the_sources_are_read_as_of_the_run_date_and_pass_their_suites(settings,
 
 
 def test_a_reduction_without_its_depth_is_named(settings, store):
-    with connect_postgres(settings) as conn:
-        conn.execute("UPDATE shop.promotions SET depth = NULL WHERE promo_type = 'price_reduction'")
-    try:
+    with _altered(settings, "UPDATE shop.promotions SET depth = NULL WHERE promo_type = 'price_reduction'",
+                  "UPDATE shop.promotions SET depth = 0.25 WHERE promo_type = 'price_reduction'"):
         frames = _extract(settings)
         report = validate_and_record(settings, RUN_DATE, {"promotions": frames["promotions"]}, DAYS)
         failed = [str(summary) for summary in report if not summary.success]
         assert len(failed) == 1 and "depth" in failed[0] and "price_reduction" in failed[0] and RUN_DATE.isoformat() in failed[0]
-    finally:
-        with connect_postgres(settings) as conn:
-            conn.execute("UPDATE shop.promotions SET depth = 0.25 WHERE promo_type = 'price_reduction'")
 
 
 def test_a_store_without_the_tables_gets_empty_frames(settings, store):
-    with connect_postgres(settings) as conn:
-        conn.execute("ALTER TABLE shop.listings RENAME TO listings_elsewhere")
-    try:
+    with _altered(settings, "ALTER TABLE shop.listings RENAME TO listings_elsewhere",
+                  "ALTER TABLE shop.listings_elsewhere RENAME TO listings"):
         frames = _extract(settings)
         assert len(frames["listings"]) == 0 and list(frames["listings"].columns) == ["product_id", "start_date", "end_date"]
         assert len(frames["promotions"]) == 2
-    finally:
-        with connect_postgres(settings) as conn:
-            conn.execute("ALTER TABLE shop.listings_elsewhere RENAME TO listings")
 
 
 def test_a_drifted_optional_table_is_one_clear_error(settings, store):
-    with connect_postgres(settings) as conn:
-        conn.execute("ALTER TABLE shop.product_sales RENAME COLUMN period_days TO weeks")
-    try:
+    with _altered(settings, "ALTER TABLE shop.product_sales RENAME COLUMN period_days TO weeks",
+                  "ALTER TABLE shop.product_sales RENAME COLUMN weeks TO period_days"):
         with pytest.raises(DataValidationError, match=r"'product_sales' \(shop.product_sales\).*column 'period_days' is missing"):
             _extract(settings)
-    finally:
-        with connect_postgres(settings) as conn:
-            conn.execute("ALTER TABLE shop.product_sales RENAME COLUMN weeks TO period_days")
