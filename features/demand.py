@@ -161,13 +161,17 @@ def demand_history(
 
 
 def _listed(listings: pd.DataFrame, ids: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
-    """Days x products: whether a listing period of ``listings`` covers the day."""
-    listed = np.zeros((len(days), len(ids)), dtype=bool)
-    column = pd.Series(np.arange(len(ids)), index=ids)
-    for row in listings[listings["product_id"].isin(ids)].itertuples(index=False):  # a few rows per product
-        end = row.end_date if pd.notna(row.end_date) else days[-1]
-        listed[(days >= row.start_date) & (days <= end), column[row.product_id]] = True
-    return listed
+    """Days x products (``days`` ascending): whether a listing period of ``listings`` (start_date, end_date
+    inclusive, NaT: still listed) covers the day. Each listing adds 1 from its first covered day and
+    takes it back after its last, so a cumulative sum counts the listings covering each day."""
+    rows = listings[listings["product_id"].isin(ids)]
+    column = pd.Index(ids).get_indexer(rows["product_id"])
+    first = days.searchsorted(rows["start_date"].to_numpy(), side="left")
+    after = np.maximum(days.searchsorted(rows["end_date"].fillna(days[-1]).to_numpy(), side="right"), first)
+    steps = np.zeros((len(days) + 1, len(ids)), dtype=np.int64)
+    np.add.at(steps, (first, column), 1)
+    np.add.at(steps, (after, column), -1)
+    return np.cumsum(steps, axis=0)[:-1] > 0
 
 
 def _discount_in_force(paid_discount: np.ndarray, promo_gap: int, full_gap: int) -> np.ndarray:
@@ -290,11 +294,11 @@ def period_history(
     calendar = pd.DataFrame({"period_start": np.sort(window["period_start"].unique())})
     calendar["period_days"] = window.groupby("period_start")["period_days"].max().reindex(calendar["period_start"]).to_numpy()
     if listings is not None and len(listings):
-        grid = calendar.merge(pd.DataFrame({"product_id": window["product_id"].unique()}), how="cross")
-        listed = grid.merge(listings, on="product_id", how="inner")
-        inside = (listed["period_start"] >= listed["start_date"]) & (
-            listed["end_date"].isna() | (listed["period_start"] <= listed["end_date"]))
-        listed = listed.loc[inside, ["product_id", "period_start", "period_days"]].drop_duplicates(["product_id", "period_start"])
+        ids = np.sort(window["product_id"].unique())
+        starts = pd.DatetimeIndex(calendar["period_start"])
+        at_period, at_product = np.nonzero(_listed(listings, ids, starts))
+        listed = pd.DataFrame({"product_id": ids[at_product], "period_start": starts[at_period],
+                               "period_days": calendar["period_days"].to_numpy()[at_period]})
         known = window.set_index(["product_id", "period_start"])
         extra = listed.set_index(["product_id", "period_start"]).index.difference(known.index)
         filler = listed.set_index(["product_id", "period_start"]).loc[extra].reset_index().assign(units=0.0, revenue=0.0)

@@ -96,3 +96,21 @@ def test_no_sales_at_all_is_a_clear_error():
     sales = _sales().assign(units=0.0, revenue=0.0)
     with pytest.raises(ValueError, match="no product sold in the 91 days before 2024-04-01"):
         period_history(sales, _products(), RUN, 91)
+
+
+def test_the_daily_panel_leaves_out_days_a_product_was_not_listed():
+    from features.demand import demand_history
+
+    days = pd.date_range("2024-01-01", "2024-03-31", freq="D")
+    sales = pd.DataFrame({"product_id": np.int64(1), "day": days[::3], "units": np.int64(2), "revenue": 4.0,
+                          "list_price": 2.0, "avg_discount": 0.0})
+    totals = pd.DataFrame({"day": days, "lines": np.int64(50)})
+    listings = pd.DataFrame({"product_id": np.array([1, 1], dtype="int64"),
+                             "start_date": pd.to_datetime(["2023-12-01", "2024-02-15"]),
+                             "end_date": pd.to_datetime(["2024-01-31", None])})
+    panel = demand_history(sales, _products(), totals, RUN, 91, listings=listings)
+    listed_days = set(panel["day"])
+    assert not listed_days & set(pd.date_range("2024-02-01", "2024-02-14", freq="D"))
+    assert set(pd.date_range("2024-01-01", "2024-01-31", freq="D")) <= listed_days
+    assert set(pd.date_range("2024-02-15", "2024-03-31", freq="D")) <= listed_days
+    assert len(panel) == 31 + 46
