@@ -246,15 +246,20 @@ EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id
                  "product_id": "integer", "is_machine": "integer"}
 
 
-def ddl_columns(ddl: str) -> dict[str, list[str]]:
-    """Table name (without schema) -> column names in DDL order, parsed from a DDL script above
-    (``CREATE TABLE`` statements only; ``ALTER TABLE ... ADD COLUMN`` is not followed)."""
+def ddl_column_types(ddl: str) -> dict[str, list[tuple[str, str]]]:
+    """Table name (without schema) -> (column name, SQL type) in DDL order, parsed from a DDL script
+    above (``CREATE TABLE`` statements only; ``ALTER TABLE ... ADD COLUMN`` is not followed)."""
     tables = {}
     for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
         columns = []
         for line in body.splitlines():
-            line = line.split("--")[0].strip()
-            if line and not line.upper().startswith("PRIMARY KEY"):
-                columns.append(line.split()[0])
+            parts = line.split("--")[0].split()
+            if parts and not " ".join(parts).upper().startswith("PRIMARY KEY"):
+                columns.append((parts[0], parts[1].rstrip(",")))
         tables[name.split(".")[-1]] = columns
     return tables
+
+
+def ddl_columns(ddl: str) -> dict[str, list[str]]:
+    """Table name (without schema) -> column names in DDL order (:func:`ddl_column_types`)."""
+    return {table: [column for column, _ in columns] for table, columns in ddl_column_types(ddl).items()}

@@ -110,14 +110,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from revopt.platform.contract import PROMO_TYPES, SHOP_DDL, TRUTH_DDL
+from revopt.platform.contract import PROMO_TYPES, SHOP_DDL, TRUTH_DDL, ddl_column_types
 from revopt.platform.config import Settings
 from revopt.sample_data.draws import choice as _choice, named_streams, positions_in_group as _positions_in_group
 
@@ -619,15 +618,9 @@ _DTYPES = (("bigint", "int64"), ("integer", "int32"), ("text", "object"), ("bool
 
 def _empty_frames(ddl: str) -> dict[str, pd.DataFrame]:
     """An empty frame per table of ``ddl``, columns in DDL order with the dtypes of the module docstring."""
-    frames = {}
-    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS \S+\.(\S+) \((.*?)\n\)", ddl, flags=re.DOTALL):
-        columns = {}
-        for line in body.splitlines():
-            parts = line.split("--")[0].split()
-            if parts and parts[0].upper() != "PRIMARY":
-                columns[parts[0]] = pd.Series(dtype=next(d for t, d in _DTYPES if parts[1].startswith(t)))
-        frames[name] = pd.DataFrame(columns)
-    return frames
+    return {table: pd.DataFrame({column: pd.Series(dtype=next(d for t, d in _DTYPES if sql_type.startswith(t)))
+                                 for column, sql_type in columns})
+            for table, columns in ddl_column_types(ddl).items()}
 
 
 def _product_frames(products: _Products, list_price: np.ndarray,
