@@ -458,8 +458,8 @@ def _published_rows(conn, scored: outcomes.Scored, columns: tuple[str, ...]) -> 
 def _pricing_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
                      run: mlflow.entities.Run | None) -> outcomes.Outcome:
     recommendations = _published_rows(conn, scored, outcomes.PRICE_RECOMMENDATION_COLUMNS)
-    aggregated = frames["product_sales"]  # a store keeping aggregated sales: demand is read from them
-    sales = (aggregated.rename(columns={"period_start": "day"}) if len(aggregated)
+    # realised demand from the source the pricing family trains on
+    sales = (frames["product_sales"].rename(columns={"period_start": "day"}) if pricing.reads_aggregated_sales(frames)
              else frames["product_daily_sales"])
     return outcomes.pricing_outcome(scored, horizon, recommendations, sales)
 

@@ -234,7 +234,7 @@ class PricingFamily:
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         priced = _priced(frames["products"], params)
-        if _aggregated(frames):
+        if reads_aggregated_sales(frames):
             sales = frames["product_sales"].rename(columns={"period_start": "day"})
             return training_data_shortfall(sales, priced, run_date, params.lookback_days, source="shop.product_sales")
         return training_data_shortfall(frames["product_daily_sales"], priced, run_date, params.lookback_days)
@@ -330,7 +330,7 @@ class PricingFamily:
 FAMILY = PricingFamily()
 
 
-def _aggregated(frames: Frames) -> bool:
+def reads_aggregated_sales(frames: Frames) -> bool:
     """Whether the store keeps aggregated sales (``shop.product_sales`` has rows): demand is then read
     from them at their own grain, not from order lines."""
     sales = frames.get("product_sales")
@@ -348,7 +348,7 @@ def _panel_data(frames: Frames, priced: pd.DataFrame, run_date: dt.date, params:
     grouped = priced
     if groups is not None and len(groups):
         grouped = priced.merge(groups[["product_id", "brand", "location"]], on="product_id", how="left")
-    if _aggregated(frames):
+    if reads_aggregated_sales(frames):
         sales = frames["product_sales"]
         panel = period_history(sales[sales["product_id"].isin(priced["product_id"])], grouped, run_date,
                                params.lookback_days, promotions=promotions, listings=listings)
