@@ -347,6 +347,8 @@ def measure(scenario: Scenario, seed: int) -> Measured:
         "seconds": tested - began,
         **joint_pricing_metrics(estimates, frames["products"], panel, truth_units),
         "cross_price_effect": float(estimates.params.get("cross_price_effect", np.nan)),
+        "curvature_z": float(estimates.params.get("curvature_z", np.nan)),
+        "specification_allowance": float(estimates.params.get("specification_allowance_median", np.nan)),
     }
     return result
 
@@ -529,10 +531,12 @@ def render(results: dict[str, list[Measured]], command: str, tree: str, total: f
                          _fmt(m.get("promo_feature_effect", np.nan), signed=True),
                          _fmt(m.get("promo_price_cut_effect", np.nan), signed=True),
                          _fmt(m["deviance"]), _fmt(m["deviance_baseline"]), _fmt(m["units_ratio"]),
-                         _fmt(m["units_ratio_realised"]), _fmt(m["level_sd"]), f"{m['seconds']:.0f}"])
+                         _fmt(m["units_ratio_realised"]), _fmt(m["level_sd"]),
+                         _fmt(m["curvature_z"], 1, signed=True), _fmt(m["specification_allowance"], 2),
+                         f"{m['seconds']:.0f}"])
     parts += _table(["sc.", "seed", "MAE", "bias", "brand MAE", "within r", "cov90", "raw cov", "width",
                      "display", "feature", "price cut", "deviance", "baseline", "units / true", "units / realised",
-                     "level_sd", "s"], rows)
+                     "level_sd", "curvature z", "allowance", "s"], rows)
     notes = [f"({r.scenario.key}) seed {r.seed}: {note}" for runs in results.values() for r in runs for note in r.notes]
     unscored = {key: [int(r.metrics["baseline_nan_rows"]) for r in runs] for key, runs in results.items()}
     if any(sum(counts) for counts in unscored.values()):
@@ -553,6 +557,10 @@ def render(results: dict[str, list[Measured]], command: str, tree: str, total: f
               "deviations are a store effect (sd 0.2) plus product noise (sd 0.1).",
               "- **coverage**: share of estimated products whose true elasticity lies in [elasticity_low, "
               "elasticity_high] (nominal 90 %); raw: in raw_elasticity +/- 1.645 raw_se. Widths are medians.",
+              "- **curvature z / allowance**: the Wald z of the shared curvature of the log-price response "
+              "(`price_curvature`, kept only when |z| >= 2: constant elasticity rejected) and, when kept, the median "
+              "widening of each end of the elasticity intervals (the shift the term made to the product's "
+              "estimate: an allowance for the misspecification a cubic does not capture).",
               "- **promotion effects**: the estimator's shared `promo_*_effect` (log multiplier) and its se; truth "
               "log(display lift), log(feature lift), and 0 for the price cut's response beyond its price.",
               "- **deviance**: mean Poisson deviance of the last 28 days' units per product-period, one period "

@@ -32,7 +32,9 @@ import optuna
 import pandas as pd
 
 from ml.evaluation import Evaluation, Metric
-from ml.families.pricing.estimator import ElasticityConfig, _dml_design, _estimate, _RawFit, promotion_shift
+from ml.families.pricing.estimator import (
+    ElasticityConfig, _dml_design, _estimate, _RawFit, curvature_shift, promotion_shift,
+)
 from ml.tuning import Scored, SearchSpace
 
 #: days of the test window at the end of the panel, and of the search's validation window before it
@@ -201,8 +203,10 @@ def _filtered_predictions(
     day_codes, holdout_days = pd.factorize(holdout["day"].to_numpy(), sort=True)
     level = raw.level_last.copy()
     variance = np.nan_to_num(raw.level_var_last, nan=1.0)
-    exponent = (holdout["log_lines"].to_numpy() + e * (price - raw.price_mean[position])
-                + promotion_shift(holdout, raw.params.get("promotion_effects", {})))
+    effects = raw.params.get("promotion_effects", {})
+    offset = price - raw.price_mean[position]
+    exponent = (holdout["log_lines"].to_numpy() + e * offset + curvature_shift(offset, effects)
+                + promotion_shift(holdout, effects))
     y = holdout["units"].to_numpy(dtype=float)
     mu = np.empty(len(holdout))
     for t in range(len(holdout_days)):

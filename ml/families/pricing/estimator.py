@@ -135,6 +135,8 @@ class _RawFit:
     price_mean: np.ndarray  # the log price the level refers to
     params: dict[str, Any]
     models: tuple[lgb.Booster, lgb.Booster] | None = None
+    #: widening of both ends of the interval for misspecification (0: none detected)
+    specification_allowance: np.ndarray | None = None
 
 
 def _wide(panel: pd.DataFrame, column: str, ids: np.ndarray, days: pd.DatetimeIndex) -> np.ndarray:
@@ -301,6 +303,25 @@ def promotion_design(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return design
 
 
+#: The shared curvature of the log-price response: log demand moves by ``e x + kappa x^3`` with ``x``
+#: the log price minus the product's mean log price over its history, so ``e`` stays the elasticity at
+#: that mean while deep cuts and far-off list prices may respond less (kappa of the opposite sign to
+#: ``e``, i.e. > 0 for a normal good: saturation, e.g. stockpiling limits) or more than a constant
+#: elasticity says. Without it a saturating
+#: response is read as a smaller elasticity everywhere (docs/pricing_panel.md, scenario d).
+CURVATURE_TERM = "price_curvature"
+#: the term is fitted only when some product's price moves at least this far (log) from its mean,
+#: and kept only when constant elasticity is rejected: |kappa| at least this many se from 0
+_CURVATURE_MIN_DEVIATION = 0.05
+_CURVATURE_MIN_Z = 2.0
+
+
+def curvature_shift(log_price_offset: np.ndarray, effects: dict[str, float]) -> np.ndarray:
+    """The log-demand shift of the fitted curvature (``effects[CURVATURE_TERM]``, 0 without) at log
+    prices ``log_price_offset`` away from each product's mean log price."""
+    return effects.get(CURVATURE_TERM, 0.0) * np.asarray(log_price_offset, dtype=float) ** 3
+
+
 def promotion_shift(frame: pd.DataFrame, effects: dict[str, float]) -> np.ndarray:
     """The log-demand shift of each row of ``frame`` from the fitted promotion ``effects`` (0 without)."""
     shift = np.zeros(len(frame))
@@ -333,6 +354,8 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     centred = np.where(mask, price - np.nan_to_num(price_mean), 0.0)
     price_sd = np.sqrt((centred**2).sum(axis=0) / np.maximum(count, 1))
     fit = (covered >= config.min_days) & (y.sum(axis=0) >= config.min_units) & (price_sd >= config.min_log_price_std)
+    if np.any(np.abs(centred[:, fit]) >= _CURVATURE_MIN_DEVIATION):
+        design[CURVATURE_TERM] = centred**3
 
     elasticity = np.full(len(ids), np.nan)
     se = np.full(len(ids), np.nan)
@@ -340,6 +363,8 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     level_var_last = np.full(len(ids), np.nan)
     level_sd = config.level_sd
     dispersion_median = 1.0
+    curvature_z: float | None = None
+    allowance = np.zeros(len(ids))
     log_ml_by_sd: dict[float, float] = {}
     effects: dict[str, float] = {}
     effects_se: dict[str, float] = {}
@@ -356,6 +381,19 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
             result = results[level_sd]
         else:
             result = _local_level_newton(*args, level_sd=level_sd, Z=Z, dispersion=phi)
+        curvature_z = _curvature_z(design, result)
+        if curvature_z is not None and abs(curvature_z) < _CURVATURE_MIN_Z:
+            # constant elasticity is not rejected: refit without the term (it would only add noise)
+            del design[CURVATURE_TERM]
+            Z = [values[:, fit] for values in design.values()]
+            result = _local_level_newton(*args, level_sd=level_sd, Z=Z, dispersion=phi)
+        elif curvature_z is not None:
+            # constant elasticity is rejected, and a cubic is only a better approximation: the shift it
+            # made to each product's elasticity is kept as an allowance for the misspecification left
+            # (assumed no larger than what the term corrected), added to both ends of the interval
+            linear = _local_level_newton(*args, level_sd=level_sd, dispersion=phi,
+                                         Z=[values[:, fit] for name, values in design.items() if name != CURVATURE_TERM])
+            allowance[np.flatnonzero(fit)] = np.nan_to_num(np.abs(result["e"] - linear["e"]))
         dispersion_median = float(np.median(phi))
         effects = dict(zip(design, result["beta"].tolist()))
         effects_se = dict(zip(design, result["beta_se"].tolist()))
@@ -391,10 +429,21 @@ def _fit_local_level(panel: pd.DataFrame, config: ElasticityConfig, usable: pd.S
     return _RawFit(
         product_id=ids, elasticity=elasticity, se=se, level_last=level_last, level_var_last=level_var_last,
         price_mean=np.where(np.isfinite(price_mean), price_mean, np.log(panel.groupby("product_id")["price"].last().reindex(ids).to_numpy())),
+        specification_allowance=allowance,
         params={"level_sd": level_sd, "log_ml_by_level_sd": log_ml_by_sd, "promotion_effects": effects,
-                "dispersion_median": dispersion_median,
+                "dispersion_median": dispersion_median, "curvature_z": curvature_z,
                 "promotion_effects_se": effects_se},
     )
+
+
+def _curvature_z(design: dict[str, np.ndarray], result: dict[str, np.ndarray]) -> float | None:
+    """The curvature's estimate over its (product-clustered) se: the Wald test of constant
+    elasticity; None when the term was not fitted."""
+    if CURVATURE_TERM not in design:
+        return None
+    at = list(design).index(CURVATURE_TERM)
+    se = result["beta_se"][at]
+    return float(result["beta"][at] / se) if np.isfinite(se) and se > 0 else 0.0
 
 
 #: products' Pearson dispersions are shrunk towards their median with the weight of this many rows
@@ -627,6 +676,10 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
                                                   min_category_products=config.min_category_products,
                                                   interval=config.interval)
         tau = taus["tau_product"]
+    if raw.specification_allowance is not None and np.any(raw.specification_allowance > 0):
+        widen = np.where(np.isfinite(shrunk["elasticity"]), raw.specification_allowance, 0.0)
+        shrunk = shrunk.assign(elasticity_low=shrunk["elasticity_low"] - widen,
+                               elasticity_high=shrunk["elasticity_high"] + widen)
     log_price_std = usable_groups["log_price_in_force"].std(ddof=0).reindex(ids).fillna(0.0).to_numpy()
     has_variation = (log_price_std >= config.min_log_price_std) & (usable_groups["log_price_in_force"].nunique().reindex(ids).fillna(0).to_numpy() >= 2)
     current = per_product["list_price"].last().reindex(ids).to_numpy()
@@ -637,7 +690,9 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
     e_for_anchor = np.where(np.isfinite(shrunk["elasticity"]), shrunk["elasticity"], shrunk["prior_elasticity"])
     e_for_anchor = np.nan_to_num(e_for_anchor, nan=-1.0)
     if config.method == "local_level":
-        expected = np.exp(typical_lines + raw.level_last + e_for_anchor * (np.log(current) - raw.price_mean))
+        offset = np.log(current) - raw.price_mean
+        expected = np.exp(typical_lines + raw.level_last + e_for_anchor * offset
+                          + curvature_shift(offset, raw.params.get("promotion_effects", {})))
     else:
         expected = np.exp(typical_lines + raw.level_last)
     out = pd.DataFrame(
@@ -676,6 +731,9 @@ def _estimate(panel: pd.DataFrame, config: ElasticityConfig) -> tuple[Elasticity
         "level_sd": raw.params.get("level_sd"), "seconds": time.perf_counter() - began,
         "grain_days": int(np.median(days_per_row(panel))), **taus,
         **({"dispersion_median": raw.params["dispersion_median"]} if "dispersion_median" in raw.params else {}),
+        **({"curvature_z": raw.params["curvature_z"]} if raw.params.get("curvature_z") is not None else {}),
+        **({"specification_allowance_median": float(np.median(raw.specification_allowance[np.isfinite(raw.elasticity)]))}
+           if raw.specification_allowance is not None and np.isfinite(raw.elasticity).any() else {}),
         **{f"{term}_effect": value for term, value in raw.params.get("promotion_effects", {}).items()},
         **{f"{term}_effect_se": value for term, value in raw.params.get("promotion_effects_se", {}).items()},
     }
