@@ -818,3 +818,31 @@ if given is not None:
     @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40))
     def test_guardrails_are_never_violated_property(seed, n):
         _assert_within_guardrails(*_random_case(np.random.default_rng(seed), n))
+
+
+def test_gain_probability_is_the_posterior_share_of_elasticities_under_which_the_move_pays():
+    from ml.families.pricing.optimiser import gain_probability
+
+    rng = np.random.default_rng(3)
+    current, cost = np.array([20.0, 20.0, 20.0]), np.array([10.0, 10.0, 12.0])
+    price, e, width = np.array([18.0, 22.0, 20.0]), np.array([-3.0, -1.5, -2.0]), np.array([3.2, 2.0, 1.0])
+    got = gain_probability(price, current, cost, e, width)
+    sd = width / (2 * 1.6448536269514722)
+    draws = e + sd * rng.standard_normal((200_000, 3))
+    gains = (price / current) ** draws * (price - cost) > current - cost
+    np.testing.assert_allclose(got[:2], gains.mean(axis=0)[:2], atol=0.005)
+    assert got[2] == 0.0  # no move, nothing to gain
+
+
+def test_a_wide_interval_still_moves_when_the_move_very_likely_pays():
+    # e in [-4.5, -1.3]: the ends disagree (optimum below / above 20), but 20 -> 18 pays with probability ~0.82
+    est = _estimate_rows([-3.0], low=np.array([-4.5]), high=np.array([-1.3]))
+    products = pd.DataFrame({"product_id": [1], "cost": [10.0], "current_price": [20.0]})
+    guardrails = PricingGuardrails(max_interval_width=1.0, competitor_band=None, observed_range_slack=None)
+    rec = recommend_prices(est, products, guardrails).set_index("product_id")
+    assert rec.loc[1, "confidence"] == "high" and rec.loc[1, "recommended_price"] == 18.0
+    cautious = dataclasses.replace(guardrails, min_gain_probability=0.9)
+    held = recommend_prices(est, products, cautious).set_index("product_id").loc[1]
+    assert held["recommended_price"] == 20.0 and "probability 0.8" in held["reason"]
+    off = dataclasses.replace(guardrails, min_gain_probability=None)
+    assert recommend_prices(est, products, off).set_index("product_id").loc[1, "recommended_price"] == 20.0

@@ -76,7 +76,9 @@ class PricingGuardrails:
     - ``price_ending``: e.g. 0.99 for prices like 12.99, a whole number of cents (None: any whole
       cents), see the module docstring for the price grid;
     - confidence: hold the current price when the elasticity interval is wider than
-      ``max_interval_width``, the product had no price variation, or fewer than ``min_days`` days.
+      ``max_interval_width`` (unless both its ends point the same way, or the move raises profit with
+      posterior probability ``min_gain_probability``: :func:`gain_probability`), the product had no
+      price variation, or fewer than ``min_days`` days.
     """
 
     min_margin: float = 0.10
@@ -87,6 +89,9 @@ class PricingGuardrails:
     price_ending: float | None = None
     max_interval_width: float = 1.2
     act_when_direction_certain: bool = True
+    #: a product whose interval is too wide still moves when the move raises its profit with at least
+    #: this posterior probability (None: off); see the confidence rule in the module docstring
+    min_gain_probability: float | None = 0.8
     min_days: int = 56
 
     def __post_init__(self) -> None:
@@ -98,6 +103,7 @@ class PricingGuardrails:
             "price_ending": self.price_ending is None or (
                 0 <= self.price_ending < 1 and abs(self.price_ending * 100 - round(self.price_ending * 100)) < 1e-6),
             "max_interval_width": self.max_interval_width > 0,
+            "min_gain_probability": self.min_gain_probability is None or 0.5 <= self.min_gain_probability < 1,
             "min_days": self.min_days >= 0,
         }
         for name, ok in checks.items():
@@ -356,7 +362,11 @@ def recommend_prices(
     # the optimal price is increasing in e, so the interval's ends bound every price it allows
     direction_certain = ((best_price(low) > current) & (best_price(high) > current)) | (
         (best_price(low) < current) & (best_price(high) < current))
-    too_wide = ~(width <= guardrails.max_interval_width) & ~(guardrails.act_when_direction_certain & direction_certain)
+    gain = gain_probability(best_price(e), current, cost, e, width)
+    likely_gain = gain >= guardrails.min_gain_probability if guardrails.min_gain_probability is not None \
+        else np.zeros(len(ids), dtype=bool)
+    too_wide = (~(width <= guardrails.max_interval_width) & ~(guardrails.act_when_direction_certain & direction_certain)
+                & ~likely_gain)
     checks = [  # the first failing check gives the reason
         (~has_history, "hold: no sales in the history"),
         (has_history & ~varied, "hold: no price variation in the history"),
@@ -370,7 +380,8 @@ def recommend_prices(
     confident = hold_reason == ""
     hold_reason = np.where(
         hold_reason == "hold: elasticity interval too wide",
-        [f"hold: elasticity interval too wide ({w:.2f} > {guardrails.max_interval_width:.2f}) and its ends disagree on the direction" for w in width],
+        [f"hold: elasticity interval too wide ({w:.2f} > {guardrails.max_interval_width:.2f}), its ends disagree on "
+         f"the direction and the move raises profit with probability {g:.2f} only" for w, g in zip(width, gain)],
         hold_reason,
     )
 
@@ -461,6 +472,27 @@ def _substitution(price: np.ndarray, current: np.ndarray, group: np.ndarray, sha
 
 _JOINT_ROUNDS = 200
 _JOINT_DAMPING = 0.5
+
+
+def gain_probability(price: np.ndarray, current: np.ndarray, cost: np.ndarray, elasticity: np.ndarray,
+                     interval_width: np.ndarray, interval: float = 0.90) -> np.ndarray:
+    """The posterior probability that moving from ``current`` to ``price`` raises the product's profit,
+    with the elasticity ``N(elasticity, sd)`` and ``sd`` read off the width of its ``interval`` (so a
+    specification allowance counts). Profit rises iff ``(p / p0) ** e (p - c) > p0 - c``, i.e. iff
+    ``e x > log((p0 - c) / (p - c))`` with ``x = log(p / p0)``: a half-line in ``e``. 0 without a move,
+    a finite elasticity or a margin at both prices."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + interval / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.log(price / current)
+        threshold = np.log((current - cost) / (price - cost)) / x
+        sd = interval_width / (2 * z)
+        above = 1.0 - norm.cdf((threshold - elasticity) / sd)  # P(e > threshold)
+        probability = np.where(x > 0, above, 1.0 - above)
+    usable = (np.isfinite(x) & (x != 0) & np.isfinite(elasticity) & (sd > 0) & (current > cost) & (price > cost)
+              & np.isfinite(threshold))
+    return np.where(usable, probability, 0.0)
 
 
 def joint_targets(cost: np.ndarray, current: np.ndarray, daily_units: np.ndarray, e: np.ndarray, free: np.ndarray,
