@@ -122,6 +122,19 @@ CREATE TABLE IF NOT EXISTS shop.product_groups (
     location    text                              -- the store / outlet / region selling it; NULL: the only one
 );
 
+-- Optional: the exposure log of experiments. One row per experiment and unit: the first time the
+-- store's app actually served the unit its variant (the unit is customer_id or product_id, as the
+-- experiment's unit says; revopt assigns and publishes variants in scores.experiment_assignments).
+-- With rows, an experiment is analysed on its exposed units and its sample-ratio check counts
+-- exposures, so a serving path that loses one variant's exposures shows up; without rows, the
+-- analysis is intention-to-treat on every assigned unit.
+CREATE TABLE IF NOT EXISTS shop.experiment_exposures (
+    experiment_id     text NOT NULL,              -- scores.experiments.experiment_id
+    unit_id           bigint NOT NULL,            -- customer_id or product_id, per the experiment's unit
+    first_exposed_at  timestamptz NOT NULL,       -- when the unit was first served its variant
+    PRIMARY KEY (experiment_id, unit_id)
+);
+
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
     day          date NOT NULL,
     channel      text NOT NULL,
@@ -215,8 +228,9 @@ SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines
 TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "cross_elasticities", "channels",
                 "daily_intensity")
 #: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
-#: aggregated demand or the listing periods are then off).
-SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups")
+#: aggregated demand, the listing periods or the exposure-based experiment analysis are then off).
+SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups",
+                        "experiment_exposures")
 #: The values of ``shop.promotions.promo_type``.
 PROMO_TYPES = ("price_reduction", "display", "feature")
 
@@ -241,6 +255,7 @@ OPTIONAL_SOURCE_COLUMNS = {
                       "revenue": "numeric"},
     "listings": {"product_id": "integer", "start_date": "date", "end_date": "date"},
     "product_groups": {"product_id": "integer", "brand": "text", "location": "text"},
+    "experiment_exposures": {"experiment_id": "text", "unit_id": "integer", "first_exposed_at": "timestamp"},
 }
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}

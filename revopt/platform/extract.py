@@ -251,10 +251,23 @@ PRODUCT_GROUPS_SQL = """
 SELECT product_id, brand, location FROM shop.product_groups ORDER BY product_id
 """
 
+# Optional experiment source (empty when the store does not log exposures): the units first served
+# their variant in the extract window. The window is the one of the other optional sources and of the
+# orders the analysis reads, for consistency: a unit first exposed before it is left out like its
+# orders are, so the experiments DAG's lookback must reach back to the start of the experiments it
+# analyses.
+EXPERIMENT_EXPOSURES_SQL = """
+SELECT experiment_id, unit_id, first_exposed_at
+FROM shop.experiment_exposures
+WHERE first_exposed_at < %(run_ts)s AND first_exposed_at >= %(since_ts)s
+ORDER BY experiment_id, unit_id
+"""
+EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "first_exposed_at")
+
 DATASETS = (
     "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
     "competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups", "engagement_by_hour",
-    "marketing_spend",
+    "marketing_spend", "experiment_exposures",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
 EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
@@ -335,6 +348,9 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             _read_optional(conn, "shop.product_groups", PRODUCT_GROUPS_SQL, window, ["product_id", "brand", "location"]),
             {"product_id": "int64", "brand": "str", "location": "str"},
         ) if "product_groups" in datasets else None
+        exposures = typed_exposures(
+            _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))
+        ) if "experiment_exposures" in datasets else None
         spend = _typed(
             read_frame(conn, MARKETING_SPEND_SQL, window),
             {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
@@ -363,7 +379,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "competitor_prices": competitor_prices, "inventory": inventory,
         "promotions": promotions, "product_sales": product_sales, "listings": listings,
         "product_groups": product_groups,
-        "engagement_by_hour": engagement, "marketing_spend": spend,
+        "engagement_by_hour": engagement, "marketing_spend": spend, "experiment_exposures": exposures,
     }
     extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
     for name, frame in extracted.items():
@@ -394,6 +410,17 @@ def empty_daily_events() -> pd.DataFrame:
 def empty_engagement() -> pd.DataFrame:
     """A typed ``engagement_by_hour`` extract with no rows (a store without clickstream)."""
     return _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
+
+
+def typed_exposures(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ``experiment_exposures`` extract typed: ``experiment_id`` str, ``unit_id`` int64 and
+    ``first_exposed_at`` ``datetime64[ns, UTC]``, the empty frame of a store without exposures too
+    (so its suite's type checks hold and it joins the int64 unit ids of the assignments)."""
+    typed = _cast(frame, {"experiment_id": "str", "unit_id": "int64"})
+    if not len(typed):
+        typed = typed.astype({"experiment_id": object, "unit_id": "int64"})
+    typed["first_exposed_at"] = pd.to_datetime(typed["first_exposed_at"], utc=True).astype("datetime64[ns, UTC]")
+    return typed
 
 
 def _typed_engagement(frame: pd.DataFrame) -> pd.DataFrame:

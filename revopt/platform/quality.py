@@ -5,7 +5,8 @@ tonight's extracts against recent runs.
 A dataset whose row count leaves ``[ROW_COUNT_LOW, ROW_COUNT_HIGH]`` x the median of its recent
 successful runs (up to :data:`RECENT_RUNS` run dates in the :data:`RECENT_DAYS` days before the
 run date, same lookback window) fails validation like any other expectation: a half-empty
-extract is as wrong as a NULL key. With no recent history the rule is skipped.
+extract is as wrong as a NULL key. With no recent history the rule is skipped, and so it is for the
+datasets of :data:`ROW_COUNT_EXEMPT`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 ROW_COUNT_LOW = 0.5
 ROW_COUNT_HIGH = 2.0
+#: datasets whose size legitimately jumps from one run to the next: an experiment's launch multiplies
+#: the exposures overnight (their suite still checks every row)
+ROW_COUNT_EXEMPT = frozenset({"experiment_exposures"})
 RECENT_RUNS = 7
 RECENT_DAYS = 30
 
@@ -76,7 +80,8 @@ def validate_and_record(settings: Settings, run_date: dt.date, frames: dict[str,
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries, rows = [], []
     for dataset, frame in frames.items():
-        summary = validate_frame(dataset, frame, run_date, row_count_expectation(recent.get(dataset)))
+        median = None if dataset in ROW_COUNT_EXEMPT else recent.get(dataset)
+        summary = validate_frame(dataset, frame, run_date, row_count_expectation(median))
         result_path, docs_path = out_dir / f"{dataset}.json", out_dir / f"{dataset}.html"
         result_path.write_text(json.dumps(summary.result_json, indent=1, default=str))
         docs_path.write_text(summary.html)
