@@ -83,6 +83,13 @@ keep the old rates.  Past frequency and engagement, which predicted purchases be
 then point the wrong way: a model trained before it degrades after it (outcome monitoring,
 docs/monitoring.md).  Off, the store is exactly the one drawn without the option.
 
+Planted experiment (optional, off by default).  With ``experiment_effect=ExperimentEffect(...)``
+each customer in a variant buys, from the experiment's day on, at their rate times the variant's
+``rate_multiplier`` (1: no effect, so equal multipliers draw an A/A test), in the Poisson orders and
+the email-driven ones alike, through the same mechanism as the behaviour change.  The experiment,
+its day and the multipliers go to ``truth.generator_run``; which customer is in which variant is
+revopt's own deterministic assignment, so the truth needs no per-customer table.
+
 Frames and dtypes
 -----------------
 Columns are exactly those of the contract DDL, in DDL order.  Ids are ``int64``; ``integer``
@@ -242,6 +249,24 @@ class BehaviourChange:
 
 
 @dataclass(frozen=True)
+class ExperimentEffect:
+    """A planted experiment (module docstring): from ``day`` (days after ``start``) on, customer ``i``
+    (``customer_id = i + 1``) buys at ``rate_multiplier[variant_of_customer[i]]`` times their rate.
+    ``variant_of_customer`` is what revopt's assignment will give each customer (the caller computes it
+    with :func:`ml.experiments.assignment.pick_variants`, so this module stays free of ``ml``); a
+    customer in no variant has ``None`` and keeps their rate."""
+
+    experiment_id: str
+    day: int
+    variant_of_customer: np.ndarray
+    rate_multiplier: dict[str, float]
+
+    def multipliers(self) -> np.ndarray:
+        """Each customer's rate multiplier from ``day`` on (1 outside every variant)."""
+        return np.array([self.rate_multiplier.get(v, 1.0) if v is not None else 1.0 for v in self.variant_of_customer])
+
+
+@dataclass(frozen=True)
 class SyntheticStore:
     """A generated store: source tables, ground truth and ClickHouse events."""
 
@@ -316,12 +341,14 @@ def generate_store(
     seed: int,
     n_products: int | None = None,
     behaviour_change: BehaviourChange | None = None,
+    experiment_effect: ExperimentEffect | None = None,
 ) -> SyntheticStore:
     """Draw a synthetic store with ``n_customers`` customers over ``[start, start + days)``.
 
     ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  ``behaviour_change``
-    (None: off) changes the customers' purchase behaviour mid-way.  The same arguments always give
-    identical frames.  See the module docstring for the generative model.
+    (None: off) changes the customers' purchase behaviour mid-way; ``experiment_effect`` (None: off)
+    plants an experiment's true effect on purchase rates (not both at once).  The same arguments
+    always give identical frames.  See the module docstring for the generative model.
     """
     if n_customers < 1 or days < 1:
         raise ValueError(f"need n_customers >= 1 and days >= 1, got {n_customers} and {days}")
@@ -331,8 +358,14 @@ def generate_store(
         raise ValueError(f"need n_products >= 1, got {n_products}")
     if behaviour_change is not None and not 0 < behaviour_change.day < days:
         raise ValueError(f"behaviour_change.day must be inside the data (0 < day < {days}), got {behaviour_change.day}")
+    if experiment_effect is not None:
+        if behaviour_change is not None:
+            raise ValueError("a behaviour change and a planted experiment cannot be drawn together")
+        if not 0 < experiment_effect.day < days or len(experiment_effect.variant_of_customer) != n_customers:
+            raise ValueError(f"experiment_effect needs 0 < day < {days} and one variant per customer ({n_customers}), "
+                             f"got day {experiment_effect.day} and {len(experiment_effect.variant_of_customer)}")
     return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers,
-                     behaviour_change=behaviour_change)
+                     behaviour_change=behaviour_change, experiment_effect=experiment_effect)
 
 
 def generate_store_chunks(
@@ -409,6 +442,7 @@ def _generate(
     rngs: dict[str, np.random.Generator],
     store_customers: int,
     behaviour_change: BehaviourChange | None = None,
+    experiment_effect: ExperimentEffect | None = None,
 ) -> SyntheticStore:
     began = time.perf_counter()
     dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
@@ -428,6 +462,9 @@ def _generate(
     )
     if behaviour_change is not None:
         customers = replace(customers, change_day=behaviour_change.day, rate_after=_reversed_by_rank(customers.rate))
+    if experiment_effect is not None:
+        customers = replace(customers, change_day=experiment_effect.day,
+                            rate_after=customers.rate * experiment_effect.multipliers())
     logger.info("drew %d customers and %d products (%.1fs)", n_customers, n_products, time.perf_counter() - began)
 
     emails = _draw_emails(rngs["emails"], customers, intensity, offsets, end_ms)
@@ -455,6 +492,12 @@ def _generate(
     if behaviour_change is not None:
         generator_run = pd.concat([generator_run, pd.DataFrame(
             {"key": ["behaviour_change_day"], "value": [str(behaviour_change.day)]})], ignore_index=True)
+    if experiment_effect is not None:
+        variants = sorted(experiment_effect.rate_multiplier)
+        generator_run = pd.concat([generator_run, pd.DataFrame({
+            "key": ["experiment_id", "experiment_day", *(f"experiment_rate_multiplier.{v}" for v in variants)],
+            "value": [experiment_effect.experiment_id, str(experiment_effect.day),
+                      *(repr(float(experiment_effect.rate_multiplier[v])) for v in variants)]})], ignore_index=True)
     daily_intensity = pd.DataFrame({"day": dates, "seasonality": seasonality, "marketing_lift": marketing.lift})
     shop = {
         "customers": customer_frame,
