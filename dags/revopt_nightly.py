@@ -49,6 +49,11 @@ def revopt_nightly():
         return build_features(resources(), run_date_of(context), extract_paths)
 
     @task
+    def assign_experiments(extract_paths: dict[str, str], **context) -> dict:
+        from ml.pipeline import assign_experiments
+        return assign_experiments(resources(), run_date_of(context), extract_paths, run_params_of(context))
+
+    @task
     def score(features: dict, extract_paths: dict[str, str], **context) -> dict:
         from ml.pipeline import score_customers
 
@@ -132,7 +137,9 @@ def revopt_nightly():
         return performance["reason"]
 
     validated = validate(extract("nightly"), "nightly")
+    assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
     scores = score(build_features(validated), validated)
+    assigned >> scores
     publish(scores)
     drift = check_drift(scores)
     drift_above_threshold(drift) >> signal_drift(drift)

@@ -14,6 +14,8 @@ from typing import Any
 
 TRAINING = "training"
 NIGHTLY = "nightly"
+#: the experiments' nightly analysis (revopt_experiments)
+EXPERIMENTS = "experiments"
 BOTH = (TRAINING, NIGHTLY)
 
 #: The longest test window of the families tested on the last days before the run date: pricing 28 days,
@@ -34,7 +36,8 @@ def _param(default: Any, schema: Mapping[str, Any], description: str, dags: tupl
 class RunParams:
     """Run-level settings, one field per DAG param."""
 
-    lookback_days: int = _param(730, {"type": "integer", "minimum": 30}, "History read before the run date (days).")
+    lookback_days: int = _param(730, {"type": "integer", "minimum": 30}, "History read before the run date (days).",
+                                (TRAINING, NIGHTLY, EXPERIMENTS))
     churn_active_days: int = _param(365, {"type": "integer", "minimum": 1},
                                     "A customer is active (gets a churn score) with an order this recently (days).")
     propensity_horizon_days: int = _param(30, {"type": "integer", "minimum": 1, "maximum": 365},
@@ -108,6 +111,18 @@ class RunParams:
         "correlation for CLV, deviance skill over no price response for pricing, open-rate lift near the best hour "
         "for send time; for budget, revenue's absolute percentage error this much above the test MAPE; "
         "docs/monitoring.md).", (NIGHTLY,))
+
+    experiment_holdout_share: float = _param(
+        0.0, {"type": "number", "minimum": 0, "maximum": 0.5},
+        "Share of customers and products held out of every experiment (a global holdout: they always get the "
+        "default treatment; docs/experiments.md).", (NIGHTLY,))
+    experiment_pre_days: int = _param(
+        28, {"type": "integer", "minimum": 1, "maximum": 365},
+        "Days before a unit's first assignment whose metric is its CUPED covariate.", (EXPERIMENTS,))
+    experiment_followup_days: int = _param(
+        28, {"type": "integer", "minimum": 0, "maximum": 365},
+        "An experiment that stopped assigning units is still analysed this many days (its units' outcomes keep "
+        "accruing).", (EXPERIMENTS,))
 
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any]) -> RunParams:

@@ -25,9 +25,13 @@ from features.customer import FEATURE_COLUMNS, customer_features, event_features
 from ml import drift
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time
 from ml.families.classifier import top_factors
+from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
+from ml.experiments.serving import model_variants
+from ml.experiments.store import assignments_as_of, load_experiments
+from ml.experiments.variants import serve_price_variants, serve_send_time_variants
 from ml.families.clv import value_tier
 from ml.family import Family
-from ml.params import NIGHTLY, TRAINING, RunParams
+from ml.params import EXPERIMENTS, NIGHTLY, TRAINING, RunParams
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
 from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
 from revopt.platform.postgres import publish_partition, read_frame, upsert_rows
@@ -51,7 +55,8 @@ def _datasets(purpose: str) -> tuple[str, ...]:
     return tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in wanted)
 
 
-DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY)}
+DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY),
+                EXPERIMENTS: tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in ANALYSIS_DATASETS)}
 #: Every dataset revopt can extract: the source tables and the event datasets built in the events store.
 ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS)
 #: What the nightly customer-scores path reads (features -> score -> publish).
@@ -174,6 +179,8 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
               for name, s in columns.items()}
     factors = {name: _factors_json(s.champion.python_model, s.inputs).reindex(features.index, fill_value="null")
                for name, s in columns.items()}
+    values, factors, versions, experiment_of, variant_of = _serve_model_experiments(
+        resources, run_date, params, features.index, columns, values, factors)
     missing = pd.Series(np.nan, index=features.index)
     clv_score = values.get("clv", missing).to_numpy()
     scores = pd.DataFrame(
@@ -188,8 +195,10 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
                                           for name in _SCORE_FAMILIES}),
             **{f"{prefix}_model": columns[name].champion.name if name in columns else None
                for prefix, name in _VERSION_COLUMNS.items()},
-            **{f"{prefix}_version": columns[name].champion.version if name in columns else None
+            **{f"{prefix}_version": versions[name] if name in columns else None
                for prefix, name in _VERSION_COLUMNS.items()},
+            "experiment_id": experiment_of,
+            "variant": variant_of,
         }
     )
     for reason in reasons.values():
@@ -203,6 +212,45 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
 
 _VERSION_COLUMNS = {"propensity": "purchase_propensity", "churn": "churn_risk", "clv": "clv"}
 _SCORE_FAMILIES = {"purchase_propensity": propensity.FAMILY, "churn_risk": churn.FAMILY, "clv": clv.FAMILY}
+
+
+def _serve_model_experiments(resources: Resources, run_date: dt.date, params: RunParams, index: pd.Index,
+                             columns: dict[str, Scored], values: dict[str, pd.Series], factors: dict[str, pd.Series]):
+    """Tonight's scores with each running model experiment's variant served to its customers
+    (:mod:`ml.experiments.serving`): returns new values and factors per score, the version that scored
+    each row per score, and each row's experiment and variant (None outside model experiments)."""
+    with resources.scores() as conn:
+        experiments = load_experiments(conn)
+        assignments = assignments_as_of(conn, run_date) if experiments else None
+    values, factors = dict(values), dict(factors)
+    versions = {name: np.full(len(index), s.champion.version, dtype=object) for name, s in columns.items()}
+    experiment_of = np.full(len(index), None, dtype=object)
+    variant_of = np.full(len(index), None, dtype=object)
+    if not experiments:
+        return values, factors, versions, experiment_of, variant_of
+    model_names = {family.name: family.model_name for family in _SCORE_FAMILIES.values()}
+    score_of = {family.name: name for name, family in _SCORE_FAMILIES.items()}
+    for served in model_variants(experiments, assignments, run_date, model_names):
+        in_variant = index.isin(served.customer_ids)
+        experiment_of[in_variant], variant_of[in_variant] = served.experiment_id, served.variant
+        for family_name, version in served.versions.items():
+            name = score_of[family_name]
+            if name not in columns:
+                logger.warning("experiment %s variant %s: %s is not scored tonight, its customers get no %s",
+                               served.experiment_id, served.variant, family_name, name)
+                continue
+            scored = columns[name]
+            inputs = scored.inputs[scored.inputs.index.isin(served.customer_ids)]
+            model = load_champion(resources, scored.champion.name, version)
+            output = model.model.predict(inputs, params=_SCORE_FAMILIES[name].predict_params(run_date, params) or None)
+            values[name] = values[name].copy()
+            values[name].loc[inputs.index] = np.asarray(output, dtype="float64")
+            factors[name] = factors[name].copy()
+            factors[name].loc[inputs.index] = _factors_json(model.python_model, inputs)
+            versions[name][index.isin(inputs.index)] = version
+        logger.info("experiment %s variant %s: %d customers scored with %s", served.experiment_id, served.variant,
+                    int(in_variant.sum()), served.versions or "the champions")
+    return values, factors, versions, experiment_of, variant_of
 
 
 def recommend(family: Family, resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
@@ -220,9 +268,40 @@ def recommend(family: Family, resources: Resources, run_date: dt.date, extract_p
         return result
     table = pd.DataFrame(result.output).assign(run_date=run_date, model_name=result.champion.name,
                                                model_version=result.champion.version)
+    if family.name in _SERVE_VARIANTS:
+        table = _serve_experiments(resources, run_date, table, _SERVE_VARIANTS[family.name])
     path = _write_output(resources, run_date, output, table)
     logger.info("%s for %s: %d rows, %s v%s", output, run_date, len(table), result.champion.name, result.champion.version)
     return {"path": str(path), "rows": len(table), "model_version": result.champion.version}
+
+
+#: families whose published rows a price or message experiment changes (ml.experiments.variants)
+_SERVE_VARIANTS = {pricing.FAMILY.name: serve_price_variants, send_time.FAMILY.name: serve_send_time_variants}
+
+
+def _serve_experiments(resources: Resources, run_date: dt.date, table: pd.DataFrame, serve) -> pd.DataFrame:
+    """Tonight's recommendations with every running experiment's variants served (controls held at the
+    current price / the default hour), each row carrying its experiment and variant (None: none)."""
+    with resources.scores() as conn:
+        experiments = load_experiments(conn)
+        assignments = assignments_as_of(conn, run_date) if experiments else None
+    if not experiments:
+        return table.assign(experiment_id=None, variant=None)
+    return serve(table, experiments, assignments, run_date)
+
+
+def assign_experiments(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+                       params: RunParams) -> dict[str, Any]:
+    """Tonight's new units of every active experiment, published before anything is served
+    (:func:`ml.experiments.nightly.assign_units`)."""
+    return assign_units(resources, run_date, extract_paths, params)
+
+
+def analyse_experiments(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
+                        params: RunParams) -> dict[str, Any]:
+    """Every running experiment's analysis and decision (:func:`ml.experiments.nightly.analyse_all`)."""
+    return analyse_all(resources, run_date, extract_paths, params,
+                       model_names={family.name: family.model_name for family in CUSTOMER_FAMILIES})
 
 
 def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:

@@ -21,7 +21,8 @@ from revopt.platform.config import Settings, load_settings, redact_url
 
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
-DAGS = {"nightly": NIGHTLY_DAG, "training": TRAINING_DAG}
+EXPERIMENTS_DAG = "revopt_experiments"
+DAGS = {"nightly": NIGHTLY_DAG, "training": TRAINING_DAG, "experiments": EXPERIMENTS_DAG}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a DAG through Airflow for a run date")
     run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
-    run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default) or training")
+    run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default), training, or the experiments' analysis")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
     run.set_defaults(handler=_run)
 
@@ -93,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
 
     where = commands.add_parser("where", help="print where the state, results and UIs are")
     where.set_defaults(handler=_where)
+
+    from revopt import cli_experiments
+
+    cli_experiments.add_parser(commands)
     return parser
 
 
@@ -104,6 +109,14 @@ def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> 
     parser.add_argument("--behaviour-change-day", type=int, default=None, metavar="DAY",
                         help="customers' purchase behaviour changes on this day after --start (outcome monitoring "
                              "demo: scores published before it stop matching what happens after)")
+    parser.add_argument("--plant-experiment", default=None, metavar="ID",
+                        help="plant a true effect for experiment ID (variants control / treatment, 50/50, as "
+                             "`revopt experiment create --id ID --variant control --variant treatment` assigns them): "
+                             "from --plant-day on, treatment customers buy --plant-lift more often (docs/experiments.md)")
+    parser.add_argument("--plant-day", type=int, default=None, metavar="DAY",
+                        help="day after --start the planted effect begins (default: 30 days before the end)")
+    parser.add_argument("--plant-lift", type=float, default=0.2,
+                        help="relative change of the treatment's purchase rate (default 0.2; 0 draws an A/A test)")
 
 
 def _add_panel_args(parser: argparse.ArgumentParser) -> None:
@@ -187,10 +200,25 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     start_stack(settings)
     with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
-                                behaviour_change=_behaviour_change(args))
+                                behaviour_change=_behaviour_change(args), experiment_effect=_planted(args))
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
+    if args.plant_experiment:
+        day = args.start + dt.timedelta(days=_planted(args).day)
+        print(f"    planted experiment {args.plant_experiment}: treatment purchase rate x {1 + args.plant_lift:g} from {day}; "
+              f"create it with `revopt experiment create --id {args.plant_experiment} --variant control --variant "
+              f"treatment --start {day} ...` and run the nightly DAG on {day} to assign it")
     return 0
+
+
+def _planted(args: argparse.Namespace):
+    """The ``--plant-experiment`` effect for the generator, or None."""
+    if not getattr(args, "plant_experiment", None):
+        return None
+    from revopt.cli_experiments import planted_effect
+
+    day = args.plant_day if args.plant_day is not None else args.days - 30
+    return planted_effect(args.plant_experiment, day, args.plant_lift, args.customers, args.start)
 
 
 def _seed_panel(settings: Settings, args: argparse.Namespace) -> int:
@@ -445,6 +473,16 @@ _PUBLISHED_SUMMARIES = (
         lambda run_date, count, hour, cold, version: (
             f"{run_date}: {count:,} customers, most common best hour {hour}:00 local, {cold:,} from the prior alone "
             f"(model version {version})"
+        ),
+    ),
+    (
+        "scores.experiment_results",
+        "count(DISTINCT experiment_id), "
+        "count(DISTINCT experiment_id) FILTER (WHERE decision LIKE 'ship%%'), "
+        "count(DISTINCT experiment_id) FILTER (WHERE decision LIKE 'stop%%')",
+        lambda run_date, count, ship, stop: (
+            f"{run_date}: {count} experiment(s) analysed, {ship} to ship, {stop} to stop "
+            "(revopt experiment report ID)"
         ),
     ),
     (

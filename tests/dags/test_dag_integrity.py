@@ -16,7 +16,8 @@ EXPECTED_EDGES = {
         "extract": set(),
         "validate": {"extract"},
         "build_features": {"validate"},
-        "score": {"build_features", "validate"},
+        "assign_experiments": {"validate"},
+        "score": {"build_features", "validate", "assign_experiments"},
         "publish": {"score"},
         "recommend_prices": {"validate"},
         "publish_prices": {"recommend_prices"},
@@ -30,6 +31,11 @@ EXPECTED_EDGES = {
         "evaluate_outcomes": {"validate"},
         "performance_below_threshold": {"evaluate_outcomes"},
         "signal_performance_drop": {"evaluate_outcomes", "performance_below_threshold"},
+    },
+    "revopt_experiments": {
+        "extract": set(),
+        "validate": {"extract"},
+        "analyse": {"validate"},
     },
     "revopt_training": {
         "extract": set(),
@@ -193,7 +199,8 @@ def test_run_settings_are_params_generated_from_the_one_definition(dagbag):
 
     from ml.params import RunParams, param_specs
 
-    for dag_id, dag in (("revopt_training", "training"), ("revopt_nightly", "nightly")):
+    for dag_id, dag in (("revopt_training", "training"), ("revopt_nightly", "nightly"),
+                        ("revopt_experiments", "experiments")):
         params = dagbag.dags[dag_id].params
         specs = param_specs(dag)
         assert list(params) == [spec.name for spec in specs]
@@ -207,6 +214,8 @@ def test_run_settings_are_params_generated_from_the_one_definition(dagbag):
     assert training >= {"propensity_horizon_days", "churn_horizon_days", "clv_horizon_days", "n_trials",
                         "tuning_timeout_seconds", "seed", "promotion_margin", "lookback_days"}
     assert "drift_share_threshold" in dagbag.dags["revopt_nightly"].params
+    assert {"lookback_days", "experiment_pre_days", "experiment_followup_days"} <= set(dagbag.dags["revopt_experiments"].params)
+    assert "experiment_holdout_share" in dagbag.dags["revopt_nightly"].params
 
 
 def test_dag_tasks_call_named_functions_not_strings():

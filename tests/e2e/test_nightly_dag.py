@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from features.customer import FEATURE_COLUMNS
 from ml.families import budget, churn, clv, pricing, propensity, send_time
+from ml.params import RunParams
 from ml.registry import SPEC_TAG
 from revopt import cli
 from revopt.platform.postgres import read_frame
@@ -297,6 +298,72 @@ def test_a_weaker_retrained_model_is_refused_and_a_failing_family_stops_no_other
     assert tags["revopt.gate.promoted"] == "False" and "champion v" in tags["revopt.gate.reason"]
 
 
+def test_a_model_experiment_scores_each_variant_with_its_version_and_says_so_on_every_row(settings, seeded):
+    from ml.experiments.definitions import Experiment
+    from ml.experiments.store import create_experiment
+
+    configure_mlflow(settings)
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(propensity.MODEL_NAME, "champion").version
+    challenger = client.get_model_version_by_alias(propensity.MODEL_NAME, "challenger").version
+    assert champion != challenger  # the refused retrain above
+    experiment = Experiment(
+        experiment_id="e2e-ranker", name="challenger ranker", unit="customer", kind="model", start=RUN_DATE,
+        end=RUN_DATE, primary_metric="conversion", mde=0.1,
+        variants=[{"name": "control"}, {"name": "challenger", "config": {"models": {"purchase_propensity": "challenger"}}}])
+    # a price and a message experiment in the same night: their controls keep the current price / default hour
+    others = [Experiment(experiment_id=f"e2e-{kind}", name=kind, unit=unit, kind=kind, start=RUN_DATE, end=RUN_DATE,
+                         primary_metric="revenue_per_unit" if kind == "price" else "open_rate", mde=0.1,
+                         variants=[{"name": "control"}, {"name": "treatment"}])
+              for kind, unit in (("price", "product"), ("message", "customer"))]
+    with connect_postgres(settings) as conn:
+        for each in (experiment, *others):
+            create_experiment(conn, each)
+        conn.commit()
+    try:
+        assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
+        scores, customers = _published(settings)
+        with connect_postgres(settings) as conn:
+            assigned = read_frame(conn, "SELECT unit_id AS customer_id, variant FROM scores.experiment_assignments "
+                                        "WHERE experiment_id = 'e2e-ranker'")
+            prices = read_frame(conn, "SELECT * FROM scores.price_recommendations WHERE run_date = %s", (RUN_DATE,))
+            send_times = read_frame(conn, "SELECT * FROM scores.send_time_recommendations WHERE run_date = %s",
+                                    (RUN_DATE,))
+    finally:
+        with connect_postgres(settings) as conn:
+            for table in ("experiment_assignments", "experiments"):
+                conn.execute(f"DELETE FROM scores.{table} WHERE experiment_id LIKE 'e2e-%%'")
+            conn.commit()
+    held = prices[prices["variant"] == "control"]
+    assert (prices["experiment_id"] == "e2e-price").all() and len(held) > 0
+    assert (held["recommended_price"] == held["current_price"]).all()
+    assert (held["binding_guardrail"] == "experiment_control").all()
+    served = prices[prices["variant"] == "treatment"]
+    assert (served["binding_guardrail"] != "experiment_control").all() and len(served) > 0
+    quiet = send_times[send_times["variant"] == "control"]
+    assert len(quiet) > 0 and (quiet["best_hour"] == quiet["default_hour"]).all()
+    assert (send_times.loc[send_times["variant"] == "treatment", "best_hour"]
+            != send_times.loc[send_times["variant"] == "treatment", "default_hour"]).any()
+    assert len(assigned) == len(customers) and set(assigned["variant"]) == {"control", "challenger"}
+    rows = scores.merge(assigned, on="customer_id", suffixes=("", "_assigned"))
+    assert (rows["experiment_id"] == "e2e-ranker").all() and (rows["variant"] == rows["variant_assigned"]).all()
+    by_variant = rows.groupby("variant")["propensity_version"].agg(set)
+    assert by_variant.to_dict() == {"control": {str(champion)}, "challenger": {str(challenger)}}
+    # the other families are not in the experiment: their champions scored everyone
+    assert set(rows["churn_version"].dropna()) == {str(client.get_model_version_by_alias(churn.MODEL_NAME, "champion").version)}
+    # each variant's scores are its own model's predictions
+    run_dir = settings.run_dir(RUN_DATE)
+    features = pd.read_parquet(run_dir / "features" / "customer_features.parquet")
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/{propensity.MODEL_NAME}/{challenger}")
+    treated = rows[rows["variant"] == "challenger"].set_index("customer_id")
+    inputs = features.set_index("customer_id").loc[treated.index]
+    predicted = model.predict(propensity.FAMILY.nightly_input({"customer_features": inputs.reset_index()}, RUN_DATE,
+                                                              RunParams()))
+    np.testing.assert_allclose(treated["purchase_propensity"].to_numpy(), np.asarray(predicted, dtype=float), rtol=1e-9)
+
+
 def test_a_person_moving_the_champion_alias_changes_what_the_next_night_scores_with(settings, seeded):
     configure_mlflow(settings)
     client = MlflowClient()
@@ -366,6 +433,9 @@ def test_the_champion_loaded_from_the_registry_predicts_exactly_what_the_nightly
         np.testing.assert_allclose(scored.reindex(expected.index).to_numpy(dtype="float64"), expected.to_numpy(),
                                    rtol=1e-12, atol=0)
         return
-    rows = published.drop(columns=["run_date", "model_name", "model_version"]).sort_values(columns).reset_index(drop=True)
+    # what revopt adds around the model's output: the run, the version, and the experiment variant served
+    assert published.get("experiment_id", pd.Series(dtype=object)).isna().all()
+    rows = published.drop(columns=["run_date", "model_name", "model_version", "experiment_id", "variant"], errors="ignore")
+    rows = rows.sort_values(columns).reset_index(drop=True)
     predicted = pd.DataFrame(predicted)[list(rows.columns)].sort_values(columns).reset_index(drop=True)
     pd.testing.assert_frame_equal(rows, predicted, check_dtype=False, check_exact=False, rtol=1e-12, atol=0)

@@ -19,8 +19,11 @@ ALLOWED = {
     "ml_core": {"ml_core", "platform"},  # ml.params, ml.tuning, ml.family, ml.gate, ml.plots, ml.drift
     "families": {"families", "ml_core", "features", "platform"},
     "registry": {"registry", "ml_core", "platform"},
-    "pipeline": {"pipeline", "registry", "families", "ml_core", "features", "platform"},
-    "cli": {"cli", "platform", "sample_data"},
+    # experiments: definitions, assignment, statistics, serving (reads the registry's aliases)
+    "experiments": {"experiments", "registry", "ml_core", "platform"},
+    "pipeline": {"pipeline", "experiments", "registry", "families", "ml_core", "features", "platform"},
+    # the CLI reaches ml only through ``revopt experiment`` (definitions, plan, report), lazily in its handlers
+    "cli": {"cli", "platform", "sample_data", "experiments"},
     "dags": {"dags", "pipeline", "families", "ml_core", "platform", "cli"},
 }
 
@@ -36,6 +39,8 @@ def _layer(module: str) -> str | None:
         return "features"
     if module.startswith("ml.families"):
         return "families"
+    if module.startswith("ml.experiments"):
+        return "experiments"
     if module == "ml.registry":
         return "registry"
     if module == "ml.pipeline":

@@ -1,0 +1,1 @@
+"""Experiments: assignment of units to variants and the statistics that analyse them."""
