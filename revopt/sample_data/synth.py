@@ -88,7 +88,10 @@ each customer in a variant buys, from the experiment's day on, at their rate tim
 ``rate_multiplier`` (1: no effect, so equal multipliers draw an A/A test), in the Poisson orders and
 the email-driven ones alike, through the same mechanism as the behaviour change.  The experiment,
 its day and the multipliers go to ``truth.generator_run``; which customer is in which variant is
-revopt's own deterministic assignment, so the truth needs no per-customer table.
+revopt's own deterministic assignment, so the truth needs no per-customer table.  With
+``exposure_share`` the store also keeps an exposure log (``shop.experiment_exposures``): each
+variant's customers active on the day are logged as served with that probability, so a share below
+1 for one variant draws a broken serving path (a sample ratio mismatch).
 
 Frames and dtypes
 -----------------
@@ -260,6 +263,9 @@ class ExperimentEffect:
     day: int
     variant_of_customer: np.ndarray
     rate_multiplier: dict[str, float]
+    #: share of each variant's customers the store's app logs as served (``shop.experiment_exposures``);
+    #: None: no exposure log. Below 1 for one variant: a broken serving path (a sample ratio mismatch)
+    exposure_share: dict[str, float] | None = None
 
     def multipliers(self) -> np.ndarray:
         """Each customer's rate multiplier from ``day`` on (1 outside every variant)."""
@@ -507,6 +513,8 @@ def _generate(
         "order_lines": lines_frame,
         "marketing_spend": marketing.spend,
     }
+    if experiment_effect is not None and experiment_effect.exposure_share is not None:
+        shop["experiment_exposures"] = _exposures(experiment_effect, customers, origin, days, seed)
     truth = {
         "generator_run": generator_run,
         "customers": customer_truth,
@@ -522,6 +530,22 @@ def _generate(
     }
     logger.info("generated store seed=%d in %.1fs", seed, time.perf_counter() - began)
     return SyntheticStore(shop=shop, truth=truth, events=events)
+
+
+def _exposures(effect: ExperimentEffect, customers: _Customers, origin: pd.Timestamp, days: int, seed: int) -> pd.DataFrame:
+    """The store's exposure log of a planted experiment: each customer in a variant, signed up and still
+    active on the experiment's day (or on signup, when later), is logged as served at a random time of
+    that day with the variant's ``exposure_share`` probability (its own random stream, so the rest of
+    the store is the same with or without the log)."""
+    rng = np.random.default_rng([seed, 0x5EE])
+    variant = effect.variant_of_customer
+    day = np.maximum(customers.signup_day, effect.day)
+    share = np.array([effect.exposure_share.get(v, 0.0) if v is not None else 0.0 for v in variant])
+    logged = (day < np.minimum(customers.churn_day, days)) & (rng.random(len(variant)) < share)
+    at_ms = day[logged].astype(np.int64) * _MS_PER_DAY + rng.integers(0, _MS_PER_DAY // 1000, int(logged.sum())) * 1000
+    return pd.DataFrame({"experiment_id": np.full(int(logged.sum()), effect.experiment_id, dtype=object),
+                         "unit_id": np.flatnonzero(logged).astype(np.int64) + 1,
+                         "first_exposed_at": _timestamps(at_ms, origin)})
 
 
 # --- randomness and calendar ---------------------------------------------------------------------
