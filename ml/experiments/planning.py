@@ -62,9 +62,12 @@ class StorePlan:
             f"{self.new_per_day:,.1f} new per day",
             f"fixed horizon (one look at the end): {p.n_per_variant} units per variant, {p.total:,} in all "
             f"(alpha {p.alpha_per_comparison:.4g} per comparison, power {p.power:.0%}) -> {self.days_fixed} days",
-            f"sequential (always-valid, read every night): {p.sequential_n_per_variant} per variant, "
-            f"{p.sequential_total:,} in all -> {self.days_sequential} days; create the experiment with this plan "
-            f"and the analysis tunes its interval at {p.sequential_tuning_n:,} units per comparison",
+            f"always-valid (mSPRT, read every night for as long as you like): {p.sequential_n_per_variant} per "
+            f"variant, {p.sequential_total:,} in all -> {self.days_sequential} days",
+            f"`revopt experiment create` stores the fixed-horizon size ({p.total:,} units) as the plan: the nightly "
+            "analysis then decides with a group-sequential test (O'Brien-Fleming spending over the plan's "
+            f"unit-days, {self.window_days} per unit), which reads every night at about the fixed test's power, "
+            "and reports the always-valid mSPRT beside it",
             f"durations include the {self.window_days}-day outcome window after the last unit needed enters",
         ]
 

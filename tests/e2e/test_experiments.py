@@ -62,7 +62,13 @@ def test_experiments_are_created_listed_and_assigned_on_their_start_date(store, 
     assert _create("--id", PLANTED.experiment_id, "--name", "again", "--unit", "customer", "--kind", "model",
                    "--variant", "a", "--variant", "b", "--start", LAUNCH.isoformat(), "--metric", "conversion",
                    "--mde", "0.1") == 1  # the id exists: a clear error, nothing changed
-    assert "exists already" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "exists already" in out.err
+    # create sized the plan from the store's own baseline before the launch
+    assert "of customers order in 28 days" in out.out and "fixed horizon" in out.out
+    with connect_postgres(store) as conn:
+        planned = dict(conn.execute("SELECT experiment_id, planned_units FROM scores.experiments").fetchall())
+    assert planned[PLANTED.experiment_id] > 100 and planned["e2e-aa"] > 100
 
     resources = Resources(store)
     paths = extract_datasets(resources, LAUNCH, 365, ("customers", "products"))
@@ -89,6 +95,7 @@ def test_the_experiments_dag_ships_the_planted_effect_and_not_the_aa_test(store,
     planted = results[results["experiment_id"] == PLANTED.experiment_id]
     assert set(planted["metric"]) == {"conversion", "order_value"}
     assert planted["decision"].iloc[0] == "ship treatment", planted["reason"].iloc[0]
+    assert (planted["sequential_test"] == "group").all()  # planned at creation: the group-sequential test decides
     lift = planted.loc[(planted["variant"] == "treatment") & planted["is_primary"], "lift"].iloc[0]
     assert 0.15 < lift < 0.8  # a 1.6x purchase rate over 80 days raises conversion by less than 60 %
     aa = results[results["experiment_id"] == "e2e-aa"]
