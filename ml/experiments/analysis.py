@@ -11,6 +11,8 @@ Rules beyond :func:`ml.experiments.stats.decide`:
   on the harmful side (``tolerance`` x the control mean; 0: any significant harm);
 - the planned sample is the sequential plan (:func:`ml.experiments.stats.plan_sample_size`) for the
   experiment's MDE, power and alpha at the control's observed mean (and sd) tonight;
+- the end date is reached when the last units assigned (``end`` or the stop) have had their whole
+  outcome window (:data:`PLANNED_WINDOW_DAYS`);
 - each look's always-valid p-value carries on from the previous look's (``previous`` results).
 """
 
@@ -149,7 +151,9 @@ def _exposed_units(exposures: pd.DataFrame | None, experiment_id: str, run_date:
 def _decision(experiment: Experiment, primary: MetricAnalysis, outcomes: pd.DataFrame, guardrails,
               run_date: dt.date, srm_detected: bool, sequential: str) -> Decision:
     last = experiment.last_active_day()
-    end_reached = last is not None and run_date > last
+    # the experiment is over when its last units have had their whole outcome window (``end`` is the last
+    # day that assigns units, not the last day they are measured)
+    end_reached = last is not None and run_date > last + dt.timedelta(days=PLANNED_WINDOW_DAYS)
     if srm_detected:
         return decide(primary, planned_sample_reached=False, end_date_reached=end_reached, srm_detected=True,
                       sequential=sequential)

@@ -204,3 +204,13 @@ def test_a_planned_experiment_is_decided_by_the_group_sequential_test_along_its_
     assert alone.loc[alone["variant"] == "treatment", "gs_boundary"].iloc[0] != pytest.approx(last["gs_boundary"])
     unplanned = analyse_experiment(_experiment(), a, RUN, orders=orders).rows
     assert (unplanned["sequential_test"] == "msprt").all() and unplanned["p_value_gs"].isna().all()
+
+
+def test_the_end_comes_when_the_last_units_had_their_outcome_window():
+    a = _assignments(4000)
+    orders = _orders(a, {"control": 0.2, "treatment": 0.2})
+    ended = _experiment(end=START)  # assigns on its start night only
+    week = analyse_experiment(ended, a, START + dt.timedelta(days=7), orders=orders)
+    assert week.decision.action == "keep running", week.decision.reason
+    later = analyse_experiment(ended, a, START + dt.timedelta(days=29), orders=orders)
+    assert later.decision.action == "stop: no effect" and "end date" in later.decision.reason
