@@ -13,7 +13,11 @@ Rules beyond :func:`ml.experiments.stats.decide`:
   experiment's MDE, power and alpha at the control's observed mean (and sd) tonight;
 - the end date is reached when the last units assigned (``end`` or the stop) have had their whole
   outcome window (:data:`PLANNED_WINDOW_DAYS`);
-- each look's always-valid p-value carries on from the previous look's (``previous`` results).
+- each look's always-valid p-value carries on from the previous look's (``previous`` results);
+- a planned experiment (group-sequential) whose information reaches the plan without a winner stops
+  there ("no effect"): its alpha is spent;
+- a decision other than "keep running" stands: later nights repeat it with its date (the statistics
+  are still published), so nobody re-decides by looking again.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ def analyse_experiment(experiment: Experiment, assignments: pd.DataFrame, run_da
     primary, outcomes = analysed(experiment.primary_metric, True)
     guardrails = [(g, analysed(g.metric, g.direction == HIGHER_IS_BETTER)[0]) for g in experiment.guardrails]
     sequential = "group" if experiment.planned_units is not None else "msprt"
-    decision = _decision(experiment, primary, outcomes, guardrails, run_date, bool(srm.detected), sequential)
+    decision = _sticky(_decision(experiment, primary, outcomes, guardrails, run_date, bool(srm.detected), sequential),
+                       previous)
     rows = [_rows(primary, True), *(_rows(a, False) for _, a in guardrails)]
     table = pd.concat(rows, ignore_index=True).assign(
         run_date=run_date, experiment_id=experiment.experiment_id, srm_p_value=srm_p, sequential_test=sequential,
@@ -161,8 +166,30 @@ def _decision(experiment: Experiment, primary: MetricAnalysis, outcomes: pd.Data
         harm = _guardrail_harm(analysis, guardrail.tolerance, sequential)
         if harm is not None:
             return harm
-    return decide(primary, planned_sample_reached=_planned_sample_reached(experiment, primary, outcomes),
-                  end_date_reached=end_reached, srm_detected=False, sequential=sequential)
+    decision = decide(primary, planned_sample_reached=_planned_sample_reached(experiment, primary, outcomes),
+                      end_date_reached=end_reached, srm_detected=False, sequential=sequential)
+    complete = float(primary.table["information_fraction"].iloc[1:].min()) if sequential == "group" else float("nan")
+    if decision.action == "keep running" and complete >= 1.0:
+        # the group-sequential design has spent all its alpha: looking on at the final boundary would
+        # inflate false positives night after night, so the plan's last look is the answer
+        return Decision("stop: no effect", None,
+                        f"the plan's information is complete ({complete:.0%} of its unit-days) without a "
+                        f"significant difference on {primary.metric.name}; {decision.reason}")
+    return decision
+
+
+def _sticky(decision: Decision, previous: pd.DataFrame | None) -> Decision:
+    """A decision reached on an earlier night stands (re-deciding every night would be peeking again): the
+    first night's ship / stop is repeated with its date; tonight's statistics are still published."""
+    if previous is None or previous.empty:
+        return decision
+    made = previous[previous["decision"] != "keep running"].sort_values("run_date")
+    if made.empty:
+        return decision
+    first = made.iloc[0]
+    reason = str(first["reason"])
+    on = pd.Timestamp(first["run_date"]).date()
+    return Decision(str(first["decision"]), None, reason if reason.startswith("decided on ") else f"decided on {on}: {reason}")
 
 
 def _guardrail_harm(analysis: MetricAnalysis, tolerance: float, sequential: str) -> Decision | None:

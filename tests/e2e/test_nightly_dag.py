@@ -314,6 +314,7 @@ def test_a_model_experiment_scores_each_variant_with_its_version_and_says_so_on_
     # a price and a message experiment in the same night: their controls keep the current price / default hour
     others = [Experiment(experiment_id=f"e2e-{kind}", name=kind, unit=unit, kind=kind, start=RUN_DATE, end=RUN_DATE,
                          primary_metric="revenue_per_unit" if kind == "price" else "open_rate", mde=0.1,
+                         layer=f"{kind}s",  # the ranker takes every customer of the default layer
                          variants=[{"name": "control"}, {"name": "treatment"}])
               for kind, unit in (("price", "product"), ("message", "customer"))]
     with connect_postgres(settings) as conn:

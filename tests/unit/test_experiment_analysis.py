@@ -214,3 +214,16 @@ def test_the_end_comes_when_the_last_units_had_their_outcome_window():
     assert week.decision.action == "keep running", week.decision.reason
     later = analyse_experiment(ended, a, START + dt.timedelta(days=29), orders=orders)
     assert later.decision.action == "stop: no effect" and "end date" in later.decision.reason
+
+
+def test_a_planned_experiment_stops_when_its_information_is_complete_and_decisions_stand():
+    a = _assignments(4000)
+    orders = _orders(a, {"control": 0.2, "treatment": 0.2}, seed=3)  # (seed 1 happens to be a 3 % false positive)
+    look = analyse_experiment(_experiment(planned_units=1000), a, RUN, orders=orders)
+    assert look.decision.action == "stop: no effect" and "information is complete" in look.decision.reason
+    # an earlier night's decision stands, with its date; tonight's statistics are still computed
+    earlier = look.rows.assign(run_date=RUN - dt.timedelta(days=3), decision="ship treatment", reason="it won")
+    again = analyse_experiment(_experiment(planned_units=1000), a, RUN, orders=orders, previous=earlier)
+    assert again.decision.action == "ship treatment"
+    assert again.decision.reason == f"decided on {RUN - dt.timedelta(days=3)}: it won"
+    assert again.rows["p_value"].notna().any()
