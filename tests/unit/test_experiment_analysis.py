@@ -69,6 +69,9 @@ def test_outcomes_count_only_the_window_from_assignment_to_the_run_date():
     assert revenue["x"].to_dict() == {1: 10.0, 2: 0.0, 3: 40.0}
     conversion = unit_outcomes(a, "conversion", RUN, orders=orders).set_index("unit_id")
     assert conversion["y"].to_dict() == {1: 1.0, 2: 0.0, 3: 1.0}
+    # a conversion's covariate is the pre-period's order count
+    twice = pd.concat([orders, orders.iloc[[0]]], ignore_index=True)
+    assert unit_outcomes(a, "conversion", RUN, orders=twice).set_index("unit_id")["x"].to_dict() == {1: 2.0, 2: 0.0, 3: 1.0}
     # order value is defined for units with an order in their window only
     assert set(unit_outcomes(a, "order_value", RUN, orders=orders)["unit_id"]) == {1, 3}
 
