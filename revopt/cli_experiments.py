@@ -174,10 +174,12 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
     if not experiments:
         print("no experiments (revopt experiment create)")
         return 0
+    today = dt.datetime.now(dt.timezone.utc).date()
     for e in experiments:
         period = f"{e.start} to {e.end or 'open'}" + (f", stopped from {e.stopped_on}" if e.stopped_on else "")
+        status = "ended" if e.status == "running" and e.end is not None and e.end < today else e.status
         variants = " / ".join(f"{name} {share:.0%}" for name, share in e.weights().items())
-        print(f"{e.experiment_id:<24} {e.status:<8} {e.kind:<7} {e.unit:<8} {variants:<28} {e.primary_metric:<16} "
+        print(f"{e.experiment_id:<24} {status:<8} {e.kind:<7} {e.unit:<8} {variants:<28} {e.primary_metric:<16} "
               f"{period}; {counts.get(e.experiment_id, 0):,} units assigned")
     return 0
 
