@@ -145,8 +145,11 @@ def revopt_nightly():
     drift_above_threshold(drift) >> signal_drift(drift)
     performance = evaluate_outcomes(validated)
     performance_below_threshold(performance) >> signal_performance_drop(performance)
-    publish_prices(recommend_prices(validated))
-    publish_send_times(recommend_send_times(validated))
+    prices = recommend_prices(validated)
+    send_times = recommend_send_times(validated)
+    assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too
+    publish_prices(prices)
+    publish_send_times(send_times)
     publish_budget(allocate_budget(validated))
 
 
