@@ -1,0 +1,1 @@
+"""Multi-touch attribution: heuristic and data-driven credit of each order to the channels on its path."""
