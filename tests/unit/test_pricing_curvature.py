@@ -4,26 +4,17 @@ when constant elasticity is rejected, and then the shift it made widens the elas
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.stats import norm
 
-from features.demand import period_history
 from ml.families.pricing.estimator import CURVATURE_TERM, ElasticityConfig, _estimate
 from revopt.sample_data.panel import generate_panel
+from test_pricing_grain import scanner_panel
 
 
 def _fit(misspecified: bool):
     store = generate_panel(n_stores=30, n_brands=5, periods=120, seed=4, misspecified=misspecified)
-    shop = store.shop
-    sales = pd.merge_asof(shop["product_sales"].sort_values("period_start"),
-                          shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "period_start"}),
-                          on="period_start", by="product_id").sort_values(["product_id", "period_start"])
-    run = sales["period_start"].max() + pd.Timedelta(days=7)
-    products = shop["products"].merge(shop["product_groups"], on="product_id")
-    panel = period_history(sales, products, run, (run - sales["period_start"].min()).days,
-                           promotions=shop["promotions"], listings=shop["listings"])
-    estimates, raw = _estimate(panel, ElasticityConfig())
+    estimates, raw = _estimate(scanner_panel(store), ElasticityConfig())
     truth = store.truth["products"].set_index("product_id")["elasticity"].reindex(estimates.products["product_id"])
     return estimates, raw, truth.to_numpy()
 

@@ -126,19 +126,25 @@ def test_the_family_trains_and_prices_a_store_that_keeps_weekly_aggregates(store
     assert np.median(daily.to_numpy() / truth) == pytest.approx(1.0, abs=0.2)
 
 
-def test_the_shared_cross_price_elasticity_is_recovered_on_a_panel():
-    from revopt.sample_data.panel import generate_panel
-
-    panel_store = generate_panel(n_stores=30, n_brands=5, periods=120, seed=4)
+def scanner_panel(panel_store) -> pd.DataFrame:
+    """The pricing panel of a generated scanner store (:func:`revopt.sample_data.panel.generate_panel`): its
+    weekly sales with the list price in force, brands and stores, promotions and listings, over its whole
+    history (shared with test_pricing_curvature)."""
     shop = panel_store.shop
     sales = pd.merge_asof(shop["product_sales"].sort_values("period_start"),
                           shop["product_prices"].sort_values("valid_from").rename(columns={"valid_from": "period_start"}),
                           on="period_start", by="product_id").sort_values(["product_id", "period_start"])
     run = sales["period_start"].max() + pd.Timedelta(days=7)
     products = shop["products"].merge(shop["product_groups"], on="product_id")
-    panel = period_history(sales, products, run, (run - sales["period_start"].min()).days,
-                           promotions=shop["promotions"], listings=shop["listings"])
-    fitted = estimate_elasticities(panel, ElasticityConfig())
+    return period_history(sales, products, run, (run - sales["period_start"].min()).days,
+                          promotions=shop["promotions"], listings=shop["listings"])
+
+
+def test_the_shared_cross_price_elasticity_is_recovered_on_a_panel():
+    from revopt.sample_data.panel import generate_panel
+
+    panel_store = generate_panel(n_stores=30, n_brands=5, periods=120, seed=4)
+    fitted = estimate_elasticities(scanner_panel(panel_store), ElasticityConfig())
     # the generator's c_jk of a product sum to its total response to all substitutes' prices
     implied = panel_store.truth["cross_elasticities"].groupby("product_id")["cross_elasticity"].sum().mean()
     assert implied > 0.5
