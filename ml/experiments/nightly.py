@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ml.experiments.analysis import RESULT_TABLE_COLUMNS, ExperimentLook, analyse_experiment, previous_results
 from ml.experiments.assignment import assign
 from ml.experiments.definitions import Experiment
-from ml.experiments.serving import MODELS_KEY
+from ml.experiments.serving import MODELS_KEY, resolve_version
 from ml.experiments.store import assignments_as_of, assignments_before, load_experiments
 from ml.experiments.variants import experimental_elasticity
 from ml.params import RunParams
@@ -124,19 +124,29 @@ def online_evidence(look: ExperimentLook, run_date: dt.date, model_names: dict[s
     offline gate's columns. ``promoted`` is false: the evidence is recorded beside the offline test, and
     moving ``@champion`` stays a person's decision (docs/experiments.md). Nothing while it keeps running."""
     e = look.experiment
-    if e.kind != "model" or e.unit != "customer" or look.decision.action == "keep running":
+    if (e.kind != "model" or e.unit != "customer" or look.decision.action == "keep running"
+            or look.decision.reason.startswith("decided on ")):  # recorded once, on the night it was decided
         return []
     control_versions = dict(next(v for v in e.variants if v.name == e.control).config.get(MODELS_KEY, {}))
     primary = look.rows[look.rows["is_primary"].astype(bool)].set_index("variant")
+    group = primary["sequential_test"].iloc[0] == "group"
+    low, high, p_column = ("gs_low", "gs_high", "p_value_gs") if group else ("cs_low", "cs_high", "p_value_sequential_adjusted")
     rows = []
     for variant in e.variants:
         if variant.name == e.control or variant.name not in primary.index:
             continue
         r, c = primary.loc[variant.name], primary.loc[e.control]
-        for family, version in variant.config.get(MODELS_KEY, {}).items():
+        for family, ref in variant.config.get(MODELS_KEY, {}).items():
+            model_name = model_names.get(family, family)
+            try:  # model_promotions holds version numbers: the aliases as they stand tonight
+                version = resolve_version(e, variant.name, model_name, str(ref))
+                champion = resolve_version(e, e.control, model_name, str(control_versions.get(family, "champion")))
+            except ValueError as exc:
+                logger.warning("experiment %s: no online evidence recorded for %s: %s", e.experiment_id, family, exc)
+                continue
             rows.append({
-                "run_date": run_date, "model_name": model_names.get(family, family), "candidate_version": str(version),
-                "champion_version": str(control_versions[family]) if family in control_versions else None,
+                "run_date": run_date, "model_name": model_name, "candidate_version": version,
+                "champion_version": champion,
                 "metric": f"online {e.primary_metric}", "higher_is_better": True,
                 "candidate_value": float(r["mean"]), "champion_value": float(c["mean"]), "margin": 0.0,
                 "promoted": False,
@@ -145,8 +155,8 @@ def online_evidence(look: ExperimentLook, run_date: dt.date, model_names: dict[s
                 "mlflow_run_id": str(r["mlflow_run_id"]),
                 "test_window": f"units assigned {e.start} to {e.last_active_day() or run_date}, outcomes to {run_date}",
                 "n_test": int(r["n"] + c["n"]), "alpha": e.alpha, "difference": float(r["estimate"]),
-                "ci_low": float(r["cs_low"]), "ci_high": float(r["cs_high"]),
-                "p_value": float(r["p_value_sequential_adjusted"]), "test_method": "always-valid mSPRT (online A/B)",
+                "ci_low": float(r[low]), "ci_high": float(r[high]), "p_value": float(r[p_column]),
+                "test_method": "group-sequential (online A/B)" if group else "always-valid mSPRT (online A/B)",
             })
     return rows
 

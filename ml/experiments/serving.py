@@ -56,12 +56,14 @@ def model_variants(experiments: list[Experiment], assignments: pd.DataFrame, run
                 raise ValueError(f"experiment {e.experiment_id} variant {v.name}: config.models names "
                                  f"{sorted(unknown)}; customer-score families are {sorted(model_names)}")
             out.append(ModelVariant(e.experiment_id, v.name, ids,
-                                    {family: _version(e, v.name, model_names[family], str(ref))
+                                    {family: resolve_version(e, v.name, model_names[family], str(ref))
                                      for family, ref in wanted.items()}))
     return out
 
 
-def _version(experiment: Experiment, variant: str, model_name: str, ref: str) -> str:
+def resolve_version(experiment: Experiment, variant: str, model_name: str, ref: str) -> str:
+    """The version number a variant's ``ref`` (a version number or an alias) names now; ValueError naming
+    the experiment, variant and model when the alias does not exist."""
     if ref.isdigit():
         return ref
     version = current_version(model_name, ref)

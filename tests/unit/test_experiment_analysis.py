@@ -230,3 +230,29 @@ def test_a_planned_experiment_stops_when_its_information_is_complete_and_decisio
     assert again.decision.action == "ship treatment"
     assert again.decision.reason == f"decided on {RUN - dt.timedelta(days=3)}: it won"
     assert again.rows["p_value"].notna().any()
+
+
+def test_a_decided_model_experiment_is_recorded_once_as_online_evidence_beside_the_gate():
+    from ml.experiments.analysis import ExperimentLook
+    from ml.experiments.nightly import online_evidence
+
+    models = {"purchase_propensity": "revopt_purchase_propensity"}
+    experiment = _experiment(planned_units=4000, variants=[
+        {"name": "control", "config": {"models": {"purchase_propensity": "3"}}},
+        {"name": "treatment", "config": {"models": {"purchase_propensity": "4"}}}])
+    a = _assignments(8000)
+    look = analyse_experiment(experiment, a, RUN, orders=_orders(a, {"control": 0.2, "treatment": 0.26}))
+    look = ExperimentLook(look.experiment, look.rows.assign(mlflow_run_id="run-1"), look.decision, look.n_units)
+    assert look.decision.action == "ship treatment"
+    (row,) = online_evidence(look, RUN, models)
+    treated = look.rows[(look.rows["variant"] == "treatment") & look.rows["is_primary"]].iloc[0]
+    assert (row["model_name"], row["candidate_version"], row["champion_version"]) == ("revopt_purchase_propensity", "4", "3")
+    assert row["promoted"] is False and row["metric"] == "online conversion"
+    assert row["test_method"] == "group-sequential (online A/B)" and row["p_value"] == treated["p_value_gs"] < 0.05
+    assert row["ci_low"] == treated["gs_low"] and "ship treatment" in row["reason"]
+    # later nights repeat the decision but record nothing more; nothing while it keeps running
+    repeated = ExperimentLook(look.experiment, look.rows, look.decision.__class__(
+        "ship treatment", None, f"decided on {RUN}: it won"), look.n_units)
+    assert online_evidence(repeated, RUN + dt.timedelta(days=1), models) == []
+    running = ExperimentLook(look.experiment, look.rows, look.decision.__class__("keep running", None, "-"), look.n_units)
+    assert online_evidence(running, RUN, models) == []
