@@ -1,0 +1,127 @@
+"""Conversion paths for attribution (issue 18): each order's touchpoints in a lookback window before it,
+and the touchpoints of customers who have not converted since, joined inside ClickHouse.
+
+A *touchpoint* is a web session (its first event's time and channel) or a human email click (channel
+``email``). A *journey* is a window of one customer's touchpoints:
+
+- a converting journey per non-cancelled order: touchpoints in ``(max(order_ts - lookback, the
+  customer's previous order_ts), order_ts]`` (so a touch credits only the next order; the order's own
+  session, which starts before its purchase event, is its last touch);
+- a non-converting journey per customer whose touchpoints after their last order (or within the
+  lookback, whichever is later) led to no order before the run date: ``(max(run_ts - lookback, last
+  order_ts), run_ts)``. Customers without such touchpoints have no journey.
+
+The orders come from PostgreSQL, the events stay in ClickHouse: the journey windows (one row per
+journey, a few columns) are inserted into a ClickHouse table and joined there, so only the
+touchpoints of the windows come back. The output is the input of :mod:`ml.attribution.models`:
+``journeys`` (journey_id, position, channel, campaign, touch_ts) and ``outcomes`` (journey_id, converted,
+revenue, conversion_ts). Converting journeys are numbered by ``order_id``; non-converting ones after the
+largest order id, by customer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+#: the ClickHouse table the journey windows are written to before the join (replaced on each build)
+WINDOWS_TABLE = "attribution_windows"
+
+WINDOWS_DDL = """
+CREATE TABLE IF NOT EXISTS {database}.attribution_windows (
+    journey_id    Int64,
+    customer_id   UInt64,
+    window_start  DateTime64(3, 'UTC'),
+    window_end    DateTime64(3, 'UTC')
+) ENGINE = MergeTree ORDER BY (customer_id, journey_id)
+"""
+
+PATHS_SQL = """
+WITH touches AS (
+    SELECT customer_id, min(event_time) AS touch_ts, argMin(channel, event_time) AS channel
+    FROM {database}.events
+    WHERE customer_id != 0 AND session_id != 0 AND event_type NOT LIKE 'email_%'
+      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+    GROUP BY customer_id, session_id
+    UNION ALL
+    SELECT customer_id, event_time AS touch_ts, 'email' AS channel
+    FROM {database}.events
+    WHERE customer_id != 0 AND event_type = 'email_click' AND is_machine = 0
+      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+)
+SELECT w.journey_id AS journey_id, toString(t.channel) AS channel, t.touch_ts AS touch_ts
+FROM {database}.attribution_windows AS w
+INNER JOIN touches AS t ON t.customer_id = w.customer_id
+WHERE t.touch_ts > w.window_start AND t.touch_ts <= w.window_end
+ORDER BY journey_id, touch_ts, channel
+"""
+
+
+def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The journey windows (journey_id, customer_id, window_start, window_end) and their outcomes
+    (journey_id, converted, revenue, conversion_ts) from the orders extract (order_id, customer_id,
+    order_ts, status, order_value) as of ``run_ts``."""
+    lookback = pd.Timedelta(days=lookback_days)
+    kept = orders[(orders["status"].astype(str) != "cancelled") & (orders["order_ts"] < run_ts)]
+    kept = kept.sort_values(["customer_id", "order_ts", "order_id"])
+    previous = kept.groupby("customer_id")["order_ts"].shift(1)
+    start = (kept["order_ts"] - lookback).where(previous.isna() | (previous < kept["order_ts"] - lookback), previous)
+    converting = pd.DataFrame({"journey_id": kept["order_id"].astype("int64").to_numpy(),
+                               "customer_id": kept["customer_id"].astype("int64").to_numpy(),
+                               "window_start": start.to_numpy(), "window_end": kept["order_ts"].to_numpy()})
+    last = kept.groupby("customer_id")["order_ts"].max()
+    customers = orders["customer_id"].astype("int64").unique()
+    first_id = int(orders["order_id"].max()) + 1 if len(orders) else 1
+    after = last.reindex(customers)
+    floor = run_ts - lookback
+    open_start = pd.Series(after.to_numpy(), index=customers).where(lambda s: s > floor, floor)
+    waiting = pd.DataFrame({"journey_id": first_id + np.arange(len(customers), dtype="int64"),
+                            "customer_id": customers, "window_start": open_start.to_numpy(),
+                            "window_end": run_ts - pd.Timedelta(milliseconds=1)})
+    windows = pd.concat([converting, waiting], ignore_index=True)
+    for column in ("window_start", "window_end"):
+        windows[column] = pd.to_datetime(windows[column], utc=True).astype("datetime64[ms, UTC]")
+    outcomes = pd.DataFrame({
+        "journey_id": windows["journey_id"].to_numpy(),
+        "converted": np.r_[np.ones(len(converting), bool), np.zeros(len(waiting), bool)],
+        "revenue": np.r_[kept["order_value"].to_numpy(dtype=float), np.zeros(len(waiting))],
+        "conversion_ts": np.r_[kept["order_ts"].to_numpy(), np.full(len(waiting), np.datetime64("NaT"))],
+    })
+    outcomes["conversion_ts"] = pd.to_datetime(outcomes["conversion_ts"], utc=True)
+    return windows, outcomes
+
+
+def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
+                              lookback_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(journeys, outcomes) for :mod:`ml.attribution.models` (module docstring), the touchpoints joined in
+    ClickHouse; ``store`` a :class:`revopt.platform.events.EventStore` (None: no clickstream, so every
+    order is a journey without touchpoints and nothing else is a journey). Non-converting journeys
+    without a touchpoint are dropped from both frames."""
+    windows, outcomes = journey_windows(orders, run_ts, lookback_days)
+    if store is None:
+        converted = outcomes[outcomes["converted"]]
+        return _typed_journeys(pd.DataFrame()), converted.reset_index(drop=True)
+    store.command(WINDOWS_DDL.format(database=store.database))
+    store.command(f"TRUNCATE TABLE {store.database}.{WINDOWS_TABLE}")
+    arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
+    store.insert_arrow(WINDOWS_TABLE, arrow)
+    touches = store.query_df(PATHS_SQL.format(database=store.database), {
+        "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
+    journeys = _typed_journeys(touches)
+    touched = outcomes["converted"] | outcomes["journey_id"].isin(journeys["journey_id"])
+    return journeys, outcomes[touched].reset_index(drop=True)
+
+
+def _typed_journeys(touches: pd.DataFrame) -> pd.DataFrame:
+    if touches.empty:
+        return pd.DataFrame({"journey_id": pd.Series(dtype="int64"), "position": pd.Series(dtype="int64"),
+                             "channel": pd.Series(dtype=object), "campaign": pd.Series(dtype=object),
+                             "touch_ts": pd.Series(dtype="datetime64[ns, UTC]")})
+    out = pd.DataFrame({"journey_id": touches["journey_id"].astype("int64").to_numpy(),
+                        "channel": touches["channel"].astype(str).to_numpy(),
+                        "campaign": np.full(len(touches), None, dtype=object),
+                        "touch_ts": pd.to_datetime(touches["touch_ts"], utc=True).astype("datetime64[ns, UTC]")})
+    out = out.sort_values(["journey_id", "touch_ts", "channel"], kind="stable").reset_index(drop=True)
+    out.insert(1, "position", out.groupby("journey_id").cumcount().astype("int64"))
+    return out
