@@ -27,7 +27,7 @@ from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propens
 from ml.families.classifier import top_factors
 from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
 from ml.experiments.serving import model_variants
-from ml.experiments.store import assignments_as_of, load_experiments
+from ml.experiments.store import served_as_of
 from ml.experiments.variants import serve_price_variants, serve_send_time_variants
 from ml.families.clv import value_tier
 from ml.family import Family
@@ -220,8 +220,7 @@ def _serve_model_experiments(resources: Resources, run_date: dt.date, params: Ru
     (:mod:`ml.experiments.serving`): returns new values and factors per score, the version that scored
     each row per score, and each row's experiment and variant (None outside model experiments)."""
     with resources.scores() as conn:
-        experiments = load_experiments(conn)
-        assignments = assignments_as_of(conn, run_date) if experiments else None
+        experiments, assignments = served_as_of(conn, run_date)
     values, factors = dict(values), dict(factors)
     versions = {name: np.full(len(index), s.champion.version, dtype=object) for name, s in columns.items()}
     experiment_of = np.full(len(index), None, dtype=object)
@@ -283,8 +282,7 @@ def _serve_experiments(resources: Resources, run_date: dt.date, table: pd.DataFr
     """Tonight's recommendations with every running experiment's variants served (controls held at the
     current price / the default hour), each row carrying its experiment and variant (None: none)."""
     with resources.scores() as conn:
-        experiments = load_experiments(conn)
-        assignments = assignments_as_of(conn, run_date) if experiments else None
+        experiments, assignments = served_as_of(conn, run_date)
     if not experiments:
         return table.assign(experiment_id=None, variant=None)
     return serve(table, experiments, assignments, run_date)

@@ -34,9 +34,10 @@ def load_experiments(conn: psycopg.Connection) -> list[Experiment]:
 
 
 def get_experiment(conn: psycopg.Connection, experiment_id: str) -> Experiment:
-    found = [e for e in load_experiments(conn) if e.experiment_id == experiment_id]
+    experiments = load_experiments(conn)
+    found = [e for e in experiments if e.experiment_id == experiment_id]
     if not found:
-        known = ", ".join(e.experiment_id for e in load_experiments(conn)) or "none"
+        known = ", ".join(e.experiment_id for e in experiments) or "none"
         raise ExperimentNotFound(f"no experiment {experiment_id!r} in scores.experiments (known: {known})")
     return found[0]
 
@@ -68,6 +69,12 @@ def stop_experiment(conn: psycopg.Connection, experiment_id: str, on: dt.date) -
         conn.execute("UPDATE scores.experiments SET status = %(status)s, stopped_on = %(stopped_on)s "
                      "WHERE experiment_id = %(experiment_id)s", _db_row(stopped))
     return stopped
+
+
+def served_as_of(conn: psycopg.Connection, run_date: dt.date) -> tuple[list[Experiment], pd.DataFrame | None]:
+    """Every experiment and the assignments serving reads on ``run_date`` (None when there is no experiment)."""
+    experiments = load_experiments(conn)
+    return experiments, (assignments_as_of(conn, run_date) if experiments else None)
 
 
 def assignments_before(conn: psycopg.Connection, run_date: dt.date) -> pd.DataFrame:
