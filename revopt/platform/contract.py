@@ -135,13 +135,16 @@ CREATE TABLE IF NOT EXISTS shop.experiment_exposures (
     PRIMARY KEY (experiment_id, unit_id)
 );
 
+-- Spend per day, channel and (optionally) campaign. ``campaign`` is optional in a store's view: a store
+-- without campaigns leaves it out (or '' for every row) and every campaign analysis runs per channel.
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
     day          date NOT NULL,
     channel      text NOT NULL,
     spend        numeric(14, 2) NOT NULL,
     impressions  bigint NOT NULL,
     clicks       bigint NOT NULL,
-    PRIMARY KEY (day, channel)
+    campaign     text NOT NULL DEFAULT '',        -- '' : no campaign (channel-level spend)
+    PRIMARY KEY (day, channel, campaign)
 );
 """
 
@@ -216,7 +219,8 @@ CREATE TABLE IF NOT EXISTS {database}.events (
     product_id   UInt64,
     channel      LowCardinality(String),
     device       LowCardinality(String),
-    is_machine   UInt8
+    is_machine   UInt8,
+    campaign     LowCardinality(String) DEFAULT ''
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (customer_id, event_time)
