@@ -7,6 +7,8 @@
   engagement -> publish ``scores.send_time_recommendations``;
 - budget: the marketing budget split with the budget ``@champion`` -> publish
   ``scores.budget_allocations``;
+- attribution: every attribution model on the conversion paths of the last ``attribution_window_days``,
+  conservation checked -> publish ``scores.attribution`` and ``scores.order_attribution``;
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
@@ -109,6 +111,20 @@ def revopt_nightly():
         return publish(resources(), run_date_of(context), "scores.budget_allocations", allocation["path"])
 
     @task
+    def attribute(extract_paths: dict[str, str], **context) -> dict:
+        from ml.pipeline import attribute
+
+        return attribute(resources(), run_date_of(context), extract_paths, run_params_of(context))
+
+    @task
+    def publish_attribution(attributed: dict, **context) -> int:
+        from ml.pipeline import publish
+
+        run_date = run_date_of(context)
+        return sum(publish(resources(), run_date, f"scores.{table}", attributed[table])
+                   for table in ("attribution", "order_attribution"))
+
+    @task
     def check_drift(scores: dict, **context) -> dict:
         from ml.pipeline import check_drift
 
@@ -151,6 +167,7 @@ def revopt_nightly():
     publish_prices(prices)
     publish_send_times(send_times)
     publish_budget(allocate_budget(validated))
+    publish_attribution(attribute(validated))
 
 
 revopt_nightly()

@@ -17,6 +17,13 @@ touchpoints of the windows come back. The output is the input of :mod:`ml.attrib
 ``journeys`` (journey_id, position, channel, campaign, touch_ts) and ``outcomes`` (journey_id, converted,
 revenue, conversion_ts). Converting journeys are numbered by ``order_id``; non-converting ones after the
 largest order id, by customer.
+
+A session's campaign is that of its first event, an email click's its own (``events.campaign``; '' and a
+store whose events table has no ``campaign`` column give None: the journey is credited per channel only).
+
+The extract keeps both frames as one dataset, ``conversion_paths`` (:func:`paths_dataset`): one row per
+touch, each carrying its journey's customer and outcome, and one row with ``position = -1`` for a
+converting journey without touches; :func:`split_paths` gives the two frames back.
 """
 
 from __future__ import annotations
@@ -39,18 +46,20 @@ CREATE TABLE IF NOT EXISTS {database}.attribution_windows (
 
 PATHS_SQL = """
 WITH touches AS (
-    SELECT customer_id, min(event_time) AS touch_ts, argMin(channel, event_time) AS channel
+    SELECT customer_id, min(event_time) AS touch_ts, argMin(channel, event_time) AS channel,
+           argMin({campaign}, event_time) AS campaign
     FROM {database}.events
     WHERE customer_id != 0 AND session_id != 0 AND event_type NOT LIKE 'email_%'
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     GROUP BY customer_id, session_id
     UNION ALL
-    SELECT customer_id, event_time AS touch_ts, 'email' AS channel
+    SELECT customer_id, event_time AS touch_ts, 'email' AS channel, {campaign} AS campaign
     FROM {database}.events
     WHERE customer_id != 0 AND event_type = 'email_click' AND is_machine = 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 )
-SELECT w.journey_id AS journey_id, toString(t.channel) AS channel, t.touch_ts AS touch_ts
+SELECT w.journey_id AS journey_id, toString(t.channel) AS channel, toString(t.campaign) AS campaign,
+       t.touch_ts AS touch_ts
 FROM {database}.attribution_windows AS w
 INNER JOIN touches AS t ON t.customer_id = w.customer_id
 WHERE t.touch_ts > w.window_start AND t.touch_ts <= w.window_end
@@ -106,11 +115,56 @@ def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestam
     store.command(f"TRUNCATE TABLE {store.database}.{WINDOWS_TABLE}")
     arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
     store.insert_arrow(WINDOWS_TABLE, arrow)
-    touches = store.query_df(PATHS_SQL.format(database=store.database), {
+    campaign = "campaign" if has_event_column(store, "campaign") else "''"
+    touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign), {
         "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
     journeys = _typed_journeys(touches)
     touched = outcomes["converted"] | outcomes["journey_id"].isin(journeys["journey_id"])
     return journeys, outcomes[touched].reset_index(drop=True)
+
+
+def has_event_column(store, column: str) -> bool:
+    """Whether the store's events table has ``column`` (an optional one, e.g. ``campaign``)."""
+    found = store.query_df(
+        "SELECT count() AS n FROM system.columns WHERE database = {database:String} AND table = 'events' "
+        "AND name = {column:String}", {"database": store.database, "column": column})
+    return bool(len(found)) and int(found["n"].iloc[0]) > 0
+
+
+#: the columns of the ``conversion_paths`` dataset (one row per touch; module docstring)
+PATH_COLUMNS = ("journey_id", "customer_id", "converted", "revenue", "conversion_ts", "position", "channel",
+                "campaign", "touch_ts")
+
+
+def paths_dataset(journeys: pd.DataFrame, outcomes: pd.DataFrame, customers: pd.Series) -> pd.DataFrame:
+    """The ``conversion_paths`` dataset from (journeys, outcomes); ``customers`` maps journey_id to customer."""
+    touched = journeys.merge(outcomes, on="journey_id", how="left")
+    bare = outcomes[~outcomes["journey_id"].isin(journeys["journey_id"])].assign(
+        position=-1, channel=None, campaign=None, touch_ts=pd.NaT)
+    frame = pd.concat([touched, bare], ignore_index=True) if len(bare) else touched
+    frame["customer_id"] = frame["journey_id"].map(customers).astype("int64")
+    frame["touch_ts"] = pd.to_datetime(frame["touch_ts"], utc=True)
+    frame["conversion_ts"] = pd.to_datetime(frame["conversion_ts"], utc=True)
+    frame = frame.astype({"journey_id": "int64", "position": "int64", "converted": bool, "revenue": "float64"})
+    return frame[list(PATH_COLUMNS)].sort_values(["journey_id", "position"], kind="stable").reset_index(drop=True)
+
+
+def split_paths(paths: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(journeys, outcomes) of :mod:`ml.attribution.models` from the ``conversion_paths`` dataset."""
+    outcomes = (paths.drop_duplicates("journey_id")[["journey_id", "converted", "revenue", "conversion_ts"]]
+                .reset_index(drop=True))
+    touches = paths[paths["position"] >= 0]
+    journeys = touches[["journey_id", "position", "channel", "campaign", "touch_ts"]].reset_index(drop=True)
+    journeys["campaign"] = journeys["campaign"].astype(object).where(journeys["campaign"].notna(), None)
+    return journeys, outcomes
+
+
+def conversion_paths(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
+                     lookback_days: int) -> pd.DataFrame:
+    """The ``conversion_paths`` dataset as of ``run_ts`` (:func:`conversion_paths_in_store`, flattened)."""
+    windows, _ = journey_windows(orders, run_ts, lookback_days)
+    journeys, outcomes = conversion_paths_in_store(store, orders, since_ts, run_ts, lookback_days)
+    return paths_dataset(journeys, outcomes, windows.set_index("journey_id")["customer_id"])
 
 
 def _typed_journeys(touches: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +174,8 @@ def _typed_journeys(touches: pd.DataFrame) -> pd.DataFrame:
                              "touch_ts": pd.Series(dtype="datetime64[ns, UTC]")})
     out = pd.DataFrame({"journey_id": touches["journey_id"].astype("int64").to_numpy(),
                         "channel": touches["channel"].astype(str).to_numpy(),
-                        "campaign": np.full(len(touches), None, dtype=object),
+                        "campaign": touches["campaign"].astype(object).where(touches["campaign"].astype(str) != "", None)
+                        if "campaign" in touches else np.full(len(touches), None, dtype=object),
                         "touch_ts": pd.to_datetime(touches["touch_ts"], utc=True).astype("datetime64[ns, UTC]")})
     out = out.sort_values(["journey_id", "touch_ts", "channel"], kind="stable").reset_index(drop=True)
     out.insert(1, "position", out.groupby("journey_id").cumcount().astype("int64"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ def media_history(
 ) -> pd.DataFrame:
     """Dense daily window ``[max(run_date - lookback_days, first spend day), run_date)``.
 
-    ``spend``: day, channel, spend (rows for the same day and channel are summed; a day without a
-    row for a channel is a day without spend); ``orders``: order_ts (UTC), channel, status,
-    order_value (only ``completed`` orders count; the day is the UTC date of ``order_ts``).
+    ``spend``: day, channel, spend (rows for the same day and channel are summed, e.g. its campaigns; a
+    day without a row for a channel is a day without spend); ``orders``: order_ts (UTC), channel, status,
+    order_value (only ``completed`` orders count; the day is the UTC date of ``order_ts``) and optionally
+    ``credit``: an order split over channels by an attribution model is one row per channel with its
+    share (:func:`ml.attribution.nightly.attributed_orders`), counted and valued by that share.
 
     Columns: day, ``spend_<channel>`` per paid channel (the channels of ``spend``, sorted),
     revenue (completed, all channels), orders (completed count), then ``revenue_<channel>`` and
@@ -101,24 +104,27 @@ def media_history(
     done, order_day = done[inside], order_day[inside]
     if len(done) == 0:
         raise ValueError(f"orders: no completed orders between {first.date()} and {run.date()}")
-    value = done["order_value"].to_numpy(dtype=float)
-    labelled = pd.DataFrame({"day": order_day.to_numpy(), "channel": done["channel"].astype(str).to_numpy(), "value": value})
-    by_channel = labelled.pivot_table(index="day", columns="channel", values="value", aggfunc=["sum", "size"])
-    other = sorted(c for c in by_channel["sum"].columns if c not in channels)
-    revenue_by = by_channel["sum"].reindex(index=days, columns=channels + other).fillna(0.0)
-    orders_by = by_channel["size"].reindex(index=days, columns=channels + other).fillna(0.0)
-    totals = pd.DataFrame({"day": order_day.to_numpy(), "value": value}).groupby("day")["value"].agg(["sum", "size"])
+    credited = "credit" in done.columns
+    credit = done["credit"].to_numpy(dtype=float) if credited else np.ones(len(done))
+    value = done["order_value"].to_numpy(dtype=float) * credit
+    labelled = pd.DataFrame({"day": order_day.to_numpy(), "channel": done["channel"].astype(str).to_numpy(),
+                             "value": value, "n": credit})
+    by_channel = labelled.pivot_table(index="day", columns="channel", values=["value", "n"], aggfunc="sum")
+    other = sorted(c for c in by_channel["value"].columns if c not in channels)
+    revenue_by = by_channel["value"].reindex(index=days, columns=channels + other).fillna(0.0)
+    orders_by = by_channel["n"].reindex(index=days, columns=channels + other).fillna(0.0)
+    totals = labelled.groupby("day")[["value", "n"]].sum().rename(columns={"value": "sum", "n": "size"})
     totals = totals.reindex(days).fillna(0.0)
 
     history = pd.DataFrame({"day": days})
     for c in channels:
         history[SPEND_PREFIX + c] = wide[c].to_numpy()
     history["revenue"] = totals["sum"].to_numpy()
-    history["orders"] = totals["size"].to_numpy().astype("int64")
+    history["orders"] = np.round(totals["size"].to_numpy()).astype("int64")  # each order's credits sum to 1
     for c in channels + other:
         history[REVENUE_PREFIX + c] = revenue_by[c].to_numpy()
-    for c in channels + other:
-        history[ORDERS_PREFIX + c] = orders_by[c].to_numpy().astype("int64")
+    for c in channels + other:  # fractional when orders are split over channels (``credit``)
+        history[ORDERS_PREFIX + c] = orders_by[c].to_numpy() if credited else orders_by[c].to_numpy().astype("int64")
     logger.info("media history: %d days from %s, %d paid channels, %.0f revenue per day", len(days), first.date(),
                 len(channels), history["revenue"].mean())
     return history

@@ -100,6 +100,24 @@ class RunParams:
     budget_max_spend: dict[str, float] = _param({}, {"type": "object"},
                                                 'Maximum daily spend per channel, e.g. {"paid_search": 5000}.')
     budget_horizon_days: int = _param(28, {"type": "integer", "minimum": 1}, "Days the expected revenue figures cover.")
+    attribution_lookback_days: int = _param(
+        30, {"type": "integer", "minimum": 1, "maximum": 365},
+        "Touchpoints this many days before an order (and after the customer's previous order) make its conversion "
+        "path (docs/attribution.md).")
+    attribution_window_days: int = _param(
+        28, {"type": "integer", "minimum": 1, "maximum": 365},
+        "Orders of this many days before the run date are attributed and published each night.", (NIGHTLY,))
+    attribution_half_life_days: float = _param(
+        7.0, {"type": "number", "exclusiveMinimum": 0}, "Half-life of the time-decay attribution model (days).",
+        (NIGHTLY,))
+    markov_order: int = _param(1, {"type": "integer", "minimum": 1, "maximum": 3},
+                               "Order of the Markov-chain attribution model (states are the last k channels).")
+    attribution_model: str = _param(
+        "markov", {"type": "string", "enum": ["first_touch", "last_non_direct_touch", "linear", "time_decay",
+                                              "position_based", "markov", "shapley", "recorded"]},
+        "The attribution model whose credits the budget model's attributed target, the acquisition economics and "
+        "the campaign analytics use; 'recorded' is the channel the store recorded on the order (needs no "
+        "clickstream). Without clickstream every model falls back to 'recorded'.")
     drift_share_threshold: float = _param(
         0.3, {"type": "number", "minimum": 0, "maximum": 1},
         "Request retraining when more than this share of the features drifted from the training reference.",

@@ -21,8 +21,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from features.attribution import conversion_paths
 from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
 from ml import drift
+from ml.attribution import nightly as attribution
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time
 from ml.families.classifier import top_factors
 from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
@@ -46,19 +48,30 @@ EVENT_BUILDERS = {"customer_event_features": event_features_in_store}
 CUSTOMER_FAMILIES = (propensity.FAMILY, churn.FAMILY, clv.FAMILY)
 
 
+#: Datasets built from the extracted orders and the events store once the sources are read: each order's
+#: conversion path (:func:`features.attribution.conversion_paths`).
+PATH_DATASETS = ("conversion_paths",)
+#: What the nightly attribution step reads besides the families' datasets.
+ATTRIBUTION_DATASETS = ("orders", "marketing_spend", "conversion_paths")
+
+
 def _datasets(purpose: str) -> tuple[str, ...]:
     """What the ``purpose`` DAG's extract writes: every dataset a registered family reads for it, in
     extract order (training builds customer features at many past cutoffs from the daily event rows;
-    the nightly run reads one row per customer computed in ClickHouse instead)."""
+    the nightly run reads one row per customer computed in ClickHouse instead), and at night what the
+    attribution step reads."""
     wanted = {name for family in FAMILIES
               for name in (family.training_datasets if purpose == TRAINING else family.nightly_datasets)}
-    return tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in wanted)
+    if purpose == NIGHTLY:
+        wanted |= set(ATTRIBUTION_DATASETS)
+    return tuple(name for name in (*DATASETS, *EVENT_BUILDERS, *PATH_DATASETS) if name in wanted)
 
 
 DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY),
                 EXPERIMENTS: tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in ANALYSIS_DATASETS)}
-#: Every dataset revopt can extract: the source tables and the event datasets built in the events store.
-ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS)
+#: Every dataset revopt can extract: the source tables, the event datasets built in the events store and
+#: the conversion paths.
+ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS, *PATH_DATASETS)
 #: What the nightly customer-scores path reads (features -> score -> publish).
 CUSTOMER_SCORE_DATASETS = ("customers", "orders", "order_categories", "customer_event_features")
 
@@ -66,16 +79,39 @@ CUSTOMER_SCORE_DATASETS = ("customers", "orders", "order_categories", "customer_
 def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunParams) -> dict[str, str]:
     """The datasets the ``purpose`` DAG reads (:data:`DAG_DATASETS`), over its history
     (:meth:`RunParams.extract_days`), written to the run folder; their paths by name."""
-    return extract_datasets(resources, run_date, params.extract_days(purpose), DAG_DATASETS[purpose])
+    return extract_datasets(resources, run_date, params.extract_days(purpose), DAG_DATASETS[purpose],
+                            params.attribution_lookback_days)
 
 
 def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int,
-                     datasets: tuple[str, ...] = ALL_DATASETS) -> dict[str, str]:
-    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables read by the platform, and the
-    event datasets of :data:`EVENT_BUILDERS` computed in the events store."""
+                     datasets: tuple[str, ...] = ALL_DATASETS, path_lookback_days: int = 30) -> dict[str, str]:
+    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables read by the platform, the
+    event datasets of :data:`EVENT_BUILDERS` computed in the events store, and the conversion paths
+    (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the extracted orders."""
     derived = {name: build for name, build in EVENT_BUILDERS.items() if name in datasets}
-    sources = tuple(name for name in datasets if name not in derived)
-    return extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
+    paths_wanted = [name for name in PATH_DATASETS if name in datasets]
+    sources = tuple(name for name in datasets if name not in derived and name not in PATH_DATASETS)
+    if paths_wanted and "orders" not in sources:
+        sources = (*sources, "orders")
+    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
+    if paths_wanted:
+        paths["conversion_paths"] = str(_extract_paths(resources, run_date, lookback_days, path_lookback_days,
+                                                       pd.read_parquet(paths["orders"])))
+    return paths
+
+
+def _extract_paths(resources: Resources, run_date: dt.date, lookback_days: int, path_lookback_days: int,
+                   orders: pd.DataFrame) -> Path:
+    """The ``conversion_paths`` dataset, joined in the events store (none without clickstream: every order
+    is a path without touches), next to the other extracts."""
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    frame = conversion_paths(resources.events, orders, run_ts - pd.Timedelta(days=lookback_days), run_ts, path_lookback_days)
+    path = resources.settings.run_dir(run_date) / "extract" / "conversion_paths.parquet"
+    frame.to_parquet(path, index=False)
+    logger.info("extracted conversion_paths as of %s: %d touches of %d journeys (%d converting) -> %s", run_date,
+                int((frame["position"] >= 0).sum()), frame["journey_id"].nunique(),
+                frame.loc[frame["converted"], "journey_id"].nunique(), path)
+    return path
 
 
 #: The datasets built from customers and orders (empty for a store that keeps aggregated sales only).
@@ -302,6 +338,32 @@ def analyse_experiments(resources: Resources, run_date: dt.date, extract_paths: 
                        model_names={family.name: family.model_name for family in CUSTOMER_FAMILIES})
 
 
+def attribute(resources: Resources, run_date: dt.date, extract_paths: dict[str, str], params: RunParams) -> dict[str, Any]:
+    """Every attribution model on the window's conversion paths, checked for conservation, and the store's
+    recorded channel beside them (:mod:`ml.attribution.nightly`): ``scores.attribution`` and
+    ``scores.order_attribution`` rows in the run folder. Without touchpoints (no clickstream) only the
+    recorded channel is published."""
+    frames = read_extract({name: extract_paths[name] for name in ATTRIBUTION_DATASETS})
+    settings = attribution.AttributionSettings(params.attribution_window_days, params.attribution_half_life_days,
+                                               params.markov_order)
+    paths = frames["conversion_paths"]
+    recorded = attribution.recorded_credits(frames["orders"], run_date, settings.window_days)
+    if (paths["position"] >= 0).any():
+        credits = pd.concat([attribution.attribute(paths, run_date, settings), recorded], ignore_index=True)
+    else:
+        logger.warning("no touchpoints in the conversion paths for %s (no clickstream?): only the channel the store "
+                       "recorded on each order is published", run_date)
+        credits = recorded
+    summary = attribution.attribution_rows(credits, frames["marketing_spend"], run_date, settings.window_days)
+    shares = attribution.channel_shares(credits)
+    logger.info("attributed channel shares of the %d days before %s:\n%s", settings.window_days, run_date,
+                shares.round(3).to_string())
+    return {"attribution": str(_write_output(resources, run_date, "attribution", summary)),
+            "order_attribution": str(_write_output(resources, run_date, "order_attribution",
+                                                   attribution.order_rows(credits, run_date))),
+            "orders": int(recorded["journey_id"].nunique()), "models": sorted(set(credits["model"]))}
+
+
 def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:
     """Replace ``table``'s rows for the run date with this run's output (:func:`publish_partition`)."""
     rows = pd.read_parquet(path)
@@ -443,7 +505,11 @@ def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: di
     if missing:
         logger.warning("outcome monitoring for %s: the extract has no %s; the families that need it are not evaluated",
                        run_date, ", ".join(missing))
+    if budget.FAMILY.name in {family for _, family, _ in due}:
+        wanted.add("conversion_paths")  # the budget's realised attributed revenue splits orders like its target
     frames = read_extract({name: extract_paths[name] for name in sorted(wanted) if name in extract_paths})
+    if "conversion_paths" in frames and "orders" in frames:
+        frames["attributed_orders"] = budget.target_orders(frames, run_date, params)
     evaluated: list[outcomes.Outcome] = []
     with resources.scores() as conn:
         customer_due = {key: h for key, h in due.items() if outcomes.CHECKS[key[1]].table == "scores.customer_scores"}
@@ -550,7 +616,7 @@ def _send_time_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict
 def _budget_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
                     run: mlflow.entities.Run | None) -> outcomes.Outcome:
     allocations = _published_rows(conn, scored, outcomes.ALLOCATION_COLUMNS)
-    spend, orders = frames["marketing_spend"], frames["orders"]
+    spend, orders = frames["marketing_spend"], frames.get("attributed_orders", frames["orders"])
     target = outcomes.model_target(run.data.params if run is not None else None, spend, orders)
     if target != outcomes.ATTRIBUTED:
         logger.info("budget v%s models %s revenue: its channels' incremental revenue of %s is not observable, only "

@@ -130,11 +130,12 @@ GROUP BY customer_id, hour_utc
 ORDER BY customer_id, hour_utc
 """
 
+# ``campaign`` is optional in a store's view (contract): {campaign} is the column, or '' when the view has none.
 MARKETING_SPEND_SQL = """
-SELECT day, channel, spend::float8 AS spend, impressions, clicks
+SELECT day, channel, coalesce({campaign}, '') AS campaign, spend::float8 AS spend, impressions, clicks
 FROM shop.marketing_spend
 WHERE day >= %(since)s AND day < %(run_date)s
-ORDER BY day, channel
+ORDER BY day, channel, campaign
 """
 
 # current_price as of the run date: the latest list price valid before D (shop.products holds
@@ -351,9 +352,11 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         exposures = typed_exposures(
             _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))
         ) if "experiment_exposures" in datasets else None
+        campaign = "campaign" if _has_column(conn, "marketing_spend", "campaign") else "''"
         spend = _typed(
-            read_frame(conn, MARKETING_SPEND_SQL, window),
-            {"channel": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"}, dates=("day",),
+            read_frame(conn, MARKETING_SPEND_SQL.format(campaign=campaign), window),
+            {"channel": "str", "campaign": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"},
+            dates=("day",),
         )
 
     if store is None:
@@ -501,6 +504,12 @@ def _column_problems(table: str, qualified: str, have: dict[str, str], wanted: d
 
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(path)) for name, path in paths.items()}
+
+
+def _has_column(conn, table: str, column: str) -> bool:
+    """Whether the store's ``shop.<table>`` has ``column`` (an optional column of the contract)."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'shop' "
+                        "AND table_name = %s AND column_name = %s)", (table, column)).fetchone()[0]
 
 
 def _read_optional(conn, table: str, query: str, params: dict, columns: list[str]) -> pd.DataFrame:

@@ -25,6 +25,8 @@ EXPECTED_EDGES = {
         "publish_send_times": {"recommend_send_times"},
         "allocate_budget": {"validate"},
         "publish_budget": {"allocate_budget"},
+        "attribute": {"validate"},
+        "publish_attribution": {"attribute"},
         "check_drift": {"score"},
         "drift_above_threshold": {"check_drift"},
         "signal_drift": {"check_drift", "drift_above_threshold"},

@@ -197,7 +197,7 @@ def test_media_history_from_a_synthetic_store_matches_its_orders():
     assert history["orders"].sum() == len(done)
     paid = paid_channels(history)
     assert sorted(paid) == sorted(store.truth["channels"]["channel"])
-    spend = store.shop["marketing_spend"].pivot(index="day", columns="channel", values="spend")
+    spend = store.shop["marketing_spend"].pivot_table(index="day", columns="channel", values="spend", aggfunc="sum")
     np.testing.assert_allclose(history[[f"spend_{c}" for c in paid]].to_numpy(), spend[paid].to_numpy())
 
 
@@ -734,7 +734,8 @@ def test_family_evaluates_a_champion_spec_on_the_test_window(simulated):
     assert FAMILY.evaluate(data, config_spec("budget", MediaConfig(target="attributed")), RunParams()) is None
     assert FAMILY.metric is MAPE and FAMILY.metric.name == "mape"
     assert not FAMILY.metric.higher_is_better and FAMILY.metric.relative_margin and FAMILY.metric.paired_test == "bootstrap"
-    assert FAMILY.training_datasets == FAMILY.nightly_datasets == ("marketing_spend", "orders")
+    assert FAMILY.nightly_datasets == ("marketing_spend", "orders")
+    assert FAMILY.training_datasets == ("marketing_spend", "orders", "conversion_paths")  # the attributed target
 
 
 # --- the test window, the baseline and the gate's evaluations ---------------------------------------

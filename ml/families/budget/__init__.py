@@ -41,9 +41,13 @@ separated from the channels on total revenue without trusting attribution. The b
 profiled out exactly (variable projection, see :class:`_TotalModel`), so the nonlinear fit runs
 over the media parameters only. ``target="attributed"`` fits each channel's *attributed* outcome
 on its own as ``exp(baseline_c(d)) h_c(a_c(d))`` (residuals on the square-root scale, which
-stabilises the variance of counts and copes with days without attributed orders). That is only
-right when last-touch attribution measures incrementality, which a real store does not guarantee
-(in :mod:`revopt.sample_data.synth` it does by construction); the benchmark compares both.
+stabilises the variance of counts and copes with days without attributed orders). The attributed
+outcome is each order split over channels by the run's ``attribution_model`` (default the Markov
+removal-effect model; :func:`target_orders`, docs/attribution.md) on its conversion path, or the
+channel the store recorded (``recorded``, or a store without clickstream). That is only right as far as
+the attribution measures incrementality, which no attribution guarantees (in
+:mod:`revopt.sample_data.synth` the recorded channel is the last touch and the true cause is in
+``truth.order_causes``); the benchmarks compare the targets.
 
 ``outcome="orders"`` (the default) fits completed order counts and values them at the average
 order value (the target's over the last ``recent_days``; per channel for the attributed target):
@@ -172,13 +176,15 @@ __all__ = [
     "MediaFit", "allocate_budget", "allocate_spend", "allocation_rows", "before_test_window", "budget_constraints",
     "constraint_params", "current_spend", "daily_spend", "fit_from_curves", "fit_media_model", "held_out_weeks",
     "media_backtest", "media_config", "media_crossval", "media_history", "media_search_space", "no_response_baseline",
-    "paid_channels", "response_curves", "training_data_shortfall", "tune_media_model",
+    "paid_channels", "response_curves", "target_orders", "training_data_shortfall", "tune_media_model",
 ]
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_budget_allocation"
 _DATASETS = ("marketing_spend", "orders")
+#: training also reads the conversion paths: the attributed target splits orders by the run's attribution model
+_TRAINING_DATASETS = (*_DATASETS, "conversion_paths")
 _LOGGED_CONFIG = ("regularisation", "trend_knot_days", "trend_smoothing", "fourier_order")
 #: Test metrics summarised over the rolling-origin backtest's origins (``backtest_<metric>_origin<k>``).
 BACKTEST_METRICS = ("mape", "weekly_mape", "r2", "baseline_mape")
@@ -192,11 +198,27 @@ def budget_constraints(params: RunParams) -> BudgetConstraints:
     )
 
 
-def media_config(frames: Frames, params: RunParams) -> MediaConfig:
-    """The media model's configuration for this store: attributed revenue when the source attributes
-    orders to the paid channels, else total revenue with the model separating baseline from channels
-    (docs/budget.md); seeded with the run's seed."""
-    attributed = set(frames["orders"]["channel"]) & set(frames["marketing_spend"]["channel"])
+def target_orders(frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
+    """The orders the media model's attributed target reads: each split over channels by the run's
+    ``attribution_model`` (:func:`ml.attribution.nightly.attributed_orders`) when the extract has conversion
+    paths with touchpoints, else as the store recorded them (one channel per order)."""
+    from ml.attribution.nightly import RECORDED, AttributionSettings, attributed_orders
+
+    paths = frames.get("conversion_paths")
+    if params.attribution_model == RECORDED or paths is None or not (paths["position"] >= 0).any():
+        return frames["orders"]
+    settings = AttributionSettings(params.attribution_window_days, params.attribution_half_life_days,
+                                   params.markov_order)
+    return attributed_orders(frames["orders"], paths, run_date, params.attribution_model, settings)
+
+
+def media_config(frames: Frames, params: RunParams, orders: pd.DataFrame | None = None) -> MediaConfig:
+    """The media model's configuration for this store: the attributed target when orders are credited to
+    the paid channels (``orders``: :func:`target_orders`, else the recorded ``frames["orders"]``), else
+    total revenue with the model separating baseline from channels (docs/budget.md); seeded with the run's
+    seed."""
+    orders = frames["orders"] if orders is None else orders
+    attributed = set(orders["channel"]) & set(frames["marketing_spend"]["channel"])
     return MediaConfig(target="attributed" if attributed else "total", random_state=params.seed)
 
 
@@ -240,7 +262,7 @@ class BudgetFamily:
 
     name = "budget"
     model_name = MODEL_NAME
-    training_datasets = _DATASETS
+    training_datasets = _TRAINING_DATASETS
     nightly_datasets = _DATASETS
     metric = MAPE
 
@@ -252,11 +274,13 @@ class BudgetFamily:
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> MediaData:
         """The media history as of ``run_date`` and, for the rolling-origin backtest, as of each earlier
-        origin (one test window, ``holdout_weeks`` weeks, earlier each) whose history passes :meth:`shortfall`."""
-        config = media_config(frames, params)
+        origin (one test window, ``holdout_weeks`` weeks, earlier each) whose history passes :meth:`shortfall`.
+        The attributed target's orders are split by the run's attribution model (:func:`target_orders`)."""
+        orders = target_orders(frames, run_date, params)
+        config = media_config(frames, params, orders)
 
         def as_of(date: dt.date) -> MediaData:
-            history = media_history(frames["marketing_spend"], frames["orders"], date, params.lookback_days)
+            history = media_history(frames["marketing_spend"], orders, date, params.lookback_days)
             return MediaData(history=history, config=config, run_date=date)
 
         origins = earlier_origins(self.name, run_date, 7 * config.holdout_weeks, params,

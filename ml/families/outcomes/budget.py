@@ -84,7 +84,8 @@ def budget_outcome(scored: Scored, horizon_days: int, allocations: pd.DataFrame,
         stamps = pd.to_datetime(orders["order_ts"], utc=True)
         done = orders[(orders["status"] == "completed") & (stamps >= start.tz_localize("UTC"))
                       & (stamps < end.tz_localize("UTC"))]
-        revenue = done.groupby(done["channel"].astype(str))["order_value"].sum().reindex(channels.index, fill_value=0.0)
+        value = done["order_value"] * done["credit"] if "credit" in done else done["order_value"]  # split orders
+        revenue = value.groupby(done["channel"].astype(str)).sum().reindex(channels.index, fill_value=0.0)
         labelled["target"] = revenue.to_numpy(float)
         realised, total_expected = float(revenue.sum()), float(np.nansum(expected))
         with_revenue = labelled["target"] > 0

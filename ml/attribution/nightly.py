@@ -1,0 +1,174 @@
+"""Tonight's attribution: every model on the conversion paths of the attribution window, checked for
+conservation, as the rows of ``scores.attribution`` (per model, channel and campaign) and
+``scores.order_attribution`` (per order, model, channel and campaign).
+
+The window is the ``attribution_window_days`` before the run date: its orders are the conversions
+credited; the non-converting journeys (customers' touches since their last order, within the lookback)
+are read by the Markov model, which learns from them which paths lead nowhere. Spend is the window's
+``shop.marketing_spend`` per channel and campaign, so ``roas = revenue / spend`` compares like with like;
+a (channel, campaign) that spent but was credited nothing gets a row with zero conversions, so spend
+totals are complete too. Campaign '' means none (a channel-level spend row, or touches without a
+campaign).
+
+Conservation (:func:`ml.attribution.models.check_conservation`) runs on every model, every night: a
+model whose credits do not sum to the window's conversions and revenue raises, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.attribution import split_paths
+from ml.attribution import models
+
+logger = logging.getLogger(__name__)
+
+#: the models run every night, by the name published in ``scores.attribution.model``
+MODEL_NAMES = ("first_touch", "last_non_direct_touch", "linear", "time_decay", "position_based", "markov", "shapley")
+#: the data-driven ones (any of them can be the budget model's target, ``attribution_model``)
+DATA_DRIVEN = ("markov", "shapley")
+#: what the store recorded on the order (``shop.orders.channel``): the last touch as its platform saw it;
+#: needs no clickstream
+RECORDED = "recorded"
+
+NO_CAMPAIGN = ""
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """The run's attribution settings (from :class:`ml.params.RunParams`)."""
+
+    window_days: int = 28
+    half_life_days: float = 7.0
+    markov_order: int = 1
+
+
+def model_runners(settings: AttributionSettings) -> dict[str, Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]]:
+    """Each model of :data:`MODEL_NAMES` as ``(journeys, outcomes) -> credits``, with the run's settings."""
+    return {
+        "first_touch": models.first_touch,
+        "last_non_direct_touch": models.last_non_direct_touch,
+        "linear": models.linear,
+        "time_decay": lambda j, o: models.time_decay(j, o, half_life_days=settings.half_life_days),
+        "position_based": models.position_based,
+        "markov": lambda j, o: models.markov_chain(j, o, order=settings.markov_order),
+        "shapley": models.shapley,
+    }
+
+
+def window_paths(paths: pd.DataFrame, run_date: dt.date, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(journeys, outcomes) of the window: the converting journeys whose order falls in the ``window_days``
+    before ``run_date`` and every non-converting journey."""
+    journeys, outcomes = split_paths(paths)
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    since = run_ts - pd.Timedelta(days=window_days)
+    conversion = pd.to_datetime(outcomes["conversion_ts"], utc=True)
+    keep = ~outcomes["converted"].to_numpy(bool) | ((conversion >= since) & (conversion < run_ts)).to_numpy(bool)
+    outcomes = outcomes[keep].reset_index(drop=True)
+    return journeys[journeys["journey_id"].isin(outcomes["journey_id"])].reset_index(drop=True), outcomes
+
+
+def attribute(paths: pd.DataFrame, run_date: dt.date, settings: AttributionSettings,
+              names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
+    """Every model's credits (``model``, ``journey_id`` = order id, ``channel``, ``campaign``, ``credit``,
+    ``revenue_credit``) for the window's orders, each checked for conservation."""
+    journeys, outcomes = window_paths(paths, run_date, settings.window_days)
+    runners = model_runners(settings)
+    credits = pd.concat([runners[name](journeys, outcomes) for name in names], ignore_index=True)
+    models.check_conservation(credits, outcomes)
+    converted = int(outcomes["converted"].sum())
+    logger.info("attribution for %s: %d orders (%.0f revenue) in the %d days before, %d journeys without an "
+                "order, %d models conserve", run_date, converted, outcomes.loc[outcomes["converted"], "revenue"].sum(),
+                settings.window_days, len(outcomes) - converted, len(names))
+    return credits
+
+
+def recorded_credits(orders: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.DataFrame:
+    """The :data:`RECORDED` model: each non-cancelled order of the window to the channel the store recorded."""
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    kept = orders[(orders["status"].astype(str) != "cancelled") & (orders["order_ts"] < run_ts)
+                  & (orders["order_ts"] >= run_ts - pd.Timedelta(days=window_days))]
+    return pd.DataFrame({"model": RECORDED, "journey_id": kept["order_id"].astype("int64").to_numpy(),
+                         "channel": kept["channel"].astype(str).to_numpy(), "campaign": None, "credit": 1.0,
+                         "revenue_credit": kept["order_value"].to_numpy(float)})
+
+
+def attribution_rows(credits: pd.DataFrame, spend: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.DataFrame:
+    """``scores.attribution`` rows: per model, channel and campaign the credited conversions and revenue,
+    the window's spend and ROAS (NULL without spend)."""
+    run = pd.Timestamp(run_date)
+    window = spend[(spend["day"] >= run - pd.Timedelta(days=window_days)) & (spend["day"] < run)]
+    campaign = window["campaign"] if "campaign" in window else pd.Series(NO_CAMPAIGN, index=window.index)
+    spent = (window.assign(campaign=campaign.fillna(NO_CAMPAIGN).astype(str))
+             .groupby(["channel", "campaign"])["spend"].sum())
+    credited = (credits.assign(campaign=credits["campaign"].fillna(NO_CAMPAIGN).astype(str))
+                .groupby(["model", "channel", "campaign"])
+                .agg(conversions=("credit", "sum"), revenue=("revenue_credit", "sum")))
+    rows = []
+    for model in credits["model"].unique():
+        mine = credited.loc[model]
+        index = mine.index.union(spent.index)
+        frame = mine.reindex(index, fill_value=0.0).assign(spend=spent.reindex(index, fill_value=0.0))
+        rows.append(frame.reset_index().assign(model=model))
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["model", "channel", "campaign", "conversions", "revenue", "spend"])
+    table["roas"] = (table["revenue"] / table["spend"]).where(table["spend"] > 0)
+    table.insert(0, "run_date", run_date)
+    table["window_days"] = window_days
+    return table[["run_date", "model", "channel", "campaign", "conversions", "revenue", "spend", "roas",
+                  "window_days"]].sort_values(["model", "channel", "campaign"]).reset_index(drop=True)
+
+
+def order_rows(credits: pd.DataFrame, run_date: dt.date) -> pd.DataFrame:
+    """``scores.order_attribution`` rows: per order, model, channel and campaign its credit (share of the
+    order) and credited revenue."""
+    grouped = (credits.assign(campaign=credits["campaign"].fillna(NO_CAMPAIGN).astype(str))
+               .groupby(["journey_id", "model", "channel", "campaign"], sort=True)
+               .agg(credit=("credit", "sum"), revenue_credit=("revenue_credit", "sum")).reset_index()
+               .rename(columns={"journey_id": "order_id"}))
+    grouped.insert(0, "run_date", run_date)
+    return grouped
+
+
+def channel_shares(credits: pd.DataFrame) -> pd.DataFrame:
+    """Each model's share of the conversions per channel (model x channel, rows sum to 1)."""
+    table = credits.pivot_table(index="model", columns="channel", values="credit", aggfunc="sum", fill_value=0.0)
+    return table.div(table.sum(axis=1), axis=0)
+
+
+def credits_by_order(credits: pd.DataFrame, model: str) -> pd.DataFrame:
+    """One model's credits per order and channel (order_id, channel, campaign, credit), for the media model's
+    attributed target and the campaign and acquisition analyses."""
+    if model not in set(credits["model"]):
+        raise ValueError(f"attribution model {model!r} was not run; known: {', '.join(sorted(set(credits['model'])))}")
+    mine = credits[credits["model"] == model]
+    return pd.DataFrame({"order_id": mine["journey_id"].to_numpy(np.int64), "channel": mine["channel"].to_numpy(),
+                         "campaign": mine["campaign"].to_numpy(), "credit": mine["credit"].to_numpy(float),
+                         "revenue_credit": mine["revenue_credit"].to_numpy(float)})
+
+
+def attributed_orders(orders: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, model: str,
+                      settings: AttributionSettings) -> pd.DataFrame:
+    """``orders`` with each converted order split over the channels ``model`` credits it to: one row per
+    (order, channel) with ``channel`` the credited channel and ``credit`` its share (the order's other columns
+    repeated). The model runs on every path before ``run_date`` (not only tonight's window), so the media
+    model's attributed target covers its whole history. Orders the model does not credit (cancelled, or
+    ``model`` :data:`RECORDED`) keep the channel the store recorded, with credit 1."""
+    orders = orders.assign(credit=1.0)
+    if model == RECORDED:
+        return orders
+    horizon = AttributionSettings(window_days=(pd.Timestamp(run_date) - pd.Timestamp("1970-01-01")).days,
+                                  half_life_days=settings.half_life_days, markov_order=settings.markov_order)
+    credits = attribute(paths, run_date, horizon, names=(model,))
+    split = credits.groupby(["journey_id", "channel"], sort=True)["credit"].sum().reset_index()
+    split = split.rename(columns={"journey_id": "order_id"})
+    credited = orders.drop(columns=["channel", "credit"]).merge(split, on="order_id", how="inner")
+    rest = orders[~orders["order_id"].isin(split["order_id"])]
+    return pd.concat([credited[orders.columns], rest], ignore_index=True).sort_values(["order_id", "channel"],
+                                                                                      ignore_index=True)

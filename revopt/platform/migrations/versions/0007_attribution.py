@@ -1,0 +1,84 @@
+"""Attribution: every model's credit per channel and campaign, and per order (docs/attribution.md).
+
+- ``scores.attribution``: per run date, model, channel and campaign the orders of the attribution window
+  credited to it (conversions, revenue), the window's spend and ROAS; every model's conversions and
+  revenue sum to the window's orders (checked before publishing).
+- ``scores.order_attribution``: per run date, order, model, channel and campaign the order's credit.
+- ``scores.channel_attribution``: a view, ``scores.attribution`` summed over campaigns.
+- ``*_latest`` views at the latest run date, like the other published tables.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+ATTRIBUTION = (
+    ("run_date", "date NOT NULL", "the nightly run (orders of the window_days before it)"),
+    ("model", "text NOT NULL", "first_touch, last_non_direct_touch, linear, time_decay, position_based, markov, "
+                               "shapley, or recorded (the channel the store recorded on the order)"),
+    ("channel", "text NOT NULL", "the credited channel ((none): an order without touches)"),
+    ("campaign", "text NOT NULL", "the credited campaign ('' none: channel-level spend or touches without one)"),
+    ("conversions", "double precision NOT NULL", "orders credited (fractional; a model's sum is the window's orders)"),
+    ("revenue", "double precision NOT NULL", "order value credited (a model's sum is the window's revenue)"),
+    ("spend", "double precision NOT NULL", "marketing spend of the window (shop.marketing_spend)"),
+    ("roas", "double precision", "revenue / spend (NULL without spend)"),
+    ("window_days", "integer NOT NULL", "the attribution window (days before run_date)"),
+)
+
+ORDER_ATTRIBUTION = (
+    ("run_date", "date NOT NULL", "the nightly run"),
+    ("order_id", "bigint NOT NULL", "shop.orders.order_id"),
+    ("model", "text NOT NULL", "the attribution model (as in scores.attribution)"),
+    ("channel", "text NOT NULL", "the credited channel"),
+    ("campaign", "text NOT NULL", "the credited campaign ('' none)"),
+    ("credit", "double precision NOT NULL", "share of the order (sums to 1 per order and model)"),
+    ("revenue_credit", "double precision NOT NULL", "credit x order value"),
+)
+
+
+def _create(table: str, columns, key: str, comment: str) -> None:
+    body = ",\n    ".join(f"{name} {kind}" for name, kind, _ in columns)
+    op.execute(f"CREATE TABLE IF NOT EXISTS scores.{table} (\n    {body}{key}\n)")
+    op.execute(f"COMMENT ON TABLE scores.{table} IS '{comment}'")
+    for name, _, text in columns:
+        quoted = text.replace("'", "''")
+        op.execute(f"COMMENT ON COLUMN scores.{table}.{name} IS '{quoted}'")
+
+
+def _latest_view(table: str) -> None:
+    op.execute(f"CREATE OR REPLACE VIEW scores.{table}_latest AS SELECT * FROM scores.{table} "
+               f"WHERE run_date = (SELECT max(run_date) FROM scores.{table})")
+    op.execute(f"COMMENT ON VIEW scores.{table}_latest IS 'scores.{table} at its latest run date'")
+
+
+def upgrade() -> None:
+    _create("attribution", ATTRIBUTION, ",\n    PRIMARY KEY (run_date, model, channel, campaign)",
+            "attributed conversions, revenue, spend and ROAS per model, channel and campaign")
+    _create("order_attribution", ORDER_ATTRIBUTION, ",\n    PRIMARY KEY (run_date, order_id, model, channel, campaign)",
+            "each order of the attribution window: its credit per model, channel and campaign")
+    op.execute(
+        "CREATE OR REPLACE VIEW scores.channel_attribution AS "
+        "SELECT run_date, model, channel, sum(conversions) AS conversions, sum(revenue) AS revenue, "
+        "sum(spend) AS spend, sum(revenue) / nullif(sum(spend), 0) AS roas, max(window_days) AS window_days "
+        "FROM scores.attribution GROUP BY run_date, model, channel"
+    )
+    op.execute("COMMENT ON VIEW scores.channel_attribution IS 'scores.attribution summed over campaigns'")
+    for table in ("attribution", "order_attribution", "channel_attribution"):
+        _latest_view(table)
+
+
+def downgrade() -> None:
+    for table in ("channel_attribution", "order_attribution", "attribution"):
+        op.execute(f"DROP VIEW IF EXISTS scores.{table}_latest")
+    op.execute("DROP VIEW IF EXISTS scores.channel_attribution")
+    for table in ("order_attribution", "attribution"):
+        op.execute(f"DROP TABLE IF EXISTS scores.{table}")
