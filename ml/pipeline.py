@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -358,10 +359,43 @@ def attribute(resources: Resources, run_date: dt.date, extract_paths: dict[str, 
     shares = attribution.channel_shares(credits)
     logger.info("attributed channel shares of the %d days before %s:\n%s", settings.window_days, run_date,
                 shares.round(3).to_string())
+    run_id = _log_attribution(resources, run_date, params, summary, shares)
     return {"attribution": str(_write_output(resources, run_date, "attribution", summary)),
             "order_attribution": str(_write_output(resources, run_date, "order_attribution",
                                                    attribution.order_rows(credits, run_date))),
-            "orders": int(recorded["journey_id"].nunique()), "models": sorted(set(credits["model"]))}
+            "orders": int(recorded["journey_id"].nunique()), "models": sorted(set(credits["model"])),
+            "mlflow_run_id": run_id}
+
+
+def _metric_name(*parts: str) -> str:
+    """An MLflow metric name from store-given parts (channel names may hold characters MLflow refuses)."""
+    return ".".join(re.sub(r"[^\w\-/ ]", "_", str(part)) for part in parts)
+
+
+def _log_attribution(resources: Resources, run_date: dt.date, params: RunParams, summary: pd.DataFrame,
+                     shares: pd.DataFrame) -> str:
+    """An MLflow run per night: the settings, each model's channel shares (``share.<model>.<channel>``) and
+    ROAS, the comparison figure and the published table, so models can be compared in the UI."""
+    from ml import plots
+
+    resources.use_tracking()
+    by_channel = summary.groupby(["model", "channel"])[["revenue", "spend"]].sum()
+    roas = (by_channel["revenue"] / by_channel["spend"]).where(by_channel["spend"] > 0).dropna()
+    with mlflow.start_run(run_name=f"attribution-{run_date}") as run:
+        mlflow.set_tags({"revopt.family": "attribution", "revopt.run_date": run_date.isoformat()})
+        mlflow.log_params({"run_date": run_date.isoformat(), "window_days": params.attribution_window_days,
+                           "lookback_days": params.attribution_lookback_days,
+                           "half_life_days": params.attribution_half_life_days, "markov_order": params.markov_order,
+                           "attribution_model": params.attribution_model})
+        mlflow.log_metrics({**{_metric_name("share", model, channel): float(value)
+                               for (model, channel), value in shares.stack().items()},
+                            **{_metric_name("roas", model, channel): float(value)
+                               for (model, channel), value in roas.items()}})
+        figure = plots.attribution_shares_figure(shares, f"channel shares of conversions, {run_date}")
+        mlflow.log_figure(figure, "plots/attribution_shares.png")
+        plots.close(figure)
+        mlflow.log_table(summary.assign(run_date=summary["run_date"].astype(str)), "attribution.json")
+        return run.info.run_id
 
 
 def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:

@@ -129,3 +129,20 @@ def send_time_figure(priors: pd.DataFrame, recommendations: pd.DataFrame, title:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def attribution_shares_figure(shares: pd.DataFrame, title: str) -> Figure:
+    """Each attribution model's share of the conversions per channel (``shares``: model x channel), grouped
+    bars per channel, so where the models disagree is visible at a glance."""
+    channels = list(shares.columns)
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(channels) + 2), 4.5))
+    width = 0.8 / max(len(shares), 1)
+    x = np.arange(len(channels))
+    for i, (model, row) in enumerate(shares.iterrows()):
+        ax.bar(x + (i - (len(shares) - 1) / 2) * width, row.to_numpy(float), width, label=str(model))
+    ax.set_xticks(x, channels, rotation=30, ha="right")
+    ax.set_ylabel("share of conversions")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig

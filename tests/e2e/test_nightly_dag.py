@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,6 +173,38 @@ def test_nightly_dag_publishes_a_budget_split_within_the_constraints(settings, s
     assert "plots/response_curves.png" in {a.path for a in client.list_artifacts(champion.run_id, "plots")}
 
 
+def test_nightly_dag_publishes_attribution_that_conserves_every_order_of_the_window(settings, seeded):
+    since = RUN_DATE - dt.timedelta(days=RunParams().attribution_window_days)
+    with connect_postgres(settings) as conn:
+        summary = read_frame(conn, "SELECT * FROM scores.attribution WHERE run_date = %s", (RUN_DATE,))
+        per_order = read_frame(conn, "SELECT * FROM scores.order_attribution WHERE run_date = %s", (RUN_DATE,))
+        orders = read_frame(conn, (
+            "SELECT o.order_id, sum(l.quantity * l.unit_price)::float8 AS value FROM shop.orders AS o "
+            "JOIN shop.order_lines AS l USING (order_id) WHERE o.status <> 'cancelled' AND o.order_ts >= %s "
+            "AND o.order_ts < %s GROUP BY o.order_id"), (since, RUN_DATE))
+        spend = read_frame(conn, "SELECT sum(spend)::float8 AS spend FROM shop.marketing_spend WHERE day >= %s "
+                                 "AND day < %s", (since, RUN_DATE))["spend"].iloc[0]
+    assert set(summary["model"]) == {"first_touch", "last_non_direct_touch", "linear", "time_decay", "position_based",
+                                     "markov", "shapley", "recorded"}
+    assert len(orders) > 50
+    for model, rows in summary.groupby("model"):
+        assert rows["conversions"].sum() == pytest.approx(len(orders), rel=1e-9), model
+        assert rows["revenue"].sum() == pytest.approx(orders["value"].sum(), rel=1e-9), model
+        assert rows["spend"].sum() == pytest.approx(spend, rel=1e-9), model
+    credit = per_order.groupby(["model", "order_id"])["credit"].sum()
+    np.testing.assert_allclose(credit.to_numpy(), 1.0, atol=1e-9)
+    assert set(per_order["order_id"]) == set(orders["order_id"])
+    markov = summary[summary["model"] == "markov"].groupby("channel")["revenue"].sum()
+    assert markov.reindex(["display", "paid_social"]).gt(0).all()  # the upper-funnel channels get credit
+    assert summary["campaign"].str.len().gt(0).any()  # the synthetic store's campaigns are credited
+    configure_mlflow(settings)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=(
+        f"tags.`revopt.family` = 'attribution' AND tags.`revopt.run_date` = '{RUN_DATE.isoformat()}'"))
+    assert len(runs) >= 1 and "metrics.share.markov.display" in runs.columns
+    artifacts = {a.path for a in MlflowClient().list_artifacts(runs["run_id"].iloc[0], "plots")}
+    assert "plots/attribution_shares.png" in artifacts
+
+
 def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
     with connect_postgres(settings) as conn:
         columns = read_frame(conn, "SELECT * FROM scores.feature_drift WHERE run_date = %s", (RUN_DATE,))
@@ -235,6 +268,7 @@ PUBLISHED_KEYS = {
     "scores.price_recommendations": ["product_id"],
     "scores.send_time_recommendations": ["customer_id", "day_type"],
     "scores.budget_allocations": ["channel"],
+    "scores.attribution": ["model", "channel", "campaign"],
 }
 
 

@@ -37,8 +37,8 @@ def _layer(module: str) -> str | None:
         return "cli"
     if module.startswith("features"):
         return "features"
-    if module.startswith("ml.families"):
-        return "families"
+    if module.startswith(("ml.families", "ml.attribution")):  # attribution: a domain like the families (channels,
+        return "families"                                       # campaigns), reading features and the media model
     if module.startswith("ml.experiments"):
         return "experiments"
     if module == "ml.registry":
