@@ -9,6 +9,11 @@
   ``scores.budget_allocations``;
 - attribution: every attribution model on the conversion paths of the last ``attribution_window_days``,
   conservation checked -> publish ``scores.attribution`` and ``scores.order_attribution``;
+- acquisition economics: cohort CAC, LTV:CAC and payback per channel and campaign (tonight's CLV), and the
+  next 28 days' CAC from the budget ``@champion``'s curves -> ``scores.channel_economics``, ``scores.cac_forecasts``;
+- campaigns: daily analytics per campaign and per value tier (ClickHouse) and recommendations from the budget
+  allocation and send times published tonight -> ``scores.campaign_daily``, ``scores.campaign_segment_daily``,
+  ``scores.campaign_recommendations``;
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
@@ -124,6 +129,37 @@ def revopt_nightly():
         return sum(publish(resources(), run_date, f"scores.{table}", attributed[table])
                    for table in ("attribution", "order_attribution"))
 
+    # after tonight's customer scores / budget / send times are published, or their family skipped
+    @task(trigger_rule="none_failed")
+    def acquisition_economics(extract_paths: dict[str, str], attributed: dict, **context) -> dict:
+        from ml.pipeline import acquisition_economics
+
+        return acquisition_economics(resources(), run_date_of(context), extract_paths, attributed,
+                                     run_params_of(context))
+
+    @task
+    def publish_economics(economics: dict, **context) -> int:
+        from ml.pipeline import publish
+
+        run_date = run_date_of(context)
+        return sum(publish(resources(), run_date, f"scores.{table}", economics[table])
+                   for table in ("channel_economics", "cac_forecasts"))
+
+    @task(trigger_rule="none_failed")
+    def campaign_analytics(extract_paths: dict[str, str], attributed: dict, **context) -> dict:
+        from ml.pipeline import campaign_analytics
+
+        return skip_if_skipped(campaign_analytics(resources(), run_date_of(context), extract_paths, attributed,
+                                                  run_params_of(context)), context)
+
+    @task
+    def publish_campaigns(analytics: dict, **context) -> int:
+        from ml.pipeline import publish
+
+        run_date = run_date_of(context)
+        return sum(publish(resources(), run_date, f"scores.{table}", analytics[table])
+                   for table in ("campaign_daily", "campaign_segment_daily", "campaign_recommendations"))
+
     @task
     def check_drift(scores: dict, **context) -> dict:
         from ml.pipeline import check_drift
@@ -156,7 +192,7 @@ def revopt_nightly():
     assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
     scores = score(build_features(validated), validated)
     assigned >> scores
-    publish(scores)
+    published_scores = publish(scores)
     drift = check_drift(scores)
     drift_above_threshold(drift) >> signal_drift(drift)
     performance = evaluate_outcomes(validated)
@@ -165,9 +201,16 @@ def revopt_nightly():
     send_times = recommend_send_times(validated)
     assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too
     publish_prices(prices)
-    publish_send_times(send_times)
-    publish_budget(allocate_budget(validated))
-    publish_attribution(attribute(validated))
+    published_send_times = publish_send_times(send_times)
+    published_budget = publish_budget(allocate_budget(validated))
+    attributed = attribute(validated)
+    publish_attribution(attributed)
+    economics = acquisition_economics(validated, attributed)
+    published_scores >> economics  # tonight's CLV
+    publish_economics(economics)
+    analytics = campaign_analytics(validated, attributed)
+    [published_budget, published_send_times] >> analytics  # tonight's allocation and send times
+    publish_campaigns(analytics)
 
 
 revopt_nightly()

@@ -118,6 +118,12 @@ class RunParams:
         "The attribution model whose credits the budget model's attributed target, the acquisition economics and "
         "the campaign analytics use; 'recorded' is the channel the store recorded on the order (needs no "
         "clickstream). Without clickstream every model falls back to 'recorded'.")
+    campaign_days: int = _param(28, {"type": "integer", "minimum": 1, "maximum": 365},
+                                "Days of daily campaign analytics published each night.", (NIGHTLY,))
+    campaign_min_roas: float = _param(
+        1.0, {"type": "number", "minimum": 0},
+        "Recommend pausing a campaign whose attributed 28-day ROAS is below this even at the upper end of its "
+        "interval.", (NIGHTLY,))
     drift_share_threshold: float = _param(
         0.3, {"type": "number", "minimum": 0, "maximum": 1},
         "Request retraining when more than this share of the features drifted from the training reference.",

@@ -146,3 +146,19 @@ def attribution_shares_figure(shares: pd.DataFrame, title: str) -> Figure:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def cac_forecast_figure(forecast: pd.DataFrame, title: str) -> Figure:
+    """The forecast CAC per channel with its interval (channels without a number are left out)."""
+    shown = forecast.dropna(subset=["cac"])
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(shown) + 1.8))
+    y = np.arange(len(shown))
+    cac = shown["cac"].to_numpy(float)
+    low = np.nan_to_num(shown["cac_low"].to_numpy(float), nan=cac)
+    high = np.nan_to_num(shown["cac_high"].to_numpy(float), nan=cac)
+    ax.errorbar(cac, y, xerr=[cac - low, high - cac], fmt="o", capsize=4)
+    ax.set_yticks(y, shown["channel"].astype(str).tolist())
+    ax.set_xlabel("forecast CAC (spend per new customer)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -49,6 +49,11 @@ class AttributionSettings:
     markov_order: int = 1
 
 
+def settings_of(params) -> AttributionSettings:
+    """The attribution settings of a run's :class:`ml.params.RunParams`."""
+    return AttributionSettings(params.attribution_window_days, params.attribution_half_life_days, params.markov_order)
+
+
 def model_runners(settings: AttributionSettings) -> dict[str, Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame]]:
     """Each model of :data:`MODEL_NAMES` as ``(journeys, outcomes) -> credits``, with the run's settings."""
     return {
@@ -153,19 +158,26 @@ def credits_by_order(credits: pd.DataFrame, model: str) -> pd.DataFrame:
                          "revenue_credit": mine["revenue_credit"].to_numpy(float)})
 
 
-def attributed_orders(orders: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, model: str,
-                      settings: AttributionSettings) -> pd.DataFrame:
-    """``orders`` with each converted order split over the channels ``model`` credits it to: one row per
-    (order, channel) with ``channel`` the credited channel and ``credit`` its share (the order's other columns
-    repeated). The model runs on every path before ``run_date`` (not only tonight's window), so the media
-    model's attributed target covers its whole history. Orders the model does not credit (cancelled, or
-    ``model`` :data:`RECORDED`) keep the channel the store recorded, with credit 1."""
+def history_credits(paths: pd.DataFrame, orders: pd.DataFrame, run_date: dt.date, model: str,
+                    settings: AttributionSettings) -> pd.DataFrame:
+    """``model``'s credits (as :func:`attribute`) for every order of the extract before ``run_date``, not only
+    tonight's window: what the media model's attributed target, the acquisition economics and the campaign
+    analytics read. The model runs once on every path (the Markov chain learns from the whole history).
+    :data:`RECORDED`, or paths without any touch (no clickstream), give the recorded channel."""
+    everything = (pd.Timestamp(run_date) - pd.Timestamp("1970-01-01")).days
+    if model == RECORDED or not (paths["position"] >= 0).any():
+        return recorded_credits(orders, run_date, everything)
+    horizon = AttributionSettings(window_days=everything, half_life_days=settings.half_life_days,
+                                  markov_order=settings.markov_order)
+    return attribute(paths, run_date, horizon, names=(model,))
+
+
+def attributed_orders(orders: pd.DataFrame, credits: pd.DataFrame) -> pd.DataFrame:
+    """``orders`` with each credited order split over its channels (``credits``: :func:`history_credits`):
+    one row per (order, channel) with ``channel`` the credited channel and ``credit`` its share (the order's
+    other columns repeated). Orders without credits (cancelled) keep the channel the store recorded, with
+    credit 1."""
     orders = orders.assign(credit=1.0)
-    if model == RECORDED:
-        return orders
-    horizon = AttributionSettings(window_days=(pd.Timestamp(run_date) - pd.Timestamp("1970-01-01")).days,
-                                  half_life_days=settings.half_life_days, markov_order=settings.markov_order)
-    credits = attribute(paths, run_date, horizon, names=(model,))
     split = credits.groupby(["journey_id", "channel"], sort=True)["credit"].sum().reset_index()
     split = split.rename(columns={"journey_id": "order_id"})
     credited = orders.drop(columns=["channel", "credit"]).merge(split, on="order_id", how="inner")

@@ -96,13 +96,15 @@ def test_orders_split_by_a_model_feed_the_media_history_by_their_shares():
                            "order_value": [100.0, 50.0, 30.0, 80.0],
                            "order_ts": [T - pd.Timedelta(days=2), T - pd.Timedelta(days=40), T - pd.Timedelta(days=1),
                                         T - pd.Timedelta(days=1)]})
-    split = nightly.attributed_orders(orders, _paths(), RUN, "linear", nightly.AttributionSettings())
+    settings = nightly.AttributionSettings()
+    split = nightly.attributed_orders(orders, nightly.history_credits(_paths(), orders, RUN, "linear", settings))
     by_order = split.groupby("order_id")["credit"].sum()
     assert by_order.to_dict() == pytest.approx({1: 1.0, 2: 1.0, 3: 1.0, 7: 1.0})  # the 40-day-old order too
     assert split[split["order_id"] == 1].set_index("channel")["credit"].to_dict() == {"direct": 0.5, "display": 0.5}
     assert split.set_index("order_id").loc[7, "channel"] == "display"  # cancelled: as recorded
-    assert nightly.attributed_orders(orders, _paths(), RUN, nightly.RECORDED, nightly.AttributionSettings())[
-        "channel"].tolist() == orders["channel"].tolist()
+    recorded = nightly.history_credits(_paths(), orders, RUN, nightly.RECORDED, settings)
+    assert nightly.attributed_orders(orders, recorded)["channel"].tolist() == ["direct", "paid_search", "organic",
+                                                                               "display"]
 
     spend = pd.DataFrame({"day": pd.date_range("2024-01-01", "2024-02-29"), "channel": "display", "spend": 10.0})
     history = media_history(spend, split, RUN, 60, min_days=7).set_index("day")

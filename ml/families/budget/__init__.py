@@ -202,14 +202,13 @@ def target_orders(frames: Frames, run_date: dt.date, params: RunParams) -> pd.Da
     """The orders the media model's attributed target reads: each split over channels by the run's
     ``attribution_model`` (:func:`ml.attribution.nightly.attributed_orders`) when the extract has conversion
     paths with touchpoints, else as the store recorded them (one channel per order)."""
-    from ml.attribution.nightly import RECORDED, AttributionSettings, attributed_orders
+    from ml.attribution.nightly import attributed_orders, history_credits, settings_of
 
     paths = frames.get("conversion_paths")
-    if params.attribution_model == RECORDED or paths is None or not (paths["position"] >= 0).any():
+    if paths is None:
         return frames["orders"]
-    settings = AttributionSettings(params.attribution_window_days, params.attribution_half_life_days,
-                                   params.markov_order)
-    return attributed_orders(frames["orders"], paths, run_date, params.attribution_model, settings)
+    credits = history_credits(paths, frames["orders"], run_date, params.attribution_model, settings_of(params))
+    return attributed_orders(frames["orders"], credits)
 
 
 def media_config(frames: Frames, params: RunParams, orders: pd.DataFrame | None = None) -> MediaConfig:

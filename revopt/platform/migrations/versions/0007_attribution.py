@@ -26,7 +26,7 @@ ATTRIBUTION = (
     ("model", "text NOT NULL", "first_touch, last_non_direct_touch, linear, time_decay, position_based, markov, "
                                "shapley, or recorded (the channel the store recorded on the order)"),
     ("channel", "text NOT NULL", "the credited channel ((none): an order without touches)"),
-    ("campaign", "text NOT NULL", "the credited campaign ('' none: channel-level spend or touches without one)"),
+    ("campaign", "text", "the credited campaign (NULL: none, i.e. channel-level spend or touches without one)"),
     ("conversions", "double precision NOT NULL", "orders credited (fractional; a model's sum is the window's orders)"),
     ("revenue", "double precision NOT NULL", "order value credited (a model's sum is the window's revenue)"),
     ("spend", "double precision NOT NULL", "marketing spend of the window (shop.marketing_spend)"),
@@ -39,7 +39,7 @@ ORDER_ATTRIBUTION = (
     ("order_id", "bigint NOT NULL", "shop.orders.order_id"),
     ("model", "text NOT NULL", "the attribution model (as in scores.attribution)"),
     ("channel", "text NOT NULL", "the credited channel"),
-    ("campaign", "text NOT NULL", "the credited campaign ('' none)"),
+    ("campaign", "text", "the credited campaign (NULL: none)"),
     ("credit", "double precision NOT NULL", "share of the order (sums to 1 per order and model)"),
     ("revenue_credit", "double precision NOT NULL", "credit x order value"),
 )
@@ -61,9 +61,11 @@ def _latest_view(table: str) -> None:
 
 
 def upgrade() -> None:
-    _create("attribution", ATTRIBUTION, ",\n    PRIMARY KEY (run_date, model, channel, campaign)",
+    # campaign is NULL for none: a key that treats NULLs as equal (PostgreSQL 15+), not a primary key
+    _create("attribution", ATTRIBUTION, ",\n    UNIQUE NULLS NOT DISTINCT (run_date, model, channel, campaign)",
             "attributed conversions, revenue, spend and ROAS per model, channel and campaign")
-    _create("order_attribution", ORDER_ATTRIBUTION, ",\n    PRIMARY KEY (run_date, order_id, model, channel, campaign)",
+    _create("order_attribution", ORDER_ATTRIBUTION,
+            ",\n    UNIQUE NULLS NOT DISTINCT (run_date, order_id, model, channel, campaign)",
             "each order of the attribution window: its credit per model, channel and campaign")
     op.execute(
         "CREATE OR REPLACE VIEW scores.channel_attribution AS "
