@@ -201,6 +201,19 @@ CREATE TABLE IF NOT EXISTS truth.daily_intensity (
     seasonality      double precision NOT NULL,    -- multiplicative day-of-week x yearly factor
     marketing_lift   double precision NOT NULL     -- 1 + sum over channels of Hill(adstock(spend))
 );
+
+CREATE TABLE IF NOT EXISTS truth.campaigns (      -- the paid campaigns of shop.marketing_spend
+    campaign    text PRIMARY KEY,
+    channel     text NOT NULL,
+    efficiency  double precision NOT NULL         -- incremental orders per unit of spend, relative to its channel's (spend-weighted mean 1)
+);
+
+CREATE TABLE IF NOT EXISTS truth.order_causes (   -- what brought each order about (shop.orders.channel is only its last touch)
+    order_id  bigint PRIMARY KEY,
+    channel   text NOT NULL,                      -- a paid channel (the order is its incremental effect), organic, direct or email
+    campaign  text                                -- the paid campaign or email newsletter; none ('' in the generator's
+                                                  -- frame, NULL once COPYed: copy_frame loads '' as NULL) for organic and direct
+);
 """
 
 #: ClickHouse events table. ``customer_id = 0`` means an anonymous visitor, ``product_id = 0``
@@ -230,7 +243,7 @@ ORDER BY (customer_id, event_time)
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
 #: Ground-truth tables of the synthetic generator (schema ``truth``).
 TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "cross_elasticities", "channels",
-                "daily_intensity")
+                "daily_intensity", "campaigns", "order_causes")
 #: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
 #: aggregated demand, the listing periods or the exposure-based experiment analysis are then off).
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups",

@@ -8,10 +8,10 @@ first day after the data, ``start + days``, is the natural run date) and returns
 - ``truth``: the parameters every row was drawn from (:data:`revopt.platform.contract.TRUTH_DDL`), so
   benchmarks and tests can measure how well the models recover them.
 
-Everything is a pure function of ``(n_customers, days, start, seed, n_products)``: randomness
-comes from named child streams of ``np.random.SeedSequence(seed)``, never from the clock, and
-every draw is vectorised over customers, orders, lines or events (Python loops run only over
-days, channels and time zones).
+Everything is a pure function of the arguments: randomness comes from named child streams of
+``np.random.SeedSequence(seed)``, never from the clock, and every draw is vectorised over customers,
+orders, lines or events (Python loops run only over days, channels and time zones).  A new part of
+the model draws from a new stream, so the existing parts draw exactly what they drew before it.
 
 Generative model
 ----------------
@@ -26,6 +26,20 @@ levels.  Each channel has a geometric adstock ``a_c(d) = spend_c(d) + theta_c a_
 ``marketing_lift(d) = 1 + sum_c beta_c hill_c(a_c(d))``.  Impressions ~ Poisson(spend / CPM)
 and clicks ~ Binomial(impressions, CTR).  Base spend and ``K_c`` scale with
 ``n_customers / 100_000``.
+
+Campaigns.  Each paid channel runs two or three named campaigns (``search_brand``,
+``search_generic``, ``search_shopping``; ``social_prospecting``, ``social_retargeting``;
+``display_awareness``, ``display_retargeting``; ``affiliate_network``, ``affiliate_cashback``).  A
+channel's daily spend is split over its campaigns by shares drawn per 4-week block from a
+Dirichlet (concentration 20 around fixed mean shares); spend in cents, impressions and clicks are
+split into integers that sum exactly to the channel's (clicks in proportion to the campaign's
+impressions), so ``shop.marketing_spend`` has one row per day, channel and campaign and its sums
+per (day, channel) are the channel's spend above.  Each campaign has a true *efficiency*
+(``truth.campaigns``): lognormal(0, 0.4), divided by its channel's spend-weighted mean over the
+data, so 1 is the channel's average and the efficiency is the campaign's incremental orders per
+unit of spend relative to it (exactly so on a day whose share-weighted efficiency is 1).
+Newsletters are campaigns too: each weekly send is ``newsletter_<ISO year>_w<ISO week>`` of its
+send day (a second send in the same ISO week gets ``_2``).
 
 Customers (Pareto/NBD + Gamma-Gamma).  Segment ``casual | regular | loyal`` sets the means of a
 Gamma purchase rate ``lambda_i`` (about 2, 5 and 12 purchases a year, 4.4 overall) and of a Gamma
@@ -45,9 +59,30 @@ of that, each human email open by an alive customer multiplies that day's intens
 ``1 + 2`` (the extra orders follow an email click).  Order time = the customer's preferred
 local hour + N(0, 2h), mapped to UTC through the customer's time zone (an hourly table of UTC
 offsets built with pandas ``tz_convert``, so DST is respected) and kept on the drawn UTC day;
-days, signup and churn are UTC dates.  3 % of orders are ``cancelled``.  The order channel is
-``email`` for email-driven orders and otherwise drawn from the day's mix: paid channel ``c``
-with probability ``beta_c hill_c / marketing_lift``, the rest split organic / direct / email.
+days, signup and churn are UTC dates.  3 % of orders are ``cancelled``.
+
+Causes and journeys.  Every order has a true *cause* (``truth.order_causes``).  An email-driven
+order's cause is ``email`` and the newsletter whose click led to it.  Any other order's cause is
+drawn from the day's mix: paid channel ``c`` with probability ``beta_c hill_c / marketing_lift``
+(exactly ``c``'s incremental share of that day's intensity, which is baseline x lift), the rest
+(the baseline) split organic / direct / email 55 / 37 / 8; a paid cause's campaign is drawn with
+probability proportional to the campaign's spend share that day x its efficiency, an email one is
+the newsletter of the day (the latest send on or before it), organic and direct have none ('').
+How the order reaches the store is the :class:`AttributionDesign`: an order caused by paid channel
+``c`` is *assisted* with probability ``assist_share[c]`` (paid_search 0.25, paid_social 0.65,
+display 0.8, affiliate 0.35: upper-funnel channels introduce, they rarely close).  Its cause is
+then an extra *exposure* session of ``c`` and its campaign, starting uniformly between
+``max_assist_days`` (7) days and ``min_assist_hours`` (2) hours before the order, not before the
+customer's signup day or the data; should that fall on or before the customer's previous order,
+it starts uniformly between that order and 40 minutes before this one (the latest start of a
+purchase session).  An order with no room for either window (within 2 hours of the data's or the
+signup day's start, or 40 minutes of the previous order) is not assisted.  An assisted order's
+purchase session comes through a *closer* drawn from ``closer_mix`` (direct 0.45, organic 0.30,
+paid_search 0.25; a paid_search closer carries ``search_brand``).  Every other order's purchase
+session comes through its cause (an email-driven order's through ``email`` and its newsletter).
+``shop.orders.channel`` is the purchase session's channel: what a store's platform records, the
+last touch, no longer the cause.  With :data:`NO_ASSISTS` (every assist share 0) the last touch is
+the cause and the store is exactly the one drawn before causes existed (campaign columns aside).
 
 Products and prices.  Eight categories with a mean own-price elasticity; product elasticity
 ``e_j`` = category mean + N(0, 0.35) clipped to ``[-4, -0.3]``; reference price = cost x
@@ -62,18 +97,24 @@ cost), recorded in ``order_lines.discount``.  Each basket line picks product ``j
 order = 1 + Poisson(k_i), quantity = 1 + Poisson(0.25).
 
 Events.  Every order has a web session ``page_view -> product_view(s) -> (product_view,
-add_to_cart) per line -> checkout -> purchase`` whose purchase event is at ``order_ts``.
-Alive customers also browse at 2-4x their purchase rate, ending at a random funnel depth;
-anonymous visitors (``customer_id = 0``) add 8 % of sessions.  Opted-in customers get a
+add_to_cart) per line -> checkout -> purchase`` whose purchase event is at ``order_ts``, through
+its purchase channel and campaign.  Every assisted order also has its exposure session
+(``page_view`` and 1-3 product views, ending before the purchase session starts).  Alive
+customers also browse at 2-4x their purchase rate, ending at a random funnel depth, through a
+channel drawn from the day's mix independently of their orders; anonymous visitors
+(``customer_id = 0``) make about 8 % of the sessions other than exposures.  Every event of a
+session carries the session's ``campaign``: a browse or anonymous session of a paid channel one
+of its campaigns drawn by that day's spend shares, an email session the newsletter of the day,
+organic and direct none ('').  Opted-in customers get a
 campaign email roughly weekly at a local send hour drawn uniformly from 6-22 per recipient (a
 store-wide A/B test of send hours).  ``P(open) = open_rate_at_best_i x (0.1 + 0.9 exp(-dh^2 /
 (2 x 2.5^2)))``, ``dh`` = circular distance in hours between send hour and
 ``best_hour_local_i`` (churned customers open at a fifth of that); human opens follow the send
 by a truncated exponential delay (mean 1 h, at most 5 h), 15-30 % of them are clicked.
 Security scanners add machine opens (``is_machine = 1``, about 3 % of opens) within a minute of
-the send, independent of the hour.  Email events have ``session_id = 0`` and ``channel =
-'email'``.  ``device`` is always one of desktop / mobile / tablet (email events use the
-customer's usual device).
+the send, independent of the hour.  Email events have ``session_id = 0``, ``channel = 'email'``
+and their send's newsletter as ``campaign``.  ``device`` is always one of desktop / mobile /
+tablet (email events use the customer's usual device).
 
 Behaviour change (optional, off by default).  With ``behaviour_change=BehaviourChange(day)`` the
 store changes on day ``day`` (days after ``start``): from then on every customer buys at the
@@ -102,8 +143,11 @@ columns (``line_no``, ``quantity``, ``best_hour_local``) ``int32``; text ``objec
 ``datetime64[ns]`` at midnight (``churn_date`` is ``NaT`` when NULL); ``orders.order_ts`` (whole
 seconds) and ``events.event_time`` (whole milliseconds) are ``datetime64[ns, UTC]``.  In
 ``events``, ``session_id``, ``customer_id`` and ``product_id`` are ``uint64``, ``is_machine``
-``uint8``, and ``event_type``, ``channel`` and ``device`` are ``category``.  Events are sorted
-by time; session ids increase with the session start; order ids with ``order_ts``.
+``uint8``, and ``event_type``, ``channel``, ``device`` and ``campaign`` are ``category`` (campaign
+'' for none).  ``shop.marketing_spend`` rows are sorted by day, channel and campaign in the order
+above; ``truth.order_causes.campaign`` is '' for none (NULL once loaded into PostgreSQL, whose COPY
+turns '' into NULL).  Events are sorted by time; session ids increase with the session start;
+order ids with ``order_ts``.
 
 Why hand-written: no library draws a store whose frequency, churn, price response, media
 response and email timing follow known structural models jointly, and known parameters are
@@ -115,8 +159,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -127,12 +171,16 @@ from revopt.sample_data.draws import choice as _choice, named_streams, positions
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 _MS_PER_DAY = 86_400_000
 _MS_PER_MINUTE = 60_000
 
-_STREAMS = ("marketing", "customers", "products", "emails", "orders", "lines", "sessions", "anonymous")
+# New streams go at the end: a child's draws depend on its position only, so the others stay the same.
+_STREAMS = ("marketing", "customers", "products", "emails", "orders", "lines", "sessions", "anonymous",
+            "campaigns", "journeys")
+#: streams drawn once for the whole store (every chunk of generate_store_chunks shares them)
+_STORE_WIDE_STREAMS = ("marketing", "products", "campaigns")
 
 # --- customers -------------------------------------------------------------------------------
 _SEGMENTS = ("casual", "regular", "loyal")
@@ -197,6 +245,23 @@ _CTR = (0.045, 0.011, 0.0025, 0.016)
 _ORDER_CHANNELS = (*_PAID_CHANNELS, "organic", "direct", "email")
 _UNPAID_SHARE = (0.55, 0.37, 0.08)
 _EMAIL_CHANNEL = _ORDER_CHANNELS.index("email")
+#: (channel, campaign, mean share of the channel's spend), grouped by channel in _PAID_CHANNELS order
+_CAMPAIGNS = (
+    ("paid_search", "search_brand", 0.30),
+    ("paid_search", "search_generic", 0.50),
+    ("paid_search", "search_shopping", 0.20),
+    ("paid_social", "social_prospecting", 0.60),
+    ("paid_social", "social_retargeting", 0.40),
+    ("display", "display_awareness", 0.65),
+    ("display", "display_retargeting", 0.35),
+    ("affiliate", "affiliate_network", 0.70),
+    ("affiliate", "affiliate_cashback", 0.30),
+)
+#: Dirichlet concentration of the campaign shares of a channel's spend, redrawn every 4 weeks
+_CAMPAIGN_SHARE_CONCENTRATION = 20.0
+_CAMPAIGN_BLOCK_DAYS = 28
+_CAMPAIGN_EFFICIENCY_SD = 0.4
+_NO_CAMPAIGN = ""
 
 # --- seasonality -------------------------------------------------------------------------------
 _DOW_FACTOR = (0.97, 0.95, 0.96, 0.98, 1.03, 1.08, 1.03)  # Monday .. Sunday
@@ -239,6 +304,9 @@ _EMAIL_OPEN_BOOST = 2.0
 _CANCEL_SHARE = 0.03
 _BROWSE_MULTIPLIER = (2.0, 4.0)
 _ANONYMOUS_SHARE = 0.08
+_PURCHASE_SESSION_MINUTES = (3.0, 40.0)
+_EXPOSURE_SESSION_MINUTES = (0.5, 25.0)
+_EXPOSURE_PRODUCT_VIEWS = (1, 3)
 _BROWSE_DEPTH_SHARE = (0.40, 0.35, 0.18, 0.07)  # page_view | +product views | +add_to_cart | +checkout
 _ANONYMOUS_DEPTH_SHARE = (0.55, 0.30, 0.12, 0.03)
 _EVENT_CODE = {name: code for code, name in enumerate(EVENT_TYPES)}
@@ -270,6 +338,58 @@ class ExperimentEffect:
     def multipliers(self) -> np.ndarray:
         """Each customer's rate multiplier from ``day`` on (1 outside every variant)."""
         return np.array([self.rate_multiplier.get(v, 1.0) if v is not None else 1.0 for v in self.variant_of_customer])
+
+
+@dataclass(frozen=True)
+class AttributionDesign:
+    """How a paid channel's incremental orders reach the store (module docstring, Causes and journeys).
+
+    An order caused by paid channel ``c`` is *assisted* with probability ``assist_share[c]`` (0 for a
+    channel not named): the cause is an exposure session of ``c`` between ``min_assist_hours`` and
+    ``max_assist_days`` before the order, and the purchase session comes through a *closer* channel
+    drawn from ``closer_mix`` (a paid closer carries ``closer_campaign[channel]``).  With every
+    assist share 0 (:data:`NO_ASSISTS`) the purchase session's channel is the order's cause.
+    """
+
+    assist_share: Mapping[str, float] = field(default_factory=lambda: {
+        "paid_search": 0.25, "paid_social": 0.65, "display": 0.8, "affiliate": 0.35})
+    closer_mix: Mapping[str, float] = field(default_factory=lambda: {
+        "direct": 0.45, "organic": 0.30, "paid_search": 0.25})
+    closer_campaign: Mapping[str, str] = field(default_factory=lambda: {"paid_search": "search_brand"})
+    max_assist_days: float = 7.0
+    min_assist_hours: float = 2.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.assist_share) - set(_PAID_CHANNELS)
+        if unknown or not all(0.0 <= share <= 1.0 for share in self.assist_share.values()):
+            raise ValueError(f"assist_share needs paid channels {_PAID_CHANNELS} with shares in [0, 1], "
+                             f"got {dict(self.assist_share)}")
+        closers = (*_PAID_CHANNELS, "organic", "direct")
+        if set(self.closer_mix) - set(closers) or any(w < 0 for w in self.closer_mix.values()) \
+                or not sum(self.closer_mix.values()) > 0:
+            raise ValueError(f"closer_mix needs channels among {closers} with weights >= 0 and a positive sum, "
+                             f"got {dict(self.closer_mix)}")
+        campaigns = {campaign: channel for channel, campaign, _ in _CAMPAIGNS}
+        for channel in set(self.closer_mix) & set(_PAID_CHANNELS):
+            if campaigns.get(self.closer_campaign.get(channel, "")) != channel:
+                raise ValueError(f"closer channel {channel!r} needs a closer_campaign among its campaigns "
+                                 f"{[k for k, c in campaigns.items() if c == channel]}")
+        if not 0 < self.min_assist_hours / 24.0 < self.max_assist_days:
+            raise ValueError(f"need 0 < min_assist_hours < max_assist_days, got {self.min_assist_hours} h "
+                             f"and {self.max_assist_days} days")
+
+    def run_parameters(self) -> dict[str, str]:
+        """The design as ``truth.generator_run`` rows (key -> value)."""
+        rows = {f"assist_share.{c}": repr(float(self.assist_share.get(c, 0.0))) for c in _PAID_CHANNELS}
+        rows |= {f"closer_mix.{c}": repr(float(w)) for c, w in sorted(self.closer_mix.items())}
+        rows |= {f"closer_campaign.{c}": k for c, k in sorted(self.closer_campaign.items()) if c in self.closer_mix}
+        rows |= {"max_assist_days": repr(float(self.max_assist_days)),
+                 "min_assist_hours": repr(float(self.min_assist_hours))}
+        return rows
+
+
+#: every purchase session comes through its order's cause (the store's last touch is the truth)
+NO_ASSISTS = AttributionDesign(assist_share={})
 
 
 @dataclass(frozen=True)
@@ -321,14 +441,25 @@ class _Marketing:
 
 
 @dataclass(frozen=True)
+class _Campaigns:
+    spend: pd.DataFrame  # shop.marketing_spend: one row per day, paid channel and campaign
+    truth: pd.DataFrame  # truth.campaigns
+    share: np.ndarray  # (days, len(_CAMPAIGNS)): each campaign's share of its channel's spend that day
+    efficiency: np.ndarray  # (len(_CAMPAIGNS),)
+
+
+@dataclass(frozen=True)
 class _Emails:
     time_ms: np.ndarray
     customer: np.ndarray
     event_code: np.ndarray
     is_machine: np.ndarray
+    event_send: np.ndarray  # per email event, index of its send day in send_days
+    send_days: np.ndarray  # the store's newsletter send days, ascending
     order_customer: np.ndarray  # email-driven orders
     order_ms: np.ndarray
     order_click_ms: np.ndarray
+    order_send: np.ndarray  # index of the send whose click led to the order
 
 
 @dataclass(frozen=True)
@@ -336,8 +467,21 @@ class _Orders:
     customer: np.ndarray  # customer index, sorted like order_id
     time_ms: np.ndarray
     day: np.ndarray
-    channel: np.ndarray  # index into _ORDER_CHANNELS
+    cause: np.ndarray  # index into _ORDER_CHANNELS: the channel that brought the order about
+    email_send: np.ndarray  # email-driven orders: index of the clicked send (_Emails.send_days); else -1
     floor_ms: np.ndarray  # earliest possible session start
+
+
+@dataclass(frozen=True)
+class _Journeys:
+    """How each order reached the store (module docstring, Causes and journeys); campaigns as codes into the
+    store's campaign names (:func:`_campaign_names`)."""
+
+    cause_campaign: np.ndarray  # per order
+    channel: np.ndarray  # per order: the purchase session's channel (index into _ORDER_CHANNELS)
+    campaign: np.ndarray  # per order: the purchase session's campaign
+    exposure_order: np.ndarray  # the assisted orders (indices)
+    exposure_ms: np.ndarray  # their exposure session's start
 
 
 def generate_store(
@@ -348,13 +492,15 @@ def generate_store(
     n_products: int | None = None,
     behaviour_change: BehaviourChange | None = None,
     experiment_effect: ExperimentEffect | None = None,
+    attribution: AttributionDesign = AttributionDesign(),
 ) -> SyntheticStore:
     """Draw a synthetic store with ``n_customers`` customers over ``[start, start + days)``.
 
     ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  ``behaviour_change``
     (None: off) changes the customers' purchase behaviour mid-way; ``experiment_effect`` (None: off)
-    plants an experiment's true effect on purchase rates (not both at once).  The same arguments
-    always give identical frames.  See the module docstring for the generative model.
+    plants an experiment's true effect on purchase rates (not both at once); ``attribution`` says how
+    paid channels' orders reach the store (:data:`NO_ASSISTS`: always through their cause).  The same
+    arguments always give identical frames.  See the module docstring for the generative model.
     """
     if n_customers < 1 or days < 1:
         raise ValueError(f"need n_customers >= 1 and days >= 1, got {n_customers} and {days}")
@@ -371,7 +517,7 @@ def generate_store(
             raise ValueError(f"experiment_effect needs 0 < day < {days} and one variant per customer ({n_customers}), "
                              f"got day {experiment_effect.day} and {len(experiment_effect.variant_of_customer)}")
     return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers,
-                     behaviour_change=behaviour_change, experiment_effect=experiment_effect)
+                     behaviour_change=behaviour_change, experiment_effect=experiment_effect, attribution=attribution)
 
 
 def generate_store_chunks(
@@ -381,20 +527,22 @@ def generate_store_chunks(
     seed: int,
     chunk_customers: int = 100_000,
     n_products: int | None = None,
+    attribution: AttributionDesign = AttributionDesign(),
 ) -> Iterator[SyntheticStore]:
     """One store of ``n_customers`` customers drawn in pieces of at most ``chunk_customers``, for
     sizes whose events would not fit in memory at once (benchmarks at a million customers).
 
-    Every chunk shares the store-wide draws (calendar, marketing at the full store's spend,
-    products and prices, all from ``seed``) and draws its own customers, emails, orders and
-    sessions from the child seed ``(seed, chunk number)``.  Ids continue across chunks:
-    ``customer_id``, ``order_id`` and ``session_id`` are offset by the chunks before, so loading
-    every chunk gives one consistent store.  Tables that describe the whole store (products,
-    prices, marketing, channel and product truth, ``daily_intensity``, ``generator_run``) come
-    with the first chunk only; later chunks carry just their customers, orders, order lines,
-    customer truth and events.  The result is deterministic, but it is a different draw from
-    :func:`generate_store` with the same arguments (order ids increase with time within a chunk
-    only; purchase intensity, products and spend follow the same model).
+    Every chunk shares the store-wide draws (calendar, marketing and campaigns at the full store's
+    spend, products and prices, all from ``seed``) and draws its own customers, emails, orders,
+    journeys and sessions from the child seed ``(seed, chunk number)``.  Ids continue across
+    chunks: ``customer_id``, ``order_id`` and ``session_id`` are offset by the chunks before, so
+    loading every chunk gives one consistent store.  Tables that describe the whole store
+    (products, prices, marketing, channel, campaign and product truth, ``daily_intensity``,
+    ``generator_run``) come with the first chunk only; later chunks carry just their customers,
+    orders, order lines, customer truth, order causes and events.  The result is deterministic,
+    but it is a different draw from :func:`generate_store` with the same arguments (order ids
+    increase with time within a chunk only; purchase intensity, products and spend follow the
+    same model).
     """
     if n_customers < 1 or days < 1 or chunk_customers < 1:
         raise ValueError(f"need n_customers, days and chunk_customers >= 1, got {n_customers}, {days}, {chunk_customers}")
@@ -404,14 +552,17 @@ def generate_store_chunks(
     for number, first in enumerate(range(0, n_customers, chunk_customers)):
         size = min(chunk_customers, n_customers - first)
         # Store-wide streams from the store's seed (identical in every chunk), the rest per chunk.
-        rngs = {**_streams((seed, number + 1)), "marketing": _streams(seed)["marketing"], "products": _streams(seed)["products"]}
-        chunk = _generate(size, days, start, seed, n_products, rngs, store_customers=n_customers)
+        store_wide = _streams(seed)
+        rngs = {**_streams((seed, number + 1)), **{name: store_wide[name] for name in _STORE_WIDE_STREAMS}}
+        chunk = _generate(size, days, start, seed, n_products, rngs, store_customers=n_customers,
+                          attribution=attribution)
         shop, truth, events = chunk.shop, chunk.truth, chunk.events
         shop["customers"]["customer_id"] += customer_offset
         truth["customers"]["customer_id"] += customer_offset
         shop["orders"]["customer_id"] += customer_offset
         shop["orders"]["order_id"] += order_offset
         shop["order_lines"]["order_id"] += order_offset
+        truth["order_causes"]["order_id"] += order_offset
         # Anonymous visitors (customer 0) and email events (session 0) keep their zero.
         customer_id = events["customer_id"].to_numpy().copy()
         customer_id[customer_id != 0] += np.uint64(customer_offset)
@@ -425,16 +576,18 @@ def generate_store_chunks(
         if number == 0:
             truth["generator_run"] = pd.DataFrame(
                 {
-                    "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", "chunk_customers"],
+                    "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", "chunk_customers",
+                            *attribution.run_parameters()],
                     "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
-                              str(n_products), GENERATOR_VERSION, str(chunk_customers)],
+                              str(n_products), GENERATOR_VERSION, str(chunk_customers),
+                              *attribution.run_parameters().values()],
                 }
             )
             yield SyntheticStore(shop=shop, truth=truth, events=events)
         else:
             yield SyntheticStore(
                 shop={name: shop[name] for name in ("customers", "orders", "order_lines")},
-                truth={"customers": truth["customers"]},
+                truth={name: truth[name] for name in ("customers", "order_causes")},
                 events=events,
             )
 
@@ -449,6 +602,7 @@ def _generate(
     store_customers: int,
     behaviour_change: BehaviourChange | None = None,
     experiment_effect: ExperimentEffect | None = None,
+    attribution: AttributionDesign = AttributionDesign(),
 ) -> SyntheticStore:
     began = time.perf_counter()
     dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
@@ -457,6 +611,7 @@ def _generate(
 
     seasonality = _seasonality(dates)
     marketing = _draw_marketing(rngs["marketing"], dates, spend_scale=store_customers / 100_000)
+    campaigns = _draw_campaigns(rngs["campaigns"], marketing, dates)
     intensity = seasonality * marketing.lift
     cum_intensity = np.concatenate([[0.0], np.cumsum(intensity)])
     offsets = _utc_offsets(dates)
@@ -475,24 +630,28 @@ def _generate(
 
     emails = _draw_emails(rngs["emails"], customers, intensity, offsets, end_ms)
     logger.info("drew %d email events (%.1fs)", len(emails.time_ms), time.perf_counter() - began)
+    campaign_names, newsletter_of_day = _campaign_names(emails.send_days, dates)
 
     orders, orders_frame = _draw_orders(
         rngs["orders"], customers, emails, cum_intensity, marketing.channel_cdf, offsets, origin
     )
+    journeys = _draw_journeys(rngs["journeys"], orders, customers, campaigns, newsletter_of_day, attribution)
+    orders_frame["channel"] = np.asarray(_ORDER_CHANNELS, dtype=object)[journeys.channel]  # the store's last touch
     lines_frame, line_order, line_product = _draw_lines(rngs["lines"], orders, customers, products)
     logger.info("drew %d orders and %d lines (%.1fs)", len(orders_frame), len(lines_frame), time.perf_counter() - began)
 
     events = _build_events(
-        rngs, customers, orders, line_order, line_product, emails, products, marketing.channel_cdf,
-        cum_intensity, offsets, origin,
+        rngs, customers, orders, journeys, line_order, line_product, emails, products, marketing.channel_cdf,
+        campaigns, campaign_names, newsletter_of_day, cum_intensity, offsets, origin,
     )
     logger.info("built %d events (%.1fs)", len(events), time.perf_counter() - began)
 
     generator_run = pd.DataFrame(
         {
-            "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version"],
+            "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version",
+                    *attribution.run_parameters()],
             "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
-                      str(n_products), GENERATOR_VERSION],
+                      str(n_products), GENERATOR_VERSION, *attribution.run_parameters().values()],
         }
     )
     if behaviour_change is not None:
@@ -511,7 +670,7 @@ def _generate(
         "product_prices": product_frames["product_prices"],
         "orders": orders_frame,
         "order_lines": lines_frame,
-        "marketing_spend": marketing.spend,
+        "marketing_spend": campaigns.spend,
     }
     if experiment_effect is not None and experiment_effect.exposure_share is not None:
         shop["experiment_exposures"] = _exposures(experiment_effect, customers, origin, days, seed)
@@ -527,6 +686,8 @@ def _generate(
                                             "cross_elasticity": pd.Series(dtype="float64")}),
         "channels": marketing.channels,
         "daily_intensity": daily_intensity,
+        "campaigns": campaigns.truth,
+        "order_causes": _order_causes(orders, journeys, campaign_names),
     }
     logger.info("generated store seed=%d in %.1fs", seed, time.perf_counter() - began)
     return SyntheticStore(shop=shop, truth=truth, events=events)
@@ -700,6 +861,101 @@ def _flights(rng: np.random.Generator, days: int) -> np.ndarray:
     boundaries = np.cumsum(lengths) - rng.integers(0, 21)
     run = np.searchsorted(boundaries, np.arange(days), side="right")
     return (run % 2 == 0).astype(np.float64)
+
+
+# --- campaigns ---------------------------------------------------------------------------------
+
+#: each campaign's channel, index into _PAID_CHANNELS
+_CAMPAIGN_CHANNEL = np.asarray([_PAID_CHANNELS.index(channel) for channel, _, _ in _CAMPAIGNS])
+#: code of the first paid campaign in the store's campaign names (code 0 is no campaign)
+_FIRST_PAID_CODE = 1
+#: code of the first newsletter
+_FIRST_NEWSLETTER_CODE = _FIRST_PAID_CODE + len(_CAMPAIGNS)
+
+
+def _draw_campaigns(rng: np.random.Generator, marketing: _Marketing, dates: pd.DatetimeIndex) -> _Campaigns:
+    """Each day's spend, impressions and clicks of a paid channel split over its campaigns, and the
+    campaigns' true efficiencies (module docstring, Marketing)."""
+    days, n_channels, n_campaigns = len(dates), len(_PAID_CHANNELS), len(_CAMPAIGNS)
+    base = np.asarray([share for _, _, share in _CAMPAIGNS])
+    block = np.arange(days) // _CAMPAIGN_BLOCK_DAYS
+    share = np.empty((days, n_campaigns))
+    for c in range(n_channels):
+        own = np.flatnonzero(_CAMPAIGN_CHANNEL == c)
+        alpha = _CAMPAIGN_SHARE_CONCENTRATION * base[own] / base[own].sum()
+        share[:, own] = rng.dirichlet(alpha, size=int(block[-1]) + 1)[block]
+    efficiency = rng.lognormal(0.0, _CAMPAIGN_EFFICIENCY_SD, n_campaigns)
+
+    # marketing.spend has one row per day and paid channel, channels in _PAID_CHANNELS order within a day
+    per_channel = {name: marketing.spend[name].to_numpy().reshape(days, n_channels)
+                   for name in ("spend", "impressions", "clicks")}
+    cents = np.rint(per_channel["spend"] * 100.0).astype(np.int64)
+    split = {name: np.empty((days, n_campaigns), dtype=np.int64) for name in ("cents", "impressions", "clicks")}
+    for c in range(n_channels):
+        own = np.flatnonzero(_CAMPAIGN_CHANNEL == c)
+        split["cents"][:, own] = _split_integer(cents[:, c], share[:, own])
+        impressions = _split_integer(per_channel["impressions"][:, c].astype(np.int64), share[:, own])
+        split["impressions"][:, own] = impressions
+        # clicks follow the campaign's impressions, so no campaign gets more clicks than impressions
+        weight = np.where(impressions.sum(axis=1, keepdims=True) > 0, impressions, share[:, own])
+        split["clicks"][:, own] = _split_integer(per_channel["clicks"][:, c].astype(np.int64), weight)
+        spent = split["cents"][:, own].sum(axis=0).astype(np.float64)
+        mean = spent @ efficiency[own] / spent.sum() if spent.sum() > 0 else efficiency[own].mean()
+        efficiency[own] /= mean  # spend-weighted mean 1 over the data
+
+    spend = pd.DataFrame(
+        {
+            "day": np.repeat(dates.to_numpy(), n_campaigns),
+            "channel": np.tile(np.asarray([channel for channel, _, _ in _CAMPAIGNS], dtype=object), days),
+            "spend": (split["cents"] / 100.0).ravel(),
+            "impressions": split["impressions"].ravel(),
+            "clicks": split["clicks"].ravel(),
+            "campaign": np.tile(np.asarray([campaign for _, campaign, _ in _CAMPAIGNS], dtype=object), days),
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "campaign": np.asarray([campaign for _, campaign, _ in _CAMPAIGNS], dtype=object),
+            "channel": np.asarray([channel for channel, _, _ in _CAMPAIGNS], dtype=object),
+            "efficiency": efficiency,
+        }
+    )
+    return _Campaigns(spend=spend, truth=truth, share=share, efficiency=efficiency)
+
+
+def _split_integer(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Non-negative integers per row of ``weights`` (positive row sums) summing to ``total`` exactly, each
+    within 1 of its proportional part: the rounded cumulative shares, differenced."""
+    cumulative = np.cumsum(weights, axis=1)
+    bounds = np.rint(total[:, None] * (cumulative / cumulative[:, -1:])).astype(np.int64)
+    bounds[:, -1] = total
+    return np.diff(bounds, axis=1, prepend=0)
+
+
+def _campaign_names(send_days: np.ndarray, dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """The store's campaign names (code 0: none, then the paid campaigns, then one newsletter per send
+    day, named by the ISO year and week of the send) and each day's newsletter code (the latest send on or
+    before the day; 0 before the first)."""
+    iso = dates[send_days].isocalendar()
+    names = pd.Series([f"newsletter_{year}_w{week:02d}" for year, week in zip(iso["year"], iso["week"])], dtype=object)
+    # two sends can share an ISO week (six days apart, Monday and Sunday): the second is "..._2"
+    repeat = names.groupby(names).cumcount()
+    names = names.where(repeat == 0, names + "_" + (repeat + 1).astype(str))
+    latest = np.searchsorted(send_days, np.arange(len(dates)), side="right") - 1
+    newsletter_of_day = np.where(latest >= 0, _FIRST_NEWSLETTER_CODE + latest, 0)
+    all_names = np.asarray([_NO_CAMPAIGN, *(campaign for _, campaign, _ in _CAMPAIGNS), *names], dtype=object)
+    return all_names, newsletter_of_day
+
+
+def _paid_campaign_codes(channel: np.ndarray, day: np.ndarray, uniforms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A paid channel's campaign drawn with probability proportional to ``weights[day, campaign]`` among
+    the channel's campaigns (codes of :func:`_campaign_names`); 0 for every other channel."""
+    code = np.zeros(len(channel), dtype=np.int64)
+    for c in range(len(_PAID_CHANNELS)):
+        rows = np.flatnonzero(channel == c)
+        own = np.flatnonzero(_CAMPAIGN_CHANNEL == c)
+        code[rows] = _FIRST_PAID_CODE + own[_sample_rows(_row_cdf(weights[:, own]), day[rows], uniforms[rows])]
+    return code
 
 
 # --- customers ---------------------------------------------------------------------------------
@@ -880,8 +1136,8 @@ def _draw_emails(
     campaign_days = np.arange(int(rng.integers(0, 7)), days, 7)
     campaign_days = np.unique(np.clip(campaign_days + rng.integers(-1, 2, len(campaign_days)), 0, days - 1))
     opted = np.flatnonzero(customers.opt_in)
-    recipient, campaign = np.nonzero(customers.signup_day[opted][:, None] <= campaign_days[None, :])
-    customer, day = opted[recipient], campaign_days[campaign]
+    recipient, send = np.nonzero(customers.signup_day[opted][:, None] <= campaign_days[None, :])
+    customer, day = opted[recipient], campaign_days[send]
     n_sends = len(customer)
 
     send_hour = rng.integers(_SEND_HOURS[0], _SEND_HOURS[1] + 1, n_sends)
@@ -931,9 +1187,12 @@ def _draw_emails(
             ]
         ),
         is_machine=np.concatenate([np.zeros(n_sends + len(o)), np.ones(len(m)), np.zeros(len(c))]).astype(np.uint8),
+        event_send=np.concatenate([send, send[o], send[m], send[o[c]]]),
+        send_days=campaign_days,
         order_customer=order_customer[keep],
         order_ms=order_ms[keep],
         order_click_ms=click_ms[buyer][keep],
+        order_send=send[o[buyer]][keep],
     )
 
 
@@ -969,12 +1228,14 @@ def _draw_orders(
     time_ms = _local_hour_to_utc_ms(day, local_hour, customers.tz[customer], offsets) // 1000 * 1000
     channel = _sample_rows(channel_cdf, day, rng.random(len(customer)))
 
+    send = np.concatenate([np.full(len(customer), -1, dtype=np.int64), emails.order_send])
     customer = np.concatenate([customer, emails.order_customer])
     time_ms = np.concatenate([time_ms, emails.order_ms])
     channel = np.concatenate([channel, np.full(len(emails.order_ms), _EMAIL_CHANNEL)])
     floor_ms = np.concatenate([day.astype(np.int64) * _MS_PER_DAY, emails.order_click_ms])
     order = np.lexsort((customer, time_ms))
-    customer, time_ms, channel, floor_ms = customer[order], time_ms[order], channel[order], floor_ms[order]
+    customer, time_ms, channel, floor_ms, send = (
+        customer[order], time_ms[order], channel[order], floor_ms[order], send[order])
     n = len(customer)
     status = np.where(rng.random(n) < _CANCEL_SHARE, "cancelled", "completed").astype(object)
     frame = pd.DataFrame(
@@ -982,11 +1243,12 @@ def _draw_orders(
             "order_id": np.arange(1, n + 1, dtype=np.int64),
             "customer_id": customer.astype(np.int64) + 1,
             "order_ts": _timestamps(time_ms, origin),
-            "channel": np.asarray(_ORDER_CHANNELS, dtype=object)[channel],
+            "channel": np.asarray(_ORDER_CHANNELS, dtype=object)[channel],  # the cause, until the journeys
             "status": status,
         }
     )
-    orders = _Orders(customer=customer, time_ms=time_ms, day=time_ms // _MS_PER_DAY, channel=channel, floor_ms=floor_ms)
+    orders = _Orders(customer=customer, time_ms=time_ms, day=time_ms // _MS_PER_DAY, cause=channel, email_send=send,
+                     floor_ms=floor_ms)
     return orders, frame
 
 
@@ -1018,6 +1280,88 @@ def _draw_lines(
     return frame, line_order, product
 
 
+# --- causes and journeys -----------------------------------------------------------------------
+
+
+def _draw_journeys(
+    rng: np.random.Generator,
+    orders: _Orders,
+    customers: _Customers,
+    campaigns: _Campaigns,
+    newsletter_of_day: np.ndarray,
+    design: AttributionDesign,
+) -> _Journeys:
+    """Each order's cause campaign, whether its paid cause assisted it (an exposure session before the
+    order) and the purchase session's channel and campaign (module docstring, Causes and journeys)."""
+    n = len(orders.time_ms)
+    # every draw is made for every order, so one order's outcome does not shift another's draws
+    paid_pick, assist_draw, window_draw, fallback_draw = rng.random((4, n))
+    closer_names = list(design.closer_mix)
+    closer_pick = _choice(rng, [design.closer_mix[c] for c in closer_names], n)
+
+    cause_campaign = _paid_campaign_codes(orders.cause, orders.day, paid_pick, campaigns.share * campaigns.efficiency)
+    is_email = orders.cause == _EMAIL_CHANNEL
+    clicked = _FIRST_NEWSLETTER_CODE + orders.email_send
+    cause_campaign = np.where(is_email, np.where(orders.email_send >= 0, clicked, newsletter_of_day[orders.day]),
+                              cause_campaign)
+
+    # the exposure: uniform in [order - max days, order - min hours], not before signup or the data; if
+    # that falls on or before the customer's previous order, uniform between that order and the latest
+    # start of this order's purchase session
+    time_ms = orders.time_ms
+    lo = np.maximum(time_ms - int(design.max_assist_days * _MS_PER_DAY),
+                    np.maximum(customers.signup_day[orders.customer] * _MS_PER_DAY, 0))
+    latest = time_ms - int(_PURCHASE_SESSION_MINUTES[1] * _MS_PER_MINUTE) - 1
+    hi = np.minimum(time_ms - int(design.min_assist_hours * 60 * _MS_PER_MINUTE), latest + 1)
+    exposure_ms = lo + np.floor(window_draw * np.maximum(hi - lo, 0)).astype(np.int64)
+    previous = _previous_order_ms(orders)
+    after_previous = previous + 1 + np.floor(fallback_draw * np.maximum(latest - previous, 0)).astype(np.int64)
+    exposure_ms = np.where(exposure_ms > previous, exposure_ms, after_previous)
+    room = (lo < hi) & (exposure_ms > previous) & (exposure_ms <= latest)
+
+    share = np.zeros(len(_ORDER_CHANNELS))
+    share[: len(_PAID_CHANNELS)] = [design.assist_share.get(c, 0.0) for c in _PAID_CHANNELS]
+    assisted = (assist_draw < share[orders.cause]) & room
+
+    names = _campaign_names_index()
+    closer_channel = np.asarray([_ORDER_CHANNELS.index(c) for c in closer_names])[closer_pick]
+    closer_code = np.asarray([names.get(design.closer_campaign.get(c, _NO_CAMPAIGN), 0) if c in _PAID_CHANNELS else 0
+                              for c in closer_names])[closer_pick]
+    exposed = np.flatnonzero(assisted)
+    return _Journeys(
+        cause_campaign=cause_campaign,
+        channel=np.where(assisted, closer_channel, orders.cause),
+        campaign=np.where(assisted, closer_code, cause_campaign),
+        exposure_order=exposed,
+        exposure_ms=exposure_ms[exposed],
+    )
+
+
+def _campaign_names_index() -> dict[str, int]:
+    """Paid campaign name -> its code (:func:`_campaign_names`)."""
+    return {campaign: _FIRST_PAID_CODE + k for k, (_, campaign, _) in enumerate(_CAMPAIGNS)}
+
+
+def _previous_order_ms(orders: _Orders) -> np.ndarray:
+    """Per order, the time of the same customer's previous order (-1, before the data, for the first)."""
+    by_customer = np.lexsort((orders.time_ms, orders.customer))
+    previous = np.full(len(by_customer), -1, dtype=np.int64)
+    same = orders.customer[by_customer][1:] == orders.customer[by_customer][:-1]
+    previous[by_customer[1:][same]] = orders.time_ms[by_customer[:-1][same]]
+    return previous
+
+
+def _order_causes(orders: _Orders, journeys: _Journeys, names: np.ndarray) -> pd.DataFrame:
+    """``truth.order_causes``: the channel and campaign that brought each order about."""
+    return pd.DataFrame(
+        {
+            "order_id": np.arange(1, len(orders.time_ms) + 1, dtype=np.int64),
+            "channel": np.asarray(_ORDER_CHANNELS, dtype=object)[orders.cause],
+            "campaign": names[journeys.cause_campaign],
+        }
+    )
+
+
 # --- web sessions and the events table ---------------------------------------------------------
 
 
@@ -1026,6 +1370,7 @@ class _Sessions:
     start_ms: np.ndarray  # per session
     customer_id: np.ndarray  # per session, 0 = anonymous
     channel: np.ndarray  # per session, index into _ORDER_CHANNELS
+    campaign: np.ndarray  # per session, code into the store's campaign names (0: none)
     device: np.ndarray  # per session, index into _DEVICES
     event_session: np.ndarray  # per event, index of its session in this block
     event_ms: np.ndarray
@@ -1037,21 +1382,28 @@ def _build_events(
     rngs: dict[str, np.random.Generator],
     customers: _Customers,
     orders: _Orders,
+    journeys: _Journeys,
     line_order: np.ndarray,
     line_product: np.ndarray,
     emails: _Emails,
     products: _Products,
     channel_cdf: np.ndarray,
+    campaigns: _Campaigns,
+    campaign_names: np.ndarray,
+    newsletter_of_day: np.ndarray,
     cum_intensity: np.ndarray,
     offsets: np.ndarray,
     origin: pd.Timestamp,
 ) -> pd.DataFrame:
-    purchase = _purchase_sessions(rngs["sessions"], orders, customers, line_order, line_product, products)
+    purchase = _purchase_sessions(rngs["sessions"], orders, journeys, customers, line_order, line_product, products)
     browse = _browse_sessions(rngs["sessions"], customers, products, channel_cdf, cum_intensity, offsets)
     anonymous = _anonymous_sessions(
         rngs["anonymous"], len(purchase.start_ms) + len(browse.start_ms), products, channel_cdf, cum_intensity, offsets
     )
-    blocks = (purchase, browse, anonymous)
+    exposure = _exposure_sessions(rngs["journeys"], orders, journeys, purchase.start_ms, customers, products)
+    browse = _with_campaigns(rngs["journeys"], browse, campaigns.share, newsletter_of_day)
+    anonymous = _with_campaigns(rngs["journeys"], anonymous, campaigns.share, newsletter_of_day)
+    blocks = (purchase, browse, anonymous, exposure)
 
     # Session ids increase with the session start, like a sequence would hand them out.
     start_ms = np.concatenate([b.start_ms for b in blocks])
@@ -1061,6 +1413,7 @@ def _build_events(
     web_session = np.concatenate([b.event_session + first for b, first in zip(blocks, first_session)])
     session_customer = np.concatenate([b.customer_id for b in blocks])
     session_channel = np.concatenate([b.channel for b in blocks])
+    session_campaign = np.concatenate([b.campaign for b in blocks])
     session_device = np.concatenate([b.device for b in blocks])
 
     n_web, n_email = len(web_session), len(emails.time_ms)
@@ -1085,10 +1438,15 @@ def _build_events(
             np.concatenate([session_device[web_session], customers.device[emails.customer]])[order], _DEVICES
         ),
         "is_machine": np.concatenate([np.zeros(n_web, dtype=np.uint8), emails.is_machine])[order],
+        "campaign": pd.Categorical.from_codes(
+            np.concatenate([session_campaign[web_session], _FIRST_NEWSLETTER_CODE + emails.event_send])[order]
+            .astype(np.int32),
+            categories=list(campaign_names),
+        ),
     }
     logger.info(
-        "sessions: %d purchase, %d browse, %d anonymous",
-        len(purchase.start_ms), len(browse.start_ms), len(anonymous.start_ms),
+        "sessions: %d purchase, %d browse, %d anonymous, %d exposure",
+        len(purchase.start_ms), len(browse.start_ms), len(anonymous.start_ms), len(exposure.start_ms),
     )
     return pd.DataFrame(columns)
 
@@ -1100,13 +1458,14 @@ def _categorical(codes: np.ndarray, categories: tuple[str, ...]) -> pd.Categoric
 def _purchase_sessions(
     rng: np.random.Generator,
     orders: _Orders,
+    journeys: _Journeys,
     customers: _Customers,
     line_order: np.ndarray,
     line_product: np.ndarray,
     products: _Products,
 ) -> _Sessions:
-    """One session per order: page_view, extra product views, (product_view, add_to_cart) per line,
-    checkout, purchase at ``order_ts``."""
+    """One session per order through the order's purchase channel and campaign: page_view, extra product
+    views, (product_view, add_to_cart) per line, checkout, purchase at ``order_ts``."""
     n = len(orders.time_ms)
     n_lines = np.bincount(line_order, minlength=n)
     n_extra = rng.poisson(0.8, n)
@@ -1128,14 +1487,15 @@ def _purchase_sessions(
     code[last - 1] = _EVENT_CODE["checkout"]
     code[last] = _EVENT_CODE["purchase"]
 
-    duration = np.floor(rng.uniform(3.0, 40.0, n) * _MS_PER_MINUTE).astype(np.int64)
+    duration = np.floor(rng.uniform(*_PURCHASE_SESSION_MINUTES, n) * _MS_PER_MINUTE).astype(np.int64)
     duration = np.minimum(duration, orders.time_ms - orders.floor_ms)
     start = orders.time_ms - duration
     session = np.repeat(np.arange(n), n_events)
     return _Sessions(
         start_ms=start,
         customer_id=orders.customer.astype(np.int64) + 1,
-        channel=orders.channel,
+        channel=journeys.channel,
+        campaign=journeys.campaign,
         device=_session_device(rng, customers.device[orders.customer]),
         event_session=session,
         event_ms=_spread_over_session(rng, session, n_events, start, duration),
@@ -1226,12 +1586,64 @@ def _funnel_sessions(
         start_ms=start,
         customer_id=customer_id,
         channel=_sample_rows(channel_cdf, day, rng.random(n)),
+        campaign=np.zeros(n, dtype=np.int64),  # drawn afterwards from its own stream (_with_campaigns)
         device=device,
         event_session=session,
         event_ms=_spread_over_session(rng, session, n_events, start, duration),
         event_code=code,
         event_product=product,
     )
+
+
+def _exposure_sessions(
+    rng: np.random.Generator,
+    orders: _Orders,
+    journeys: _Journeys,
+    purchase_start_ms: np.ndarray,
+    customers: _Customers,
+    products: _Products,
+) -> _Sessions:
+    """One session per assisted order through its cause channel and campaign: page_view and 1-3 product
+    views, ending before the order's purchase session starts."""
+    which = journeys.exposure_order
+    n = len(which)
+    start = journeys.exposure_ms
+    n_views = rng.integers(_EXPOSURE_PRODUCT_VIEWS[0], _EXPOSURE_PRODUCT_VIEWS[1] + 1, n)
+    n_events = 1 + n_views
+    first = np.cumsum(n_events) - n_events
+    code = np.empty(int(n_events.sum()), dtype=np.int8)
+    product = np.zeros(len(code), dtype=np.int64)
+    code[first] = _EVENT_CODE["page_view"]
+    viewer = np.repeat(np.arange(n), n_views)
+    at = first[viewer] + 1 + _positions_in_group(n_views)
+    code[at] = _EVENT_CODE["product_view"]
+    product[at] = _sample_rows(products.choice_cdf, start[viewer] // _MS_PER_DAY, rng.random(len(viewer))) + 1
+
+    duration = np.floor(rng.uniform(*_EXPOSURE_SESSION_MINUTES, n) * _MS_PER_MINUTE).astype(np.int64)
+    duration = np.clip(duration, 0, purchase_start_ms[which] - start - 1)
+    session = np.repeat(np.arange(n), n_events)
+    return _Sessions(
+        start_ms=start,
+        customer_id=orders.customer[which].astype(np.int64) + 1,
+        channel=orders.cause[which],
+        campaign=journeys.cause_campaign[which],
+        device=_session_device(rng, customers.device[orders.customer[which]]),
+        event_session=session,
+        event_ms=_spread_over_session(rng, session, n_events, start, duration),
+        event_code=code,
+        event_product=product,
+    )
+
+
+def _with_campaigns(
+    rng: np.random.Generator, sessions: _Sessions, share: np.ndarray, newsletter_of_day: np.ndarray
+) -> _Sessions:
+    """Browse and anonymous sessions with their campaign: a paid channel's drawn by that day's spend
+    shares, email's the newsletter of the day, none for organic and direct."""
+    day = sessions.start_ms // _MS_PER_DAY
+    campaign = _paid_campaign_codes(sessions.channel, day, rng.random(len(day)), share)
+    campaign = np.where(sessions.channel == _EMAIL_CHANNEL, newsletter_of_day[day], campaign)
+    return replace(sessions, campaign=campaign)
 
 
 def _session_device(rng: np.random.Generator, usual: np.ndarray) -> np.ndarray:

@@ -205,6 +205,52 @@ def test_nightly_dag_publishes_attribution_that_conserves_every_order_of_the_win
     assert "plots/attribution_shares.png" in artifacts
 
 
+def test_nightly_dag_publishes_acquisition_economics_and_a_cac_forecast(settings, seeded):
+    with connect_postgres(settings) as conn:
+        cohorts = read_frame(conn, "SELECT * FROM scores.channel_economics WHERE run_date = %s AND level = 'channel'",
+                             (RUN_DATE,))
+        firsts = read_frame(conn, (
+            "SELECT date_trunc('month', min(order_ts) AT TIME ZONE 'UTC')::date AS cohort_month, customer_id "
+            "FROM shop.orders WHERE status = 'completed' AND order_ts < %s GROUP BY customer_id"), (RUN_DATE,))
+        forecast = read_frame(conn, "SELECT * FROM scores.cac_forecasts WHERE run_date = %s", (RUN_DATE,))
+        spend = read_frame(conn, "SELECT DISTINCT channel FROM shop.marketing_spend")
+    new = cohorts.groupby("cohort_month")["new_customers"].sum()
+    expected = firsts.groupby("cohort_month").size().reindex(new.index)
+    np.testing.assert_allclose(new.to_numpy(), expected.to_numpy(), rtol=1e-9)  # every new customer credited once
+    assert len(new) == 10  # the store's 300 days: every cohort month of the last 12 that has customers
+    paid = cohorts[cohorts["spend"] > 0]
+    np.testing.assert_allclose(paid["cac"], paid["spend"] / paid["new_customers"], rtol=1e-9)
+    assert cohorts.loc[cohorts["spend"] == 0, "cac"].isna().all() and cohorts["predicted_clv"].notna().any()
+    assert set(forecast["channel"]) == set(spend["channel"])
+    priced = forecast.dropna(subset=["cac", "cac_low", "cac_high"])
+    assert len(priced) >= 2 and (priced["cac_low"] <= priced["cac"]).all() and (priced["cac"] <= priced["cac_high"]).all()
+    assert forecast["mlflow_run_id"].notna().all() and (forecast["model_name"] == budget.MODEL_NAME).all()
+
+
+def test_nightly_dag_publishes_daily_campaign_analytics_that_add_up(settings, seeded):
+    since = RUN_DATE - dt.timedelta(days=RunParams().campaign_days)
+    with connect_postgres(settings) as conn:
+        daily = read_frame(conn, "SELECT * FROM scores.campaign_daily WHERE run_date = %s", (RUN_DATE,))
+        tiers = read_frame(conn, "SELECT * FROM scores.campaign_segment_daily WHERE run_date = %s", (RUN_DATE,))
+        recommendations = read_frame(conn, "SELECT * FROM scores.campaign_recommendations WHERE run_date = %s",
+                                     (RUN_DATE,))
+        orders = read_frame(conn, "SELECT count(*) AS n FROM shop.orders WHERE status <> 'cancelled' AND "
+                                  "order_ts >= %s AND order_ts < %s", (since, RUN_DATE))["n"].iloc[0]
+        spend = read_frame(conn, "SELECT sum(spend)::float8 AS s FROM shop.marketing_spend WHERE day >= %s "
+                                 "AND day < %s", (since, RUN_DATE))["s"].iloc[0]
+    assert set(pd.to_datetime(daily["day"]).dt.date) == {since + dt.timedelta(days=d) for d in range(28)}
+    assert daily["conversions"].sum() == pytest.approx(orders, rel=1e-9)  # every order of the window, credited once
+    assert daily["cost"].sum() == pytest.approx(spend, rel=1e-9)
+    assert daily["sessions"].sum() > 0 and daily["campaign"].notna().any()
+    key = ["day", "channel", "campaign"]
+    by_tier = tiers.fillna({"campaign": ""}).groupby(key)[["sessions", "conversions"]].sum()
+    totals = daily.fillna({"campaign": ""}).set_index(key)[["sessions", "conversions"]]
+    pd.testing.assert_frame_equal(by_tier, totals.loc[by_tier.index], check_dtype=False)
+    assert (daily["attribution_model"] == RunParams().attribution_model).all()
+    numbers = recommendations[["current_value", "recommended_value", "expected_impact", "impact_low", "impact_high"]]
+    assert np.isfinite(numbers.to_numpy(float)).all() and recommendations["reason"].str.len().gt(0).all()
+
+
 def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
     with connect_postgres(settings) as conn:
         columns = read_frame(conn, "SELECT * FROM scores.feature_drift WHERE run_date = %s", (RUN_DATE,))

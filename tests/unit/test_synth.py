@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from revopt.platform.contract import EVENT_TYPES, EVENTS_DDL, SHOP_DDL, SHOP_OPTIONAL_TABLES, SHOP_TABLES, TRUTH_DDL, TRUTH_TABLES, ddl_columns
-from revopt.sample_data.synth import SyntheticStore, generate_store
+from revopt.sample_data.synth import NO_ASSISTS, AttributionDesign, SyntheticStore, generate_store, generate_store_chunks
 
 START = dt.date(2024, 1, 1)
 DAYS = 120
@@ -79,6 +79,7 @@ def test_dtypes(store: SyntheticStore) -> None:
     assert events["is_machine"].dtype == np.uint8
     assert set(events["event_type"].cat.categories) == set(EVENT_TYPES)
     assert set(events["device"].unique()) <= {"desktop", "mobile", "tablet"}
+    assert isinstance(events["campaign"].dtype, pd.CategoricalDtype)
     for frame, column in [
         (store.shop["customers"], "signup_date"),
         (store.shop["product_prices"], "valid_from"),
@@ -110,12 +111,13 @@ def test_primary_keys_unique(store: SyntheticStore) -> None:
         "product_prices": ["product_id", "valid_from"],
         "orders": ["order_id"],
         "order_lines": ["order_id", "line_no"],
-        "marketing_spend": ["day", "channel"],
+        "marketing_spend": ["day", "channel", "campaign"],
     }
     for name, key in keys.items():
         assert not store.shop[name].duplicated(key).any(), name
     for name, key in {"customers": ["customer_id"], "products": ["product_id"], "channels": ["channel"],
-                      "daily_intensity": ["day"], "generator_run": ["key"]}.items():
+                      "daily_intensity": ["day"], "generator_run": ["key"], "campaigns": ["campaign"],
+                      "order_causes": ["order_id"]}.items():
         assert not store.truth[name].duplicated(key).any(), name
 
 
@@ -127,6 +129,8 @@ def test_generator_run_records_arguments(store: SyntheticStore) -> None:
     assert run["start"] == START.isoformat()
     assert run["n_products"] == "50" == str(len(store.shop["products"]))
     assert run["generator_version"]
+    assert run["assist_share.display"] == "0.8" and run["closer_mix.direct"] == "0.45"
+    assert run["closer_campaign.paid_search"] == "search_brand" and run["max_assist_days"] == "7.0"
 
 
 def test_invalid_sizes_raise() -> None:
@@ -134,6 +138,20 @@ def test_invalid_sizes_raise() -> None:
         generate_store(0, 10, START, seed=1)
     with pytest.raises(ValueError):
         generate_store(10, 0, START, seed=1)
+
+
+@pytest.mark.parametrize("design", [
+    {"assist_share": {"organic": 0.5}},
+    {"assist_share": {"display": 1.5}},
+    {"closer_mix": {"email": 1.0}},
+    {"closer_mix": {"direct": 0.0}},
+    {"closer_mix": {"display": 1.0}},  # a paid closer needs one of its campaigns
+    {"closer_campaign": {"paid_search": "display_awareness"}},
+    {"max_assist_days": 0.05},  # shorter than the 2 hours
+])
+def test_invalid_attribution_designs_raise(design) -> None:
+    with pytest.raises(ValueError):
+        AttributionDesign(**design)
 
 
 # --- sanity ------------------------------------------------------------------------------------
@@ -210,6 +228,7 @@ def test_every_order_has_a_funnel_session(store: SyntheticStore) -> None:
     per_session = sessions.groupby("session_id", observed=True)
     assert (per_session["customer_id"].nunique() == 1).all()
     assert (per_session["channel"].nunique() == 1).all()
+    assert (per_session["campaign"].nunique() == 1).all()
     bought = sessions[sessions["session_id"].isin(purchases["session_id"])]
     steps = bought.groupby("session_id", observed=True)["event_type"].agg(lambda s: list(s.astype(str)))
     assert (steps.str[0] == "page_view").all()
@@ -266,8 +285,13 @@ def test_basket_value_follows_truth(store: SyntheticStore) -> None:
     assert 0.7 < orders["value"].mean() / truth.mean() < 1.3
 
 
+def _channel_spend(store: SyntheticStore, column: str = "spend") -> pd.DataFrame:
+    """Day x paid channel, summed over the channel's campaigns."""
+    return store.shop["marketing_spend"].pivot_table(index="day", columns="channel", values=column, aggfunc="sum")
+
+
 def test_marketing_lift_reproducible_from_spend(store: SyntheticStore) -> None:
-    spend = store.shop["marketing_spend"].pivot(index="day", columns="channel", values="spend")
+    spend = _channel_spend(store)
     lift = np.ones(DAYS)
     for channel in store.truth["channels"].itertuples():
         adstock = np.zeros(DAYS)
@@ -281,7 +305,7 @@ def test_marketing_lift_reproducible_from_spend(store: SyntheticStore) -> None:
     assert (spend["paid_social"] == 0).any() and (spend["paid_social"] > 0).any()  # flights
     marketing = store.shop["marketing_spend"]
     assert (marketing["clicks"] <= marketing["impressions"]).all()
-    assert ((marketing["spend"] == 0) == (marketing["impressions"] == 0)).all()
+    assert ((spend.round(2) == 0) == (_channel_spend(store, "impressions") == 0)).all().all()
 
 
 def test_email_opens_peak_at_best_hour(store: SyntheticStore) -> None:
@@ -341,3 +365,208 @@ def test_elastic_products_lose_more_units_when_price_rises() -> None:
     }
     assert slope[True] < 0 and slope[False] < 0
     assert slope[True] < slope[False]
+
+
+# --- campaigns, causes and journeys ------------------------------------------------------------
+
+PAID = ("paid_search", "paid_social", "display", "affiliate")
+
+
+def _contributions(store: SyntheticStore) -> pd.DataFrame:
+    """beta_c hill_c(adstock_c(d)) per day and paid channel, from the spend and the channel truth."""
+    spend = _channel_spend(store)
+    out = {}
+    for channel in store.truth["channels"].itertuples():
+        adstock = np.zeros(len(spend))
+        carry = 0.0
+        for d, amount in enumerate(spend[channel.channel].to_numpy()):
+            carry = amount + channel.adstock_decay * carry
+            adstock[d] = carry
+        hill = adstock**channel.hill_slope / (adstock**channel.hill_slope + channel.half_saturation**channel.hill_slope)
+        out[channel.channel] = channel.max_lift * hill
+    return pd.DataFrame(out, index=spend.index)
+
+
+def _orders_with_causes(store: SyntheticStore) -> pd.DataFrame:
+    causes = store.truth["order_causes"].rename(columns={"channel": "cause", "campaign": "cause_campaign"})
+    orders = store.shop["orders"].merge(causes, on="order_id", validate="1:1")
+    return orders.assign(day=_utc_day(orders["order_ts"]))
+
+
+def test_cause_shares_are_the_channels_incremental_shares(store: SyntheticStore) -> None:
+    orders = _orders_with_causes(store)
+    assert len(orders) == len(store.shop["orders"])
+    assert set(orders["cause"]) == {*PAID, "organic", "direct", "email"}
+    # An order not caused by email is drawn from the day's mix given "not email": paid channel c with
+    # probability (beta_c hill_c / lift) / (1 - 0.08 / lift); sum that over the orders.
+    contribution = _contributions(store)
+    lift = store.truth["daily_intensity"].set_index("day")["marketing_lift"]
+    drawn = orders[orders["cause"] != "email"]
+    given_not_email = contribution.div(lift - 0.08, axis=0).reindex(drawn["day"])
+    for channel in PAID:
+        expected = given_not_email[channel].sum()
+        observed = (drawn["cause"] == channel).sum()
+        assert abs(observed - expected) < 4 * np.sqrt(expected) + 3, (channel, observed, expected)
+    paid = drawn["cause"].isin(PAID).sum() / given_not_email[list(PAID)].sum().sum()
+    assert 0.85 < paid < 1.15
+
+
+def test_campaign_spend_sums_to_the_channel_spend(store: SyntheticStore) -> None:
+    spend = store.shop["marketing_spend"]
+    campaigns = store.truth["campaigns"]
+    assert set(spend["campaign"]) == set(campaigns["campaign"])
+    assert (spend["campaign"].map(campaigns.set_index("campaign")["channel"]) == spend["channel"]).all()
+    assert spend.groupby("channel")["campaign"].nunique().between(2, 3).all()
+    assert len(spend) == DAYS * len(campaigns)  # a row per day and campaign, zero spend included
+    assert (spend["spend"].round(2) == spend["spend"]).all() and (spend["spend"] >= 0).all()
+    # the campaigns of a (day, channel) add up to the channel's spend: the spend the lift was drawn from
+    lift = 1.0 + _contributions(store).sum(axis=1)
+    np.testing.assert_allclose(lift, store.truth["daily_intensity"]["marketing_lift"], rtol=1e-9)
+    totals = spend.groupby(["day", "channel"])["spend"].sum()
+    np.testing.assert_allclose(totals, totals.round(2), atol=1e-9)
+    # and the shares wander from block to block
+    share = spend["spend"] / spend.groupby(["day", "channel"])["spend"].transform("sum")
+    block = (spend["day"] - pd.Timestamp(START)).dt.days // 28
+    brand = share[spend["campaign"] == "search_brand"].groupby(block).mean()
+    assert brand.std() > 0.02
+    # efficiency has a spend-weighted mean of 1 within every channel
+    efficiency = spend["campaign"].map(campaigns.set_index("campaign")["efficiency"])
+    weighted = (spend["spend"] * efficiency).groupby(spend["channel"]).sum() / spend.groupby("channel")["spend"].sum()
+    np.testing.assert_allclose(weighted, 1.0, rtol=1e-9)
+
+
+def _sessions(store: SyntheticStore) -> pd.DataFrame:
+    web = store.events[store.events["session_id"] > 0]
+    return web.groupby("session_id", observed=True).agg(
+        customer_id=("customer_id", "first"), start=("event_time", "min"), channel=("channel", "first"),
+        campaign=("campaign", "first"), bought=("event_type", lambda s: (s == "purchase").any()),
+        n_events=("event_type", "size"),
+    ).reset_index()
+
+
+def test_assisted_orders_have_an_exposure_session_of_their_cause() -> None:
+    store = generate_store(3000, 120, START, seed=SEED)
+    orders = _orders_with_causes(store).sort_values(["customer_id", "order_ts"])
+    orders["previous"] = orders.groupby("customer_id")["order_ts"].shift(1)
+    paid = orders[orders["cause"].isin(PAID)]
+    closed = paid[paid["channel"] != paid["cause"]]  # assisted, with a closer other than the cause
+    assert set(closed["channel"]) <= {"direct", "organic", "paid_search"}
+    assert len(closed) > 100
+    # upper-funnel channels introduce, they rarely close
+    handed_over = (paid["channel"] != paid["cause"]).groupby(paid["cause"]).mean()
+    assert handed_over["display"] > 0.5 and handed_over["paid_social"] > 0.4
+    assert handed_over["paid_search"] < handed_over["affiliate"] < handed_over["paid_social"]
+
+    sessions = _sessions(store)
+    sessions["customer_id"] = sessions["customer_id"].astype("int64")
+    sessions["channel"] = sessions["channel"].astype(str)
+    sessions["campaign"] = sessions["campaign"].astype(str)
+    browsing = sessions[~sessions["bought"]]
+    candidates = closed.merge(browsing, left_on=["customer_id", "cause", "cause_campaign"],
+                              right_on=["customer_id", "channel", "campaign"], suffixes=("", "_session"))
+    inside = (candidates["start"] < candidates["order_ts"]) \
+        & (candidates["start"] >= candidates["order_ts"] - pd.Timedelta(days=7)) \
+        & (candidates["previous"].isna() | (candidates["start"] > candidates["previous"]))
+    exposed = candidates[inside]
+    assert set(exposed["order_id"]) == set(closed["order_id"])
+    # exposure sessions are browse-like: a page view and 1-3 product views, mostly 2 h or more before the order
+    nearest = exposed.sort_values("start").groupby("order_id").last()
+    assert nearest["n_events"].between(2, 4).mean() > 0.9
+    assert ((nearest["order_ts"] - nearest["start"]) >= pd.Timedelta(hours=2)).mean() > 0.9
+    # a paid_search closer carries its brand campaign
+    purchases = sessions[sessions["bought"]]
+    assert set(purchases.loc[purchases["session_id"].isin(
+        store.events.loc[(store.events["event_type"] == "purchase") & store.events["customer_id"].isin(
+            closed.loc[closed["channel"] == "paid_search", "customer_id"].astype("uint64")), "session_id"])
+        & (purchases["channel"] == "paid_search"), "campaign"]) >= {"search_brand"}
+
+
+def test_without_assists_the_order_channel_is_the_cause() -> None:
+    plain = generate_store(800, 90, START, seed=SEED, attribution=NO_ASSISTS)
+    orders = _orders_with_causes(plain)
+    assert (orders["channel"] == orders["cause"]).all()
+    sessions = _sessions(plain)
+    purchase = sessions[sessions["bought"]].sort_values("start")
+    assert len(purchase) == len(orders)
+    # the default design draws the same orders and causes; only the channel of assisted orders moves
+    assisted = generate_store(800, 90, START, seed=SEED)
+    pd.testing.assert_frame_equal(plain.truth["order_causes"], assisted.truth["order_causes"])
+    pd.testing.assert_frame_equal(plain.shop["orders"].drop(columns="channel"),
+                                  assisted.shop["orders"].drop(columns="channel"))
+    assert (plain.shop["orders"]["channel"] != assisted.shop["orders"]["channel"]).any()
+    assert len(assisted.events) > len(plain.events)
+
+
+def test_campaign_efficiency_tilts_the_causes() -> None:
+    # Within a channel, a cause goes to campaign k with probability share_k(d) efficiency_k / sum_j ...;
+    # the likelihood of the observed causes is far higher with the efficiencies than with spend shares alone.
+    store = generate_store(6000, 180, START, seed=SEED)
+    orders = _orders_with_causes(store)
+    paid = orders[orders["cause"].isin(PAID)]
+    spend = store.shop["marketing_spend"]
+    share = spend["spend"] / spend.groupby(["day", "channel"])["spend"].transform("sum")
+    share = spend.assign(share=share.fillna(0.0)).pivot(index="day", columns="campaign", values="share")
+    efficiency = store.truth["campaigns"].set_index("campaign")
+    gain, causes_per_share = 0.0, {}
+    for channel, caused in paid.groupby("cause"):
+        own = efficiency.index[efficiency["channel"] == channel]
+        spent = share.loc[caused["day"], own].to_numpy()
+        on_air = spent.sum(axis=1) > 0.99  # days with spend: the shares are the campaign shares
+        chosen = pd.Categorical(caused["cause_campaign"], categories=own).codes[on_air]
+        assert (chosen >= 0).all(), channel
+        by_share = spent[on_air] / spent[on_air].sum(axis=1, keepdims=True)
+        tilted = by_share * efficiency.loc[own, "efficiency"].to_numpy()
+        tilted /= tilted.sum(axis=1, keepdims=True)
+        rows = np.arange(len(chosen))
+        gain += np.log(tilted[rows, chosen]).sum() - np.log(by_share[rows, chosen]).sum()
+        for k, campaign in enumerate(own):
+            causes_per_share[campaign] = (chosen == k).sum() / by_share[:, k].sum()
+    assert gain > 10
+    ratio = pd.Series(causes_per_share)
+    assert ratio.corr(efficiency.loc[ratio.index, "efficiency"], method="spearman") > 0.5
+
+
+def test_email_events_and_email_driven_orders_carry_a_newsletter(store: SyntheticStore) -> None:
+    events = store.events
+    email = events[events["event_type"].astype(str).str.startswith("email_")]
+    assert email["campaign"].astype(str).str.fullmatch(r"newsletter_\d{4}_w\d{2}(_2)?").all()
+    sends = email[email["event_type"] == "email_send"]
+    iso = _utc_day(sends["event_time"]).dt.isocalendar()
+    named = "newsletter_" + iso["year"].astype(str) + "_w" + iso["week"].astype(str).str.zfill(2)
+    assert (sends["campaign"].astype(str).str[: len("newsletter_2024_w01")] == named).all()
+    # an open or click belongs to the customer's latest send
+    later = email[email["event_type"] != "email_send"].sort_values("event_time")
+    matched = pd.merge_asof(later, sends.sort_values("event_time")[["event_time", "customer_id", "campaign"]],
+                            on="event_time", by="customer_id", suffixes=("", "_send"))
+    assert (matched["campaign"].astype(str) == matched["campaign_send"].astype(str)).all()
+    orders = _orders_with_causes(store)
+    # email causes name a newsletter, except baseline "email" orders before the first send
+    by_email = orders[orders["cause"] == "email"]
+    after_first_send = by_email["day"] >= _utc_day(sends["event_time"]).min()
+    assert by_email.loc[after_first_send, "cause_campaign"].str.startswith("newsletter_").all()
+    assert (by_email.loc[~after_first_send, "cause_campaign"] == "").all()
+    assert (orders.loc[orders["cause"].isin(["organic", "direct"]), "cause_campaign"] == "").all()
+    campaigns = store.truth["campaigns"].set_index("campaign")["channel"]
+    paid = orders[orders["cause"].isin(PAID)]
+    assert (paid["cause_campaign"].map(campaigns) == paid["cause"]).all()
+
+
+def test_sessions_carry_a_campaign_of_their_channel(store: SyntheticStore) -> None:
+    sessions = _sessions(store)
+    channel, campaign = sessions["channel"].astype(str), sessions["campaign"].astype(str)
+    of_channel = campaign.map(store.truth["campaigns"].set_index("campaign")["channel"])
+    paid = channel.isin(PAID)
+    assert (of_channel[paid] == channel[paid]).all()
+    assert (campaign[channel.isin(["organic", "direct"])] == "").all()
+    assert campaign[channel == "email"].str.startswith("newsletter_").mean() > 0.9
+    # browse sessions of a paid channel spread over its campaigns (drawn by spend share)
+    browse = sessions[~sessions["bought"] & (channel == "paid_search")]
+    assert browse["campaign"].astype(str).value_counts(normalize=True).min() > 0.05
+
+
+def test_chunks_carry_the_causes_of_their_orders() -> None:
+    chunks = list(generate_store_chunks(1_200, 40, START, seed=3, chunk_customers=500))
+    orders = pd.concat([chunk.shop["orders"] for chunk in chunks], ignore_index=True)
+    causes = pd.concat([chunk.truth["order_causes"] for chunk in chunks], ignore_index=True)
+    assert causes["order_id"].tolist() == orders["order_id"].tolist()
+    assert "campaigns" in chunks[0].truth and all("campaigns" not in chunk.truth for chunk in chunks[1:])

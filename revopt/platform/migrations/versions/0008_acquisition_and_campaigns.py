@@ -129,7 +129,7 @@ RECOMMENDATIONS = (
 def _create(table: str, columns, key: str, comment: str) -> None:
     body = ",\n    ".join(f"{name} {kind}" for name, kind, _ in columns)
     op.execute(f"CREATE TABLE IF NOT EXISTS scores.{table} (\n    {body}{key}\n)")
-    op.execute(f"COMMENT ON TABLE scores.{table} IS '{comment}'")
+    op.execute("COMMENT ON TABLE scores.{} IS '{}'".format(table, comment.replace("'", "''")))
     for name, _, text in columns:
         if text:
             quoted = text.replace("'", "''")
