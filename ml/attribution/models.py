@@ -71,13 +71,18 @@ the customer before.
    states dropped from the system; a state with c earlier in its tuple is only reachable through one with
    c as its last entry, so "containing" and "ending in" give the same answer): ``P_{-c}(conv)``, and the removal effect
    ``RE_c = 1 - P_{-c}(conv) / P(conv)``, in [0, 1] since removing paths cannot add conversions.
-   ChannelAttribution then splits the *total* conversions over channels in proportion to RE. Here the
-   split is **per order**: converted journey j gives channel c in it ``RE_c / sum of RE over the distinct
-   channels of j``, so every order's credit sums to 1 and the totals conserve. Every channel on a
-   converting path has RE > 0 (removing it kills that path); should the sum still be 0 (rounding),
-   the journey falls back to linear. A channel seen only on paths that never convert can still have RE > 0
-   (at order 1, D -> A -> null borrows A's odds of converting elsewhere: the chain forgets where it came
-   from), but it gets credit only from the orders it appears in. Journeys without touches are left out of
+   ChannelAttribution then splits the *total* conversions over channels in proportion to RE; so does this
+   model, and it also credits **each order**: converted journey j gives channel c in it ``w_c / sum of w
+   over the distinct channels of j``, with one weight per channel **raked** (:func:`raked_weights`) so
+   that channel c's credits over all orders total ``N RE_c / sum RE`` (N converted journeys with touches,
+   RE summed over the channels on converting paths). Every order's credit sums to 1 and each channel's
+   total is ChannelAttribution's. (Splitting each order by ``RE_c / sum RE`` instead would hand the
+   frequent channels, present in most orders, nearly all of every mixed order, and their totals would
+   no longer be the model's split.) When no weights can reach those totals (a channel that is the lone
+   touch of more orders than its share), the nearest reachable totals are used and the gap is logged. A
+   channel seen only on paths that never convert can still have RE > 0 (at order 1, D -> A -> null
+   borrows A's odds of converting elsewhere: the chain forgets where it came from), but it gets credit
+   only from the orders it appears in, so it is left out of the split. Journeys without touches are left out of
    the chain: including them only rescales every ``P - P_{-c}`` by the same factor, so no per-order share
    would change.
 7. **Shapley values over channels** (Shapley 1953; Zhao, Mahboobi, Bagheri, "Shapley value methods for
@@ -94,9 +99,10 @@ the customer before.
    Computed exactly by the definition ``phi_c = sum_{S not containing c} |S|! (n-|S|-1)! / n!
    (v(S + c) - v(S))`` over all subsets of the n channels (v by a subset-sum transform over the 2^n
    masks), for n <= ``MAX_ENUMERATED_CHANNELS`` (20: 2^20 x 20 terms); above that by the closed form,
-   which equals it (tested). Non-converting journeys do not enter this game. Per order, converted
-   journey j gives channel c in its set ``phi_c / sum of phi over j's channels`` (same rule as the Markov
-   model; every channel of a converting journey has phi > 0).
+   which equals it (tested). Non-converting journeys do not enter this game. Per order, the weights are
+   raked to the totals ``phi`` as for the Markov model; for this game that is each order split equally
+   over its distinct channels (the closed form above says those splits total ``phi``), so the per-order
+   credit is the simplified Shapley value's own allocation.
 
 **Conservation**: every model's credits sum to 1 per converted journey (to 1e-12: each journey's weights
 are normalised by their own sum) and so revenue_credit sums to the converted revenue;
@@ -112,7 +118,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+from scipy import optimize, sparse
 from scipy.sparse.linalg import gmres, spsolve
 
 logger = logging.getLogger(__name__)
@@ -404,20 +410,58 @@ def _credit_frame(paths: _Paths, model: str, touch: np.ndarray, weight: np.ndarr
 
 
 def _channel_share_credits(paths: _Paths, model: str, channel_value: np.ndarray) -> pd.DataFrame:
-    """Per converted journey, channel c in it gets ``value_c / sum of value over its distinct channels``,
-    split equally over its touches of c; a journey whose channels are all worth 0 falls back to linear."""
+    """Per converted journey, channel c in it gets ``w_c / sum of w over its distinct channels``, split equally
+    over its touches of c, with the weights ``w`` raked so each channel's total credit is its share of the
+    conversions in proportion to ``channel_value`` (:func:`raked_weights`)."""
     touch = paths.converted_touches()
     journey = paths.journey[touch]
     channel = paths.channel[touch]
     _, pair, touches_per_pair = np.unique(journey * len(paths.channels) + channel, return_inverse=True,
                                           return_counts=True)
-    weight = channel_value[channel] / touches_per_pair[pair]
-    worthless = np.bincount(journey, weights=weight, minlength=len(paths.journey_id)) <= 0
-    weight = np.where(worthless[journey], 1.0, weight)
-    if worthless[journey].any():
-        logger.warning("%s: %d converted journeys have channels worth 0, credited linearly", model,
-                       len(np.unique(journey[worthless[journey]])))
-    return _credit_frame(paths, model, touch, weight)
+    first_of_pair = np.unique(pair, return_index=True)[1]
+    weights = raked_weights(journey[first_of_pair], channel[first_of_pair], channel_value, model)
+    return _credit_frame(paths, model, touch, weights[channel] / touches_per_pair[pair])
+
+
+def raked_weights(journey: np.ndarray, channel: np.ndarray, value: np.ndarray, model: str = "") -> np.ndarray:
+    """Channel weights ``w`` (one per channel code) such that splitting each converted journey over its
+    distinct channels in proportion to ``w`` gives each channel a total credit of ``N value_c / sum value``
+    (N: the journeys, ``value`` summed over the channels present), i.e. the model's aggregate split.
+
+    ``journey`` and ``channel`` list each converted journey's distinct (journey, channel) pairs. The weights
+    are the exponentials of the minimiser of the convex dual ``sum_j log sum_{c in j} e^{mu_c} - sum_c T_c
+    mu_c`` (its gradient is the credit totals minus the targets; iterative proportional fitting solves the
+    same problem), found by L-BFGS-B with mu bounded to [-30, 30]. When no weights reach the targets (a
+    channel is the lone touch of more orders than its target, or its target exceeds the orders it is in)
+    the bounds stop the solver at the nearest reachable totals; the largest gap is logged."""
+    weights = np.ones(len(value))
+    present = np.unique(channel)
+    if len(present) <= 1:
+        return weights
+    rows = np.unique(journey, return_inverse=True)[1]
+    cols = np.searchsorted(present, channel)
+    matrix = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(rows.max() + 1, len(present)))
+    worth = np.clip(value[present], 0.0, None)
+    if not worth.sum() > 0:
+        return weights
+    target = matrix.shape[0] * worth / worth.sum()
+
+    def dual(mu: np.ndarray) -> tuple[float, np.ndarray]:
+        shift = mu.max()
+        exp = np.exp(mu - shift)
+        per_journey = matrix @ exp
+        totals = exp * (matrix.T @ (1.0 / per_journey))
+        return float(np.log(per_journey).sum() + matrix.shape[0] * shift - target @ mu), totals - target
+
+    start = np.log(np.maximum(worth, 1e-12 * worth.max()))
+    start = np.clip(start - start.mean(), -30.0, 30.0)
+    found = optimize.minimize(dual, start, jac=True, method="L-BFGS-B", bounds=[(-30.0, 30.0)] * len(present),
+                              options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-11})
+    gap = np.abs(dual(found.x)[1]).max()
+    if gap > 1e-6 * matrix.shape[0]:
+        logger.warning("%s: the aggregate split is not reachable per order; largest gap %.3g conversions", model, gap)
+    weights[present] = np.exp(found.x - found.x.max())
+    return weights
 
 
 # --- Markov chain -------------------------------------------------------------------------------------

@@ -264,15 +264,37 @@ def test_markov_removal_effects_by_hand() -> None:
     assert markov_removal_effects(journeys, outcomes).to_dict() == {"A": 1.0, "B": 0.0}
 
 
-def test_markov_credits_split_each_order_by_removal_effect() -> None:
+def _reference_raking(paths: list[tuple[list[str], bool]], value: dict[str, float], sweeps: int = 20000):
+    """Iterative proportional fitting from the definition: weights w with each converted path split over its
+    distinct channels by w and every channel's total credit equal to N value_c / sum value; returns the
+    credits of each converted path (by index) per channel."""
+    sets = [sorted(set(channels)) for channels, converted in paths if converted and channels]
+    present = sorted({c for members in sets for c in members})
+    target = {c: len(sets) * value[c] / sum(value[c] for c in present) for c in present}
+    w = {c: 1.0 for c in present}
+    for _ in range(sweeps):
+        totals = {c: 0.0 for c in present}
+        for members in sets:
+            norm = sum(w[c] for c in members)
+            for c in members:
+                totals[c] += w[c] / norm
+        w = {c: w[c] * target[c] / totals[c] for c in present}
+    return [{c: w[c] / sum(w[m] for m in members) for c in members} for members in sets], target
+
+
+def test_markov_credits_rake_each_order_to_the_removal_effect_split() -> None:
     journeys, outcomes = _markov_frames()
     effects = _reference_removal_effects(MARKOV_PATHS, 1)
-    credits = _as_dict(markov_chain(journeys, outcomes))
-    # journey 7 is A B A C: A, B, C get RE_A, RE_B, RE_C over their sum
-    total = effects["A"] + effects["B"] + effects["C"]
-    for channel in "ABC":
-        assert credits[(7, channel, None)] == pytest.approx(effects[channel] / total, abs=1e-9)
-    assert credits[(3, "A", None)] == pytest.approx(effects["A"] / (effects["A"] + effects["B"]), abs=1e-9)
+    expected, target = _reference_raking(MARKOV_PATHS, effects)
+    credits = markov_chain(journeys, outcomes)
+    totals = credits.groupby("channel")["credit"].sum()
+    for channel, total in target.items():  # ChannelAttribution's split of the conversions, by removal effect
+        assert totals[channel] == pytest.approx(total, abs=1e-9)
+    by_order = credits.groupby(["journey_id", "channel"])["credit"].sum()
+    converted = [i for i, (channels, ok) in enumerate(MARKOV_PATHS) if ok and channels]
+    for index, shares in zip(converted, expected):
+        for channel, share in shares.items():
+            assert by_order[(index, channel)] == pytest.approx(share, abs=1e-9)
 
 
 def test_markov_splits_a_channel_equally_over_its_touches_campaigns() -> None:
@@ -342,14 +364,15 @@ def test_shapley_from_game_on_a_non_additive_game() -> None:
     np.testing.assert_allclose(shapley_from_game(worth), [2 / 3, 1 / 6, 1 / 6], atol=1e-12)
 
 
-def test_shapley_credits_split_each_order_by_shapley_value() -> None:
+def test_shapley_credits_total_the_shapley_values_split_over_each_orders_channels() -> None:
     journeys, outcomes = _shapley_frames()
     phi = _reference_shapley(SHAPLEY_PATHS)
-    credits = _as_dict(shapley(journeys, outcomes))
-    journey = 15  # F B C A
-    total = sum(phi[c] for c in "FBCA")
-    for channel in "FBCA":
-        assert credits[(journey, channel, None)] == pytest.approx(phi[channel] / total, abs=1e-9)
+    credits = shapley(journeys, outcomes)
+    totals = credits.groupby("channel")["credit"].sum()
+    for channel, value in phi.items():  # each channel's credit is its Shapley value in conversions
+        assert totals.get(channel, 0.0) == pytest.approx(value, abs=1e-9)
+    journey = credits[credits["journey_id"] == 15].set_index("channel")["credit"]  # F B C A
+    np.testing.assert_allclose(journey.reindex(list("FBCA")).to_numpy(), 0.25, atol=1e-9)
 
 
 # --- conservation on random journeys -------------------------------------------------------------------------
