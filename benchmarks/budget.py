@@ -20,7 +20,9 @@ media model variant (``target`` x ``outcome``):
    gate's quality floor, with the paired bootstrap's one-sided p-value); and on interleaved held-out
    weeks (:func:`ml.families.budget.media_crossval`; the tuning objective is its MAPE on the days
    before the test window);
-4. targets ``total`` vs ``attributed`` side by side.
+4. targets ``total`` vs ``attributed`` side by side; ``attributed`` labels each order with the channel the store
+   recorded (its last touch), ``attributed:<model>`` splits it by an attribution model on the conversion paths
+   (joined in a temporary chDB), ``attributed:cause`` by the generator's true cause (an oracle).
 
 Prints markdown tables, with the command, date and wall times::
 
@@ -68,13 +70,52 @@ def store_frames(n_customers: int, days: int, start: dt.date, seed: int) -> tupl
     """A synthetic store and its media history as the nightly extract would give it: orders with
     order_value = sum(quantity x unit_price) of their lines and n_lines."""
     store = generate_store(n_customers, days, start, seed=seed)
+    orders = _orders(store)
+    run_date = pd.Timestamp(start) + pd.Timedelta(days=days)
+    return store, media_history(store.shop["marketing_spend"], orders, run_date, days), run_date
+
+
+def _orders(store: object) -> pd.DataFrame:
     lines = store.shop["order_lines"]
     value = (lines["quantity"] * lines["unit_price"]).groupby(lines["order_id"]).agg(["sum", "size"])
     orders = store.shop["orders"]
-    orders = orders.assign(order_value=orders["order_id"].map(value["sum"]).fillna(0.0),
-                           n_lines=orders["order_id"].map(value["size"]).fillna(0).astype("int64"))
-    run_date = pd.Timestamp(start) + pd.Timedelta(days=days)
-    return store, media_history(store.shop["marketing_spend"], orders, run_date, days), run_date
+    return orders.assign(order_value=orders["order_id"].map(value["sum"]).fillna(0.0),
+                         n_lines=orders["order_id"].map(value["size"]).fillna(0).astype("int64"))
+
+
+#: what labels the orders for the attributed target: ``attributed`` is the channel the store recorded (the
+#: last touch); ``attributed:cause`` the generator's true cause (an oracle no store has);
+#: ``attributed:<model>`` an attribution model of :mod:`ml.attribution.nightly` on the conversion paths
+ATTRIBUTIONS = ("cause", "recorded", *("markov", "shapley", "linear", "first_touch", "last_non_direct_touch",
+                                       "time_decay", "position_based"))
+
+
+def attributed_history(store: object, target: str, days: int, run_date: pd.Timestamp) -> pd.DataFrame:
+    """The media history of ``target`` (``attributed:<label>``, :data:`ATTRIBUTIONS`)."""
+    label = target.split(":", 1)[1]
+    orders = _orders(store)
+    if label == "cause":
+        cause = store.truth["order_causes"].set_index("order_id")["channel"]
+        orders = orders.assign(channel=orders["order_id"].map(cause).fillna(orders["channel"]))
+    elif label != "recorded":
+        import tempfile
+        from pathlib import Path
+
+        import pyarrow as pa
+
+        from features.attribution import conversion_paths
+        from ml.attribution import nightly
+        from revopt.platform.events import open_event_store
+
+        with tempfile.TemporaryDirectory(prefix="revopt-budget-paths-") as tmp:
+            events = open_event_store(url=None, chdb_path=Path(tmp), database="revopt")
+            events.insert_arrow("events", pa.Table.from_pandas(store.events, preserve_index=False))
+            run_ts = run_date.tz_localize("UTC")
+            paths = conversion_paths(events, orders, run_ts - pd.Timedelta(days=days), run_ts, 30)
+            events.close()
+        credits = nightly.history_credits(paths, orders, run_date.date(), label, nightly.AttributionSettings())
+        orders = nightly.attributed_orders(orders, credits)
+    return media_history(store.shop["marketing_spend"], orders, run_date, days)
 
 
 def true_curves(store: object, history: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -107,7 +148,10 @@ def evaluate_split(truth: pd.DataFrame, baseline: float, current: pd.Series, ora
 def run_store(n_customers: int, days: int, start: dt.date, seed: int, variants: list[tuple[str, str]], trials: int,
               n_bootstrap: int, timeout: float) -> list[dict[str, object]]:
     began = time.perf_counter()
-    store, history, _ = store_frames(n_customers, days, start, seed)
+    store, store_history, run_date = store_frames(n_customers, days, start, seed)
+    history = store_history
+    histories = {target: attributed_history(store, target, days, run_date)
+                 for target in {t for t, _ in variants if ":" in t}}
     generated = time.perf_counter() - began
     truth, baseline = true_curves(store, history)
     constraints = BudgetConstraints()
@@ -118,7 +162,8 @@ def run_store(n_customers: int, days: int, start: dt.date, seed: int, variants: 
     rows = []
     for target, outcome in variants:
         t0 = time.perf_counter()
-        base = MediaConfig(target=target, outcome=outcome, n_bootstrap=0)
+        history = histories[target] if ":" in target else store_history
+        base = MediaConfig(target=target.split(":")[0], outcome=outcome, n_bootstrap=0)
         tuning = tune_media_model(history, base, n_trials=trials, timeout_seconds=timeout)
         t_tune = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -216,7 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["20000x365", "100000x365"], help="customers x days per store size")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--large-seeds", type=int, default=2, help="how many of the seeds the largest size runs")
-    parser.add_argument("--targets", nargs="+", default=["total", "attributed"], choices=["total", "attributed"])
+    parser.add_argument("--targets", nargs="+", default=["total", "attributed"],
+                        choices=["total", "attributed", *(f"attributed:{label}" for label in ATTRIBUTIONS)],
+                        help="attributed = the recorded channel (last touch); attributed:<label> (ATTRIBUTIONS)")
     parser.add_argument("--outcomes", nargs="+", default=["orders"], choices=["orders", "revenue"])
     parser.add_argument("--trials", type=int, default=12, help="Optuna trials per tuning")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per tuning")
