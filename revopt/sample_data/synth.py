@@ -82,7 +82,24 @@ paid_search 0.25; a paid_search closer carries ``search_brand``).  Every other o
 session comes through its cause (an email-driven order's through ``email`` and its newsletter).
 ``shop.orders.channel`` is the purchase session's channel: what a store's platform records, the
 last touch, no longer the cause.  With :data:`NO_ASSISTS` (every assist share 0) the last touch is
-the cause and the store is exactly the one drawn before causes existed (campaign columns aside).
+the cause; with ``traffic_weight=None`` as well (Traffic, below), the store is exactly the one drawn
+before causes existed (campaign columns aside).
+
+Traffic.  Browse sessions of known customers and anonymous sessions come through the day's *traffic
+mix* (``AttributionDesign.traffic_weight``), not through the order causes' mix: paid channel ``c``
+has weight ``w_c x spend_c(d) / base_spend_c`` (``w``: paid_search 0.16, paid_social 0.13, display
+0.10, affiliate 0.06; ``base_spend_c`` is the base of the channel's daily budget under Marketing,
+recorded as ``base_spend.<channel>`` in ``truth.generator_run``), so a channel brings ad clicks in
+proportion to its spend and no traffic while off air; organic 0.30, direct 0.22 and email 0.03 are
+constant; the weights are normalised per day (at base spend they sum to 1).  Organic and direct
+dominate, and the upper-funnel channels bring much low-intent traffic for the orders they cause (20k
+customers over a year: organic 32 % and direct 23 % of the browse and anonymous sessions; display
+8.6 % of them against 1.5 % of the order causes, paid_social 9 % against 4.7 %), so an averaging
+attribution rule (linear, first touch) no longer reads the causal shares off the paths.
+Purchase and exposure sessions follow their orders' journeys, not this mix.  With
+``traffic_weight=None`` browse traffic follows the day's order-cause mix instead (the generator before
+1.2); the random draws are the same either way, so only the channel and campaign of browse and
+anonymous sessions differ.
 
 Products and prices.  Eight categories with a mean own-price elasticity; product elasticity
 ``e_j`` = category mean + N(0, 0.35) clipped to ``[-4, -0.3]``; reference price = cost x
@@ -101,7 +118,7 @@ add_to_cart) per line -> checkout -> purchase`` whose purchase event is at ``ord
 its purchase channel and campaign.  Every assisted order also has its exposure session
 (``page_view`` and 1-3 product views, ending before the purchase session starts).  Alive
 customers also browse at 2-4x their purchase rate, ending at a random funnel depth, through a
-channel drawn from the day's mix independently of their orders; anonymous visitors
+channel drawn from the day's traffic mix independently of their orders; anonymous visitors
 (``customer_id = 0``) make about 8 % of the sessions other than exposures.  Every event of a
 session carries the session's ``campaign``: a browse or anonymous session of a paid channel one
 of its campaigns drawn by that day's spend shares, an email session the newsletter of the day,
@@ -171,7 +188,7 @@ from revopt.sample_data.draws import choice as _choice, named_streams, positions
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 
 _MS_PER_DAY = 86_400_000
 _MS_PER_MINUTE = 60_000
@@ -342,13 +359,16 @@ class ExperimentEffect:
 
 @dataclass(frozen=True)
 class AttributionDesign:
-    """How a paid channel's incremental orders reach the store (module docstring, Causes and journeys).
+    """How a paid channel's incremental orders reach the store (module docstring, Causes and journeys), and
+    which channels bring the sessions without an order (Traffic).
 
     An order caused by paid channel ``c`` is *assisted* with probability ``assist_share[c]`` (0 for a
     channel not named): the cause is an exposure session of ``c`` between ``min_assist_hours`` and
     ``max_assist_days`` before the order, and the purchase session comes through a *closer* channel
     drawn from ``closer_mix`` (a paid closer carries ``closer_campaign[channel]``).  With every
-    assist share 0 (:data:`NO_ASSISTS`) the purchase session's channel is the order's cause.
+    assist share 0 (:data:`NO_ASSISTS`) the purchase session's channel is the order's cause.  Browse and
+    anonymous sessions draw their channel with weight ``traffic_weight[c]`` (0 for a channel not named),
+    times the day's spend over the base spend for a paid channel, normalised per day.
     """
 
     assist_share: Mapping[str, float] = field(default_factory=lambda: {
@@ -358,6 +378,11 @@ class AttributionDesign:
     closer_campaign: Mapping[str, str] = field(default_factory=lambda: {"paid_search": "search_brand"})
     max_assist_days: float = 7.0
     min_assist_hours: float = 2.0
+    #: weights of the browse and anonymous sessions' channels (module docstring, Traffic); None: the day's
+    #: order-cause mix, the store before generator 1.2 (any averaging attribution rule then recovers the causes)
+    traffic_weight: Mapping[str, float] | None = field(default_factory=lambda: {
+        "organic": 0.30, "direct": 0.22, "email": 0.03,
+        "paid_search": 0.16, "paid_social": 0.13, "display": 0.10, "affiliate": 0.06})
 
     def __post_init__(self) -> None:
         unknown = set(self.assist_share) - set(_PAID_CHANNELS)
@@ -377,6 +402,13 @@ class AttributionDesign:
         if not 0 < self.min_assist_hours / 24.0 < self.max_assist_days:
             raise ValueError(f"need 0 < min_assist_hours < max_assist_days, got {self.min_assist_hours} h "
                              f"and {self.max_assist_days} days")
+        if self.traffic_weight is not None:
+            weight = self.traffic_weight
+            # a positive unpaid weight gives every day traffic, whatever the paid channels spend
+            if set(weight) - set(_ORDER_CHANNELS) or any(w < 0 for w in weight.values()) \
+                    or not sum(weight.get(c, 0.0) for c in _ORDER_CHANNELS[len(_PAID_CHANNELS):]) > 0:
+                raise ValueError(f"traffic_weight needs channels among {_ORDER_CHANNELS} with weights >= 0 and a "
+                                 f"positive unpaid sum, got {dict(weight)}")
 
     def run_parameters(self) -> dict[str, str]:
         """The design as ``truth.generator_run`` rows (key -> value)."""
@@ -385,7 +417,9 @@ class AttributionDesign:
         rows |= {f"closer_campaign.{c}": k for c, k in sorted(self.closer_campaign.items()) if c in self.closer_mix}
         rows |= {"max_assist_days": repr(float(self.max_assist_days)),
                  "min_assist_hours": repr(float(self.min_assist_hours))}
-        return rows
+        if self.traffic_weight is None:
+            return rows | {"traffic_weight": "cause_mix"}
+        return rows | {f"traffic_weight.{c}": repr(float(self.traffic_weight.get(c, 0.0))) for c in _ORDER_CHANNELS}
 
 
 #: every purchase session comes through its order's cause (the store's last touch is the truth)
@@ -437,7 +471,8 @@ class _Marketing:
     spend: pd.DataFrame
     channels: pd.DataFrame
     lift: np.ndarray  # (days,)
-    channel_cdf: np.ndarray  # (days, len(_ORDER_CHANNELS))
+    channel_cdf: np.ndarray  # (days, len(_ORDER_CHANNELS)): the day's order-cause mix
+    relative_spend: np.ndarray  # (days, len(_PAID_CHANNELS)): spend / the channel's base spend
 
 
 @dataclass(frozen=True)
@@ -574,13 +609,13 @@ def generate_store_chunks(
         order_offset = max(order_offset, int(shop["orders"]["order_id"].to_numpy().max(initial=0)))
         session_offset = max(session_offset, int(events["session_id"].to_numpy().max(initial=0)))
         if number == 0:
+            design = _base_spend_rows(n_customers / 100_000) | attribution.run_parameters()
             truth["generator_run"] = pd.DataFrame(
                 {
                     "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", "chunk_customers",
-                            *attribution.run_parameters()],
+                            *design],
                     "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
-                              str(n_products), GENERATOR_VERSION, str(chunk_customers),
-                              *attribution.run_parameters().values()],
+                              str(n_products), GENERATOR_VERSION, str(chunk_customers), *design.values()],
                 }
             )
             yield SyntheticStore(shop=shop, truth=truth, events=events)
@@ -641,17 +676,18 @@ def _generate(
     logger.info("drew %d orders and %d lines (%.1fs)", len(orders_frame), len(lines_frame), time.perf_counter() - began)
 
     events = _build_events(
-        rngs, customers, orders, journeys, line_order, line_product, emails, products, marketing.channel_cdf,
-        campaigns, campaign_names, newsletter_of_day, cum_intensity, offsets, origin,
+        rngs, customers, orders, journeys, line_order, line_product, emails, products,
+        _traffic_cdf(marketing, attribution), campaigns, campaign_names, newsletter_of_day, cum_intensity, offsets,
+        origin,
     )
     logger.info("built %d events (%.1fs)", len(events), time.perf_counter() - began)
 
+    design = _base_spend_rows(store_customers / 100_000) | attribution.run_parameters()
     generator_run = pd.DataFrame(
         {
-            "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version",
-                    *attribution.run_parameters()],
+            "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", *design],
             "value": [str(seed), str(n_customers), str(days), pd.Timestamp(start).date().isoformat(),
-                      str(n_products), GENERATOR_VERSION, *attribution.run_parameters().values()],
+                      str(n_products), GENERATOR_VERSION, *design.values()],
         }
     )
     if behaviour_change is not None:
@@ -844,7 +880,25 @@ def _draw_marketing(rng: np.random.Generator, dates: pd.DatetimeIndex, spend_sca
             "max_lift": max_lift,
         }
     )
-    return _Marketing(spend=spend_frame, channels=channels, lift=lift, channel_cdf=_row_cdf(mix))
+    return _Marketing(spend=spend_frame, channels=channels, lift=lift, channel_cdf=_row_cdf(mix),
+                      relative_spend=spend / base)
+
+
+def _traffic_cdf(marketing: _Marketing, design: AttributionDesign) -> np.ndarray:
+    """Each day's channel mix of browse and anonymous sessions (module docstring, Traffic), as a row-wise CDF
+    over _ORDER_CHANNELS."""
+    if design.traffic_weight is None:
+        return marketing.channel_cdf
+    weight = np.asarray([design.traffic_weight.get(c, 0.0) for c in _ORDER_CHANNELS])
+    paid = len(_PAID_CHANNELS)
+    days = len(marketing.lift)
+    mix = np.column_stack([weight[:paid] * marketing.relative_spend, np.tile(weight[paid:], (days, 1))])
+    return _row_cdf(mix)
+
+
+def _base_spend_rows(spend_scale: float) -> dict[str, str]:
+    """Each paid channel's base daily spend as ``truth.generator_run`` rows: the traffic mix's reference."""
+    return {f"base_spend.{c}": repr(round(base * spend_scale, 2)) for c, base in zip(_PAID_CHANNELS, _BASE_SPEND)}
 
 
 def _uniform_per_channel(rng: np.random.Generator, ranges: tuple[tuple[float, float], ...]) -> np.ndarray:
@@ -1387,7 +1441,7 @@ def _build_events(
     line_product: np.ndarray,
     emails: _Emails,
     products: _Products,
-    channel_cdf: np.ndarray,
+    traffic_cdf: np.ndarray,
     campaigns: _Campaigns,
     campaign_names: np.ndarray,
     newsletter_of_day: np.ndarray,
@@ -1396,9 +1450,9 @@ def _build_events(
     origin: pd.Timestamp,
 ) -> pd.DataFrame:
     purchase = _purchase_sessions(rngs["sessions"], orders, journeys, customers, line_order, line_product, products)
-    browse = _browse_sessions(rngs["sessions"], customers, products, channel_cdf, cum_intensity, offsets)
+    browse = _browse_sessions(rngs["sessions"], customers, products, traffic_cdf, cum_intensity, offsets)
     anonymous = _anonymous_sessions(
-        rngs["anonymous"], len(purchase.start_ms) + len(browse.start_ms), products, channel_cdf, cum_intensity, offsets
+        rngs["anonymous"], len(purchase.start_ms) + len(browse.start_ms), products, traffic_cdf, cum_intensity, offsets
     )
     exposure = _exposure_sessions(rngs["journeys"], orders, journeys, purchase.start_ms, customers, products)
     browse = _with_campaigns(rngs["journeys"], browse, campaigns.share, newsletter_of_day)
@@ -1508,7 +1562,7 @@ def _browse_sessions(
     rng: np.random.Generator,
     customers: _Customers,
     products: _Products,
-    channel_cdf: np.ndarray,
+    traffic_cdf: np.ndarray,
     cum_intensity: np.ndarray,
     offsets: np.ndarray,
 ) -> _Sessions:
@@ -1520,7 +1574,7 @@ def _browse_sessions(
     local_hour = np.mod(customers.order_hour[owner] + rng.normal(0.0, 3.0, len(owner)), 24.0)
     return _funnel_sessions(
         rng, day, local_hour, customers.tz[owner], owner.astype(np.int64) + 1,
-        _session_device(rng, customers.device[owner]), _BROWSE_DEPTH_SHARE, products, channel_cdf, offsets,
+        _session_device(rng, customers.device[owner]), _BROWSE_DEPTH_SHARE, products, traffic_cdf, offsets,
     )
 
 
@@ -1528,7 +1582,7 @@ def _anonymous_sessions(
     rng: np.random.Generator,
     n_known: int,
     products: _Products,
-    channel_cdf: np.ndarray,
+    traffic_cdf: np.ndarray,
     cum_intensity: np.ndarray,
     offsets: np.ndarray,
 ) -> _Sessions:
@@ -1541,7 +1595,7 @@ def _anonymous_sessions(
     device = _choice(rng, _DEVICE_SHARE, n)
     return _funnel_sessions(
         rng, day, local_hour, tz, np.zeros(n, dtype=np.int64), device, _ANONYMOUS_DEPTH_SHARE, products,
-        channel_cdf, offsets,
+        traffic_cdf, offsets,
     )
 
 
@@ -1554,7 +1608,7 @@ def _funnel_sessions(
     device: np.ndarray,
     depth_share: tuple[float, ...],
     products: _Products,
-    channel_cdf: np.ndarray,
+    traffic_cdf: np.ndarray,
     offsets: np.ndarray,
 ) -> _Sessions:
     """Sessions that leave the funnel at a random depth: page_view, product views, add_to_cart, checkout."""
@@ -1585,7 +1639,7 @@ def _funnel_sessions(
     return _Sessions(
         start_ms=start,
         customer_id=customer_id,
-        channel=_sample_rows(channel_cdf, day, rng.random(n)),
+        channel=_sample_rows(traffic_cdf, day, rng.random(n)),
         campaign=np.zeros(n, dtype=np.int64),  # drawn afterwards from its own stream (_with_campaigns)
         device=device,
         event_session=session,

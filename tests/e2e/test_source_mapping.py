@@ -54,7 +54,8 @@ def _cents(values: pd.Series) -> np.ndarray:
 
 
 def _webshop_frames(shop: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The synthetic store written the way "webshop" keeps it (cents, states, 0/1 flags)."""
+    """The synthetic store written the way "webshop" keeps it (cents, states, 0/1 flags, ad costs per network
+    and campaign, NULL for no campaign)."""
     customers, products, prices = shop["customers"], shop["products"], shop["product_prices"]
     orders, lines, spend = shop["orders"], shop["order_lines"], shop["marketing_spend"]
     states = np.where(orders["status"] == "cancelled", "refunded", np.where(orders["order_id"] % 2 == 0, "paid", "shipped"))
@@ -75,13 +76,15 @@ def _webshop_frames(shop: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
             "order_id": lines["order_id"], "position": lines["line_no"], "item_id": lines["product_id"],
             "qty": lines["quantity"], "paid_cents": _cents(lines["unit_price"]), "discount_rate": lines["discount"]}),
         "ad_costs": pd.DataFrame({
-            "date": spend["day"].dt.date, "network": spend["channel"], "cost_cents": _cents(spend["spend"]),
-            "impressions": spend["impressions"], "clicks": spend["clicks"]}),
+            "date": spend["day"].dt.date, "network": spend["channel"], "campaign": spend["campaign"].replace("", None),
+            "cost_cents": _cents(spend["spend"]), "impressions": spend["impressions"], "clicks": spend["clicks"]}),
     }
 
 
 def _hits(events: pd.DataFrame) -> pa.Table:
-    """The clickstream the way "webshop" keeps it: NULL instead of 0 for anonymous / no product."""
+    """The clickstream the way "webshop" keeps it: NULL instead of 0 for anonymous / no product, and instead of
+    '' for no campaign."""
+    campaign = events["campaign"].astype(str)
     return pa.table({
         "ts": pa.array(events["event_time"]), "visit_id": pa.array(events["session_id"].to_numpy()),
         "user_id": pa.array(events["customer_id"].to_numpy(), mask=(events["customer_id"] == 0).to_numpy()),
@@ -89,6 +92,7 @@ def _hits(events: pd.DataFrame) -> pa.Table:
         "item_id": pa.array(events["product_id"].to_numpy(), mask=(events["product_id"] == 0).to_numpy()),
         "source": pa.array(events["channel"].astype(str)), "device_type": pa.array(events["device"].astype(str)),
         "bot": pa.array(events["is_machine"].to_numpy()),
+        "utm_campaign": pa.array(campaign.to_numpy(dtype=object), type=pa.string(), mask=(campaign == "").to_numpy()),
     })
 
 
@@ -153,6 +157,9 @@ def test_the_documented_views_read_like_the_contract_tables(settings: Settings) 
             extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS)
 
     assert set(mapped) == set(ALL_DATASETS)
+    # the webshop maps its campaigns: spend per campaign, and the paths' touches carry theirs
+    assert mapped["marketing_spend"]["campaign"].nunique() == len(store.truth["campaigns"])
+    assert mapped["conversion_paths"]["campaign"].fillna("").astype(str).str.startswith("search_").any()
     for name in ALL_DATASETS:
         # the optional sources this webshop does not keep (SHOP_OPTIONAL_TABLES): empty on both sides
         assert len(direct[name]) > 0 or name in SHOP_OPTIONAL_TABLES, name

@@ -131,6 +131,8 @@ def test_generator_run_records_arguments(store: SyntheticStore) -> None:
     assert run["generator_version"]
     assert run["assist_share.display"] == "0.8" and run["closer_mix.direct"] == "0.45"
     assert run["closer_campaign.paid_search"] == "search_brand" and run["max_assist_days"] == "7.0"
+    assert run["traffic_weight.organic"] == "0.3" and run["traffic_weight.display"] == "0.1"
+    assert run["base_spend.paid_search"] == "50.0"  # 2500 a day at 100k customers
 
 
 def test_invalid_sizes_raise() -> None:
@@ -148,6 +150,9 @@ def test_invalid_sizes_raise() -> None:
     {"closer_mix": {"display": 1.0}},  # a paid closer needs one of its campaigns
     {"closer_campaign": {"paid_search": "display_awareness"}},
     {"max_assist_days": 0.05},  # shorter than the 2 hours
+    {"traffic_weight": {"organic": 1.0, "referral": 0.1}},
+    {"traffic_weight": {"organic": 1.0, "display": -0.1}},
+    {"traffic_weight": {"paid_search": 1.0}},  # a day without spend would have no traffic
 ])
 def test_invalid_attribution_designs_raise(design) -> None:
     with pytest.raises(ValueError):
@@ -570,3 +575,57 @@ def test_chunks_carry_the_causes_of_their_orders() -> None:
     causes = pd.concat([chunk.truth["order_causes"] for chunk in chunks], ignore_index=True)
     assert causes["order_id"].tolist() == orders["order_id"].tolist()
     assert "campaigns" in chunks[0].truth and all("campaigns" not in chunk.truth for chunk in chunks[1:])
+
+
+def _traffic_mix(store: SyntheticStore) -> pd.DataFrame:
+    """Day x channel: the browse traffic mix recomputed from the spend and generator_run (module docstring,
+    Traffic)."""
+    run = dict(zip(store.truth["generator_run"]["key"], store.truth["generator_run"]["value"]))
+    spend = _channel_spend(store)
+    weight = {c: pd.Series(float(run[f"traffic_weight.{c}"]), index=spend.index)
+              for c in ("organic", "direct", "email")}
+    weight |= {c: float(run[f"traffic_weight.{c}"]) * spend[c] / float(run[f"base_spend.{c}"]) for c in PAID}
+    mix = pd.DataFrame(weight)
+    return mix.div(mix.sum(axis=1), axis=0)
+
+
+def test_browse_traffic_follows_its_own_mix() -> None:
+    # without assists every session without a purchase is a browse or anonymous one
+    store = generate_store(N_CUSTOMERS, DAYS, START, seed=SEED, attribution=NO_ASSISTS)
+    sessions = _sessions(store)
+    browse = sessions[~sessions["bought"]].assign(day=lambda f: _utc_day(f["start"]),
+                                                 channel=lambda f: f["channel"].astype(str))
+    expected = _traffic_mix(store).reindex(browse["day"]).sum()
+    observed = browse["channel"].value_counts().reindex(expected.index, fill_value=0)
+    for channel in expected.index:
+        assert abs(observed[channel] - expected[channel]) < 4 * np.sqrt(expected[channel]) + 3, \
+            (channel, observed[channel], expected[channel])
+    # no ad clicks while a channel is off air (its adstock still causes orders then)
+    off_air = _channel_spend(store)["paid_social"] == 0
+    assert off_air.any()
+    assert not (browse["channel"] == "paid_social")[browse["day"].map(off_air).to_numpy()].any()
+    # organic and direct dominate; display brings far more sessions than orders
+    share = observed / observed.sum()
+    assert share["organic"] + share["direct"] > 0.45
+    causes = store.truth["order_causes"]["channel"].value_counts(normalize=True)
+    assert share["display"] > 2 * causes["display"]
+
+
+def test_the_traffic_mix_moves_only_browse_sessions() -> None:
+    # the cause mix (the generator before 1.2) and the traffic mix draw the same numbers
+    traffic = generate_store(800, 90, START, seed=SEED)
+    cause_mix = generate_store(800, 90, START, seed=SEED, attribution=AttributionDesign(traffic_weight=None))
+    for name in traffic.shop:
+        pd.testing.assert_frame_equal(traffic.shop[name], cause_mix.shop[name])
+    for name in traffic.truth:
+        if name != "generator_run":
+            pd.testing.assert_frame_equal(traffic.truth[name], cause_mix.truth[name])
+    pd.testing.assert_frame_equal(traffic.events.drop(columns=["channel", "campaign"]),
+                                  cause_mix.events.drop(columns=["channel", "campaign"]))
+    moved = (traffic.events["channel"].astype(str) != cause_mix.events["channel"].astype(str)).to_numpy()
+    sessions = _sessions(traffic)
+    assert 0.05 < sessions["session_id"].isin(traffic.events.loc[moved, "session_id"]).mean()
+    assert not traffic.events.loc[moved, "session_id"].isin(sessions.loc[sessions["bought"], "session_id"]).any()
+    assert (traffic.events.loc[moved, "session_id"] > 0).all()  # email events keep their channel
+    run = dict(zip(cause_mix.truth["generator_run"]["key"], cause_mix.truth["generator_run"]["value"]))
+    assert run["traffic_weight"] == "cause_mix" and "traffic_weight.organic" not in run
