@@ -61,18 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="revopt-attr-scale-") as tmp:
         store = open_event_store(url=None, chdb_path=Path(tmp), database="revopt")
-        began, orders, n_events = time.perf_counter(), [], 0
+        began, orders, customers, n_events = time.perf_counter(), [], [], 0
         for chunk in generate_store_chunks(args.customers, args.days, START, args.seed, args.chunk_customers):
             lines = chunk.shop["order_lines"]
             value = (lines["quantity"] * lines["unit_price"]).groupby(lines["order_id"]).sum()
             orders.append(chunk.shop["orders"].assign(order_value=chunk.shop["orders"]["order_id"].map(value)))
+            customers.append(chunk.shop["customers"]["customer_id"])
             store.insert_arrow("events", pa.Table.from_pandas(chunk.events, preserve_index=False))
             n_events += len(chunk.events)
         orders = pd.concat(orders, ignore_index=True)
         timings["generate and load (not nightly)"] = time.perf_counter() - began
 
         began = time.perf_counter()
-        paths = conversion_paths(store, orders, run_ts - pd.Timedelta(days=args.days), run_ts, args.lookback)
+        paths = conversion_paths(store, orders, run_ts - pd.Timedelta(days=args.days), run_ts, args.lookback,
+                                 pd.concat(customers, ignore_index=True))
         timings["conversion paths (ClickHouse join)"] = time.perf_counter() - began
         store.close()
     settings = nightly.AttributionSettings(window_days=args.window)

@@ -61,7 +61,8 @@ def measure(seed: int, customers: int, days: int, window: int, lookback: int, ma
         events.insert_arrow("events", pa.Table.from_pandas(store.events, preserve_index=False))
         began = time.perf_counter()
         run_ts = pd.Timestamp(run_date, tz="UTC")
-        paths = conversion_paths(events, orders, run_ts - pd.Timedelta(days=window + lookback), run_ts, lookback)
+        paths = conversion_paths(events, orders, run_ts - pd.Timedelta(days=days), run_ts, lookback,
+                                 store.shop["customers"]["customer_id"])
         path_seconds = time.perf_counter() - began
         events.close()
     began = time.perf_counter()

@@ -111,7 +111,8 @@ def attributed_history(store: object, target: str, days: int, run_date: pd.Times
             events = open_event_store(url=None, chdb_path=Path(tmp), database="revopt")
             events.insert_arrow("events", pa.Table.from_pandas(store.events, preserve_index=False))
             run_ts = run_date.tz_localize("UTC")
-            paths = conversion_paths(events, orders, run_ts - pd.Timedelta(days=days), run_ts, 30)
+            paths = conversion_paths(events, orders, run_ts - pd.Timedelta(days=days), run_ts, 30,
+                                     store.shop["customers"]["customer_id"])
             events.close()
         credits = nightly.history_credits(paths, orders, run_date.date(), label, nightly.AttributionSettings())
         orders = nightly.attributed_orders(orders, credits)

@@ -7,9 +7,14 @@ A *touchpoint* is a web session (its first event's time and channel) or a human 
 - a converting journey per non-cancelled order: touchpoints in ``(max(order_ts - lookback, the
   customer's previous order_ts), order_ts]`` (so a touch credits only the next order; the order's own
   session, which starts before its purchase event, is its last touch);
-- a non-converting journey per customer whose touchpoints after their last order (or within the
-  lookback, whichever is later) led to no order before the run date: ``(max(run_ts - lookback, last
-  order_ts), run_ts)``. Customers without such touchpoints have no journey.
+- non-converting journeys: the rest of each customer's time since the extract's start, so every touch is
+  in exactly one journey: a gap longer than the lookback between two orders (or before the first) gives
+  ``(previous order, order_ts - lookback]``, touches that led to no order within the lookback; and after
+  the last order, ``(last order_ts, run_ts)``, touches that have led to none yet (customers without
+  orders: their whole time). Windows without touchpoints are dropped.
+
+Keeping the touches that led nowhere is what lets the Markov model tell a channel that brings buyers
+from one that brings traffic: without them (only the touches before an order) every path converts.
 
 The orders come from PostgreSQL, the events stay in ClickHouse: the journey windows (one row per
 journey, a few columns) are inserted into a ClickHouse table and joined there, so only the
@@ -67,27 +72,46 @@ ORDER BY journey_id, touch_ts, channel
 """
 
 
-def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The journey windows (journey_id, customer_id, window_start, window_end) and their outcomes
-    (journey_id, converted, revenue, conversion_ts) from the orders extract (order_id, customer_id,
-    order_ts, status, order_value) as of ``run_ts``."""
+def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: int,
+                    since_ts: pd.Timestamp | None = None, customers=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The journey windows (journey_id, customer_id, window_start, window_end; a touch at t is in a window
+    when start < t <= end) and their outcomes (journey_id, converted, revenue, conversion_ts) from the
+    orders extract (order_id, customer_id, order_ts, status, order_value) as of ``run_ts``.
+
+    Each customer's time from ``since_ts`` (the extract's start; default: the lookback before their first
+    order) to ``run_ts`` is cut into windows, so every touch is in exactly one journey: per non-cancelled
+    order the converting window ``(max(order - lookback, previous order), order]``; before it, when the gap
+    since the previous order (or ``since_ts``) is longer than the lookback, the non-converting window
+    ``(previous order, order - lookback]`` (touches that led to no order within the lookback); and after
+    the last order (or ``since_ts``) the non-converting window up to the run date. ``customers`` (ids)
+    adds customers without orders, whose whole time is one non-converting window."""
     lookback = pd.Timedelta(days=lookback_days)
     kept = orders[(orders["status"].astype(str) != "cancelled") & (orders["order_ts"] < run_ts)]
     kept = kept.sort_values(["customer_id", "order_ts", "order_id"])
-    previous = kept.groupby("customer_id")["order_ts"].shift(1)
-    start = (kept["order_ts"] - lookback).where(previous.isna() | (previous < kept["order_ts"] - lookback), previous)
+    order_ts = pd.to_datetime(kept["order_ts"], utc=True)
+    previous = order_ts.groupby(kept["customer_id"]).shift(1)
+    reach = order_ts - lookback
+    start = reach.where(previous.isna() | (previous < reach), previous)
+    if since_ts is not None:  # nothing before the extract's start is read
+        start = start.where(start > since_ts, since_ts)
     converting = pd.DataFrame({"journey_id": kept["order_id"].astype("int64").to_numpy(),
                                "customer_id": kept["customer_id"].astype("int64").to_numpy(),
-                               "window_start": start.to_numpy(), "window_end": kept["order_ts"].to_numpy()})
-    last = kept.groupby("customer_id")["order_ts"].max()
-    customers = orders["customer_id"].astype("int64").unique()
+                               "window_start": start.to_numpy(), "window_end": order_ts.to_numpy()})
+    floor = previous if since_ts is None else previous.fillna(since_ts)
+    gap = floor.notna() & (floor < reach)
+    gaps = pd.DataFrame({"customer_id": kept["customer_id"].astype("int64").to_numpy()[gap.to_numpy()],
+                         "window_start": floor[gap].to_numpy(), "window_end": reach[gap].to_numpy()})
+    ids = pd.unique(np.r_[orders["customer_id"].astype("int64").to_numpy(),
+                          np.asarray([] if customers is None else customers, dtype="int64")])
+    last = order_ts.groupby(kept["customer_id"].astype("int64")).max().reindex(ids)
+    tail_start = last if since_ts is None else last.fillna(since_ts)
+    if since_ts is None:  # without an extract start, a customer without orders has no window
+        tail_start = tail_start.fillna(run_ts - lookback)
+    tails = pd.DataFrame({"customer_id": ids, "window_start": tail_start.to_numpy(),
+                          "window_end": run_ts - pd.Timedelta(milliseconds=1)})
+    waiting = pd.concat([gaps, tails], ignore_index=True)
     first_id = int(orders["order_id"].max()) + 1 if len(orders) else 1
-    after = last.reindex(customers)
-    floor = run_ts - lookback
-    open_start = pd.Series(after.to_numpy(), index=customers).where(lambda s: s > floor, floor)
-    waiting = pd.DataFrame({"journey_id": first_id + np.arange(len(customers), dtype="int64"),
-                            "customer_id": customers, "window_start": open_start.to_numpy(),
-                            "window_end": run_ts - pd.Timedelta(milliseconds=1)})
+    waiting.insert(0, "journey_id", first_id + np.arange(len(waiting), dtype="int64"))
     windows = pd.concat([converting, waiting], ignore_index=True)
     for column in ("window_start", "window_end"):
         windows[column] = pd.to_datetime(windows[column], utc=True).astype("datetime64[ms, UTC]")
@@ -95,19 +119,19 @@ def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: i
         "journey_id": windows["journey_id"].to_numpy(),
         "converted": np.r_[np.ones(len(converting), bool), np.zeros(len(waiting), bool)],
         "revenue": np.r_[kept["order_value"].to_numpy(dtype=float), np.zeros(len(waiting))],
-        "conversion_ts": np.r_[kept["order_ts"].to_numpy(), np.full(len(waiting), np.datetime64("NaT"))],
+        "conversion_ts": np.r_[order_ts.to_numpy(), np.full(len(waiting), np.datetime64("NaT"))],
     })
     outcomes["conversion_ts"] = pd.to_datetime(outcomes["conversion_ts"], utc=True)
     return windows, outcomes
 
 
 def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
-                              lookback_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                              lookback_days: int, customers=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(journeys, outcomes) for :mod:`ml.attribution.models` (module docstring), the touchpoints joined in
     ClickHouse; ``store`` a :class:`revopt.platform.events.EventStore` (None: no clickstream, so every
     order is a journey without touchpoints and nothing else is a journey). Non-converting journeys
     without a touchpoint are dropped from both frames."""
-    windows, outcomes = journey_windows(orders, run_ts, lookback_days)
+    windows, outcomes = journey_windows(orders, run_ts, lookback_days, since_ts, customers)
     if store is None:
         converted = outcomes[outcomes["converted"]]
         return _typed_journeys(pd.DataFrame()), converted.reset_index(drop=True)
@@ -160,10 +184,10 @@ def split_paths(paths: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def conversion_paths(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
-                     lookback_days: int) -> pd.DataFrame:
+                     lookback_days: int, customers=None) -> pd.DataFrame:
     """The ``conversion_paths`` dataset as of ``run_ts`` (:func:`conversion_paths_in_store`, flattened)."""
-    windows, _ = journey_windows(orders, run_ts, lookback_days)
-    journeys, outcomes = conversion_paths_in_store(store, orders, since_ts, run_ts, lookback_days)
+    windows, _ = journey_windows(orders, run_ts, lookback_days, since_ts, customers)
+    journeys, outcomes = conversion_paths_in_store(store, orders, since_ts, run_ts, lookback_days, customers)
     return paths_dataset(journeys, outcomes, windows.set_index("journey_id")["customer_id"])
 
 

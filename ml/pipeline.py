@@ -100,17 +100,20 @@ def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int
         sources = (*sources, "orders")
     paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
     if paths_wanted:
+        customers = (pd.read_parquet(paths["customers"], columns=["customer_id"])["customer_id"]
+                     if "customers" in paths else None)
         paths["conversion_paths"] = str(_extract_paths(resources, run_date, lookback_days, path_lookback_days,
-                                                       pd.read_parquet(paths["orders"])))
+                                                       pd.read_parquet(paths["orders"]), customers))
     return paths
 
 
 def _extract_paths(resources: Resources, run_date: dt.date, lookback_days: int, path_lookback_days: int,
-                   orders: pd.DataFrame) -> Path:
+                   orders: pd.DataFrame, customers: pd.Series | None) -> Path:
     """The ``conversion_paths`` dataset, joined in the events store (none without clickstream: every order
     is a path without touches), next to the other extracts."""
     run_ts = pd.Timestamp(run_date, tz="UTC")
-    frame = conversion_paths(resources.events, orders, run_ts - pd.Timedelta(days=lookback_days), run_ts, path_lookback_days)
+    frame = conversion_paths(resources.events, orders, run_ts - pd.Timedelta(days=lookback_days), run_ts,
+                             path_lookback_days, customers)
     path = resources.settings.run_dir(run_date) / "extract" / "conversion_paths.parquet"
     frame.to_parquet(path, index=False)
     logger.info("extracted conversion_paths as of %s: %d touches of %d journeys (%d converting) -> %s", run_date,

@@ -79,7 +79,7 @@ def test_clickhouse_paths_equal_pandas_and_conserve_under_every_model(store, eve
     orders = _orders(store)
     journeys, outcomes = conversion_paths_in_store(events, orders, since, run_ts, LOOKBACK)
 
-    windows, _ = journey_windows(orders, run_ts, LOOKBACK)
+    windows, _ = journey_windows(orders, run_ts, LOOKBACK, since)
     touches = _pandas_touches(store, since, run_ts)
     joined = windows.merge(touches, on="customer_id")
     joined = joined[(joined["touch_ts"] > joined["window_start"]) & (joined["touch_ts"] <= joined["window_end"])]

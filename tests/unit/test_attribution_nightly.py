@@ -112,3 +112,30 @@ def test_orders_split_by_a_model_feed_the_media_history_by_their_shares():
     assert history.loc[day, "orders_display"] == 0.5 and history.loc[day, "revenue_display"] == 50.0
     assert history.loc[day, "orders_direct"] == 0.5 and history.loc[day, "orders"] == 1
     assert history["orders"].sum() == 3 and history["revenue"].sum() == pytest.approx(180.0)
+
+
+def test_journey_windows_put_every_touch_of_a_customer_in_exactly_one_journey():
+    from features.attribution import journey_windows
+
+    since = T - pd.Timedelta(days=120)
+    orders = pd.DataFrame({"order_id": [1, 2, 3, 4], "customer_id": [5, 5, 5, 6],
+                           "order_ts": [T - pd.Timedelta(days=100), T - pd.Timedelta(days=90), T - pd.Timedelta(days=20),
+                                        T - pd.Timedelta(days=3)],
+                           "status": ["completed", "completed", "completed", "cancelled"], "order_value": 10.0})
+    windows, outcomes = journey_windows(orders, T, 30, since, customers=[5, 6, 7])
+    mine = windows[windows["customer_id"] == 5].sort_values("window_start")
+    bounds = list(zip(mine["window_start"], mine["window_end"]))
+    day = pd.Timedelta(days=1)
+    assert bounds[0] == (since, T - 100 * day)  # order 1: the lookback reaches past the extract's start
+    assert bounds[1] == (T - 100 * day, T - 90 * day)  # order 2: after order 1, 10 days later
+    assert bounds[2] == (T - 90 * day, T - 50 * day)  # the 40-day gap: no order within 30 days of these touches
+    assert bounds[3] == (T - 50 * day, T - 20 * day)  # order 3
+    assert bounds[4][0] == T - 20 * day and bounds[4][1] == T - pd.Timedelta(milliseconds=1)  # since the last order
+    for (_, end), (start, _) in zip(bounds, bounds[1:]):
+        assert end == start  # (start, end] windows that tile the customer's time
+    converted = outcomes.set_index("journey_id")["converted"]
+    assert converted.loc[[1, 2, 3]].all() and not converted.drop([1, 2, 3]).any()
+    # the cancelled order's customer and a customer without orders: one window each, over all their time
+    for customer in (6, 7):
+        only = windows[windows["customer_id"] == customer]
+        assert len(only) == 1 and only["window_start"].iloc[0] == since
