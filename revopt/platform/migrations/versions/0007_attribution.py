@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from revopt.platform.migrations import create_table, latest_view
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -45,26 +47,11 @@ ORDER_ATTRIBUTION = (
 )
 
 
-def _create(table: str, columns, key: str, comment: str) -> None:
-    body = ",\n    ".join(f"{name} {kind}" for name, kind, _ in columns)
-    op.execute(f"CREATE TABLE IF NOT EXISTS scores.{table} (\n    {body}{key}\n)")
-    op.execute(f"COMMENT ON TABLE scores.{table} IS '{comment}'")
-    for name, _, text in columns:
-        quoted = text.replace("'", "''")
-        op.execute(f"COMMENT ON COLUMN scores.{table}.{name} IS '{quoted}'")
-
-
-def _latest_view(table: str) -> None:
-    op.execute(f"CREATE OR REPLACE VIEW scores.{table}_latest AS SELECT * FROM scores.{table} "
-               f"WHERE run_date = (SELECT max(run_date) FROM scores.{table})")
-    op.execute(f"COMMENT ON VIEW scores.{table}_latest IS 'scores.{table} at its latest run date'")
-
-
 def upgrade() -> None:
     # campaign is NULL for none: a key that treats NULLs as equal (PostgreSQL 15+), not a primary key
-    _create("attribution", ATTRIBUTION, ",\n    UNIQUE NULLS NOT DISTINCT (run_date, model, channel, campaign)",
+    create_table(op, "attribution", ATTRIBUTION, ",\n    UNIQUE NULLS NOT DISTINCT (run_date, model, channel, campaign)",
             "attributed conversions, revenue, spend and ROAS per model, channel and campaign")
-    _create("order_attribution", ORDER_ATTRIBUTION,
+    create_table(op, "order_attribution", ORDER_ATTRIBUTION,
             ",\n    UNIQUE NULLS NOT DISTINCT (run_date, order_id, model, channel, campaign)",
             "each order of the attribution window: its credit per model, channel and campaign")
     op.execute(
@@ -75,7 +62,7 @@ def upgrade() -> None:
     )
     op.execute("COMMENT ON VIEW scores.channel_attribution IS 'scores.attribution summed over campaigns'")
     for table in ("attribution", "order_attribution", "channel_attribution"):
-        _latest_view(table)
+        latest_view(op, table)
 
 
 def downgrade() -> None:

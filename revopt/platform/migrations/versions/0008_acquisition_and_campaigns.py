@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from revopt.platform.migrations import create_table, latest_view
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -126,22 +128,6 @@ RECOMMENDATIONS = (
 )
 
 
-def _create(table: str, columns, key: str, comment: str) -> None:
-    body = ",\n    ".join(f"{name} {kind}" for name, kind, _ in columns)
-    op.execute(f"CREATE TABLE IF NOT EXISTS scores.{table} (\n    {body}{key}\n)")
-    op.execute("COMMENT ON TABLE scores.{} IS '{}'".format(table, comment.replace("'", "''")))
-    for name, _, text in columns:
-        if text:
-            quoted = text.replace("'", "''")
-            op.execute(f"COMMENT ON COLUMN scores.{table}.{name} IS '{quoted}'")
-
-
-def _latest_view(table: str) -> None:
-    op.execute(f"CREATE OR REPLACE VIEW scores.{table}_latest AS SELECT * FROM scores.{table} "
-               f"WHERE run_date = (SELECT max(run_date) FROM scores.{table})")
-    op.execute(f"COMMENT ON VIEW scores.{table}_latest IS 'scores.{table} at its latest run date'")
-
-
 TABLES = {
     "channel_economics": (ECONOMICS, "run_date, level, cohort_month, channel, campaign",
                           "acquisition economics per cohort month, channel and campaign"),
@@ -156,8 +142,8 @@ TABLES = {
 
 def upgrade() -> None:
     for table, (columns, key, comment) in TABLES.items():
-        _create(table, columns, f",\n    UNIQUE NULLS NOT DISTINCT ({key})", comment)
-        _latest_view(table)
+        create_table(op, table, columns, f",\n    UNIQUE NULLS NOT DISTINCT ({key})", comment)
+        latest_view(op, table)
 
 
 def downgrade() -> None:
