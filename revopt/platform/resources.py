@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 
 from revopt.platform.config import Settings
@@ -45,6 +46,13 @@ class Resources:
 
     def run_folder(self, run_date: dt.date) -> Path:
         return self.settings.run_dir(run_date)
+
+    def write_output(self, run_date: dt.date, name: str, table: pd.DataFrame) -> Path:
+        """A step's output table as ``<run folder>/scores/<name>.parquet`` (what a publish task reads)."""
+        path = self.run_folder(run_date) / "scores" / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(path, index=False)
+        return path
 
     @contextmanager
     def sources(self) -> Iterator[psycopg.Connection]:
