@@ -6,10 +6,10 @@ stay a pandas frame, as the extract gives them), then times as the nightly ``att
 
 1. the conversion paths (:func:`features.attribution.conversion_paths`): journey windows built in pandas,
    inserted into ClickHouse, touchpoints joined there (``--lookback`` days before each order);
-2. every nightly model on the window's orders (:func:`ml.attribution.nightly.attribute`, conservation
-   checked) and the per-order and summary rows;
-3. the run's attribution model on the whole history (:func:`ml.attribution.nightly.history_credits`), which the
-   budget target, the acquisition economics and the campaign analytics read.
+2. every nightly model fitted on every path and crediting every order (:func:`ml.attribution.nightly.credit_all`,
+   conservation checked), as the nightly ``attribute`` step runs them;
+3. the window's per-order rows (what ``scores.order_attribution`` gets; the run's model on the whole history
+   is a subset of step 2, what the budget target, the economics and the campaign analytics read).
 
 Peak memory is this process's ``ru_maxrss`` (chDB runs in process). Prints a markdown table with the
 command and writes ``benchmarks/results/attribution_scale.json``::
@@ -79,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
     settings = nightly.AttributionSettings(window_days=args.window)
     began = time.perf_counter()
-    credits = nightly.attribute(paths, run_date, settings)
-    summary = nightly.order_rows(credits, run_date)
-    timings["7 models on the window, conservation, rows"] = time.perf_counter() - began
+    everything = nightly.credit_all(paths, settings)
+    timings[f"{len(nightly.MODEL_NAMES)} models on every path, conservation checked"] = time.perf_counter() - began
     began = time.perf_counter()
-    history = nightly.history_credits(paths, orders, run_date, "markov", settings)
-    timings["Markov on the whole history"] = time.perf_counter() - began
+    credits = nightly.in_window(everything, paths, run_date, args.window)
+    summary = nightly.order_rows(credits, run_date)
+    history = everything[everything["model"] == "excess_exposure"]
+    timings["the window's rows"] = time.perf_counter() - began
     nightly_seconds = sum(v for k, v in timings.items() if "not nightly" not in k)
     result = {"command": command, "date": dt.date.today().isoformat(), "customers": args.customers, "days": args.days,
               "events": n_events, "orders": len(orders), "journeys": int(paths["journey_id"].nunique()),

@@ -86,8 +86,8 @@ def _orders(store: object) -> pd.DataFrame:
 #: what labels the orders for the attributed target: ``attributed`` is the channel the store recorded (the
 #: last touch); ``attributed:cause`` the generator's true cause (an oracle no store has);
 #: ``attributed:<model>`` an attribution model of :mod:`ml.attribution.nightly` on the conversion paths
-ATTRIBUTIONS = ("cause", "recorded", *("markov", "shapley", "linear", "first_touch", "last_non_direct_touch",
-                                       "time_decay", "position_based"))
+ATTRIBUTIONS = ("cause", "recorded", *("markov", "shapley", "excess_exposure", "linear", "first_touch",
+                                       "last_non_direct_touch", "time_decay", "position_based"))
 
 
 def attributed_history(store: object, target: str, days: int, run_date: pd.Timestamp) -> pd.DataFrame:

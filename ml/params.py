@@ -114,7 +114,8 @@ class RunParams:
                                "Order of the Markov-chain attribution model (states are the last k channels).")
     attribution_model: str = _param(
         "markov", {"type": "string", "enum": ["first_touch", "last_non_direct_touch", "linear", "time_decay",
-                                              "position_based", "markov", "shapley", "recorded"]},
+                                              "position_based", "markov", "shapley", "excess_exposure",
+                                              "recorded"]},
         "The attribution model whose credits the budget model's attributed target, the acquisition economics and "
         "the campaign analytics use; 'recorded' is the channel the store recorded on the order (needs no "
         "clickstream). Without clickstream every model falls back to 'recorded'.")

@@ -2,9 +2,9 @@
 conservation, as the rows of ``scores.attribution`` (per model, channel and campaign) and
 ``scores.order_attribution`` (per order, model, channel and campaign).
 
-The window is the ``attribution_window_days`` before the run date: its orders are the conversions
-credited; the non-converting journeys (customers' touches since their last order, within the lookback)
-are read by the Markov model, which learns from them which paths lead nowhere. Spend is the window's
+Every model is fitted on all the extract's paths, converting and not (the Markov chain and the excess
+model learn from the traffic that led nowhere); the orders of the ``attribution_window_days`` before the
+run date are the conversions published. Spend is the window's
 ``shop.marketing_spend`` per channel and campaign, so ``roas = revenue / spend`` compares like with like;
 a (channel, campaign) that spent but was credited nothing gets a row with zero conversions, so spend
 totals are complete too. Campaign '' means none (a channel-level spend row, or touches without a
@@ -25,14 +25,15 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import split_paths
-from ml.attribution import models
+from ml.attribution import excess, models
 
 logger = logging.getLogger(__name__)
 
 #: the models run every night, by the name published in ``scores.attribution.model``
-MODEL_NAMES = ("first_touch", "last_non_direct_touch", "linear", "time_decay", "position_based", "markov", "shapley")
-#: the data-driven ones (any of them can be the budget model's target, ``attribution_model``)
-DATA_DRIVEN = ("markov", "shapley")
+MODEL_NAMES = ("first_touch", "last_non_direct_touch", "linear", "time_decay", "position_based", "markov", "shapley",
+               "excess_exposure")
+#: the data-driven ones (fitted on the paths, the traffic that led nowhere included)
+DATA_DRIVEN = ("markov", "shapley", "excess_exposure")
 #: what the store recorded on the order (``shop.orders.channel``): the last touch as its platform saw it;
 #: needs no clickstream
 RECORDED = "recorded"
@@ -64,33 +65,37 @@ def model_runners(settings: AttributionSettings) -> dict[str, Callable[[pd.DataF
         "position_based": models.position_based,
         "markov": lambda j, o: models.markov_chain(j, o, order=settings.markov_order),
         "shapley": models.shapley,
+        "excess_exposure": excess.excess_exposure,
     }
 
 
-def window_paths(paths: pd.DataFrame, run_date: dt.date, window_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(journeys, outcomes) of the window: the converting journeys whose order falls in the ``window_days``
-    before ``run_date`` and every non-converting journey."""
+def credit_all(paths: pd.DataFrame, settings: AttributionSettings, names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
+    """Every model of ``names`` fitted on all the paths (converting and not: the Markov chain and the excess
+    model learn from the whole history) and its credits (``model``, ``journey_id`` = order id, ``channel``,
+    ``campaign``, ``credit``, ``revenue_credit``) for every converted journey, each checked for conservation."""
     journeys, outcomes = split_paths(paths)
+    runners = model_runners(settings)
+    credits = pd.concat([runners[name](journeys, outcomes) for name in names], ignore_index=True)
+    models.check_conservation(credits, outcomes)
+    return credits
+
+
+def in_window(credits: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.DataFrame:
+    """The credits of the orders placed in the ``window_days`` before ``run_date``."""
     run_ts = pd.Timestamp(run_date, tz="UTC")
-    since = run_ts - pd.Timedelta(days=window_days)
-    conversion = pd.to_datetime(outcomes["conversion_ts"], utc=True)
-    keep = ~outcomes["converted"].to_numpy(bool) | ((conversion >= since) & (conversion < run_ts)).to_numpy(bool)
-    outcomes = outcomes[keep].reset_index(drop=True)
-    return journeys[journeys["journey_id"].isin(outcomes["journey_id"])].reset_index(drop=True), outcomes
+    converted = paths[paths["converted"]].drop_duplicates("journey_id")
+    stamp = pd.to_datetime(converted["conversion_ts"], utc=True)
+    inside = converted.loc[((stamp >= run_ts - pd.Timedelta(days=window_days)) & (stamp < run_ts)).to_numpy(),
+                           "journey_id"]
+    return credits[credits["journey_id"].isin(inside)].reset_index(drop=True)
 
 
 def attribute(paths: pd.DataFrame, run_date: dt.date, settings: AttributionSettings,
               names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
-    """Every model's credits (``model``, ``journey_id`` = order id, ``channel``, ``campaign``, ``credit``,
-    ``revenue_credit``) for the window's orders, each checked for conservation."""
-    journeys, outcomes = window_paths(paths, run_date, settings.window_days)
-    runners = model_runners(settings)
-    credits = pd.concat([runners[name](journeys, outcomes) for name in names], ignore_index=True)
-    models.check_conservation(credits, outcomes)
-    converted = int(outcomes["converted"].sum())
-    logger.info("attribution for %s: %d orders (%.0f revenue) in the %d days before, %d journeys without an "
-                "order, %d models conserve", run_date, converted, outcomes.loc[outcomes["converted"], "revenue"].sum(),
-                settings.window_days, len(outcomes) - converted, len(names))
+    """Every model's credits (:func:`credit_all`) for the orders of the window (``settings.window_days``)."""
+    credits = in_window(credit_all(paths, settings, names), paths, run_date, settings.window_days)
+    logger.info("attribution for %s: %d orders in the %d days before, %d models conserve", run_date,
+                credits["journey_id"].nunique(), settings.window_days, len(names))
     return credits
 
 
@@ -160,16 +165,12 @@ def credits_by_order(credits: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def history_credits(paths: pd.DataFrame, orders: pd.DataFrame, run_date: dt.date, model: str,
                     settings: AttributionSettings) -> pd.DataFrame:
-    """``model``'s credits (as :func:`attribute`) for every order of the extract before ``run_date``, not only
+    """``model``'s credits (:func:`credit_all`) for every order of the extract before ``run_date``, not only
     tonight's window: what the media model's attributed target, the acquisition economics and the campaign
-    analytics read. The model runs once on every path (the Markov chain learns from the whole history).
-    :data:`RECORDED`, or paths without any touch (no clickstream), give the recorded channel."""
-    everything = (pd.Timestamp(run_date) - pd.Timestamp("1970-01-01")).days
+    analytics read. :data:`RECORDED`, or paths without any touch (no clickstream), give the recorded channel."""
     if model == RECORDED or not (paths["position"] >= 0).any():
-        return recorded_credits(orders, run_date, everything)
-    horizon = AttributionSettings(window_days=everything, half_life_days=settings.half_life_days,
-                                  markov_order=settings.markov_order)
-    return attribute(paths, run_date, horizon, names=(model,))
+        return recorded_credits(orders, run_date, (pd.Timestamp(run_date) - pd.Timestamp("1970-01-01")).days)
+    return credit_all(paths, settings, (model,))
 
 
 def attributed_orders(orders: pd.DataFrame, credits: pd.DataFrame) -> pd.DataFrame:

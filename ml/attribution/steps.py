@@ -40,8 +40,13 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
                                                params.markov_order)
     paths = frames["conversion_paths"]
     recorded = attribution.recorded_credits(frames["orders"], run_date, settings.window_days)
+    history = attribution.history_credits(paths, frames["orders"], run_date, attribution.RECORDED, settings)
     if (paths["position"] >= 0).any():
-        credits = pd.concat([attribution.attribute(paths, run_date, settings), recorded], ignore_index=True)
+        everything = attribution.credit_all(paths, settings)
+        credits = pd.concat([attribution.in_window(everything, paths, run_date, settings.window_days), recorded],
+                            ignore_index=True)
+        if params.attribution_model != attribution.RECORDED:
+            history = everything[everything["model"] == params.attribution_model].reset_index(drop=True)
     else:
         logger.warning("no touchpoints in the conversion paths for %s (no clickstream?): only the channel the store "
                        "recorded on each order is published", run_date)
@@ -51,7 +56,6 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
     logger.info("attributed channel shares of the %d days before %s:\n%s", settings.window_days, run_date,
                 shares.round(3).to_string())
     run_id = _log_attribution(resources, run_date, params, summary, shares)
-    history = attribution.history_credits(paths, frames["orders"], run_date, params.attribution_model, settings)
     return {"attribution": str(resources.write_output(run_date, "attribution", summary)),
             "order_credits": str(resources.write_output(run_date, "order_credits", history)),
             "order_attribution": str(resources.write_output(run_date, "order_attribution",

@@ -185,7 +185,7 @@ def test_nightly_dag_publishes_attribution_that_conserves_every_order_of_the_win
         spend = read_frame(conn, "SELECT sum(spend)::float8 AS spend FROM shop.marketing_spend WHERE day >= %s "
                                  "AND day < %s", (since, RUN_DATE))["spend"].iloc[0]
     assert set(summary["model"]) == {"first_touch", "last_non_direct_touch", "linear", "time_decay", "position_based",
-                                     "markov", "shapley", "recorded"}
+                                     "markov", "shapley", "excess_exposure", "recorded"}
     assert len(orders) > 50
     for model, rows in summary.groupby("model"):
         assert rows["conversions"].sum() == pytest.approx(len(orders), rel=1e-9), model
