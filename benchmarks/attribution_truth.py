@@ -14,7 +14,8 @@ model at each ``--markov-orders``) and the recorded channel; per model the conve
 and the mean absolute error over channels against the truth (in share points). Results: mean and worst over
 seeds, printed as markdown with the command, and written to ``benchmarks/results/attribution_truth.json``.
 
-    .venv/bin/python benchmarks/attribution_truth.py                   # 3 seeds x 20k customers, ~3 min
+    .venv/bin/python benchmarks/attribution_truth.py                   # 3 seeds x 20k customers x 365 days, ~20 s
+    .venv/bin/python benchmarks/attribution_truth.py --design no-assists   # the recorded last touch is the truth
     .venv/bin/python benchmarks/attribution_truth.py --seeds 1 --customers 5000
 """
 
@@ -36,10 +37,14 @@ import pyarrow as pa
 from features.attribution import conversion_paths
 from ml.attribution import nightly
 from revopt.platform.events import open_event_store
-from revopt.sample_data.synth import generate_store
+from revopt.sample_data.synth import NO_ASSISTS, AttributionDesign, generate_store
 
 START = dt.date(2024, 1, 1)
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the generator's journey designs: the default (assisted upper funnel, browse traffic with its own mix), no
+#: assisted orders (the recorded last touch is then the truth), browse traffic drawn like the order causes
+DESIGNS = {"default": AttributionDesign(), "no-assists": NO_ASSISTS,
+           "cause-mix": AttributionDesign(traffic_weight=None)}
 
 
 def order_values(shop: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -49,10 +54,11 @@ def order_values(shop: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return shop["orders"].assign(order_value=shop["orders"]["order_id"].map(value).fillna(0.0))
 
 
-def measure(seed: int, customers: int, days: int, window: int, lookback: int, markov_orders: list[int]) -> dict:
+def measure(seed: int, customers: int, days: int, window: int, lookback: int, markov_orders: list[int],
+            design: str = "default") -> dict:
     """One seed: true shares, each model's shares and MAE against them, and the timings."""
     began = time.perf_counter()
-    store = generate_store(customers, days, START, seed=seed)
+    store = generate_store(customers, days, START, seed=seed, attribution=DESIGNS[design])
     generated = time.perf_counter() - began
     run_date = START + dt.timedelta(days=days)
     orders = order_values(store.shop)
@@ -111,20 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=240)
+    parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--window", type=int, default=28, help="attribution window (days before the run date)")
     parser.add_argument("--lookback", type=int, default=30, help="touches this many days before an order")
     parser.add_argument("--markov-orders", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--design", choices=sorted(DESIGNS), default="default", help="the generator's journeys")
     args = parser.parse_args(argv)
     command = "python benchmarks/attribution_truth.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    results = [measure(seed, args.customers, args.days, args.window, args.lookback, args.markov_orders)
+    results = [measure(seed, args.customers, args.days, args.window, args.lookback, args.markov_orders, args.design)
                for seed in range(1, args.seeds + 1)]
     text = report(results, command.strip())
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "attribution_truth.json").write_text(json.dumps({"command": command, "results": results}, indent=1,
-                                                               default=float))
-    (RESULTS / "attribution_truth.md").write_text(text + "\n")
+    name = "attribution_truth" if args.design == "default" else f"attribution_truth-{args.design}"
+    (RESULTS / f"{name}.json").write_text(json.dumps({"command": command, "results": results}, indent=1, default=float))
+    (RESULTS / f"{name}.md").write_text(text + "\n")
     return 0
 
 
