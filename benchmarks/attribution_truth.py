@@ -90,8 +90,17 @@ def measure(seed: int, customers: int, days: int, window: int, lookback: int, ma
     channels = sorted(set(shares.columns) | set(truth.index))
     shares, truth = shares.reindex(columns=channels, fill_value=0.0), truth.reindex(channels, fill_value=0.0)
     mae = (shares - truth).abs().mean(axis=1)
+    # per order: the credit each model gives the true cause, over all orders and over those whose recorded
+    # channel (the last touch) is not the cause
+    cause_of = causes.reindex(credits["journey_id"]).to_numpy()
+    on_cause = credits.assign(hit=np.where(credits["channel"].to_numpy() == cause_of, credits["credit"], 0.0))
+    per_order = on_cause.groupby(["model", "journey_id"])["hit"].sum().unstack(0)
+    recorded = orders.set_index("order_id")["channel"].reindex(per_order.index)
+    missed = recorded.to_numpy() != causes.reindex(per_order.index).to_numpy()
     return {"seed": seed, "orders": int(len(window_orders)), "truth": truth.to_dict(),
             "shares": shares.to_dict(orient="index"), "mae": mae.to_dict(),
+            "credit_to_cause": per_order.mean().to_dict(),
+            "credit_to_cause_not_last": per_order[missed].mean().to_dict(), "orders_not_last": int(missed.sum()),
             "seconds": {"generate": generated, "paths": path_seconds, "models": model_seconds}}
 
 
@@ -108,6 +117,13 @@ def report(results: list[dict], command: str) -> str:
         row = shares.loc[model].reindex(truth.index, fill_value=0.0)
         lines.append(f"| {model} | {100 * mae.loc[model].mean():.2f} | {100 * mae.loc[model].max():.2f} | "
                      + " | ".join(f"{v:.1%}" for v in row) + " |")
+    to_cause = pd.DataFrame({r["seed"]: r["credit_to_cause"] for r in results}).mean(axis=1)
+    not_last = pd.DataFrame({r["seed"]: r["credit_to_cause_not_last"] for r in results}).mean(axis=1)
+    lines += ["", f"Mean credit per order to its true cause (all orders / the "
+              f"{np.mean([r['orders_not_last'] for r in results]):.0f} per store whose last touch is not the cause):",
+              "", "| model | all orders | last touch not the cause |", "|---|---|---|"]
+    lines += [f"| {model} | {to_cause[model]:.3f} | {not_last[model]:.3f} |"
+              for model in to_cause.sort_values(ascending=False).index]
     seconds = pd.DataFrame([r["seconds"] for r in results]).mean()
     lines += ["", "Seconds per seed: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())]
     return "\n".join(lines)

@@ -113,12 +113,13 @@ class RunParams:
     markov_order: int = _param(1, {"type": "integer", "minimum": 1, "maximum": 3},
                                "Order of the Markov-chain attribution model (states are the last k channels).")
     attribution_model: str = _param(
-        "markov", {"type": "string", "enum": ["first_touch", "last_non_direct_touch", "linear", "time_decay",
+        "excess_exposure", {"type": "string", "enum": ["first_touch", "last_non_direct_touch", "linear", "time_decay",
                                               "position_based", "markov", "shapley", "excess_exposure",
                                               "recorded"]},
         "The attribution model whose credits the budget model's attributed target, the acquisition economics and "
-        "the campaign analytics use; 'recorded' is the channel the store recorded on the order (needs no "
-        "clickstream). Without clickstream every model falls back to 'recorded'.")
+        "the campaign analytics use (default the data-driven excess-exposure model, the closest to the true "
+        "incremental shares in docs/attribution.md); 'recorded' is the channel the store recorded on the order "
+        "(needs no clickstream). Without clickstream every model falls back to 'recorded'.")
     campaign_days: int = _param(28, {"type": "integer", "minimum": 1, "maximum": 365},
                                 "Days of daily campaign analytics published each night.", (NIGHTLY,))
     campaign_min_roas: float = _param(
