@@ -48,13 +48,12 @@ against non-converting journeys): a channel frequent in everyone's traffic gets 
 Media-mix models (PyMC-Marketing, Meridian, Robyn) estimate incrementality from aggregate spend series, not
 per order. None estimates a touch's excess over the background rate from paths, which is this model's idea.
 
-**Measured** (by the research prototype this module ports, whose credits it reproduces to 4e-13 on the 9
-stores below; stores and scoring of ``benchmarks/attribution_truth.py``: 3 seeds x 20k customers x 365
-days, fitted on all paths, the orders of the last 28 days credited, 30-day lookback): mean absolute error
-of the channel shares against the true incremental shares, in share points, 0.42 against 1.46 for the
-store's recorded last touch, Markov 4.35 and Shapley 2.41; 0.10 on stores without assisting exposures,
-where the recorded last touch is exact (0.00); 0.31 against 1.46 when exposure traffic does not follow the
-store's traffic pattern. Speed: 2.9 M touches of 950 k journeys fitted in 1.4 s and credited in 1.8 s.
+**Measured** (``benchmarks/attribution_truth.py``, docs/attribution.md: 3 seeds x 20k customers x 365 days,
+fitted on all paths, the orders of the last 28 days credited, 30-day lookback): mean absolute error of the
+channel shares against the true incremental shares, in share points, 0.42 against 1.46 for the store's
+recorded last touch, Markov 4.23 and Shapley 2.41; 0.10 on stores without assisting exposures, where the
+recorded last touch is exact (0.00); 0.31 against 1.46 when browse traffic follows the order causes' mix.
+Speed: 2.9 M touches of 950 k journeys fitted in 1.4 s and credited in 1.8 s.
 """
 
 from __future__ import annotations
