@@ -33,9 +33,13 @@ converting journey without touches; :func:`split_paths` gives the two frames bac
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+logger = logging.getLogger(__name__)
 
 #: the ClickHouse table the journey windows are written to before the join (replaced on each build)
 WINDOWS_TABLE = "attribution_windows"
@@ -86,6 +90,7 @@ def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: i
     the last order (or ``since_ts``) the non-converting window up to the run date. ``customers`` (ids)
     adds customers without orders, whose whole time is one non-converting window."""
     lookback = pd.Timedelta(days=lookback_days)
+    orders = usable_orders(orders)
     kept = orders[(orders["status"].astype(str) != "cancelled") & (orders["order_ts"] < run_ts)]
     kept = kept.sort_values(["customer_id", "order_ts", "order_id"])
     order_ts = pd.to_datetime(kept["order_ts"], utc=True)
@@ -123,6 +128,18 @@ def journey_windows(orders: pd.DataFrame, run_ts: pd.Timestamp, lookback_days: i
     })
     outcomes["conversion_ts"] = pd.to_datetime(outcomes["conversion_ts"], utc=True)
     return windows, outcomes
+
+
+def usable_orders(orders: pd.DataFrame) -> pd.DataFrame:
+    """The orders a path can be built for: with an order id, a customer and a time, each id once. The paths are
+    extracted before validation, which rejects such rows with the dataset, column and run date named (the
+    orders suite); here they are only left out, so the extract reaches that gate."""
+    ok = orders["order_id"].notna() & orders["customer_id"].notna() & orders["order_ts"].notna()
+    usable = orders[ok].drop_duplicates("order_id")
+    if len(usable) < len(orders):
+        logger.warning("conversion paths: %d orders without an id, customer or time, or repeating an id, left out "
+                       "(the orders' validation names them)", len(orders) - len(usable))
+    return usable
 
 
 def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,

@@ -677,5 +677,6 @@ def _empty_marketing_spend() -> pd.DataFrame:
             "spend": pd.Series([], dtype=np.float64),
             "impressions": pd.Series([], dtype=np.int64),
             "clicks": pd.Series([], dtype=np.int64),
+            "campaign": pd.Series([], dtype=object),
         }
     )

@@ -61,8 +61,9 @@ COLUMNS = {
     "product_prices": ("product_id", "valid_from", "list_price"),
     "orders": ("order_id", "customer_id", "order_ts", "channel", "status"),
     "order_lines": ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount"),
-    "marketing_spend": ("day", "channel", "spend", "impressions", "clicks"),
-    "events": ("event_time", "session_id", "customer_id", "event_type", "product_id", "channel", "device", "is_machine"),
+    "marketing_spend": ("day", "channel", "spend", "impressions", "clicks", "campaign"),
+    "events": ("event_time", "session_id", "customer_id", "event_type", "product_id", "channel", "device", "is_machine",
+               "campaign"),
 }
 
 Injection = tuple[str, str]  # (source table, the view's SELECT, reading the renamed original as "{source}")
@@ -303,10 +304,10 @@ def test_rows_dated_on_or_after_the_run_date_are_not_read(settings, store, prist
         _appended("customers", f"SELECT customer_id + 10000000, DATE '{RUN_DATE}' + 3, country, timezone, acquisition_channel, "
                                "email_opt_in FROM {source}"),
         _appended("product_prices", f"SELECT product_id, DATE '{RUN_DATE}', max(list_price) * 2 FROM {{source}} GROUP BY product_id"),
-        _appended("marketing_spend", f"SELECT day + 60, channel, spend * 10, impressions, clicks FROM {{source}} "
+        _appended("marketing_spend", f"SELECT day + 60, channel, spend * 10, impressions, clicks, campaign FROM {{source}} "
                                      f"WHERE day >= DATE '{RUN_DATE - dt.timedelta(days=60)}'"),
         _appended("events", "SELECT event_time + toIntervalDay(20), session_id, customer_id, event_type, product_id, channel, "
-                            "device, is_machine FROM {source} "
+                            "device, is_machine, campaign FROM {source} "
                             f"WHERE event_time >= toDateTime64('{RUN_DATE - dt.timedelta(days=20)}', 3, 'UTC')"),
     ]
     with _injected(settings, future):
@@ -351,7 +352,7 @@ def test_an_empty_day_inside_the_window_is_a_day_of_zeros(settings, store, prist
 
 def test_events_of_customers_unknown_to_postgres_are_dropped_and_counted(settings, store, pristine, caplog):
     strangers = _appended("events", "SELECT event_time, session_id + 1000000000, customer_id + 5000000, event_type, product_id, "
-                                    "channel, device, is_machine FROM {source} WHERE customer_id BETWEEN 1 AND 50")
+                                    "channel, device, is_machine, campaign FROM {source} WHERE customer_id BETWEEN 1 AND 50")
     with _injected(settings, [strangers]):
         paths, frames = _extract_and_validate(settings)
         built = build_features(Resources(settings), RUN_DATE, paths)
@@ -445,7 +446,7 @@ def _allocation_table(allocation: budget.BudgetAllocation, run_date: dt.date) ->
 
 
 def test_an_unknown_channel_is_held_at_its_spend_until_training_fits_it(settings, store, pristine, budget_champion):
-    new_channel = _appended("marketing_spend", "SELECT day, 'tiktok', 5.00, 1000, 10 FROM {source} "
+    new_channel = _appended("marketing_spend", "SELECT day, 'tiktok', 5.00, 1000, 10, campaign FROM {source} "
                                                f"WHERE channel = 'paid_search' AND day >= DATE '{RUN_DATE - dt.timedelta(days=60)}'")
     relabelled = _replaced("orders", channel="CASE WHEN order_id % 7 = 0 THEN 'carrier_pigeon' ELSE channel END")
     with _injected(settings, [new_channel, relabelled]):

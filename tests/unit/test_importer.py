@@ -101,7 +101,7 @@ def test_dtypes_follow_the_synthetic_store(frames: dict[str, pd.DataFrame]) -> N
         "order_lines": {"order_id": "int64", "line_no": "int32", "product_id": "int64", "quantity": "int32",
                         "unit_price": "float64", "discount": "float64"},
         "marketing_spend": {"day": "datetime64[ns]", "channel": "object", "spend": "float64",
-                            "impressions": "int64", "clicks": "int64"},
+                            "impressions": "int64", "clicks": "int64", "campaign": "object"},
     }
     for name, columns in expected.items():
         assert {c: str(t) for c, t in frames[name].dtypes.items()} == columns, name

@@ -182,9 +182,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_budget_allocation"
-_DATASETS = ("marketing_spend", "orders")
-#: training also reads the conversion paths: the attributed target splits orders by the run's attribution model
-_TRAINING_DATASETS = (*_DATASETS, "conversion_paths")
+#: the conversion paths too: the attributed target splits orders by the run's attribution model, at training
+#: and in the nightly shortfall check, which must read what training fitted
+_DATASETS = ("marketing_spend", "orders", "conversion_paths")
 _LOGGED_CONFIG = ("regularisation", "trend_knot_days", "trend_smoothing", "fourier_order")
 #: Test metrics summarised over the rolling-origin backtest's origins (``backtest_<metric>_origin<k>``).
 BACKTEST_METRICS = ("mape", "weekly_mape", "r2", "baseline_mape")
@@ -261,15 +261,14 @@ class BudgetFamily:
 
     name = "budget"
     model_name = MODEL_NAME
-    training_datasets = _TRAINING_DATASETS
+    training_datasets = _DATASETS
     nightly_datasets = _DATASETS
     metric = MAPE
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """No (or too little) marketing spend, no completed orders, or no paid channel that can be fitted
         (:func:`training_data_shortfall`)."""
-        return training_data_shortfall(frames["marketing_spend"], frames["orders"], run_date, params.lookback_days,
-                                       media_config(frames, params))
+        return _shortfall(frames, target_orders(frames, run_date, params), run_date, params)
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> MediaData:
         """The media history as of ``run_date`` and, for the rolling-origin backtest, as of each earlier
@@ -283,7 +282,7 @@ class BudgetFamily:
             return MediaData(history=history, config=config, run_date=date)
 
         origins = earlier_origins(self.name, run_date, 7 * config.holdout_weeks, params,
-                                  lambda origin: self.shortfall(frames, origin, params))
+                                  lambda origin: _shortfall(frames, orders, origin, params))
         return dataclasses.replace(as_of(run_date), earlier=tuple(as_of(origin) for origin in origins))
 
     def train(self, data: MediaData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
@@ -369,6 +368,13 @@ class BudgetFamily:
 
 
 FAMILY = BudgetFamily()
+
+
+def _shortfall(frames: Frames, orders: pd.DataFrame, run_date: dt.date, params: RunParams) -> str | None:
+    """:meth:`BudgetFamily.shortfall` with the target's orders already split (:func:`target_orders`), so the
+    check reads what training fits."""
+    return training_data_shortfall(frames["marketing_spend"], orders, run_date, params.lookback_days,
+                                   media_config(frames, params, orders))
 
 
 def _select_and_test(data: MediaData, params: RunParams, callbacks: Sequence[Callback] = ()) -> _Tested:
