@@ -46,10 +46,12 @@ M h(s) / AOV`` from the media model's steady-state response curve ``M s^S / (s^S
 and the average order value the model values orders at (so with ``outcome="orders"`` this is the fitted
 order count); times the channel's share of new customers among its credited orders over the last
 ``window_days`` (:func:`new_customer_shares`), ``q = new / credited``; ``cac = horizon s / (orders x q)``.
-The interval (default 80 %) is simulated: each draw takes one of the model's bootstrap refits (the point
+The intervals (default 80 %) are simulated: each draw takes one of the model's bootstrap refits (the point
 curve when the fit has none) and a share from its Jeffreys posterior ``Beta(new + 1/2, credited - new + 1/2)``;
-bands are quantiles of the draws, widened to contain the point (the CAC's: planned spend over the new customers'
-band, swapped; NULL upper bound when that band reaches 0). It assumes the channel's incremental orders
+bands are quantiles of the draws, widened to contain the point. The expected orders' and new customers' bands
+are those of the expectation; the CAC's is a **prediction** interval for the CAC that will be realised: each
+draw's new customers are a Poisson count around its expectation, and the band is planned spend over theirs,
+swapped (NULL upper bound when it reaches 0). Spend that departs from the plan is not in it. It assumes the channel's incremental orders
 are new customers in the same share as its credited orders. A channel the model did not fit, without planned
 spend, without credited orders in the share window, or with no expected new customers still gets a row,
 with NULL numbers and the reason (as the budget allocation holds such channels).
@@ -286,9 +288,13 @@ def _forecast_numbers(fit: MediaFit, channel: str, daily: float, horizon: int, o
         numbers["reason"] = "no new customers expected (the curve gives no orders or the channel's recent orders are all repeat)"
         return numbers
     spend = horizon * daily
-    # CAC falls as new customers rise: its quantiles are spend over theirs, swapped; an upper bound at 0 new is NULL
-    numbers.update(cac=spend / (orders * share), cac_low=spend / high, cac_high=spend / low if low > 0 else np.nan,
-                   reason="" if low > 0 else "upper bound unbounded: some draws expect no new customers")
+    # the CAC that will be realised: the new customers actually acquired are a Poisson count around each draw's
+    # expectation (a prediction interval, not only the expectation's); CAC falls as they rise, so its quantiles
+    # are spend over theirs, swapped; an upper bound at 0 new customers is NULL
+    realised_low, realised_high = _band(rng.poisson(new_draws).astype(float), orders * share, alpha)
+    numbers.update(cac=spend / (orders * share), cac_low=spend / realised_high,
+                   cac_high=spend / realised_low if realised_low > 0 else np.nan,
+                   reason="" if realised_low > 0 else "upper bound unbounded: some draws acquire no new customers")
     return numbers
 
 
