@@ -223,8 +223,12 @@ def test_nightly_dag_publishes_acquisition_economics_and_a_cac_forecast(settings
     assert cohorts.loc[(cohorts["spend"] == 0) | (cohorts["new_customers"] == 0), "cac"].isna().all()
     assert cohorts["predicted_clv"].notna().any()
     assert set(forecast["channel"]) == set(spend["channel"])
-    priced = forecast.dropna(subset=["cac", "cac_low", "cac_high"])
-    assert len(priced) >= 2 and (priced["cac_low"] <= priced["cac"]).all() and (priced["cac"] <= priced["cac_high"]).all()
+    priced = forecast.dropna(subset=["cac", "cac_low"])
+    assert len(priced) >= 2 and (priced["cac_low"] <= priced["cac"]).all()
+    bounded = priced["cac_high"].notna()
+    assert (priced.loc[bounded, "cac"] <= priced.loc[bounded, "cac_high"]).all()
+    # a small store's prediction interval can reach zero new customers: no upper bound, and it says so
+    assert priced.loc[~bounded, "reason"].str.contains("unbounded").all()
     assert forecast["mlflow_run_id"].notna().all() and (forecast["model_name"] == budget.MODEL_NAME).all()
 
 
