@@ -8,7 +8,7 @@ run date are the conversions published. Spend is the window's
 ``shop.marketing_spend`` per channel and campaign, so ``roas = revenue / spend`` compares like with like;
 a (channel, campaign) that spent but was credited nothing gets a row with zero conversions, so spend
 totals are complete too. Campaign '' means none (a channel-level spend row, or touches without a
-campaign).
+campaign); the published tables hold it as NULL.
 
 Conservation (:func:`ml.attribution.models.check_conservation`) runs on every model, every night: a
 model whose credits do not sum to the window's conversions and revenue raises, and nothing is published.

@@ -36,8 +36,7 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
     recorded channel is published. Also written: ``order_credits``, the run's ``attribution_model`` on every
     order of the extract (:func:`ml.attribution.nightly.history_credits`), which the acquisition economics
     and the campaign analytics read."""
-    settings = attribution.AttributionSettings(params.attribution_window_days, params.attribution_half_life_days,
-                                               params.markov_order)
+    settings = attribution.settings_of(params)
     paths = frames["conversion_paths"]
     recorded = attribution.recorded_credits(frames["orders"], run_date, settings.window_days)
     history = attribution.history_credits(paths, frames["orders"], run_date, attribution.RECORDED, settings)
