@@ -17,7 +17,8 @@ Keeping the touches that led nowhere is what lets the Markov model tell a channe
 from one that brings traffic: without them (only the touches before an order) every path converts.
 
 The orders come from PostgreSQL, the events stay in ClickHouse: the journey windows (one row per
-journey, a few columns) are inserted into a ClickHouse table and joined there, so only the
+journey, a few columns) are inserted into a ClickHouse table of this build's own (dropped after it) and
+joined there, so only the
 touchpoints of the windows come back. The output is the input of :mod:`ml.attribution.models`:
 ``journeys`` (journey_id, position, channel, campaign, touch_ts) and ``outcomes`` (journey_id, converted,
 revenue, conversion_ts). Converting journeys are numbered by ``order_id``; non-converting ones after the
@@ -34,6 +35,7 @@ converting journey without touches; :func:`split_paths` gives the two frames bac
 from __future__ import annotations
 
 import logging
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -41,11 +43,13 @@ import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
-#: the ClickHouse table the journey windows are written to before the join (replaced on each build)
+#: the prefix of the ClickHouse table the journey windows are written to before the join: one table per build
+#: (a random suffix), dropped after it, so builds running at once (the training and the nightly DAG against one
+#: ClickHouse server) never read each other's windows
 WINDOWS_TABLE = "attribution_windows"
 
 WINDOWS_DDL = """
-CREATE TABLE IF NOT EXISTS {database}.attribution_windows (
+CREATE TABLE {database}.{table} (
     journey_id    Int64,
     customer_id   UInt64,
     window_start  DateTime64(3, 'UTC'),
@@ -69,7 +73,7 @@ WITH touches AS (
 )
 SELECT w.journey_id AS journey_id, toString(t.channel) AS channel, toString(t.campaign) AS campaign,
        t.touch_ts AS touch_ts
-FROM {database}.attribution_windows AS w
+FROM {database}.{windows} AS w
 INNER JOIN touches AS t ON t.customer_id = w.customer_id
 WHERE t.touch_ts > w.window_start AND t.touch_ts <= w.window_end
 ORDER BY journey_id, touch_ts, channel
@@ -152,13 +156,16 @@ def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestam
     if store is None:
         converted = outcomes[outcomes["converted"]]
         return _typed_journeys(pd.DataFrame()), converted.reset_index(drop=True)
-    store.command(WINDOWS_DDL.format(database=store.database))
-    store.command(f"TRUNCATE TABLE {store.database}.{WINDOWS_TABLE}")
-    arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
-    store.insert_arrow(WINDOWS_TABLE, arrow)
-    campaign = "campaign" if has_event_column(store, "campaign") else "''"
-    touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign), {
-        "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
+    table = f"{WINDOWS_TABLE}_{uuid.uuid4().hex[:16]}"
+    store.command(WINDOWS_DDL.format(database=store.database, table=table))
+    try:
+        arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
+        store.insert_arrow(table, arrow)
+        campaign = "campaign" if has_event_column(store, "campaign") else "''"
+        touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign, windows=table), {
+            "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
+    finally:
+        store.command(f"DROP TABLE IF EXISTS {store.database}.{table}")
     journeys = _typed_journeys(touches)
     touched = outcomes["converted"] | outcomes["journey_id"].isin(journeys["journey_id"])
     return journeys, outcomes[touched].reset_index(drop=True)

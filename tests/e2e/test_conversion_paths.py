@@ -78,6 +78,9 @@ def test_clickhouse_paths_equal_pandas_and_conserve_under_every_model(store, eve
     since = run_ts - pd.Timedelta(days=LOOKBACK + 60)
     orders = _orders(store)
     journeys, outcomes = conversion_paths_in_store(events, orders, since, run_ts, LOOKBACK)
+    left = events.query_df("SELECT count() AS n FROM system.tables WHERE database = {database:String} "
+                           "AND name LIKE 'attribution_windows%'", {"database": events.database})
+    assert int(left["n"].iloc[0]) == 0  # the build's own windows table is dropped: concurrent builds never share one
 
     windows, _ = journey_windows(orders, run_ts, LOOKBACK, since)
     touches = _pandas_touches(store, since, run_ts)
