@@ -152,7 +152,13 @@ def conversion_paths_in_store(store, orders: pd.DataFrame, since_ts: pd.Timestam
     ClickHouse; ``store`` a :class:`revopt.platform.events.EventStore` (None: no clickstream, so every
     order is a journey without touchpoints and nothing else is a journey). Non-converting journeys
     without a touchpoint are dropped from both frames."""
-    windows, outcomes = journey_windows(orders, run_ts, lookback_days, since_ts, customers)
+    return _paths_of_windows(store, *journey_windows(orders, run_ts, lookback_days, since_ts, customers),
+                             since_ts, run_ts)
+
+
+def _paths_of_windows(store, windows: pd.DataFrame, outcomes: pd.DataFrame, since_ts: pd.Timestamp,
+                      run_ts: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`conversion_paths_in_store` from windows already built."""
     if store is None:
         converted = outcomes[outcomes["converted"]]
         return _typed_journeys(pd.DataFrame()), converted.reset_index(drop=True)
@@ -210,8 +216,8 @@ def split_paths(paths: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def conversion_paths(store, orders: pd.DataFrame, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
                      lookback_days: int, customers=None) -> pd.DataFrame:
     """The ``conversion_paths`` dataset as of ``run_ts`` (:func:`conversion_paths_in_store`, flattened)."""
-    windows, _ = journey_windows(orders, run_ts, lookback_days, since_ts, customers)
-    journeys, outcomes = conversion_paths_in_store(store, orders, since_ts, run_ts, lookback_days, customers)
+    windows, outcomes = journey_windows(orders, run_ts, lookback_days, since_ts, customers)
+    journeys, outcomes = _paths_of_windows(store, windows, outcomes, since_ts, run_ts)
     return paths_dataset(journeys, outcomes, windows.set_index("journey_id")["customer_id"])
 
 
