@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from revopt.platform.config import Settings, load_settings
+from revopt.platform.events import open_event_store
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +100,20 @@ def forget_models(settings: Settings):
                 client.delete_registered_model(name)
 
     return forget
+
+
+@pytest.fixture(scope="module")
+def open_events(tmp_path_factory):
+    """A function that opens a temporary chDB holding the given events (a frame in the contract's shape)
+    and returns its event store; every store it opened is closed when the module ends."""
+    stores = []
+
+    def open_with(events: pd.DataFrame):
+        store = open_event_store(url=None, chdb_path=Path(tmp_path_factory.mktemp("chdb")), database="revopt")
+        store.insert_arrow("events", pa.Table.from_pandas(events, preserve_index=False))
+        stores.append(store)
+        return store
+
+    yield open_with
+    for store in stores:
+        store.close()

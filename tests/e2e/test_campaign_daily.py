@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,6 @@ import pytest
 from features.campaigns import (
     DAILY_COLUMNS, SEGMENT_COLUMNS, campaign_daily_in_store, campaign_segment_daily_in_store, email_send_hours_in_store,
 )
-from revopt.platform.events import open_event_store
 
 RUN = dt.date(2024, 3, 15)
 SINCE = RUN - dt.timedelta(days=30)
@@ -102,11 +100,8 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def store(data, tmp_path_factory):
-    events = open_event_store(url=None, chdb_path=Path(tmp_path_factory.mktemp("chdb")), database="revopt")
-    events.insert_arrow("events", pa.Table.from_pandas(data[0], preserve_index=False))
-    yield events
-    events.close()
+def store(data, open_events):
+    return open_events(data[0])
 
 
 def _pandas_daily(events: pd.DataFrame, spend: pd.DataFrame, credits: pd.DataFrame) -> pd.DataFrame:

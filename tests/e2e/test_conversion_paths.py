@@ -4,16 +4,13 @@ from the raw events, and feed every attribution model with conservation."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from features.attribution import conversion_paths_in_store, journey_windows
 from ml.attribution import models
-from revopt.platform.events import open_event_store
 from revopt.sample_data.synth import generate_store
 
 START = dt.date(2024, 1, 1)
@@ -45,11 +42,8 @@ def _edge_events(store) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def events(store, tmp_path_factory):
-    events = open_event_store(url=None, chdb_path=Path(tmp_path_factory.mktemp("chdb")), database="revopt")
-    events.insert_arrow("events", pa.Table.from_pandas(_edge_events(store), preserve_index=False))
-    yield events
-    events.close()
+def events(store, open_events):
+    return open_events(_edge_events(store))
 
 
 def _orders(store) -> pd.DataFrame:

@@ -4,16 +4,13 @@ what :func:`features.customer.customer_features` computes in pandas from the dai
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from features.customer import (
     customer_event_features, customer_features, event_features_params, event_features_sql, typed_event_features,
 )
-from revopt.platform.events import open_event_store
 from revopt.platform.extract import DAILY_EVENTS_SQL
 from revopt.sample_data.synth import generate_store
 
@@ -28,11 +25,8 @@ def store():
 
 
 @pytest.fixture(scope="module")
-def events(store, tmp_path_factory):
-    events = open_event_store(url=None, chdb_path=Path(tmp_path_factory.mktemp("chdb")), database="revopt")
-    events.insert_arrow("events", pa.Table.from_pandas(store.events, preserve_index=False))
-    yield events
-    events.close()
+def events(store, open_events):
+    return open_events(store.events)
 
 
 def _daily_events(events, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
