@@ -112,6 +112,20 @@ def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str
                              run_params_of(context).extract_days(purpose))
 
 
+def publish_outputs(task_id: str, *tables: str):
+    """A task ``task_id`` that publishes a step's output tables: ``scores.<table>`` for each of ``tables``
+    from the path the step returned under that name, replacing the run date's rows (``ml.pipeline.publish``)."""
+
+    @task(task_id=task_id)
+    def publish_tables(outputs: dict[str, str], **context) -> int:
+        from ml.pipeline import publish
+
+        run_date = run_date_of(context)
+        return sum(publish(resources(), run_date, f"scores.{table}", outputs[table]) for table in tables)
+
+    return publish_tables
+
+
 def run_date_of(context: Mapping[str, Any]) -> dt.date:
     """The run date D of a DAG run: its logical date in UTC, else when it was asked to run.
 

@@ -33,7 +33,8 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, publish_outputs, resources, run_date_of, run_params,
+    run_params_of, skip_if_skipped, validate,
 )
 
 
@@ -121,14 +122,6 @@ def revopt_nightly():
 
         return attribute(resources(), run_date_of(context), extract_paths, run_params_of(context))
 
-    @task
-    def publish_attribution(attributed: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        run_date = run_date_of(context)
-        return sum(publish(resources(), run_date, f"scores.{table}", attributed[table])
-                   for table in ("attribution", "order_attribution"))
-
     # after tonight's customer scores / budget / send times are published, or their family skipped
     @task(trigger_rule="none_failed")
     def acquisition_economics(extract_paths: dict[str, str], attributed: dict, **context) -> dict:
@@ -137,28 +130,12 @@ def revopt_nightly():
         return acquisition_economics(resources(), run_date_of(context), extract_paths, attributed,
                                      run_params_of(context))
 
-    @task
-    def publish_economics(economics: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        run_date = run_date_of(context)
-        return sum(publish(resources(), run_date, f"scores.{table}", economics[table])
-                   for table in ("channel_economics", "cac_forecasts"))
-
     @task(trigger_rule="none_failed")
     def campaign_analytics(extract_paths: dict[str, str], attributed: dict, **context) -> dict:
         from ml.pipeline import campaign_analytics
 
         return skip_if_skipped(campaign_analytics(resources(), run_date_of(context), extract_paths, attributed,
                                                   run_params_of(context)), context)
-
-    @task
-    def publish_campaigns(analytics: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        run_date = run_date_of(context)
-        return sum(publish(resources(), run_date, f"scores.{table}", analytics[table])
-                   for table in ("campaign_daily", "campaign_segment_daily", "campaign_recommendations"))
 
     @task
     def check_drift(scores: dict, **context) -> dict:
@@ -204,13 +181,14 @@ def revopt_nightly():
     published_send_times = publish_send_times(send_times)
     published_budget = publish_budget(allocate_budget(validated))
     attributed = attribute(validated)
-    publish_attribution(attributed)
+    publish_outputs("publish_attribution", "attribution", "order_attribution")(attributed)
     economics = acquisition_economics(validated, attributed)
     published_scores >> economics  # tonight's CLV
-    publish_economics(economics)
+    publish_outputs("publish_economics", "channel_economics", "cac_forecasts")(economics)
     analytics = campaign_analytics(validated, attributed)
     [published_budget, published_send_times] >> analytics  # tonight's allocation and send times
-    publish_campaigns(analytics)
+    publish_outputs("publish_campaigns", "campaign_daily", "campaign_segment_daily",
+                    "campaign_recommendations")(analytics)
 
 
 revopt_nightly()
