@@ -16,6 +16,8 @@ TRAINING = "training"
 NIGHTLY = "nightly"
 #: the experiments' nightly analysis (revopt_experiments)
 EXPERIMENTS = "experiments"
+#: the customer-affinity refresh (revopt_affinity, several times a day)
+AFFINITY = "affinity"
 BOTH = (TRAINING, NIGHTLY)
 
 #: The longest test window of the families tested on the last days before the run date: pricing 28 days,
@@ -126,6 +128,72 @@ class RunParams:
         1.0, {"type": "number", "minimum": 0},
         "Recommend pausing a campaign whose attributed 28-day ROAS is below this even at the upper end of its "
         "interval.", (NIGHTLY,))
+    affinity_half_life_days: float = _param(
+        30.0, {"type": "number", "exclusiveMinimum": 0},
+        "Half-life of a purchase's or product view's weight in the customer affinity scores (days).", (AFFINITY,))
+    affinity_view_weight: float = _param(
+        0.1, {"type": "number", "minimum": 0},
+        "Weight of one product view relative to one purchase line in the affinity scores.",
+        (AFFINITY,))
+    affinity_lookback_days: int = _param(
+        365, {"type": "integer", "minimum": 1},
+        "History the first affinity refresh (or one after a gap this long) reads; later refreshes read only what "
+        "arrived since the previous one.", (AFFINITY,))
+    recs_k: int = _param(10, {"type": "integer", "minimum": 1, "maximum": 100},
+                         "Products recommended per customer (and K of the NDCG@K the recommender is gated on).")
+    recs_test_days: int = _param(
+        28, {"type": "integer", "minimum": 7, "maximum": 180},
+        "Test window of the recommender: what customers bought in the last this many days before the run date; "
+        "tuning validates on the same length of window before it.", (TRAINING,))
+    recs_exclude_bought_days: int = _param(
+        30, {"type": "integer", "minimum": 0},
+        "Never recommend a product the customer bought this recently (days; 0: reorders may be recommended).")
+    recs_exclude_categories: list[str] = _param(
+        ["postage", "fee", "adjustment", "gift_voucher"], {"type": "array", "items": {"type": "string"}},
+        "Product categories never recommended (services, fees, vouchers).")
+    recs_max_per_category: int = _param(
+        4, {"type": "integer", "minimum": 1},
+        "Diversity cap: at most this many of a customer's recommendations from one category.")
+    recs_exclude_out_of_stock: bool = _param(
+        True, {"type": "boolean"},
+        "Leave out products whose latest shop.inventory row has nothing on hand (stores without inventory rows: "
+        "no effect).")
+    segment_new_days: int = _param(30, {"type": "integer", "minimum": 1},
+                                   "Lifecycle segment 'new': first order (or signup, without orders) this recently "
+                                   "(days).", (NIGHTLY,))
+    segment_active_days: int = _param(90, {"type": "integer", "minimum": 1},
+                                      "Lifecycle segments 'active' / 'champion' / 'at_risk': last order this "
+                                      "recently (days).", (NIGHTLY,))
+    segment_lost_days: int = _param(365, {"type": "integer", "minimum": 1},
+                                    "Lifecycle segment 'lost': no order for this long (days); between "
+                                    "segment_active_days and this: 'hibernating'.", (NIGHTLY,))
+    segment_at_risk_churn: float = _param(
+        0.6, {"type": "number", "minimum": 0, "maximum": 1},
+        "An active customer whose churn risk is at least this is 'at_risk'.", (NIGHTLY,))
+    segment_champion_quantile: float = _param(
+        0.8, {"type": "number", "minimum": 0, "maximum": 1},
+        "An active customer whose predicted CLV (else spend to date) is in the top (1 - this) share is 'champion'.",
+        (NIGHTLY,))
+    segment_clusters: int = _param(5, {"type": "integer", "minimum": 2, "maximum": 20},
+                                   "Behavioural clusters (k-means on standardised RFM and engagement features).",
+                                   (NIGHTLY,))
+    uplift_horizon_days: int = _param(
+        60, {"type": "integer", "minimum": 7, "maximum": 365},
+        "Outcome window of a historical offer for the uplift model: ordering (and revenue) within this many days "
+        "after it was sent.", (TRAINING,))
+    nba_offer_budget: float | None = _param(
+        None, {"type": ["null", "number"], "minimum": 0},
+        "Total expected cost of tonight's next-best-action offers (discounts given away); empty: no limit, every "
+        "action with a positive expected incremental value.", (NIGHTLY,))
+    nba_discount_levels: list[float] = _param(
+        [0.1, 0.2], {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+        "Discount levels a retention or win-back offer may carry.", (NIGHTLY,))
+    nba_contact_cap_days: int = _param(
+        7, {"type": "integer", "minimum": 0},
+        "A customer sent an email or given a marketing action this recently (days) gets 'do nothing' (0: no cap).",
+        (NIGHTLY,))
+    nba_contact_cost: float = _param(0.05, {"type": "number", "minimum": 0},
+                                     "Cost of one marketing contact (currency), charged to every action.", (NIGHTLY,))
     drift_share_threshold: float = _param(
         0.3, {"type": "number", "minimum": 0, "maximum": 1},
         "Request retraining when more than this share of the features drifted from the training reference.",
