@@ -126,12 +126,31 @@ def publish_outputs(task_id: str, *tables: str):
     return publish_tables
 
 
+def publish_to(task_id: str, table: str):
+    """A task ``task_id`` that publishes one step's output (its ``path``) to ``scores.<table>``, replacing the
+    run date's rows (``ml.pipeline.publish``)."""
+
+    @task(task_id=task_id)
+    def publish_task(output: dict, **context) -> int:
+        from ml.pipeline import publish
+
+        return publish(resources(), run_date_of(context), f"scores.{table}", output["path"])
+
+    return publish_task
+
+
+def as_of_of(context: Mapping[str, Any]) -> dt.datetime:
+    """The data cutoff of a run that refreshes within the day (``revopt_affinity``): its logical date (the
+    scheduled moment), else when it was asked to run; UTC."""
+    moment = context.get("logical_date")
+    if moment is None:
+        moment = context["dag_run"].run_after
+    return moment.astimezone(dt.timezone.utc)
+
+
 def run_date_of(context: Mapping[str, Any]) -> dt.date:
     """The run date D of a DAG run: its logical date in UTC, else when it was asked to run.
 
     Airflow 3 lets manual runs have no logical date; those run as of their ``run_after``.
     """
-    moment = context.get("logical_date")
-    if moment is None:
-        moment = context["dag_run"].run_after
-    return moment.astimezone(dt.timezone.utc).date()
+    return as_of_of(context).date()

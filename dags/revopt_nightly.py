@@ -14,6 +14,9 @@
 - campaigns: daily analytics per campaign and per value tier (ClickHouse) and recommendations from the budget
   allocation and send times published tonight -> ``scores.campaign_daily``, ``scores.campaign_segment_daily``,
   ``scores.campaign_recommendations``;
+- personalisation (docs/personalisation.md): segments (rules and clusters) -> ``scores.customer_segments``,
+  ``scores.segment_profiles``; top-K products with the recommendations ``@champion`` -> ``scores.recommendations``;
+  one next best action per customer (uplift ``@champion``, budget, cap, consent) -> ``scores.next_best_action``;
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
@@ -33,8 +36,8 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, publish_outputs, resources, run_date_of, run_params,
-    run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, publish_outputs, publish_to, resources,
+    run_date_of, run_params, run_params_of, skip_if_skipped, validate,
 )
 
 
@@ -69,24 +72,12 @@ def revopt_nightly():
                                                run_params_of(context)), context)
 
     @task
-    def publish(scores: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        return publish(resources(), run_date_of(context), "scores.customer_scores", scores["path"])
-
-    @task
     def recommend_prices(extract_paths: dict[str, str], **context) -> dict:
         from ml.families import pricing
         from ml.pipeline import recommend
 
         return skip_if_skipped(recommend(pricing.FAMILY, resources(), run_date_of(context), extract_paths,
                                          run_params_of(context), output="price_recommendations"), context)
-
-    @task
-    def publish_prices(recommendations: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        return publish(resources(), run_date_of(context), "scores.price_recommendations", recommendations["path"])
 
     @task
     def recommend_send_times(extract_paths: dict[str, str], **context) -> dict:
@@ -97,12 +88,6 @@ def revopt_nightly():
                                          run_params_of(context), output="send_time_recommendations"), context)
 
     @task
-    def publish_send_times(recommendations: dict, **context) -> int:
-        from ml.pipeline import publish
-
-        return publish(resources(), run_date_of(context), "scores.send_time_recommendations", recommendations["path"])
-
-    @task
     def allocate_budget(extract_paths: dict[str, str], **context) -> dict:
         from ml.families import budget
         from ml.pipeline import recommend
@@ -111,10 +96,12 @@ def revopt_nightly():
                                          run_params_of(context), output="budget_allocations"), context)
 
     @task
-    def publish_budget(allocation: dict, **context) -> int:
-        from ml.pipeline import publish
+    def recommend_products(extract_paths: dict[str, str], **context) -> dict:
+        from ml.families import recommend as recommendations
+        from ml.pipeline import recommend
 
-        return publish(resources(), run_date_of(context), "scores.budget_allocations", allocation["path"])
+        return skip_if_skipped(recommend(recommendations.FAMILY, resources(), run_date_of(context), extract_paths,
+                                         run_params_of(context), output="recommendations"), context)
 
     @task
     def attribute(extract_paths: dict[str, str], **context) -> dict:
@@ -136,6 +123,22 @@ def revopt_nightly():
 
         return skip_if_skipped(campaign_analytics(resources(), run_date_of(context), extract_paths, attributed,
                                                   run_params_of(context)), context)
+
+    # after tonight's churn risk and CLV are published, or their families skipped
+    @task(trigger_rule="none_failed")
+    def segment_customers(extract_paths: dict[str, str], features: dict, **context) -> dict:
+        from ml.pipeline import segment_customers
+
+        return segment_customers(resources(), run_date_of(context), extract_paths, features["path"],
+                                 run_params_of(context))
+
+    # after tonight's segments and recommendations are published, or recommendations skipped
+    @task(trigger_rule="none_failed")
+    def next_best_action(extract_paths: dict[str, str], segments: dict, **context) -> dict:
+        from ml.pipeline import next_best_action
+
+        return next_best_action(resources(), run_date_of(context), extract_paths, segments["customer_segments"],
+                                run_params_of(context))
 
     @task
     def check_drift(scores: dict, **context) -> dict:
@@ -167,9 +170,10 @@ def revopt_nightly():
 
     validated = validate(extract("nightly"), "nightly")
     assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
-    scores = score(build_features(validated), validated)
+    features = build_features(validated)
+    scores = score(features, validated)
     assigned >> scores
-    published_scores = publish(scores)
+    published_scores = publish_to("publish", "customer_scores")(scores)
     drift = check_drift(scores)
     drift_above_threshold(drift) >> signal_drift(drift)
     performance = evaluate_outcomes(validated)
@@ -177,9 +181,9 @@ def revopt_nightly():
     prices = recommend_prices(validated)
     send_times = recommend_send_times(validated)
     assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too
-    publish_prices(prices)
-    published_send_times = publish_send_times(send_times)
-    published_budget = publish_budget(allocate_budget(validated))
+    publish_to("publish_prices", "price_recommendations")(prices)
+    published_send_times = publish_to("publish_send_times", "send_time_recommendations")(send_times)
+    published_budget = publish_to("publish_budget", "budget_allocations")(allocate_budget(validated))
     attributed = attribute(validated)
     publish_outputs("publish_attribution", "attribution", "order_attribution")(attributed)
     economics = acquisition_economics(validated, attributed)
@@ -189,6 +193,13 @@ def revopt_nightly():
     [published_budget, published_send_times] >> analytics  # tonight's allocation and send times
     publish_outputs("publish_campaigns", "campaign_daily", "campaign_segment_daily",
                     "campaign_recommendations")(analytics)
+    segments = segment_customers(validated, features)
+    published_scores >> segments  # tonight's churn risk and CLV
+    published_segments = publish_outputs("publish_segments", "customer_segments", "segment_profiles")(segments)
+    published_recommendations = publish_to("publish_recommendations", "recommendations")(recommend_products(validated))
+    actions = next_best_action(validated, segments)
+    [published_segments, published_recommendations] >> actions
+    publish_to("publish_next_best_action", "next_best_action")(actions)
 
 
 revopt_nightly()

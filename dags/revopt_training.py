@@ -1,5 +1,6 @@
-"""Weekly, on demand, on detected drift and on a drop in realised performance: training for logical date D: extract -> validate -> train each model
-family (propensity, churn, CLV, pricing, send time, budget), register it and gate it against its champion.
+"""Weekly, on demand, on detected drift and on a drop in realised performance: training for logical date D:
+extract -> validate -> train each model family (propensity, churn, CLV, pricing, send time, budget, product
+recommendations and the offers' uplift model), register it and gate it against its champion.
 
 Each family is its own branch after validation: one failing or skipping leaves the others to train,
 register and be gated, and the DAG run fails at the end if any family failed. At most two families
@@ -82,10 +83,27 @@ def revopt_training():
         return skip_if_skipped(train(budget.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
+    @task
+    def train_recommendations(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        from ml.families import recommend
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(recommend.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
+
+    @task
+    def train_uplift(extract_paths: dict[str, str], **context) -> dict[str, str]:
+        from ml.families import uplift
+        from ml.pipeline import train
+
+        return skip_if_skipped(train(uplift.FAMILY, resources(), run_date_of(context), extract_paths,
+                                     run_params_of(context)), context)
+
     # Independent branches: a family that fails or skips leaves the others to train; any failed
     # family fails the DAG run (a failed leaf task fails the run).
     validated = validate(extract("training"), "training")
-    for train in (train_propensity, train_churn, train_clv, train_pricing, train_send_time, train_budget):
+    for train in (train_propensity, train_churn, train_clv, train_pricing, train_send_time, train_budget,
+                  train_recommendations, train_uplift):
         train(validated)
 
 

@@ -34,6 +34,7 @@ from ml.experiments.variants import serve_price_variants, serve_send_time_varian
 from ml.families.clv import value_tier
 from ml.family import Family
 from ml.params import EXPERIMENTS, NIGHTLY, TRAINING, RunParams
+from ml.personalisation import steps as personalisation
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
 from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
 from revopt.platform.postgres import publish_partition, read_frame, upsert_rows
@@ -366,6 +367,17 @@ def campaign_analytics(resources: Resources, run_date: dt.date, extract_paths: d
     """Daily campaign analytics and recommendations (:func:`ml.attribution.steps.campaign_analytics`)."""
     frames = read_extract({name: extract_paths[name] for name in ("customers", "orders", "marketing_spend")})
     return steps.campaign_analytics(resources, run_date, frames, attributed, params)
+
+
+def refresh_affinity(resources: Resources, as_of: dt.datetime, params: RunParams) -> dict[str, Any]:
+    """Customer affinity as of ``as_of`` from what arrived since the last refresh
+    (:func:`ml.personalisation.steps.refresh_affinity`)."""
+    return personalisation.refresh_affinity(resources, as_of, params)
+
+
+def publish_affinity(resources: Resources, run_date: dt.date, refreshed: dict[str, Any]) -> int:
+    """Publish an affinity refresh's scores and state (:func:`ml.personalisation.steps.publish_affinity`)."""
+    return personalisation.publish_affinity(resources, run_date, refreshed)
 
 
 def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:

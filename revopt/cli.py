@@ -22,7 +22,8 @@ from revopt.platform.config import Settings, load_settings, redact_url
 NIGHTLY_DAG = "revopt_nightly"
 TRAINING_DAG = "revopt_training"
 EXPERIMENTS_DAG = "revopt_experiments"
-DAGS = {"nightly": NIGHTLY_DAG, "training": TRAINING_DAG, "experiments": EXPERIMENTS_DAG}
+AFFINITY_DAG = "revopt_affinity"
+DAGS = {"nightly": NIGHTLY_DAG, "training": TRAINING_DAG, "experiments": EXPERIMENTS_DAG, "affinity": AFFINITY_DAG}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,11 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a DAG through Airflow for a run date")
     run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
-    run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default), training, or the experiments' analysis")
+    run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default), training, the experiments' analysis, or the customer "
+                          "affinity refresh (as of D's midnight)")
     run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
     run.set_defaults(handler=_run)
 
-    demo = commands.add_parser("demo", help="start the stack, seed a store, run the training and the nightly DAG")
+    demo = commands.add_parser("demo", help="start the stack, seed a store, run the training, the nightly and the affinity DAG")
     _add_seed_args(demo, customers=5000)
     demo.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="DAG param override (JSON value)")
     demo.set_defaults(handler=_demo)
@@ -282,6 +284,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     status = _run_dag(settings, TRAINING_DAG, report.end, params)
     if status == 0:
         status = _run_dag(settings, NIGHTLY_DAG, report.end, params)
+    if status == 0:
+        status = _run_dag(settings, AFFINITY_DAG, report.end, params)
     if status == 0:
         print(f"\ndemo finished in {time.perf_counter() - started:.0f}s\n")
         _where(settings, args)

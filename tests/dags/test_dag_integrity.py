@@ -31,6 +31,12 @@ EXPECTED_EDGES = {
         "publish_economics": {"acquisition_economics"},
         "campaign_analytics": {"validate", "attribute", "publish_budget", "publish_send_times"},
         "publish_campaigns": {"campaign_analytics"},
+        "segment_customers": {"validate", "build_features", "publish"},
+        "publish_segments": {"segment_customers"},
+        "recommend_products": {"validate"},
+        "publish_recommendations": {"recommend_products"},
+        "next_best_action": {"validate", "segment_customers", "publish_segments", "publish_recommendations"},
+        "publish_next_best_action": {"next_best_action"},
         "check_drift": {"score"},
         "drift_above_threshold": {"check_drift"},
         "signal_drift": {"check_drift", "drift_above_threshold"},
@@ -53,6 +59,12 @@ EXPECTED_EDGES = {
         "train_pricing": {"validate"},
         "train_send_time": {"validate"},
         "train_budget": {"validate"},
+        "train_recommendations": {"validate"},
+        "train_uplift": {"validate"},
+    },
+    "revopt_affinity": {
+        "refresh": set(),
+        "publish": {"refresh"},
     },
 }
 

@@ -1,0 +1,1 @@
+"""Personalisation: customer affinity, segments and next best action (issue 19)."""
