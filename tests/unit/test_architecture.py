@@ -37,8 +37,10 @@ def _layer(module: str) -> str | None:
         return "cli"
     if module.startswith("features"):
         return "features"
-    if module.startswith(("ml.families", "ml.attribution")):  # attribution: a domain like the families (channels,
-        return "families"                                       # campaigns), reading features and the media model
+    # attribution and personalisation: domains like the families (channels and campaigns; affinity, segments and
+    # next best action), reading features and the families' outputs
+    if module.startswith(("ml.families", "ml.attribution", "ml.personalisation")):
+        return "families"
     if module.startswith("ml.experiments"):
         return "experiments"
     if module == "ml.registry":
