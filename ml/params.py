@@ -159,8 +159,8 @@ class RunParams:
         "Leave out products whose latest shop.inventory row has nothing on hand (stores without inventory rows: "
         "no effect).")
     segment_new_days: int = _param(30, {"type": "integer", "minimum": 1},
-                                   "Lifecycle segment 'new': first order (or signup, without orders) this recently "
-                                   "(days).", (NIGHTLY,))
+                                   "Lifecycle segment 'new': first order this recently (days; a customer without "
+                                   "orders is a 'prospect').", (NIGHTLY,))
     segment_active_days: int = _param(90, {"type": "integer", "minimum": 1},
                                       "Lifecycle segments 'active' / 'champion' / 'at_risk': last order this "
                                       "recently (days).", (NIGHTLY,))
@@ -190,8 +190,11 @@ class RunParams:
         "Discount levels a retention or win-back offer may carry.", (NIGHTLY,))
     nba_contact_cap_days: int = _param(
         7, {"type": "integer", "minimum": 0},
-        "A customer sent an email or given a marketing action this recently (days) gets 'do nothing' (0: no cap).",
-        (NIGHTLY,))
+        "Contact-frequency cap window (days; 0: no cap): see nba_max_contacts.", (NIGHTLY,))
+    nba_max_contacts: int = _param(
+        2, {"type": "integer", "minimum": 1},
+        "A customer with this many marketing contacts (email sends and revopt's own published actions) in the last "
+        "nba_contact_cap_days gets 'do nothing' tonight.", (NIGHTLY,))
     nba_contact_cost: float = _param(0.05, {"type": "number", "minimum": 0},
                                      "Cost of one marketing contact (currency), charged to every action.", (NIGHTLY,))
     drift_share_threshold: float = _param(

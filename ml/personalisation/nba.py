@@ -36,7 +36,8 @@ The choice
 ----------
 Customers without marketing consent (``email_opt_in`` false or unknown) get ``do_nothing`` with the
 reason "no marketing consent", whatever their candidates; so does a customer contacted (an email sent,
-or an earlier published action) within ``nba_contact_cap_days`` before the run date, with when. Every
+or an earlier published action) ``nba_max_contacts`` times within ``nba_contact_cap_days`` before the run
+date, with how often and when. Every
 other customer gets the candidate of the highest expected value if it is positive. With
 ``nba_offer_budget`` the offers (retention and win-back; cross-sell and upsell give nothing away and do
 not count) must together cost at most the budget (their ``expected_cost``: discount plus contact).
@@ -99,12 +100,14 @@ class NbaSettings:
     offer_budget: float | None = None
     discount_levels: tuple[float, ...] = (0.1, 0.2)
     contact_cap_days: int = 7
+    max_contacts: int = 2
     contact_cost: float = 0.05
 
     @classmethod
     def from_params(cls, params: RunParams) -> NbaSettings:
         return cls(offer_budget=params.nba_offer_budget, discount_levels=tuple(params.nba_discount_levels),
-                   contact_cap_days=int(params.nba_contact_cap_days), contact_cost=float(params.nba_contact_cost))
+                   contact_cap_days=int(params.nba_contact_cap_days), max_contacts=int(params.nba_max_contacts),
+                   contact_cost=float(params.nba_contact_cost))
 
 
 def next_best_actions(customers: pd.DataFrame, uplift: pd.DataFrame | None, recommendations: pd.DataFrame | None,
@@ -132,7 +135,7 @@ def next_best_actions(customers: pd.DataFrame, uplift: pd.DataFrame | None, reco
     candidates = pd.concat([offers, product_actions], ignore_index=True)
     candidates = candidates[candidates["customer_id"].isin(customers["customer_id"])]
 
-    blocked = _blocked_reasons(customers, contacts, run_date, settings.contact_cap_days)
+    blocked = _blocked_reasons(customers, contacts, run_date, settings.contact_cap_days, settings.max_contacts)
     eligible = candidates[~candidates["customer_id"].isin(blocked.index)]
     chosen, left_out = choose_actions(eligible, settings.offer_budget)
     result = _assemble(customers, candidates, chosen, left_out, blocked, uplift is None, model_versions,
@@ -325,20 +328,27 @@ def _customers(customers: pd.DataFrame, segments: pd.DataFrame | None) -> pd.Dat
 
 
 def _blocked_reasons(customers: pd.DataFrame, contacts: pd.DataFrame | None, run_date: date,
-                     cap_days: int) -> pd.Series:
-    """customer_id -> why do_nothing, for customers without consent or within the contact cap."""
+                     cap_days: int, max_contacts: int) -> pd.Series:
+    """customer_id -> why do_nothing, for customers without consent or at the contact cap: ``max_contacts``
+    contacts or more in the ``cap_days`` before the run date. ``contacts``: customer_id, last_contact_ts and
+    optionally contacts (how many contacts the row stands for, latest at last_contact_ts; default 1)."""
     reasons = pd.Series("no marketing consent", index=customers.loc[~customers["email_opt_in"], "customer_id"],
                         dtype=object)
     if contacts is None or contacts.empty or cap_days <= 0:
         return reasons
     start = pd.Timestamp(run_date, tz="UTC")
-    last = pd.to_datetime(contacts["last_contact_ts"], utc=True).groupby(contacts["customer_id"].astype("int64")).max()
-    last = last[last.index.isin(customers["customer_id"]) & ~last.index.isin(reasons.index)]
-    recent = last[last > start - pd.Timedelta(days=cap_days)]
-    days = ((start - recent) / pd.Timedelta(days=1)).clip(lower=0).astype(int)
-    capped = pd.Series([f"contact cap: last contacted {d} day{'s' if d != 1 else ''} ago ({ts:%Y-%m-%d}), within "
-                        f"{cap_days} days" for d, ts in zip(days, recent)], index=recent.index, dtype=object)
-    return pd.concat([reasons, capped])
+    when = pd.to_datetime(contacts["last_contact_ts"], utc=True)
+    recent = contacts[(when > start - pd.Timedelta(days=cap_days)) & (when < start)].assign(
+        last_contact_ts=when, contacts=contacts["contacts"] if "contacts" in contacts else 1)
+    per_customer = recent.groupby(recent["customer_id"].astype("int64")).agg(
+        contacts=("contacts", "sum"), last=("last_contact_ts", "max"))
+    capped = per_customer[(per_customer["contacts"] >= max_contacts) & per_customer.index.isin(customers["customer_id"])
+                          & ~per_customer.index.isin(reasons.index)]
+    days = ((start - capped["last"]) / pd.Timedelta(days=1)).clip(lower=0).astype(int)
+    text = pd.Series([f"contact cap: {int(n)} contact{'s' if n != 1 else ''} in the last {cap_days} days (at most "
+                      f"{max_contacts}), the latest {d} day{'s' if d != 1 else ''} ago ({ts:%Y-%m-%d})"
+                      for n, d, ts in zip(capped["contacts"], days, capped["last"])], index=capped.index, dtype=object)
+    return pd.concat([reasons, text])
 
 
 def _catalogue(products: pd.DataFrame) -> pd.DataFrame:

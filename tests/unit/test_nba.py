@@ -81,17 +81,24 @@ def test_customers_without_consent_never_get_a_marketing_action():
     assert (result.loc[consent, "action"] == "retention_offer").all()
 
 
-def test_a_customer_contacted_within_the_cap_gets_nothing_and_is_told_when():
-    customers = _customers(3)
-    contacts = pd.DataFrame({"customer_id": [1, 2, 2], "last_contact_ts": pd.to_datetime(
-        ["2024-05-29 10:00", "2024-05-20 09:00", "2024-05-10 09:00"], utc=True)})
+def test_a_customer_at_the_contact_cap_gets_nothing_and_is_told_how_often_and_when():
+    customers = _customers(4)
+    contacts = pd.DataFrame({"customer_id": [1, 1, 2, 2, 3], "last_contact_ts": pd.to_datetime(
+        ["2024-05-29 10:00", "2024-05-27 10:00", "2024-05-29 09:00", "2024-05-10 09:00", "2024-05-30 08:00"],
+        utc=True)})
     uplift = _uplift(customers["customer_id"])
-    result = _nba(customers, uplift, contacts=contacts, params=_params(nba_contact_cap_days=7)).set_index(
-        "customer_id")
+    result = _nba(customers, uplift, contacts=contacts,
+                  params=_params(nba_contact_cap_days=7, nba_max_contacts=2)).set_index("customer_id")
 
-    assert result.at[1, "action"] == "do_nothing"
-    assert "2 days ago (2024-05-29)" in result.at[1, "reason"] and "7 days" in result.at[1, "reason"]
-    assert result.loc[[2, 3], "action"].eq("retention_offer").all()  # 12 days ago: past the cap
+    assert result.at[1, "action"] == "do_nothing"  # two contacts in the week
+    assert "2 contacts in the last 7 days" in result.at[1, "reason"] and "2 days ago (2024-05-29)" in result.at[1, "reason"]
+    assert result.loc[[2, 3, 4], "action"].eq("retention_offer").all()  # one contact in the week (2's other: 21 days ago)
+    strict = _nba(customers, uplift, contacts=contacts, params=_params(nba_contact_cap_days=7, nba_max_contacts=1))
+    assert strict.set_index("customer_id").loc[[1, 2, 3], "action"].eq("do_nothing").all()
+    counted = contacts.groupby("customer_id", as_index=False).agg(last_contact_ts=("last_contact_ts", "max")).assign(
+        contacts=[2, 1, 1])  # aggregated rows count as their number of contacts
+    assert _nba(customers, uplift, contacts=counted, params=_params(nba_contact_cap_days=7)).set_index(
+        "customer_id").at[1, "action"] == "do_nothing"
     uncapped = _nba(customers, uplift, contacts=contacts, params=_params(nba_contact_cap_days=0))
     assert uncapped["action"].eq("retention_offer").all()
 
