@@ -134,11 +134,11 @@ def revopt_nightly():
 
     # after tonight's segments and recommendations are published, or recommendations skipped
     @task(trigger_rule="none_failed")
-    def next_best_action(extract_paths: dict[str, str], segments: dict, **context) -> dict:
+    def next_best_action(extract_paths: dict[str, str], features: dict, segments: dict, **context) -> dict:
         from ml.pipeline import next_best_action
 
-        return next_best_action(resources(), run_date_of(context), extract_paths, segments["customer_segments"],
-                                run_params_of(context))
+        return next_best_action(resources(), run_date_of(context), extract_paths, features["path"],
+                                segments["customer_segments"], run_params_of(context))
 
     @task
     def check_drift(scores: dict, **context) -> dict:
@@ -197,7 +197,7 @@ def revopt_nightly():
     published_scores >> segments  # tonight's churn risk and CLV
     published_segments = publish_outputs("publish_segments", "customer_segments", "segment_profiles")(segments)
     published_recommendations = publish_to("publish_recommendations", "recommendations")(recommend_products(validated))
-    actions = next_best_action(validated, segments)
+    actions = next_best_action(validated, features, segments)
     [published_segments, published_recommendations] >> actions
     publish_to("publish_next_best_action", "next_best_action")(actions)
 

@@ -25,7 +25,7 @@ from features.attribution import conversion_paths
 from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
 from ml import drift
 from ml.attribution import steps
-from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time
+from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time, uplift
 from ml.families.classifier import top_factors
 from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
 from ml.experiments.serving import model_variants
@@ -54,6 +54,8 @@ CUSTOMER_FAMILIES = (propensity.FAMILY, churn.FAMILY, clv.FAMILY)
 PATH_DATASETS = ("conversion_paths",)
 #: What the nightly attribution step reads besides the families' datasets.
 ATTRIBUTION_DATASETS = ("orders", "marketing_spend", "conversion_paths")
+#: What the next-best-action step reads from tonight's extract besides the uplift family's datasets.
+NBA_DATASETS = ("customers", "orders", "order_categories", "products", "inventory")
 
 
 def _datasets(purpose: str) -> tuple[str, ...]:
@@ -64,7 +66,7 @@ def _datasets(purpose: str) -> tuple[str, ...]:
     wanted = {name for family in FAMILIES
               for name in (family.training_datasets if purpose == TRAINING else family.nightly_datasets)}
     if purpose == NIGHTLY:
-        wanted |= set(ATTRIBUTION_DATASETS)
+        wanted |= {*ATTRIBUTION_DATASETS, *NBA_DATASETS}
     return tuple(name for name in (*DATASETS, *EVENT_BUILDERS, *PATH_DATASETS) if name in wanted)
 
 
@@ -378,6 +380,30 @@ def refresh_affinity(resources: Resources, as_of: dt.datetime, params: RunParams
 def publish_affinity(resources: Resources, run_date: dt.date, refreshed: dict[str, Any]) -> int:
     """Publish an affinity refresh's scores and state (:func:`ml.personalisation.steps.publish_affinity`)."""
     return personalisation.publish_affinity(resources, run_date, refreshed)
+
+
+def segment_customers(resources: Resources, run_date: dt.date, extract_paths: dict[str, str], features_path: str,
+                      params: RunParams) -> dict[str, Any]:
+    """Lifecycle segments and behavioural clusters of tonight's customers
+    (:func:`ml.personalisation.steps.segment_customers`)."""
+    customers = read_extract({"customers": extract_paths["customers"]})["customers"]
+    return personalisation.segment_customers(resources, run_date, customers, features_path, params)
+
+
+def next_best_action(resources: Resources, run_date: dt.date, extract_paths: dict[str, str], features_path: str,
+                     segments_path: str, params: RunParams) -> dict[str, Any]:
+    """One action per customer (:func:`ml.personalisation.steps.next_best_action`) with the uplift
+    ``@champion``'s offers on tonight's customer features (none, and every reason says so, without one)."""
+    wanted = {*NBA_DATASETS, *uplift.FAMILY.nightly_datasets}
+    frames = read_extract({name: path for name, path in extract_paths.items() if name in wanted})
+    frames["customer_features"] = pd.read_parquet(features_path)
+    scored = score_family(uplift.FAMILY, resources, run_date, frames, params)
+    if isinstance(scored, dict):
+        logger.warning("no retention or win-back offers for %s: %s", run_date, scored["skipped"])
+        offers = None
+    else:
+        offers = (pd.DataFrame(scored.output), scored.champion.version)
+    return personalisation.next_best_action(resources, run_date, frames, segments_path, offers, params)
 
 
 def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:

@@ -119,6 +119,9 @@ def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> 
                         help="day after --start the planted effect begins (default: 30 days before the end)")
     parser.add_argument("--plant-lift", type=float, default=0.2,
                         help="relative change of the treatment's purchase rate (default 0.2; 0 draws an A/A test)")
+    parser.add_argument("--no-offers", dest="offers", action="store_false",
+                        help="draw no randomised offer campaigns (shop.offers stays empty: no uplift model, no "
+                             "retention offers in the next best action)")
 
 
 def _add_panel_args(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +205,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     start_stack(settings)
     with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
+                                offers=_offers(args),
                                 behaviour_change=_behaviour_change(args), experiment_effect=_planted(args))
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
@@ -277,6 +281,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         start_stack(settings)
     with _step(f"seeding a synthetic store: {args.customers:,} customers x {args.days} days (seed {args.seed})"):
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
+                                offers=_offers(args),
                                 behaviour_change=_behaviour_change(args))
     print(f"    {report}")
     close_event_stores()  # the Airflow task process opens chDB next; one process per data path
@@ -369,6 +374,13 @@ def _follow_task_states(lines: Iterable[str], log: TextIO) -> None:
             started = time.perf_counter()
         elif "DagRun Finished" in line and (state := _RUN_STATE.search(line)):
             print(f"    DAG run finished: {state.group(1)}", flush=True)
+
+
+def _offers(args: argparse.Namespace):
+    """The generator's randomised offer campaigns (``--no-offers``: none)."""
+    from revopt.sample_data.offers import OfferDesign
+
+    return OfferDesign() if args.offers else None
 
 
 def _params(pairs: Sequence[str]) -> dict[str, object]:

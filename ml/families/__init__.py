@@ -4,7 +4,7 @@ Every family is a module (or a subpackage split by concern) here exporting ``FAM
 :class:`ml.family.Family`, and ``MODEL_NAME``, its registered model's name.
 """
 
-from ml.families import budget, churn, clv, pricing, propensity, send_time
+from ml.families import budget, churn, clv, pricing, propensity, recommend, send_time, uplift
 
 #: Every family revopt trains and scores. A new family: its module here and one line in this tuple.
 FAMILIES = (
@@ -14,4 +14,6 @@ FAMILIES = (
     pricing.FAMILY,
     send_time.FAMILY,
     budget.FAMILY,
+    recommend.FAMILY,
+    uplift.FAMILY,
 )

@@ -135,6 +135,19 @@ CREATE TABLE IF NOT EXISTS shop.experiment_exposures (
     PRIMARY KEY (experiment_id, unit_id)
 );
 
+-- Optional: the store's retention and win-back offers with their randomised control groups, one row per
+-- customer and campaign: the customers sent the offer (treated) and those of the same campaign held out
+-- at random and not contacted (treated = false). The uplift model learns from them what an offer changes;
+-- without rows (or without a control group) it is not trained.
+CREATE TABLE IF NOT EXISTS shop.offers (
+    offer_id     bigint PRIMARY KEY,
+    customer_id  bigint NOT NULL,
+    sent_at      timestamptz NOT NULL,            -- when the offer was sent (or, for the control, would have been)
+    offer_type   text NOT NULL,                   -- 'retention' | 'win_back' | the store's own kinds
+    discount     numeric(5, 4) NOT NULL,          -- fraction off the customer's next order, 0..1
+    treated      boolean NOT NULL                 -- true: sent; false: the campaign's randomised control, not contacted
+);
+
 -- Spend per day, channel and (optionally) campaign. ``campaign`` is optional in a store's view: a store
 -- without campaigns leaves it out (or '' for every row) and every campaign analysis runs per channel.
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
@@ -214,6 +227,23 @@ CREATE TABLE IF NOT EXISTS truth.order_causes (   -- what brought each order abo
     campaign  text                                -- the paid campaign or email newsletter; none ('' in the generator's
                                                   -- frame, NULL once COPYed: copy_frame loads '' as NULL) for organic and direct
 );
+
+CREATE TABLE IF NOT EXISTS truth.customer_taste ( -- each customer's category preference; empty when the store has no taste
+    customer_id  bigint NOT NULL,
+    category     text NOT NULL,                   -- every category the store sells
+    share        double precision NOT NULL,       -- expected share of the customer's lines in the category at the
+                                                  -- store's mean prices (sums to 1 per customer)
+    PRIMARY KEY (customer_id, category)
+);
+
+CREATE TABLE IF NOT EXISTS truth.offer_effects (  -- what each offer of shop.offers did (or would have done, for the control)
+    offer_id         bigint PRIMARY KEY,
+    customer_id      bigint NOT NULL,
+    response_type    text NOT NULL,               -- 'persuadable' | 'sure_thing' | 'lost_cause' | 'sleeping_dog'
+    p_order_control  double precision NOT NULL,   -- P(an order within the horizon) without the offer
+    p_order_treated  double precision NOT NULL,   -- P(an order within the horizon) with it
+    revenue_effect   double precision NOT NULL    -- expected incremental revenue in the horizon, before the discount
+);
 """
 
 #: ClickHouse events table. ``customer_id = 0`` means an anonymous visitor, ``product_id = 0``
@@ -243,11 +273,11 @@ ORDER BY (customer_id, event_time)
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
 #: Ground-truth tables of the synthetic generator (schema ``truth``).
 TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "cross_elasticities", "channels",
-                "daily_intensity", "campaigns", "order_causes")
+                "daily_intensity", "campaigns", "order_causes", "customer_taste", "offer_effects")
 #: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
-#: aggregated demand, the listing periods or the exposure-based experiment analysis are then off).
+#: aggregated demand, the listing periods, the exposure-based experiment analysis or the uplift model are then off).
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups",
-                        "experiment_exposures")
+                        "experiment_exposures", "offers")
 #: The values of ``shop.promotions.promo_type``.
 PROMO_TYPES = ("price_reduction", "display", "feature")
 
@@ -273,6 +303,8 @@ OPTIONAL_SOURCE_COLUMNS = {
     "listings": {"product_id": "integer", "start_date": "date", "end_date": "date"},
     "product_groups": {"product_id": "integer", "brand": "text", "location": "text"},
     "experiment_exposures": {"experiment_id": "text", "unit_id": "integer", "first_exposed_at": "timestamp"},
+    "offers": {"offer_id": "integer", "customer_id": "integer", "sent_at": "timestamp", "offer_type": "text",
+               "discount": "numeric", "treated": "boolean"},
 }
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}

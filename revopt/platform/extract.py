@@ -265,13 +265,62 @@ ORDER BY experiment_id, unit_id
 """
 EXPOSURE_COLUMNS = ("experiment_id", "unit_id", "first_exposed_at")
 
+# Optional uplift source (empty when the store keeps no offers): the offers, sent and held-out control
+# alike, of campaigns sent in the extract window (their outcomes are the orders of the same window).
+OFFERS_SQL = """
+SELECT offer_id, customer_id, sent_at, offer_type, discount::float8 AS discount, treated
+FROM shop.offers
+WHERE sent_at < %(run_ts)s AND sent_at >= %(since_ts)s
+ORDER BY sent_at, offer_id
+"""
+OFFER_COLUMNS = ("offer_id", "customer_id", "sent_at", "offer_type", "discount", "treated")
+
+# The recommender's purchases: completed orders in the window, one row per order and product (a product on
+# several lines of one order counts once), with the product's name where the store's shop.products has
+# one ({name}: ``name::text`` or ``NULL::text``). Orders and products are deduplicated first, so duplicated
+# source rows cannot multiply a purchase.
+ORDER_ITEMS_SQL = """
+WITH o AS (
+    SELECT DISTINCT ON (order_id) order_id, customer_id, order_ts
+    FROM shop.orders
+    WHERE status = 'completed' AND order_ts < %(run_ts)s AND order_ts >= %(since_ts)s
+    ORDER BY order_id
+),
+l AS (
+    SELECT order_id, product_id, sum(quantity)::bigint AS quantity, sum(quantity * unit_price)::float8 AS value
+    FROM shop.order_lines
+    WHERE product_id IS NOT NULL AND order_id IN (SELECT order_id FROM o)
+    GROUP BY order_id, product_id
+),
+p AS (
+    SELECT DISTINCT ON (product_id) product_id, {name} AS product_name FROM shop.products ORDER BY product_id
+)
+SELECT o.order_id, o.customer_id, o.order_ts, l.product_id, l.quantity, l.value, p.product_name
+FROM l JOIN o ON o.order_id = l.order_id LEFT JOIN p ON p.product_id = l.product_id
+ORDER BY o.order_id, l.product_id
+"""
+ORDER_ITEM_COLUMNS = ("order_id", "customer_id", "order_ts", "product_id", "quantity", "value", "product_name")
+
+# The recommender's product views: per known customer, product and UTC day (machine events left out).
+PRODUCT_VIEWS_SQL = """
+SELECT toInt64(customer_id) AS customer_id, toInt64(product_id) AS product_id, toDate(event_time) AS day,
+       toInt64(count()) AS views
+FROM {database}.events
+WHERE event_type = 'product_view' AND customer_id != 0 AND product_id != 0 AND is_machine = 0
+  AND event_time >= {{since:DateTime64(3, 'UTC')}}
+  AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+GROUP BY customer_id, product_id, day
+ORDER BY customer_id, product_id, day
+"""
+PRODUCT_VIEW_COLUMNS = ("customer_id", "product_id", "day", "views")
+
 DATASETS = (
     "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
     "competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups", "engagement_by_hour",
-    "marketing_spend", "experiment_exposures",
+    "marketing_spend", "experiment_exposures", "offers", "order_items", "product_views",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
-EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour")
+EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour", "product_views")
 #: A dataset computed inside the events store by a caller's builder (e.g. the customers' event
 #: features, ``features.customer.event_features_in_store``): (store or None, since, run_ts) -> frame.
 EventBuilder = Callable[[EventStore | None, pd.Timestamp, pd.Timestamp], pd.DataFrame]
@@ -352,6 +401,12 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         exposures = typed_exposures(
             _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))
         ) if "experiment_exposures" in datasets else None
+        offers = typed_offers(
+            _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))
+        ) if "offers" in datasets else None
+        order_items = typed_order_items(read_frame(
+            conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
+            window)) if "order_items" in datasets else None
         campaign = "campaign" if _has_column(conn, "marketing_spend", "campaign") else "''"
         spend = _typed(
             read_frame(conn, MARKETING_SPEND_SQL.format(campaign=campaign), window),
@@ -362,9 +417,11 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
     if store is None:
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
-        daily_events, engagement = empty_daily_events(), empty_engagement()
+        daily_events, engagement, views = empty_daily_events(), empty_engagement(), empty_product_views()
     else:
-        daily_events = engagement = None
+        daily_events = engagement = views = None
+        if "product_views" in datasets:
+            views = product_views(store, since_ts, run_ts)
         if "customer_daily_events" in datasets:
             daily_events = store.query_df(
                 DAILY_EVENTS_SQL.format(database=store.database),
@@ -383,6 +440,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "promotions": promotions, "product_sales": product_sales, "listings": listings,
         "product_groups": product_groups,
         "engagement_by_hour": engagement, "marketing_spend": spend, "experiment_exposures": exposures,
+        "offers": offers, "order_items": order_items, "product_views": views,
     }
     extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
     for name, frame in extracted.items():
@@ -405,6 +463,40 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
     return _typed_engagement(frame) if len(frame.columns) else empty_engagement()
 
 
+def product_views(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
+    """Product views per known customer, product and UTC day in ``[since_ts, run_ts)`` (see
+    :data:`PRODUCT_VIEWS_SQL`); ``day`` is ``datetime64[ns]``."""
+    frame = store.query_df(
+        PRODUCT_VIEWS_SQL.format(database=store.database),
+        {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
+    )
+    return _typed_views(frame) if len(frame.columns) else empty_product_views()
+
+
+def empty_product_views() -> pd.DataFrame:
+    """A typed ``product_views`` extract with no rows (a store without clickstream)."""
+    return _typed_views(pd.DataFrame(columns=list(PRODUCT_VIEW_COLUMNS)))
+
+
+def _typed_views(frame: pd.DataFrame) -> pd.DataFrame:
+    typed = frame.astype({"customer_id": "int64", "product_id": "int64", "views": "int64"})
+    typed["day"] = pd.to_datetime(typed["day"]).astype("datetime64[ns]")
+    return typed
+
+
+def typed_order_items(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ``order_items`` extract typed (ids and quantity int64, value float64, ``product_name`` str,
+    ``order_ts`` ``datetime64[ns, UTC]``), the empty frame of a store without orders too."""
+    if not len(frame.columns):
+        frame = pd.DataFrame(columns=list(ORDER_ITEM_COLUMNS))
+    dtypes = {"order_id": "int64", "customer_id": "int64", "product_id": "int64", "quantity": "int64", "value": "float64"}
+    typed = _cast(frame, {**dtypes, "product_name": "str"})
+    if not len(typed):
+        typed = typed.astype({**dtypes, "product_name": object})
+    typed["order_ts"] = pd.to_datetime(typed["order_ts"], utc=True).astype("datetime64[ns, UTC]")
+    return typed
+
+
 def empty_daily_events() -> pd.DataFrame:
     """A typed ``customer_daily_events`` extract with no rows (a store without clickstream)."""
     return _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
@@ -423,6 +515,18 @@ def typed_exposures(frame: pd.DataFrame) -> pd.DataFrame:
     if not len(typed):
         typed = typed.astype({"experiment_id": object, "unit_id": "int64"})
     typed["first_exposed_at"] = pd.to_datetime(typed["first_exposed_at"], utc=True).astype("datetime64[ns, UTC]")
+    return typed
+
+
+def typed_offers(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ``offers`` extract typed: ids int64, ``sent_at`` ``datetime64[ns, UTC]``, ``offer_type`` str,
+    ``discount`` float64 and ``treated`` bool, the empty frame of a store without offers too."""
+    typed = _cast(frame, {"offer_id": "int64", "customer_id": "int64", "offer_type": "str", "discount": "float64",
+                          "treated": "bool"})
+    if not len(typed):
+        typed = typed.astype({"offer_id": "int64", "customer_id": "int64", "offer_type": object, "discount": "float64",
+                              "treated": bool})
+    typed["sent_at"] = pd.to_datetime(typed["sent_at"], utc=True).astype("datetime64[ns, UTC]")
     return typed
 
 

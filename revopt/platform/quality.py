@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 ROW_COUNT_LOW = 0.5
 ROW_COUNT_HIGH = 2.0
 #: datasets whose size legitimately jumps from one run to the next: an experiment's launch multiplies
-#: the exposures overnight (their suite still checks every row)
-ROW_COUNT_EXEMPT = frozenset({"experiment_exposures"})
+#: the exposures overnight, an offer campaign adds all its offers on one day (their suites still check
+#: every row)
+ROW_COUNT_EXEMPT = frozenset({"experiment_exposures", "offers"})
 RECENT_RUNS = 7
 RECENT_DAYS = 30
 

@@ -113,6 +113,13 @@ cost), recorded in ``order_lines.discount``.  Each basket line picks product ``j
 ``popularity_j x exp(u_j(d)) x (effective_price_j(d) / reference_price_j) ** e_j``; lines per
 order = 1 + Poisson(k_i), quantity = 1 + Poisson(0.25).
 
+Customer taste (:class:`revopt.sample_data.taste.TasteDesign`, on by default).  Each customer leans to one
+or two categories (``truth.customer_taste``) and has a few favourite products they rebuy: a basket line,
+and a known customer's product view, picks its category with weight the customer's category share x
+the day's category choice mass over its mean, then its product in the category with the weight above,
+boosted for the customer's favourites, so prices keep moving demand.  The same uniform draws pick
+the products, so only product ids change; ``TasteDesign(strength=0)`` is the store before generator 1.3.
+
 Events.  Every order has a web session ``page_view -> product_view(s) -> (product_view,
 add_to_cart) per line -> checkout -> purchase`` whose purchase event is at ``order_ts``, through
 its purchase channel and campaign.  Every assisted order also has its exposure session
@@ -140,6 +147,15 @@ so on), in the Poisson orders and the email-driven ones alike, while browsing an
 keep the old rates.  Past frequency and engagement, which predicted purchases before the change,
 then point the wrong way: a model trained before it degrades after it (outcome monitoring,
 docs/monitoring.md).  Off, the store is exactly the one drawn without the option.
+
+Offers (optional, off by default).  With ``offers=OfferDesign()`` the store sends randomised retention
+and win-back offer campaigns with a control group (``shop.offers``) whose known, heterogeneous effects
+(persuadables, sure things, lost causes, sleeping dogs: ``truth.offer_effects``) act on the orders drawn
+above: a treated persuadable's extra order, a treated sleeping dog's earlier dropout (its later orders
+removed, ``truth.customers.churn_date`` moved), and the offer's discount on the lines of each treated
+customer's next order (:mod:`revopt.sample_data.offers`).  The offers draw from their own stream, so
+with ``offers=None`` the store is exactly the one drawn without the option; the newsletter opens and
+sessions of a sleeping dog after its earlier dropout stay as drawn.
 
 Planted experiment (optional, off by default).  With ``experiment_effect=ExperimentEffect(...)``
 each customer in a variant buys, from the experiment's day on, at their rate times the variant's
@@ -185,17 +201,19 @@ from scipy.signal import lfilter
 
 from revopt.platform.contract import EVENT_TYPES
 from revopt.sample_data.draws import choice as _choice, named_streams, positions_in_group as _positions_in_group
+from revopt.sample_data.taste import CustomerTaste, TasteDesign, customer_taste_truth, draw_taste
+from revopt.sample_data.offers import OfferDesign, OfferDraw, coupon_discounts, draw_offers, empty_effects
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"
 
 _MS_PER_DAY = 86_400_000
 _MS_PER_MINUTE = 60_000
 
 # New streams go at the end: a child's draws depend on its position only, so the others stay the same.
 _STREAMS = ("marketing", "customers", "products", "emails", "orders", "lines", "sessions", "anonymous",
-            "campaigns", "journeys")
+            "campaigns", "journeys", "taste", "offers")
 #: streams drawn once for the whole store (every chunk of generate_store_chunks shares them)
 _STORE_WIDE_STREAMS = ("marketing", "products", "campaigns")
 
@@ -451,6 +469,7 @@ class _Customers:
     click_prob: np.ndarray
     change_day: int | None = None  # from this day on, purchases follow rate_after (BehaviourChange)
     rate_after: np.ndarray | None = None
+    taste: CustomerTaste | None = None  # None: every customer picks products from the day's choice alone
 
     def purchase_rate(self, customer: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Customer ``customer``'s purchase rate on ``day`` (element-wise)."""
@@ -464,6 +483,7 @@ class _Products:
     list_price: np.ndarray  # (days, products)
     discount: np.ndarray  # (days, products)
     choice_cdf: np.ndarray  # (days, products), row-wise cumulative choice probabilities
+    category: np.ndarray  # (products,) index into _CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -528,13 +548,17 @@ def generate_store(
     behaviour_change: BehaviourChange | None = None,
     experiment_effect: ExperimentEffect | None = None,
     attribution: AttributionDesign = AttributionDesign(),
+    taste: TasteDesign = TasteDesign(),
+    offers: OfferDesign | None = None,
 ) -> SyntheticStore:
     """Draw a synthetic store with ``n_customers`` customers over ``[start, start + days)``.
 
     ``n_products`` defaults to ``max(50, min(500, n_customers // 200))``.  ``behaviour_change``
     (None: off) changes the customers' purchase behaviour mid-way; ``experiment_effect`` (None: off)
     plants an experiment's true effect on purchase rates (not both at once); ``attribution`` says how
-    paid channels' orders reach the store (:data:`NO_ASSISTS`: always through their cause).  The same
+    paid channels' orders reach the store (:data:`NO_ASSISTS`: always through their cause); ``taste`` how
+    strongly customers prefer their own categories and favourite products (strength 0: not at all); ``offers``
+    (None: off) the randomised offer campaigns and their effects (:mod:`revopt.sample_data.offers`).  The same
     arguments always give identical frames.  See the module docstring for the generative model.
     """
     if n_customers < 1 or days < 1:
@@ -552,7 +576,8 @@ def generate_store(
             raise ValueError(f"experiment_effect needs 0 < day < {days} and one variant per customer ({n_customers}), "
                              f"got day {experiment_effect.day} and {len(experiment_effect.variant_of_customer)}")
     return _generate(n_customers, days, start, seed, n_products, _streams(seed), store_customers=n_customers,
-                     behaviour_change=behaviour_change, experiment_effect=experiment_effect, attribution=attribution)
+                     behaviour_change=behaviour_change, experiment_effect=experiment_effect, attribution=attribution,
+                     taste=taste, offers=offers)
 
 
 def generate_store_chunks(
@@ -563,6 +588,7 @@ def generate_store_chunks(
     chunk_customers: int = 100_000,
     n_products: int | None = None,
     attribution: AttributionDesign = AttributionDesign(),
+    taste: TasteDesign = TasteDesign(),
 ) -> Iterator[SyntheticStore]:
     """One store of ``n_customers`` customers drawn in pieces of at most ``chunk_customers``, for
     sizes whose events would not fit in memory at once (benchmarks at a million customers).
@@ -590,10 +616,11 @@ def generate_store_chunks(
         store_wide = _streams(seed)
         rngs = {**_streams((seed, number + 1)), **{name: store_wide[name] for name in _STORE_WIDE_STREAMS}}
         chunk = _generate(size, days, start, seed, n_products, rngs, store_customers=n_customers,
-                          attribution=attribution)
+                          attribution=attribution, taste=taste)
         shop, truth, events = chunk.shop, chunk.truth, chunk.events
         shop["customers"]["customer_id"] += customer_offset
         truth["customers"]["customer_id"] += customer_offset
+        truth["customer_taste"]["customer_id"] += customer_offset
         shop["orders"]["customer_id"] += customer_offset
         shop["orders"]["order_id"] += order_offset
         shop["order_lines"]["order_id"] += order_offset
@@ -609,7 +636,7 @@ def generate_store_chunks(
         order_offset = max(order_offset, int(shop["orders"]["order_id"].to_numpy().max(initial=0)))
         session_offset = max(session_offset, int(events["session_id"].to_numpy().max(initial=0)))
         if number == 0:
-            design = _base_spend_rows(n_customers / 100_000) | attribution.run_parameters()
+            design = _base_spend_rows(n_customers / 100_000) | attribution.run_parameters() | taste.run_parameters()
             truth["generator_run"] = pd.DataFrame(
                 {
                     "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", "chunk_customers",
@@ -622,7 +649,7 @@ def generate_store_chunks(
         else:
             yield SyntheticStore(
                 shop={name: shop[name] for name in ("customers", "orders", "order_lines")},
-                truth={name: truth[name] for name in ("customers", "order_causes")},
+                truth={name: truth[name] for name in ("customers", "order_causes", "customer_taste")},
                 events=events,
             )
 
@@ -638,6 +665,8 @@ def _generate(
     behaviour_change: BehaviourChange | None = None,
     experiment_effect: ExperimentEffect | None = None,
     attribution: AttributionDesign = AttributionDesign(),
+    taste: TasteDesign = TasteDesign(),
+    offers: OfferDesign | None = None,
 ) -> SyntheticStore:
     began = time.perf_counter()
     dates = pd.date_range(pd.Timestamp(start).normalize(), periods=days, freq="D")
@@ -661,6 +690,9 @@ def _generate(
     if experiment_effect is not None:
         customers = replace(customers, change_day=experiment_effect.day,
                             rate_after=customers.rate * experiment_effect.multipliers())
+    if taste.strength > 0:
+        customers = replace(customers, taste=draw_taste(rngs["taste"], taste, products.choice_cdf, products.category,
+                                                        len(_CATEGORIES), n_customers))
     logger.info("drew %d customers and %d products (%.1fs)", n_customers, n_products, time.perf_counter() - began)
 
     emails = _draw_emails(rngs["emails"], customers, intensity, offsets, end_ms)
@@ -670,9 +702,18 @@ def _generate(
     orders, orders_frame = _draw_orders(
         rngs["orders"], customers, emails, cum_intensity, marketing.channel_cdf, offsets, origin
     )
+    offer_draw = None
+    if offers is not None:
+        customers, orders, orders_frame, offer_draw = _with_offers(
+            rngs["offers"], offers, customers, orders, orders_frame, intensity, customer_truth, offsets, origin)
+        customer_truth = customer_truth.assign(churn_date=pd.Series(_dates(np.minimum(customers.churn_day, days), dates))
+                                               .where(customers.churn_day < days).to_numpy())
     journeys = _draw_journeys(rngs["journeys"], orders, customers, campaigns, newsletter_of_day, attribution)
     orders_frame["channel"] = np.asarray(_ORDER_CHANNELS, dtype=object)[journeys.channel]  # the store's last touch
     lines_frame, line_order, line_product = _draw_lines(rngs["lines"], orders, customers, products)
+    if offer_draw is not None:
+        lines_frame = _with_coupons(lines_frame, line_order, line_product, orders.day, products, coupon_discounts(
+            offer_draw.offers, orders_frame["customer_id"].to_numpy(), orders_frame["order_ts"], offers.horizon_days))
     logger.info("drew %d orders and %d lines (%.1fs)", len(orders_frame), len(lines_frame), time.perf_counter() - began)
 
     events = _build_events(
@@ -682,7 +723,8 @@ def _generate(
     )
     logger.info("built %d events (%.1fs)", len(events), time.perf_counter() - began)
 
-    design = _base_spend_rows(store_customers / 100_000) | attribution.run_parameters()
+    design = _base_spend_rows(store_customers / 100_000) | attribution.run_parameters() | taste.run_parameters()
+    design |= {} if offers is None else offers.run_parameters()
     generator_run = pd.DataFrame(
         {
             "key": ["seed", "n_customers", "days", "start", "n_products", "generator_version", *design],
@@ -710,6 +752,8 @@ def _generate(
     }
     if experiment_effect is not None and experiment_effect.exposure_share is not None:
         shop["experiment_exposures"] = _exposures(experiment_effect, customers, origin, days, seed)
+    if offer_draw is not None:
+        shop["offers"] = offer_draw.offers
     truth = {
         "generator_run": generator_run,
         "customers": customer_truth,
@@ -724,6 +768,8 @@ def _generate(
         "daily_intensity": daily_intensity,
         "campaigns": campaigns.truth,
         "order_causes": _order_causes(orders, journeys, campaign_names),
+        "customer_taste": customer_taste_truth(customers.taste, tuple(c[0] for c in _CATEGORIES)),
+        "offer_effects": empty_effects() if offer_draw is None else offer_draw.effects,
     }
     logger.info("generated store seed=%d in %.1fs", seed, time.perf_counter() - began)
     return SyntheticStore(shop=shop, truth=truth, events=events)
@@ -743,6 +789,59 @@ def _exposures(effect: ExperimentEffect, customers: _Customers, origin: pd.Times
     return pd.DataFrame({"experiment_id": np.full(int(logged.sum()), effect.experiment_id, dtype=object),
                          "unit_id": np.flatnonzero(logged).astype(np.int64) + 1,
                          "first_exposed_at": _timestamps(at_ms, origin)})
+
+
+def _with_offers(rng: np.random.Generator, design: OfferDesign, customers: _Customers, orders: _Orders,
+                 frame: pd.DataFrame, intensity: np.ndarray, customer_truth: pd.DataFrame, offsets: np.ndarray,
+                 origin: pd.Timestamp) -> tuple[_Customers, _Orders, pd.DataFrame, OfferDraw]:
+    """The store's offer campaigns (:func:`revopt.sample_data.offers.draw_offers`) applied to its drawn
+    orders: the orders of sleeping dogs who dropped out after an offer are gone, the persuadables' extra
+    orders (caused by the offer's email, at the customer's usual hour) are in, order ids renumbered in
+    time order. Returns the customers with their new dropout days, the orders, their frame and the draw."""
+    # the newsletter's extra purchase intensity (Purchases, module docstring): weekly sends at a uniform
+    # send hour, opened at open_rate x the hour's bell, each open tripling that day's intensity
+    hours = np.arange(_SEND_HOURS[0], _SEND_HOURS[1] + 1)
+    distance = np.abs(hours[None, :] - np.arange(24)[:, None])
+    distance = np.minimum(distance, 24 - distance)
+    bell = (_OPEN_FLOOR + (1.0 - _OPEN_FLOOR) * np.exp(-0.5 * (distance / _OPEN_BELL_SD_HOURS) ** 2)).mean(axis=1)
+    email_boost = customers.opt_in * customers.open_rate * bell[customers.best_hour] * _EMAIL_OPEN_BOOST / 7.0
+    draw = draw_offers(rng, design, signup_day=customers.signup_day, churn_day=customers.churn_day, rate=customers.rate,
+                       open_rate=customers.open_rate, opt_in=customers.opt_in,
+                       basket_value=customer_truth["mean_basket_value"].to_numpy(), email_boost=email_boost,
+                       order_customer=orders.customer, order_day=orders.day, intensity=intensity, origin=origin,
+                       completed_share=1.0 - _CANCEL_SHARE)
+    kept, extra = draw.kept, draw.extra_customer
+    local_hour = np.mod(customers.order_hour[extra] + rng.normal(0.0, 2.0, len(extra)), 24.0)
+    extra_ms = _local_hour_to_utc_ms(draw.extra_day, local_hour, customers.tz[extra], offsets) // 1000 * 1000
+    customer = np.concatenate([orders.customer[kept], extra])
+    time_ms = np.concatenate([orders.time_ms[kept], extra_ms])
+    cause = np.concatenate([orders.cause[kept], np.full(len(extra), _EMAIL_CHANNEL)])
+    send = np.concatenate([orders.email_send[kept], np.full(len(extra), -1, dtype=np.int64)])
+    floor_ms = np.concatenate([orders.floor_ms[kept], draw.extra_day.astype(np.int64) * _MS_PER_DAY])
+    status = np.concatenate([frame["status"].to_numpy()[kept], np.where(
+        rng.random(len(extra)) < _CANCEL_SHARE, "cancelled", "completed").astype(object)])
+    order = np.lexsort((customer, time_ms))
+    customer, time_ms, cause, send, floor_ms, status = (
+        customer[order], time_ms[order], cause[order], send[order], floor_ms[order], status[order])
+    frame = pd.DataFrame({"order_id": np.arange(1, len(customer) + 1, dtype=np.int64),
+                          "customer_id": customer.astype(np.int64) + 1, "order_ts": _timestamps(time_ms, origin),
+                          "channel": np.asarray(_ORDER_CHANNELS, dtype=object)[cause], "status": status})
+    orders = _Orders(customer=customer, time_ms=time_ms, day=time_ms // _MS_PER_DAY, cause=cause, email_send=send,
+                     floor_ms=floor_ms)
+    return replace(customers, churn_day=draw.churn_day), orders, frame, draw
+
+
+def _with_coupons(lines: pd.DataFrame, line_order: np.ndarray, line_product: np.ndarray, order_day: np.ndarray,
+                  products: _Products, coupon: np.ndarray) -> pd.DataFrame:
+    """Order lines with each redeemed offer's discount (``coupon``, per order) on its order's lines: the
+    larger of it and the day's promotion off the list price."""
+    offered = coupon[line_order]
+    if not (offered > 0).any():
+        return lines
+    day = order_day[line_order]
+    discount = np.maximum(products.discount[day, line_product], offered)
+    list_price = products.list_price[day, line_product]
+    return lines.assign(unit_price=np.round(list_price * (1.0 - discount), 2), discount=np.round(discount, 4))
 
 
 # --- randomness and calendar ---------------------------------------------------------------------
@@ -1108,7 +1207,7 @@ def _draw_products(
     effective = list_price * (1.0 - discount)
     log_weight = np.log(popularity) + latent + elasticity * np.log(effective / reference)
     weights = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
-    products = _Products(list_price=list_price, discount=discount, choice_cdf=_row_cdf(weights))
+    products = _Products(list_price=list_price, discount=discount, choice_cdf=_row_cdf(weights), category=category)
 
     ids = np.arange(1, n + 1, dtype=np.int64)
     category_names = np.asarray([c[0] for c in _CATEGORIES], dtype=object)
@@ -1311,13 +1410,23 @@ def _timestamps(time_ms: np.ndarray, origin: pd.Timestamp) -> pd.DatetimeIndex:
     return pd.to_datetime(origin.value // 1_000_000 + time_ms, unit="ms", utc=True)
 
 
+def _choose_products(
+    products: _Products, taste: CustomerTaste | None, customer: np.ndarray, day: np.ndarray, uniforms: np.ndarray
+) -> np.ndarray:
+    """Product index of each draw by customer index ``customer`` on ``day``, one uniform each: by the customers'
+    taste when the store has one (:mod:`revopt.sample_data.taste`), else from the day's choice alone."""
+    if taste is None:
+        return _sample_rows(products.choice_cdf, day, uniforms)
+    return taste.draw(customer, day, uniforms)
+
+
 def _draw_lines(
     rng: np.random.Generator, orders: _Orders, customers: _Customers, products: _Products
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     n_lines = 1 + rng.poisson(customers.basket_k[orders.customer])
     line_order = np.repeat(np.arange(len(n_lines)), n_lines)
     day = orders.day[line_order]
-    product = _sample_rows(products.choice_cdf, day, rng.random(len(line_order)))
+    product = _choose_products(products, customers.taste, orders.customer[line_order], day, rng.random(len(line_order)))
     quantity = 1 + rng.poisson(_EXTRA_QUANTITY_MEAN, len(line_order))
     list_price = products.list_price[day, product]
     discount = products.discount[day, product]
@@ -1533,7 +1642,8 @@ def _purchase_sessions(
     extra = np.repeat(np.arange(n), n_extra)
     at = first[extra] + 1 + _positions_in_group(n_extra)
     code[at] = _EVENT_CODE["product_view"]
-    product[at] = _sample_rows(products.choice_cdf, orders.day[extra], rng.random(len(extra))) + 1
+    product[at] = _choose_products(products, customers.taste, orders.customer[extra], orders.day[extra],
+                                   rng.random(len(extra))) + 1
     at = first[line_order] + 1 + n_extra[line_order] + 2 * _positions_in_group(n_lines)
     code[at] = _EVENT_CODE["product_view"]
     code[at + 1] = _EVENT_CODE["add_to_cart"]
@@ -1575,6 +1685,7 @@ def _browse_sessions(
     return _funnel_sessions(
         rng, day, local_hour, customers.tz[owner], owner.astype(np.int64) + 1,
         _session_device(rng, customers.device[owner]), _BROWSE_DEPTH_SHARE, products, traffic_cdf, offsets,
+        taste=customers.taste,
     )
 
 
@@ -1610,8 +1721,10 @@ def _funnel_sessions(
     products: _Products,
     traffic_cdf: np.ndarray,
     offsets: np.ndarray,
+    taste: CustomerTaste | None = None,
 ) -> _Sessions:
-    """Sessions that leave the funnel at a random depth: page_view, product views, add_to_cart, checkout."""
+    """Sessions that leave the funnel at a random depth: page_view, product views, add_to_cart, checkout;
+    known customers' views follow ``taste`` (customer ``customer_id - 1``)."""
     n = len(day)
     depth = _choice(rng, depth_share, n) + 1
     n_views = np.where(depth >= 2, 1 + rng.poisson(1.5, n), 0)
@@ -1624,7 +1737,7 @@ def _funnel_sessions(
     viewer = np.repeat(np.arange(n), n_views)
     at = first[viewer] + 1 + _positions_in_group(n_views)
     code[at] = _EVENT_CODE["product_view"]
-    product[at] = _sample_rows(products.choice_cdf, day[viewer], rng.random(len(viewer))) + 1
+    product[at] = _choose_products(products, taste, customer_id[viewer] - 1, day[viewer], rng.random(len(viewer))) + 1
     carted = np.flatnonzero(depth >= 3)
     at = first[carted] + 1 + n_views[carted]
     code[at] = _EVENT_CODE["add_to_cart"]
@@ -1671,7 +1784,8 @@ def _exposure_sessions(
     viewer = np.repeat(np.arange(n), n_views)
     at = first[viewer] + 1 + _positions_in_group(n_views)
     code[at] = _EVENT_CODE["product_view"]
-    product[at] = _sample_rows(products.choice_cdf, start[viewer] // _MS_PER_DAY, rng.random(len(viewer))) + 1
+    product[at] = _choose_products(products, customers.taste, orders.customer[which][viewer], start[viewer] // _MS_PER_DAY,
+                                   rng.random(len(viewer))) + 1
 
     duration = np.floor(rng.uniform(*_EXPOSURE_SESSION_MINUTES, n) * _MS_PER_MINUTE).astype(np.int64)
     duration = np.clip(duration, 0, purchase_start_ms[which] - start - 1)

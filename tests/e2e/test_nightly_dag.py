@@ -12,27 +12,31 @@ import pytest
 from mlflow import MlflowClient
 
 from features.customer import FEATURE_COLUMNS
-from ml.families import budget, churn, clv, pricing, propensity, send_time
+from ml.families import budget, churn, clv, pricing, propensity, recommend, send_time, uplift
 from ml.params import RunParams
 from ml.registry import SPEC_TAG
 from revopt import cli
 from revopt.platform.postgres import read_frame
 from revopt.platform.resources import configure_mlflow
+from revopt.sample_data.offers import OfferDesign
 from revopt.sample_data.seed import seed_synthetic
 from revopt.platform.stack import close_event_stores, connect_postgres
 
 START = dt.date(2024, 1, 1)
 DAYS = 300
 RUN_DATE = START + dt.timedelta(days=DAYS)
-MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL_NAME, send_time.MODEL_NAME, budget.MODEL_NAME)
+MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL_NAME, send_time.MODEL_NAME, budget.MODEL_NAME,
+          recommend.MODEL_NAME)
+#: trained and gated, but on a store this small its promotion is not guaranteed (docs/personalisation.md)
+GATED_ONLY = (uplift.MODEL_NAME,)
 FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
 @pytest.fixture(scope="module")
 def seeded(settings, forget_models):
-    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11)
+    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11, offers=OfferDesign())
     close_event_stores()  # Airflow's task process opens the chDB folder next
-    forget_models(MODELS)  # this store's first training starts without champions
+    forget_models(MODELS + GATED_ONLY)  # this store's first training starts without champions
     return report
 
 
@@ -75,7 +79,7 @@ def test_training_registers_every_family_as_champion_with_nested_trials(settings
         [propensity_run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{propensity_run.info.run_id}'"
     )
     assert len(trials) == 4
-    assert set(_decisions(settings)["model_name"]) == set(MODELS)
+    assert set(_decisions(settings)["model_name"]) == set(MODELS + GATED_ONLY)
 
 
 def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings, seeded):
@@ -256,6 +260,76 @@ def test_nightly_dag_publishes_daily_campaign_analytics_that_add_up(settings, se
     assert np.isfinite(numbers.to_numpy(float)).all() and recommendations["reason"].str.len().gt(0).all()
 
 
+def test_nightly_dag_publishes_top_k_recommendations_under_the_business_rules(settings, seeded):
+    params = RunParams()
+    with connect_postgres(settings) as conn:
+        recs = read_frame(conn, "SELECT r.*, p.category AS product_category FROM scores.recommendations r "
+                                "JOIN shop.products p USING (product_id) WHERE r.run_date = %s", (RUN_DATE,))
+        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
+        recent = read_frame(conn, "SELECT DISTINCT o.customer_id, l.product_id FROM shop.orders o JOIN shop.order_lines l "
+                                  "USING (order_id) WHERE o.status = 'completed' AND o.order_ts >= %s AND o.order_ts < %s",
+                            (RUN_DATE - dt.timedelta(days=params.recs_exclude_bought_days), RUN_DATE))
+    assert set(recs["customer_id"]) == set(customers["customer_id"])  # cold-start customers get popularity
+    per_customer = recs.groupby("customer_id")
+    assert per_customer.size().max() <= params.recs_k
+    assert not recs.duplicated(["customer_id", "product_id"]).any()
+    assert (per_customer["rank"].apply(lambda r: sorted(r) == list(range(1, len(r) + 1)))).all()
+    assert not recs["product_category"].isin(params.recs_exclude_categories).any()
+    assert recs.groupby(["customer_id", "product_category"]).size().max() <= params.recs_max_per_category
+    bought = recs.merge(recent, on=["customer_id", "product_id"])
+    assert bought.empty, f"{len(bought)} recommendations of products bought in the last {params.recs_exclude_bought_days} days"
+    assert {"model", "segment_popularity"} <= set(recs["source"]) or "popularity" in set(recs["source"])
+    configure_mlflow(settings)
+    champion = MlflowClient().get_model_version_by_alias(recommend.MODEL_NAME, "champion")
+    assert set(recs["model_version"]) == {str(champion.version)}
+
+
+def test_nightly_dag_publishes_segments_for_every_customer_with_profiles_that_add_up(settings, seeded):
+    with connect_postgres(settings) as conn:
+        segments = read_frame(conn, "SELECT * FROM scores.customer_segments WHERE run_date = %s", (RUN_DATE,))
+        profiles = read_frame(conn, "SELECT * FROM scores.segment_profiles WHERE run_date = %s", (RUN_DATE,))
+        scores = read_frame(conn, "SELECT customer_id, churn_risk FROM scores.customer_scores WHERE run_date = %s",
+                            (RUN_DATE,))
+    assert set(segments["customer_id"]) == set(scores["customer_id"])
+    assert set(segments["lifecycle_segment"]) <= {"prospect", "new", "champion", "at_risk", "active", "hibernating",
+                                                  "lost"}
+    assert segments["lifecycle_segment"].nunique() >= 4 and segments["cluster_label"].str.len().gt(0).all()
+    merged = segments.merge(scores, on="customer_id", suffixes=("", "_published"))
+    pd.testing.assert_series_equal(merged["churn_risk"], merged["churn_risk_published"], check_names=False)
+    for kind in ("lifecycle", "cluster"):
+        assert profiles.loc[profiles["kind"] == kind, "customers"].sum() == len(segments)
+    configure_mlflow(settings)
+    run = mlflow.search_runs(filter_string=f"tags.`revopt.family` = 'segments' and tags.`revopt.run_date` = "
+                                           f"'{RUN_DATE}'", output_format="list")[0]
+    assert "plots/segment_profiles.png" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
+
+
+def test_nightly_dag_publishes_one_action_per_customer_and_none_without_consent(settings, seeded):
+    with connect_postgres(settings) as conn:
+        actions = read_frame(conn, "SELECT a.*, c.email_opt_in AS consent FROM scores.next_best_action a "
+                                   "JOIN shop.customers c USING (customer_id) WHERE a.run_date = %s", (RUN_DATE,))
+        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
+        offers = read_frame(conn, "SELECT count(*) AS n FROM shop.offers")
+    assert offers["n"].iloc[0] > 0
+    assert set(actions["customer_id"]) == set(customers["customer_id"]) and actions["customer_id"].is_unique
+    assert (actions["email_opt_in"] == actions["consent"]).all()
+    without = actions[~actions["consent"]]
+    assert len(without) and (without["action"] == "do_nothing").all()  # consent respected in 100 %
+    assert (without["reason"] == "no marketing consent").all()
+    acting = actions[actions["action"] != "do_nothing"]
+    assert len(acting) and (acting["expected_incremental_value"] > 0).all()
+    assert (actions["value_low"] <= actions["expected_incremental_value"] + 1e-9).all()
+    assert (actions["expected_incremental_value"] <= actions["value_high"] + 1e-9).all()
+    versions = actions["model_versions"].map(lambda v: v if isinstance(v, dict) else json.loads(v))
+    assert versions.map(lambda v: recommend.MODEL_NAME in v).all()
+    configure_mlflow(settings)
+    offered = acting["action"].isin(["retention_offer", "win_back"])
+    if MlflowClient().get_registered_model(uplift.MODEL_NAME).aliases.get("champion"):
+        assert versions.map(lambda v: uplift.MODEL_NAME in v).all()
+    else:  # no uplift champion on this store: no offers, and the reasons say why
+        assert not offered.any()
+
+
 def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
     with connect_postgres(settings) as conn:
         columns = read_frame(conn, "SELECT * FROM scores.feature_drift WHERE run_date = %s", (RUN_DATE,))
@@ -320,6 +394,10 @@ PUBLISHED_KEYS = {
     "scores.send_time_recommendations": ["customer_id", "day_type"],
     "scores.budget_allocations": ["channel"],
     "scores.attribution": ["model", "channel", "campaign"],
+    "scores.recommendations": ["customer_id", "rank"],
+    "scores.customer_segments": ["customer_id"],
+    "scores.segment_profiles": ["kind", "segment"],
+    "scores.next_best_action": ["customer_id"],
 }
 
 
@@ -484,6 +562,7 @@ PUBLISHED = {
     "pricing": ("price_recommendations", ["product_id"]),
     "send_time": ("send_time_recommendations", ["customer_id", "day_type"]),
     "budget": ("budget_allocations", ["channel"]),
+    "recommendations": ("recommendations", ["customer_id", "rank"]),
 }
 
 

@@ -1,0 +1,195 @@
+"""The recommender's scorers: implicit ALS (fitted with the ``implicit`` library, scored here), item-kNN
+(``implicit``'s BM25 item-item model, a benchmark) and popularity (overall, or within a segment).
+
+Fitting uses the library; scoring a customer from stored item factors is the closed form ALS itself
+solves for every user (``implicit``'s ``recalculate_user``, Hu et al. 2008 eq. 4), written here in
+numpy so that the registered model needs only numpy to score, and so that the same solve also gives
+each recommendation's explanation (the paper's section 5, ``implicit``'s ``explain``): with
+``A_u = Y'Y + Y'(C_u - I)Y + lambda I``, the score of item j is ``sum_i c_ui y_j' A_u^-1 y_i`` over
+the customer's history, so the history item with the largest term is the one that "explains" j most.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.interactions import RecommendationInput
+from ml.families.recommend.config import POPULARITY_DAYS, RecsConfig
+
+#: ALS fits on one thread: the same seed then gives the same factors on every machine
+FIT_THREADS = 1
+#: the customers solved together are bounded so their stacked history factors stay near 32 MB
+_BATCH_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Strengths:
+    """Customer x product interaction strengths: ``n`` = orders + ``view_weight`` x views over the
+    history, ``bought`` whether any of it is a purchase; one row per cell with ``n > 0``."""
+
+    customer_id: np.ndarray
+    product_id: np.ndarray
+    n: np.ndarray
+    bought: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.n)
+
+
+def strengths(data: RecommendationInput, view_weight: float) -> Strengths:
+    """The history cells of ``data`` (all its interactions: window it first, :meth:`RecommendationInput.before`)."""
+    bought = data.purchases.groupby(["customer_id", "product_id"], sort=False)["orders"].sum().rename("orders")
+    viewed = data.views.groupby(["customer_id", "product_id"], sort=False)["views"].sum().rename("views")
+    cells = pd.concat([bought, viewed], axis=1).fillna(0.0).sort_index()
+    n = cells["orders"].to_numpy(dtype=np.float64) + view_weight * cells["views"].to_numpy(dtype=np.float64)
+    keep = n > 0
+    index = cells.index[keep]
+    return Strengths(index.get_level_values(0).to_numpy(dtype=np.int64), index.get_level_values(1).to_numpy(dtype=np.int64),
+                     n[keep], cells["orders"].to_numpy()[keep] > 0)
+
+
+def weights(n: np.ndarray, config: RecsConfig) -> np.ndarray:
+    """Confidence before ``alpha``: ``log(1 + n)`` or ``min(n, 1)`` (``binary``: a view-only cell keeps its
+    smaller weight)."""
+    return np.log1p(n) if config.weighting == "log" else np.minimum(n, 1.0)
+
+
+@dataclass(frozen=True)
+class ItemFactors:
+    """A fitted ALS: the products it knows (sorted ids), their factors (float64) and its configuration."""
+
+    product_ids: np.ndarray
+    factors: np.ndarray
+    config: RecsConfig
+
+    def gram(self) -> np.ndarray:
+        """``Y'Y + lambda I``: the part of every customer's normal equations that is theirs alike."""
+        return self.factors.T @ self.factors + self.config.regularization * np.eye(self.factors.shape[1])
+
+
+def fit_als(cells: Strengths, config: RecsConfig) -> ItemFactors:
+    """Item factors of an implicit ALS fitted on ``cells`` (``implicit``, one thread, seeded)."""
+    from implicit.als import AlternatingLeastSquares  # training only: the registered model scores with numpy
+    from threadpoolctl import threadpool_limits
+
+    customers, rows = np.unique(cells.customer_id, return_inverse=True)
+    products, columns = np.unique(cells.product_id, return_inverse=True)
+    matrix = sp.csr_matrix((weights(cells.n, config).astype(np.float32), (rows, columns)),
+                           shape=(len(customers), len(products)))
+    with threadpool_limits(limits=1, user_api="blas"):  # implicit's advice: its own loop is the parallel one
+        model = AlternatingLeastSquares(factors=int(config.factors), regularization=float(config.regularization),
+                                        alpha=float(config.alpha), iterations=int(config.iterations), use_gpu=False,
+                                        num_threads=FIT_THREADS, random_state=int(config.random_state))
+        model.fit(matrix, show_progress=False)
+    return ItemFactors(products, np.asarray(model.item_factors, dtype=np.float64), config)
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A batch of customers folded into an ALS: their positions in the caller's list, their factors
+    ``x`` (B, f) and, for the explanation, their padded history: item indices ``items`` (B, L; -1 pad),
+    confidences ``confidence`` (B, L) and ``bought`` (B, L). ``explain`` maps the factors of items to
+    score, (B, k, f), to ``y_j' A_u^-1 y_i`` for every history item i, (B, k, L)."""
+
+    positions: np.ndarray
+    x: np.ndarray
+    items: np.ndarray
+    confidence: np.ndarray
+    bought: np.ndarray
+    explain: Callable[[np.ndarray], np.ndarray]
+
+    def contributions(self, chosen: np.ndarray, factors: np.ndarray) -> np.ndarray:
+        """(B, k, L): how much each history item adds to the score of each ``chosen`` item index (-1: none)."""
+        terms = self.explain(factors[np.maximum(chosen, 0)]) * self.confidence[:, None, :]
+        return np.where((self.items >= 0)[:, None, :] & (chosen >= 0)[:, :, None], terms, 0.0)
+
+
+def fold_in(model: ItemFactors, customer_rows: np.ndarray, item_index: np.ndarray, n: np.ndarray,
+            bought: np.ndarray) -> Iterator[Solved]:
+    """Solve every customer's ALS factors from their history cells, in batches of similar history length.
+
+    ``customer_rows`` (the position of the cell's customer in the caller's list), ``item_index`` (the
+    product's row in ``model.factors``), ``n`` and ``bought`` describe one cell each; customers without
+    cells are not yielded. With ``G = Y'Y + lambda I`` and the history's factors ``U`` (L x f),
+    ``A_u = G + U' D U`` with ``D = diag(c - 1)``: customers with fewer history items than factors are
+    solved through the Woodbury identity (``A_u^-1 U' = G^-1 U' (I + D U G^-1 U')^-1``, L x L systems),
+    the others directly (f x f), so a short history costs ``L^2 f`` rather than ``f^3``."""
+    config, factors = model.config, model.factors
+    f = factors.shape[1]
+    gram = model.gram()
+    inverse = np.linalg.inv(gram)
+    projected = factors @ inverse  # Y G^-1 (G is symmetric)
+    order = np.lexsort((item_index, customer_rows))
+    rows, items = customer_rows[order], item_index[order]
+    confidence, bought = config.alpha * weights(n[order], config), bought[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+    lengths = np.diff(np.r_[starts, len(rows)])
+    by_length = np.argsort(lengths, kind="stable")
+    done = 0
+    while done < len(by_length):
+        size = 1
+        while done + size < len(by_length) and \
+                (size + 1) * _batch_elements(int(lengths[by_length[done + size]]), f) <= _BATCH_ELEMENTS:
+            size += 1
+        batch = by_length[done:done + size]
+        done += size
+        longest = int(lengths[batch].max())
+        offsets = np.arange(longest)
+        valid = offsets[None, :] < lengths[batch][:, None]
+        at = np.where(valid, starts[batch][:, None] + offsets[None, :], 0)
+        batch_items = np.where(valid, items[at], -1)
+        c = np.where(valid, confidence[at], 0.0)
+        history = np.where(valid[:, :, None], factors[np.maximum(batch_items, 0)], 0.0)  # U: (B, L, f)
+        history_t = np.transpose(history, (0, 2, 1))
+        d = c - valid  # c - 1 on the history, 0 on the padding
+        if longest < f:
+            p = np.where(valid[:, :, None], projected[np.maximum(batch_items, 0)], 0.0)  # U G^-1: (B, L, f)
+            kernel = np.matmul(p, history_t)  # U G^-1 U': (B, L, L)
+            m = np.eye(longest)[None] + d[:, :, None] * kernel
+            r = np.eye(longest)[None] - np.linalg.solve(m, d[:, :, None] * kernel)  # A^-1 U' = G^-1 U' r
+            x = np.matmul(np.transpose(p, (0, 2, 1)), np.matmul(r, c[:, :, None]))[:, :, 0]
+
+            def explain(picked: np.ndarray, history_t=history_t, r=r) -> np.ndarray:
+                return np.matmul(np.matmul(picked @ inverse, history_t), r)
+        else:
+            a = gram[None] + np.matmul(history_t * d[:, None, :], history)
+            x = np.linalg.solve(a, np.matmul(history_t, c[:, :, None]))[:, :, 0]
+
+            def explain(picked: np.ndarray, history=history, a=a) -> np.ndarray:
+                return np.matmul(np.transpose(np.linalg.solve(a, np.transpose(picked, (0, 2, 1))), (0, 2, 1)),
+                                 np.transpose(history, (0, 2, 1)))
+        yield Solved(rows[starts[batch]], x, batch_items, c, np.where(valid, bought[at], False), explain)
+
+
+def _batch_elements(length: int, factors: int) -> int:
+    """The numbers one customer of this history length holds while solved (the larger path's)."""
+    return length * factors + (length * length if length < factors else factors * factors)
+
+
+def popularity(purchases: pd.DataFrame, as_of: pd.Timestamp, days: int = POPULARITY_DAYS) -> pd.DataFrame:
+    """The distinct buyers (customer_id, product_id) of the last ``days`` before ``as_of``; all history
+    when that window has none."""
+    recent = purchases.loc[(purchases["day"] < as_of) & (purchases["day"] >= as_of - pd.Timedelta(days=days))]
+    if not len(recent):
+        recent = purchases.loc[purchases["day"] < as_of]
+    return recent[["customer_id", "product_id"]].drop_duplicates().reset_index(drop=True)
+
+
+def fit_item_knn(cells: Strengths, neighbours: int = 50) -> tuple[np.ndarray, sp.csr_matrix]:
+    """``implicit``'s BM25 item-kNN on the history strengths: (product ids, item x item similarity)."""
+    from implicit.nearest_neighbours import BM25Recommender
+
+    customers, rows = np.unique(cells.customer_id, return_inverse=True)
+    products, columns = np.unique(cells.product_id, return_inverse=True)
+    matrix = sp.csr_matrix((cells.n.astype(np.float32), (rows, columns)), shape=(len(customers), len(products)))
+    model = BM25Recommender(K=neighbours, num_threads=FIT_THREADS)
+    with warnings.catch_warnings():  # its own BM25 weighting hands its kNN a COO matrix, and then warns about it
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        model.fit(matrix, show_progress=False)
+    return products, model.similarity.tocsr()
