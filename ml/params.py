@@ -61,8 +61,8 @@ class RunParams:
                        (TRAINING,))
     promotion_margin: float = _param(
         0.005, {"type": "number", "minimum": 0},
-        "How much a new model must beat the champion by (ROC AUC points; CLV, pricing, send time and budget: share "
-        "of the champion's error).", (TRAINING,))
+        "How much a new model must beat the champion by (ROC AUC and Qini points; CLV, pricing, send time and budget: "
+        "share of the champion's error; recommendations: share of the champion's NDCG).", (TRAINING,))
     promotion_alpha: float = _param(
         0.05, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
         "Significance level of the promotion gate: a model is promoted only when its paired comparison on the test "

@@ -134,18 +134,7 @@ def send_time_figure(priors: pd.DataFrame, recommendations: pd.DataFrame, title:
 def attribution_shares_figure(shares: pd.DataFrame, title: str) -> Figure:
     """Each attribution model's share of the conversions per channel (``shares``: model x channel), grouped
     bars per channel, so where the models disagree is visible at a glance."""
-    channels = list(shares.columns)
-    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(channels) + 2), 4.5))
-    width = 0.8 / max(len(shares), 1)
-    x = np.arange(len(channels))
-    for i, (model, row) in enumerate(shares.iterrows()):
-        ax.bar(x + (i - (len(shares) - 1) / 2) * width, row.to_numpy(float), width, label=str(model))
-    ax.set_xticks(x, channels, rotation=30, ha="right")
-    ax.set_ylabel("share of conversions")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
+    return _grouped_bars(shares, title, "share of conversions", rotate=True)
 
 
 def cac_forecast_figure(forecast: pd.DataFrame, title: str) -> Figure:
@@ -160,5 +149,47 @@ def cac_forecast_figure(forecast: pd.DataFrame, title: str) -> Figure:
     ax.set_yticks(y, shown["channel"].astype(str).tolist())
     ax.set_xlabel("forecast CAC (spend per new customer)")
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def grouped_metrics_figure(table: pd.DataFrame, title: str) -> Figure:
+    """Metrics of several models side by side (``table``: model x metric), grouped bars per metric: e.g. the
+    recommender against popularity and item-kNN on the test window."""
+    return _grouped_bars(table, title, "", rotate=False)
+
+
+def _grouped_bars(table: pd.DataFrame, title: str, ylabel: str, rotate: bool) -> Figure:
+    """One bar per row of ``table`` in a group per column."""
+    groups = list(table.columns)
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(groups) + 2), 4.5))
+    width = 0.8 / max(len(table), 1)
+    x = np.arange(len(groups))
+    for i, (name, row) in enumerate(table.iterrows()):
+        ax.bar(x + (i - (len(table) - 1) / 2) * width, row.to_numpy(float), width, label=str(name))
+    if rotate:
+        ax.set_xticks(x, groups, rotation=30, ha="right")
+    else:
+        ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def qini_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
+    """Qini curves: for each ranking (name -> (share of offers targeted, incremental outcomes)), the
+    incremental outcomes gained by offering its top share, against the random-targeting diagonal."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    end = 0.0
+    for name, (share, gain) in curves.items():
+        ax.plot(share, gain, label=name)
+        end = float(gain[-1])
+    ax.plot([0, 1], [0, end], linestyle="--", color="grey", label="random")
+    ax.set_xlabel("share of offers, highest predicted first")
+    ax.set_ylabel("incremental orders (treated - scaled control)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

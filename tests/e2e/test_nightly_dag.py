@@ -34,7 +34,7 @@ FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 @pytest.fixture(scope="module")
 def seeded(settings, forget_models):
-    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=11, offers=OfferDesign())
+    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=12, offers=OfferDesign())
     close_event_stores()  # Airflow's task process opens the chDB folder next
     forget_models(MODELS + GATED_ONLY)  # this store's first training starts without champions
     return report

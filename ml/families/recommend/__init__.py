@@ -59,6 +59,7 @@ from features.interactions import (
     interactions_from_extract,
     recommendation_input,
 )
+from ml import plots
 from ml.evaluation import Evaluation
 from ml.families.recommend.backtest import (
     NDCG,
@@ -201,6 +202,8 @@ class RecommendationsFamily:
                      "model_products": float(len(production.product_ids))},
             tables={"test_window_scores.json": pd.DataFrame([{"model": name, **values}
                                                              for name, values in measured.items()])},
+            figures={"test_window_metrics.png": plots.grouped_metrics_figure(
+                pd.DataFrame(measured).T.rename(index={"test": "candidate (ALS)"}), f"top-{data.rules.k} on the test window from {data.test_start.date()}")},
             checks={"scores of the input example's recommendations":
                     model.predict(None, example, predict_params)[["score"]]},
         )

@@ -35,10 +35,11 @@ import optuna
 import pandas as pd
 
 from features.customer import FEATURE_COLUMNS
+from ml import plots
 from ml.evaluation import Evaluation
 from ml.families.uplift.data import OfferSet, known_offers, offer_set
 from ml.families.uplift.model import (
-    BOOTSTRAP_MODELS, QINI, Candidates, UpliftConfig, UpliftModel, config_dict, config_from, fit_uplift,
+    BOOTSTRAP_MODELS, QINI, Candidates, UpliftConfig, UpliftModel, config_dict, config_from, fit_uplift, qini_curve,
 )
 from ml.family import Frames, Trained, require_finite
 from ml.params import RunParams
@@ -175,7 +176,11 @@ class UpliftFamily:
                        predict_params=self.predict_params(data.run_date, params),
                        params={"learner": "econml_x_learner_lightgbm", **{f"uplift_{k}": v for k, v in spec["config"].items()},
                                "uplift_horizon_days": data.horizon, "test_campaign": data.test.campaign[0]},
-                       metrics=metrics, tables={"uplift_by_decile.json": _deciles(data.test, ranking)})
+                       metrics=metrics, tables={"uplift_by_decile.json": _deciles(data.test, ranking)},
+                       figures={"qini.png": plots.qini_figure(
+                           {"uplift model": qini_curve(data.test.y, ranking),
+                            baseline.name: qini_curve(data.test.y, baseline.predicted)},
+                           f"Qini curves, test campaign {data.test.campaign[0]}")})
 
     def baseline_evaluation(self, data: UpliftData) -> Evaluation:
         """Targeting by churn risk: the longest since the last order first."""

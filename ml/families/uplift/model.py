@@ -52,6 +52,21 @@ OUTPUT_COLUMNS = ("customer_id", "offer_type", "discount", "p_order_control", "p
                   "horizon_days")
 
 
+def qini_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Qini curve of ranking the rows by ``score`` (highest first): the share of rows targeted (0..1)
+    and the incremental outcome gained there, treated outcomes minus control outcomes scaled to the treated
+    count. ``y`` has one row per offer: (treated 0/1, outcome)."""
+    y = np.asarray(y, dtype="float64")
+    if y.ndim != 2 or y.shape[1] != 2:
+        raise ValueError(f"the Qini curve needs (treated, outcome) pairs, got shape {y.shape}")
+    treated, outcome = y[:, 0] > 0.5, y[:, 1]
+    order = np.argsort(-np.asarray(score, dtype="float64"), kind="stable")
+    t, o = treated[order], outcome[order]
+    n_t, n_c = np.cumsum(t), np.cumsum(~t)
+    gain = np.cumsum(o * t) - np.cumsum(o * ~t) * np.divide(n_t, n_c, out=np.zeros(len(t)), where=n_c > 0)
+    return np.arange(len(t) + 1) / max(len(t), 1), np.r_[0.0, gain]
+
+
 def qini_coefficient(y: np.ndarray, predicted: np.ndarray) -> float:
     """The normalised Qini coefficient of ranking the rows by ``predicted`` (highest first); ``y`` has
     one row per offer: (treated 0/1, outcome). 1: the perfect ranking, 0: random, below 0: worse."""
@@ -63,11 +78,7 @@ def qini_coefficient(y: np.ndarray, predicted: np.ndarray) -> float:
         raise ValueError("the Qini coefficient needs treated and control rows")
 
     def area(score: np.ndarray) -> tuple[float, float]:
-        order = np.argsort(-np.asarray(score, dtype="float64"), kind="stable")
-        t, o = treated[order], outcome[order]
-        n_t, n_c = np.cumsum(t), np.cumsum(~t)
-        gain = np.cumsum(o * t) - np.cumsum(o * ~t) * np.divide(n_t, n_c, out=np.zeros(len(t)), where=n_c > 0)
-        curve = np.r_[0.0, gain]
+        _, curve = qini_curve(y, score)
         return float(np.sum((curve[1:] + curve[:-1]) / 2.0)), float(curve[-1])
 
     model, total = area(predicted)
