@@ -114,7 +114,7 @@ def main() -> None:
         frames, report = uci_online_retail(args.path)
         load_into_contract(settings, frames)
         timings["import (read, map, COPY into PostgreSQL)"] = time.perf_counter() - started
-        for dag in ("training", "nightly"):
+        for dag in ("training", "nightly", "affinity"):
             started = time.perf_counter()
             status = cli.main(["run", "--dag", dag, "--date", args.cutoff.isoformat(),
                                *[arg for key, value in params.items() for arg in ("--param", f"{key}={value}")]])
@@ -149,7 +149,8 @@ def _published(settings, run_date: dt.date) -> dict[str, pd.DataFrame]:
     from revopt.platform.postgres import read_frame
     from revopt.platform.stack import connect_postgres
 
-    tables = ("customer_scores", "price_recommendations", "send_time_recommendations", "budget_allocations")
+    tables = ("customer_scores", "price_recommendations", "send_time_recommendations", "budget_allocations",
+              "recommendations", "customer_segments", "next_best_action", "customer_affinity")
     with connect_postgres(settings) as conn:
         published = {name: read_frame(conn, f"SELECT * FROM scores.{name} WHERE run_date = %s", (run_date,))
                      for name in tables}
@@ -414,14 +415,97 @@ def _report(args, tree, frames, report, published, training, reports, timings) -
     budget_reason = nightly_skips.get("allocate_budget", "")
     out += ["", "## Budget", "", f"{len(published['budget_allocations'])} rows published"
             + (f"; skipped: {budget_reason}" if budget_reason else "") + "."]
+    out += ["", "## Personalisation", ""] + _personalisation(published, completed, lines, frames, cutoff,
+                                                             nightly_skips)
     other = {task: reason for task, reason in nightly_skips.items()
-             if task not in ("score", "recommend_prices", "recommend_send_times", "allocate_budget")}
+             if task not in ("score", "recommend_prices", "recommend_send_times", "allocate_budget",
+                             "recommend_products")}
     training_skips = _skip_reasons(reports.get("training", {}))
     if other or training_skips:
         out += ["", "## Other skipped tasks", "", "| DAG | task | reason |", "|---|---|---|"]
         out += [f"| training | {task} | {reason} |" for task, reason in training_skips.items()]
         out += [f"| nightly | {task} | {reason} |" for task, reason in other.items()]
     return "\n".join(out) + "\n"
+
+
+#: Days after the run date whose purchases the published recommendations are scored against.
+RECS_OUTCOME_DAYS = 28
+
+
+def _personalisation(published: dict[str, pd.DataFrame], completed: pd.DataFrame, lines: pd.DataFrame,
+                     frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, skips: dict[str, str]) -> list[str]:
+    """The published recommendations against what each customer bought in the :data:`RECS_OUTCOME_DAYS` after
+    the run date (beside a popularity list under the same rules), the segments, the next best actions (consent
+    checked) and the affinity refresh."""
+    from ml.params import RunParams
+
+    rules = RunParams()
+    recs = published["recommendations"]
+    out = []
+    if recs.empty:
+        out.append(f"Recommendations: nothing published: {skips.get('recommend_products', 'no reason reported')}")
+    else:
+        after = completed[(completed["order_ts"] >= cutoff)
+                          & (completed["order_ts"] < cutoff + pd.Timedelta(days=RECS_OUTCOME_DAYS))]
+        bought = lines.merge(after[["order_id", "customer_id"]], on="order_id")[["customer_id", "product_id"]]
+        before = completed[(completed["order_ts"] < cutoff)]
+        history = lines.merge(before[["order_id", "customer_id", "order_ts"]], on="order_id")
+        category = frames["products"].set_index("product_id")["category"]
+        recent = history[history["order_ts"] >= cutoff - pd.Timedelta(days=rules.recs_exclude_bought_days)]
+        popular = history[(history["order_ts"] >= cutoff - pd.Timedelta(days=90))
+                          & ~history["product_id"].map(category).isin(rules.recs_exclude_categories)]
+        ranking = popular.groupby("product_id")["customer_id"].nunique().sort_values(ascending=False, kind="stable")
+        k = int(recs.groupby("customer_id").size().max())
+        lists = {"published": recs.sort_values(["customer_id", "rank"]).groupby("customer_id")["product_id"].apply(list),
+                 "popularity (90 days, same exclusions)": _popular_lists(recs["customer_id"].unique(), ranking, recent, k)}
+        truth = bought.groupby("customer_id")["product_id"].apply(set)
+        out += [f"Published recommendations for {recs['customer_id'].nunique():,} customers (K = {k}; sources "
+                f"{recs.drop_duplicates('customer_id')['source'].value_counts().to_dict()}), scored against the "
+                f"products each bought in the {RECS_OUTCOME_DAYS} days after the run date "
+                f"({truth.index.isin(recs['customer_id']).sum():,} of them bought).", "",
+                f"| list | P@{k} | R@{k} | NDCG@{k} | catalogue coverage |", "|---|---:|---:|---:|---:|"]
+        for name, listed in lists.items():
+            p, r, n = _ranking_metrics(listed, truth, k)
+            covered = len({product for items in listed for product in items}) / max(len(category), 1)
+            out.append(f"| {name} | {p:.4f} | {r:.4f} | {n:.4f} | {covered:.3f} |")
+    segments = published["customer_segments"]
+    if len(segments):
+        out += ["", "Lifecycle segments: " + ", ".join(f"{name} {count:,}" for name, count in
+                                                        segments["lifecycle_segment"].value_counts().items()) + "."]
+    actions = published["next_best_action"]
+    if len(actions):
+        consent = frames["customers"].set_index("customer_id")["email_opt_in"]
+        violations = actions[(actions["action"] != "do_nothing") & ~actions["customer_id"].map(consent).fillna(False)]
+        out += ["", "Next best actions: " + ", ".join(f"{name} {count:,}" for name, count in
+                                                     actions["action"].value_counts().items())
+                + f"; marketing actions for customers without consent: {len(violations)}."]
+    affinity = published["customer_affinity"]
+    out += ["", f"Affinity: {len(affinity):,} rows for {affinity['customer_id'].nunique():,} customers."
+            if len(affinity) else "Affinity: nothing published."]
+    return out
+
+
+def _popular_lists(customers: np.ndarray, ranking: pd.Series, recent: pd.DataFrame, k: int) -> pd.Series:
+    """The top ``k`` of ``ranking`` per customer, leaving out what the customer bought recently."""
+    owned = recent.groupby("customer_id")["product_id"].apply(set)
+    head = list(ranking.index[: k + 200])
+    return pd.Series({customer: [p for p in head if p not in owned.get(customer, set())][:k] for customer in customers})
+
+
+def _ranking_metrics(listed: pd.Series, truth: pd.Series, k: int) -> tuple[float, float, float]:
+    """Mean precision, recall and NDCG at ``k`` over the customers who bought something (binary relevance)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    p, r, n = [], [], []
+    for customer, relevant in truth.items():
+        items = listed.get(customer)
+        if items is None:
+            continue
+        hits = np.array([item in relevant for item in items[:k]], dtype=float)
+        p.append(hits.sum() / k)
+        r.append(hits.sum() / len(relevant))
+        ideal = discounts[: min(len(relevant), k)].sum()
+        n.append(float((hits * discounts[: len(hits)]).sum() / ideal))
+    return float(np.mean(p)), float(np.mean(r)), float(np.mean(n))
 
 
 def _pricing(prices: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> list[str]:
