@@ -195,6 +195,11 @@ class RunParams:
         2, {"type": "integer", "minimum": 1},
         "A customer with this many marketing contacts (email sends and revopt's own published actions) in the last "
         "nba_contact_cap_days gets 'do nothing' tonight.", (NIGHTLY,))
+    nba_min_order_uplift: float = _param(
+        0.05, {"type": "number", "minimum": 0, "maximum": 1},
+        "An offer is made only when the uplift model expects it to raise the customer's probability of ordering by "
+        "at least this much (0.05 = 5 points): below, the predicted effect is within the model's noise (tuned on the "
+        "synthetic store, docs/personalisation.md; a store whose offers move little needs it lower).", (NIGHTLY,))
     nba_contact_cost: float = _param(0.05, {"type": "number", "minimum": 0},
                                      "Cost of one marketing contact (currency), charged to every action.", (NIGHTLY,))
     drift_share_threshold: float = _param(

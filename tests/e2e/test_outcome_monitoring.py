@@ -35,7 +35,7 @@ HORIZON = 30
 SCORED = START + dt.timedelta(days=300)  # R: training and the night scored; the behaviour changes here
 EVALUATED = SCORED + dt.timedelta(days=HORIZON)  # D = R + h: the first night the outcomes are all known
 DAYS = (EVALUATED - START).days
-STORE = {"n_customers": 1500, "days": DAYS, "start": START, "seed": 7}
+STORE = {"n_customers": 1500, "days": DAYS, "start": START, "seed": 8}
 PARAMS = RunParams(n_trials=2, tuning_timeout_seconds=60, lookback_days=180, backtest_origins=1,
                    propensity_horizon_days=HORIZON, churn_horizon_days=HORIZON, clv_horizon_days=HORIZON)
 FAMILIES = (propensity.FAMILY, churn.FAMILY, clv.FAMILY)

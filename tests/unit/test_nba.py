@@ -15,6 +15,7 @@ import pytest
 from ml.params import RunParams
 from ml.personalisation.nba import (
     CROSS_SELL_INCREMENTAL_RATE,
+    MIN_ORDER_UPLIFT,
     OFFER_ACTIONS,
     OUTPUT_COLUMNS,
     choose_actions,
@@ -186,15 +187,33 @@ def test_sleeping_dogs_never_get_an_offer():
     assert "-4.0 pp order probability" in result.at[1, "reason"]
 
 
+def test_an_order_uplift_below_the_floor_gets_no_offer_however_cheap_and_lucrative_it_looks():
+    # a "lost cause" as the model sees it: rarely orders (the coupon costs almost nothing) and a small,
+    # noisy positive uplift with a revenue uplift that makes it the best value per cost on paper
+    customers = _customers(3)
+    below = MIN_ORDER_UPLIFT - 0.01
+    uplift = pd.concat([_uplift([1], uplift=below, revenue_uplift=60.0, discount_cost=0.2),
+                        _uplift([2], uplift=MIN_ORDER_UPLIFT + 0.15, revenue_uplift=100.0, discount_cost=10.0),
+                        _uplift([3], uplift=below, revenue_uplift=60.0, discount_cost=0.2)])
+    for budget in (None, 10.3):
+        result = _nba(customers, uplift, params=_params(nba_offer_budget=budget)).set_index("customer_id")
+        assert result.loc[[1, 3], "action"].eq("do_nothing").all()
+        assert result.at[2, "action"] == "retention_offer"
+    assert f"order probability uplift below {MIN_ORDER_UPLIFT * 100:.0f} pp" in result.at[1, "reason"]
+    # the floor is the run's nba_min_order_uplift: lowered below their uplift, the same customers get the offer
+    lowered = _nba(customers, uplift, params=_params(nba_min_order_uplift=below - 0.01)).set_index("customer_id")
+    assert lowered["action"].eq("retention_offer").all()
+
+
 def test_offer_value_is_margin_uplift_minus_discount_and_contact_with_its_interval():
-    result = _nba(_customers(1), _uplift([1], uplift=0.041, revenue_uplift=100.0, discount_cost=10.0, spread=20.0),
+    result = _nba(_customers(1), _uplift([1], uplift=0.061, revenue_uplift=100.0, discount_cost=10.0, spread=20.0),
                   params=_params(nba_contact_cost=0.05)).iloc[0]
     # margin share 0.4: 100 x 0.4 - 10 - 0.05
     assert result["expected_incremental_value"] == pytest.approx(29.95)
     assert (result["value_low"], result["value_high"]) == (pytest.approx(21.95), pytest.approx(37.95))
     assert result["expected_cost"] == pytest.approx(10.05)
-    assert (result["uplift"], result["discount"]) == (pytest.approx(0.041), pytest.approx(0.1))
-    assert result["reason"].startswith("retention offer 10 %: +4.1 pp order probability in 60 days")
+    assert (result["uplift"], result["discount"]) == (pytest.approx(0.061), pytest.approx(0.1))
+    assert result["reason"].startswith("retention offer 10 %: +6.1 pp order probability in 60 days")
     assert "+29.95 expected incremental margin" in result["reason"]
 
 

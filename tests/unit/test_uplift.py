@@ -118,6 +118,30 @@ def test_uplift_targeting_beats_churn_risk_targeting_on_planted_offers(store, da
     assert (offered & dogs).sum() / dogs.sum() < 0.2  # at random: 0.3
 
 
+def test_the_discount_cost_is_the_coupon_on_the_next_order_as_the_store_redeemed_it(frames, data: UpliftData,
+                                                                                     trained: Trained) -> None:
+    # the test campaign's sent offers, each scored at its own (offer type, discount) on its campaign's features
+    sent = data.test.subset(data.test.treated)
+    features = sent.X.reset_index(drop=True).assign(customer_id=sent.customer_id)
+    rows = trained.model.predict(None, FAMILY.nightly_input({"customer_features": features}, RUN_DATE, PARAMS), {})
+    own = pd.DataFrame({"offer_id": sent.X.index, "customer_id": sent.customer_id, "offer_type": sent.offer_type,
+                        "discount": sent.discount, "avg_order_value": sent.X["avg_order_value"].to_numpy()}).merge(
+        rows, on=["customer_id", "offer_type", "discount"])
+    assert len(own) > 0.9 * len(sent)
+    np.testing.assert_allclose(own["expected_discount_cost"],
+                               own["discount"] * own["p_order_treated"] * own["avg_order_value"])
+    # what the coupons gave away: the discount on the first completed order in each offer's horizon (its
+    # order_value is after the coupon), not on every order there
+    offers = frames["offers"].set_index("offer_id").loc[own["offer_id"]].reset_index()
+    orders = frames["orders"].loc[frames["orders"]["status"] == "completed", ["customer_id", "order_ts", "order_value"]]
+    pairs = offers.merge(orders, on="customer_id")
+    pairs = pairs[(pairs["order_ts"] >= pairs["sent_at"])
+                  & (pairs["order_ts"] < pairs["sent_at"] + pd.Timedelta(days=PARAMS.uplift_horizon_days))]
+    first = pairs.sort_values("order_ts", kind="stable").drop_duplicates("offer_id")
+    given = float((first["order_value"] * first["discount"] / (1.0 - first["discount"])).sum())
+    assert 0.75 < own["expected_discount_cost"].sum() / given < 1.33
+
+
 def test_evaluate_refits_the_spec_exactly_as_train_tested_it(data: UpliftData, trained: Trained) -> None:
     again = FAMILY.evaluate(data, json.loads(json.dumps(trained.spec)), PARAMS)
     np.testing.assert_array_equal(again.y, trained.test.y)

@@ -242,7 +242,11 @@ def _local_level_newton_steps(
             schur = np.array([[(mu_z[a] * Z[b]).sum() - ((mu_z[a] * du_z[b]).sum() + (ez[a] * de_z[b]).sum())
                                for b in range(k)] for a in range(k)])
             rhs = np.array([(Z[a] * resid).sum() - ((mu_z[a] * du_g).sum() + (ez[a] * de_g).sum()) for a in range(k)])
-            dbeta = np.clip(np.linalg.solve(schur, rhs), -1.0, 1.0)
+            try:
+                step = np.linalg.solve(schur, rhs)
+            except np.linalg.LinAlgError:  # a shared term no product's data can tell apart: least squares
+                step = np.linalg.lstsq(schur, rhs, rcond=None)[0]
+            dbeta = np.clip(step, -1.0, 1.0)
             de_g = de_g - sum(de_z[i] * dbeta[i] for i in range(k))
             du_g = du_g - sum(du_z[i] * dbeta[i] for i in range(k))
         de = np.clip(de_g, -1.0, 1.0)
@@ -270,8 +274,10 @@ def _local_level_newton_steps(
                 for i, z in enumerate(Z)]
         tilde = [z - (solved[..., 1 + i] - solved[..., 0] * de_z[i]) - de_z[i] * price for i, z in enumerate(Z)]
         scores = np.stack([(t * resid * mask).sum(axis=0) for t in tilde], axis=1)
-        bread = np.linalg.pinv(np.array([[(mu * a * b).sum() for b in tilde] for a in tilde]))
-        beta_se = np.sqrt(np.clip(np.diag(bread @ (scores.T @ scores) @ bread), 0.0, None))
+        hessian = np.array([[(mu * a * b).sum() for b in tilde] for a in tilde])
+        if np.isfinite(hessian).all() and np.isfinite(scores).all():  # else unknown (NaN): never significant
+            bread = np.linalg.pinv(hessian)
+            beta_se = np.sqrt(np.clip(np.diag(bread @ (scores.T @ scores) @ bread), 0.0, None))
     loglik = np.where(mask, y * np.log(np.where(mu > 0, mu, 1.0)) - mu, 0.0).sum(axis=0)
     # quasi log marginal likelihood: loglik / phi - the prior's; logdet of (H + phi lam D'D) differs from the
     # quasi Hessian's by n_days log phi, which does not depend on level_sd

@@ -146,14 +146,12 @@ class OfferUplift:
         control, treated = self.p_orders(X, discount, offer_type)
         return treated - control
 
-    def revenues(self, X: pd.DataFrame, discount: np.ndarray, offer_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(expected revenue with the offer, revenue uplift per revenue learner) for each row; the
-        uplift's first column is the learner fitted on every offer."""
+    def revenue_uplifts(self, X: pd.DataFrame, discount: np.ndarray, offer_type: np.ndarray) -> np.ndarray:
+        """Each row's revenue uplift of its offer, one column per revenue learner (the first: the learner
+        fitted on every offer, the others: the bootstrap refits of the interval)."""
         features = _features(X)
         codes = treatment_codes(offer_type, discount, self.treatments)
-        uplifts = np.column_stack([_effects(learner, features, codes) for learner in self.revenue])
-        control = np.clip(self.revenue[0].models[0].predict(features), 0.0, None)
-        return np.clip(control + uplifts[:, 0], 0.0, None), uplifts
+        return np.column_stack([_effects(learner, features, codes) for learner in self.revenue])
 
 
 def _features(X: pd.DataFrame) -> np.ndarray:
@@ -217,6 +215,16 @@ def candidate_discounts(seen: Sequence[float], requested: Sequence[float] | None
     return sorted(set(seen))
 
 
+def expected_discount_cost(discount: float, p_order_treated: np.ndarray, next_order_value: Any) -> np.ndarray:
+    """What an offer's coupon is expected to give away: ``discount`` off the customer's *next* order only
+    (``shop.offers``: the fraction off the next order), so discount x P(an order in the horizon | offer) x
+    the expected value of that order, taken as the customer's average order value so far
+    (``avg_order_value``). Not discount x the horizon's expected revenue with the offer: that counts every
+    order in the horizon (a regular buyer's three orders, of which only the first carries the coupon)."""
+    value = np.clip(np.nan_to_num(np.asarray(next_order_value, dtype="float64")), 0.0, None)
+    return float(discount) * np.clip(np.asarray(p_order_treated, dtype="float64"), 0.0, 1.0) * value
+
+
 class UpliftModel(mlflow.pyfunc.PythonModel):
     """The pyfunc: ``predict(customer_features)`` returns one row per customer and candidate offer
     (:data:`OUTPUT_COLUMNS`). The input is tonight's customer features with a ``customer_id`` column;
@@ -249,7 +257,7 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
         n = len(customers)
         discounts, kinds = np.full(n, discount), np.full(n, kind, dtype=object)
         control, treated = self.learner.p_orders(customers, discounts, kinds)
-        treated_revenue, uplifts = self.learner.revenues(customers, discounts, kinds)
+        uplifts = self.learner.revenue_uplifts(customers, discounts, kinds)
         tail = (1.0 - INTERVAL) / 2.0
         low, high = (np.quantile(uplifts, [tail, 1.0 - tail], axis=1) if uplifts.shape[1] > 1
                      else (uplifts[:, 0], uplifts[:, 0]))
@@ -258,7 +266,8 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
             "discount": discounts, "p_order_control": control, "p_order_treated": treated, "uplift": treated - control,
             "revenue_uplift": uplifts[:, 0], "revenue_uplift_low": np.minimum(low, uplifts[:, 0]),
             "revenue_uplift_high": np.maximum(high, uplifts[:, 0]),
-            "expected_discount_cost": discount * treated_revenue, "horizon_days": np.full(n, self.horizon_days, dtype="int64"),
+            "expected_discount_cost": expected_discount_cost(discount, treated, customers["avg_order_value"]),
+            "horizon_days": np.full(n, self.horizon_days, dtype="int64"),
         })
 
 
