@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 
 import mlflow
+from mlflow.models import infer_signature
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,12 +153,15 @@ def test_evaluate_refits_the_spec_exactly_as_train_tested_it(data: UpliftData, t
 
 def test_the_pyfunc_round_trip_gives_one_row_per_customer_and_candidate_offer(data, trained: Trained, tmp_path) -> None:
     features = data.test.X.reset_index(drop=True).assign(customer_id=data.test.customer_id)
-    features = features.drop_duplicates("customer_id").head(300)
+    # typed as tonight's customer features are (features.customer: frequency is an integer count)
+    features = features.drop_duplicates("customer_id").head(300).astype({"frequency": "int64"})
     tonight = FAMILY.nightly_input({"customer_features": features}, RUN_DATE, PARAMS)
     assert list(tonight.columns) == ["customer_id", *FEATURE_COLUMNS]
-    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=trained.model)
-    loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     params = FAMILY.predict_params(RUN_DATE, PARAMS)
+    # with the signature the registry logs (input example from training): MLflow enforces its types
+    signature = infer_signature(trained.example, trained.model.predict(None, trained.example, params), params=params)
+    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=trained.model, signature=signature)
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     out = loaded.predict(tonight, params=params)
     np.testing.assert_allclose(out.drop(columns=["customer_id", "offer_type"]).to_numpy(dtype=float),
                                trained.model.predict(None, tonight, params).drop(columns=["customer_id", "offer_type"])

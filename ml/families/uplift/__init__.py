@@ -198,9 +198,12 @@ class UpliftFamily:
         return Evaluation("champion", data.test.y, _ranking(config, data.fit, data.test, params.seed), data.window)
 
     def nightly_input(self, frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
-        """Tonight's customer features of the customers who have ordered, with ``customer_id``."""
+        """Tonight's customer features of the customers who have ordered, with ``customer_id``; the features
+        as float64, the type the model was trained and its signature logged with (tonight's ``frequency`` is an
+        integer count, which MLflow's schema check refuses to narrow silently)."""
         features = frames["customer_features"]
-        return features.loc[features["frequency"] > 0, ["customer_id", *FEATURE_COLUMNS]].reset_index(drop=True)
+        rows = features.loc[features["frequency"] > 0, ["customer_id", *FEATURE_COLUMNS]].reset_index(drop=True)
+        return rows.astype({column: "float64" for column in FEATURE_COLUMNS})
 
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         return {"discount_levels": json.dumps([float(d) for d in params.nba_discount_levels])}
