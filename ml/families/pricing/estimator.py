@@ -242,11 +242,7 @@ def _local_level_newton_steps(
             schur = np.array([[(mu_z[a] * Z[b]).sum() - ((mu_z[a] * du_z[b]).sum() + (ez[a] * de_z[b]).sum())
                                for b in range(k)] for a in range(k)])
             rhs = np.array([(Z[a] * resid).sum() - ((mu_z[a] * du_g).sum() + (ez[a] * de_g).sum()) for a in range(k)])
-            try:
-                step = np.linalg.solve(schur, rhs)
-            except np.linalg.LinAlgError:  # a shared term no product's data can tell apart: least squares
-                step = np.linalg.lstsq(schur, rhs, rcond=None)[0]
-            dbeta = np.clip(step, -1.0, 1.0)
+            dbeta = np.clip(_shared_step(schur, rhs), -1.0, 1.0)
             de_g = de_g - sum(de_z[i] * dbeta[i] for i in range(k))
             du_g = du_g - sum(du_z[i] * dbeta[i] for i in range(k))
         de = np.clip(de_g, -1.0, 1.0)
@@ -285,6 +281,18 @@ def _local_level_newton_steps(
               + 0.5 * (n_days - 1) * np.log(lam_prior) - 0.5 * logdet)
     return {"e": e, "se": se, "level": level, "log_ml": log_ml, "info": info, "level_var_last": last_var,
             "converged": converged, "beta": beta, "beta_se": beta_se, "mu": mu}
+
+
+def _shared_step(schur: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The Newton step of the shared (promotion, cross-price) terms: solved exactly; by least squares when a
+    term no product's data can tell apart makes the system singular; no step when it is not finite (a term
+    with no variation at all, e.g. a store without promotions, whose entries are 0 x inf)."""
+    if not (np.isfinite(schur).all() and np.isfinite(rhs).all()):
+        return np.zeros(len(rhs))
+    try:
+        return np.linalg.solve(schur, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(schur, rhs, rcond=None)[0]
 
 
 #: The shared terms of the local-level model, from the panel's :data:`features.demand.PROMOTION_COLUMNS`:
