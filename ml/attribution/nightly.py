@@ -128,7 +128,10 @@ def attribution_rows(credits: pd.DataFrame, spend: pd.DataFrame, run_date: dt.da
         rows.append(frame.reset_index().assign(model=model))
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["model", "channel", "campaign", "conversions", "revenue", "spend"])
-    table["roas"] = (table["revenue"] / table["spend"]).where(table["spend"] > 0)
+    # float64 whatever the window held (no spend at all left an object column of Python zeros, whose
+    # division raised ZeroDivisionError instead of giving NULL: a store without marketing spend, like UCI)
+    table["spend"] = pd.to_numeric(table["spend"]).astype("float64")
+    table["roas"] = table["revenue"].astype("float64") / table["spend"].where(table["spend"] > 0)
     table.insert(0, "run_date", run_date)
     table["window_days"] = window_days
     return table[["run_date", "model", "channel", "campaign", "conversions", "revenue", "spend", "roas",

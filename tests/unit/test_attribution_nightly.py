@@ -65,6 +65,16 @@ def test_rows_carry_spend_roas_and_zero_conversion_spenders():
     assert rows["conversions"].sum() == pytest.approx(2.0) and (rows["run_date"] == RUN).all()
 
 
+def test_a_store_without_any_marketing_spend_gets_rows_without_roas():
+    credits = nightly.attribute(_paths(), RUN, nightly.AttributionSettings(window_days=28), names=("first_touch",))
+    # as the extract types an empty shop.marketing_spend (UCI has none)
+    spend = pd.DataFrame({"day": pd.Series(dtype="datetime64[ns]"), "channel": pd.Series(dtype=object),
+                          "campaign": pd.Series(dtype=object), "spend": pd.Series(dtype=object)})
+    rows = nightly.attribution_rows(credits, spend, RUN, 28)
+    assert len(rows) and (rows["spend"] == 0.0).all() and rows["roas"].isna().all()
+    assert rows["conversions"].sum() == pytest.approx(2.0)
+
+
 def test_order_rows_and_the_recorded_channel():
     orders = pd.DataFrame({"order_id": [1, 3, 4, 5], "channel": ["direct", "organic", "email", "direct"],
                            "status": ["completed", "completed", "cancelled", "completed"],
