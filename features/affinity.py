@@ -28,6 +28,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from revopt.platform.events import clickhouse_time, utc
 from revopt.platform.postgres import read_frame
 
 INTERACTION_COLUMNS = ("customer_id", "dimension", "value", "ts", "kind", "count")
@@ -94,7 +95,7 @@ def purchases_sql(with_brands: bool) -> str:
 def purchase_interactions(conn, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
     """The lines of the completed orders placed in ``[since, until)``, per customer, dimension, value and UTC
     hour (:data:`INTERACTION_COLUMNS`); brands only where the store has ``shop.product_groups``."""
-    window = {"since": _utc(since).to_pydatetime(), "until": _utc(until).to_pydatetime()}
+    window = {"since": utc(since).to_pydatetime(), "until": utc(until).to_pydatetime()}
     return typed_interactions(read_frame(conn, purchases_sql(has_brands(conn)), window))
 
 
@@ -133,7 +134,7 @@ def views_sql(database: str) -> str:
 
 def views_params(since: pd.Timestamp, until: pd.Timestamp) -> dict[str, str]:
     """The bound parameters of :func:`views_sql` for ``[since, until)`` (UTC, to the millisecond)."""
-    return {"since": _clickhouse_time(since), "until": _clickhouse_time(until)}
+    return {"since": clickhouse_time(since), "until": clickhouse_time(until)}
 
 
 def interactions(conn, store, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
@@ -156,10 +157,4 @@ def typed_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     return typed.reset_index(drop=True)
 
 
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
-
-def _clickhouse_time(ts: pd.Timestamp) -> str:
-    return _utc(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from revopt.platform.events import clickhouse_time
+
 # The email sends per customer in [since, until): how many, and the latest.
 _SENDS_SQL = """
 SELECT toInt64(customer_id) AS customer_id, toInt64(count()) AS contacts, max(event_time) AS last_contact_ts
@@ -24,7 +26,7 @@ def email_sends(store, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame
     if store is None:
         return typed_contacts(pd.DataFrame(columns=list(CONTACT_COLUMNS)))
     frame = store.query_df(_SENDS_SQL.format(database=store.database),
-                           {"since": _clickhouse_time(since), "until": _clickhouse_time(until)})
+                           {"since": clickhouse_time(since), "until": clickhouse_time(until)})
     return typed_contacts(frame)
 
 
@@ -34,8 +36,3 @@ def typed_contacts(frame: pd.DataFrame) -> pd.DataFrame:
                          "contacts": frame["contacts"].astype("int64"),
                          "last_contact_ts": pd.to_datetime(frame["last_contact_ts"], utc=True)})
 
-
-def _clickhouse_time(ts: pd.Timestamp) -> str:
-    stamp = pd.Timestamp(ts)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

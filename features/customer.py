@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from revopt.platform.events import utc
+
 FEATURE_COLUMNS: tuple[str, ...] = (
     "recency_days",
     "days_since_first_order",
@@ -96,7 +98,7 @@ def customer_features(
     The category mix columns come from ``order_categories`` (:func:`category_mix`).
     """
     ids = population(customers, cutoff)
-    cutoff_utc = _utc(cutoff)
+    cutoff_utc = utc(cutoff)
     if lookback_days is not None:
         orders, daily_events = history_since(orders, daily_events, cutoff_utc - pd.Timedelta(days=lookback_days))
     signup = customers.set_index("customer_id")["signup_date"].reindex(ids)
@@ -232,7 +234,7 @@ def order_rhythm(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     - ``order_hour_regularity``: 1 when every completed order is placed at the same hour of day (UTC),
       towards 0 when hours spread round the clock (mean resultant length of the hours on a circle).
     NaN where a value needs more orders than the customer has."""
-    cutoff = _utc(cutoff)
+    cutoff = utc(cutoff)
     completed = orders[orders["status"] == "completed"].sort_values(["customer_id", "order_ts"], kind="stable")
     ts = completed["order_ts"]
     age = (cutoff - ts).dt.total_seconds() / 86_400.0
@@ -274,7 +276,7 @@ def order_rhythm(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
 def history_since(orders: pd.DataFrame, daily_events: pd.DataFrame | None,
                   since: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Orders and daily events from ``since`` on (the window start of an extract as of a later date)."""
-    since_utc = _utc(since)
+    since_utc = utc(since)
     kept_orders = orders[orders["order_ts"] >= since_utc]
     if daily_events is None:
         return kept_orders, None
@@ -364,8 +366,8 @@ def event_features_params(since_ts: pd.Timestamp, cutoff: pd.Timestamp) -> dict[
     """The parameters of :func:`event_features_sql` for the window ``[since_ts, cutoff)``."""
     day = _naive(cutoff).normalize()
     return {
-        "since": _utc(since_ts).strftime("%Y-%m-%d %H:%M:%S"),
-        "run_ts": _utc(cutoff).strftime("%Y-%m-%d %H:%M:%S"),
+        "since": utc(since_ts).strftime("%Y-%m-%d %H:%M:%S"),
+        "run_ts": utc(cutoff).strftime("%Y-%m-%d %H:%M:%S"),
         "day_7": (day - pd.Timedelta(days=7)).strftime("%Y-%m-%d"),
         "day_30": (day - pd.Timedelta(days=30)).strftime("%Y-%m-%d"),
     }
@@ -393,7 +395,7 @@ def event_features_in_store(store, since_ts: pd.Timestamp, run_ts: pd.Timestamp)
 
 def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
     """Completed orders in the label window ``[cutoff, cutoff + horizon_days)``."""
-    start = _utc(cutoff)
+    start = utc(cutoff)
     end = start + pd.Timedelta(days=horizon_days)
     return orders[(orders["order_ts"] >= start) & (orders["order_ts"] < end) & (orders["status"] == "completed")]
 
@@ -509,10 +511,7 @@ def spend_set(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, horizon_day
     return LabelledSet(cutoff=cutoff, X=X, y=clv_label(X.index, frames["orders"], cutoff, horizon_days))
 
 
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _naive(ts: pd.Timestamp) -> pd.Timestamp:
-    return _utc(ts).tz_localize(None)
+    return utc(ts).tz_localize(None)

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from features.affinity import KINDS, typed_interactions
+from revopt.platform.events import utc
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,11 @@ def window(previous_as_of: pd.Timestamp | None, as_of: pd.Timestamp, lookback_da
     longer than the lookback, or when the state is newer than ``as_of`` (a re-run of an older refresh). The
     caller starts from the previous state only when ``since == previous_as_of``, else from an empty state.
     """
-    as_of = _utc(as_of)
+    as_of = utc(as_of)
     full = as_of - pd.Timedelta(days=lookback_days)
     if previous_as_of is None or pd.isna(previous_as_of):
         return full, f"first refresh: no previous state, reading {lookback_days} days before {as_of}"
-    previous = _utc(previous_as_of)
+    previous = utc(previous_as_of)
     if previous > as_of:
         return full, (f"the previous state (as of {previous}) is newer than this refresh as of {as_of} "
                       f"(a re-run of an older refresh): reading {lookback_days} days from an empty state")
@@ -89,7 +90,7 @@ def window(previous_as_of: pd.Timestamp | None, as_of: pd.Timestamp, lookback_da
 def settled_cutoff(as_of: pd.Timestamp, settle_hours: int = SETTLE_HOURS) -> pd.Timestamp:
     """The state's cutoff for a refresh as of ``as_of``: ``settle_hours`` earlier, down to the UTC hour (on an
     hour, so an hour's interactions, timed to its start, are never split between the state and a re-read)."""
-    return (_utc(as_of) - pd.Timedelta(hours=settle_hours)).floor("h")
+    return (utc(as_of) - pd.Timedelta(hours=settle_hours)).floor("h")
 
 
 def refresh(state: pd.DataFrame, changes: pd.DataFrame, as_of: pd.Timestamp, params,
@@ -105,7 +106,7 @@ def refresh(state: pd.DataFrame, changes: pd.DataFrame, as_of: pd.Timestamp, par
     the next refresh's ``state``) and the scores at ``as_of`` (:data:`AFFINITY_COLUMNS`), both sorted by
     customer, dimension and value. The inputs are not modified.
     """
-    as_of = _utc(as_of)
+    as_of = utc(as_of)
     half_life = float(params.affinity_half_life_days)
     previous = _state_cutoff(state, as_of)
     changes = _checked_changes(changes, previous, as_of)
@@ -217,7 +218,3 @@ def _typed_counts(frame: pd.DataFrame) -> pd.DataFrame:
         typed[column] = pd.to_datetime(typed[column], utc=True).astype("datetime64[ns, UTC]")
     return typed.reset_index(drop=True)
 
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(ts)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

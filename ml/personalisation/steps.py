@@ -21,6 +21,7 @@ from ml.families import recommend
 from ml.families import uplift as uplift_family
 from ml.params import RunParams
 from ml.personalisation import affinity, nba, segments
+from revopt.platform.events import utc
 from revopt.platform.postgres import publish_partition, read_frame
 from revopt.platform.resources import Resources
 
@@ -35,13 +36,13 @@ def refresh_affinity(resources: Resources, as_of: dt.datetime, params: RunParams
     at or before this refresh's settled cutoff, decayed, plus the order lines and product views read since
     (the full ``affinity_lookback_days`` on the first refresh or after a longer gap). Rows for
     ``scores.customer_affinity`` and ``scores.affinity_state`` in the run folder."""
-    cutoff = _utc(as_of)
+    cutoff = utc(as_of)
     with resources.scores() as conn:
         state = read_frame(conn, "SELECT as_of, customer_id, dimension, value, purchases, views, last_interaction "
                                  "FROM scores.affinity_state WHERE as_of = (SELECT max(as_of) FROM "
                                  "scores.affinity_state WHERE as_of <= %(settled)s)",
                            {"settled": affinity.settled_cutoff(cutoff).to_pydatetime()})
-    previous = _utc(state["as_of"].iloc[0]) if len(state) else None
+    previous = utc(state["as_of"].iloc[0]) if len(state) else None
     since, why = affinity.window(previous, cutoff, params.affinity_lookback_days)
     if previous is None or since != previous:
         state = affinity.empty_state()
@@ -72,9 +73,6 @@ def publish_affinity(resources: Resources, run_date: dt.date, refreshed: dict[st
     return published
 
 
-def _utc(moment: Any) -> pd.Timestamp:
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def next_best_action(resources: Resources, run_date: dt.date, frames: dict[str, pd.DataFrame], segments_path: str,

@@ -36,6 +36,18 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
+def utc(moment: Any) -> pd.Timestamp:
+    """``moment`` as a UTC timestamp: a naive one is taken to be UTC, an aware one converted."""
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def clickhouse_time(moment: Any) -> str:
+    """``moment`` (UTC, see :func:`utc`) as the text of a ``{name:DateTime64(3, 'UTC')}`` query parameter,
+    to the millisecond."""
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def validate_identifier(name: str) -> str:
     """Return ``name`` if it is a plain SQL identifier, else raise (identifiers come from config)."""
     if not _IDENTIFIER.match(name):
