@@ -16,6 +16,7 @@ import pandas as pd
 from psycopg import sql
 
 from features import affinity as affinity_sources
+from features import interactions
 from features.contacts import email_sends
 from ml.families import recommend
 from ml.families import uplift as uplift_family
@@ -115,9 +116,9 @@ def sellable_products(products: pd.DataFrame, inventory: pd.DataFrame | None, pa
     """The catalogue an action may suggest: products outside ``recs_exclude_categories`` and, with
     ``recs_exclude_out_of_stock``, not out of stock on their latest ``shop.inventory`` day."""
     sellable = products[~products["category"].isin(params.recs_exclude_categories)]
-    if params.recs_exclude_out_of_stock and inventory is not None and len(inventory):
-        latest = inventory.sort_values("day").groupby("product_id")["on_hand"].last()
-        sellable = sellable[~sellable["product_id"].isin(latest.index[latest <= 0])]
+    if params.recs_exclude_out_of_stock:  # the recommender's stock: the latest on_hand, unknown (NaN) passes
+        on_hand = interactions.catalogue(products, inventory, None).set_index("product_id")["on_hand"]
+        sellable = sellable[~(sellable["product_id"].map(on_hand) <= 0)]
     return sellable.reset_index(drop=True)
 
 

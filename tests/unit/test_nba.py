@@ -285,3 +285,16 @@ def test_output_has_the_published_columns_one_row_per_customer_and_no_missing_re
     assert result.loc[result["action"].isin(OFFER_ACTIONS), "expected_cost"].sum() <= 50.0
     nothing = result["action"] == "do_nothing"
     assert result.loc[nothing, ["product_id", "discount", "uplift"]].isna().all().all()
+
+
+def test_actions_suggest_only_products_in_stock_outside_the_excluded_categories():
+    from ml.personalisation.steps import sellable_products
+
+    products = pd.DataFrame({"product_id": [1, 2, 3, 4], "category": ["a", "postage", "a", "b"],
+                             "cost": 1.0, "current_price": 2.0})
+    inventory = pd.DataFrame({"product_id": [1, 1, 3], "day": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-01-01"]),
+                              "on_hand": [0, 5, 3]})
+    assert sellable_products(products, inventory, _params())["product_id"].tolist() == [3, 4]  # 1: out of stock now
+    assert sellable_products(products, None, _params())["product_id"].tolist() == [1, 3, 4]  # no stock kept: no rule
+    kept = sellable_products(products, inventory, _params(recs_exclude_out_of_stock=False))
+    assert kept["product_id"].tolist() == [1, 3, 4]
