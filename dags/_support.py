@@ -68,6 +68,25 @@ DRIFT_DETECTED = Asset(name="revopt_drift_detected", uri="revopt://drift/detecte
 PERFORMANCE_DROPPED = Asset(name="revopt_performance_dropped", uri="revopt://outcomes/performance-dropped")
 
 
+def retrain_signal(check_id: str, signal_id: str, asset: Asset):
+    """Two tasks after a monitoring step: ``check_id`` short-circuits unless the step's result asks for
+    retraining (``{"retrain": bool, "reason": str}``), then ``signal_id`` updates ``asset`` with the reason,
+    which triggers ``revopt_training``."""
+
+    @task.short_circuit(task_id=check_id)
+    def above_threshold(result: dict) -> bool:
+        return result["retrain"]
+
+    @task(task_id=signal_id, outlets=[asset])
+    def signal(result: dict) -> str:
+        return result["reason"]
+
+    def wire(result) -> None:
+        above_threshold(result) >> signal(result)
+
+    return wire
+
+
 def skip_if_skipped(result, context=None):
     """A pipeline step's result, or the task ends as *skipped* (and so do the tasks after it) when the
     step skipped its family (``{"skipped": reason}``, e.g. budget for a store without spend).
@@ -137,6 +156,38 @@ def publish_to(task_id: str, table: str):
         return publish(resources(), run_date_of(context), f"scores.{table}", output["path"])
 
     return publish_task
+
+
+def identity_resolution():
+    """Resolve tonight's identities, publish ``scores.identity_map`` and copy it into ClickHouse; returns the
+    last task, which every extract of the run must follow (docs/privacy.md)."""
+
+    @task
+    def resolve_identities(**context) -> dict:
+        from ml.identity.stitch import resolve_identities
+
+        return resolve_identities(resources(), run_date_of(context), run_params_of(context))
+
+    @task
+    def apply_identity_map() -> dict:
+        from ml.identity.stitch import apply_identity_map
+
+        return apply_identity_map(resources())
+
+    resolved = resolve_identities()
+    published = publish_outputs("publish_identity_map", "identity_map")(resolved)
+    applied = apply_identity_map()
+    published >> applied
+    return applied
+
+
+@task
+def remove_old_run_folders(**context) -> dict:
+    """Delete the run folders older than ``run_folder_retention_days`` (``revopt gc`` by hand)."""
+    from revopt.platform.retention import remove_old_run_folders
+
+    settings = resources().settings
+    return remove_old_run_folders(settings, run_date_of(context), run_params_of(context).run_folder_retention_days)
 
 
 def as_of_of(context: Mapping[str, Any]) -> dt.datetime:

@@ -17,13 +17,16 @@
 - personalisation (docs/personalisation.md): segments (rules and clusters) -> ``scores.customer_segments``,
   ``scores.segment_profiles``; top-K products with the recommendations ``@champion`` -> ``scores.recommendations``;
   one next best action per customer (uplift ``@champion``, budget, cap, consent) -> ``scores.next_best_action``;
+- identities first (docs/privacy.md): accounts of one person and the devices they logged in from ->
+  ``scores.identity_map``, copied into ClickHouse; every extract after it reads the canonical customer;
 - drift: tonight's features and scores against the training reference (Evidently report in
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
 - outcomes: every earlier published night (customer scores, price recommendations, send times,
   budget allocations) whose horizon has now passed against what followed (``scores.model_performance``,
   metrics and, where it applies, an Evidently report on the version's MLflow run); more than ``performance_drop_threshold`` below the test value updates the
-  ``revopt_performance_dropped`` asset, which triggers ``revopt_training`` too.
+  ``revopt_performance_dropped`` asset, which triggers ``revopt_training`` too;
+- retention: run folders older than ``run_folder_retention_days`` are deleted.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses
 whichever versions the ``champion`` aliases point at and records them on every row.
@@ -36,8 +39,9 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, publish_outputs, publish_to, resources,
-    run_date_of, run_params, run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs, publish_to,
+    remove_old_run_folders, resources, retrain_signal, run_date_of, run_params, run_params_of, skip_if_skipped,
+    validate,
 )
 
 
@@ -146,38 +150,25 @@ def revopt_nightly():
 
         return check_drift(resources(), run_date_of(context), scores, run_params_of(context))
 
-    @task.short_circuit
-    def drift_above_threshold(drift: dict) -> bool:
-        return drift["retrain"]
-
-    @task(outlets=[DRIFT_DETECTED])
-    def signal_drift(drift: dict) -> str:
-        return drift["reason"]
-
     @task
     def evaluate_outcomes(extract_paths: dict[str, str], **context) -> dict:
         from ml.pipeline import evaluate_outcomes
 
         return evaluate_outcomes(resources(), run_date_of(context), extract_paths, run_params_of(context))
 
-    @task.short_circuit
-    def performance_below_threshold(performance: dict) -> bool:
-        return performance["retrain"]
-
-    @task(outlets=[PERFORMANCE_DROPPED])
-    def signal_performance_drop(performance: dict) -> str:
-        return performance["reason"]
-
-    validated = validate(extract("nightly"), "nightly")
+    extracted = extract("nightly")
+    identity_resolution() >> extracted
+    remove_old_run_folders()
+    validated = validate(extracted, "nightly")
     assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
     features = build_features(validated)
     scores = score(features, validated)
     assigned >> scores
     published_scores = publish_to("publish", "customer_scores")(scores)
     drift = check_drift(scores)
-    drift_above_threshold(drift) >> signal_drift(drift)
+    retrain_signal("drift_above_threshold", "signal_drift", DRIFT_DETECTED)(drift)
     performance = evaluate_outcomes(validated)
-    performance_below_threshold(performance) >> signal_performance_drop(performance)
+    retrain_signal("performance_below_threshold", "signal_performance_drop", PERFORMANCE_DROPPED)(performance)
     prices = recommend_prices(validated)
     send_times = recommend_send_times(validated)
     assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too

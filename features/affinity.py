@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from revopt.platform.events import clickhouse_time, utc
+from revopt.platform.identity import AccountMap, canonical_ids, events_source
 from revopt.platform.postgres import read_frame
 
 INTERACTION_COLUMNS = ("customer_id", "dimension", "value", "ts", "kind", "count")
@@ -69,7 +70,7 @@ SELECT toInt64(e.customer_id) AS customer_id, d.dimension AS dimension, d.value 
        toStartOfHour(e.event_time) AS ts, 'view' AS kind, toInt64(count()) AS count
 FROM (
     SELECT customer_id, product_id, event_time
-    FROM {database}.events
+    FROM {events}
     WHERE event_type = 'product_view' AND customer_id > 0 AND is_machine = 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{until:DateTime64(3, 'UTC')}}
 ) AS e
@@ -124,12 +125,14 @@ def view_interactions(store, dimensions: pd.DataFrame, since: pd.Timestamp, unti
         "dimension": pa.array(dimensions["dimension"].astype(str).to_numpy(dtype=object), pa.string()),
         "value": pa.array(dimensions["value"].astype(str).to_numpy(dtype=object), pa.string()),
     }))
-    return typed_interactions(store.query_df(views_sql(store.database), views_params(since, until)))
+    return typed_interactions(store.query_df(views_sql(store.database, events_source(store, until="until")),
+                                                 views_params(since, until)))
 
 
-def views_sql(database: str) -> str:
-    """ClickHouse query of :func:`view_interactions` (parameters :func:`views_params`)."""
-    return _VIEWS_SQL.format(database=database)
+def views_sql(database: str, events: str | None = None) -> str:
+    """ClickHouse query of :func:`view_interactions` (parameters :func:`views_params`); ``events`` is what to
+    read instead of the raw table (identity resolution: :func:`revopt.platform.identity.events_source`)."""
+    return _VIEWS_SQL.format(database=database, events=events or f"{database}.events")
 
 
 def views_params(since: pd.Timestamp, until: pd.Timestamp) -> dict[str, str]:
@@ -137,10 +140,16 @@ def views_params(since: pd.Timestamp, until: pd.Timestamp) -> dict[str, str]:
     return {"since": clickhouse_time(since), "until": clickhouse_time(until)}
 
 
-def interactions(conn, store, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+def interactions(conn, store, since: pd.Timestamp, until: pd.Timestamp,
+                 accounts: AccountMap | None = None) -> pd.DataFrame:
     """Purchases (PostgreSQL) and product views (ClickHouse; none when ``store`` is None) in ``[since, until)``:
-    one frame of :data:`INTERACTION_COLUMNS`, the input of :func:`ml.personalisation.affinity.refresh`."""
+    one frame of :data:`INTERACTION_COLUMNS`, the input of :func:`ml.personalisation.affinity.refresh`. The
+    purchases' accounts are put onto their canonical customer by ``accounts`` (the views are resolved in
+    ClickHouse, :func:`revopt.platform.identity.events_source`)."""
     purchases = purchase_interactions(conn, since, until)
+    if accounts:
+        keys = ["customer_id", "dimension", "value", "ts", "kind"]
+        purchases = typed_interactions(canonical_ids(purchases, accounts).groupby(keys, as_index=False)["count"].sum())
     views = view_interactions(store, product_dimensions(conn), since, until) if store is not None \
         else typed_interactions(pd.DataFrame())
     frames = [frame for frame in (purchases, views) if len(frame)]

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from revopt.platform.identity import events_source
+
 logger = logging.getLogger(__name__)
 
 #: the prefix of the ClickHouse table the journey windows are written to before the join: one table per build
@@ -61,13 +63,13 @@ PATHS_SQL = """
 WITH touches AS (
     SELECT customer_id, min(event_time) AS touch_ts, argMin(channel, event_time) AS channel,
            argMin({campaign}, event_time) AS campaign
-    FROM {database}.events
+    FROM {events}
     WHERE customer_id != 0 AND session_id != 0 AND event_type NOT LIKE 'email_%'
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     GROUP BY customer_id, session_id
     UNION ALL
     SELECT customer_id, event_time AS touch_ts, 'email' AS channel, {campaign} AS campaign
-    FROM {database}.events
+    FROM {events}
     WHERE customer_id != 0 AND event_type = 'email_click' AND is_machine = 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 )
@@ -168,7 +170,8 @@ def _paths_of_windows(store, windows: pd.DataFrame, outcomes: pd.DataFrame, sinc
         arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
         store.insert_arrow(table, arrow)
         campaign = "campaign" if has_event_column(store, "campaign") else "''"
-        touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign, windows=table), {
+        touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign, windows=table,
+                                                       events=events_source(store)), {
             "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
     finally:
         store.command(f"DROP TABLE IF EXISTS {store.database}.{table}")

@@ -63,6 +63,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.engagement import local_time
+from revopt.platform.identity import events_source
 
 SPEND_TABLE = "campaign_spend"
 CREDITS_TABLE = "campaign_credits"
@@ -97,7 +98,7 @@ _FACTS_SQL = """
 web AS (
     SELECT toDate(min(event_time)) AS day, toString(argMin(channel, event_time)) AS channel,
            toString(argMin({campaign}, event_time)) AS campaign, customer_id
-    FROM {database}.events
+    FROM {events}
     WHERE session_id != 0 AND event_type NOT LIKE 'email_%'
       AND event_time >= {{start_ts:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     GROUP BY customer_id, session_id
@@ -113,7 +114,7 @@ facts AS (
            toUInt64(countIf(event_type = 'email_open' AND is_machine = 0)),
            toUInt64(countIf(event_type = 'email_click' AND is_machine = 0)), toUInt64(0), toUInt64(0),
            toFloat64(0), toFloat64(0), toFloat64(0)
-    FROM {database}.events
+    FROM {events}
     WHERE event_type IN ('email_send', 'email_open', 'email_click')
       AND event_time >= {{start_ts:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     GROUP BY 1, 2, 3, 4
@@ -189,7 +190,7 @@ ORDER BY channel, campaign, day, tier
 _SEND_HOURS_SQL = """
 SELECT toString({campaign}) AS campaign, customer_id, toStartOfFifteenMinutes(event_time) AS sent_at,
        toUInt64(count()) AS sends
-FROM {database}.events
+FROM {events}
 WHERE event_type = 'email_send' AND customer_id != 0
   AND event_time >= {{since_ts:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 GROUP BY campaign, customer_id, sent_at
@@ -256,7 +257,7 @@ def email_send_hours_in_store(store, timezones: pd.DataFrame, since: dt.date, ru
     campaign, customer_id, send_hour (0..23 in the customer's zone from ``timezones``: customer_id,
     timezone; unknown zones read as UTC), sends. Grouped in ClickHouse by quarter hour (every zone's UTC
     offset is a multiple of 15 minutes), so the local hour is exact, DST included."""
-    sql = _SEND_HOURS_SQL.format(campaign=_campaign_column(store), database=store.database)
+    sql = _SEND_HOURS_SQL.format(campaign=_campaign_column(store), events=events_source(store))
     sends = store.query_df(sql, {"since_ts": f"{since.isoformat()} 00:00:00", "run_ts": f"{run_date.isoformat()} 00:00:00"})
     if sends.empty:
         return pd.DataFrame({"campaign": pd.Series(dtype=object), "customer_id": pd.Series(dtype="int64"),
@@ -284,7 +285,7 @@ def _campaign_column(store) -> str:
 
 
 def _facts(store, *, with_spend: bool) -> str:
-    return _FACTS_SQL.format(campaign=_campaign_column(store), database=store.database,
+    return _FACTS_SQL.format(campaign=_campaign_column(store), database=store.database, events=events_source(store),
                              with_spend="1" if with_spend else "0")
 
 

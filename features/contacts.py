@@ -6,11 +6,12 @@ from __future__ import annotations
 import pandas as pd
 
 from revopt.platform.events import clickhouse_time
+from revopt.platform.identity import events_source
 
 # The email sends per customer in [since, until): how many, and the latest.
 _SENDS_SQL = """
 SELECT toInt64(customer_id) AS customer_id, toInt64(count()) AS contacts, max(event_time) AS last_contact_ts
-FROM {database}.events
+FROM {events}
 WHERE event_type = 'email_send' AND customer_id > 0
   AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{until:DateTime64(3, 'UTC')}}
 GROUP BY customer_id
@@ -25,7 +26,7 @@ def email_sends(store, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame
     UTC); no rows without a clickstream (``store`` None)."""
     if store is None:
         return typed_contacts(pd.DataFrame(columns=list(CONTACT_COLUMNS)))
-    frame = store.query_df(_SENDS_SQL.format(database=store.database),
+    frame = store.query_df(_SENDS_SQL.format(events=events_source(store, until="until")),
                            {"since": clickhouse_time(since), "until": clickhouse_time(until)})
     return typed_contacts(frame)
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from revopt.platform.events import utc
+from revopt.platform.identity import events_source
 
 FEATURE_COLUMNS: tuple[str, ...] = (
     "recency_days",
@@ -304,9 +305,10 @@ def customer_event_features(daily_events: pd.DataFrame, cutoff: pd.Timestamp) ->
     return engagement.reset_index()
 
 
-def event_features_sql(database: str) -> str:
+def event_features_sql(database: str, events: str | None = None) -> str:
     """ClickHouse SQL computing :func:`customer_event_features` straight from the ``events`` table,
-    one row per customer, so only a row per customer leaves the database.
+    one row per customer, so only a row per customer leaves the database. ``events`` is what to read
+    instead of the raw table (identity resolution: :func:`revopt.platform.identity.events_source`).
 
     Parameters: ``since`` and ``run_ts`` (``DateTime64(3, 'UTC')``, the extract window) and
     ``day_7`` / ``day_30`` (``Date``: the run date minus 7 and 30 days). Day boundaries are UTC
@@ -316,7 +318,7 @@ def event_features_sql(database: str) -> str:
     return f"""
 WITH window_events AS (
     SELECT customer_id, event_time, session_id, event_type, is_machine
-    FROM {database}.events
+    FROM {events or f"{database}.events"}
     WHERE customer_id != 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}}
       AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
@@ -390,7 +392,8 @@ def event_features_in_store(store, since_ts: pd.Timestamp, run_ts: pd.Timestamp)
     None when the clickstream is off (then no customer has events: an empty frame)."""
     if store is None:
         return typed_event_features(pd.DataFrame())
-    return typed_event_features(store.query_df(event_features_sql(store.database), event_features_params(since_ts, run_ts)))
+    return typed_event_features(store.query_df(event_features_sql(store.database, events_source(store)),
+                                               event_features_params(since_ts, run_ts)))
 
 
 def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:

@@ -213,6 +213,15 @@ class RunParams:
         "correlation for CLV, deviance skill over no price response for pricing, open-rate lift near the best hour "
         "for send time; for budget, revenue's absolute percentage error this much above the test MAPE; "
         "docs/monitoring.md).", (NIGHTLY,))
+    identity_match_threshold: float = _param(
+        0.95, {"type": "number", "minimum": 0.5, "maximum": 1},
+        "Two accounts whose contact details (shop.customer_contacts) give a Fellegi-Sunter match probability at least "
+        "this high are merged into one customer (docs/privacy.md); 1 turns probabilistic merging off (logins and a "
+        "shared e-mail hash still merge).", (NIGHTLY,))
+    run_folder_retention_days: int = _param(
+        30, {"type": "integer", "minimum": 1},
+        "Run folders (extracts, features, outputs: personal data) of run dates older than this many days before the "
+        "run date are deleted by the nightly run (`revopt gc` by hand; docs/privacy.md).", (NIGHTLY,))
 
     experiment_holdout_share: float = _param(
         0.0, {"type": "number", "minimum": 0, "maximum": 0.5},

@@ -176,8 +176,13 @@ def build_features(resources: Resources, run_date: dt.date, extract_paths: dict[
         features.to_parquet(path, index=False)
         logger.warning("no customers as of %s (the store keeps aggregated sales only): no customer features", run_date)
         return {"path": str(path), "rows": 0}
+    customers = frames["customers"]
+    if "do_not_profile" in customers.columns and customers["do_not_profile"].any():  # no score of any kind for them
+        logger.info("%d customers asked not to be profiled: no features, hence no scores, for them on %s",
+                    int(customers["do_not_profile"].sum()), run_date)
+        frames["customers"] = customers.loc[~customers["do_not_profile"]].reset_index(drop=True)
     events = frames[events_dataset]
-    unknown = ~events["customer_id"].isin(frames["customers"]["customer_id"])
+    unknown = ~events["customer_id"].isin(customers["customer_id"])
     if unknown.any():
         logger.warning("%d %s rows of %d customers unknown to shop.customers are left out of the features for %s",
                        int(unknown.sum()), events_dataset, events.loc[unknown, "customer_id"].nunique(), run_date)

@@ -122,6 +122,9 @@ def _add_seed_args(parser: argparse.ArgumentParser, customers: int = 10_000) -> 
     parser.add_argument("--no-offers", dest="offers", action="store_false",
                         help="draw no randomised offer campaigns (shop.offers stays empty: no uplift model, no "
                              "retention offers in the next best action)")
+    parser.add_argument("--no-identity", dest="identity", action="store_false",
+                        help="every web session logged in, one account per person: no devices, anonymous sessions, "
+                             "duplicate accounts or contact records (shop.customer_contacts stays empty)")
 
 
 def _add_panel_args(parser: argparse.ArgumentParser) -> None:
@@ -205,7 +208,7 @@ def _seed(settings: Settings, args: argparse.Namespace) -> int:
     start_stack(settings)
     with _step(f"generating and loading {args.customers:,} customers x {args.days} days (seed {args.seed})"):
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
-                                offers=_offers(args),
+                                offers=_offers(args), identity=_identity(args),
                                 behaviour_change=_behaviour_change(args), experiment_effect=_planted(args))
     print(f"    {report}")
     print(f"    natural run date: {report.end}")
@@ -281,7 +284,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         start_stack(settings)
     with _step(f"seeding a synthetic store: {args.customers:,} customers x {args.days} days (seed {args.seed})"):
         report = seed_synthetic(settings, n_customers=args.customers, days=args.days, start=args.start, seed=args.seed,
-                                offers=_offers(args),
+                                offers=_offers(args), identity=_identity(args),
                                 behaviour_change=_behaviour_change(args))
     print(f"    {report}")
     close_event_stores()  # the Airflow task process opens chDB next; one process per data path
@@ -381,6 +384,13 @@ def _offers(args: argparse.Namespace):
     from revopt.sample_data.offers import OfferDesign
 
     return OfferDesign() if args.offers else None
+
+
+def _identity(args: argparse.Namespace):
+    """The generator's devices, anonymous sessions and duplicate accounts (``--no-identity``: none)."""
+    from revopt.sample_data.identity import IdentityDesign
+
+    return IdentityDesign() if args.identity else None
 
 
 def _params(pairs: Sequence[str]) -> dict[str, object]:

@@ -23,7 +23,9 @@ from ml.families import uplift as uplift_family
 from ml.params import RunParams
 from ml.personalisation import affinity, nba, segments
 from revopt.platform.events import utc
+from revopt.platform.identity import account_map
 from revopt.platform.postgres import publish_partition, read_frame
+from revopt.platform.privacy import id_secret
 from revopt.platform.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ def refresh_affinity(resources: Resources, as_of: dt.datetime, params: RunParams
         state = affinity.empty_state()
     logger.info("affinity refresh as of %s: %s", cutoff, why)
     with resources.sources() as conn:
-        changes = affinity_sources.interactions(conn, resources.events, since, cutoff)
+        accounts = account_map(conn, cutoff, lambda: id_secret(resources.settings))
+        changes = affinity_sources.interactions(conn, resources.events, since, cutoff, accounts)
     new_state, published = affinity.refresh(state, changes, cutoff, params)
     stamp = f"{cutoff:%H%M}"
     return {"customer_affinity": str(resources.write_output(cutoff.date(), f"customer_affinity_{stamp}", published)),

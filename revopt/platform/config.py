@@ -17,6 +17,9 @@ clickstream tracked?        ``REVOPT_CLICKSTREAM`` (``on`` / ``off``)         ``
 read-only role              ``REVOPT_READER_ROLE``, its password in         ``revopt_reader``, no
                             ``REVOPT_READER_PASSWORD``                      password
 read-only URL (optional)    ``REVOPT_READER_URL``                           the PostgreSQL URL as that role
+pseudonymisation key        ``REVOPT_ID_SECRET``                            a random key in
+                                                                            ``secrets/id_secret``
+                                                                            (made by ``init-db``)
 MLflow                      ``MLFLOW_TRACKING_URI``                         sqlite under ``mlflow/``
 Airflow                     ``AIRFLOW_HOME`` (+ the usual ``AIRFLOW__*``)   SQLite under ``airflow/``
 ==========================  ==============================================  =======================
@@ -56,6 +59,7 @@ class Settings:
     reader_role: str = "revopt_reader"  # the read-only role `revopt init-db` creates for downstream apps and `revopt sql`
     reader_password: str | None = field(default=None, repr=False)
     reader_url: str | None = None  # None: the PostgreSQL URL with the reader role's name and password
+    id_secret: str | None = field(default=None, repr=False)  # None: the embedded key file (revopt.platform.privacy)
 
     def __repr__(self) -> str:
         # Settings end up in logs and tracebacks: never show a password.
@@ -120,6 +124,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reader_role=validate_role(env.get("REVOPT_READER_ROLE") or "revopt_reader"),
         reader_password=env.get("REVOPT_READER_PASSWORD") or None,
         reader_url=_normalise_postgres_url(env["REVOPT_READER_URL"]) if env.get("REVOPT_READER_URL") else None,
+        id_secret=env.get("REVOPT_ID_SECRET") or None,
     )
 
 

@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS shop.customers (
     country              text NOT NULL,
     timezone             text NOT NULL,           -- IANA name, e.g. 'Europe/London'
     acquisition_channel  text NOT NULL,
-    email_opt_in         boolean NOT NULL
+    email_opt_in         boolean NOT NULL,        -- marketing consent: false gets no send time, no marketing action,
+                                                  -- no campaign targeting
+    do_not_profile       boolean NOT NULL DEFAULT false  -- optional in a store's view: true keeps the customer out of
+                                                  -- every score and every per-customer table revopt publishes
 );
 
 CREATE TABLE IF NOT EXISTS shop.products (
@@ -148,6 +151,21 @@ CREATE TABLE IF NOT EXISTS shop.offers (
     treated      boolean NOT NULL                 -- true: sent; false: the campaign's randomised control, not contacted
 );
 
+-- Optional: contact attributes used ONLY to find the same person behind two accounts (identity resolution).
+-- revopt never copies them into run folders, MLflow or its published tables; the identity map names only which
+-- fields agreed. Every column but customer_id may be NULL; a store without the table keeps working (accounts are
+-- then merged by logins only). email_hash / phone_hash: the store's own hash (e.g. SHA-256 hex) of the normalised
+-- address / number, compared exactly; names, postcode and birth date are compared approximately.
+CREATE TABLE IF NOT EXISTS shop.customer_contacts (
+    customer_id  bigint PRIMARY KEY,
+    email_hash   text,                            -- hash of the lower-cased, trimmed e-mail address
+    phone_hash   text,                            -- hash of the number in E.164 form
+    first_name   text,
+    last_name    text,
+    postcode     text,
+    birth_date   date
+);
+
 -- Spend per day, channel and (optionally) campaign. ``campaign`` is optional in a store's view: a store
 -- without campaigns leaves it out (or '' for every row) and every campaign analysis runs per channel.
 CREATE TABLE IF NOT EXISTS shop.marketing_spend (
@@ -236,6 +254,17 @@ CREATE TABLE IF NOT EXISTS truth.customer_taste ( -- each customer's category pr
     PRIMARY KEY (customer_id, category)
 );
 
+CREATE TABLE IF NOT EXISTS truth.identities (     -- which person stands behind each account (duplicate accounts share one)
+    customer_id  bigint PRIMARY KEY,
+    person_id    bigint NOT NULL                  -- the person's first account's customer_id
+);
+
+CREATE TABLE IF NOT EXISTS truth.devices (        -- which person (or people, for a shared device) used each anonymous id
+    anonymous_id  text NOT NULL,
+    person_id     bigint NOT NULL,
+    PRIMARY KEY (anonymous_id, person_id)
+);
+
 CREATE TABLE IF NOT EXISTS truth.offer_effects (  -- what each offer of shop.offers did (or would have done, for the control)
     offer_id         bigint PRIMARY KEY,
     customer_id      bigint NOT NULL,
@@ -247,7 +276,10 @@ CREATE TABLE IF NOT EXISTS truth.offer_effects (  -- what each offer of shop.off
 """
 
 #: ClickHouse events table. ``customer_id = 0`` means an anonymous visitor, ``product_id = 0``
-#: an event about no product. The same DDL runs on chDB and on a ClickHouse server.
+#: an event about no product. ``anonymous_id`` (optional in a store's table: '' or absent when it has none)
+#: is the browser cookie / device id the event came from, logged in or not: a session that carries both an
+#: ``anonymous_id`` and a ``customer_id`` (a login) links the two, so the device's anonymous sessions count
+#: towards the customer (revopt.platform.identity). The same DDL runs on chDB and on a ClickHouse server.
 EVENTS_TABLE = "events"
 EVENT_TYPES = (
     "page_view", "product_view", "add_to_cart", "checkout", "purchase",
@@ -258,6 +290,7 @@ CREATE TABLE IF NOT EXISTS {database}.events (
     event_time   DateTime64(3, 'UTC'),
     session_id   UInt64,
     customer_id  UInt64,
+    anonymous_id String DEFAULT '',
     event_type   LowCardinality(String),
     product_id   UInt64,
     channel      LowCardinality(String),
@@ -273,11 +306,12 @@ ORDER BY (customer_id, event_time)
 SHOP_TABLES = ("customers", "products", "product_prices", "orders", "order_lines", "marketing_spend")
 #: Ground-truth tables of the synthetic generator (schema ``truth``).
 TRUTH_TABLES = ("generator_run", "customers", "products", "promotion_effects", "cross_elasticities", "channels",
-                "daily_intensity", "campaigns", "order_causes", "customer_taste", "offer_effects")
+                "daily_intensity", "campaigns", "order_causes", "customer_taste", "offer_effects", "identities",
+                "devices")
 #: Optional source tables: a store may leave them empty (their guardrails, the promotion terms, the
 #: aggregated demand, the listing periods, the exposure-based experiment analysis or the uplift model are then off).
 SHOP_OPTIONAL_TABLES = ("competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups",
-                        "experiment_exposures", "offers")
+                        "experiment_exposures", "offers", "customer_contacts")
 #: The values of ``shop.promotions.promo_type``.
 PROMO_TYPES = ("price_reduction", "display", "feature")
 
@@ -305,6 +339,8 @@ OPTIONAL_SOURCE_COLUMNS = {
     "experiment_exposures": {"experiment_id": "text", "unit_id": "integer", "first_exposed_at": "timestamp"},
     "offers": {"offer_id": "integer", "customer_id": "integer", "sent_at": "timestamp", "offer_type": "text",
                "discount": "numeric", "treated": "boolean"},
+    "customer_contacts": {"customer_id": "integer", "email_hash": "text", "phone_hash": "text", "first_name": "text",
+                          "last_name": "text", "postcode": "text", "birth_date": "date"},
 }
 EVENT_COLUMNS = {"event_time": "datetime", "session_id": "integer", "customer_id": "integer", "event_type": "string",
                  "product_id": "integer", "is_machine": "integer"}

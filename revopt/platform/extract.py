@@ -19,13 +19,17 @@ from revopt.platform.config import Settings
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
 from revopt.platform.events import EventStore
+from revopt.platform.identity import account_map, canonical_customers, canonical_ids, events_source
+from revopt.platform.privacy import id_secret
 from revopt.platform.stack import connect_postgres, event_store
 from revopt.platform.validation import DataValidationError
 
 logger = logging.getLogger(__name__)
 
+# ``do_not_profile`` is optional in a store's view: {do_not_profile} is the column, or false without it.
 CUSTOMERS_SQL = """
-SELECT customer_id, signup_date, country, timezone, acquisition_channel, email_opt_in
+SELECT customer_id, signup_date, country, timezone, acquisition_channel, email_opt_in,
+       coalesce({do_not_profile}, false) AS do_not_profile
 FROM shop.customers
 WHERE signup_date < %(run_date)s
 ORDER BY customer_id
@@ -77,7 +81,7 @@ SELECT
     toInt64(countIf(event_type = 'email_send')) AS email_sends,
     toInt64(countIf(event_type = 'email_open' AND is_machine = 0)) AS email_opens,
     toInt64(countIf(event_type = 'email_click' AND is_machine = 0)) AS email_clicks
-FROM {database}.events
+FROM {events}
 WHERE customer_id != 0
   AND event_time >= {{since:DateTime64(3, 'UTC')}}
   AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
@@ -92,7 +96,7 @@ ENGAGEMENT_SQL = """
 WITH
 sends AS (
     SELECT customer_id, event_time AS send_time
-    FROM {database}.events
+    FROM {events}
     WHERE event_type = 'email_send' AND customer_id != 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 ),
@@ -101,7 +105,7 @@ responses AS (
            max(r.event_type = 'email_open') AS opened, max(r.event_type = 'email_click') AS clicked
     FROM (
         SELECT customer_id, event_time, event_type
-        FROM {database}.events
+        FROM {events}
         WHERE event_type IN ('email_open', 'email_click') AND is_machine = 0 AND customer_id != 0
           AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     ) AS r
@@ -117,7 +121,7 @@ email AS (
 ),
 visits AS (
     SELECT customer_id, toStartOfHour(min(event_time)) AS hour_utc, 0 AS sends, 0 AS opens, 0 AS clicks, 1 AS sessions
-    FROM {database}.events
+    FROM {events}
     WHERE session_id != 0 AND customer_id != 0
       AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
     GROUP BY customer_id, session_id
@@ -303,7 +307,7 @@ ORDER_ITEM_COLUMNS = ("order_id", "customer_id", "order_ts", "product_id", "quan
 PRODUCT_VIEWS_SQL = """
 SELECT toInt64(customer_id) AS customer_id, toInt64(product_id) AS product_id, toDate(event_time) AS day,
        toInt64(count()) AS views
-FROM {database}.events
+FROM {events}
 WHERE event_type = 'product_view' AND customer_id != 0 AND product_id != 0 AND is_machine = 0
   AND event_time >= {{since:DateTime64(3, 'UTC')}}
   AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
@@ -354,13 +358,18 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
     store = event_store(settings) if settings.clickstream else None
     with connect_postgres(settings) as conn:
         check_source_contract(conn, store, run_date)
-        customers = _typed_customers(read_frame(conn, CUSTOMERS_SQL, window))
-        orders = _typed_orders(read_frame(conn, ORDERS_SQL, window))
+        accounts = account_map(conn, run_ts, lambda: id_secret(settings))
+        no_profile = "do_not_profile" if _has_column(conn, "customers", "do_not_profile") else "false"
+        customers = canonical_customers(
+            _typed_customers(read_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
+        orders = canonical_ids(_typed_orders(read_frame(conn, ORDERS_SQL, window)), accounts)
         products = _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"})
         # The joins over every order line in the window run only when their dataset is asked for.
         order_categories = _typed(read_frame(conn, ORDER_CATEGORIES_SQL, window),
                                   {"order_id": "int64", "category": "str", "value": "float64"}) \
             if "order_categories" in datasets else None
+        if order_categories is not None and accounts.erased:  # an erased person's orders are gone
+            order_categories = order_categories.loc[order_categories["order_id"].isin(orders["order_id"])]
         sales = _typed(
             read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
             {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
@@ -399,12 +408,12 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         exposures = typed_exposures(
             _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))
         ) if "experiment_exposures" in datasets else None
-        offers = typed_offers(
+        offers = canonical_ids(typed_offers(
             _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))
-        ) if "offers" in datasets else None
-        order_items = typed_order_items(read_frame(
+        ), accounts) if "offers" in datasets else None
+        order_items = canonical_ids(typed_order_items(read_frame(
             conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
-            window)) if "order_items" in datasets else None
+            window)), accounts) if "order_items" in datasets else None
         campaign = "campaign" if _has_column(conn, "marketing_spend", "campaign") else "''"
         spend = _typed(
             read_frame(conn, MARKETING_SPEND_SQL.format(campaign=campaign), window),
@@ -422,7 +431,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             views = product_views(store, since_ts, run_ts)
         if "customer_daily_events" in datasets:
             daily_events = store.query_df(
-                DAILY_EVENTS_SQL.format(database=store.database),
+                DAILY_EVENTS_SQL.format(events=events_source(store)),
                 {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
             )
             daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
@@ -455,7 +464,7 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
     """Email sends / human opens / clicks and web sessions per customer and UTC hour in
     ``[since_ts, run_ts)`` (see :data:`ENGAGEMENT_SQL`); ``hour_utc`` is ``datetime64[ns, UTC]``."""
     frame = store.query_df(
-        ENGAGEMENT_SQL.format(database=store.database),
+        ENGAGEMENT_SQL.format(events=events_source(store)),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
     return _typed_engagement(frame) if len(frame.columns) else empty_engagement()
@@ -465,7 +474,7 @@ def product_views(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestam
     """Product views per known customer, product and UTC day in ``[since_ts, run_ts)`` (see
     :data:`PRODUCT_VIEWS_SQL`); ``day`` is ``datetime64[ns]``."""
     frame = store.query_df(
-        PRODUCT_VIEWS_SQL.format(database=store.database),
+        PRODUCT_VIEWS_SQL.format(events=events_source(store)),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
     return _typed_views(frame) if len(frame.columns) else empty_product_views()
@@ -651,7 +660,8 @@ def _cast(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
 def _typed_customers(frame: pd.DataFrame) -> pd.DataFrame:
     return _cast(
         frame,
-        {"customer_id": "int64", "country": "str", "timezone": "str", "acquisition_channel": "str", "email_opt_in": "bool"},
+        {"customer_id": "int64", "country": "str", "timezone": "str", "acquisition_channel": "str", "email_opt_in": "bool",
+         "do_not_profile": "bool"},
     ).assign(signup_date=lambda f: pd.to_datetime(f["signup_date"]).astype("datetime64[ns]"))
 
 

@@ -16,6 +16,7 @@ import pyarrow.csv as pa_csv
 from psycopg import sql
 
 from revopt.platform.events import validate_identifier
+from revopt.platform.privacy import withheld_rows
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def publish_partition(conn: psycopg.Connection, table: str, run_date: dt.date, f
     """
     if "run_date" not in frame.columns or (frame["run_date"] != run_date).any():
         raise ValueError(f"every row published to {table} must carry run_date={run_date}")
+    frame = withheld_rows(conn, table, frame)  # consent and do_not_profile (revopt.platform.privacy)
     target = qualified(table)
     stage_name = "_stage_" + table.replace(".", "_")
     stage = qualified(stage_name)

@@ -160,6 +160,8 @@ def init_stores(settings: Settings) -> dict[str, str]:
     the read-only role, and the ClickHouse events table (unless the store has no clickstream).
     Existing rows are never touched. Returns what was done, for the CLI to print."""
     from revopt.platform import contract
+    from revopt.platform.identity import ensure_resolution_table
+    from revopt.platform.privacy import ensure_id_secret
     from revopt.platform.stack import connect_postgres, event_store
 
     with connect_postgres(settings) as conn:
@@ -175,8 +177,13 @@ def init_stores(settings: Settings) -> dict[str, str]:
         "scores schema": f"revision {after}" + ("" if before == after else f" (migrated from {before or 'nothing'})"),
         "read-only role": settings.reader_role + ("" if not warnings else f" ({'; '.join(warnings)})"),
     }
+    done["pseudonymisation key"] = ensure_id_secret(settings)
     if settings.clickstream:
         store = event_store(settings)  # opening it creates the database and the events table
+        if settings.embedded_clickhouse:  # revopt's own table: an older one gains the contract's new column
+            store.command(f"ALTER TABLE {store.database}.{contract.EVENTS_TABLE} "
+                          "ADD COLUMN IF NOT EXISTS anonymous_id String DEFAULT '' AFTER customer_id")
+        ensure_resolution_table(store)
         done["ClickHouse"] = f"table {store.database}.{contract.EVENTS_TABLE}"
     else:
         done["ClickHouse"] = "not used (REVOPT_CLICKSTREAM=off)"

@@ -658,6 +658,7 @@ def _customers(
             "timezone": zone.fillna(_UNKNOWN_TIMEZONE).to_numpy(dtype=object),
             "acquisition_channel": np.full(len(first), _UNKNOWN, dtype=object),
             "email_opt_in": np.zeros(len(first), dtype=bool),
+            "do_not_profile": np.zeros(len(first), dtype=bool),
         }
     )
     changes = {

@@ -19,6 +19,7 @@ from revopt.platform.config import Settings
 from revopt.platform.postgres import copy_frame
 from revopt.platform.schema import init_stores
 from revopt.platform.stack import connect_postgres, event_store
+from revopt.sample_data.identity import IdentityDesign, apply_identity
 from revopt.sample_data.offers import OfferDesign
 from revopt.sample_data.synth import BehaviourChange, ExperimentEffect, SyntheticStore, generate_store
 
@@ -38,15 +39,20 @@ class SeedReport:
 
 def seed_synthetic(settings: Settings, *, n_customers: int, days: int, start: dt.date, seed: int,
                    behaviour_change: BehaviourChange | None = None,
-                   experiment_effect: ExperimentEffect | None = None, offers: OfferDesign | None = None) -> SeedReport:
+                   experiment_effect: ExperimentEffect | None = None, offers: OfferDesign | None = None,
+                   identity: IdentityDesign | None = None) -> SeedReport:
     """Generate a synthetic store and load it, replacing the current sources; ``behaviour_change``
     (None: off) makes its customers change mid-way (:class:`revopt.sample_data.synth.BehaviourChange`);
     ``offers`` (None: off) draws randomised offer campaigns into ``shop.offers`` with their effects in
-    ``truth.offer_effects`` (:mod:`revopt.sample_data.offers`)."""
+    ``truth.offer_effects`` (:mod:`revopt.sample_data.offers`); ``identity`` (None: off, every session logged in,
+    one account per person) draws devices, anonymous sessions, duplicate accounts and contact records with
+    their truth (:mod:`revopt.sample_data.identity`)."""
     logger.info("generating %d customers x %d days (seed %d%s)", n_customers, days, seed,
                 "" if behaviour_change is None else f", behaviour change on day {behaviour_change.day}")
     store = generate_store(n_customers=n_customers, days=days, start=start, seed=seed,
                            behaviour_change=behaviour_change, experiment_effect=experiment_effect, offers=offers)
+    if identity is not None:
+        store = apply_identity(store, seed, identity)
     rows = load_store(settings, store)
     return SeedReport(rows=rows, start=start, end=start + dt.timedelta(days=days))
 

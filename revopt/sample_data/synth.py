@@ -206,7 +206,7 @@ from revopt.sample_data.offers import OfferDesign, OfferDraw, coupon_discounts, 
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.3.0"
+GENERATOR_VERSION = "1.4.0"  # 1.4: the events carry anonymous_id (device ids: revopt.sample_data.identity)
 
 _MS_PER_DAY = 86_400_000
 _MS_PER_MINUTE = 60_000
@@ -621,6 +621,7 @@ def generate_store_chunks(
         shop["customers"]["customer_id"] += customer_offset
         truth["customers"]["customer_id"] += customer_offset
         truth["customer_taste"]["customer_id"] += customer_offset
+        truth["identities"][["customer_id", "person_id"]] += customer_offset
         shop["orders"]["customer_id"] += customer_offset
         shop["orders"]["order_id"] += order_offset
         shop["order_lines"]["order_id"] += order_offset
@@ -649,7 +650,7 @@ def generate_store_chunks(
         else:
             yield SyntheticStore(
                 shop={name: shop[name] for name in ("customers", "orders", "order_lines")},
-                truth={name: truth[name] for name in ("customers", "order_causes", "customer_taste")},
+                truth={name: truth[name] for name in ("customers", "order_causes", "customer_taste", "identities")},
                 events=events,
             )
 
@@ -770,6 +771,10 @@ def _generate(
         "order_causes": _order_causes(orders, journeys, campaign_names),
         "customer_taste": customer_taste_truth(customers.taste, tuple(c[0] for c in _CATEGORIES)),
         "offer_effects": empty_effects() if offer_draw is None else offer_draw.effects,
+        # every account is its own person and no device is known (revopt.sample_data.identity draws both)
+        "identities": pd.DataFrame({"customer_id": shop["customers"]["customer_id"].to_numpy(dtype="int64"),
+                                    "person_id": shop["customers"]["customer_id"].to_numpy(dtype="int64")}),
+        "devices": pd.DataFrame({"anonymous_id": pd.Series(dtype=object), "person_id": pd.Series(dtype="int64")}),
     }
     logger.info("generated store seed=%d in %.1fs", seed, time.perf_counter() - began)
     return SyntheticStore(shop=shop, truth=truth, events=events)
@@ -1151,6 +1156,7 @@ def _draw_customers(
             "timezone": zones[tz],
             "acquisition_channel": np.asarray(_ACQUISITION_CHANNELS, dtype=object)[acquisition],
             "email_opt_in": opt_in,
+            "do_not_profile": np.zeros(len(ids), dtype=bool),
         }
     )
     churn_date = pd.Series(_dates(np.minimum(churn_day, days), dates)).where(churn_day < days)
@@ -1611,7 +1617,11 @@ def _build_events(
         "sessions: %d purchase, %d browse, %d anonymous, %d exposure",
         len(purchase.start_ms), len(browse.start_ms), len(anonymous.start_ms), len(exposure.start_ms),
     )
-    return pd.DataFrame(columns)
+    frame = pd.DataFrame(columns)
+    # no device ids in the plain store (revopt.sample_data.identity draws them): '' for every event, as the contract says
+    frame.insert(frame.columns.get_loc("customer_id") + 1, "anonymous_id",
+                 pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=[""]))
+    return frame
 
 
 def _categorical(codes: np.ndarray, categories: tuple[str, ...]) -> pd.Categorical:

@@ -13,7 +13,7 @@ from revopt.platform.config import DAGS_FOLDER
 
 EXPECTED_EDGES = {
     "revopt_nightly": {
-        "extract": set(),
+        "extract": {"apply_identity_map"},
         "validate": {"extract"},
         "build_features": {"validate"},
         "assign_experiments": {"validate"},
@@ -44,6 +44,10 @@ EXPECTED_EDGES = {
         "evaluate_outcomes": {"validate"},
         "performance_below_threshold": {"evaluate_outcomes"},
         "signal_performance_drop": {"evaluate_outcomes", "performance_below_threshold"},
+        "resolve_identities": set(),
+        "publish_identity_map": {"resolve_identities"},
+        "apply_identity_map": {"publish_identity_map"},
+        "remove_old_run_folders": set(),
     },
     "revopt_experiments": {
         "extract": set(),

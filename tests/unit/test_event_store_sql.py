@@ -72,16 +72,17 @@ class _NoShopTables:
 
 
 def _clickhouse_queries() -> dict[str, str]:
-    """Every ClickHouse query of revopt.platform.extract (the module-level SQL that names ``{database}``)."""
+    """Every ClickHouse query of revopt.platform.extract (the module-level SQL that reads ``{events}``: the events
+    table, or its identity-resolved view, revopt.platform.identity.events_source)."""
     return {name: value for name, value in vars(extract).items()
-            if name.endswith("_SQL") and isinstance(value, str) and "{database}" in value}
+            if name.endswith("_SQL") and isinstance(value, str) and "{events}" in value}
 
 
 def _run_every_event_query(store: EventStore) -> None:
     with pytest.raises(DataValidationError):
         extract.check_source_contract(_NoShopTables(), store, RUN_TS.date())
     for sql in _clickhouse_queries().values():
-        store.query_df(sql.format(database=store.database), WINDOW)
+        store.query_df(sql.format(events=f"{store.database}.events"), WINDOW)
     extract.engagement_by_hour(store, SINCE_TS, RUN_TS)
 
 
@@ -111,7 +112,7 @@ def test_every_extract_query_was_sent(recorded):
     sent = [sql for sql, _ in recorded["server"]]
     assert len(_clickhouse_queries()) >= 2  # daily events and engagement by hour, at least
     for name, sql in _clickhouse_queries().items():
-        assert sql.format(database=DATABASE) in sent, name
+        assert sql.format(events=f"{DATABASE}.events") in sent, name
     assert sent[0] == f"CREATE DATABASE IF NOT EXISTS {DATABASE}" and "CREATE TABLE IF NOT EXISTS" in sent[1]
     assert any("system.columns" in sql for sql in sent)
     # Values travel as bound parameters ({name:Type}), never inside the SQL text.

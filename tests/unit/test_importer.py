@@ -92,7 +92,8 @@ def test_frames_have_exactly_the_contract_columns(frames: dict[str, pd.DataFrame
 def test_dtypes_follow_the_synthetic_store(frames: dict[str, pd.DataFrame]) -> None:
     expected = {
         "customers": {"customer_id": "int64", "signup_date": "datetime64[ns]", "country": "object",
-                      "timezone": "object", "acquisition_channel": "object", "email_opt_in": "bool"},
+                      "timezone": "object", "acquisition_channel": "object", "email_opt_in": "bool",
+                      "do_not_profile": "bool"},
         "products": {"product_id": "int64", "sku": "object", "name": "object", "category": "object",
                      "cost": "float64", "current_price": "float64"},
         "product_prices": {"product_id": "int64", "valid_from": "datetime64[ns]", "list_price": "float64"},
