@@ -8,6 +8,11 @@ signature, input example and pip requirements and registered; then the promotion
 alias and records the decision (with both paired comparisons) as tags, metrics and in
 ``scores.model_promotions``. Scoring loads a family's ``@champion`` (the version it resolves to
 now, recorded on every published row) and calls its pyfunc ``predict`` on the nightly input.
+
+Minimisation (docs/privacy.md): nothing the runner logs carries a raw customer id. The reference
+features are logged without their ``customer_id`` (the drift check compares distributions), the
+input example has its customers renumbered 1..n (:func:`without_customer_ids`: the signature and
+the rows' shape are kept, no real customer is named), and a table holding ``customer_id`` is refused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 SPEC_TAG = "revopt.model_spec"
 REFERENCE_FEATURES = "reference/features.parquet"
+CUSTOMER_ID = "customer_id"
 PIP_REQUIREMENTS = [
     f"{name}=={version(name)}"
     for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle")
@@ -68,10 +74,12 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
                            "timeout_seconds": params.tuning_timeout_seconds, "seed": params.seed,
                            "promotion_margin": params.promotion_margin, "promotion_alpha": params.promotion_alpha})
         trained = family.train(data, params, [trial_logger("valid_objective")])
+        example = without_customer_ids(trained.example)
         mlflow.log_params(trained.params)
         mlflow.log_metrics(trained.metrics)
         mlflow.set_tags({**trained.tags, SPEC_TAG: json.dumps(trained.spec)})
         for name, table in trained.tables.items():
+            _require_no_customer_ids(family.name, name, table)
             mlflow.log_table(table, name)
         for name, figure in trained.figures.items():
             mlflow.log_figure(figure, f"plots/{name}")
@@ -85,7 +93,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
             raise NonFiniteModelError(f"{family.name} ({family.model_name}) for {run_date}: its test-window {metric.name} "
                                       f"is {test_value}, not a finite number (it cannot be judged); the model is not "
                                       "registered")
-        predicted = trained.model.predict(None, trained.example, trained.predict_params or None)
+        predicted = trained.model.predict(None, example, trained.predict_params or None)
         checks = trained.checks if isinstance(predicted, pd.DataFrame) else {
             **trained.checks, "predictions on the input example": predicted}
         for what, values in checks.items():
@@ -95,8 +103,8 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
         champion = _champion_evaluation(family, champion_version, data, params)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=trained.model,
-            signature=infer_signature(trained.example, predicted, params=trained.predict_params or None),
-            input_example=trained.example, pip_requirements=PIP_REQUIREMENTS,
+            signature=infer_signature(example, predicted, params=trained.predict_params or None),
+            input_example=example, pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=family.model_name,
         )
         model_version = str(info.registered_model_version)
@@ -236,9 +244,32 @@ def resolve_alias(model_name: str, alias: str = CHAMPION) -> str:
     return found
 
 
+def without_customer_ids(example: pd.DataFrame) -> pd.DataFrame:
+    """``example`` (a family's input example) with its customers renumbered 1..n in order of first
+    appearance, the same customer the same number in every row (a long input joins its parts on it);
+    0 (no customer: a catalogue row) and missing stay. An index of customer ids is dropped."""
+    if example.index.name == CUSTOMER_ID:
+        example = example.reset_index(drop=True)
+    if CUSTOMER_ID not in example.columns:
+        return example
+    ids = example[CUSTOMER_ID]
+    real = ids.notna() & (ids != 0)
+    codes, _ = pd.factorize(ids[real])  # in order of first appearance
+    numbered = ids.copy()
+    numbered[real] = codes + 1
+    return example.assign(**{CUSTOMER_ID: numbered})
+
+
+def _require_no_customer_ids(family: str, name: str, table: pd.DataFrame) -> None:
+    if CUSTOMER_ID in table.columns or table.index.name == CUSTOMER_ID:
+        raise ValueError(f"{family}: the table {name} holds {CUSTOMER_ID}; MLflow artifacts carry no customer "
+                         "identifier (aggregate it, or leave it to the published tables)")
+
+
 def _log_reference_features(X: pd.DataFrame) -> None:
-    """The features the final model is fitted on: the nightly drift check's reference."""
+    """The features the final model is fitted on, without the customers' ids: the nightly drift check's
+    reference (it compares the columns' distributions)."""
     with tempfile.TemporaryDirectory(prefix="revopt-reference-") as tmp:
         path = Path(tmp) / Path(REFERENCE_FEATURES).name
-        X.reset_index().to_parquet(path, index=False)
+        X.drop(columns=CUSTOMER_ID, errors="ignore").to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_FEATURES).parent))

@@ -97,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     where = commands.add_parser("where", help="print where the state, results and UIs are")
     where.set_defaults(handler=_where)
 
-    from revopt import cli_experiments
+    from revopt import cli_experiments, cli_privacy
 
     cli_experiments.add_parser(commands)
+    cli_privacy.add_parser(commands)
     return parser
 
 
