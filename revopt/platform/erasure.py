@@ -1,0 +1,724 @@
+"""Erasure (``revopt erase``): remove one person from everything revopt wrote, and remember them only as a hash.
+
+**Who.** The person is the requested account (or anonymous id) plus everything identity resolution ever joined to
+it: every account and device in any run date of ``scores.identity_map`` (closure: an account of the person brings
+its own links in), every device seen logged in only as the person's accounts in the events, and the accounts of an
+earlier erasure of the same subject (so a re-run after a partial failure is complete). An anonymous id that was
+never linked to anyone is erased on its own.
+
+**Where** (what was found holding customer ids in a demo state; docs/privacy.md):
+
+- PostgreSQL ``scores``: every table with a customer id column (found through ``information_schema``, so a new
+  table is covered without editing this), ``identity_map`` also by identifier, ``experiment_assignments`` by
+  ``unit_id`` for customer experiments, ``order_attribution`` (and any table with an ``order_id``) by the
+  person's orders; the validation examples in ``data_quality.failures`` are redacted. One transaction, which also
+  writes the ``erasure_log`` row; the tables it touched are vacuumed afterwards.
+- Run folders (``runs/<date>``): Parquet extracts, features and outputs lose the person's rows (customer,
+  identifier, anonymous id, order and journey columns); Great Expectations results lose the person's
+  example values (their data docs pages, which show the same examples, are deleted); Airflow logs lose every
+  line naming the person.
+- MLflow: the artifact store's Parquet, CSV and JSON (input examples, logged tables) lose the person's rows, by raw
+  id and by their pseudonym (:func:`revopt.platform.privacy.pseudonymise`, purpose ``id``); any other file that
+  holds a pseudonym or device id is deleted — except a registered model's own files, which are left and reported
+  (a model that keys customers must be retrained to forget one). Run params and tags naming the person are
+  removed where MLflow allows (tags), reported otherwise (params).
+- ClickHouse: revopt's own tables in the events database (every table but the store's ``events``: campaign tiers
+  and credits) lose the person's rows; ``identity_resolution`` is rebuilt from the identity map and the erasure
+  log, so the erased accounts' events read as anonymous from now on (it keeps their ids, mapped to customer 0,
+  while the store's events still hold them).
+
+The source (``shop``, ``truth``, the ``events`` table) is the store's: revopt never deletes from it. Until the
+store deletes the person, every extract drops erased accounts (:func:`revopt.platform.identity.erased_accounts`).
+
+Files are rewritten first and the database last: until the erasure is logged, a failed run can simply be
+repeated. Why written here: which columns and files of revopt's own state hold a person is revopt's knowledge.
+
+**Limits.** A numeric id is matched in free text (logs, example lists) as a whole number, so a log line that
+mentions an equal number for another reason goes too; plain ``VACUUM`` makes the deleted rows' space reusable
+but PostgreSQL's write-ahead log and not-yet-reused pages keep their bytes until overwritten; a server-backed
+MLflow store is reached only where its artifact location is a local path (elsewhere it is reported, not
+rewritten); chDB / ClickHouse keep old parts until their merges. Erasure should not run while a DAG run is writing
+the run folders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from revopt.platform.config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: A column holding a customer (account) id: customer_id, customer_id_l, canonical_customer_id, customer, ...
+#: (not counts such as ``customers`` / ``new_customers``: integer or string columns only are compared).
+_CUSTOMER_COLUMN = re.compile(r"(^|_)(customer|account)(_id)?(_[a-z]+)?$")
+_ORDER_COLUMNS = ("order_id", "journey_id")
+_SKIPPED_TABLES = ("erasure_log", "schema_version")
+_EXAMPLES = re.compile(r"e\.g\. \[[^\]]*\]")  # the example values of a failed expectation (revopt.platform.validation)
+_TEXT_SUFFIXES = (".log", ".txt", ".out")
+_SEPARATOR = "\x1e"
+
+
+@dataclass(frozen=True)
+class Person:
+    """Every identifier of the person being erased, and the values revopt may hold them as."""
+
+    accounts: frozenset[int]
+    anonymous_ids: frozenset[str] = frozenset()
+    pseudonyms: frozenset[str] = frozenset()  # pseudonymise(accounts and anonymous ids, purpose="id")
+    contact_hashes: frozenset[str] = frozenset()  # shop.customer_contacts e-mail / phone hashes
+    order_ids: frozenset[int] = frozenset()
+
+    @property
+    def account_texts(self) -> frozenset[str]:
+        return frozenset(str(a) for a in self.accounts)
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        """Values that name the person wherever they appear (long random strings: no false matches)."""
+        return self.anonymous_ids | self.pseudonyms | self.contact_hashes
+
+    def number_pattern(self) -> re.Pattern[str] | None:
+        """The accounts as whole numbers in text (``549`` but not ``1549``, ``5490`` or ``549.8``)."""
+        if not self.accounts:
+            return None
+        ids = "|".join(str(a) for a in sorted(self.accounts))
+        return re.compile(rf"(?<![\d.])(?:{ids})(?![\d]|\.\d)")
+
+
+@dataclass
+class ErasureReport:
+    accounts: list[int]
+    anonymous_ids: list[str]
+    removed: dict[str, int] = field(default_factory=dict)  # where -> rows (tables) or rows / lines / files
+    left: dict[str, int] = field(default_factory=dict)  # where the person was found but could not be removed
+
+    def add(self, where: str, count: int) -> None:
+        if count:
+            self.removed[where] = self.removed.get(where, 0) + int(count)
+
+
+# --- the person ------------------------------------------------------------------------------------
+
+
+def linked_identifiers(conn: Any, accounts: Iterable[int], anonymous_ids: Iterable[str]) -> tuple[set[int], set[str]]:
+    """The closure of ``accounts`` and ``anonymous_ids`` over every run date of ``scores.identity_map``."""
+    accounts, anonymous = set(int(a) for a in accounts), set(anonymous_ids)
+    if conn.execute("SELECT to_regclass('scores.identity_map')").fetchone()[0] is None:
+        return accounts, anonymous
+    while True:
+        rows = conn.execute(
+            "SELECT DISTINCT identifier_type, identifier, customer_id FROM scores.identity_map "
+            "WHERE customer_id = ANY(%(accounts)s) OR (identifier_type = 'customer_id' AND identifier = ANY(%(texts)s)) "
+            "OR (identifier_type = 'anonymous_id' AND identifier = ANY(%(anonymous)s))",
+            {"accounts": sorted(accounts), "texts": sorted(str(a) for a in accounts), "anonymous": sorted(anonymous)},
+        ).fetchall()
+        grown_accounts = accounts | {int(c) for _, _, c in rows} | {int(i) for t, i, _ in rows if t == "customer_id"}
+        grown_anonymous = anonymous | {i for t, i, _ in rows if t == "anonymous_id"}
+        if grown_accounts == accounts and grown_anonymous == anonymous:
+            return accounts, anonymous
+        accounts, anonymous = grown_accounts, grown_anonymous
+
+
+def _earlier_erasures(conn: Any, subject: str, secret: bytes) -> set[int]:
+    """Accounts an earlier erasure of the same subject recorded (found again by their hash in shop.customers)."""
+    from revopt.platform.privacy import pseudonymise
+
+    hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log "
+                                         "WHERE subject_hash = %s", (subject,)).fetchall()}
+    if not hashes or conn.execute("SELECT to_regclass('shop.customers')").fetchone()[0] is None:
+        return set()
+    ids = [int(i) for (i,) in conn.execute("SELECT customer_id FROM shop.customers").fetchall()]
+    return {i for i, h in zip(ids, pseudonymise(ids, secret, purpose="erasure:customer_id")) if h in hashes}
+
+
+def _devices_logged_in_only_as(store: Any, accounts: set[int]) -> set[str]:
+    """Anonymous ids seen logged in as the person's accounts and nobody else (a shared device is not theirs)."""
+    from revopt.platform.identity import has_anonymous_ids
+
+    if store is None or not accounts or not has_anonymous_ids(store):
+        return set()
+    found = store.query_df(
+        f"SELECT anonymous_id FROM {store.database}.events WHERE anonymous_id != '' AND customer_id != 0 "
+        f"AND anonymous_id IN (SELECT anonymous_id FROM {store.database}.events "
+        f"WHERE anonymous_id != '' AND has({{ids:Array(UInt64)}}, customer_id)) "
+        f"GROUP BY anonymous_id HAVING countIf(NOT has({{ids:Array(UInt64)}}, customer_id)) = 0",
+        {"ids": sorted(accounts)})
+    return {str(a) for a in found["anonymous_id"]}
+
+
+def _orders_and_contacts(conn: Any, accounts: set[int]) -> tuple[set[int], set[str]]:
+    orders: set[int] = set()
+    hashes: set[str] = set()
+    if not accounts:
+        return orders, hashes
+    if conn.execute("SELECT to_regclass('shop.orders')").fetchone()[0] is not None:
+        orders = {int(o) for (o,) in conn.execute("SELECT order_id FROM shop.orders WHERE customer_id = ANY(%s)",
+                                                   (sorted(accounts),)).fetchall()}
+    if conn.execute("SELECT to_regclass('shop.customer_contacts')").fetchone()[0] is not None:
+        rows = conn.execute("SELECT email_hash::text, phone_hash::text FROM shop.customer_contacts "
+                            "WHERE customer_id = ANY(%s)", (sorted(accounts),)).fetchall()
+        hashes = {value for row in rows for value in row if value}
+    return orders, hashes
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _scores_columns(conn: Any) -> dict[str, dict[str, str]]:
+    """Base tables of schema ``scores`` -> column -> data type."""
+    rows = conn.execute(
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns AS c "
+        "JOIN information_schema.tables AS t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+        "WHERE c.table_schema = 'scores' AND t.table_type = 'BASE TABLE' ORDER BY c.table_name, c.ordinal_position"
+    ).fetchall()
+    tables: dict[str, dict[str, str]] = {}
+    for table, column, kind in rows:
+        if table not in _SKIPPED_TABLES:
+            tables.setdefault(table, {})[column] = kind
+    return tables
+
+
+_INTEGER = ("bigint", "integer", "smallint", "numeric")
+_TEXT = ("text", "character varying", "character")
+
+
+def _row_conditions(table: str, columns: dict[str, str]) -> list[str]:
+    """SQL conditions (named parameters of :func:`_erase_postgres`) that pick the person's rows of one table."""
+    conditions = []
+    for column, kind in columns.items():
+        name = f'"{column}"'
+        if _CUSTOMER_COLUMN.search(column) and kind in _INTEGER:
+            conditions.append(f"{name} = ANY(%(accounts)s)")
+        elif _CUSTOMER_COLUMN.search(column) and kind in _TEXT:
+            conditions.append(f"{name} = ANY(%(account_values)s)")
+        elif column == "identifier" and kind in _TEXT:
+            conditions.append(f"{name} = ANY(%(identifiers)s)")
+        elif column == "anonymous_id" and kind in _TEXT:
+            conditions.append(f"{name} = ANY(%(anonymous)s)")
+        elif column == "unit_id" and kind in _INTEGER:
+            conditions.append(f"({name} = ANY(%(accounts)s) AND experiment_id = ANY(%(customer_experiments)s))"
+                              if "experiment_id" in columns else f"{name} = ANY(%(accounts)s)")
+        elif column == "order_id" and kind in _INTEGER:
+            conditions.append(f"{name} = ANY(%(orders)s)")
+    return conditions
+
+
+def _erase_postgres(conn: Any, person: Person, report: ErasureReport) -> list[str]:
+    """Delete the person's rows from every ``scores`` table; returns the tables touched (to vacuum)."""
+    tables = _scores_columns(conn)
+    customer_experiments = []
+    if "experiments" in tables:
+        customer_experiments = [e for (e,) in conn.execute(
+            "SELECT experiment_id FROM scores.experiments WHERE unit = 'customer'").fetchall()]
+    params = {
+        "accounts": sorted(person.accounts), "orders": sorted(person.order_ids),
+        "account_values": sorted(person.account_texts | person.pseudonyms),
+        "identifiers": sorted(person.account_texts | person.anonymous_ids),
+        "anonymous": sorted(person.anonymous_ids), "customer_experiments": customer_experiments,
+    }
+    touched = []
+    for table, columns in tables.items():
+        conditions = _row_conditions(table, columns)
+        if conditions:
+            deleted = conn.execute(f'DELETE FROM scores."{table}" WHERE ' + " OR ".join(conditions), params).rowcount
+            if deleted:
+                report.add(f"scores.{table}", deleted)
+                touched.append(table)
+        elif _redact_text_columns(conn, table, columns, person, report):
+            touched.append(table)
+    return touched
+
+
+def _redact_text_columns(conn: Any, table: str, columns: dict[str, str], person: Person,
+                         report: ErasureReport) -> bool:
+    """In tables that are not per customer (validation records, reasons): the person's ids in example lists and
+    their tokens anywhere in text, replaced. Returns whether any row changed."""
+    pattern = person.number_pattern()
+    changed = 0
+    for column, kind in columns.items():
+        if kind not in _TEXT:
+            continue
+        name = f'"{column}"'
+        tokens = sorted(person.tokens)
+        rows = conn.execute(
+            f"SELECT ctid::text, {name} FROM scores.\"{table}\" WHERE {name} LIKE '%%e.g. [%%' "
+            f"OR {name} LIKE ANY(%(likes)s)", {"likes": [f"%{t}%" for t in tokens]}).fetchall()
+        for ctid, text in rows:
+            redacted = redact_text(text, person, pattern)
+            if redacted != text:
+                conn.execute(f'UPDATE scores."{table}" SET {name} = %s WHERE ctid = %s::tid', (redacted, ctid))
+                changed += 1
+    report.add(f"scores.{table} (redacted)", changed)
+    return changed > 0
+
+
+def redact_text(text: str, person: Person, pattern: re.Pattern[str] | None = None) -> str:
+    """``text`` with the person's tokens replaced anywhere and their account ids replaced inside example lists
+    (``e.g. [549, 17]``), the only place revopt's free text lists customer ids."""
+    pattern = pattern if pattern is not None else person.number_pattern()
+    for token in person.tokens:
+        text = text.replace(token, "[erased]")
+    if pattern is not None:
+        text = _EXAMPLES.sub(lambda m: pattern.sub("[erased]", m.group(0)), text)
+    return text
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def person_rows(table: pa.Table, person: Person, *, journeys: frozenset[int] = frozenset(),
+                customer_experiments: frozenset[str] | None = None) -> np.ndarray:
+    """A boolean mask of the rows of ``table`` that are about the person: a customer-id column (integer, or a
+    string holding the id or its pseudonym), ``identifier`` / ``anonymous_id``, ``unit_id`` (of customer
+    experiments when the table says which), ``order_id`` / ``journey_id`` (the person's orders and ``journeys``),
+    or any string cell that is one of the person's tokens (a device id, pseudonym or contact hash)."""
+    mask = np.zeros(table.num_rows, dtype=bool)
+    if table.num_rows == 0:
+        return mask
+    tokens = sorted(person.tokens)
+    for name in table.column_names:
+        column = _plain(table.column(name))
+        kind = column.type
+        integer, text = pa.types.is_integer(kind), pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        hit = None
+        if _CUSTOMER_COLUMN.search(name) and integer:
+            hit = _isin(column, sorted(person.accounts), pa.int64())
+        elif _CUSTOMER_COLUMN.search(name) and text:
+            hit = _isin(column, sorted(person.account_texts | person.pseudonyms), pa.string())
+        elif name == "identifier" and text:
+            hit = _isin(column, sorted(person.account_texts | person.anonymous_ids), pa.string())
+        elif name == "unit_id" and (integer or text):
+            values = sorted(person.accounts) if integer else sorted(person.account_texts)
+            hit = _isin(column, values, pa.int64() if integer else pa.string())
+            if "experiment_id" in table.column_names and customer_experiments is not None:
+                hit &= _isin(_plain(table.column("experiment_id")), sorted(customer_experiments), pa.string())
+            elif "unit" in table.column_names:
+                hit &= np.asarray(_plain(table.column("unit")).to_pandas() == "customer")
+        elif name in _ORDER_COLUMNS and integer:
+            hit = _isin(column, sorted(person.order_ids | (journeys if name == "journey_id" else frozenset())),
+                        pa.int64())
+        elif text and tokens:
+            hit = np.zeros(table.num_rows, dtype=bool)
+            for token in tokens:
+                hit |= np.asarray(pc.fill_null(pc.match_substring(column, token), False))
+        if hit is not None:
+            mask |= hit
+    return mask
+
+
+def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+def _isin(column: pa.ChunkedArray, values: list, kind: pa.DataType) -> np.ndarray:
+    if not values:
+        return np.zeros(len(column), dtype=bool)
+    if pa.types.is_integer(kind) and not pa.types.is_integer(column.type):
+        return np.zeros(len(column), dtype=bool)
+    target = column.type if pa.types.is_integer(column.type) and pa.types.is_integer(kind) else kind
+    try:
+        value_set = pa.array(values, type=target)
+    except (pa.ArrowInvalid, OverflowError):  # an id outside the column's range cannot be in it
+        value_set = pa.array([v for v in values if _fits(v, target)], type=target)
+    return np.asarray(pc.fill_null(pc.is_in(column, value_set=value_set), False))
+
+
+def _fits(value: int, kind: pa.DataType) -> bool:
+    try:
+        pa.array([value], type=kind)
+        return True
+    except (pa.ArrowInvalid, OverflowError):
+        return False
+
+
+def _journeys_of(paths: Iterable[Path], person: Person) -> frozenset[int]:
+    """The person's journey ids in one run folder: rows of a Parquet file with a journey and a customer column."""
+    journeys: set[int] = set()
+    for path in paths:
+        names = pq.read_schema(path).names
+        customer = [n for n in names if _CUSTOMER_COLUMN.search(n)]
+        if "journey_id" in names and customer:
+            table = pq.read_table(path, columns=["journey_id", *customer])
+            mask = person_rows(table.select(customer), person)
+            journeys |= {int(j) for j in np.asarray(table.column("journey_id"))[mask]}
+    return frozenset(journeys)
+
+
+def rewrite_parquet(path: Path, person: Person, **kwargs: Any) -> int:
+    """Rewrite ``path`` without the person's rows (a temp file, then ``os.replace``); returns rows removed."""
+    table = pq.read_table(path)
+    mask = person_rows(table, person, **kwargs)
+    removed = int(mask.sum())
+    if removed:
+        _replace(path, lambda tmp: pq.write_table(table.filter(pa.array(~mask)), tmp))
+    return removed
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.erasing")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def scrub_json(node: Any, person: Person) -> tuple[Any, int]:
+    """``node`` (parsed JSON) without the person: rows of a split-orient table (``{"columns", "data"}``, MLflow
+    input examples and logged tables), records (dicts in a list) naming them, example values of a Great
+    Expectations result on a customer column, and their tokens anywhere. Returns (new node, items removed)."""
+    return _scrub(node, person, listed_ids=False)
+
+
+def _is_account(value: Any, person: Person) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value in person.accounts
+    if isinstance(value, float):
+        return value.is_integer() and int(value) in person.accounts
+    return isinstance(value, str) and (value in person.account_texts or value in person.pseudonyms)
+
+
+def _names_person(value: Any, person: Person) -> bool:
+    return isinstance(value, str) and any(token in value for token in person.tokens)
+
+
+def _is_id_name(name: object) -> bool:
+    return isinstance(name, str) and (bool(_CUSTOMER_COLUMN.search(name)) or name in ("identifier", "unit_id"))
+
+
+def _scrub(node: Any, person: Person, listed_ids: bool) -> tuple[Any, int]:
+    """``listed_ids``: the values listed below here are customer ids (a customer column's examples)."""
+    removed = 0
+    if isinstance(node, dict):
+        columns, data = node.get("columns"), node.get("data")
+        if isinstance(columns, list) and isinstance(data, list) and all(isinstance(c, str) for c in columns):
+            ids = [i for i, c in enumerate(columns) if _is_id_name(c)]
+            kept = [row for row in data if not (isinstance(row, list) and (
+                any(i < len(row) and _is_account(row[i], person) for i in ids)
+                or any(_names_person(v, person) for v in row)))]
+            removed += len(data) - len(kept)
+            node = {**node, "data": kept}
+        config = node.get("expectation_config")
+        kwargs = (config.get("kwargs") or {}) if isinstance(config, dict) else {}
+        expectation_on_ids = any(_is_id_name(c) for c in [kwargs.get("column"), *(kwargs.get("column_list") or [])])
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                out[key], count = _scrub(value, person, listed_ids or _is_id_name(key)
+                                         or (key == "result" and expectation_on_ids))
+            elif (_is_id_name(key) and _is_account(value, person)) or _names_person(value, person):
+                out[key], count = None, 1
+            else:
+                out[key], count = value, 0
+            removed += count
+        return out, removed
+    if isinstance(node, list):
+        kept = []
+        for item in node:
+            if isinstance(item, dict):
+                if _record_names_person(item, person) or (listed_ids and _is_account(item.get("value"), person)):
+                    removed += 1
+                    continue
+            elif not isinstance(item, list) and (_names_person(item, person)
+                                                 or (listed_ids and _is_account(item, person))):
+                removed += 1
+                continue
+            scrubbed, count = _scrub(item, person, listed_ids)
+            kept.append(scrubbed)
+            removed += count
+        return kept, removed
+    return node, removed
+
+
+def _record_names_person(record: dict, person: Person) -> bool:
+    """A record (a dict in a list) is the person's when a customer-id field holds them or any field names them."""
+    return any((_is_id_name(key) and _is_account(value, person)) or _names_person(value, person)
+               for key, value in record.items() if not isinstance(value, (dict, list)))
+
+
+def rewrite_json(path: Path, person: Person) -> int:
+    """Rewrite a JSON file without the person (:func:`scrub_json`); returns items removed."""
+    try:
+        node = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return rewrite_other(path, person)
+    scrubbed, removed = scrub_json(node, person)
+    if removed:
+        indent = 1 if path.read_text().startswith("{\n") else None
+        _replace(path, lambda tmp: tmp.write_text(json.dumps(scrubbed, indent=indent, default=str)))
+    return removed
+
+
+def rewrite_lines(path: Path, person: Person) -> int:
+    """Rewrite a text file (a log) without the lines naming the person (a token, or an account id as a whole
+    number); returns lines removed."""
+    pattern = person.number_pattern()
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    kept = [line for line in lines if not (any(t in line for t in person.tokens)
+                                            or (pattern is not None and pattern.search(line)))]
+    if len(kept) != len(lines):
+        _replace(path, lambda tmp: tmp.write_text("".join(kept)))
+    return len(lines) - len(kept)
+
+
+def rewrite_csv(path: Path, person: Person) -> int:
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    as_numbers = {c: pd.to_numeric(frame[c], errors="coerce") for c in frame.columns if _CUSTOMER_COLUMN.search(c)}
+    mask = person_rows(table, person)
+    for values in as_numbers.values():
+        mask |= values.isin(sorted(person.accounts)).to_numpy()
+    if mask.any():
+        _replace(path, lambda tmp: frame.loc[~mask].to_csv(tmp, index=False))
+    return int(mask.sum())
+
+
+def rewrite_other(path: Path, person: Person) -> int:
+    """Any other file: deleted if its bytes hold one of the person's tokens (it cannot be rewritten safely);
+    returns 1 if deleted."""
+    if not person.tokens:
+        return 0
+    data = path.read_bytes()
+    if any(token.encode() in data for token in person.tokens):
+        path.unlink()
+        return 1
+    return 0
+
+
+def _is_model_file(path: Path, root: Path) -> bool:
+    """Whether ``path`` belongs to a logged model (a folder above it, up to ``root``, holds an ``MLmodel``)."""
+    for folder in path.parents:
+        if (folder / "MLmodel").exists():
+            return True
+        if folder == root:
+            return False
+    return False
+
+
+def erase_files(root: Path, person: Person, report: ErasureReport, label: str, *,
+                customer_experiments: frozenset[str] | None = None, keep_models: bool = False) -> None:
+    """Remove the person from every file under ``root``, grouped by its top folder (a run date, an MLflow run):
+    journeys are matched per group. Counts go to ``report`` under ``label``."""
+    if not root.is_dir():
+        return
+    groups: dict[Path, list[Path]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".erasing")):
+        top = root / path.relative_to(root).parts[0]
+        groups.setdefault(top, []).append(path)
+    for paths in groups.values():
+        parquets = [p for p in paths if p.suffix == ".parquet"]
+        journeys = _journeys_of(parquets, person)
+        rewritten_json: set[Path] = set()
+        for path in paths:
+            suffix = path.suffix.lower()
+            if suffix == ".parquet":
+                count = rewrite_parquet(path, person, journeys=journeys, customer_experiments=customer_experiments)
+                report.add(f"{label}: Parquet rows", count)
+                report.add(f"{label}: Parquet files rewritten", int(count > 0))
+            elif suffix == ".json":
+                count = rewrite_json(path, person) if path.exists() else 0
+                if count:
+                    rewritten_json.add(path.with_suffix(""))
+                report.add(f"{label}: JSON items", count)
+                report.add(f"{label}: JSON files rewritten", int(count > 0))
+            elif suffix == ".csv":
+                report.add(f"{label}: CSV rows", rewrite_csv(path, person))
+            elif suffix in _TEXT_SUFFIXES:
+                report.add(f"{label}: log lines", rewrite_lines(path, person))
+        for path in paths:
+            suffix = path.suffix.lower()
+            if suffix in (".parquet", ".json", ".csv", *_TEXT_SUFFIXES) or not path.exists():
+                continue
+            if suffix == ".html" and path.with_suffix("") in rewritten_json:
+                path.unlink()  # a data docs page shows the examples its JSON result held
+                report.add(f"{label}: files deleted", 1)
+                continue
+            if keep_models and _is_model_file(path, root):
+                data = path.read_bytes()
+                if any(token.encode() in data for token in person.tokens):
+                    report.left[f"{label}: model file {path.relative_to(root)}"] = 1
+                    logger.warning("a registered model's file holds the erased person's pseudonym; retrain its "
+                                   "family to forget them: %s", path)
+                continue
+            report.add(f"{label}: files deleted", rewrite_other(path, person))
+
+
+# --- MLflow ----------------------------------------------------------------------------------------
+
+
+def _artifact_roots(settings: Settings) -> tuple[list[Path], list[str]]:
+    """Local folders holding MLflow artifacts, and the artifact locations that are not local (reported)."""
+    if settings.mlflow_tracking_uri.startswith("sqlite:") or settings.mlflow_tracking_uri.startswith("file:"):
+        return [settings.mlflow_artifact_root], []
+    from mlflow import MlflowClient
+
+    local, remote = [], []
+    uri = settings.mlflow_tracking_uri
+    for experiment in MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments():
+        location = experiment.artifact_location or ""
+        if location.startswith("file:"):
+            local.append(Path(location.removeprefix("file://")))
+        elif location.startswith("/"):
+            local.append(Path(location))
+        else:
+            remote.append(location)
+    return local, remote
+
+
+def _erase_tracking(settings: Settings, person: Person, report: ErasureReport) -> None:
+    """Run params and tags that name the person: tags deleted, params (MLflow cannot delete them) reported."""
+    from mlflow import MlflowClient
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return  # no tracking database yet: nothing was ever logged
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    pattern = person.number_pattern()
+
+    def names(key: str, value: str) -> bool:
+        if any(token in value for token in person.tokens):
+            return True
+        about_customers = bool(re.search(r"customer|account", key))
+        return about_customers and pattern is not None and bool(pattern.search(value))
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return
+    for run in client.search_runs(experiments, max_results=50_000):
+        for key, value in run.data.tags.items():
+            if names(key, str(value)):
+                client.delete_tag(run.info.run_id, key)
+                report.add("mlflow: run tags", 1)
+        for key, value in run.data.params.items():
+            if names(key, str(value)):
+                report.left[f"mlflow: param {key} of run {run.info.run_id}"] = 1
+                logger.warning("MLflow run %s has a param %s naming the erased person; MLflow cannot delete params: "
+                               "delete the run", run.info.run_id, key)
+
+
+# --- ClickHouse ------------------------------------------------------------------------------------
+
+
+def _erase_clickhouse(store: Any, person: Person, report: ErasureReport) -> None:
+    """Delete the person from revopt's own tables of the events database (every MergeTree table but ``events``;
+    ``identity_resolution`` is rebuilt from the identity map and the erasure log right after)."""
+    from revopt.platform.contract import EVENTS_TABLE
+    from revopt.platform.identity import RESOLUTION_TABLE
+
+    columns = store.query_df(
+        "SELECT c.table AS table, c.name AS name FROM system.columns AS c JOIN system.tables AS t "
+        "ON t.database = c.database AND t.name = c.table WHERE c.database = {database:String} "
+        "AND t.engine LIKE '%MergeTree' AND c.table != {events:String} "
+        "AND c.name IN ('customer_id', 'identifier', 'anonymous_id')",
+        {"database": store.database, "events": EVENTS_TABLE})
+    # string lists travel as one String split on a control character: both chDB and the HTTP client pass it as is
+    conditions = {
+        "customer_id": "has({accounts:Array(UInt64)}, customer_id)",
+        "identifier": "has(splitByChar('\\x1E', {identifiers:String}), identifier)",
+        "anonymous_id": "has(splitByChar('\\x1E', {anonymous:String}), anonymous_id)",
+    }
+    params = {"accounts": sorted(a for a in person.accounts if a >= 0),
+              "identifiers": _SEPARATOR.join(sorted(person.account_texts | person.anonymous_ids)),
+              "anonymous": _SEPARATOR.join(sorted(person.anonymous_ids))}
+    present = {"customer_id": params["accounts"], "identifier": params["identifiers"],
+               "anonymous_id": params["anonymous"]}
+    for table, rows in columns.groupby("table"):
+        names = [name for name in rows["name"] if present[name]]  # an empty list must match nothing, not ''
+        if not names or table == RESOLUTION_TABLE:
+            continue
+        where = " OR ".join(conditions[name] for name in names)
+        found = int(store.query_df(f"SELECT count() AS n FROM {store.database}.{table} WHERE {where}",
+                                   params)["n"].iloc[0])
+        if found:
+            store.command(f"ALTER TABLE {store.database}.{table} DELETE WHERE {where} SETTINGS mutations_sync = 2",
+                          params)
+            report.add(f"clickhouse.{table}", found)
+
+
+# --- the whole erasure -----------------------------------------------------------------------------
+
+
+def erase(settings: Settings, *, customer_id: int | None = None, anonymous_id: str | None = None,
+          reason: str | None = None) -> ErasureReport:
+    """Erase one person (by account or by anonymous id) from everything revopt wrote (module docstring)."""
+    from revopt.platform.identity import sync_resolution
+    from revopt.platform.privacy import id_secret, pseudonymise, subject_hash
+    from revopt.platform.schema import scores_connection
+    from revopt.platform.stack import connect_postgres, event_store
+
+    if (customer_id is None) == (anonymous_id is None):
+        raise ValueError("erase one person: give exactly one of customer_id or anonymous_id")
+    if anonymous_id is not None and not anonymous_id.strip():
+        raise ValueError("anonymous_id is empty")
+    secret = id_secret(settings)
+    requested_by, value = ("customer_id", int(customer_id)) if customer_id is not None else ("anonymous_id",
+                                                                                             anonymous_id)
+    subject = subject_hash(requested_by, value, secret)
+    store = event_store(settings) if settings.clickstream else None
+
+    with scores_connection(settings) as conn:
+        start_accounts = {int(customer_id)} if customer_id is not None else set()
+        start_accounts |= _earlier_erasures(conn, subject, secret)
+        accounts, anonymous = linked_identifiers(conn, start_accounts, {anonymous_id} if anonymous_id else set())
+        anonymous |= _devices_logged_in_only_as(store, accounts)
+        accounts, anonymous = linked_identifiers(conn, accounts, anonymous)
+        orders, hashes = _orders_and_contacts(conn, accounts)
+        customer_experiments = frozenset(e for (e,) in conn.execute(
+            "SELECT experiment_id FROM scores.experiments WHERE unit = 'customer'").fetchall()) \
+            if conn.execute("SELECT to_regclass('scores.experiments')").fetchone()[0] is not None else frozenset()
+    pseudonyms = set(pseudonymise(sorted(accounts), secret, purpose="id")) | set(
+        pseudonymise(sorted(anonymous), secret, purpose="id"))
+    person = Person(accounts=frozenset(accounts), anonymous_ids=frozenset(anonymous),
+                    pseudonyms=frozenset(pseudonyms), contact_hashes=frozenset(hashes), order_ids=frozenset(orders))
+    report = ErasureReport(accounts=sorted(accounts), anonymous_ids=sorted(anonymous))
+    logger.info("erasing %s %s: %d accounts, %d anonymous ids", requested_by,
+                value if requested_by == "customer_id" else "(as requested)", len(accounts), len(anonymous))
+
+    # Files first and the database last: until the erasure is logged, a failed run can simply be repeated.
+    erase_files(settings.runs_dir, person, report, "run folders", customer_experiments=customer_experiments)
+    erase_files(settings.airflow_home / "logs", person, report, "airflow logs")
+    roots, remote = _artifact_roots(settings)
+    for root in roots:
+        erase_files(root, person, report, "mlflow artifacts", customer_experiments=customer_experiments,
+                    keep_models=True)
+    for location in remote:
+        report.left[f"mlflow artifacts at {location} (not a local path: not searched)"] = 1
+        logger.warning("MLflow artifacts at %s are not a local path: not searched for the erased person", location)
+    _erase_tracking(settings, person, report)
+    if store is not None:
+        _erase_clickhouse(store, person, report)
+
+    with scores_connection(settings) as conn:
+        with conn.transaction():
+            touched = _erase_postgres(conn, person, report)
+            conn.execute(
+                "INSERT INTO scores.erasure_log (erased_at, subject_hash, requested_by, accounts, anonymous_ids, "
+                "account_hashes, removed, reason) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+                (dt.datetime.now(dt.timezone.utc), subject, requested_by, len(accounts), len(anonymous),
+                 list(pseudonymise(sorted(accounts), secret, purpose="erasure:customer_id")),
+                 json.dumps(report.removed, sort_keys=True), reason))
+        if store is not None:
+            sync_resolution(conn, store, lambda: secret)
+    with connect_postgres(settings, autocommit=True) as conn:
+        for table in sorted(set(touched)):
+            conn.execute(f'VACUUM scores."{table}"')
+    logger.info("erased: %s", ", ".join(f"{where} {count}" for where, count in sorted(report.removed.items())))
+    return report
