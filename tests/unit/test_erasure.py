@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from revopt.platform.erasure import (
+from revopt.platform.erasure_files import (
     ErasureReport, Person, erase_files, person_rows, redact_text, rewrite_lines, rewrite_parquet, scrub_json,
 )
 
