@@ -1,5 +1,6 @@
 """Weekly, on demand, on detected drift and on a drop in realised performance: training for logical date D:
-extract -> validate -> train each model family (propensity, churn, CLV, pricing, send time, budget, product
+resolve identities (the same ``scores.identity_map`` the nightly run publishes first, so both see the same people)
+-> extract -> validate -> train each model family (propensity, churn, CLV, pricing, send time, budget, product
 recommendations and the offers' uplift model), register it and gate it against its champion.
 
 Each family is its own branch after validation: one failing or skipping leaves the others to train,
@@ -15,7 +16,8 @@ from datetime import datetime, timezone
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, resources, run_date_of, run_params, run_params_of, skip_if_skipped, validate,
+    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, resources, run_date_of, run_params,
+    run_params_of, skip_if_skipped, validate,
 )
 
 
@@ -101,7 +103,9 @@ def revopt_training():
 
     # Independent branches: a family that fails or skips leaves the others to train; any failed
     # family fails the DAG run (a failed leaf task fails the run).
-    validated = validate(extract("training"), "training")
+    extracted = extract("training")
+    identity_resolution() >> extracted  # train on the people the nightly run scores (docs/privacy.md)
+    validated = validate(extracted, "training")
     for train in (train_propensity, train_churn, train_clv, train_pricing, train_send_time, train_budget,
                   train_recommendations, train_uplift):
         train(validated)

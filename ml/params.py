@@ -217,7 +217,7 @@ class RunParams:
         0.95, {"type": "number", "minimum": 0.5, "maximum": 1},
         "Two accounts whose contact details (shop.customer_contacts) give a Fellegi-Sunter match probability at least "
         "this high are merged into one customer (docs/privacy.md); 1 turns probabilistic merging off (logins and a "
-        "shared e-mail hash still merge).", (NIGHTLY,))
+        "shared e-mail hash still merge).")
     run_folder_retention_days: int = _param(
         30, {"type": "integer", "minimum": 1},
         "Run folders (extracts, features, outputs: personal data) of run dates older than this many days before the "

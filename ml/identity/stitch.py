@@ -52,12 +52,14 @@ FROM {database}.events
 WHERE anonymous_id != '' AND customer_id != 0 AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 GROUP BY anonymous_id, customer_id
 """
-_ACCOUNTS_SQL = "SELECT customer_id::bigint AS customer_id, signup_date FROM shop.customers WHERE signup_date < %(run_date)s"
+_ACCOUNTS_SQL = ("SELECT customer_id::bigint AS customer_id, signup_date FROM shop.customers WHERE signup_date < %(run_date)s "
+                 "ORDER BY customer_id")
 _CONTACTS_SQL = """
 SELECT c.customer_id::bigint AS customer_id, c.email_hash::text AS email_hash, c.phone_hash::text AS phone_hash,
        c.first_name::text AS first_name, c.last_name::text AS last_name, c.postcode::text AS postcode, c.birth_date
 FROM shop.customer_contacts AS c JOIN shop.customers AS s ON s.customer_id = c.customer_id
 WHERE s.signup_date < %(run_date)s
+ORDER BY c.customer_id
 """
 _STRENGTH = {"email_hash": 2.0}  # a shared address outranks any probability when picking an account's evidence
 

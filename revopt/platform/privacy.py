@@ -47,7 +47,9 @@ CUSTOMER_TABLES: dict[str, str] = {
     "affinity_state": PROFILING,
     "recommendations": PROFILING,
     "customer_segments": PROFILING,
-    "identity_map": PROFILING,
+    # kept for everyone: it is how an objection or a missing consent on one account reaches the person's others
+    # (and how erasure finds all of them); withholding it would let a flag on one account unmerge the person
+    "identity_map": RECORD,
     "send_time_recommendations": MARKETING,
     "next_best_action": MARKETING,
 }

@@ -55,7 +55,10 @@ EXPECTED_EDGES = {
         "analyse": {"validate"},
     },
     "revopt_training": {
-        "extract": set(),
+        "extract": {"apply_identity_map"},
+        "resolve_identities": set(),
+        "publish_identity_map": {"resolve_identities"},
+        "apply_identity_map": {"publish_identity_map"},
         "validate": {"extract"},
         # independent branches: one family failing or skipping leaves the others to train
         "train_propensity": {"validate"},
@@ -107,7 +110,9 @@ def test_any_run_date_a_store_may_have_is_scheduled_and_families_run_two_at_a_ti
 
 def test_scoring_never_trains_and_training_never_publishes(dagbag):
     assert not any("train" in task.task_id for task in dagbag.dags["revopt_nightly"].tasks)
-    assert not any("publish" in task.task_id for task in dagbag.dags["revopt_training"].tasks)
+    # training publishes one table, the identity map, so it trains on the people the nightly run scores
+    assert [task.task_id for task in dagbag.dags["revopt_training"].tasks if "publish" in task.task_id] == [
+        "publish_identity_map"]
     assert dagbag.dags["revopt_nightly"].timetable.expression == "0 0 * * *"  # @daily
     training = dagbag.dags["revopt_training"].timetable
     assert training.timetable.expression == "0 0 * * 0"  # weekly ...

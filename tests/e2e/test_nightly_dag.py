@@ -17,7 +17,9 @@ from ml.params import RunParams
 from ml.registry import SPEC_TAG
 from revopt import cli
 from revopt.platform.postgres import read_frame
+from revopt.platform.privacy import CUSTOMER_TABLES, MARKETING, RECORD, withheld_rows
 from revopt.platform.resources import configure_mlflow
+from revopt.sample_data.identity import IdentityDesign
 from revopt.sample_data.offers import OfferDesign
 from revopt.sample_data.seed import seed_synthetic
 from revopt.platform.stack import close_event_stores, connect_postgres
@@ -32,19 +34,39 @@ GATED_ONLY = (uplift.MODEL_NAME,)
 FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
 
+#: customers who object to profiling (shop.customers.do_not_profile): every 37th account
+NOT_PROFILED = "customer_id % 37 = 0"
+
+
 @pytest.fixture(scope="module")
 def seeded(settings, forget_models):
-    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=12, offers=OfferDesign())
+    # with devices, anonymous sessions, duplicate accounts and contact details (revopt.sample_data.identity)
+    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=12, offers=OfferDesign(),
+                            identity=IdentityDesign())
+    with connect_postgres(settings) as conn:
+        conn.execute(f"UPDATE shop.customers SET do_not_profile = true WHERE {NOT_PROFILED}")
     close_event_stores()  # Airflow's task process opens the chDB folder next
     forget_models(MODELS + GATED_ONLY)  # this store's first training starts without champions
     return report
 
 
+def _people(conn) -> pd.DataFrame:
+    """Tonight's people: one canonical customer per person (the latest scores.identity_map), with consent only if
+    every account consented and do_not_profile if any account asked."""
+    return read_frame(conn, """
+        SELECT coalesce(m.customer_id, c.customer_id) AS customer_id, bool_and(c.email_opt_in) AS consent,
+               bool_or(c.do_not_profile) AS do_not_profile
+        FROM shop.customers AS c
+        LEFT JOIN scores.identity_map_latest AS m ON m.identifier_type = 'customer_id' AND m.identifier = c.customer_id::text
+        WHERE c.signup_date < %s GROUP BY 1""", (RUN_DATE,))
+
+
 def _published(settings):
+    """Tonight's customer scores, and the people who should have one (every person who may be profiled)."""
     with connect_postgres(settings) as conn:
         scores = read_frame(conn, "SELECT * FROM scores.customer_scores WHERE run_date = %s", (RUN_DATE,))
-        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
-    return scores, customers
+        people = _people(conn)
+    return scores, people.loc[~people["do_not_profile"]].reset_index(drop=True)
 
 
 def _decisions(settings):
@@ -137,6 +159,7 @@ def test_nightly_dag_publishes_send_times_outside_quiet_hours_for_every_customer
     with connect_postgres(settings) as conn:
         times = read_frame(conn, "SELECT * FROM scores.send_time_recommendations WHERE run_date = %s", (RUN_DATE,))
     _, customers = _published(settings)
+    customers = customers.loc[customers["consent"]]  # no send time without marketing consent
     assert set(times["customer_id"]) == set(customers["customer_id"])
     day_types = set(times["day_type"])
     assert day_types in ({"any"}, {"weekday", "weekend"})
@@ -213,9 +236,12 @@ def test_nightly_dag_publishes_acquisition_economics_and_a_cac_forecast(settings
     with connect_postgres(settings) as conn:
         cohorts = read_frame(conn, "SELECT * FROM scores.channel_economics WHERE run_date = %s AND level = 'channel'",
                              (RUN_DATE,))
-        firsts = read_frame(conn, (
-            "SELECT date_trunc('month', min(order_ts) AT TIME ZONE 'UTC')::date AS cohort_month, customer_id "
-            "FROM shop.orders WHERE status = 'completed' AND order_ts < %s GROUP BY customer_id"), (RUN_DATE,))
+        firsts = read_frame(conn, (  # per person: a duplicate account's first order is no new customer
+            "SELECT date_trunc('month', min(o.order_ts) AT TIME ZONE 'UTC')::date AS cohort_month, "
+            "coalesce(m.customer_id, o.customer_id) AS customer_id FROM shop.orders AS o "
+            "LEFT JOIN scores.identity_map_latest AS m ON m.identifier_type = 'customer_id' "
+            "AND m.identifier = o.customer_id::text "
+            "WHERE o.status = 'completed' AND o.order_ts < %s GROUP BY 2"), (RUN_DATE,))
         forecast = read_frame(conn, "SELECT * FROM scores.cac_forecasts WHERE run_date = %s", (RUN_DATE,))
         spend = read_frame(conn, "SELECT DISTINCT channel FROM shop.marketing_spend")
     new = cohorts.groupby("cohort_month")["new_customers"].sum()
@@ -265,7 +291,8 @@ def test_nightly_dag_publishes_top_k_recommendations_under_the_business_rules(se
     with connect_postgres(settings) as conn:
         recs = read_frame(conn, "SELECT r.*, p.category AS product_category FROM scores.recommendations r "
                                 "JOIN shop.products p USING (product_id) WHERE r.run_date = %s", (RUN_DATE,))
-        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
+    _, customers = _published(settings)
+    with connect_postgres(settings) as conn:
         recent = read_frame(conn, "SELECT DISTINCT o.customer_id, l.product_id FROM shop.orders o JOIN shop.order_lines l "
                                   "USING (order_id) WHERE o.status = 'completed' AND o.order_ts >= %s AND o.order_ts < %s",
                             (RUN_DATE - dt.timedelta(days=params.recs_exclude_bought_days), RUN_DATE))
@@ -306,9 +333,10 @@ def test_nightly_dag_publishes_segments_for_every_customer_with_profiles_that_ad
 
 def test_nightly_dag_publishes_one_action_per_customer_and_none_without_consent(settings, seeded):
     with connect_postgres(settings) as conn:
-        actions = read_frame(conn, "SELECT a.*, c.email_opt_in AS consent FROM scores.next_best_action a "
-                                   "JOIN shop.customers c USING (customer_id) WHERE a.run_date = %s", (RUN_DATE,))
-        customers = read_frame(conn, "SELECT customer_id FROM shop.customers WHERE signup_date < %s", (RUN_DATE,))
+        actions = read_frame(conn, "SELECT * FROM scores.next_best_action WHERE run_date = %s", (RUN_DATE,)) \
+            .merge(_people(conn)[["customer_id", "consent"]], on="customer_id", how="left")
+    _, customers = _published(settings)
+    with connect_postgres(settings) as conn:
         offers = read_frame(conn, "SELECT count(*) AS n FROM shop.offers")
     assert offers["n"].iloc[0] > 0
     assert set(actions["customer_id"]) == set(customers["customer_id"]) and actions["customer_id"].is_unique
@@ -332,14 +360,44 @@ def test_nightly_dag_publishes_one_action_per_customer_and_none_without_consent(
         client.set_registered_model_alias(uplift.MODEL_NAME, "champion", str(latest))
         assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
         with connect_postgres(settings) as conn:
-            actions = read_frame(conn, "SELECT a.*, c.email_opt_in AS consent FROM scores.next_best_action a "
-                                       "JOIN shop.customers c USING (customer_id) WHERE a.run_date = %s", (RUN_DATE,))
+            actions = read_frame(conn, "SELECT * FROM scores.next_best_action WHERE run_date = %s", (RUN_DATE,)) \
+                .merge(_people(conn)[["customer_id", "consent"]], on="customer_id", how="left")
         versions = actions["model_versions"].map(lambda v: v if isinstance(v, dict) else json.loads(v))
     champion = str(client.get_registered_model(uplift.MODEL_NAME).aliases["champion"])
     assert versions.map(lambda v: v.get(uplift.MODEL_NAME) == champion).all()
     offers = actions[actions["action"].isin(["retention_offer", "win_back"])]
     assert len(offers) and offers["consent"].all() and (offers["uplift"] >= RunParams().nba_min_order_uplift).all()
     assert offers["discount"].isin(RunParams().nba_discount_levels).all()
+
+
+def test_no_published_table_profiles_a_customer_who_objected_or_markets_to_one_without_consent(settings, seeded):
+    """Every scores table with a customer_id, found from the catalogue (a new table is checked without editing
+    this test), after tonight's nightly run and an affinity refresh."""
+    assert cli.main(["run", "--dag", "affinity", "--date", RUN_DATE.isoformat()]) == 0
+    with connect_postgres(settings) as conn:
+        tables = [name for (name,) in conn.execute(
+            "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
+            "USING (table_schema, table_name) WHERE c.table_schema = 'scores' AND c.column_name = 'customer_id' "
+            "AND t.table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+        people = _people(conn)
+        published = {name: read_frame(conn, f"SELECT * FROM scores.{name} WHERE run_date = %s", (RUN_DATE,))
+                     for name in tables}
+    assert set(tables) == set(CUSTOMER_TABLES), "every per-customer table declares its privacy purpose"
+    not_profiled = set(people.loc[people["do_not_profile"], "customer_id"])
+    no_consent = set(people.loc[~people["consent"], "customer_id"])
+    assert not_profiled and no_consent - not_profiled
+    for name, rows in published.items():
+        assert len(rows), f"scores.{name} is empty: nothing checked"
+        if CUSTOMER_TABLES[name] == RECORD:  # the identity map: how a flag reaches all of a person's accounts
+            continue
+        assert not rows["customer_id"].isin(not_profiled).any(), f"scores.{name} profiles do_not_profile customers"
+        if CUSTOMER_TABLES[name] == MARKETING:
+            contacts = rows if name != "next_best_action" else rows.loc[rows["action"] != "do_nothing"]
+            assert not contacts["customer_id"].isin(no_consent).any(), f"scores.{name} markets without consent"
+    # and a merged person is scored once, under the canonical account
+    merged = published["identity_map"]
+    merged = merged.loc[(merged["identifier_type"] == "customer_id") & (merged["method"] != "canonical")]
+    assert len(merged) and not published["customer_scores"]["customer_id"].isin(merged["identifier"].astype(int)).any()
 
 
 def test_nightly_dag_checks_drift_against_the_training_reference(settings, seeded):
@@ -520,7 +578,10 @@ def test_a_model_experiment_scores_each_variant_with_its_version_and_says_so_on_
     assert len(quiet) > 0 and (quiet["best_hour"] == quiet["default_hour"]).all()
     assert (send_times.loc[send_times["variant"] == "treatment", "best_hour"]
             != send_times.loc[send_times["variant"] == "treatment", "default_hour"]).any()
-    assert len(assigned) == len(customers) and set(assigned["variant"]) == {"control", "challenger"}
+    with connect_postgres(settings) as conn:
+        everyone = _people(conn)  # an assignment is a record, kept for those who may not be profiled
+    assert set(assigned["customer_id"]) == set(everyone["customer_id"])
+    assert set(assigned["variant"]) == {"control", "challenger"}
     rows = scores.merge(assigned, on="customer_id", suffixes=("", "_assigned"))
     assert (rows["experiment_id"] == "e2e-ranker").all() and (rows["variant"] == rows["variant_assigned"]).all()
     by_variant = rows.groupby("variant")["propensity_version"].agg(set)
@@ -602,6 +663,8 @@ def test_the_champion_loaded_from_the_registry_predicts_exactly_what_the_nightly
     table, columns = PUBLISHED[name]
     with connect_postgres(settings) as conn:
         published = read_frame(conn, f"SELECT * FROM scores.{table} WHERE run_date = %s", (RUN_DATE,))
+        if not isinstance(columns, str):  # the publish guard: consent and do_not_profile (revopt.platform.privacy)
+            predicted = withheld_rows(conn, table, pd.DataFrame(predicted))
     assert len(published) > 0
     if isinstance(columns, str):  # a customer score: one number per customer of the family's input, NULL for the rest
         scored = published.set_index("customer_id")[columns].dropna()
