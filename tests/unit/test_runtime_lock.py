@@ -28,7 +28,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 # the model families' libraries, and the servers (Airflow's Celery executor needs celery + redis,
 # MLflow's basic-auth app needs Flask-WTF).
 IMPORTS = (
-    "import lightgbm, xgboost, catboost, sklearn, optuna, chdb, psycopg, psycopg2, clickhouse_connect, implicit, econml",
+    "import lightgbm, xgboost, catboost, sklearn, optuna, chdb, psycopg, psycopg2, clickhouse_connect, implicit, econml, "
+    "splink, duckdb",
     "import mlflow, mlflow.server.auth, great_expectations, evidently, redis\n"
     "import airflow.providers.celery.executors.celery_executor, airflow.providers.postgres.hooks.postgres",
 )

@@ -1,0 +1,1 @@
+"""Identity resolution: probabilistic matching of duplicate accounts and stitching identifiers into people (issue 20)."""
