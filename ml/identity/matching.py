@@ -151,7 +151,7 @@ def match_accounts(contacts: pd.DataFrame, threshold: float, seed: int = 0) -> p
     settings = _settings(fields, len(records))
     with _quiet_splink():
         trained = _train(records, settings, fields, seed)
-        linker = Linker(records, trained, DuckDBAPI(), set_up_basic_logging=False)
+        linker = Linker(records, trained, DuckDBAPI(_single_threaded()), set_up_basic_logging=False)
         # Splink filters on the weight (a hair below the threshold's: rounding); ours on the probability.
         threshold_weight = _weight(threshold) - 1e-9 if 0.0 < threshold < 1.0 else None
         predictions = linker.inference.predict(threshold_match_weight=threshold_weight).as_pandas_dataframe()
@@ -300,7 +300,7 @@ def _train(records: pd.DataFrame, settings: dict, fields: list[str], seed: int) 
     from splink import DuckDBAPI, Linker, block_on
 
     n = len(records)
-    linker = Linker(records, settings, DuckDBAPI(), set_up_basic_logging=False)
+    linker = Linker(records, settings, DuckDBAPI(_single_threaded()), set_up_basic_logging=False)
     if n >= MIN_ACCOUNTS_TO_TRAIN:
         linker.training.estimate_u_using_random_sampling(max_pairs=U_SAMPLE_PAIRS, seed=seed + 1)
     if set(EMAIL_BLOCK) <= set(fields) and _pairs_sharing(records, EMAIL_BLOCK) >= MIN_TRAINING_PAIRS:
@@ -327,7 +327,7 @@ def _fit_lambda(model: dict, records: pd.DataFrame, iterations: int = 200, toler
     from splink import DuckDBAPI, Linker
 
     scoring = dict(model, retain_intermediate_calculation_columns=True)
-    candidates = Linker(records, scoring, DuckDBAPI(), set_up_basic_logging=False).inference.predict(
+    candidates = Linker(records, scoring, DuckDBAPI(_single_threaded()), set_up_basic_logging=False).inference.predict(
     ).as_pandas_dataframe()
     n = len(records)
     all_pairs = n * (n - 1) / 2
@@ -390,6 +390,16 @@ def _is_probability(value: object) -> bool:
 def _weight(probability: float) -> float:
     """Match weight (log2 odds) of a probability in (0, 1)."""
     return math.log2(probability / (1.0 - probability))
+
+
+def _single_threaded():
+    """A DuckDB connection on one thread: parallel aggregation sums floating-point numbers in varying order, and a
+    pair whose probability lands a hair either side of the threshold would make re-runs of one night differ."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads TO 1")
+    return con
 
 
 def _explained(pairs: pd.DataFrame, records: pd.DataFrame, fields: list[str]) -> pd.DataFrame:
