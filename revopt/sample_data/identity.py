@@ -64,9 +64,7 @@ libraries draw names and addresses but no duplicates with controlled noise, hous
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -74,6 +72,10 @@ import numpy as np
 import pandas as pd
 
 from revopt.platform.contract import EVENTS_DDL, SHOP_DDL, ddl_columns
+from revopt.sample_data.names import (
+    CONTACTS_REFERENCE_DATE, FIRST_NAME_OFFSET, FIRST_NAMES, LAST_NAME_OFFSET, email_addresses, last_names, postcode_pool,
+    sha256_hex, unique_numbers, with_typos, zipf,
+)
 from revopt.sample_data.synth import SyntheticStore
 
 logger = logging.getLogger(__name__)
@@ -88,88 +90,6 @@ _AGE_MEAN, _AGE_SD, _AGE_BOUNDS = 42.0, 15.0, (18.0, 90.0)
 _HOUSEHOLD_SIZES, _HOUSEHOLD_SIZE_SHARE = (2, 3), (0.7, 0.3)
 #: a shared device's second user goes through it for this share of their sessions of its type
 _SHARED_DEVICE_USE = 0.5
-#: Zipf-Mandelbrot offsets of the name frequencies: weight 1 / (rank + offset)
-_FIRST_NAME_OFFSET, _LAST_NAME_OFFSET = 10.0, 10.0
-_CONTACTS_REFERENCE_DATE = dt.date(2024, 1, 1)
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-#: common first names, most frequent first, with the nicknames a second account may use
-_FIRST_NAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("James", ("Jim", "Jamie")), ("Mary", ("Molly",)), ("John", ("Jack", "Johnny")), ("Sarah", ("Sally",)),
-    ("David", ("Dave",)), ("Emma", ("Em",)), ("Michael", ("Mike", "Mick")), ("Laura", ()),
-    ("Robert", ("Rob", "Bob", "Bobby")), ("Elizabeth", ("Liz", "Beth", "Lizzie")), ("William", ("Will", "Bill")),
-    ("Jennifer", ("Jen", "Jenny")), ("Thomas", ("Tom", "Tommy")), ("Jessica", ("Jess",)),
-    ("Daniel", ("Dan", "Danny")), ("Katherine", ("Kate", "Katie", "Kathy")), ("Christopher", ("Chris",)),
-    ("Rebecca", ("Becky", "Becca")), ("Matthew", ("Matt",)), ("Rachel", ()), ("Andrew", ("Andy", "Drew")),
-    ("Anna", ("Annie",)), ("Joseph", ("Joe", "Joey")), ("Hannah", ()), ("Richard", ("Rick", "Dick", "Richie")),
-    ("Charlotte", ("Lottie", "Charlie")), ("Paul", ()), ("Sophie", ("Soph",)), ("Mark", ()), ("Emily", ("Em", "Emmy")),
-    ("Peter", ("Pete",)), ("Amy", ()), ("Steven", ("Steve",)), ("Olivia", ("Liv", "Livvy")),
-    ("Benjamin", ("Ben", "Benny")), ("Lucy", ()), ("Samuel", ("Sam", "Sammy")), ("Victoria", ("Vicky", "Tori")),
-    ("Alexander", ("Alex", "Sandy")), ("Grace", ()), ("Anthony", ("Tony",)), ("Margaret", ("Maggie", "Peggy", "Meg")),
-    ("Jonathan", ("Jon", "Jonny")), ("Susan", ("Sue", "Susie")), ("Edward", ("Ed", "Eddie", "Ted")),
-    ("Patricia", ("Pat", "Patty", "Trish")), ("Nicholas", ("Nick", "Nicky")), ("Helen", ()),
-    ("George", ()), ("Claire", ()), ("Oliver", ("Ollie",)), ("Alice", ("Ally",)), ("Harry", ()),
-    ("Jane", ("Janie",)), ("Jack", ()), ("Lisa", ()), ("Henry", ("Harry", "Hank")), ("Karen", ()),
-    ("Charles", ("Charlie", "Chuck")), ("Natalie", ("Nat",)), ("Stephen", ("Steve",)), ("Nicola", ("Nicky",)),
-    ("Timothy", ("Tim", "Timmy")), ("Deborah", ("Debbie", "Deb")), ("Kevin", ("Kev",)), ("Julia", ("Jules",)),
-    ("Simon", ()), ("Louise", ("Lou",)), ("Adam", ()), ("Caroline", ("Carrie",)), ("Ryan", ()),
-    ("Christine", ("Chris", "Tina")), ("Luke", ()), ("Amanda", ("Mandy",)), ("Gary", ()), ("Lauren", ()),
-    ("Philip", ("Phil",)), ("Ruth", ()), ("Martin", ("Marty",)), ("Joanne", ("Jo",)), ("Lewis", ("Lew",)),
-    ("Megan", ("Meg",)), ("Jacob", ("Jake",)), ("Chloe", ()), ("Ian", ()), ("Zoe", ()), ("Nathan", ("Nate",)),
-    ("Eleanor", ("Ellie", "Nell")), ("Ethan", ()), ("Abigail", ("Abby",)), ("Scott", ()),
-    ("Frances", ("Fran", "Frankie")), ("Patrick", ("Pat", "Paddy")), ("Jacqueline", ("Jackie",)),
-    ("Raymond", ("Ray",)), ("Isabel", ("Izzy", "Bella")), ("Gregory", ("Greg",)), ("Diana", ("Di",)),
-    ("Frederick", ("Fred", "Freddie")), ("Teresa", ("Tess", "Terry")), ("Lucas", ("Luke",)), ("Maria", ()),
-    ("Felix", ()), ("Ella", ()), ("Oscar", ()), ("Mia", ()), ("Leo", ()), ("Ava", ()), ("Noah", ()), ("Isla", ()),
-    ("Jamal", ()), ("Aisha", ()), ("Mohammed", ("Mo",)), ("Fatima", ()), ("Ahmed", ()), ("Priya", ()),
-    ("Rahul", ()), ("Mei", ()), ("Wei", ()), ("Yuki", ()), ("Lars", ()), ("Ingrid", ()), ("Pierre", ()),
-    ("Camille", ()), ("Lukas", ()), ("Hanna", ()), ("Mateo", ()), ("Lucia", ()), ("Sven", ()), ("Greta", ()),
-)
-#: common last names, most frequent first; a long tail of place-like names follows them (_last_names)
-_COMMON_LAST_NAMES = (
-    "Smith", "Jones", "Williams", "Taylor", "Brown", "Davies", "Evans", "Wilson", "Thomas", "Johnson",
-    "Roberts", "Robinson", "Thompson", "Wright", "Walker", "White", "Edwards", "Hughes", "Green", "Hall",
-    "Lewis", "Harris", "Clarke", "Patel", "Jackson", "Wood", "Turner", "Martin", "Cooper", "Hill",
-    "Ward", "Morris", "Moore", "Clark", "Lee", "King", "Baker", "Harrison", "Morgan", "Allen",
-    "James", "Scott", "Phillips", "Watson", "Davis", "Parker", "Price", "Bennett", "Young", "Griffiths",
-    "Mitchell", "Kelly", "Cook", "Carter", "Richardson", "Bailey", "Collins", "Bell", "Shaw", "Murphy",
-    "Miller", "Cox", "Richards", "Khan", "Marshall", "Anderson", "Simpson", "Ellis", "Adams", "Singh",
-    "Begum", "Wilkinson", "Foster", "Chapman", "Powell", "Webb", "Rogers", "Gray", "Mason", "Ali",
-    "Hunt", "Hussain", "Campbell", "Matthews", "Owen", "Palmer", "Holmes", "Mills", "Barnes", "Knight",
-    "Lloyd", "Butler", "Russell", "Barker", "Fisher", "Stevens", "Jenkins", "Murray", "Dixon", "Harvey",
-    "Graham", "Pearson", "Ahmed", "Fletcher", "Walsh", "Kaur", "Gibson", "Howard", "Andrews", "Stewart",
-    "Elliott", "Reynolds", "Saunders", "Payne", "Fox", "Ford", "Pearce", "Day", "Brooks", "West",
-    "Lawrence", "Cole", "Atkinson", "Bradley", "Spencer", "Gill", "Dawson", "Ball", "Burton", "O'Brien",
-    "Watts", "Rose", "Booth", "Perry", "Ryan", "Grant", "Wells", "Armstrong", "Francis", "Rees",
-    "Hayes", "Hart", "Hudson", "Newman", "Barrett", "Webster", "Hunter", "Gregory", "Carr", "Lowe",
-    "Page", "Marsh", "Riley", "Dunn", "Woods", "Parsons", "Berry", "Stone", "Reid", "Holland",
-    "Hawkins", "Harding", "Porter", "Robertson", "Newton", "Oliver", "Reed", "Kennedy", "Williamson", "Bird",
-    "Gardner", "Shah", "Dean", "Lane", "Cooke", "Bates", "Henderson", "Parry", "Burgess", "Bishop",
-    "Walton", "Burns", "Nicholson", "Shepherd", "Ross", "Cross", "Long", "Freeman", "Warren", "Nicholls",
-    "Hamilton", "Byrne", "Sutton", "McDonald", "Yates", "Hodgson", "Robson", "Curtis", "Hopkins", "O'Connor",
-    "Mueller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann",
-    "Martin", "Bernard", "Dubois", "Durand", "Lefebvre", "Moreau", "Laurent", "Garcia", "Rodriguez", "Nguyen",
-    "de Jong", "Jansen", "de Vries", "van Dijk", "Bakker", "Visser", "Smit", "Meijer", "Chen", "Wang",
-)
-_LAST_NAME_STEMS = (
-    "Ash", "Black", "Brad", "Brook", "Cart", "Chap", "Clay", "Cole", "Craw", "Dal", "Ed", "Fair", "Fen",
-    "Gold", "Green", "Hal", "Hart", "Hay", "Hol", "Kings", "Lang", "Lind", "Mar", "Mid", "Mor", "New",
-    "Nor", "Oak", "Pen", "Ral", "Red", "Ring", "Rox", "Sand", "Shel", "Stan", "Stock", "Sut", "Thorn",
-    "Wal", "West", "Whit", "Wick", "Win", "Wood", "Wy", "Bram", "Cam", "Dun", "Elm",
-)
-_LAST_NAME_ENDINGS = (
-    "ley", "ton", "field", "ford", "wood", "worth", "by", "ham", "well", "more", "wick", "stead", "bury",
-    "croft", "dale", "cott", "ridge", "brook", "hurst", "land",
-)
-#: e-mail domains and their shares
-_EMAIL_DOMAINS = (("gmail.com", 0.38), ("outlook.com", 0.14), ("hotmail.com", 0.12), ("yahoo.com", 0.11),
-                  ("icloud.com", 0.09), ("gmx.de", 0.05), ("orange.fr", 0.04), ("proton.me", 0.03),
-                  ("btinternet.com", 0.04))
-#: two-letter postcode areas (a UK-like format: area + district, space, sector + unit)
-_POSTCODE_AREA_LETTERS = "ABCDEFGHJKLMNPRSTUWY"
-_POSTCODE_UNIT_LETTERS = "ABDEFGHJLNPQRSTUWXYZ"
-
-
 @dataclass(frozen=True)
 class IdentityDesign:
     """Who stands behind the store's accounts and devices, and how their contact records differ (module docstring).
@@ -225,7 +145,7 @@ class IdentityDesign:
 class _People:
     """Every person's true contact attributes (index = person index)."""
 
-    first_name: np.ndarray  # index into _FIRST_NAMES
+    first_name: np.ndarray  # index into FIRST_NAMES
     last_name: np.ndarray  # object, the name
     postcode: np.ndarray  # index into the postcode pool
     postcodes: np.ndarray  # object, the pool
@@ -248,7 +168,7 @@ def contact_records(n_people: int, seed: int, design: IdentityDesign = IdentityD
     if n_people < 1:
         raise ValueError(f"need n_people >= 1, got {n_people}")
     rng = np.random.default_rng([seed, 21])
-    people = _draw_people(rng, n_people, design, _CONTACTS_REFERENCE_DATE)
+    people = _draw_people(rng, n_people, design, CONTACTS_REFERENCE_DATE)
     person_ids = np.arange(1, n_people + 1, dtype=np.int64)
     duplicated = np.flatnonzero(rng.random(n_people) < design.duplicate_share)
     duplicate_ids = np.arange(n_people + 1, n_people + 1 + len(duplicated), dtype=np.int64)
@@ -262,18 +182,18 @@ def contact_records(n_people: int, seed: int, design: IdentityDesign = IdentityD
 
 
 def _draw_people(rng: np.random.Generator, n: int, design: IdentityDesign, reference: dt.date) -> _People:
-    first_names = np.asarray([name for name, _ in _FIRST_NAMES], dtype=object)
-    last_names = _last_names()
-    first = _zipf(rng, len(first_names), _FIRST_NAME_OFFSET, n)
-    last = last_names[_zipf(rng, len(last_names), _LAST_NAME_OFFSET, n)]
-    postcodes = _postcode_pool(rng, max(1, int(round(n / design.people_per_postcode))))
+    first_names = np.asarray([name for name, _ in FIRST_NAMES], dtype=object)
+    surnames = last_names()
+    first = zipf(rng, len(first_names), FIRST_NAME_OFFSET, n)
+    last = surnames[zipf(rng, len(surnames), LAST_NAME_OFFSET, n)]
+    postcodes = postcode_pool(rng, max(1, int(round(n / design.people_per_postcode))))
     postcode = rng.integers(0, len(postcodes), n)
     age = rng.normal(_AGE_MEAN, _AGE_SD, n)
     while (outside := (age < _AGE_BOUNDS[0]) | (age > _AGE_BOUNDS[1])).any():
         age[outside] = rng.normal(_AGE_MEAN, _AGE_SD, int(outside.sum()))
     age_days = age * 365.25
     birth = np.datetime64(reference, "D") - age_days.astype(np.int64).astype("timedelta64[D]")
-    phone = _unique_numbers(rng, n, 10 ** 9)
+    phone = unique_numbers(rng, n, 10 ** 9)
     phone = np.asarray([f"+447{number:09d}" for number in phone.tolist()], dtype=object)
 
     # Households: members share the head's last name and postcode, sometimes the phone; first names differ.
@@ -299,9 +219,9 @@ def _draw_people(rng: np.random.Generator, n: int, design: IdentityDesign, refer
         clash = _first_name_clashes(first, household)
         if not clash.any():
             break
-        first[clash] = _zipf(rng, len(first_names), _FIRST_NAME_OFFSET, int(clash.sum()))
+        first[clash] = zipf(rng, len(first_names), FIRST_NAME_OFFSET, int(clash.sum()))
 
-    email = _email_addresses(rng, first_names[first], last, np.arange(1, n + 1))
+    email = email_addresses(rng, first_names[first], last, np.arange(1, n + 1))
     return _People(first_name=first, last_name=last, postcode=postcode, postcodes=postcodes, birth_date=birth,
                    email=email, phone=phone, household=household)
 
@@ -321,7 +241,7 @@ def _first_contacts(rng: np.random.Generator, people: _People, customer_ids: np.
     n = len(customer_ids)
     phone = np.where(rng.random(n) < design.phone_missing, None, people.phone)
     birth = np.where(rng.random(n) < design.birth_date_missing, np.datetime64("NaT"), people.birth_date)
-    first_names = np.asarray([name for name, _ in _FIRST_NAMES], dtype=object)
+    first_names = np.asarray([name for name, _ in FIRST_NAMES], dtype=object)
     return _contact_frame(customer_ids, people.email, phone, first_names[people.first_name], people.last_name,
                           people.postcodes[people.postcode], birth)
 
@@ -333,28 +253,28 @@ def _duplicate_contacts(rng: np.random.Generator, people: _People, person: np.nd
     its phone."""
     n = len(person)
     same_email = rng.random(n) < design.duplicate_same_email
-    other_email = _email_addresses(rng, np.asarray([_FIRST_NAMES[i][0] for i in people.first_name[person]], dtype=object),
+    other_email = email_addresses(rng, np.asarray([FIRST_NAMES[i][0] for i in people.first_name[person]], dtype=object),
                                    people.last_name[person], person + 1, avoid=people.email[person])
     email = np.where(same_email, people.email[person], other_email)
 
     same_phone = first_phone & (rng.random(n) < design.duplicate_same_phone)
-    own_phone = _unique_numbers(rng, n, 10 ** 9)
+    own_phone = unique_numbers(rng, n, 10 ** 9)
     own_phone = np.asarray([f"+446{number:09d}" for number in own_phone.tolist()], dtype=object)  # never a first number
     phone = np.where(same_phone, people.phone[person],
                      np.where(rng.random(n) < design.phone_missing, None, own_phone))
 
-    first = np.asarray([_FIRST_NAMES[i][0] for i in people.first_name[person]], dtype=object)
+    first = np.asarray([FIRST_NAMES[i][0] for i in people.first_name[person]], dtype=object)
     change = rng.random(n)
     typo = change < design.duplicate_first_name_typo
     nickname = (change >= design.duplicate_first_name_typo) & (
         change < design.duplicate_first_name_typo + design.duplicate_nickname)
-    first = _with_typos(rng, first, typo)
+    first = with_typos(rng, first, typo)
     pick = rng.random(n)
     for k in np.flatnonzero(nickname):
-        names = _FIRST_NAMES[people.first_name[person[k]]][1]
+        names = FIRST_NAMES[people.first_name[person[k]]][1]
         if names:
             first[k] = names[int(pick[k] * len(names))]
-    last = _with_typos(rng, people.last_name[person].copy(), rng.random(n) < design.duplicate_last_name_typo)
+    last = with_typos(rng, people.last_name[person].copy(), rng.random(n) < design.duplicate_last_name_typo)
 
     postcode = people.postcode[person].copy()
     moved = rng.random(n) < design.duplicate_moved
@@ -369,113 +289,14 @@ def _contact_frame(customer_id: np.ndarray, email: np.ndarray, phone: np.ndarray
                    last_name: np.ndarray, postcode: np.ndarray, birth_date: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({
         "customer_id": np.asarray(customer_id, dtype=np.int64),
-        "email_hash": _sha256(email),
-        "phone_hash": _sha256(phone),
+        "email_hash": sha256_hex(email),
+        "phone_hash": sha256_hex(phone),
         "first_name": np.asarray(first_name, dtype=object),
         "last_name": np.asarray(last_name, dtype=object),
         "postcode": np.asarray(postcode, dtype=object),
         "birth_date": pd.to_datetime(np.asarray(birth_date, dtype="datetime64[D]")).astype("datetime64[ns]"),
     })
     return frame[list(CONTACT_COLUMNS)]
-
-
-def _sha256(values: np.ndarray) -> np.ndarray:
-    """SHA-256 hex of each value (None stays None)."""
-    return np.asarray([None if v is None else hashlib.sha256(v.encode()).hexdigest() for v in values.tolist()],
-                      dtype=object)
-
-
-def _zipf(rng: np.random.Generator, n_names: int, offset: float, size: int) -> np.ndarray:
-    """Ranks 0..n_names-1 drawn with weight 1 / (rank + 1 + offset)."""
-    weight = 1.0 / (np.arange(1, n_names + 1) + offset)
-    return rng.choice(n_names, size=size, p=weight / weight.sum())
-
-
-def _last_names() -> np.ndarray:
-    """The common last names, then the tail of stem + ending names not among them."""
-    common = list(dict.fromkeys(_COMMON_LAST_NAMES))
-    tail = [stem + ending for ending in _LAST_NAME_ENDINGS for stem in _LAST_NAME_STEMS]
-    seen = set(common)
-    return np.asarray(common + [name for name in tail if not (name in seen or seen.add(name))], dtype=object)
-
-
-def _unique_numbers(rng: np.random.Generator, n: int, space: int) -> np.ndarray:
-    """``n`` distinct pseudo-random integers in ``[0, space)`` (``space`` below 2**33): an affine permutation
-    ``(a k + b) mod space`` of ``k = 0..n-1`` with ``a`` coprime to ``space``."""
-    k = np.arange(n, dtype=np.int64)
-    return (k * _coprime(rng, space) + int(rng.integers(0, space))) % space
-
-
-def _postcode_pool(rng: np.random.Generator, size: int) -> np.ndarray:
-    """``size`` distinct UK-like postcodes ('KT12 3AB')."""
-    areas, units = len(_POSTCODE_AREA_LETTERS), len(_POSTCODE_UNIT_LETTERS)
-    space = areas * areas * 99 * 10 * units * units
-    code = (np.arange(size, dtype=np.int64) * _coprime(rng, space) + int(rng.integers(0, space))) % space
-    code, unit2 = np.divmod(code, units)
-    code, unit1 = np.divmod(code, units)
-    code, sector = np.divmod(code, 10)
-    code, district = np.divmod(code, 99)
-    area1, area2 = np.divmod(code, areas)
-    A, U = _POSTCODE_AREA_LETTERS, _POSTCODE_UNIT_LETTERS
-    return np.asarray([f"{A[a1]}{A[a2]}{d + 1} {s}{U[u1]}{U[u2]}" for a1, a2, d, s, u1, u2 in
-                       zip(area1.tolist(), area2.tolist(), district.tolist(), sector.tolist(), unit1.tolist(),
-                           unit2.tolist())], dtype=object)
-
-
-def _coprime(rng: np.random.Generator, space: int) -> int:
-    while True:
-        a = int(rng.integers(2, space))
-        if math.gcd(a, space) == 1:
-            return a
-
-
-def _email_addresses(rng: np.random.Generator, first: np.ndarray, last: np.ndarray, number: np.ndarray,
-                     avoid: np.ndarray | None = None) -> np.ndarray:
-    """Lower-cased addresses from the names, unique through ``number`` (one per person); with ``avoid``, each
-    one's domain differs from that address's, so the two never coincide."""
-    domains = np.asarray([d for d, _ in _EMAIL_DOMAINS], dtype=object)
-    share = np.asarray([s for _, s in _EMAIL_DOMAINS])
-    domain = rng.choice(len(domains), size=len(first), p=share / share.sum())
-    if avoid is not None:
-        current = np.asarray([domains.tolist().index(a.rsplit("@", 1)[1]) for a in avoid.tolist()], dtype=np.int64)
-        clash = domain == current
-        domain[clash] = (domain[clash] + rng.integers(1, len(domains), int(clash.sum()))) % len(domains)
-    pattern = rng.integers(0, 4, len(first))
-    out = []
-    for f, l, n, p, d in zip(first.tolist(), last.tolist(), number.tolist(), pattern.tolist(), domain.tolist()):
-        f, l = _plain(f), _plain(l)
-        local = (f"{f}.{l}", f"{f[0]}{l}", f"{f}_{l}", f"{l}.{f}")[p]
-        out.append(f"{local}{n}@{domains[d]}")
-    return np.asarray(out, dtype=object)
-
-
-def _plain(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch in _LETTERS)
-
-
-def _with_typos(rng: np.random.Generator, names: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """``names`` with one typo in each of ``which``: a letter after the first substituted, dropped, doubled or
-    swapped with the next (always a different name)."""
-    out = names.copy()
-    for k in np.flatnonzero(which):
-        name = out[k]
-        for _ in range(10):
-            kind = int(rng.integers(0, 4)) if len(name) > 2 else 0
-            at = int(rng.integers(1, len(name))) if len(name) > 1 else 0
-            letter = _LETTERS[int(rng.integers(0, 26))]
-            if kind == 0:
-                typed = name[:at] + (letter.upper() if at == 0 else letter) + name[at + 1:]
-            elif kind == 1:
-                typed = name[:at] + name[at + 1:]
-            elif kind == 2:
-                typed = name[:at + 1] + name[at] + name[at + 1:]
-            else:
-                at = min(at, len(name) - 2)
-                typed = name[:at] + name[at + 1] + name[at] + name[at + 2:]
-            if typed != name:
-                out[k] = typed
-                break
-    return out
 
 
 def apply_identity(store: SyntheticStore, seed: int, design: IdentityDesign = IdentityDesign()) -> SyntheticStore:
@@ -569,7 +390,7 @@ def _reference_date(store: SyntheticStore) -> dt.date:
     run = store.truth.get("generator_run")
     if run is not None and (run["key"] == "start").any():
         return dt.date.fromisoformat(run.loc[run["key"] == "start", "value"].iloc[0])
-    return _CONTACTS_REFERENCE_DATE
+    return CONTACTS_REFERENCE_DATE
 
 
 def _sessions(events: pd.DataFrame) -> _Sessions:
