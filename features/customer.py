@@ -287,9 +287,13 @@ def history_since(orders: pd.DataFrame, daily_events: pd.DataFrame | None,
 def customer_event_features(daily_events: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     """Per customer with any event before ``cutoff``: :data:`EVENT_FEATURE_COLUMNS` summed over the
     last 7 / 30 days before ``cutoff`` and ``last_session_day``, the latest day with a web session
-    (NaT when there is none)."""
+    (NaT when there is none). Rows whose ``known_from`` (optional: identity resolution) is not before the
+    cutoff are left out: their device's login came later."""
     cutoff_day = _naive(cutoff)
-    events = daily_events[daily_events["day"] < cutoff_day]
+    known = daily_events["day"] < cutoff_day
+    if "known_from" in daily_events.columns:  # an anonymous session counts only once its device's login is known
+        known &= daily_events["known_from"] < cutoff_day
+    events = daily_events[known]
     event_age = (cutoff_day - events["day"]).dt.days
     recent = events.assign(
         sessions_7d=events["sessions"].where(event_age <= 7, 0),

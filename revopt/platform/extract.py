@@ -68,6 +68,8 @@ GROUP BY l.order_id, p.category
 ORDER BY l.order_id, p.category
 """
 
+# Per customer, day and ``known_from`` (revopt.platform.identity: the day an anonymous event's device link became
+# known; 1970-01-01 for every other event), so features at a cutoff before a login leave its earlier sessions out.
 DAILY_EVENTS_SQL = """
 SELECT
     toInt64(customer_id) AS customer_id,
@@ -80,13 +82,14 @@ SELECT
     toInt64(countIf(event_type = 'purchase')) AS purchases,
     toInt64(countIf(event_type = 'email_send')) AS email_sends,
     toInt64(countIf(event_type = 'email_open' AND is_machine = 0)) AS email_opens,
-    toInt64(countIf(event_type = 'email_click' AND is_machine = 0)) AS email_clicks
+    toInt64(countIf(event_type = 'email_click' AND is_machine = 0)) AS email_clicks,
+    known_from
 FROM {events}
 WHERE customer_id != 0
   AND event_time >= {{since:DateTime64(3, 'UTC')}}
   AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
-GROUP BY customer_id, day
-ORDER BY customer_id, day
+GROUP BY customer_id, day, known_from
+ORDER BY customer_id, day, known_from
 """
 
 # Send-time evidence per customer and UTC hour: campaign sends in that hour with whether each was
@@ -328,7 +331,7 @@ EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour", "product_views"
 EventBuilder = Callable[[EventStore | None, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 DAILY_EVENT_COLUMNS = (
     "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
-    "email_sends", "email_opens", "email_clicks",
+    "email_sends", "email_opens", "email_clicks", "known_from",
 )
 ENGAGEMENT_COLUMNS = ("customer_id", "hour_utc", "sends", "opens", "clicks", "sessions")
 
@@ -431,10 +434,11 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             views = product_views(store, since_ts, run_ts)
         if "customer_daily_events" in datasets:
             daily_events = store.query_df(
-                DAILY_EVENTS_SQL.format(events=events_source(store)),
+                DAILY_EVENTS_SQL.format(events=events_source(store, known_from=True)),
                 {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
             )
             daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
+            daily_events["known_from"] = pd.to_datetime(daily_events["known_from"]).astype("datetime64[ns]")
         if "engagement_by_hour" in datasets:
             engagement = engagement_by_hour(store, since_ts, run_ts)
 
@@ -506,7 +510,7 @@ def typed_order_items(frame: pd.DataFrame) -> pd.DataFrame:
 
 def empty_daily_events() -> pd.DataFrame:
     """A typed ``customer_daily_events`` extract with no rows (a store without clickstream)."""
-    return _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day",))
+    return _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day", "known_from"))
 
 
 def empty_engagement() -> pd.DataFrame:

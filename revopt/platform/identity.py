@@ -43,7 +43,7 @@ _RESOLUTION_DDL = """CREATE TABLE IF NOT EXISTS {database}.identity_resolution (
 _ALWAYS = pd.Timestamp("1970-01-01", tz="UTC")
 
 _RESOLVED = """(SELECT e.* REPLACE (
-        if(e.customer_id != 0, if(a.account = 0, e.customer_id, a.canonical), {device_owner}) AS customer_id)
+        if(e.customer_id != 0, if(a.account = 0, e.customer_id, a.canonical), {device_owner}) AS customer_id){known_from}
     FROM {database}.events AS e
     LEFT ANY JOIN (
         SELECT toUInt64(identifier) AS account, customer_id AS canonical FROM {database}.identity_resolution
@@ -51,7 +51,7 @@ _RESOLVED = """(SELECT e.* REPLACE (
     ) AS a ON a.account = e.customer_id{device_join})"""
 _DEVICE_JOIN = """
     LEFT ANY JOIN (
-        SELECT identifier AS device, customer_id AS owner FROM {database}.identity_resolution
+        SELECT identifier AS device, customer_id AS owner, since AS device_since FROM {database}.identity_resolution
         WHERE kind = 'anonymous_id' AND since < {{{until}:DateTime64(3, 'UTC')}}
     ) AS d ON d.device = e.anonymous_id"""
 
@@ -68,11 +68,21 @@ def has_anonymous_ids(store: EventStore) -> bool:
     return not found.empty and int(found["n"].iloc[0]) > 0
 
 
-def events_source(store: EventStore, until: str = "run_ts") -> str:
+#: ``known_from`` of an event (a ``Date``): the day from which a feature may count it for its customer. An
+#: anonymous event before its device's first login is known only from the day of that login (a cutoff on or before
+#: that day must not see it: the login came later); every other event is known from the start (1970-01-01).
+_KNOWN_FROM = (",\n        if(e.customer_id = 0 AND d.owner != 0 AND toDate(d.device_since) > toDate(e.event_time), "
+               "toDate(d.device_since), toDate(0)) AS known_from")
+
+
+def events_source(store: EventStore, until: str = "run_ts", known_from: bool = False) -> str:
     """What an events query reads ``FROM``: the raw ``events`` table when nothing is resolved, else the
     resolved subquery (module docstring). ``until`` names the query's own upper time bound parameter
-    (a ``DateTime64(3, 'UTC')``), the cutoff the links must be older than."""
+    (a ``DateTime64(3, 'UTC')``), the cutoff the links must be older than. With ``known_from`` the rows carry
+    the :data:`_KNOWN_FROM` day, for an extract read once and cut at several earlier cutoffs (training)."""
     raw = f"{store.database}.events"
+    if known_from:
+        raw = f"(SELECT *, toDate(0) AS known_from FROM {raw})"
     try:
         count = store.query_df(f"SELECT count() AS n FROM {store.database}.{RESOLUTION_TABLE}")
     except Exception:  # noqa: BLE001 - no table yet: nothing was ever resolved here
@@ -82,6 +92,7 @@ def events_source(store: EventStore, until: str = "run_ts") -> str:
     with_devices = has_anonymous_ids(store)
     return _RESOLVED.format(
         database=store.database, until=until,
+        known_from=(_KNOWN_FROM if with_devices else ",\n        toDate(0) AS known_from") if known_from else "",
         device_owner="d.owner" if with_devices else "toUInt64(0)",
         device_join=_DEVICE_JOIN.format(database=store.database, until=until) if with_devices else "",
     )

@@ -12,6 +12,7 @@ from features.customer import (
     customer_event_features, customer_features, event_features_params, event_features_sql, typed_event_features,
 )
 from revopt.platform.extract import DAILY_EVENTS_SQL
+from revopt.platform.identity import events_source, replace_resolution
 from revopt.sample_data.synth import generate_store
 
 START = dt.date(2024, 1, 1)
@@ -31,10 +32,11 @@ def events(store, open_events):
 
 def _daily_events(events, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
     daily = events.query_df(
-        DAILY_EVENTS_SQL.format(database=events.database),
+        DAILY_EVENTS_SQL.format(events=events_source(events, known_from=True)),
         {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
     )
     daily["day"] = pd.to_datetime(daily["day"]).astype("datetime64[ns]")
+    daily["known_from"] = pd.to_datetime(daily["known_from"]).astype("datetime64[ns]")
     return daily
 
 
@@ -44,7 +46,7 @@ def test_clickhouse_event_features_equal_pandas(store, events, days_before_end: 
     since_ts = run_ts - pd.Timedelta(days=LOOKBACK_DAYS)
     daily = _daily_events(events, since_ts, run_ts)
     in_clickhouse = typed_event_features(
-        events.query_df(event_features_sql(events.database), event_features_params(since_ts, run_ts))
+        events.query_df(event_features_sql(events.database, events_source(events)), event_features_params(since_ts, run_ts))
     )
     in_pandas = customer_event_features(daily, run_ts)
     assert len(in_pandas) > 1000 and (in_pandas["sessions_7d"] > 0).any() and in_pandas["last_session_day"].isna().any()
@@ -58,3 +60,32 @@ def test_clickhouse_event_features_equal_pandas(store, events, days_before_end: 
         customer_features(shop["customers"], orders, None, run_ts, event_features=in_clickhouse),
         customer_features(shop["customers"], orders, daily, run_ts),
     )
+
+
+def test_an_anonymous_session_counts_only_once_its_device_login_is_known(events) -> None:
+    """A training extract is read once, as of the run date, and cut at earlier cutoffs: a device's anonymous
+    session of 1 March must not enrich the features at a 10 March cutoff when the device first logged in on
+    20 March (the customers who come back are the ones who log in: that would leak the future)."""
+    import pyarrow as pa
+
+    t = lambda text: pd.Timestamp(text, tz="UTC")  # noqa: E731
+    customer = 9_000_007  # not one of the store's
+    events.insert_arrow("events", pa.Table.from_pandas(pd.DataFrame({
+        "event_time": [t("2024-03-01 10:00"), t("2024-03-20 10:00"), t("2024-03-20 10:05")],
+        "session_id": pd.Series([10**9, 10**9 + 1, 10**9 + 1], dtype="uint64"),
+        "customer_id": pd.Series([0, 0, customer], dtype="uint64"), "anonymous_id": ["d-test", "d-test", "d-test"],
+        "event_type": ["page_view", "page_view", "checkout"], "product_id": pd.Series([0, 0, 0], dtype="uint64"),
+        "channel": ["direct"] * 3, "device": ["desktop"] * 3, "is_machine": pd.Series([0, 0, 0], dtype="uint8"),
+        "campaign": [""] * 3}), preserve_index=False))
+    replace_resolution(events, pd.DataFrame({"identifier_type": ["anonymous_id"], "identifier": ["d-test"],
+                                             "customer_id": [customer], "first_seen": [t("2024-03-20 10:05")]}))
+    try:
+        since = t("2024-01-01")
+        extract = _daily_events(events, since, t("2024-04-01"))  # the training extract, as of the run date
+        assert customer not in set(customer_event_features(extract, t("2024-03-10"))["customer_id"])
+        at_the_cutoff = customer_event_features(_daily_events(events, since, t("2024-03-10")), t("2024-03-10"))
+        pd.testing.assert_frame_equal(customer_event_features(extract, t("2024-03-10")), at_the_cutoff)
+        after_login = customer_event_features(extract, t("2024-03-25")).set_index("customer_id")
+        assert after_login.loc[customer, "sessions_30d"] == 2  # the anonymous session of 1 March and the login one
+    finally:
+        replace_resolution(events, pd.DataFrame(columns=["identifier_type", "identifier", "customer_id", "first_seen"]))

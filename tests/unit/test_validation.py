@@ -60,6 +60,7 @@ def _customer_daily_events() -> pd.DataFrame:
     frame = pd.DataFrame({
         "customer_id": np.array([1, 1, 2], dtype="uint64"),
         "day": pd.to_datetime(["2024-05-30", "2024-05-31", "2024-05-31"]),
+        "known_from": pd.to_datetime(["1970-01-01", "1970-01-01", "1970-01-01"]),
     })
     for offset, counter in enumerate(EVENT_COUNTERS):
         frame[counter] = np.array([offset % 3, 0, 1], dtype="int64")
