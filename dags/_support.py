@@ -169,10 +169,10 @@ def identity_resolution():
         return resolve_identities(resources(), run_date_of(context), run_params_of(context))
 
     @task
-    def apply_identity_map() -> dict:
+    def apply_identity_map(**context) -> dict:
         from ml.identity.stitch import apply_identity_map
 
-        return apply_identity_map(resources())
+        return apply_identity_map(resources(), run_date_of(context))
 
     resolved = resolve_identities()
     published = publish_outputs("publish_identity_map", "identity_map")(resolved)

@@ -227,11 +227,12 @@ def resolve_identities(resources: Resources, run_date: dt.date, params: RunParam
     return {"identity_map": str(path), **result.summary}
 
 
-def apply_identity_map(resources: Resources) -> dict[str, int]:
-    """Copy the published map (and the erased accounts) into ClickHouse, where every events query reads it."""
+def apply_identity_map(resources: Resources, run_date: dt.date) -> dict[str, int]:
+    """Copy the map published for ``run_date`` (and the erased accounts) into ClickHouse, where every events query
+    reads it."""
     store = resources.events
     if store is None:
         return {"links_in_clickhouse": 0}
     with resources.sources() as conn:
-        written = sync_resolution(conn, store, lambda: id_secret(resources.settings))
+        written = sync_resolution(conn, store, lambda: id_secret(resources.settings), run_date)
     return {"links_in_clickhouse": written}

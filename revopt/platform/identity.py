@@ -19,6 +19,7 @@ With no links and no erasures, both are the raw sources, unchanged.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -127,6 +128,17 @@ def replace_resolution(store: EventStore, links: pd.DataFrame, erased: set[int] 
     return len(frame)
 
 
+#: The identity map a run of date ``%(run_date)s`` reads: the one published for that date, else the latest before it
+#: (a refresh during the day, before tonight's map). Never a later one: re-running an old date (a backfill) must not
+#: see merges learnt since.
+MAP_AS_OF = ("(SELECT * FROM scores.identity_map WHERE run_date = "
+             "(SELECT max(run_date) FROM scores.identity_map WHERE run_date <= %(run_date)s))")
+
+
+def _has_map(conn: Any) -> bool:
+    return conn.execute("SELECT to_regclass('scores.identity_map')").fetchone()[0] is not None
+
+
 @dataclass(frozen=True)
 class AccountMap:
     """Accounts onto their canonical customer (only accounts that move) and the erased accounts."""
@@ -139,26 +151,27 @@ class AccountMap:
 
 
 def account_map(conn: Any, run_ts: pd.Timestamp, secret: Callable[[], bytes]) -> AccountMap:
-    """The account links of the latest ``scores.identity_map`` first seen before ``run_ts``, and the erased
-    accounts (found by their keyed hash in ``scores.erasure_log``; ``secret`` gives the key, asked for only
-    when something was erased)."""
+    """The account links of ``scores.identity_map`` as of ``run_ts``'s date (:data:`MAP_AS_OF`) first seen before
+    ``run_ts``, and the erased accounts (found by their keyed hash in ``scores.erasure_log``; ``secret`` gives the
+    key, asked for only when something was erased)."""
     canonical: dict[int, int] = {}
-    if conn.execute("SELECT to_regclass('scores.identity_map_latest')").fetchone()[0] is not None:
+    if _has_map(conn):
         rows = conn.execute(
-            "SELECT identifier, customer_id FROM scores.identity_map_latest WHERE identifier_type = 'customer_id' "
-            "AND identifier <> customer_id::text AND (first_seen IS NULL OR first_seen < %s)",
-            (run_ts.to_pydatetime(),)).fetchall()
+            f"SELECT identifier, customer_id FROM {MAP_AS_OF} AS m WHERE identifier_type = 'customer_id' "
+            "AND identifier <> customer_id::text AND (first_seen IS NULL OR first_seen < %(run_ts)s)",
+            {"run_date": run_ts.date(), "run_ts": run_ts.to_pydatetime()}).fetchall()
         canonical = {int(identifier): int(customer) for identifier, customer in rows}
     return AccountMap(canonical=canonical, erased=erased_accounts(conn, secret))
 
 
-def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes]) -> int:
-    """Copy the latest ``scores.identity_map`` and the erased accounts into ClickHouse's
-    ``identity_resolution`` (after a resolution is published, and after an erasure). Returns rows written."""
+def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes], run_date: dt.date | None = None) -> int:
+    """Copy ``scores.identity_map`` as of ``run_date`` (:data:`MAP_AS_OF`; None: the latest) and the erased accounts
+    into ClickHouse's ``identity_resolution`` (after a resolution is published, and after an erasure). Returns rows
+    written."""
     links = pd.DataFrame(columns=["identifier_type", "identifier", "customer_id", "first_seen"])
-    if conn.execute("SELECT to_regclass('scores.identity_map_latest')").fetchone()[0] is not None:
-        rows = conn.execute("SELECT identifier_type, identifier, customer_id, first_seen "
-                            "FROM scores.identity_map_latest").fetchall()
+    if _has_map(conn):
+        rows = conn.execute(f"SELECT identifier_type, identifier, customer_id, first_seen FROM {MAP_AS_OF} AS m",
+                            {"run_date": run_date or dt.date.max}).fetchall()
         if rows:
             links = pd.DataFrame(rows, columns=list(links.columns))
     return replace_resolution(store, links, erased_accounts(conn, secret))

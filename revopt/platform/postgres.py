@@ -104,7 +104,7 @@ def publish_partition(conn: psycopg.Connection, table: str, run_date: dt.date, f
     """
     if "run_date" not in frame.columns or (frame["run_date"] != run_date).any():
         raise ValueError(f"every row published to {table} must carry run_date={run_date}")
-    frame = withheld_rows(conn, table, frame)  # consent and do_not_profile (revopt.platform.privacy)
+    frame = withheld_rows(conn, table, frame, run_date)  # consent and do_not_profile (revopt.platform.privacy)
     target = qualified(table)
     stage_name = "_stage_" + table.replace(".", "_")
     stage = qualified(stage_name)

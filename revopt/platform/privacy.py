@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -112,15 +113,17 @@ def _has_table(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is not None
 
 
-def withheld_customers(conn: psycopg.Connection) -> dict[str, set[int]]:
-    """Canonical customer ids withheld per purpose: ``profiling`` (any account with ``do_not_profile``) and
-    ``marketing`` (those, plus anyone with an account without consent)."""
+def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str, set[int]]:
+    """Canonical customer ids (identity map as of ``run_date``) withheld per purpose: ``profiling`` (any account with
+    ``do_not_profile``) and ``marketing`` (those, plus anyone with an account without consent)."""
+    from revopt.platform.identity import MAP_AS_OF
+
     if not _has_table(conn, "shop.customers"):
         return {PROFILING: set(), MARKETING: set()}
     no_profile = "c.do_not_profile" if _has_column(conn, "shop", "customers", "do_not_profile") else "false"
-    mapped = _has_table(conn, "scores.identity_map_latest")
+    mapped = _has_table(conn, "scores.identity_map")
     canonical = "coalesce(m.customer_id, c.customer_id)" if mapped else "c.customer_id"
-    join = ("LEFT JOIN scores.identity_map_latest AS m ON m.identifier_type = 'customer_id' "
+    join = (f"LEFT JOIN {MAP_AS_OF} AS m ON m.identifier_type = 'customer_id' "
             "AND m.identifier = c.customer_id::text") if mapped else ""
     rows = conn.execute(f"""
         SELECT {canonical} AS customer_id, bool_or(coalesce({no_profile}, false)) AS no_profile,
@@ -128,13 +131,14 @@ def withheld_customers(conn: psycopg.Connection) -> dict[str, set[int]]:
         FROM shop.customers AS c {join}
         GROUP BY 1
         HAVING bool_or(coalesce({no_profile}, false)) OR bool_or(NOT coalesce(c.email_opt_in, false))
-    """).fetchall()
+    """, {"run_date": run_date}).fetchall()
     profiling = {int(customer) for customer, no_profile, _ in rows if no_profile}
     return {PROFILING: profiling, MARKETING: {int(customer) for customer, _, _ in rows}}
 
 
-def withheld_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (rows about to be published to ``scores.<table>``) without the rows its purpose forbids.
+def withheld_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame, run_date: dt.date) -> pd.DataFrame:
+    """``frame`` (rows about to be published to ``scores.<table>`` for ``run_date``) without the rows its purpose
+    forbids.
     Frames without a ``customer_id`` column pass unchanged; a customer table without a purpose raises."""
     if "customer_id" not in frame.columns or frame.empty:
         return frame
@@ -145,7 +149,7 @@ def withheld_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> 
                          "revopt.platform.privacy.CUSTOMER_TABLES (profiling, marketing or record)")
     if purpose == RECORD:
         return frame
-    withheld = withheld_customers(conn)
+    withheld = withheld_customers(conn, run_date)
     ids = frame["customer_id"].to_numpy()
     drop = np.isin(ids, list(withheld[PROFILING]))
     if purpose == MARKETING:

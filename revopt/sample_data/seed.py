@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from revopt.platform import contract
 from revopt.platform.config import Settings
+from revopt.platform.identity import RESOLUTION_TABLE
 from revopt.platform.postgres import copy_frame
 from revopt.platform.schema import init_stores
 from revopt.platform.stack import connect_postgres, event_store
@@ -94,7 +95,8 @@ def load_sources(settings: Settings, shop: Mapping[str, pd.DataFrame], truth: Ma
     """Replace every source table with the given frames, in one PostgreSQL transaction: all ``shop``
     tables (the optional ones included) and all ``truth`` tables are emptied — ground truth of
     another store would only mislead — then ``shop`` and ``truth`` frames are COPYed in; the
-    ClickHouse events are replaced by ``events`` (emptied when None). Returns row counts per table.
+    ClickHouse events are replaced by ``events`` (emptied when None), and the identity map of the replaced sources'
+    people (``scores.identity_map``, ClickHouse ``identity_resolution``) is dropped. Returns row counts per table.
 
     The stores are initialised first (``revopt init-db``: missing tables, revopt's migrations, the
     read-only role), so a fresh state folder can be seeded in one step."""
@@ -106,12 +108,15 @@ def load_sources(settings: Settings, shop: Mapping[str, pd.DataFrame], truth: Ma
     }
     with connect_postgres(settings) as conn:
         conn.execute(f"TRUNCATE {', '.join(f'{schema}.{name}' for schema, names in everything.items() for name in names)}")
+        # the identity map describes the people of the sources being replaced: it would merge the new store's accounts
+        conn.execute("DELETE FROM scores.identity_map")
         for schema, frames in ((contract.SHOP_SCHEMA, shop), (contract.TRUTH_SCHEMA, truth or {})):
             for name, frame in frames.items():
                 rows[f"{schema}.{name}"] = copy_frame(conn, f"{schema}.{name}", frame)
                 logger.info("loaded %s.%s: %d rows", schema, name, len(frame))
     store = event_store(settings)
     store.command(f"TRUNCATE TABLE IF EXISTS {store.database}.{contract.EVENTS_TABLE}")
+    store.command(f"TRUNCATE TABLE IF EXISTS {store.database}.{RESOLUTION_TABLE}")
     if events is not None and len(events):
         store.insert_arrow(contract.EVENTS_TABLE, pa.Table.from_pandas(events, preserve_index=False))
     rows["clickhouse.events"] = 0 if events is None else len(events)

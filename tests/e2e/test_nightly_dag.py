@@ -51,14 +51,15 @@ def seeded(settings, forget_models):
 
 
 def _people(conn) -> pd.DataFrame:
-    """Tonight's people: one canonical customer per person (the latest scores.identity_map), with consent only if
+    """Tonight's people: one canonical customer per person (tonight's scores.identity_map), with consent only if
     every account consented and do_not_profile if any account asked."""
     return read_frame(conn, """
         SELECT coalesce(m.customer_id, c.customer_id) AS customer_id, bool_and(c.email_opt_in) AS consent,
                bool_or(c.do_not_profile) AS do_not_profile
         FROM shop.customers AS c
-        LEFT JOIN scores.identity_map_latest AS m ON m.identifier_type = 'customer_id' AND m.identifier = c.customer_id::text
-        WHERE c.signup_date < %s GROUP BY 1""", (RUN_DATE,))
+        LEFT JOIN scores.identity_map AS m ON m.run_date = %(run_date)s AND m.identifier_type = 'customer_id'
+              AND m.identifier = c.customer_id::text
+        WHERE c.signup_date < %(run_date)s GROUP BY 1""", {"run_date": RUN_DATE})
 
 
 def _published(settings):
@@ -239,9 +240,9 @@ def test_nightly_dag_publishes_acquisition_economics_and_a_cac_forecast(settings
         firsts = read_frame(conn, (  # per person: a duplicate account's first order is no new customer
             "SELECT date_trunc('month', min(o.order_ts) AT TIME ZONE 'UTC')::date AS cohort_month, "
             "coalesce(m.customer_id, o.customer_id) AS customer_id FROM shop.orders AS o "
-            "LEFT JOIN scores.identity_map_latest AS m ON m.identifier_type = 'customer_id' "
+            "LEFT JOIN scores.identity_map AS m ON m.run_date = %(run_date)s AND m.identifier_type = 'customer_id' "
             "AND m.identifier = o.customer_id::text "
-            "WHERE o.status = 'completed' AND o.order_ts < %s GROUP BY 2"), (RUN_DATE,))
+            "WHERE o.status = 'completed' AND o.order_ts < %(run_date)s GROUP BY 2"), {"run_date": RUN_DATE})
         forecast = read_frame(conn, "SELECT * FROM scores.cac_forecasts WHERE run_date = %s", (RUN_DATE,))
         spend = read_frame(conn, "SELECT DISTINCT channel FROM shop.marketing_spend")
     new = cohorts.groupby("cohort_month")["new_customers"].sum()
@@ -664,7 +665,7 @@ def test_the_champion_loaded_from_the_registry_predicts_exactly_what_the_nightly
     with connect_postgres(settings) as conn:
         published = read_frame(conn, f"SELECT * FROM scores.{table} WHERE run_date = %s", (RUN_DATE,))
         if not isinstance(columns, str):  # the publish guard: consent and do_not_profile (revopt.platform.privacy)
-            predicted = withheld_rows(conn, table, pd.DataFrame(predicted))
+            predicted = withheld_rows(conn, table, pd.DataFrame(predicted), RUN_DATE)
     assert len(published) > 0
     if isinstance(columns, str):  # a customer score: one number per customer of the family's input, NULL for the rest
         scored = published.set_index("customer_id")[columns].dropna()
