@@ -23,7 +23,7 @@ from ml.families import uplift as uplift_family
 from ml.params import RunParams
 from ml.personalisation import affinity, nba, segments
 from revopt.platform.events import utc
-from revopt.platform.identity import account_map
+from revopt.platform.identity import account_map, canonical_ids
 from revopt.platform.postgres import publish_partition, read_frame
 from revopt.platform.privacy import id_secret
 from revopt.platform.resources import Resources
@@ -53,6 +53,9 @@ def refresh_affinity(resources: Resources, as_of: dt.datetime, params: RunParams
     with resources.sources() as conn:
         accounts = account_map(conn, cutoff, lambda: id_secret(resources.settings))
         changes = affinity_sources.interactions(conn, resources.events, since, cutoff, accounts)
+    if accounts and len(state):  # accounts merged (or erased) since the state was settled: one person, one row
+        state = canonical_ids(state, accounts).groupby(["as_of", "customer_id", "dimension", "value"], as_index=False) \
+            .agg(purchases=("purchases", "sum"), views=("views", "sum"), last_interaction=("last_interaction", "max"))
     new_state, published = affinity.refresh(state, changes, cutoff, params)
     stamp = f"{cutoff:%H%M}"
     return {"customer_affinity": str(resources.write_output(cutoff.date(), f"customer_affinity_{stamp}", published)),
