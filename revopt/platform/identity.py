@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from revopt.platform.events import EventStore
+from revopt.platform.privacy import MAP_AS_OF, pseudonymise
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +129,6 @@ def replace_resolution(store: EventStore, links: pd.DataFrame, erased: set[int] 
     return len(frame)
 
 
-#: The identity map a run of date ``%(run_date)s`` reads: the one published for that date, else the latest before it
-#: (a refresh during the day, before tonight's map). Never a later one: re-running an old date (a backfill) must not
-#: see merges learnt since.
-MAP_AS_OF = ("(SELECT * FROM scores.identity_map WHERE run_date = "
-             "(SELECT max(run_date) FROM scores.identity_map WHERE run_date <= %(run_date)s))")
-
-
 def _has_map(conn: Any) -> bool:
     return conn.execute("SELECT to_regclass('scores.identity_map')").fetchone()[0] is not None
 
@@ -180,8 +174,6 @@ def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes], r
 def erased_accounts(conn: Any, secret: Callable[[], bytes]) -> frozenset[int]:
     """Account ids of ``shop.customers`` whose keyed hash is in ``scores.erasure_log`` (the source still holds
     them; revopt keeps only the hash)."""
-    from revopt.platform.privacy import pseudonymise
-
     if conn.execute("SELECT to_regclass('scores.erasure_log')").fetchone()[0] is None:
         return frozenset()
     hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log").fetchall()}

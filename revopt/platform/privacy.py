@@ -62,6 +62,13 @@ CUSTOMER_TABLES: dict[str, str] = {
 _NOT_A_CONTACT = {"next_best_action": ("action", "do_nothing")}
 
 
+#: The identity map a run of date ``%(run_date)s`` reads: the one published for that date, else the latest before it
+#: (a refresh during the day, before tonight's map). Never a later one: re-running an old date (a backfill) must not
+#: see merges learnt since.
+MAP_AS_OF = ("(SELECT * FROM scores.identity_map WHERE run_date = "
+             "(SELECT max(run_date) FROM scores.identity_map WHERE run_date <= %(run_date)s))")
+
+
 def id_secret_path(settings: Settings) -> Path:
     return settings.home / "secrets" / "id_secret"
 
@@ -116,7 +123,6 @@ def _has_table(conn: psycopg.Connection, qualified: str) -> bool:
 def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str, set[int]]:
     """Canonical customer ids (identity map as of ``run_date``) withheld per purpose: ``profiling`` (any account with
     ``do_not_profile``) and ``marketing`` (those, plus anyone with an account without consent)."""
-    from revopt.platform.identity import MAP_AS_OF
 
     if not _has_table(conn, "shop.customers"):
         return {PROFILING: set(), MARKETING: set()}

@@ -56,14 +56,15 @@ UNICODE = "مطبخ מטבח 🍳👩🏽‍🍳 \u202eevil\u202c café"
 
 # Source columns in contract order (revopt/contract.py), for views that replace some of them.
 COLUMNS = {
-    "customers": ("customer_id", "signup_date", "country", "timezone", "acquisition_channel", "email_opt_in"),
+    "customers": ("customer_id", "signup_date", "country", "timezone", "acquisition_channel", "email_opt_in",
+                  "do_not_profile"),
     "products": ("product_id", "sku", "name", "category", "cost", "current_price"),
     "product_prices": ("product_id", "valid_from", "list_price"),
     "orders": ("order_id", "customer_id", "order_ts", "channel", "status"),
     "order_lines": ("order_id", "line_no", "product_id", "quantity", "unit_price", "discount"),
     "marketing_spend": ("day", "channel", "spend", "impressions", "clicks", "campaign"),
-    "events": ("event_time", "session_id", "customer_id", "event_type", "product_id", "channel", "device", "is_machine",
-               "campaign"),
+    "events": ("event_time", "session_id", "customer_id", "anonymous_id", "event_type", "product_id", "channel", "device",
+               "is_machine", "campaign"),
 }
 
 Injection = tuple[str, str]  # (source table, the view's SELECT, reading the renamed original as "{source}")
@@ -302,11 +303,11 @@ def test_rows_dated_on_or_after_the_run_date_are_not_read(settings, store, prist
         _appended("order_lines", "SELECT l.order_id + 10000000, l.line_no, l.product_id, l.quantity, l.unit_price, l.discount "
                                  f"FROM {{source}} AS l JOIN shop.orders_source AS o USING (order_id) WHERE o.order_ts >= {recent}"),
         _appended("customers", f"SELECT customer_id + 10000000, DATE '{RUN_DATE}' + 3, country, timezone, acquisition_channel, "
-                               "email_opt_in FROM {source}"),
+                               "email_opt_in, do_not_profile FROM {source}"),
         _appended("product_prices", f"SELECT product_id, DATE '{RUN_DATE}', max(list_price) * 2 FROM {{source}} GROUP BY product_id"),
         _appended("marketing_spend", f"SELECT day + 60, channel, spend * 10, impressions, clicks, campaign FROM {{source}} "
                                      f"WHERE day >= DATE '{RUN_DATE - dt.timedelta(days=60)}'"),
-        _appended("events", "SELECT event_time + toIntervalDay(20), session_id, customer_id, event_type, product_id, channel, "
+        _appended("events", "SELECT event_time + toIntervalDay(20), session_id, customer_id, anonymous_id, event_type, product_id, channel, "
                             "device, is_machine, campaign FROM {source} "
                             f"WHERE event_time >= toDateTime64('{RUN_DATE - dt.timedelta(days=20)}', 3, 'UTC')"),
     ]
@@ -351,7 +352,7 @@ def test_an_empty_day_inside_the_window_is_a_day_of_zeros(settings, store, prist
 
 
 def test_events_of_customers_unknown_to_postgres_are_dropped_and_counted(settings, store, pristine, caplog):
-    strangers = _appended("events", "SELECT event_time, session_id + 1000000000, customer_id + 5000000, event_type, product_id, "
+    strangers = _appended("events", "SELECT event_time, session_id + 1000000000, customer_id + 5000000, anonymous_id, event_type, product_id, "
                                     "channel, device, is_machine, campaign FROM {source} WHERE customer_id BETWEEN 1 AND 50")
     with _injected(settings, [strangers]):
         paths, frames = _extract_and_validate(settings)

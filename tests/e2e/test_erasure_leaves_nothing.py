@@ -44,7 +44,7 @@ from revopt.sample_data.synth import generate_store
 
 pytestmark = pytest.mark.e2e
 
-START = dt.date(2041, 1, 7)  # far from the other modules' run dates
+START = dt.date(2008, 1, 7)  # a Monday, far from the other modules' run dates and before them (the `_latest` views)
 DAYS = 200
 RUN_DATE = START + dt.timedelta(days=DAYS)
 SEED = 2020
