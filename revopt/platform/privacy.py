@@ -123,7 +123,6 @@ def _has_table(conn: psycopg.Connection, qualified: str) -> bool:
 def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str, set[int]]:
     """Canonical customer ids (identity map as of ``run_date``) withheld per purpose: ``profiling`` (any account with
     ``do_not_profile``) and ``marketing`` (those, plus anyone with an account without consent)."""
-
     if not _has_table(conn, "shop.customers"):
         return {PROFILING: set(), MARKETING: set()}
     no_profile = "c.do_not_profile" if _has_column(conn, "shop", "customers", "do_not_profile") else "false"
@@ -144,8 +143,7 @@ def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str,
 
 def withheld_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame, run_date: dt.date) -> pd.DataFrame:
     """``frame`` (rows about to be published to ``scores.<table>`` for ``run_date``) without the rows its purpose
-    forbids.
-    Frames without a ``customer_id`` column pass unchanged; a customer table without a purpose raises."""
+    forbids. Frames without a ``customer_id`` column pass unchanged; a customer table without a purpose raises."""
     if "customer_id" not in frame.columns or frame.empty:
         return frame
     name = table.split(".")[-1]
