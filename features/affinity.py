@@ -28,6 +28,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
+from revopt.platform.catalog import has_table
 from revopt.platform.events import clickhouse_time, utc
 from revopt.platform.identity import AccountMap, canonical_ids, events_source
 from revopt.platform.postgres import read_frame
@@ -82,7 +83,7 @@ ORDER BY customer_id, dimension, value, ts
 
 def has_brands(conn) -> bool:
     """Whether the store keeps ``shop.product_groups`` (the optional table naming each product's brand)."""
-    return bool(conn.execute("SELECT to_regclass('shop.product_groups') IS NOT NULL").fetchone()[0])
+    return has_table(conn, "shop.product_groups")
 
 
 def purchases_sql(with_brands: bool) -> str:

@@ -529,9 +529,10 @@ def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
     """Per-run-date aggregates of a published table (latest five), or [] before its first publish."""
     from psycopg import sql
 
+    from revopt.platform.catalog import has_table
     from revopt.platform.postgres import qualified
 
-    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+    if not has_table(conn, table):
         return []
     return conn.execute(
         sql.SQL("SELECT run_date, {} FROM {} GROUP BY run_date ORDER BY run_date DESC LIMIT 5").format(

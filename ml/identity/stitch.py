@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ml.identity.matching import match_accounts
 from ml.params import RunParams
+from revopt.platform.catalog import has_table
 from revopt.platform.events import clickhouse_time
 from revopt.platform.identity import erased_accounts, has_anonymous_ids, sync_resolution
 from revopt.platform.postgres import read_frame
@@ -205,7 +206,7 @@ def resolve_identities(resources: Resources, run_date: dt.date, params: RunParam
     window = {"run_date": run_date}
     with resources.sources() as conn:
         accounts = read_frame(conn, _ACCOUNTS_SQL, window)
-        has_contacts = conn.execute("SELECT to_regclass('shop.customer_contacts')").fetchone()[0] is not None
+        has_contacts = has_table(conn, "shop.customer_contacts")
         contacts = read_frame(conn, _CONTACTS_SQL, window) if has_contacts else pd.DataFrame(columns=list(CONTACT_COLUMNS))
         erased = erased_accounts(conn, lambda: id_secret(resources.settings))
     accounts = accounts.astype({"customer_id": "int64"})

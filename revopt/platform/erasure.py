@@ -53,6 +53,7 @@ from typing import Any
 
 
 from revopt.platform.config import Settings
+from revopt.platform.catalog import has_table
 from revopt.platform.erasure_files import CUSTOMER_COLUMN, ErasureReport, Person, erase_files, redact_text
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ _SEPARATOR = "\x1e"
 def linked_identifiers(conn: Any, accounts: Iterable[int], anonymous_ids: Iterable[str]) -> tuple[set[int], set[str]]:
     """The closure of ``accounts`` and ``anonymous_ids`` over every run date of ``scores.identity_map``."""
     accounts, anonymous = set(int(a) for a in accounts), set(anonymous_ids)
-    if conn.execute("SELECT to_regclass('scores.identity_map')").fetchone()[0] is None:
+    if not has_table(conn, "scores.identity_map"):
         return accounts, anonymous
     while True:
         rows = conn.execute(
@@ -88,7 +89,7 @@ def _earlier_erasures(conn: Any, subject: str, secret: bytes) -> set[int]:
 
     hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log "
                                          "WHERE subject_hash = %s", (subject,)).fetchall()}
-    if not hashes or conn.execute("SELECT to_regclass('shop.customers')").fetchone()[0] is None:
+    if not hashes or not has_table(conn, "shop.customers"):
         return set()
     ids = [int(i) for (i,) in conn.execute("SELECT customer_id FROM shop.customers").fetchall()]
     return {i for i, h in zip(ids, pseudonymise(ids, secret, purpose="erasure:customer_id")) if h in hashes}
@@ -114,10 +115,10 @@ def _orders_and_contacts(conn: Any, accounts: set[int]) -> tuple[set[int], set[s
     hashes: set[str] = set()
     if not accounts:
         return orders, hashes
-    if conn.execute("SELECT to_regclass('shop.orders')").fetchone()[0] is not None:
+    if has_table(conn, "shop.orders"):
         orders = {int(o) for (o,) in conn.execute("SELECT order_id FROM shop.orders WHERE customer_id = ANY(%s)",
                                                    (sorted(accounts),)).fetchall()}
-    if conn.execute("SELECT to_regclass('shop.customer_contacts')").fetchone()[0] is not None:
+    if has_table(conn, "shop.customer_contacts"):
         rows = conn.execute("SELECT email_hash::text, phone_hash::text FROM shop.customer_contacts "
                             "WHERE customer_id = ANY(%s)", (sorted(accounts),)).fetchall()
         hashes = {value for row in rows for value in row if value}
@@ -337,7 +338,7 @@ def erase(settings: Settings, *, customer_id: int | None = None, anonymous_id: s
         orders, hashes = _orders_and_contacts(conn, accounts)
         customer_experiments = frozenset(e for (e,) in conn.execute(
             "SELECT experiment_id FROM scores.experiments WHERE unit = 'customer'").fetchall()) \
-            if conn.execute("SELECT to_regclass('scores.experiments')").fetchone()[0] is not None else frozenset()
+            if has_table(conn, "scores.experiments") else frozenset()
     pseudonyms = set(pseudonymise(sorted(accounts), secret, purpose="id")) | set(
         pseudonymise(sorted(anonymous), secret, purpose="id"))
     person = Person(accounts=frozenset(accounts), anonymous_ids=frozenset(anonymous),

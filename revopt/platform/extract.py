@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from revopt.platform.config import Settings
+from revopt.platform.catalog import has_column, has_table
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
 from revopt.platform.events import EventStore
@@ -623,14 +624,12 @@ def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
 
 def _has_column(conn, table: str, column: str) -> bool:
     """Whether the store's ``shop.<table>`` has ``column`` (an optional column of the contract)."""
-    return conn.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'shop' "
-                        "AND table_name = %s AND column_name = %s)", (table, column)).fetchone()[0]
+    return has_column(conn, "shop", table, column)
 
 
 def _read_optional(conn, table: str, query: str, params: dict, columns: list[str]) -> pd.DataFrame:
     """Rows of an optional source, or an empty frame with its columns when the store lacks it."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]
-    return read_frame(conn, query, params) if exists else pd.DataFrame(columns=columns)
+    return read_frame(conn, query, params) if has_table(conn, table) else pd.DataFrame(columns=columns)
 
 
 def _typed(frame: pd.DataFrame, dtypes: dict[str, str], dates: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from revopt.platform.catalog import has_table
 from revopt.platform.events import EventStore
 from revopt.platform.privacy import MAP_AS_OF, pseudonymise
 
@@ -129,10 +130,6 @@ def replace_resolution(store: EventStore, links: pd.DataFrame, erased: set[int] 
     return len(frame)
 
 
-def _has_map(conn: Any) -> bool:
-    return conn.execute("SELECT to_regclass('scores.identity_map')").fetchone()[0] is not None
-
-
 @dataclass(frozen=True)
 class AccountMap:
     """Accounts onto their canonical customer (only accounts that move) and the erased accounts."""
@@ -149,7 +146,7 @@ def account_map(conn: Any, run_ts: pd.Timestamp, secret: Callable[[], bytes]) ->
     ``run_ts``, and the erased accounts (found by their keyed hash in ``scores.erasure_log``; ``secret`` gives the
     key, asked for only when something was erased)."""
     canonical: dict[int, int] = {}
-    if _has_map(conn):
+    if has_table(conn, "scores.identity_map"):
         rows = conn.execute(
             f"SELECT identifier, customer_id FROM {MAP_AS_OF} AS m WHERE identifier_type = 'customer_id' "
             "AND identifier <> customer_id::text AND (first_seen IS NULL OR first_seen < %(run_ts)s)",
@@ -163,7 +160,7 @@ def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes], r
     into ClickHouse's ``identity_resolution`` (after a resolution is published, and after an erasure). Returns rows
     written."""
     links = pd.DataFrame(columns=["identifier_type", "identifier", "customer_id", "first_seen"])
-    if _has_map(conn):
+    if has_table(conn, "scores.identity_map"):
         rows = conn.execute(f"SELECT identifier_type, identifier, customer_id, first_seen FROM {MAP_AS_OF} AS m",
                             {"run_date": run_date or dt.date.max}).fetchall()
         if rows:
@@ -174,7 +171,7 @@ def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes], r
 def erased_accounts(conn: Any, secret: Callable[[], bytes]) -> frozenset[int]:
     """Account ids of ``shop.customers`` whose keyed hash is in ``scores.erasure_log`` (the source still holds
     them; revopt keeps only the hash)."""
-    if conn.execute("SELECT to_regclass('scores.erasure_log')").fetchone()[0] is None:
+    if not has_table(conn, "scores.erasure_log"):
         return frozenset()
     hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log").fetchall()}
     if not hashes:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from revopt.platform.catalog import has_column, has_table
 from revopt.platform.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -111,22 +112,13 @@ def subject_hash(identifier_type: str, value: object, secret: bytes) -> str:
     return str(pseudonymise([value], secret, purpose=f"erasure:{identifier_type}")[0])
 
 
-def _has_column(conn: psycopg.Connection, schema: str, table: str, column: str) -> bool:
-    return conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                        "AND column_name = %s", (schema, table, column)).fetchone() is not None
-
-
-def _has_table(conn: psycopg.Connection, qualified: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s)", (qualified,)).fetchone()[0] is not None
-
-
 def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str, set[int]]:
     """Canonical customer ids (identity map as of ``run_date``) withheld per purpose: ``profiling`` (any account with
     ``do_not_profile``) and ``marketing`` (those, plus anyone with an account without consent)."""
-    if not _has_table(conn, "shop.customers"):
+    if not has_table(conn, "shop.customers"):
         return {PROFILING: set(), MARKETING: set()}
-    no_profile = "c.do_not_profile" if _has_column(conn, "shop", "customers", "do_not_profile") else "false"
-    mapped = _has_table(conn, "scores.identity_map")
+    no_profile = "c.do_not_profile" if has_column(conn, "shop", "customers", "do_not_profile") else "false"
+    mapped = has_table(conn, "scores.identity_map")
     canonical = "coalesce(m.customer_id, c.customer_id)" if mapped else "c.customer_id"
     join = (f"LEFT JOIN {MAP_AS_OF} AS m ON m.identifier_type = 'customer_id' "
             "AND m.identifier = c.customer_id::text") if mapped else ""

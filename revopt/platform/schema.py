@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from revopt.platform.catalog import has_table
 from revopt.platform.config import Settings, redact_url
 
 logger = logging.getLogger(__name__)
@@ -65,8 +66,7 @@ def head_revision() -> str:
 
 def current_revision(conn: psycopg.Connection) -> str | None:
     """The revision the database is at; None before the first ``revopt init-db``."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.{VERSION_TABLE}",)).fetchone()[0]
-    if not exists:
+    if not has_table(conn, f"{SCHEMA}.{VERSION_TABLE}"):
         return None
     row = conn.execute(sql.SQL("SELECT version_num FROM {}").format(sql.Identifier(SCHEMA, VERSION_TABLE))).fetchone()
     return row[0] if row else None
