@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 
-from revopt.platform.config import Settings
 from revopt.platform.catalog import has_table
+from revopt.platform.config import Settings
 from revopt.platform.erasure_files import CUSTOMER_COLUMN, ErasureReport, Person, erase_files, redact_text
 
 logger = logging.getLogger(__name__)
@@ -81,18 +81,6 @@ def linked_identifiers(conn: Any, accounts: Iterable[int], anonymous_ids: Iterab
         if grown_accounts == accounts and grown_anonymous == anonymous:
             return accounts, anonymous
         accounts, anonymous = grown_accounts, grown_anonymous
-
-
-def _earlier_erasures(conn: Any, subject: str, secret: bytes) -> set[int]:
-    """Accounts an earlier erasure of the same subject recorded (found again by their hash in shop.customers)."""
-    from revopt.platform.privacy import pseudonymise
-
-    hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log "
-                                         "WHERE subject_hash = %s", (subject,)).fetchall()}
-    if not hashes or not has_table(conn, "shop.customers"):
-        return set()
-    ids = [int(i) for (i,) in conn.execute("SELECT customer_id FROM shop.customers").fetchall()]
-    return {i for i, h in zip(ids, pseudonymise(ids, secret, purpose="erasure:customer_id")) if h in hashes}
 
 
 def _devices_logged_in_only_as(store: Any, accounts: set[int]) -> set[str]:
@@ -314,8 +302,8 @@ def _erase_clickhouse(store: Any, person: Person, report: ErasureReport) -> None
 def erase(settings: Settings, *, customer_id: int | None = None, anonymous_id: str | None = None,
           reason: str | None = None) -> ErasureReport:
     """Erase one person (by account or by anonymous id) from everything revopt wrote (module docstring)."""
-    from revopt.platform.identity import sync_resolution
-    from revopt.platform.privacy import id_secret, pseudonymise, subject_hash
+    from revopt.platform.identity import erased_accounts, sync_resolution
+    from revopt.platform.privacy import account_hashes, id_secret, pseudonymise, subject_hash
     from revopt.platform.schema import scores_connection
     from revopt.platform.stack import connect_postgres, event_store
 
@@ -331,7 +319,7 @@ def erase(settings: Settings, *, customer_id: int | None = None, anonymous_id: s
 
     with scores_connection(settings) as conn:
         start_accounts = {int(customer_id)} if customer_id is not None else set()
-        start_accounts |= _earlier_erasures(conn, subject, secret)
+        start_accounts |= erased_accounts(conn, lambda: secret, subject)  # an earlier, partial erasure of them
         accounts, anonymous = linked_identifiers(conn, start_accounts, {anonymous_id} if anonymous_id else set())
         anonymous |= _devices_logged_in_only_as(store, accounts)
         accounts, anonymous = linked_identifiers(conn, accounts, anonymous)
@@ -368,7 +356,7 @@ def erase(settings: Settings, *, customer_id: int | None = None, anonymous_id: s
                 "INSERT INTO scores.erasure_log (erased_at, subject_hash, requested_by, accounts, anonymous_ids, "
                 "account_hashes, removed, reason) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
                 (dt.datetime.now(dt.timezone.utc), subject, requested_by, len(accounts), len(anonymous),
-                 list(pseudonymise(sorted(accounts), secret, purpose="erasure:customer_id")),
+                 list(account_hashes(sorted(accounts), secret)),
                  json.dumps(report.removed, sort_keys=True), reason))
         if store is not None:
             sync_resolution(conn, store, lambda: secret)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from revopt.platform.config import Settings
 from revopt.platform.catalog import has_column, has_table
+from revopt.platform.config import Settings
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
 from revopt.platform.events import EventStore

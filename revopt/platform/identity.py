@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from revopt.platform.catalog import has_table
 from revopt.platform.events import EventStore
-from revopt.platform.privacy import MAP_AS_OF, pseudonymise
+from revopt.platform.privacy import MAP_AS_OF, account_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -168,17 +168,18 @@ def sync_resolution(conn: Any, store: EventStore, secret: Callable[[], bytes], r
     return replace_resolution(store, links, erased_accounts(conn, secret))
 
 
-def erased_accounts(conn: Any, secret: Callable[[], bytes]) -> frozenset[int]:
+def erased_accounts(conn: Any, secret: Callable[[], bytes], subject: str | None = None) -> frozenset[int]:
     """Account ids of ``shop.customers`` whose keyed hash is in ``scores.erasure_log`` (the source still holds
-    them; revopt keeps only the hash)."""
-    if not has_table(conn, "scores.erasure_log"):
+    them; revopt keeps only the hash); with ``subject``, only the accounts of that subject's erasures."""
+    if not has_table(conn, "scores.erasure_log") or not has_table(conn, "shop.customers"):
         return frozenset()
-    hashes = {h for (h,) in conn.execute("SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log").fetchall()}
+    hashes = {h for (h,) in conn.execute(
+        "SELECT DISTINCT unnest(account_hashes) FROM scores.erasure_log"
+        + ("" if subject is None else " WHERE subject_hash = %(subject)s"), {"subject": subject}).fetchall()}
     if not hashes:
         return frozenset()
     ids = [int(i) for (i,) in conn.execute("SELECT customer_id FROM shop.customers").fetchall()]
-    found = pseudonymise(ids, secret(), purpose="erasure:customer_id")
-    return frozenset(i for i, h in zip(ids, found) if h in hashes)
+    return frozenset(i for i, h in zip(ids, account_hashes(ids, secret())) if h in hashes)
 
 
 def canonical_ids(frame: pd.DataFrame, accounts: AccountMap, column: str = "customer_id") -> pd.DataFrame:

@@ -112,6 +112,12 @@ def subject_hash(identifier_type: str, value: object, secret: bytes) -> str:
     return str(pseudonymise([value], secret, purpose=f"erasure:{identifier_type}")[0])
 
 
+def account_hashes(accounts: Iterable[object], secret: bytes) -> np.ndarray:
+    """The erasure log's entries for erased accounts (``account_hashes``), the hashes extracts match
+    ``shop.customers`` against."""
+    return pseudonymise(accounts, secret, purpose="erasure:customer_id")
+
+
 def withheld_customers(conn: psycopg.Connection, run_date: dt.date) -> dict[str, set[int]]:
     """Canonical customer ids (identity map as of ``run_date``) withheld per purpose: ``profiling`` (any account with
     ``do_not_profile``) and ``marketing`` (those, plus anyone with an account without consent)."""
