@@ -82,6 +82,63 @@ def config_from_spec(family: str, spec: Mapping[str, Any], config_type: type) ->
         return None
 
 
+#: The splits a training run logs as its input datasets (``Trained.windows``), in order, with the MLflow
+#: context each is logged under.
+SPLITS = {"train": "training", "validation": "validation", "test": "testing"}
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """One split of a training run's data as the model saw it (logged with ``mlflow.log_input``): its
+    rows (``frame``; the runner drops customer ids before logging), the first and last date of the
+    data they draw on (history and labels), and in words what the rows are and how the split was cut
+    (``description``: e.g. "4,012 customers as of 2024-03-02: features of the 730 days before,
+    purchases to 2024-04-01; 75 % of the fit cutoff's customers, the other 25 % validate"). ``target``
+    names the outcome column of ``frame``, if it has one."""
+
+    frame: pd.DataFrame
+    start: dt.date
+    end: dt.date
+    description: str = ""
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"a data window ends ({self.end}) before it starts ({self.start})")
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def _date(value: Any) -> dt.date:
+    return pd.Timestamp(value).date()
+
+
+def dated_window(frame: pd.DataFrame, column: str, description: str, *, start: Any = None, end: Any = None,
+                 target: str | None = None) -> DataWindow:
+    """The rows of ``frame`` as a :class:`DataWindow` dated by their ``column`` (a day or timestamp):
+    ``start`` / ``end`` (inclusive) where the split's bounds are known, else its first and last value."""
+    values = pd.to_datetime(frame[column]) if len(frame) else pd.Series(dtype="datetime64[ns]")
+    first = start if start is not None else (values.min() if len(values) else end)
+    last = end if end is not None else (values.max() if len(values) else first)
+    return DataWindow(frame, _date(first), _date(last), description, target)
+
+
+def customer_window(X: pd.DataFrame, y: Any, cutoff: pd.Timestamp, horizon_days: int, lookback_days: int | None,
+                    role: str, label: str = "label") -> DataWindow:
+    """A customer family's split: the customers' features as of ``cutoff`` (from the ``lookback_days``
+    before it) with their label over the ``horizon_days`` after it, as one frame (the label column
+    ``label``). ``role`` says which customers these are (e.g. "the fit cutoff's training customers")."""
+    cutoff = pd.Timestamp(cutoff)
+    first = cutoff - pd.Timedelta(days=lookback_days) if lookback_days else cutoff
+    last = cutoff + pd.Timedelta(days=horizon_days - 1)
+    frame = X.assign(**{label: np.asarray(y)})
+    description = (f"{len(frame):,} customers as of {cutoff.date()} ({role}): features of the history from "
+                   f"{first.date()}, label over {cutoff.date()}..{last.date()}")
+    return DataWindow(frame, _date(first), _date(last), description, label)
+
+
 @dataclass
 class Trained:
     """What :meth:`Family.train` returns: the production model and everything worth logging with it.
@@ -94,7 +151,10 @@ class Trained:
     rows (the gate's quality floor, :mod:`ml.gate`). ``example`` is a few rows of nightly input (the logged
     input example and signature) and ``predict_params`` the settings it was logged with (the
     signature's params and their defaults). ``checks`` are outputs that must be finite numbers or
-    nothing is registered (description -> values).
+    nothing is registered (description -> values). ``windows`` are the data the run saw, by split
+    (:data:`SPLITS`: ``train``, ``validation`` and ``test``; a family tuned without a validation window
+    of its own leaves ``validation`` out and says so in ``train``'s description): each is logged as an
+    input dataset of the run and described on the registered version.
     """
 
     model: mlflow.pyfunc.PythonModel
@@ -112,6 +172,10 @@ class Trained:
     reference_features: pd.DataFrame | None = None  # the nightly drift check's reference (customer families)
     # the metric the gate compares, where a run param chose it (CLV: clv_selection_metric); None: family.metric
     metric: Metric | None = None
+    windows: dict[str, DataWindow] = field(default_factory=dict)  # split (SPLITS) -> the data it saw
+    # feature -> importance (e.g. mean |contribution| on the test window), its name saying what the number is;
+    # the version's description lists the top features
+    feature_importance: pd.Series | None = None
 
 
 @runtime_checkable

@@ -9,8 +9,16 @@ alias and records the decision (with both paired comparisons) as tags, metrics a
 ``scores.model_promotions``. Scoring loads a family's ``@champion`` (the version it resolves to
 now, recorded on every published row) and calls its pyfunc ``predict`` on the nightly input.
 
+Each family trains in its own MLflow experiment, ``revopt/<family>`` (:func:`family_experiment`), so
+"compare runs" lines up one family's runs and metrics. A run logs the data it saw as input datasets
+(``mlflow.log_input``: the train, validation and test windows of ``Trained.windows``, with their
+run-date window, rows and digest, the source naming the extract's datasets), and once the gate has
+decided, the registered version's description is written from the run (:mod:`ml.model_card`); the
+registered model's own description (what the family predicts) is set when it has none.
+
 Minimisation (docs/privacy.md): nothing the runner logs carries a raw customer id. The reference
-features are logged without their ``customer_id`` (the drift check compares distributions), the
+features and the input datasets are logged without their ``customer_id`` (the drift check compares
+distributions; a dataset's digest and schema are of the other columns), the
 input example has its customers renumbered 1..n (:func:`without_customer_ids`: the signature and
 the rows' shape are kept, no real customer is named), and a table holding ``customer_id`` is refused.
 """
@@ -18,6 +26,8 @@ the rows' shape are kept, no real customer is named), and a table holding ``cust
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import inspect
 import json
 import logging
 import tempfile
@@ -29,16 +39,18 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.models import infer_signature
 
 from ml import plots
 from ml.evaluation import Evaluation
-from ml.family import Family, Frames, NonFiniteModelError, require_finite
+from ml import model_card
+from ml.family import SPLITS, DataWindow, Family, Frames, NonFiniteModelError, Trained, require_finite
 from ml.gate import GateDecision, decide, is_finite
 from ml.params import RunParams
 from ml.tuning import trial_logger
 from revopt.platform.postgres import upsert_rows
-from revopt.platform.resources import Resources
+from revopt.platform.resources import Resources, experiment_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +78,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
     if reason := family.shortfall(frames, run_date, params):
         return skipped(family.name, run_date, reason)
     data = family.training_data(frames, run_date, params)
-    resources.use_tracking()
+    resources.use_tracking(family_experiment(family))  # the trials, nested runs, land in it too
     champion_version = current_version(family.model_name, CHAMPION)
     with mlflow.start_run(run_name=f"{family.name}-{run_date}") as run:
         mlflow.set_tags({"revopt.family": family.name, "revopt.run_date": run_date.isoformat()})
@@ -74,6 +86,7 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
                            "timeout_seconds": params.tuning_timeout_seconds, "seed": params.seed,
                            "promotion_margin": params.promotion_margin, "promotion_alpha": params.promotion_alpha})
         trained = family.train(data, params, [trial_logger("valid_objective")])
+        log_windows(family, trained.windows)
         example = without_customer_ids(trained.example)
         mlflow.log_params(trained.params)
         mlflow.log_metrics(trained.metrics)
@@ -116,8 +129,119 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
         )
         mlflow.log_metrics(decision.as_metrics())
         apply_decision(resources, run_date, decision, run.info.run_id)
+        describe_version(family, run_date, run.info.run_id, trained, decision)
         return {"run_id": run.info.run_id, "model_name": family.model_name, "model_version": model_version,
                 "alias": decision.alias}
+
+
+def family_experiment(family: Family) -> str:
+    """The MLflow experiment of ``family``'s training runs: ``revopt/<family.name>``."""
+    return experiment_name(family.name)
+
+
+class ExtractSource(DatasetSource):
+    """Where an input dataset comes from: revopt's extract of the store (``datasets``, the extract's
+    dataset names) over the run-date window ``first``..``last``. Logged with the dataset (MLflow shows
+    its type and fields); it is a description, not a location to load from."""
+
+    def __init__(self, datasets: tuple[str, ...], first: dt.date, last: dt.date, description: str = "") -> None:
+        self.datasets, self.first, self.last, self.description = tuple(datasets), first, last, description
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "revopt_extract"
+
+    def load(self) -> Any:
+        raise NotImplementedError("an extract source describes revopt's extract; it cannot be loaded from MLflow")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> ExtractSource:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": f"revopt-extract:{','.join(self.datasets)}@{self.first.isoformat()}..{self.last.isoformat()}",
+                "datasets": list(self.datasets), "first_date": self.first.isoformat(),
+                "last_date": self.last.isoformat(), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> ExtractSource:
+        return cls(tuple(source_dict.get("datasets", ())), dt.date.fromisoformat(source_dict["first_date"]),
+                   dt.date.fromisoformat(source_dict["last_date"]), source_dict.get("description", ""))
+
+
+def log_windows(family: Family, windows: dict[str, DataWindow]) -> None:
+    """Each split of ``windows`` as an input dataset of the active run (``mlflow.log_input``), named
+    ``<family>-<split>`` under its context (:data:`ml.family.SPLITS`), without customer ids, with tags
+    for its first and last date and rows. A split of another name is refused (a typo would be logged
+    under no context)."""
+    unknown = set(windows) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"{family.name}: data windows {sorted(unknown)} are not splits of {list(SPLITS)}")
+    for split in (split for split in SPLITS if split in windows):
+        window = windows[split]
+        frame = _without_customer_id_column(window.frame)
+        source = ExtractSource(family.training_datasets, window.start, window.end, window.description)
+        dataset = mlflow.data.from_pandas(frame, source=source, name=f"{family.name}-{split}", digest=digest(frame),
+                                          targets=window.target if window.target in frame.columns else None)
+        mlflow.log_input(dataset, context=SPLITS[split], tags={
+            "revopt.first_date": window.start.isoformat(), "revopt.last_date": window.end.isoformat(),
+            "revopt.rows": str(window.rows), "revopt.description": window.description[:500]})
+
+
+def digest(frame: pd.DataFrame) -> str:
+    """A short digest of ``frame``'s columns and values (MLflow's own reads every cell in Python, slow
+    on a long extract)."""
+    hashed = hashlib.md5(",".join(map(str, frame.columns)).encode())
+    hashed.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return hashed.hexdigest()[:8]
+
+
+def _without_customer_id_column(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.index.name == CUSTOMER_ID or CUSTOMER_ID in (frame.index.names or ()):
+        frame = frame.reset_index(drop=True)
+    return frame.drop(columns=CUSTOMER_ID, errors="ignore").reset_index(drop=True)
+
+
+def describe_version(family: Family, run_date: dt.date, run_id: str, trained: Trained, decision: GateDecision) -> None:
+    """Write the registered version's description from its run (:func:`ml.model_card.version_description`),
+    and the registered model's (what the family predicts) when it has none. A registry that refuses
+    is logged, not raised: the version is registered and gated already."""
+    metric = decision.metric
+    rows: dict[str, dict[str, float | None]] = {metric: {
+        "candidate": decision.candidate_value, "champion": decision.champion_value, "baseline": decision.baseline_value}}
+    for key, value in trained.metrics.items():
+        name = key.removeprefix("test_")
+        if key.startswith("test_") and name != metric and len(rows) < model_card.TOP_FEATURES + 4:
+            rows[name] = {"candidate": value, "baseline": trained.metrics.get(f"baseline_{name}")}
+    importance = trained.feature_importance
+    top = [] if importance is None else [
+        (str(name), float(value)) for name, value in importance.sort_values(ascending=False).head(model_card.TOP_FEATURES).items()]
+    text = model_card.version_description(
+        family=family.name, decision=decision, run_date=run_date, run_id=run_id, windows=trained.windows,
+        test_metrics=rows, top_features=top, importance="" if importance is None else str(importance.name or ""))
+    client = MlflowClient()
+    try:
+        client.update_model_version(decision.model_name, decision.candidate_version, description=text)
+        if not client.get_registered_model(decision.model_name).description:
+            client.update_registered_model(decision.model_name,
+                                           description=model_card.model_description(family.name, what_it_predicts(family)))
+    except mlflow.exceptions.MlflowException as error:
+        logger.warning("%s v%s: its description could not be written (%s)", decision.model_name,
+                       decision.candidate_version, error)
+
+
+def what_it_predicts(family: Family) -> str:
+    """The family's ``description`` (a paragraph: what it predicts), else its class docstring's first
+    paragraph."""
+    described = getattr(family, "description", "")
+    if described:
+        return described
+    doc = inspect.getdoc(type(family)) or f"The {family.name} family."
+    return doc.split("\n\n")[0].replace("\n", " ")
 
 
 @dataclass(frozen=True)
@@ -185,13 +309,17 @@ def load_champion(resources: Resources, model_name: str, version: str | None = N
 
 def apply_decision(resources: Resources, run_date: dt.date, decision: GateDecision, run_id: str) -> None:
     """Move the alias, tag the run with the decision and record it in ``scores.model_promotions``."""
-    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id}
+    # action_seq 0: the gate's row of its run date (revision 0011; hand moves of the alias are 1, 2, ...)
+    # recorded_at: when the alias moved (an audit time, not data: a re-run's move is a new move)
+    row = {**asdict(decision), "run_date": run_date, "mlflow_run_id": run_id, "action_seq": 0,
+           "previous_version": decision.champion_version, "recorded_at": dt.datetime.now(dt.timezone.utc)}
     with resources.scores() as conn:  # the schema is checked before the alias moves
         set_alias(decision.model_name, decision.alias, decision.candidate_version)
         mlflow.set_tags(decision.as_tags())
         logger.info("promotion gate for %s v%s -> @%s: %s", decision.model_name, decision.candidate_version,
                     decision.alias, decision.reason)
-        upsert_rows(conn, "scores.model_promotions", [row], key=("run_date", "model_name", "candidate_version"))
+        upsert_rows(conn, "scores.model_promotions", [row],
+                    key=("run_date", "model_name", "candidate_version", "action_seq"))
 
 
 def _champion_evaluation(family: Family, champion_version: str | None, data: Any, params: RunParams) -> Evaluation | None:

@@ -54,7 +54,7 @@ from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,
 )
-from ml.family import Frames, Trained, require_finite
+from ml.family import DataWindow, Frames, Trained, customer_window, require_finite
 from ml.params import RunParams
 from ml.tuning import Budget, Callback
 
@@ -191,6 +191,8 @@ class BinaryFamily:
     metric: Metric = ROC_AUC
     training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_daily_events")
     nightly_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_event_features")
+    #: what the family predicts, in a paragraph (the registered model's description)
+    description: str = ""
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """Too few customers of either label at the fit or test cutoff, counted from the customers and
@@ -301,6 +303,8 @@ class BinaryFamily:
         metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))  # the gate's: raw scores, before calibration
         baseline = self.baseline_evaluation(test, data.window)
         backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
+        importance = model.contributions(test.X).abs().mean().rename(
+            "mean |contribution| on the test window (log-odds)")
         return Trained(
             model=final,
             spec={**selected.spec.to_json_dict(), "features": features},
@@ -325,11 +329,26 @@ class BinaryFamily:
                 **backtest,
                 **({} if btyd is None else {f"btyd_{key}": value for key, value in vars(btyd.params).items()}),
             },
-            figures=self._figures(model, test, raw, calibrated),
+            figures=self._figures(importance, test, raw, calibrated),
+            windows=self._windows(fit, test, features, data.horizon, params),
+            feature_importance=importance,
             checks={f"predictions of the published model on the test window's customers ({test.cutoff.date()})":
                     final.predict(None, data.test.X)},
             reference_features=data.fit.X,
         )
+
+    def _windows(self, fit: LabelledSet, test: LabelledSet, features: list[str], horizon: int,
+                 params: RunParams) -> dict[str, DataWindow]:
+        """The data the run saw: the fit cutoff's customers split as selection split them (training and
+        validation customers), and the test window's customers, each with the columns the models use."""
+        train, valid = selection_split(LabelledSet(fit.cutoff, fit.X[features], fit.y), params.seed)
+        lookback = params.lookback_days
+        return {"train": customer_window(train.X, train.y, fit.cutoff, horizon, lookback,
+                                         "the fit cutoff's training customers"),
+                "validation": customer_window(valid.X, valid.y, fit.cutoff, horizon, lookback,
+                                              "the fit cutoff's validation customers: selection and calibration"),
+                "test": customer_window(test.X[features], test.y, test.cutoff, horizon, lookback,
+                                        "the test window's customers")}
 
     def baseline_evaluation(self, test: LabelledSet, window: str) -> Evaluation:
         return Evaluation(f"{self.baseline_name} baseline", test.y.to_numpy(), self.baseline(test.X), window)
@@ -378,8 +397,8 @@ class BinaryFamily:
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         return {}
 
-    def _figures(self, model, test: LabelledSet, raw: np.ndarray, calibrated: np.ndarray) -> dict[str, Any]:
-        importance = model.contributions(test.X).abs().mean()
+    def _figures(self, importance: pd.Series, test: LabelledSet, raw: np.ndarray,
+                 calibrated: np.ndarray) -> dict[str, Any]:
         title = f"{self.name} test window from {test.cutoff.date()}"
         return {
             "roc_pr.png": plots.roc_pr_figure(test.y, calibrated, title),

@@ -24,6 +24,9 @@ FAMILY = BinaryFamily(
                                                           params.churn_active_days, params.lookback_days),
     baseline=lambda X: X["recency_days"].to_numpy(dtype="float64"),
     baseline_name="recency",
+    description=("The probability that an active customer (a completed order in the last churn_active_days) places "
+                 "no completed order in the next churn_horizon_days: a calibrated classifier on their customer "
+                 "features as of the run date, published as customer_scores.churn_risk."),
     label_names=("no order in the {horizon} days after", "ordered again"),
     active_days=lambda params: params.churn_active_days,
 )

@@ -23,5 +23,8 @@ FAMILY = BinaryFamily(
                                                              params.lookback_days),
     baseline=lambda X: -X["recency_days"].to_numpy(dtype="float64"),
     baseline_name="recency",
+    description=("The probability that a customer places a completed order in the next propensity_horizon_days "
+                 "(default 30) days, from their customer features as of the run date: a calibrated classifier "
+                 "(LightGBM, XGBoost or CatBoost, chosen per run) published as customer_scores.purchase_propensity."),
     label_names=("bought in the {horizon} days after", "did not"),
 )

@@ -58,7 +58,8 @@ def own_mlflow(settings, tmp_path_factory):
     folder = tmp_path_factory.mktemp("minimisation-mlflow")
     isolated = dataclasses.replace(settings, mlflow_tracking_uri=f"sqlite:///{folder}/mlflow.db")
     mlflow.set_tracking_uri(isolated.mlflow_tracking_uri)
-    mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=(folder / "artifacts").as_uri())
+    for name in (EXPERIMENT_NAME, *(registry.family_experiment(family) for family in FAMILIES)):
+        mlflow.create_experiment(name, artifact_location=(folder / "artifacts").as_uri())
     yield isolated, folder / "artifacts"
     configure_mlflow(settings)
     close_event_stores()  # Airflow's task processes in later modules open the chDB folder
@@ -183,10 +184,24 @@ def test_mlflow_artifacts_params_and_tags_hold_no_customer_id(trained):
     assert not held, f"MLflow artifacts holding raw customer ids (file: first ids): {held}"
 
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
-    for run in client.search_runs([experiment], max_results=1000):
-        text = " ".join([*run.data.params.values(), *run.data.tags.values()]).encode()
-        assert not _in_text(text, set(ids.tolist())), f"run {run.info.run_name}'s params or tags hold a customer id"
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    for run in client.search_runs(experiments, max_results=1000):
+        inputs = [text for i in run.inputs.dataset_inputs for text in (
+            i.dataset.schema, i.dataset.profile, i.dataset.source, *(tag.value for tag in i.tags))]
+        text = " ".join([*run.data.params.values(), *run.data.tags.values(), *inputs]).encode()
+        assert not _in_text(text, set(ids.tolist())), f"run {run.info.run_name}'s params, tags or inputs hold a customer id"
+        assert "customer_id" not in " ".join(i.dataset.schema for i in run.inputs.dataset_inputs), run.info.run_name
+    # every family's run logged its windows: train and test, and validation but for the budget (docs/workbench.md)
+    for family in FAMILIES:
+        run = client.get_run(trained["results"][family.name]["run_id"])
+        contexts = sorted(tag.value for i in run.inputs.dataset_inputs for tag in i.tags
+                          if tag.key == "mlflow.data.context")
+        expected = ["testing", "training"] if family is budget.FAMILY else ["testing", "training", "validation"]
+        assert contexts == expected, family.name
+        assert all(int({t.key: t.value for t in i.tags}["revopt.rows"]) > 0 for i in run.inputs.dataset_inputs), \
+            family.name
+        assert client.get_model_version(family.model_name, trained["results"][family.name]["model_version"]) \
+            .description.count("### Data windows") == 1, family.name
 
 
 def test_the_models_logged_with_renumbered_examples_still_take_and_give_raw_customer_ids(trained):

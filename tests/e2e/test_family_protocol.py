@@ -23,10 +23,10 @@ from sklearn.metrics import roc_auc_score
 from features.customer import FEATURE_COLUMNS, evaluation_cutoffs, purchase_set, selection_split
 from ml import pipeline, registry
 from ml.evaluation import ROC_AUC, Evaluation, Metric
-from ml.family import Family, Trained
+from ml.family import Family, Trained, customer_window
 from ml.params import RunParams
 from ml.tuning import Budget, Scored, SearchSpace, search
-from revopt.platform.resources import Resources
+from revopt.platform.resources import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Resources
 from revopt.platform.stack import close_event_stores
 from revopt.sample_data.seed import seed_synthetic
 
@@ -68,6 +68,7 @@ class ToyFamily:
     training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
     metric: Metric = ROC_AUC
+    description: str = "P(a customer buys in the next 30 days), a logistic regression on six customer features."
 
     def shortfall(self, frames, run_date, params):
         return None if len(frames["orders"]) else f"toy for {run_date}: no orders (shop.orders)"
@@ -93,8 +94,12 @@ class ToyFamily:
         tuned = search(space, Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
         test = self.evaluate(data, {"C": tuned.config}, params)
         baseline = Evaluation("recency baseline", data.test.y.to_numpy(), -data.test.X["recency_days"].to_numpy())
+        windows = {"train": customer_window(train.X, train.y, train.cutoff, 30, params.lookback_days, "training"),
+                   "validation": customer_window(valid.X, valid.y, valid.cutoff, 30, params.lookback_days, "validation"),
+                   "test": customer_window(data.test.X, data.test.y, data.test.cutoff, 30, params.lookback_days, "test")}
         return Trained(model=ToyModel(self._fit(data.fit, tuned.config)), spec={"C": tuned.config}, test=test,
-                       baseline=baseline, example=data.test.X.head(5), metrics={"valid_roc_auc": tuned.value})
+                       baseline=baseline, example=data.test.X.head(5), metrics={"valid_roc_auc": tuned.value},
+                       windows=windows)
 
     def evaluate(self, data: ToyData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
         if "C" not in spec:
@@ -139,6 +144,32 @@ def test_a_new_family_trains_gates_and_scores_through_the_runners_unchanged(sett
     assert run.data.tags["revopt.family"] == TOY.name and "revopt.model_spec" in run.data.tags
     trials = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second['run_id']}'")
     assert len(trials) == PARAMS.n_trials
+
+    # the workbench (docs/workbench.md, "MLflow"): the family's own experiment, opened on runs in the UI
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == f"revopt/{TOY.name}" and experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert client.get_run(first["run_id"]).info.experiment_id == experiment.experiment_id
+    # its input datasets: train, validation and test, with their window, rows and digest, and no customer id
+    inputs = {tag["mlflow.data.context"]: (i.dataset, tag) for i in run.inputs.dataset_inputs
+              for tag in [{t.key: t.value for t in i.tags}]}
+    assert sorted(inputs) == ["testing", "training", "validation"]
+    data = TOY.training_data({name: pd.read_parquet(path) for name, path in paths.items()}, RUN_DATE, PARAMS)
+    train, valid = selection_split(data.fit, PARAMS.seed)
+    for context, split, rows in (("training", "train", len(train.y)), ("validation", "validation", len(valid.y)),
+                                 ("testing", "test", len(data.test.y))):
+        dataset, tags = inputs[context]
+        assert dataset.name == f"{TOY.name}-{split}" and dataset.source_type == "revopt_extract" and dataset.digest
+        assert tags["revopt.rows"] == str(rows) and '"num_rows": %d' % rows in dataset.profile
+        assert "customer_id" not in dataset.schema
+        assert tags["revopt.first_date"] < tags["revopt.last_date"] <= RUN_DATE.isoformat()
+    # each version's description says what the gate decided and why; the model says what it predicts
+    first_card = client.get_model_version(TOY.model_name, first["model_version"]).description
+    second_card = client.get_model_version(TOY.model_name, second["model_version"]).description
+    assert "**Promoted: @champion.**" in first_card and "no champion to compare with" in first_card
+    assert "**Not promoted: @challenger.**" in second_card and "### Data windows" in second_card
+    assert run.data.tags["revopt.gate.reason"][1:] in second_card  # the reason, first letter capitalised
+    assert f"| test | {inputs['testing'][1]['revopt.first_date']} |" in second_card
+    assert client.get_registered_model(TOY.model_name).description.startswith(TOY.description)
 
     nightly = pipeline.extract(resources, RUN_DATE, "nightly", PARAMS)
     features = pipeline.build_features(resources, RUN_DATE, nightly)

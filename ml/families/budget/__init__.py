@@ -166,7 +166,7 @@ from ml.families.budget.optimiser import (
 )
 from ml.evaluation import Evaluation, summarise_backtest
 from ml.families.rolling_origin import backtest_params, earlier_origin_params, earlier_origins
-from ml.family import Frames, Trained, config_from_spec, config_spec
+from ml.family import Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Tuned, search
 
@@ -264,6 +264,9 @@ class BudgetFamily:
     training_datasets = _DATASETS
     nightly_datasets = _DATASETS
     metric = MAPE
+    description = ("Daily revenue as a response to each paid channel's spend (a media-mix model with adstock and "
+                   "saturation curves), and the split of the budget across channels that maximises expected revenue "
+                   "within the run's constraints: published as scores.budget_allocations.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """No (or too little) marketing spend, no completed orders, or no paid channel that can be fitted
@@ -333,6 +336,14 @@ class BudgetFamily:
             tables={"channels.json": fit.channels, "allocation.json": table},
             tags={"revopt.budget.moved": str(allocation.moved), "revopt.budget.reason": allocation.reason[:5000]},
             # a channel the fit left out is held at its spend with no expected revenue (NULL, by design)
+            # no separate validation window: the search cross-validates on interleaved weeks of the train days
+            windows={"train": dated_window(before_test_window(history, data.test_weeks), "day",
+                                           "daily spend per channel and revenue before the test window; the search "
+                                           "scores interleaved held-out weeks of these days (no separate validation "
+                                           "window)", target="revenue"),
+                     "test": dated_window(history.iloc[len(before_test_window(history, data.test_weeks)):], "day",
+                                          f"daily spend and revenue of the test window, the last {data.test_weeks} "
+                                          "weeks", target="revenue")},
             checks={"channels' recommended spend": table["recommended_spend"],
                     "fitted channels' expected revenue":
                     table.loc[table["binding_constraint"] != "excluded", "expected_revenue_recommended"]},

@@ -64,7 +64,7 @@ from features.customer import (
 )
 from ml import plots
 from ml.evaluation import Evaluation, Metric, mae, rmse, spearman, summarise_backtest
-from ml.family import Frames, Trained, require_finite
+from ml.family import Frames, Trained, customer_window, require_finite
 from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
     btyd_inputs, btyd_p_alive, fit_btyd,
@@ -349,6 +349,10 @@ class ClvFamily:
     # the gate's default metric: test-window RMSE (lower is better; paired bootstrap over customers), the
     # margin a share of the champion's error; a run's clv_selection_metric replaces it (Trained.metric)
     metric: Metric = GATE_METRICS["rmse"]
+    description: str = ("Each customer's completed spend over the next clv_horizon_days (default 365), from their "
+                        "customer features as of the run date: a BTYD model (BG/NBD with Gamma-Gamma) or a gradient-"
+                        "boosted model of log spend, chosen per run on validation customers; published as "
+                        "customer_scores.clv.")
 
     @staticmethod
     def config(params: RunParams, label_days: int | None = None) -> ClvConfig:
@@ -419,6 +423,10 @@ class ClvFamily:
         gate_metric = GATE_METRICS[metric]
         baseline = Evaluation("repeat-last-period baseline", test.y.to_numpy(), data.baseline, data.window)
         final = fit_final_clv_model(selection, test.X, test.y, config, btyd_fit_features=data.features_now)
+        contributions = final.contributions(test.X)
+        importance = None if contributions is None else contributions.abs().mean().rename(
+            "mean |contribution| on the test window (log spend)")
+        lookback = params.lookback_days
         return Trained(
             model=final,
             spec=selection.spec,
@@ -436,7 +444,14 @@ class ClvFamily:
                      **{f"test_{key}": value for key, value in test_metrics.items()},
                      **self._backtest(data, test_metrics, baseline.value(gate_metric), gate_metric),
                      **{f"baseline_{key}": value for key, value in evaluate_clv(test.y, data.baseline).items()}},
-            figures=self._figures(selection, test, predicted, final),
+            figures=self._figures(selection, test, predicted, importance),
+            windows={"train": customer_window(train.X, train.y, fit.cutoff, config.window, lookback,
+                                              "the fit cutoff's training customers; label: completed spend"),
+                     "validation": customer_window(valid.X, valid.y, fit.cutoff, config.window, lookback,
+                                                   "the fit cutoff's validation customers: BTYD vs GBM"),
+                     "test": customer_window(test.X, test.y, test.cutoff, config.window, lookback,
+                                             "the test window's customers; label: completed spend")},
+            feature_importance=importance,
             checks={f"predictions of the final {selection.winner} model on the run date's customers":
                     final.predict(None, data.features_now)},
             metric=gate_metric,
@@ -458,17 +473,17 @@ class ClvFamily:
         return {}
 
     @staticmethod
-    def _figures(selection: ClvSelection, test: LabelledSet, predicted: np.ndarray, final: ClvModel) -> dict[str, Any]:
+    def _figures(selection: ClvSelection, test: LabelledSet, predicted: np.ndarray,
+                 importance: pd.Series | None) -> dict[str, Any]:
         figures = {
             "predicted_vs_actual.png": plots.predicted_vs_actual_figure(
                 test.y, {selection.winner: predicted},
                 f"CLV test window from {test.cutoff.date()} (winner: {selection.winner})",
             )
         }
-        contributions = final.contributions(test.X)
-        if contributions is not None:
+        if importance is not None:
             figures["feature_importance.png"] = plots.feature_importance_figure(
-                contributions.abs().mean(), "clv: mean |contribution| on the test window (log spend)")
+                importance, "clv: mean |contribution| on the test window (log spend)")
         return figures
 
 

@@ -149,7 +149,7 @@ from ml.families.pricing.estimator import (
 from ml.families.pricing.model import PricingModel, pyfunc_params
 from ml.families.pricing.optimiser import GUARDRAIL_PRIORITY, PricingGuardrails, recommend_prices
 from ml.families.rolling_origin import backtest_params, earlier_origin_params, earlier_origins
-from ml.family import Frames, Trained, config_from_spec, config_spec
+from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Tuned, search
 
@@ -231,6 +231,9 @@ class PricingFamily:
                          "product_groups")
     nightly_datasets = ("products", "product_daily_sales", "product_sales", "competitor_prices", "inventory")
     metric = POISSON_DEVIANCE
+    description = ("Each product's price elasticity of daily demand (units), estimated from its own price changes "
+                   "with shrinkage to its category, and the price that maximises expected margin within the run's "
+                   "guardrails (price_max_change, ...): published as scores.price_recommendations.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         priced = _priced(frames["products"], params)
@@ -308,6 +311,7 @@ class PricingFamily:
                 table, f"elasticities as of {data.run_date} ({config.interval:.0%} intervals)")},
             checks={"recommended prices of the priced products":
                     model.predict(None, inputs)["recommended_price"].to_numpy()},
+            windows=_windows(panel),
         )
 
     def evaluate(self, data: PricingData, spec: Mapping[str, Any], params: RunParams) -> Evaluation | None:
@@ -368,6 +372,21 @@ def _select_and_test(data: PricingData, params: RunParams, callbacks: Sequence[C
                    Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
     test, test_no_price = evaluate_on_test_window(data.panel, tuned.config)
     return _Tested(tuned, test, test_no_price, baseline_on_test_window(data.panel))
+
+
+def _windows(panel: pd.DataFrame) -> dict[str, DataWindow]:
+    """The demand panel's three windows: the search fits on ``train`` and scores the last
+    ``BACKTEST_DAYS`` before the test window (``validation``); the chosen configuration, fitted on both,
+    is scored on the ``test`` window (the panel's last ``BACKTEST_DAYS``). The published model is then
+    estimated on the whole panel."""
+    before, test = split_test_window(panel)
+    train, valid = split_test_window(before)
+    what = "daily units (and prices) of the priced products"
+    return {"train": dated_window(train, "day", f"{what} the search fits on", target="units"),
+            "validation": dated_window(valid, "day", f"{what}: the search's held-out last {BACKTEST_DAYS} days "
+                                                     "before the test window", target="units"),
+            "test": dated_window(test, "day", f"{what}: the test window, the last {BACKTEST_DAYS} days",
+                                 target="units")}
 
 
 def _priced(products: pd.DataFrame, params: RunParams, run_date: dt.date | None = None) -> pd.DataFrame:

@@ -88,7 +88,7 @@ from ml.families.recommend.config import (
 from ml.families.recommend.estimator import ItemFactors, fit_als, strengths
 from ml.families.recommend.model import RecommendationsModel
 from ml.families.recommend.recommender import PUBLISHED_COLUMNS, SOURCES, recommend, top_k
-from ml.family import Frames, Trained, config_from_spec, config_spec
+from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
 
@@ -137,6 +137,25 @@ class RecommendationsData:
         return window(self.interactions, self.valid_start, self.test_start, self.lookback_days, self.rules)
 
 
+def _windows(data: RecommendationsData) -> dict[str, DataWindow]:
+    """The purchases of each window: the search's models learn from the ``lookback_days`` before the
+    validation window (``train``) and are scored on its purchases (``validation``); the chosen
+    configuration learns from the history before the test window and is scored on its purchases (``test``)."""
+    purchases = data.interactions.purchases
+    day = purchases["day"]
+    train_from = data.valid_start - pd.Timedelta(days=data.lookback_days)
+    what = "purchases (customer, product, day) of completed orders"
+    return {"train": dated_window(purchases[(day >= train_from) & (day < data.valid_start)], "day",
+                                  f"{what} the search's models learn from", start=train_from,
+                                  end=data.valid_start - pd.Timedelta(days=1)),
+            "validation": dated_window(purchases[(day >= data.valid_start) & (day < data.test_start)], "day",
+                                       f"{what}: the validation window the search scores", start=data.valid_start,
+                                       end=data.test_start - pd.Timedelta(days=1)),
+            "test": dated_window(purchases[(day >= data.test_start) & (day < data.as_of)], "day",
+                                 f"{what}: the test window (its models learn from the {data.lookback_days} days "
+                                 "before it)", start=data.test_start, end=data.as_of - pd.Timedelta(days=1))}
+
+
 class RecommendationsFamily:
     """Product recommendations as a :class:`ml.family.Family` (see the module docstring)."""
 
@@ -145,6 +164,9 @@ class RecommendationsFamily:
     training_datasets = DATASETS
     nightly_datasets = DATASETS
     metric = NDCG
+    description = ("The top products each customer is most likely to buy next, from every customer's purchases "
+                   "and views (implicit-feedback ALS), within the run's rules (in stock, not bought lately, ...): "
+                   "published as scores.recommendations.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """Too few customers or products with purchases before the validation window, or too few
@@ -204,6 +226,7 @@ class RecommendationsFamily:
                                                              for name, values in measured.items()])},
             figures={"test_window_metrics.png": plots.grouped_metrics_figure(
                 pd.DataFrame(measured).T.rename(index={"test": "candidate (ALS)"}), f"top-{data.rules.k} on the test window from {data.test_start.date()}")},
+            windows=_windows(data),
             checks={"scores of the input example's recommendations":
                     model.predict(None, example, predict_params)[["score"]]},
         )

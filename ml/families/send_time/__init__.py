@@ -176,7 +176,7 @@ from ml.families.send_time.recommender import (
 )
 from ml.evaluation import Evaluation, Metric, summarise_backtest
 from ml.families.rolling_origin import backtest_params, earlier_origin_params, earlier_origins
-from ml.family import Frames, Trained, config_from_spec, config_spec
+from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Tuned, search
 
@@ -254,6 +254,9 @@ class SendTimeFamily:
     training_datasets: tuple[str, ...] = (ENGAGEMENT, ORDERS, CUSTOMERS)
     nightly_datasets: tuple[str, ...] = (ENGAGEMENT, ORDERS, CUSTOMERS)
     metric = Metric("log_loss", higher_is_better=False, relative_margin=True, score=log_loss)
+    description = ("Each customer's best hour to receive an email (and the expected open rate there), from their "
+                   "opens, sessions and orders by local hour, pooled with their segment's curve where they have "
+                   "little history: published as scores.send_time_recommendations.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """:func:`training_data_shortfall` on the nightly window of ``frames``."""
@@ -317,6 +320,7 @@ class SendTimeFamily:
             tables={"send_time_priors.json": fit.priors},
             figures={"send_times.png": plots.send_time_figure(fit.priors, recommendations, f"send times as of {run_date}",
                                                               quiet_hours=tuned.config.quiet_hours)},
+            windows=_windows(data, params),
             checks={"customers' recommended hours and rates": recommendations[["best_hour", "expected_rate_best"]],
                     "recommendations for the input example":
                         model.predict(None, example, predict_params)[["best_hour", "expected_rate_best"]]},
@@ -403,6 +407,26 @@ def _test_evaluation(backtest: Backtest, config: SendTimeConfig, name: str) -> E
     start, end = backtest.split.date(), backtest.as_of.date()
     window = f"{what} in [{start}, {end}), customers' curves fitted on the history before {start}"
     return Evaluation(name, y, held_out_predictions(backtest, config), window=window, groups=customer_id)
+
+
+def _windows(data: SendTimeData, params: RunParams) -> dict[str, DataWindow]:
+    """The engagement (sends, opens, sessions and orders per customer and hour) of each window: the
+    search fits before ``run date - 2 x holdout_days`` (``train``) and scores the ``holdout_days`` after
+    (``validation``); the chosen configuration is scored on the last ``holdout_days`` (``test``)."""
+    test_start = holdout_start(data.as_of, data.config)
+    valid_start = test_start - pd.Timedelta(days=data.config.holdout_days)
+    hours = data.engagement["hour_utc"]
+    first = data.as_of - pd.Timedelta(days=params.lookback_days)
+    last = data.as_of - pd.Timedelta(days=1)
+    what = "engagement per customer and hour"
+    return {"train": dated_window(data.engagement[hours < valid_start], "hour_utc", f"{what} the search fits on",
+                                  start=first, end=valid_start - pd.Timedelta(days=1)),
+            "validation": dated_window(data.engagement[(hours >= valid_start) & (hours < test_start)], "hour_utc",
+                                       f"{what}: the search's held-out {data.config.holdout_days} days",
+                                       start=valid_start, end=test_start - pd.Timedelta(days=1)),
+            "test": dated_window(data.engagement[hours >= test_start], "hour_utc",
+                                 f"{what}: the test window, the last {data.config.holdout_days} days",
+                                 start=test_start, end=last)}
 
 
 def _test_metrics(scores: Mapping[str, float]) -> dict[str, float]:

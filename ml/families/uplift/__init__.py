@@ -41,7 +41,7 @@ from ml.families.uplift.data import OfferSet, known_offers, offer_set
 from ml.families.uplift.model import (
     BOOTSTRAP_MODELS, QINI, Candidates, UpliftConfig, UpliftModel, config_dict, config_from, fit_uplift, qini_curve,
 )
-from ml.family import Frames, Trained, require_finite
+from ml.family import DataWindow, Frames, Trained, require_finite
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Scored, SearchSpace, search
 
@@ -76,6 +76,19 @@ class UpliftData:
                 f"{len(set(self.fit.campaign))} earlier campaign(s))")
 
 
+def _window(offers: OfferSet, horizon: int, what: str) -> DataWindow:
+    """``offers`` as a logged window: features, treatment, outcome, offer and campaign of each offer,
+    from the first campaign's first send day to the last one's outcome horizon."""
+    frame = offers.X.reset_index(drop=True).assign(
+        treated=offers.treated, ordered=offers.ordered, revenue=offers.revenue, offer_type=offers.offer_type,
+        discount=offers.discount, campaign=offers.campaign)
+    campaigns = sorted(set(offers.campaign))
+    first = dt.date.fromisoformat(campaigns[0]) if campaigns else dt.date.min
+    last = dt.date.fromisoformat(campaigns[-1]) + dt.timedelta(days=horizon) if campaigns else first
+    return DataWindow(frame, first, last, f"{len(frame):,} {what}, {len(campaigns)} campaign(s) from {first}, "
+                                          f"orders within {horizon} days of each send", target="ordered")
+
+
 def _fit(config: UpliftConfig, offers: OfferSet, seed: int, revenue: bool = False):
     return fit_uplift(config, offers.X, offers.treated, offers.ordered, offers.revenue if revenue else None,
                          offers.discount, offers.offer_type, seed, bootstrap=BOOTSTRAP_MODELS - 1 if revenue else 0)
@@ -93,6 +106,9 @@ class UpliftFamily:
     training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_daily_events", "offers")
     nightly_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_event_features", "offers")
     metric = QINI
+    description = ("The uplift of an offer for each customer: how much more likely (and how much more revenue) they "
+                   "order within uplift_horizon_days when sent it than when not, per offer type and discount "
+                   "(an X-learner on past randomised campaigns); the next best action chooses offers with it.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
         """No offers, no control group, or fewer than two campaigns (one to learn from, one to test on)
@@ -177,6 +193,11 @@ class UpliftFamily:
                        params={"learner": "econml_x_learner_lightgbm", **{f"uplift_{k}": v for k, v in spec["config"].items()},
                                "uplift_horizon_days": data.horizon, "test_campaign": data.test.campaign[0]},
                        metrics=metrics, tables={"uplift_by_decile.json": _deciles(data.test, ranking)},
+                       windows={"train": _window(data.select_train, data.horizon, "offers the search fits on"),
+                                "validation": _window(data.select_valid, data.horizon,
+                                                      "offers the search scores (the latest earlier campaign, or "
+                                                      "a random share when there is one)"),
+                                "test": _window(data.test, data.horizon, "offers of the latest campaign")},
                        figures={"qini.png": plots.qini_figure(
                            {"uplift model": qini_curve(data.test.y, ranking),
                             baseline.name: qini_curve(data.test.y, baseline.predicted)},
