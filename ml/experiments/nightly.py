@@ -113,7 +113,8 @@ def analyse_all(resources: Resources, run_date: dt.date, extract_paths: dict[str
     with resources.scores() as conn:
         published = publish_partition(conn, "scores.experiment_results", run_date, rows)
         if evidence:  # beside the offline gate's decisions (same table, same shape)
-            upsert_rows(conn, "scores.model_promotions", evidence, key=("run_date", "model_name", "candidate_version"))
+            upsert_rows(conn, "scores.model_promotions", [{**row, "actor": "experiment analysis"} for row in evidence],
+                        key=("run_date", "model_name", "candidate_version", "action_seq"))
     return {"rows": published, "experiments": len(looks),
             "decisions": {look.experiment.experiment_id: look.decision.action for look in looks}}
 
