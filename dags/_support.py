@@ -1,7 +1,9 @@
 """Tasks and settings shared by the revopt DAGs: wiring only. With the DAG files (and
 ``revopt.dag_runner``) the only code that imports Airflow; business code never does. Listed in
 ``.airflowignore``: Airflow puts the DAGs folder on ``sys.path`` and the DAG files import it as
-``_support``, but it holds no DAG to parse.
+``_support``, but it holds no DAG to parse. Its neighbours, listed there too: ``_context`` (what a task reads
+from its context), ``_notify`` (the failure notifier) and ``_run_end`` (alias moves, the nightly report, the
+run's note and the tasks' docs).
 
 Each task imports one function from ``ml.pipeline`` inside its body, calls it with the task's
 resources, the run date and the run's params, and returns a small reference for XCom.
@@ -9,13 +11,14 @@ resources, the run date and the run's params, and returns a small reference for 
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, task
 from airflow.sdk.exceptions import AirflowSkipException
+
+from _context import resources, run_date_of, run_params_of
+from _notify import RevoptNotifier
 
 class TransientErrorRetryPolicy(RetryPolicy):
     """Retry a failed task only when the error is transient
@@ -49,15 +52,25 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "retry_policy": RETRY_POLICY,
+    # one message per failed task, after its last try (dags/_notify.py)
+    "on_failure_callback": [RevoptNotifier()],
 }
 
 
 def run_params(dag: str) -> dict[str, Param]:
     """The ``dag``'s Airflow params (``"training"`` or ``"nightly"``), generated from the one run-parameter
-    definition, ``ml.params.RunParams`` (a dataclasses-only module: parsing imports nothing heavy)."""
+    definition, ``ml.params.RunParams`` (a dataclasses-only module: parsing imports nothing heavy). Each has a
+    title (the trigger form's label) and its description; the form and ``--conf`` validate each value against its
+    JSON schema, naming the param (``Invalid input for param n_trials: 0 is less than the minimum of 1``)."""
     from ml.params import param_specs
 
-    return {spec.name: Param(spec.default, description=spec.description, **spec.schema) for spec in param_specs(dag)}
+    return {spec.name: Param(spec.default, title=_title(spec.name), description=spec.description, **spec.schema)
+            for spec in param_specs(dag)}
+
+
+def _title(name: str) -> str:
+    """The form label of param ``name``: ``n_trials`` -> ``N trials (n_trials)``, so the error's name is findable."""
+    return f"{name.replace('_', ' ').capitalize()} ({name})"
 
 
 #: Updated by the nightly DAG when the drift check requests retraining; the training DAG runs on it
@@ -73,7 +86,8 @@ def retrain_signal(check_id: str, signal_id: str, asset: Asset):
     retraining (``{"retrain": bool, "reason": str}``), then ``signal_id`` updates ``asset`` with the reason,
     which triggers ``revopt_training``."""
 
-    @task.short_circuit(task_id=check_id)
+    # only ``signal_id`` is skipped: the tasks after it (the run's note) still follow their own trigger rules
+    @task.short_circuit(task_id=check_id, ignore_downstream_trigger_rules=False)
     def above_threshold(result: dict) -> bool:
         return result["retrain"]
 
@@ -100,21 +114,6 @@ def skip_if_skipped(result, context=None):
     return result
 
 
-def resources():
-    """The task's :class:`revopt.platform.resources.Resources`, built once from the settings."""
-    from revopt.platform.config import load_settings
-    from revopt.platform.resources import Resources
-
-    return Resources(load_settings())
-
-
-def run_params_of(context: Mapping[str, Any]):
-    """The run's :class:`ml.params.RunParams` from the DAG run's params."""
-    from ml.params import RunParams
-
-    return RunParams.from_mapping(context["params"])
-
-
 @task
 def extract(purpose: str, **context) -> dict[str, str]:
     """The datasets the ``purpose`` DAG reads (``ml.pipeline.DAG_DATASETS``: training or nightly)."""
@@ -133,27 +132,28 @@ def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str
 
 def publish_outputs(task_id: str, *tables: str):
     """A task ``task_id`` that publishes a step's output tables: ``scores.<table>`` for each of ``tables``
-    from the path the step returned under that name, replacing the run date's rows (``ml.pipeline.publish``)."""
+    from the path the step returned under that name, replacing the run date's rows (``ml.pipeline.publish``);
+    returns the rows per table (the run's note lists them)."""
 
     @task(task_id=task_id)
-    def publish_tables(outputs: dict[str, str], **context) -> int:
+    def publish_tables(outputs: dict[str, str], **context) -> dict[str, int]:
         from ml.pipeline import publish
 
         run_date = run_date_of(context)
-        return sum(publish(resources(), run_date, f"scores.{table}", outputs[table]) for table in tables)
+        return {f"scores.{table}": publish(resources(), run_date, f"scores.{table}", outputs[table]) for table in tables}
 
     return publish_tables
 
 
 def publish_to(task_id: str, table: str):
     """A task ``task_id`` that publishes one step's output (its ``path``) to ``scores.<table>``, replacing the
-    run date's rows (``ml.pipeline.publish``)."""
+    run date's rows (``ml.pipeline.publish``); returns ``{"scores.<table>": rows}``."""
 
     @task(task_id=task_id)
-    def publish_task(output: dict, **context) -> int:
+    def publish_task(output: dict, **context) -> dict[str, int]:
         from ml.pipeline import publish
 
-        return publish(resources(), run_date_of(context), f"scores.{table}", output["path"])
+        return {f"scores.{table}": publish(resources(), run_date_of(context), f"scores.{table}", output["path"])}
 
     return publish_task
 
@@ -188,20 +188,3 @@ def remove_old_run_folders(**context) -> dict:
 
     settings = resources().settings
     return remove_old_run_folders(settings, run_date_of(context), run_params_of(context).run_folder_retention_days)
-
-
-def as_of_of(context: Mapping[str, Any]) -> dt.datetime:
-    """The data cutoff of a run that refreshes within the day (``revopt_affinity``): its logical date (the
-    scheduled moment), else when it was asked to run; UTC."""
-    moment = context.get("logical_date")
-    if moment is None:
-        moment = context["dag_run"].run_after
-    return moment.astimezone(dt.timezone.utc)
-
-
-def run_date_of(context: Mapping[str, Any]) -> dt.date:
-    """The run date D of a DAG run: its logical date in UTC, else when it was asked to run.
-
-    Airflow 3 lets manual runs have no logical date; those run as of their ``run_after``.
-    """
-    return as_of_of(context).date()

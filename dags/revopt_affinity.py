@@ -16,7 +16,9 @@ from datetime import datetime, timezone
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from _support import DEFAULT_ARGS, as_of_of, resources, run_date_of, run_params, run_params_of
+from _context import as_of_of
+from _run_end import document
+from _support import DEFAULT_ARGS, resources, run_date_of, run_params, run_params_of
 
 SCHEDULE = os.environ.get("REVOPT_AFFINITY_SCHEDULE", "0 */6 * * *")
 
@@ -48,4 +50,4 @@ def revopt_affinity():
     publish(refresh())
 
 
-revopt_affinity()
+document(revopt_affinity())

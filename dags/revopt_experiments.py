@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
+from _run_end import document
 from _support import DEFAULT_ARGS, extract, resources, run_date_of, run_params, run_params_of, validate
 
 
@@ -35,4 +36,4 @@ def revopt_experiments():
     analyse(validate(extract("experiments"), "experiments"))
 
 
-revopt_experiments()
+document(revopt_experiments())

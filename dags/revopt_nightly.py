@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
+from _run_end import finish, nightly_report, record_alias_moves
 from _support import (
     DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs, publish_to,
     remove_old_run_folders, resources, retrain_signal, run_date_of, run_params, run_params_of, skip_if_skipped,
@@ -156,6 +157,7 @@ def revopt_nightly():
 
         return evaluate_outcomes(resources(), run_date_of(context), extract_paths, run_params_of(context))
 
+    record_alias_moves()  # first, beside identities (it blocks nothing)
     extracted = extract("nightly")
     identity_resolution() >> extracted
     remove_old_run_folders()
@@ -172,25 +174,29 @@ def revopt_nightly():
     prices = recommend_prices(validated)
     send_times = recommend_send_times(validated)
     assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too
-    publish_to("publish_prices", "price_recommendations")(prices)
+    published_prices = publish_to("publish_prices", "price_recommendations")(prices)
     published_send_times = publish_to("publish_send_times", "send_time_recommendations")(send_times)
     published_budget = publish_to("publish_budget", "budget_allocations")(allocate_budget(validated))
     attributed = attribute(validated)
-    publish_outputs("publish_attribution", "attribution", "order_attribution")(attributed)
+    published_attribution = publish_outputs("publish_attribution", "attribution", "order_attribution")(attributed)
     economics = acquisition_economics(validated, attributed)
     published_scores >> economics  # tonight's CLV
-    publish_outputs("publish_economics", "channel_economics", "cac_forecasts")(economics)
+    published_economics = publish_outputs("publish_economics", "channel_economics", "cac_forecasts")(economics)
     analytics = campaign_analytics(validated, attributed)
     [published_budget, published_send_times] >> analytics  # tonight's allocation and send times
-    publish_outputs("publish_campaigns", "campaign_daily", "campaign_segment_daily",
-                    "campaign_recommendations")(analytics)
+    published_campaigns = publish_outputs("publish_campaigns", "campaign_daily", "campaign_segment_daily",
+                                          "campaign_recommendations")(analytics)
     segments = segment_customers(validated, features)
     published_scores >> segments  # tonight's churn risk and CLV
     published_segments = publish_outputs("publish_segments", "customer_segments", "segment_profiles")(segments)
     published_recommendations = publish_to("publish_recommendations", "recommendations")(recommend_products(validated))
     actions = next_best_action(validated, features, segments)
     [published_segments, published_recommendations] >> actions
-    publish_to("publish_next_best_action", "next_best_action")(actions)
+    published_actions = publish_to("publish_next_best_action", "next_best_action")(actions)
+    # whatever happened: the report on tonight's tables (then the run's note: finish)
+    nightly_report(published_scores, published_prices, published_send_times, published_budget, published_attribution,
+                   published_economics, published_campaigns, published_segments, published_recommendations,
+                   published_actions)
 
 
-revopt_nightly()
+finish(revopt_nightly())

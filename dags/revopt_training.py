@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
+from _run_end import finish, record_alias_moves
 from _support import (
     DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, resources, run_date_of, run_params,
     run_params_of, skip_if_skipped, validate,
@@ -103,6 +104,7 @@ def revopt_training():
 
     # Independent branches: a family that fails or skips leaves the others to train; any failed
     # family fails the DAG run (a failed leaf task fails the run).
+    record_alias_moves()  # first, beside identities (it blocks nothing)
     extracted = extract("training")
     identity_resolution() >> extracted  # train on the people the nightly run scores (docs/privacy.md)
     validated = validate(extracted, "training")
@@ -111,4 +113,4 @@ def revopt_training():
         train(validated)
 
 
-revopt_training()
+finish(revopt_training())

@@ -193,3 +193,59 @@ def qini_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def score_distribution_figure(edges: np.ndarray, counts: dict[str, np.ndarray], title: str, xlabel: str) -> Figure:
+    """Histograms of one score for several run dates overlaid (``counts``: label -> count per bin of ``edges``),
+    each as its share of the customers scored that night so nights of different sizes compare."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    widths = np.diff(edges)
+    for label, values in counts.items():
+        values = np.asarray(values, dtype=float)
+        shares = values / values.sum() if values.sum() > 0 else values
+        ax.bar(edges[:-1], shares, width=widths, align="edge", alpha=0.5, label=label)
+    ax.set(xlabel=xlabel, ylabel="share of customers", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def price_moves_figure(change: pd.Series, title: str, max_change: float | None = None) -> Figure:
+    """The recommended price change per product (% of the current price), the run's max change per run dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    values = 100 * change.to_numpy(float)
+    ax.hist(values, bins=min(40, max(5, len(values) // 5)), color="tab:blue")
+    if max_change is not None:
+        for bound in (-100 * max_change, 100 * max_change):
+            ax.axvline(bound, linestyle="--", color="grey")
+    ax.set(xlabel="recommended vs current price (%)", ylabel="products", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def hour_counts_figure(counts: dict[str, pd.Series], title: str, quiet_hours: tuple[int, int] | None = None,
+                       default_hour: int | None = None) -> Figure:
+    """How many recommendations name each local hour, per run date (``counts``: label -> count by hour 0..23),
+    quiet hours shaded and the default hour dotted."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    width = 0.8 / max(len(counts), 1)
+    for i, (label, series) in enumerate(counts.items()):
+        hours = series.reindex(range(24), fill_value=0)
+        ax.bar(np.arange(24) + (i - (len(counts) - 1) / 2) * width, hours.to_numpy(float), width, label=label)
+    if quiet_hours is not None:
+        start, end = quiet_hours
+        for low, high in ([(start, end)] if start < end else [(start, 24), (0, end)]):
+            ax.axvspan(low - 0.5, high - 0.5, color="grey", alpha=0.15)
+    if default_hour is not None:
+        ax.axvline(default_hour, linestyle=":", color="black", label="default hour")
+    ax.set(xlabel="recommended local hour", ylabel="recommendations", title=title, xlim=(-0.5, 23.5))
+    ax.set_xticks(range(0, 24, 2))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def budget_shift_figure(spend: pd.DataFrame, title: str) -> Figure:
+    """Daily spend per channel (``spend``: one row per series, e.g. current / recommended yesterday / today;
+    one column per channel), grouped bars per channel."""
+    return _grouped_bars(spend, title, "daily spend", rotate=True)

@@ -7,15 +7,13 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from revopt.platform.config import Settings, load_settings, redact_url
 
@@ -68,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="assumed unit cost as a share of the median price paid (the data has no costs)")
     imported.set_defaults(handler=_import_uci)
 
-    run = commands.add_parser("run", help="run a DAG through Airflow for a run date")
+    from revopt.cli_run import params_epilog
+
+    run = commands.add_parser("run", help="run a DAG through Airflow for a run date",
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=params_epilog(sorted(DAGS)))
     run.add_argument("--date", required=True, type=dt.date.fromisoformat, help="run date D (YYYY-MM-DD)")
     run.add_argument("--dag", choices=sorted(DAGS), default="nightly", help="nightly scoring (default), training, the experiments' analysis, or the customer "
                           "affinity refresh (as of D's midnight)")
@@ -87,20 +88,17 @@ def _parser() -> argparse.ArgumentParser:
                     help="interface to listen on (default 127.0.0.1: this machine only; see docs/production.md before exposing it)")
     ui.set_defaults(handler=_ui)
 
-    query = commands.add_parser(
-        "sql", help="run one read-only SQL statement on the revopt PostgreSQL (as the read-only role) and print the rows")
-    query.add_argument("query")
-    query.add_argument("--limit", type=int, default=50, help="print at most this many rows")
-    query.add_argument("--timeout", type=float, default=30.0, help="cancel the statement after this many seconds")
-    query.set_defaults(handler=_sql)
-
     where = commands.add_parser("where", help="print where the state, results and UIs are")
     where.set_defaults(handler=_where)
 
-    from revopt import cli_experiments, cli_privacy
+    from revopt import cli_experiments, cli_load, cli_models, cli_privacy, cli_sql, cli_status
 
+    cli_sql.add_parser(commands)
+    cli_status.add_parser(commands)
     cli_experiments.add_parser(commands)
     cli_privacy.add_parser(commands)
+    cli_models.add_parser(commands)
+    cli_load.add_parser(commands)
     return parser
 
 
@@ -273,13 +271,19 @@ def _import_uci(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    return _run_dag(settings, DAGS[args.dag], args.date, _params(args.param))
+    from revopt.cli_run import validate_params
+
+    params = _params(args.param)
+    validate_params([args.dag], params)  # before anything starts: a bad value names its param
+    return _run_dag(settings, DAGS[args.dag], args.date, params)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.cli_run import validate_params
     from revopt.sample_data.seed import seed_synthetic
     from revopt.platform.stack import close_event_stores, start_stack
 
+    validate_params(["training", "nightly", "affinity"], _params(args.param))
     started = time.perf_counter()
     with _step("starting the embedded stack"):
         start_stack(settings)
@@ -303,6 +307,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[str, object]) -> int:
     from revopt.airflow_env import airflow_environ, dag_run_command, ensure_airflow_db
+    from revopt.cli_run import failure_log, follow, progress_view, read_state
     from revopt.platform.stack import close_event_stores
 
     close_event_stores()  # the Airflow task processes open the chDB folder next (one process per data path)
@@ -310,23 +315,32 @@ def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[st
         ensure_airflow_db(settings)
     log_path = settings.run_dir(run_date) / f"airflow-{dag_id}.log"
     report_path = log_path.with_suffix(".json")
+    state_path = log_path.with_suffix(".state.json")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.unlink(missing_ok=True)
-    command = dag_run_command(dag_id, run_date.isoformat(), report_path, params)
-    with _step(f"running DAG {dag_id} for {run_date} through Airflow (log: {log_path})"):
-        with log_path.open("w") as log:
-            process = subprocess.Popen(command, env=airflow_environ(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            assert process.stdout is not None
-            _follow_task_states(process.stdout, log)
+    state_path.unlink(missing_ok=True)
+    # the runner polls the task states out of Airflow's metadata database into state_path (revopt.dag_runner)
+    command = [*dag_run_command(dag_id, run_date.isoformat(), report_path, params), "--state", str(state_path)]
+    print(f"==> running DAG {dag_id} for {run_date} through Airflow (log: {log_path})", flush=True)
+    started = time.perf_counter()
+    view = progress_view(f"{dag_id} {run_date}", sys.stdout)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=airflow_environ(settings), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            follow(state_path, lambda: process.poll() is None, view)
             status = process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            view.close(read_state(state_path))
+    print(f"    {'done' if status == 0 else 'FAILED'} in {time.perf_counter() - started:.1f}s", flush=True)
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     problem = run_problem(status, report)
-    for task, outcome in (report or {}).get("tasks", {}).items():
-        if outcome.get("reason"):
-            print(f"    {task} skipped: {outcome['reason']}")
     if problem:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
-        print(f"revopt: DAG {dag_id} for {run_date}: {problem}" + (f"; last lines of {log_path}:" if tail.strip() else ""),
+        failed = [task for task, info in ((report or {}).get("tasks") or {}).items() if info.get("state") == "failed"]
+        tail = failure_log(log_path.read_text(), failed)
+        print(f"revopt: DAG {dag_id} for {run_date}: {problem}"
+              + (f"; the failed tasks' last lines in {log_path}:" if tail.strip() else ""),
               file=sys.stderr)
         print(tail, file=sys.stderr)
         return status or 1
@@ -357,27 +371,6 @@ def run_problem(status: int, report: dict | None) -> str | None:
     if status != 0 or report.get("state") != "success":
         return f"the DAG run ended {report.get('state')} (exit {status})"
     return None
-
-
-_TASK_ID = re.compile(r"\[DAG TEST\] starting task_id=([\w.-]+)")
-_NEW_STATE = re.compile(r"new_state=(\w+)")
-_RUN_STATE = re.compile(r"\bstate=(\w+)")
-
-
-def _follow_task_states(lines: Iterable[str], log: TextIO) -> None:
-    """Copy Airflow's output to the log and print one progress line per finished task (display
-    only: the outcome is judged from the runner's report, :func:`run_problem`)."""
-    current_task = "?"
-    started = time.perf_counter()
-    for line in lines:
-        log.write(line)
-        if found := _TASK_ID.search(line):
-            current_task = found.group(1)
-        if (state := _NEW_STATE.search(line)) and state.group(1) != "running":
-            print(f"    task {current_task}: {state.group(1)} (+{time.perf_counter() - started:.1f}s)", flush=True)
-            started = time.perf_counter()
-        elif "DagRun Finished" in line and (state := _RUN_STATE.search(line)):
-            print(f"    DAG run finished: {state.group(1)}", flush=True)
 
 
 def _offers(args: argparse.Namespace):
@@ -449,8 +442,10 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _where(settings: Settings, args: argparse.Namespace) -> int:
+    from revopt.cli_status import require_state
     from revopt.platform.stack import connect_postgres, postgres_url
 
+    require_state(settings)  # reads only: never starts a new, empty stack
     _print_mapping(
         {
             "state folder": str(settings.home),
@@ -539,23 +534,6 @@ def _latest_runs(conn, table: str, aggregates: str) -> list[tuple]:
             sql.SQL(aggregates), qualified(table)
         )
     ).fetchall()
-
-
-def _sql(settings: Settings, args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from revopt.platform.query import QueryRefused, run_read_only
-
-    try:
-        frame, more = run_read_only(settings, args.query, max_rows=args.limit, timeout_seconds=args.timeout)
-    except QueryRefused as exc:
-        print(f"revopt sql: {exc}", file=sys.stderr)
-        return 1
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(frame.to_string(index=False) if len(frame) else "(no rows)")
-    if more:
-        print(f"... more rows (showing the first {args.limit:,}; --limit N shows more)")
-    return 0
 
 
 def _print_mapping(mapping: dict[str, str]) -> None:

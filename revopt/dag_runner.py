@@ -3,8 +3,10 @@
 ``revopt run`` starts this as a subprocess in the Airflow environment (:mod:`revopt.airflow_env`):
 ``python -m revopt.dag_runner DAG_ID DATE --report FILE [--conf JSON]``. It runs Airflow's own
 ``dags test`` command in this process, then reads the run's task instances from Airflow's metadata
-database and writes them to ``FILE`` as JSON: the run's state and, per task, its state and (for a
-skipped task) the reason it gave. The CLI judges the run from that report, not from log text: a run
+database and writes them to ``FILE`` as JSON: the run's state and, per task, its state, duration and (for a
+skipped task) the reason it gave. With ``--state PATH`` a thread polls the same states every second while
+the run lasts and replaces ``PATH`` atomically with them (:class:`StatePoller`): ``revopt run`` draws its
+progress from that file, from Airflow's own state rather than from its log text. The CLI judges the run from that report, not from log text: a run
 whose tasks did not all run (none at all for a date Airflow would not schedule, or tasks left
 without a final state) is a failure even when Airflow calls the run successful.
 
@@ -15,8 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 #: XCom key under which a skipped task leaves its reason (dags/_support.py: skip_if_skipped).
 SKIP_REASON_KEY = "revopt_skip_reason"
@@ -28,18 +35,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_date", help="logical date (YYYY-MM-DD)")
     parser.add_argument("--report", type=Path, required=True, help="where to write the JSON report")
     parser.add_argument("--conf", default=None, help="DAG run conf (JSON)")
+    parser.add_argument("--state", type=Path, default=None,
+                        help="keep the run's live task states in this JSON file (replaced every second)")
     args = parser.parse_args(argv)
 
     from airflow.__main__ import main as airflow_main
 
     command = ["dags", "test", args.dag_id, args.run_date] + (["--conf", args.conf] if args.conf else [])
     status = 0
+    poller = None
+    if args.state:
+        try:
+            poller = StatePoller(_live_reader(args.dag_id, args.run_date), args.state)
+            poller.start()
+        except Exception:  # noqa: BLE001 - live progress is display only: the run goes on without it
+            logger.warning("no live task states for %s %s", args.dag_id, args.run_date, exc_info=True)
     try:
         _run_airflow(airflow_main, command)
     except SystemExit as exit_:  # dags test exits non-zero when the run failed
         status = exit_.code if isinstance(exit_.code, int) else 1
-    args.report.write_text(json.dumps(run_report(args.dag_id, args.run_date), indent=1, default=str))
+    finally:
+        if poller:
+            poller.stop()
+    note_run(args.dag_id, args.run_date)
+    report = run_report(args.dag_id, args.run_date)
+    args.report.write_text(json.dumps(report, indent=1, default=str))
+    if args.state:
+        write_atomically(args.state, report)
     return status
+
+
+def write_atomically(path: Path, state: dict) -> None:
+    """Replace ``path`` with ``state`` as JSON in one step: a reader sees the old file or the new, never half."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(state, default=str))
+    os.replace(partial, path)
+
+
+class StatePoller:
+    """A daemon thread writing ``read()`` (the run's task states) to ``path`` every ``interval`` seconds until
+    stopped. A failed read (the metadata database busy, the run not created yet) is skipped: the next one counts."""
+
+    def __init__(self, read: Callable[[], dict], path: Path, interval: float = 1.0) -> None:
+        self.read, self.path, self.interval = read, path, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="revopt-state-poller", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                write_atomically(self.path, self.read())
+            except Exception:  # noqa: BLE001 - display only; the final report is read after the run
+                logger.debug("polling the task states failed", exc_info=True)
+            self._stop.wait(self.interval)
 
 
 def _run_airflow(airflow_main, command: list[str]) -> None:
@@ -50,6 +105,47 @@ def _run_airflow(airflow_main, command: list[str]) -> None:
         airflow_main()
     finally:
         sys.argv = argv
+
+
+_LIVE_RUN = "SELECT run_id, state FROM dag_run WHERE dag_id = :dag_id AND id > :after ORDER BY id DESC LIMIT 1"
+_LIVE_TASKS = ("SELECT task_id, state, duration FROM task_instance WHERE dag_id = :dag_id AND run_id = :run_id "
+               "ORDER BY start_date IS NULL, start_date, task_id")
+_LIVE_REASONS = "SELECT task_id, value FROM xcom WHERE dag_id = :dag_id AND run_id = :run_id AND key = :key"
+
+
+def _live_reader(dag_id: str, run_date: str) -> Callable[[], dict]:
+    """A function reading the task states of the run ``dags test`` is about to create (the first run of ``dag_id``
+    after those already in the database), for :class:`StatePoller`'s thread.
+
+    Plain SQL on Airflow's engine, not its ORM: an ORM query from a second thread configures SQLAlchemy's mappers,
+    which import Airflow's models while ``dags test`` imports them in the main thread: the two threads then wait
+    on each other's locks for ever. Everything the reader needs is imported and run once here, in the main thread.
+    """
+    from airflow import settings
+    from sqlalchemy import text
+
+    engine = settings.engine
+    with engine.connect() as conn:
+        after = conn.execute(text("SELECT coalesce(max(id), 0) FROM dag_run WHERE dag_id = :dag_id"),
+                             {"dag_id": dag_id}).scalar_one()
+    queries = (text(_LIVE_RUN), text(_LIVE_TASKS), text(_LIVE_REASONS))
+
+    def read() -> dict:
+        live_run, live_tasks, live_reasons = queries
+        with engine.connect() as conn:
+            run = conn.execute(live_run, {"dag_id": dag_id, "after": after}).first()
+            if run is None:
+                return {"dag_id": dag_id, "run_date": run_date, "run_id": None, "state": None, "tasks": {}}
+            keys = {"dag_id": dag_id, "run_id": run.run_id}
+            rows = conn.execute(live_tasks, keys).all()
+            reasons = dict(conn.execute(live_reasons, {**keys, "key": SKIP_REASON_KEY}).all())
+        tasks = {row.task_id: {"state": row.state, "duration": row.duration,
+                               **({"reason": _xcom_text(reasons[row.task_id])} if row.task_id in reasons else {})}
+                 for row in rows}
+        return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": run.state, "tasks": tasks}
+
+    read()  # in the main thread: the dialect and the statements are ready before the thread starts
+    return read
 
 
 def run_report(dag_id: str, run_date: str) -> dict:
@@ -77,11 +173,55 @@ def run_report(dag_id: str, run_date: str) -> dict:
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == SKIP_REASON_KEY)
         ).all())
         tasks = {
-            ti.task_id: {"state": None if ti.state is None else str(ti.state),
+            ti.task_id: {"state": None if ti.state is None else str(ti.state), "duration": _duration(ti),
                          **({"reason": _xcom_text(reasons[ti.task_id])} if ti.task_id in reasons else {})}
             for ti in sorted(instances, key=lambda ti: (ti.start_date is None, ti.start_date or 0, ti.task_id))
         }
-        return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": str(run.state), "tasks": tasks}
+        # the run's own start_date is its logical date under `dags test`: the tasks' times tell how long it took
+        starts = [ti.start_date for ti in instances if ti.start_date is not None]
+        ends = [ti.end_date for ti in instances if ti.end_date is not None]
+        return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": str(run.state),
+                "started": min(starts, default=None), "ended": max(ends, default=None), "tasks": tasks}
+
+
+def _duration(ti) -> float | None:
+    """Seconds the task ran (so far, for a running task); None before it started."""
+    if ti.duration is not None:
+        return float(ti.duration)
+    if ti.start_date is None:
+        return None
+    import pendulum
+
+    return (pendulum.now("UTC") - ti.start_date).total_seconds()
+
+
+def note_run(dag_id: str, run_date: str) -> str | None:
+    """Copy the note the run's ``summarise_run`` task composed onto the run (the UI's Details tab): ``dags test``
+    has no API server the task could set it through (revopt.platform.run_notes). The note, or None."""
+    import pendulum
+    from sqlalchemy import select
+
+    from airflow.models import DagRun
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from revopt.platform.run_notes import NOTE_LIMIT, SUMMARY_TASK
+
+    try:
+        with create_session() as session:
+            run = session.scalars(select(DagRun).where(
+                DagRun.dag_id == dag_id, DagRun.logical_date == pendulum.parse(run_date, tz="UTC"))
+                .order_by(DagRun.id.desc()).limit(1)).first()
+            value = None if run is None else session.scalar(select(XComModel.value).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.task_id == SUMMARY_TASK,
+                XComModel.key == "return_value"))
+            if value is None:
+                return None
+            run.note = note = _xcom_text(value)[:NOTE_LIMIT]
+            return note
+    except Exception:  # noqa: BLE001 - the note is a courtesy: the run's report must still be written
+        logger.warning("could not set the run's note", exc_info=True)
+        return None
 
 
 def _xcom_text(value) -> str:

@@ -13,6 +13,8 @@ multi-statement string), so every layer holds on its own:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pandas as pd
@@ -41,13 +43,12 @@ def reader_url(settings: Settings) -> str:
                        parts.query, parts.fragment))
 
 
-def run_read_only(settings: Settings, query: str, *, max_rows: int,
-                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> tuple[pd.DataFrame, bool]:
-    """Run one read-only statement and return (at most ``max_rows`` rows, whether there were more).
-
-    Raises :class:`QueryRefused` for several statements, a role that could write, a timeout, or
-    any error the server reports; ``ConnectionError`` when the read-only role cannot connect.
-    """
+@contextmanager
+def read_only_connection(settings: Settings, *,
+                         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[psycopg.Connection]:
+    """A connection as the read-only role (refused if it could write), inside a read-only transaction that is
+    always rolled back, each statement bounded by ``timeout_seconds``. ``ConnectionError`` when the role cannot
+    connect."""
     url = reader_url(settings)
     try:
         conn = psycopg.connect(url, options=f"-c TimeZone=UTC -c statement_timeout={int(timeout_seconds * 1000)}")
@@ -60,26 +61,72 @@ def run_read_only(settings: Settings, query: str, *, max_rows: int,
         _refuse_writers(conn)
         conn.read_only = True
         with conn.transaction(force_rollback=True):
-            cursor = psycopg.RawCursor(conn)
-            try:
-                # prepare=True: the extended protocol, whose Parse refuses a second statement.
-                cursor.execute(query, [], prepare=True)
-            except psycopg.errors.SyntaxError as exc:
-                if "multiple commands" in str(exc):
-                    raise QueryRefused(
-                        "exactly one statement is run at a time; this input has several (run each on its own)") from None
-                raise QueryRefused(str(exc).strip()) from None
-            except psycopg.errors.QueryCanceled:
-                raise QueryRefused(f"the query ran longer than {timeout_seconds:g} s and was cancelled") from None
-            except psycopg.Error as exc:
-                raise QueryRefused(str(exc).strip()) from None
-            if cursor.description is None:
-                raise QueryRefused(f"'{cursor.statusmessage}' returns no rows; revopt sql only reads (nothing was changed)")
-            columns = [column.name for column in cursor.description]
-            rows = cursor.fetchmany(max_rows + 1)
+            yield conn
     finally:
         conn.close()
+
+
+def run_read_only(settings: Settings, query: str, *, max_rows: int,
+                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> tuple[pd.DataFrame, bool]:
+    """Run one read-only statement and return (at most ``max_rows`` rows, whether there were more).
+
+    Raises :class:`QueryRefused` for several statements, a role that could write, a timeout, or
+    any error the server reports; ``ConnectionError`` when the read-only role cannot connect.
+    """
+    with read_only_connection(settings, timeout_seconds=timeout_seconds) as conn:
+        cursor = psycopg.RawCursor(conn)
+        with _refusals(timeout_seconds):
+            # prepare=True: the extended protocol, whose Parse refuses a second statement.
+            cursor.execute(query, [], prepare=True)
+        columns = _columns(cursor)
+        rows = cursor.fetchmany(max_rows + 1)
     return pd.DataFrame(rows[:max_rows], columns=columns), len(rows) > max_rows
+
+
+def stream_read_only(settings: Settings, query: str, *, chunk_rows: int = 50_000,
+                     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[pd.DataFrame]:
+    """Every row of one read-only statement, in frames of at most ``chunk_rows`` (the first frame may be empty:
+    it carries the columns). Same connection, role and refusals as :func:`run_read_only`; the rows are streamed
+    from the server in chunks (libpq's chunked mode, also the extended protocol), so an export of any size
+    holds one chunk in memory."""
+    with read_only_connection(settings, timeout_seconds=timeout_seconds) as conn:
+        cursor = psycopg.RawCursor(conn)
+        batch: list[tuple] = []
+        columns: list[str] | None = None
+        with _refusals(timeout_seconds):
+            for row in cursor.stream(query, [], size=min(chunk_rows, 10_000)):
+                if columns is None:
+                    columns = _columns(cursor)
+                batch.append(row)
+                if len(batch) >= chunk_rows:
+                    yield pd.DataFrame(batch, columns=columns)
+                    batch = []
+        if columns is None:
+            columns = _columns(cursor)
+        if batch or columns is not None:
+            yield pd.DataFrame(batch, columns=columns)
+
+
+def _columns(cursor: psycopg.Cursor) -> list[str]:
+    if cursor.description is None:
+        raise QueryRefused(f"'{cursor.statusmessage}' returns no rows; revopt sql only reads (nothing was changed)")
+    return [column.name for column in cursor.description]
+
+
+@contextmanager
+def _refusals(timeout_seconds: float) -> Iterator[None]:
+    """The server's errors as :class:`QueryRefused`, with the two a person meets most said plainly."""
+    try:
+        yield
+    except psycopg.errors.SyntaxError as exc:
+        if "multiple commands" in str(exc):
+            raise QueryRefused(
+                "exactly one statement is run at a time; this input has several (run each on its own)") from None
+        raise QueryRefused(str(exc).strip()) from None
+    except psycopg.errors.QueryCanceled:
+        raise QueryRefused(f"the query ran longer than {timeout_seconds:g} s and was cancelled") from None
+    except psycopg.Error as exc:
+        raise QueryRefused(str(exc).strip()) from None
 
 
 def _refuse_writers(conn: psycopg.Connection) -> None:

@@ -48,6 +48,13 @@ EXPECTED_EDGES = {
         "publish_identity_map": {"resolve_identities"},
         "apply_identity_map": {"publish_identity_map"},
         "remove_old_run_folders": set(),
+        "record_alias_moves": set(),
+        "nightly_report": {"publish", "publish_prices", "publish_send_times", "publish_budget", "publish_attribution",
+                           "publish_economics", "publish_campaigns", "publish_segments", "publish_recommendations",
+                           "publish_next_best_action"},
+        # after every task that had nothing after it: it runs last and reads every result
+        "summarise_run": {"nightly_report", "record_alias_moves", "remove_old_run_folders", "signal_drift",
+                          "signal_performance_drop"},
     },
     "revopt_experiments": {
         "extract": set(),
@@ -69,6 +76,9 @@ EXPECTED_EDGES = {
         "train_budget": {"validate"},
         "train_recommendations": {"validate"},
         "train_uplift": {"validate"},
+        "record_alias_moves": set(),
+        "summarise_run": {"record_alias_moves", "train_propensity", "train_churn", "train_clv", "train_pricing",
+                          "train_send_time", "train_budget", "train_recommendations", "train_uplift"},
     },
     "revopt_affinity": {
         "refresh": set(),
@@ -87,7 +97,8 @@ def dagbag():
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
     ignored = set((DAGS_FOLDER / ".airflowignore").read_text().split())
-    assert ignored == {"_support.py"}  # helpers, not DAGs: Airflow does not parse them for DAGs
+    # helpers, not DAGs: Airflow does not parse them for DAGs
+    assert ignored == {p.name for p in DAGS_FOLDER.glob("_*.py")} >= {"_support.py", "_notify.py"}
     dag_files = sorted(p.name for p in DAGS_FOLDER.glob("*.py") if p.name not in ignored)
     assert dag_files, "no DAG files found"
     assert {dag.fileloc.rsplit("/", 1)[-1] for dag in dagbag.dags.values()} == set(dag_files)
@@ -282,9 +293,9 @@ def test_parsing_runs_no_queries_and_imports_no_heavy_modules():
         new = set(sys.modules) - before
         loaded = heavy & {{name.split(".")[0] for name in new}}
         assert not loaded, f"DAG parsing imported {{sorted(loaded)}}"
-        # of revopt's own code only the run-parameter definition (dataclasses, no dependencies)
+        # of revopt's own code only the run-parameter definition and the docs' texts (no dependencies)
         ours = sorted(name for name in new if name.split(".")[0] in ("ml", "revopt"))
-        assert ours == ["ml", "ml.params"], ours
+        assert ours == ["ml", "ml.params", "revopt", "revopt.platform", "revopt.platform.task_docs"], ours
         assert queries == [], queries
         print("OK", len(bag.dags))
         """
@@ -316,3 +327,59 @@ def test_run_date_is_the_utc_logical_date_or_run_after():
         run_after = dt.datetime(2025, 3, 4, 1, 0, tzinfo=dt.timezone.utc)
 
     assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)
+
+
+def test_every_dag_and_task_has_docs_a_person_can_read(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and "If it fails" not in dag.doc_md and "### Operating it" in dag.doc_md, dag.dag_id
+        for task in dag.tasks:
+            doc = task.doc_md or ""
+            assert "**Reads**" in doc and "**Writes**" in doc and "**If it fails**" in doc, \
+                f"{dag.dag_id}.{task.task_id} has no docs"
+            assert "{dag}" not in doc, f"{dag.dag_id}.{task.task_id}"
+    assert "`scores.data_quality`" in dagbag.dags["revopt_nightly"].get_task("validate").doc_md
+
+
+def test_every_param_has_a_title_and_a_bad_value_names_the_param(dagbag):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for dag in dagbag.dags.values():
+        for name in dag.params:
+            title = dag.params.get_param(name).schema.get("title", "")
+            assert title.endswith(f"({name})") and len(title) > len(name) + 3, f"{dag.dag_id}.{name}"
+    training = dagbag.dags["revopt_training"].params
+    for name, bad, says in (("n_trials", 0, "less than the minimum of 1"), ("seed", "abc", "not of type 'integer'"),
+                            ("clv_selection_metric", "r2", "is not one of"),
+                            ("promotion_alpha", 1.0, "greater than or equal to the maximum")):
+        params = ParamsDict({key: training.get_param(key) for key in training})
+        with pytest.raises(ParamValidationError, match=f"Invalid input for param {name}: .*{says}"):
+            params[name] = bad
+            params.validate()
+
+
+def test_the_report_and_the_note_run_last_whatever_happened_and_never_decide_the_run(dagbag):
+    for dag_id in ("revopt_nightly", "revopt_training"):
+        dag = dagbag.dags[dag_id]
+        summary = dag.get_task("summarise_run")
+        assert not summary.downstream_list and set(summary.get_flat_relative_ids(upstream=True)) == \
+            {t.task_id for t in dag.tasks} - {"summarise_run"}, "it reads every task's result"
+        for task_id in ("summarise_run", "nightly_report") if dag_id == "revopt_nightly" else ("summarise_run",):
+            task = dag.get_task(task_id)
+            # all upstream done (no setup task exists) and a teardown: the run's state comes from its other leaves
+            assert task.is_teardown and task.trigger_rule == "all_done_setup_success", task_id
+            assert not task.on_failure_fail_dagrun
+        # the short circuits skip their signal only, so the note still runs
+        for check in ("drift_above_threshold", "performance_below_threshold") if dag_id == "revopt_nightly" else ():
+            assert dag.get_task(check).ignore_downstream_trigger_rules is False
+
+
+def test_every_task_notifies_its_failure_through_the_revopt_notifier(dagbag):
+    from airflow.sdk.bases.notifier import BaseNotifier
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert [type(c).__name__ for c in callbacks] == ["RevoptNotifier"], f"{dag.dag_id}.{task.task_id}"
+            assert isinstance(callbacks[0], BaseNotifier)

@@ -526,7 +526,46 @@ def _published(settings: Settings) -> dict[str, pd.DataFrame]:
     return published
 
 
-def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, store, pristine, capsys):
+@contextmanager
+def _webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
+    """A local HTTP receiver standing in for the failure notifications' webhook: its URL and what it received."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _run_note(settings: Settings, dag_id: str, run_date: dt.date) -> str | None:
+    """The note on the latest run of ``dag_id`` for ``run_date`` in Airflow's metadata database (the UI's
+    Details tab)."""
+    import sqlite3
+
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        row = db.execute("SELECT n.content FROM dag_run AS r JOIN dag_run_note AS n ON n.dag_run_id = r.id "
+                         "WHERE r.dag_id = ? AND date(r.logical_date) = ? ORDER BY r.id DESC LIMIT 1",
+                         (dag_id, run_date.isoformat())).fetchone()
+    return None if row is None else row[0]
+
+
+def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, store, pristine, capsys, monkeypatch):
     sentinel = pd.DataFrame({"run_date": [RUN_DATE], "customer_id": [1], "purchase_propensity": [0.5],
                              "propensity_model": ["published before"], "propensity_version": ["0"]})
     with connect_postgres(settings) as conn:
@@ -535,12 +574,21 @@ def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, 
     order_id = _completed_order_near_median(pristine)
     outlier = _replaced("order_lines", unit_price=f"CASE WHEN order_id = {order_id} THEN unit_price * 1000 ELSE unit_price END")
     try:
-        with _injected(settings, [outlier]):
+        with _injected(settings, [outlier]), _webhook_receiver() as (url, notifications):
             close_event_stores()  # Airflow's task process opens the chDB folder next
+            monkeypatch.setenv("AIRFLOW_CONN_REVOPT_NOTIFY", url)  # the notifier's connection, as a deployment sets it
             status = cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()])
         err = capsys.readouterr().err
         assert status != 0
         assert "DataValidationError" in err and "'orders'" in err and "order_value" in err and RUN_DATE.isoformat() in err
+        # the data-quality gate's notification, naming the run date, the task and the failed expectation
+        [gate] = [n for n in notifications if n["task_id"] == "validate"]
+        assert (gate["kind"], gate["run_date"], gate["dag_id"]) == ("data_quality", RUN_DATE.isoformat(), "revopt_nightly")
+        assert any("order_value" in line for line in gate["data_quality"]) and "/dags/revopt_nightly/runs/" in gate["log_url"]
+        # the run's note says the gate stopped it and nothing after it was published (identities come before it)
+        note = _run_note(settings, "revopt_nightly", RUN_DATE)
+        assert note is not None and "- Data quality: FAILED (validate failed)" in note, note
+        assert "customer_scores" not in note and "1 task(s) failed (validate)" in note, note
         after = _published(settings)
         assert after.keys() == before.keys()
         for table, rows in before.items():
