@@ -50,7 +50,31 @@ def standalone_environ(settings: Settings, host: str = "127.0.0.1", port: int = 
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{reach}:{port}/execution/",
     })
+    if "AIRFLOW_CONN_REVOPT_AIRFLOW_API" not in env:
+        # the run note of a run triggered from the UI is set through this API server (dags/_run_end.py)
+        env["AIRFLOW_CONN_REVOPT_AIRFLOW_API"] = json.dumps({
+            "conn_type": "http", "host": f"http://{reach}:{port}", "login": ADMIN_USER,
+            "password": admin_password(settings)})
     return env
+
+
+#: The simple auth manager's user (Airflow's default ``simple_auth_manager_users``: admin:admin).
+ADMIN_USER = "admin"
+
+
+def admin_password(settings: Settings) -> str:
+    """The UI admin's password, from the file Airflow's simple auth manager reads (created here first, private
+    to the owner, when Airflow has not generated it yet), so revopt's own tasks can log in to the API server."""
+    import secrets
+
+    path = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    passwords = json.loads(path.read_text() or "{}") if path.exists() else {}
+    if ADMIN_USER not in passwords:
+        passwords[ADMIN_USER] = secrets.token_urlsafe(16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(json.dumps(passwords) + "\n")
+    return passwords[ADMIN_USER]
 
 
 def airflow_executable() -> str:

@@ -140,3 +140,22 @@ def test_the_airflow_ui_listens_on_loopback_unless_asked(tmp_path):
     exposed = standalone_environ(settings, "0.0.0.0", 9090)
     assert exposed["AIRFLOW__API__HOST"] == "0.0.0.0"
     assert exposed["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:9090/execution/"
+
+
+def test_the_airflow_ui_gives_revopts_tasks_a_login_to_set_run_notes_with_the_uis_own_password(tmp_path, monkeypatch):
+    import json
+    import stat
+
+    from revopt.airflow_env import standalone_environ
+
+    settings = load_settings({"REVOPT_HOME": str(tmp_path)})
+    connection = json.loads(standalone_environ(settings)["AIRFLOW_CONN_REVOPT_AIRFLOW_API"])
+    passwords = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    # the password Airflow's simple auth manager reads for admin, kept private; the same on the next start
+    assert json.loads(passwords.read_text()) == {"admin": connection["password"]}
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    assert connection["host"] == "http://127.0.0.1:8080" and connection["login"] == "admin"
+    assert json.loads(standalone_environ(settings)["AIRFLOW_CONN_REVOPT_AIRFLOW_API"]) == connection
+    # a connection the person configured wins
+    monkeypatch.setenv("AIRFLOW_CONN_REVOPT_AIRFLOW_API", "http://ops:pw@airflow:8080")
+    assert standalone_environ(settings)["AIRFLOW_CONN_REVOPT_AIRFLOW_API"] == "http://ops:pw@airflow:8080"
