@@ -15,7 +15,8 @@ prediction is scored by a calibrator that saw its own label.
 
 Explanations are each family's own additive contributions in log-odds: LightGBM
 ``pred_contrib``, XGBoost ``pred_contribs``, CatBoost ``ShapValues`` (all TreeSHAP), and for the
-logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the standardised inputs.
+logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the standardised inputs;
+:mod:`ml.families.explain` turns them into the published top factors.
 """
 
 from __future__ import annotations
@@ -379,30 +380,6 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
     top = np.argsort(-p, kind="stable")[:n_top]
     overall = float(np.mean(y))
     return float(np.mean(np.asarray(y)[top]) / overall) if overall > 0 else float("nan")
-
-
-def top_factors(contributions: pd.DataFrame, k: int = 3) -> pd.Series:
-    """The ``k`` largest-magnitude contributions per row as JSON lists of {feature, contribution}.
-
-    Vectorised: one argsort over the matrix and one JSON encoding pass, no per-row Python loop.
-    """
-    values = contributions.to_numpy(dtype="float64")
-    k = min(k, values.shape[1])
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
-    names = np.asarray(contributions.columns)[order]
-    picked = np.take_along_axis(values, order, axis=1)
-    # Feature names are plain identifiers (validated column names), so no JSON escaping is needed.
-    objects = [
-        np.char.add(
-            np.char.add(np.char.add('{"feature":"', names[:, i].astype(str)), '","contribution":'),
-            np.char.add(np.char.mod("%.4g", picked[:, i]), "}"),
-        )
-        for i in range(k)
-    ]
-    joined = objects[0]
-    for piece in objects[1:]:
-        joined = np.char.add(np.char.add(joined, ","), piece)
-    return pd.Series(np.char.add(np.char.add("[", joined), "]"), index=contributions.index, name="top_factors")
 
 
 _INT64_KEYS = 2**62

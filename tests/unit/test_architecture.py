@@ -22,9 +22,12 @@ ALLOWED = {
     # experiments: definitions, assignment, statistics, serving (reads the registry's aliases)
     "experiments": {"experiments", "registry", "ml_core", "platform"},
     "pipeline": {"pipeline", "experiments", "registry", "families", "ml_core", "features", "platform"},
-    # the CLI reaches ml only through ``revopt experiment`` (definitions, plan, report), lazily in its handlers
-    "cli": {"cli", "platform", "sample_data", "experiments"},
-    "dags": {"dags", "pipeline", "families", "ml_core", "platform", "cli"},
+    # the CLI reaches ml only lazily in its handlers: ``revopt experiment`` (definitions, plan, report),
+    # ``revopt model`` (ml.promotion moves and records @champion: the registry layer) and ``revopt run``
+    # (ml.params, the one param definition, for --help and validating --param)
+    "cli": {"cli", "platform", "sample_data", "experiments", "registry", "ml_core"},
+    # registry: ml.promotion inside a task body (recording @champion moves made in the MLflow UI)
+    "dags": {"dags", "pipeline", "registry", "families", "ml_core", "platform", "cli"},
 }
 
 
@@ -43,7 +46,7 @@ def _layer(module: str) -> str | None:
         return "families"
     if module.startswith("ml.experiments"):
         return "experiments"
-    if module == "ml.registry":
+    if module in ("ml.registry", "ml.promotion"):  # promotion: the alias moves by hand beside the gate's
         return "registry"
     if module == "ml.pipeline":
         return "pipeline"

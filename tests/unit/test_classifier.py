@@ -19,7 +19,6 @@ from ml.families.classifier import (
     label_shortfall,
     refit,
     top_decile_lift,
-    top_factors,
     tune,
 )
 from ml.tuning import Budget
@@ -82,16 +81,6 @@ def test_contributions_add_up_to_the_log_odds(data, family):
     assert np.allclose(bias, bias[0], atol=1e-4), "contributions + a constant must equal the log-odds"
     # the pure-noise feature matters least on average
     assert contributions.abs().mean().idxmin() == "noise"
-
-
-def test_top_factors_are_the_largest_contributions_as_json():
-    contributions = pd.DataFrame({"a": [0.1, -2.0], "b": [-0.5, 0.3], "c": [0.2, 0.0], "d": [0.0, 1.0]}, index=[10, 11])
-    factors = top_factors(contributions, k=3)
-    assert list(factors.index) == [10, 11]
-    first, second = (json.loads(value) for value in factors)
-    assert [f["feature"] for f in first] == ["b", "c", "a"]
-    assert [f["feature"] for f in second] == ["a", "d", "b"]
-    assert first[0]["contribution"] == pytest.approx(-0.5)
 
 
 def test_calibration_repairs_a_distorted_score_and_none_stays_for_a_calibrated_one():
