@@ -483,10 +483,8 @@ def _write_output(resources: Resources, run_date: dt.date, name: str, table: pd.
 
 
 def _factors_json(model: Any, X: pd.DataFrame, score_name: str, score: Any) -> pd.Series:
-    """Each row's top 3 factors of ``score_name`` as JSON (:func:`ml.families.explain.top_factors`: the feature's value,
-    its contribution in the score's unit given the published ``score`` of the rows of ``X``, and a sentence);
-    null for a model without contributions, e.g. BTYD. Explaining costs real time at a million rows
-    (docs/scale.md), so only the rows the family scored."""
+    """Each scored row's top 3 factors of ``score_name`` as JSON (:func:`ml.families.explain.top_factors`), null
+    for a model without contributions (BTYD); only the rows the family scored: explaining is costly (docs/scale.md)."""
     if not len(X):
         return pd.Series(dtype=object)
     contributions = model.contributions(X)

@@ -400,6 +400,22 @@ def _params(pairs: Sequence[str]) -> dict[str, object]:
     return params
 
 
+def _print_experiment_links(settings: Settings, base_url: str) -> None:
+    """Each revopt experiment's link, opened on its runs: MLflow 3's UI starts a new browser in its GenAI mode,
+    whose experiment page is an Overview of traces (docs/workbench.md); the links carry the "Model training" mode."""
+    from mlflow import MlflowClient
+
+    from revopt.platform.mlflow_links import experiment_url
+
+    try:
+        experiments = MlflowClient(settings.mlflow_tracking_uri).search_experiments(filter_string="name LIKE 'revopt/%'")
+    except Exception as error:  # the UI still starts; the links are a convenience
+        print(f"    (no experiment links: {type(error).__name__})", flush=True)
+        return
+    for experiment in sorted(experiments, key=lambda e: e.name):
+        print(f"    {experiment.name:<32} {experiment_url(base_url, experiment.experiment_id)}", flush=True)
+
+
 def _ui(settings: Settings, args: argparse.Namespace) -> int:
     from revopt.airflow_env import airflow_environ, airflow_executable, ensure_airflow_db, standalone_environ
 
@@ -417,6 +433,7 @@ def _ui(settings: Settings, args: argparse.Namespace) -> int:
             "--host", args.host, "--port", str(port), "--workers", "1",
         ]
         print(f"MLflow UI on http://{args.host}:{port} (Ctrl-C to stop)", flush=True)
+        _print_experiment_links(settings, f"http://{args.host}:{port}")
     else:
         ensure_airflow_db(settings)
         port = args.port or 8080

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from features.customer import FEATURE_COLUMNS
+from features.descriptions import DESCRIPTIONS
 from ml.families import budget, churn, clv, pricing, propensity, recommend, send_time, uplift
 from ml.params import RunParams
 from ml.registry import SPEC_TAG
@@ -19,10 +21,7 @@ from revopt import cli
 from revopt.platform.postgres import read_frame
 from revopt.platform.privacy import CUSTOMER_TABLES, MARKETING, RECORD, withheld_rows
 from revopt.platform.resources import configure_mlflow
-from revopt.sample_data.identity import IdentityDesign
-from revopt.sample_data.offers import OfferDesign
-from revopt.sample_data.seed import seed_synthetic
-from revopt.platform.stack import close_event_stores, connect_postgres
+from revopt.platform.stack import connect_postgres
 
 START = dt.date(2024, 1, 1)
 DAYS = 300
@@ -33,22 +32,8 @@ MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL
 GATED_ONLY = (uplift.MODEL_NAME,)
 FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
 
-
-#: customers who object to profiling (shop.customers.do_not_profile): every 37th account
-NOT_PROFILED = "customer_id % 37 = 0"
-
-
-@pytest.fixture(scope="module")
-def seeded(settings, forget_models):
-    # with devices, anonymous sessions, duplicate accounts and contact details (revopt.sample_data.identity); seed 13:
-    # on this small store a family's gate is not always significant (seed 12 with identities: churn, p = 0.36; 14: CLV)
-    report = seed_synthetic(settings, n_customers=1500, days=DAYS, start=START, seed=13, offers=OfferDesign(),
-                            identity=IdentityDesign())
-    with connect_postgres(settings) as conn:
-        conn.execute(f"UPDATE shop.customers SET do_not_profile = true WHERE {NOT_PROFILED}")
-    close_event_stores()  # Airflow's task process opens the chDB folder next
-    forget_models(MODELS + GATED_ONLY)  # this store's first training starts without champions
-    return report
+# The store every test here reads (customers who object to profiling: every 37th account) is
+# tests/e2e/conftest.py's session fixture ``seeded``, shared with tests/e2e/test_workbench_in_browser.py.
 
 
 def _people(conn) -> pd.DataFrame:
@@ -79,9 +64,23 @@ def _decisions(settings):
         )
 
 
+def _run_note(settings, dag_id: str) -> str | None:
+    """The note on the latest ``dag_id`` run for RUN_DATE in Airflow's metadata database (the UI's Details tab)."""
+    import sqlite3
+
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        row = db.execute("SELECT n.content FROM dag_run AS r JOIN dag_run_note AS n ON n.dag_run_id = r.id "
+                         "WHERE r.dag_id = ? AND date(r.logical_date) = ? ORDER BY r.id DESC LIMIT 1",
+                         (dag_id, RUN_DATE.isoformat())).fetchone()
+    return None if row is None else row[0]
+
+
 def test_training_registers_every_family_as_champion_with_nested_trials(settings, seeded):
     assert seeded.end == RUN_DATE
     assert cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), *FAST]) == 0
+    note = _run_note(settings, "revopt_training")  # the run's note: each family's version and gate decision
+    assert note is not None and "- Data quality: passed" in note
+    assert re.search(rf"{propensity.MODEL_NAME} v\d+ promoted to @champion", note), note
 
     configure_mlflow(settings)
     client = MlflowClient()
@@ -109,6 +108,11 @@ def test_training_registers_every_family_as_champion_with_nested_trials(settings
 def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings, seeded):
     assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
     scores, customers = _published(settings)
+    # the run's note: rows per table, the versions scored with, the gates and the report
+    note = _run_note(settings, "revopt_nightly")
+    assert note is not None and "every task succeeded" in note and "- Data quality: passed" in note, note
+    assert f"customer_scores {len(scores):,}" in note and "price_recommendations " in note
+    assert re.search(r"- Scored with: .*purchase_propensity v\d+", note) and "- Report: " in note, note
     assert len(scores) == len(customers) > 0
     assert scores["customer_id"].is_unique
     assert set(scores["customer_id"]) == set(customers["customer_id"])
@@ -133,6 +137,33 @@ def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings
     assert {"feature", "contribution"} <= set(first["purchase_propensity"][0])
     magnitudes = [abs(f["contribution"]) for f in first["purchase_propensity"]]
     assert magnitudes == sorted(magnitudes, reverse=True)
+
+
+def test_published_factors_carry_values_units_sentences_and_points_consistent_with_the_score(settings, seeded):
+    """docs/explanations.md: each factor's propensity contribution is in probability points, the published
+    chance minus the chance with that factor's log-odds removed (checked here from the published numbers
+    alone); CLV factors are in currency and say so in their sentence."""
+    scores, _ = _published(settings)
+    factors = scores["top_factors"].map(lambda v: v if isinstance(v, dict) else json.loads(v))
+    features = pd.read_parquet(settings.run_dir(RUN_DATE) / "features" / "customer_features.parquet")
+    by_customer = dict(zip(features["customer_id"], features[list(FEATURE_COLUMNS)].to_dict("records")))
+    checked = 0
+    for (_, row), listed in zip(scores.iterrows(), factors):
+        values = by_customer[row["customer_id"]]
+        p = float(np.clip(row["purchase_propensity"], 1e-6, 1 - 1e-6))
+        for factor in listed["purchase_propensity"]:
+            assert {"feature", "label", "unit", "value", "contribution", "contribution_link", "sentence"} <= set(factor)
+            assert factor["label"] and factor["unit"] and factor["sentence"].endswith(" points")
+            without = 1 / (1 + np.exp(-(np.log(p / (1 - p)) - factor["contribution_link"])))
+            assert factor["contribution"] == pytest.approx(100 * (p - without), abs=0.06)
+            assert -0.05 <= 100 * p - factor["contribution"] <= 100.05
+            if factor["feature"] in values:  # a customer feature (not a BG/NBD column): the customer's own value
+                rounding = 0.5 * 10.0 ** -DESCRIPTIONS[factor["feature"]].decimals  # published to its decimals
+                assert factor["value"] == pytest.approx(values[factor["feature"]], abs=rounding + 1e-9)
+            checked += 1
+        for factor in listed["clv"] or []:
+            assert "spend by " in factor["sentence"] and factor["contribution"] * factor["contribution_link"] >= 0
+    assert checked == 3 * len(scores)
 
 
 def test_nightly_dag_publishes_guarded_price_recommendations(settings, seeded):
@@ -681,3 +712,63 @@ def test_the_champion_loaded_from_the_registry_predicts_exactly_what_the_nightly
     rows = rows.sort_values(columns).reset_index(drop=True)
     predicted = pd.DataFrame(predicted)[list(rows.columns)].sort_values(columns).reset_index(drop=True)
     pd.testing.assert_frame_equal(rows, predicted, check_dtype=False, check_exact=False, rtol=1e-12, atol=0)
+
+
+def test_published_changes_compares_the_run_date_with_each_tables_previous_one(settings, seeded):
+    from revopt.platform.changes import published_changes
+
+    before = RUN_DATE - dt.timedelta(days=2)
+    with connect_postgres(settings) as conn, conn.transaction(force_rollback=True):  # an earlier night, rolled back
+        conn.execute("INSERT INTO scores.customer_scores (run_date, customer_id, purchase_propensity, propensity_model, "
+                     "propensity_version) SELECT %s, customer_id, purchase_propensity / 2, propensity_model, "
+                     "propensity_version FROM scores.customer_scores WHERE run_date = %s", (before, RUN_DATE))
+        expected = conn.execute(
+            "SELECT count(*), avg(purchase_propensity) FROM scores.customer_scores WHERE run_date = %s", (RUN_DATE,)).fetchone()
+        moved = conn.execute("SELECT count(*) FROM scores.price_recommendations WHERE run_date = %s AND "
+                             "recommended_price <> current_price", (RUN_DATE,)).fetchone()[0]
+        changes = published_changes(conn, RUN_DATE).set_index(["table", "measure"])
+    scores_rows = changes.loc[("customer_scores", "rows")]
+    assert scores_rows["today"] == scores_rows["previous"] == expected[0] > 0 and scores_rows["previous_run_date"] == before
+    mean = changes.loc[("customer_scores", "purchase_propensity")]
+    assert mean["today"] == pytest.approx(expected[1]) and mean["change"] == pytest.approx(expected[1] / 2)
+    assert changes.loc[("price_recommendations", "moved prices"), "today"] == moved
+    assert pd.isna(changes.loc[("price_recommendations", "rows"), "previous"])  # its first night
+    assert {"budget_allocations", "send_time_recommendations", "data_quality"} <= set(changes.index.get_level_values(0))
+
+
+def test_the_nightly_report_has_every_section_inline_and_a_rerun_replaces_it(settings, seeded, tmp_path):
+    import re
+
+    from ml.report import DATE_TAG, MLFLOW_EXPERIMENT, REPORT_FILE, build_nightly_report
+    from revopt.platform.resources import Resources
+
+    first = build_nightly_report(Resources(settings), RUN_DATE, RunParams())
+    html = open(first["path"], encoding="utf-8").read()
+    assert first["path"] == str(settings.run_dir(RUN_DATE) / REPORT_FILE)
+    assert re.findall(r'<section id="([^"]+)"', html) == ["published", "scores", "prices", "send-times", "budget",
+                                                          "quality", "drift", "models"]
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)  # 3 scores, 4 sections
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "<script" not in text and "<link" not in text and "http://" not in text and "https://" not in text
+    assert "has nothing for" not in html  # everything this store publishes has its section filled
+    with connect_postgres(settings) as conn:
+        rows = conn.execute("SELECT count(*) FROM scores.customer_scores WHERE run_date = %s", (RUN_DATE,)).fetchone()[0]
+    assert first["summary"]["customer_scores"] == rows and json.loads(json.dumps(first)) == first
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.run_name == f"nightly-report-{RUN_DATE}" and run.info.experiment_id == experiment.experiment_id
+    assert REPORT_FILE in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert first["artifact_uri"].endswith(f"{run.info.run_id}/artifacts/{REPORT_FILE}")
+
+    second = build_nightly_report(Resources(settings), RUN_DATE, RunParams(price_max_change=0.05))
+    assert second["mlflow_run_id"] == first["mlflow_run_id"] and second["path"] == first["path"]
+    same_date = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{DATE_TAG}` = '{RUN_DATE}'")
+    assert len(same_date) == 1
+    assert "at most 5% per run" in open(second["path"], encoding="utf-8").read()
+    stored = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=REPORT_FILE,
+                                                 dst_path=str(tmp_path))
+    assert "at most 5% per run" in open(stored, encoding="utf-8").read()
+    configure_mlflow(settings)  # the revopt experiment again, for the tests after this one
