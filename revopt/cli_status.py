@@ -10,6 +10,8 @@ read-only role's connection (:func:`revopt.platform.query.read_only_connection`)
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import datetime as dt
 import json
@@ -53,7 +55,8 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from revopt.platform.query import read_only_connection
 
     require_state(settings)
-    console = Console()
+    # a terminal's own width; piped or redirected, wide enough that names and dates are not cut
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(f"state folder: {settings.home}")
     runs = last_runs(settings.runs_dir)
     console.print(runs_table(runs))
