@@ -23,10 +23,9 @@
   MLflow, ``scores.feature_drift`` and ``scores.drift_checks``); above ``drift_share_threshold``
   the ``revopt_drift_detected`` asset is updated, which triggers ``revopt_training``;
 - outcomes: every earlier published night (customer scores, price recommendations, send times,
-  budget allocations) whose horizon has now passed against what followed (``scores.model_performance``,
-  metrics and, where it applies, an Evidently report on the version's MLflow run); more than ``performance_drop_threshold`` below the test value updates the
-  ``revopt_performance_dropped`` asset, which triggers ``revopt_training`` too;
-- retention: run folders older than ``run_folder_retention_days`` are deleted.
+  budget allocations) whose horizon has passed against what followed (``scores.model_performance``; more than
+  ``performance_drop_threshold`` below the test value updates ``revopt_performance_dropped``: training again);
+- retention: run folders older than ``run_folder_retention_days`` are deleted; the note and report last.
 
 Training runs in ``revopt_training`` (weekly and on demand); this DAG never trains, it uses
 whichever versions the ``champion`` aliases point at and records them on every row.
@@ -39,11 +38,9 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _run_end import finish, nightly_report, record_alias_moves
-from _support import (
-    DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs, publish_to,
-    remove_old_run_folders, resources, retrain_signal, run_date_of, run_params, run_params_of, skip_if_skipped,
-    validate,
-)
+from _support import (DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs,
+                      publish_to, remove_old_run_folders, resources, retrain_signal, run_date_of, run_params,
+                      run_params_of, skip_if_skipped, validate)
 
 
 @dag(
