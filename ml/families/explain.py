@@ -151,15 +151,17 @@ def _factor_pieces(catalogue: _Catalogue, feature: np.ndarray, link: np.ndarray,
     up = converted > 0
     many_verb = catalogue.counted[feature] & ~one
     amount = _number(np.abs(converted), catalogue.amount_decimals)
-    negative_amount = (converted < 0) & ~_is_zero(amount)
+    zero = _is_zero(amount)  # "barely changes ...", not "raises ... by 0.0 points"
+    negative_amount = (converted < 0) & ~zero
     sign = _SIGNS[negative_amount.astype("int64")]
+    said = [np.where(zero, "", piece) for piece in amount]
     return [
         catalogue.head[feature], *value_text,
         catalogue.contribution_key, sign, *amount,
         catalogue.link_key, *_number(link, _LINK_DECIMALS),
         catalogue.sentence_key, *phrase,
-        catalogue.verbs[2 * (~up) + many_verb],
-        *amount, catalogue.end,
+        catalogue.verbs[np.where(zero, 4, 2 * (~up)) + many_verb],
+        *said, np.where(zero, catalogue.end_unsaid, catalogue.end),
     ]
 
 
@@ -227,12 +229,14 @@ class _Catalogue:
     shown_suffix: np.ndarray
     missing: np.ndarray
     amount_decimals: int
-    #: " raises <subject> by ", " raise ...", " lowers ...", " lower ..." (by direction, then verb number)
+    #: " raises <subject> by ", " raise ...", " lowers ...", " lower ...", " barely changes <subject>", " barely change
+    #: ..." (by direction, zero last, then verb number)
     verbs: np.ndarray
     contribution_key: str = ',"contribution":'
     link_key: str = ',"contribution_link":'
     sentence_key: str = ',"sentence":"'
     end: str = '"}'
+    end_unsaid: str = '"}'  # after a sentence without an amount
 
     @classmethod
     def of(cls, features: tuple[str, ...], terms: ScoreTerms, currency: str) -> _Catalogue:
@@ -252,7 +256,8 @@ class _Catalogue:
             shown_suffix=objects(["%" if d.unit in PERCENT_UNITS else "" for d in described]),
             missing=objects([f"{d.label[:1].lower()}{d.label[1:]} unknown" for d in described]),
             amount_decimals=_DECIMALS[terms.unit],
-            verbs=objects([f" {verb} {terms.subject} by {money}" for verb in ("raises", "raise", "lowers", "lower")]),
+            verbs=objects([f" {verb} {terms.subject} by {money}" for verb in ("raises", "raise", "lowers", "lower")]
+                          + [f" barely {verb} {terms.subject}" for verb in ("changes", "change")]),
             end=' points"}' if terms.unit == POINTS else '"}',
         )
 

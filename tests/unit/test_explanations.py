@@ -118,6 +118,9 @@ def test_tree_factors_match_a_row_by_row_reference():
             assert set(factor) == KEYS
             assert factor["contribution"] == pytest.approx(points[factor["feature"]], abs=0.05 + 1e-9)
             assert factor["value"] == X.iloc[row][factor["feature"]]
+            if factor["contribution"] == 0:  # rounds to 0.0 points
+                assert factor["sentence"].endswith(" the churn risk") and " barely change" in factor["sentence"]
+                continue
             verb = "raise" if points[factor["feature"]] > 0 else "lower"
             assert f" {verb}" in factor["sentence"] and factor["sentence"].endswith(
                 f"the churn risk by {abs(factor['contribution']):.1f} points")
@@ -133,6 +136,8 @@ def test_sentences_put_the_value_and_the_direction_into_words():
     assert sentences["days_since_last_session"] == "no session for 41 days lowers the purchase chance by 11.4 points"
     assert sentences["orders_90d"] == "3 orders in the last 90 days raise the purchase chance by 5.9 points"
     assert sentences["discount_share"].startswith("25% of spend on discount raises")
+    assert sentences["monetary"].endswith(" barely changes the purchase chance")  # not "raises ... by 0.0 points"
+    assert {f["feature"]: f for f in first}["monetary"]["contribution"] == 0
     by_feature = {f["feature"]: f for f in second}
     assert by_feature["orders_90d"]["sentence"].startswith("1 order in the last 90 days lowers")
     assert by_feature["days_since_last_session"]["sentence"].startswith("no session for 1 day raises")
