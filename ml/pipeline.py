@@ -319,7 +319,8 @@ def recommend(family: Family, resources: Resources, run_date: dt.date, extract_p
         table = _serve_experiments(resources, run_date, table, _SERVE_VARIANTS[family.name])
     path = _write_output(resources, run_date, output, table)
     logger.info("%s for %s: %d rows, %s v%s", output, run_date, len(table), result.champion.name, result.champion.version)
-    return {"path": str(path), "rows": len(table), "model_version": result.champion.version}
+    return {"path": str(path), "rows": len(table), "model_name": result.champion.name,
+            "model_version": result.champion.version}
 
 
 #: families whose published rows a price or message experiment changes (ml.experiments.variants)

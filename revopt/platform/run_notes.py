@@ -115,8 +115,8 @@ def _scored_with(results: Mapping[str, Any]) -> list[str]:
             continue
         if isinstance(value.get("versions"), Mapping):
             versions.update({str(name): str(version) for name, version in value["versions"].items()})
-        elif value.get("model_version") is not None:
-            versions[task] = str(value["model_version"])
+        elif value.get("model_version") is not None:  # the registered model's name where the task gave it
+            versions[str(value.get("model_name") or task)] = str(value["model_version"])
     return [f"{name} v{version}" for name, version in versions.items()]
 
 

@@ -15,7 +15,9 @@ NIGHTLY_RESULTS = {
     "validate": {"customers": "/run/customers.parquet"},
     "score": {"path": "/run/scores.parquet", "rows": 1480, "versions": {"revopt_purchase_propensity": "3",
                                                                            "revopt_churn": "2"}},
-    "recommend_prices": {"path": "/run/p.parquet", "rows": 120, "model_version": "4"},
+    "recommend_prices": {"path": "/run/p.parquet", "rows": 120, "model_name": "revopt_price_elasticity",
+                         "model_version": "4"},
+    "recommend_send_times": {"path": "/run/s.parquet", "rows": 80, "model_version": "2"},  # no name: the task's
     "publish": {"scores.customer_scores": 1480},
     "publish_prices": {"scores.price_recommendations": 120},
     "publish_attribution": {"scores.attribution": 90, "scores.order_attribution": 2400},
@@ -30,7 +32,8 @@ def test_a_nightly_note_lists_rows_per_table_versions_gates_and_the_report():
     assert note.startswith("**revopt_nightly 2024-10-27**: every task succeeded")
     assert "- Data quality: passed" in note
     assert "- Published: customer_scores 1,480, attribution 90, order_attribution 2,400, price_recommendations 120" in note
-    assert "revopt_purchase_propensity v3" in note and "revopt_churn v2" in note and "recommend_prices v4" in note
+    assert "revopt_purchase_propensity v3" in note and "revopt_churn v2" in note and "revopt_price_elasticity v4" in note
+    assert "recommend_send_times v2" in note
     assert "- Skipped: allocate_budget, publish_budget" in note
     assert "Manual @champion moves recorded: 1" in note
     assert "- Report: /state/runs/2024-10-27/report.html (MLflow run abc123)" in note
