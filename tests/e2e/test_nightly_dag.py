@@ -30,7 +30,10 @@ MODELS = (propensity.MODEL_NAME, churn.MODEL_NAME, clv.MODEL_NAME, pricing.MODEL
           recommend.MODEL_NAME)
 #: trained and gated, but on a store this small its promotion is not guaranteed (docs/personalisation.md)
 GATED_ONLY = (uplift.MODEL_NAME,)
-FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
+#: one backtest origin: the gate decides on the latest test window alone, and the rolling-origin backtest's
+#: earlier origins (each a repeated selection) are tested in tests/unit (test_rolling_origin, test_customer_gate,
+#: test_budget); here they would only cost minutes of the suite
+FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60", "--param", "backtest_origins=1"]
 
 # The store every test here reads (customers who object to profiling: every 37th account) is
 # tests/e2e/conftest.py's session fixture ``seeded``, shared with tests/e2e/test_workbench_in_browser.py.
@@ -541,7 +544,7 @@ def test_a_weaker_retrained_model_is_refused_and_a_failing_family_stops_no_other
     try:
         # A retrained model no better than the champion (2 of its 4 trials, on the same data) stays challenger.
         status = cli.main(["run", "--dag", "training", "--date", RUN_DATE.isoformat(), "--param", "n_trials=2",
-                           "--param", "promotion_margin=0.01"])
+                           "--param", "promotion_margin=0.01", "--param", "backtest_origins=1"])
     finally:
         client.set_tag(pricing_run, SPEC_TAG, spec)
     assert status == 1, "a failed family fails the DAG run"

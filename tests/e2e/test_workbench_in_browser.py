@@ -21,7 +21,7 @@ from revopt import cli
 from revopt.platform.mlflow_links import experiment_url, model_version_url
 from revopt.platform.resources import configure_mlflow, experiment_name
 
-FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60"]
+FAST = ["--param", "n_trials=4", "--param", "tuning_timeout_seconds=60", "--param", "backtest_origins=1"]
 #: how long a page of the MLflow UI may take to show what is asserted (its JS is large; the machine is shared)
 SHOWN_MS = 30_000
 #: the report's sections (ml/report.py), in page order
@@ -110,7 +110,9 @@ def test_a_model_version_page_shows_the_gate_decision_beside_the_champion(workbe
     assert "vs the champion:" in text and "Test metrics" in text
     assert _header(page, "first date") == ["split", "first date", "last date", "rows", "what"]  # the data windows
     assert _header(page, "baseline") == ["metric", "candidate", "champion", "baseline"]  # the test metrics
-    assert page.get_by_text(workbench.run_name, exact=True).first.is_visible()  # Source Run
+    source_run = page.get_by_text(workbench.run_name, exact=True).first  # Source Run: fetched after the page
+    source_run.wait_for(timeout=SHOWN_MS)
+    assert source_run.is_visible()
 
 
 def _header(page, column: str) -> list[str]:
