@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -16,23 +15,8 @@ QUALITY = ("Dataset 'orders' failed validation for run date 2024-10-27: 1 of 14 
 
 
 @pytest.fixture
-def receiver():
-    received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
-    server.server_close()
+def receiver(webhook):
+    return webhook  # tests/conftest.py
 
 
 class _TaskInstance:  # what a failure callback reads of airflow.sdk's RuntimeTaskInstance

@@ -526,33 +526,6 @@ def _published(settings: Settings) -> dict[str, pd.DataFrame]:
     return published
 
 
-@contextmanager
-def _webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
-    """A local HTTP receiver standing in for the failure notifications' webhook: its URL and what it received."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _run_note(settings: Settings, dag_id: str, run_date: dt.date) -> str | None:
     """The note on the latest run of ``dag_id`` for ``run_date`` in Airflow's metadata database (the UI's
     Details tab)."""
@@ -565,7 +538,8 @@ def _run_note(settings: Settings, dag_id: str, run_date: dt.date) -> str | None:
     return None if row is None else row[0]
 
 
-def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, store, pristine, capsys, monkeypatch):
+def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, store, pristine, capsys, monkeypatch,
+                                                                      webhook):
     sentinel = pd.DataFrame({"run_date": [RUN_DATE], "customer_id": [1], "purchase_propensity": [0.5],
                              "propensity_model": ["published before"], "propensity_version": ["0"]})
     with connect_postgres(settings) as conn:
@@ -574,7 +548,8 @@ def test_an_outlier_order_fails_the_nightly_dag_and_publishes_nothing(settings, 
     order_id = _completed_order_near_median(pristine)
     outlier = _replaced("order_lines", unit_price=f"CASE WHEN order_id = {order_id} THEN unit_price * 1000 ELSE unit_price END")
     try:
-        with _injected(settings, [outlier]), _webhook_receiver() as (url, notifications):
+        url, notifications = webhook  # a local receiver (tests/conftest.py)
+        with _injected(settings, [outlier]):
             close_event_stores()  # Airflow's task process opens the chDB folder next
             monkeypatch.setenv("AIRFLOW_CONN_REVOPT_NOTIFY", url)  # the notifier's connection, as a deployment sets it
             status = cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()])

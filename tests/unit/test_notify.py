@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import socket
 
 import pytest
 
@@ -63,25 +62,12 @@ def test_the_webhook_url_comes_from_the_connection(conn, url):
     assert webhook_url(*conn) == url
 
 
-def test_the_message_is_posted_as_json():
-    received = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        assert post_json(f"http://127.0.0.1:{server.server_port}/hook", {"text": "hi"}) == 204
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_the_message_is_posted_as_json(webhook):
+    url, received = webhook  # tests/conftest.py
+    assert post_json(url, {"text": "hi"}) == 204
     assert received == [{"text": "hi"}]
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
     with pytest.raises(OSError):
-        post_json(f"http://127.0.0.1:{server.server_port}/hook", {"text": "nobody listens"}, timeout=2)
+        post_json(f"http://127.0.0.1:{port}/hook", {"text": "nobody listens"}, timeout=2)
