@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from ml.params import param_specs
 from revopt.sample_data.importer import default_uci_path
 
 UCI_PATH = default_uci_path()
@@ -116,8 +117,10 @@ def main() -> None:
         timings["import (read, map, COPY into PostgreSQL)"] = time.perf_counter() - started
         for dag in ("training", "nightly", "affinity"):
             started = time.perf_counter()
+            offered = {spec.name for spec in param_specs(dag)}  # `revopt run` refuses a param its DAG does not offer
             status = cli.main(["run", "--dag", dag, "--date", args.cutoff.isoformat(),
-                               *[arg for key, value in params.items() for arg in ("--param", f"{key}={value}")]])
+                               *[arg for key, value in params.items() if key in offered
+                                 for arg in ("--param", f"{key}={value}")]])
             timings[f"{dag} DAG (through Airflow)"] = time.perf_counter() - started
             reports[dag] = _run_report(settings, cli.DAGS[dag], args.cutoff)
             if status != 0:
