@@ -120,11 +120,11 @@ def history_table(model_name: str, frame: Any) -> Any:
 
 
 def _resources(settings: Settings, *, read_only: bool = False):
+    from revopt.cli_status import require_state
     from revopt.platform.resources import Resources
     from revopt.platform.stack import start_stack
 
-    if read_only and settings.embedded_postgres and not settings.pgdata.exists():
-        raise LookupError(f"no revopt state in {settings.home} (no embedded PostgreSQL there): set REVOPT_HOME to "
-                          "the state folder of your runs")
+    if read_only:
+        require_state(settings)  # reads only: never starts a new, empty stack
     start_stack(settings)
     return Resources(settings)

@@ -1,4 +1,4 @@
-"""Commands that only read (``where``, ``status``, ``sql``) never start a new, empty stack: without revopt state
+"""Commands that only read (``where``, ``status``, ``sql``, ``model history``) never start a new, empty stack: without revopt state
 they exit non-zero naming the folder they looked in, and leave it exactly as it was."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ def _tree(root):
 
 
 @pytest.mark.parametrize("command", [["where"], ["status"], ["sql", "SELECT 1"],
-                                     ["sql", "SELECT 1", "--output", "out.csv"]])
+                                     ["sql", "SELECT 1", "--output", "out.csv"],
+                                     ["model", "history", "revopt_churn_risk"]])
 def test_a_reading_command_on_an_empty_folder_creates_nothing(tmp_path, monkeypatch, capsys, command):
     (tmp_path / "notes.txt").write_text("the user's own file")
     before = _tree(tmp_path)
