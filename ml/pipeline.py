@@ -26,8 +26,7 @@ from features.customer import FEATURE_COLUMNS, customer_features, event_features
 from ml import drift
 from ml.attribution import steps
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time, uplift
-from ml.families.binary import with_btyd
-from ml.families.explain import score_terms, top_factors
+from ml.families.explain import factors_json
 from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
 from ml.experiments.serving import model_variants
 from ml.experiments.store import served_as_of
@@ -225,7 +224,7 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
     # for a family skipped tonight (no champion, or the store cannot train it: the reason is logged)
     values = {name: pd.Series(np.asarray(s.output, dtype="float64"), index=s.inputs.index).reindex(features.index)
               for name, s in columns.items()}
-    factors = {name: _factors_json(s.champion.python_model, s.inputs, name, s.output).reindex(features.index, fill_value="null")
+    factors = {name: factors_json(s.champion.python_model, s.inputs, name, s.output).reindex(features.index, fill_value="null")
                for name, s in columns.items()}
     values, factors, versions, experiment_of, variant_of = _serve_model_experiments(
         resources, run_date, params, features.index, columns, values, factors)
@@ -293,7 +292,7 @@ def _serve_model_experiments(resources: Resources, run_date: dt.date, params: Ru
             values[name] = values[name].copy()
             values[name].loc[inputs.index] = np.asarray(output, dtype="float64")
             factors[name] = factors[name].copy()
-            factors[name].loc[inputs.index] = _factors_json(model.python_model, inputs, name, output)
+            factors[name].loc[inputs.index] = factors_json(model.python_model, inputs, name, output)
             versions[name][index.isin(inputs.index)] = version
         logger.info("experiment %s variant %s: %d customers scored with %s", served.experiment_id, served.variant,
                     int(in_variant.sum()), served.versions or "the champions")
@@ -481,20 +480,6 @@ def check_drift(resources: Resources, run_date: dt.date, scored: dict[str, Any],
 
 def _write_output(resources: Resources, run_date: dt.date, name: str, table: pd.DataFrame) -> Path:
     return resources.write_output(run_date, name, table)
-
-
-def _factors_json(model: Any, X: pd.DataFrame, score_name: str, score: Any) -> pd.Series:
-    """Each scored row's top 3 factors of ``score_name`` as JSON (:func:`ml.families.explain.top_factors`), null
-    for a model without contributions (BTYD); only the rows the family scored: explaining is costly (docs/scale.md)."""
-    if not len(X):
-        return pd.Series(dtype=object)
-    contributions = model.contributions(X)
-    if contributions is None:
-        return pd.Series("null", index=X.index)
-    contributions = contributions.drop(columns="bias", errors="ignore")
-    values = with_btyd(X, getattr(model, "btyd", None))  # the BG/NBD columns a classifier derives, when it does
-    terms = score_terms(score_name, getattr(model, "horizon_days", None))
-    return top_factors(contributions, values, np.asarray(score, dtype="float64"), terms, k=3)
 
 
 def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -271,3 +272,19 @@ def _template_parts(phrase: str) -> tuple[str, str, str, str, str]:
     if marker is None:
         return before, rest, "", "", ""
     return before, rest[:marker.start()], marker.group(1), marker.group(2), rest[marker.end():]
+
+
+def factors_json(model: Any, X: pd.DataFrame, score_name: str, score: Any) -> pd.Series:
+    """Each scored row's top 3 factors of ``score_name`` as JSON (:func:`top_factors`), null
+    for a model without contributions (BTYD); only the rows the family scored: explaining is costly (docs/scale.md)."""
+    if not len(X):
+        return pd.Series(dtype=object)
+    contributions = model.contributions(X)
+    if contributions is None:
+        return pd.Series("null", index=X.index)
+    contributions = contributions.drop(columns="bias", errors="ignore")
+    from ml.families.binary import with_btyd  # lazily: this module stays light (no model libraries)
+
+    values = with_btyd(X, getattr(model, "btyd", None))  # the BG/NBD columns a classifier derives, when it does
+    terms = score_terms(score_name, getattr(model, "horizon_days", None))
+    return top_factors(contributions, values, np.asarray(score, dtype="float64"), terms, k=3)

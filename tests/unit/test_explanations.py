@@ -15,7 +15,8 @@ from features.customer import FEATURE_COLUMNS
 from features.descriptions import DESCRIPTIONS
 from ml.families.explain import _number, _template_parts, converted_contributions, score_terms, top_factors
 from ml.families.binary import BTYD_FEATURES
-from ml.pipeline import _combine_json, _factors_json
+from ml.families.explain import factors_json
+from ml.pipeline import _combine_json
 
 KEYS = {"feature", "label", "unit", "value", "contribution", "contribution_link", "sentence"}
 
@@ -169,12 +170,12 @@ def test_the_pipeline_explains_each_score_with_the_models_own_columns():
             return None
 
     X = pd.DataFrame({"orders_90d": [0.0, 4.0]}, index=pd.Index([5, 6], name="customer_id"))
-    propensity = _factors_json(Model(), X, "purchase_propensity", np.array([0.2, 0.4]))
+    propensity = factors_json(Model(), X, "purchase_propensity", np.array([0.2, 0.4]))
     rows = _parsed(propensity)
     assert [[f["feature"] for f in row] for row in rows] == [["btyd_p_alive", "orders_90d"]] * 2
     assert rows[0][0]["value"] == 0.25 and rows[1][1]["value"] == 4
     assert rows[0][0]["sentence"].startswith("a 25% chance of still being an active customer lowers the purchase chance")
-    assert list(_factors_json(Btyd_only(), X, "clv", np.array([1.0, 2.0]))) == ["null", "null"]
+    assert list(factors_json(Btyd_only(), X, "clv", np.array([1.0, 2.0]))) == ["null", "null"]
     combined = _combine_json({"purchase_propensity": propensity, "churn_risk": pd.Series("null", index=X.index)})
     assert json.loads(combined[1])["purchase_propensity"][1]["contribution_link"] == pytest.approx(0.4)
     assert json.loads(combined[1])["churn_risk"] is None
