@@ -23,10 +23,19 @@ from revopt.platform.config import Settings
 #: Runs shown per DAG.
 RUNS_PER_DAG = 3
 
+# the version of each model's latest move of @champion (gate, promote, rollback or manual: in the order they were
+# recorded, not by run date), with that version's latest gate test metric (a version promoted by hand may have none)
 _CHAMPIONS_SQL = """
-SELECT DISTINCT ON (model_name) model_name, candidate_version AS version, run_date AS since, metric, candidate_value
-FROM scores.model_promotions WHERE promoted
-ORDER BY model_name, run_date DESC, candidate_version DESC
+SELECT DISTINCT ON (m.model_name) m.model_name, m.candidate_version AS version, m.run_date AS since,
+       g.metric, g.candidate_value
+FROM scores.model_promotions AS m
+LEFT JOIN LATERAL (
+    SELECT metric, candidate_value FROM scores.model_promotions
+    WHERE model_name = m.model_name AND candidate_version = m.candidate_version AND action = 'gate'
+    ORDER BY recorded_at DESC LIMIT 1
+) AS g ON true
+WHERE m.promoted
+ORDER BY m.model_name, m.recorded_at DESC, m.action_seq DESC
 """
 
 
@@ -128,11 +137,12 @@ def _champions(conn) -> list[tuple]:
 def champions_table(champions: list[tuple]):
     from rich.table import Table
 
-    table = Table(title="champions (latest promoted version per model, scores.model_promotions)")
+    table = Table(title="champions (latest move of @champion per model, scores.model_promotions)")
     for column in ("model", "version", "since run date", "test metric"):
         table.add_column(column)
     for model, version, since, metric, value in champions:
-        table.add_row(model, str(version), str(since), f"{metric} {value:.4g}")
+        table.add_row(model, str(version), str(since),
+                      "(none recorded)" if metric is None or value is None else f"{metric} {value:.4g}")
     if not champions:
         table.add_row("(no model promoted yet)", "", "", "")
     return table

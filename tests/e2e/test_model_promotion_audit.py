@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from ml import promotion
 from ml.promotion import MANUAL, PROMOTE, ROLLBACK, TAG_ACTION, TAG_BY, TAG_PREVIOUS, TAG_REASON, UNKNOWN_ACTOR
 from ml.registry import CHAMPION, current_version, set_alias
-from revopt import cli_models
+from revopt import cli_models, cli_status
 from revopt.platform.postgres import read_frame, upsert_rows
 from revopt.platform.resources import Resources
 from revopt.platform.stack import connect_postgres
@@ -57,6 +57,15 @@ def _rows(settings, model_name: str):
                                 "ORDER BY recorded_at, action_seq", (model_name,))
 
 
+def _status_champion(settings, model_name: str) -> tuple:
+    """The champion row ``revopt status`` shows for ``model_name`` (version, metric, value), rendered once."""
+    with connect_postgres(settings) as conn:
+        rows = [row for row in cli_status._champions(conn) if row[0] == model_name]
+    cli_status.champions_table(rows)  # a version without a gate metric renders too
+    assert len(rows) == 1
+    return rows[0][1], rows[0][3], rows[0][4]
+
+
 def _tags(model_name: str, version: str) -> dict[str, str]:
     return MlflowClient().get_model_version(model_name, version).tags
 
@@ -89,10 +98,13 @@ def test_promote_and_rollback_move_the_alias_and_record_who_when_why(settings, m
     assert (back.version, back.previous_version, back.action) == ("2", "3", ROLLBACK)
     assert promotion.rollback(resources, model, "still bad", "bo").version == "1"  # one further back, not to v3
     assert current_version(model, CHAMPION) == "1"
+    # revopt status names the same champion (moves of one day in the order recorded) with v1's gate metric
+    assert _status_champion(settings, model) == ("1", "roc_auc", 0.7)
     with pytest.raises(LookupError, match=rf"'{model}'.*no earlier @champion"):
         promotion.rollback(resources, model, "nothing before v1", "bo")
 
     promotion.promote(resources, model, "3", "second try", "bo")  # v3 promoted twice today: both kept
+    assert _status_champion(settings, model) == ("3", None, None)  # promoted by hand: no gate metric to show
     rows = _rows(settings, model)
     assert list(rows["action"]) == ["gate", PROMOTE, PROMOTE, ROLLBACK, ROLLBACK, PROMOTE]
     assert list(rows["candidate_version"]) == ["1", "2", "3", "2", "1", "3"]
