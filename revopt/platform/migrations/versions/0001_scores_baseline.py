@@ -34,7 +34,7 @@ ALTER TABLE scores.customer_scores
     ADD COLUMN IF NOT EXISTS churn_risk     double precision,  -- P(no order in the next M days); NULL: not an active customer
     ADD COLUMN IF NOT EXISTS clv            double precision,  -- expected spend over the next H days
     ADD COLUMN IF NOT EXISTS value_tier     text,              -- high (top 10 % CLV) | medium (next 40 %) | low
-    ADD COLUMN IF NOT EXISTS top_factors    jsonb,             -- {"purchase_propensity": [{feature, contribution}, x3], "churn_risk": ..., "clv": ...}
+    ADD COLUMN IF NOT EXISTS top_factors    jsonb,             -- {"purchase_propensity": [{feature, label, unit, value, contribution, ...}, x3], ...}: docs/explanations.md
     ADD COLUMN IF NOT EXISTS churn_model    text,
     ADD COLUMN IF NOT EXISTS churn_version  text,
     ADD COLUMN IF NOT EXISTS clv_model      text,
