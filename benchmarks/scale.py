@@ -95,10 +95,13 @@ def stage_seed(home: str, customers: int, days: int, seed: int, chunk_customers:
     return {"rows": sum(rows.values()), "tables": rows}
 
 
-def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tuple[str, ...] | None = None) -> dict[str, Any]:
+def stage_extract(home: str, run_date: dt.date, lookback_days: int, datasets: tuple[str, ...] | None = None,
+                  training: tuple[int, float] | None = None) -> dict[str, Any]:
     from ml.pipeline import extract_datasets
 
     chosen = {} if datasets is None else {"datasets": datasets}
+    if training is not None:  # the training run's (n_trials, timeout): its event features at its cutoffs
+        chosen["params"] = _params(*training)
     paths = extract_datasets(_resources(home), run_date, lookback_days, **chosen)
     import pyarrow.parquet as pq
 
@@ -363,7 +366,7 @@ def _training(bench: Bench, run_date: dt.date, lookback_days: int, families: tup
     from ml.pipeline import DAG_DATASETS
 
     stages["extract"] = bench.run("training extract", stage_extract, run_date=run_date, lookback_days=lookback_days,
-                                  datasets=tuple(DAG_DATASETS["training"]))
+                                  datasets=tuple(DAG_DATASETS["training"]), training=(n_trials, timeout))
     paths = stages["extract"]["paths"]
     stages["validate"] = bench.run("training validate", stage_validate, run_date=run_date, paths=paths,
                                    lookback_days=lookback_days)
@@ -468,7 +471,19 @@ def main() -> None:
                              "dag: what the nightly DAG's extract writes (ml.pipeline.DAG_DATASETS['nightly']: every dataset but "
                              "customer_daily_events, for its send-time, price and budget branches too); all: every dataset")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--dags", default="",
+                        help="whole-DAG mode: run these real DAGs through Airflow, every task its own process "
+                             "(comma list of training, nightly; training runs first, once, on the S store), and measure "
+                             "each task; results in scale-dags-<S>.json/.md (benchmarks/dag_harness.py)")
+    parser.add_argument("--workers", default="1",
+                        help="--dags mode: task processes at once (AIRFLOW__CORE__PARALLELISM), a comma list: the "
+                             "nightly DAG runs once per value on the S store (training and 10 x S use the first)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="--dags mode: where the Airflow logs go (default: a new folder under /tmp)")
     args = parser.parse_args()
+    if args.dags:
+        main_dags(args)
+        return
     nightly_datasets = _nightly_datasets(args.nightly_extract)
 
     from revopt.platform.stack import stop_stack
@@ -541,6 +556,180 @@ def main() -> None:
     print()
     print(markdown)
     print(f"results: {stem}.json, {stem}.md (total {report['total_seconds']}s)")
+
+
+# --- whole-DAG mode: the real DAGs through Airflow, one process per task -------------------------------------------
+
+DAG_IDS = {"training": "revopt_training", "nightly": "revopt_nightly"}
+DAG_TARGETS = {"nightly_seconds": 600.0, "training_seconds": 1800.0, "task_peak_mb": 8192.0}
+
+
+def main_dags(args: argparse.Namespace) -> None:
+    """Seed S, run the training DAG, the nightly DAG once per ``--workers`` value, and (``--compare-10x``) the nightly
+    DAG again on a 10 x S store; per task wall, rows and peak memory (benchmarks/dag_harness.py)."""
+    from revopt.platform.stack import stop_stack
+
+    AirflowRun = _dag_harness().AirflowRun
+
+    dags = [name.strip() for name in args.dags.split(",") if name.strip()]
+    unknown = sorted(set(dags) - set(DAG_IDS))
+    if unknown:
+        raise SystemExit(f"--dags: unknown {', '.join(unknown)} (choose from {', '.join(DAG_IDS)})")
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    customers = max(1, round(args.scale * CUSTOMERS_AT_SCALE_1))
+    run_date = (START + dt.timedelta(days=args.days)).isoformat()
+    training_conf = {"n_trials": args.n_trials, "tuning_timeout_seconds": args.tuning_timeout}
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="revopt-scale-dags-logs-"))
+    report: dict[str, Any] = {
+        "scale": args.scale, "date": dt.date.today().isoformat(), "days": args.days, "run_date": run_date,
+        "command": "python benchmarks/scale.py " + " ".join(_argv()), "dags": dags, "workers": workers,
+        "training_conf": training_conf, "stores": {}, "runs": {}, "ratios": {}, "log_dir": str(log_dir),
+    }
+    print(f"Airflow logs: {log_dir}", flush=True)
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="revopt-scale-dags-") as home:
+        bench = Bench(home)
+        try:
+            def seed(label: str, n: int) -> None:
+                print(f"seeding {label}: {n:,} customers x {args.days} days", flush=True)
+                tables = bench.run(f"seed {label}", stage_seed, customers=n, days=args.days, seed=args.seed,
+                                   chunk_customers=args.chunk_customers)["tables"]
+                report["stores"][label] = {"customers": tables["shop.customers"], "events": tables["clickhouse.events"],
+                                           "orders": tables["shop.orders"], "order_lines": tables["shop.order_lines"]}
+
+            def run(label: str, dag: str, conf: dict, parallelism: int) -> dict[str, Any]:
+                print(f"{label}: {DAG_IDS[dag]} for {run_date}, {parallelism} task process(es) at once", flush=True)
+                result = airflow.run(DAG_IDS[dag], run_date, conf, parallelism, label.replace(" ", "_"))
+                report["runs"][label] = result
+                _write_dags_report(args, report, began, final=False)  # a long run leaves its results as it goes
+                if result["interrupted"]:
+                    raise KeyboardInterrupt
+                print(f"  {'ok' if result['ok'] else 'FAILED ' + ', '.join(result['failed'])}: "
+                      f"{result['tasks_seconds']}s of tasks ({result['wall_seconds']}s with Airflow start), "
+                      f"max task peak {result['max_task_peak_mb']:,} MB ({result['max_task']})", flush=True)
+                return result
+
+            small = f"S={args.scale:g}"
+            seed(small, customers)
+            with AirflowRun(_settings(home), log_dir, _PostgresSampler) as airflow:
+                if "training" in dags:
+                    run(f"training {small}", "training", training_conf, workers[0])
+                if "nightly" in dags:
+                    nightly = {w: run(f"nightly {small} workers={w}", "nightly", {}, w) for w in workers}
+                    if len(workers) > 1:
+                        first, *others = workers
+                        report["ratios"]["workers"] = [_workers_ratio(first, other, nightly) for other in others]
+                    if args.compare_10x:
+                        large = f"10xS={round(args.scale * 10, 6):g}"
+                        seed(large, customers * 10)
+                        bigger = run(f"nightly {large} workers={workers[0]}", "nightly", {}, workers[0])
+                        report["ratios"]["ten_x"] = {
+                            "seconds": [nightly[workers[0]]["tasks_seconds"], bigger["tasks_seconds"]],
+                            "time_ratio": _ratio(bigger["tasks_seconds"], nightly[workers[0]]["tasks_seconds"]),
+                            "wall_ratio": _ratio(bigger["wall_seconds"], nightly[workers[0]]["wall_seconds"]),
+                        }
+        except KeyboardInterrupt:
+            report["interrupted"] = True  # the results so far are written below, marked as such
+        finally:
+            stop_stack(_settings(home))
+    stem, markdown = _write_dags_report(args, report, began, final=True)
+    print()
+    print(markdown)
+    print(f"results: {stem}.json, {stem}.md (total {report['total_seconds']}s)")
+
+
+def _write_dags_report(args: argparse.Namespace, report: dict[str, Any], began: float, final: bool) -> tuple[Path, str]:
+    """Write the report so far to ``scale-dags-<S>.json`` / ``.md`` (``-partial`` until the end, ``-interrupted``
+    after Ctrl-C); the partial files are removed when the final ones are written."""
+    report["total_seconds"] = round(time.perf_counter() - began, 1)
+    report["targets"] = dag_targets(report)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    base = args.results_dir / f"scale-dags-{args.scale:g}"
+    suffix = "-partial" if not final else "-interrupted" if report.get("interrupted") else ""
+    stem = Path(f"{base}{suffix}")
+    Path(f"{stem}.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    markdown = dags_markdown(report)
+    Path(f"{stem}.md").write_text(markdown)
+    if final:
+        for extension in (".json", ".md"):
+            Path(f"{base}-partial{extension}").unlink(missing_ok=True)
+    return stem, markdown
+
+
+def _dag_harness():
+    try:
+        from benchmarks import dag_harness
+    except ModuleNotFoundError:  # python benchmarks/scale.py: the script's folder is on sys.path
+        import dag_harness
+    return dag_harness
+
+
+def _workers_ratio(one: int, other: int, runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The nightly DAG with ``one`` and ``other`` task processes at once: seconds of each, fewer first, and how many
+    times faster the run with more workers was."""
+    fewer, more = sorted((one, other))
+    seconds = [runs[fewer]["tasks_seconds"], runs[more]["tasks_seconds"]]
+    return {"workers": [fewer, more], "seconds": seconds, "speedup": _ratio(*seconds),
+            "ok": [runs[fewer]["ok"], runs[more]["ok"]]}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 2) if numerator and denominator else None
+
+
+def dag_targets(report: dict[str, Any]) -> list[str]:
+    """The issue's targets for each DAG run on a store of 1M customers or more (time: the whole ``dags test``
+    command, Airflow's start included; memory: every task process tree), and 10 x S <= 11 x the time."""
+    targets = []
+    for label, run in report["runs"].items():
+        store = next((s for name, s in report["stores"].items() if f" {name} " in f" {label} "), None)
+        if store is None or store["customers"] < CUSTOMERS_AT_SCALE_1:
+            continue
+        limit = DAG_TARGETS["training_seconds" if run["dag_id"] == DAG_IDS["training"] else "nightly_seconds"]
+        over = [t["task"] for t in run["tasks"] if t["peak_mb"] > DAG_TARGETS["task_peak_mb"]]
+        targets.append(
+            f"{label} at {store['customers']:,} customers: {'ran' if run['ok'] else 'FAILED'}; "
+            f"{run['wall_seconds']}s (target <= {limit:.0f} s: {'met' if run['ok'] and run['wall_seconds'] <= limit else 'MISSED'}), "
+            f"max task peak {run['max_task_peak_mb']:,} MB in {run['max_task']} (target <= 8192 MB per task: "
+            f"{'met' if not over else 'MISSED by ' + ', '.join(over)})")
+    ten = report["ratios"].get("ten_x")
+    if ten and ten["time_ratio"] is not None:
+        met = ten["time_ratio"] <= TARGETS["ten_x_time_ratio"]
+        targets.append(f"Nightly DAG at 10 x S: {ten['time_ratio']}x the time of S (target <= 11x: "
+                       f"{'met' if met else 'MISSED'})")
+    if not any(" customers: " in t for t in targets):
+        targets.append("The 1M-customer targets are checked only when a run's store has 1,000,000 customers or more.")
+    return targets
+
+
+def dags_markdown(report: dict[str, Any]) -> str:
+    task_table = _dag_harness().task_table
+    lines = [
+        f"# Whole DAGs per task, S = {report['scale']} ({report['date']})", "",
+        f"Command: `{report['command']}`", "",
+        *(["**Interrupted** (Ctrl-C): the runs below are those that had started.", ""] if report.get("interrupted") else []),
+        "Each DAG ran through `airflow dags test --use-executor` with the LocalExecutor: every task in its own "
+        "process, `parallelism` of them at once. Wall s is the task instance's duration in Airflow's metadata; the "
+        "whole-DAG line gives first task start to last task end (and the `dags test` command, Airflow's start "
+        "included). Peak MB is the task process tree's peak RSS (VmHWM, sampled every 0.25 s; chDB is in process); "
+        "PSS MB its peak proportional set size (shared pages counted once). Rows: what the task's return value "
+        f"says (publish: rows published). Training params: `{json.dumps(report['training_conf'])}`.", "",
+    ]
+    for label, store in report["stores"].items():
+        lines.append(f"- {label}: {store['customers']:,} customers x {report['days']} days: {store['events']:,} events, "
+                     f"{store['orders']:,} orders, {store['order_lines']:,} order lines")
+    lines += ["", *task_table(report["runs"]), "", "## Ratios", ""]
+    for ratio in report["ratios"].get("workers", []):
+        failed = "" if all(ratio["ok"]) else " (a run FAILED: see its tasks above)"
+        lines.append(f"- Nightly DAG with {ratio['workers'][0]} vs {ratio['workers'][1]} task processes at once: "
+                     f"{ratio['seconds'][0]}s vs {ratio['seconds'][1]}s of tasks: {ratio['workers'][1]} workers "
+                     f"**{ratio['speedup']}x** as fast{failed}")
+    ten = report["ratios"].get("ten_x")
+    if ten:
+        lines.append(f"- Nightly DAG at 10 x S vs S: {ten['seconds'][1]}s vs {ten['seconds'][0]}s of tasks = "
+                     f"**{ten['time_ratio']}x** (whole command: {ten['wall_ratio']}x)")
+    lines += ["", "## Targets", "", *[f"- {t}" for t in report["targets"]]]
+    return "\n".join(lines) + "\n"
 
 
 def _nightly_datasets(choice: str) -> tuple[str, ...] | None:

@@ -23,10 +23,18 @@ and on the UCI Online Retail data set.
    "European Community" are read as UTC). Reports the backtest on held-out order hours and the
    distribution of recommended hours.
 
+3. **grain** (issue 22 item 1): the nightly engagement extract hourly (``engagement_by_hour``) and at the
+   model's grain (``engagement_by_local_hour``, summed in ClickHouse with the zones joined there) on one
+   generated store (``--grain-customers`` x ``--grain-days``, loaded in chunks into a temporary chDB
+   folder), each task in its own process as Airflow runs it: extract (query + Parquet), validate (the
+   dataset's suite) and recommend (the pyfunc's ``predict`` on the nightly input) with rows, seconds and
+   each process's peak RSS, and whether both give identical recommendations.
+
 Prints markdown tables with the command, date and wall times::
 
     .venv/bin/python benchmarks/send_time.py                                 # both sections
     .venv/bin/python benchmarks/send_time.py --section synthetic --sizes 20000x365 --seeds 1 2
+    .venv/bin/python benchmarks/send_time.py --section grain --grain-customers 200000 --grain-days 410
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import multiprocessing
+import resource
 import shlex
 import sys
 import tempfile
@@ -297,9 +307,113 @@ def _size(text: str) -> tuple[int, int]:
     return int(customers), int(days)
 
 
+# --- grain: hourly vs cells (issue 22 item 1) -----------------------------------------------------------
+
+
+GRAIN_DATASETS = ("engagement_by_hour", "engagement_by_local_hour")
+
+
+def build_grain_store(folder: Path, n_customers: int, days: int, seed: int, chunk_customers: int = 50_000) -> dt.date:
+    """A generated store's events in a chDB folder and its customers / orders as Parquet beside it; the run date."""
+    from revopt.sample_data.synth import generate_store_chunks
+
+    events = open_event_store(url=None, chdb_path=folder / "chdb", database="revopt")
+    customers, orders = [], []
+    try:
+        for chunk in generate_store_chunks(n_customers, days, SYNTHETIC_START, seed, chunk_customers=chunk_customers):
+            events.insert_arrow("events", pa.Table.from_pandas(chunk.events, preserve_index=False))
+            customers.append(chunk.shop["customers"][["customer_id", "timezone", "country"]])
+            orders.append(chunk.shop["orders"][["customer_id", "order_ts"]])
+    finally:
+        events.close()
+    pd.concat(customers, ignore_index=True).to_parquet(folder / "customers.parquet", index=False)
+    frame = pd.concat(orders, ignore_index=True)
+    frame["order_ts"] = pd.to_datetime(frame["order_ts"], utc=True).astype("datetime64[ns, UTC]")
+    frame.to_parquet(folder / "orders.parquet", index=False)
+    return SYNTHETIC_START + dt.timedelta(days=days)
+
+
+GRAIN_STEPS = ("extract", "validate", "recommend")
+
+
+def grain_step(folder: Path, dataset: str, step: str, run_date: dt.date, lookback_days: int) -> dict[str, float]:
+    """One nightly task on ``dataset`` (run in its own process, as Airflow runs each task: its peak RSS is the
+    task's): ``extract`` (query + Parquet), ``validate`` (the dataset's suite) or ``recommend`` (the pyfunc's
+    ``predict`` on the nightly input, written as Parquet)."""
+    from ml.families.send_time import FAMILY, SendTimeModel, send_time_config
+    from ml.params import RunParams
+    from revopt.platform.extract import engagement_by_local_hour
+    from revopt.platform.validation import validate_frame
+
+    params = RunParams(lookback_days=lookback_days)
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    path = folder / f"{dataset}.parquet"
+    out: dict[str, float] = {}
+    began = time.perf_counter()
+    if step == "extract":
+        since = run_ts - pd.Timedelta(days=lookback_days)
+        events = open_event_store(url=None, chdb_path=folder / "chdb", database="revopt")
+        try:
+            frame = (engagement_by_hour(events, since, run_ts) if dataset == "engagement_by_hour"
+                     else engagement_by_local_hour(events, since, run_ts, pd.read_parquet(folder / "customers.parquet")))
+        finally:
+            events.close()
+        frame.to_parquet(path, index=False)
+        out["rows"] = len(frame)
+    elif step == "validate":
+        out["valid"] = float(validate_frame(dataset, pd.read_parquet(path), run_date).success)
+    else:
+        frames = {dataset: pd.read_parquet(path), "orders": pd.read_parquet(folder / "orders.parquet"),
+                  "customers": pd.read_parquet(folder / "customers.parquet")}
+        model = SendTimeModel(send_time_config(params), run_date.isoformat(), pd.DataFrame())
+        recommendations = model.predict(None, FAMILY.nightly_input(frames, run_date, params),
+                                        FAMILY.predict_params(run_date, params))
+        recommendations.to_parquet(folder / f"recommendations_{dataset}.parquet", index=False)
+    out["seconds"] = time.perf_counter() - began
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def _grain_child(queue, *args) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    queue.put(grain_step(*args))
+
+
+def run_grain(n_customers: int, days: int, seed: int) -> None:
+    """The grain section: both datasets on one store, side by side (each task in a fresh process)."""
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="revopt-grain-") as tmp:
+        folder = Path(tmp)
+        began = time.perf_counter()
+        run_date = build_grain_store(folder, n_customers, days, seed)
+        print(f"\n## Nightly engagement: hourly vs the model's grain ({n_customers:,} customers, {days} days; "
+              f"store built in {time.perf_counter() - began:.0f} s)\n")
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for dataset in GRAIN_DATASETS:
+            for step in GRAIN_STEPS:
+                queue = context.Queue()
+                child = context.Process(target=_grain_child, args=(queue, folder, dataset, step, run_date, 730))
+                child.start()
+                results.setdefault(dataset, {})[step] = queue.get()
+                child.join()
+        same = pd.read_parquet(folder / f"recommendations_{GRAIN_DATASETS[0]}.parquet").equals(
+            pd.read_parquet(folder / f"recommendations_{GRAIN_DATASETS[1]}.parquet"))
+    print("| dataset | rows | rows / customer | " + " | ".join(f"{step} s / peak GB" for step in GRAIN_STEPS)
+          + " | suite passed |")
+    print("|---|---:|---:|" + "---:|" * len(GRAIN_STEPS) + "---|")
+    for dataset, steps in results.items():
+        rows = steps["extract"]["rows"]
+        print(f"| `{dataset}` | {rows:,.0f} | {rows / n_customers:.1f} | "
+              + " | ".join(f"{steps[step]['seconds']:.1f} / {steps[step]['peak_rss_gb']:.2f}" for step in GRAIN_STEPS)
+              + f" | {bool(steps['validate']['valid'])} |")
+    print(f"\nrecommendations identical: {same}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--section", choices=("all", "synthetic", "uci"), default="all")
+    parser.add_argument("--section", choices=("all", "synthetic", "uci", "grain"), default="all")
+    parser.add_argument("--grain-customers", type=int, default=200_000, help="the grain section's store")
+    parser.add_argument("--grain-days", type=int, default=410, help="days of history of the grain section's store")
     parser.add_argument("--sizes", nargs="+", type=_size, default=[(20_000, 365), (100_000, 365)],
                         help="synthetic stores as CUSTOMERSxDAYS")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
@@ -322,6 +436,8 @@ def main(argv: list[str] | None = None) -> None:
         print_synthetic(results, args.min_sends)
     if args.section in ("all", "uci"):
         run_uci(args.uci_path, args.trials, args.timeout)
+    if args.section in ("all", "grain"):
+        run_grain(args.grain_customers, args.grain_days, args.seeds[0])
     print(f"\ntotal wall time {time.perf_counter() - began:.0f} s")
 
 

@@ -96,5 +96,8 @@ def document(dag) -> Any:
 
     dag.doc_md = dag_doc(dag.dag_id, dag.doc_md or "")
     for operator in dag.tasks:
-        operator.doc_md = task_doc(dag.dag_id, operator.task_id)
+        if operator.is_mapped:  # a mapped task (dags/_partitioned.py) keeps it in its partial kwargs
+            operator.partial_kwargs["doc_md"] = task_doc(dag.dag_id, operator.task_id)
+        else:
+            operator.doc_md = task_doc(dag.dag_id, operator.task_id)
     return dag

@@ -183,8 +183,10 @@ def identity_resolution():
 
 @task
 def remove_old_run_folders(**context) -> dict:
-    """Delete the run folders older than ``run_folder_retention_days`` (``revopt gc`` by hand)."""
-    from revopt.platform.retention import remove_old_run_folders
+    """Delete the run folders older than ``run_folder_retention_days`` (``revopt gc`` by hand) and the published
+    run dates older than ``published_retention_days`` (0: none)."""
+    from revopt.platform.retention import nightly_retention
 
-    settings = resources().settings
-    return remove_old_run_folders(settings, run_date_of(context), run_params_of(context).run_folder_retention_days)
+    params = run_params_of(context)
+    return nightly_retention(resources().settings, run_date_of(context), params.run_folder_retention_days,
+                             params.published_retention_days)

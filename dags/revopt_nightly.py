@@ -1,7 +1,7 @@
 """Nightly scoring for logical date D, from one validated extract:
 
 - customer scores: features -> score with every customer family's ``@champion`` -> publish
-  ``scores.customer_scores``;
+  ``scores.customer_scores``, mapped over ``partitions`` customer-hash slices (one task each);
 - prices: recommendations with the pricing ``@champion`` -> publish ``scores.price_recommendations``;
 - send times: each customer's best hours with the send-time ``@champion`` on the latest
   engagement -> publish ``scores.send_time_recommendations``;
@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
+from _partitioned import partitioned_scores
 from _run_end import finish, nightly_report, record_alias_moves
 from _support import (DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs,
                       publish_to, remove_old_run_folders, resources, retrain_signal, run_date_of, run_params,
@@ -65,13 +66,6 @@ def revopt_nightly():
     def assign_experiments(extract_paths: dict[str, str], **context) -> dict:
         from ml.pipeline import assign_experiments
         return assign_experiments(resources(), run_date_of(context), extract_paths, run_params_of(context))
-
-    @task
-    def score(features: dict, extract_paths: dict[str, str], **context) -> dict:
-        from ml.pipeline import score_customers
-
-        return skip_if_skipped(score_customers(resources(), run_date_of(context), features["path"], extract_paths,
-                                               run_params_of(context)), context)
 
     @task
     def recommend_prices(extract_paths: dict[str, str], **context) -> dict:
@@ -161,10 +155,10 @@ def revopt_nightly():
     validated = validate(extracted, "nightly")
     assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
     features = build_features(validated)
-    scores = score(features, validated)
+    # customer scores mapped over the `partitions` customer-hash slices (dags/_partitioned.py, docs/scale.md)
+    scores, gathered, published_scores = partitioned_scores(validated, features)
     assigned >> scores
-    published_scores = publish_to("publish", "customer_scores")(scores)
-    drift = check_drift(scores)
+    drift = check_drift(gathered)
     retrain_signal("drift_above_threshold", "signal_drift", DRIFT_DETECTED)(drift)
     performance = evaluate_outcomes(validated)
     retrain_signal("performance_below_threshold", "signal_performance_drop", PERFORMANCE_DROPPED)(performance)

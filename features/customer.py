@@ -19,6 +19,7 @@ Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -400,6 +401,163 @@ def event_features_in_store(store, since_ts: pd.Timestamp, run_ts: pd.Timestamp)
                                                event_features_params(since_ts, run_ts)))
 
 
+#: The training extract's event features: :func:`customer_event_features` at every cutoff a training run
+#: builds customer features at, one row per customer and cutoff, computed in ClickHouse
+#: (:func:`event_features_at_cutoffs_sql`), so no per-customer-day row leaves the database.
+EVENT_FEATURES_AT_CUTOFFS = "customer_event_features_at_cutoffs"
+
+
+def event_features_at_cutoffs_sql(database: str, cutoffs: Sequence[pd.Timestamp], lookback_days: int | None,
+                                  events: str | None = None) -> str:
+    """ClickHouse SQL computing :func:`customer_event_features` at every one of ``cutoffs`` (midnight UTC
+    days) in one query: one row per customer and cutoff, with a ``cutoff`` column, for the customers
+    with any event in ``[cutoff - lookback_days, cutoff)`` (all of the extract's window when None), as
+    :func:`customer_features` sees them from a training extract's daily rows cut at that cutoff
+    (:func:`history_since`). ``events`` must carry ``known_from``
+    (:func:`revopt.platform.identity.events_source` with ``known_from=True``): an event counts at a
+    cutoff only if its day and its ``known_from`` are both before it.
+
+    Parameters: ``since`` and ``run_ts`` (``DateTime64(3, 'UTC')``, the extract window); the cutoffs
+    and the lookback are written into the SQL (dates and an integer we format ourselves).
+
+    Two parts, each reading the events once. The 30-day counts: every event is repeated for the
+    (few) cutoffs whose 30 days it falls in (``ARRAY JOIN``), then counted per customer and cutoff;
+    a session counts once per day and ``known_from``, as the daily rows count it. The last session
+    day: each event goes to one bucket, the first cutoff it counts at (the first cutoff after both
+    its day and its ``known_from``); the latest (session) day of a customer at cutoff ``i`` is the
+    maximum over buckets ``<= i``, kept when it is within the lookback (if the latest is not, no
+    earlier day is either), so nothing is repeated over the long lookback.
+    """
+    days = sorted({_naive(cutoff).normalize() for cutoff in cutoffs})
+    if not days:
+        raise ValueError("event features at cutoffs need at least one cutoff")
+    array = "[" + ", ".join(f"toDate('{day.strftime('%Y-%m-%d')}')" for day in days) + "]"
+    lookback = 1_000_000 if lookback_days is None else int(lookback_days)
+    return f"""
+WITH {array} AS cutoffs,
+window_events AS (
+    SELECT customer_id, toDate(event_time) AS day, known_from, session_id, event_type, is_machine
+    FROM {events or f"{database}.events"}
+    WHERE customer_id != 0
+      AND event_time >= {{since:DateTime64(3, 'UTC')}}
+      AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
+)
+SELECT
+    toInt64(customer_id) AS customer_id,
+    cutoff,
+    toInt64(sum(sessions_7d)) AS sessions_7d,
+    toInt64(sum(sessions_30d)) AS sessions_30d,
+    toInt64(sum(product_views_30d)) AS product_views_30d,
+    toInt64(sum(add_to_carts_30d)) AS add_to_carts_30d,
+    toInt64(sum(email_opens_30d)) AS email_opens_30d,
+    toInt64(sum(email_clicks_30d)) AS email_clicks_30d,
+    max(last_session_day) AS last_session_day
+FROM (
+    SELECT customer_id, cutoff,
+           uniqExactIf((day, known_from, session_id), event_type NOT LIKE 'email_%' AND day >= cutoff - 7) AS sessions_7d,
+           uniqExactIf((day, known_from, session_id), event_type NOT LIKE 'email_%') AS sessions_30d,
+           countIf(event_type = 'product_view') AS product_views_30d,
+           countIf(event_type = 'add_to_cart') AS add_to_carts_30d,
+           countIf(event_type = 'email_open' AND is_machine = 0) AS email_opens_30d,
+           countIf(event_type = 'email_click' AND is_machine = 0) AS email_clicks_30d,
+           CAST(NULL AS Nullable(Date)) AS last_session_day
+    FROM window_events
+    ARRAY JOIN arrayFilter(c -> day < c AND known_from < c AND day >= c - 30 AND day >= c - {lookback}, cutoffs) AS cutoff
+    GROUP BY customer_id, cutoff
+    UNION ALL
+    SELECT customer_id, cutoffs[i] AS cutoff, 0, 0, 0, 0, 0, 0,
+           if(max(session_day) >= cutoffs[i] - {lookback}, max(session_day), NULL) AS last_session_day
+    FROM (
+        SELECT customer_id, arrayFirstIndex(c -> c > greatest(day, known_from), cutoffs) AS bucket,
+               max(day) AS any_day,
+               max(if(event_type NOT LIKE 'email_%', toNullable(day), NULL)) AS session_day
+        FROM window_events
+        GROUP BY customer_id, bucket
+        HAVING bucket > 0
+    )
+    ARRAY JOIN arrayFilter(i -> i >= bucket, arrayEnumerate(cutoffs)) AS i
+    GROUP BY customer_id, i
+    HAVING max(any_day) >= cutoffs[i] - {lookback}
+)
+GROUP BY customer_id, cutoff
+ORDER BY cutoff, customer_id
+"""
+
+
+def typed_event_features_at_cutoffs(frame: pd.DataFrame, cutoffs: Sequence[pd.Timestamp],
+                                    lookback_days: int | None) -> pd.DataFrame:
+    """A result of :func:`event_features_at_cutoffs_sql` with the dtypes of :func:`customer_event_features`,
+    ``cutoff`` as ``datetime64[ns]`` (midnight UTC, naive), and what it was computed for in ``attrs``
+    (which Parquet keeps): ``cutoffs`` (ISO days, with or without rows) and ``lookback_days``."""
+    cutoff = pd.to_datetime(frame["cutoff"] if "cutoff" in frame.columns else pd.Series(dtype="datetime64[ns]"))
+    typed = typed_event_features(frame.drop(columns=["cutoff"], errors="ignore"))
+    typed.insert(1, "cutoff", cutoff.astype("datetime64[ns]").to_numpy())
+    typed.attrs["cutoffs"] = sorted({_naive(day).normalize().date().isoformat() for day in cutoffs})
+    typed.attrs["lookback_days"] = lookback_days
+    return typed
+
+
+def event_features_at_cutoffs_in_store(store, since_ts: pd.Timestamp, run_ts: pd.Timestamp,
+                                       cutoffs: Sequence[pd.Timestamp], lookback_days: int | None) -> pd.DataFrame:
+    """:func:`customer_event_features` at each of ``cutoffs`` computed inside ClickHouse from the events of
+    ``[since_ts, run_ts)`` (:func:`event_features_at_cutoffs_sql`); ``store`` is a
+    :class:`revopt.platform.events.EventStore`, or None when the clickstream is off (an empty frame)."""
+    if store is None or not len(cutoffs):
+        return typed_event_features_at_cutoffs(pd.DataFrame(), cutoffs, lookback_days)
+    sql = event_features_at_cutoffs_sql(store.database, cutoffs, lookback_days, events_source(store, known_from=True))
+    params = {"since": utc(since_ts).strftime("%Y-%m-%d %H:%M:%S"), "run_ts": utc(run_ts).strftime("%Y-%m-%d %H:%M:%S")}
+    return typed_event_features_at_cutoffs(store.query_df(sql, params), cutoffs, lookback_days)
+
+
+def event_features_at(at_cutoffs: pd.DataFrame, cutoff: pd.Timestamp, lookback_days: int | None) -> pd.DataFrame:
+    """The rows of an :data:`EVENT_FEATURES_AT_CUTOFFS` frame at ``cutoff``, as :func:`customer_event_features`
+    returns them from the daily rows of the ``lookback_days`` before it; a cutoff or a lookback the frame was
+    not computed for raises (its customers would silently get other engagement features)."""
+    day = _naive(cutoff).normalize()
+    if day != _naive(cutoff):
+        raise ValueError(f"event features at cutoffs are computed at midnight UTC; {cutoff} is not")
+    if "lookback_days" in at_cutoffs.attrs and at_cutoffs.attrs["lookback_days"] != lookback_days:
+        raise ValueError(f"{EVENT_FEATURES_AT_CUTOFFS} was computed over {at_cutoffs.attrs['lookback_days']} days "
+                         f"before each cutoff, not {lookback_days}: extract and train with the same params")
+    computed = at_cutoffs.attrs.get("cutoffs")
+    if computed is not None and day.date().isoformat() not in computed:
+        raise KeyError(f"{EVENT_FEATURES_AT_CUTOFFS} was computed at {', '.join(computed)}, not at {day.date()}: the "
+                       "training extract's cutoffs (ml.training_cutoffs) miss one the family builds features at")
+    return at_cutoffs.loc[at_cutoffs["cutoff"] == day].drop(columns=["cutoff"]).reset_index(drop=True)
+
+
+def sample_customers(ids: pd.Index, n: int, seed: int) -> pd.Index:
+    """``n`` of the customer ids ``ids`` (all of them when ``n`` is 0 or at least their number), sorted:
+    the ``n`` with the smallest seeded hash of their id (:func:`customer_hash`). The same customer ranks the
+    same at every cutoff and in every run with this seed, so samples of different cutoffs (populations)
+    overlap as much as they can and a re-run draws the same sample."""
+    if n <= 0 or len(ids) <= n:
+        return ids
+    keys = customer_hash(ids.to_numpy(dtype="int64"), seed)
+    chosen = np.argpartition(keys, n - 1)[:n]
+    return pd.Index(np.sort(ids.to_numpy()[chosen]), name=ids.name)
+
+
+def customer_hash(customer_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash of each customer id (SplitMix64's finaliser of ``id + seed x golden ratio``):
+    uniform, stable across runs, machines and library versions (unlike Python's ``hash``); written here
+    because it is four lines of arithmetic."""
+    with np.errstate(over="ignore"):
+        x = customer_ids.astype("uint64") + np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def sampled(labelled: LabelledSet, n: int, seed: int) -> LabelledSet:
+    """``labelled`` restricted to :func:`sample_customers` of its customers (itself when ``n`` is 0 or
+    covers them all)."""
+    ids = sample_customers(labelled.X.index, n, seed)
+    if len(ids) == len(labelled.X):
+        return labelled
+    return LabelledSet(labelled.cutoff, labelled.X.loc[ids], labelled.y.loc[ids])
+
+
 def completed_orders_in_window(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
     """Completed orders in the label window ``[cutoff, cutoff + horizon_days)``."""
     start = utc(cutoff)
@@ -482,8 +640,13 @@ def describe_test_window(fit: LabelledSet, test: LabelledSet, horizon_days: int)
 
 def features_at(frames: dict[str, pd.DataFrame], cutoff: pd.Timestamp, lookback_days: int | None = None) -> pd.DataFrame:
     """Customer features as of ``cutoff``, indexed by customer_id, from the ``lookback_days`` before it
-    (the nightly run's window, so training and scoring features mean the same; None: all given)."""
-    features = customer_features(frames["customers"], frames["orders"], frames["customer_daily_events"], cutoff,
+    (the nightly run's window, so training and scoring features mean the same; None: all given). The
+    engagement columns come from ``frames[EVENT_FEATURES_AT_CUTOFFS]`` (computed in ClickHouse at the
+    training run's cutoffs, :func:`event_features_at_cutoffs_sql`) when the frames hold it, else from
+    ``frames["customer_daily_events"]``: identical features."""
+    at_cutoffs = frames.get(EVENT_FEATURES_AT_CUTOFFS)
+    features = customer_features(frames["customers"], frames["orders"], frames.get("customer_daily_events"), cutoff,
+                                 event_features=None if at_cutoffs is None else event_features_at(at_cutoffs, cutoff, lookback_days),
                                  lookback_days=lookback_days, order_categories=frames.get("order_categories"))
     return features.set_index("customer_id")[list(FEATURE_COLUMNS)]
 

@@ -5,10 +5,12 @@ Two concerns, both data preparation (no model):
 - **local time**: :func:`local_time` turns UTC instants into each customer's local hour and day
   type (weekday / weekend: local Saturday and Sunday), one vectorised ``tz_convert`` per time zone,
   DST respected; :func:`resolve_timezones` reads missing, empty or invalid IANA names as
-  :data:`FALLBACK_TIMEZONE` (UTC) and says which were known;
+  :data:`revopt.platform.timezones.FALLBACK_TIMEZONE` (UTC) and says which were known;
 - **the nightly input**: the send-time model reads three extracts, ``engagement_by_hour``
   (customer_id, hour_utc, sends, opens, clicks, sessions per customer and UTC hour, see
-  ``revopt.platform.extract.ENGAGEMENT_SQL``), ``orders`` (customer_id, order_ts) and ``customers``
+  ``revopt.platform.engagement_extract.ENGAGEMENT_SQL``; at night ``engagement_by_local_hour``, the same
+  columns summed in the events store per customer, local day type and local hour, each row's
+  ``hour_utc`` one real UTC hour of its cell, so it lands in the same cell of the model's cube), ``orders`` (customer_id, order_ts) and ``customers``
   (customer_id, timezone and the segment column(s), ``country`` by default). A registered model's
   ``predict`` takes one frame (what ``mlflow models serve`` answers), so :func:`engagement_input`
   stacks the three into one long frame with a ``source`` column naming each row's dataset, and
@@ -32,12 +34,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# resolved here and in the events store alike (revopt.platform.timezones); re-exported for the model
+from revopt.platform.timezones import resolve_timezones
+
 #: the local day types, by index: weekday 0, weekend 1 (local Saturday and Sunday)
 DAY_TYPES: tuple[str, ...] = ("weekday", "weekend")
-#: the zone used for customers whose time zone is missing or not a valid IANA name
-FALLBACK_TIMEZONE = "UTC"
-
 ENGAGEMENT = "engagement_by_hour"
+#: the nightly engagement extract at the model's grain (``revopt.platform.engagement_extract.engagement_by_local_hour``):
+#: the same columns, one row per customer, local day type and local hour (per UTC day in the last
+#: ``LOCAL_HOUR_DETAIL_DAYS``), ``hour_utc`` one real UTC hour of that cell, and ``utc_day``
+LOCAL_ENGAGEMENT = "engagement_by_local_hour"
 ORDERS = "orders"
 CUSTOMERS = "customers"
 #: the long frame's column naming each row's dataset (:data:`SOURCES`)
@@ -50,26 +56,6 @@ ENGAGEMENT_COUNTS: tuple[str, ...] = ("sends", "opens", "clicks", "sessions")
 
 
 # --- local time -------------------------------------------------------------------------------------
-
-
-def resolve_timezones(timezones: pd.Series | np.ndarray | Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The zone each value is read in and whether it was known: missing, empty or invalid IANA
-    names become :data:`FALLBACK_TIMEZONE` (UTC)."""
-    values = pd.Series(np.asarray(timezones, dtype=object))
-    names = values.where(values.notna(), "").astype(str).str.strip()
-    valid = {name: _is_valid_zone(name) for name in names.unique()}
-    known = names.map(valid).to_numpy(dtype=bool)
-    return np.where(known, names.to_numpy(dtype=object), FALLBACK_TIMEZONE).astype(object), known
-
-
-def _is_valid_zone(name: str) -> bool:
-    if not name:
-        return False
-    try:
-        pd.Timestamp(0, tz="UTC").tz_convert(name)
-    except (KeyError, ValueError, TypeError, OSError):  # pytz / zoneinfo raise KeyError subclasses, odd names ValueError
-        return False
-    return True
 
 
 def local_time(timestamps: pd.Series, timezones: pd.Series | np.ndarray) -> pd.DataFrame:
@@ -126,7 +112,8 @@ def within_lookback(frames: Mapping[str, pd.DataFrame], run_date: dt.date, lookb
     only: the training extract reaches further back (the customer models' past cutoffs), and send
     time must learn from the history it recommends from. The nightly extract already is that window."""
     since = pd.Timestamp(run_date, tz="UTC") - pd.Timedelta(days=lookback_days)
-    return {**frames, ENGAGEMENT: frames[ENGAGEMENT].loc[lambda f: f["hour_utc"] >= since],
+    engagement = ENGAGEMENT if ENGAGEMENT in frames else LOCAL_ENGAGEMENT  # training reads hourly rows, the night cells
+    return {**frames, engagement: frames[engagement].loc[lambda f: f["hour_utc"] >= since],
             ORDERS: frames[ORDERS].loc[lambda f: f["order_ts"] >= since]}
 
 

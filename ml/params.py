@@ -73,6 +73,13 @@ class RunParams:
         "history allows (customer models: one horizon; pricing and send time: 28 days; budget: 8 weeks). Each "
         "repeats selection on the data before its own test window (pricing, send time and budget with a quarter "
         "of n_trials, at least 2); the gate decides on the latest alone.", (TRAINING,))
+    training_sample_customers: int = _param(
+        200_000, {"type": "integer", "minimum": 0},
+        "Customers the customer models (propensity, churn, CLV) are tuned and fitted on at each fit cutoff: a seeded "
+        "sample by customer-id hash, the same customers at every cutoff and re-run (0: every customer). The test "
+        "window the gate decides on always holds every customer. On a 200k-customer store (docs/scale.md, Training at "
+        "1M) fitting on 50k instead of all cost propensity 0.0016 and churn 0.0020 test ROC AUC; 200k keeps a fit at "
+        "a million customers as costly as a full fit at 200k.", (TRAINING,))
     price_min_margin: float = _param(0.10, {"type": "number", "minimum": 0}, "Recommended price >= cost x (1 + this).")
     price_max_change: float = _param(0.10, {"type": "number", "minimum": 0, "maximum": 0.99},
                                      "Largest price move per run, as a share of the current price.")
@@ -223,6 +230,19 @@ class RunParams:
         30, {"type": "integer", "minimum": 1},
         "Run folders (extracts, features, outputs: personal data) of run dates older than this many days before the "
         "run date are deleted by the nightly run (`revopt gc` by hand; docs/privacy.md).", (NIGHTLY,))
+    published_retention_days: int = _param(
+        0, {"type": "integer", "minimum": 0},
+        "Run dates of the partitioned published tables (scores.customer_scores and the other per-customer ones) "
+        "older than this many days before the run date are detached and dropped by the nightly run; 0 (the "
+        "default) keeps every run date: they are what downstream apps read as history, and the outcome checks "
+        "read past nights back to the longest horizon (e.g. clv_horizon_days), so set it above that "
+        "(docs/scale.md, \"Publishing\").", (NIGHTLY,))
+    partitions: int = _param(
+        1, {"type": "integer", "minimum": 1, "maximum": 64},
+        "Customer-hash partitions the nightly customer scoring and its publishing are mapped over (one task per "
+        "partition, the same published rows for any number). 1 for the embedded stack, whose tasks run one at a "
+        "time; raise it to about the Celery worker slots (compose profile celery) so the slices run side by side "
+        "(docs/scale.md, partitioned execution).", (NIGHTLY,))
 
     experiment_holdout_share: float = _param(
         0.0, {"type": "number", "minimum": 0, "maximum": 0.5},

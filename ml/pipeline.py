@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import conversion_paths
-from features.customer import FEATURE_COLUMNS, customer_features, event_features_in_store
-from ml import drift
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, customer_features, event_features_in_store
+from ml import drift, training_cutoffs
 from ml.attribution import steps
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time, uplift
 from ml.families.explain import factors_json
@@ -34,6 +34,7 @@ from ml.experiments.variants import serve_price_variants, serve_send_time_varian
 from ml.families.clv import value_tier
 from ml.family import Family
 from ml.params import EXPERIMENTS, NIGHTLY, TRAINING, RunParams
+from ml.partitioning import Partition
 from ml.personalisation import steps as personalisation
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
 from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
@@ -60,14 +61,14 @@ NBA_DATASETS = ("customers", "orders", "order_categories", "products", "inventor
 
 def _datasets(purpose: str) -> tuple[str, ...]:
     """What the ``purpose`` DAG's extract writes: every dataset a registered family reads for it, in
-    extract order (training builds customer features at many past cutoffs from the daily event rows;
-    the nightly run reads one row per customer computed in ClickHouse instead), and at night what the
+    extract order (training reads the event features at its past cutoffs, the nightly run at the run date:
+    rows per customer computed in ClickHouse, never the daily event rows), and at night what the
     attribution step reads."""
     wanted = {name for family in FAMILIES
               for name in (family.training_datasets if purpose == TRAINING else family.nightly_datasets)}
     if purpose == NIGHTLY:
         wanted |= {*ATTRIBUTION_DATASETS, *NBA_DATASETS}
-    return tuple(name for name in (*DATASETS, *EVENT_BUILDERS, *PATH_DATASETS) if name in wanted)
+    return tuple(name for name in (*DATASETS, *EVENT_BUILDERS, EVENT_FEATURES_AT_CUTOFFS, *PATH_DATASETS) if name in wanted)
 
 
 DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY),
@@ -83,20 +84,22 @@ def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunPa
     """The datasets the ``purpose`` DAG reads (:data:`DAG_DATASETS`), over its history
     (:meth:`RunParams.extract_days`), written to the run folder; their paths by name."""
     return extract_datasets(resources, run_date, params.extract_days(purpose), DAG_DATASETS[purpose],
-                            params.attribution_lookback_days)
+                            params.attribution_lookback_days, params)
 
 
 def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int,
-                     datasets: tuple[str, ...] = ALL_DATASETS, path_lookback_days: int = 30) -> dict[str, str]:
-    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables read by the platform, the
-    event datasets of :data:`EVENT_BUILDERS` computed in the events store, and the conversion paths
-    (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the extracted orders."""
+                     datasets: tuple[str, ...] = ALL_DATASETS, path_lookback_days: int = 30,
+                     params: RunParams | None = None) -> dict[str, str]:
+    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables, the event datasets of :data:`EVENT_BUILDERS`
+    and training's at its cutoffs (from ``params``: :mod:`ml.training_cutoffs`), both computed in the events store, and
+    the conversion paths (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the orders."""
     derived = {name: build for name, build in EVENT_BUILDERS.items() if name in datasets}
     paths_wanted = [name for name in PATH_DATASETS if name in datasets]
-    sources = tuple(name for name in datasets if name not in derived and name not in PATH_DATASETS)
+    sources = tuple(name for name in datasets if name not in derived and name not in (*PATH_DATASETS, EVENT_FEATURES_AT_CUTOFFS))
     if paths_wanted and "orders" not in sources:
         sources = (*sources, "orders")
     paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
+    paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, paths, datasets, FAMILIES))
     if paths_wanted:
         customers = (pd.read_parquet(paths["customers"], columns=["customer_id"])["customer_id"]
                      if "customers" in paths else None)
@@ -122,7 +125,7 @@ def _extract_paths(resources: Resources, run_date: dt.date, lookback_days: int, 
 
 #: The datasets built from customers and orders (empty for a store that keeps aggregated sales only).
 ORDER_DATASETS = ("customers", "orders", "order_categories", "product_daily_sales", "day_totals", "customer_daily_events",
-                  "customer_event_features", "engagement_by_hour")
+                  "customer_event_features", "engagement_by_hour", "engagement_by_local_hour", EVENT_FEATURES_AT_CUTOFFS)
 
 
 def aggregates_only(frames: dict[str, pd.DataFrame]) -> bool:
@@ -146,7 +149,7 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
     """
     frames = read_extract(extract_paths)
     if not resources.settings.clickstream:
-        events = (*EVENT_DATASETS, *EVENT_BUILDERS)
+        events = (*EVENT_DATASETS, *EVENT_BUILDERS, EVENT_FEATURES_AT_CUTOFFS)
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s not validated for %s", ", ".join(events), run_date)
         frames = {name: frame for name, frame in frames.items() if name not in events}
     if aggregates_only(frames):
@@ -205,15 +208,21 @@ def train(family: Family, resources: Resources, run_date: dt.date, extract_paths
 
 
 def score_customers(resources: Resources, run_date: dt.date, features_path: str, extract_paths: dict[str, str],
-                    params: RunParams) -> dict[str, Any]:
+                    params: RunParams, partition: Partition | None = None) -> dict[str, Any]:
     """Score every customer with each customer family's ``@champion``: propensity, churn risk
     (active customers only, else NULL), CLV with value tier, and the top 3 factors of each.
     Skipped, with the reasons, when purchase propensity cannot score (the store cannot train it, the
     same question as training on this run's customers and orders, or no version passed the gate);
-    churn and CLV are NULL, with their reasons logged and returned (``without``), when they cannot."""
-    frames = {**read_extract({name: extract_paths[name] for name in ("customers", "orders")}),
-              "customer_features": pd.read_parquet(features_path)}
-    results = {family.name: score_family(family, resources, run_date, frames, params) for family in CUSTOMER_FAMILIES}
+    churn and CLV are NULL, with their reasons logged and returned (``without``), when they cannot.
+    ``partition``: its hash slice only, with the champions pinned for the run and no value tier (it ranks the
+    whole population: ml.partitioned.gather_scores); docs/scale.md, partitioned execution."""
+    if partition is None:
+        frames = {**read_extract({name: extract_paths[name] for name in ("customers", "orders")}),
+                  "customer_features": pd.read_parquet(features_path)}
+        results = {family.name: score_family(family, resources, run_date, frames, params) for family in CUSTOMER_FAMILIES}
+    else:
+        frames = {"customer_features": partition.rows(pd.read_parquet(features_path))}
+        results = partition.score(resources, run_date, frames["customer_features"], CUSTOMER_FAMILIES, params)
     reasons = {name: result["skipped"] for name, result in results.items() if isinstance(result, dict)}
     if propensity.FAMILY.name in reasons:  # every published row has a purchase propensity
         return skipped("customer scores", run_date, "; ".join(reasons.values()))
@@ -237,7 +246,7 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
             "purchase_propensity": values["purchase_propensity"].to_numpy(),
             "churn_risk": values.get("churn_risk", missing).to_numpy(),
             "clv": clv_score,
-            "value_tier": value_tier(clv_score) if "clv" in columns else None,
+            "value_tier": value_tier(clv_score) if "clv" in columns and partition is None else None,
             "top_factors": _combine_json({name: factors.get(name, pd.Series("null", index=features.index))
                                           for name in _SCORE_FAMILIES}),
             **{f"{prefix}_model": columns[name].champion.name if name in columns else None
@@ -250,7 +259,7 @@ def score_customers(resources: Resources, run_date: dt.date, features_path: str,
     )
     for reason in reasons.values():
         logger.warning("customer scores for %s published without a family: %s", run_date, reason)
-    path = _write_output(resources, run_date, "customer_scores", scores)
+    path = _write_output(resources, run_date, "customer_scores" if partition is None else partition.name, scores)
     versions = {name: s.champion.version for name, s in columns.items()}
     logger.info("scored %d customers with %s", len(scores), {n: f"v{v}" for n, v in versions.items()})
     return {"path": str(path), "features_path": features_path, "rows": len(scores), "versions": versions,
@@ -592,7 +601,7 @@ def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: di
 #: What each family's outcome check reads from tonight's extract.
 _OUTCOME_DATASETS = {propensity.FAMILY.name: ("orders",), churn.FAMILY.name: ("orders",), clv.FAMILY.name: ("orders",),
                      pricing.FAMILY.name: ("product_daily_sales", "product_sales"),
-                     send_time.FAMILY.name: ("engagement_by_hour", "orders"),
+                     send_time.FAMILY.name: ("engagement_by_local_hour", "orders"),
                      budget.FAMILY.name: ("marketing_spend", "orders")}
 
 
@@ -644,7 +653,7 @@ def _pricing_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[s
 def _send_time_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],
                        run: mlflow.entities.Run | None) -> outcomes.Outcome:
     recommendations = _published_rows(conn, scored, outcomes.SEND_TIME_RECOMMENDATION_COLUMNS)
-    return outcomes.send_time_outcome(scored, horizon, recommendations, frames["engagement_by_hour"], frames["orders"])
+    return outcomes.send_time_outcome(scored, horizon, recommendations, frames["engagement_by_local_hour"], frames["orders"])
 
 
 def _budget_outcome(conn, scored: outcomes.Scored, horizon: int, frames: dict[str, pd.DataFrame],

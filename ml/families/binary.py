@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from features.customer import (
-    FEATURE_COLUMNS, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs, population,
-    purchase_label, selection_split,
+    EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs,
+    population, purchase_label, sampled, selection_split,
 )
 from ml import plots
 from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
@@ -135,7 +135,12 @@ class CalibratedClassifierModel(mlflow.pyfunc.PythonModel):
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
         """Per-feature log-odds contributions (the published top factors)."""
-        return self.model.contributions(with_btyd(features, self.btyd))
+        return self.explained(features)[0]
+
+    def explained(self, features: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The contributions and the values they explain: the features with the BG/NBD columns, derived once."""
+        values = with_btyd(features, self.btyd)
+        return self.model.contributions(values), values
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,7 @@ class BinaryFamily:
     active_days: Callable[[RunParams], int] | None = None
     features: tuple[str, ...] = FEATURE_COLUMNS
     metric: Metric = ROC_AUC
-    training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_daily_events")
+    training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, EVENT_FEATURES_AT_CUTOFFS)
     nightly_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_event_features")
     #: what the family predicts, in a paragraph (the registered model's description)
     description: str = ""
@@ -228,13 +233,25 @@ class BinaryFamily:
             label_sets.append({f"{role} at {cutoff.date()}": bought if self.active_days is None else 1 - bought})
         return label_sets[0], label_sets[1]
 
+    def training_cutoffs(self, frames: Frames, run_date: dt.date, params: RunParams) -> list[pd.Timestamp]:
+        """Every cutoff :meth:`training_data` may build customer features at: the fit and test cutoffs of
+        each backtest origin (the training extract computes the event features at these,
+        :mod:`ml.training_cutoffs`)."""
+        return [cutoff for pair in self._origin_cutoffs(run_date, params) for cutoff in pair]
+
+    def _origin_cutoffs(self, run_date: dt.date, params: RunParams) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """(fit cutoff, test cutoff) of origins 0 .. ``backtest_origins - 1``."""
+        return [evaluation_cutoffs(run_date, self.horizon(params), origin) for origin in range(params.backtest_origins)]
+
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> BinaryData:
+        """The labelled sets at every origin's cutoffs; each fit set is the ``training_sample_customers``
+        sample of its customers (:func:`features.customer.sample_customers`: selection and fitting see only
+        them), each test set holds every customer of its window (the gate's test is on the whole window)."""
         horizon = self.horizon(params)
-        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, horizon)
+        (fit_cutoff, test_cutoff), *origins = self._origin_cutoffs(run_date, params)
         earlier = []
         first_order = frames["orders"]["order_ts"].min()
-        for origin in range(1, params.backtest_origins):
-            origin_fit, origin_test = evaluation_cutoffs(run_date, horizon, origin)
+        for origin, (origin_fit, origin_test) in enumerate(origins, start=1):
             fit_labels, test_labels = self._label_sets(frames, run_date, params, origin)
             # an origin needs a horizon of history before its fit cutoff and both labels at both cutoffs
             if (pd.isna(first_order) or first_order > origin_fit - pd.Timedelta(days=horizon)
@@ -243,9 +260,17 @@ class BinaryFamily:
                 logger.info("%s backtest for %s: history allows %d origin(s) (origin %d would fit at %s)", self.name,
                             run_date, origin, origin, origin_fit.date())
                 break
-            earlier.append((self.labelled_set(frames, origin_fit, params), self.labelled_set(frames, origin_test, params)))
-        return BinaryData(run_date, horizon, self.labelled_set(frames, fit_cutoff, params),
+            earlier.append((self._fit_set(frames, origin_fit, params), self.labelled_set(frames, origin_test, params)))
+        return BinaryData(run_date, horizon, self._fit_set(frames, fit_cutoff, params),
                           self.labelled_set(frames, test_cutoff, params), tuple(earlier))
+
+    def _fit_set(self, frames: Frames, cutoff: pd.Timestamp, params: RunParams) -> LabelledSet:
+        fit = self.labelled_set(frames, cutoff, params)
+        sample = sampled(fit, params.training_sample_customers, params.seed)
+        if len(sample.y) < len(fit.y):
+            logger.info("%s at %s: fitting on a sample of %d of %d customers (training_sample_customers)", self.name,
+                        cutoff.date(), len(sample.y), len(fit.y))
+        return sample
 
     def select(self, fit: LabelledSet, params: RunParams, run_date: dt.date, study_name: str,
                callbacks: Sequence[Callback] = (), features: Sequence[str] | None = None) -> Selected:
@@ -303,7 +328,9 @@ class BinaryFamily:
         metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))  # the gate's: raw scores, before calibration
         baseline = self.baseline_evaluation(test, data.window)
         backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
-        importance = model.contributions(test.X).abs().mean().rename(
+        # TreeSHAP over the sample of the test window's customers (all of them when it holds fewer): at a million
+        # customers the whole window would cost minutes for a plot and a logged mean
+        importance = model.contributions(sampled(test, params.training_sample_customers, seed).X).abs().mean().rename(
             "mean |contribution| on the test window (log-odds)")
         return Trained(
             model=final,
@@ -314,7 +341,8 @@ class BinaryFamily:
             params={
                 "horizon_days": data.horizon, "families": ",".join(ESTIMATORS),
                 "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
-                "n_fit": len(fit.y), "n_selection_train": selected.n_train, "n_selection_valid": selected.n_valid,
+                "n_fit": len(fit.y), "training_sample_customers": params.training_sample_customers,
+                "n_selection_train": selected.n_train, "n_selection_valid": selected.n_valid,
                 "n_test": len(test.y), "best_family": selected.spec.family, "best_num_rounds": selected.spec.num_rounds,
                 "calibration": selected.calibration, "baseline": self.baseline_name,
                 "backtest_origins": 1 + len(data.earlier), "btyd_features": btyd is not None,

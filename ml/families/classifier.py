@@ -13,8 +13,8 @@ fitted on the published model's own scores of rows it did not train on (:func:`c
 window, ``ml.families.binary``), and the calibration reported for it is cross-fitted there, so no
 prediction is scored by a calibrator that saw its own label.
 
-Explanations are each family's own additive contributions in log-odds: LightGBM
-``pred_contrib``, XGBoost ``pred_contribs``, CatBoost ``ShapValues`` (all TreeSHAP), and for the
+Explanations are each family's own additive contributions in log-odds: LightGBM's
+``pred_contrib`` values (computed by :mod:`ml.families.treeshap`), XGBoost ``pred_contribs``, CatBoost ``ShapValues`` (all TreeSHAP), and for the
 logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the standardised inputs;
 :mod:`ml.families.explain` turns them into the published top factors.
 """
@@ -39,6 +39,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from ml.families import treeshap
 from ml.gate import finite_or_nan, rank_key
 from ml.tuning import Budget, Callback, Scored, SearchSpace, search
 
@@ -382,51 +383,19 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean(np.asarray(y)[top]) / overall) if overall > 0 else float("nan")
 
 
-_INT64_KEYS = 2**62
 def lightgbm_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-    """``booster.predict(X, pred_contrib=True)`` (bias last), computed tree by tree on the distinct
-    split patterns of each tree and summed over trees.
-
-    A tree's TreeSHAP values depend on a row only through the side of each of that tree's splits
-    the row falls on, so rows sharing every split decision of a tree share its contributions, and
-    TreeSHAP (cost ~ leaves x depth^2 per row and tree) runs once per distinct pattern instead of
-    once per row. Equal to LightGBM's own result up to floating-point summation order. Falls back
-    to LightGBM's call when the shortcut does not apply: missing values in ``X``, categorical
-    splits, zero-as-missing, or several models per iteration.
+    """``booster.predict(X, pred_contrib=True)`` (bias last): the same exact path-dependent TreeSHAP
+    values, to floating-point summation order, from :mod:`ml.families.treeshap` (compiled, parallel over
+    rows, each distinct split pattern of a tree explained once), with the trees ``predict`` would use
+    (up to ``best_iteration`` when set). Missing values and zero-as-missing splits are handled; falls
+    back to LightGBM's own call for categorical splits, linear trees, random-forest averaging or
+    several models per iteration.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
-    if not len(X):
-        return np.zeros((0, X.shape[1] + 1))
-    trees = booster.trees_to_dataframe()
-    splits = trees[trees["split_feature"].notna()]
-    if (np.isnan(X).any() or booster.num_model_per_iteration() != 1 or (splits["decision_type"] != "<=").any()
-            or (splits["missing_type"] == "Zero").any()):
+    model = booster.dump_model(num_iteration=booster.best_iteration or None)
+    if not treeshap.supports(model):
         return booster.predict(X, pred_contrib=True)
-    column = {name: i for i, name in enumerate(booster.feature_name())}
-    # Each value's position among all thresholds of its feature, once; each tree maps it to its own thresholds.
-    thresholds = {feature: np.unique(group["threshold"].to_numpy(dtype=np.float64))
-                  for feature, group in splits.groupby("split_feature")}
-    codes = {feature: np.searchsorted(th, X[:, column[feature]], side="left").astype(np.int32)
-             for feature, th in thresholds.items()}
-    out = np.zeros((len(X), X.shape[1] + 1))
-    for tree_index, tree in splits.groupby("tree_index", sort=True):
-        key = np.zeros(len(X), dtype=np.int64)
-        size = 1
-        for feature, group in tree.groupby("split_feature"):
-            own = np.unique(group["threshold"].to_numpy(dtype=np.float64))
-            # global position g (values in (th[g-1], th[g]]) -> position among this tree's thresholds
-            local = np.searchsorted(own, np.append(thresholds[feature], np.inf), side="left")
-            size *= len(own) + 1
-            if size >= _INT64_KEYS:
-                return booster.predict(X, pred_contrib=True)
-            key = key * (len(own) + 1) + local[codes[feature]]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        out += booster.predict(X[first], pred_contrib=True, start_iteration=int(tree_index), num_iteration=1)[inverse]
-    # trees without a split (a constant) only add to the bias
-    constant = sorted(set(trees["tree_index"]) - set(splits["tree_index"]))
-    for tree_index in constant:
-        out[:, -1] += booster.predict(X[:1], pred_contrib=True, start_iteration=int(tree_index), num_iteration=1)[0, -1]
-    return out
+    return treeshap.contributions(treeshap.tables(model), X)
 
 
 def label_shortfall(label_sets: dict[str, pd.Series], min_per_label: int = MIN_PER_LABEL,

@@ -279,12 +279,16 @@ def factors_json(model: Any, X: pd.DataFrame, score_name: str, score: Any) -> pd
     for a model without contributions (BTYD); only the rows the family scored: explaining is costly (docs/scale.md)."""
     if not len(X):
         return pd.Series(dtype=object)
-    contributions = model.contributions(X)
+    if hasattr(model, "explained"):  # a classifier: its contributions and the BG/NBD columns it derived for them
+        contributions, values = model.explained(X)
+    else:
+        contributions = model.contributions(X)
+        if contributions is not None:
+            from ml.families.binary import with_btyd  # lazily: this module stays light (no model libraries)
+
+            values = with_btyd(X, getattr(model, "btyd", None))  # the BG/NBD columns a model derives, when it does
     if contributions is None:
         return pd.Series("null", index=X.index)
     contributions = contributions.drop(columns="bias", errors="ignore")
-    from ml.families.binary import with_btyd  # lazily: this module stays light (no model libraries)
-
-    values = with_btyd(X, getattr(model, "btyd", None))  # the BG/NBD columns a classifier derives, when it does
     terms = score_terms(score_name, getattr(model, "horizon_days", None))
     return top_factors(contributions, values, np.asarray(score, dtype="float64"), terms, k=3)

@@ -168,6 +168,7 @@ def _erase_postgres(conn: Any, person: Person, report: ErasureReport) -> list[st
         "identifiers": sorted(person.account_texts | person.anonymous_ids),
         "anonymous": sorted(person.anonymous_ids), "customer_experiments": customer_experiments,
     }
+    _erase_staged(conn, person, report)
     touched = []
     for table, columns in tables.items():
         conditions = _row_conditions(table, columns)
@@ -179,6 +180,20 @@ def _erase_postgres(conn: Any, person: Person, report: ErasureReport) -> list[st
         elif _redact_text_columns(conn, table, columns, person, report):
             touched.append(table)
     return touched
+
+
+def _erase_staged(conn: Any, person: Person, report: ErasureReport) -> None:
+    """The person's rows in staged slices not published yet (``scores_partitions.<table>__stage<date>``, left by a
+    partitioned publish that failed or is still running, revopt.platform.postgres.stage_slice): readers never see
+    them, but they are personal data all the same. Published partitions are reached through their parent tables."""
+    staged = conn.execute(
+        "SELECT c.table_name FROM information_schema.columns AS c WHERE c.table_schema = 'scores_partitions' "
+        "AND c.table_name LIKE '%%\\_\\_stage%%' AND c.column_name = 'customer_id' ORDER BY 1").fetchall()
+    for (table,) in staged:
+        deleted = conn.execute(f'DELETE FROM scores_partitions."{table}" WHERE customer_id = ANY(%(accounts)s)',
+                               {"accounts": sorted(person.accounts)}).rowcount
+        if deleted:
+            report.add(f"scores_partitions.{table}", deleted)
 
 
 def _redact_text_columns(conn: Any, table: str, columns: dict[str, str], person: Person,

@@ -20,6 +20,8 @@ from revopt.platform.config import Settings
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
 from revopt.platform.postgres import read_frame
 from revopt.platform.events import EventStore
+from revopt.platform.engagement_extract import (engagement_by_hour, engagement_by_local_hour, empty_engagement,
+                                                empty_local_engagement)
 from revopt.platform.identity import account_map, canonical_customers, canonical_ids, events_source
 from revopt.platform.privacy import id_secret
 from revopt.platform.stack import connect_postgres, event_store
@@ -91,51 +93,6 @@ WHERE customer_id != 0
   AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
 GROUP BY customer_id, day, known_from
 ORDER BY customer_id, day, known_from
-"""
-
-# Send-time evidence per customer and UTC hour: campaign sends in that hour with whether each was
-# opened / clicked by a human (a response belongs to the customer's latest send before it;
-# machine opens are excluded), plus the web sessions the customer started in that hour.
-ENGAGEMENT_SQL = """
-WITH
-sends AS (
-    SELECT customer_id, event_time AS send_time
-    FROM {events}
-    WHERE event_type = 'email_send' AND customer_id != 0
-      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
-),
-responses AS (
-    SELECT r.customer_id AS customer_id, s.send_time AS send_time,
-           max(r.event_type = 'email_open') AS opened, max(r.event_type = 'email_click') AS clicked
-    FROM (
-        SELECT customer_id, event_time, event_type
-        FROM {events}
-        WHERE event_type IN ('email_open', 'email_click') AND is_machine = 0 AND customer_id != 0
-          AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
-    ) AS r
-    ASOF INNER JOIN sends AS s ON r.customer_id = s.customer_id AND r.event_time >= s.send_time
-    GROUP BY r.customer_id, s.send_time
-),
-email AS (
-    SELECT s.customer_id AS customer_id, toStartOfHour(s.send_time) AS hour_utc,
-           count() AS sends, sum(r.opened) AS opens, sum(r.clicked) AS clicks, 0 AS sessions
-    FROM sends AS s
-    LEFT JOIN responses AS r ON r.customer_id = s.customer_id AND r.send_time = s.send_time
-    GROUP BY customer_id, hour_utc
-),
-visits AS (
-    SELECT customer_id, toStartOfHour(min(event_time)) AS hour_utc, 0 AS sends, 0 AS opens, 0 AS clicks, 1 AS sessions
-    FROM {events}
-    WHERE session_id != 0 AND customer_id != 0
-      AND event_time >= {{since:DateTime64(3, 'UTC')}} AND event_time < {{run_ts:DateTime64(3, 'UTC')}}
-    GROUP BY customer_id, session_id
-)
-SELECT toInt64(customer_id) AS customer_id, hour_utc,
-       toInt64(sum(sends)) AS sends, toInt64(sum(opens)) AS opens,
-       toInt64(sum(clicks)) AS clicks, toInt64(sum(sessions)) AS sessions
-FROM (SELECT * FROM email UNION ALL SELECT * FROM visits)
-GROUP BY customer_id, hour_utc
-ORDER BY customer_id, hour_utc
 """
 
 # ``campaign`` is optional in a store's view (contract): {campaign} is the column, or '' when the view has none.
@@ -323,10 +280,10 @@ PRODUCT_VIEW_COLUMNS = ("customer_id", "product_id", "day", "views")
 DATASETS = (
     "customers", "orders", "order_categories", "customer_daily_events", "products", "product_daily_sales", "day_totals",
     "competitor_prices", "inventory", "promotions", "product_sales", "listings", "product_groups", "engagement_by_hour",
-    "marketing_spend", "experiment_exposures", "offers", "order_items", "product_views",
+    "marketing_spend", "experiment_exposures", "offers", "order_items", "product_views", "engagement_by_local_hour",
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
-EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour", "product_views")
+EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour", "product_views", "engagement_by_local_hour")
 #: A dataset computed inside the events store by a caller's builder (e.g. the customers' event
 #: features, ``features.customer.event_features_in_store``): (store or None, since, run_ts) -> frame.
 EventBuilder = Callable[[EventStore | None, pd.Timestamp, pd.Timestamp], pd.DataFrame]
@@ -334,7 +291,6 @@ DAILY_EVENT_COLUMNS = (
     "customer_id", "day", "sessions", "page_views", "product_views", "add_to_carts", "checkouts", "purchases",
     "email_sends", "email_opens", "email_clicks", "known_from",
 )
-ENGAGEMENT_COLUMNS = ("customer_id", "hour_utc", "sends", "opens", "clicks", "sessions")
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
@@ -429,8 +385,9 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
         daily_events, engagement, views = empty_daily_events(), empty_engagement(), empty_product_views()
+        local_engagement = empty_local_engagement()
     else:
-        daily_events = engagement = views = None
+        daily_events = engagement = views = local_engagement = None
         if "product_views" in datasets:
             views = product_views(store, since_ts, run_ts)
         if "customer_daily_events" in datasets:
@@ -442,6 +399,8 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             daily_events["known_from"] = pd.to_datetime(daily_events["known_from"]).astype("datetime64[ns]")
         if "engagement_by_hour" in datasets:
             engagement = engagement_by_hour(store, since_ts, run_ts)
+        if "engagement_by_local_hour" in datasets:
+            local_engagement = engagement_by_local_hour(store, since_ts, run_ts, customers)
 
     paths = {}
     extracted = {
@@ -453,6 +412,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "product_groups": product_groups,
         "engagement_by_hour": engagement, "marketing_spend": spend, "experiment_exposures": exposures,
         "offers": offers, "order_items": order_items, "product_views": views,
+        "engagement_by_local_hour": local_engagement,
     }
     extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
     for name, frame in extracted.items():
@@ -463,16 +423,6 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         paths[name] = str(path)
         logger.info("extracted %s as of %s: %d rows -> %s", name, run_date, len(frame), path)
     return paths
-
-
-def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
-    """Email sends / human opens / clicks and web sessions per customer and UTC hour in
-    ``[since_ts, run_ts)`` (see :data:`ENGAGEMENT_SQL`); ``hour_utc`` is ``datetime64[ns, UTC]``."""
-    frame = store.query_df(
-        ENGAGEMENT_SQL.format(events=events_source(store)),
-        {"since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")},
-    )
-    return _typed_engagement(frame) if len(frame.columns) else empty_engagement()
 
 
 def product_views(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
@@ -514,11 +464,6 @@ def empty_daily_events() -> pd.DataFrame:
     return _typed(pd.DataFrame({c: pd.Series(dtype="int64") for c in DAILY_EVENT_COLUMNS}), {}, dates=("day", "known_from"))
 
 
-def empty_engagement() -> pd.DataFrame:
-    """A typed ``engagement_by_hour`` extract with no rows (a store without clickstream)."""
-    return _typed_engagement(pd.DataFrame(columns=list(ENGAGEMENT_COLUMNS)))
-
-
 def typed_exposures(frame: pd.DataFrame) -> pd.DataFrame:
     """The ``experiment_exposures`` extract typed: ``experiment_id`` str, ``unit_id`` int64 and
     ``first_exposed_at`` ``datetime64[ns, UTC]``, the empty frame of a store without exposures too
@@ -539,12 +484,6 @@ def typed_offers(frame: pd.DataFrame) -> pd.DataFrame:
         typed = typed.astype({"offer_id": "int64", "customer_id": "int64", "offer_type": object, "discount": "float64",
                               "treated": bool})
     typed["sent_at"] = pd.to_datetime(typed["sent_at"], utc=True).astype("datetime64[ns, UTC]")
-    return typed
-
-
-def _typed_engagement(frame: pd.DataFrame) -> pd.DataFrame:
-    typed = frame.astype({column: "int64" for column in ENGAGEMENT_COLUMNS if column != "hour_utc"})
-    typed["hour_utc"] = pd.to_datetime(typed["hour_utc"], utc=True).astype("datetime64[ns, UTC]")
     return typed
 
 

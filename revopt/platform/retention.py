@@ -54,3 +54,30 @@ def remove_old_run_folders(settings: Settings, run_date: dt.date, keep_days: int
                 removed, kept)
     return {"removed": removed, "kept": kept, "cutoff": cutoff.isoformat(),
             "oldest_kept": oldest_kept.isoformat() if oldest_kept else None}
+
+
+def drop_old_published_partitions(settings: Settings, run_date: dt.date, keep_days: int) -> dict[str, object]:
+    """Remove the run dates before ``run_date - keep_days`` from every published table partitioned by run date
+    (run param ``published_retention_days``; 0 keeps everything): old partitions are detached CONCURRENTLY and
+    dropped, older rows of the legacy partition deleted (:func:`revopt.platform.partitions.drop_partitions_before`).
+    Runs on its own autocommit connection, outside any publish transaction. Returns what was removed per table."""
+    if keep_days < 0:
+        raise ValueError(f"keep_days must be at least 0, got {keep_days}")
+    if keep_days == 0:
+        return {"kept": "every run date (published_retention_days = 0)"}
+    from revopt.platform.partitions import drop_partitions_before, partitioned_tables
+    from revopt.platform.stack import connect_postgres
+
+    cutoff = run_date - dt.timedelta(days=keep_days)
+    with connect_postgres(settings, autocommit=True) as conn:
+        removed = {table: drop_partitions_before(conn, table, cutoff) for table in partitioned_tables(conn)}
+    return {"cutoff": cutoff.isoformat(), "tables": removed}
+
+
+def nightly_retention(settings: Settings, run_date: dt.date, run_folder_days: int,
+                      published_days: int) -> dict[str, object]:
+    """The nightly run's retention: run folders (:func:`remove_old_run_folders`), then the old run dates of the
+    partitioned published tables (:func:`drop_old_published_partitions`)."""
+    removed = remove_old_run_folders(settings, run_date, run_folder_days)
+    removed["published"] = drop_old_published_partitions(settings, run_date, published_days)
+    return removed

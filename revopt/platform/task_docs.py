@@ -87,15 +87,37 @@ _NIGHTLY = {
     "build_features": _doc(
         "Builds tonight's customer features (RFM, engagement, categories).", "the extracted datasets.",
         "a features file in the run folder.", "The log names the dataset or column. " + _TRANSIENT),
+    "prepare_scores": _doc(
+        "Decides once for the whole store what every scoring partition shares: which customer families can be "
+        "scored tonight and the `@champion` version of each (pinned for the run), and the `partitions` to map "
+        "`score` over; empties tonight's staging of `scores.customer_scores`.",
+        "the extracted customers and orders, the MLflow registry (`@champion` aliases).",
+        "nothing visible; returns one entry per partition (docs/scale.md, partitioned execution).",
+        "No scoring partition starts; yesterday's scores stay. " + _TRANSIENT),
     "score": _doc(
-        "Scores every customer with the `@champion` of propensity, churn and CLV, with the top factors of each "
-        "score.", "tonight's features, the MLflow registry (`@champion` aliases).",
-        "a scores file in the run folder; returns the versions used.",
+        "Scores the customers of one customer-hash partition (one mapped task each; `partitions`, default 1) with "
+        "the pinned `@champion` of propensity, churn and CLV, with the top factors of each score.",
+        "tonight's features, the versions `prepare_scores` pinned.",
+        "a scores file per partition in the run folder; returns the versions used.",
         "No champion yet: run `revopt run --dag training` first. A family the store cannot support is skipped, "
         "not failed. " + _TRANSIENT),
+    "gather_scores": _doc(
+        "Checks the partitions scored every customer exactly once and gives each customer a value tier (CLV ranked "
+        "over the whole population: high, medium, low).",
+        "every partition's scores file (customer ids and scores only), tonight's features.",
+        "a small file of every customer's scores and tier (what the drift check reads).",
+        "Nothing is published; yesterday's scores stay. A customer missing or scored twice is a bug: read the "
+        "log. " + _TRANSIENT),
+    "stage_scores": _doc(
+        "Copies one partition's scores, with their value tiers, into tonight's staging of "
+        "`scores.customer_scores` (one mapped task per partition).",
+        "the partition's scores file, the gathered tiers.",
+        "the staging table, which readers do not see.",
+        "Nothing of tonight's scores is visible; yesterday's stay. " + _TRANSIENT),
     "publish": _doc(
-        "Publishes tonight's customer scores.", "the file `score` wrote.",
-        "`scores.customer_scores` (the run date's rows, replaced in one transaction).",
+        "Publishes tonight's customer scores: every staged partition becomes the run date's rows at once.",
+        "the staged partitions.",
+        "`scores.customer_scores` (the run date's rows, replaced atomically).",
         "Nothing of tonight's scores is visible; yesterday's stay. " + _TRANSIENT),
     "check_drift": _doc(
         "Compares tonight's features and scores with the training reference (Evidently); above "

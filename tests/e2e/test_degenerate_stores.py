@@ -169,7 +169,8 @@ def _load(settings: Settings, base, store: str, *, validate: bool = True) -> dic
     """Load ``store`` into the sources and return the training extract's paths, validated."""
     shop, events = STORES[store](*base)
     load_sources(settings, shop, None, events)
-    paths = extract_datasets(Resources(settings), RUN_DATE, PARAMS.training_extract_days, DAG_DATASETS["training"])
+    paths = extract_datasets(Resources(settings), RUN_DATE, PARAMS.training_extract_days, DAG_DATASETS["training"],
+                             params=PARAMS)
     if validate:
         pipeline.validate_extracts(Resources(settings), RUN_DATE, paths, PARAMS.training_extract_days)
     return paths

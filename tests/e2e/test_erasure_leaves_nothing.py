@@ -35,6 +35,7 @@ from ml.families import FAMILIES, propensity, recommend, send_time
 from ml.params import RunParams
 from revopt import cli
 from revopt.platform.erasure import erase
+from revopt.platform.postgres import read_frame
 from revopt.platform.privacy import id_secret, pseudonymise, subject_hash
 from revopt.platform.resources import Resources
 from revopt.platform.stack import close_event_stores, connect_postgres, event_store
@@ -110,8 +111,26 @@ def state(settings, forget_models):
     refreshed = pipeline.refresh_affinity(resources, dt.datetime.combine(RUN_DATE, dt.time(), dt.timezone.utc), PARAMS)
     assert pipeline.publish_affinity(resources, RUN_DATE, refreshed) > 0
     close_event_stores()
+    _leave_a_staged_slice(settings)
     return {"ids": [FIRST, SECOND], "devices": devices, "hashes": hashes,
             "pseudonyms": sorted(pseudonymise([FIRST, SECOND, *devices], secret, purpose="id")), "secret": secret}
+
+
+def _leave_a_staged_slice(settings) -> None:
+    """A partitioned publish of the next night that stopped before ``publish_staged``: the person's scores
+    sit in a staging table readers never see (revopt.platform.postgres.stage_slice)."""
+    import json
+
+    from revopt.platform.postgres import discard_staged, stage_slice
+
+    staged_date = RUN_DATE + dt.timedelta(days=1)
+    with connect_postgres(settings) as conn:
+        rows = read_frame(conn, "SELECT * FROM scores.customer_scores WHERE run_date = %s AND customer_id = ANY(%s)",
+                          (RUN_DATE, [FIRST, SECOND]))
+        assert len(rows), "the person should have tonight's scores"
+        rows = rows.assign(run_date=staged_date, top_factors=rows["top_factors"].map(json.dumps))
+        discard_staged(conn, "scores.customer_scores", staged_date)
+        stage_slice(conn, "scores.customer_scores", staged_date, rows)
 
 
 def _log_artifacts_from_before_minimisation(resources: Resources, customers_path: str, secret: bytes) -> None:
@@ -174,15 +193,17 @@ def _search(settings, state) -> dict[str, list[str]]:
                 if hits := _found(content, patterns):
                     found[f"{path.relative_to(settings.home)} ({form})"] = hits
     with connect_postgres(settings) as conn:
-        tables = [t for (t,) in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                                             "'scores' AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+        # scores_partitions: the partitions of the tables partitioned by run date, and any staged run date
+        tables = [t for (t,) in conn.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                                             "WHERE table_schema IN ('scores', 'scores_partitions') "
+                                             "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
         for table in tables:
             dump = io.BytesIO()
-            with conn.cursor().copy(f"COPY scores.{table} TO STDOUT") as copy:
+            with conn.cursor().copy(f"COPY (SELECT * FROM {table}) TO STDOUT") as copy:  # a partitioned one too
                 for chunk in copy:
                     dump.write(chunk)
             if hits := _found(dump.getvalue(), patterns):
-                found[f"scores.{table}"] = hits
+                found[table] = hits
     return found
 
 
@@ -204,9 +225,9 @@ def test_the_search_finds_the_person_however_they_are_stored(tmp_path):
 def test_every_kind_of_state_holds_the_person_before_the_erasure(settings, state):
     found = _search(settings, state)
     where = " ".join(found)
-    for kind in ("extract/orders.parquet", "features/customer_features.parquet", "scores/customer_scores.parquet",
+    for kind in ("extract/orders.parquet", "features/customer_features.parquet", "scores/customer_scores.part-",
                  "scores/identity_map.parquet", "reference/features.parquet", "input_example.json",
-                 "customers.json", "scores.customer_scores",
+                 "customers.json", "scores.customer_scores", "scores_partitions.customer_scores__stage",
                  "scores.identity_map", "scores.customer_affinity", "scores.recommendations"):
         assert kind in where, f"the person should be in {kind} before the erasure; found in {sorted(found)}"
     assert (settings.run_dir(RUN_DATE) / "airflow-revopt_nightly.log").stat().st_size > 0  # searched too

@@ -1,5 +1,6 @@
-"""The event features computed inside ClickHouse (:func:`features.customer.event_features_sql`) equal
-what :func:`features.customer.customer_features` computes in pandas from the daily events extract."""
+"""The event features computed inside ClickHouse (:func:`features.customer.event_features_sql`, and at every
+training cutoff in one query: :func:`features.customer.event_features_at_cutoffs_sql`) equal what
+:func:`features.customer.customer_features` computes in pandas from the daily events extract."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pandas as pd
 import pytest
 
 from features.customer import (
-    customer_event_features, customer_features, event_features_params, event_features_sql, typed_event_features,
+    EVENT_FEATURES_AT_CUTOFFS, customer_event_features, customer_features, event_features_at,
+    event_features_at_cutoffs_in_store, event_features_params, event_features_sql, features_at, history_since,
+    typed_event_features,
 )
 from revopt.platform.extract import DAILY_EVENTS_SQL
 from revopt.platform.identity import events_source, replace_resolution
@@ -87,5 +90,42 @@ def test_an_anonymous_session_counts_only_once_its_device_login_is_known(events)
         pd.testing.assert_frame_equal(customer_event_features(extract, t("2024-03-10")), at_the_cutoff)
         after_login = customer_event_features(extract, t("2024-03-25")).set_index("customer_id")
         assert after_login.loc[customer, "sessions_30d"] == 2  # the anonymous session of 1 March and the login one
+        at_cutoffs = event_features_at_cutoffs_in_store(events, since, t("2024-04-01"),
+                                                        [t("2024-03-10"), t("2024-03-25")], None)
+        for cutoff in (t("2024-03-10"), t("2024-03-25")):
+            pd.testing.assert_frame_equal(event_features_at(at_cutoffs, cutoff, None),
+                                          customer_event_features(extract, cutoff))
+        assert event_features_at(at_cutoffs, t("2024-03-25"), None).set_index("customer_id").loc[customer, "sessions_30d"] == 2
     finally:
         replace_resolution(events, pd.DataFrame(columns=["identifier_type", "identifier", "customer_id", "first_seen"]))
+
+
+def test_event_features_at_every_training_cutoff_equal_pandas(store, events) -> None:
+    """One ClickHouse query at several cutoffs (close together, 30 days apart, one before most history, one
+    with a lookback shorter than the extract) equals the pandas features of the training extract's daily rows
+    cut at each cutoff and its lookback, row for row, and so do the customer features built from either."""
+    run_ts = pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=DAYS)
+    since_ts = run_ts - pd.Timedelta(days=DAYS)
+    lookback = 60
+    cutoffs = [run_ts - pd.Timedelta(days=days) for days in (0, 3, 30, 45, 90, 140)]
+    daily = _daily_events(events, since_ts, run_ts)
+    at_cutoffs = event_features_at_cutoffs_in_store(events, since_ts, run_ts, cutoffs, lookback)
+    assert at_cutoffs.attrs["cutoffs"] == sorted(c.date().isoformat() for c in cutoffs)
+    shop = store.shop
+    lines = shop["order_lines"].assign(value=lambda f: f["quantity"] * f["unit_price"]).groupby("order_id")["value"].sum()
+    orders = shop["orders"][shop["orders"]["order_ts"] < run_ts].assign(
+        order_value=lambda f: f["order_id"].map(lines).fillna(0.0))
+    frames = {"customers": shop["customers"], "orders": orders}
+    for cutoff in cutoffs:
+        _, cut = history_since(orders, daily, cutoff - pd.Timedelta(days=lookback))
+        in_pandas = customer_event_features(cut, cutoff)
+        pd.testing.assert_frame_equal(event_features_at(at_cutoffs, cutoff, lookback), in_pandas, obj=f"at {cutoff.date()}")
+        pd.testing.assert_frame_equal(features_at({**frames, EVENT_FEATURES_AT_CUTOFFS: at_cutoffs}, cutoff, lookback),
+                                      features_at({**frames, "customer_daily_events": daily}, cutoff, lookback))
+    at_most_history = event_features_at(at_cutoffs, cutoffs[0], lookback).set_index("customer_id")
+    assert len(at_most_history) > 1000 and (at_most_history["sessions_7d"] > 0).any()
+    assert at_most_history["last_session_day"].isna().any()  # email-only customers within the lookback
+    with pytest.raises(KeyError, match="not at"):
+        event_features_at(at_cutoffs, run_ts - pd.Timedelta(days=1), lookback)
+    with pytest.raises(ValueError, match="not 90"):
+        event_features_at(at_cutoffs, run_ts, 90)

@@ -108,9 +108,47 @@ def test_training_registers_every_family_as_champion_with_nested_trials(settings
     assert set(_decisions(settings)["model_name"]) == set(MODELS + GATED_ONLY)
 
 
+def _mapped_instances(settings, dag_id: str, task_id: str) -> list[int]:
+    """The map indexes of ``task_id`` in the latest ``dag_id`` run for RUN_DATE (Airflow's metadata database)."""
+    import sqlite3
+
+    with sqlite3.connect(settings.airflow_home / "airflow.db") as db:
+        rows = db.execute("SELECT t.map_index FROM task_instance AS t JOIN dag_run AS r ON r.run_id = t.run_id AND "
+                          "r.dag_id = t.dag_id WHERE r.id = (SELECT max(id) FROM dag_run WHERE dag_id = ? AND "
+                          "date(logical_date) = ?) AND t.task_id = ? AND t.state = 'success' ORDER BY 1",
+                          (dag_id, RUN_DATE.isoformat(), task_id)).fetchall()
+    return [row[0] for row in rows]
+
+
+def _unpartitioned_scores(settings) -> pd.DataFrame:
+    """What one unpartitioned scoring of tonight's features and extract publishes (ml.pipeline.score_customers
+    without a partition, as before issue 22 item 5), by customer."""
+    from ml.pipeline import score_customers
+    from revopt.platform.resources import Resources
+
+    run_dir = settings.run_dir(RUN_DATE)
+    scored = score_customers(Resources(settings), RUN_DATE, str(run_dir / "features" / "customer_features.parquet"),
+                             {name: str(run_dir / "extract" / f"{name}.parquet") for name in ("customers", "orders")},
+                             RunParams())
+    return pd.read_parquet(scored["path"]).sort_values("customer_id").reset_index(drop=True)
+
+
 def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings, seeded):
-    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat()]) == 0
+    # mapped over 4 customer-hash partitions (docs/scale.md, partitioned execution): every nightly test here reads
+    # what the partitioned scoring published
+    assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat(), "--param", "partitions=4"]) == 0
+    assert _mapped_instances(settings, "revopt_nightly", "score") == [0, 1, 2, 3]
+    assert _mapped_instances(settings, "revopt_nightly", "stage_scores") == [0, 1, 2, 3]
     scores, customers = _published(settings)
+    # identical, row for row and value for value, to one unpartitioned scoring of the same night
+    whole = _unpartitioned_scores(settings)
+    published = scores.sort_values("customer_id").reset_index(drop=True)
+    assert published["customer_id"].tolist() == whole["customer_id"].tolist()
+    for column in whole.columns.drop(["run_date", "top_factors"]):
+        assert [None if pd.isna(v) else v for v in published[column]] == \
+            [None if pd.isna(v) else v for v in whole[column]], column
+    assert [v if isinstance(v, dict) else json.loads(v) for v in published["top_factors"]] == \
+        [json.loads(v) for v in whole["top_factors"]]
     # the run's note: rows per table, the versions scored with, the gates and the report
     note = _run_note(settings, "revopt_nightly")
     assert note is not None and "every task succeeded" in note and "- Data quality: passed" in note, note

@@ -18,8 +18,9 @@ import pytest
 from mlflow import MlflowClient
 
 from ml import pipeline
-from ml.families import churn, clv, pricing, propensity, send_time
+from ml.families import churn, clv, outcomes, pricing, propensity, send_time
 from ml.params import RunParams
+from revopt.platform.extract import read_extract
 from revopt.platform.postgres import read_frame
 from revopt.platform.resources import Resources
 from revopt.platform.stack import close_event_stores, connect_postgres
@@ -114,7 +115,8 @@ def recommendations_evaluated(settings, trained):
     return found
 
 
-def test_recommendations_are_evaluated_once_each_on_the_night_their_horizon_has_passed(trained, recommendations_evaluated):
+def test_recommendations_are_evaluated_once_each_on_the_night_their_horizon_has_passed(settings, trained,
+                                                                                         recommendations_evaluated):
     found = recommendations_evaluated
     assert found["before pricing"]["result"]["rows"] == 0  # nothing has passed yet
     price_due, result, rows = (found["pricing"][key] for key in ("night", "result", "rows"))
@@ -147,6 +149,16 @@ def test_recommendations_are_evaluated_once_each_on_the_night_their_horizon_has_
         assert (sends["run_date_evaluated"] == send_due).all() and (sends["horizon_days"] == 28).all()
         assert {"open_rate", "open_rate_near_best", "lift_near_best"} <= set(sends.index), sends
         assert np.isfinite(sends.loc["lift_near_best", "test_value"])
+        # the nightly extract's engagement at the model's grain gives what the hourly rows give (issue 22)
+        hourly = read_extract(pipeline.extract_datasets(Resources(settings), send_due, PARAMS.lookback_days,
+                                                        ("customers", "orders", "engagement_by_hour")))
+        published = trained["recommended"]["send_time"]
+        with connect_postgres(settings) as conn:
+            night = read_frame(conn, "SELECT * FROM scores.send_time_recommendations WHERE run_date = %s "
+                                     "AND model_version = %s", (SCORED, published["model_version"]))
+        scored = outcomes.Scored(SCORED, "send_time", published["model_name"], published["model_version"])
+        expected = outcomes.send_time_outcome(scored, 28, night, hourly["engagement_by_hour"], hourly["orders"]).metrics
+        assert expected and {name: sends.loc[name, "value"] for name in expected} == pytest.approx(expected)
 
 
 def test_a_store_that_changed_requests_retraining_with_rows_metrics_and_reports(settings, trained,

@@ -33,7 +33,8 @@ def panel(settings):
 
 def test_the_gate_passes_and_only_pricing_trains(settings, panel, caplog):
     resources = Resources(settings)
-    paths = extract_datasets(resources, RUN_DATE, PARAMS.extract_days("training"), DAG_DATASETS["training"])
+    paths = extract_datasets(resources, RUN_DATE, PARAMS.extract_days("training"), DAG_DATASETS["training"],
+                             params=PARAMS)
     with caplog.at_level("WARNING", logger="ml.pipeline"):
         validate_extracts(resources, RUN_DATE, paths, PARAMS.lookback_days)
     assert any("aggregated sales only" in r.getMessage() and "orders" in r.getMessage() for r in caplog.records

@@ -1,9 +1,14 @@
 """Readers never wait for a publish and never see half of one (the real nightly publish path).
 
-While the function the nightly DAG's publish tasks call replaces a run date, a reader loop with
-``statement_timeout = 250ms`` reads the published table and its ``_latest`` view, and a monitor
-samples the locks the publisher holds. Zero timeouts; every read sees the complete old partition
-or the complete new one (row count and checksum); no lock stronger than ROW EXCLUSIVE.
+While the function the nightly DAG's publish tasks call publishes a new run date and then replaces it
+three times, a reader loop with ``lock_timeout = 250ms`` reads the published table and its
+``_latest`` view, and a monitor samples the locks the publisher holds. No read waits that long for a lock;
+every read sees nothing of the date, or the complete old version, or the complete new one (row count and
+checksum).
+Locks: a plain table's publish is data only (nothing stronger than ROW EXCLUSIVE); a table partitioned by
+run date (migration 0012) gets its new date by ATTACH, SHARE UPDATE EXCLUSIVE on the parent, which conflicts
+with no read (ACCESS SHARE) and no write (ROW EXCLUSIVE): nothing that would make a reader or a writer wait
+is allowed, ACCESS EXCLUSIVE above all.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import psycopg
 import pytest
 
 from ml.pipeline import publish
+from revopt.platform.partitions import is_partitioned, partition_name, partitions
 from revopt.platform.resources import Resources
 from revopt.platform.stack import connect_postgres, postgres_url
 
@@ -28,8 +34,9 @@ RUN_DATE = dt.date(2025, 6, 1)
 PUBLISHED = ("scores.customer_scores", "scores.price_recommendations", "scores.send_time_recommendations",
              "scores.budget_allocations")
 ROWS = {"scores.customer_scores": 50_000}
-STRONGER_THAN_ROW_EXCLUSIVE = {"ShareUpdateExclusiveLock", "ShareLock", "ShareRowExclusiveLock", "ExclusiveLock",
-                               "AccessExclusiveLock"}
+#: the table-level locks a reader (ACCESS SHARE) or a writer (ROW EXCLUSIVE) of the published table would wait for
+READERS_OR_WRITERS_WAIT = {"ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"}
+STRONGER_THAN_ROW_EXCLUSIVE = {"ShareUpdateExclusiveLock", *READERS_OR_WRITERS_WAIT}
 _VALUES = {
     "date": lambda n, rng, version: np.full(n, RUN_DATE),
     "bigint": lambda n, rng, version: np.arange(1, n + 1),
@@ -62,13 +69,19 @@ def _read(conn, table: str) -> tuple[int, str]:
     return count, digest
 
 
-def _reader(url: str, table: str, stop: threading.Event, seen: list, timeouts: list) -> None:
-    with psycopg.connect(url, autocommit=True, application_name="reader", options="-c statement_timeout=250") as conn:
+def _reader(url: str, table: str, stop: threading.Event, phase: list, seen: list, timeouts: list) -> None:
+    """Reads until stopped; a read that waits more than 250 ms for a lock fails (``lock_timeout``: what a
+    publish could make a reader wait for; the read's own time, CPU-bound on a loaded machine, is not limited).
+    ``seen``: (relation, state, the publisher's phase when the read began, when it ended)."""
+    options = "-c lock_timeout=250 -c statement_timeout=20000"
+    with psycopg.connect(url, autocommit=True, application_name="reader", options=options) as conn:
         while not stop.is_set():
             for relation in (table, f"{table}_latest"):
                 try:
-                    seen.append((relation, _read(conn, relation)))
-                except psycopg.errors.QueryCanceled:
+                    began = phase[0]
+                    state = _read(conn, relation)
+                    seen.append((relation, state, began, phase[0]))
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
                     timeouts.append(relation)
 
 
@@ -93,29 +106,33 @@ def test_readers_never_wait_for_a_publish_and_see_only_whole_partitions(settings
     monkeypatch.setenv("PGAPPNAME", publisher_app)  # libpq names the publisher's connection: the monitor finds it
     n = ROWS.get(table, 10_000)
     with connect_postgres(settings) as conn:
-        partitions = {version: _rows(conn, table, n + 1000 * version, version) for version in (1, 2)}
+        versions = {version: _rows(conn, table, n + 1000 * version, version) for version in (1, 2)}
     paths = {}
-    for version, frame in partitions.items():
+    for version, frame in versions.items():
         paths[version] = tmp_path / f"v{version}.parquet"
         frame.to_parquet(paths[version], index=False)
     resources = Resources(settings)
-    publish(resources, RUN_DATE, table, str(paths[1]))
     with psycopg.connect(url, autocommit=True) as conn:
-        expected = {_read(conn, table)}
-    assert expected and next(iter(expected))[0] == len(partitions[1])
+        states = [_read(conn, table)]  # states[k]: after the k-th publish
+        partitioned = is_partitioned(conn, table)
+        assert states == [(0, None)], f"{RUN_DATE} must be a new run date of {table} for this test"
+        assert not (partitioned and any(part.holds(RUN_DATE) for part in partitions(conn, table)))
 
-    stop, seen, timeouts, strong, sampled = threading.Event(), [], [], [], []
-    threads = [threading.Thread(target=_reader, args=(url, table, stop, seen, timeouts)),
+    # phase 2k: between publishes, after k of them; 2k + 1: while the (k + 1)-th runs
+    stop, phase, seen, timeouts, strong, sampled = threading.Event(), [0], [], [], [], []
+    threads = [threading.Thread(target=_reader, args=(url, table, stop, phase, seen, timeouts)),
                threading.Thread(target=_lock_monitor, args=(url, publisher_app, stop, strong, sampled))]
     for thread in threads:
         thread.start()
     try:
         time.sleep(0.2)
         started = time.perf_counter()
-        for version in (2, 1, 2):
+        for version in (1, 2, 1, 2):  # a new run date, then three re-runs of it
+            phase[0] += 1
             publish(resources, RUN_DATE, table, str(paths[version]))
+            phase[0] += 1
             with psycopg.connect(url, autocommit=True) as conn:
-                expected.add(_read(conn, table))
+                states.append(_read(conn, table))
             time.sleep(0.2)
         publishing_seconds = time.perf_counter() - started
     finally:
@@ -123,18 +140,39 @@ def test_readers_never_wait_for_a_publish_and_see_only_whole_partitions(settings
         for thread in threads:
             thread.join(timeout=30)
 
-    assert timeouts == [], f"{len(timeouts)} reads waited longer than 250 ms for the publish"
-    assert len(expected) == 2, "the checksums of the two partitions must differ"
-    observed = {state for _, state in seen}
-    assert observed <= expected, f"a reader saw a partition that is neither the old nor the new one: {observed - expected}"
-    assert observed == expected, "the readers should have seen both partitions"
+    assert timeouts == [], f"{len(timeouts)} reads waited longer than 250 ms for a lock the publish held"
+    assert [count for count, _ in states] == [0, *(len(versions[v]) for v in (1, 2, 1, 2))]
+    assert len(set(states)) == 3, "nothing, then the two partitions, whose checksums must differ"
+    for relation, state, began, ended in seen:  # a read overlapping publish k + 1 sees states[k] or states[k + 1]
+        allowed = set(states[began // 2 : (ended + 1) // 2 + 1])
+        assert state in allowed, f"{relation}: a read during phases {began}-{ended} saw {state}, not one of {allowed}"
+    assert {state for _, state, _, _ in seen} == set(states), "the readers should have seen every state"
     assert len(seen) > 20, f"only {len(seen)} reads during {publishing_seconds:.1f} s of publishing"
     assert max(sampled) > 0, "the lock monitor never saw the publisher: it checked nothing"
-    assert strong == [], f"the publish took locks readers or writers would wait for: {sorted(set(strong))}"
+    waited_for = READERS_OR_WRITERS_WAIT if partitioned else STRONGER_THAN_ROW_EXCLUSIVE
+    assert [lock for lock in strong if lock[0] in waited_for] == [], \
+        f"the publish took locks readers or writers would wait for: {sorted(set(strong))}"
+    if partitioned:  # the new date was ATTACHed as its own partition, which the re-runs replaced in place
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert partition_name(table, RUN_DATE) in {part.name for part in partitions(conn, table)}
 
 
 def test_ddl_on_the_published_tables_outside_migrations_fails_in_every_e2e_test(settings):
-    """The e2e tier's event trigger (tests/e2e/conftest.py) is live: the publish path's old DDL fails."""
+    """The e2e tier's event trigger (tests/e2e/conftest.py) is live: the publish path's old DDL fails, and of
+    the partition DDL only ATTACH of a run-date partition and DETACH CONCURRENTLY / FINALIZE pass."""
     with connect_postgres(settings) as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="DDL outside a migration"):
             conn.execute("ALTER TABLE scores.customer_scores ADD COLUMN IF NOT EXISTS clv double precision")
+    name = f"customer_scores__p{dt.date(1991, 1, 1):%Y%m%d}"
+    attach = ('ALTER TABLE "scores"."customer_scores" ATTACH PARTITION "scores_partitions"."{}" '
+              "FOR VALUES FROM ('1991-01-01'::date) TO ('1991-01-02'::date)")
+    detach = f'ALTER TABLE "scores"."customer_scores" DETACH PARTITION "scores_partitions"."{name}"'
+    with connect_postgres(settings) as conn:
+        for table in ("rogue", name):
+            conn.execute(f'CREATE TABLE "scores_partitions"."{table}" (LIKE scores.customer_scores)')
+        with pytest.raises(psycopg.errors.RaiseException, match="DDL outside a migration"), conn.transaction():
+            conn.execute(attach.format("rogue"))  # not named as a run date's partition
+        conn.execute(attach.format(name))  # the publish's own statement passes
+        with pytest.raises(psycopg.errors.RaiseException, match="DDL outside a migration"), conn.transaction():
+            conn.execute(detach)  # a plain DETACH (ACCESS EXCLUSIVE on the parent)
+        conn.rollback()

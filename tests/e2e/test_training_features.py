@@ -13,10 +13,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from features.customer import FEATURE_COLUMNS, features_at, evaluation_cutoffs
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, features_at, evaluation_cutoffs
 from ml.params import RunParams
 from ml.pipeline import DAG_DATASETS, build_features, extract_datasets
-from revopt.platform.extract import read_extract
+from revopt.platform.extract import empty_daily_events, read_extract
 from revopt.platform.resources import Resources
 from revopt.sample_data.seed import seed_synthetic
 
@@ -33,8 +33,15 @@ PARAMS = RunParams(lookback_days=90, propensity_horizon_days=30, churn_horizon_d
 def training_frames(settings):
     report = seed_synthetic(settings, n_customers=800, days=DAYS, start=START, seed=5)
     assert PARAMS.training_extract_days == 90 + 2 * 30
-    paths = extract_datasets(Resources(settings), report.end, PARAMS.training_extract_days, DAG_DATASETS["training"])
+    paths = extract_datasets(Resources(settings), report.end, PARAMS.training_extract_days, DAG_DATASETS["training"],
+                             params=PARAMS)
     return report.end, read_extract(paths)
+
+
+def _without_events(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The training frames without engagement (its event features exist at the training cutoffs and
+    lookback only): for features of the orders at other cutoffs or windows."""
+    return {**{k: v for k, v in frames.items() if k != EVENT_FEATURES_AT_CUTOFFS}, "customer_daily_events": empty_daily_events()}
 
 
 def _nightly_features(settings, cutoff: dt.date) -> pd.DataFrame:
@@ -56,7 +63,7 @@ def test_features_at_a_training_cutoff_equal_a_nightly_extract_as_of_that_cutoff
     # At the later cutoff the training extract holds history older than the window: without the
     # window it would count it, so the check above can fail. (The earliest cutoff is where the
     # extract starts: there the window and the extract coincide.)
-    unbounded = features_at(frames, cutoff)
+    unbounded = features_at(_without_events(frames), cutoff)
     reaches_further = frames["orders"]["order_ts"].min() < cutoff - pd.Timedelta(days=PARAMS.lookback_days)
     assert reaches_further == (which == "test")
     assert (unbounded["frequency"] > from_training["frequency"]).any() == reaches_further
@@ -72,5 +79,5 @@ def test_order_categories_split_each_order_value_by_category(training_frames):
     whole = orders.loc[orders["lines_without_product_id"] == 0, "order_value"]
     assert set(spend.index) == set(orders.index[orders["n_lines"] > 0])
     pd.testing.assert_series_equal(spend.reindex(whole.index), whole, check_names=False, atol=1e-6)
-    mix = features_at(frames, frames["orders"]["order_ts"].max() + pd.Timedelta(seconds=1))
+    mix = features_at(_without_events(frames), frames["orders"]["order_ts"].max() + pd.Timedelta(seconds=1))
     assert (mix["categories_bought"] > 1).mean() > 0.2 and (mix["category_repeat_rate"] > 0).any()

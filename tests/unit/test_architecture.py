@@ -48,8 +48,11 @@ def _layer(module: str) -> str | None:
         return "experiments"
     if module in ("ml.registry", "ml.promotion"):  # promotion: the alias moves by hand beside the gate's
         return "registry"
-    if module == "ml.pipeline":
+    # the nightly's customer-hash partitions (issue 22): the pipeline's steps split and gathered
+    if module in ("ml.pipeline", "ml.partitioned", "ml.partitioning"):
         return "pipeline"
+    if module == "ml.training_cutoffs":  # every customer family's training cutoffs, for the training extract
+        return "families"
     if module.startswith("ml"):
         return "ml_core"
     if module.startswith("dags") or module == "_support":

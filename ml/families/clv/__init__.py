@@ -59,8 +59,8 @@ import numpy as np
 import pandas as pd
 
 from features.customer import (
-    FEATURE_COLUMNS, LabelledSet, clv_label, describe_test_window, evaluation_cutoffs, features_at, population,
-    selection_split, spend_set,
+    EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, clv_label, describe_test_window, evaluation_cutoffs,
+    features_at, population, sampled, selection_split, spend_set,
 )
 from ml import plots
 from ml.evaluation import Evaluation, Metric, mae, rmse, spearman, summarise_backtest
@@ -320,6 +320,16 @@ def label_window(orders: pd.DataFrame, run_date: Any, horizon_days: int) -> tupl
 # --- the family ---------------------------------------------------------------------------------
 
 
+def _fit_set(frames: Frames, cutoff: pd.Timestamp, window: int, params: RunParams) -> LabelledSet:
+    """The spend set at a fit cutoff, restricted to the ``training_sample_customers`` sample."""
+    fit = spend_set(frames, cutoff, window, params.lookback_days)
+    sample = sampled(fit, params.training_sample_customers, params.seed)
+    if len(sample.y) < len(fit.y):
+        logger.info("clv at %s: fitting on a sample of %d of %d customers (training_sample_customers)", cutoff.date(),
+                    len(sample.y), len(fit.y))
+    return sample
+
+
 @dataclass
 class ClvData:
     run_date: dt.date
@@ -344,7 +354,7 @@ class ClvData:
 class ClvFamily:
     name: str = "clv"
     model_name: str = MODEL_NAME
-    training_datasets: tuple[str, ...] = ("customers", "orders", "order_categories", "customer_daily_events")
+    training_datasets: tuple[str, ...] = ("customers", "orders", "order_categories", EVENT_FEATURES_AT_CUTOFFS)
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "order_categories", "customer_event_features")
     # the gate's default metric: test-window RMSE (lower is better; paired bootstrap over customers), the
     # margin a share of the champion's error; a run's clv_selection_metric replaces it (Trained.metric)
@@ -364,28 +374,42 @@ class ClvFamily:
         window, _ = label_window(frames["orders"], run_date, params.clv_horizon_days)
         return training_data_shortfall(frames["customers"], frames["orders"], run_date, window, params.lookback_days)
 
+    def training_cutoffs(self, frames: Frames, run_date: dt.date, params: RunParams) -> list[pd.Timestamp]:
+        """Every cutoff :meth:`training_data` may build customer features at: each origin's fit and test
+        cutoffs for the store's label window (:func:`label_window`), and the run date (BTYD's final fit)."""
+        window, _ = label_window(frames["orders"], run_date, params.clv_horizon_days)
+        return [*(cutoff for pair in self._origin_cutoffs(run_date, window, params) for cutoff in pair),
+                pd.Timestamp(run_date, tz="UTC")]
+
+    @staticmethod
+    def _origin_cutoffs(run_date: dt.date, window: int, params: RunParams) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """(fit cutoff, test cutoff) of origins 0 .. ``backtest_origins - 1`` for ``window``-day labels."""
+        return [evaluation_cutoffs(run_date, window, origin) for origin in range(params.backtest_origins)]
+
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> ClvData:
+        """The labelled sets at every origin's cutoffs; each fit set is the ``training_sample_customers``
+        sample of its customers (:func:`features.customer.sample_customers`), each test set and the run
+        date's features hold every customer."""
         window, note = label_window(frames["orders"], run_date, params.clv_horizon_days)
         if note:
             logger.warning("clv for %s: %s", run_date, note)
         config = self.config(params, window if note else None)
-        fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, window)
+        (fit_cutoff, test_cutoff), *origins = self._origin_cutoffs(run_date, window, params)
         test = spend_set(frames, test_cutoff, window, params.lookback_days)
         earlier = []
         first_order = frames["orders"]["order_ts"].min()
-        for origin in range(1, params.backtest_origins):
-            origin_fit, origin_test = evaluation_cutoffs(run_date, window, origin)
+        for origin_fit, origin_test in origins:
             # an origin needs a window of history before its fit cutoff and what BTYD and the GBM need
             if (pd.isna(first_order) or first_order > origin_fit - pd.Timedelta(days=window)
                     or training_data_shortfall(frames["customers"], frames["orders"], (origin_test + pd.Timedelta(days=window)).date(),
                                                window, params.lookback_days)):
                 break
             origin_test_set = spend_set(frames, origin_test, window, params.lookback_days)
-            earlier.append((spend_set(frames, origin_fit, window, params.lookback_days), origin_test_set,
+            earlier.append((_fit_set(frames, origin_fit, window, params), origin_test_set,
                             last_period_spend(origin_test_set.X.index, frames["orders"], origin_test, window)))
         return ClvData(
             run_date, config,
-            spend_set(frames, fit_cutoff, window, params.lookback_days), test,
+            _fit_set(frames, fit_cutoff, window, params), test,
             features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
             last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note, earlier=tuple(earlier),
         )

@@ -46,9 +46,9 @@ class ClvModel(mlflow.pyfunc.PythonModel):
         raise ValueError(f"unknown CLV model kind {self.kind!r}")
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame | None:
-        """Per-feature TreeSHAP contributions from LightGBM (``pred_contrib=True``, computed once per
-        distinct split pattern of each tree: :func:`ml.classifier.lightgbm_contributions`) for the
-        GBM, None for BTYD. They are in the Tweedie log-link space: each row's contributions plus
+        """Per-feature TreeSHAP contributions, LightGBM's ``pred_contrib`` values (computed by
+        :func:`ml.families.classifier.lightgbm_contributions`) for the GBM, None for BTYD. They are in
+        the Tweedie log-link space: each row's contributions plus
         the ``bias`` column sum to ``log(predicted spend)`` (before the horizon scaling, a constant
         factor that moves no customer's ranking)."""
         if self.kind != GBM:

@@ -4,7 +4,8 @@ recommended hour did in the horizon after a published night of ``scores.send_tim
 A night R's recommendations are checked on ``[R, R + h)``, h the version's test window
 (``holdout_days`` of its training run, 28 by default): its test metrics are measured on a window of
 that length, so the realised ones are comparable. Each send, session and order of the window (the
-``engagement_by_hour`` and ``orders`` extracts) is read on the customer's local clock, in the
+``engagement_by_local_hour`` and ``orders`` extracts of the nightly run; any frame of the hourly
+``engagement_by_hour``'s columns does too) is read on the customer's local clock, in the
 published ``timezone`` (:func:`features.engagement.local_time`), and matched with the customer's
 published row of its day type (``'any'``, or ``'weekday'`` / ``'weekend'``). "Near" an hour is within
 +/-1 h of it on the 24-hour circle, as the family's ``lift_near_best`` is.
@@ -30,12 +31,19 @@ each hour are unbiased estimates of sending there; where it sent at the recommen
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from features.engagement import local_time
 from ml.families.outcomes.common import Outcome, Scored, finite
 
+logger = logging.getLogger(__name__)
+
+#: Columns of ``labelled``: one row per customer evaluated.
+LABELLED_COLUMNS = ("customer_id", "sends", "opens", "sends_near_best", "opens_near_best", "activity",
+                    "activity_near_best")
 #: Columns of ``scores.send_time_recommendations`` the check reads.
 RECOMMENDATION_COLUMNS = ("customer_id", "day_type", "timezone", "best_hour", "default_hour", "expected_rate_best",
                           "signal")
@@ -54,6 +62,11 @@ def send_time_outcome(scored: Scored, horizon_days: int, recommendations: pd.Dat
     activity_near_best."""
     start = pd.Timestamp(scored.run_date, tz="UTC")
     end = start + pd.Timedelta(days=int(horizon_days))
+    if _summed_before(engagement, start):
+        logger.warning("send-time outcome of %s: its window [%s, %s) reaches into the engagement the extract kept "
+                       "only summed per local hour (utc_day missing), not per day; not evaluated", scored.run_date,
+                       start.date(), end.date())
+        return Outcome(scored, int(horizon_days), pd.DataFrame(columns=list(LABELLED_COLUMNS)), {})
     customers = recommendations.drop_duplicates("customer_id").set_index("customer_id")
     activity_customers = customers.index[customers["signal"] == ACTIVITY]
 
@@ -103,6 +116,17 @@ def send_time_outcome(scored: Scored, horizon_days: int, recommendations: pd.Dat
                         "share_near_best": float(activity[near_best].sum() / activity.sum()),
                         "share_near_default": float(activity[near_default].sum() / activity.sum())})
     return Outcome(scored, int(horizon_days), labelled, finite(metrics))
+
+
+def _summed_before(engagement: pd.DataFrame, start: pd.Timestamp) -> bool:
+    """Whether ``engagement`` is the nightly cells (``revopt.platform.engagement_extract.engagement_by_local_hour``,
+    ``utc_day`` present) and some cell summed over the history before its daily detail has its latest hour
+    at or after ``start``: then hours of ``[start, ...)`` are mixed with earlier ones. Otherwise every
+    row in the window holds hours of one UTC day only, and windows starting at midnight UTC read it
+    exactly as the hourly rows."""
+    if "utc_day" not in engagement.columns:
+        return False
+    return bool((engagement["utc_day"].isna() & (engagement["hour_utc"] >= start)).any())
 
 
 def _rate(numerator: np.ndarray, denominator: np.ndarray) -> float:

@@ -25,7 +25,9 @@ objects out), split by concern:
   input is what the nightly run publishes.
 
 Inputs are the nightly extracts: ``engagement`` (``engagement_by_hour``: customer_id, hour_utc,
-sends, opens, clicks, sessions per customer and UTC hour, see ``revopt.platform.extract.ENGAGEMENT_SQL``),
+sends, opens, clicks, sessions per customer and UTC hour, see ``revopt.platform.engagement_extract.ENGAGEMENT_SQL``;
+at night ``engagement_by_local_hour``, the same rows summed in the events store per customer, local day
+type and local hour, each row's ``hour_utc`` a real hour of its cell, so the cube below is the same),
 ``orders`` (customer_id, order_ts) and ``customers`` (customer_id, timezone and the segment
 column, ``country`` by default), within the nightly run's window (``lookback_days`` before the run
 date; training reads the same window of its longer extract). Only data strictly before ``as_of``
@@ -127,7 +129,7 @@ from features.engagement import (
     DAY_TYPES,
     ENGAGEMENT,
     ENGAGEMENT_COLUMNS,
-    FALLBACK_TIMEZONE,
+    LOCAL_ENGAGEMENT,
     ORDER_COLUMNS,
     ORDERS,
     engagement_input,
@@ -179,6 +181,7 @@ from ml.families.rolling_origin import backtest_params, earlier_origin_params, e
 from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Tuned, search
+from revopt.platform.timezones import FALLBACK_TIMEZONE
 
 
 MODEL_NAME = "revopt_send_time"
@@ -252,16 +255,18 @@ class SendTimeFamily:
     name = "send_time"
     model_name = MODEL_NAME
     training_datasets: tuple[str, ...] = (ENGAGEMENT, ORDERS, CUSTOMERS)
-    nightly_datasets: tuple[str, ...] = (ENGAGEMENT, ORDERS, CUSTOMERS)
+    # at night the engagement summed to the model's cells in the events store (the same cube, far fewer rows)
+    nightly_datasets: tuple[str, ...] = (LOCAL_ENGAGEMENT, ORDERS, CUSTOMERS)
     metric = Metric("log_loss", higher_is_better=False, relative_margin=True, score=log_loss)
     description = ("Each customer's best hour to receive an email (and the expected open rate there), from their "
                    "opens, sessions and orders by local hour, pooled with their segment's curve where they have "
                    "little history: published as scores.send_time_recommendations.")
 
     def shortfall(self, frames: Frames, run_date: dt.date, params: RunParams) -> str | None:
-        """:func:`training_data_shortfall` on the nightly window of ``frames``."""
+        """:func:`training_data_shortfall` on the nightly window of ``frames`` (the hourly engagement of
+        training, or at night its cells, which keep the days of its windows apart: the same answer)."""
         frames = within_lookback(frames, run_date, params.lookback_days)
-        return training_data_shortfall(frames[ENGAGEMENT], frames[ORDERS], frames[CUSTOMERS], _as_of(run_date),
+        return training_data_shortfall(_engagement(frames), frames[ORDERS], frames[CUSTOMERS], _as_of(run_date),
                                        send_time_config(params))
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> SendTimeData:
@@ -339,7 +344,7 @@ class SendTimeFamily:
         """The customers, engagement and orders of the nightly window as one frame
         (:func:`features.engagement.engagement_input`)."""
         frames = within_lookback(frames, run_date, params.lookback_days)
-        return _input(frames[ENGAGEMENT], frames[ORDERS], frames[CUSTOMERS], send_time_config(params))
+        return _input(_engagement(frames), frames[ORDERS], frames[CUSTOMERS], send_time_config(params))
 
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         """The run date and this run's quiet hours and default send hour (see :class:`SendTimeModel`)."""
@@ -352,6 +357,11 @@ class SendTimeFamily:
         ids = data.customers["customer_id"].head(EXAMPLE_CUSTOMERS)
         return _input(data.engagement[data.engagement["customer_id"].isin(ids)], data.orders[data.orders["customer_id"].isin(ids)],
                       data.customers[data.customers["customer_id"].isin(ids)], data.config)
+
+
+def _engagement(frames: Frames) -> pd.DataFrame:
+    """The hourly engagement where the extract has it (training), else its cells (the nightly extract)."""
+    return frames[ENGAGEMENT] if ENGAGEMENT in frames else frames[LOCAL_ENGAGEMENT]
 
 
 def _input(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, config: SendTimeConfig) -> pd.DataFrame:

@@ -34,10 +34,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from features.customer import FEATURE_COLUMNS
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS
 from ml import plots
 from ml.evaluation import Evaluation
-from ml.families.uplift.data import OfferSet, known_offers, offer_set
+from ml.families.uplift.data import OfferSet, known_offers, offer_set, training_cutoffs
 from ml.families.uplift.model import (
     BOOTSTRAP_MODELS, QINI, Candidates, UpliftConfig, UpliftModel, config_dict, config_from, fit_uplift, qini_curve,
 )
@@ -103,7 +103,7 @@ def _ranking(config: UpliftConfig, fit: OfferSet, scored: OfferSet, seed: int) -
 class UpliftFamily:
     name: str = "uplift"
     model_name: str = MODEL_NAME
-    training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_daily_events", "offers")
+    training_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, EVENT_FEATURES_AT_CUTOFFS, "offers")
     nightly_datasets: tuple[str, ...] = (*CUSTOMER_DATASETS, "customer_event_features", "offers")
     metric = QINI
     description = ("The uplift of an offer for each customer: how much more likely (and how much more revenue) they "
@@ -135,6 +135,10 @@ class UpliftFamily:
                 return (f"{where}: {role} has {int(arms.get(True, 0))} sent and {int(arms.get(False, 0))} control "
                         f"offers in shop.offers; at least {MIN_PER_ARM} of each are needed")
         return None
+
+    def training_cutoffs(self, frames: Frames, run_date: dt.date, params: RunParams) -> list[pd.Timestamp]:
+        """Every cutoff :meth:`training_data` builds customer features at: each known campaign's first day."""
+        return training_cutoffs(frames.get("offers"), run_date, params.uplift_horizon_days)
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> UpliftData:
         horizon = params.uplift_horizon_days

@@ -79,12 +79,23 @@ def campaigns_of(sent_at: pd.Series) -> np.ndarray:
     return np.asarray([d.date().isoformat() for d in pd.to_datetime(lookup.reindex(day).to_numpy())], dtype=object)
 
 
+def campaign_cutoff(campaign: str) -> pd.Timestamp:
+    """The cutoff a campaign's offers take their features at: midnight UTC of its first send day."""
+    return pd.Timestamp(campaign, tz="UTC")
+
+
+def training_cutoffs(offers: pd.DataFrame | None, run_date: dt.date, horizon_days: int) -> list[pd.Timestamp]:
+    """Every cutoff :func:`offer_set` of the known offers (:func:`known_offers`) builds features at: one per
+    campaign."""
+    return [campaign_cutoff(campaign) for campaign in sorted(set(known_offers(offers, run_date, horizon_days)["campaign"]))]
+
+
 def offer_set(frames, offers: pd.DataFrame, horizon_days: int, lookback_days: int | None) -> OfferSet:
     """The :class:`OfferSet` of ``offers`` (with their ``campaign``, :func:`known_offers`): features as
     of each campaign's first day, outcomes in each offer's horizon."""
     parts = []
     for campaign, group in offers.groupby("campaign", sort=True):
-        cutoff = pd.Timestamp(campaign, tz="UTC")
+        cutoff = campaign_cutoff(campaign)
         features = features_at(frames, cutoff, lookback_days)
         parts.append(features.reindex(group["customer_id"].to_numpy()).set_axis(group["offer_id"].to_numpy()))
     X = (pd.concat(parts) if parts else pd.DataFrame(columns=list(FEATURE_COLUMNS))).rename_axis("offer_id")
