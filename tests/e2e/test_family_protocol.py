@@ -20,7 +20,8 @@ from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from features.customer import FEATURE_COLUMNS, evaluation_cutoffs, purchase_set, selection_split
+from features.customer import (EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, evaluation_cutoffs, purchase_set,
+                               selection_split)
 from ml import pipeline, registry
 from ml.evaluation import ROC_AUC, Evaluation, Metric
 from ml.family import Family, Trained, customer_window
@@ -65,13 +66,19 @@ class ToyData:
 class ToyFamily:
     name: str = "toy_buyer"
     model_name: str = "revopt_toy_buyer"
-    training_datasets: tuple[str, ...] = ("customers", "orders", "customer_daily_events")
+    # the event features at each training cutoff, computed in ClickHouse (ml.training_cutoffs): at the cutoffs
+    # training_cutoffs names, which the training extract computes for every family of ml.families.FAMILIES (the
+    # toy's are propensity's: a family of its own would get its line there)
+    training_datasets: tuple[str, ...] = ("customers", "orders", EVENT_FEATURES_AT_CUTOFFS)
     nightly_datasets: tuple[str, ...] = ("customers", "orders", "customer_event_features")
     metric: Metric = ROC_AUC
     description: str = "P(a customer buys in the next 30 days), a logistic regression on six customer features."
 
     def shortfall(self, frames, run_date, params):
         return None if len(frames["orders"]) else f"toy for {run_date}: no orders (shop.orders)"
+
+    def training_cutoffs(self, frames, run_date, params):
+        return list(evaluation_cutoffs(run_date, 30))
 
     def training_data(self, frames, run_date, params):
         fit_cutoff, test_cutoff = evaluation_cutoffs(run_date, 30)
