@@ -18,7 +18,7 @@ from ml.families import budget, churn, clv, pricing, propensity, recommend, send
 from ml.params import RunParams
 from ml.registry import SPEC_TAG
 from revopt import cli
-from revopt.platform.postgres import read_frame
+from revopt.platform.postgres import publish_partition, read_frame
 from revopt.platform.privacy import CUSTOMER_TABLES, MARKETING, RECORD, withheld_rows
 from revopt.platform.resources import configure_mlflow
 from revopt.platform.stack import connect_postgres
@@ -760,9 +760,11 @@ def test_published_changes_compares_the_run_date_with_each_tables_previous_one(s
 
     before = RUN_DATE - dt.timedelta(days=2)
     with connect_postgres(settings) as conn, conn.transaction(force_rollback=True):  # an earlier night, rolled back
-        conn.execute("INSERT INTO scores.customer_scores (run_date, customer_id, purchase_propensity, propensity_model, "
-                     "propensity_version) SELECT %s, customer_id, purchase_propensity / 2, propensity_model, "
-                     "propensity_version FROM scores.customer_scores WHERE run_date = %s", (before, RUN_DATE))
+        # published as the product publishes (a run-date partition of its own, attached), then rolled back
+        earlier = read_frame(conn, "SELECT customer_id, purchase_propensity / 2 AS purchase_propensity, "
+                                   "propensity_model, propensity_version FROM scores.customer_scores "
+                                   "WHERE run_date = %s", (RUN_DATE,))
+        publish_partition(conn, "scores.customer_scores", before, earlier.assign(run_date=before))
         expected = conn.execute(
             "SELECT count(*), avg(purchase_propensity) FROM scores.customer_scores WHERE run_date = %s", (RUN_DATE,)).fetchone()
         moved = conn.execute("SELECT count(*) FROM scores.price_recommendations WHERE run_date = %s AND "
