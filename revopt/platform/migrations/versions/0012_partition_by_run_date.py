@@ -54,8 +54,6 @@ depends_on = None
 #: the tables partitioned by run date (the module docstring says why these)
 PARTITIONED = ("customer_scores", "customer_segments", "next_best_action", "send_time_recommendations",
                "recommendations", "customer_affinity")
-#: tables without a ``_latest`` view (0009)
-_NO_VIEW: tuple[str, ...] = ()
 PARTITION_SCHEMA = "scores_partitions"
 
 
@@ -66,7 +64,7 @@ def upgrade() -> None:
     for table in PARTITIONED:
         if not _is_partitioned(table):
             _partition(table)
-        elif table not in _NO_VIEW:  # run again (tests re-run every revision): the view may have been dropped
+        else:  # run again (tests re-run every revision): the view may have been dropped
             latest_view(op, table)
 
 
@@ -80,10 +78,7 @@ def _partition(table: str) -> None:
     op.execute(f"ALTER TABLE scores.{legacy} SET SCHEMA {PARTITION_SCHEMA}")
     op.execute(f"CREATE TABLE scores.{table} (LIKE {PARTITION_SCHEMA}.{legacy} INCLUDING ALL) PARTITION BY RANGE (run_date)")
     _rename_primary_key(f"scores.{table}", f"{table}_pkey")
-    if comment:
-        op.execute("COMMENT ON TABLE scores.{} IS '{}'".format(table, comment.replace("'", "''")))
-    for grantee, privilege in grants:
-        op.execute(f'GRANT {privilege} ON scores.{table} TO "{grantee}"')
+    _restore(table, comment, grants)
     latest = _scalar(f"SELECT max(run_date) FROM {PARTITION_SCHEMA}.{legacy}")
     if latest is None:
         op.execute(f"DROP TABLE {PARTITION_SCHEMA}.{legacy}")
@@ -92,8 +87,15 @@ def _partition(table: str) -> None:
         op.execute(f"ALTER TABLE {PARTITION_SCHEMA}.{legacy} ADD CONSTRAINT {legacy}_run_date CHECK (run_date < {bound})")
         op.execute(f"ALTER TABLE scores.{table} ATTACH PARTITION {PARTITION_SCHEMA}.{legacy} "
                    f"FOR VALUES FROM (MINVALUE) TO ({bound})")
-    if table not in _NO_VIEW:
-        latest_view(op, table)
+    latest_view(op, table)
+
+
+def _restore(table: str, comment: str | None, grants: list[tuple[str, str]]) -> None:
+    """The comment and grants ``scores.<table>`` had before it was re-created (upgrade and downgrade)."""
+    if comment:
+        op.execute("COMMENT ON TABLE scores.{} IS '{}'".format(table, comment.replace("'", "''")))
+    for grantee, privilege in grants:
+        op.execute(f'GRANT {privilege} ON scores.{table} TO "{grantee}"')
 
 
 def downgrade() -> None:
@@ -108,12 +110,8 @@ def downgrade() -> None:
         op.execute(f"DROP TABLE scores.{table}")  # with its partitions
         op.execute(f"ALTER TABLE scores.{table}__plain RENAME TO {table}")
         _rename_primary_key(f"scores.{table}", f"{table}_pkey")
-        if comment:
-            op.execute("COMMENT ON TABLE scores.{} IS '{}'".format(table, comment.replace("'", "''")))
-        for grantee, privilege in grants:
-            op.execute(f'GRANT {privilege} ON scores.{table} TO "{grantee}"')
-        if table not in _NO_VIEW:
-            latest_view(op, table)
+        _restore(table, comment, grants)
+        latest_view(op, table)
     op.execute(f"DROP SCHEMA IF EXISTS {PARTITION_SCHEMA} CASCADE")  # staged leftovers
 
 
