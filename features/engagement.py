@@ -113,8 +113,12 @@ def within_lookback(frames: Mapping[str, pd.DataFrame], run_date: dt.date, lookb
     time must learn from the history it recommends from. The nightly extract already is that window."""
     since = pd.Timestamp(run_date, tz="UTC") - pd.Timedelta(days=lookback_days)
     engagement = ENGAGEMENT if ENGAGEMENT in frames else LOCAL_ENGAGEMENT  # training reads hourly rows, the night cells
-    return {**frames, engagement: frames[engagement].loc[lambda f: f["hour_utc"] >= since],
-            ORDERS: frames[ORDERS].loc[lambda f: f["order_ts"] >= since]}
+
+    def within(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        inside = frame[column] >= since
+        return frame if inside.all() else frame.loc[inside]  # no copy of a nightly extract (its window already)
+
+    return {**frames, engagement: within(frames[engagement], "hour_utc"), ORDERS: within(frames[ORDERS], "order_ts")}
 
 
 # --- the one-frame input ----------------------------------------------------------------------------

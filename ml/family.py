@@ -219,3 +219,8 @@ class Family(Protocol):
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         """The run's settings ``predict`` takes (MLflow pyfunc ``params``; ``{}`` for none)."""
         ...
+
+    # Optional: ``nightly_predict(python_model, frames, run_date, params)``, what the champion's ``predict``
+    # returns on ``nightly_input`` computed from the frames directly by the unwrapped model, for a family whose
+    # one-frame input is too big to build and copy at scale (send time; ml.registry.score_family). A test must
+    # hold it equal to ``predict``.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from ml.params import EXPERIMENTS, NIGHTLY, TRAINING, RunParams
 from ml.partitioning import Partition
 from ml.personalisation import steps as personalisation
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
-from revopt.platform.extract import DATASETS, EVENT_DATASETS, extract_sources, read_extract
+from revopt.platform.extract import DATASETS, EVENT_DATASETS, ExtractFiles, extract_sources, read_extract
 from revopt.platform.postgres import publish_partition, read_frame, upsert_rows
 from revopt.platform.quality import raise_if_failed, validate_and_record
 from revopt.platform.resources import Resources
@@ -128,10 +129,11 @@ ORDER_DATASETS = ("customers", "orders", "order_categories", "product_daily_sale
                   "customer_event_features", "engagement_by_hour", "engagement_by_local_hour", EVENT_FEATURES_AT_CUTOFFS)
 
 
-def aggregates_only(frames: dict[str, pd.DataFrame]) -> bool:
-    """Whether the extract is of a store that keeps aggregated sales and no orders."""
-    sales, orders = frames.get("product_sales"), frames.get("orders")
-    return sales is not None and len(sales) > 0 and (orders is None or len(orders) == 0)
+def aggregates_only(frames: Mapping[str, pd.DataFrame]) -> bool:
+    """Whether the extract is of a store that keeps aggregated sales and no orders (an :class:`ExtractFiles` is
+    answered from its files' metadata)."""
+    rows = frames.rows if isinstance(frames, ExtractFiles) else (lambda name: len(frames[name]))
+    return "product_sales" in frames and rows("product_sales") > 0 and ("orders" not in frames or rows("orders") == 0)
 
 
 def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
@@ -147,16 +149,16 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
     that need them skip with their reasons, pricing reads the aggregates. Returns the paths unchanged
     so downstream tasks depend on the gate having passed.
     """
-    frames = read_extract(extract_paths)
+    frames = ExtractFiles(extract_paths)  # read one dataset at a time: together they outgrow a task's memory
     if not resources.settings.clickstream:
         events = (*EVENT_DATASETS, *EVENT_BUILDERS, EVENT_FEATURES_AT_CUTOFFS)
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s not validated for %s", ", ".join(events), run_date)
-        frames = {name: frame for name, frame in frames.items() if name not in events}
+        frames = frames.only(name for name in frames if name not in events)
     if aggregates_only(frames):
-        empty = [name for name in ORDER_DATASETS if name in frames and len(frames[name]) == 0]
+        empty = [name for name in ORDER_DATASETS if name in frames and frames.rows(name) == 0]
         logger.warning("the store keeps aggregated sales only (shop.product_sales has rows, shop.orders none): %s "
                        "are empty and not validated for %s", ", ".join(empty), run_date)
-        frames = {name: frame for name, frame in frames.items() if name not in empty}
+        frames = frames.only(name for name in frames if name not in empty)
     raise_if_failed(validate_and_record(resources.settings, run_date, frames, lookback_days))
     return extract_paths
 

@@ -261,7 +261,7 @@ class Champion:
 @dataclass(frozen=True)
 class Scored:
     champion: Champion
-    inputs: pd.DataFrame
+    inputs: pd.DataFrame | None  # None when the family predicted from the frames (Family.nightly_predict)
     output: Any  # what the champion's predict returned
 
 
@@ -276,6 +276,9 @@ def score_family(family: Family, resources: Resources, run_date: dt.date, frames
     if version is None:
         return skipped(family.name, run_date, no_champion_reason(family.model_name))
     champion = load_champion(resources, family.model_name, version)
+    nightly_predict = getattr(family, "nightly_predict", None)
+    if nightly_predict is not None:  # the family's own path to what predict returns (ml.family.Family)
+        return Scored(champion, None, nightly_predict(champion.python_model, frames, run_date, params))
     inputs = family.nightly_input(frames, run_date, params)
     output = champion.model.predict(inputs, params=family.predict_params(run_date, params) or None)
     return Scored(champion, inputs, output)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -316,80 +316,105 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         "run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime(),
     }
     store = event_store(settings) if settings.clickstream else None
+    paths: dict[str, str] = {}
+
+    def emit(name: str, frame: pd.DataFrame | None) -> None:
+        """Write ``frame`` as dataset ``name`` at once (when asked for) and keep nothing: at a million customers the
+        datasets together are far more than one task may hold (docs/scale.md)."""
+        if frame is None or (name not in datasets and name not in derived):
+            return
+        path = out_dir / f"{name}.parquet"
+        frame.to_parquet(path, index=False)
+        paths[name] = str(path)
+        logger.info("extracted %s as of %s: %d rows -> %s", name, run_date, len(frame), path)
+
     with connect_postgres(settings) as conn:
         check_source_contract(conn, store, run_date)
         accounts = account_map(conn, run_ts, lambda: id_secret(settings))
         no_profile = "do_not_profile" if _has_column(conn, "customers", "do_not_profile") else "false"
         customers = canonical_customers(
             _typed_customers(read_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
+        emit("customers", customers)  # kept: the local-hour engagement reads the customers' time zones
         orders = canonical_ids(_typed_orders(read_frame(conn, ORDERS_SQL, window)), accounts)
-        products = _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"})
+        emit("orders", orders)
+        order_ids = orders["order_id"] if accounts.erased else None  # an erased person's orders are gone
+        del orders
+        emit("products", _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"}))
         # The joins over every order line in the window run only when their dataset is asked for.
-        order_categories = _typed(read_frame(conn, ORDER_CATEGORIES_SQL, window),
-                                  {"order_id": "int64", "category": "str", "value": "float64"}) \
-            if "order_categories" in datasets else None
-        if order_categories is not None and accounts.erased:  # an erased person's orders are gone
-            order_categories = order_categories.loc[order_categories["order_id"].isin(orders["order_id"])]
-        sales = _typed(
-            read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
-            {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
-            dates=("day",),
-        ) if "product_daily_sales" in datasets else None
-        day_totals = _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",)) \
-            if "day_totals" in datasets else None
-        competitor_prices = _typed(
+        if "order_categories" in datasets:
+            order_categories = _typed(read_frame(conn, ORDER_CATEGORIES_SQL, window),
+                                      {"order_id": "int64", "category": "str", "value": "float64"})
+            if order_ids is not None:
+                order_categories = order_categories.loc[order_categories["order_id"].isin(order_ids)]
+            emit("order_categories", order_categories)
+            del order_categories
+        if "product_daily_sales" in datasets:
+            emit("product_daily_sales", _typed(
+                read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
+                {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
+                dates=("day",),
+            ))
+        if "day_totals" in datasets:
+            emit("day_totals", _typed(read_frame(conn, DAY_TOTALS_SQL, window), {"lines": "int64"}, dates=("day",)))
+        emit("competitor_prices", _typed(
             _read_optional(conn, "shop.competitor_prices", COMPETITOR_PRICES_SQL, window, ["product_id", "day", "competitor_price"]),
             {"product_id": "int64", "competitor_price": "float64"}, dates=("day",),
-        )
-        inventory = _typed(
+        ))
+        emit("inventory", _typed(
             _read_optional(conn, "shop.inventory", INVENTORY_SQL, window, ["product_id", "day", "on_hand"]),
             {"product_id": "int64", "on_hand": "int64"}, dates=("day",),
-        )
-        promotions = _typed(
-            _read_optional(conn, "shop.promotions", PROMOTIONS_SQL, window,
-                           ["product_id", "start_date", "end_date", "promo_type", "depth"]),
-            {"product_id": "int64", "promo_type": "str", "depth": "float64"}, dates=("start_date", "end_date"),
-        ) if "promotions" in datasets else None
-        product_sales = _typed(
-            _read_optional(conn, "shop.product_sales", PRODUCT_SALES_SQL, window,
-                           ["product_id", "period_start", "period_days", "units", "revenue", "list_price"]),
-            {"product_id": "int64", "period_days": "int64", "units": "float64", "revenue": "float64",
-             "list_price": "float64"},
-            dates=("period_start",),
-        ) if "product_sales" in datasets else None
-        listings = _typed(
-            _read_optional(conn, "shop.listings", LISTINGS_SQL, window, ["product_id", "start_date", "end_date"]),
-            {"product_id": "int64"}, dates=("start_date", "end_date"),
-        ) if "listings" in datasets else None
-        product_groups = _typed(
-            _read_optional(conn, "shop.product_groups", PRODUCT_GROUPS_SQL, window, ["product_id", "brand", "location"]),
-            {"product_id": "int64", "brand": "str", "location": "str"},
-        ) if "product_groups" in datasets else None
-        exposures = typed_exposures(
-            _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))
-        ) if "experiment_exposures" in datasets else None
-        offers = canonical_ids(typed_offers(
-            _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))
-        ), accounts) if "offers" in datasets else None
-        order_items = canonical_ids(typed_order_items(read_frame(
-            conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
-            window)), accounts) if "order_items" in datasets else None
+        ))
+        if "promotions" in datasets:
+            emit("promotions", _typed(
+                _read_optional(conn, "shop.promotions", PROMOTIONS_SQL, window,
+                               ["product_id", "start_date", "end_date", "promo_type", "depth"]),
+                {"product_id": "int64", "promo_type": "str", "depth": "float64"}, dates=("start_date", "end_date"),
+            ))
+        if "product_sales" in datasets:
+            emit("product_sales", _typed(
+                _read_optional(conn, "shop.product_sales", PRODUCT_SALES_SQL, window,
+                               ["product_id", "period_start", "period_days", "units", "revenue", "list_price"]),
+                {"product_id": "int64", "period_days": "int64", "units": "float64", "revenue": "float64",
+                 "list_price": "float64"},
+                dates=("period_start",),
+            ))
+        if "listings" in datasets:
+            emit("listings", _typed(
+                _read_optional(conn, "shop.listings", LISTINGS_SQL, window, ["product_id", "start_date", "end_date"]),
+                {"product_id": "int64"}, dates=("start_date", "end_date"),
+            ))
+        if "product_groups" in datasets:
+            emit("product_groups", _typed(
+                _read_optional(conn, "shop.product_groups", PRODUCT_GROUPS_SQL, window, ["product_id", "brand", "location"]),
+                {"product_id": "int64", "brand": "str", "location": "str"},
+            ))
+        if "experiment_exposures" in datasets:
+            emit("experiment_exposures", typed_exposures(
+                _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))))
+        if "offers" in datasets:
+            emit("offers", canonical_ids(typed_offers(
+                _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))), accounts))
+        if "order_items" in datasets:
+            emit("order_items", canonical_ids(typed_order_items(read_frame(
+                conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
+                window)), accounts))
         campaign = "campaign" if _has_column(conn, "marketing_spend", "campaign") else "''"
-        spend = _typed(
+        emit("marketing_spend", _typed(
             read_frame(conn, MARKETING_SPEND_SQL.format(campaign=campaign), window),
             {"channel": "str", "campaign": "str", "spend": "float64", "impressions": "int64", "clicks": "int64"},
             dates=("day",),
-        )
+        ))
 
     if store is None:
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
-        daily_events, engagement, views = empty_daily_events(), empty_engagement(), empty_product_views()
-        local_engagement = empty_local_engagement()
+        emit("customer_daily_events", empty_daily_events())
+        emit("engagement_by_hour", empty_engagement())
+        emit("product_views", empty_product_views())
+        emit("engagement_by_local_hour", empty_local_engagement())
     else:
-        daily_events = engagement = views = local_engagement = None
         if "product_views" in datasets:
-            views = product_views(store, since_ts, run_ts)
+            emit("product_views", product_views(store, since_ts, run_ts))
         if "customer_daily_events" in datasets:
             daily_events = store.query_df(
                 DAILY_EVENTS_SQL.format(events=events_source(store, known_from=True)),
@@ -397,32 +422,16 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             )
             daily_events["day"] = pd.to_datetime(daily_events["day"]).astype("datetime64[ns]")
             daily_events["known_from"] = pd.to_datetime(daily_events["known_from"]).astype("datetime64[ns]")
+            emit("customer_daily_events", daily_events)
+            del daily_events
         if "engagement_by_hour" in datasets:
-            engagement = engagement_by_hour(store, since_ts, run_ts)
+            emit("engagement_by_hour", engagement_by_hour(store, since_ts, run_ts))
         if "engagement_by_local_hour" in datasets:
-            local_engagement = engagement_by_local_hour(store, since_ts, run_ts, customers)
-
-    paths = {}
-    extracted = {
-        "customers": customers, "orders": orders, "order_categories": order_categories,
-        "customer_daily_events": daily_events,
-        "products": products, "product_daily_sales": sales, "day_totals": day_totals,
-        "competitor_prices": competitor_prices, "inventory": inventory,
-        "promotions": promotions, "product_sales": product_sales, "listings": listings,
-        "product_groups": product_groups,
-        "engagement_by_hour": engagement, "marketing_spend": spend, "experiment_exposures": exposures,
-        "offers": offers, "order_items": order_items, "product_views": views,
-        "engagement_by_local_hour": local_engagement,
-    }
-    extracted.update({name: build(store, since_ts, run_ts) for name, build in derived.items()})
-    for name, frame in extracted.items():
-        if name not in datasets and name not in derived:
-            continue
-        path = out_dir / f"{name}.parquet"
-        frame.to_parquet(path, index=False)
-        paths[name] = str(path)
-        logger.info("extracted %s as of %s: %d rows -> %s", name, run_date, len(frame), path)
-    return paths
+            emit("engagement_by_local_hour", engagement_by_local_hour(store, since_ts, run_ts, customers))
+    for name, build in derived.items():
+        emit(name, build(store, since_ts, run_ts))
+    # in the order of DATASETS, then the derived ones, whatever order they were built in
+    return {name: paths[name] for name in (*DATASETS, *derived) if name in paths}
 
 
 def product_views(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
@@ -559,6 +568,33 @@ def _column_problems(table: str, qualified: str, have: dict[str, str], wanted: d
 
 def read_extract(paths: dict[str, str]) -> dict[str, pd.DataFrame]:
     return {name: pd.read_parquet(Path(path)) for name, path in paths.items()}
+
+
+class ExtractFiles(Mapping[str, pd.DataFrame]):
+    """The extract's datasets read one at a time: each ``[name]`` reads its parquet file again and nothing is kept,
+    so a loop over the items holds one dataset in memory (the validation gate at a million customers reads every
+    dataset of the night, together far more than one task may hold). ``rows(name)`` reads the file's metadata only."""
+
+    def __init__(self, paths: Mapping[str, str]) -> None:
+        self.paths = dict(paths)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(Path(self.paths[name]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def rows(self, name: str) -> int:
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(Path(self.paths[name])).metadata.num_rows
+
+    def only(self, names: Iterable[str]) -> ExtractFiles:
+        keep = set(names)
+        return ExtractFiles({name: path for name, path in self.paths.items() if name in keep})
 
 
 def _has_column(conn, table: str, column: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def row_count_expectation(median_rows: float | None) -> list[dict[str, Any]]:
     }]
 
 
-def validate_and_record(settings: Settings, run_date: dt.date, frames: dict[str, pd.DataFrame],
+def validate_and_record(settings: Settings, run_date: dt.date, frames: Mapping[str, pd.DataFrame],
                         lookback_days: int | None) -> list[ValidationSummary]:
     """Validate every frame against its suite plus the row-count rule, store each result (JSON)
     and data docs page (HTML) under the run folder and record one row per dataset in
@@ -80,9 +80,10 @@ def validate_and_record(settings: Settings, run_date: dt.date, frames: dict[str,
     out_dir = settings.run_dir(run_date) / "validation"
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries, rows = [], []
-    for dataset, frame in frames.items():
+    for dataset in frames:
         median = None if dataset in ROW_COUNT_EXEMPT else recent.get(dataset)
-        summary = validate_frame(dataset, frame, run_date, row_count_expectation(median))
+        # frames may read each dataset on access (revopt.platform.extract.ExtractFiles): one in memory at a time
+        summary = validate_frame(dataset, frames[dataset], run_date, row_count_expectation(median))
         result_path, docs_path = out_dir / f"{dataset}.json", out_dir / f"{dataset}.html"
         result_path.write_text(json.dumps(summary.result_json, indent=1, default=str))
         docs_path.write_text(summary.html)

@@ -547,6 +547,20 @@ def test_send_time_model_predicts_the_nightly_recommendations_and_pickles(synthe
         model.predict(None, inputs, {"quiet": 21})
 
 
+def test_the_evidence_summed_over_slices_of_rows_is_the_cube_of_every_row(synthetic):
+    """fit_send_time sums the cube over slices of rows (memory at scale): the same cube as one pass, to the bit."""
+    from ml.families.send_time.evidence import _cube, _customers, _row_slices, _rows
+
+    store, engagement, run_ts = synthetic
+    orders, customers = store.shop["orders"], store.shop["customers"]
+    people = _customers(customers, SendTimeConfig())
+    whole = _cube(_rows(engagement, orders, people, run_ts), len(people.customer_id))
+    sliced = _cube(_row_slices(engagement, orders, people, run_ts, slice_rows=997), len(people.customer_id))
+    assert len(engagement) > 10 * 997 and whole.sends.sum() > 0
+    for name in ("sends", "opens", "activity", "n_events"):
+        np.testing.assert_array_equal(getattr(sliced, name), getattr(whole, name), err_msg=name)
+
+
 def test_family_shortfall_reads_the_nightly_window(hand_store):
     engagement, customers = hand_store
     frames = {"engagement_by_hour": engagement, "orders": _no_orders(), "customers": customers}

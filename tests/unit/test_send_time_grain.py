@@ -192,3 +192,5 @@ def test_the_family_scores_the_nightly_cells_as_the_hourly_rows():
                                    FAMILY.predict_params(run_date, params))
     pd.testing.assert_frame_equal(predicted, from_hours)
     assert len(cells) < len(hourly)
+    # the nightly run's path (score_family): the same rows from the frames, without the one long frame
+    pd.testing.assert_frame_equal(FAMILY.nightly_predict(predictor, nightly, run_date, params), predicted)

@@ -26,7 +26,7 @@ from ml.families.send_time.config import (
     _as_of,
     _circular_distance,
 )
-from ml.families.send_time.evidence import _Cube, _Prepared, _prepare, _Rows, _cube
+from ml.families.send_time.evidence import _Cube, _cube, _Prepared, _prepare, _row_slices
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +226,11 @@ def _activity_chunk(activity: np.ndarray, segment: np.ndarray, priors: _Priors, 
 # --- fit -------------------------------------------------------------------------------------------
 
 
-def _fit_prepared(prepared: _Prepared, rows: _Rows, config: SendTimeConfig) -> tuple[_Cube, _Priors, _Curves, bool]:
-    cube = _cube(rows, len(prepared.people.customer_id))
-    uses_email = bool(rows.sends.sum() > 0)
+def _fit_prepared(prepared: _Prepared, cube: _Cube, config: SendTimeConfig) -> tuple[_Priors, _Curves, bool]:
+    uses_email = bool(cube.sends.sum() > 0)
     priors = _priors(cube, prepared.segment, prepared.names, config)
     curves = _posterior(cube, prepared.segment, priors, config, uses_email)
-    return cube, priors, curves, uses_email
+    return priors, curves, uses_email
 
 
 def fit_send_time(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: Any,
@@ -241,8 +240,10 @@ def fit_send_time(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.
     config = config or SendTimeConfig()
     began = time.perf_counter()
     as_of = _as_of(as_of)
-    prepared = _prepare(engagement, orders, customers, as_of, config)
-    cube, priors, curves, uses_email = _fit_prepared(prepared, prepared.rows, config)
+    prepared = _prepare(engagement, orders, customers, as_of, config, rows=False)
+    # summed over slices of rows: at a million customers every row located at once would be ~1.5 GB more
+    cube = _cube(_row_slices(engagement, orders, prepared.people, as_of), len(prepared.people.customer_id))
+    priors, curves, uses_email = _fit_prepared(prepared, cube, config)
     people = prepared.people
     signal_counts = {f"customers_{s}": int((curves.signal == s).sum()) for s in SIGNALS}
     params = {

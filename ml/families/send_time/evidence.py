@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,35 +99,48 @@ def _customers(customers: pd.DataFrame, config: SendTimeConfig) -> _Customers:
                       [str(z) for z in zone_names], segment)
 
 
+#: rows located in local time at once by :func:`_row_slices` (the hour and day of 4M rows take ~100 MB)
+_SLICE_ROWS = 4_000_000
+
+
 def _rows(engagement: pd.DataFrame, orders: pd.DataFrame, people: _Customers, as_of: pd.Timestamp) -> _Rows:
     """Every engagement and order row before ``as_of`` of a known customer, in local time."""
+    parts = list(_row_slices(engagement, orders, people, as_of, slice_rows=None))
+    return _Rows(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(_Rows)})
+
+
+def _row_slices(engagement: pd.DataFrame, orders: pd.DataFrame, people: _Customers, as_of: pd.Timestamp,
+                slice_rows: int | None = _SLICE_ROWS) -> Iterator[_Rows]:
+    """:func:`_rows` in slices of at most ``slice_rows`` input rows (None: one slice per frame), each located in
+    local time on its own: the evidence cube is a sum over rows, so the nightly fit never holds every row."""
     end = as_of.value
-    parts = []
     for name, frame, instant_column in (("engagement", engagement, "hour_utc"), ("orders", orders, "order_ts")):
-        instants = utc_nanoseconds(frame[instant_column], f"{name}.{instant_column}") if len(frame) else np.zeros(0, np.int64)
-        ids = frame["customer_id"].to_numpy(dtype=np.int64)
-        position = _positions(people.customer_id, ids)
-        known = position >= 0
-        keep = known & (instants < end)
-        if (~known).any():
-            logger.info("send time: %d %s rows of %d customers not in customers are ignored", int((~known).sum()),
-                        name, len(np.unique(ids[~known])))
-        n = int(keep.sum())
-        if name == "engagement":
-            counts = {c: frame[c].to_numpy(dtype=np.float64)[keep] for c in ("sends", "opens", "clicks")}
-            activity = frame["sessions"].to_numpy(dtype=np.float64)[keep]
-        else:
-            counts = {c: np.zeros(n) for c in ("sends", "opens", "clicks")}
-            activity = np.ones(n)
-        parts.append((position[keep], instants[keep], counts, activity))
-    customer = np.concatenate([p[0] for p in parts])
-    instant = np.concatenate([p[1] for p in parts])
-    hour, weekend = local_hour_weekend(instant, people.zone_code[customer], people.zones)
-    return _Rows(
-        customer=customer, instant=instant, weekend=weekend, hour=hour,
-        sends=np.concatenate([p[2]["sends"] for p in parts]), opens=np.concatenate([p[2]["opens"] for p in parts]),
-        clicks=np.concatenate([p[2]["clicks"] for p in parts]), activity=np.concatenate([p[3] for p in parts]),
-    )
+        step = max(len(frame), 1) if slice_rows is None else slice_rows
+        unknown_rows, unknown_ids = 0, []
+        for start in range(0, max(len(frame), 1), step):
+            part = frame.iloc[start:start + step]
+            instants = utc_nanoseconds(part[instant_column], f"{name}.{instant_column}") if len(part) else np.zeros(0, np.int64)
+            ids = part["customer_id"].to_numpy(dtype=np.int64)
+            position = _positions(people.customer_id, ids)
+            known = position >= 0
+            keep = known & (instants < end)
+            if (~known).any():
+                unknown_rows += int((~known).sum())
+                unknown_ids.append(np.unique(ids[~known]))
+            n = int(keep.sum())
+            if name == "engagement":
+                counts = {c: part[c].to_numpy(dtype=np.float64)[keep] for c in ("sends", "opens", "clicks")}
+                activity = part["sessions"].to_numpy(dtype=np.float64)[keep]
+            else:
+                counts = {c: np.zeros(n) for c in ("sends", "opens", "clicks")}
+                activity = np.ones(n)
+            customer = position[keep]
+            hour, weekend = local_hour_weekend(instants[keep], people.zone_code[customer], people.zones)
+            yield _Rows(customer=customer, instant=instants[keep], weekend=weekend, hour=hour, sends=counts["sends"],
+                        opens=counts["opens"], clicks=counts["clicks"], activity=activity)
+        if unknown_rows:
+            logger.info("send time: %d %s rows of %d customers not in customers are ignored", unknown_rows, name,
+                        len(np.unique(np.concatenate(unknown_ids))))
 
 
 def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -143,16 +157,23 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(inside, table[np.clip(ids - low, 0, high - low)], -1)
 
 
-def _cube(rows: _Rows, n_customers: int) -> _Cube:
-    cell = (rows.customer * 2 + rows.weekend) * HOURS + rows.hour
+def _cube(rows: _Rows | Iterable[_Rows], n_customers: int) -> _Cube:
+    """The evidence cube of ``rows``, or the sum over slices of rows (:func:`_row_slices`): counts are whole
+    numbers, so the float64 sums are exact whatever the slicing, and equal to one pass over every row."""
     size = n_customers * 2 * HOURS
+    sends, opens, activity = (np.zeros(size) for _ in range(3))
+    n_events = np.zeros(n_customers)
+    for part in [rows] if isinstance(rows, _Rows) else rows:
+        cell = (part.customer * 2 + part.weekend) * HOURS + part.hour
+        for total, weights in ((sends, part.sends), (opens, part.opens), (activity, part.activity)):
+            total += np.bincount(cell, weights=weights, minlength=size)
+        n_events += np.bincount(part.customer, weights=part.sends + part.opens + part.clicks + part.activity,
+                                minlength=n_customers)
 
-    def counts(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(cell, weights=weights, minlength=size).astype(np.float32).reshape(n_customers, 2, HOURS)
+    def counts(total: np.ndarray) -> np.ndarray:
+        return total.astype(np.float32).reshape(n_customers, 2, HOURS)
 
-    total = rows.sends + rows.opens + rows.clicks + rows.activity
-    n_events = np.bincount(rows.customer, weights=total, minlength=n_customers).round().astype(np.int64)
-    return _Cube(counts(rows.sends), counts(rows.opens), counts(rows.activity), n_events)
+    return _Cube(counts(sends), counts(opens), counts(activity), n_events.round().astype(np.int64))
 
 
 def _segments(people: _Customers, config: SendTimeConfig) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -170,15 +191,17 @@ class _Prepared:
     people: _Customers
     segment: np.ndarray
     names: tuple[str, ...]
-    rows: _Rows
+    rows: _Rows | None
 
 
 def _prepare(engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp,
-             config: SendTimeConfig) -> _Prepared:
+             config: SendTimeConfig, rows: bool = True) -> _Prepared:
+    """The customers, their segments and (``rows``) every row located in local time; without ``rows``,
+    ``_Prepared.rows`` is None and the caller sums the rows in slices (:func:`_row_slices`)."""
     _validate(engagement, orders, customers, config)
     people = _customers(customers, config)
     segment, names = _segments(people, config)
-    rows = _rows(engagement, orders, people, as_of)
+    rows = _rows(engagement, orders, people, as_of) if rows else None
     unknown = int((~people.timezone_known).sum())
     if unknown:
         logger.warning("send time: %d of %d customers have a missing or unknown time zone; their hours are UTC",

@@ -62,6 +62,12 @@ class SendTimeModel(mlflow.pyfunc.PythonModel):
         return dataclasses.replace(self.config, **changes), _as_of(params.get("as_of", self.as_of))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self.recommend(*split_engagement_input(model_input), params)
+
+    def recommend(self, engagement: pd.DataFrame, orders: pd.DataFrame, customers: pd.DataFrame,
+                  params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """What :meth:`predict` returns for the one-frame input of these three frames (the same fit and
+        recommendations), from the frames themselves: the nightly run at a million customers cannot afford the long
+        frame and MLflow's checked copy of it (several GB; docs/scale.md)."""
         config, as_of = self.settings(params)
-        engagement, orders, customers = split_engagement_input(model_input)
         return recommend_send_times(fit_send_time(engagement, orders, customers, as_of, config))[list(PUBLISHED_COLUMNS)]
