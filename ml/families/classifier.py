@@ -32,6 +32,7 @@ import optuna
 import pandas as pd
 import xgboost as xgb
 from catboost import CatBoostClassifier, Pool
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
@@ -94,7 +95,12 @@ class BinaryModel:
             return self.estimator.predict(xgb.DMatrix(X), iteration_range=(0, self.spec.num_rounds))
         if family == "catboost":
             return self.estimator.predict_proba(X)[:, 1]
-        return self.estimator.predict_proba(X)[:, 1]
+        # the log-odds summed row by row (numpy), not by BLAS's matrix-vector product: BLAS sums a row in an order
+        # that depends on where the row falls in the batch, so a customer scored in a partition of the population
+        # got another last bit than scored with everyone (docs/scale.md, partitioned execution)
+        transform, scaler, logistic = (step for _, step in self.estimator.steps)
+        standardised = np.ascontiguousarray(scaler.transform(transform.transform(X)), dtype=np.float64)
+        return expit((standardised * logistic.coef_[0]).sum(axis=1) + logistic.intercept_[0])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-row, per-feature contributions to the log-odds (bias column dropped); an ensemble's are

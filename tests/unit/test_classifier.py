@@ -16,6 +16,7 @@ from ml.families.classifier import (
     choose_calibration,
     evaluate,
     expected_calibration_error,
+    fit_model,
     label_shortfall,
     refit,
     top_decile_lift,
@@ -219,3 +220,20 @@ def test_a_champion_spec_is_refitted_on_the_fit_cutoff_and_scored_on_the_test_wi
 
     monkeypatch.setattr(ml.families.binary, "refit", broken)
     assert np.isnan(FAMILY.evaluate(holdout, spec, params).value(FAMILY.metric))
+
+
+def test_a_logistic_models_probability_of_a_row_does_not_depend_on_the_rows_scored_with_it():
+    """Partitioned scoring (docs/scale.md) must publish what one scoring of everyone publishes, to the bit: BLAS's
+    matrix-vector product summed a row in an order that depended on its place in the batch."""
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame(rng.lognormal(size=(5000, 33)), columns=[f"f{i}" for i in range(33)])
+    y = pd.Series((X["f0"] + rng.normal(size=len(X)) > 1).astype(int))
+    model = fit_model("logistic", {"C": 1.0}, X, y, random_state=0)
+    whole = model.predict_proba(X)
+    parts = np.arange(len(X)) % 7
+    alone = np.empty_like(whole)
+    for k in range(7):
+        alone[parts == k] = model.predict_proba(X[parts == k])
+    np.testing.assert_array_equal(alone, whole)
+    # and it is the logistic regression's own probability, to rounding
+    np.testing.assert_allclose(whole, model.estimator.predict_proba(X)[:, 1], rtol=0, atol=1e-14)
