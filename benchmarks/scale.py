@@ -478,6 +478,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1",
                         help="--dags mode: task processes at once (AIRFLOW__CORE__PARALLELISM), a comma list: the "
                              "nightly DAG runs once per value on the S store (training and 10 x S use the first)")
+    parser.add_argument("--nightly-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="--dags mode: a param of every nightly run (JSON value), e.g. partitions=4; repeatable")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="--dags mode: where the Airflow logs go (default: a new folder under /tmp)")
     args = parser.parse_args()
@@ -579,11 +581,13 @@ def main_dags(args: argparse.Namespace) -> None:
     customers = max(1, round(args.scale * CUSTOMERS_AT_SCALE_1))
     run_date = (START + dt.timedelta(days=args.days)).isoformat()
     training_conf = {"n_trials": args.n_trials, "tuning_timeout_seconds": args.tuning_timeout}
+    nightly_conf = _conf(args.nightly_param)
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="revopt-scale-dags-logs-"))
     report: dict[str, Any] = {
         "scale": args.scale, "date": dt.date.today().isoformat(), "days": args.days, "run_date": run_date,
         "command": "python benchmarks/scale.py " + " ".join(_argv()), "dags": dags, "workers": workers,
-        "training_conf": training_conf, "stores": {}, "runs": {}, "ratios": {}, "log_dir": str(log_dir),
+        "training_conf": training_conf, "nightly_conf": nightly_conf, "stores": {}, "runs": {}, "ratios": {},
+        "log_dir": str(log_dir),
     }
     print(f"Airflow logs: {log_dir}", flush=True)
     began = time.perf_counter()
@@ -615,14 +619,14 @@ def main_dags(args: argparse.Namespace) -> None:
                 if "training" in dags:
                     run(f"training {small}", "training", training_conf, workers[0])
                 if "nightly" in dags:
-                    nightly = {w: run(f"nightly {small} workers={w}", "nightly", {}, w) for w in workers}
+                    nightly = {w: run(f"nightly {small} workers={w}", "nightly", nightly_conf, w) for w in workers}
                     if len(workers) > 1:
                         first, *others = workers
                         report["ratios"]["workers"] = [_workers_ratio(first, other, nightly) for other in others]
                     if args.compare_10x:
                         large = f"10xS={round(args.scale * 10, 6):g}"
                         seed(large, customers * 10)
-                        bigger = run(f"nightly {large} workers={workers[0]}", "nightly", {}, workers[0])
+                        bigger = run(f"nightly {large} workers={workers[0]}", "nightly", nightly_conf, workers[0])
                         report["ratios"]["ten_x"] = {
                             "seconds": [nightly[workers[0]]["tasks_seconds"], bigger["tasks_seconds"]],
                             "time_ratio": _ratio(bigger["tasks_seconds"], nightly[workers[0]]["tasks_seconds"]),
@@ -636,6 +640,20 @@ def main_dags(args: argparse.Namespace) -> None:
     print()
     print(markdown)
     print(f"results: {stem}.json, {stem}.md (total {report['total_seconds']}s)")
+
+
+def _conf(pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as DAG run params, each value read as JSON (a bare word stays a string)."""
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--nightly-param {pair!r}: expected NAME=VALUE")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
 
 
 def _write_dags_report(args: argparse.Namespace, report: dict[str, Any], began: float, final: bool) -> tuple[Path, str]:
@@ -713,7 +731,8 @@ def dags_markdown(report: dict[str, Any]) -> str:
         "whole-DAG line gives first task start to last task end (and the `dags test` command, Airflow's start "
         "included). Peak MB is the task process tree's peak RSS (VmHWM, sampled every 0.25 s; chDB is in process); "
         "PSS MB its peak proportional set size (shared pages counted once). Rows: what the task's return value "
-        f"says (publish: rows published). Training params: `{json.dumps(report['training_conf'])}`.", "",
+        f"says (publish: rows published). Training params: `{json.dumps(report['training_conf'])}`; nightly params: "
+        f"`{json.dumps(report.get('nightly_conf', {}))}`.", "",
     ]
     for label, store in report["stores"].items():
         lines.append(f"- {label}: {store['customers']:,} customers x {report['days']} days: {store['events']:,} events, "
