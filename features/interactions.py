@@ -219,19 +219,35 @@ def split_recommendation_input(frame: pd.DataFrame) -> RecommendationInput:
     source = frame[SOURCE_COLUMN].to_numpy()
 
     def rows(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-        return frame.loc[source == name, list(columns)].reset_index(drop=True)
+        return frame.loc[source == name, list(columns)]
 
-    customers = rows(CUSTOMER_ROWS, CUSTOMER_COLUMNS).astype({"customer_id": "int64"})
+    return typed_recommendation_input(RecommendationInput(
+        rows(CUSTOMER_ROWS, CUSTOMER_COLUMNS), rows(PURCHASE_ROWS, PURCHASE_COLUMNS), rows(VIEW_ROWS, VIEW_COLUMNS),
+        rows(CATALOGUE_ROWS, CATALOGUE_COLUMNS)))
+
+
+def typed_recommendation_input(data: RecommendationInput) -> RecommendationInput:
+    """The four frames with the columns and types the long frame gives back (:func:`split_recommendation_input`):
+    what the model reads whether the frames came through the long frame or straight from the extract."""
+    def typed(frame: pd.DataFrame, name: str, columns: tuple[str, ...], dtypes: dict[str, str]) -> pd.DataFrame:
+        _require(frame, name, columns)
+        return frame[list(columns)].astype(dtypes).reset_index(drop=True)
+
+    def objects(values: pd.Series) -> pd.Series:
+        values = values.astype(object)
+        return values.where(values.notna(), None)
+
+    customers = typed(data.customers, CUSTOMER_ROWS, CUSTOMER_COLUMNS, {"customer_id": "int64"})
     for column in SEGMENT_COLUMNS:
-        customers[column] = customers[column].astype(object).where(customers[column].notna(), None)
-    purchases = rows(PURCHASE_ROWS, PURCHASE_COLUMNS).astype({"customer_id": "int64", "product_id": "int64",
-                                                               "orders": "int64"})
-    views = rows(VIEW_ROWS, VIEW_COLUMNS).astype({"customer_id": "int64", "product_id": "int64", "views": "int64"})
+        customers[column] = objects(customers[column])
+    purchases = typed(data.purchases, PURCHASE_ROWS, PURCHASE_COLUMNS,
+                      {"customer_id": "int64", "product_id": "int64", "orders": "int64"})
+    views = typed(data.views, VIEW_ROWS, VIEW_COLUMNS, {"customer_id": "int64", "product_id": "int64", "views": "int64"})
     for part in (purchases, views):
         part["day"] = _naive_day(part["day"])
-    products = rows(CATALOGUE_ROWS, CATALOGUE_COLUMNS).astype({"product_id": "int64", "on_hand": "float64"})
-    products["category"] = products["category"].astype(object)
-    products["name"] = products["name"].astype(object)
+    products = typed(data.catalogue, CATALOGUE_ROWS, CATALOGUE_COLUMNS, {"product_id": "int64", "on_hand": "float64"})
+    products["category"] = objects(products["category"])
+    products["name"] = objects(products["name"])
     return RecommendationInput(customers, purchases, views, products)
 
 

@@ -207,6 +207,9 @@ def test_the_pyfunc_round_trips_through_mlflow(store, trained, tmp_path):
     assert list(tonight.columns) == list(result.example.columns)
     expected = result.model.predict(None, tonight, result.predict_params)
     pd.testing.assert_frame_equal(loaded.predict(tonight, params=result.predict_params), expected)
+    # the nightly run's path (score_family): the same rows from the extract's frames, without the long frame
+    pd.testing.assert_frame_equal(FAMILY.nightly_predict(result.model, store, RUN_DATE, PARAMS),
+                                  loaded.predict(tonight, params=FAMILY.predict_params(RUN_DATE, PARAMS)))
     fewer = {**result.predict_params, "recs_k": 3, "recs_exclude_categories": json.dumps(["postage", "cat0"])}
     smaller = loaded.predict(tonight, params=fewer)
     assert smaller["rank"].max() == 3 and not (smaller["category"] == "cat0").any()

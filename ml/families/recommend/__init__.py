@@ -245,6 +245,13 @@ class RecommendationsFamily:
         catalogue, as one frame (:func:`features.interactions.recommendation_input`)."""
         return recommendation_input(interactions_from_extract(frames, run_date, params.lookback_days))
 
+    def nightly_predict(self, model: RecommendationsModel, frames: Frames, run_date: dt.date,
+                        params: RunParams) -> pd.DataFrame:
+        """What the champion's pyfunc ``predict`` returns on :meth:`nightly_input` (:meth:`RecommendationsModel.recommend`,
+        tested equal), without that long frame and MLflow's copy of it (docs/scale.md)."""
+        return model.recommend(interactions_from_extract(frames, run_date, params.lookback_days),
+                               self.predict_params(run_date, params))
+
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         return pyfunc_params(rules_from_params(params), run_date.isoformat())
 

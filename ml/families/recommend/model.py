@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import mlflow
 import pandas as pd
 
-from features.interactions import split_recommendation_input
+from features.interactions import RecommendationInput, split_recommendation_input, typed_recommendation_input
 from ml.families.recommend.config import Rules, settings_from_params
 from ml.families.recommend.estimator import ItemFactors
 from ml.families.recommend.recommender import PUBLISHED_COLUMNS, recommend
@@ -37,6 +38,15 @@ class RecommendationsModel(mlflow.pyfunc.PythonModel):
         self.as_of = as_of
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return self._recommend(split_recommendation_input(model_input), params)
+
+    def recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """What :meth:`predict` returns for the long frame of ``data`` (the same frames, typed the same way), from
+        the frames themselves: at a million customers the long frame and MLflow's checked copy of it are several GB
+        (docs/scale.md)."""
+        return self._recommend(typed_recommendation_input(data), params)
+
+    def _recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None) -> pd.DataFrame:
         rules, as_of = settings_from_params(params, self.rules, self.as_of)
-        ranked, catalogue = recommend(self.factors, split_recommendation_input(model_input), as_of, rules)
+        ranked, catalogue = recommend(self.factors, data, as_of, rules)
         return ranked.frame(catalogue)[list(PUBLISHED_COLUMNS)]
