@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,20 +73,36 @@ def credit_all(paths: pd.DataFrame, settings: AttributionSettings, names: tuple[
     """Every model of ``names`` fitted on all the paths (converting and not: the Markov chain and the excess
     model learn from the whole history) and its credits (``model``, ``journey_id`` = order id, ``channel``,
     ``campaign``, ``credit``, ``revenue_credit``) for every converted journey, each checked for conservation."""
+    return pd.concat([credits for _, credits in credit_each(paths, settings, names)], ignore_index=True)
+
+
+def credit_each(paths: pd.DataFrame, settings: AttributionSettings,
+                names: tuple[str, ...] = MODEL_NAMES) -> Iterator[tuple[str, pd.DataFrame]]:
+    """:func:`credit_all` one model at a time (name, credits), each checked for conservation: at a million
+    customers every model's credits of the whole history together are several GB (docs/scale.md)."""
     journeys, outcomes = split_paths(paths)
     runners = model_runners(settings)
-    credits = pd.concat([runners[name](journeys, outcomes) for name in names], ignore_index=True)
-    models.check_conservation(credits, outcomes)
-    return credits
+    for name in names:
+        credits = runners[name](journeys, outcomes)
+        models.check_conservation(credits, outcomes)
+        yield name, credits
+        del credits  # not held while the next model runs
 
 
-def in_window(credits: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.DataFrame:
-    """The credits of the orders placed in the ``window_days`` before ``run_date``."""
+def window_orders(paths: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.Series:
+    """The ids of the orders placed in the ``window_days`` before ``run_date``."""
     run_ts = pd.Timestamp(run_date, tz="UTC")
     converted = paths[paths["converted"]].drop_duplicates("journey_id")
     stamp = pd.to_datetime(converted["conversion_ts"], utc=True)
-    inside = converted.loc[((stamp >= run_ts - pd.Timedelta(days=window_days)) & (stamp < run_ts)).to_numpy(),
-                           "journey_id"]
+    return converted.loc[((stamp >= run_ts - pd.Timedelta(days=window_days)) & (stamp < run_ts)).to_numpy(),
+                         "journey_id"]
+
+
+def in_window(credits: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, window_days: int,
+              orders: pd.Series | None = None) -> pd.DataFrame:
+    """The credits of the orders placed in the ``window_days`` before ``run_date`` (``orders``: those orders'
+    ids, :func:`window_orders`, when the caller has them already)."""
+    inside = window_orders(paths, run_date, window_days) if orders is None else orders
     return credits[credits["journey_id"].isin(inside)].reset_index(drop=True)
 
 
