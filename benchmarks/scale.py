@@ -643,17 +643,10 @@ def main_dags(args: argparse.Namespace) -> None:
 
 
 def _conf(pairs: list[str]) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs as DAG run params, each value read as JSON (a bare word stays a string)."""
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"--nightly-param {pair!r}: expected NAME=VALUE")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
-    return params
+    """``NAME=VALUE`` pairs as DAG run params, each value read as JSON, as ``revopt run --param`` reads them."""
+    from revopt.cli import _params
+
+    return _params(pairs)
 
 
 def _write_dags_report(args: argparse.Namespace, report: dict[str, Any], began: float, final: bool) -> tuple[Path, str]:
