@@ -98,8 +98,6 @@ def run_recommendations(extract: str, run_date: dt.date, path: str, folder: str,
 
 
 def run_attribution(extract: str, run_date: dt.date, path: str, folder: str) -> Any:
-    import pandas as pd
-
     from ml.attribution import nightly as attribution
     from ml.params import RunParams
 
@@ -107,12 +105,7 @@ def run_attribution(extract: str, run_date: dt.date, path: str, folder: str) -> 
     paths = _frames(extract, ("conversion_paths",))["conversion_paths"]
     if path == "before":
         return attribution.in_window(attribution.credit_all(paths, settings), paths, run_date, settings.window_days)
-    window = attribution.window_orders(paths, run_date, settings.window_days)
-    kept = []
-    for _, credits in attribution.credit_each(paths, settings):
-        kept.append(attribution.in_window(credits, paths, run_date, settings.window_days, window))
-        del credits
-    return pd.concat(kept, ignore_index=True)
+    return attribution.credits_in_window(paths, run_date, settings)[0]
 
 
 def _child(step: str, path: str, extract: str, run_date: str, fit_customers: int, queue) -> None:

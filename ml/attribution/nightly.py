@@ -106,10 +106,25 @@ def in_window(credits: pd.DataFrame, paths: pd.DataFrame, run_date: dt.date, win
     return credits[credits["journey_id"].isin(inside)].reset_index(drop=True)
 
 
+def credits_in_window(paths: pd.DataFrame, run_date: dt.date, settings: AttributionSettings,
+                      history_model: str | None = None,
+                      names: tuple[str, ...] = MODEL_NAMES) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Every model's credits for the orders of the window, one model at a time (:func:`credit_each`), and
+    ``history_model``'s credits of the whole history (None when it is not one of ``names``)."""
+    window = window_orders(paths, run_date, settings.window_days)
+    kept, history = [], None
+    for name, credits in credit_each(paths, settings, names):
+        kept.append(in_window(credits, paths, run_date, settings.window_days, window))
+        if name == history_model:
+            history = credits.reset_index(drop=True)
+        del credits
+    return pd.concat(kept, ignore_index=True), history
+
+
 def attribute(paths: pd.DataFrame, run_date: dt.date, settings: AttributionSettings,
               names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
-    """Every model's credits (:func:`credit_all`) for the orders of the window (``settings.window_days``)."""
-    credits = in_window(credit_all(paths, settings, names), paths, run_date, settings.window_days)
+    """Every model's credits for the orders of the window (``settings.window_days``; :func:`credits_in_window`)."""
+    credits, _ = credits_in_window(paths, run_date, settings, names=names)
     logger.info("attribution for %s: %d orders in the %d days before, %d models conserve", run_date,
                 credits["journey_id"].nunique(), settings.window_days, len(names))
     return credits

@@ -41,14 +41,10 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
     recorded = attribution.recorded_credits(frames["orders"], run_date, settings.window_days)
     history = attribution.history_credits(paths, frames["orders"], run_date, attribution.RECORDED, settings)
     if (paths["position"] >= 0).any():
-        window = attribution.window_orders(paths, run_date, settings.window_days)
-        kept = []
-        for name, model_credits in attribution.credit_each(paths, settings):  # one model's history at a time
-            kept.append(attribution.in_window(model_credits, paths, run_date, settings.window_days, window))
-            if name == params.attribution_model:
-                history = model_credits.reset_index(drop=True)
-            del model_credits
-        credits = pd.concat([*kept, recorded], ignore_index=True)
+        window, chosen = attribution.credits_in_window(paths, run_date, settings, params.attribution_model)
+        credits = pd.concat([window, recorded], ignore_index=True)
+        if chosen is not None:
+            history = chosen
     else:
         logger.warning("no touchpoints in the conversion paths for %s (no clickstream?): only the channel the store "
                        "recorded on each order is published", run_date)
