@@ -28,7 +28,8 @@ RUN useradd --uid 50000 --gid 0 --home-dir /home/airflow --create-home --shell /
  && chmod -R g+rwX /opt/airflow
 
 # Dependencies first: this layer is rebuilt only when the lock changes. `uv pip sync` makes the
-# virtualenv exactly the lock; --no-build refuses anything that would need a compiler.
+# virtualenv exactly the lock; --no-build refuses anything that would need a compiler;
+# --compile-bytecode ships the .pyc, so no task process compiles the stack from source.
 ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore "uv==${UV_VERSION}"
 ENV VIRTUAL_ENV=/opt/venv \
@@ -36,7 +37,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 COPY requirements.lock /opt/revopt/requirements.lock
 RUN uv venv --python /usr/local/bin/python3.11 /opt/venv \
- && uv pip sync --python /opt/venv/bin/python --no-cache --no-build /opt/revopt/requirements.lock
+ && uv pip sync --python /opt/venv/bin/python --no-cache --no-build --compile-bytecode /opt/revopt/requirements.lock
 
 # The project, installed in editable mode from /opt/revopt so that the DAG folder and the
 # expectation suites stay next to the packages (revopt finds expectations/ relative to itself).
