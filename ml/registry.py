@@ -58,9 +58,11 @@ CHAMPION = "champion"
 SPEC_TAG = "revopt.model_spec"
 REFERENCE_FEATURES = "reference/features.parquet"
 CUSTOMER_ID = "customer_id"
+#: what a registered model's predict imports (numba: the TreeSHAP factors and the recommender's fold-in)
 PIP_REQUIREMENTS = [
     f"{name}=={version(name)}"
-    for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle")
+    for name in ("lightgbm", "xgboost-cpu", "catboost", "scikit-learn", "numpy", "pandas", "scipy", "numba",
+                 "cloudpickle")
 ]
 
 

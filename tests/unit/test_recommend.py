@@ -238,9 +238,15 @@ def test_the_nightly_input_round_trips(store):
     assert parts.catalogue["name"].iloc[0] == "Product 1" and parts.catalogue["on_hand"].isna().all()
 
 
-def test_fold_in_matches_implicit_and_its_explanations():
+@pytest.mark.parametrize("item_pairs", ["looked up", "computed per customer"])
+def test_fold_in_matches_implicit_and_its_explanations(item_pairs, monkeypatch):
     import scipy.sparse as sp
     from implicit.als import AlternatingLeastSquares
+
+    from ml.families.recommend import kernels
+
+    if item_pairs == "computed per customer":  # a catalogue too big for the items x items table
+        monkeypatch.setattr(kernels, "ITEM_KERNEL_BYTES", 0)
 
     rng = np.random.default_rng(0)
     matrix = sp.random(200, 40, density=0.15, random_state=1, format="csr")
@@ -262,10 +268,47 @@ def test_fold_in_matches_implicit_and_its_explanations():
         np.testing.assert_allclose(x, als.recalculate_user(np.arange(200), weighted), atol=1e-5)
         batch = solved[-1]
         user, item = int(batch.positions[0]), 7
-        terms = batch.contributions(np.full((len(batch.positions), 1), item), model.factors)[0, 0]
+        terms = batch.contributions(np.full((len(batch.positions), 1), item))[0, 0]
         total, top, _ = als.explain(user, weighted, itemid=item, N=1)
         assert terms.sum() == pytest.approx(total, abs=1e-5) == pytest.approx(x[user] @ model.factors[item], abs=1e-5)
         assert batch.items[0][np.where(batch.items[0] >= 0, terms, -np.inf).argmax()] == top[0][0]
+
+
+@pytest.mark.parametrize("item_pairs", ["looked up", "computed per customer"])
+def test_a_customer_folds_in_to_the_same_bits_alone_or_in_any_batch(item_pairs, monkeypatch):
+    """Each customer is solved on their own (ml/families/recommend/kernels.py): the partitions of a night, or
+    the order of the customers, cannot move a score or an explanation by a bit."""
+    from ml.families.recommend import kernels
+
+    if item_pairs == "computed per customer":
+        monkeypatch.setattr(kernels, "ITEM_KERNEL_BYTES", 0)
+    rng = np.random.default_rng(3)
+    n_items, factors = 60, 16
+    config = RecsConfig(factors=factors, regularization=1.0, alpha=2.0, iterations=1, random_state=0)
+    model = ItemFactors(np.arange(n_items), rng.standard_normal((n_items, factors)) * 0.3, config)
+    lengths = rng.integers(1, 30, 40)  # shorter and longer than the factors: both solves
+    rows = np.repeat(np.arange(40), lengths)
+    items = np.concatenate([rng.choice(n_items, size, replace=False) for size in lengths])
+    n = rng.integers(1, 6, len(rows)).astype(float)
+    chosen = rng.integers(-1, n_items, (40, 3))
+
+    def solve(customers):
+        keep = np.isin(rows, customers)
+        x, terms = {}, {}
+        for batch in fold_in(model, rows[keep], items[keep], n[keep], np.ones(int(keep.sum()), dtype=bool)):
+            contributions = batch.contributions(chosen[batch.positions])
+            for at, customer in enumerate(batch.positions):
+                x[int(customer)] = batch.x[at]
+                terms[int(customer)] = contributions[at][:, batch.items[at] >= 0]
+        return x, terms
+
+    together = solve(np.arange(40))
+    for customer in (0, 7, 39):
+        alone = solve([customer])
+        assert alone[0][customer].tobytes() == together[0][customer].tobytes()
+        assert alone[1][customer].tobytes() == together[1][customer].tobytes()
+    evens = solve(np.arange(0, 40, 2))
+    assert all(evens[0][c].tobytes() == together[0][c].tobytes() for c in evens[0])
 
 
 def test_top_k_takes_the_best_scores_under_the_category_cap():

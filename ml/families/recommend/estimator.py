@@ -2,8 +2,9 @@
 (``implicit``'s BM25 item-item model, a benchmark) and popularity (overall, or within a segment).
 
 Fitting uses the library; scoring a customer from stored item factors is the closed form ALS itself
-solves for every user (``implicit``'s ``recalculate_user``, Hu et al. 2008 eq. 4), written here in
-numpy so that the registered model needs only numpy to score, and so that the same solve also gives
+solves for every user (``implicit``'s ``recalculate_user``, Hu et al. 2008 eq. 4), written here
+(:mod:`~ml.families.recommend.kernels`, numba) so that the registered model does not need ``implicit``
+to score, and so that the same solve also gives
 each recommendation's explanation (the paper's section 5, ``implicit``'s ``explain``): with
 ``A_u = Y'Y + Y'(C_u - I)Y + lambda I``, the score of item j is ``sum_i c_ui y_j' A_u^-1 y_i`` over
 the customer's history, so the history item with the largest term is the one that "explains" j most.
@@ -24,8 +25,10 @@ from ml.families.recommend.config import POPULARITY_DAYS, RecsConfig
 
 #: ALS fits on one thread: the same seed then gives the same factors on every machine
 FIT_THREADS = 1
-#: the customers solved together are bounded so their stacked history factors stay near 32 MB
-_BATCH_ELEMENTS = 1 << 22
+#: the customers scored together are bounded so a batch's factors, padded histories and explanation terms
+#: stay near 16 MB, and their customers x catalogue scores (the caller's) at 1,024 rows
+_BATCH_ELEMENTS = 1 << 21
+_BATCH_CUSTOMERS = 1024
 
 
 @dataclass(frozen=True)
@@ -94,20 +97,19 @@ def fit_als(cells: Strengths, config: RecsConfig) -> ItemFactors:
 class Solved:
     """A batch of customers folded into an ALS: their positions in the caller's list, their factors
     ``x`` (B, f) and, for the explanation, their padded history: item indices ``items`` (B, L; -1 pad),
-    confidences ``confidence`` (B, L) and ``bought`` (B, L). ``explain`` maps the factors of items to
-    score, (B, k, f), to ``y_j' A_u^-1 y_i`` for every history item i, (B, k, L)."""
+    confidences ``confidence`` (B, L) and ``bought`` (B, L). ``terms`` maps item indices to score, (B, k;
+    -1 none), to every history item's term of their scores, (B, k, L) (:func:`kernels.terms`)."""
 
     positions: np.ndarray
     x: np.ndarray
     items: np.ndarray
     confidence: np.ndarray
     bought: np.ndarray
-    explain: Callable[[np.ndarray], np.ndarray]
+    terms: Callable[[np.ndarray], np.ndarray]
 
-    def contributions(self, chosen: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    def contributions(self, chosen: np.ndarray) -> np.ndarray:
         """(B, k, L): how much each history item adds to the score of each ``chosen`` item index (-1: none)."""
-        terms = self.explain(factors[np.maximum(chosen, 0)]) * self.confidence[:, None, :]
-        return np.where((self.items >= 0)[:, None, :] & (chosen >= 0)[:, :, None], terms, 0.0)
+        return self.terms(np.ascontiguousarray(chosen, dtype=np.int64))
 
 
 def fold_in(model: ItemFactors, customer_rows: np.ndarray, item_index: np.ndarray, n: np.ndarray,
@@ -116,60 +118,46 @@ def fold_in(model: ItemFactors, customer_rows: np.ndarray, item_index: np.ndarra
 
     ``customer_rows`` (the position of the cell's customer in the caller's list), ``item_index`` (the
     product's row in ``model.factors``), ``n`` and ``bought`` describe one cell each; customers without
-    cells are not yielded. With ``G = Y'Y + lambda I`` and the history's factors ``U`` (L x f),
-    ``A_u = G + U' D U`` with ``D = diag(c - 1)``: customers with fewer history items than factors are
-    solved through the Woodbury identity (``A_u^-1 U' = G^-1 U' (I + D U G^-1 U')^-1``, L x L systems),
-    the others directly (f x f), so a short history costs ``L^2 f`` rather than ``f^3``."""
-    config, factors = model.config, model.factors
+    cells are not yielded. Each customer is solved on their own (:mod:`ml.families.recommend.kernels`,
+    numba over both cores): a batch is only how many are scored together."""
+    from ml.families.recommend import kernels
+
+    config, factors = model.config, np.ascontiguousarray(model.factors, dtype=np.float64)
     f = factors.shape[1]
     gram = model.gram()
-    inverse = np.linalg.inv(gram)
-    projected = factors @ inverse  # Y G^-1 (G is symmetric)
+    projected = np.ascontiguousarray(factors @ np.linalg.inv(gram))  # Y G^-1 (G is symmetric)
+    pairs = kernels.item_kernel(factors, projected)
     order = np.lexsort((item_index, customer_rows))
-    rows, items = customer_rows[order], item_index[order]
-    confidence, bought = config.alpha * weights(n[order], config), bought[order]
+    rows, items = customer_rows[order], np.ascontiguousarray(item_index[order], dtype=np.int64)
+    confidence, bought = np.ascontiguousarray(config.alpha * weights(n[order], config), dtype=np.float64), bought[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
     lengths = np.diff(np.r_[starts, len(rows)])
     by_length = np.argsort(lengths, kind="stable")
     done = 0
     while done < len(by_length):
         size = 1
-        while done + size < len(by_length) and \
+        while done + size < len(by_length) and size < _BATCH_CUSTOMERS and \
                 (size + 1) * _batch_elements(int(lengths[by_length[done + size]]), f) <= _BATCH_ELEMENTS:
             size += 1
         batch = by_length[done:done + size]
         done += size
-        longest = int(lengths[batch].max())
+        batch_starts, batch_lengths = starts[batch].astype(np.int64), lengths[batch].astype(np.int64)
+        longest = int(batch_lengths.max())
         offsets = np.arange(longest)
-        valid = offsets[None, :] < lengths[batch][:, None]
-        at = np.where(valid, starts[batch][:, None] + offsets[None, :], 0)
-        batch_items = np.where(valid, items[at], -1)
-        c = np.where(valid, confidence[at], 0.0)
-        history = np.where(valid[:, :, None], factors[np.maximum(batch_items, 0)], 0.0)  # U: (B, L, f)
-        history_t = np.transpose(history, (0, 2, 1))
-        d = c - valid  # c - 1 on the history, 0 on the padding
-        if longest < f:
-            p = np.where(valid[:, :, None], projected[np.maximum(batch_items, 0)], 0.0)  # U G^-1: (B, L, f)
-            kernel = np.matmul(p, history_t)  # U G^-1 U': (B, L, L)
-            m = np.eye(longest)[None] + d[:, :, None] * kernel
-            r = np.eye(longest)[None] - np.linalg.solve(m, d[:, :, None] * kernel)  # A^-1 U' = G^-1 U' r
-            x = np.matmul(np.transpose(p, (0, 2, 1)), np.matmul(r, c[:, :, None]))[:, :, 0]
+        valid = offsets[None, :] < batch_lengths[:, None]
+        at = np.where(valid, batch_starts[:, None] + offsets[None, :], 0)
+        x = kernels.solve(batch_starts, batch_lengths, items, confidence, factors, projected, gram, pairs)
 
-            def explain(picked: np.ndarray, history_t=history_t, r=r) -> np.ndarray:
-                return np.matmul(np.matmul(picked @ inverse, history_t), r)
-        else:
-            a = gram[None] + np.matmul(history_t * d[:, None, :], history)
-            x = np.linalg.solve(a, np.matmul(history_t, c[:, :, None]))[:, :, 0]
-
-            def explain(picked: np.ndarray, history=history, a=a) -> np.ndarray:
-                return np.matmul(np.transpose(np.linalg.solve(a, np.transpose(picked, (0, 2, 1))), (0, 2, 1)),
-                                 np.transpose(history, (0, 2, 1)))
-        yield Solved(rows[starts[batch]], x, batch_items, c, np.where(valid, bought[at], False), explain)
+        def explain(chosen: np.ndarray, batch_starts=batch_starts, batch_lengths=batch_lengths, longest=longest):
+            return kernels.terms(batch_starts, batch_lengths, items, confidence, chosen, factors, projected, gram,
+                                 pairs, longest)
+        yield Solved(rows[batch_starts], x, np.where(valid, items[at], -1), np.where(valid, confidence[at], 0.0),
+                     np.where(valid, bought[at], False), explain)
 
 
 def _batch_elements(length: int, factors: int) -> int:
-    """The numbers one customer of this history length holds while solved (the larger path's)."""
-    return length * factors + (length * length if length < factors else factors * factors)
+    """The numbers one customer of this history length holds in a batch: factors, padded history, terms."""
+    return factors + 16 * length
 
 
 def popularity(purchases: pd.DataFrame, as_of: pd.Timestamp, days: int = POPULARITY_DAYS) -> pd.DataFrame:

@@ -250,7 +250,7 @@ def _rank_model(ranked: Ranked, model: ItemFactors, cells: Strengths, rows: np.n
                                rules.k, rules.max_per_category)
         chosen_items = np.where(chosen >= 0, model_of[np.maximum(chosen, 0)], -1)
         explainer = solved.bought & explains[np.maximum(solved.items, 0)]
-        terms = np.where(explainer[:, None, :], solved.contributions(chosen_items, model.factors), -np.inf)
+        terms = np.where(explainer[:, None, :], solved.contributions(chosen_items), -np.inf)
         best = terms.argmax(axis=2)
         best_value = np.take_along_axis(terms, best[:, :, None], 2)[:, :, 0]
         reason = in_catalogue[np.maximum(np.take_along_axis(solved.items, best, 1), 0)]
@@ -315,5 +315,8 @@ def _segment_keys(frame: pd.DataFrame) -> np.ndarray:
     """One text key per row of the segment columns ("" when any is missing)."""
     values = frame.astype(object)
     missing = values.isna().any(axis=1).to_numpy()
-    joined = values.astype(str).agg("\x1f".join, axis=1).to_numpy(dtype=object) if len(values) else np.zeros(0, object)
-    return np.where(missing, "", joined).astype(object)
+    if not len(values) or not len(values.columns):
+        return np.full(len(values), "", dtype=object)
+    text = [values[column].astype(str) for column in values.columns]
+    joined = text[0].str.cat(text[1:], sep="\x1f") if len(text) > 1 else text[0]  # a column at a time, not a row
+    return np.where(missing, "", joined.to_numpy(dtype=object)).astype(object)
