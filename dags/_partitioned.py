@@ -1,9 +1,10 @@
-"""The nightly customer scores as Airflow dynamic task mapping over ``partitions`` customer-hash slices (issue 22
-item 5; ``ml.partitioned`` holds the steps, docs/scale.md "Partitioned execution" the why). Wiring only; listed in
-``.airflowignore`` like its neighbours.
+"""The nightly customer scores and product recommendations as Airflow dynamic task mapping over ``partitions``
+customer-hash slices (issue 22 item 5; ``ml.partitioned`` and ``ml.partitioned_recommendations`` hold the steps,
+docs/scale.md "Partitioned execution" the why). Wiring only; listed in ``.airflowignore`` like its neighbours.
 
-``prepare_scores`` -> ``score`` (mapped) -> ``gather_scores`` -> ``stage_scores`` (mapped) -> ``publish``. With
-``partitions=1`` each mapped task runs once (map index 0): the task ids ``score`` and ``publish`` are today's.
+``prepare_scores`` -> ``score`` (mapped) -> ``gather_scores`` -> ``stage_scores`` (mapped) -> ``publish``;
+``prepare_recommendations`` -> ``recommend_products`` (mapped) -> ``stage_recommendations`` (mapped) ->
+``publish_recommendations``. With ``partitions=1`` each mapped task runs once (map index 0).
 """
 
 from __future__ import annotations
@@ -69,3 +70,45 @@ def partitioned_scores(validated, features):
     published = publish_scores(gathered)
     staged >> published
     return slices, gathered, published
+
+
+@task
+def prepare_recommendations(extract_paths: dict[str, str], **context) -> list[dict]:
+    from ml.partitioned_recommendations import prepare_recommendations
+
+    return prepare_recommendations(resources(), run_date_of(context), extract_paths, run_params_of(context))
+
+
+@task(map_index_template="{{ partition_label }}")
+def recommend_products(partition: dict, extract_paths: dict[str, str], **context) -> dict:
+    from ml.partitioned_recommendations import recommend_slice
+    from ml.partitioning import Partition
+
+    get_current_context()["partition_label"] = _label(partition)
+    return skip_if_skipped(recommend_slice(resources(), run_date_of(context), extract_paths, run_params_of(context),
+                                           Partition.from_dict(partition)), context)
+
+
+@task(map_index_template="{{ partition_label }}")
+def stage_recommendations(sliced: dict, **context) -> int:
+    from ml.partitioned_recommendations import stage_recommendations
+
+    get_current_context()["partition_label"] = _label(sliced["partition"])
+    return stage_recommendations(resources(), run_date_of(context), sliced)
+
+
+@task
+def publish_recommendations(slices: list[dict], **context) -> dict[str, int]:
+    from ml.partitioned_recommendations import publish_recommendations
+
+    return publish_recommendations(resources(), run_date_of(context), list(slices))
+
+
+def partitioned_recommendations(validated):
+    """Wire the chain; returns the ``publish_recommendations`` task (what waits for tonight's lists)."""
+    partitions = prepare_recommendations(validated)
+    slices = recommend_products.partial(extract_paths=validated).expand(partition=partitions)
+    staged = stage_recommendations.expand(sliced=slices)
+    published = publish_recommendations(slices)
+    staged >> published
+    return published

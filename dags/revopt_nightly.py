@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
-from _partitioned import partitioned_scores
+from _partitioned import partitioned_recommendations, partitioned_scores
 from _run_end import finish, nightly_report, record_alias_moves
 from _support import (DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs,
                       publish_to, remove_old_run_folders, resources, retrain_signal, run_date_of, run_params,
@@ -90,14 +90,6 @@ def revopt_nightly():
 
         return skip_if_skipped(recommend(budget.FAMILY, resources(), run_date_of(context), extract_paths,
                                          run_params_of(context), output="budget_allocations"), context)
-
-    @task
-    def recommend_products(extract_paths: dict[str, str], **context) -> dict:
-        from ml.families import recommend as recommendations
-        from ml.pipeline import recommend
-
-        return skip_if_skipped(recommend(recommendations.FAMILY, resources(), run_date_of(context), extract_paths,
-                                         run_params_of(context), output="recommendations"), context)
 
     @task
     def attribute(extract_paths: dict[str, str], **context) -> dict:
@@ -180,7 +172,7 @@ def revopt_nightly():
     segments = segment_customers(validated, features)
     published_scores >> segments  # tonight's churn risk and CLV
     published_segments = publish_outputs("publish_segments", "customer_segments", "segment_profiles")(segments)
-    published_recommendations = publish_to("publish_recommendations", "recommendations")(recommend_products(validated))
+    published_recommendations = partitioned_recommendations(validated)  # mapped too (dags/_partitioned.py)
     actions = next_best_action(validated, features, segments)
     [published_segments, published_recommendations] >> actions
     published_actions = publish_to("publish_next_best_action", "next_best_action")(actions)

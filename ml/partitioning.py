@@ -95,11 +95,32 @@ class Partition:
     @property
     def name(self) -> str:
         """The slice's file name in the run folder, e.g. ``customer_scores.part-003-of-004``."""
-        return f"customer_scores.part-{self.index:03d}-of-{self.count:03d}"
+        return self.file_name("customer_scores")
+
+    def file_name(self, output: str) -> str:
+        """``output``'s slice file name in the run folder, e.g. ``recommendations.part-003-of-004``."""
+        return f"{output}.part-{self.index:03d}-of-{self.count:03d}"
+
+    def holds(self, ids: Any) -> np.ndarray:
+        """Boolean mask: which customer ids are in this partition."""
+        return in_partition(ids, self.index, self.count)
 
     def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame``'s rows of this partition (by ``customer_id``), in their order."""
-        return frame.loc[in_partition(frame["customer_id"].to_numpy(), self.index, self.count)].reset_index(drop=True)
+        return frame.loc[self.holds(frame["customer_id"].to_numpy())].reset_index(drop=True)
+
+    def read(self, path: str) -> pd.DataFrame:
+        """The rows of this partition (by ``customer_id``) of a parquet file, in their order, read a batch of rows at
+        a time: the whole file is never in memory (a night's clickstream at a million customers is GBs)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.count == 1:
+            return pd.read_parquet(path)
+        file = pq.ParquetFile(path)
+        kept = [batch.filter(pa.array(self.holds(batch.column("customer_id").to_numpy(zero_copy_only=False))))
+                for batch in file.iter_batches(batch_size=1 << 20)]
+        return pa.Table.from_batches(kept, schema=file.schema_arrow).to_pandas()
 
     def score(self, resources, run_date: dt.date, features: pd.DataFrame, families, params) -> dict[str, Any]:
         """Each family's pinned ``@champion`` on this slice's customer ``features`` (:meth:`rows`):

@@ -184,13 +184,29 @@ _NIGHTLY = {
         "tonight's features and `scores.customer_scores`.", "files in the run folder.", _TRANSIENT),
     "publish_segments": _doc("Publishes tonight's segments.", "the files of `segment_customers`.",
                              "`scores.customer_segments`, `scores.segment_profiles`.", _TRANSIENT),
+    "prepare_recommendations": _doc(
+        "Decides once for the whole store whether products can be recommended tonight and pins the "
+        "recommendations `@champion` version for every partition; empties tonight's staging of "
+        "`scores.recommendations`.",
+        "the extracted customers, orders, views, products, inventory; the MLflow registry.",
+        "nothing visible; returns one entry per partition (docs/scale.md, partitioned execution).",
+        "No partition starts; yesterday's recommendations stay. " + _TRANSIENT),
     "recommend_products": _doc(
-        "Top-`recs_k` products per customer with the recommendations `@champion` (bought recently, excluded "
+        "Top-`recs_k` products for the customers of one customer-hash partition (one mapped task each; "
+        "`partitions`, default 1) with the pinned recommendations `@champion` (bought recently, excluded "
         "categories and out-of-stock products left out; at most `recs_max_per_category` per category).",
-        "the extracted orders, products, inventory; the registry.", "a file in the run folder.",
+        "the extracted orders, products, inventory (whole: the cold start ranks by every buyer), the partition's "
+        "product views; the registry.", "a file per partition in the run folder.",
         "Skipped when the store cannot train recommendations. " + _TRANSIENT),
-    "publish_recommendations": _doc("Publishes tonight's product recommendations.", "the file of "
-                                    "`recommend_products`.", "`scores.recommendations`.", _TRANSIENT),
+    "stage_recommendations": _doc(
+        "Copies one partition's recommendations into tonight's staging of `scores.recommendations` (one mapped "
+        "task per partition).", "the partition's file of `recommend_products`.",
+        "the staging table, which readers do not see.",
+        "Nothing of tonight's recommendations is visible; yesterday's stay. " + _TRANSIENT),
+    "publish_recommendations": _doc(
+        "Publishes tonight's product recommendations: every staged partition becomes the run date's rows at once.",
+        "the staged partitions.", "`scores.recommendations` (the run date's rows, replaced atomically).",
+        _TRANSIENT),
     "next_best_action": _doc(
         "One next best action per customer: the uplift `@champion`'s offer, within the offer budget, the contact "
         "cap and consent.", "tonight's features, segments and recommendations.", "a file in the run folder.",

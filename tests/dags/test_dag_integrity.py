@@ -37,8 +37,11 @@ EXPECTED_EDGES = {
         "publish_campaigns": {"campaign_analytics"},
         "segment_customers": {"validate", "build_features", "publish"},
         "publish_segments": {"segment_customers"},
-        "recommend_products": {"validate"},
-        "publish_recommendations": {"recommend_products"},
+        # product recommendations mapped over the same partitions
+        "prepare_recommendations": {"validate"},
+        "recommend_products": {"prepare_recommendations", "validate"},
+        "stage_recommendations": {"recommend_products"},
+        "publish_recommendations": {"recommend_products", "stage_recommendations"},
         "next_best_action": {"validate", "build_features", "segment_customers", "publish_segments",
                              "publish_recommendations"},
         "publish_next_best_action": {"next_best_action"},

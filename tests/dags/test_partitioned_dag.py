@@ -1,4 +1,5 @@
-"""DAG tier: the nightly customer scores are mapped over the run's customer-hash partitions (dags/_partitioned.py)."""
+"""DAG tier: the nightly customer scores and product recommendations are mapped over the run's customer-hash
+partitions (dags/_partitioned.py)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,21 @@ def _expanded_over(task) -> dict[str, str]:
     return {name: arg.operator.task_id for name, arg in task._get_specified_expand_input().value.items()}
 
 
-def test_scoring_and_staging_are_mapped_over_the_partitions_and_the_rest_runs_once(nightly):
+def test_scoring_recommending_and_staging_are_mapped_over_the_partitions_and_the_rest_runs_once(nightly):
     mapped = {task.task_id for task in nightly.tasks if task.is_mapped}
-    assert mapped == {"score", "stage_scores"}
+    assert mapped == {"score", "stage_scores", "recommend_products", "stage_recommendations"}
+    assert _expanded_over(nightly.get_task("recommend_products")) == {"partition": "prepare_recommendations"}
+    assert _expanded_over(nightly.get_task("stage_recommendations")) == {"sliced": "recommend_products"}
+    for once in ("prepare_recommendations", "publish_recommendations", "next_best_action"):
+        assert not nightly.get_task(once).is_mapped, once
     # one score per partition prepare_scores returns, one stage per score slice
     assert _expanded_over(nightly.get_task("score")) == {"partition": "prepare_scores"}
     assert _expanded_over(nightly.get_task("stage_scores")) == {"scored": "score"}
     # what ranks the whole population and what makes the staged slices visible run once, after every slice
     for once in ("prepare_scores", "gather_scores", "publish", "check_drift"):
         assert not nightly.get_task(once).is_mapped, once
-    assert nightly.get_task("score").doc_md and nightly.get_task("stage_scores").doc_md  # their Docs tab
+    for task_id in ("score", "stage_scores", "prepare_recommendations", "recommend_products", "stage_recommendations"):
+        assert nightly.get_task(task_id).doc_md, task_id  # their Docs tab
 
 
 def test_the_number_of_partitions_is_a_nightly_param_defaulting_to_one(nightly):

@@ -133,12 +133,35 @@ def _unpartitioned_scores(settings) -> pd.DataFrame:
     return pd.read_parquet(scored["path"]).sort_values("customer_id").reset_index(drop=True)
 
 
+def _unpartitioned_recommendations(settings) -> pd.DataFrame:
+    """What the recommendations champion lists for every customer of tonight's extract at once (the family's
+    nightly step without a partition), by customer and rank."""
+    from ml.registry import load_champion
+    from revopt.platform.extract import read_extract
+    from revopt.platform.resources import Resources
+
+    extract = settings.run_dir(RUN_DATE) / "extract"
+    frames = read_extract({name: str(extract / f"{name}.parquet") for name in recommend.FAMILY.nightly_datasets
+                           if (extract / f"{name}.parquet").exists()})
+    champion = load_champion(Resources(settings), recommend.MODEL_NAME)
+    whole = pd.DataFrame(recommend.FAMILY.nightly_predict(champion.python_model, frames, RUN_DATE, RunParams()))
+    return whole.sort_values(["customer_id", "rank"]).reset_index(drop=True)
+
+
 def test_nightly_dag_publishes_one_row_per_customer_with_every_champion(settings, seeded):
     # mapped over 4 customer-hash partitions (docs/scale.md, partitioned execution): every nightly test here reads
-    # what the partitioned scoring published
+    # what the partitioned scoring and recommending published
     assert cli.main(["run", "--dag", "nightly", "--date", RUN_DATE.isoformat(), "--param", "partitions=4"]) == 0
-    assert _mapped_instances(settings, "revopt_nightly", "score") == [0, 1, 2, 3]
-    assert _mapped_instances(settings, "revopt_nightly", "stage_scores") == [0, 1, 2, 3]
+    for task_id in ("score", "stage_scores", "recommend_products", "stage_recommendations"):
+        assert _mapped_instances(settings, "revopt_nightly", task_id) == [0, 1, 2, 3], task_id
+    # the 4 slices of recommendations are, row for row and bit for bit, one unpartitioned night's lists
+    whole = _unpartitioned_recommendations(settings)
+    with connect_postgres(settings) as conn:
+        listed = read_frame(conn, "SELECT * FROM scores.recommendations WHERE run_date = %s ORDER BY customer_id, rank",
+                            (RUN_DATE,))
+        kept = withheld_rows(conn, "scores.recommendations", whole, RUN_DATE).reset_index(drop=True)  # as published
+    assert len(listed) > 0 and listed["customer_id"].nunique() > 100
+    pd.testing.assert_frame_equal(listed[list(kept.columns)], kept, check_dtype=False, check_exact=True)
     scores, customers = _published(settings)
     # identical, row for row and value for value, to one unpartitioned scoring of the same night
     whole = _unpartitioned_scores(settings)

@@ -52,6 +52,26 @@ def test_a_partition_keeps_its_rows_in_their_order():
     assert Partition(0, 1).rows(frame).equals(frame)
 
 
+def test_a_partition_reads_its_rows_of_a_file_a_batch_at_a_time_as_a_whole_read_would(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    views = pd.DataFrame({"customer_id": rng.integers(1, 5_000, 30_000), "day": pd.Timestamp("2024-01-01"),
+                          "product_id": rng.integers(1, 50, 30_000), "views": rng.integers(1, 4, 30_000)})
+    path = tmp_path / "product_views.parquet"
+    views.to_parquet(path, index=False, row_group_size=4_096)
+    batches = []
+    original = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, **kw: (batches.append(b) or b for b in original(self, **{**kw, "batch_size": 5_000})))
+    for n in (1, 3):
+        parts = [Partition(k, n).read(str(path)) for k in range(n)]
+        for k, part in enumerate(parts):
+            pd.testing.assert_frame_equal(part, Partition(k, n).rows(pd.read_parquet(path)))
+        assert sum(len(part) for part in parts) == len(views)
+    assert len(batches) == 3 * 6  # 30,000 rows in batches of 5,000, for each of the 3 partitions
+
+
 @pytest.mark.parametrize("k, n", [(0, 0), (0, MAX_PARTITIONS + 1), (4, 4), (-1, 2), (0, 2.0)])
 def test_partition_bounds_are_refused(k, n):
     with pytest.raises(ValueError):

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,11 +246,12 @@ class RecommendationsFamily:
         return recommendation_input(interactions_from_extract(frames, run_date, params.lookback_days))
 
     def nightly_predict(self, model: RecommendationsModel, frames: Frames, run_date: dt.date,
-                        params: RunParams) -> pd.DataFrame:
+                        params: RunParams, customers_in: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
         """What the champion's pyfunc ``predict`` returns on :meth:`nightly_input` (:meth:`RecommendationsModel.recommend`,
-        tested equal), without that long frame and MLflow's copy of it (docs/scale.md)."""
+        tested equal), without that long frame and MLflow's copy of it (docs/scale.md); ``customers_in``: the rows of
+        those customers only (a partition, ml.partitioned_recommendations)."""
         return model.recommend(interactions_from_extract(frames, run_date, params.lookback_days),
-                               self.predict_params(run_date, params))
+                               self.predict_params(run_date, params), customers_in)
 
     def predict_params(self, run_date: dt.date, params: RunParams) -> dict[str, Any]:
         return pyfunc_params(rules_from_params(params), run_date.isoformat())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from features.interactions import RecommendationInput, split_recommendation_input, typed_recommendation_input
@@ -40,13 +41,20 @@ class RecommendationsModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self._recommend(split_recommendation_input(model_input), params)
 
-    def recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None = None,
+                  customers_in: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
         """What :meth:`predict` returns for the long frame of ``data`` (the same frames, typed the same way), from
         the frames themselves: at a million customers the long frame and MLflow's checked copy of it are several GB
-        (docs/scale.md)."""
-        return self._recommend(typed_recommendation_input(data), params)
+        (docs/scale.md). ``customers_in`` (customer ids -> mask): only those customers' lists, each the same as in
+        the whole (a customer-hash partition; ``data`` still has every buyer, whom the cold start ranks by)."""
+        return self._recommend(typed_recommendation_input(data), params, customers_in)
 
-    def _recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None) -> pd.DataFrame:
+    def _recommend(self, data: RecommendationInput, params: Mapping[str, Any] | None,
+                   customers_in: Callable[[np.ndarray], np.ndarray] | None = None) -> pd.DataFrame:
         rules, as_of = settings_from_params(params, self.rules, self.as_of)
-        ranked, catalogue = recommend(self.factors, data, as_of, rules)
+        ids = None
+        if customers_in is not None:
+            ids = data.customers["customer_id"].drop_duplicates().to_numpy(dtype=np.int64)
+            ids = ids[customers_in(ids)]
+        ranked, catalogue = recommend(self.factors, data, as_of, rules, customer_ids=ids)
         return ranked.frame(catalogue)[list(PUBLISHED_COLUMNS)]
