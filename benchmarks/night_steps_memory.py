@@ -71,22 +71,15 @@ def run_send_time(extract: str, run_date: dt.date, path: str, folder: str) -> An
 
 
 def run_recommendations(extract: str, run_date: dt.date, path: str, folder: str, fit_customers: int) -> Any:
+    from benchmarks.recommend_fold_in import fitted_model
     from features.interactions import interactions_from_extract, recommendation_input
     from ml.families.recommend import FAMILY
-    from ml.families.recommend.config import RecsConfig, rules_from_params
-    from ml.families.recommend.estimator import fit_als, strengths
-    from ml.families.recommend.model import RecommendationsModel
     from ml.params import RunParams
 
     params = RunParams()
     frames = _frames(extract, FAMILY.nightly_datasets)
     few = frames["customers"]["customer_id"].head(fit_customers)
-    fit_frames = {**frames, **{name: frames[name][frames[name]["customer_id"].isin(few)]
-                               for name in ("customers", "order_items", "product_views") if name in frames}}
-    history = interactions_from_extract(fit_frames, run_date, params.lookback_days)
-    model = RecommendationsModel(fit_als(strengths(history, RecsConfig().view_weight), RecsConfig()),
-                                 rules_from_params(params), run_date.isoformat())
-    del fit_frames, history
+    model = fitted_model(frames, run_date, fit_customers)
     if path == "now":
         return FAMILY.nightly_predict(model, frames, run_date, params)
     tiny = {**frames, **{name: frames[name][frames[name]["customer_id"].isin(few.head(20))]

@@ -97,7 +97,9 @@ def _frames(extract: str) -> dict:
             if (Path(extract) / f"{name}.parquet").exists()}
 
 
-def fit(extract: str, run_date: dt.date, fit_customers: int, path: Path) -> None:
+def fitted_model(frames: dict, run_date: dt.date, fit_customers: int):
+    """A recommendations model: ALS (default configuration) fitted on the first ``fit_customers`` customers'
+    interactions of ``frames`` (the model's quality is not the point of a benchmark scoring with it)."""
     from features.interactions import interactions_from_extract
     from ml.families.recommend.config import RecsConfig, rules_from_params
     from ml.families.recommend.estimator import fit_als, strengths
@@ -105,14 +107,16 @@ def fit(extract: str, run_date: dt.date, fit_customers: int, path: Path) -> None
     from ml.params import RunParams
 
     params = RunParams()
-    frames = _frames(extract)
     few = frames["customers"]["customer_id"].head(fit_customers)
     frames = {**frames, **{name: frames[name][frames[name]["customer_id"].isin(few)]
                            for name in ("customers", "order_items", "product_views") if name in frames}}
     history = interactions_from_extract(frames, run_date, params.lookback_days)
-    model = RecommendationsModel(fit_als(strengths(history, RecsConfig().view_weight), RecsConfig()),
-                                 rules_from_params(params), run_date.isoformat())
-    path.write_bytes(pickle.dumps(model))
+    return RecommendationsModel(fit_als(strengths(history, RecsConfig().view_weight), RecsConfig()),
+                                rules_from_params(params), run_date.isoformat())
+
+
+def fit(extract: str, run_date: dt.date, fit_customers: int, path: Path) -> None:
+    path.write_bytes(pickle.dumps(fitted_model(_frames(extract), run_date, fit_customers)))
 
 
 def _child(path: str, extract: str, run_date: str, model_file: str, output: str, queue) -> None:
