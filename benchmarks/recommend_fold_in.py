@@ -32,18 +32,14 @@ PATHS = ("numpy", "numba")
 def numpy_fold_in(model, customer_rows, item_index, n, bought):
     """The fold-in before the kernels (commit 453d45d's ``estimator.fold_in``): padded batches of similar history
     length, batched numpy solves and products; its explanation closure feeds today's ``Solved.contributions``."""
-    from ml.families.recommend.estimator import Solved, weights
+    from ml.families.recommend.estimator import Solved, histories
 
     config, factors = model.config, model.factors
     f = factors.shape[1]
     gram = model.gram()
     inverse = np.linalg.inv(gram)
     projected = factors @ inverse
-    order = np.lexsort((item_index, customer_rows))
-    rows, items = customer_rows[order], item_index[order]
-    confidence, bought = config.alpha * weights(n[order], config), bought[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
-    lengths = np.diff(np.r_[starts, len(rows)])
+    rows, items, confidence, bought, starts, lengths = histories(customer_rows, item_index, n, bought, config)
     by_length = np.argsort(lengths, kind="stable")
     done = 0
     while done < len(by_length):

@@ -127,11 +127,7 @@ def fold_in(model: ItemFactors, customer_rows: np.ndarray, item_index: np.ndarra
     gram = model.gram()
     projected = np.ascontiguousarray(factors @ np.linalg.inv(gram))  # Y G^-1 (G is symmetric)
     pairs = kernels.item_kernel(factors, projected)
-    order = np.lexsort((item_index, customer_rows))
-    rows, items = customer_rows[order], np.ascontiguousarray(item_index[order], dtype=np.int64)
-    confidence, bought = np.ascontiguousarray(config.alpha * weights(n[order], config), dtype=np.float64), bought[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
-    lengths = np.diff(np.r_[starts, len(rows)])
+    rows, items, confidence, bought, starts, lengths = histories(customer_rows, item_index, n, bought, config)
     by_length = np.argsort(lengths, kind="stable")
     done = 0
     while done < len(by_length):
@@ -153,6 +149,17 @@ def fold_in(model: ItemFactors, customer_rows: np.ndarray, item_index: np.ndarra
                                  pairs, longest)
         yield Solved(rows[batch_starts], x, np.where(valid, items[at], -1), np.where(valid, confidence[at], 0.0),
                      np.where(valid, bought[at], False), explain)
+
+
+def histories(customer_rows: np.ndarray, item_index: np.ndarray, n: np.ndarray, bought: np.ndarray,
+              config: RecsConfig) -> tuple[np.ndarray, ...]:
+    """The cells sorted by customer, then item: ``rows``, ``items`` (int64), ``confidence`` (``alpha`` x weight,
+    float64) and ``bought``, and each customer's ``starts`` and ``lengths`` in them."""
+    order = np.lexsort((item_index, customer_rows))
+    rows, items = customer_rows[order], np.ascontiguousarray(item_index[order], dtype=np.int64)
+    confidence = np.ascontiguousarray(config.alpha * weights(n[order], config), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+    return rows, items, confidence, bought[order], starts, np.diff(np.r_[starts, len(rows)])
 
 
 def _batch_elements(length: int, factors: int) -> int:
