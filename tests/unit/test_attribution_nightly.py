@@ -149,3 +149,29 @@ def test_journey_windows_put_every_touch_of_a_customer_in_exactly_one_journey():
     for customer in (6, 7):
         only = windows[windows["customer_id"] == customer]
         assert len(only) == 1 and only["window_start"].iloc[0] == since
+
+
+def test_touches_get_their_positions_in_journey_time_and_channel_order_however_they_arrive():
+    from features.attribution import _typed_journeys
+
+    touches = pd.DataFrame({
+        "journey_id": [7, 7, 7, 3, 3, 9],
+        "channel": ["email", "direct", "display", "paid_search", "email", "direct"],
+        "campaign": ["", "", "d1", "s1", "", ""],
+        "touch_ts": [T - pd.Timedelta(days=1), T - pd.Timedelta(days=1), T - pd.Timedelta(days=3),
+                     T - pd.Timedelta(days=2), T - pd.Timedelta(days=5), T],
+    })
+    shuffled = _typed_journeys(touches)
+    ordered = _typed_journeys(touches.sort_values(["journey_id", "touch_ts", "channel"]))
+    pd.testing.assert_frame_equal(shuffled, ordered)
+    assert shuffled[["journey_id", "position", "channel"]].values.tolist() == [
+        [3, 0, "email"], [3, 1, "paid_search"], [7, 0, "display"], [7, 1, "direct"], [7, 2, "email"], [9, 0, "direct"]]
+    assert shuffled["campaign"].tolist() == [None, "s1", "d1", None, None, None]
+
+
+def test_a_touch_of_a_journey_without_an_outcome_is_refused():
+    journeys = pd.DataFrame({"journey_id": [1, 4], "position": [0, 0], "channel": ["direct", "email"],
+                             "campaign": [None, None], "touch_ts": [T, T]})
+    outcomes = pd.DataFrame({"journey_id": [1], "converted": [True], "revenue": [5.0], "conversion_ts": [T]})
+    with pytest.raises(ValueError, match=r"without an outcome: \[4\]"):
+        paths_dataset(journeys, outcomes, pd.Series({1: 11, 4: 14}))
