@@ -82,11 +82,12 @@ def credit_each(paths: pd.DataFrame, settings: AttributionSettings,
     customers every model's credits of the whole history together are several GB (docs/scale.md)."""
     journeys, outcomes = split_paths(paths)
     runners = model_runners(settings)
-    for name in names:
-        credits = runners[name](journeys, outcomes)
-        models.check_conservation(credits, outcomes)
-        yield name, credits
-        del credits  # not held while the next model runs
+    with models.sharing_preparation():  # every model reads the same history: it is prepared once
+        for name in names:
+            credits = runners[name](journeys, outcomes)
+            models.check_conservation(credits, outcomes)
+            yield name, credits
+            del credits  # not held while the next model runs
 
 
 def window_orders(paths: pd.DataFrame, run_date: dt.date, window_days: int) -> pd.Series:

@@ -401,3 +401,26 @@ if given is not None:
             check_conservation(credits, frames[1])
             assert credits["credit"].sum() == pytest.approx(n_converted, abs=1e-9)
             assert (credits["credit"] >= 0).all()
+
+
+def test_models_sharing_one_preparation_credit_as_each_alone(monkeypatch):
+    from ml.attribution import excess
+
+    journeys, outcomes = _frames(HAND_MADE)
+    alone = {name: run(journeys, outcomes) for name, run in
+             [("linear", models.linear), ("markov", models.markov_chain), ("excess", excess.excess_exposure)]}
+    calls = []
+    real = models._prepared
+    monkeypatch.setattr(models, "_prepared", lambda j, o: calls.append(1) or real(j, o))
+    with models.sharing_preparation():
+        shared = {name: run(journeys, outcomes) for name, run in
+                  [("linear", models.linear), ("markov", models.markov_chain), ("excess", excess.excess_exposure)]}
+        paths = models._prepare(journeys, outcomes)
+        with pytest.raises(ValueError, match="read-only"):
+            paths.channel[0] = 1  # what the models share cannot be changed by one of them
+        models.linear(*_frames(HAND_MADE))  # other frames: prepared again
+    assert len(calls) == 2
+    models.linear(journeys, outcomes)  # outside: nothing is kept
+    assert len(calls) == 3 and models._shared is None
+    for name in alone:
+        pd.testing.assert_frame_equal(shared[name], alone[name])
