@@ -44,7 +44,9 @@ import resource
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -482,6 +484,10 @@ def main() -> None:
                         help="--dags mode: a param of every nightly run (JSON value), e.g. partitions=4; repeatable")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="--dags mode: where the Airflow logs go (default: a new folder under /tmp)")
+    parser.add_argument("--keep-home", type=Path, default=None,
+                        help="--dags mode: run the stack in this new folder and keep it (the stores, champions, run "
+                             "folders and published tables, to profile a step on them afterwards) instead of a "
+                             "temporary one")
     args = parser.parse_args()
     if args.dags:
         main_dags(args)
@@ -591,7 +597,7 @@ def main_dags(args: argparse.Namespace) -> None:
     }
     print(f"Airflow logs: {log_dir}", flush=True)
     began = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="revopt-scale-dags-") as home:
+    with _home(args.keep_home) as home:
         bench = Bench(home)
         try:
             def seed(label: str, n: int) -> None:
@@ -640,6 +646,18 @@ def main_dags(args: argparse.Namespace) -> None:
     print()
     print(markdown)
     print(f"results: {stem}.json, {stem}.md (total {report['total_seconds']}s)")
+
+
+@contextmanager
+def _home(keep: Path | None) -> Iterator[str]:
+    """The stack's folder: ``keep`` (new, kept afterwards) or a temporary one."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="revopt-scale-dags-") as home:
+            yield home
+        return
+    keep.mkdir(parents=True, exist_ok=False)
+    print(f"the stack stays in {keep}", flush=True)
+    yield str(keep)
 
 
 def _conf(pairs: list[str]) -> dict[str, Any]:

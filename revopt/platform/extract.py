@@ -18,7 +18,7 @@ import pandas as pd
 from revopt.platform.catalog import has_column, has_table
 from revopt.platform.config import Settings
 from revopt.platform.contract import EVENT_COLUMNS, EVENTS_TABLE, OPTIONAL_SOURCE_COLUMNS, SOURCE_COLUMNS
-from revopt.platform.postgres import read_frame
+from revopt.platform.postgres import read_frame, read_large_frame
 from revopt.platform.events import EventStore
 from revopt.platform.engagement_extract import (engagement_by_hour, engagement_by_local_hour, empty_engagement,
                                                 empty_local_engagement)
@@ -333,16 +333,16 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         accounts = account_map(conn, run_ts, lambda: id_secret(settings))
         no_profile = "do_not_profile" if _has_column(conn, "customers", "do_not_profile") else "false"
         customers = canonical_customers(
-            _typed_customers(read_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
+            _typed_customers(read_large_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
         emit("customers", customers)  # kept: the local-hour engagement reads the customers' time zones
-        orders = canonical_ids(_typed_orders(read_frame(conn, ORDERS_SQL, window)), accounts)
+        orders = canonical_ids(_typed_orders(read_large_frame(conn, ORDERS_SQL, window)), accounts)
         emit("orders", orders)
         order_ids = orders["order_id"] if accounts.erased else None  # an erased person's orders are gone
         del orders
         emit("products", _typed(read_frame(conn, PRODUCTS_SQL, window), {"product_id": "int64", "category": "str", "cost": "float64", "current_price": "float64", "listed_current_price": "float64"}))
         # The joins over every order line in the window run only when their dataset is asked for.
         if "order_categories" in datasets:
-            order_categories = _typed(read_frame(conn, ORDER_CATEGORIES_SQL, window),
+            order_categories = _typed(read_large_frame(conn, ORDER_CATEGORIES_SQL, window),
                                       {"order_id": "int64", "category": "str", "value": "float64"})
             if order_ids is not None:
                 order_categories = order_categories.loc[order_categories["order_id"].isin(order_ids)]
@@ -350,7 +350,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             del order_categories
         if "product_daily_sales" in datasets:
             emit("product_daily_sales", _typed(
-                read_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
+                read_large_frame(conn, PRODUCT_DAILY_SALES_SQL, window),
                 {"product_id": "int64", "units": "int64", "revenue": "float64", "list_price": "float64", "avg_discount": "float64"},
                 dates=("day",),
             ))
@@ -395,7 +395,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             emit("offers", canonical_ids(typed_offers(
                 _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))), accounts))
         if "order_items" in datasets:
-            emit("order_items", canonical_ids(typed_order_items(read_frame(
+            emit("order_items", canonical_ids(typed_order_items(read_large_frame(
                 conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
                 window)), accounts))
         campaign = "campaign" if _has_column(conn, "marketing_spend", "campaign") else "''"

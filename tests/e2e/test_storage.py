@@ -305,3 +305,39 @@ def test_binary_copy_lands_the_same_rows_as_csv_copy_on_every_published_type(set
                 assert conn.execute(f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) AS x").fetchone()[0] == 0
         nulls = conn.execute("SELECT count(*) FILTER (WHERE t IS NULL), count(*) FILTER (WHERE i4 IS NULL) FROM via_binary").fetchone()
         assert nulls == (2, 1)  # "" and None; NaN
+
+
+def test_a_large_read_through_copy_gives_the_frame_a_row_read_gives(settings):
+    """read_large_frame (CSV COPY parsed by Arrow) against read_frame (psycopg rows) on every type it reads: NULLs,
+    empty strings, separators, quotes and newlines in text, NaN and infinities, numerics, fractional timestamps."""
+    from revopt.platform.postgres import read_frame, read_large_frame
+
+    query = """
+    SELECT * FROM (VALUES
+        (1::bigint, 2::int, 3::smallint, 1.5::float8, 0.1::numeric(12, 4), true, 'plain'::text, 'a'::varchar,
+         DATE '2024-02-29', TIMESTAMPTZ '2024-03-01 10:11:12.345678+02', TIMESTAMP '2024-03-01 00:00:00'),
+        (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+        (-9007199254740993, -1, 0, 'NaN', 12345678.9012, false, '', 'NA', DATE '1970-01-01',
+         TIMESTAMPTZ '1999-12-31 23:59:59+00', TIMESTAMP '2000-01-01 12:00:00.5'),
+        (4, 5, 6, 'Infinity', -0.0001, NULL, 'comma, "quote"' || chr(10) || 'newline', 'NULL', NULL,
+         TIMESTAMPTZ '2025-01-01 00:00:00-05', NULL),
+        (7, 8, 9, '-Infinity', 1, true, 'ünïcødé ✓', NULL, DATE '2100-12-31', NULL, NULL)
+    ) AS t(big, i, small, f, n, b, txt, vc, d, tz, naive)
+    WHERE big IS DISTINCT FROM %(skip)s
+    ORDER BY i NULLS LAST
+    """
+    with connect_postgres(settings) as conn:
+        rows = read_frame(conn, query, {"skip": 99})
+        copied = read_large_frame(conn, query, {"skip": 99})
+        assert read_large_frame(conn, query, {"skip": None})["big"].tolist()[0] == -9007199254740993  # no NULL: int64
+        pd.testing.assert_frame_equal(copied.drop(columns=["n"]), rows.drop(columns=["n"]).astype(
+            {"big": "float64", "i": "float64", "small": "float64"}), check_exact=True)
+        assert copied["n"].tolist()[:4] == [12345678.9012, 0.1, -0.0001, 1.0] and np.isnan(copied["n"][4])
+        assert copied["txt"].tolist() == ["", "plain", 'comma, "quote"\nnewline', "ünïcødé ✓", None]
+        assert copied["vc"].tolist() == ["NA", "a", "NULL", None, None]
+        assert str(copied["tz"].dtype) == "datetime64[ns, UTC]" and copied["tz"][1] == pd.Timestamp(
+            "2024-03-01 08:11:12.345678", tz="UTC")
+        no_rows = query + " LIMIT 0"
+        pd.testing.assert_frame_equal(read_large_frame(conn, no_rows, {"skip": 1}), read_frame(conn, no_rows, {"skip": 1}))
+        json_query = "SELECT 1 AS id, '{\"a\": 1}'::jsonb AS doc"  # a type it does not parse: read row by row
+        assert read_large_frame(conn, json_query)["doc"].tolist() == [{"a": 1}]
