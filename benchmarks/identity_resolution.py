@@ -293,7 +293,7 @@ def _variants(settings, n_customers: int, seed: int, n_trials: int) -> dict[str,
     from mlflow import MlflowClient
 
     from features.customer import evaluation_cutoffs
-    from ml import pipeline
+    from ml import pipeline, publishing
     from ml.families.propensity import FAMILY
     from ml.identity.stitch import apply_identity_map, resolve_identities
     from ml.params import TRAINING, RunParams
@@ -348,7 +348,7 @@ def _variants(settings, n_customers: int, seed: int, n_trials: int) -> dict[str,
     for name, frame in (("B0", early), ("B", full)):
         started = time.perf_counter()
         path = resources.write_output(run_date, f"identity_map_{name}", frame)
-        published[name] = pipeline.publish(resources, run_date, "scores.identity_map", str(path))
+        published[name] = publishing.publish(resources, run_date, "scores.identity_map", str(path))
         applied[name] = apply_identity_map(resources)["links_in_clickhouse"]
         seconds[f"publish + apply {name}"] = time.perf_counter() - started
         variants[name] = variant(name)

@@ -61,13 +61,13 @@ def stage_gather(home: str, run_date: dt.date, slices: list[dict], features_path
 
 
 def stage_stage(home: str, run_date: dt.date, scored: dict, gathered: dict) -> dict[str, Any]:
-    from ml.partitioned import stage_scores
+    from ml.publishing import stage_scores
 
     return {"rows": stage_scores(scale._resources(home), run_date, scored, gathered)}
 
 
 def stage_publish(home: str, run_date: dt.date, gathered: dict) -> dict[str, Any]:
-    from ml.partitioned import publish_scores
+    from ml.publishing import publish_scores
 
     return {"rows": sum(publish_scores(scale._resources(home), run_date, gathered).values())}
 

@@ -134,7 +134,7 @@ def stage_score(home: str, run_date: dt.date, features_path: str, paths: dict[st
 
 
 def stage_publish(home: str, run_date: dt.date, scores_path: str) -> dict[str, Any]:
-    from ml.pipeline import publish
+    from ml.publishing import publish
 
     return {"rows": int(publish(_resources(home), run_date, "scores.customer_scores", scores_path))}
 

@@ -47,7 +47,7 @@ def gather_scores(slices: list[dict], features: dict, **context) -> dict:
 
 @task(map_index_template="{{ partition_label }}")
 def stage_scores(scored: dict, gathered: dict, **context) -> int:
-    from ml.partitioned import stage_scores
+    from ml.publishing import stage_scores
 
     get_current_context()["partition_label"] = _label(scored["partition"])
     return stage_scores(resources(), run_date_of(context), scored, gathered)
@@ -55,7 +55,7 @@ def stage_scores(scored: dict, gathered: dict, **context) -> int:
 
 @task(task_id="publish")
 def publish_scores(gathered: dict, **context) -> dict[str, int]:
-    from ml.partitioned import publish_scores
+    from ml.publishing import publish_scores
 
     return publish_scores(resources(), run_date_of(context), gathered)
 
@@ -91,7 +91,7 @@ def recommend_products(partition: dict, extract_paths: dict[str, str], **context
 
 @task(map_index_template="{{ partition_label }}")
 def stage_recommendations(sliced: dict, **context) -> int:
-    from ml.partitioned_recommendations import stage_recommendations
+    from ml.publishing import stage_recommendations
 
     get_current_context()["partition_label"] = _label(sliced["partition"])
     return stage_recommendations(resources(), run_date_of(context), sliced)
@@ -99,7 +99,7 @@ def stage_recommendations(sliced: dict, **context) -> int:
 
 @task
 def publish_recommendations(slices: list[dict], **context) -> dict[str, int]:
-    from ml.partitioned_recommendations import publish_recommendations
+    from ml.publishing import publish_recommendations
 
     return publish_recommendations(resources(), run_date_of(context), list(slices))
 

@@ -132,12 +132,12 @@ def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str
 
 def publish_outputs(task_id: str, *tables: str):
     """A task ``task_id`` that publishes a step's output tables: ``scores.<table>`` for each of ``tables``
-    from the path the step returned under that name, replacing the run date's rows (``ml.pipeline.publish``);
+    from the path the step returned under that name, replacing the run date's rows (``ml.publishing.publish``);
     returns the rows per table (the run's note lists them)."""
 
     @task(task_id=task_id)
     def publish_tables(outputs: dict[str, str], **context) -> dict[str, int]:
-        from ml.pipeline import publish
+        from ml.publishing import publish
 
         run_date = run_date_of(context)
         return {f"scores.{table}": publish(resources(), run_date, f"scores.{table}", outputs[table]) for table in tables}
@@ -147,11 +147,11 @@ def publish_outputs(task_id: str, *tables: str):
 
 def publish_to(task_id: str, table: str):
     """A task ``task_id`` that publishes one step's output (its ``path``) to ``scores.<table>``, replacing the
-    run date's rows (``ml.pipeline.publish``); returns ``{"scores.<table>": rows}``."""
+    run date's rows (``ml.publishing.publish``); returns ``{"scores.<table>": rows}``."""
 
     @task(task_id=task_id)
     def publish_task(output: dict, **context) -> dict[str, int]:
-        from ml.pipeline import publish
+        from ml.publishing import publish
 
         return {f"scores.{table}": publish(resources(), run_date_of(context), f"scores.{table}", output["path"])}
 

@@ -9,8 +9,9 @@ docs/scale.md, "Partitioned execution"). The DAG (dags/_partitioned.py) wires th
 3. :func:`gather_scores`, once: the value tiers, which rank CLV over the whole population (top 10 % "high"), computed
    from the slices' ``customer_id`` and ``clv`` alone, in tonight's feature order so ties break as unpartitioned;
    and the small file the drift check reads (every customer's scores, no factors);
-4. :func:`stage_scores`, mapped: each slice with its tiers COPYed into the table's staging (invisible to readers);
-5. :func:`publish_scores`, once: the staged rows become the run date's rows atomically.
+4. :func:`ml.publishing.stage_scores`, mapped: each slice with its tiers COPYed into the table's staging (invisible
+   to readers);
+5. :func:`ml.publishing.publish_scores`, once: the staged rows become the run date's rows atomically.
 
 With ``partitions=1`` the same steps run once each and publish what :func:`ml.pipeline.score_customers` without a
 partition computes (tests/e2e/test_partitioned_scores.py compares them row for row).
@@ -28,13 +29,12 @@ from ml.families.clv import value_tier
 from ml.params import RunParams
 from ml.partitioning import pin_champions
 from ml.pipeline import CUSTOMER_FAMILIES
+from ml.publishing import SCORES_TABLE
 from revopt.platform.extract import read_extract
 from revopt.platform.resources import Resources
 
 logger = logging.getLogger(__name__)
 
-#: the table the mapped scoring publishes
-SCORES_TABLE = "scores.customer_scores"
 #: what the gathered file holds per customer (the drift check reads it; no factors)
 GATHERED_COLUMNS = ("customer_id", "purchase_propensity", "churn_risk", "clv")
 
@@ -79,33 +79,3 @@ def gather_scores(resources: Resources, run_date: dt.date, slices: list[dict[str
     logger.info("gathered %d customer scores of %d slice(s) for %s", len(gathered), len(slices), run_date)
     return {"path": str(path), "features_path": features_path, "rows": len(gathered), "versions": versions,
             "without": slices[0]["without"], "slices": [s["path"] for s in slices]}
-
-
-def staged_rows(run_date: dt.date, scored: dict[str, Any], gathered: dict[str, Any]) -> pd.DataFrame:
-    """One slice's rows as they are published: its scores with the run date and each customer's value tier."""
-    rows = pd.read_parquet(scored["path"])
-    tiers = pd.read_parquet(gathered["path"], columns=["customer_id", "value_tier"]).set_index("customer_id")
-    tier = rows["customer_id"].map(tiers["value_tier"]).astype(object)
-    rows["value_tier"] = tier.where(tier.notna(), None)  # no CLV champion tonight: NULL, as unpartitioned
-    rows["run_date"] = run_date
-    return rows
-
-
-def stage_scores(resources: Resources, run_date: dt.date, scored: dict[str, Any], gathered: dict[str, Any]) -> int:
-    """COPY one slice (:func:`staged_rows`) into :data:`SCORES_TABLE`'s staging for the run date (not visible to
-    readers until :func:`publish_scores`); returns its rows."""
-    from revopt.platform.postgres import stage_slice
-
-    rows = staged_rows(run_date, scored, gathered)
-    with resources.scores() as conn:
-        staged = stage_slice(conn, SCORES_TABLE, run_date, rows)
-    return int(staged) if staged is not None else len(rows)
-
-
-def publish_scores(resources: Resources, run_date: dt.date, gathered: dict[str, Any]) -> dict[str, int]:
-    """Every staged slice becomes the run date's rows of :data:`SCORES_TABLE` at once; ``{table: rows}``."""
-    from revopt.platform.postgres import publish_staged
-
-    with resources.scores() as conn:
-        published = publish_staged(conn, SCORES_TABLE, run_date)
-    return {SCORES_TABLE: int(published) if published is not None else int(gathered["rows"])}

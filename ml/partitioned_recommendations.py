@@ -5,8 +5,10 @@ item 5), as the customer scores are (:mod:`ml.partitioned`; docs/scale.md, "Part
 1. :func:`prepare_recommendations`, once: whether the store can be recommended to and the ``@champion`` version,
    decided on the whole store and pinned for every slice; tonight's staging of ``scores.recommendations`` emptied;
 2. ``recommend_products``, mapped: :func:`recommend_slice`, the lists of one partition's customers;
-3. ``stage_recommendations``, mapped: :func:`stage_recommendations`, the slice COPYed into the staging;
-4. ``publish_recommendations``, once: :func:`publish_recommendations`, the staged rows become the run date's.
+3. ``stage_recommendations``, mapped: :func:`ml.publishing.stage_recommendations`, the slice COPYed into the
+   staging;
+4. ``publish_recommendations``, once: :func:`ml.publishing.publish_recommendations`, the staged rows become the run
+   date's.
 
 A slice reads the clickstream (``product_views``) of its own customers only; the purchases, customers and
 catalogue it reads whole, because the cold start ranks products by what every buyer (of a segment) bought. Each
@@ -26,13 +28,14 @@ import pandas as pd
 from ml.families import recommend
 from ml.params import RunParams
 from ml.partitioning import Partition, pin_champions
+from ml.publishing import RECOMMENDATIONS_TABLE
 from revopt.platform.extract import read_extract
 from revopt.platform.resources import Resources
 
 logger = logging.getLogger(__name__)
 
 #: the table the mapped recommending publishes, and its output's name in the run folder
-TABLE, OUTPUT = "scores.recommendations", "recommendations"
+TABLE, OUTPUT = RECOMMENDATIONS_TABLE, "recommendations"
 #: the datasets each slice reads for its own customers only (the others whole)
 SLICED = ("product_views",)
 
@@ -78,28 +81,3 @@ def recommend_slice(resources: Resources, run_date: dt.date, extract_paths: dict
                 partition.count, len(table), champion.name, champion.version)
     return {"path": str(path), "rows": len(table), "model_name": champion.name, "model_version": champion.version,
             "partition": partition.as_dict()}
-
-
-def stage_recommendations(resources: Resources, run_date: dt.date, sliced: dict[str, Any]) -> int:
-    """COPY one slice into :data:`TABLE`'s staging for the run date (invisible to readers until
-    :func:`publish_recommendations`); returns its rows."""
-    from revopt.platform.postgres import stage_slice
-
-    rows = pd.read_parquet(sliced["path"])
-    with resources.scores() as conn:
-        staged = stage_slice(conn, TABLE, run_date, rows)
-    return int(staged) if staged is not None else len(rows)
-
-
-def publish_recommendations(resources: Resources, run_date: dt.date, slices: list[dict[str, Any]]) -> dict[str, int]:
-    """Every staged slice becomes the run date's rows of :data:`TABLE` at once; ``{table: rows}``. Fails when the
-    slices were not all of one version (an alias moved between two slices must not publish a mix)."""
-    from revopt.platform.postgres import publish_staged
-
-    slices = list(slices)
-    versions = {(s["model_name"], s["model_version"]) for s in slices}
-    if len(versions) != 1:
-        raise ValueError(f"recommendation slices of {run_date} used different champion versions: {sorted(versions)}")
-    with resources.scores() as conn:
-        published = publish_staged(conn, TABLE, run_date)
-    return {TABLE: int(published) if published is not None else sum(int(s["rows"]) for s in slices)}

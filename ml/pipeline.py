@@ -423,14 +423,6 @@ def next_best_action(resources: Resources, run_date: dt.date, extract_paths: dic
     return personalisation.next_best_action(resources, run_date, frames, segments_path, offers, params)
 
 
-def publish(resources: Resources, run_date: dt.date, table: str, path: str) -> int:
-    """Replace ``table``'s rows for the run date with this run's output (:func:`publish_partition`)."""
-    rows = pd.read_parquet(path)
-    rows["run_date"] = run_date
-    with resources.scores() as conn:
-        return publish_partition(conn, table, run_date, rows)
-
-
 DRIFT_SCORES = {"purchase_propensity": propensity.FAMILY, "clv": clv.FAMILY}
 
 

@@ -33,7 +33,8 @@ from psycopg import sql
 from features.customer import customer_features
 from features.demand import demand_history
 from ml.families import budget, send_time
-from ml.pipeline import build_features, extract_datasets, publish, validate_extracts
+from ml.pipeline import build_features, extract_datasets, validate_extracts
+from ml.publishing import publish
 from revopt import cli
 from revopt.platform.config import Settings
 from revopt.platform.extract import read_extract

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from ml import pipeline
+from ml import pipeline, publishing
 from ml.families import churn, clv, outcomes, pricing, propensity, send_time
 from ml.params import RunParams
 from revopt.platform.extract import read_extract
@@ -50,7 +50,7 @@ def _score_and_publish(resources: Resources) -> dict:
     features = pipeline.build_features(resources, SCORED, paths)
     scored = pipeline.score_customers(resources, SCORED, features["path"], paths, PARAMS)
     assert "skipped" not in scored, scored
-    pipeline.publish(resources, SCORED, "scores.customer_scores", scored["path"])
+    publishing.publish(resources, SCORED, "scores.customer_scores", scored["path"])
     return scored
 
 
@@ -73,7 +73,7 @@ def _recommend_and_publish(resources: Resources) -> dict:
     for family, output in RECOMMENDATIONS:
         result = pipeline.recommend(family, resources, SCORED, paths, PARAMS, output=output)
         if "skipped" not in result:
-            published[family.name] = {**result, "published": pipeline.publish(resources, SCORED, f"scores.{output}",
+            published[family.name] = {**result, "published": publishing.publish(resources, SCORED, f"scores.{output}",
                                                                               result["path"])}
     return published
 

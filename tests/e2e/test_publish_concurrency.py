@@ -22,7 +22,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from ml.pipeline import publish
+from ml.publishing import publish
 from revopt.platform.partitions import is_partitioned, partition_name, partitions
 from revopt.platform.resources import Resources
 from revopt.platform.stack import connect_postgres, postgres_url
@@ -30,7 +30,7 @@ from revopt.platform.stack import connect_postgres, postgres_url
 pytestmark = pytest.mark.e2e
 
 RUN_DATE = dt.date(2025, 6, 1)
-#: The tables the nightly DAG's publish tasks replace (each through ml.pipeline.publish).
+#: The tables the nightly DAG's publish tasks replace (each through ml.publishing.publish).
 PUBLISHED = ("scores.customer_scores", "scores.price_recommendations", "scores.send_time_recommendations",
              "scores.budget_allocations")
 ROWS = {"scores.customer_scores": 50_000}

@@ -8,7 +8,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from ml.pipeline import publish
+from ml.publishing import publish
 from revopt import cli
 from revopt.platform import contract
 from revopt.platform.postgres import read_frame

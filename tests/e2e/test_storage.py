@@ -123,7 +123,7 @@ def copy_then_hang(conn, table, frame):
 
 postgres.copy_rows = copy_then_hang
 if sys.argv[4] == "nightly":
-    from ml.pipeline import publish  # the function the nightly DAG's publish task calls
+    from ml.publishing import publish  # the function the nightly DAG's publish task calls
     from revopt.platform.resources import Resources
 
     publish(Resources(load_settings()), run_date, "scores.customer_scores", sys.argv[3])

@@ -49,7 +49,7 @@ def _layer(module: str) -> str | None:
     if module in ("ml.registry", "ml.promotion"):  # promotion: the alias moves by hand beside the gate's
         return "registry"
     # the nightly's customer-hash partitions (issue 22): the pipeline's steps split and gathered
-    if module in ("ml.pipeline", "ml.partitioned", "ml.partitioned_recommendations", "ml.partitioning"):
+    if module in ("ml.pipeline", "ml.partitioned", "ml.partitioned_recommendations", "ml.partitioning", "ml.publishing"):
         return "pipeline"
     if module == "ml.training_cutoffs":  # every customer family's training cutoffs, for the training extract
         return "families"

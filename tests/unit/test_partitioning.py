@@ -121,7 +121,8 @@ def _store(tmp_path, n: int, drop: int | None = None, twice: int | None = None):
 
 @pytest.mark.parametrize("n", [1, 4])
 def test_gathered_tiers_and_staged_slices_are_what_one_unpartitioned_run_publishes(tmp_path, n):
-    from ml.partitioned import gather_scores, staged_rows
+    from ml.partitioned import gather_scores
+    from ml.publishing import staged_rows
 
     features, scores, slices = _store(tmp_path, n)
     gathered = gather_scores(_Outputs(tmp_path), RUN_DATE, slices, features)
@@ -135,7 +136,8 @@ def test_gathered_tiers_and_staged_slices_are_what_one_unpartitioned_run_publish
 
 
 def test_without_a_clv_champion_the_tier_stays_null(tmp_path):
-    from ml.partitioned import gather_scores, staged_rows
+    from ml.partitioned import gather_scores
+    from ml.publishing import staged_rows
 
     features, scores, slices = _store(tmp_path, 2)
     slices = [{**s, "versions": {"purchase_propensity": "1"}} for s in slices]
