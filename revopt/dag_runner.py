@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -139,9 +139,8 @@ def _live_reader(dag_id: str, run_date: str) -> Callable[[], dict]:
             keys = {"dag_id": dag_id, "run_id": run.run_id}
             rows = conn.execute(live_tasks, keys).all()
             reasons = dict(conn.execute(live_reasons, {**keys, "key": SKIP_REASON_KEY}).all())
-        tasks = {row.task_id: {"state": row.state, "duration": row.duration,
-                               **({"reason": _xcom_text(reasons[row.task_id])} if row.task_id in reasons else {})}
-                 for row in rows}
+        tasks = {task_id: {**merged, **({"reason": _xcom_text(reasons[task_id])} if task_id in reasons else {})}
+                 for task_id, merged in merge_instances((row.task_id, row.state, row.duration) for row in rows).items()}
         return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": run.state, "tasks": tasks}
 
     read()  # in the main thread: the dialect and the statements are ready before the thread starts
@@ -172,16 +171,44 @@ def run_report(dag_id: str, run_date: str) -> dict:
             select(XComModel.task_id, XComModel.value).where(
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == SKIP_REASON_KEY)
         ).all())
-        tasks = {
-            ti.task_id: {"state": None if ti.state is None else str(ti.state), "duration": _duration(ti),
-                         **({"reason": _xcom_text(reasons[ti.task_id])} if ti.task_id in reasons else {})}
-            for ti in sorted(instances, key=lambda ti: (ti.start_date is None, ti.start_date or 0, ti.task_id))
-        }
+        ordered = sorted(instances, key=lambda ti: (ti.start_date is None, ti.start_date or 0, ti.task_id))
+        merged = merge_instances((ti.task_id, None if ti.state is None else str(ti.state), _duration(ti))
+                                 for ti in ordered)
+        tasks = {task_id: {**task, **({"reason": _xcom_text(reasons[task_id])} if task_id in reasons else {})}
+                 for task_id, task in merged.items()}
         # the run's own start_date is its logical date under `dags test`: the tasks' times tell how long it took
         starts = [ti.start_date for ti in instances if ti.start_date is not None]
         ends = [ti.end_date for ti in instances if ti.end_date is not None]
         return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": str(run.state),
                 "started": min(starts, default=None), "ended": max(ends, default=None), "tasks": tasks}
+
+
+#: a mapped task's state in the report: the most telling of its instances' (one failed instance fails the task),
+#: most telling first
+_STATE_RANK = ("failed", "upstream_failed", "up_for_retry", "up_for_reschedule", "restarting", "running", "deferred",
+               "queued", "scheduled", None, "removed", "success", "skipped")
+
+
+def merge_instances(rows: Iterable[tuple[str, str | None, float | None]]) -> dict[str, dict]:
+    """Each task's ``state`` and ``duration`` from its task instances ``(task_id, state, duration)``, in the order
+    first seen. A mapped task has one instance per map index (the customer-hash partitions): its state is the most
+    telling of theirs (:data:`_STATE_RANK`: a failed partition fails the task, whatever the others did) and its
+    duration their sum (None until one has started)."""
+    tasks: dict[str, dict] = {}
+    for task_id, state, duration in rows:
+        if task_id not in tasks:
+            tasks[task_id] = {"state": state, "duration": duration}
+            continue
+        known = tasks[task_id]
+        if _rank(state) < _rank(known["state"]):
+            known["state"] = state
+        if duration is not None:
+            known["duration"] = duration + (known["duration"] or 0.0)
+    return tasks
+
+
+def _rank(state: str | None) -> int:
+    return _STATE_RANK.index(state if state in _STATE_RANK else None)
 
 
 def _duration(ti) -> float | None:

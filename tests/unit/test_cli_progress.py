@@ -148,3 +148,18 @@ def test_a_failed_run_shows_the_failed_tasks_own_log_lines_not_the_teardown_afte
     assert len(shown.splitlines()) == 10
     # no failed task found in the log: its last lines
     assert failure_log(log, ["unknown"], lines=3).splitlines()[-1].startswith("t5")
+
+
+def test_a_mapped_task_reports_its_most_telling_partition_and_their_summed_time():
+    """A mapped task (one instance per customer-hash partition) is one task in the report: a failed partition
+    fails it even when a later one succeeded; still running while one runs; its duration the partitions' sum."""
+    from revopt.dag_runner import merge_instances
+
+    rows = [("extract", "success", 3.0), ("score", "failed", 1.0), ("score", "success", 4.0),
+            ("publish", "upstream_failed", None), ("stage", "success", 2.0), ("stage", "running", 0.5),
+            ("recommend", "skipped", 1.0), ("recommend", "success", 2.0), ("later", None, None), ("later", None, None)]
+    assert merge_instances(rows) == {
+        "extract": {"state": "success", "duration": 3.0}, "score": {"state": "failed", "duration": 5.0},
+        "publish": {"state": "upstream_failed", "duration": None}, "stage": {"state": "running", "duration": 2.5},
+        "recommend": {"state": "success", "duration": 3.0}, "later": {"state": None, "duration": None}}
+    assert list(merge_instances(rows)) == ["extract", "score", "publish", "stage", "recommend", "later"]
