@@ -274,7 +274,12 @@ def _run_suite(
     )
     # A shallow copy shares the data but keeps the caller's frame object out of GX's hands.
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.copy(deep=False)})
-    return batch.validate(suite, result_format=_RESULT_FORMAT)
+    try:
+        return batch.validate(suite, result_format=_RESULT_FORMAT)
+    finally:
+        # GX keeps the last context as its project, and the context the batch and its frame: let go of them now,
+        # or the next (maybe larger) dataset is read while this one is still held
+        context.data_sources.delete(name="revopt")
 
 
 def _position_in(suite: gx.ExpectationSuite) -> Callable[[ExpectationValidationResult], int]:
