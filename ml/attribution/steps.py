@@ -23,7 +23,7 @@ from ml.attribution import economics
 from ml.attribution import nightly as attribution
 from ml.families import budget
 from ml.params import RunParams
-from revopt.platform.postgres import read_frame
+from revopt.platform.postgres import read_frame, read_large_frame
 from revopt.platform.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def acquisition_economics(resources: Resources, run_date: dt.date, frames: dict[
     orders, spend = frames["orders"], frames["marketing_spend"]
     credits = pd.read_parquet(attributed["order_credits"])
     with resources.scores() as conn:
-        clv = read_frame(conn, "SELECT customer_id, clv FROM scores.customer_scores WHERE run_date = %s "
-                               "AND clv IS NOT NULL", (run_date,))
+        clv = read_large_frame(conn, "SELECT customer_id, clv FROM scores.customer_scores WHERE run_date = %s "
+                                     "AND clv IS NOT NULL", (run_date,))
         past = read_frame(conn, "SELECT * FROM scores.cac_forecasts WHERE run_date = (SELECT max(run_date) FROM "
                                 "scores.cac_forecasts WHERE run_date <= %(due)s)",
                           {"due": run_date - dt.timedelta(days=CAC_HORIZON_DAYS)})

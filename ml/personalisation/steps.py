@@ -24,7 +24,7 @@ from ml.params import RunParams
 from ml.personalisation import affinity, nba, segments
 from revopt.platform.events import utc
 from revopt.platform.identity import account_map, canonical_ids
-from revopt.platform.postgres import publish_partition, read_frame
+from revopt.platform.postgres import publish_partition, read_frame, read_large_frame
 from revopt.platform.privacy import id_secret
 from revopt.platform.resources import Resources
 
@@ -91,9 +91,9 @@ def next_best_action(resources: Resources, run_date: dt.date, frames: dict[str, 
     earlier nights). Rows for ``scores.next_best_action`` in the run folder, and an MLflow run with the counts."""
     since = run_date - dt.timedelta(days=params.nba_contact_cap_days)
     with resources.scores() as conn:
-        recommendations = read_frame(conn, "SELECT customer_id, rank, product_id, category, score, reason, model_version "
-                                            "FROM scores.recommendations WHERE run_date = %s ORDER BY customer_id, rank",
-                                     (run_date,))
+        recommendations = read_large_frame(  # tonight's lists: 10M rows at a million customers
+            conn, "SELECT customer_id, rank, product_id, category, score, reason, model_version "
+                  "FROM scores.recommendations WHERE run_date = %s ORDER BY customer_id, rank", (run_date,))
         acted = read_frame(conn, "SELECT customer_id, run_date FROM scores.next_best_action WHERE run_date >= %s "
                                  "AND run_date < %s AND action <> 'do_nothing'", (since, run_date))
     contacts = pd.concat([email_sends(resources.events, pd.Timestamp(since, tz="UTC"), pd.Timestamp(run_date, tz="UTC")),
@@ -159,8 +159,8 @@ def segment_customers(resources: Resources, run_date: dt.date, customers: pd.Dat
     MLflow run with the segment sizes, the clustering's quality and the profile figure."""
     features = pd.read_parquet(features_path)
     with resources.scores() as conn:
-        scored = read_frame(conn, "SELECT customer_id, churn_risk, clv FROM scores.customer_scores WHERE run_date = %s",
-                            (run_date,))
+        scored = read_large_frame(conn, "SELECT customer_id, churn_risk, clv FROM scores.customer_scores "
+                                        "WHERE run_date = %s", (run_date,))
     if not len(scored):
         logger.warning("no customer scores published for %s: segments without churn risk and CLV", run_date)
     result = segments.segment_customers(features, customers, scored if len(scored) else None, run_date, params)

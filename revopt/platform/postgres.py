@@ -105,7 +105,8 @@ _COPY_READ_TYPES = {
 }
 
 
-def read_large_frame(conn: psycopg.Connection, query: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+def read_large_frame(conn: psycopg.Connection, query: str,
+                     params: dict[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
     """:func:`read_frame` for results of millions of rows: the rows come as a CSV ``COPY`` of the query, parsed by
     Arrow with each column's PostgreSQL type, instead of a Python object per value (at a million customers the
     orders and their lines took 23 s and 34 s, and several GB, that way; docs/scale.md).
