@@ -20,8 +20,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,7 @@ def _live_reader(dag_id: str, run_date: str) -> Callable[[], dict]:
             keys = {"dag_id": dag_id, "run_id": run.run_id}
             rows = conn.execute(live_tasks, keys).all()
             reasons = dict(conn.execute(live_reasons, {**keys, "key": SKIP_REASON_KEY}).all())
-        tasks = {task_id: {**merged, **({"reason": _xcom_text(reasons[task_id])} if task_id in reasons else {})}
-                 for task_id, merged in merge_instances((row.task_id, row.state, row.duration) for row in rows).items()}
+        tasks = merge_instances(((row.task_id, row.state, row.duration) for row in rows), reasons)
         return {"dag_id": dag_id, "run_date": run_date, "run_id": run.run_id, "state": run.state, "tasks": tasks}
 
     read()  # in the main thread: the dialect and the statements are ready before the thread starts
@@ -172,10 +172,8 @@ def run_report(dag_id: str, run_date: str) -> dict:
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.key == SKIP_REASON_KEY)
         ).all())
         ordered = sorted(instances, key=lambda ti: (ti.start_date is None, ti.start_date or 0, ti.task_id))
-        merged = merge_instances((ti.task_id, None if ti.state is None else str(ti.state), _duration(ti))
-                                 for ti in ordered)
-        tasks = {task_id: {**task, **({"reason": _xcom_text(reasons[task_id])} if task_id in reasons else {})}
-                 for task_id, task in merged.items()}
+        tasks = merge_instances(((ti.task_id, None if ti.state is None else str(ti.state), _duration(ti))
+                                 for ti in ordered), reasons)
         # the run's own start_date is its logical date under `dags test`: the tasks' times tell how long it took
         starts = [ti.start_date for ti in instances if ti.start_date is not None]
         ends = [ti.end_date for ti in instances if ti.end_date is not None]
@@ -189,11 +187,13 @@ _STATE_RANK = ("failed", "upstream_failed", "up_for_retry", "up_for_reschedule",
                "queued", "scheduled", None, "removed", "success", "skipped")
 
 
-def merge_instances(rows: Iterable[tuple[str, str | None, float | None]]) -> dict[str, dict]:
+def merge_instances(rows: Iterable[tuple[str, str | None, float | None]],
+                    reasons: Mapping[str, Any] | None = None) -> dict[str, dict]:
     """Each task's ``state`` and ``duration`` from its task instances ``(task_id, state, duration)``, in the order
-    first seen. A mapped task has one instance per map index (the customer-hash partitions): its state is the most
-    telling of theirs (:data:`_STATE_RANK`: a failed partition fails the task, whatever the others did) and its
-    duration their sum (None until one has started)."""
+    first seen, and its skip ``reason`` from ``reasons`` (the XCom values by task id) when it left one. A mapped task
+    has one instance per map index (the customer-hash partitions): its state is the most telling of theirs
+    (:data:`_STATE_RANK`: a failed partition fails the task, whatever the others did) and its duration their sum
+    (None until one has started)."""
     tasks: dict[str, dict] = {}
     for task_id, state, duration in rows:
         if task_id not in tasks:
@@ -204,6 +204,9 @@ def merge_instances(rows: Iterable[tuple[str, str | None, float | None]]) -> dic
             known["state"] = state
         if duration is not None:
             known["duration"] = duration + (known["duration"] or 0.0)
+    for task_id, task in tasks.items():
+        if reasons and task_id in reasons:
+            task["reason"] = _xcom_text(reasons[task_id])
     return tasks
 
 

@@ -111,10 +111,11 @@ def read_large_frame(conn: psycopg.Connection, query: str,
     Arrow with each column's PostgreSQL type, instead of a Python object per value (at a million customers the
     orders and their lines took 23 s and 34 s, and several GB, that way; docs/scale.md).
 
-    The frame is what :func:`read_frame` gives: integers (float64 with NaN where a value is NULL), floats and
-    numerics as float64, booleans (object with None where NULL), text as str with None for NULL (an empty string
-    stays empty), dates as ``datetime.date``, timestamps in nanoseconds (UTC with a time zone). A result with any
-    other column type is read by :func:`read_frame`."""
+    The frame is what :func:`read_frame` gives, but for ``numeric`` columns: integers (float64 with NaN where a value
+    is NULL), floats as float64, booleans (object with None where NULL), text as str with None for NULL (an empty
+    string stays empty), dates as ``datetime.date``, timestamps in nanoseconds (UTC with a time zone). A ``numeric``
+    arrives as float64 (correctly rounded), where :func:`read_frame` gives ``Decimal`` objects: read it here only
+    when the caller casts it to float anyway. A result with any other column type is read by :func:`read_frame`."""
     with conn.cursor() as cur:
         cur.execute(sql.SQL("SELECT * FROM ({}) AS q LIMIT 0").format(sql.SQL(query)), params)
         described = [(d.name, d.type_code) for d in cur.description or ()]

@@ -163,3 +163,5 @@ def test_a_mapped_task_reports_its_most_telling_partition_and_their_summed_time(
         "publish": {"state": "upstream_failed", "duration": None}, "stage": {"state": "running", "duration": 2.5},
         "recommend": {"state": "success", "duration": 3.0}, "later": {"state": None, "duration": None}}
     assert list(merge_instances(rows)) == ["extract", "score", "publish", "stage", "recommend", "later"]
+    assert merge_instances(rows, {"recommend": "no champion"})["recommend"] == {
+        "state": "success", "duration": 3.0, "reason": "no champion"}
