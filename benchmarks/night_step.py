@@ -9,13 +9,15 @@ change (``git stash`` / ``git checkout``), each in a fresh process, and compare 
     PYTHONPATH=. .venv/bin/python benchmarks/night_step.py --home DIR --step extract [--out FOLDER]
 
 Steps: ``extract`` (every nightly dataset), ``validate`` (the gate on that extract), ``attribute``,
-``campaign_analytics``, ``next_best_action``. Peak memory is this process's ``ru_maxrss`` (chDB in process, as
+``campaign_analytics``, ``next_best_action``, ``score`` (the first of ``--partitions`` customer-hash slices, as
+the mapped ``score`` task; its ``prepare_scores`` empties tonight's staging). ``--profile FILE``: a cProfile. Peak memory is this process's ``ru_maxrss`` (chDB in process, as
 in the task). ``extract`` and ``validate`` rewrite the run folder's extract and validation results (the same
 rows: the extract is of the same store and date).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime as dt
 import glob
 import json
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale import START, _resources  # noqa: E402
 
-STEPS = ("extract", "validate", "attribute", "campaign_analytics", "next_best_action")
+STEPS = ("extract", "validate", "attribute", "campaign_analytics", "next_best_action", "score")
 
 
 def main() -> None:
@@ -40,12 +42,14 @@ def main() -> None:
     parser.add_argument("--run-date", type=dt.date.fromisoformat, default=START + dt.timedelta(days=410),
                         help="the kept night's run date (scale.py's: 410 days after 2024-01-01)")
     parser.add_argument("--out", type=Path, default=None, help="copy the step's output files here")
+    parser.add_argument("--partitions", type=int, default=2, help="score: the slices (the run's partitions param)")
+    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the step here")
     args = parser.parse_args()
 
     from ml import pipeline
     from ml.params import NIGHTLY, RunParams
 
-    resources, run_date, params = _resources(args.home), args.run_date, RunParams()
+    resources, run_date, params = _resources(args.home), args.run_date, RunParams(partitions=args.partitions)
     folder = Path(args.home) / "runs" / run_date.isoformat()
     paths = {name: str(folder / "extract" / f"{name}.parquet") for name in pipeline.DAG_DATASETS[NIGHTLY]
              if (folder / "extract" / f"{name}.parquet").exists()}
@@ -58,10 +62,15 @@ def main() -> None:
         "next_best_action": lambda: pipeline.next_best_action(
             resources, run_date, paths, str(folder / "features" / "customer_features.parquet"),
             str(folder / "scores" / "customer_segments.parquet"), params),
+        "score": lambda: _score_first_slice(resources, run_date, paths, str(folder / "features" / "customer_features.parquet"),
+                                            params),
     }
+    profile = cProfile.Profile() if args.profile else None
     began = time.perf_counter()
-    output = steps[args.step]()
+    output = profile.runcall(steps[args.step]) if profile else steps[args.step]()
     seconds = time.perf_counter() - began
+    if profile:
+        profile.dump_stats(args.profile)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     files = [value for value in (output.values() if isinstance(output, dict) else ())
              if isinstance(value, str) and value.endswith(".parquet") and os.path.exists(value)]
@@ -71,6 +80,16 @@ def main() -> None:
             shutil.copy(path, args.out / Path(path).name)
     print(json.dumps({"step": args.step, "run_date": run_date.isoformat(), "seconds": round(seconds, 1),
                       "peak_mb": peak_mb, "files": [Path(p).name for p in files]}))
+
+
+def _score_first_slice(resources, run_date, paths, features_path, params):
+    """The first mapped ``score`` task: champions pinned by ``prepare_scores``, then slice 1 of ``partitions``."""
+    from ml.partitioned import prepare_scores
+    from ml.partitioning import Partition
+    from ml.pipeline import score_customers
+
+    first = prepare_scores(resources, run_date, paths, params)[0]
+    return score_customers(resources, run_date, features_path, {}, params, partition=Partition.from_dict(first))
 
 
 if __name__ == "__main__":

@@ -37,15 +37,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 #: Leaves with up to this many distinct features on their path are tabulated (2 x 2^12 doubles = 64 kB)...
 MAX_TABLE_BITS = 12
 #: ... as long as a booster's tables stay within this many bytes (else fewer bits: a memory bound).
 MAX_TABLE_BYTES = 256 * 2**20
-#: Rows deduplicated together: each block's distinct split patterns are explained once per tree;
-#: blocks run in parallel. Larger blocks share more patterns (fewer explained) but hold more memory.
-BLOCK_ROWS = 65_536
+#: At most this many rows deduplicated together: each block's distinct split patterns are explained once per
+#: tree; blocks run in parallel, one per thread when the rows allow. Larger blocks share more patterns (fewer
+#: explained: 15 % of a tree's rows at 65,536, 9 % at 200,000 on the scoring benchmark's store) but hold more
+#: memory (~200 bytes a row).
+BLOCK_ROWS = 262_144
 _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 #: LightGBM's kZeroThreshold (1e-35f, a float): |x| at or below it is read as 0.
 _ZERO = float(np.float32(1e-35))
@@ -78,6 +80,9 @@ class TreeTables:
     h: np.ndarray
     pz: np.ndarray
     max_depth: int
+    rank: np.ndarray
+    feature_thresholds: np.ndarray
+    feature_offset: np.ndarray
 
 
 def supports(model: dict[str, Any]) -> bool:
@@ -170,30 +175,41 @@ def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
     for tree, features in enumerate(tree_features):
         used[tree, :len(features)] = features
     as_int = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
+    n_features = int(model["max_feature_idx"]) + 1
+    split_feature, split_threshold = as_int(feature), np.asarray(threshold, dtype=np.float64)
+    lists = [np.unique(split_threshold[split_feature == f]) for f in range(n_features)]
+    offset = np.zeros(n_features + 1, dtype=np.int64)
+    offset[1:] = np.cumsum([len(values) for values in lists])
+    rank = np.asarray([np.searchsorted(lists[f], th) for f, th in zip(feature, threshold)], dtype=np.int64)
     return TreeTables(
-        n_features=int(model["max_feature_idx"]) + 1, bias=bias, roots=as_int(roots), node_end=as_int(node_end),
+        n_features=n_features, bias=bias, roots=as_int(roots), node_end=as_int(node_end),
         tree_features=used, tree_feature_count=as_int([len(f) for f in tree_features]), feature=as_int(feature),
         threshold=np.asarray(threshold, dtype=np.float64), missing=as_int(missing),
         default_left=np.asarray(default_left, dtype=np.bool_), left=as_int(left), right=as_int(right), bit=as_int(bit),
         leaf_value=value, leaf_bits=bits, leaf_start=start, leaf_table=leaf_table,
         path_feature=as_int(path_feature), path_zero=zeros, h=h, pz=pz, max_depth=max_depth,
+        rank=rank, feature_thresholds=np.concatenate(lists + [np.empty(0)]), feature_offset=offset,
     )
 
 
-def contributions(t: TreeTables, X: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+def contributions(t: TreeTables, X: np.ndarray, block_rows: int | None = None) -> np.ndarray:
     """Rows x (features + 1) TreeSHAP values of the raw score, the bias (expected value) last, as
     LightGBM's ``predict(X, pred_contrib=True)``. ``block_rows``: rows deduplicated together (a
-    block's distinct split patterns are explained once per tree); blocks run in parallel."""
+    block's distinct split patterns are explained once per tree; blocks run in parallel); by default the
+    rows split evenly over numba's threads, at most :data:`BLOCK_ROWS` a block. The values do not depend on it."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != t.n_features:
         raise ValueError(f"X has shape {X.shape}; the booster has {t.n_features} features")
-    out = np.zeros((len(X), t.n_features + 1), dtype=np.float64)
+    if block_rows is None:
+        block_rows = max(1, min(BLOCK_ROWS, -(-len(X) // get_num_threads())))
+    out = np.zeros((t.n_features + 1, len(X)), dtype=np.float64)  # feature-major while summing, rows x features after
     if len(X):
         _explain(X, out, int(block_rows), t.roots, t.node_end, t.tree_features, t.tree_feature_count, t.feature,
                  t.threshold, t.missing, t.default_left, t.left, t.right, t.bit, t.leaf_value, t.leaf_bits, t.leaf_start,
-                 t.leaf_table, t.path_feature, t.path_zero, t.h, t.pz, t.max_depth + 1)
-        out[:, -1] += t.bias
-    return out
+                 t.leaf_table, t.path_feature, t.path_zero, t.h, t.pz, t.max_depth + 1, t.rank, t.feature_thresholds,
+                 t.feature_offset)
+        out[-1] += t.bias
+    return out.T
 
 
 @njit(cache=True)
@@ -296,10 +312,11 @@ def _goes_left(x, node, feature, threshold, missing, default_left):
 
 
 @njit(cache=True)
-def _explain_tree(x, row_out, root, feature, threshold, missing, default_left, left, right, bit, leaf_value, leaf_bits,
-                  leaf_start, leaf_table, path_feature, path_zero, h, pz, stack_node, stack_failed):
-    """Add one tree's TreeSHAP values of row ``x`` to ``row_out``: every leaf, with the mask of the
-    path features whose conditions ``x`` satisfies (one depth-first walk of the tree)."""
+def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, default_left, left, right, bit, leaf_value,
+                  leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h, pz, stack_node, stack_failed):
+    """Add one tree's TreeSHAP values to ``row_out``: every leaf, with the mask of the path features whose
+    conditions are satisfied (one depth-first walk of the tree). The decisions are row ``x``'s, or with
+    ``keyed`` a pattern's: bit ``node - root`` of ``key`` set where its rows go left."""
     stack_node[0] = root
     stack_failed[0] = 0
     top = 1
@@ -308,7 +325,10 @@ def _explain_tree(x, row_out, root, feature, threshold, missing, default_left, l
         node = stack_node[top]
         failed = stack_failed[top]
         while node >= 0:  # down the left children, the right ones stacked
-            goes_left = _goes_left(x, node, feature, threshold, missing, default_left)
+            if keyed:
+                goes_left = (key >> (node - root)) & 1 == 1
+            else:
+                goes_left = _goes_left(x, node, feature, threshold, missing, default_left)
             flag = 1 << bit[node]
             stack_node[top] = right[node]
             stack_failed[top] = failed | flag if goes_left else failed
@@ -334,26 +354,145 @@ def _explain_tree(x, row_out, root, feature, threshold, missing, default_left, l
                 row_out[path_feature[begin + i]] -= negative
 
 
+@njit(cache=True)
+def _row_codes(x, feature_thresholds, feature_offset, codes, status):
+    """Per feature of row ``x``: how many of the feature's split thresholds are below its value
+    (``x <= threshold k`` of the feature's sorted list iff ``code <= k``) and its status, 0 a number,
+    1 zero (or below LightGBM's zero threshold), 2 NaN; NaN is coded as 0 for the splits without a
+    NaN direction, as LightGBM reads it."""
+    for f in range(len(codes)):
+        value = x[f]
+        if np.isnan(value):
+            status[f] = 2
+            value = 0.0
+        elif -_ZERO <= value <= _ZERO:
+            status[f] = 1
+            value = 0.0
+        else:
+            status[f] = 0
+        low = feature_offset[f]
+        high = feature_offset[f + 1]
+        while low < high:  # the first threshold >= value
+            middle = (low + high) >> 1
+            if feature_thresholds[middle] < value:
+                low = middle + 1
+            else:
+                high = middle
+        codes[f] = low - feature_offset[f]
+
+
+@njit(cache=True)
+def _insert(key, table, patterns, pattern_keys):
+    """The pattern number of ``key`` in an open-addressing table of (key, number) pairs; -1 if it is new (then
+    numbered ``patterns``)."""
+    mask = len(table) // 2 - 1
+    mixed = key * -7046029254386353131  # 0x9E3779B97F4A7C15, wrapping
+    slot = (mixed ^ (mixed >> 29)) & mask
+    while table[2 * slot + 1] >= 0:
+        if table[2 * slot] == key:
+            return table[2 * slot + 1]
+        slot = (slot + 1) & mask
+    table[2 * slot] = key
+    table[2 * slot + 1] = patterns
+    pattern_keys[patterns] = key
+    return -1
+
+
+@njit(cache=True)
+def _block_codes(X, first, last, feature_thresholds, feature_offset):
+    """The block's rows coded (:func:`_row_codes`) feature-major, so a split's decisions over the rows are one
+    vectorised comparison; and, per feature, the rows whose value is zero or NaN (``special``, CSR by
+    ``special_start``), which a split with a missing-value direction sends its default way."""
+    rows = last - first
+    n_features = X.shape[1]
+    codes = np.empty((n_features, rows), dtype=np.int32)
+    status = np.empty((n_features, rows), dtype=np.int8)
+    row_codes = np.empty(n_features, dtype=np.int32)
+    row_status = np.empty(n_features, dtype=np.int8)
+    counts = np.zeros(n_features + 1, dtype=np.int64)
+    for row in range(rows):
+        _row_codes(X[first + row], feature_thresholds, feature_offset, row_codes, row_status)
+        for f in range(n_features):
+            codes[f, row] = row_codes[f]
+            status[f, row] = row_status[f]
+            if row_status[f] != 0:
+                counts[f + 1] += 1
+    special_start = np.cumsum(counts)
+    special = np.empty(special_start[-1], dtype=np.int64)
+    filled = special_start[:-1].copy()
+    for f in range(n_features):
+        for row in range(rows):
+            if status[f, row] != 0:
+                special[filled[f]] = row
+                filled[f] += 1
+    return codes, status, special, special_start
+
+
+@njit(cache=True)
+def _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys):
+    """Each row's split decisions in one tree as a key (bit ``node - root`` set: the row goes left)."""
+    keys[:] = 0
+    for node in range(root, end):
+        f = feature[node]
+        column = codes[f]
+        limit = rank[node]
+        shift = node - root
+        for row in range(len(keys)):  # vectorised by LLVM
+            keys[row] |= np.int64(column[row] <= limit) << shift
+        kind = missing[node]
+        if kind == 0:
+            continue
+        flag = np.int64(1) << shift
+        for i in range(special_start[f], special_start[f + 1]):
+            row = special[i]
+            state = status[f, row]
+            if state == 2 or kind == 1:  # NaN (either kind) or zero where zero is missing: the default way
+                if default_left[node]:
+                    keys[row] |= flag
+                else:
+                    keys[row] &= ~flag
+
+
+@njit(cache=True)
+def _patterns(keys, pattern_keys, pattern_of):
+    """The distinct keys (``pattern_keys``, their count returned) and each row's pattern number
+    (``pattern_of``), by an open-addressing table grown to stay at most half full."""
+    capacity = 1024
+    table = np.full(2 * capacity, -1, dtype=np.int64)
+    patterns = 0
+    for row in range(len(keys)):
+        pattern = _insert(keys[row], table, patterns, pattern_keys)
+        if pattern < 0:
+            pattern = patterns
+            patterns += 1
+            if 2 * patterns > capacity:
+                capacity *= 2
+                table = np.full(2 * capacity, -1, dtype=np.int64)
+                for old in range(patterns):
+                    _insert(pattern_keys[old], table, old, pattern_keys)
+        pattern_of[row] = pattern
+    return patterns
+
+
 @njit(parallel=True, cache=True)
 def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
              default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h,
-             pz, stack_size):
+             pz, stack_size, rank, feature_thresholds, feature_offset):
     """Blocks of rows in parallel; in a block, tree by tree, each distinct pattern of the tree's split
-    decisions (a 64-bit key: one bit per split) is explained once and added to every row that has it."""
+    decisions (a 64-bit key: one bit per split) is explained once and added to every row that has it.
+    The rows are coded once against the booster's thresholds, so a tree's keys are integer comparisons
+    over whole columns."""
     n = X.shape[0]
     n_blocks = (n + block_rows - 1) // block_rows
     for block in prange(n_blocks):
         first = block * block_rows
         last = min(n, first + block_rows)
         rows = last - first
-        capacity = 1
-        while capacity < 2 * rows:
-            capacity *= 2
-        keys = np.empty(capacity, dtype=np.int64)
-        slots = np.empty(capacity, dtype=np.int64)
+        codes, status, special, special_start = _block_codes(X, first, last, feature_thresholds, feature_offset)
+        keys = np.empty(rows, dtype=np.int64)
+        pattern_keys = np.empty(rows, dtype=np.int64)
         pattern_of = np.empty(rows, dtype=np.int64)
-        representative = np.empty(rows, dtype=np.int64)
-        values = np.empty((rows, tree_features.shape[1]), dtype=np.float64)
+        values = np.empty((tree_features.shape[1], rows), dtype=np.float64)
         scratch = np.zeros(X.shape[1], dtype=np.float64)
         stack_node = np.empty(stack_size, dtype=np.int64)
         stack_failed = np.empty(stack_size, dtype=np.int64)
@@ -364,38 +503,27 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
             end = node_end[tree]
             if end - root > 64:  # too many splits for a 64-bit key: every row explained on its own
                 for row in range(first, last):
-                    _explain_tree(X[row], out[row], root, feature, threshold, missing, default_left, left, right, bit,
-                                  leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h, pz,
-                                  stack_node, stack_failed)
+                    scratch[:] = 0.0
+                    _explain_tree(X[row], 0, False, scratch, root, feature, threshold, missing, default_left, left,
+                                  right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h,
+                                  pz, stack_node, stack_failed)
+                    for f in range(X.shape[1]):
+                        out[f, row] += scratch[f]
+                scratch[:] = 0.0
                 continue
-            slots[:] = -1
-            patterns = 0
-            for row in range(first, last):
-                x = X[row]
-                key = 0
-                for node in range(root, end):
-                    if _goes_left(x, node, feature, threshold, missing, default_left):
-                        key |= 1 << (node - root)
-                mixed = key * -7046029254386353131  # 0x9E3779B97F4A7C15, wrapping
-                slot = (mixed ^ (mixed >> 29)) & (capacity - 1)
-                while slots[slot] >= 0 and keys[slot] != key:
-                    slot = (slot + 1) & (capacity - 1)
-                if slots[slot] < 0:
-                    keys[slot] = key
-                    slots[slot] = patterns
-                    representative[patterns] = row
-                    patterns += 1
-                pattern_of[row - first] = slots[slot]
+            _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys)
+            patterns = _patterns(keys, pattern_keys, pattern_of)
             used = tree_feature_count[tree]
             for pattern in range(patterns):
-                _explain_tree(X[representative[pattern]], scratch, root, feature, threshold, missing, default_left,
-                              left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
-                              h, pz, stack_node, stack_failed)
+                _explain_tree(X[first], pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
+                              default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
+                              path_zero, h, pz, stack_node, stack_failed)
                 for k in range(used):
                     f = tree_features[tree, k]
-                    values[pattern, k] = scratch[f]
+                    values[k, pattern] = scratch[f]
                     scratch[f] = 0.0
-            for row in range(first, last):
-                pattern = pattern_of[row - first]
-                for k in range(used):
-                    out[row, tree_features[tree, k]] += values[pattern, k]
+            for k in range(used):  # feature by feature over the rows: a vectorised gather
+                column = out[tree_features[tree, k], first:last]
+                explained = values[k]
+                for row in range(rows):
+                    column[row] += explained[pattern_of[row]]
