@@ -15,15 +15,19 @@ and ``pz = prod_{i in Z} z_i``:
 
     j in O: phi_j = v (1 - z_j) pz H(O \\ {j});      j in Z: phi_j = -v pz H(O)  (the same for all of Z)
 
-``v H`` and ``pz`` depend on the row only through the bit mask ``O``: they are tabulated once per leaf
-for all ``2^d`` masks (the idea of Fast TreeSHAP v2, Yang 2021, with tables of ``2^d`` numbers rather
-than ``d 2^d``), so a row costs one comparison per split and ``d`` look-ups per leaf instead of
-LightGBM's ``O(d^2)`` per leaf. Leaves with more than :data:`MAX_TABLE_BITS` distinct path features
-(or beyond :data:`MAX_TABLE_BYTES` of tables) are computed per row from the elementary symmetric
-polynomials of their ``z`` (``O(d^2)``, exact too). Rows are split into blocks of :data:`BLOCK_ROWS`
-explained in parallel (numba ``prange``); in a block, tree by tree, each distinct pattern of the tree's
-split decisions is explained once and added to every row sharing it (customers with the same counts
-and recencies share most patterns), so the cost per row does not grow with the number of rows.
+``v H`` and ``pz`` depend on the row only through the bit mask ``O``, so the ``d`` values of a leaf are
+tabulated once for all ``2^d`` masks (the idea of Fast TreeSHAP v2, Yang 2021): a leaf costs ``d`` additions
+from one contiguous row of its table instead of LightGBM's ``O(d^2)``. Leaves with more than
+:data:`MAX_TABLE_BITS` distinct path features (or beyond :data:`MAX_TABLE_BYTES` of tables) are computed from
+the elementary symmetric polynomials of their ``z`` (``O(d^2)``, exact too).
+
+Rows are explained in blocks, one per thread when the rows allow (numba ``prange``, at most
+:data:`BLOCK_ROWS` rows each). A block's rows are first coded against the booster's sorted thresholds per
+feature, so a split's decisions over all rows are one vectorised integer comparison; each row's decisions in
+a tree form a 64-bit key (one bit per split), and each distinct key is explained once (a walk of the tree
+with the key's decisions) and added to every row that has it (customers with the same counts and recencies
+share most keys: ~9 % of a tree's rows are distinct at 200,000 rows on the scoring benchmark's store), so the
+cost per row falls as blocks grow.
 
 Written here because no maintained library computes LightGBM's TreeSHAP faster than LightGBM itself
 (``shap`` and ``fasttreeshap`` call into their own C++ over the same O(d^2) recursion per row, and
@@ -77,8 +81,7 @@ class TreeTables:
     leaf_table: np.ndarray
     path_feature: np.ndarray
     path_zero: np.ndarray
-    h: np.ndarray
-    pz: np.ndarray
+    table: np.ndarray
     max_depth: int
     rank: np.ndarray
     feature_thresholds: np.ndarray
@@ -160,17 +163,16 @@ def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
             bias += float(root["leaf_value"])
     bits = np.asarray(leaf_bits, dtype=np.int64)
     cap = MAX_TABLE_BITS  # lowered until the tables fit their budget: the deepest leaves are computed per row
-    while cap > 0 and 16 * int(np.sum(np.where(bits <= cap, 1 << np.minimum(bits, cap), 0))) > MAX_TABLE_BYTES:
+    while cap > 0 and 8 * int(np.sum(np.where(bits <= cap, bits << np.minimum(bits, cap), 0))) > MAX_TABLE_BYTES:
         cap -= 1
     tabulated = bits <= cap
-    sizes = np.where(tabulated, 1 << np.minimum(bits, cap), 0)
+    sizes = np.where(tabulated, bits << np.minimum(bits, cap), 0)  # d values for each of the 2^d masks
     leaf_table = np.where(tabulated, np.cumsum(sizes) - sizes, -1).astype(np.int64)
     start = np.asarray(leaf_start, dtype=np.int64)
     value = np.asarray(leaf_value, dtype=np.float64)
     zeros = np.asarray(path_zero, dtype=np.float64)
-    h = np.empty(int(sizes.sum()), dtype=np.float64)
-    pz = np.empty(int(sizes.sum()), dtype=np.float64)
-    _fill_tables(value, bits, start, leaf_table, zeros, h, pz)
+    table = np.empty(int(sizes.sum()), dtype=np.float64)
+    _fill_tables(value, bits, start, leaf_table, zeros, table)
     used = np.zeros((len(infos), max([len(f) for f in tree_features] + [1])), dtype=np.int64)
     for tree, features in enumerate(tree_features):
         used[tree, :len(features)] = features
@@ -187,7 +189,7 @@ def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
         threshold=np.asarray(threshold, dtype=np.float64), missing=as_int(missing),
         default_left=np.asarray(default_left, dtype=np.bool_), left=as_int(left), right=as_int(right), bit=as_int(bit),
         leaf_value=value, leaf_bits=bits, leaf_start=start, leaf_table=leaf_table,
-        path_feature=as_int(path_feature), path_zero=zeros, h=h, pz=pz, max_depth=max_depth,
+        path_feature=as_int(path_feature), path_zero=zeros, table=table, max_depth=max_depth,
         rank=rank, feature_thresholds=np.concatenate(lists + [np.empty(0)]), feature_offset=offset,
     )
 
@@ -206,7 +208,7 @@ def contributions(t: TreeTables, X: np.ndarray, block_rows: int | None = None) -
     if len(X):
         _explain(X, out, int(block_rows), t.roots, t.node_end, t.tree_features, t.tree_feature_count, t.feature,
                  t.threshold, t.missing, t.default_left, t.left, t.right, t.bit, t.leaf_value, t.leaf_bits, t.leaf_start,
-                 t.leaf_table, t.path_feature, t.path_zero, t.h, t.pz, t.max_depth + 1, t.rank, t.feature_thresholds,
+                 t.leaf_table, t.path_feature, t.path_zero, t.table, t.max_depth + 1, t.rank, t.feature_thresholds,
                  t.feature_offset)
         out[-1] += t.bias
     return out.T
@@ -226,13 +228,14 @@ def _shapley_weights(d: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _fill_tables(value, bits, start, table, zeros, h, pz):
-    """Per tabulated leaf and mask ``O`` of its path features: ``h = v H(O)``, ``pz = prod_{i notin O} z_i``."""
+def _fill_tables(value, bits, start, leaf_table, zeros, table):
+    """Per tabulated leaf and mask ``O`` of its path features, the values of its ``d`` path features in order:
+    ``v (1 - z_j) pz(O) H(O \\ {j})`` for ``j`` in ``O``, ``-v pz(O) H(O)`` for the others, where
+    ``pz(O) = prod_{i notin O} z_i`` and ``H`` from the elementary symmetric polynomials of ``z`` over ``O``."""
     for leaf in range(len(value)):
-        if table[leaf] < 0:
+        if leaf_table[leaf] < 0:
             continue
         d = bits[leaf]
-        base = table[leaf]
         z = zeros[start[leaf]:start[leaf] + d]
         c = _shapley_weights(d)
         n_masks = 1 << d
@@ -246,6 +249,8 @@ def _fill_tables(value, bits, start, table, zeros, h, pz):
             poly[mask, 0] = 1.0
             for k in range(1, d + 1):
                 poly[mask, k] = poly[rest, k] + z[top] * poly[rest, k - 1]
+        h = np.empty(n_masks, dtype=np.float64)
+        pz = np.empty(n_masks, dtype=np.float64)
         for mask in range(n_masks):
             size = 0
             product = 1.0
@@ -258,8 +263,18 @@ def _fill_tables(value, bits, start, table, zeros, h, pz):
             for k in range(size + 1):  # |S| = k, |O \ S| = size - k
                 if k < d:
                     total += c[k] * poly[mask, size - k]
-            h[base + mask] = value[leaf] * total
-            pz[base + mask] = product
+            h[mask] = value[leaf] * total
+            pz[mask] = product
+        for mask in range(n_masks):
+            share = pz[mask]
+            negative = share * h[mask]
+            at = leaf_table[leaf] + mask * d
+            for i in range(d):
+                flag = 1 << i
+                if mask & flag:
+                    table[at + i] = (1.0 - z[i]) * share * h[mask ^ flag]
+                else:
+                    table[at + i] = -negative
 
 
 @njit(cache=True)
@@ -313,7 +328,7 @@ def _goes_left(x, node, feature, threshold, missing, default_left):
 
 @njit(cache=True)
 def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, default_left, left, right, bit, leaf_value,
-                  leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h, pz, stack_node, stack_failed):
+                  leaf_bits, leaf_start, leaf_table, path_feature, path_zero, table, stack_node, stack_failed):
     """Add one tree's TreeSHAP values to ``row_out``: every leaf, with the mask of the path features whose
     conditions are satisfied (one depth-first walk of the tree). The decisions are row ``x``'s, or with
     ``keyed`` a pattern's: bit ``node - root`` of ``key`` set where its rows go left."""
@@ -344,14 +359,9 @@ def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, def
         if base < 0:
             _direct_leaf(o, leaf_value[leaf], d, path_zero[begin:begin + d], path_feature[begin:begin + d], row_out)
             continue
-        share = pz[base + o]
-        negative = share * h[base + o]
+        at = base + o * d
         for i in range(d):
-            flag = 1 << i
-            if o & flag:
-                row_out[path_feature[begin + i]] += (1.0 - path_zero[begin + i]) * share * h[base + (o ^ flag)]
-            else:
-                row_out[path_feature[begin + i]] -= negative
+            row_out[path_feature[begin + i]] += table[at + i]
 
 
 @njit(cache=True)
@@ -476,8 +486,8 @@ def _patterns(keys, pattern_keys, pattern_of):
 
 @njit(parallel=True, cache=True)
 def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
-             default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h,
-             pz, stack_size, rank, feature_thresholds, feature_offset):
+             default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
+             table, stack_size, rank, feature_thresholds, feature_offset):
     """Blocks of rows in parallel; in a block, tree by tree, each distinct pattern of the tree's split
     decisions (a 64-bit key: one bit per split) is explained once and added to every row that has it.
     The rows are coded once against the booster's thresholds, so a tree's keys are integer comparisons
@@ -505,8 +515,8 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
                 for row in range(first, last):
                     scratch[:] = 0.0
                     _explain_tree(X[row], 0, False, scratch, root, feature, threshold, missing, default_left, left,
-                                  right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, h,
-                                  pz, stack_node, stack_failed)
+                                  right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
+                                  table, stack_node, stack_failed)
                     for f in range(X.shape[1]):
                         out[f, row] += scratch[f]
                 scratch[:] = 0.0
@@ -517,7 +527,7 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
             for pattern in range(patterns):
                 _explain_tree(X[first], pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
                               default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
-                              path_zero, h, pz, stack_node, stack_failed)
+                              path_zero, table, stack_node, stack_failed)
                 for k in range(used):
                     f = tree_features[tree, k]
                     values[k, pattern] = scratch[f]

@@ -79,7 +79,7 @@ def test_leaves_too_deep_to_tabulate(booster: lgb.Booster, monkeypatch: pytest.M
     monkeypatch.setattr(treeshap, "MAX_TABLE_BITS", 12)
     monkeypatch.setattr(treeshap, "MAX_TABLE_BYTES", 16 * 2**10)  # the byte budget lowers the bits instead
     tables = treeshap.tables(booster.dump_model())
-    assert 16 * len(tables.h) <= 16 * 2**10 and (tables.leaf_table < 0).any()
+    assert 8 * len(tables.table) <= 16 * 2**10 and (tables.leaf_table < 0).any()
     np.testing.assert_allclose(treeshap.contributions(tables, X), booster.predict(X, pred_contrib=True), atol=1e-9)
 
 
