@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import tempfile
 from collections.abc import Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -486,11 +487,16 @@ def _write_output(resources: Resources, run_date: dt.date, name: str, table: pd.
 
 
 def _combine_json(factors: dict[str, pd.Series]) -> np.ndarray:
-    """One JSON object per customer: {"purchase_propensity": [...], "churn_risk": [...], "clv": [...]}."""
-    combined = np.full(len(next(iter(factors.values()))), "{", dtype=object)
+    """One JSON object per customer: {"purchase_propensity": [...], "churn_risk": [...], "clv": [...]}, each
+    row joined once (adding the pieces column by column copied every row's growing text at each step)."""
+    rows = len(next(iter(factors.values())))
+    columns: list = []
     for i, (name, series) in enumerate(factors.items()):
-        combined = combined + ("," if i else "") + f'"{name}":' + series.to_numpy(dtype=object)
-    return combined + "}"
+        columns += [repeat(("," if i else "{") + f'"{name}":', rows), series.to_numpy(dtype=object).tolist()]
+    columns.append(repeat("}", rows))
+    combined = np.empty(rows, dtype=object)
+    combined[:] = list(map("".join, zip(*columns)))
+    return combined
 
 
 def evaluate_outcomes(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
