@@ -10,9 +10,10 @@ change (``git stash`` / ``git checkout``), each in a fresh process, and compare 
 
 Steps: ``extract`` (every nightly dataset), ``validate`` (the gate on that extract), ``attribute``,
 ``campaign_analytics``, ``next_best_action``, ``score`` (the first of ``--partitions`` customer-hash slices, as
-the mapped ``score`` task; its ``prepare_scores`` empties tonight's staging). ``--profile FILE``: a cProfile. Peak memory is this process's ``ru_maxrss`` (chDB in process, as
-in the task). ``extract`` and ``validate`` rewrite the run folder's extract and validation results (the same
-rows: the extract is of the same store and date).
+the mapped ``score`` task; its ``prepare_scores`` empties tonight's staging). ``--profile FILE`` writes a cProfile.
+Peak memory is this process's ``ru_maxrss`` (chDB in process, as in the task). ``extract`` and ``validate``
+rewrite the run folder's extract and validation results (the same rows: the extract is of the same store and
+date).
 """
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ def main() -> None:
         "next_best_action": lambda: pipeline.next_best_action(
             resources, run_date, paths, str(folder / "features" / "customer_features.parquet"),
             str(folder / "scores" / "customer_segments.parquet"), params),
-        "score": lambda: _score_first_slice(resources, run_date, paths, str(folder / "features" / "customer_features.parquet"),
-                                            params),
+        "score": lambda: _score_first_slice(resources, run_date, paths,
+                                            str(folder / "features" / "customer_features.parquet"), params),
     }
     profile = cProfile.Profile() if args.profile else None
     began = time.perf_counter()
