@@ -50,8 +50,9 @@ MAX_TABLE_BYTES = 256 * 2**20
 #: At most this many rows deduplicated together: each block's distinct split patterns are explained once per
 #: tree; blocks run in parallel, one per thread when the rows allow. Larger blocks share more patterns (fewer
 #: explained: 15 % of a tree's rows at 65,536, 9 % at 200,000 on the scoring benchmark's store) but hold more
-#: memory (~200 bytes a row).
-BLOCK_ROWS = 262_144
+#: memory (~200 bytes a row: ~100 MB a block). A million rows on two threads: two blocks of 500,000, whose score
+#: step took 43 s against 46.5 s as four blocks of 250,000 (docs/scale.md, "Scoring speed").
+BLOCK_ROWS = 524_288
 _MISSING_TYPES = {"None": 0, "Zero": 1, "NaN": 2}
 #: LightGBM's kZeroThreshold (1e-35f, a float): |x| at or below it is read as 0.
 _ZERO = float(np.float32(1e-35))
