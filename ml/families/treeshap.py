@@ -512,19 +512,19 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
             if root < 0:
                 continue
             end = node_end[tree]
+            used = tree_feature_count[tree]
             if end - root > 64:  # too many splits for a 64-bit key: every row explained on its own
                 for row in range(first, last):
-                    scratch[:] = 0.0
                     _explain_tree(X[row], 0, False, scratch, root, feature, threshold, missing, default_left, left,
                                   right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
                                   table, stack_node, stack_failed)
-                    for f in range(X.shape[1]):
+                    for k in range(used):
+                        f = tree_features[tree, k]
                         out[f, row] += scratch[f]
-                scratch[:] = 0.0
+                        scratch[f] = 0.0
                 continue
             _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys)
             patterns = _patterns(keys, pattern_keys, pattern_of)
-            used = tree_feature_count[tree]
             for pattern in range(patterns):
                 _explain_tree(X[first], pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
                               default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
