@@ -19,7 +19,7 @@ Input frames (the nightly extract, see :mod:`revopt.platform.extract`):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -536,6 +536,16 @@ def sample_customers(ids: pd.Index, n: int, seed: int) -> pd.Index:
     keys = customer_hash(ids.to_numpy(dtype="int64"), seed)
     chosen = np.argpartition(keys, n - 1)[:n]
     return pd.Index(np.sort(ids.to_numpy()[chosen]), name=ids.name)
+
+
+def customer_sampler(n: int, seed: int) -> Callable[[pd.Series], np.ndarray | None]:
+    """ids -> their :func:`sample_customers` as an array, or None when that is every one of them (``n`` 0 or
+    at least their number): what restricts an extract to the sample, None reading everyone without a filter."""
+    def sample(ids: pd.Series) -> np.ndarray | None:
+        index = pd.Index(ids)
+        chosen = sample_customers(index, n, seed)
+        return None if len(chosen) == len(index) else chosen.to_numpy()
+    return sample
 
 
 def customer_hash(customer_ids: np.ndarray, seed: int) -> np.ndarray:

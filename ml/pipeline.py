@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.attribution import conversion_paths
-from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, customer_features, event_features_in_store
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, customer_features, customer_sampler, event_features_in_store
 from ml import drift, training_cutoffs
 from ml.attribution import steps
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time, uplift
@@ -94,13 +94,15 @@ def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int
                      params: RunParams | None = None) -> dict[str, str]:
     """``datasets`` as of ``run_date`` over ``lookback_days``: source tables, the event datasets of :data:`EVENT_BUILDERS`
     and training's at its cutoffs (from ``params``: :mod:`ml.training_cutoffs`), both computed in the events store, and
-    the conversion paths (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the orders."""
+    the conversion paths (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the orders.
+    ``engagement_by_hour`` (training's send-time evidence) is read for ``params``' ``training_sample_customers`` alone."""
     derived = {name: build for name, build in EVENT_BUILDERS.items() if name in datasets}
     paths_wanted = [name for name in PATH_DATASETS if name in datasets]
     sources = tuple(name for name in datasets if name not in derived and name not in (*PATH_DATASETS, EVENT_FEATURES_AT_CUTOFFS))
     if paths_wanted and "orders" not in sources:
         sources = (*sources, "orders")
-    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived)
+    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived, engagement_customers=(
+        None if params is None else customer_sampler(params.training_sample_customers, params.seed)))
     paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, paths, datasets, FAMILIES))
     if paths_wanted:
         customers = (pd.read_parquet(paths["customers"], columns=["customer_id"])["customer_id"]

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from revopt.platform.catalog import has_column, has_table
@@ -294,13 +295,16 @@ DAILY_EVENT_COLUMNS = (
 
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
-                    datasets: Collection[str] = DATASETS, derived: Mapping[str, EventBuilder] | None = None) -> dict[str, str]:
+                    datasets: Collection[str] = DATASETS, derived: Mapping[str, EventBuilder] | None = None,
+                    engagement_customers: Callable[[pd.Series], np.ndarray | None] | None = None) -> dict[str, str]:
     """Write the run's extracts (``datasets``, all of :data:`DATASETS` by default, and the ``derived``
     event datasets, each built in the events store) and return their paths by dataset name.
 
     ``lookback_days`` bounds how much order and event history is read before the run date. The
     ClickHouse queries of event datasets that are not asked for do not run (the daily rows and the
-    hourly engagement are the big ones at scale, see docs/scale.md).
+    hourly engagement are the big ones at scale, see docs/scale.md). ``engagement_customers`` picks,
+    from the extracted customers' ids, the customers whose ``engagement_by_hour`` is read (None from it:
+    every customer's; the training DAG's customer sample, ``ml.pipeline``).
     """
     derived = dict(derived or {})
     unknown = set(datasets) - set(DATASETS)
@@ -425,7 +429,11 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             emit("customer_daily_events", daily_events)
             del daily_events
         if "engagement_by_hour" in datasets:
-            emit("engagement_by_hour", engagement_by_hour(store, since_ts, run_ts))
+            chosen = engagement_customers(customers["customer_id"]) if engagement_customers is not None else None
+            if chosen is not None:
+                logger.info("engagement_by_hour as of %s: the hourly rows of %d of %d customers", run_date, len(chosen),
+                            len(customers))
+            emit("engagement_by_hour", engagement_by_hour(store, since_ts, run_ts, chosen))
         if "engagement_by_local_hour" in datasets:
             emit("engagement_by_local_hour", engagement_by_local_hour(store, since_ts, run_ts, customers))
     for name, build in derived.items():

@@ -8,12 +8,14 @@ extract as of C (the nightly DAG's own build_features, event features computed i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pandas as pd
 import pytest
 
-from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, features_at, evaluation_cutoffs
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, features_at, evaluation_cutoffs, sample_customers
+from ml.families import send_time
 from ml.params import RunParams
 from ml.pipeline import DAG_DATASETS, build_features, extract_datasets
 from revopt.platform.extract import empty_daily_events, read_extract
@@ -81,3 +83,26 @@ def test_order_categories_split_each_order_value_by_category(training_frames):
     pd.testing.assert_series_equal(spend.reindex(whole.index), whole, check_names=False, atol=1e-6)
     mix = features_at(_without_events(frames), frames["orders"]["order_ts"].max() + pd.Timedelta(seconds=1))
     assert (mix["categories_bought"] > 1).mean() > 0.2 and (mix["category_repeat_rate"] > 0).any()
+
+
+def test_the_send_time_evidence_is_extracted_for_the_training_sample_alone(settings, training_frames):
+    """With fewer ``training_sample_customers`` than customers the training extract reads the hourly engagement of
+    the sample alone (in ClickHouse), the same rows the whole extract has for them; the family trains on them."""
+    run_date, frames = training_frames
+    params = dataclasses.replace(PARAMS, training_sample_customers=300)
+    paths = extract_datasets(Resources(settings), run_date, params.training_extract_days, ("customers", "engagement_by_hour"),
+                             params=params)
+    sampled = read_extract(paths)["engagement_by_hour"]
+    chosen = sample_customers(pd.Index(frames["customers"]["customer_id"]), 300, params.seed)
+    whole = frames["engagement_by_hour"]
+    assert whole["customer_id"].nunique() > 500  # the whole extract has everyone's (800 customers)
+    expected = whole.loc[whole["customer_id"].isin(chosen)].reset_index(drop=True)
+    assert 250 < expected["customer_id"].nunique() <= 300
+    pd.testing.assert_frame_equal(sampled.reset_index(drop=True), expected)
+
+    data = send_time.FAMILY.training_data(frames, run_date, params)
+    assert set(data.customers["customer_id"]) == set(chosen)
+    assert set(data.engagement["customer_id"]) <= set(chosen) and set(data.orders["customer_id"]) <= set(chosen)
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    window = (expected["hour_utc"] >= run_ts - pd.Timedelta(days=params.lookback_days)) & (expected["hour_utc"] < run_ts)
+    pd.testing.assert_frame_equal(data.engagement.reset_index(drop=True), expected.loc[window].reset_index(drop=True))

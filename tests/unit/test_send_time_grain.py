@@ -95,10 +95,20 @@ def extracted(tmp_path_factory):
             patch.setattr("revopt.platform.engagement_extract.LOCAL_HOUR_CUSTOMERS_PER_QUERY", 3)
             cells = engagement_by_local_hour(store, START, RUN_TS, customers, DETAIL_DAYS)
         fixed = engagement_by_local_hour(store, START, RUN_TS, customers.iloc[:1])
+        sampled = engagement_by_hour(store, START, RUN_TS, customer_ids=np.array([5, 2, 99, 2]))
         tables = set(store.query_df("SHOW TABLES FROM revopt")["name"])
     finally:
         store.close()
-    return customers, hourly, cells, fixed, tables
+    return customers, hourly, cells, fixed, tables, sampled
+
+
+def test_the_hourly_rows_of_chosen_customers_are_theirs_of_all_customers(extracted):
+    """The training sample's engagement (``customer_ids``, read in the events store) is the rows every customer's
+    extract has for those customers, in the same order; the ids' table is dropped (``tables`` above)."""
+    _, hourly, _, _, _, sampled = extracted
+    expected = hourly.loc[hourly["customer_id"].isin([2, 5, 99])].reset_index(drop=True)
+    assert set(expected["customer_id"]) == {2, 5, 99} and len(expected) < len(hourly) / 3
+    pd.testing.assert_frame_equal(sampled, expected)
 
 
 def _python_cells(hourly: pd.DataFrame, customers: pd.DataFrame, detail_days: int) -> pd.DataFrame:
@@ -116,7 +126,7 @@ def _python_cells(hourly: pd.DataFrame, customers: pd.DataFrame, detail_days: in
 
 
 def test_clickhouse_sums_the_hourly_rows_into_the_cells_python_locates(extracted):
-    customers, hourly, cells, _, tables = extracted
+    customers, hourly, cells, _, tables, _ = extracted
     expected = _python_cells(hourly, customers, DETAIL_DAYS).sort_values(["customer_id", "hour_utc"], ignore_index=True)
     pd.testing.assert_frame_equal(cells, expected, check_dtype=True)
     assert tables == {"events"}  # the zone tables are dropped after the query
@@ -124,7 +134,7 @@ def test_clickhouse_sums_the_hourly_rows_into_the_cells_python_locates(extracted
 
 
 def test_the_cells_are_bounded_by_customers_x_48_plus_the_detail_window(extracted):
-    customers, hourly, cells, _, _ = extracted
+    customers, hourly, cells, _, _, _ = extracted
     history = cells["utc_day"].isna()
     assert cells.loc[history].groupby("customer_id").size().max() <= 48
     assert (~history).sum() <= (hourly["hour_utc"] >= RUN_TS - pd.Timedelta(days=DETAIL_DAYS)).sum()
@@ -132,7 +142,7 @@ def test_the_cells_are_bounded_by_customers_x_48_plus_the_detail_window(extracte
 
 
 def test_recommendations_and_shortfall_from_the_cells_are_those_from_the_hourly_rows(extracted):
-    customers, hourly, cells, fixed, _ = extracted
+    customers, hourly, cells, fixed, _, _ = extracted
     for config in (SendTimeConfig(), SendTimeConfig(by_day_type=True)):
         pd.testing.assert_frame_equal(recommend_send_times(fit_send_time(cells, _no_orders(), customers, RUN_TS, config)),
                                       recommend_send_times(fit_send_time(hourly, _no_orders(), customers, RUN_TS, config)))
@@ -148,7 +158,7 @@ def _no_orders() -> pd.DataFrame:
 
 
 def test_the_outcome_check_reads_the_cells_of_its_window_as_the_hourly_rows(extracted, caplog):
-    customers, hourly, cells, _, _ = extracted
+    customers, hourly, cells, _, _, _ = extracted
     fit = fit_send_time(hourly, _no_orders(), customers, RUN_TS - pd.Timedelta(days=28))
     published = recommend_send_times(fit)
     night = (RUN_TS - pd.Timedelta(days=28)).date()

@@ -118,12 +118,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from features.customer import customer_sampler
 from features.engagement import (
     CUSTOMERS,
     DAY_TYPES,
@@ -182,6 +184,8 @@ from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, Tuned, search
 from revopt.platform.timezones import FALLBACK_TIMEZONE
+
+logger = logging.getLogger(__name__)
 
 
 MODEL_NAME = "revopt_send_time"
@@ -271,8 +275,10 @@ class SendTimeFamily:
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> SendTimeData:
         """The nightly window's frames as of ``run_date`` and, for the rolling-origin backtest, as of
-        each earlier origin (``holdout_days`` earlier each) whose history passes :meth:`shortfall`."""
+        each earlier origin (``holdout_days`` earlier each) whose history passes :meth:`shortfall`; all of
+        them of the ``training_sample_customers`` sample (:func:`training_sample`)."""
         config = send_time_config(params)
+        frames = training_sample(frames, params)
 
         def as_of(date: dt.date) -> SendTimeData:
             window = within_lookback(frames, date, params.lookback_days)
@@ -313,6 +319,7 @@ class SendTimeFamily:
             # (the runner logs run_date, n_trials, timeout_seconds, seed, promotion_margin and promotion_alpha)
             params={"holdout_days": config.holdout_days, "test_start": test_start.date().isoformat(),
                     "quiet_hours": str(config.quiet_hours), "default_send_hour": config.default_send_hour,
+                    "training_sample_customers": params.training_sample_customers, "n_customers": len(data.customers),
                     **backtest_params(params, 1 + len(data.earlier), config.holdout_days),
                     **{f"best_{key}": value for key, value in config_json.items() if key in TUNED_FIELDS}},
             # tuning's objective is 1 / policy lift when send hours vary enough to estimate it, else the log loss
@@ -370,6 +377,21 @@ class SendTimeFamily:
         ids = data.customers["customer_id"].head(EXAMPLE_CUSTOMERS)
         return _input(data.engagement[data.engagement["customer_id"].isin(ids)], data.orders[data.orders["customer_id"].isin(ids)],
                       data.customers[data.customers["customer_id"].isin(ids)], data.config)
+
+
+def training_sample(frames: Frames, params: RunParams) -> dict[str, pd.DataFrame]:
+    """The training frames (hourly engagement, orders, customers) of the ``training_sample_customers`` sample of
+    the customers alone (:func:`features.customer.customer_sampler`: the customer models' seeded sample). The
+    training extract already holds only their hourly engagement (46M rows for everyone at a million customers,
+    docs/scale.md); tuning, the test window and the logged priors are theirs, and the registered model refits
+    every customer at night all the same."""
+    frames = {name: frames[name] for name in (ENGAGEMENT, ORDERS, CUSTOMERS)}
+    chosen = customer_sampler(params.training_sample_customers, params.seed)(frames[CUSTOMERS]["customer_id"])
+    if chosen is None:
+        return frames
+    logger.info("send_time: training and testing on a sample of %d of %d customers (training_sample_customers)",
+                len(chosen), len(frames[CUSTOMERS]))
+    return {name: frame.loc[frame["customer_id"].isin(chosen)] for name, frame in frames.items()}
 
 
 def _engagement(frames: Frames) -> pd.DataFrame:
@@ -468,5 +490,5 @@ __all__ = [
     "engagement_input", "fit_send_time", "holdout_start", "local_time", "log_loss", "no_hour_preference",
     "prior_recommendations", "priors_frame", "quiet_hours", "quiet_mask", "recommend_send_times", "resolve_timezones",
     "search_space", "send_time_backtest", "send_time_config", "split_engagement_input", "training_data_shortfall",
-    "tune_send_time",
+    "training_sample", "tune_send_time",
 ]
