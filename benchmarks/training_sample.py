@@ -12,6 +12,8 @@ model as champion.
 
 Every sample size is tested on the same test window (every customer of it), so the test metrics are
 comparable: propensity and churn ROC AUC (the gate's metric), CLV RMSE (the gate's by default) and Spearman.
+Send time (``--families send_time``) trains and tests on its sample; its chosen configuration is then also fitted
+and tested on every customer as the gate does (``test_log_loss_everyone``), the comparable number.
 The tuning budget is the run's default (``n_trials`` 12, ``tuning_timeout_seconds`` 300) unless overridden.
 
 Results go to ``benchmarks/results/training-sample-<customers>.json`` and ``.md`` (rewritten after every
@@ -19,11 +21,13 @@ child, so a long run can be read while it goes) and are printed; docs/scale.md, 
 
     .venv/bin/python benchmarks/training_sample.py                               # 200k customers, 25k..200k
     .venv/bin/python benchmarks/training_sample.py --customers 1000000 --samples 200000,0
+    .venv/bin/python benchmarks/training_sample.py --families send_time --samples 0,50000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -64,11 +68,16 @@ def stage_train_sample(home: str, run_date: dt.date, paths: dict[str, str], fami
     data_seconds = time.perf_counter() - began
     trained = chosen.train(data, params, [])
     keep = ("test_roc_auc", "test_pr_auc", "test_rmse", "test_spearman", "test_top_decile_capture", "valid_roc_auc",
-            "backtest_roc_auc_mean", "backtest_rmse_mean")
-    return {"rows": int(trained.params.get("n_test", 0)), "data_seconds": data_seconds,
-            "n_fit": int(trained.params["n_fit"]), "n_test": int(trained.params["n_test"]),
-            "metrics": {key: float(trained.metrics[key]) for key in keep if key in trained.metrics},
-            "winner": str(trained.params.get("winner", trained.params.get("best_family", "")))}
+            "backtest_roc_auc_mean", "backtest_rmse_mean", "test_log_loss", "baseline_log_loss")
+    metrics = {key: float(trained.metrics[key]) for key in keep if key in trained.metrics}
+    fitted = tested = int(trained.params.get("n_fit", trained.params.get("n_customers", 0)))
+    if chosen.name == "send_time":
+        # send time tests on its sample: the chosen configuration fitted and tested as the gate does, on everyone
+        everyone = chosen.training_data(frames, run_date, dataclasses.replace(params, training_sample_customers=0))
+        metrics["test_log_loss_everyone"] = float(chosen.evaluate(everyone, trained.spec, params).value(chosen.metric))
+        tested = len(everyone.customers)
+    return {"rows": tested, "data_seconds": data_seconds, "n_fit": fitted, "n_test": int(trained.params.get("n_test", tested)),
+            "metrics": metrics, "winner": str(trained.params.get("winner", trained.params.get("best_family", "")))}
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -77,13 +86,15 @@ def _markdown(report: dict[str, Any]) -> str:
              f"Training extract: {report['extract']['seconds']:.1f} s, peak {report['extract']['peak_mb']:,.0f} MB, "
              f"{report['extract']['rows']:,} rows ({report['extract'].get('at_cutoffs_rows', 0):,} of them event "
              "features at the training cutoffs)", "",
-             "| family | sample | fitted on | tested on | test ROC AUC | test RMSE | test Spearman | wall s | "
-             "of it data s | peak MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| family | sample | fitted on | tested on | test ROC AUC | test RMSE | test Spearman | "
+             "test log loss (sample / everyone) | wall s | of it data s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["runs"]:
         m = row["metrics"]
         fmt = lambda key, digits: f"{m[key]:.{digits}f}" if key in m else ""  # noqa: E731
         lines.append(f"| {row['family']} | {row['sample'] or 'all'} | {row['n_fit']:,} | {row['n_test']:,} | "
                      f"{fmt('test_roc_auc', 4)} | {fmt('test_rmse', 2)} | {fmt('test_spearman', 4)} | "
+                     f"{' / '.join(fmt(k, 5) for k in ('test_log_loss', 'test_log_loss_everyone') if k in m)} | "
                      f"{row['seconds']:.1f} | {row['data_seconds']:.1f} | {row['peak_mb']:,.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -134,7 +145,8 @@ def main() -> None:
             first = _params(samples[0], args.n_trials, args.tuning_timeout, args.backtest_origins)
             datasets = tuple(name for name in DAG_DATASETS["training"]
                              if name in {"customers", "orders", "order_categories", "offers",
-                                         "customer_event_features_at_cutoffs"})
+                                         "customer_event_features_at_cutoffs",
+                                         *(("engagement_by_hour",) if "send_time" in families else ())})
             extract = bench.run("training extract", stage_extract, run_date=run_date,
                                 lookback_days=first.training_extract_days, datasets=datasets,
                                 training=(first.n_trials, first.tuning_timeout_seconds))
