@@ -73,6 +73,12 @@ class RecommendationInput:
             return frame.loc[keep].reset_index(drop=True)
         return RecommendationInput(self.customers, window(self.purchases), window(self.views), self.catalogue)
 
+    def of_customers(self, customer_ids: np.ndarray) -> RecommendationInput:
+        """The customers, purchases and views of ``customer_ids`` alone (a training sample); the catalogue whole."""
+        def rows(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.loc[frame["customer_id"].isin(customer_ids)].reset_index(drop=True)
+        return RecommendationInput(rows(self.customers), rows(self.purchases), rows(self.views), self.catalogue)
+
 
 def order_items_from_shop(orders: pd.DataFrame, order_lines: pd.DataFrame, products: pd.DataFrame | None = None,
                           since: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:

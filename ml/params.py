@@ -77,8 +77,8 @@ class RunParams:
         200_000, {"type": "integer", "minimum": 0},
         "Customers the customer models (propensity, churn, CLV) are tuned and fitted on at each fit cutoff: a seeded "
         "sample by customer-id hash, the same customers at every cutoff and re-run (0: every customer). Their test "
-        "window the gate decides on always holds every customer. Send time trains and tests on the sample alone "
-        "(the training extract reads only its hourly engagement). On a 200k-customer store (docs/scale.md, Training at "
+        "window the gate decides on always holds every customer. Send time and recommendations train and test "
+        "on the sample alone (send time's training extract reads only its hourly engagement). On a 200k-customer store (docs/scale.md, Training at "
         "1M) fitting on 50k instead of all cost propensity 0.0016 and churn 0.0020 test ROC AUC; 200k keeps a fit at "
         "a million customers as costly as a full fit at 200k.", (TRAINING,))
     price_min_margin: float = _param(0.10, {"type": "number", "minimum": 0}, "Recommended price >= cost x (1 + this).")

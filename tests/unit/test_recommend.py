@@ -410,3 +410,20 @@ def test_a_customer_the_model_can_recommend_nothing_to_gets_popularity():
     frame = ranked.frame(catalogue)
     assert frame.loc[frame["customer_id"] == 1, "product_id"].tolist() == [3, 4]  # product 1 left the catalogue
     assert set(frame.loc[frame["customer_id"] == 1, "source"]) == {"popularity"}
+
+
+def test_training_reads_the_training_sample_customers_alone_and_the_whole_catalogue(store):
+    """With fewer ``training_sample_customers`` than customers, tuning, the test window and the registered item
+    factors learn from the seeded sample (the other families' customers): its customers, purchases and views."""
+    from features.customer import sample_customers
+
+    params = dataclasses.replace(PARAMS, training_sample_customers=120)
+    data = FAMILY.training_data(store, RUN_DATE, params)
+    everyone = FAMILY.training_data(store, RUN_DATE, PARAMS)
+    chosen = sample_customers(pd.Index(store["customers"]["customer_id"]), 120, params.seed)
+    assert len(everyone.interactions.customers) == 300 and set(everyone.interactions.purchases["customer_id"]) - set(chosen)
+    assert list(data.interactions.customers["customer_id"]) == list(chosen)
+    expected = everyone.interactions.purchases.loc[everyone.interactions.purchases["customer_id"].isin(chosen)]
+    pd.testing.assert_frame_equal(data.interactions.purchases, expected.reset_index(drop=True))
+    pd.testing.assert_frame_equal(data.interactions.catalogue, everyone.interactions.catalogue)
+    assert set(data.test_window().customer_ids) <= set(chosen)

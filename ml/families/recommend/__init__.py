@@ -33,6 +33,9 @@ Evaluation (:class:`RecommendationsFamily`), three ways in time, windows of ``re
   item-kNN (logged) and the champion's spec (:meth:`evaluate`) on the same rows;
 - **production**: the chosen configuration fitted on the ``lookback_days`` before the run date.
 
+All three learn from the ``training_sample_customers`` sample of the customers alone (the seeded sample of
+the customer families); the nightly run folds every customer into the registered item factors.
+
 Test rows and the metric are in :mod:`.backtest`: NDCG@K (K = ``recs_k``) of what the rules would
 publish, one row per customer, compared paired by a bootstrap over customers; the promotion margin
 is a share of the champion's NDCG.
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.customer import customer_sampler
 from features.interactions import (
     CUSTOMERS,
     INVENTORY,
@@ -91,6 +96,8 @@ from ml.families.recommend.recommender import PUBLISHED_COLUMNS, SOURCES, recomm
 from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
 from ml.tuning import Budget, Callback, search
+
+logger = logging.getLogger(__name__)
 
 MODEL_NAME = "revopt_recommendations"
 DATASETS = (CUSTOMERS, ORDER_ITEMS, PRODUCT_VIEWS, PRODUCTS, INVENTORY)
@@ -188,8 +195,18 @@ class RecommendationsFamily:
         return None
 
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> RecommendationsData:
-        return RecommendationsData(interactions_from_extract(frames, run_date), run_date, rules_from_params(params),
-                                   params.lookback_days, params.recs_test_days, RecsConfig(random_state=params.seed))
+        """The extract's interactions before the run date, of the ``training_sample_customers`` sample of its
+        customers alone (:func:`features.customer.customer_sampler`, the other families' seeded sample): tuning,
+        the test window and the registered item factors learn from them (each ALS fit of the search grows with the
+        customers; at a million, trials of minutes each, docs/scale.md); every customer is folded in at night."""
+        interactions = interactions_from_extract(frames, run_date)
+        chosen = customer_sampler(params.training_sample_customers, params.seed)(interactions.customers["customer_id"])
+        if chosen is not None:
+            logger.info("recommendations: training and testing on a sample of %d of %d customers "
+                        "(training_sample_customers)", len(chosen), len(interactions.customers))
+            interactions = interactions.of_customers(chosen)
+        return RecommendationsData(interactions, run_date, rules_from_params(params), params.lookback_days,
+                                   params.recs_test_days, RecsConfig(random_state=params.seed))
 
     def train(self, data: RecommendationsData, params: RunParams, callbacks: Sequence[Callback]) -> Trained:
         """Tune on the validation window, score the chosen configuration, popularity and item-kNN on the
@@ -214,6 +231,8 @@ class RecommendationsFamily:
             predict_params=predict_params,
             params={"test_start": data.test_start.date().isoformat(), "valid_start": data.valid_start.date().isoformat(),
                     "test_days": data.test_days, "recs_k": data.rules.k, "popularity_days": POPULARITY_DAYS,
+                    "training_sample_customers": params.training_sample_customers,
+                    "n_customers": len(data.interactions.customers),
                     "min_segment_buyers": MIN_SEGMENT_BUYERS,
                     **{f"best_{key}": value for key, value in spec["config"].items() if key in TUNED_FIELDS}},
             metrics={"valid_objective": tuned.value, "valid_objective_default": tuned.default_value,
