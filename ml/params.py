@@ -71,8 +71,8 @@ class RunParams:
         3, {"type": "integer", "minimum": 1, "maximum": 12},
         "Test windows of every family's rolling-origin backtest: the latest, then one window earlier each, where "
         "history allows (customer models: one horizon; pricing and send time: 28 days; budget: 8 weeks). Each "
-        "repeats selection on the data before its own test window (pricing, send time and budget with a quarter "
-        "of n_trials, at least 2); the gate decides on the latest alone.", (TRAINING,))
+        "repeats selection on the data before its own test window, with a quarter of n_trials (at least 2) and of "
+        "tuning_timeout_seconds; the gate decides on the latest alone.", (TRAINING,))
     training_sample_customers: int = _param(
         200_000, {"type": "integer", "minimum": 0},
         "Customers the customer models (propensity, churn, CLV) are tuned and fitted on at each fit cutoff: a seeded "

@@ -54,6 +54,7 @@ from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,
 )
+from ml.families.rolling_origin import backtest_params, earlier_origin_params
 from ml.family import DataWindow, Frames, Trained, customer_window, require_finite
 from ml.params import RunParams
 from ml.tuning import Budget, Callback
@@ -345,7 +346,7 @@ class BinaryFamily:
                 "n_selection_train": selected.n_train, "n_selection_valid": selected.n_valid,
                 "n_test": len(test.y), "best_family": selected.spec.family, "best_num_rounds": selected.spec.num_rounds,
                 "calibration": selected.calibration, "baseline": self.baseline_name,
-                "backtest_origins": 1 + len(data.earlier), "btyd_features": btyd is not None,
+                **backtest_params(params, 1 + len(data.earlier), data.horizon), "btyd_features": btyd is not None,
                 **{f"best_{key}": value for key, value in selected.spec.params.items()},
             },
             metrics={
@@ -399,13 +400,14 @@ class BinaryFamily:
     def _backtest(self, data: BinaryData, params: RunParams, latest: Mapping[str, float],
                   latest_baseline: float) -> dict[str, float]:
         """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
-        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
+        fit cutoff, with the earlier origins' smaller budget, :func:`ml.families.rolling_origin.earlier_origin_params`)
+        as ``backtest_<metric>_origin<k>``, with their mean and standard deviation."""
         per_origin = [{**{key: latest[key] for key in BACKTEST_METRICS if key in latest},
                        "baseline_roc_auc": latest_baseline}]
         for k, (origin_fit, origin_test) in enumerate(data.earlier, start=1):
             fit, test, _, features = self.design(origin_fit, origin_test, data.horizon, fits=data.btyd_fits)
-            selected = self.select(fit, params, data.run_date, f"{self.name}-{data.run_date}-origin{k}",
-                                   features=features)
+            selected = self.select(fit, earlier_origin_params(params), data.run_date,
+                                   f"{self.name}-{data.run_date}-origin{k}", features=features)
             raw = refit(selected.spec, fit.X[features], fit.y, params.seed).predict_proba(test.X)
             _, calibrated = calibrate(selected.calibration, raw, test.y, params.seed)
             metrics = evaluate(test.y, calibrated)

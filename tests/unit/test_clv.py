@@ -504,6 +504,29 @@ def test_the_family_tests_on_the_window_after_its_fit_cutoff_and_beats_repeat_la
     assert decision.promoted and decision.baseline_difference > 0, decision.reason
 
 
+def test_the_earlier_origins_select_with_the_smaller_tuning_budget(trained, monkeypatch):
+    """Each earlier origin repeats selection with :func:`ml.families.rolling_origin.earlier_origin_params`' budget."""
+    import ml.families.clv as clv
+    from ml.families.rolling_origin import earlier_origin_params
+
+    data, result, params = trained
+    budgets = []
+    select = clv.select_clv_model
+
+    def spy(*args, **kwargs):
+        budgets.append((args[4].n_trials, args[4].timeout_seconds))
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(clv, "select_clv_model", spy)
+    latest = {name: result.metrics[f"test_{name}"] for name in clv.BACKTEST_METRICS}
+    again = clv.FAMILY._backtest(data, params, latest, 0.0, clv.FAMILY.metric)
+    smaller = earlier_origin_params(params)
+    assert len(data.earlier) >= 1 and smaller.n_trials < params.n_trials
+    assert budgets == [(smaller.n_trials, smaller.tuning_timeout_seconds)] * len(data.earlier)
+    assert again["backtest_rmse_origin1"] == result.metrics["backtest_rmse_origin1"]
+    assert result.params["backtest_earlier_n_trials"] == smaller.n_trials
+
+
 def test_clv_selection_never_sees_the_test_window(trained):
     from ml.families.clv import FAMILY
 

@@ -141,10 +141,25 @@ def test_the_published_model_is_the_tested_one_calibrated_on_rows_it_did_not_tra
     assert "calibration.png" in champion.figures
 
 
-def test_the_rolling_origin_backtest_repeats_selection_at_each_earlier_origin(store, champion):
-    """Each earlier origin (fit, test) is selected and tested on its own; the latest is the test window."""
+def test_the_rolling_origin_backtest_repeats_selection_at_each_earlier_origin(store, champion, monkeypatch):
+    """Each earlier origin (fit, test) is selected and tested on its own, with the earlier origins' smaller tuning
+    budget; the latest is the test window, selected with the run's."""
+    from ml.families.rolling_origin import earlier_origin_params
+
+    budgets = []
+    select = binary.BinaryFamily.select
+
+    def spy(self, fit, params, *args, **kwargs):
+        budgets.append((params.n_trials, params.tuning_timeout_seconds))
+        return select(self, fit, params, *args, **kwargs)
+
+    monkeypatch.setattr(binary.BinaryFamily, "select", spy)
     earlier = dataclasses.replace(store, earlier=((_customers(2500, 3, "2024-03-02"), _customers(2500, 4, "2024-04-01")),))
     trained = _train(FAMILY, earlier)
+    smaller = earlier_origin_params(PARAMS)
+    assert budgets == [(PARAMS.n_trials, PARAMS.tuning_timeout_seconds),
+                       (smaller.n_trials, smaller.tuning_timeout_seconds)] and smaller.n_trials < PARAMS.n_trials
+    assert trained.params["backtest_earlier_n_trials"] == smaller.n_trials
     metrics = trained.metrics
     assert metrics["backtest_roc_auc_origin0"] == metrics["test_roc_auc"] == champion.metrics["test_roc_auc"]
     assert 0.6 < metrics["backtest_roc_auc_origin1"] < 1.0 and metrics["backtest_roc_auc_origin1"] != metrics["test_roc_auc"]

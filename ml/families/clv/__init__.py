@@ -52,7 +52,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ from features.customer import (
 )
 from ml import plots
 from ml.evaluation import Evaluation, Metric, mae, rmse, spearman, summarise_backtest
+from ml.families.rolling_origin import backtest_params, earlier_origin_params
 from ml.family import Frames, Trained, customer_window, require_finite
 from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
@@ -414,17 +415,19 @@ class ClvFamily:
             last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note, earlier=tuple(earlier),
         )
 
-    def _backtest(self, data: ClvData, latest: Mapping[str, float], latest_baseline: float,
+    def _backtest(self, data: ClvData, params: RunParams, latest: Mapping[str, float], latest_baseline: float,
                   gate_metric: Metric) -> dict[str, float]:
         """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
-        fit cutoff) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation, and the
+        fit cutoff, with the earlier origins' smaller budget) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation, and the
         baseline's gate metric (``baseline_<gate metric>``)."""
         key = f"baseline_{gate_metric.name}"
         per_origin = [{**{name: latest[name] for name in BACKTEST_METRICS if name in latest}, key: latest_baseline}]
+        earlier = earlier_origin_params(params)  # the earlier origins' smaller budget (ml.families.rolling_origin)
+        config = replace(data.config, n_trials=earlier.n_trials, timeout_seconds=earlier.tuning_timeout_seconds)
         for fit, test, baseline in data.earlier:
-            train, valid = selection_split(fit, data.config.random_state)
-            selection = select_clv_model(train.X, train.y, valid.X, valid.y, data.config, btyd_features=fit.X)
-            metrics = evaluate_clv(test.y, predict_test_window(selection.spec, fit, test.X, data.config))
+            train, valid = selection_split(fit, config.random_state)
+            selection = select_clv_model(train.X, train.y, valid.X, valid.y, config, btyd_features=fit.X)
+            metrics = evaluate_clv(test.y, predict_test_window(selection.spec, fit, test.X, config))
             per_origin.append({**metrics, key: gate_metric.score(test.y.to_numpy(), baseline)})
         return summarise_backtest(per_origin, (*BACKTEST_METRICS, key))
 
@@ -459,14 +462,14 @@ class ClvFamily:
             example=test.X.head(5),
             tags={} if data.note is None else {"revopt.clv.label_window": data.note},
             params={"horizon_days": config.horizon_days, "label_window_days": config.window, "selection_metric": metric,
-                    "backtest_origins": 1 + len(data.earlier),
+                    **backtest_params(params, 1 + len(data.earlier), config.window),
                     "fit_cutoff": fit.cutoff.date().isoformat(), "test_cutoff": test.cutoff.date().isoformat(),
                     "n_fit": len(fit.y), "n_selection_train": len(train.y), "n_selection_valid": len(valid.y),
                     "n_test": len(test.y), "winner": selection.winner, "baseline": "repeat last period"},
             metrics={**{f"valid_{candidate}_{key}": value for candidate, values in selection.metrics.items()
                         for key, value in values.items()},
                      **{f"test_{key}": value for key, value in test_metrics.items()},
-                     **self._backtest(data, test_metrics, baseline.value(gate_metric), gate_metric),
+                     **self._backtest(data, params, test_metrics, baseline.value(gate_metric), gate_metric),
                      **{f"baseline_{key}": value for key, value in evaluate_clv(test.y, data.baseline).items()}},
             figures=self._figures(selection, test, predicted, importance),
             windows={"train": customer_window(train.X, train.y, fit.cutoff, config.window, lookback,
