@@ -122,14 +122,6 @@ def extract(purpose: str, **context) -> dict[str, str]:
     return extract(resources(), run_date_of(context), purpose, run_params_of(context))
 
 
-@task
-def validate(extract_paths: dict[str, str], purpose: str, **context) -> dict[str, str]:
-    from ml.pipeline import validate_extracts
-
-    return validate_extracts(resources(), run_date_of(context), extract_paths,
-                             run_params_of(context).extract_days(purpose))
-
-
 def publish_outputs(task_id: str, *tables: str):
     """A task ``task_id`` that publishes a step's output tables: ``scores.<table>`` for each of ``tables``
     from the path the step returned under that name, replacing the run date's rows (``ml.publishing.publish``);

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from airflow.sdk import dag, task
 
 from _run_end import document
-from _support import DEFAULT_ARGS, extract, resources, run_date_of, run_params, run_params_of, validate
+from _gate import validate
+from _support import DEFAULT_ARGS, extract, resources, run_date_of, run_params, run_params_of
 
 
 @dag(

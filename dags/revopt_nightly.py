@@ -37,11 +37,12 @@ from datetime import datetime, timezone
 
 from airflow.sdk import dag, task
 
+from _gate import validate
 from _partitioned import partitioned_recommendations, partitioned_scores
 from _run_end import finish, nightly_report, record_alias_moves
 from _support import (DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, publish_outputs,
                       publish_to, remove_old_run_folders, resources, retrain_signal, run_date_of, run_params,
-                      run_params_of, skip_if_skipped, validate)
+                      run_params_of, skip_if_skipped)
 
 
 @dag(

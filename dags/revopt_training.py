@@ -15,10 +15,11 @@ from datetime import datetime, timezone
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
+from _gate import validate
 from _run_end import finish, record_alias_moves
 from _support import (
     DEFAULT_ARGS, DRIFT_DETECTED, PERFORMANCE_DROPPED, extract, identity_resolution, resources, run_date_of, run_params,
-    run_params_of, skip_if_skipped, validate,
+    run_params_of, skip_if_skipped,
 )
 
 

@@ -140,7 +140,7 @@ def aggregates_only(frames: Mapping[str, pd.DataFrame]) -> bool:
 
 
 def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
-                      lookback_days: int | None = None) -> dict[str, str]:
+                      lookback_days: int | None = None, share: tuple[int, int] = (0, 1)) -> dict[str, str]:
     """Gate: validate every extract against its suite in ``expectations/`` and its row count
     against recent runs; any failure raises after every dataset was validated and recorded.
 
@@ -150,8 +150,8 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
     sales only** (``shop.product_sales`` has rows, ``shop.orders`` none: a scanner panel) has nothing
     to validate in the datasets built from orders (:data:`ORDER_DATASETS`, all empty): the families
     that need them skip with their reasons, pricing reads the aggregates. Returns the paths unchanged
-    so downstream tasks depend on the gate having passed.
-    """
+    so downstream tasks depend on the gate having passed. ``share`` ``(k, n)``: the k-th of n shares of
+    those datasets alone (:meth:`ExtractFiles.share`: the DAGs' ``validate_share`` tasks, side by side)."""
     frames = ExtractFiles(extract_paths)  # read one dataset at a time: together they outgrow a task's memory
     if not resources.settings.clickstream:
         events = (*EVENT_DATASETS, *EVENT_BUILDERS, EVENT_FEATURES_AT_CUTOFFS)
@@ -162,7 +162,7 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
         logger.warning("the store keeps aggregated sales only (shop.product_sales has rows, shop.orders none): %s "
                        "are empty and not validated for %s", ", ".join(empty), run_date)
         frames = frames.only(name for name in frames if name not in empty)
-    raise_if_failed(validate_and_record(resources.settings, run_date, frames, lookback_days))
+    raise_if_failed(validate_and_record(resources.settings, run_date, frames.share(*share), lookback_days))
     return extract_paths
 
 

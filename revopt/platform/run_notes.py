@@ -30,6 +30,8 @@ NOTE_LIMIT = 1000
 SUMMARY_TASK = "summarise_run"
 #: The task whose success means the data-quality gate passed.
 QUALITY_TASK = "validate"
+#: The gate's mapped shares (``validate_share_<index>`` in the states): a failed one names the failed gate.
+QUALITY_SHARE_TASK = "validate_share"
 
 _FAILED = {"failed", "upstream_failed"}
 
@@ -74,8 +76,10 @@ def _quality(states: Mapping[str, str | None]) -> str:
     state = states.get(QUALITY_TASK)
     if state == "success":
         return "passed"
-    if state in _FAILED:
-        return f"FAILED ({QUALITY_TASK} {state}): nothing downstream ran, nothing was published from it"
+    shares = sorted(task for task in states if task.startswith(QUALITY_SHARE_TASK) and states[task] in _FAILED)
+    failed = next(((task, states[task]) for task in [*shares, QUALITY_TASK] if states.get(task) in _FAILED), None)
+    if failed is not None:
+        return f"FAILED ({failed[0]} {failed[1]}): nothing downstream ran, nothing was published from it"
     return f"not reached ({state or 'no state'})"
 
 

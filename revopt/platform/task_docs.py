@@ -56,13 +56,21 @@ _SHARED = {
         "the source tables (`shop.*`, per the contract in docs/) and the events store.",
         "Parquet files under the run folder; returns their paths.",
         "A missing table or column is named in the error: fix the source or its mapping (docs/). " + _TRANSIENT),
-    "validate": _doc(
-        "**Data-quality gate.** Runs each dataset's Great Expectations suite (`expectations/`); a failed "
+    "validate_share": _doc(
+        "**Data-quality gate, one share of it.** Runs the Great Expectations suite (`expectations/`) of each "
+        "dataset in its share of the extract (the shares, balanced by size, run side by side); a failed "
         "expectation stops everything downstream, so nothing is published from bad data.",
-        "the extracted Parquet files.",
+        "the extracted Parquet files of its share.",
         "`scores.data_quality` (one row per dataset, pass or fail, with the failed expectations).",
         "The error names the dataset, the column and the expectation (and a notification says the same). Fix the "
         "source data, or the suite if the expectation is wrong, then re-run the date. Retrying cannot help."),
+    "validate": _doc(
+        "**Data-quality gate.** Passes once every `validate_share` passed: the tasks after it read only data that "
+        "passed every expectation.",
+        "the `validate_share` tasks' results.",
+        "the extract's paths, for the tasks after it.",
+        "It fails (upstream failed) when a share failed: see that share's error, which names the dataset, the column "
+        "and the expectation."),
     "summarise_run": _doc(
         "Writes the run's **note** (Details tab): rows published per table, model versions (scored with, or trained "
         "with the gate's decision), data-quality and promotion gates, and the nightly report's path. Runs whatever "

@@ -14,7 +14,8 @@ from revopt.platform.config import DAGS_FOLDER
 EXPECTED_EDGES = {
     "revopt_nightly": {
         "extract": {"apply_identity_map"},
-        "validate": {"extract"},
+        "validate_share": {"extract"},
+        "validate": {"extract", "validate_share"},
         "build_features": {"validate"},
         "assign_experiments": {"validate"},
         # customer scores mapped over the run's customer-hash partitions (dags/_partitioned.py)
@@ -65,7 +66,8 @@ EXPECTED_EDGES = {
     },
     "revopt_experiments": {
         "extract": set(),
-        "validate": {"extract"},
+        "validate_share": {"extract"},
+        "validate": {"extract", "validate_share"},
         "analyse": {"validate"},
     },
     "revopt_training": {
@@ -73,7 +75,8 @@ EXPECTED_EDGES = {
         "resolve_identities": set(),
         "publish_identity_map": {"resolve_identities"},
         "apply_identity_map": {"publish_identity_map"},
-        "validate": {"extract"},
+        "validate_share": {"extract"},
+        "validate": {"extract", "validate_share"},
         # independent branches: one family failing or skipping leaves the others to train
         "train_propensity": {"validate"},
         "train_churn": {"validate"},
@@ -344,7 +347,7 @@ def test_every_dag_and_task_has_docs_a_person_can_read(dagbag):
             assert "**Reads**" in doc and "**Writes**" in doc and "**If it fails**" in doc, \
                 f"{dag.dag_id}.{task.task_id} has no docs"
             assert "{dag}" not in doc, f"{dag.dag_id}.{task.task_id}"
-    assert "`scores.data_quality`" in dagbag.dags["revopt_nightly"].get_task("validate").doc_md
+    assert "`scores.data_quality`" in dagbag.dags["revopt_nightly"].get_task("validate_share").doc_md
 
 
 def test_every_param_has_a_title_and_a_bad_value_names_the_param(dagbag):

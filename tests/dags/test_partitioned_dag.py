@@ -24,7 +24,7 @@ def _expanded_over(task) -> dict[str, str]:
 
 def test_scoring_recommending_and_staging_are_mapped_over_the_partitions_and_the_rest_runs_once(nightly):
     mapped = {task.task_id for task in nightly.tasks if task.is_mapped}
-    assert mapped == {"score", "stage_scores", "recommend_products", "stage_recommendations"}
+    assert mapped == {"validate_share", "score", "stage_scores", "recommend_products", "stage_recommendations"}
     assert _expanded_over(nightly.get_task("recommend_products")) == {"partition": "prepare_recommendations"}
     assert _expanded_over(nightly.get_task("stage_recommendations")) == {"sliced": "recommend_products"}
     for once in ("prepare_recommendations", "publish_recommendations", "next_best_action"):
