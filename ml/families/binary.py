@@ -282,9 +282,10 @@ class BinaryFamily:
         seed = params.seed
         columns = list(self.features if features is None else features)
         train, valid = selection_split(LabelledSet(fit.cutoff, fit.X[columns], fit.y), seed)
+        refits: dict = {}  # the blends' member refits on the training customers, reused for the chosen spec
         result = tune(train.X, train.y, valid.X, valid.y, Budget(params.n_trials, params.tuning_timeout_seconds, seed),
-                      study_name=study_name, callbacks=callbacks)
-        chosen = refit(result.best, train.X, train.y, seed)
+                      study_name=study_name, callbacks=callbacks, refits=refits)
+        chosen = refit(result.best, train.X, train.y, seed, refits)
         raw = chosen.predict_proba(valid.X)
         require_finite(self.name, self.model_name, run_date,
                        f"validation predictions of the chosen spec (fit cutoff {fit.cutoff.date()})", raw)

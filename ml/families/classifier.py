@@ -21,6 +21,7 @@ logistic baseline the exact linear SHAP values ``coef * (x - mean)`` on the stan
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -199,12 +200,14 @@ def fit_model(
     num_rounds: int | None = None,
     X_valid: pd.DataFrame | None = None,
     y_valid: pd.Series | None = None,
+    refits: dict[str, BinaryModel] | None = None,
 ) -> BinaryModel:
     """Fit one family. With a validation fold, boosters early-stop on it and record their best
-    round; without one they train exactly ``num_rounds`` rounds."""
+    round; without one they train exactly ``num_rounds`` rounds. ``refits``: see :func:`refit` (an
+    ensemble's members)."""
     features = list(X.columns)
     if family == ENSEMBLE:  # members refitted with the rounds their own early stopping chose
-        members = [refit(ModelSpec.from_json_dict(member), X, y, random_state) for member in params["members"]]
+        members = [refit(ModelSpec.from_json_dict(member), X, y, random_state, refits) for member in params["members"]]
         return BinaryModel(ModelSpec(ENSEMBLE, params, 1), members, features)
     early = X_valid is not None and y_valid is not None
     rounds = num_rounds or _MAX_ROUNDS
@@ -252,9 +255,20 @@ def fit_model(
     raise ValueError(f"unknown model family {family!r}; expected one of {ESTIMATORS}")
 
 
-def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, random_state: int) -> BinaryModel:
-    """Refit a specification with its fixed number of rounds (no early stopping)."""
-    return fit_model(spec.family, spec.params, X, y, random_state, num_rounds=spec.num_rounds)
+def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, random_state: int,
+          refits: dict[str, BinaryModel] | None = None) -> BinaryModel:
+    """Refit a specification with its fixed number of rounds (no early stopping). ``refits``: the refits a
+    caller already made on this same ``X``, ``y`` and seed, by spec; a spec found there is not fitted again
+    (every estimator here is deterministic given its seed, so it would be the same model), and a new one is
+    added. One selection refits each blend's members, then the chosen spec, on its training customers: at a
+    million customers each refit of a 200k sample took up to a minute (docs/scale.md)."""
+    key = json.dumps(spec.to_json_dict(), sort_keys=True)
+    if refits is not None and key in refits:
+        return refits[key]
+    model = fit_model(spec.family, spec.params, X, y, random_state, num_rounds=spec.num_rounds, refits=refits)
+    if refits is not None:
+        refits[key] = model
+    return model
 
 
 def tune(
@@ -267,15 +281,18 @@ def tune(
     study_name: str,
     families: tuple[str, ...] = ESTIMATORS,
     callbacks: Sequence[Callback] = (),
+    refits: dict[str, BinaryModel] | None = None,
 ) -> TuningResult:
     """Search family and hyperparameters (:func:`ml.tuning.search`), maximising validation ROC AUC;
-    every family is tried once first, so the baseline is always in the comparison."""
+    every family is tried once first, so the baseline is always in the comparison. ``refits``: the
+    blends' member refits on ``X_train`` are kept there (:func:`refit`)."""
     check_two_classes(y_train, "training")
     check_two_classes(y_valid, "validation")
 
     def score(candidate: tuple[str, dict[str, Any]]) -> Scored[ModelSpec]:
         family, params = candidate
-        model = fit_model(family, params, X_train, y_train, budget.random_state, X_valid=X_valid, y_valid=y_valid)
+        model = fit_model(family, params, X_train, y_train, budget.random_state, X_valid=X_valid, y_valid=y_valid,
+                          refits=refits)
         return Scored(model.spec, {"roc_auc": _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))})
 
     def choose(default: Scored[ModelSpec] | None, finished: list[Scored[ModelSpec]]) -> Scored[ModelSpec]:

@@ -52,6 +52,35 @@ def test_tuning_is_deterministic_for_a_seed(data):
     assert first.best == second.best and first.best_value == second.best_value
 
 
+def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatch):
+    """With ``refits`` the blends' members and the chosen spec are each refitted once on the training customers,
+    and every model equals a fresh refit of its spec (the estimators are deterministic for a seed)."""
+    import ml.families.classifier as classifier
+
+    X_train, y_train, X_valid, y_valid = data
+    calls = []
+    fit = classifier.fit_model
+
+    def counted(family, params, X, y, random_state, **kwargs):
+        if kwargs.get("num_rounds") is not None or family == ENSEMBLE:
+            calls.append(json.dumps({"family": family, "params": params, "rounds": kwargs.get("num_rounds")}, sort_keys=True))
+        return fit(family, params, X, y, random_state, **kwargs)
+
+    monkeypatch.setattr(classifier, "fit_model", counted)
+    refits: dict = {}
+    result = tune(X_train, y_train, X_valid, y_valid, Budget(n_trials=5, timeout_seconds=120, random_state=1),
+                  study_name="r", refits=refits)
+    chosen = refit(result.best, X_train, y_train, 1, refits)
+    members = [call for call in calls if '"ensemble"' not in call]
+    # the blends of 2 and 3 and the chosen spec: no spec refitted twice (the blend of 3 reuses the blend of 2's)
+    assert len(members) == len(set(members)) >= 3 and len(refits) >= 3
+    monkeypatch.setattr(classifier, "fit_model", fit)
+    for key, model in refits.items():
+        fresh = refit(ModelSpec.from_json_dict(json.loads(key)), X_train, y_train, 1)
+        np.testing.assert_array_equal(model.predict_proba(X_valid), fresh.predict_proba(X_valid))
+    np.testing.assert_array_equal(chosen.predict_proba(X_valid), refit(result.best, X_train, y_train, 1).predict_proba(X_valid))
+
+
 def test_an_ensemble_averages_its_members_in_log_odds_and_explains_itself(data):
     X_train, y_train, X_valid, _ = data
     members = [{"family": "lightgbm", "params": {"learning_rate": 0.1, "num_leaves": 8}, "num_rounds": 40},
