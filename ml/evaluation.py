@@ -171,11 +171,16 @@ def _bootstrap(metric: Metric, candidate: Evaluation, reference: Evaluation, sig
         _, codes = np.unique(groups, return_inverse=True)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(codes.max() + 2))
-        units = [order[bounds[g]:bounds[g + 1]] for g in range(len(bounds) - 1)]
+        starts, sizes = bounds[:-1], np.diff(bounds)
 
         def draw() -> np.ndarray:
-            picked = rng.integers(0, len(units), len(units))
-            return np.concatenate([units[g] for g in picked])
+            """The rows of each picked group, in the order picked (``order[starts[g]:starts[g] + sizes[g]]`` one after
+            the other, built at once: a Python list of 200k group slices per resample made send time's gate take
+            minutes at a million customers)."""
+            picked = rng.integers(0, len(sizes), len(sizes))
+            lengths = sizes[picked]
+            first = np.cumsum(lengths) - lengths  # where each picked group's rows start in the resample
+            return order[np.repeat(starts[picked] - first, lengths) + np.arange(int(lengths.sum()))]
     gains = np.empty(resamples)
     for b in range(resamples):
         rows = draw()
