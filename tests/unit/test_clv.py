@@ -527,6 +527,21 @@ def test_the_earlier_origins_select_with_the_smaller_tuning_budget(trained, monk
     assert result.params["backtest_earlier_n_trials"] == smaller.n_trials
 
 
+def test_the_logged_importance_is_computed_on_the_sample_of_the_test_window(trained, monkeypatch):
+    """TreeSHAP for the logged importance runs on ``training_sample_customers`` of the test window's customers (the
+    whole window cost minutes at a million customers for a plot and a logged mean), as the binary families do."""
+    from ml.families.clv import FAMILY
+    from ml.families.clv.model import ClvModel
+
+    data, _, params = trained
+    explained = []
+    contributions = ClvModel.contributions
+    monkeypatch.setattr(ClvModel, "contributions",
+                        lambda self, features: explained.append(len(features)) or contributions(self, features))
+    FAMILY.train(data, dataclasses.replace(params, training_sample_customers=300, n_trials=2, backtest_origins=1), [])
+    assert len(data.test.y) > 1000 and explained == [300]
+
+
 def test_clv_selection_never_sees_the_test_window(trained):
     from ml.families.clv import FAMILY
 
