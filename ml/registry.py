@@ -270,15 +270,11 @@ class Scored:
 def score_family(family: Family, resources: Resources, run_date: dt.date, frames: Frames,
                  params: RunParams) -> Scored | dict[str, str]:
     """``family``'s ``@champion`` predicting tonight's input, or ``{"skipped": reason}`` when the store
-    cannot train the family (the same question training asks, on tonight's extract) or no version has passed
-    the gate. Where versions exist and none is ``@champion``, that is the reason without asking the data first:
-    the question can cost more than scoring (budget's attributes every order: ~30 s at a million customers)."""
-    resources.use_tracking()
-    version = current_version(family.model_name, CHAMPION)
-    if version is None and _has_versions(family.model_name):
-        return skipped(family.name, run_date, no_champion_reason(family.model_name))
+    cannot train the family (the same question training asks, on tonight's extract)."""
     if reason := family.shortfall(frames, run_date, params):
         return skipped(family.name, run_date, reason)
+    resources.use_tracking()
+    version = current_version(family.model_name, CHAMPION)
     if version is None:
         return skipped(family.name, run_date, no_champion_reason(family.model_name))
     champion = load_champion(resources, family.model_name, version)
@@ -288,13 +284,6 @@ def score_family(family: Family, resources: Resources, run_date: dt.date, frames
     inputs = family.nightly_input(frames, run_date, params)
     output = champion.model.predict(inputs, params=family.predict_params(run_date, params) or None)
     return Scored(champion, inputs, output)
-
-
-def _has_versions(model_name: str) -> bool:
-    try:
-        return bool(MlflowClient().search_model_versions(f"name = '{model_name}'", max_results=1))
-    except mlflow.exceptions.MlflowException:
-        return False
 
 
 def no_champion_reason(model_name: str) -> str:

@@ -188,20 +188,3 @@ def test_a_new_family_trains_gates_and_scores_through_the_runners_unchanged(sett
     loaded = mlflow.pyfunc.load_model(f"models:/{TOY.model_name}@champion")
     np.testing.assert_array_equal(loaded.predict(TOY.nightly_input(frames, RUN_DATE, PARAMS)), scored.output)
     assert len(scored.output) == features["rows"] and np.all((scored.output >= 0) & (scored.output <= 1))
-
-    # versions, none @champion: skipped for that without asking tonight's data (its question can cost more than
-    # scoring: budget attributes every order), whatever the data would answer
-    asked = []
-
-    class Asking(ToyFamily):
-        def shortfall(self, frames, run_date, params):
-            asked.append(run_date)
-            return "tonight's data was asked"
-
-    client.delete_registered_model_alias(TOY.model_name, "champion")
-    try:
-        refused = registry.score_family(Asking(), resources, RUN_DATE, frames, PARAMS)
-    finally:
-        client.set_registered_model_alias(TOY.model_name, "champion", champion)
-    assert refused == {"skipped": registry.no_champion_reason(TOY.model_name)} and "no @champion" in refused["skipped"]
-    assert asked == []
