@@ -20,7 +20,7 @@ with history before ``cutoff`` that appear in some list.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,12 +48,23 @@ def _hits(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.isin(rows * span + top, relevant) & (top >= 0), (truth >= 0).sum(axis=1)
 
 
-def ndcg_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
+def _ndcg_per_row(y: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     hits, relevant = _hits(y, predicted)
     k = hits.shape[1]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(discounts)[np.clip(relevant, 1, k) - 1]
-    return float(np.mean((hits * discounts).sum(axis=1) / ideal)) if len(hits) else float("nan")
+    return (hits * discounts).sum(axis=1) / ideal
+
+
+def ndcg_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
+    per_row = _ndcg_per_row(y, predicted)
+    return float(np.mean(per_row)) if len(per_row) else float("nan")
+
+
+def ndcg_rows(y: np.ndarray, predicted: np.ndarray) -> Callable[[np.ndarray], float]:
+    """:func:`ndcg_at_k` of any rows, from each row's NDCG computed once (the gate's paired bootstrap)."""
+    per_row = _ndcg_per_row(y, predicted)
+    return lambda rows: float(np.mean(per_row[rows])) if len(rows) else float("nan")
 
 
 def precision_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
@@ -66,7 +77,7 @@ def recall_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(hits.sum(axis=1) / np.maximum(relevant, 1))) if len(hits) else float("nan")
 
 
-NDCG = Metric("ndcg_at_k", higher_is_better=True, relative_margin=True, score=ndcg_at_k)
+NDCG = Metric("ndcg_at_k", higher_is_better=True, relative_margin=True, score=ndcg_at_k, rows=ndcg_rows)
 
 
 @dataclass(frozen=True)

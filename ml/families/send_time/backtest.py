@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,12 +191,23 @@ def log_loss(y: np.ndarray, predicted: np.ndarray) -> float:
     Bernoulli log loss per send); without, its sessions / orders counted as trials and successes
     alike with ``p`` the customer's activity share at that hour (the mean categorical log loss per
     event over 24 hours). Raises ValueError on rows without trials (nothing to score)."""
+    return log_loss_rows(y, predicted)(slice(None))
+
+
+def log_loss_rows(y: np.ndarray, predicted: np.ndarray) -> Callable[[Any], float]:
+    """:func:`log_loss` of any rows (an index array, or ``slice(None)`` for all), from each row's terms computed
+    once (the gate's paired bootstrap); raises ValueError on rows without trials, as :func:`log_loss` does."""
     y = np.asarray(y, dtype=np.float64).reshape(-1, 2)
-    n, k = y[:, 0], y[:, 1]
-    if not n.sum() > 0:
-        raise ValueError("log loss of rows without sends or activity")
+    n, k = np.ascontiguousarray(y[:, 0]), y[:, 1]
     p = np.clip(np.asarray(predicted, dtype=np.float64), _MIN_RATE, _MAX_RATE)
-    return float(-(k * np.log(p) + (n - k) * np.log1p(-p)).sum() / n.sum())
+    terms = k * np.log(p) + (n - k) * np.log1p(-p)
+
+    def value(rows: Any) -> float:
+        trials = n[rows]
+        if not trials.sum() > 0:
+            raise ValueError("log loss of rows without sends or activity")
+        return float(-terms[rows].sum() / trials.sum())
+    return value
 
 
 def _uses_email(backtest: Backtest) -> bool:
