@@ -101,8 +101,8 @@ def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int
     sources = tuple(name for name in datasets if name not in derived and name not in (*PATH_DATASETS, EVENT_FEATURES_AT_CUTOFFS))
     if paths_wanted and "orders" not in sources:
         sources = (*sources, "orders")
-    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived, engagement_customers=(
-        None if params is None else customer_sampler(params.training_sample_customers, params.seed)))
+    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived,
+                            engagement_customers=params and customer_sampler(params.training_sample_customers, params.seed))
     paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, paths, datasets, FAMILIES))
     if paths_wanted:
         customers = (pd.read_parquet(paths["customers"], columns=["customer_id"])["customer_id"]

@@ -114,7 +114,8 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
         frame = store.query_df(ENGAGEMENT_SQL.format(events=events_source(store)), window)
     else:
         ids = np.unique(np.asarray(customer_ids, dtype=np.int64)).astype(np.uint64)
-        with _scratch_tables(store, {"engagement_customers": "(customer_id UInt64) ENGINE = MergeTree ORDER BY customer_id"}) as created:
+        definition = "(customer_id UInt64) ENGINE = MergeTree ORDER BY customer_id"
+        with _scratch_tables(store, {"engagement_customers": definition}) as created:
             table = f"{store.database}.{created['engagement_customers']}"
             store.insert_arrow(created["engagement_customers"], pa.table({"customer_id": pa.array(ids)}))
             events = f"(SELECT * FROM {events_source(store)} WHERE customer_id IN (SELECT customer_id FROM {table}))"

@@ -418,8 +418,8 @@ class ClvFamily:
     def _backtest(self, data: ClvData, params: RunParams, latest: Mapping[str, float], latest_baseline: float,
                   gate_metric: Metric) -> dict[str, float]:
         """Test metrics of every origin (the latest first; each earlier one repeats selection on its own
-        fit cutoff, with the earlier origins' smaller budget) as ``backtest_<metric>_origin<k>``, with their mean and standard deviation, and the
-        baseline's gate metric (``baseline_<gate metric>``)."""
+        fit cutoff, with the earlier origins' smaller budget) as ``backtest_<metric>_origin<k>``, with their
+        mean and standard deviation, and the baseline's gate metric (``baseline_<gate metric>``)."""
         key = f"baseline_{gate_metric.name}"
         per_origin = [{**{name: latest[name] for name in BACKTEST_METRICS if name in latest}, key: latest_baseline}]
         earlier = earlier_origin_params(params)  # the earlier origins' smaller budget (ml.families.rolling_origin)
