@@ -35,12 +35,12 @@ converting journey without touches; :func:`split_paths` gives the two frames bac
 from __future__ import annotations
 
 import logging
-import uuid
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from revopt.platform.events import scratch_tables
 from revopt.platform.identity import events_source
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,8 @@ logger = logging.getLogger(__name__)
 #: (a random suffix), dropped after it, so builds running at once (the training and the nightly DAG against one
 #: ClickHouse server) never read each other's windows
 WINDOWS_TABLE = "attribution_windows"
-
-WINDOWS_DDL = """
-CREATE TABLE {database}.{table} (
+#: its columns and engine (revopt.platform.events.scratch_tables)
+WINDOWS_DEFINITION = """(
     journey_id    Int64,
     customer_id   UInt64,
     window_start  DateTime64(3, 'UTC'),
@@ -172,17 +171,14 @@ def _paths_of_windows(store, windows: pd.DataFrame, outcomes: pd.DataFrame, sinc
     if store is None:
         converted = outcomes[outcomes["converted"]]
         return _typed_journeys(pd.DataFrame()), converted.reset_index(drop=True)
-    table = f"{WINDOWS_TABLE}_{uuid.uuid4().hex[:16]}"
-    store.command(WINDOWS_DDL.format(database=store.database, table=table))
-    try:
+    with scratch_tables(store, {WINDOWS_TABLE: WINDOWS_DEFINITION}) as created:
+        table = created[WINDOWS_TABLE]
         arrow = pa.Table.from_pandas(windows.astype({"customer_id": "uint64"}), preserve_index=False)
         store.insert_arrow(table, arrow)
         campaign = "campaign" if has_event_column(store, "campaign") else "''"
         touches = store.query_df(PATHS_SQL.format(database=store.database, campaign=campaign, windows=table,
                                                        events=events_source(store)), {
             "since": since_ts.strftime("%Y-%m-%d %H:%M:%S"), "run_ts": run_ts.strftime("%Y-%m-%d %H:%M:%S")})
-    finally:
-        store.command(f"DROP TABLE IF EXISTS {store.database}.{table}")
     journeys = _typed_journeys(touches)
     touched = outcomes["converted"] | outcomes["journey_id"].isin(journeys["journey_id"])
     return journeys, outcomes[touched].reset_index(drop=True)

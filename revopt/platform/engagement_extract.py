@@ -6,15 +6,11 @@ which calls these for the datasets of those names."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator, Mapping
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from revopt.platform.events import EventStore
+from revopt.platform.events import EventStore, scratch_tables
 from revopt.platform.identity import events_source
 from revopt.platform.timezones import customer_zones, zone_offsets
 
@@ -115,7 +111,7 @@ def engagement_by_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Tim
     else:
         ids = np.unique(np.asarray(customer_ids, dtype=np.int64)).astype(np.uint64)
         definition = "(customer_id UInt64) ENGINE = MergeTree ORDER BY customer_id"
-        with _scratch_tables(store, {"engagement_customers": definition}) as created:
+        with scratch_tables(store, {"engagement_customers": definition}) as created:
             table = f"{store.database}.{created['engagement_customers']}"
             store.insert_arrow(created["engagement_customers"], pa.table({"customer_id": pa.array(ids)}))
             events = f"(SELECT * FROM {events_source(store)} WHERE customer_id IN (SELECT customer_id FROM {table}))"
@@ -139,7 +135,7 @@ def engagement_by_local_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: 
     # largest id, so the events of ids missing from customers are summed too (as UTC)
     starts = [0, *ids[LOCAL_HOUR_CUSTOMERS_PER_QUERY::LOCAL_HOUR_CUSTOMERS_PER_QUERY].tolist()]
     ranges = list(zip(starts, [*(start - 1 for start in starts[1:]), np.iinfo(np.int64).max]))
-    with _scratch_tables(store, {
+    with scratch_tables(store, {
             "engagement_zones": "(customer_id Int64, zone UInt16) ENGINE = MergeTree ORDER BY customer_id",
             "engagement_zone_offsets": "(zone UInt16, valid_from DateTime64(3, 'UTC'), offset_seconds Int32) "
                                        "ENGINE = MergeTree ORDER BY (zone, valid_from)"}) as created:
@@ -160,22 +156,6 @@ def engagement_by_local_hour(store: EventStore, since_ts: pd.Timestamp, run_ts: 
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         del parts
     return _typed_local_engagement(frame) if len(frame.columns) else empty_local_engagement()
-
-
-@contextlib.contextmanager
-def _scratch_tables(store: EventStore, definitions: Mapping[str, str]) -> Iterator[dict[str, str]]:
-    """Tables of the events store's database for one extract's queries: each key of ``definitions`` named with
-    a random suffix (concurrent extracts never share one) and created as ``(columns) ENGINE ...`` from its
-    value; the names by key, without the database. Dropped on leaving, whatever happened."""
-    suffix = uuid.uuid4().hex[:12]
-    names = {key: f"{key}_{suffix}" for key in definitions}
-    try:
-        for key, definition in definitions.items():
-            store.command(f"CREATE TABLE {store.database}.{names[key]} {definition}")
-        yield names
-    finally:
-        for name in names.values():
-            store.command(f"DROP TABLE IF EXISTS {store.database}.{name}")
 
 
 def empty_local_engagement() -> pd.DataFrame:

@@ -7,9 +7,12 @@ SQL by hand.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +68,23 @@ def open_event_store(*, url: str | None, chdb_path: Path, database: str) -> Even
     store.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     store.command(EVENTS_DDL.format(database=database))
     return store
+
+
+@contextlib.contextmanager
+def scratch_tables(store: EventStore, definitions: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Tables of the events store's database for one step's queries (ids, time zones, journey windows sent
+    from Python): each key of ``definitions`` named with a random suffix (concurrent steps never share one) and
+    created as ``(columns) ENGINE ...`` from its value; the names by key, without the database. Dropped on
+    leaving, whatever happened."""
+    suffix = uuid.uuid4().hex[:12]
+    names = {key: f"{key}_{suffix}" for key in definitions}
+    try:
+        for key, definition in definitions.items():
+            store.command(f"CREATE TABLE {store.database}.{names[key]} {definition}")
+        yield names
+    finally:
+        for name in names.values():
+            store.command(f"DROP TABLE IF EXISTS {store.database}.{name}")
 
 
 class ChdbEventStore:
