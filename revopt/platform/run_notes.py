@@ -76,10 +76,12 @@ def _quality(states: Mapping[str, str | None]) -> str:
     state = states.get(QUALITY_TASK)
     if state == "success":
         return "passed"
-    shares = sorted(task for task in states if task.startswith(QUALITY_SHARE_TASK) and states[task] in _FAILED)
-    failed = next(((task, states[task]) for task in [*shares, QUALITY_TASK] if states.get(task) in _FAILED), None)
-    if failed is not None:
-        return f"FAILED ({failed[0]} {failed[1]}): nothing downstream ran, nothing was published from it"
+    # a failed share first (the gate after it is then upstream failed), else the gate itself
+    failed = [task for task in sorted(states) if task.startswith(QUALITY_SHARE_TASK) and states[task] in _FAILED]
+    if state in _FAILED:
+        failed.append(QUALITY_TASK)
+    if failed:
+        return f"FAILED ({failed[0]} {states[failed[0]]}): nothing downstream ran, nothing was published from it"
     return f"not reached ({state or 'no state'})"
 
 
