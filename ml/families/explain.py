@@ -20,25 +20,26 @@ probability classifiers' calibrator (Platt or isotonic, :mod:`ml.families.classi
 shift of this customer's log-odds: exact for a shift, an approximation for a Platt slope other than 1.
 
 Factors are ranked by the magnitude of the **converted** contribution (what the reader sees), largest
-first. Everything is vectorised: the pieces of every factor's JSON are gathered as arrays of strings
-(numbers from lookup tables of their digits) and each row's pieces joined by one C-level
-``str.join``, no Python code per row (``benchmarks/factors.py`` measures it). Written here rather than taken from a library
-because the JSON shape and its words are this product's.
+first. No Python code runs per row: each factor's words are chosen as pool ids and its numbers rounded, as arrays
+over the rows, and :mod:`ml.families.text_rows` writes every row's JSON from them, compiled and in parallel
+(``benchmarks/factors.py`` measures it). Written here rather than taken from a library because the JSON shape and its
+words are this product's.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit, prange
 from scipy.special import expit
 
 from features.descriptions import CURRENCY_UNITS, PERCENT_UNITS, describe
+from ml.families.text_rows import EMPTY, Numbers, Pool, numbers, render
 
 #: the units of converted contributions
 POINTS = "points"
@@ -47,10 +48,7 @@ CURRENCY = "currency"
 _DECIMALS = {POINTS: 1, CURRENCY: 2}
 _LINK_DECIMALS = 4
 _EPS = 1e-6
-#: whole parts below this come from a lookup table, others are formatted (rare: amounts of a million)
-_TABLE = 100_000
 _ROWS_PER_CHUNK = 50_000
-_SIGNS = np.array(["", "-"], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -99,115 +97,107 @@ def top_factors(contributions: pd.DataFrame, values: pd.DataFrame, score: np.nda
     ``currency`` (e.g. "EUR ") prefixes amounts of money in sentences, none: plain amounts."""
     if currency is not None and ('"' in currency or "\\" in currency):
         raise ValueError(f"currency {currency!r}: no quotes or backslashes (it is written into JSON unescaped)")
-    link = contributions.to_numpy(dtype="float64")
+    link = np.ascontiguousarray(contributions.to_numpy(dtype="float64"))
     value_matrix = values.reindex(index=contributions.index, columns=contributions.columns).to_numpy(dtype="float64")
-    converted = converted_contributions(link, score, terms.link)
+    if terms.link not in ("logit", "log"):
+        raise ValueError(f"unknown link {terms.link!r}; expected 'logit' or 'log'")
     k = min(k, link.shape[1])
     catalogue = _Catalogue.of(tuple(contributions.columns), terms, currency or "")
+    score = np.ascontiguousarray(score, dtype="float64")
     texts = []
     for start in range(0, len(link), _ROWS_PER_CHUNK):
         rows = slice(start, start + _ROWS_PER_CHUNK)
-        texts.extend(_json_rows(link[rows], converted[rows], value_matrix[rows], catalogue, k))
+        texts.extend(_json_rows(*_ranked(link[rows], score[rows], terms.link == "logit", k,
+                                         np.ascontiguousarray(value_matrix[rows])), catalogue))
     return pd.Series(np.array(texts, dtype=object), index=contributions.index, name="top_factors")
 
 
-def _json_rows(link: np.ndarray, converted: np.ndarray, values: np.ndarray, catalogue: _Catalogue, k: int) -> list[str]:
-    if not len(link):
+@njit(parallel=True, cache=True)
+def _ranked(link, score, logit, k, values):
+    """Each row's ``k`` factors, largest converted magnitude first (a missing one counts as 0; ties in column
+    order, as a stable sort): their columns and their link contributions, converted contributions and values,
+    each (rows, k). The conversion is :func:`converted_contributions`', row by row, in parallel."""
+    rows, features = link.shape
+    order = np.empty((rows, k), dtype=np.int64)
+    magnitude = np.empty((rows, k))
+    converted = np.empty((rows, k))
+    for row in prange(rows):
+        p = min(max(score[row], _EPS), 1.0 - _EPS)
+        log_odds = math.log(p / (1.0 - p))
+        filled = 0
+        for feature in range(features):
+            c = link[row, feature]
+            if logit:
+                value = 100.0 * (p - 1.0 / (1.0 + math.exp(c - log_odds)))
+            else:
+                value = score[row] * -math.expm1(-c)
+            size = 0.0 if math.isnan(value) else abs(value)
+            if filled == k and size <= magnitude[row, k - 1]:
+                continue
+            at = filled if filled < k else k - 1  # insert after every larger or equal one: ties keep column order
+            while at > 0 and magnitude[row, at - 1] < size:
+                if at < k:
+                    order[row, at], magnitude[row, at], converted[row, at] = (
+                        order[row, at - 1], magnitude[row, at - 1], converted[row, at - 1])
+                at -= 1
+            order[row, at], magnitude[row, at], converted[row, at] = feature, size, value
+            filled = min(filled + 1, k)
+    picked_link = np.empty((rows, k))
+    picked_value = np.empty((rows, k))
+    for row in prange(rows):
+        for position in range(k):
+            picked_link[row, position] = link[row, order[row, position]]
+            picked_value[row, position] = values[row, order[row, position]]
+    return order, picked_link, converted, picked_value
+
+
+def _json_rows(order: np.ndarray, link: np.ndarray, converted: np.ndarray, values: np.ndarray,
+               catalogue: _Catalogue) -> list[str]:
+    if not len(order):
         return []
-    ranked = -np.abs(np.nan_to_num(converted, nan=0.0))
-    if k < ranked.shape[1]:  # the k largest, then in order: cheaper than sorting every feature
-        order = np.argpartition(ranked, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(order, np.argsort(np.take_along_axis(ranked, order, axis=1), axis=1, kind="stable"),
-                                   axis=1)
-    else:
-        order = np.argsort(ranked, axis=1, kind="stable")
-    pieces: list[np.ndarray | str] = ["["]
-    for position in range(k):
-        if position:
-            pieces.append(",")
-        picked = (np.take_along_axis(m, order[:, position:position + 1], axis=1)[:, 0] for m in (link, converted, values))
-        pieces.extend(_factor_pieces(catalogue, order[:, position], *picked))
-    pieces.append("]")
-    columns = [repeat(piece, len(link)) if isinstance(piece, str) else piece.tolist() for piece in pieces]
-    return list(map("".join, zip(*columns)))  # one C-level join per row, no Python code per row
+    pool = catalogue.pool.copy()  # numbers too large for exact integers join it as text
+    factors = [_factor_slots(catalogue, pool, order[:, position], link[:, position], converted[:, position],
+                             values[:, position]) for position in range(order.shape[1])]
+    strings = np.stack([s for s, _ in factors])
+    return render(pool, _LAYOUT, strings, Numbers.stack([n for _, n in factors], axis=0), catalogue.opening,
+                  catalogue.separator, catalogue.closing)  # compiled, in parallel (ml.families.text_rows)
 
 
-def _factor_pieces(catalogue: _Catalogue, feature: np.ndarray, link: np.ndarray, converted: np.ndarray,
-                   value: np.ndarray) -> list[np.ndarray]:
-    """The strings that, concatenated, are one factor's JSON object, each an array over the rows."""
+#: One factor's JSON object as string slots (>= 0) and number slots (< 0), in order (:func:`_factor_slots`)
+_LAYOUT = [0, -1, 1, -2, 2, -3, 3, 4, 5, -4, 6, 7, 8, 9, 10, -5, 11]
+
+
+def _factor_slots(catalogue: _Catalogue, pool: Pool, feature: np.ndarray, link: np.ndarray, converted: np.ndarray,
+                  value: np.ndarray) -> tuple[np.ndarray, Numbers]:
+    """One factor's JSON object for every row, in :data:`_LAYOUT`'s slots: the pool ids of its words (12 x rows)
+    and its five numbers (value, contribution, link contribution, the value in the sentence, the amount said)."""
     decimals = catalogue.decimals[feature]
     known = np.isfinite(value)
-    value_text = _number(value, decimals)
     percent = catalogue.percent[feature]
-    shown = _number(np.where(percent, value * 100.0, value), np.where(percent, 0, decimals))
     scale = 10.0 ** decimals
     one = known & (np.rint(np.where(known, value, 0.0) * scale) == scale)  # shown as exactly 1
-    phrase = [catalogue.before[feature], catalogue.shown_prefix[feature], *shown, catalogue.shown_suffix[feature],
-              catalogue.between[feature], np.where(one, catalogue.one[feature], catalogue.many[feature]),
-              catalogue.after[feature]]
-    if not known.all():  # "share of spend on discount unknown lowers ..."
-        phrase[0][~known] = catalogue.missing[feature[~known]]
-        for piece in phrase[1:]:
-            piece[~known] = ""
+    contribution = numbers(converted, catalogue.amount_decimals, pool)
+    zero = (contribution.special < 0) & (contribution.whole == 0) & (contribution.fraction == 0)  # "barely changes"
     up = converted > 0
     many_verb = catalogue.counted[feature] & ~one
-    amount = _number(np.abs(converted), catalogue.amount_decimals)
-    zero = _is_zero(amount)  # "barely changes ...", not "raises ... by 0.0 points"
-    negative_amount = (converted < 0) & ~zero
-    sign = _SIGNS[negative_amount.astype("int64")]
-    said = [np.where(zero, "", piece) for piece in amount]
-    return [
-        catalogue.head[feature], *value_text,
-        catalogue.contribution_key, sign, *amount,
-        catalogue.link_key, *_number(link, _LINK_DECIMALS),
-        catalogue.sentence_key, *phrase,
+    rows = len(feature)
+    constant = lambda piece: np.full(rows, piece, dtype=np.int32)  # noqa: E731
+    when_known = lambda ids: np.where(known, ids, EMPTY)  # noqa: E731  # "share of spend on discount unknown ..."
+    strings = np.stack([
+        catalogue.head[feature], constant(catalogue.contribution_key), constant(catalogue.link_key),
+        constant(catalogue.sentence_key), np.where(known, catalogue.before[feature], catalogue.missing[feature]),
+        when_known(catalogue.shown_prefix[feature]), when_known(catalogue.shown_suffix[feature]),
+        when_known(catalogue.between[feature]),
+        when_known(np.where(one, catalogue.one[feature], catalogue.many[feature])), when_known(catalogue.after[feature]),
         catalogue.verbs[np.where(zero, 4, 2 * (~up)) + many_verb],
-        *said, np.where(zero, catalogue.end_unsaid, catalogue.end),
-    ]
-
-
-def _is_zero(number: list[np.ndarray]) -> np.ndarray:
-    """Where a number's pieces (sign, whole, fraction) show zero."""
-    return (number[1] == "0") & np.isin(number[2], ("", ".0", ".00", ".000", ".0000"))
-
-
-def _number(x: np.ndarray, decimals: np.ndarray | int) -> list[np.ndarray]:
-    """``x`` with fixed ``decimals`` (per row or one for all) as three object arrays of strings: sign,
-    whole part and fraction (with its point); "null" for a value that is not finite."""
-    x = np.asarray(x, dtype="float64")
-    decimals = np.broadcast_to(np.asarray(decimals, dtype="int64"), x.shape)
-    finite = np.isfinite(x)
-    scale = 10 ** decimals
-    scaled = np.rint(np.abs(np.where(finite, x, 0.0)) * scale)
-    huge = scaled >= 2.0**53
-    scaled = np.where(huge, 0.0, scaled).astype("int64")
-    whole, fraction = np.divmod(scaled, scale)
-    sign = _SIGNS[(finite & (x < 0) & ((scaled > 0) | huge)).astype("int64")]
-    small = whole < _TABLE
-    whole_text = _whole_table()[np.where(small, whole, 0)]
-    if not small.all():
-        whole_text[~small] = whole[~small].astype(str).astype(object)
-    fraction_text = np.empty(x.shape, dtype=object)
-    for d in np.unique(decimals):
-        rows = decimals == d
-        fraction_text[rows] = _fraction_table(int(d))[fraction[rows]]
-    if huge.any():  # beyond exact integers: Python's own formatting, rows this big are rare
-        whole_text[huge] = np.array([f"{abs(v):.{d}f}" for v, d in zip(x[huge], decimals[huge])], dtype=object)
-        fraction_text[huge] = ""
-    sign[~finite], whole_text[~finite], fraction_text[~finite] = "", "null", ""
-    return [sign, whole_text, fraction_text]
-
-
-@lru_cache(maxsize=1)
-def _whole_table() -> np.ndarray:
-    return np.array([str(i) for i in range(_TABLE)], dtype=object)
-
-
-@lru_cache(maxsize=8)
-def _fraction_table(decimals: int) -> np.ndarray:
-    if decimals == 0:
-        return np.array([""], dtype=object)
-    return np.array([f".{i:0{decimals}d}" for i in range(10**decimals)], dtype=object)
+        np.where(zero, catalogue.end_unsaid, catalogue.end),
+    ])
+    shown = numbers(np.where(percent, value * 100.0, value), np.where(percent, 0, decimals), pool)
+    said = numbers(np.abs(converted), catalogue.amount_decimals, pool)
+    shown.special[~known] = EMPTY
+    said.special[zero] = EMPTY
+    return strings, Numbers.stack([numbers(value, decimals, pool), contribution, numbers(link, _LINK_DECIMALS, pool),
+                                   shown, said], axis=0)
 
 
 _PLURAL = re.compile(r"\{([^{}|]*)\|([^{}|]*)\}")
@@ -215,8 +205,9 @@ _PLURAL = re.compile(r"\{([^{}|]*)\|([^{}|]*)\}")
 
 @dataclass(frozen=True)
 class _Catalogue:
-    """Per feature (in the contributions' column order) the fixed pieces of its JSON and sentence."""
+    """Per feature (in the contributions' column order) the pool ids of the fixed pieces of its JSON and sentence."""
 
+    pool: Pool
     head: np.ndarray
     decimals: np.ndarray
     percent: np.ndarray
@@ -233,33 +224,41 @@ class _Catalogue:
     #: " raises <subject> by ", " raise ...", " lowers ...", " lower ...", " barely changes <subject>", " barely change
     #: ..." (by direction, zero last, then verb number)
     verbs: np.ndarray
-    contribution_key: str = ',"contribution":'
-    link_key: str = ',"contribution_link":'
-    sentence_key: str = ',"sentence":"'
-    end: str = '"}'
-    end_unsaid: str = '"}'  # after a sentence without an amount
+    end: int
+    contribution_key: int
+    link_key: int
+    sentence_key: int
+    end_unsaid: int  # after a sentence without an amount
+    opening: int
+    separator: int
+    closing: int
 
     @classmethod
     def of(cls, features: tuple[str, ...], terms: ScoreTerms, currency: str) -> _Catalogue:
         described = [describe(feature) for feature in features]
         parts = [_template_parts(d.phrase) for d in described]
-        objects = lambda values: np.array(values, dtype=object)  # noqa: E731
         money = currency if terms.unit == CURRENCY else ""
+        pool = Pool()
+        ids = pool.ids
         return cls(
-            head=objects([f'{{"feature":"{f}","label":"{d.label}","unit":"{d.unit}","value":'
-                          for f, d in zip(features, described)]),
+            pool=pool,
+            head=ids([f'{{"feature":"{f}","label":"{d.label}","unit":"{d.unit}","value":'
+                      for f, d in zip(features, described)]),
             decimals=np.array([d.decimals for d in described], dtype="int64"),
             percent=np.array([d.unit in PERCENT_UNITS for d in described]),
             counted=np.array([d.counted for d in described]),
-            before=objects([p[0] for p in parts]), between=objects([p[1] for p in parts]),
-            one=objects([p[2] for p in parts]), many=objects([p[3] for p in parts]), after=objects([p[4] for p in parts]),
-            shown_prefix=objects([currency if d.unit in CURRENCY_UNITS else "" for d in described]),
-            shown_suffix=objects(["%" if d.unit in PERCENT_UNITS else "" for d in described]),
-            missing=objects([f"{d.label[:1].lower()}{d.label[1:]} unknown" for d in described]),
+            before=ids([p[0] for p in parts]), between=ids([p[1] for p in parts]),
+            one=ids([p[2] for p in parts]), many=ids([p[3] for p in parts]), after=ids([p[4] for p in parts]),
+            shown_prefix=ids([currency if d.unit in CURRENCY_UNITS else "" for d in described]),
+            shown_suffix=ids(["%" if d.unit in PERCENT_UNITS else "" for d in described]),
+            missing=ids([f"{d.label[:1].lower()}{d.label[1:]} unknown" for d in described]),
             amount_decimals=_DECIMALS[terms.unit],
-            verbs=objects([f" {verb} {terms.subject} by {money}" for verb in ("raises", "raise", "lowers", "lower")]
-                          + [f" barely {verb} {terms.subject}" for verb in ("changes", "change")]),
-            end=' points"}' if terms.unit == POINTS else '"}',
+            verbs=ids([f" {verb} {terms.subject} by {money}" for verb in ("raises", "raise", "lowers", "lower")]
+                      + [f" barely {verb} {terms.subject}" for verb in ("changes", "change")]),
+            end=pool.id(' points"}' if terms.unit == POINTS else '"}'),
+            contribution_key=pool.id(',"contribution":'), link_key=pool.id(',"contribution_link":'),
+            sentence_key=pool.id(',"sentence":"'), end_unsaid=pool.id('"}'),
+            opening=pool.id("["), separator=pool.id(","), closing=pool.id("]"),
         )
 
 

@@ -13,7 +13,8 @@ from sklearn.linear_model import LogisticRegression, PoissonRegressor
 
 from features.customer import FEATURE_COLUMNS
 from features.descriptions import DESCRIPTIONS
-from ml.families.explain import _number, _template_parts, converted_contributions, score_terms, top_factors
+from ml.families.explain import _template_parts, converted_contributions, score_terms, top_factors
+from ml.families.text_rows import Pool, numbers, render
 from ml.families.binary import BTYD_FEATURES
 from ml.families.explain import factors_json
 from ml.pipeline import _combine_json
@@ -42,10 +43,39 @@ def test_template_parts_split_the_value_and_the_plural_word():
     assert _template_parts("a spread of {value}") == ("a spread of ", "", "", "", "")
 
 
+def _texts(x: list[float], decimals: list[int]) -> list[str]:
+    """Each number alone as a row of text."""
+    pool = Pool()
+    slots = numbers(np.array(x)[None, None, :], np.array(decimals)[None, None, :], pool)
+    return render(pool, [-1], np.zeros((1, 0, len(x)), dtype=np.int32), slots)
+
+
 def test_numbers_have_fixed_decimals_and_null_when_not_finite():
-    pieces = _number(np.array([-0.04, -12.346, 3.0, 0.996, np.nan, np.inf, 123_456.7, -2.5e17]), np.array([1, 2, 0, 2, 1, 1, 1, 1]))
-    assert ["".join(p) for p in zip(*pieces)] == ["0.0", "-12.35", "3", "1.00", "null", "null", "123456.7",
-                                                  "-250000000000000000.0"]
+    assert _texts([-0.04, -12.346, 3.0, 0.996, np.nan, np.inf, -np.inf, 123_456.7, -2.5e17, 0.05, 7.0, -1e-9],
+                  [1, 2, 0, 2, 1, 1, 1, 1, 1, 4, 3, 2]) == [
+        "0.0", "-12.35", "3", "1.00", "null", "null", "null", "123456.7", "-250000000000000000.0", "0.0500", "7.000",
+        "0.00"]
+
+
+def test_rows_of_text_are_written_from_pooled_pieces_of_any_length_and_bytes():
+    pool = Pool()
+    euro, word, comma = pool.id("€"), pool.id("spend"), pool.id(", ")
+    strings = np.array([[[euro, pool.id(""), euro]], [[word, word, pool.id("a longer piece than the others")]]],
+                       dtype=np.int32).reshape(2, 1, 3)  # repeats x string slots x rows
+    slots = numbers(np.array([[[1.5, -2.25, 1e18]], [[3.0, np.nan, 0.004]]]).reshape(2, 1, 3), 2, pool)
+    rows = render(pool, [0, -1], strings, slots, opening=pool.id("<"), separator=comma, closing=pool.id(">"))
+    assert rows == ["<€1.50, spend3.00>", "<-2.25, spendnull>", "<€1000000000000000000.00, a longer piece than the others0.00>"]
+    assert render(pool, [0], np.zeros((1, 1, 0), dtype=np.int32), slots) == []
+    with pytest.raises(ValueError, match="line break"):
+        pool.id("two\nlines")
+
+
+def test_factors_of_equal_size_keep_the_column_order():
+    contributions = pd.DataFrame({"orders_90d": [0.2, 0.2], "monetary": [0.1, 0.2], "recency_days": [0.2, 0.0],
+                                  "tenure_days": [0.5, 0.0]})
+    rows = _parsed(top_factors(contributions, contributions * 0 + 1, np.array([0.5, 0.5]), score_terms("churn_risk"), k=3))
+    assert [[f["feature"] for f in row] for row in rows] == [["tenure_days", "orders_90d", "recency_days"],
+                                                            ["orders_90d", "monetary", "recency_days"]]
 
 
 def _linear_data(seed: int = 0) -> pd.DataFrame:
