@@ -414,7 +414,7 @@ def lightgbm_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
     back to LightGBM's own call for categorical splits, linear trees, random-forest averaging or
     several models per iteration.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)  # any memory order: treeshap reads it feature by feature
     model = booster.dump_model(num_iteration=booster.best_iteration or None)
     if not treeshap.supports(model):
         return booster.predict(X, pred_contrib=True)

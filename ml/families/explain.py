@@ -97,27 +97,28 @@ def top_factors(contributions: pd.DataFrame, values: pd.DataFrame, score: np.nda
     ``currency`` (e.g. "EUR ") prefixes amounts of money in sentences, none: plain amounts."""
     if currency is not None and ('"' in currency or "\\" in currency):
         raise ValueError(f"currency {currency!r}: no quotes or backslashes (it is written into JSON unescaped)")
-    link = np.ascontiguousarray(contributions.to_numpy(dtype="float64"))
-    value_matrix = values.reindex(index=contributions.index, columns=contributions.columns).to_numpy(dtype="float64")
+    # features x rows: a frame's values are stored column by column, so these are views or one copy each
+    link = contributions.to_numpy(dtype="float64").T
+    value_matrix = values.reindex(index=contributions.index, columns=contributions.columns).to_numpy(dtype="float64").T
     if terms.link not in ("logit", "log"):
         raise ValueError(f"unknown link {terms.link!r}; expected 'logit' or 'log'")
-    k = min(k, link.shape[1])
+    k = min(k, link.shape[0])
     catalogue = _Catalogue.of(tuple(contributions.columns), terms, currency or "")
     score = np.ascontiguousarray(score, dtype="float64")
     texts = []
-    for start in range(0, len(link), _ROWS_PER_CHUNK):
+    for start in range(0, len(score), _ROWS_PER_CHUNK):
         rows = slice(start, start + _ROWS_PER_CHUNK)
-        texts.extend(_json_rows(*_ranked(link[rows], score[rows], terms.link == "logit", k,
-                                         np.ascontiguousarray(value_matrix[rows])), catalogue))
+        texts.extend(_json_rows(*_ranked(link[:, rows], score[rows], terms.link == "logit", k, value_matrix[:, rows]),
+                                catalogue))
     return pd.Series(np.array(texts, dtype=object), index=contributions.index, name="top_factors")
 
 
 @njit(parallel=True, cache=True)
 def _ranked(link, score, logit, k, values):
-    """Each row's ``k`` factors, largest converted magnitude first (a missing one counts as 0; ties in column
+    """Each row's ``k`` factors (``link`` and ``values``: features x rows), largest converted magnitude first (a missing one counts as 0; ties in column
     order, as a stable sort): their columns and their link contributions, converted contributions and values,
     each (rows, k). The conversion is :func:`converted_contributions`', row by row, in parallel."""
-    rows, features = link.shape
+    features, rows = link.shape
     order = np.empty((rows, k), dtype=np.int64)
     magnitude = np.empty((rows, k))
     converted = np.empty((rows, k))
@@ -126,7 +127,7 @@ def _ranked(link, score, logit, k, values):
         log_odds = math.log(p / (1.0 - p))
         filled = 0
         for feature in range(features):
-            c = link[row, feature]
+            c = link[feature, row]
             if logit:
                 value = 100.0 * (p - 1.0 / (1.0 + math.exp(c - log_odds)))
             else:
@@ -146,8 +147,8 @@ def _ranked(link, score, logit, k, values):
     picked_value = np.empty((rows, k))
     for row in prange(rows):
         for position in range(k):
-            picked_link[row, position] = link[row, order[row, position]]
-            picked_value[row, position] = values[row, order[row, position]]
+            picked_link[row, position] = link[order[row, position], row]
+            picked_value[row, position] = values[order[row, position], row]
     return order, picked_link, converted, picked_value
 
 

@@ -200,14 +200,15 @@ def contributions(t: TreeTables, X: np.ndarray, block_rows: int | None = None) -
     LightGBM's ``predict(X, pred_contrib=True)``. ``block_rows``: rows deduplicated together (a
     block's distinct split patterns are explained once per tree; blocks run in parallel); by default the
     rows split evenly over numba's threads, at most :data:`BLOCK_ROWS` a block. The values do not depend on it."""
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != t.n_features:
         raise ValueError(f"X has shape {X.shape}; the booster has {t.n_features} features")
+    XT = np.ascontiguousarray(X.T)  # read feature by feature: no copy for a DataFrame's values (column-major)
     if block_rows is None:
         block_rows = max(1, min(BLOCK_ROWS, -(-len(X) // get_num_threads())))
     out = np.zeros((t.n_features + 1, len(X)), dtype=np.float64)  # feature-major while summing, rows x features after
     if len(X):
-        _explain(X, out, int(block_rows), t.roots, t.node_end, t.tree_features, t.tree_feature_count, t.feature,
+        _explain(XT, out, int(block_rows), t.roots, t.node_end, t.tree_features, t.tree_feature_count, t.feature,
                  t.threshold, t.missing, t.default_left, t.left, t.right, t.bit, t.leaf_value, t.leaf_bits, t.leaf_start,
                  t.leaf_table, t.path_feature, t.path_zero, t.table, t.max_depth + 1, t.rank, t.feature_thresholds,
                  t.feature_offset)
@@ -366,30 +367,34 @@ def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, def
 
 
 @njit(cache=True)
-def _row_codes(x, feature_thresholds, feature_offset, codes, status):
-    """Per feature of row ``x``: how many of the feature's split thresholds are below its value
-    (``x <= threshold k`` of the feature's sorted list iff ``code <= k``) and its status, 0 a number,
-    1 zero (or below LightGBM's zero threshold), 2 NaN; NaN is coded as 0 for the splits without a
-    NaN direction, as LightGBM reads it."""
-    for f in range(len(codes)):
-        value = x[f]
+def _column_codes(column, first, last, thresholds, codes, status):
+    """Per row ``first .. last - 1`` of one feature's ``column``: how many of the feature's sorted split
+    ``thresholds`` are below its value (``x <= threshold k`` iff ``code <= k``) and its status, 0 a number, 1 zero
+    (or below LightGBM's zero threshold), 2 NaN; NaN is coded as 0 for the splits without a NaN direction, as
+    LightGBM reads it. Returns how many rows are zero or NaN."""
+    special = 0
+    for row in range(last - first):
+        value = column[first + row]
         if np.isnan(value):
-            status[f] = 2
+            status[row] = 2
             value = 0.0
         elif -_ZERO <= value <= _ZERO:
-            status[f] = 1
+            status[row] = 1
             value = 0.0
         else:
-            status[f] = 0
-        low = feature_offset[f]
-        high = feature_offset[f + 1]
+            status[row] = 0
+        if status[row] != 0:
+            special += 1
+        low = 0
+        high = len(thresholds)
         while low < high:  # the first threshold >= value
             middle = (low + high) >> 1
-            if feature_thresholds[middle] < value:
+            if thresholds[middle] < value:
                 low = middle + 1
             else:
                 high = middle
-        codes[f] = low - feature_offset[f]
+        codes[row] = low
+    return special
 
 
 @njit(cache=True)
@@ -410,24 +415,19 @@ def _insert(key, table, patterns, pattern_keys):
 
 
 @njit(cache=True)
-def _block_codes(X, first, last, feature_thresholds, feature_offset):
-    """The block's rows coded (:func:`_row_codes`) feature-major, so a split's decisions over the rows are one
+def _block_codes(XT, first, last, feature_thresholds, feature_offset):
+    """The block's rows coded (:func:`_column_codes`) feature-major, so a split's decisions over the rows are one
     vectorised comparison; and, per feature, the rows whose value is zero or NaN (``special``, CSR by
-    ``special_start``), which a split with a missing-value direction sends its default way."""
+    ``special_start``), which a split with a missing-value direction sends its default way. ``XT`` is features x
+    rows: each feature's values are read in order."""
     rows = last - first
-    n_features = X.shape[1]
+    n_features = XT.shape[0]
     codes = np.empty((n_features, rows), dtype=np.int32)
     status = np.empty((n_features, rows), dtype=np.int8)
-    row_codes = np.empty(n_features, dtype=np.int32)
-    row_status = np.empty(n_features, dtype=np.int8)
     counts = np.zeros(n_features + 1, dtype=np.int64)
-    for row in range(rows):
-        _row_codes(X[first + row], feature_thresholds, feature_offset, row_codes, row_status)
-        for f in range(n_features):
-            codes[f, row] = row_codes[f]
-            status[f, row] = row_status[f]
-            if row_status[f] != 0:
-                counts[f + 1] += 1
+    for f in range(n_features):
+        counts[f + 1] = _column_codes(XT[f], first, last, feature_thresholds[feature_offset[f]:feature_offset[f + 1]],
+                                      codes[f], status[f])
     special_start = np.cumsum(counts)
     special = np.empty(special_start[-1], dtype=np.int64)
     filled = special_start[:-1].copy()
@@ -486,25 +486,26 @@ def _patterns(keys, pattern_keys, pattern_of):
 
 
 @njit(parallel=True, cache=True)
-def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
+def _explain(XT, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
              default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
              table, stack_size, rank, feature_thresholds, feature_offset):
     """Blocks of rows in parallel; in a block, tree by tree, each distinct pattern of the tree's split
     decisions (a 64-bit key: one bit per split) is explained once and added to every row that has it.
     The rows are coded once against the booster's thresholds, so a tree's keys are integer comparisons
     over whole columns."""
-    n = X.shape[0]
+    n = XT.shape[1]
     n_blocks = (n + block_rows - 1) // block_rows
     for block in prange(n_blocks):
         first = block * block_rows
         last = min(n, first + block_rows)
         rows = last - first
-        codes, status, special, special_start = _block_codes(X, first, last, feature_thresholds, feature_offset)
+        codes, status, special, special_start = _block_codes(XT, first, last, feature_thresholds, feature_offset)
         keys = np.empty(rows, dtype=np.int64)
         pattern_keys = np.empty(rows, dtype=np.int64)
         pattern_of = np.empty(rows, dtype=np.int64)
         values = np.empty((tree_features.shape[1], rows), dtype=np.float64)
-        scratch = np.zeros(X.shape[1], dtype=np.float64)
+        scratch = np.zeros(XT.shape[0], dtype=np.float64)
+        x = np.zeros(XT.shape[0], dtype=np.float64)  # one row's values, where a tree is walked row by row
         stack_node = np.empty(stack_size, dtype=np.int64)
         stack_failed = np.empty(stack_size, dtype=np.int64)
         for tree in range(len(roots)):
@@ -515,7 +516,8 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
             used = tree_feature_count[tree]
             if end - root > 64:  # too many splits for a 64-bit key: every row explained on its own
                 for row in range(first, last):
-                    _explain_tree(X[row], 0, False, scratch, root, feature, threshold, missing, default_left, left,
+                    x[:] = XT[:, row]
+                    _explain_tree(x, 0, False, scratch, root, feature, threshold, missing, default_left, left,
                                   right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
                                   table, stack_node, stack_failed)
                     for k in range(used):
@@ -526,7 +528,7 @@ def _explain(X, out, block_rows, roots, node_end, tree_features, tree_feature_co
             _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys)
             patterns = _patterns(keys, pattern_keys, pattern_of)
             for pattern in range(patterns):
-                _explain_tree(X[first], pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
+                _explain_tree(x, pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
                               default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
                               path_zero, table, stack_node, stack_failed)
                 for k in range(used):
