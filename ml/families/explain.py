@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numba import njit, prange
-from scipy.special import expit
 
 from features.descriptions import CURRENCY_UNITS, PERCENT_UNITS, describe
 from ml.families.text_rows import EMPTY, Numbers, Pool, numbers, render
@@ -77,15 +76,36 @@ def score_terms(score: str, horizon_days: int | None = None) -> ScoreTerms:
 def converted_contributions(link_contributions: np.ndarray, score: np.ndarray, link: str) -> np.ndarray:
     """Each link-space contribution ``c`` (rows x features) in the score's unit: the published ``score``
     minus the score with ``c`` alone removed from the link (probability points for "logit", the
-    amount's unit for "log")."""
-    c = np.asarray(link_contributions, dtype="float64")
-    score = np.asarray(score, dtype="float64")[:, None]
-    if link == "logit":
-        p = np.clip(score, _EPS, 1 - _EPS)
-        return 100.0 * (p - expit(np.log(p / (1 - p)) - c))
-    if link == "log":
-        return score * -np.expm1(-c)
-    raise ValueError(f"unknown link {link!r}; expected 'logit' or 'log'")
+    amount's unit for "log"). The published factors convert with the same :func:`_converted`."""
+    if link not in ("logit", "log"):
+        raise ValueError(f"unknown link {link!r}; expected 'logit' or 'log'")
+    return _convert_all(np.asarray(link_contributions, dtype="float64"), np.asarray(score, dtype="float64"),
+                        link == "logit")
+
+
+@njit(cache=True)
+def _log_odds(score):
+    """The probability the logit link reads (``score`` kept off 0 and 1) and its log-odds."""
+    p = min(max(score, _EPS), 1.0 - _EPS)
+    return p, math.log(p / (1.0 - p))
+
+
+@njit(cache=True)
+def _converted(c, score, p, log_odds, logit):
+    """One contribution ``c`` converted (:func:`converted_contributions`); ``p``, ``log_odds``: :func:`_log_odds`."""
+    if logit:
+        return 100.0 * (p - 1.0 / (1.0 + math.exp(c - log_odds)))
+    return score * -math.expm1(-c)
+
+
+@njit(cache=True)
+def _convert_all(c, score, logit):
+    out = np.empty(c.shape)
+    for row in range(c.shape[0]):
+        p, log_odds = _log_odds(score[row])
+        for j in range(c.shape[1]):
+            out[row, j] = _converted(c[row, j], score[row], p, log_odds, logit)
+    return out
 
 
 def top_factors(contributions: pd.DataFrame, values: pd.DataFrame, score: np.ndarray, terms: ScoreTerms, k: int = 3,
@@ -115,23 +135,18 @@ def top_factors(contributions: pd.DataFrame, values: pd.DataFrame, score: np.nda
 
 @njit(parallel=True, cache=True)
 def _ranked(link, score, logit, k, values):
-    """Each row's ``k`` factors (``link`` and ``values``: features x rows), largest converted magnitude first (a missing one counts as 0; ties in column
-    order, as a stable sort): their columns and their link contributions, converted contributions and values,
-    each (rows, k). The conversion is :func:`converted_contributions`', row by row, in parallel."""
+    """Each row's ``k`` factors (``link`` and ``values``: features x rows), largest converted magnitude first (a
+    missing one counts as 0; ties in column order, as a stable sort): their columns and their link contributions,
+    converted contributions (:func:`_converted`) and values, each (rows, k); row by row, in parallel."""
     features, rows = link.shape
     order = np.empty((rows, k), dtype=np.int64)
     magnitude = np.empty((rows, k))
     converted = np.empty((rows, k))
     for row in prange(rows):
-        p = min(max(score[row], _EPS), 1.0 - _EPS)
-        log_odds = math.log(p / (1.0 - p))
+        p, log_odds = _log_odds(score[row])
         filled = 0
         for feature in range(features):
-            c = link[feature, row]
-            if logit:
-                value = 100.0 * (p - 1.0 / (1.0 + math.exp(c - log_odds)))
-            else:
-                value = score[row] * -math.expm1(-c)
+            value = _converted(link[feature, row], score[row], p, log_odds, logit)
             size = 0.0 if math.isnan(value) else abs(value)
             if filled == k and size <= magnitude[row, k - 1]:
                 continue
@@ -189,7 +204,8 @@ def _factor_slots(catalogue: _Catalogue, pool: Pool, feature: np.ndarray, link: 
         constant(catalogue.sentence_key), np.where(known, catalogue.before[feature], catalogue.missing[feature]),
         when_known(catalogue.shown_prefix[feature]), when_known(catalogue.shown_suffix[feature]),
         when_known(catalogue.between[feature]),
-        when_known(np.where(one, catalogue.one[feature], catalogue.many[feature])), when_known(catalogue.after[feature]),
+        when_known(np.where(one, catalogue.one[feature], catalogue.many[feature])),
+        when_known(catalogue.after[feature]),
         catalogue.verbs[np.where(zero, 4, 2 * (~up)) + many_verb],
         np.where(zero, catalogue.end_unsaid, catalogue.end),
     ])
