@@ -168,15 +168,23 @@ def progress_view(label: str, out: TextIO):
 def failure_log(log_text: str, failed_tasks: Sequence[str], lines: int = 40) -> str:
     """What to show a person when a run failed: the last ``lines`` of each failed task's own part of the
     ``airflow dags test`` log (between its ``[DAG TEST] starting`` and ``end task`` lines), else the log's
-    last ``lines``. For display only: the run's outcome is judged from Airflow's state, never from this."""
+    last ``lines``. A mapped task has a part per instance: the parts where Airflow logged the task's failure
+    (:data:`TASK_FAILED`), every part when none says so. For display only: the run's outcome is judged from
+    Airflow's state, never from this."""
     all_lines = log_text.splitlines(keepends=True)
     parts = []
     for task_id in failed_tasks:
         start = f"[DAG TEST] starting task_id={task_id} "
         end = f"[DAG TEST] end task task_id={task_id} "
-        first = next((i for i, line in enumerate(all_lines) if start in line), None)
-        if first is None:
-            continue
-        last = next((i for i in range(first + 1, len(all_lines)) if end in all_lines[i]), len(all_lines) - 1)
-        parts.append("".join(all_lines[max(first, last + 1 - lines): last + 1]))
+        sections = []
+        for first in (i for i, line in enumerate(all_lines) if start in line):
+            last = next((i for i in range(first + 1, len(all_lines)) if end in all_lines[i]), len(all_lines) - 1)
+            sections.append((first, last))
+        failing = [(first, last) for first, last in sections
+                   if any(TASK_FAILED in line for line in all_lines[first:last + 1])]
+        parts += ["".join(all_lines[max(first, last + 1 - lines): last + 1]) for first, last in failing or sections]
     return "".join(parts) if parts else "".join(all_lines[-lines:])
+
+
+#: What Airflow's task runner logs when a task raised (a mapped task's failed instance, in :func:`failure_log`)
+TASK_FAILED = "Task failed with exception"

@@ -150,6 +150,23 @@ def test_a_failed_run_shows_the_failed_tasks_own_log_lines_not_the_teardown_afte
     assert failure_log(log, ["unknown"], lines=3).splitlines()[-1].startswith("t5")
 
 
+def test_a_failed_mapped_task_shows_the_instance_that_failed_whichever_ran_first():
+    from revopt.cli_run import TASK_FAILED, failure_log
+
+    def share(index: int, failed: bool) -> list[str]:
+        return [f"[DAG TEST] starting task_id=validate_share map_index={index}\n", f"share {index} validating\n",
+                *([f"[error    ] {TASK_FAILED}\n", "DataValidationError: orders.order_value\n"] if failed else []),
+                f"[DAG TEST] end task task_id=validate_share map_index={index}\n"]
+
+    for first, second in ((1, 0), (0, 1)):  # the passing share ran first, then last
+        log = "".join([*share(first, failed=first == 0), *share(second, failed=second == 0)])
+        shown = failure_log(log, ["validate_share"], lines=10)
+        assert "DataValidationError: orders.order_value" in shown and "share 1" not in shown
+    # no instance says it failed (a killed process): every instance's lines
+    log = "".join([*share(0, failed=False), *share(1, failed=False)])
+    assert "share 0" in failure_log(log, ["validate_share"]) and "share 1" in failure_log(log, ["validate_share"])
+
+
 def test_a_mapped_task_reports_its_most_telling_partition_and_their_summed_time():
     """A mapped task (one instance per customer-hash partition) is one task in the report: a failed partition
     fails it even when a later one succeeded; still running while one runs; its duration the partitions' sum."""
