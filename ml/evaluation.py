@@ -227,26 +227,25 @@ def _all_finite(predicted: np.ndarray) -> bool:
 
 def _safe_rows(value: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], float]:
     """A :data:`RowScore`'s function of rows, NaN where the metric is undefined on them (as :func:`safe_score`)."""
-    def safe(rows: np.ndarray) -> float:
-        try:
-            result = float(value(rows))
-        except ValueError:
-            return math.nan
-        return result if math.isfinite(result) else math.nan
-    return safe
+    return lambda rows: _defined(lambda: value(rows))
+
+
+def _defined(value: Callable[[], float]) -> float:
+    """``value()``, NaN when it raises ValueError (a metric undefined on its rows) or is not finite."""
+    try:
+        result = float(value())
+    except ValueError:
+        return math.nan
+    return result if math.isfinite(result) else math.nan
 
 
 def safe_score(score: Score, y: np.ndarray, predicted: np.ndarray) -> float:
     """``score(y, predicted)``, NaN when the predictions are not all finite or the metric is undefined
     on these rows (one class only, no variance)."""
     values = np.asarray(predicted, dtype="float64")
-    if values.size and not np.isfinite(values).all():
+    if not _all_finite(values):
         return math.nan
-    try:
-        value = float(score(np.asarray(y), values))
-    except ValueError:
-        return math.nan
-    return value if math.isfinite(value) else math.nan
+    return _defined(lambda: score(np.asarray(y), values))
 
 
 def is_number(value: float | None) -> bool:

@@ -596,9 +596,12 @@ class ExtractFiles(Mapping[str, pd.DataFrame]):
         return len(self.paths)
 
     def rows(self, name: str) -> int:
+        return self._metadata(name).num_rows
+
+    def _metadata(self, name: str):
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(Path(self.paths[name])).metadata.num_rows
+        return pq.ParquetFile(Path(self.paths[name])).metadata
 
     def only(self, names: Iterable[str]) -> ExtractFiles:
         keep = set(names)
@@ -608,12 +611,10 @@ class ExtractFiles(Mapping[str, pd.DataFrame]):
         """The ``k``-th (from 0) of ``n`` shares of the datasets, about equal in work: each dataset weighs its cells
         (rows x columns, from its file's metadata) plus :data:`SHARE_DATASET_CELLS`, and goes, the heaviest first,
         to the lightest share so far. Every dataset is in exactly one share; ``share(0, 1)`` is all of them."""
-        import pyarrow.parquet as pq
-
         if not 0 <= k < n:
             raise ValueError(f"share {k} of {n}: shares are numbered 0 .. {n - 1}")
-        weight = {name: (meta.num_rows * meta.num_columns + SHARE_DATASET_CELLS)
-                  for name, meta in ((name, pq.ParquetFile(Path(path)).metadata) for name, path in self.paths.items())}
+        weight = {name: meta.num_rows * meta.num_columns + SHARE_DATASET_CELLS
+                  for name, meta in ((name, self._metadata(name)) for name in self.paths)}
         loads, owner = [0] * n, {}
         for name in sorted(weight, key=lambda name: (-weight[name], name)):
             owner[name] = min(range(n), key=lambda i: (loads[i], i))
