@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,10 +77,15 @@ def converted_contributions(link_contributions: np.ndarray, score: np.ndarray, l
     """Each link-space contribution ``c`` (rows x features) in the score's unit: the published ``score``
     minus the score with ``c`` alone removed from the link (probability points for "logit", the
     amount's unit for "log"). The published factors convert with the same :func:`_converted`."""
+    return _convert_all(np.asarray(link_contributions, dtype="float64"), np.asarray(score, dtype="float64"),
+                        _is_logit(link))
+
+
+def _is_logit(link: str) -> bool:
+    """Whether ``link`` is "logit" (else "log"); any other link is refused."""
     if link not in ("logit", "log"):
         raise ValueError(f"unknown link {link!r}; expected 'logit' or 'log'")
-    return _convert_all(np.asarray(link_contributions, dtype="float64"), np.asarray(score, dtype="float64"),
-                        link == "logit")
+    return link == "logit"
 
 
 @njit(cache=True)
@@ -120,15 +125,14 @@ def top_factors(contributions: pd.DataFrame, values: pd.DataFrame, score: np.nda
     # features x rows: a frame's values are stored column by column, so these are views or one copy each
     link = contributions.to_numpy(dtype="float64").T
     value_matrix = values.reindex(index=contributions.index, columns=contributions.columns).to_numpy(dtype="float64").T
-    if terms.link not in ("logit", "log"):
-        raise ValueError(f"unknown link {terms.link!r}; expected 'logit' or 'log'")
+    logit = _is_logit(terms.link)
     k = min(k, link.shape[0])
     catalogue = _Catalogue.of(tuple(contributions.columns), terms, currency or "")
     score = np.ascontiguousarray(score, dtype="float64")
     texts = []
     for start in range(0, len(score), _ROWS_PER_CHUNK):
         rows = slice(start, start + _ROWS_PER_CHUNK)
-        texts.extend(_json_rows(*_ranked(link[:, rows], score[rows], terms.link == "logit", k, value_matrix[:, rows]),
+        texts.extend(_json_rows(*_ranked(link[:, rows], score[rows], logit, k, value_matrix[:, rows]),
                                 catalogue))
     return pd.Series(np.array(texts, dtype=object), index=contributions.index, name="top_factors")
 
@@ -210,9 +214,10 @@ def _factor_slots(catalogue: _Catalogue, pool: Pool, feature: np.ndarray, link: 
         np.where(zero, catalogue.end_unsaid, catalogue.end),
     ])
     shown = numbers(np.where(percent, value * 100.0, value), np.where(percent, 0, decimals), pool)
-    said = numbers(np.abs(converted), catalogue.amount_decimals, pool)
     shown.special[~known] = EMPTY
-    said.special[zero] = EMPTY
+    # the contribution's digits without its minus ("lowers ... by 12.3"), nothing where they show zero
+    said = replace(contribution, special=np.where(zero, EMPTY, contribution.special).astype(np.int32),
+                               negative=np.zeros_like(contribution.negative))
     return strings, Numbers.stack([numbers(value, decimals, pool), contribution, numbers(link, _LINK_DECIMALS, pool),
                                    shown, said], axis=0)
 
