@@ -19,21 +19,24 @@ VALIDATION_SHARES = 2
 
 
 @task(map_index_template="{{ share_label }}")
-def validate_share(extract_paths: dict[str, str], purpose: str, share: int, **context) -> dict[str, str]:
+def validate_share(extract_paths: list[dict[str, str]], purpose: str, share: int, **context) -> dict[str, str]:
     from ml.pipeline import validate_extracts
+    from revopt.platform.extract import merged_extract
 
     get_current_context()["share_label"] = f"{share + 1} of {VALIDATION_SHARES}"
-    return validate_extracts(resources(), run_date_of(context), extract_paths,
+    return validate_extracts(resources(), run_date_of(context), merged_extract(extract_paths),
                              run_params_of(context).extract_days(purpose), (share, VALIDATION_SHARES))
 
 
 @task(task_id="validate")
-def gate(extract_paths: dict[str, str], shares: list[dict[str, str]]) -> dict[str, str]:
-    return extract_paths
+def gate(extract_paths: list[dict[str, str]], shares: list[dict[str, str]]) -> dict[str, str]:
+    from revopt.platform.extract import merged_extract
+
+    return merged_extract(extract_paths)
 
 
 def validate(extracted, purpose: str):
-    """Wire the gate after ``extracted`` (the extract task's paths) for the ``purpose`` DAG; returns the paths,
-    available once every share passed."""
+    """Wire the gate after ``extracted`` (the mapped extract task's paths, one dict per part) for the ``purpose``
+    DAG; returns the extract's paths, one dict, available once every share passed."""
     shares = validate_share.partial(extract_paths=extracted, purpose=purpose).expand(share=list(range(VALIDATION_SHARES)))
     return gate(extracted, shares)

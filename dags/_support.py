@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, task
+from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from _context import resources, run_date_of, run_params_of
@@ -114,12 +114,23 @@ def skip_if_skipped(result, context=None):
     return result
 
 
-@task
-def extract(purpose: str, **context) -> dict[str, str]:
-    """The datasets the ``purpose`` DAG reads (``ml.pipeline.DAG_DATASETS``: training or nightly)."""
+#: The extract's parts (``revopt.platform.extract.EXTRACT_PARTS``), each a mapped ``extract`` task, side by side: the
+#: PostgreSQL tables, and what is computed in the events store.
+EXTRACT_PARTS = ("tables", "events")
+
+
+@task(task_id="extract", map_index_template="{{ extract_part }}")
+def extract_part(purpose: str, part: str, **context) -> dict[str, str]:
     from ml.pipeline import extract
 
-    return extract(resources(), run_date_of(context), purpose, run_params_of(context))
+    get_current_context()["extract_part"] = part
+    return extract(resources(), run_date_of(context), purpose, run_params_of(context), part)
+
+
+def extract(purpose: str):
+    """The datasets the ``purpose`` DAG reads (``ml.pipeline.DAG_DATASETS``: training, nightly or experiments), one
+    mapped ``extract`` task per part of the extract; the gate (``_gate.validate``) merges their paths."""
+    return extract_part.partial(purpose=purpose).expand(part=list(EXTRACT_PARTS))
 
 
 def publish_outputs(task_id: str, *tables: str):

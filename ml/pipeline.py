@@ -23,10 +23,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from features.attribution import conversion_paths
-from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, customer_features, customer_sampler, event_features_in_store
-from ml import drift, training_cutoffs
+from features.customer import EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, customer_features
+from ml import drift
 from ml.attribution import steps
+from ml.extracting import EVENT_BUILDERS, PATH_DATASETS, extract_datasets
 from ml.families import FAMILIES, budget, churn, clv, outcomes, pricing, propensity, send_time, uplift
 from ml.families.explain import factors_json
 from ml.experiments.nightly import ANALYSIS_DATASETS, analyse_all, assign_units
@@ -39,22 +39,17 @@ from ml.params import EXPERIMENTS, NIGHTLY, TRAINING, RunParams
 from ml.partitioning import Partition
 from ml.personalisation import steps as personalisation
 from ml.registry import REFERENCE_FEATURES, Scored, load_champion, score_family, skipped, train_family
-from revopt.platform.extract import DATASETS, EVENT_DATASETS, ExtractFiles, extract_sources, read_extract
+from revopt.platform.extract import DATASETS, EVENT_DATASETS, ExtractFiles, read_extract
 from revopt.platform.postgres import publish_partition, read_frame, upsert_rows
 from revopt.platform.quality import raise_if_failed, validate_and_record
 from revopt.platform.resources import Resources
 
 logger = logging.getLogger(__name__)
 
-#: Datasets computed inside the events store (ClickHouse) by a features builder, one row per customer.
-EVENT_BUILDERS = {"customer_event_features": event_features_in_store}
 #: The customer families scored together into ``scores.customer_scores``.
 CUSTOMER_FAMILIES = (propensity.FAMILY, churn.FAMILY, clv.FAMILY)
 
 
-#: Datasets built from the extracted orders and the events store once the sources are read: each order's
-#: conversion path (:func:`features.attribution.conversion_paths`).
-PATH_DATASETS = ("conversion_paths",)
 #: What the nightly attribution step reads besides the families' datasets.
 ATTRIBUTION_DATASETS = ("orders", "marketing_spend", "conversion_paths")
 #: What the next-best-action step reads from tonight's extract besides the uplift family's datasets.
@@ -75,56 +70,17 @@ def _datasets(purpose: str) -> tuple[str, ...]:
 
 DAG_DATASETS = {TRAINING: _datasets(TRAINING), NIGHTLY: _datasets(NIGHTLY),
                 EXPERIMENTS: tuple(name for name in (*DATASETS, *EVENT_BUILDERS) if name in ANALYSIS_DATASETS)}
-#: Every dataset revopt can extract: the source tables, the event datasets built in the events store and
-#: the conversion paths.
-ALL_DATASETS = (*DATASETS, *EVENT_BUILDERS, *PATH_DATASETS)
 #: What the nightly customer-scores path reads (features -> score -> publish).
 CUSTOMER_SCORE_DATASETS = ("customers", "orders", "order_categories", "customer_event_features")
 
 
-def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunParams) -> dict[str, str]:
+def extract(resources: Resources, run_date: dt.date, purpose: str, params: RunParams,
+            part: str | None = None) -> dict[str, str]:
     """The datasets the ``purpose`` DAG reads (:data:`DAG_DATASETS`), over its history
-    (:meth:`RunParams.extract_days`), written to the run folder; their paths by name."""
+    (:meth:`RunParams.extract_days`), written to the run folder; their paths by name. ``part``: one of the
+    extract's parts alone (:mod:`ml.extracting`; the DAGs' mapped ``extract`` task), or None for all of it."""
     return extract_datasets(resources, run_date, params.extract_days(purpose), DAG_DATASETS[purpose],
-                            params.attribution_lookback_days, params)
-
-
-def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int,
-                     datasets: tuple[str, ...] = ALL_DATASETS, path_lookback_days: int = 30,
-                     params: RunParams | None = None) -> dict[str, str]:
-    """``datasets`` as of ``run_date`` over ``lookback_days``: source tables, the event datasets of :data:`EVENT_BUILDERS`
-    and training's at its cutoffs (from ``params``: :mod:`ml.training_cutoffs`), both computed in the events store, and
-    the conversion paths (:data:`PATH_DATASETS`, touches ``path_lookback_days`` before each order) of the orders.
-    ``engagement_by_hour`` (training's send-time evidence) is read for ``params``' ``training_sample_customers`` alone."""
-    derived = {name: build for name, build in EVENT_BUILDERS.items() if name in datasets}
-    paths_wanted = [name for name in PATH_DATASETS if name in datasets]
-    sources = tuple(name for name in datasets if name not in derived and name not in (*PATH_DATASETS, EVENT_FEATURES_AT_CUTOFFS))
-    if paths_wanted and "orders" not in sources:
-        sources = (*sources, "orders")
-    paths = extract_sources(resources.settings, run_date, lookback_days, datasets=sources, derived=derived,
-                            engagement_customers=params and customer_sampler(params.training_sample_customers, params.seed))
-    paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, paths, datasets, FAMILIES))
-    if paths_wanted:
-        customers = (pd.read_parquet(paths["customers"], columns=["customer_id"])["customer_id"]
-                     if "customers" in paths else None)
-        paths["conversion_paths"] = str(_extract_paths(resources, run_date, lookback_days, path_lookback_days,
-                                                       pd.read_parquet(paths["orders"]), customers))
-    return paths
-
-
-def _extract_paths(resources: Resources, run_date: dt.date, lookback_days: int, path_lookback_days: int,
-                   orders: pd.DataFrame, customers: pd.Series | None) -> Path:
-    """The ``conversion_paths`` dataset, joined in the events store (none without clickstream: every order
-    is a path without touches), next to the other extracts."""
-    run_ts = pd.Timestamp(run_date, tz="UTC")
-    frame = conversion_paths(resources.events, orders, run_ts - pd.Timedelta(days=lookback_days), run_ts,
-                             path_lookback_days, customers)
-    path = resources.settings.run_dir(run_date) / "extract" / "conversion_paths.parquet"
-    frame.to_parquet(path, index=False)
-    logger.info("extracted conversion_paths as of %s: %d touches of %d journeys (%d converting) -> %s", run_date,
-                int((frame["position"] >= 0).sum()), frame["journey_id"].nunique(),
-                frame.loc[frame["converted"], "journey_id"].nunique(), path)
-    return path
+                            params.attribution_lookback_days, params, part)
 
 
 #: The datasets built from customers and orders (empty for a store that keeps aggregated sales only).

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -43,20 +43,21 @@ def training_cutoffs(families: Iterable[Family], frames: Frames, run_date: dt.da
     return sorted(cutoffs)
 
 
-def extract_at_cutoffs(resources: Resources, run_date: dt.date, params: RunParams | None, paths: dict[str, str],
-                       datasets: Collection[str], families: Iterable[Family]) -> dict[str, str]:
+def extract_at_cutoffs(resources: Resources, run_date: dt.date, params: RunParams | None,
+                       tables: Mapping[str, pd.DataFrame], datasets: Collection[str],
+                       families: Iterable[Family]) -> dict[str, str]:
     """``{EVENT_FEATURES_AT_CUTOFFS: path}`` when ``datasets`` ask for it, else ``{}``: the event features
     at every :func:`training_cutoffs` of the training run's ``params``, from the events of the training
     extract's window (``params.training_extract_days``), each cutoff over the ``lookback_days`` before it
-    (as tonight's features read them), written next to the extract's other datasets (``paths``: its
-    ``orders`` and ``offers``, already written)."""
+    (as tonight's features read them), written next to the extract's other datasets (``tables``: the
+    extract's ``orders`` and ``offers``, from their files or read beside them)."""
     if EVENT_FEATURES_AT_CUTOFFS not in datasets:
         return {}
     if params is None:
         raise ValueError(f"{EVENT_FEATURES_AT_CUTOFFS} is computed at the training run's cutoffs: pass its params")
-    frames = {"orders": pd.read_parquet(paths["orders"], columns=["order_ts", "status"])}
-    if "offers" in paths:
-        frames["offers"] = pd.read_parquet(paths["offers"])
+    frames = {"orders": tables["orders"][["order_ts", "status"]]}
+    if "offers" in tables:
+        frames["offers"] = tables["offers"]
     cutoffs = training_cutoffs(families, frames, run_date, params)
     run_ts = pd.Timestamp(run_date, tz="UTC")
     since_ts = run_ts - pd.Timedelta(days=params.training_extract_days)

@@ -296,7 +296,8 @@ DAILY_EVENT_COLUMNS = (
 
 def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
                     datasets: Collection[str] = DATASETS, derived: Mapping[str, EventBuilder] | None = None,
-                    engagement_customers: Callable[[pd.Series], np.ndarray | None] | None = None) -> dict[str, str]:
+                    engagement_customers: Callable[[pd.Series], np.ndarray | None] | None = None,
+                    part: str | None = None) -> dict[str, str]:
     """Write the run's extracts (``datasets``, all of :data:`DATASETS` by default, and the ``derived``
     event datasets, each built in the events store) and return their paths by dataset name.
 
@@ -305,41 +306,133 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
     hourly engagement are the big ones at scale, see docs/scale.md). ``engagement_customers`` picks,
     from the extracted customers' ids, the customers whose ``engagement_by_hour`` is read (None from it:
     every customer's; the training DAG's customer sample, ``ml.pipeline``).
+
+    ``part``: one of :data:`EXTRACT_PARTS` alone (the DAGs run both side by side, each in its own task), or
+    None for both, one after the other. ``"tables"`` writes the PostgreSQL datasets; ``"events"`` the
+    event datasets and the ``derived`` ones, reading the customers' time zones it needs from PostgreSQL
+    itself (:class:`SourceTables`) when the tables part runs elsewhere.
     """
     derived = dict(derived or {})
     unknown = set(datasets) - set(DATASETS)
     if unknown:
         raise ValueError(f"unknown datasets {sorted(unknown)}; known: {', '.join(DATASETS)}")
-    out_dir = settings.run_dir(run_date) / "extract"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if part is not None and part not in EXTRACT_PARTS:
+        raise ValueError(f"unknown extract part {part!r}; the parts: {', '.join(EXTRACT_PARTS)}")
+    paths: dict[str, str] = {}
+    if part in (None, "tables"):
+        paths.update(_extract_tables(settings, run_date, lookback_days, datasets))
+    if part in (None, "events"):
+        tables = (ExtractFiles(paths) if "customers" in paths
+                  else SourceTables(settings, run_date, lookback_days, ("customers",)))
+        paths.update(_extract_events(settings, run_date, lookback_days, datasets, derived, engagement_customers, tables))
+    # in the order of DATASETS, then the derived ones, whatever order they were built in
+    return {name: paths[name] for name in (*DATASETS, *derived) if name in paths}
+
+
+#: The extract's parts, each its own task in the DAGs (``extract``, mapped), side by side: the PostgreSQL
+#: tables, and the datasets computed in the events store (one process at a time opens an embedded chDB).
+EXTRACT_PARTS = ("tables", "events")
+
+
+def merged_extract(parts: Iterable[Mapping[str, str]]) -> dict[str, str]:
+    """The extract's paths by dataset from its parts' (the mapped ``extract`` task's results, in
+    :data:`EXTRACT_PARTS` order); a dataset two parts wrote is an error."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        twice = sorted(set(merged) & set(part))
+        if twice:
+            raise ValueError(f"datasets {twice} were extracted by two parts of the extract")
+        merged.update(part)
+    return merged
+
+
+def _window(run_date: dt.date, lookback_days: int) -> dict:
     run_ts = pd.Timestamp(run_date, tz="UTC")
     since_ts = run_ts - pd.Timedelta(days=lookback_days)
+    return {"run_date": run_date, "since": since_ts.date(), "run_ts": run_ts.to_pydatetime(),
+            "since_ts": since_ts.to_pydatetime()}
 
-    window = {
-        "run_date": run_date, "since": since_ts.date(),
-        "run_ts": run_ts.to_pydatetime(), "since_ts": since_ts.to_pydatetime(),
-    }
-    store = event_store(settings) if settings.clickstream else None
-    paths: dict[str, str] = {}
+
+def _writer(settings: Settings, run_date: dt.date, wanted: Collection[str], paths: dict[str, str]):
+    out_dir = settings.run_dir(run_date) / "extract"
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     def emit(name: str, frame: pd.DataFrame | None) -> None:
         """Write ``frame`` as dataset ``name`` at once (when asked for) and keep nothing: at a million customers the
         datasets together are far more than one task may hold (docs/scale.md)."""
-        if frame is None or (name not in datasets and name not in derived):
+        if frame is None or name not in wanted:
             return
         path = out_dir / f"{name}.parquet"
         frame.to_parquet(path, index=False)
         paths[name] = str(path)
         logger.info("extracted %s as of %s: %d rows -> %s", name, run_date, len(frame), path)
 
+    return emit
+
+
+def _customers(conn, window: dict, accounts) -> pd.DataFrame:
+    no_profile = "do_not_profile" if _has_column(conn, "customers", "do_not_profile") else "false"
+    return canonical_customers(
+        _typed_customers(read_large_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
+
+
+def _orders(conn, window: dict, accounts) -> pd.DataFrame:
+    return canonical_ids(_typed_orders(read_large_frame(conn, ORDERS_SQL, window)), accounts)
+
+
+def _offers(conn, window: dict, accounts) -> pd.DataFrame:
+    return canonical_ids(typed_offers(
+        _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))), accounts)
+
+
+#: The PostgreSQL datasets the events part joins to the events (:class:`SourceTables`).
+_SHARED_TABLES = {"customers": _customers, "orders": _orders, "offers": _offers}
+
+
+class SourceTables(Mapping):
+    """Datasets of the tables part (``names``, of customers, orders and offers) read from PostgreSQL on access,
+    each exactly as the tables part writes it (canonical ids, the erased left out), instead of from its file:
+    the events part, running beside the tables part, reads what it joins to the events itself."""
+
+    def __init__(self, settings: Settings, run_date: dt.date, lookback_days: int, names: Iterable[str]) -> None:
+        self.settings, self.run_date, self.lookback_days = settings, run_date, lookback_days
+        self.names = tuple(names)
+        unknown = set(self.names) - set(_SHARED_TABLES)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not read beside the tables part; these are: "
+                             f"{', '.join(_SHARED_TABLES)}")
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self.names:
+            raise KeyError(name)
+        with connect_postgres(self.settings) as conn:
+            run_ts = pd.Timestamp(self.run_date, tz="UTC")
+            accounts = account_map(conn, run_ts, lambda: id_secret(self.settings))
+            return _SHARED_TABLES[name](conn, _window(self.run_date, self.lookback_days), accounts)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _extract_tables(settings: Settings, run_date: dt.date, lookback_days: int,
+                    datasets: Collection[str]) -> dict[str, str]:
+    """The PostgreSQL datasets of ``datasets``, written; their paths."""
+    window = _window(run_date, lookback_days)
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    paths: dict[str, str] = {}
+    emit = _writer(settings, run_date, datasets, paths)
     with connect_postgres(settings) as conn:
-        check_source_contract(conn, store, run_date)
+        check_source_contract(conn, None, run_date)  # the events' columns: the events part
         accounts = account_map(conn, run_ts, lambda: id_secret(settings))
-        no_profile = "do_not_profile" if _has_column(conn, "customers", "do_not_profile") else "false"
-        customers = canonical_customers(
-            _typed_customers(read_large_frame(conn, CUSTOMERS_SQL.format(do_not_profile=no_profile), window)), accounts)
-        emit("customers", customers)  # kept: the local-hour engagement reads the customers' time zones
-        orders = canonical_ids(_typed_orders(read_large_frame(conn, ORDERS_SQL, window)), accounts)
+        if "customers" in datasets:
+            emit("customers", _customers(conn, window, accounts))
+        orders = _orders(conn, window, accounts)
         emit("orders", orders)
         order_ids = orders["order_id"] if accounts.erased else None  # an erased person's orders are gone
         del orders
@@ -396,8 +489,7 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             emit("experiment_exposures", typed_exposures(
                 _read_optional(conn, "shop.experiment_exposures", EXPERIMENT_EXPOSURES_SQL, window, list(EXPOSURE_COLUMNS))))
         if "offers" in datasets:
-            emit("offers", canonical_ids(typed_offers(
-                _read_optional(conn, "shop.offers", OFFERS_SQL, window, list(OFFER_COLUMNS))), accounts))
+            emit("offers", _offers(conn, window, accounts))
         if "order_items" in datasets:
             emit("order_items", canonical_ids(typed_order_items(read_large_frame(
                 conn, ORDER_ITEMS_SQL.format(name="name::text" if _has_column(conn, "products", "name") else "NULL::text"),
@@ -409,6 +501,23 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             dates=("day",),
         ))
 
+    return paths
+
+
+def _extract_events(settings: Settings, run_date: dt.date, lookback_days: int, datasets: Collection[str],
+                    derived: Mapping[str, EventBuilder], engagement_customers, tables: Mapping[str, pd.DataFrame]
+                    ) -> dict[str, str]:
+    """The event datasets of ``datasets`` and the ``derived`` ones, computed in the events store and written; their
+    paths. ``tables`` gives the customers (their ids and time zones), read only when an engagement dataset is asked
+    for."""
+    wanted = {*(name for name in datasets if name in EVENT_DATASETS), *derived}
+    if not wanted:
+        return {}
+    run_ts = pd.Timestamp(run_date, tz="UTC")
+    since_ts = run_ts - pd.Timedelta(days=lookback_days)
+    paths: dict[str, str] = {}
+    emit = _writer(settings, run_date, wanted, paths)
+    store = event_store(settings) if settings.clickstream else None
     if store is None:
         logger.warning("clickstream off (REVOPT_CLICKSTREAM): %s are empty for %s; event features will be zero",
                        " and ".join(EVENT_DATASETS), run_date)
@@ -417,6 +526,8 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
         emit("product_views", empty_product_views())
         emit("engagement_by_local_hour", empty_local_engagement())
     else:
+        with connect_postgres(settings) as conn:
+            check_source_contract(conn, store, run_date)
         if "product_views" in datasets:
             emit("product_views", product_views(store, since_ts, run_ts))
         if "customer_daily_events" in datasets:
@@ -428,18 +539,20 @@ def extract_sources(settings: Settings, run_date: dt.date, lookback_days: int,
             daily_events["known_from"] = pd.to_datetime(daily_events["known_from"]).astype("datetime64[ns]")
             emit("customer_daily_events", daily_events)
             del daily_events
-        if "engagement_by_hour" in datasets:
-            chosen = engagement_customers(customers["customer_id"]) if engagement_customers is not None else None
-            if chosen is not None:
-                logger.info("engagement_by_hour as of %s: the hourly rows of %d of %d customers", run_date, len(chosen),
-                            len(customers))
-            emit("engagement_by_hour", engagement_by_hour(store, since_ts, run_ts, chosen))
-        if "engagement_by_local_hour" in datasets:
-            emit("engagement_by_local_hour", engagement_by_local_hour(store, since_ts, run_ts, customers))
+        if "engagement_by_hour" in datasets or "engagement_by_local_hour" in datasets:
+            customers = tables["customers"]
+            if "engagement_by_hour" in datasets:
+                chosen = engagement_customers(customers["customer_id"]) if engagement_customers is not None else None
+                if chosen is not None:
+                    logger.info("engagement_by_hour as of %s: the hourly rows of %d of %d customers", run_date,
+                                len(chosen), len(customers))
+                emit("engagement_by_hour", engagement_by_hour(store, since_ts, run_ts, chosen))
+            if "engagement_by_local_hour" in datasets:
+                emit("engagement_by_local_hour", engagement_by_local_hour(store, since_ts, run_ts, customers))
+            del customers
     for name, build in derived.items():
         emit(name, build(store, since_ts, run_ts))
-    # in the order of DATASETS, then the derived ones, whatever order they were built in
-    return {name: paths[name] for name in (*DATASETS, *derived) if name in paths}
+    return paths
 
 
 def product_views(store: EventStore, since_ts: pd.Timestamp, run_ts: pd.Timestamp) -> pd.DataFrame:
@@ -588,6 +701,9 @@ class ExtractFiles(Mapping[str, pd.DataFrame]):
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(Path(self.paths[name]))
+
+    def __contains__(self, name: object) -> bool:  # without reading the file
+        return name in self.paths
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.paths)

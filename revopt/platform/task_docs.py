@@ -52,7 +52,9 @@ _SHARED = {
         "Every extract waits for it. Check the events store is up; " + _TRANSIENT),
     "extract": _doc(
         "Reads the datasets this DAG needs as of the run date (`lookback_days` of history; training reads further "
-        "back) into Parquet files in the run folder.",
+        "back) into Parquet files in the run folder. Two parts side by side, one task each: `tables` (the PostgreSQL "
+        "tables) and `events` (what is computed in the events store: event features, engagement, conversion "
+        "paths; it reads the customers and orders it joins to the events itself).",
         "the source tables (`shop.*`, per the contract in docs/) and the events store.",
         "Parquet files under the run folder; returns their paths.",
         "A missing table or column is named in the error: fix the source or its mapping (docs/). " + _TRANSIENT),

@@ -1,5 +1,6 @@
 """The nightly customer-scores extract (ml.pipeline.CUSTOMER_SCORE_DATASETS) gives the same
-features as the full extract, and the chunked seeding loads one consistent store."""
+features as the full extract, the extract's parts written apart are the whole extract, and the chunked seeding
+loads one consistent store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from ml.pipeline import ALL_DATASETS, CUSTOMER_SCORE_DATASETS, build_features, extract_datasets, validate_extracts
+from features.customer import EVENT_FEATURES_AT_CUTOFFS
+from ml.extracting import ALL_DATASETS
+from ml.params import NIGHTLY, TRAINING, RunParams
+from ml.pipeline import CUSTOMER_SCORE_DATASETS, build_features, extract, extract_datasets, validate_extracts
+from revopt.platform.extract import EXTRACT_PARTS, merged_extract
 from revopt.platform.resources import Resources
 from revopt.sample_data.seed import load_store_chunks
 from revopt.sample_data.synth import generate_store_chunks
@@ -48,3 +53,25 @@ def test_customer_score_extract_gives_the_features_of_the_full_extract(settings,
 def test_unknown_datasets_are_refused(settings, seeded) -> None:
     with pytest.raises(ValueError, match="unknown datasets"):
         extract_datasets(Resources(settings), RUN_DATE, LOOKBACK_DAYS, ("customers", "clickstream"))
+
+
+@pytest.mark.parametrize("purpose", [TRAINING, NIGHTLY])
+def test_the_extract_parts_written_apart_are_the_whole_extract(settings, seeded, purpose) -> None:
+    """The DAGs run the extract's parts in two tasks side by side (``tables``, ``events``); the events part reads the
+    customers, orders and offers it joins to the events itself. Together they write the whole extract, row for row."""
+    resources, params = Resources(settings), RunParams(training_sample_customers=1_000)
+    whole = extract(resources, RUN_DATE, purpose, params)
+    frames = {name: pd.read_parquet(path) for name, path in whole.items()}
+    parts = [extract(resources, RUN_DATE, purpose, params, part) for part in EXTRACT_PARTS]
+    tables, events = parts
+    assert "customers" in tables and "orders" in tables and "conversion_paths" not in tables
+    features = EVENT_FEATURES_AT_CUTOFFS if purpose == TRAINING else "customer_event_features"
+    assert {features, "conversion_paths"} <= set(events) and not {"customers", "orders", "offers"} & set(events)
+    merged = merged_extract(parts)
+    assert list(merged) == [*tables, *events] and set(merged) == set(whole)
+    for name, path in merged.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(path), frames[name], obj=name)
+    with pytest.raises(ValueError, match="two parts"):
+        merged_extract([tables, tables])
+    with pytest.raises(ValueError, match="unknown extract part 'everything'"):
+        extract(resources, RUN_DATE, purpose, params, "everything")

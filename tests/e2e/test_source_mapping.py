@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 from features.customer import FEATURE_COLUMNS
-from ml.pipeline import ALL_DATASETS, EVENT_BUILDERS, build_features, extract_datasets, validate_extracts
+from ml.extracting import ALL_DATASETS, EVENT_BUILDERS
+from ml.pipeline import build_features, extract_datasets, validate_extracts
 from revopt.platform.config import REPO_ROOT, Settings
 from revopt.platform.contract import SHOP_OPTIONAL_TABLES
 from revopt.platform.extract import EVENT_DATASETS, read_extract

@@ -48,8 +48,10 @@ def _layer(module: str) -> str | None:
         return "experiments"
     if module in ("ml.registry", "ml.promotion"):  # promotion: the alias moves by hand beside the gate's
         return "registry"
-    # the nightly's customer-hash partitions (issue 22): the pipeline's steps split and gathered
-    if module in ("ml.pipeline", "ml.partitioned", "ml.partitioned_recommendations", "ml.partitioning", "ml.publishing"):
+    # the nightly's customer-hash partitions (issue 22): the pipeline's steps split and gathered; the extract step
+    # in its parts (ml.extracting)
+    if module in ("ml.pipeline", "ml.extracting", "ml.partitioned", "ml.partitioned_recommendations", "ml.partitioning",
+                  "ml.publishing"):
         return "pipeline"
     if module == "ml.training_cutoffs":  # every customer family's training cutoffs, for the training extract
         return "families"
