@@ -9,8 +9,9 @@ change (``git stash`` / ``git checkout``), each in a fresh process, and compare 
     PYTHONPATH=. .venv/bin/python benchmarks/night_step.py --home DIR --step extract [--out FOLDER]
 
 Steps: ``extract`` (every nightly dataset), ``validate`` (the gate on that extract), ``attribute``,
-``campaign_analytics``, ``next_best_action``, ``score`` (the first of ``--partitions`` customer-hash slices, as
-the mapped ``score`` task; its ``prepare_scores`` empties tonight's staging). ``--profile FILE`` writes a cProfile.
+``campaign_analytics``, ``next_best_action``, ``score`` and ``recommend_products`` (the first of ``--partitions``
+customer-hash slices, as the mapped task; its ``prepare_scores`` / ``prepare_recommendations`` empties tonight's
+staging). ``--profile FILE`` writes a cProfile.
 Peak memory is this process's ``ru_maxrss`` (chDB in process, as in the task). ``extract`` and ``validate``
 rewrite the run folder's extract and validation results (the same rows: the extract is of the same store and
 date).
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scale import START, _resources  # noqa: E402
 
-STEPS = ("extract", "validate", "attribute", "campaign_analytics", "next_best_action", "score")
+STEPS = ("extract", "validate", "attribute", "campaign_analytics", "next_best_action", "score", "recommend_products")
 
 
 def main() -> None:
@@ -65,6 +66,7 @@ def main() -> None:
             str(folder / "scores" / "customer_segments.parquet"), params),
         "score": lambda: _score_first_slice(resources, run_date, paths,
                                             str(folder / "features" / "customer_features.parquet"), params),
+        "recommend_products": lambda: _recommend_first_slice(resources, run_date, paths, params),
     }
     profile = cProfile.Profile() if args.profile else None
     began = time.perf_counter()
@@ -91,6 +93,16 @@ def _score_first_slice(resources, run_date, paths, features_path, params):
 
     first = prepare_scores(resources, run_date, paths, params)[0]
     return score_customers(resources, run_date, features_path, {}, params, partition=Partition.from_dict(first))
+
+
+def _recommend_first_slice(resources, run_date, paths, params):
+    """The first mapped ``recommend_products`` task: the version pinned by ``prepare_recommendations``, then slice 1
+    of ``partitions``."""
+    from ml.partitioned_recommendations import prepare_recommendations, recommend_slice
+    from ml.partitioning import Partition
+
+    first = prepare_recommendations(resources, run_date, paths, params)[0]
+    return recommend_slice(resources, run_date, paths, params, Partition.from_dict(first))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from features.interactions import (
     RecommendationInput,
     daily_purchases,
+    daily_views,
     order_items_from_shop,
     recommendation_input,
     split_recommendation_input,
@@ -175,6 +176,23 @@ def test_model_lists_follow_the_tastes_and_name_a_purchase_that_explains_them(st
     pairs = explained[["customer_id", "reason_product_id"]].rename(columns={"reason_product_id": "product_id"})
     assert len(pairs.astype({"product_id": "int64"}).merge(bought)) == len(pairs)  # the reason is their own purchase
     assert (model.loc[model["reason_product_id"].isna(), "reason"] == "model").all()
+
+
+def test_a_partitions_lists_are_its_customers_lists_of_the_whole(store, trained):
+    """A customer-hash partition (``customers_in``) folds in its own customers' history alone, and the popularity
+    behind the cold start still ranks by everybody's: the same lists, bit for bit, as scoring everybody at once."""
+    _, result = trained
+    customers = pd.concat([store["customers"], pd.DataFrame({
+        "customer_id": [9001, 9002], "country": ["FR", "UK"], "acquisition_channel": ["organic"] * 2})],
+        ignore_index=True)
+    frames = {**store, "customers": customers}
+    whole = FAMILY.nightly_predict(result.model, frames, RUN_DATE, PARAMS)
+    assert set(whole["source"]) == {"model", "segment_popularity"}
+    for remainder in (0, 1, 2):
+        part = FAMILY.nightly_predict(result.model, frames, RUN_DATE, PARAMS,
+                                      customers_in=lambda ids, r=remainder: ids % 3 == r)
+        own = whole.loc[whole["customer_id"] % 3 == remainder].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part.reset_index(drop=True), own, check_exact=True)
 
 
 def test_cold_start_customers_get_their_segments_popular_products(store, trained):
@@ -380,6 +398,28 @@ def test_the_product_views_extract_counts_known_customers_views_per_utc_day(tmp_
         {"customer_id": 3, "product_id": 12, "day": pd.Timestamp("2025-03-01"), "views": 1},
     ]
     assert str(views["day"].dtype) == "datetime64[ns]" and str(views["customer_id"].dtype) == "int64"
+
+
+def test_daily_views_are_in_customer_product_day_order_whatever_order_they_came_in():
+    """The extract's query orders the views (one row per customer, product and day) already, and then they are not
+    sorted again (27M rows at a million customers); any other order is sorted, ties in the earlier keys decided by
+    the later ones."""
+    rng = np.random.default_rng(4)
+    n = 2_000
+    views = pd.DataFrame({"customer_id": rng.integers(1, 40, n), "product_id": rng.integers(1, 6, n),
+                          "day": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 9, n), unit="D"),
+                          "views": rng.integers(1, 4, n)}).drop_duplicates(["customer_id", "product_id", "day"])
+    expected = views.sort_values(["customer_id", "product_id", "day"], kind="stable").reset_index(drop=True)
+    for order in (views, expected, expected.iloc[::-1], expected.sample(frac=1.0, random_state=1)):
+        pd.testing.assert_frame_equal(daily_views(order), daily_views(expected))
+    pd.testing.assert_frame_equal(daily_views(views), expected)
+    # out of order in the last key alone, and in the first key alone
+    for swapped in ([0, 2, 1], [2, 1, 0]):
+        rows = pd.DataFrame({"customer_id": [1, 1, 1], "product_id": [5, 5, 5], "day": pd.to_datetime(
+            ["2025-01-01", "2025-01-02", "2025-01-03"]), "views": [1, 2, 3]}).iloc[swapped]
+        assert daily_views(rows)["views"].tolist() == [1, 2, 3]
+    assert daily_views(pd.DataFrame({"customer_id": [2, 1], "product_id": [1, 9], "day": pd.to_datetime(
+        ["2025-01-01", "2025-01-05"]), "views": [7, 8]}))["views"].tolist() == [8, 7]
 
 
 def test_the_extract_suites_take_the_typed_extracts_and_catch_a_leak(store):

@@ -144,7 +144,9 @@ def recommend(model: ItemFactors | None, data: RecommendationInput, as_of: pd.Ti
             _rank_block(ranked, positions, scores, catalogue, excluded, rules, SOURCES.index(MODEL))
             warm[positions] = True
     elif model is not None:
-        cells = strengths(history, model.config.view_weight)
+        # the history cells of these customers alone (a partition's: each customer's cells are their own rows'); the
+        # popularity below ranks by everybody's
+        cells = strengths(history if customer_ids is None else history.of_customers(ids), model.config.view_weight)
         warm = _rank_model(ranked, model, cells, pd.Index(ids).get_indexer(cells.customer_id), catalogue, excluded,
                            rules)
     warm &= ranked.items[:, 0] >= 0  # nothing the model knows may be recommended: popularity instead
