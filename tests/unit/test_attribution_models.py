@@ -424,3 +424,21 @@ def test_models_sharing_one_preparation_credit_as_each_alone(monkeypatch):
     assert len(calls) == 3 and models._shared is None
     for name in alone:
         pd.testing.assert_frame_equal(shared[name], alone[name])
+
+
+@pytest.mark.parametrize("channels", [6, 60])
+def test_raked_weights_give_every_channel_its_target_whether_journeys_are_summed_per_set_or_one_by_one(channels):
+    """The dual is summed once per distinct set of channels (a few hundred sets against millions of journeys at a
+    million customers), or per journey beyond 52 channels: either way, splitting each journey over its channels by the
+    weights gives each channel its target, ``N value_c / sum value``."""
+    rng = np.random.default_rng(channels)
+    journeys = 3_000
+    pairs = sorted({(j, int(c)) for j in range(journeys)
+                    for c in rng.choice(channels, int(rng.integers(2, 5)), replace=False)})
+    journey, channel = (np.array(column, dtype=np.int64) for column in zip(*pairs))
+    value = rng.uniform(0.7, 1.3, channels)
+    weights = models.raked_weights(journey * 7 + 11, channel, value)  # any journey ids
+    share = weights[channel] / np.bincount(journey, weights=weights[channel])[journey]
+    totals = np.bincount(channel, weights=share, minlength=channels)
+    np.testing.assert_allclose(totals, journeys * value / value.sum(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.bincount(journey, weights=share), 1.0)
