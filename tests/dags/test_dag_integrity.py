@@ -267,6 +267,20 @@ def test_run_settings_are_params_generated_from_the_one_definition(dagbag):
     assert "experiment_holdout_share" in dagbag.dags["revopt_nightly"].params
 
 
+def test_every_param_schema_is_checked_as_draft_7(dagbag):
+    """Airflow checks each param's schema against its draft's metaschema at every check of a value (21k checks in one
+    nightly run); draft 7's costs a third of the default draft 2020-12's, and every schema is valid draft 7."""
+    from jsonschema import Draft7Validator
+    from jsonschema.validators import validator_for
+
+    for dag_id in ("revopt_training", "revopt_nightly", "revopt_experiments"):
+        params = dagbag.dags[dag_id].params
+        for name in params:
+            schema = params.get_param(name).schema
+            assert validator_for(schema) is Draft7Validator, (dag_id, name)
+            Draft7Validator.check_schema(schema)
+
+
 def test_dag_tasks_call_named_functions_not_strings():
     """No task picks what to run from a string: every call is an import and a name a reader can grep."""
     import re
