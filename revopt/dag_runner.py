@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from airflow.__main__ import main as airflow_main
 
-    command = ["dags", "test", args.dag_id, args.run_date] + (["--conf", args.conf] if args.conf else [])
+    command = ["dags", "test", args.dag_id, args.run_date, *_dag_file(args.dag_id)] + (["--conf", args.conf] if args.conf else [])
     status = 0
     poller = None
     if args.state:
@@ -64,6 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.state:
         write_atomically(args.state, report)
     return status
+
+
+def _dag_file(dag_id: str) -> list[str]:
+    """``--dagfile-path`` of the DAG's own file (``dags/<dag_id>.py``) when there is one: Airflow then parses and
+    serialises that DAG alone instead of every DAG of the folder (~1 s of each run's start)."""
+    from revopt.platform.config import DAGS_FOLDER
+
+    path = Path(DAGS_FOLDER) / f"{dag_id}.py"
+    return ["--dagfile-path", str(path)] if path.is_file() else []
 
 
 def write_atomically(path: Path, state: dict) -> None:

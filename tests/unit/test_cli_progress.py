@@ -182,3 +182,13 @@ def test_a_mapped_task_reports_its_most_telling_partition_and_their_summed_time(
     assert list(merge_instances(rows)) == ["extract", "score", "publish", "stage", "recommend", "later"]
     assert merge_instances(rows, {"recommend": "no champion"})["recommend"] == {
         "state": "success", "duration": 3.0, "reason": "no champion"}
+
+
+def test_the_runner_parses_the_dags_own_file_alone():
+    """``dags test`` parses and serialises the one DAG it runs (``--dagfile-path``), not every DAG of the folder."""
+    from revopt.dag_runner import _dag_file
+    from revopt.platform.config import DAGS_FOLDER
+
+    for dag_id in ("revopt_nightly", "revopt_training", "revopt_experiments", "revopt_affinity"):
+        assert _dag_file(dag_id) == ["--dagfile-path", str(DAGS_FOLDER / f"{dag_id}.py")]
+    assert _dag_file("not_a_dag") == []  # Airflow then looks through the folder and names what it did not find
