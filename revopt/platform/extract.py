@@ -389,7 +389,7 @@ def _offers(conn, window: dict, accounts) -> pd.DataFrame:
 _SHARED_TABLES = {"customers": _customers, "orders": _orders, "offers": _offers}
 
 
-class SourceTables(Mapping):
+class SourceTables(Mapping[str, pd.DataFrame]):
     """Datasets of the tables part (``names``, of customers, orders and offers) read from PostgreSQL on access,
     each exactly as the tables part writes it (canonical ids, the erased left out), instead of from its file:
     the events part, running beside the tables part, reads what it joins to the events itself."""
@@ -428,7 +428,7 @@ def _extract_tables(settings: Settings, run_date: dt.date, lookback_days: int,
     paths: dict[str, str] = {}
     emit = _writer(settings, run_date, datasets, paths)
     with connect_postgres(settings) as conn:
-        check_source_contract(conn, None, run_date)  # the events' columns: the events part
+        check_source_contract(conn, None, run_date)  # the events table's columns: checked by the events part
         accounts = account_map(conn, run_ts, lambda: id_secret(settings))
         if "customers" in datasets:
             emit("customers", _customers(conn, window, accounts))
