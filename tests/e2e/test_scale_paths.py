@@ -15,6 +15,7 @@ from ml.params import NIGHTLY, TRAINING, RunParams
 from ml.pipeline import CUSTOMER_SCORE_DATASETS, build_features, extract, extract_datasets, validate_extracts
 from revopt.platform.extract import EXTRACT_PARTS, merged_extract
 from revopt.platform.resources import Resources
+from revopt.platform.stack import close_event_stores
 from revopt.sample_data.seed import load_store_chunks
 from revopt.sample_data.synth import generate_store_chunks
 
@@ -26,7 +27,8 @@ LOOKBACK_DAYS = 120
 
 @pytest.fixture(scope="module")
 def seeded(settings):
-    return load_store_chunks(settings, generate_store_chunks(1_500, DAYS, START, seed=31, chunk_customers=600))
+    yield load_store_chunks(settings, generate_store_chunks(1_500, DAYS, START, seed=31, chunk_customers=600))
+    close_event_stores()  # this process opened the session's chDB; a later module may open another folder
 
 
 def test_chunked_seeding_loads_every_chunk(seeded) -> None:
@@ -59,7 +61,8 @@ def test_unknown_datasets_are_refused(settings, seeded) -> None:
 def test_the_extract_parts_written_apart_are_the_whole_extract(settings, seeded, purpose) -> None:
     """The DAGs run the extract's parts in two tasks side by side (``tables``, ``events``); the events part reads the
     customers, orders and offers it joins to the events itself. Together they write the whole extract, row for row."""
-    resources, params = Resources(settings), RunParams(training_sample_customers=1_000)
+    # 90 days of the store's 150 at night: the events part must read the orders of the tables part's window
+    resources, params = Resources(settings), RunParams(training_sample_customers=1_000, lookback_days=90)
     whole = extract(resources, RUN_DATE, purpose, params)
     frames = {name: pd.read_parquet(path) for name, path in whole.items()}
     parts = [extract(resources, RUN_DATE, purpose, params, part) for part in EXTRACT_PARTS]
