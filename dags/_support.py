@@ -64,16 +64,8 @@ def run_params(dag: str) -> dict[str, Param]:
     JSON schema, naming the param (``Invalid input for param n_trials: 0 is less than the minimum of 1``)."""
     from ml.params import param_specs
 
-    return {spec.name: Param(spec.default, title=_title(spec.name), description=spec.description,
-                             **{"$schema": PARAM_SCHEMA_DRAFT, **spec.schema})
+    return {spec.name: Param(spec.default, title=_title(spec.name), description=spec.description, **spec.schema)
             for spec in param_specs(dag)}
-
-
-#: The JSON-schema draft of every param's schema (they use its keywords only). Airflow checks a param's value with
-#: ``jsonschema.validate``, which first checks the schema against its draft's metaschema, every time: each task
-#: serialises the run's ~50 params about ten times (21k checks in one nightly run). Without ``$schema`` that is draft
-#: 2020-12, whose metaschema costs three times draft 7's: 0.20 against 0.064 ms a check (docs/scale.md, "Session 21").
-PARAM_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 
 
 def _title(name: str) -> str:
