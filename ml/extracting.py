@@ -59,11 +59,14 @@ def extract_datasets(resources: Resources, run_date: dt.date, lookback_days: int
               else SourceTables(resources.settings, run_date, lookback_days,
                                 [name for name in ("customers", "orders", "offers")
                                  if name in datasets or (name == "orders" and paths_wanted)]))
-    paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, tables, datasets, FAMILIES))
+    orders = tables["orders"]  # read once: the cutoffs and the conversion paths both join it
+    if EVENT_FEATURES_AT_CUTOFFS in datasets:
+        frames = {"orders": orders, **({"offers": tables["offers"]} if "offers" in tables else {})}
+        paths.update(training_cutoffs.extract_at_cutoffs(resources, run_date, params, frames, datasets, FAMILIES))
     if paths_wanted:
         customers = tables["customers"]["customer_id"] if "customers" in tables else None
         paths["conversion_paths"] = str(_extract_paths(resources, run_date, lookback_days, path_lookback_days,
-                                                       tables["orders"], customers))
+                                                       orders, customers))
     return paths
 
 
