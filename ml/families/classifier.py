@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from ml.families import deadline as deadlines
 from ml.families import treeshap
 from ml.gate import finite_or_nan, rank_key
 from ml.tuning import Budget, Callback, Scored, SearchSpace, search
@@ -48,6 +50,12 @@ from ml.tuning import Budget, Callback, Scored, SearchSpace, search
 logger = logging.getLogger(__name__)
 
 ESTIMATORS: tuple[str, ...] = ("lightgbm", "xgboost", "catboost", "logistic")
+#: The families whose trial model (early-stopped on the validation customers) is the model a refit of its spec
+#: (the rounds early stopping chose, no validation set) gives: the same trees or coefficients, bit for bit (tested).
+#: A selection keeps their trial models as its refits. CatBoost's is not: its trees depend on the number of rounds
+#: it was asked for (the random strength decays over them), so a spec of 89 rounds grows other trees than the first
+#: 89 of a trial of 1,000.
+TRIAL_IS_REFIT: frozenset[str] = frozenset({"lightgbm", "xgboost", "logistic"})
 #: A blend of the best specification of the two or three best estimator families, averaged in log-odds
 #: (:func:`tune` scores it beside the trials; it wins only when strictly better on validation).
 ENSEMBLE = "ensemble"
@@ -201,10 +209,12 @@ def fit_model(
     X_valid: pd.DataFrame | None = None,
     y_valid: pd.Series | None = None,
     refits: dict[str, BinaryModel] | None = None,
+    deadline: float | None = None,
 ) -> BinaryModel:
     """Fit one family. With a validation fold, boosters early-stop on it and record their best
-    round; without one they train exactly ``num_rounds`` rounds. ``refits``: see :func:`refit` (an
-    ensemble's members)."""
+    round, and stop at the ``time.monotonic()`` ``deadline`` too (the tuning budget's,
+    :mod:`ml.families.deadline`); without one they train exactly ``num_rounds`` rounds. ``refits``: see
+    :func:`refit` (an ensemble's members)."""
     features = list(X.columns)
     if family == ENSEMBLE:  # members refitted with the rounds their own early stopping chose
         members = [refit(ModelSpec.from_json_dict(member), X, y, random_state, refits) for member in params["members"]]
@@ -218,7 +228,8 @@ def fit_model(
         kwargs: dict[str, Any] = {}
         if early:
             kwargs = {"valid_sets": [lgb.Dataset(X_valid, label=y_valid, reference=train)],
-                      "callbacks": [lgb.early_stopping(_EARLY_STOPPING, verbose=False)]}
+                      "callbacks": [lgb.early_stopping(_EARLY_STOPPING, verbose=False),
+                                    *([] if deadline is None else [deadlines.lightgbm_callback(deadline)])]}
         booster = lgb.train({**base, **params}, train, num_boost_round=rounds, **kwargs)
         best = int(booster.best_iteration or rounds) if early else rounds
         return BinaryModel(ModelSpec(family, params, best), booster, features)
@@ -227,8 +238,10 @@ def fit_model(
         train = xgb.DMatrix(X, label=y)
         kwargs = {}
         if early:
-            kwargs = {"evals": [(xgb.DMatrix(X_valid, label=y_valid), "valid")], "early_stopping_rounds": _EARLY_STOPPING,
-                      "verbose_eval": False}
+            # early stopping listed before the deadline: XGBoost stops asking after the first callback that says stop
+            kwargs = {"evals": [(xgb.DMatrix(X_valid, label=y_valid), "valid")], "verbose_eval": False,
+                      "callbacks": [xgb.callback.EarlyStopping(rounds=_EARLY_STOPPING),
+                                    *([] if deadline is None else [deadlines.XGBoostDeadline(deadline)])]}
         booster = xgb.train({**base, **params}, train, num_boost_round=rounds, **kwargs)
         best = int(booster.best_iteration) + 1 if early else rounds
         return BinaryModel(ModelSpec(family, params, best), booster, features)
@@ -238,7 +251,8 @@ def fit_model(
             eval_metric="AUC", **params,
         )
         if early:
-            model.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=_EARLY_STOPPING, use_best_model=True)
+            model.fit(X, y, eval_set=(X_valid, y_valid), early_stopping_rounds=_EARLY_STOPPING, use_best_model=True,
+                      callbacks=None if deadline is None else [deadlines.CatBoostDeadline(deadline)])
             best = int(model.get_best_iteration()) + 1
         else:
             model.fit(X, y)
@@ -262,7 +276,7 @@ def refit(spec: ModelSpec, X: pd.DataFrame, y: pd.Series, random_state: int,
     (every estimator here is deterministic given its seed, so it would be the same model), and a new one is
     added. One selection refits each blend's members, then the chosen spec, on its training customers: at a
     million customers each refit of a 200k sample took up to a minute (docs/scale.md)."""
-    key = json.dumps(spec.to_json_dict(), sort_keys=True)
+    key = _spec_key(spec)
     if refits is not None and key in refits:
         return refits[key]
     model = fit_model(spec.family, spec.params, X, y, random_state, num_rounds=spec.num_rounds, refits=refits)
@@ -284,15 +298,20 @@ def tune(
     refits: dict[str, BinaryModel] | None = None,
 ) -> TuningResult:
     """Search family and hyperparameters (:func:`ml.tuning.search`), maximising validation ROC AUC;
-    every family is tried once first, so the baseline is always in the comparison. ``refits``: the
-    blends' member refits on ``X_train`` are kept there (:func:`refit`)."""
+    every family is tried once first, so the baseline is always in the comparison. A trial still boosting when
+    ``budget.timeout_seconds`` have passed stops at its best round so far (:mod:`ml.families.deadline`).
+    ``refits``: the models a refit of a spec on ``X_train`` gives are kept there (:func:`refit`): the trials' own
+    models where they are the same (:data:`TRIAL_IS_REFIT`), and the blends' other members once refitted."""
     check_two_classes(y_train, "training")
     check_two_classes(y_valid, "validation")
+    deadline = time.monotonic() + budget.timeout_seconds
 
     def score(candidate: tuple[str, dict[str, Any]]) -> Scored[ModelSpec]:
         family, params = candidate
         model = fit_model(family, params, X_train, y_train, budget.random_state, X_valid=X_valid, y_valid=y_valid,
-                          refits=refits)
+                          refits=refits, deadline=None if family == ENSEMBLE else deadline)
+        if refits is not None and family in TRIAL_IS_REFIT:
+            refits.setdefault(_spec_key(model.spec), model)
         return Scored(model.spec, {"roc_auc": _roc_auc_or_nan(y_valid, model.predict_proba(X_valid))})
 
     def choose(default: Scored[ModelSpec] | None, finished: list[Scored[ModelSpec]]) -> Scored[ModelSpec]:
@@ -329,6 +348,10 @@ def tune(
         by_family[ENSEMBLE] = max(float(b.metrics["roc_auc"]) for b in blends)
     logger.info("%s: best %s AUC %.4f; best per family %s", study_name, tuned.config.family, tuned.value, by_family)
     return TuningResult(best=tuned.config, best_value=tuned.value, n_trials=tuned.n_trials, best_by_family=by_family)
+
+
+def _spec_key(spec: ModelSpec) -> str:
+    return json.dumps(spec.to_json_dict(), sort_keys=True)
 
 
 def choose_calibration(probability: np.ndarray, y: pd.Series, random_state: int,

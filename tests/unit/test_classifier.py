@@ -53,8 +53,9 @@ def test_tuning_is_deterministic_for_a_seed(data):
 
 
 def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatch):
-    """With ``refits`` the blends' members and the chosen spec are each refitted once on the training customers,
-    and every model equals a fresh refit of its spec (the estimators are deterministic for a seed)."""
+    """With ``refits`` the blends' members and the chosen spec are each refitted at most once on the training
+    customers, those of LightGBM, XGBoost and the logistic baseline never (their trial models are kept), and
+    every model kept equals a fresh refit of its spec (the estimators are deterministic for a seed)."""
     import ml.families.classifier as classifier
 
     X_train, y_train, X_valid, y_valid = data
@@ -72,13 +73,61 @@ def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatc
                   study_name="r", refits=refits)
     chosen = refit(result.best, X_train, y_train, 1, refits)
     members = [call for call in calls if '"ensemble"' not in call]
-    # the blends of 2 and 3 and the chosen spec: no spec refitted twice (the blend of 3 reuses the blend of 2's)
-    assert len(members) == len(set(members)) >= 3 and len(refits) >= 3
+    # the blends of 2 and 3 and the chosen spec: no spec refitted twice (the blend of 3 reuses the blend of 2's),
+    # and a trial model kept where it is the refit
+    assert len(members) == len(set(members)) and len(refits) >= 3
+    assert not [call for call in members if json.loads(call)["family"] in classifier.TRIAL_IS_REFIT]
+    assert {json.loads(key)["family"] for key in refits} >= {"lightgbm", "xgboost", "logistic"}
     monkeypatch.setattr(classifier, "fit_model", fit)
     for key, model in refits.items():
         fresh = refit(ModelSpec.from_json_dict(json.loads(key)), X_train, y_train, 1)
         np.testing.assert_array_equal(model.predict_proba(X_valid), fresh.predict_proba(X_valid))
     np.testing.assert_array_equal(chosen.predict_proba(X_valid), refit(result.best, X_train, y_train, 1).predict_proba(X_valid))
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost", "catboost"])
+def test_a_trial_past_the_deadline_stops_at_its_best_round_so_far(data, family):
+    """A booster still early-stopping when the tuning budget's deadline has passed stops, keeping its best round,
+    and a spec with that round count refits to the same model (LightGBM, XGBoost); before it, nothing changes."""
+    import time
+
+    X_train, y_train, X_valid, y_valid = data
+    params = {"lightgbm": {"learning_rate": 0.02, "num_leaves": 8}, "xgboost": {"eta": 0.02, "max_depth": 3},
+              "catboost": {"learning_rate": 0.03, "depth": 4}}[family]
+    free = fit_model(family, params, X_train, y_train, 1, X_valid=X_valid, y_valid=y_valid)
+    later = fit_model(family, params, X_train, y_train, 1, X_valid=X_valid, y_valid=y_valid,
+                      deadline=time.monotonic() + 3600)
+    stopped = fit_model(family, params, X_train, y_train, 1, X_valid=X_valid, y_valid=y_valid,
+                        deadline=time.monotonic() - 1)
+    assert later.spec == free.spec and free.spec.num_rounds > 2
+    assert stopped.spec.num_rounds == 1  # the deadline had passed at the first round
+    probability = stopped.predict_proba(X_valid)
+    assert np.isfinite(probability).all() and len(np.unique(probability)) > 1
+    if family != "catboost":
+        np.testing.assert_array_equal(probability, refit(stopped.spec, X_train, y_train, 1).predict_proba(X_valid))
+
+
+def test_tuning_stops_the_trials_running_past_its_timeout(data, monkeypatch):
+    """Optuna starts no trial after the timeout; a booster still running at it stops at its best round so far.
+    Here the search's clock starts an hour early (Optuna's own does not), so every booster trial runs past it."""
+    import time
+    from types import SimpleNamespace
+
+    import ml.families.classifier as classifier
+
+    X_train, y_train, X_valid, y_valid = data
+    trials, fit = [], classifier.fit_model
+
+    def recorded(*args, **kwargs):
+        model = fit(*args, **kwargs)
+        if kwargs.get("X_valid") is not None and model.spec.family in ("lightgbm", "xgboost", "catboost"):
+            trials.append(model.spec.num_rounds)
+        return model
+
+    monkeypatch.setattr(classifier, "fit_model", recorded)
+    monkeypatch.setattr(classifier, "time", SimpleNamespace(monotonic=lambda: time.monotonic() - 3600))
+    tune(X_train, y_train, X_valid, y_valid, Budget(n_trials=5, timeout_seconds=120, random_state=1), study_name="late")
+    assert len(trials) >= 3 and set(trials) == {1}
 
 
 def test_an_ensemble_averages_its_members_in_log_odds_and_explains_itself(data):

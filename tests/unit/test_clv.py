@@ -31,6 +31,7 @@ from ml.families.clv import (
     training_data_shortfall,
     value_tier,
 )
+from ml.tuning import Budget
 
 RUN_DATE = dt.date(2024, 7, 1)
 CONFIG = ClvConfig(horizon_days=60, n_trials=4, timeout_seconds=600.0, random_state=11)
@@ -323,11 +324,30 @@ def test_gbm_selection_is_deterministic_for_a_seed(selection, holdout):
 
 
 def test_a_spec_refits_to_the_same_predictions(selection, holdout):
+    """The GBM's validation predictions are its chosen trial's booster's, which a refit of the spec on the same
+    customers reproduces bit for bit (the same trees); BTYD's refit is a new optimisation, equal to 1e-9."""
     (train_features, train_label), (valid_features, _) = holdout
     fit = LabelledSet(pd.Timestamp(RUN_DATE, tz="UTC"), train_features, train_label)
     for name in (GBM, BTYD):
         refitted = predict_test_window(selection.specs[name], fit, valid_features, CONFIG)
+        if name == GBM:
+            np.testing.assert_array_equal(refitted, selection.validation_predictions[name].to_numpy())
         np.testing.assert_allclose(refitted, selection.validation_predictions[name].to_numpy(), rtol=1e-9, err_msg=name)
+
+
+def test_gbm_trials_running_past_the_timeout_stop_at_their_best_round(holdout, monkeypatch):
+    """A trial still boosting when the tuning timeout has passed stops at its best round so far. Here the search's
+    clock starts an hour early (Optuna's own does not), so every trial runs past it."""
+    import time
+    from types import SimpleNamespace
+
+    import ml.families.clv.gbm as gbm
+
+    (train_features, train_label), (valid_features, valid_label) = holdout
+    monkeypatch.setattr(gbm, "time", SimpleNamespace(monotonic=lambda: time.monotonic() - 3600))
+    params, num_rounds, booster = gbm.tune_gbm(train_features, train_label, valid_features, valid_label,
+                                               Budget(3, 600.0, 11))
+    assert num_rounds == 1 and booster.num_trees() == 1
 
 
 def test_selection_ties_go_to_btyd(holdout, monkeypatch):

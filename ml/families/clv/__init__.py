@@ -196,10 +196,9 @@ def select_clv_model(
     started = time.perf_counter()
     tuned = tune_gbm(train_features, train_label, valid_features, valid_label,
                      Budget(config.n_trials, config.timeout_seconds, config.random_state), callbacks)
-    if tuned is not None:
-        params, num_rounds = dict(tuned[0]), tuned[1]
-        booster = fit_gbm(train_features, train_label, params, num_rounds, config.random_state)
-        predictions[GBM] = booster.predict(X_valid)
+    if tuned is not None:  # the chosen trial's booster: fit_gbm of its spec on the training customers
+        params, num_rounds, booster = dict(tuned[0]), tuned[1], tuned[2]
+        predictions[GBM] = booster.predict(X_valid, num_iteration=num_rounds)
     else:  # every trial's validation RMSE was non-finite: the GBM has no score and cannot win
         params, num_rounds = {}, 1
         predictions[GBM] = np.full(len(y_valid), np.nan)
