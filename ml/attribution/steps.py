@@ -35,20 +35,9 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
     ``scores.order_attribution`` rows in the run folder. Without touchpoints (no clickstream) only the
     recorded channel is published. Also written: ``order_credits``, the run's ``attribution_model`` on every
     order of the extract (:func:`ml.attribution.nightly.history_credits`), which the acquisition economics
-    and the campaign analytics read."""
+    and the campaign analytics read, and the budget model's attributed target at night."""
     settings = attribution.settings_of(params)
-    paths = frames["conversion_paths"]
-    recorded = attribution.recorded_credits(frames["orders"], run_date, settings.window_days)
-    history = attribution.history_credits(paths, frames["orders"], run_date, attribution.RECORDED, settings)
-    if (paths["position"] >= 0).any():
-        window, chosen = attribution.credits_in_window(paths, run_date, settings, params.attribution_model)
-        credits = pd.concat([window, recorded], ignore_index=True)
-        if chosen is not None:
-            history = chosen
-    else:
-        logger.warning("no touchpoints in the conversion paths for %s (no clickstream?): only the channel the store "
-                       "recorded on each order is published", run_date)
-        credits = recorded
+    credits, history = night_credits(frames["conversion_paths"], frames["orders"], run_date, params)
     summary = attribution.attribution_rows(credits, frames["marketing_spend"], run_date, settings.window_days)
     shares = attribution.channel_shares(credits)
     logger.info("attributed channel shares of the %d days before %s:\n%s", settings.window_days, run_date,
@@ -58,8 +47,29 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
             "order_credits": str(resources.write_output(run_date, "order_credits", history)),
             "order_attribution": str(resources.write_output(run_date, "order_attribution",
                                                    attribution.order_rows(credits, run_date))),
-            "orders": int(recorded["journey_id"].nunique()), "models": sorted(set(credits["model"])),
+            "orders": int(credits.loc[credits["model"] == attribution.RECORDED, "journey_id"].nunique()), "models": sorted(set(credits["model"])),
             "mlflow_run_id": run_id}
+
+
+def night_credits(paths: pd.DataFrame, orders: pd.DataFrame, run_date: dt.date,
+                  params: RunParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tonight's credits (every model on the window's orders, and the recorded channel beside them; the recorded
+    channel alone without touchpoints) and the ``order_credits``: the run's ``attribution_model`` on every order
+    of the extract, fitted beside the other models (the same as
+    :func:`ml.attribution.nightly.history_credits` of that model, tested)."""
+    settings = attribution.settings_of(params)
+    recorded = attribution.recorded_credits(orders, run_date, settings.window_days)
+    history = attribution.history_credits(paths, orders, run_date, attribution.RECORDED, settings)
+    if (paths["position"] >= 0).any():
+        window, chosen = attribution.credits_in_window(paths, run_date, settings, params.attribution_model)
+        credits = pd.concat([window, recorded], ignore_index=True)
+        if chosen is not None:
+            history = chosen
+    else:
+        logger.warning("no touchpoints in the conversion paths for %s (no clickstream?): only the channel the store "
+                       "recorded on each order is published", run_date)
+        credits = recorded
+    return credits, history
 
 
 #: the acquisition economics step's horizon of the CAC forecast (days)

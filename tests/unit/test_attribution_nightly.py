@@ -175,3 +175,30 @@ def test_a_touch_of_a_journey_without_an_outcome_is_refused():
     outcomes = pd.DataFrame({"journey_id": [1], "converted": [True], "revenue": [5.0], "conversion_ts": [T]})
     with pytest.raises(ValueError, match=r"without an outcome: \[4\]"):
         paths_dataset(journeys, outcomes, pd.Series({1: 11, 4: 14}))
+
+
+@pytest.mark.parametrize("model", [*nightly.MODEL_NAMES, nightly.RECORDED])
+def test_the_attribute_steps_order_credits_are_the_budget_targets_credits(model):
+    """At night the budget model's attributed target reads the attribute step's ``order_credits`` (the run's model on
+    every order, fitted beside the other models) instead of attributing the paths again: the same credits, and the
+    same split orders, as the target attributed on its own."""
+    from ml.attribution.steps import night_credits
+    from ml.families import budget
+    from ml.params import RunParams
+
+    orders = pd.DataFrame({"order_id": [1, 2, 3, 7], "customer_id": [11, 12, 13, 17],
+                           "channel": ["direct", "paid_search", "organic", "display"],
+                           "status": ["completed", "completed", "completed", "cancelled"],
+                           "order_value": [100.0, 50.0, 30.0, 80.0],
+                           "order_ts": [T - pd.Timedelta(days=2), T - pd.Timedelta(days=40), T - pd.Timedelta(days=1),
+                                        T - pd.Timedelta(days=1)]})
+    params = RunParams(attribution_model=model)
+    _, credits = night_credits(_paths(), orders, RUN, params)
+    settings = nightly.settings_of(params)
+    pd.testing.assert_frame_equal(credits, nightly.history_credits(_paths(), orders, RUN, model, settings))
+    from_paths = budget.target_orders({"orders": orders, "conversion_paths": _paths()}, RUN, params)
+    from_step = budget.target_orders({"orders": orders, budget.ORDER_CREDITS: credits}, RUN, params)
+    pd.testing.assert_frame_equal(from_step, from_paths)
+    # read, not recomputed: other credits give other orders
+    moved = credits.assign(channel="display") if model != nightly.RECORDED else credits.assign(channel="email")
+    assert not budget.target_orders({"orders": orders, budget.ORDER_CREDITS: moved}, RUN, params).equals(from_paths)
