@@ -14,7 +14,7 @@ import pytest
 from ml import model_card
 from ml.family import DataWindow, customer_window, dated_window
 from ml.gate import GateDecision
-from ml.registry import _without_customer_id_column, digest, what_it_predicts
+from ml.registry import SCHEMA_ROWS, _without_customer_id_column, digest, what_it_predicts, window_schema
 
 DECISION = GateDecision(
     model_name="revopt_purchase_propensity", candidate_version="7", champion_version="5", metric="roc_auc",
@@ -130,6 +130,31 @@ def test_logged_windows_carry_no_customer_id_and_a_stable_digest():
     assert digest(_without_customer_id_column(frame)) == digest(_without_customer_id_column(indexed))
     assert digest(frame) != digest(frame.assign(x=[1.0, 3.0]))
     assert len(digest(frame)) == 8
+
+
+def test_a_logged_windows_schema_is_the_one_mlflow_infers():
+    """The windows' schema is computed without MLflow's loop over every value, and equals MLflow's own: the types
+    of every kind of column a family logs, and a column required only when none of its values is missing, also
+    when the first missing value comes after the rows the types are read from."""
+    import mlflow
+    from mlflow.types.utils import _infer_schema
+
+    n = SCHEMA_ROWS + 5
+    late = np.ones(n)
+    late[-1] = np.nan
+    frame = pd.DataFrame({
+        "count": np.arange(n, dtype="int64"), "small": np.arange(n, dtype="int32") % 7, "rate": np.linspace(0, 1, n),
+        "late_nan": late, "flag": np.arange(n) % 2 == 0, "label": np.arange(n) % 3,
+        "day": pd.date_range("2024-01-01", periods=n, freq="min"),
+        "utc": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC").where(np.arange(n) != n - 2),
+        "channel": pd.Series(["email", "search", None], dtype=object).sample(n, replace=True, random_state=1).to_numpy(),
+        "segment": ["a"] * n,
+    })
+    assert window_schema(frame) == _infer_schema(frame)
+    assert window_schema(frame.iloc[:0]) == _infer_schema(frame.iloc[:0])
+    dataset = mlflow.data.from_pandas(frame, name="w")
+    dataset.schema = window_schema(frame)
+    assert dataset.to_dict()["schema"] == mlflow.data.from_pandas(frame, name="w").to_dict()["schema"]
 
 
 def test_a_family_says_what_it_predicts():
