@@ -29,9 +29,11 @@ BOOTSTRAP_RESAMPLES = 1000
 INTERVAL_LEVEL = 0.95
 
 Score = Callable[[np.ndarray, np.ndarray], float]
-#: A metric computed once per test row: ``rows(y, predicted)`` returns a function of row indices giving exactly
-#: ``score(y[indices], predicted[indices])`` (the paired bootstrap's resamples, without scoring each again).
-RowScore = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], float]]
+#: A metric that is a ratio of sums over the test rows: ``terms(y, predicted)`` returns each row's numerator and
+#: denominator, and the score of any rows is ``numerator[rows].sum() / denominator[rows].sum()`` (undefined where
+#: that denominator is not positive); e.g. a mean (denominators 1) or send time's log loss per send. The paired
+#: bootstrap sums them per resample, or per group then per resample, instead of scoring each resample again.
+RowTerms = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,16 @@ class Metric:
     test rows (``score(y, predicted)``, arrays with one row per test row), whether the run's
     ``promotion_margin`` is in the metric's units (``absolute``: ROC AUC points) or a share of the
     champion's value (``relative``: errors and deviances), and the paired test that compares two
-    models on the same rows (``"delong"`` for ROC AUC, else ``"bootstrap"``). ``rows`` (optional, for a metric
-    that is a mean or ratio of sums over rows): the same score from terms computed once per row (:data:`RowScore`),
-    which the bootstrap reads each resample from; equal to ``score`` to the bit (tests/unit/test_evaluation.py)."""
+    models on the same rows (``"delong"`` for ROC AUC, else ``"bootstrap"``). ``terms`` (optional, for a metric
+    that is a ratio of sums over rows, :data:`RowTerms`): the same score from terms computed once per row, which
+    the bootstrap sums each resample; equal to ``score`` up to the order of the sums (tests/unit/test_evaluation.py)."""
 
     name: str
     higher_is_better: bool
     relative_margin: bool
     score: Score
     paired_test: str = "bootstrap"
-    rows: RowScore | None = None
+    terms: RowTerms | None = None
 
     def __post_init__(self) -> None:
         if self.paired_test not in ("delong", "bootstrap"):
@@ -170,6 +172,9 @@ def _bootstrap(metric: Metric, candidate: Evaluation, reference: Evaluation, sig
     gain = sign * (candidate.value(metric) - reference.value(metric))
     rng = np.random.default_rng(seed)
     groups = candidate.groups if candidate.groups is not None else reference.groups
+    if metric.terms is not None and _all_finite(candidate.predicted) and _all_finite(reference.predicted):
+        gains = _summed_gains(metric.terms, candidate, reference, groups, sign, rng, resamples)
+        return (gain, *_interval(gains))
     if groups is None:
         def draw() -> np.ndarray:
             return rng.integers(0, candidate.n, candidate.n)
@@ -187,25 +192,54 @@ def _bootstrap(metric: Metric, candidate: Evaluation, reference: Evaluation, sig
             lengths = sizes[picked]
             first = np.cumsum(lengths) - lengths  # where each picked group's rows start in the resample
             return order[np.repeat(starts[picked] - first, lengths) + np.arange(int(lengths.sum()))]
-    if metric.rows is not None and _all_finite(candidate.predicted) and _all_finite(reference.predicted):
-        # each model's per-row terms once; a resample reads them (at a million customers rescoring every resample
-        # made the gates of send time and recommendations take minutes)
-        on = (_safe_rows(metric.rows(candidate.y, candidate.predicted)),
-              _safe_rows(metric.rows(reference.y, reference.predicted)))
-    else:
-        on = (lambda rows: safe_score(metric.score, candidate.y[rows], candidate.predicted[rows]),
-              lambda rows: safe_score(metric.score, reference.y[rows], reference.predicted[rows]))
+    on = (lambda rows: safe_score(metric.score, candidate.y[rows], candidate.predicted[rows]),
+          lambda rows: safe_score(metric.score, reference.y[rows], reference.predicted[rows]))
     gains = np.empty(resamples)
     for b in range(resamples):
         rows = draw()
         gains[b] = sign * (on[0](rows) - on[1](rows))
+    return (gain, *_interval(gains))
+
+
+def _summed_gains(terms: RowTerms, candidate: Evaluation, reference: Evaluation, groups: np.ndarray | None,
+                  sign: float, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """The bootstrap's gains of a ratio-of-sums metric (:data:`RowTerms`): each model's terms once, summed per
+    group when rows are grouped; a resample draws the same rows or groups as :func:`_bootstrap`'s own draw and
+    sums the drawn units' terms. At a million customers, rescoring every resample made the gates of send time and
+    recommendations take minutes, and reading each resample's rows took send time's 110 s (docs/scale.md)."""
+    if groups is None:
+        codes, units = None, candidate.n
+    else:
+        _, codes = np.unique(groups, return_inverse=True)
+        units = int(codes.max()) + 1 if len(codes) else 0
+    summed = []
+    for evaluation in (candidate, reference):
+        numerator, denominator = (np.asarray(part, dtype=np.float64) for part in terms(evaluation.y, evaluation.predicted))
+        if codes is not None:
+            numerator = np.bincount(codes, weights=numerator, minlength=units)
+            denominator = np.bincount(codes, weights=denominator, minlength=units)
+        summed.append((numerator, denominator))
+
+    def value(picked: np.ndarray, numerator: np.ndarray, denominator: np.ndarray) -> float:
+        total = denominator[picked].sum()
+        return float(numerator[picked].sum() / total) if total > 0 else math.nan
+
+    gains = np.empty(resamples)
+    for b in range(resamples):
+        picked = rng.integers(0, units, units)
+        gains[b] = sign * (value(picked, *summed[0]) - value(picked, *summed[1]))
+    return gains
+
+
+def _interval(gains: np.ndarray) -> tuple[float, float, float]:
+    """The interval and one-sided p-value read off the bootstrap's gains (NaN where no gain is finite)."""
     finite = gains[np.isfinite(gains)]
     if not len(finite):
-        return gain, math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan
     tail = (1 - INTERVAL_LEVEL) / 2
     low, high = np.quantile(finite, [tail, 1 - tail])
     p_value = (1 + int((finite <= 0).sum())) / (1 + len(finite))
-    return gain, float(low), float(high), float(p_value)
+    return float(low), float(high), float(p_value)
 
 
 def summarise_backtest(per_origin: Sequence[Mapping[str, float]], keys: Sequence[str]) -> dict[str, float]:
@@ -223,11 +257,6 @@ def summarise_backtest(per_origin: Sequence[Mapping[str, float]], keys: Sequence
 def _all_finite(predicted: np.ndarray) -> bool:
     values = np.asarray(predicted, dtype="float64")
     return bool(np.isfinite(values).all())
-
-
-def _safe_rows(value: Callable[[np.ndarray], float]) -> Callable[[np.ndarray], float]:
-    """A :data:`RowScore`'s function of rows, NaN where the metric is undefined on them (as :func:`safe_score`)."""
-    return lambda rows: _defined(lambda: value(rows))
 
 
 def _defined(value: Callable[[], float]) -> float:

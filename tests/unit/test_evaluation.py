@@ -96,10 +96,11 @@ def test_a_grouped_resample_holds_each_picked_groups_rows_in_the_order_picked():
     assert got[1:] == (float(low), float(high), float(p_value)) and math.isfinite(got[0])
 
 
-@pytest.mark.parametrize("which", ["ndcg", "send_time_log_loss"])
-def test_a_metric_read_from_per_row_terms_bootstraps_to_the_same_bits(which):
-    """``Metric.rows`` (NDCG: a mean over rows; send time's log loss: a ratio of sums) gives the paired bootstrap
-    exactly what rescoring each resample gives: the same gain, interval and p-value."""
+@pytest.mark.parametrize("which", ["ndcg", "send_time_log_loss", "ndcg_grouped"])
+def test_a_metric_read_from_per_row_terms_bootstraps_as_rescoring_does(which):
+    """``Metric.terms`` (NDCG: a mean over rows; send time's log loss: a ratio of sums) gives the paired bootstrap
+    what rescoring each resample gives: the same resamples, so the same gain, p-value and interval, up to the order
+    of the sums (grouped: each group's terms summed first)."""
     import dataclasses
 
     from ml.evaluation import _bootstrap
@@ -108,8 +109,8 @@ def test_a_metric_read_from_per_row_terms_bootstraps_to_the_same_bits(which):
 
     rng = np.random.default_rng(4)
     n = 3000
-    if which == "ndcg":
-        metric, groups = NDCG, None
+    if which.startswith("ndcg"):
+        metric, groups = NDCG, (rng.integers(0, 300, n) * 3 + 1 if which == "ndcg_grouped" else None)
         truth = np.where(rng.random((n, 4)) < 0.5, rng.integers(0, 40, (n, 4)), -1).astype(float)
         first, second = (np.where(rng.random((n, 10)) < 0.9, rng.integers(0, 40, (n, 10)), -1).astype(float)
                          for _ in range(2))
@@ -118,13 +119,29 @@ def test_a_metric_read_from_per_row_terms_bootstraps_to_the_same_bits(which):
         sends = rng.integers(0, 4, n)
         truth = np.column_stack([sends, rng.binomial(sends, 0.2)]).astype(float)
         first, second = rng.uniform(0.05, 0.4, n), rng.uniform(0.05, 0.4, n)
-    assert metric.rows is not None
+    assert metric.terms is not None
     candidate, reference = Evaluation("a", truth, first, groups=groups), Evaluation("b", truth, second)
     fast = _bootstrap(metric, candidate, reference, 1.0, 3, 300)
-    slow = _bootstrap(dataclasses.replace(metric, rows=None), candidate, reference, 1.0, 3, 300)
-    assert fast == slow and all(np.isfinite(fast))
-    everyone = np.arange(n)
-    assert metric.rows(truth, first)(everyone) == metric.score(truth, first)
+    slow = _bootstrap(dataclasses.replace(metric, terms=None), candidate, reference, 1.0, 3, 300)
+    assert fast[0] == slow[0] and fast[3] == slow[3] and all(np.isfinite(fast))
+    assert fast[1:3] == pytest.approx(slow[1:3], rel=1e-12, abs=1e-15)
+    numerator, denominator = metric.terms(truth, first)
+    assert numerator.sum() / denominator.sum() == pytest.approx(metric.score(truth, first), rel=1e-15)
+
+
+def test_a_ratio_metric_undefined_on_a_resample_counts_as_no_gain():
+    """A resample whose rows have no trials (send time: no sends) has no value: its gain is left out, as when
+    rescoring (the score raises ValueError there)."""
+    import dataclasses
+
+    from ml.evaluation import _bootstrap
+    from ml.families.send_time import FAMILY as SEND_TIME
+
+    truth = np.array([[0.0, 0.0], [0.0, 0.0], [3.0, 1.0]])  # one row in three has sends
+    candidate, reference = Evaluation("a", truth, np.full(3, 0.3)), Evaluation("b", truth, np.full(3, 0.2))
+    fast = _bootstrap(SEND_TIME.metric, candidate, reference, -1.0, 7, 200)
+    slow = _bootstrap(dataclasses.replace(SEND_TIME.metric, terms=None), candidate, reference, -1.0, 7, 200)
+    assert fast[3] == slow[3] and fast[1:3] == pytest.approx(slow[1:3], rel=1e-12)
 
 
 def test_a_non_finite_prediction_makes_the_value_nan():

@@ -20,7 +20,7 @@ with history before ``cutoff`` that appear in some list.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,10 +61,10 @@ def ndcg_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(per_row)) if len(per_row) else float("nan")
 
 
-def ndcg_rows(y: np.ndarray, predicted: np.ndarray) -> Callable[[np.ndarray], float]:
-    """:func:`ndcg_at_k` of any rows, from each row's NDCG computed once (the gate's paired bootstrap)."""
+def ndcg_terms(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ndcg_at_k` as a ratio of sums (:data:`ml.evaluation.RowTerms`): each row's NDCG over a count of 1."""
     per_row = _ndcg_per_row(y, predicted)
-    return lambda rows: float(np.mean(per_row[rows])) if len(rows) else float("nan")
+    return per_row, np.ones(len(per_row))
 
 
 def precision_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
@@ -77,7 +77,7 @@ def recall_at_k(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(hits.sum(axis=1) / np.maximum(relevant, 1))) if len(hits) else float("nan")
 
 
-NDCG = Metric("ndcg_at_k", higher_is_better=True, relative_margin=True, score=ndcg_at_k, rows=ndcg_rows)
+NDCG = Metric("ndcg_at_k", higher_is_better=True, relative_margin=True, score=ndcg_at_k, terms=ndcg_terms)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,28 @@ from numba import njit, prange
 ITEM_KERNEL_BYTES = 512 * 2**20
 
 
+@njit(parallel=True, cache=True)
+def item_scores(x: np.ndarray, factors_t: np.ndarray) -> np.ndarray:
+    """Each customer's score of each item, ``x @ factors_t`` (customers x f times f x items), every score summed
+    over the factors in order. BLAS's matrix product sums a row in an order that depends on where the row falls in
+    the batch (its edge tiles): on an AVX2 machine ~4 % of the customers scored in a partition got another last bit
+    than scored with everyone (tests/unit/test_recommend.py). The item loop is innermost, so it vectorises without
+    reordering any sum; as fast as the BLAS product it replaces, measured beside it on this machine."""
+    m, f = x.shape
+    n = factors_t.shape[1]
+    out = np.empty((m, n))
+    for i in prange(m):
+        row = out[i]
+        for j in range(n):
+            row[j] = 0.0
+        for a in range(f):
+            weight = x[i, a]
+            factor = factors_t[a]
+            for j in range(n):
+                row[j] += weight * factor[j]
+    return out
+
+
 def item_kernel(factors: np.ndarray, projected: np.ndarray) -> np.ndarray:
     """``Y G^-1 Y'`` (items x items) when it fits :data:`ITEM_KERNEL_BYTES`, else an empty (0, 0): compute per customer."""
     if factors.shape[0] ** 2 * 8 > ITEM_KERNEL_BYTES:

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from features.interactions import SEGMENT_COLUMNS, RecommendationInput
 from ml.families.recommend.config import MIN_SEGMENT_BUYERS, Rules
 from ml.families.recommend.estimator import ItemFactors, Strengths, fold_in, popularity, strengths
+from ml.families.recommend.kernels import item_scores
 
 PUBLISHED_COLUMNS: tuple[str, ...] = ("customer_id", "rank", "product_id", "category", "score", "reason",
                                       "reason_product_id", "source")
@@ -245,9 +246,10 @@ def _rank_model(ranked: Ranked, model: ItemFactors, cells: Strengths, rows: np.n
     model_of[in_catalogue[scored]] = np.flatnonzero(scored)
     # a purchase explains a recommendation when the store can name it and its category is not excluded (postage)
     explains = scored & ~catalogue.excluded_category[np.maximum(in_catalogue, 0)]
+    factors_t = np.ascontiguousarray(model.factors[scored].T)
     for solved in fold_in(model, rows[known], item[known], cells.n[known], cells.bought[known]):
         scores = np.full((len(solved.positions), len(catalogue.product_ids)), -np.inf)
-        scores[:, in_catalogue[scored]] = solved.x @ model.factors[scored].T
+        scores[:, in_catalogue[scored]] = item_scores(np.ascontiguousarray(solved.x, dtype=np.float64), factors_t)
         chosen, values = top_k(_masked(scores, solved.positions, catalogue, excluded), catalogue.category_codes,
                                rules.k, rules.max_per_category)
         chosen_items = np.where(chosen >= 0, model_of[np.maximum(chosen, 0)], -1)

@@ -148,7 +148,7 @@ from ml.families.send_time.backtest import (
     held_out_scores,
     holdout_start,
     log_loss,
-    log_loss_rows,
+    log_loss_terms,
     log_progress,
     no_hour_preference,
     prepare_backtest,
@@ -262,7 +262,7 @@ class SendTimeFamily:
     training_datasets: tuple[str, ...] = (ENGAGEMENT, ORDERS, CUSTOMERS)
     # at night the engagement summed to the model's cells in the events store (the same cube, far fewer rows)
     nightly_datasets: tuple[str, ...] = (LOCAL_ENGAGEMENT, ORDERS, CUSTOMERS)
-    metric = Metric("log_loss", higher_is_better=False, relative_margin=True, score=log_loss, rows=log_loss_rows)
+    metric = Metric("log_loss", higher_is_better=False, relative_margin=True, score=log_loss, terms=log_loss_terms)
     description = ("Each customer's best hour to receive an email (and the expected open rate there), from their "
                    "opens, sessions and orders by local hour, pooled with their segment's curve where they have "
                    "little history: published as scores.send_time_recommendations.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,23 +191,19 @@ def log_loss(y: np.ndarray, predicted: np.ndarray) -> float:
     Bernoulli log loss per send); without, its sessions / orders counted as trials and successes
     alike with ``p`` the customer's activity share at that hour (the mean categorical log loss per
     event over 24 hours). Raises ValueError on rows without trials (nothing to score)."""
-    return log_loss_rows(y, predicted)(slice(None))
+    losses, trials = log_loss_terms(y, predicted)
+    if not trials.sum() > 0:
+        raise ValueError("log loss of rows without sends or activity")
+    return float(losses.sum() / trials.sum())
 
 
-def log_loss_rows(y: np.ndarray, predicted: np.ndarray) -> Callable[[Any], float]:
-    """:func:`log_loss` of any rows (an index array, or ``slice(None)`` for all), from each row's terms computed
-    once (the gate's paired bootstrap); raises ValueError on rows without trials, as :func:`log_loss` does."""
+def log_loss_terms(y: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`log_loss` as a ratio of sums (:data:`ml.evaluation.RowTerms`, the gate's paired bootstrap): each row's
+    negative log likelihood over its trials."""
     y = np.asarray(y, dtype=np.float64).reshape(-1, 2)
     n, k = np.ascontiguousarray(y[:, 0]), y[:, 1]
     p = np.clip(np.asarray(predicted, dtype=np.float64), _MIN_RATE, _MAX_RATE)
-    terms = k * np.log(p) + (n - k) * np.log1p(-p)
-
-    def value(rows: Any) -> float:
-        trials = n[rows]
-        if not trials.sum() > 0:
-            raise ValueError("log loss of rows without sends or activity")
-        return float(-terms[rows].sum() / trials.sum())
-    return value
+    return -(k * np.log(p) + (n - k) * np.log1p(-p)), n
 
 
 def _uses_email(backtest: Backtest) -> bool:
