@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -63,7 +64,8 @@ from features.customer import (
     features_at, population, sampled, selection_split, spend_set,
 )
 from ml import plots
-from ml.evaluation import Evaluation, Metric, mae, rmse, spearman, summarise_backtest
+from ml.evaluation import (Evaluation, Metric, absolute_errors, mae, rmse, spearman, squared_errors,
+                           summarise_backtest)
 from ml.families.rolling_origin import backtest_params, earlier_origin_params
 from ml.family import Frames, Trained, customer_window, require_finite
 from ml.families.clv.btyd import (
@@ -86,8 +88,9 @@ SELECTION_METRICS: dict[str, bool] = {"mae": False, "rmse": False, "spearman": T
 #: What the promotion gate compares for each ``clv_selection_metric``: errors with a margin relative to
 #: the champion's, rank correlation with a margin in points.
 GATE_METRICS: dict[str, Metric] = {
-    "rmse": Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse),
-    "mae": Metric("mae", higher_is_better=False, relative_margin=True, score=mae),
+    "rmse": Metric("rmse", higher_is_better=False, relative_margin=True, score=rmse, terms=squared_errors,
+                   finish=math.sqrt),
+    "mae": Metric("mae", higher_is_better=False, relative_margin=True, score=mae, terms=absolute_errors),
     "spearman": Metric("spearman", higher_is_better=True, relative_margin=False, score=spearman),
 }
 
