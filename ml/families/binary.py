@@ -45,7 +45,7 @@ import pandas as pd
 
 from features.customer import (
     EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs,
-    population, purchase_label, sampled, selection_split,
+    importance_sample, population, purchase_label, sampled, selection_split,
 )
 from ml import plots
 from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
@@ -330,9 +330,9 @@ class BinaryFamily:
         metrics["roc_auc"] = float(ROC_AUC.score(test.y.to_numpy(), raw))  # the gate's: raw scores, before calibration
         baseline = self.baseline_evaluation(test, data.window)
         backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
-        # TreeSHAP over the sample of the test window's customers (all of them when it holds fewer): at a million
+        # TreeSHAP over a sample of the test window's customers (all of them when it holds fewer): at a million
         # customers the whole window would cost minutes for a plot and a logged mean
-        importance = model.contributions(sampled(test, params.training_sample_customers, seed).X).abs().mean().rename(
+        importance = model.contributions(importance_sample(test, params.training_sample_customers, seed).X).abs().mean().rename(
             "mean |contribution| on the test window (log-odds)")
         return Trained(
             model=final,

@@ -560,6 +560,12 @@ def test_the_logged_importance_is_computed_on_the_sample_of_the_test_window(trai
                         lambda self, features: explained.append(len(features)) or contributions(self, features))
     FAMILY.train(data, dataclasses.replace(params, training_sample_customers=300, n_trials=2, backtest_origins=1), [])
     assert len(data.test.y) > 1000 and explained == [300]
+    # and at most IMPORTANCE_CUSTOMERS of them, also when every customer is fitted on (0)
+    import features.customer
+
+    monkeypatch.setattr(features.customer, "IMPORTANCE_CUSTOMERS", 400)
+    FAMILY.train(data, dataclasses.replace(params, training_sample_customers=0, n_trials=2, backtest_origins=1), [])
+    assert explained == [300, 400]
 
 
 def test_clv_selection_never_sees_the_test_window(trained):

@@ -61,7 +61,7 @@ import pandas as pd
 
 from features.customer import (
     EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, clv_label, describe_test_window, evaluation_cutoffs,
-    features_at, population, sampled, selection_split, spend_set,
+    features_at, importance_sample, population, sampled, selection_split, spend_set,
 )
 from ml import plots
 from ml.evaluation import (Evaluation, Metric, absolute_errors, mae, rmse, spearman, squared_errors,
@@ -454,7 +454,7 @@ class ClvFamily:
         final = fit_final_clv_model(selection, test.X, test.y, config, btyd_fit_features=data.features_now)
         # TreeSHAP over the sample of the test window's customers (all of them when it holds fewer), as the binary
         # families: at a million customers the whole window cost minutes for a plot and a logged mean
-        contributions = final.contributions(sampled(test, params.training_sample_customers, params.seed).X)
+        contributions = final.contributions(importance_sample(test, params.training_sample_customers, params.seed).X)
         importance = None if contributions is None else contributions.abs().mean().rename(
             "mean |contribution| on the test window (log spend)")
         lookback = params.lookback_days
