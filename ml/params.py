@@ -75,7 +75,8 @@ class RunParams:
         "tuning_timeout_seconds; the gate decides on the latest alone.", (TRAINING,))
     training_sample_customers: int = _param(
         200_000, {"type": "integer", "minimum": 0},
-        "Customers the customer models (propensity, churn, CLV) are tuned and fitted on at each fit cutoff: a seeded "
+        "Customers the customer models (propensity, churn, CLV) are tuned and fitted on at each fit cutoff (CLV's "
+        "published model too, on the latest labelled window): a seeded "
         "sample by customer-id hash, the same customers at every cutoff and re-run (0: every customer). Their test "
         "window the gate decides on always holds every customer. Send time and recommendations train and test "
         "on the sample alone (send time's training extract reads only its hourly engagement). On a 200k-customer "

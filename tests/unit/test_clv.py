@@ -554,12 +554,19 @@ def test_the_logged_importance_is_computed_on_the_sample_of_the_test_window(trai
     from ml.families.clv.model import ClvModel
 
     data, _, params = trained
-    explained = []
-    contributions = ClvModel.contributions
+    import ml.families.clv as clv
+
+    explained, final_fits = [], []
+    contributions, fit_final = ClvModel.contributions, clv.fit_final_clv_model
     monkeypatch.setattr(ClvModel, "contributions",
                         lambda self, features: explained.append(len(features)) or contributions(self, features))
-    FAMILY.train(data, dataclasses.replace(params, training_sample_customers=300, n_trials=2, backtest_origins=1), [])
+    monkeypatch.setattr(clv, "fit_final_clv_model", lambda selection, features, label, *args, **kwargs:
+                        final_fits.append(len(features)) or fit_final(selection, features, label, *args, **kwargs))
+    result = FAMILY.train(data, dataclasses.replace(params, training_sample_customers=300, n_trials=2,
+                                                    backtest_origins=1), [])
     assert len(data.test.y) > 1000 and explained == [300]
+    # the published model learns from the same sample of the latest labelled window
+    assert final_fits == [300] and result.params["n_final_fit"] == 300
     # and at most IMPORTANCE_CUSTOMERS of them, also when every customer is fitted on (0)
     import features.customer
 
