@@ -33,6 +33,16 @@ def _paths() -> pd.DataFrame:
     return paths_dataset(journeys, outcomes, pd.Series({1: 11, 2: 12, 3: 13, 9: 19}))
 
 
+def _orders() -> pd.DataFrame:
+    """The orders of :func:`_paths`' journeys (1, 2, 3) and a cancelled one (7) the store recorded as display."""
+    return pd.DataFrame({"order_id": [1, 2, 3, 7], "customer_id": [11, 12, 13, 17],
+                         "channel": ["direct", "paid_search", "organic", "display"],
+                         "status": ["completed", "completed", "completed", "cancelled"],
+                         "order_value": [100.0, 50.0, 30.0, 80.0],
+                         "order_ts": [T - pd.Timedelta(days=2), T - pd.Timedelta(days=40), T - pd.Timedelta(days=1),
+                                      T - pd.Timedelta(days=1)]})
+
+
 def test_the_flat_dataset_gives_the_model_frames_back():
     journeys, outcomes = split_paths(_paths())
     assert list(journeys["journey_id"]) == [1, 1, 2, 9]
@@ -100,12 +110,7 @@ def test_a_model_that_loses_credit_stops_the_night(monkeypatch):
 def test_orders_split_by_a_model_feed_the_media_history_by_their_shares():
     from features.media import media_history
 
-    orders = pd.DataFrame({"order_id": [1, 2, 3, 7], "customer_id": [11, 12, 13, 17],
-                           "channel": ["direct", "paid_search", "organic", "display"],
-                           "status": ["completed", "completed", "completed", "cancelled"],
-                           "order_value": [100.0, 50.0, 30.0, 80.0],
-                           "order_ts": [T - pd.Timedelta(days=2), T - pd.Timedelta(days=40), T - pd.Timedelta(days=1),
-                                        T - pd.Timedelta(days=1)]})
+    orders = _orders()
     settings = nightly.AttributionSettings()
     split = nightly.attributed_orders(orders, nightly.history_credits(_paths(), orders, RUN, "linear", settings))
     by_order = split.groupby("order_id")["credit"].sum()
@@ -186,12 +191,7 @@ def test_the_attribute_steps_order_credits_are_the_budget_targets_credits(model)
     from ml.families import budget
     from ml.params import RunParams
 
-    orders = pd.DataFrame({"order_id": [1, 2, 3, 7], "customer_id": [11, 12, 13, 17],
-                           "channel": ["direct", "paid_search", "organic", "display"],
-                           "status": ["completed", "completed", "completed", "cancelled"],
-                           "order_value": [100.0, 50.0, 30.0, 80.0],
-                           "order_ts": [T - pd.Timedelta(days=2), T - pd.Timedelta(days=40), T - pd.Timedelta(days=1),
-                                        T - pd.Timedelta(days=1)]})
+    orders = _orders()
     params = RunParams(attribution_model=model)
     _, credits = night_credits(_paths(), orders, RUN, params)
     settings = nightly.settings_of(params)
