@@ -219,7 +219,8 @@ def _summed_gains(metric: Metric, candidate: Evaluation, reference: Evaluation, 
         units = int(codes.max()) + 1 if len(codes) else 0
     summed = []
     for evaluation in (candidate, reference):
-        numerator, denominator = (np.asarray(part, dtype=np.float64) for part in terms(evaluation.y, evaluation.predicted))
+        numerator, denominator = (np.asarray(part, dtype=np.float64)
+                                  for part in terms(evaluation.y, evaluation.predicted))
         if codes is not None:
             numerator = np.bincount(codes, weights=numerator, minlength=units)
             denominator = np.bincount(codes, weights=denominator, minlength=units)

@@ -47,7 +47,8 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
             "order_credits": str(resources.write_output(run_date, "order_credits", history)),
             "order_attribution": str(resources.write_output(run_date, "order_attribution",
                                                    attribution.order_rows(credits, run_date))),
-            "orders": int(credits.loc[credits["model"] == attribution.RECORDED, "journey_id"].nunique()), "models": sorted(set(credits["model"])),
+            "orders": int(credits.loc[credits["model"] == attribution.RECORDED, "journey_id"].nunique()),
+            "models": sorted(set(credits["model"])),
             "mlflow_run_id": run_id}
 
 

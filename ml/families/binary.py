@@ -332,7 +332,8 @@ class BinaryFamily:
         backtest = self._backtest(data, params, metrics, baseline.value(self.metric))
         # TreeSHAP over a sample of the test window's customers (all of them when it holds fewer): at a million
         # customers the whole window would cost minutes for a plot and a logged mean
-        importance = model.contributions(importance_sample(test, params.training_sample_customers, seed).X).abs().mean().rename(
+        explained = importance_sample(test, params.training_sample_customers, seed)
+        importance = model.contributions(explained.X).abs().mean().rename(
             "mean |contribution| on the test window (log-odds)")
         return Trained(
             model=final,
