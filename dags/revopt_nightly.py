@@ -85,12 +85,11 @@ def revopt_nightly():
                                          run_params_of(context), output="send_time_recommendations"), context)
 
     @task
-    def allocate_budget(extract_paths: dict[str, str], attributed: dict, **context) -> dict:
+    def allocate_budget(extract_paths: dict[str, str], **context) -> dict:
         from ml.families import budget
         from ml.pipeline import recommend
 
-        paths = {**extract_paths, budget.ORDER_CREDITS: attributed["order_credits"]}  # not attributed again
-        return skip_if_skipped(recommend(budget.FAMILY, resources(), run_date_of(context), paths,
+        return skip_if_skipped(recommend(budget.FAMILY, resources(), run_date_of(context), extract_paths,
                                          run_params_of(context), output="budget_allocations"), context)
 
     @task
@@ -161,8 +160,8 @@ def revopt_nightly():
     assigned >> [prices, send_times]  # price and message experiments are served from tonight's assignments too
     published_prices = publish_to("publish_prices", "price_recommendations")(prices)
     published_send_times = publish_to("publish_send_times", "send_time_recommendations")(send_times)
+    published_budget = publish_to("publish_budget", "budget_allocations")(allocate_budget(validated))
     attributed = attribute(validated)
-    published_budget = publish_to("publish_budget", "budget_allocations")(allocate_budget(validated, attributed))
     published_attribution = publish_outputs("publish_attribution", "attribution", "order_attribution")(attributed)
     economics = acquisition_economics(validated, attributed)
     published_scores >> economics  # tonight's CLV

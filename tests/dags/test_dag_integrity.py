@@ -28,7 +28,7 @@ EXPECTED_EDGES = {
         "publish_prices": {"recommend_prices"},
         "recommend_send_times": {"validate", "assign_experiments"},
         "publish_send_times": {"recommend_send_times"},
-        "allocate_budget": {"validate", "attribute"},  # reads attribute's order credits
+        "allocate_budget": {"validate"},
         "publish_budget": {"allocate_budget"},
         "attribute": {"validate"},
         "publish_attribution": {"attribute"},

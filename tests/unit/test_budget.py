@@ -734,8 +734,7 @@ def test_family_evaluates_a_champion_spec_on_the_test_window(simulated):
     assert FAMILY.evaluate(data, config_spec("budget", MediaConfig(target="attributed")), RunParams()) is None
     assert FAMILY.metric is MAPE and FAMILY.metric.name == "mape"
     assert not FAMILY.metric.higher_is_better and FAMILY.metric.relative_margin and FAMILY.metric.paired_test == "bootstrap"
-    assert FAMILY.training_datasets == ("marketing_spend", "orders", "conversion_paths")
-    assert FAMILY.nightly_datasets == ("marketing_spend", "orders", "order_credits")  # the attribute step's
+    assert FAMILY.training_datasets == FAMILY.nightly_datasets == ("marketing_spend", "orders", "conversion_paths")
 
 
 # --- the test window, the baseline and the gate's evaluations ---------------------------------------
