@@ -45,11 +45,12 @@ import pandas as pd
 
 from features.customer import (
     EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, active_mask, describe_test_window, evaluation_cutoffs,
-    importance_sample, population, purchase_label, sampled, selection_split,
+    population, purchase_label, sampled, selection_split,
 )
 from ml import plots
 from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
 from ml.families.clv.btyd import BtydParams, btyd_expected_purchases, btyd_inputs, btyd_p_alive, fit_btyd
+from ml.families.importance import importance_sample
 from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,

@@ -568,9 +568,9 @@ def test_the_logged_importance_is_computed_on_the_sample_of_the_test_window(trai
     # the published model learns from the same sample of the latest labelled window
     assert final_fits == [300] and result.params["n_final_fit"] == 300
     # and at most IMPORTANCE_CUSTOMERS of them, also when every customer is fitted on (0)
-    import features.customer
+    import ml.families.importance
 
-    monkeypatch.setattr(features.customer, "IMPORTANCE_CUSTOMERS", 400)
+    monkeypatch.setattr(ml.families.importance, "IMPORTANCE_CUSTOMERS", 400)
     FAMILY.train(data, dataclasses.replace(params, training_sample_customers=0, n_trials=2, backtest_origins=1), [])
     assert explained == [300, 400]
 

@@ -105,13 +105,14 @@ def test_the_sample_is_the_smallest_hashes_stable_across_cutoffs_and_runs() -> N
 def test_the_importance_is_averaged_over_at_most_its_own_share_of_the_sample(monkeypatch) -> None:
     """The logged importance reads the ``training_sample_customers`` sample of the test window, at most
     IMPORTANCE_CUSTOMERS of it: the bottom of the same seeded hash, so a subset of the sample."""
-    import features.customer
-    from features.customer import LabelledSet, importance_sample, sampled
+    import ml.families.importance
+    from features.customer import LabelledSet, sampled
+    from ml.families.importance import importance_sample
 
     ids = pd.Index(np.arange(1, 5_001, dtype="int64") * 7, name="customer_id")
     window = LabelledSet(pd.Timestamp("2024-01-01", tz="UTC"), pd.DataFrame({"x": np.arange(len(ids))}, index=ids),
                          pd.Series(1, index=ids))
-    monkeypatch.setattr(features.customer, "IMPORTANCE_CUSTOMERS", 1_000)
+    monkeypatch.setattr(ml.families.importance, "IMPORTANCE_CUSTOMERS", 1_000)
     assert len(importance_sample(window, 300, 5).y) == 300
     for n in (0, 2_000, 10_000):
         chosen = importance_sample(window, n, 5)

@@ -62,7 +62,7 @@ import pandas as pd
 
 from features.customer import (
     EVENT_FEATURES_AT_CUTOFFS, FEATURE_COLUMNS, LabelledSet, clv_label, describe_test_window, evaluation_cutoffs,
-    features_at, importance_sample, population, sampled, selection_split, spend_set,
+    features_at, population, sampled, selection_split, spend_set,
 )
 from ml import plots
 from ml.evaluation import (Evaluation, Metric, absolute_errors, mae, rmse, spearman, squared_errors,
@@ -73,6 +73,7 @@ from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
     btyd_inputs, btyd_p_alive, fit_btyd,
 )
+from ml.families.importance import importance_sample
 from ml.families.clv.gbm import _base_params, _design, feature_matrix, fit_gbm, tune_gbm
 from ml.families.clv.metrics import evaluate_clv, value_tier
 from ml.families.clv.model import BTYD, GBM, ClvModel
