@@ -185,11 +185,6 @@ MODEL_NAME = "revopt_budget_allocation"
 #: the conversion paths too: the attributed target splits orders by the run's attribution model, at training
 #: and in the nightly shortfall check, which must read what training fitted
 _DATASETS = ("marketing_spend", "orders", "conversion_paths")
-#: The nightly attribute step's ``order_credits`` (the run's attribution model on every order of the extract,
-#: :func:`ml.attribution.nightly.history_credits`): :func:`target_orders` reads them when given instead of
-#: attributing the conversion paths again. The nightly DAG does not pass them yet: in session 22 the
-#: five-customer store's nightly budget then found no attributed orders where training had (not traced).
-ORDER_CREDITS = "order_credits"
 _LOGGED_CONFIG = ("regularisation", "trend_knot_days", "trend_smoothing", "fourier_order")
 #: Test metrics summarised over the rolling-origin backtest's origins (``backtest_<metric>_origin<k>``).
 BACKTEST_METRICS = ("mape", "weekly_mape", "r2", "baseline_mape")
@@ -206,18 +201,13 @@ def budget_constraints(params: RunParams) -> BudgetConstraints:
 def target_orders(frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
     """The orders the media model's attributed target reads: each split over channels by the run's
     ``attribution_model`` (:func:`ml.attribution.nightly.attributed_orders`) when the extract has conversion
-    paths with touchpoints, else as the store recorded them (one channel per order). The credits are
-    ``frames["order_credits"]`` when given (:data:`ORDER_CREDITS`: the nightly attribute step's, the same
-    model on the same paths), else attributed here from ``frames["conversion_paths"]``; with neither, the
-    orders as recorded."""
+    paths with touchpoints, else as the store recorded them (one channel per order)."""
     from ml.attribution.nightly import attributed_orders, history_credits, settings_of
 
-    credits = frames.get(ORDER_CREDITS)
-    if credits is None:
-        paths = frames.get("conversion_paths")
-        if paths is None:
-            return frames["orders"]
-        credits = history_credits(paths, frames["orders"], run_date, params.attribution_model, settings_of(params))
+    paths = frames.get("conversion_paths")
+    if paths is None:
+        return frames["orders"]
+    credits = history_credits(paths, frames["orders"], run_date, params.attribution_model, settings_of(params))
     return attributed_orders(frames["orders"], credits)
 
 
