@@ -9,6 +9,31 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+#: a module that looks at what another module left on the session's state runs on that module's worker
+SHARES_STATE_WITH = {"tests/e2e/test_workbench_in_browser.py": "tests/e2e/test_nightly_dag.py"}
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to under pytest-xdist: its module, or the module whose state it reads."""
+    module = nodeid.split("::", 1)[0]
+    return SHARES_STATE_WITH.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
+def pytest_xdist_make_scheduler(config, log):
+    """scripts/test runs the suite on every core (``-n auto``). A module is one unit of work: its tests run on one
+    worker, in order, and its module fixtures (a seeded store, a trained model) are built once. Each worker has
+    its own session (its own embedded stack under its own temp folder); the browser tests join test_nightly_dag's
+    worker, whose session holds the runs they look at. (pytest-xdist's own ``--dist loadgroup`` marks have no
+    effect under pytest 9.2, which no longer reads the node id it rewrites.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ModuleScheduling(config, log)
+
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict]]]:
