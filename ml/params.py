@@ -56,7 +56,8 @@ class RunParams:
     n_trials: int = _param(12, {"type": "integer", "minimum": 1, "maximum": 500}, "Optuna trials per family.",
                            (TRAINING,))
     tuning_timeout_seconds: float = _param(300.0, {"type": "number", "minimum": 1},
-                                           "Wall-clock tuning budget per family.", (TRAINING,))
+                                           "Wall-clock tuning budget per family, counted from the search's start "
+                                           "(scoring a default configuration included).", (TRAINING,))
     seed: int = _param(42, {"type": "integer"}, "Seed for tuning and fitting (every family's random_state).",
                        (TRAINING,))
     promotion_margin: float = _param(

@@ -16,6 +16,7 @@ finished trial as a nested MLflow run of the active run.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -33,8 +34,9 @@ Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 @dataclass(frozen=True)
 class Budget:
-    """How long a search may run, and its seed: ``n_trials`` trials or ``timeout_seconds``,
-    whichever comes first (deterministic when bounded by trials)."""
+    """How long a search may run, and its seed: ``n_trials`` trials or ``timeout_seconds`` of wall clock,
+    whichever comes first (deterministic when bounded by trials). The seconds count from the search's start:
+    scoring the space's default is part of them."""
 
     n_trials: int
     timeout_seconds: float
@@ -88,7 +90,15 @@ def search(space: SearchSpace[C], budget: Budget, callbacks: Sequence[Callback] 
     space has no default to fall back on.
     """
     higher = space.direction == "maximize"
+    started = time.monotonic()
     default = space.score(space.default) if space.default is not None else None
+    # the budget is the whole search's: what scoring the default took is not there for trials (a default ALS of a
+    # million customers' history takes minutes, docs/scale.md); without a default the study has it all
+    timeout = budget.timeout_seconds if default is None else max(0.0, budget.timeout_seconds
+                                                                  - (time.monotonic() - started))
+    if timeout == 0:
+        logger.info("%s: scoring the default configuration took %.0f s, the whole tuning budget (%.0f s): no trial "
+                    "runs", space.name, time.monotonic() - started, budget.timeout_seconds)
     scored: dict[int, Scored[C]] = {}
 
     def objective(trial: optuna.Trial) -> float:
@@ -104,7 +114,7 @@ def search(space: SearchSpace[C], budget: Budget, callbacks: Sequence[Callback] 
                                 sampler=optuna.samplers.TPESampler(seed=budget.random_state, **sampler_options))
     for params in space.enqueue:
         study.enqueue_trial(dict(params))
-    study.optimize(objective, n_trials=budget.n_trials, timeout=budget.timeout_seconds, callbacks=list(callbacks))
+    study.optimize(objective, n_trials=budget.n_trials, timeout=timeout, callbacks=list(callbacks))
     finished = [scored[t.number] for t in study.trials if t.value is not None and t.number in scored]
     default_value = float(default.metrics[space.objective]) if default is not None else float("nan")
     if space.choose is not None:

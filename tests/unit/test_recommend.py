@@ -34,6 +34,8 @@ from ml.families.recommend import (
     recall_at_k,
     top_k,
 )
+from ml.families import recommend as recommend_family
+from ml.families.recommend.backtest import fitted
 from ml.families.recommend.estimator import fold_in, weights
 from ml.params import RunParams
 from revopt.platform.extract import typed_order_items
@@ -120,9 +122,17 @@ def test_the_model_beats_popularity_on_the_planted_tastes_and_logs_its_benchmark
     assert result.spec["family"] == "recommendations" and result.spec["config"]["random_state"] == PARAMS.seed
 
 
-def test_evaluate_refits_a_spec_exactly_as_train_scored_the_candidate(trained):
+def test_evaluate_refits_a_spec_exactly_as_train_scored_the_candidate(store, trained, monkeypatch):
     data, result = trained
-    again = FAMILY.evaluate(data, json.loads(json.dumps(result.spec)), PARAMS)
+    spec = json.loads(json.dumps(result.spec))
+    # on the data training read (the registry's gate), the candidate's configuration is not fitted again
+    fits = []
+    monkeypatch.setattr(recommend_family, "fitted", lambda *args: fits.append(args) or fitted(*args))
+    reused = FAMILY.evaluate(data, spec, PARAMS)
+    assert fits == [] and reused.predicted is result.test.predicted
+    # and a real refit of the spec (on the store read again) gives the same lists
+    again = FAMILY.evaluate(FAMILY.training_data(store, RUN_DATE, PARAMS), spec, PARAMS)
+    assert len(fits) == 1
     np.testing.assert_array_equal(again.y, result.test.y)
     np.testing.assert_array_equal(again.predicted, result.test.predicted)
     # another configuration is another list: evaluate fits the spec it is given
