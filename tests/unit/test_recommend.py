@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -477,3 +478,22 @@ def test_training_reads_the_training_sample_customers_alone_and_the_whole_catalo
     pd.testing.assert_frame_equal(data.interactions.purchases, expected.reset_index(drop=True))
     pd.testing.assert_frame_equal(data.interactions.catalogue, everyone.interactions.catalogue)
     assert set(data.test_window().customer_ids) <= set(chosen)
+
+
+def test_an_als_fit_past_its_deadline_is_a_whole_fit_of_the_sweeps_it_made(store):
+    from ml.families.recommend.backtest import search_space
+    from ml.families.recommend.estimator import fit_als, strengths
+
+    data = FAMILY.training_data(store, RUN_DATE, PARAMS)
+    cells = strengths(data.interactions, 0.0)
+    config = RecsConfig(factors=8, iterations=6, random_state=3)
+    stopped = fit_als(cells, config, deadline=time.monotonic() - 1)
+    assert stopped.config == dataclasses.replace(config, iterations=1)
+    np.testing.assert_array_equal(stopped.factors, fit_als(cells, stopped.config).factors)
+    whole = fit_als(cells, config, deadline=time.monotonic() + 3600)
+    assert whole.config == config
+    np.testing.assert_array_equal(whole.factors, fit_als(cells, config).factors)
+    # in the search a trial past the deadline is scored as the fit it is; the default is always fitted whole
+    space = search_space(data.valid_window(), config, deadline=time.monotonic() - 1)
+    assert space.score(dataclasses.replace(config, factors=4)).config.iterations == 1
+    assert space.score(config).config is config

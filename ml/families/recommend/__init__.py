@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,8 +225,9 @@ class RecommendationsFamily:
         """Tune on the validation window, score the chosen configuration, popularity and item-kNN on the
         test window, and fit the production model on the history before the run date."""
         valid = data.valid_window()
-        tuned = search(search_space(valid, data.default), Budget(params.n_trials, params.tuning_timeout_seconds,
-                                                                  params.seed), callbacks)
+        deadline = time.monotonic() + params.tuning_timeout_seconds
+        tuned = search(search_space(valid, data.default, deadline),
+                       Budget(params.n_trials, params.tuning_timeout_seconds, params.seed), callbacks)
         test = data.test_window()
         candidate = data.test_predictions(tuned.config, test)
         compared = {"test": candidate, **baselines(test, tuned.config.view_weight)}

@@ -171,14 +171,16 @@ def evaluation(win: Window, name: str, predicted: np.ndarray) -> Evaluation:
     return Evaluation(name, win.truth, predicted, window=win.description)
 
 
-def fitted(win: Window, config: RecsConfig) -> ItemFactors:
-    """``config`` fitted on the window's history."""
-    return fit_als(strengths(win.history, config.view_weight), config)
+def fitted(win: Window, config: RecsConfig, deadline: float | None = None) -> ItemFactors:
+    """``config`` fitted on the window's history (``deadline``: :func:`~ml.families.recommend.estimator.fit_als`)."""
+    return fit_als(strengths(win.history, config.view_weight), config, deadline)
 
 
-def search_space(win: Window, default: RecsConfig) -> SearchSpace[RecsConfig]:
+def search_space(win: Window, default: RecsConfig, deadline: float | None = None) -> SearchSpace[RecsConfig]:
     """ALS factors, regularization, confidence scale and weighting, sweeps and (with clickstream) the
-    weight of a product view, chosen by NDCG@K on the validation window ``win``."""
+    weight of a product view, chosen by NDCG@K on the validation window ``win``. A trial's fit still sweeping at
+    the ``time.monotonic()`` ``deadline`` (the tuning budget's) stops there and is scored with the sweeps it made;
+    the default is always fitted whole."""
     has_views = len(win.history.views) > 0
 
     def suggest(trial: optuna.Trial) -> RecsConfig:
@@ -191,7 +193,8 @@ def search_space(win: Window, default: RecsConfig) -> SearchSpace[RecsConfig]:
             view_weight=trial.suggest_float("view_weight", 0.0, 1.0) if has_views else default.view_weight)
 
     def score(config: RecsConfig) -> Scored[RecsConfig]:
-        return Scored(config, scores(win, predictions(win, fitted(win, config))))
+        model = fitted(win, config, None if config is default else deadline)
+        return Scored(model.config, scores(win, predictions(win, model)))
 
     return SearchSpace("recommendations", suggest, score, objective="ndcg_at_k", direction="maximize", default=default)
 

@@ -12,6 +12,7 @@ the customer's history, so the history item with the largest term is the one tha
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,10 +77,20 @@ class ItemFactors:
         return self.factors.T @ self.factors + self.config.regularization * np.eye(self.factors.shape[1])
 
 
-def fit_als(cells: Strengths, config: RecsConfig) -> ItemFactors:
-    """Item factors of an implicit ALS fitted on ``cells`` (``implicit``, one thread, seeded)."""
+class _DeadlinePassed(Exception):
+    """Raised from ``implicit``'s per-sweep callback to end a fit at the tuning budget's deadline."""
+
+
+def fit_als(cells: Strengths, config: RecsConfig, deadline: float | None = None) -> ItemFactors:
+    """Item factors of an implicit ALS fitted on ``cells`` (``implicit``, one thread, seeded).
+
+    ``deadline`` (``time.monotonic()``, a tuning trial's: :mod:`ml.families.deadline`): a fit still sweeping when it
+    has passed stops after the sweep it is in. The factors are then those of a complete fit of that many sweeps (the
+    same seed starts it, and each sweep is deterministic on one thread), and the model's configuration says so."""
     from implicit.als import AlternatingLeastSquares  # training only: the registered model scores with numpy
     from threadpoolctl import threadpool_limits
+
+    from ml.families.deadline import passed
 
     customers, rows = np.unique(cells.customer_id, return_inverse=True)
     products, columns = np.unique(cells.product_id, return_inverse=True)
@@ -89,7 +100,17 @@ def fit_als(cells: Strengths, config: RecsConfig) -> ItemFactors:
         model = AlternatingLeastSquares(factors=int(config.factors), regularization=float(config.regularization),
                                         alpha=float(config.alpha), iterations=int(config.iterations), use_gpu=False,
                                         num_threads=FIT_THREADS, random_state=int(config.random_state))
-        model.fit(matrix, show_progress=False)
+        swept = []
+
+        def stop_at_deadline(iteration: int, elapsed: float, loss: float | None) -> None:
+            swept.append(iteration + 1)
+            if passed(deadline) and iteration + 1 < int(config.iterations):
+                raise _DeadlinePassed
+
+        try:
+            model.fit(matrix, show_progress=False, callback=None if deadline is None else stop_at_deadline)
+        except _DeadlinePassed:
+            config = dataclasses.replace(config, iterations=swept[-1])
     return ItemFactors(products, np.asarray(model.item_factors, dtype=np.float64), config)
 
 
