@@ -35,7 +35,7 @@ def attribute(resources: Resources, run_date: dt.date, frames: dict[str, pd.Data
     ``scores.order_attribution`` rows in the run folder. Without touchpoints (no clickstream) only the
     recorded channel is published. Also written: ``order_credits``, the run's ``attribution_model`` on every
     order of the extract (:func:`ml.attribution.nightly.history_credits`), which the acquisition economics
-    and the campaign analytics read, and the budget model's attributed target at night."""
+    and the campaign analytics read (the budget step attributes its target itself: docs/scale.md, "Session 22")."""
     settings = attribution.settings_of(params)
     credits, history = night_credits(frames["conversion_paths"], frames["orders"], run_date, params)
     summary = attribution.attribution_rows(credits, frames["marketing_spend"], run_date, settings.window_days)
