@@ -50,11 +50,11 @@ from features.customer import (
 from ml import plots
 from ml.evaluation import ROC_AUC, Evaluation, Metric, summarise_backtest
 from ml.families.clv.btyd import BtydParams, btyd_expected_purchases, btyd_inputs, btyd_p_alive, fit_btyd
-from ml.families.importance import importance_sample
 from ml.families.classifier import (
     ESTIMATORS, MIN_PER_LABEL, CalibratedModel, ModelSpec, calibrate, choose_calibration, evaluate, label_shortfall,
     refit, tune,
 )
+from ml.families.importance import importance_sample
 from ml.families.rolling_origin import backtest_params, earlier_origin_params
 from ml.family import DataWindow, Frames, Trained, customer_window, require_finite
 from ml.params import RunParams

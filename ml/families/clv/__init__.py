@@ -73,10 +73,10 @@ from ml.families.clv.btyd import (
     MIN_BTYD_CUSTOMERS, BtydParams, btyd_expected_order_value, btyd_expected_purchases, btyd_expected_spend,
     btyd_inputs, btyd_p_alive, fit_btyd,
 )
-from ml.families.importance import importance_sample
 from ml.families.clv.gbm import _base_params, _design, feature_matrix, fit_gbm, tune_gbm
 from ml.families.clv.metrics import evaluate_clv, value_tier
 from ml.families.clv.model import BTYD, GBM, ClvModel
+from ml.families.importance import importance_sample
 from ml.gate import beats
 from ml.params import RunParams
 from ml.tuning import Budget, Callback

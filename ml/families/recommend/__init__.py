@@ -146,13 +146,12 @@ class RecommendationsData:
     def valid_window(self) -> Window:
         return window(self.interactions, self.valid_start, self.test_start, self.lookback_days, self.rules)
 
-    def test_predictions(self, config: RecsConfig, test: Window | None = None) -> np.ndarray:
-        """The test window's (``test``: :meth:`test_window`, built when not given) lists of ``config`` fitted on
-        the history before it; computed once per configuration. An ALS fit here is seeded and on one thread, so
+    def test_predictions(self, config: RecsConfig, test: Window) -> np.ndarray:
+        """The lists of ``config`` fitted on the history before the test window (``test``: :meth:`test_window`) for
+        its rows; computed once per configuration. An ALS fit here is seeded and on one thread, so
         the gate judging a champion of the candidate's configuration reuses the candidate's fit instead of
         repeating it (minutes at a million customers, docs/scale.md)."""
         if config not in self._tested:
-            test = test if test is not None else self.test_window()
             self._tested[config] = predictions(test, fitted(test, config))
         return self._tested[config]
 

@@ -78,7 +78,12 @@ class ItemFactors:
 
 
 class _DeadlinePassed(Exception):
-    """Raised from ``implicit``'s per-sweep callback to end a fit at the tuning budget's deadline."""
+    """Raised from ``implicit``'s per-sweep callback to end a fit at the tuning budget's deadline; ``sweeps``: how
+    many it made."""
+
+    def __init__(self, sweeps: int) -> None:
+        super().__init__(sweeps)
+        self.sweeps = sweeps
 
 
 def fit_als(cells: Strengths, config: RecsConfig, deadline: float | None = None) -> ItemFactors:
@@ -100,17 +105,15 @@ def fit_als(cells: Strengths, config: RecsConfig, deadline: float | None = None)
         model = AlternatingLeastSquares(factors=int(config.factors), regularization=float(config.regularization),
                                         alpha=float(config.alpha), iterations=int(config.iterations), use_gpu=False,
                                         num_threads=FIT_THREADS, random_state=int(config.random_state))
-        swept = []
 
         def stop_at_deadline(iteration: int, elapsed: float, loss: float | None) -> None:
-            swept.append(iteration + 1)
             if passed(deadline) and iteration + 1 < int(config.iterations):
-                raise _DeadlinePassed
+                raise _DeadlinePassed(iteration + 1)
 
         try:
             model.fit(matrix, show_progress=False, callback=None if deadline is None else stop_at_deadline)
-        except _DeadlinePassed:
-            config = dataclasses.replace(config, iterations=swept[-1])
+        except _DeadlinePassed as stopped:
+            config = dataclasses.replace(config, iterations=stopped.sweeps)
     return ItemFactors(products, np.asarray(model.item_factors, dtype=np.float64), config)
 
 
