@@ -305,6 +305,12 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return status
 
 
+def _start_runner(command: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """The DAG runner's process: a fresh interpreter, its output in ``log``. (The end-to-end tests start the same
+    command forked from a process that has already imported the heavy libraries: tests/e2e/warm_runner.py.)"""
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
 def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[str, object]) -> int:
     from revopt.airflow_env import airflow_environ, dag_run_command, ensure_airflow_db
     from revopt.cli_run import failure_log, follow, progress_view, read_state
@@ -325,7 +331,7 @@ def _run_dag(settings: Settings, dag_id: str, run_date: dt.date, params: dict[st
     started = time.perf_counter()
     view = progress_view(f"{dag_id} {run_date}", sys.stdout)
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, env=airflow_environ(settings), stdout=log, stderr=subprocess.STDOUT)
+        process = _start_runner(command, airflow_environ(settings), log)
         try:
             follow(state_path, lambda: process.poll() is None, view)
             status = process.wait()

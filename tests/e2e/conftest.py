@@ -56,6 +56,23 @@ def settings(tmp_path_factory) -> Settings:
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warm_dag_runner():
+    """Every ``revopt run`` of the end-to-end tests starts its DAG runner forked from a process that has imported
+    the heavy libraries once (tests/e2e/warm_runner.py: ~13 s less per DAG run); ``REVOPT_TEST_COLD_RUNNER=1``
+    starts fresh interpreters, as ``revopt run`` does."""
+    if os.environ.get("REVOPT_TEST_COLD_RUNNER") == "1":
+        yield
+        return
+    from warm_runner import WarmRunner
+
+    from revopt import cli
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "_start_runner", WarmRunner().start)
+        yield
+
+
 # Every e2e test runs with these event triggers: any DDL on schema ``scores`` that does not come
 # from a migration (application_name 'revopt init-db') fails the statement, so a publish, quality,
 # drift or gate record that ran DDL (and so took an ACCESS EXCLUSIVE lock readers wait for) fails
