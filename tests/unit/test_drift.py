@@ -83,6 +83,24 @@ def test_the_report_is_standalone_html(shifted):
     assert "monetary" in shifted.html
 
 
+def test_each_column_is_tested_twice_not_three_times(monkeypatch):
+    """The report is the metrics ``DataDriftPreset`` is made of, without the preset's HTML table, which tested every
+    column twice more and drew its plots again (legacy ``DatasetDriftMetric`` and ``DataDriftTable``): a column is
+    tested by its ``ValueDrift`` and once by its group's drifted-column count."""
+    from evidently.legacy.calculations import data_drift
+    from evidently.metrics import column_statistics
+
+    tested: list[str] = []
+    original = data_drift.get_one_column_drift
+    for module in (data_drift, column_statistics):  # the legacy metrics' and ValueDrift's reference to it
+        monkeypatch.setattr(module, "get_one_column_drift",
+                            lambda *args, **kwargs: tested.append(kwargs["column_name"]) or original(*args, **kwargs))
+    columns = ["monetary", "frequency"]
+    result = check_drift(_customers(ROWS, 1), _customers(ROWS, 2, shifted=("monetary",)), columns, DriftConfig())
+    assert sorted(tested) == sorted(columns * 2)
+    assert list(result.table["column"]) == columns and "monetary" in result.html
+
+
 def test_a_share_equal_to_the_threshold_does_not_request_retraining():
     reference = _customers(ROWS, 1)
     current = _customers(ROWS, 2, shifted=("monetary",))
