@@ -69,7 +69,7 @@ def _warm_dag_runner():
     from revopt import cli
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "_start_runner", WarmRunner().start)
+        patch.setattr(cli, "_start_runner", WarmRunner(cli._start_runner).start)
         yield
 
 

@@ -20,6 +20,7 @@ import os
 import runpy
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import IO
 
 #: What a DAG run's process imports that costs seconds, none of them reading revopt's or Airflow's settings when
@@ -75,16 +76,17 @@ class _Child:
 
 
 class WarmRunner:
-    """``start`` replaces ``revopt.cli._start_runner``; the fork server starts (and imports :data:`PRELOAD`) on the
-    first DAG run."""
+    """``start`` replaces ``revopt.cli._start_runner`` (``cold``, which still starts any other command); the fork
+    server starts (and imports :data:`PRELOAD`) on the first DAG run."""
 
-    def __init__(self) -> None:
+    def __init__(self, cold: Callable[[list[str], dict[str, str], IO], subprocess.Popen]) -> None:
+        self._cold = cold
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload([__name__, *PRELOAD])
 
     def start(self, command: list[str], env: dict[str, str], log: IO) -> _Child | subprocess.Popen:
         if command[1:3] != RUNNER:
-            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            return self._cold(command, env, log)
         log.flush()
         process = self._context.Process(target=_run, args=(command[3:], dict(env), os.getcwd(), log.name), daemon=False)
         process.start()
