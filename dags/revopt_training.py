@@ -23,6 +23,17 @@ from _support import (
 )
 
 
+#: The order families start in when they wait for one of the two slots, as absolute priority weights: longest first,
+#: so the last to start is a short one. In equal weights, Airflow started churn (685 s) seventh of eight at 1M
+#: customers, and it ran alone for the last 6 of 48 minutes (docs/scale.md, "Session 25"). The order is the families'
+#: task times at 1M (session 23, default budget): propensity 1,244 s, recommendations 950, CLV 917, churn 685, send
+#: time 348, budget 216, pricing 129, uplift 15 (skipped there). A store with another balance is still served
+#: longest-known-first; the order never changes what a family trains.
+TRAINING_ORDER = {task_id: weight for weight, task_id in enumerate(reversed((
+    "train_propensity", "train_recommendations", "train_clv", "train_churn", "train_send_time", "train_budget",
+    "train_pricing", "train_uplift")), start=1)}
+
+
 @dag(
     dag_id="revopt_training",
     # weekly, and whenever the nightly drift check or outcome monitoring requests retraining
@@ -38,8 +49,9 @@ from _support import (
     doc_md=__doc__,
 )
 def revopt_training():
-    # Each task trains one family through the one runner (ml.pipeline.train -> ml.registry.train_family).
-    @task
+    # Each task trains one family through the one runner (ml.pipeline.train -> ml.registry.train_family),
+    # longest first (TRAINING_ORDER).
+    @task(priority_weight=TRAINING_ORDER["train_propensity"], weight_rule="absolute")
     def train_propensity(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import propensity
         from ml.pipeline import train
@@ -47,7 +59,7 @@ def revopt_training():
         return skip_if_skipped(train(propensity.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_churn"], weight_rule="absolute")
     def train_churn(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import churn
         from ml.pipeline import train
@@ -55,7 +67,7 @@ def revopt_training():
         return skip_if_skipped(train(churn.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_clv"], weight_rule="absolute")
     def train_clv(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import clv
         from ml.pipeline import train
@@ -63,7 +75,7 @@ def revopt_training():
         return skip_if_skipped(train(clv.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_pricing"], weight_rule="absolute")
     def train_pricing(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import pricing
         from ml.pipeline import train
@@ -71,7 +83,7 @@ def revopt_training():
         return skip_if_skipped(train(pricing.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_send_time"], weight_rule="absolute")
     def train_send_time(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import send_time
         from ml.pipeline import train
@@ -79,7 +91,7 @@ def revopt_training():
         return skip_if_skipped(train(send_time.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_budget"], weight_rule="absolute")
     def train_budget(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import budget
         from ml.pipeline import train
@@ -87,7 +99,7 @@ def revopt_training():
         return skip_if_skipped(train(budget.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_recommendations"], weight_rule="absolute")
     def train_recommendations(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import recommend
         from ml.pipeline import train
@@ -95,7 +107,7 @@ def revopt_training():
         return skip_if_skipped(train(recommend.FAMILY, resources(), run_date_of(context), extract_paths,
                                      run_params_of(context)), context)
 
-    @task
+    @task(priority_weight=TRAINING_ORDER["train_uplift"], weight_rule="absolute")
     def train_uplift(extract_paths: dict[str, str], **context) -> dict[str, str]:
         from ml.families import uplift
         from ml.pipeline import train

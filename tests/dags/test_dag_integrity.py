@@ -407,3 +407,20 @@ def test_every_task_notifies_its_failure_through_the_revopt_notifier(dagbag):
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert [type(c).__name__ for c in callbacks] == ["RevoptNotifier"], f"{dag.dag_id}.{task.task_id}"
             assert isinstance(callbacks[0], BaseNotifier)
+
+
+def test_families_waiting_for_a_slot_start_longest_first(dagbag):
+    """Two families train at a time; the others wait, and the long ones must not wait longest, or the run ends on
+    one long family alone (churn started seventh of eight at 1M customers, docs/scale.md "Session 25")."""
+    from types import SimpleNamespace
+
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    # the scheduler's view: a task instance's weight as its serialized task's weight rule gives it
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags["revopt_training"]))
+    weights = {task.task_id: task.weight_rule.get_weight(SimpleNamespace(task=task))
+               for task in dag.tasks if task.task_id.startswith("train_")}
+    assert sorted(weights, key=weights.__getitem__, reverse=True) == [
+        "train_propensity", "train_recommendations", "train_clv", "train_churn", "train_send_time", "train_budget",
+        "train_pricing", "train_uplift"]
+    assert len(set(weights.values())) == len(weights)  # no tie left to Airflow
