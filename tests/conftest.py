@@ -1,4 +1,4 @@
-"""Fixtures every tier shares (standard library only: the unit tier imports no Airflow)."""
+"""Fixtures every tier shares (the unit tier imports no Airflow)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+
+import ml  # noqa: F401  (its OpenMP wait policy before a test module imports a model library: ml/__init__.py)
 
 #: a module that looks at what another module left on the session's state runs on that module's worker
 SHARES_STATE_WITH = {"tests/e2e/test_workbench_in_browser.py": "tests/e2e/test_nightly_dag.py"}

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import IO
 
 #: What a DAG run's process imports that costs seconds, none of them reading revopt's or Airflow's settings when
-#: imported (nor starting a thread: a fork copies only the forking thread).
-PRELOAD = ("pandas", "pyarrow.parquet", "scipy.optimize", "scipy.stats", "sklearn.ensemble", "sklearn.linear_model",
+#: imported (nor starting a thread: a fork copies only the forking thread). ``ml`` first: its OpenMP wait policy must be
+#: in the environment before a model library loads libgomp (ml/__init__.py).
+PRELOAD = ("ml", "pandas", "pyarrow.parquet", "scipy.optimize", "scipy.stats", "sklearn.ensemble", "sklearn.linear_model",
            "numba", "lightgbm", "xgboost", "catboost", "mlflow", "mlflow.pyfunc", "great_expectations", "evidently",
            "evidently.presets", "splink", "plotly.graph_objects")
 RUNNER = ["-m", "revopt.dag_runner"]
