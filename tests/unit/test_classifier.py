@@ -54,7 +54,7 @@ def test_tuning_is_deterministic_for_a_seed(data):
 
 def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatch):
     """With ``refits`` the blends' members and the chosen spec are each refitted at most once on the training
-    customers, those of LightGBM, XGBoost and the logistic baseline never (their trial models are kept), and
+    customers, those of LightGBM, XGBoost, CatBoost and the logistic baseline never (their trial models are kept), and
     every model kept equals a fresh refit of its spec (the estimators are deterministic for a seed)."""
     import ml.families.classifier as classifier
 
@@ -77,7 +77,7 @@ def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatc
     # and a trial model kept where it is the refit
     assert len(members) == len(set(members)) and len(refits) >= 3
     assert not [call for call in members if json.loads(call)["family"] in classifier.TRIAL_IS_REFIT]
-    assert {json.loads(key)["family"] for key in refits} >= {"lightgbm", "xgboost", "logistic"}
+    assert {json.loads(key)["family"] for key in refits} >= {"lightgbm", "xgboost", "catboost", "logistic"}
     monkeypatch.setattr(classifier, "fit_model", fit)
     for key, model in refits.items():
         fresh = refit(ModelSpec.from_json_dict(json.loads(key)), X_train, y_train, 1)
@@ -88,7 +88,7 @@ def test_a_selections_refits_are_made_once_and_equal_fresh_ones(data, monkeypatc
 @pytest.mark.parametrize("family", ["lightgbm", "xgboost", "catboost"])
 def test_a_trial_past_the_deadline_stops_at_its_best_round_so_far(data, family):
     """A booster still early-stopping when the tuning budget's deadline has passed stops, keeping its best round,
-    and a spec with that round count refits to the same model (LightGBM, XGBoost); before it, nothing changes."""
+    and a spec with that round count refits to the same model; before it, nothing changes."""
     import time
 
     X_train, y_train, X_valid, y_valid = data
@@ -103,8 +103,8 @@ def test_a_trial_past_the_deadline_stops_at_its_best_round_so_far(data, family):
     assert stopped.spec.num_rounds == 1  # the deadline had passed at the first round
     probability = stopped.predict_proba(X_valid)
     assert np.isfinite(probability).all() and len(np.unique(probability)) > 1
-    if family != "catboost":
-        np.testing.assert_array_equal(probability, refit(stopped.spec, X_train, y_train, 1).predict_proba(X_valid))
+    np.testing.assert_array_equal(probability, refit(stopped.spec, X_train, y_train, 1).predict_proba(X_valid))
+    np.testing.assert_array_equal(free.predict_proba(X_valid), refit(free.spec, X_train, y_train, 1).predict_proba(X_valid))
 
 
 def test_tuning_stops_the_trials_running_past_its_timeout(data, monkeypatch):
