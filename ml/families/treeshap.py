@@ -1,4 +1,5 @@
-"""Exact path-dependent TreeSHAP for LightGBM boosters, compiled with numba, parallel over rows.
+"""Exact path-dependent TreeSHAP for LightGBM boosters (and XGBoost's and CatBoost's trees, as LightGBM dumps:
+:func:`xgboost_dump`, :func:`catboost_dump`), compiled with numba, parallel over rows.
 
 The values are LightGBM's own ``pred_contrib`` (Lundberg et al.'s path-dependent TreeSHAP, covers
 from the training counts), to floating-point summation order (~1e-12), computed differently:
@@ -76,6 +77,8 @@ class TreeTables:
     left: np.ndarray
     right: np.ndarray
     bit: np.ndarray
+    condition: np.ndarray
+    tree_conditions: np.ndarray
     leaf_value: np.ndarray
     leaf_bits: np.ndarray
     leaf_start: np.ndarray
@@ -107,6 +110,65 @@ def supports(model: dict[str, Any]) -> bool:
             elif "leaf_coeff" in node:
                 return False
     return True
+
+
+def catboost_dump(model: dict[str, Any]) -> dict[str, Any]:
+    """A CatBoost model's JSON (``save_model(format="json")``: oblivious trees of float features) as the
+    ``dump_model()`` of a LightGBM booster with the same trees, for :func:`tables`. A tree of depth ``d`` tests
+    one condition per level, ``x > border`` setting bit ``i`` of the leaf index for its ``i``-th split; it
+    becomes a full binary tree with the last split at the root (the order CatBoost's own ``ShapValues`` walk:
+    equal to them to ~1e-15, tested), the leaves' training weights as their counts. The rows must be rounded
+    to float32 first (:func:`float32_rows`), as CatBoost compares them; a missing value goes where CatBoost sends
+    it (``nan_value_treatment``: ``AsTrue`` right, else left)."""
+    scale = float(model["scale_and_bias"][0])
+    features = model["features_info"]["float_features"]
+    nan_left = [feature.get("nan_value_treatment") != "AsTrue" for feature in features]
+
+    def node(splits: list[dict], values: list[float], weights: list[float], level: int, index: int) -> dict[str, Any]:
+        if level < 0:
+            return {"leaf_value": scale * float(values[index]), "leaf_count": float(weights[index])}
+        split = splits[level]
+        left, right = (node(splits, values, weights, level - 1, index | side << level) for side in (0, 1))
+        count = sum(child.get("internal_count", child.get("leaf_count", 0.0)) for child in (left, right))
+        f = int(split["float_feature_index"])
+        return {"split_index": level, "split_feature": f, "threshold": float(split["border"]), "decision_type": "<=",
+                "missing_type": "NaN", "default_left": nan_left[f], "internal_count": count, "left_child": left,
+                "right_child": right}
+
+    if set(model["features_info"]) - {"float_features"} or any(
+            split.get("split_type", "FloatFeature") != "FloatFeature" for tree in model["oblivious_trees"]
+            for split in tree["splits"]):
+        raise ValueError("categorical or text features: use CatBoost's own ShapValues")
+    trees = [{"tree_structure": node(tree["splits"], tree["leaf_values"], tree["leaf_weights"], len(tree["splits"]) - 1, 0)}
+             for tree in model["oblivious_trees"]]
+    return {"tree_info": trees, "max_feature_idx": len(features) - 1}
+
+
+def xgboost_dump(model: dict[str, Any], num_trees: int) -> dict[str, Any]:
+    """The first ``num_trees`` trees of an XGBoost booster's JSON (``save_raw("json")``, one tree per round) as
+    a LightGBM ``dump_model()``, for :func:`tables`: XGBoost's ``x < split`` (float32) is ``x <= `` the double
+    just below it, missing values take the node's default way, the covers are the nodes' hessian sums (what
+    XGBoost's own TreeSHAP weighs by). The rows must be rounded to float32 first (:func:`float32_rows`)."""
+    trees = model["learner"]["gradient_booster"]["model"]["trees"][:num_trees]
+
+    def node(tree: dict[str, list], i: int) -> dict[str, Any]:
+        if tree["left_children"][i] < 0:
+            return {"leaf_value": float(tree["split_conditions"][i]), "leaf_count": float(tree["sum_hessian"][i])}
+        return {"split_index": i, "split_feature": int(tree["split_indices"][i]),
+                "threshold": float(np.nextafter(np.float64(np.float32(tree["split_conditions"][i])), -np.inf)),
+                "decision_type": "<=", "missing_type": "NaN", "default_left": bool(tree["default_left"][i]),
+                "internal_count": float(tree["sum_hessian"][i]),
+                "left_child": node(tree, tree["left_children"][i]), "right_child": node(tree, tree["right_children"][i])}
+
+    if any(tree.get("categories_nodes") for tree in trees):
+        raise ValueError("categorical splits: use XGBoost's own pred_contribs")
+    return {"tree_info": [{"tree_structure": node(tree, 0)} for tree in trees],
+            "max_feature_idx": int(model["learner"]["learner_model_param"]["num_feature"]) - 1}
+
+
+def float32_rows(X: np.ndarray) -> np.ndarray:
+    """``X`` rounded to float32 and back (as XGBoost and CatBoost read their inputs), for their dumps' tables."""
+    return np.asarray(X, dtype=np.float32).astype(np.float64)
 
 
 def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
@@ -162,6 +224,15 @@ def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
             bias += float(np.dot(leaf_value[first_leaf:], leaf_count[first_leaf:])) / float(root["internal_count"])
         else:
             bias += float(root["leaf_value"])
+    # a tree's distinct split conditions, numbered in node order: a row's decisions in the tree are one bit per
+    # condition (an oblivious tree of depth d, CatBoost's, has d of them over its 2^d - 1 splits)
+    condition, tree_conditions = [], []
+    for first_split, end in zip([0, *node_end[:-1]], node_end):
+        numbers: dict[tuple, int] = {}
+        for node in range(first_split, end):
+            condition.append(numbers.setdefault((feature[node], threshold[node], missing[node], default_left[node]),
+                                                len(numbers)))
+        tree_conditions.append(len(numbers))
     bits = np.asarray(leaf_bits, dtype=np.int64)
     cap = MAX_TABLE_BITS  # lowered until the tables fit their budget: the deepest leaves are computed per row
     while cap > 0 and 8 * int(np.sum(np.where(bits <= cap, bits << np.minimum(bits, cap), 0))) > MAX_TABLE_BYTES:
@@ -189,6 +260,7 @@ def tables(model: dict[str, Any], num_trees: int | None = None) -> TreeTables:
         tree_features=used, tree_feature_count=as_int([len(f) for f in tree_features]), feature=as_int(feature),
         threshold=np.asarray(threshold, dtype=np.float64), missing=as_int(missing),
         default_left=np.asarray(default_left, dtype=np.bool_), left=as_int(left), right=as_int(right), bit=as_int(bit),
+        condition=as_int(condition), tree_conditions=as_int(tree_conditions),
         leaf_value=value, leaf_bits=bits, leaf_start=start, leaf_table=leaf_table,
         path_feature=as_int(path_feature), path_zero=zeros, table=table, max_depth=max_depth,
         rank=rank, feature_thresholds=np.concatenate(lists + [np.empty(0)]), feature_offset=offset,
@@ -211,7 +283,7 @@ def contributions(t: TreeTables, X: np.ndarray, block_rows: int | None = None) -
         _explain(XT, out, int(block_rows), t.roots, t.node_end, t.tree_features, t.tree_feature_count, t.feature,
                  t.threshold, t.missing, t.default_left, t.left, t.right, t.bit, t.leaf_value, t.leaf_bits, t.leaf_start,
                  t.leaf_table, t.path_feature, t.path_zero, t.table, t.max_depth + 1, t.rank, t.feature_thresholds,
-                 t.feature_offset)
+                 t.feature_offset, t.condition, t.tree_conditions)
         out[-1] += t.bias
     return out.T
 
@@ -330,10 +402,10 @@ def _goes_left(x, node, feature, threshold, missing, default_left):
 
 @njit(cache=True)
 def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, default_left, left, right, bit, leaf_value,
-                  leaf_bits, leaf_start, leaf_table, path_feature, path_zero, table, stack_node, stack_failed):
+                  leaf_bits, leaf_start, leaf_table, path_feature, path_zero, table, stack_node, stack_failed, condition):
     """Add one tree's TreeSHAP values to ``row_out``: every leaf, with the mask of the path features whose
     conditions are satisfied (one depth-first walk of the tree). The decisions are row ``x``'s, or with
-    ``keyed`` a pattern's: bit ``node - root`` of ``key`` set where its rows go left."""
+    ``keyed`` a pattern's: bit ``condition[node]`` of ``key`` set where its rows go left."""
     stack_node[0] = root
     stack_failed[0] = 0
     top = 1
@@ -343,7 +415,7 @@ def _explain_tree(x, key, keyed, row_out, root, feature, threshold, missing, def
         failed = stack_failed[top]
         while node >= 0:  # down the left children, the right ones stacked
             if keyed:
-                goes_left = (key >> (node - root)) & 1 == 1
+                goes_left = (key >> condition[node]) & 1 == 1
             else:
                 goes_left = _goes_left(x, node, feature, threshold, missing, default_left)
             flag = 1 << bit[node]
@@ -440,14 +512,19 @@ def _block_codes(XT, first, last, feature_thresholds, feature_offset):
 
 
 @njit(cache=True)
-def _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys):
-    """Each row's split decisions in one tree as a key (bit ``node - root`` set: the row goes left)."""
+def _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys, condition):
+    """Each row's split decisions in one tree as a key (bit ``condition[node]`` set: the row goes left), each
+    distinct condition decided once (at its first node)."""
     keys[:] = 0
+    seen = 0
     for node in range(root, end):
+        shift = condition[node]
+        if shift < seen:  # a condition an earlier node of the tree decided
+            continue
+        seen += 1
         f = feature[node]
         column = codes[f]
         limit = rank[node]
-        shift = node - root
         for row in range(len(keys)):  # vectorised by LLVM
             keys[row] |= np.int64(column[row] <= limit) << shift
         kind = missing[node]
@@ -488,9 +565,10 @@ def _patterns(keys, pattern_keys, pattern_of):
 @njit(parallel=True, cache=True)
 def _explain(XT, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
              default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
-             table, stack_size, rank, feature_thresholds, feature_offset):
+             table, stack_size, rank, feature_thresholds, feature_offset, condition, tree_conditions):
     """Blocks of rows in parallel; in a block, tree by tree, each distinct pattern of the tree's split
-    decisions (a 64-bit key: one bit per split) is explained once and added to every row that has it.
+    decisions (a 64-bit key: one bit per distinct split condition) is explained once and added to every row
+    that has it.
     The rows are coded once against the booster's thresholds, so a tree's keys are integer comparisons
     over whole columns."""
     n = XT.shape[1]
@@ -514,23 +592,24 @@ def _explain(XT, out, block_rows, roots, node_end, tree_features, tree_feature_c
                 continue
             end = node_end[tree]
             used = tree_feature_count[tree]
-            if end - root > 64:  # too many splits for a 64-bit key: every row explained on its own
+            if tree_conditions[tree] > 64:  # too many conditions for a 64-bit key: every row explained on its own
                 for row in range(first, last):
                     x[:] = XT[:, row]
                     _explain_tree(x, 0, False, scratch, root, feature, threshold, missing, default_left, left,
                                   right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
-                                  table, stack_node, stack_failed)
+                                  table, stack_node, stack_failed, condition)
                     for k in range(used):
                         f = tree_features[tree, k]
                         out[f, row] += scratch[f]
                         scratch[f] = 0.0
                 continue
-            _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys)
+            _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys,
+                       condition)
             patterns = _patterns(keys, pattern_keys, pattern_of)
             for pattern in range(patterns):
                 _explain_tree(x, pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
                               default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
-                              path_zero, table, stack_node, stack_failed)
+                              path_zero, table, stack_node, stack_failed, condition)
                 for k in range(used):
                     f = tree_features[tree, k]
                     values[k, pattern] = scratch[f]

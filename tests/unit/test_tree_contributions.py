@@ -177,3 +177,56 @@ def test_published_factors_are_lightgbms(booster: lgb.Booster) -> None:
     published = factors_json(model, X, "purchase_propensity", score)
     assert list(published) == list(top_factors(expected, design, score, score_terms("purchase_propensity"), k=3))
     assert '"feature":"btyd_p_alive"' in "".join(published)
+
+
+def _on_split_values(X: np.ndarray, values: list[tuple[int, float]]) -> np.ndarray:
+    """``X`` with some values exactly on a split value of their feature, and a few missing."""
+    X = X.copy()
+    for i, (feature, value) in enumerate(values[:40]):
+        X[i, feature] = value
+    X[40:50, 3] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("depth", [3, 8])  # at depth 8 most trees have more splits than a 64-bit key holds
+def test_xgboost_contributions_equal_its_pred_contribs(depth: int) -> None:
+    import json
+
+    import xgboost as xgb
+
+    from ml.families.classifier import xgboost_contributions
+
+    X, y = _data(seed=1)
+    X[::97, 3] = np.nan  # missing values in training: splits learn a default way
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": depth, "eta": 0.1, "seed": 1, "nthread": 1,
+                         "tree_method": "hist"}, xgb.DMatrix(X, label=y), 60)
+    trees = json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["trees"]
+    splits = [(t["split_indices"][i], t["split_conditions"][i]) for t in trees for i in range(len(t["left_children"]))
+              if t["left_children"][i] >= 0]
+    rows = _on_split_values(_data(seed=6, n=3_000)[0], splits)
+    for rounds in (60, 25):  # the rounds a spec uses (iteration_range)
+        expected = booster.predict(xgb.DMatrix(rows), pred_contribs=True, iteration_range=(0, rounds))
+        got = xgboost_contributions(booster, rows, rounds)
+        # XGBoost sums in float32: equal to its precision
+        np.testing.assert_allclose(got[:, :-1], expected[:, :-1], rtol=0, atol=2e-6 * np.abs(expected).max())
+    if depth == 8:
+        assert max(len(t["left_children"]) for t in trees) > 2 * 64
+
+
+@pytest.mark.parametrize("depth", [2, 8])  # depth 8: 255 splits a tree, 8 distinct conditions
+def test_catboost_contributions_equal_its_shap_values(depth: int) -> None:
+    from catboost import CatBoostClassifier, Pool
+
+    from ml.families.classifier import catboost_contributions
+
+    X, y = _data(seed=2)
+    X[::89, 3] = np.nan
+    columns = ["a", "b", "c", "d"]
+    model = CatBoostClassifier(iterations=40, depth=depth, learning_rate=0.1, random_seed=1, thread_count=1,
+                               verbose=False, allow_writing_files=False).fit(pd.DataFrame(X, columns=columns), y)
+    borders = [(f, b) for f, values in enumerate(model.get_borders().values()) for b in values[:10]]
+    rows = pd.DataFrame(_on_split_values(_data(seed=7, n=3_000)[0], borders), columns=columns)
+    expected = model.get_feature_importance(Pool(rows), type="ShapValues")
+    got = catboost_contributions(model, rows)
+    np.testing.assert_allclose(got[:, :-1], expected[:, :-1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), model.predict(rows, prediction_type="RawFormulaVal"), atol=1e-9)
