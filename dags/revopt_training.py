@@ -25,7 +25,7 @@ from _support import (
 
 #: The order families start in when they wait for one of the two slots, as absolute priority weights: longest first,
 #: so the last to start is a short one. In equal weights, Airflow started churn (685 s) seventh of eight at 1M
-#: customers, and it ran alone for the last 6 of 48 minutes (docs/scale.md, "Session 25"). The order is the families'
+#: customers, and it ran alone for the last 6 of 48 minutes (docs/scale.md, "Session 26"). The order is the families'
 #: task times at 1M (session 23, default budget): propensity 1,244 s, recommendations 950, CLV 917, churn 685, send
 #: time 348, budget 216, pricing 129, uplift 15 (skipped there). A store with another balance is still served
 #: longest-known-first; the order never changes what a family trains.
