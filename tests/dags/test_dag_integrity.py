@@ -411,7 +411,7 @@ def test_every_task_notifies_its_failure_through_the_revopt_notifier(dagbag):
 
 def test_families_waiting_for_a_slot_start_longest_first(dagbag):
     """Two families train at a time; the others wait, and the long ones must not wait longest, or the run ends on
-    one long family alone (churn started seventh of eight at 1M customers, docs/scale.md "Session 25")."""
+    one long family alone (churn started seventh of eight at 1M customers, docs/scale.md "Session 26")."""
     from types import SimpleNamespace
 
     from airflow.serialization.serialized_objects import DagSerialization
