@@ -461,15 +461,11 @@ def xgboost_contributions(booster: xgb.Booster, X: np.ndarray, num_rounds: int) 
     """``booster.predict(DMatrix(X), pred_contribs=True, iteration_range=(0, num_rounds))``'s feature columns from
     :mod:`ml.families.treeshap` (the trees as a LightGBM dump, :func:`~ml.families.treeshap.xgboost_dump`): the same
     TreeSHAP values to XGBoost's float32 precision (~1e-6 of the largest, tested). The last column is the trees'
-    expected value without XGBoost's base score. Falls back to XGBoost's own call for another booster than one
-    tree per round or categorical splits. At a million customers XGBoost's own took ~170 s of a 500k-customer
-    score task (docs/scale.md, "Session 26")."""
-    model = json.loads(booster.save_raw("json"))
-    trees = model["learner"]["gradient_booster"]
-    if trees.get("name") != "gbtree" or int(trees["model"]["gbtree_model_param"].get("num_parallel_tree", 1)) != 1:
-        return booster.predict(xgb.DMatrix(X), pred_contribs=True, iteration_range=(0, num_rounds))
+    expected value without XGBoost's base score. Falls back to XGBoost's own call where the dump cannot hold the
+    trees (another booster than one tree per round, categorical splits). At a million customers XGBoost's own took
+    ~170 s of a 500k-customer score task (docs/scale.md, "Session 26")."""
     try:
-        dump = treeshap.xgboost_dump(model, num_rounds)
+        dump = treeshap.xgboost_dump(json.loads(booster.save_raw("json")), num_rounds)
     except ValueError:
         return booster.predict(xgb.DMatrix(X), pred_contribs=True, iteration_range=(0, num_rounds))
     return treeshap.contributions(treeshap.tables(dump), treeshap.float32_rows(X))
