@@ -12,8 +12,10 @@ is the scheduler's and ``dags test`` does not apply it).
 
 :class:`TaskSampler` walks the process table every 0.25 s with psutil and attributes each process to its task
 instance by that process title: per task, the peak of the task process tree's high-water mark (``VmHWM``,
-the kernel's peak RSS of the process, which a sample cannot miss except in its last 0.25 s) and of its summed
-PSS (shared pages counted once), plus the supervisor's RSS apart. chDB runs in the task process, so its memory
+the kernel's peak RSS of the process, which a sample cannot miss except in its last 0.25 s) and, every 5 s, of its
+summed PSS (shared pages counted once), plus the supervisor's RSS apart. PSS is read from ``smaps_rollup``, which
+walks the process's page tables: ~0.1 s of CPU per sample of two 4 GB task processes, so sampled every 0.25 s the
+sampler took 37 % of one of the 2 cores from the tasks it measured (docs/scale.md, "Session 27"). chDB runs in the task process, so its memory
 is counted. Walls come from Airflow's own ``task_instance`` rows (start / end / duration), and rows from the
 tasks' XCom return values where they say (``{"rows": n}`` or publish's ``{"scores.table": n}``).
 
@@ -38,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 SAMPLE_SECONDS = 0.25
+#: PSS (``smaps_rollup``, the costly read: it walks the page tables) every this many seconds; the high-water mark,
+#: the reported peak, every :data:`SAMPLE_SECONDS`.
+PSS_SECONDS = 5.0
 #: The Task SDK's title of a task process (task_runner.py: ``setproctitle(f"airflow worker -- {msg.ti.id}")``) and
 #: the LocalExecutor's of its supervisor (local_executor.py: ``airflow worker -- LocalExecutor: <ti id>``).
 _TITLE = re.compile(r"airflow worker -- (?:LocalExecutor(?: \[[^\]]*\])?: )?([0-9a-fA-F-]{32,36})\b")
@@ -101,9 +106,9 @@ def attribute(processes: Iterable[ProcessSample]) -> dict[str, dict[str, float]]
     return found
 
 
-def _read_memory(pid: int) -> tuple[int, int, int]:
-    """RSS, PSS and VmHWM of ``pid`` in bytes (0 where unreadable)."""
-    rss = hwm = pss = 0
+def _read_memory(pid: int, pss: bool = True) -> tuple[int, int, int]:
+    """RSS, PSS (0 without ``pss``) and VmHWM of ``pid`` in bytes (0 where unreadable)."""
+    rss = hwm = proportional = 0
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
@@ -111,18 +116,20 @@ def _read_memory(pid: int) -> tuple[int, int, int]:
                     rss = int(line.split()[1]) * 1024
                 elif line.startswith("VmHWM:"):
                     hwm = int(line.split()[1]) * 1024
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-                    break
+        if pss:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        proportional = int(line.split()[1]) * 1024
+                        break
     except (OSError, ValueError, IndexError):
         pass
-    return rss, pss, hwm
+    return rss, proportional, hwm
 
 
-def _airflow_processes() -> list[ProcessSample]:
-    """Every process named for a task instance and every process below one, with its memory."""
+def _airflow_processes(pss: bool = True) -> list[ProcessSample]:
+    """Every process named for a task instance and every process below one, with its memory (PSS 0 without
+    ``pss``)."""
     import psutil
 
     everyone = [ProcessSample(proc.info["pid"], proc.info["ppid"] or 0, " ".join(proc.info.get("cmdline") or []))
@@ -139,19 +146,22 @@ def _airflow_processes() -> list[ProcessSample]:
             stack.extend(children.get(pid, ()))
     chosen = [p for p in everyone if p.pid in wanted]
     for p in chosen:
-        p.rss, p.pss, p.hwm = _read_memory(p.pid)
+        p.rss, p.pss, p.hwm = _read_memory(p.pid, pss)
     return chosen
 
 
 class TaskSampler:
-    """A thread sampling the task processes' memory every ``interval`` seconds until stopped; ``tasks`` maps each
-    task instance id (32 hex digits) to its :class:`TaskMemory`, ``concurrent_peak_mb`` is the peak of all task
-    trees together (what parallel workers add up to)."""
+    """A thread sampling the task processes' memory every ``interval`` seconds, their PSS every ``pss_interval``,
+    until stopped; ``tasks`` maps each task instance id (32 hex digits) to its :class:`TaskMemory`,
+    ``concurrent_peak_mb`` is the peak of all task trees' PSS together (what parallel workers add up to), and
+    ``cpu_seconds`` the sampler's own CPU time (what it took from the tasks it measures)."""
 
-    def __init__(self, interval: float = SAMPLE_SECONDS) -> None:
+    def __init__(self, interval: float = SAMPLE_SECONDS, pss_interval: float = PSS_SECONDS) -> None:
         self.interval = interval
+        self.pss_interval = pss_interval
         self.tasks: dict[str, TaskMemory] = {}
         self.concurrent_peak_mb = 0.0
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="revopt-task-sampler", daemon=True)
 
@@ -164,6 +174,7 @@ class TaskSampler:
         self._thread.join()
 
     def add(self, sample: Mapping[str, Mapping[str, float]]) -> None:
+        """One sample's memory per task (PSS 0 in a sample that did not read it: no peak)."""
         total = 0.0
         for key, memory in sample.items():
             seen = self.tasks.setdefault(key, TaskMemory())
@@ -175,11 +186,17 @@ class TaskSampler:
         self.concurrent_peak_mb = max(self.concurrent_peak_mb, total)
 
     def _loop(self) -> None:
+        last_pss = float("-inf")
         while not self._stop.is_set():
+            began, now = time.thread_time(), time.monotonic()
+            with_pss = now - last_pss >= self.pss_interval
+            if with_pss:
+                last_pss = now
             try:
-                self.add(attribute(_airflow_processes()))
+                self.add(attribute(_airflow_processes(with_pss)))
             except Exception:  # noqa: BLE001 - a process gone mid-read; the next sample counts
                 pass
+            self.cpu_seconds += time.thread_time() - began
             self._stop.wait(self.interval)
 
 
@@ -366,8 +383,15 @@ def dag_report(dag_id: str, instances: list[dict[str, Any]], sampler: TaskSample
         "max_task_peak_mb": max((t["peak_mb"] for t in tasks), default=0),
         "max_task": max(tasks, key=lambda t: t["peak_mb"])["task"] if tasks else None,
         "concurrent_peak_pss_mb": round(sampler.concurrent_peak_mb),
+        "sampler_cpu_seconds": round(sampler.cpu_seconds, 1),
         "postgres_peak_mb": round(postgres_peak_mb), "log": log, "tasks": tasks,
     }
+
+
+def _sampler_cpu(run: Mapping[str, Any]) -> str:
+    """The whole-DAG line's note of the memory sampler's own CPU time (reports before it was measured have none)."""
+    seconds = run.get("sampler_cpu_seconds")
+    return "" if seconds is None else f"; the sampler's CPU {seconds:,.1f} s"
 
 
 def task_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -382,5 +406,6 @@ def task_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         lines.append(f"| {label} | **whole DAG** ({len(run['tasks'])} tasks, parallelism {run['parallelism']}) | "
                      f"{'ok' if run['ok'] else 'FAILED'} | **{run['tasks_seconds']}** ({run['wall_seconds']} with Airflow "
                      f"start) | **{run['max_task_peak_mb']:,}** (max task: {run['max_task']}) | "
-                     f"{run['concurrent_peak_pss_mb']:,} all tasks at once | PostgreSQL {run['postgres_peak_mb']:,} MB |")
+                     f"{run['concurrent_peak_pss_mb']:,} all tasks at once | PostgreSQL {run['postgres_peak_mb']:,} MB"
+                     f"{_sampler_cpu(run)} |")
     return lines

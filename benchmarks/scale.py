@@ -288,7 +288,8 @@ def _child(function: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> d
 
 
 class _PostgresSampler:
-    """Peak PSS of the embedded PostgreSQL server (postmaster + backends) while a stage runs."""
+    """Peak PSS of the embedded PostgreSQL server (postmaster + backends) while a stage runs, sampled every
+    ``dag_harness.PSS_SECONDS``."""
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
@@ -305,9 +306,9 @@ class _PostgresSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set():  # psutil's full memory info reads every process's smaps: ~20 ms a sample
             self.peak_mb = max(self.peak_mb, self._sample())
-            self._stop.wait(0.25)
+            self._stop.wait(_dag_harness().PSS_SECONDS)
 
     def _sample(self) -> float:
         try:

@@ -51,6 +51,28 @@ def test_the_sampler_keeps_each_tasks_peak_and_the_peak_of_all_at_once():
     assert sampler.concurrent_peak_mb == 1200  # both tasks in the first sample
 
 
+def test_the_sampler_reads_pss_only_every_pss_interval(monkeypatch):
+    """PSS is a costly read (the page tables): on a clock that moves 1 s per sample, with PSS every 5 s, one sample
+    in five reads it, the first one included."""
+    import itertools
+    import time
+    import types
+
+    from benchmarks import dag_harness
+
+    clock = itertools.count()
+    monkeypatch.setattr(dag_harness, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock)),
+                                                                   thread_time=time.thread_time))
+    calls = []
+    monkeypatch.setattr(dag_harness, "_airflow_processes", lambda pss=True: calls.append(pss) or [])
+    with TaskSampler(interval=0.001, pss_interval=5.0) as sampler:
+        deadline = time.monotonic() + 30
+        while len(calls) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert calls[:20] == [True, False, False, False, False] * 4
+    assert sampler.cpu_seconds > 0
+
+
 def test_rows_come_from_what_a_task_returned():
     assert rows_of(json.dumps({"rows": 12, "path": "/x"})) == 12
     assert rows_of(json.dumps({"scores.campaign_daily": 3, "scores.campaign_recommendations": 4})) == 7
