@@ -59,8 +59,14 @@ def test_equals_lightgbm_pred_contrib(booster: lgb.Booster) -> None:
     _assert_same(booster, _on_thresholds(booster, X))
 
 
-def test_blocks_and_repeated_patterns(booster: lgb.Booster) -> None:
-    """Rows deduplicated per block of any size give each row its own values (rows repeated, so patterns recur)."""
+@pytest.mark.parametrize("num_leaves", [8, 31])
+def test_blocks_and_repeated_patterns(num_leaves: int) -> None:
+    """Rows deduplicated per block of any size give each row its own values (rows repeated, so patterns recur), for
+    trees whose keys number their patterns (8 leaves: at most 7 conditions, DIRECT_BITS) and trees whose keys are
+    hashed (31 leaves)."""
+    booster = _train(*_data(), num_leaves=num_leaves)
+    conditions = treeshap.tables(booster.dump_model()).tree_conditions
+    assert (conditions <= treeshap.DIRECT_BITS).all() if num_leaves == 8 else (conditions > treeshap.DIRECT_BITS).any()
     X, _ = _data(seed=7, n=300)
     X = np.vstack([X, X[::-1], X[:50]])
     expected = booster.predict(X, pred_contrib=True)
@@ -90,12 +96,13 @@ def test_trees_with_more_splits_than_a_key_holds() -> None:
     _assert_same(booster, _data(seed=10, n=2_000)[0])
 
 
-def test_missing_values_and_zero_as_missing() -> None:
+@pytest.mark.parametrize("num_leaves", [8, 31])
+def test_missing_values_and_zero_as_missing(num_leaves: int) -> None:
     X, y = _data(seed=11, n=5_000)
     X[::5, 2] = np.nan  # trained with missing values: NaN splits with a learned default direction
     X[::9, 3] = np.nan
     for params in ({}, {"zero_as_missing": True}, {"use_missing": False}):
-        booster = _train(X, y, **params)
+        booster = _train(X, y, num_leaves=num_leaves, **params)
         types = set(booster.trees_to_dataframe()["missing_type"].dropna())
         assert types <= {"NaN", "Zero", "None"}
         scored, _ = _data(seed=12, n=2_000)
