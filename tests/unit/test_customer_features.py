@@ -151,3 +151,25 @@ def test_category_mix_ignores_orders_at_or_after_the_cutoff():
                           pd.DataFrame({"order_id": [7], "category": ["toys"], "value": [3.0]})])
     after = customer_features(shop["customers"], shop["orders"], empty_daily_events(), CUTOFF, order_categories=tampered)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_orders_by_customer_and_time_are_pandas_stable_sort():
+    """order_rhythm's sort by numpy's lexsort: the rows and order of pandas' stable sort, ties kept in row order,
+    any time unit and zone; keys with a missing value take pandas' sort."""
+    from features.customer import _by_customer_and_time
+
+    rng = np.random.default_rng(3)
+    n = 5_000
+    orders = pd.DataFrame({
+        "order_id": np.arange(n),
+        "customer_id": rng.integers(1, 300, n),
+        "order_ts": pd.to_datetime(rng.integers(0, 50, n), unit="D", utc=True),  # many ties
+    }, index=rng.permutation(n) * 3)
+    expected = orders.sort_values(["customer_id", "order_ts"], kind="stable")
+    pd.testing.assert_frame_equal(_by_customer_and_time(orders), expected)
+    in_seconds = orders.assign(order_ts=orders["order_ts"].dt.tz_convert("Europe/Paris").astype("datetime64[s, Europe/Paris]"))
+    pd.testing.assert_frame_equal(_by_customer_and_time(in_seconds),
+                                  in_seconds.sort_values(["customer_id", "order_ts"], kind="stable"))
+    gaps = orders.astype({"customer_id": "float64"})
+    gaps.iloc[::7, gaps.columns.get_loc("customer_id")] = np.nan
+    pd.testing.assert_frame_equal(_by_customer_and_time(gaps), gaps.sort_values(["customer_id", "order_ts"], kind="stable"))
