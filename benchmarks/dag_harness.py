@@ -401,7 +401,8 @@ def task_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         for t in run["tasks"]:
             seconds = "-" if t["seconds"] is None else f"{t['seconds']:.1f}"
             rows = "-" if t["rows"] is None else f"{t['rows']:,}"
-            peak, pss = (f"{t['peak_mb']:,}", f"{t['peak_pss_mb']:,}") if t["samples"] else ("-", "-")
+            peak = f"{t['peak_mb']:,}" if t["samples"] else "-"
+            pss = f"{t['peak_pss_mb']:,}" if t["peak_pss_mb"] else "-"  # read every PSS_SECONDS: none in a short task
             lines.append(f"| {label} | {t['task']} | {t['state']} | {seconds} | {peak} | {pss} | {rows} |")
         lines.append(f"| {label} | **whole DAG** ({len(run['tasks'])} tasks, parallelism {run['parallelism']}) | "
                      f"{'ok' if run['ok'] else 'FAILED'} | **{run['tasks_seconds']}** ({run['wall_seconds']} with Airflow "

@@ -142,9 +142,12 @@ def test_the_markdown_has_a_row_per_task_and_a_whole_dag_line():
             "samples": 40}
     never_ran = {"task": "publish", "state": "upstream_failed", "seconds": None, "rows": None, "peak_mb": 0,
                  "peak_pss_mb": 0, "samples": 0}
+    # shorter than PSS_SECONDS: its high-water mark sampled, its PSS never read
+    short = {"task": "validate", "state": "success", "seconds": 1.5, "rows": None, "peak_mb": 250, "peak_pss_mb": 0,
+             "samples": 5}
     run = {"dag_id": "revopt_nightly", "parallelism": 2, "ok": False, "tasks_seconds": 30.0, "wall_seconds": 50.0,
            "max_task_peak_mb": 2048, "max_task": "score", "concurrent_peak_pss_mb": 2500, "postgres_peak_mb": 100,
-           "tasks": [task, never_ran]}
+           "sampler_cpu_seconds": 3.25, "tasks": [task, never_ran, short]}
     report = {"scale": 0.01, "date": "2026-12-05", "command": "python benchmarks/scale.py --dags nightly", "days": 410,
               "training_conf": {"n_trials": 1}, "interrupted": True,
               "stores": {"S=0.01": {"customers": 10_000, "events": 1, "orders": 2, "order_lines": 3}},
@@ -154,6 +157,8 @@ def test_the_markdown_has_a_row_per_task_and_a_whole_dag_line():
     markdown = dags_markdown(report)
     assert "| nightly S=0.01 workers=2 | score | success | 12.5 | 2,048 | 1,900 | 10,000 |" in markdown
     assert "| nightly S=0.01 workers=2 | publish | upstream_failed | - | - | - | - |" in markdown
+    assert "| nightly S=0.01 workers=2 | validate | success | 1.5 | 250 | - | - |" in markdown
+    assert "PostgreSQL 100 MB; the sampler's CPU 3.2 s |" in markdown
     assert "FAILED | **30.0** (50.0 with Airflow start) | **2,048** (max task: score)" in markdown
     assert "**1.33x** as fast (a run FAILED" in markdown and "**Interrupted**" in markdown
 
