@@ -15,8 +15,8 @@ instance by that process title: per task, the peak of the task process tree's hi
 the kernel's peak RSS of the process, which a sample cannot miss except in its last 0.25 s) and, every 5 s, of its
 summed PSS (shared pages counted once), plus the supervisor's RSS apart. PSS is read from ``smaps_rollup``, which
 walks the process's page tables: ~0.1 s of CPU per sample of two 4 GB task processes, so sampled every 0.25 s the
-sampler took 37 % of one of the 2 cores from the tasks it measured (docs/scale.md, "Session 27"). chDB runs in the task process, so its memory
-is counted. Walls come from Airflow's own ``task_instance`` rows (start / end / duration), and rows from the
+sampler took 37 % of one of the 2 cores from the tasks it measured (docs/scale.md, "Session 27"). chDB runs in the
+task process, so its memory is counted. Walls come from Airflow's own ``task_instance`` rows (start / end / duration), and rows from the
 tasks' XCom return values where they say (``{"rows": n}`` or publish's ``{"scores.table": n}``).
 
 Benchmark code: it imports psutil and Airflow's CLI only as subprocesses, never the product's DAGs.
@@ -402,7 +402,8 @@ def task_table(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
             seconds = "-" if t["seconds"] is None else f"{t['seconds']:.1f}"
             rows = "-" if t["rows"] is None else f"{t['rows']:,}"
             peak = f"{t['peak_mb']:,}" if t["samples"] else "-"
-            pss = f"{t['peak_pss_mb']:,}" if t["peak_pss_mb"] else "-"  # read every PSS_SECONDS: none in a short task
+            # PSS is read every PSS_SECONDS: a shorter task has none
+            pss = f"{t['peak_pss_mb']:,}" if t["peak_pss_mb"] else "-"
             lines.append(f"| {label} | {t['task']} | {t['state']} | {seconds} | {peak} | {pss} | {rows} |")
         lines.append(f"| {label} | **whole DAG** ({len(run['tasks'])} tasks, parallelism {run['parallelism']}) | "
                      f"{'ok' if run['ok'] else 'FAILED'} | **{run['tasks_seconds']}** ({run['wall_seconds']} with Airflow "
