@@ -572,6 +572,21 @@ def _patterns(keys, pattern_keys, pattern_of):
     return patterns
 
 
+@njit(cache=True)
+def _seen_keys(keys, n_keys, seen, pattern_keys):
+    """The distinct keys of a tree with ``n_keys`` possible ones (``pattern_keys``, their count returned), by a
+    table of flags: each key is its own pattern number (:data:`DIRECT_BITS`)."""
+    seen[:n_keys] = False
+    for row in range(len(keys)):
+        seen[keys[row]] = True
+    patterns = 0
+    for key in range(n_keys):
+        if seen[key]:
+            pattern_keys[patterns] = key
+            patterns += 1
+    return patterns
+
+
 @njit(parallel=True, cache=True)
 def _explain(XT, out, block_rows, roots, node_end, tree_features, tree_feature_count, feature, threshold, missing,
              default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero,
@@ -616,32 +631,23 @@ def _explain(XT, out, block_rows, roots, node_end, tree_features, tree_feature_c
                 continue
             _tree_keys(codes, status, special, special_start, root, end, feature, rank, missing, default_left, keys,
                        condition)
-            if tree_conditions[tree] <= DIRECT_BITS:  # a key is its own pattern number: no hashing
-                n_keys = 1 << tree_conditions[tree]
-                seen[:n_keys] = False
-                for row in range(rows):
-                    seen[keys[row]] = True
-                for key in range(n_keys):
-                    if seen[key]:
-                        _explain_tree(x, key, True, scratch, root, feature, threshold, missing, default_left, left,
-                                      right, bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature,
-                                      path_zero, table, stack_node, stack_failed, condition)
-                        for k in range(used):
-                            f = tree_features[tree, k]
-                            values[k, key] = scratch[f]
-                            scratch[f] = 0.0
+            direct = tree_conditions[tree] <= DIRECT_BITS  # a key is its own pattern number: no hashing
+            if direct:
+                patterns = _seen_keys(keys, 1 << tree_conditions[tree], seen, pattern_keys)
                 lookup = keys
             else:
                 patterns = _patterns(keys, pattern_keys, pattern_of)
-                for pattern in range(patterns):
-                    _explain_tree(x, pattern_keys[pattern], True, scratch, root, feature, threshold, missing,
-                                  default_left, left, right, bit, leaf_value, leaf_bits, leaf_start, leaf_table,
-                                  path_feature, path_zero, table, stack_node, stack_failed, condition)
-                    for k in range(used):
-                        f = tree_features[tree, k]
-                        values[k, pattern] = scratch[f]
-                        scratch[f] = 0.0
                 lookup = pattern_of
+            for pattern in range(patterns):
+                key = pattern_keys[pattern]
+                _explain_tree(x, key, True, scratch, root, feature, threshold, missing, default_left, left, right,
+                              bit, leaf_value, leaf_bits, leaf_start, leaf_table, path_feature, path_zero, table,
+                              stack_node, stack_failed, condition)
+                slot = key if direct else pattern  # where ``lookup`` finds it
+                for k in range(used):
+                    f = tree_features[tree, k]
+                    values[k, slot] = scratch[f]
+                    scratch[f] = 0.0
             for k in range(used):  # feature by feature over the rows: a vectorised gather
                 column = out[tree_features[tree, k], first:last]
                 explained = values[k]
