@@ -1,9 +1,10 @@
 """The exact factors of each customer champion's members, one member at a time, on a stack kept by
 ``benchmarks/scale.py --keep-home DIR`` after its nightly run (its champions and that night's customer features).
 
-Each member of a blend (LightGBM, XGBoost, CatBoost) is handed to the TreeSHAP kernel (``ml.families.treeshap``) as
-the score step hands it, and timed alone on the first ``--customers`` customers: run it at two commits to compare a
-kernel change member by member, with ``--out`` to check that the values are the same (docs/scale.md, "Session 27").
+Each member of a blend (LightGBM, XGBoost, CatBoost) is explained alone, as the score step explains it
+(``BinaryModel.contributions``: its trees handed to the TreeSHAP kernel, ``ml.families.treeshap``), on the first
+``--customers`` customers: run it at two commits to compare a kernel change member by member, with ``--out`` to check
+that the values are the same (docs/scale.md, "Session 27").
 
     PYTHONPATH=. .venv/bin/python benchmarks/factor_members.py --home DIR --customers 500000 [--out FILE.npz]
 """
@@ -13,7 +14,6 @@ import argparse
 import datetime as dt
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,26 +32,6 @@ def members(model) -> list:
     return [m for member in model.estimator for m in members(member)] if model.spec.family == "ensemble" else [model]
 
 
-def kernel_input(model, X: pd.DataFrame):
-    """(TreeTables, rows) as ``ml.families.classifier``'s contributions build them for ``model``'s family."""
-    from ml.families import treeshap
-
-    rows = X[model.feature_names].to_numpy(dtype=np.float64)
-    if model.spec.family == "lightgbm":
-        booster = model.estimator
-        return treeshap.tables(booster.dump_model(num_iteration=booster.best_iteration or None)), rows
-    if model.spec.family == "xgboost":
-        dump = treeshap.xgboost_dump(json.loads(model.estimator.save_raw("json")), model.spec.num_rounds)
-        return treeshap.tables(dump), treeshap.float32_rows(rows)
-    if model.spec.family == "catboost":
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.json"
-            model.estimator.save_model(str(path), format="json")
-            exported = json.loads(path.read_text())
-        return treeshap.tables(treeshap.catboost_dump(exported)), treeshap.float32_rows(rows)
-    raise ValueError(f"{model.spec.family} members are not explained by the kernel")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", required=True, help="the stack folder scale.py kept (--keep-home)")
@@ -60,7 +40,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="save every member's values here (.npz)")
     args = parser.parse_args()
 
-    from ml.families import treeshap
     from ml.families.binary import with_btyd
     from ml.registry import load_champion
 
@@ -72,16 +51,14 @@ def main() -> None:
         python_model = load_champion(resources, name).python_model
         X = with_btyd(features, python_model.btyd)
         for k, member in enumerate(members(python_model.model.model)):
-            tables, rows = kernel_input(member, X)
-            treeshap.contributions(tables, rows[:2_000])  # compiled (numba's cache) before the clock starts
+            member.contributions(X.head(2_000))  # compiled (numba's cache) before the clock starts
             began = time.perf_counter()
-            values = treeshap.contributions(tables, rows)
+            values = member.contributions(X)
             seconds = time.perf_counter() - began
-            saved[f"{name}_{k}"] = values
-            conditions = tables.tree_conditions
-            results.append({"champion": name, "member": member.spec.family, "trees": len(tables.roots),
-                            "max_conditions": int(conditions.max(initial=0)), "seconds": round(seconds, 2),
-                            "customers_per_s": round(len(rows) / seconds)})
+            saved[f"{name}_{k}"] = values.to_numpy()
+            results.append({"champion": name, "member": member.spec.family, "rounds": member.spec.num_rounds,
+                            "params": member.spec.params, "seconds": round(seconds, 2),
+                            "customers_per_s": round(len(X) / seconds)})
             print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"customers": len(features), "seconds": round(sum(r["seconds"] for r in results), 2)}))
     if args.out is not None:
