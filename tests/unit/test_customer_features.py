@@ -156,7 +156,7 @@ def test_category_mix_ignores_orders_at_or_after_the_cutoff():
 def test_orders_by_customer_and_time_are_pandas_stable_sort():
     """order_rhythm's sort by numpy's lexsort: the rows and order of pandas' stable sort, ties kept in row order,
     any time unit and zone; keys with a missing value take pandas' sort."""
-    from features.customer import _by_customer_and_time
+    from features.order_history import _by_customer_and_time
 
     rng = np.random.default_rng(3)
     n = 5_000
