@@ -141,6 +141,20 @@ def test_the_published_model_is_the_tested_one_calibrated_on_rows_it_did_not_tra
     assert "calibration.png" in champion.figures
 
 
+def test_the_published_models_check_reads_the_importance_sample_not_the_whole_window(store, monkeypatch):
+    """Every test customer's raw score is checked finite; the published model is checked on the importance sample
+    (at a million customers the whole window was a second full prediction)."""
+    import ml.families.importance
+
+    monkeypatch.setattr(ml.families.importance, "IMPORTANCE_CUSTOMERS", 400)
+    trained = _train(FAMILY, store)
+    (what, checked), = trained.checks.items()
+    assert "400 of the test window's customers" in what and len(checked) == 400
+    positions = store.test.X.index.get_indexer(
+        ml.families.importance.importance_sample(store.test, PARAMS.training_sample_customers, PARAMS.seed).X.index)
+    np.testing.assert_allclose(checked, trained.model.predict(None, store.test.X)[positions])
+
+
 def test_the_rolling_origin_backtest_repeats_selection_at_each_earlier_origin(store, champion, monkeypatch):
     """Each earlier origin (fit, test) is selected and tested on its own, with the earlier origins' smaller tuning
     budget; the latest is the test window, selected with the run's."""
