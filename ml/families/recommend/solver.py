@@ -4,12 +4,13 @@
 (``implicit.cpu.als.least_squares_cg``, Takacs et al. 2011): per row ``x`` with items ``i`` of
 confidence ``c_i``, ``A x = b`` for ``A = Y'Y + lambda I + sum_i (c_i - 1) y_i y_i'`` and ``b = sum_i c_i y_i``,
 where ``A p`` is computed as ``(Y'Y + lambda I) p`` plus one term per item. Its compiled loop does the first
-part as one matrix-vector product per row and step; at 256 factors that is ~80 % of a fit's work.
+part as one matrix-vector product per row and step: most of a fit's arithmetic at 256 factors.
 
 :func:`least_squares_cg` is the same arithmetic, the same start, steps and stopping rules, with that part
 as one matrix product for a block of rows (BLAS-3 instead of BLAS-2), and the per-item terms in numba.
-The factors equal the library's to float32 rounding (summation order differs), and are the same bits
-run to run on one thread. :class:`BlockedALS` is the library's model with this solver: its own
+One step equals the library's to float64 rounding; in float32 the sums' order differs, and over a fit's
+sweeps the factors drift apart by ~1 % (what they recommend stays: docs/personalisation.md). A fit is the
+same bits run to run on one thread. :class:`BlockedALS` is the library's model with this solver: its own
 initialisation, sweeps, callback and scoring.
 """
 
