@@ -10,7 +10,7 @@ so this module starts ``airflow api-server --apps execution`` on a free loopback
 ``AIRFLOW__CORE__PARALLELISM`` is the number of worker processes, hence of tasks at once (``max_active_tasks``
 is the scheduler's and ``dags test`` does not apply it).
 
-:class:`TaskSampler` walks the process table every 0.25 s with psutil and attributes each process to its task
+:class:`TaskSampler` walks the process table (``/proc``) every 0.25 s and attributes each process to its task
 instance by that process title: per task, the peak of the task process tree's high-water mark (``VmHWM``,
 the kernel's peak RSS of the process, which a sample cannot miss except in its last 0.25 s) and, every 5 s, of its
 summed PSS (shared pages counted once), plus the supervisor's RSS apart. PSS is read from ``smaps_rollup``, which
@@ -19,7 +19,7 @@ sampler took 37 % of one of the 2 cores from the tasks it measured (docs/scale.m
 task process, so its memory is counted. Walls come from Airflow's own ``task_instance`` rows (start / end / duration), and rows from the
 tasks' XCom return values where they say (``{"rows": n}`` or publish's ``{"scores.table": n}``).
 
-Benchmark code: it imports psutil and Airflow's CLI only as subprocesses, never the product's DAGs.
+Benchmark code: it runs Airflow's CLI as subprocesses and never imports the product's DAGs.
 """
 
 from __future__ import annotations
@@ -127,13 +127,31 @@ def _read_memory(pid: int, pss: bool = True) -> tuple[int, int, int]:
     return rss, proportional, hwm
 
 
+def process_table() -> list[ProcessSample]:
+    """Every process's pid, parent and title (its command line, arguments joined by spaces), read from ``/proc``:
+    psutil's ``process_iter`` of the same took ~21 ms of CPU a sample of ~90 processes, this ~7 ms, four times a
+    second (docs/scale.md, "Session 28"). A process gone mid-read is left out."""
+    table = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read()
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                title = cmdline.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": the command name may hold spaces and parentheses, so split after the last ")"
+        ppid = int(fields[fields.rindex(b")") + 2:].split()[1])
+        table.append(ProcessSample(int(name), ppid, title.replace(b"\0", b" ").decode(errors="replace").strip()))
+    return table
+
+
 def _airflow_processes(pss: bool = True) -> list[ProcessSample]:
     """Every process named for a task instance and every process below one, with its memory (PSS 0 without
     ``pss``)."""
-    import psutil
-
-    everyone = [ProcessSample(proc.info["pid"], proc.info["ppid"] or 0, " ".join(proc.info.get("cmdline") or []))
-                for proc in psutil.process_iter(["pid", "ppid", "cmdline"])]
+    everyone = process_table()
     children: dict[int, list[int]] = {}
     for p in everyone:
         children.setdefault(p.ppid, []).append(p.pid)

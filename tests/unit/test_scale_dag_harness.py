@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from benchmarks.dag_harness import ProcessSample, TaskSampler, attribute, read_task_instances, rows_of, title_ti
+from benchmarks.dag_harness import (
+    ProcessSample, TaskSampler, attribute, process_table, read_task_instances, rows_of, title_ti,
+)
 from benchmarks.scale import _workers_ratio, dag_targets, dags_markdown
 
 TI = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
@@ -39,6 +41,26 @@ def test_a_task_tree_is_everything_below_its_supervisor():
     assert set(found) == {KEY, OTHER.replace("-", "")}
     assert found[KEY] == {"hwm": 5120 * MB, "pss": 3580 * MB, "supervisor": 300 * MB}
     assert found[OTHER.replace("-", "")]["hwm"] == 260 * MB
+
+
+def test_the_process_table_gives_each_process_its_parent_and_title():
+    """Read from /proc as the sampler reads it: a child of this process, its command line as its title (a command
+    name holding spaces and parentheses does not shift the parent)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import time; open('/proc/self/comm', 'w').write('a) (b c'); print('ready', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code, "airflow worker -- x"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        table = {p.pid: p for p in process_table()}
+        assert table[child.pid].ppid == os.getpid()
+        assert table[child.pid].title == f"{sys.executable} -c {code} airflow worker -- x"
+        assert table[os.getpid()].ppid == os.getppid()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_the_sampler_keeps_each_tasks_peak_and_the_peak_of_all_at_once():
