@@ -3,7 +3,7 @@
 
 Each member of a blend (LightGBM, XGBoost, CatBoost) is explained alone, as the score step explains it
 (``BinaryModel.contributions``: its trees handed to the TreeSHAP kernel, ``ml.families.treeshap``), on the first
-``--customers`` customers: run it at two commits to compare a kernel change member by member, with ``--out`` to check
+``--customers`` customers, and its library's own prediction of them is timed beside (``predict_seconds``): run it at two commits to compare a kernel change member by member, with ``--out`` to check
 that the values are the same (docs/scale.md, "Session 27").
 
     PYTHONPATH=. .venv/bin/python benchmarks/factor_members.py --home DIR --customers 500000 [--out FILE.npz]
@@ -55,10 +55,13 @@ def main() -> None:
             began = time.perf_counter()
             values = member.contributions(X)
             seconds = time.perf_counter() - began
+            began = time.perf_counter()
+            member.predict_proba(X)
+            predict_seconds = time.perf_counter() - began
             saved[f"{name}_{k}"] = values.to_numpy()
             results.append({"champion": name, "member": member.spec.family, "rounds": member.spec.num_rounds,
                             "params": member.spec.params, "seconds": round(seconds, 2),
-                            "customers_per_s": round(len(X) / seconds)})
+                            "customers_per_s": round(len(X) / seconds), "predict_seconds": round(predict_seconds, 2)})
             print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"customers": len(features), "seconds": round(sum(r["seconds"] for r in results), 2)}))
     if args.out is not None:
