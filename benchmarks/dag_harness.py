@@ -16,8 +16,9 @@ the kernel's peak RSS of the process, which a sample cannot miss except in its l
 summed PSS (shared pages counted once), plus the supervisor's RSS apart. PSS is read from ``smaps_rollup``, which
 walks the process's page tables: ~0.1 s of CPU per sample of two 4 GB task processes, so sampled every 0.25 s the
 sampler took 37 % of one of the 2 cores from the tasks it measured (docs/scale.md, "Session 27"). chDB runs in the
-task process, so its memory is counted. Walls come from Airflow's own ``task_instance`` rows (start / end / duration), and rows from the
-tasks' XCom return values where they say (``{"rows": n}`` or publish's ``{"scores.table": n}``).
+task process, so its memory is counted. Walls come from Airflow's own ``task_instance`` rows (start / end /
+duration), and rows from the tasks' XCom return values where they say (``{"rows": n}`` or publish's
+``{"scores.table": n}``).
 
 Benchmark code: it runs Airflow's CLI as subprocesses and never imports the product's DAGs.
 """

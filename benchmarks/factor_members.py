@@ -3,7 +3,8 @@
 
 Each member of a blend (LightGBM, XGBoost, CatBoost) is explained alone, as the score step explains it
 (``BinaryModel.contributions``: its trees handed to the TreeSHAP kernel, ``ml.families.treeshap``), on the first
-``--customers`` customers, and its library's own prediction of them is timed beside (``predict_seconds``): run it at two commits to compare a kernel change member by member, with ``--out`` to check
+``--customers`` customers, and its library's own prediction of them is timed beside (``predict_seconds``):
+run it at two commits to compare a kernel change member by member, with ``--out`` to check
 that the values are the same (docs/scale.md, "Session 27").
 
     PYTHONPATH=. .venv/bin/python benchmarks/factor_members.py --home DIR --customers 500000 [--out FILE.npz]

@@ -743,8 +743,8 @@ def dags_markdown(report: dict[str, Any]) -> str:
         "whole-DAG line gives first task start to last task end (and the `dags test` command, Airflow's start "
         "included). Peak MB is the task process tree's peak RSS (VmHWM, sampled every 0.25 s; chDB is in process); "
         "PSS MB its peak proportional set size (shared pages counted once), read every 5 s (`-`: a shorter task). "
-        "Rows: what the task's return value "
-        f"says (publish: rows published). Training params: `{json.dumps(report['training_conf'])}`; nightly params: "
+        "Rows: what the task's return value says (publish: rows published)."
+        f" Training params: `{json.dumps(report['training_conf'])}`; nightly params: "
         f"`{json.dumps(report.get('nightly_conf', {}))}`.", "",
     ]
     for label, store in report["stores"].items():
