@@ -34,6 +34,7 @@ and a champion's spec says which it used.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,8 +249,11 @@ class BinaryFamily:
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> BinaryData:
         """The labelled sets at every origin's cutoffs; each fit set is the ``training_sample_customers``
         sample of its customers (:func:`features.customer.sample_customers`: selection and fitting see only
-        them), each test set holds every customer of its window (the gate's test is on the whole window)."""
+        them), each test set holds every customer of its window (the gate's test is on the whole window).
+        Each cutoff's set is built once: origin k's fit cutoff is origin k + 1's test cutoff, and at a million
+        customers one cutoff's features take ~15 s (docs/scale.md, "Session 29")."""
         horizon = self.horizon(params)
+        labelled_at = functools.cache(lambda cutoff: self.labelled_set(frames, cutoff, params))
         (fit_cutoff, test_cutoff), *origins = self._origin_cutoffs(run_date, params)
         earlier = []
         first_order = frames["orders"]["order_ts"].min()
@@ -262,16 +266,16 @@ class BinaryFamily:
                 logger.info("%s backtest for %s: history allows %d origin(s) (origin %d would fit at %s)", self.name,
                             run_date, origin, origin, origin_fit.date())
                 break
-            earlier.append((self._fit_set(frames, origin_fit, params), self.labelled_set(frames, origin_test, params)))
-        return BinaryData(run_date, horizon, self._fit_set(frames, fit_cutoff, params),
-                          self.labelled_set(frames, test_cutoff, params), tuple(earlier))
+            earlier.append((self._fit_set(labelled_at(origin_fit), params), labelled_at(origin_test)))
+        return BinaryData(run_date, horizon, self._fit_set(labelled_at(fit_cutoff), params), labelled_at(test_cutoff),
+                          tuple(earlier))
 
-    def _fit_set(self, frames: Frames, cutoff: pd.Timestamp, params: RunParams) -> LabelledSet:
-        fit = self.labelled_set(frames, cutoff, params)
+    def _fit_set(self, fit: LabelledSet, params: RunParams) -> LabelledSet:
+        """The ``training_sample_customers`` sample of the customers of one fit cutoff."""
         sample = sampled(fit, params.training_sample_customers, params.seed)
         if len(sample.y) < len(fit.y):
             logger.info("%s at %s: fitting on a sample of %d of %d customers (training_sample_customers)", self.name,
-                        cutoff.date(), len(sample.y), len(fit.y))
+                        fit.cutoff.date(), len(sample.y), len(fit.y))
         return sample
 
     def select(self, fit: LabelledSet, params: RunParams, run_date: dt.date, study_name: str,

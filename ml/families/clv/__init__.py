@@ -50,6 +50,7 @@ and ``GammaGammaModel.expected_customer_spend`` to 1e-6 relative. Fitting uses p
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import time
@@ -325,13 +326,12 @@ def label_window(orders: pd.DataFrame, run_date: Any, horizon_days: int) -> tupl
 # --- the family ---------------------------------------------------------------------------------
 
 
-def _fit_set(frames: Frames, cutoff: pd.Timestamp, window: int, params: RunParams) -> LabelledSet:
+def _fit_set(fit: LabelledSet, params: RunParams) -> LabelledSet:
     """The spend set at a fit cutoff, restricted to the ``training_sample_customers`` sample."""
-    fit = spend_set(frames, cutoff, window, params.lookback_days)
     sample = sampled(fit, params.training_sample_customers, params.seed)
     if len(sample.y) < len(fit.y):
-        logger.info("clv at %s: fitting on a sample of %d of %d customers (training_sample_customers)", cutoff.date(),
-                    len(sample.y), len(fit.y))
+        logger.info("clv at %s: fitting on a sample of %d of %d customers (training_sample_customers)",
+                    fit.cutoff.date(), len(sample.y), len(fit.y))
     return sample
 
 
@@ -394,13 +394,15 @@ class ClvFamily:
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> ClvData:
         """The labelled sets at every origin's cutoffs; each fit set is the ``training_sample_customers``
         sample of its customers (:func:`features.customer.sample_customers`), each test set and the run
-        date's features hold every customer."""
+        date's features hold every customer. Each cutoff's set is built once: origin k's fit cutoff is origin
+        k + 1's test cutoff, and at a million customers one cutoff's features take ~12 s (docs/scale.md, "Session
+        29")."""
         window, note = label_window(frames["orders"], run_date, params.clv_horizon_days)
+        spend_at = functools.cache(lambda cutoff: spend_set(frames, cutoff, window, params.lookback_days))
         if note:
             logger.warning("clv for %s: %s", run_date, note)
         config = self.config(params, window if note else None)
         (fit_cutoff, test_cutoff), *origins = self._origin_cutoffs(run_date, window, params)
-        test = spend_set(frames, test_cutoff, window, params.lookback_days)
         earlier = []
         first_order = frames["orders"]["order_ts"].min()
         for origin_fit, origin_test in origins:
@@ -409,12 +411,12 @@ class ClvFamily:
                     or training_data_shortfall(frames["customers"], frames["orders"], (origin_test + pd.Timedelta(days=window)).date(),
                                                window, params.lookback_days)):
                 break
-            origin_test_set = spend_set(frames, origin_test, window, params.lookback_days)
-            earlier.append((_fit_set(frames, origin_fit, window, params), origin_test_set,
+            origin_test_set = spend_at(origin_test)
+            earlier.append((_fit_set(spend_at(origin_fit), params), origin_test_set,
                             last_period_spend(origin_test_set.X.index, frames["orders"], origin_test, window)))
+        test = spend_at(test_cutoff)
         return ClvData(
-            run_date, config,
-            _fit_set(frames, fit_cutoff, window, params), test,
+            run_date, config, _fit_set(spend_at(fit_cutoff), params), test,
             features_at(frames, pd.Timestamp(run_date, tz="UTC"), params.lookback_days),
             last_period_spend(test.X.index, frames["orders"], test_cutoff, window), note=note, earlier=tuple(earlier),
         )
