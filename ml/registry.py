@@ -49,6 +49,7 @@ from ml import model_card
 from ml.family import SPLITS, DataWindow, Family, Frames, NonFiniteModelError, Trained, require_finite
 from ml.gate import GateDecision, decide, is_finite
 from ml.params import RunParams
+from ml.reuse import reuse_scope
 from ml.tuning import trial_logger
 from revopt.platform.postgres import upsert_rows
 from revopt.platform.resources import Resources, experiment_name
@@ -78,9 +79,10 @@ def train_family(family: Family, resources: Resources, run_date: dt.date, frames
                  params: RunParams) -> dict[str, str]:
     """Train, log, register and gate ``family`` for ``run_date`` from the training extract's ``frames``;
     returns the run's reference for XCom (or ``{"skipped": reason}``)."""
-    if reason := family.shortfall(frames, run_date, params):
-        return skipped(family.name, run_date, reason)
-    data = family.training_data(frames, run_date, params)
+    with reuse_scope():  # what the shortfall and the training data both compute, once (ml.reuse)
+        if reason := family.shortfall(frames, run_date, params):
+            return skipped(family.name, run_date, reason)
+        data = family.training_data(frames, run_date, params)
     resources.use_tracking(family_experiment(family))  # the trials, nested runs, land in it too
     champion_version = current_version(family.model_name, CHAMPION)
     with mlflow.start_run(run_name=f"{family.name}-{run_date}") as run:

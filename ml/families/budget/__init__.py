@@ -168,6 +168,7 @@ from ml.evaluation import Evaluation, summarise_backtest
 from ml.families.rolling_origin import backtest_params, earlier_origin_params, earlier_origins
 from ml.family import Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
+from ml.reuse import kept
 from ml.tuning import Budget, Callback, Tuned, search
 
 __all__ = [
@@ -198,10 +199,12 @@ def budget_constraints(params: RunParams) -> BudgetConstraints:
     )
 
 
+@kept
 def target_orders(frames: Frames, run_date: dt.date, params: RunParams) -> pd.DataFrame:
     """The orders the media model's attributed target reads: each split over channels by the run's
     ``attribution_model`` (:func:`ml.attribution.nightly.attributed_orders`) when the extract has conversion
-    paths with touchpoints, else as the store recorded them (one channel per order)."""
+    paths with touchpoints, else as the store recorded them (one channel per order). Split once per training run
+    (:mod:`ml.reuse`): the shortfall and the training data both read it."""
     from ml.attribution.nightly import attributed_orders, history_credits, settings_of
 
     paths = frames.get("conversion_paths")

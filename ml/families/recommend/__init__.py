@@ -96,6 +96,7 @@ from ml.families.recommend.model import RecommendationsModel
 from ml.families.recommend.recommender import PUBLISHED_COLUMNS, SOURCES, recommend, top_k
 from ml.family import DataWindow, Frames, Trained, config_from_spec, config_spec, dated_window
 from ml.params import RunParams
+from ml.reuse import kept
 from ml.tuning import Budget, Callback, search
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ class RecommendationsFamily:
                         f"{MIN_TEST_ROWS} are needed to judge a model, from {where}")
         return None
 
+    @kept  # the shortfall reads it too: built once per training run (ml.reuse)
     def training_data(self, frames: Frames, run_date: dt.date, params: RunParams) -> RecommendationsData:
         """The extract's interactions before the run date, of the ``training_sample_customers`` sample of its
         customers alone (:func:`features.customer.customer_sampler`, the other families' seeded sample): tuning,
