@@ -9,8 +9,8 @@ every order over its channels (the attribution model) for both. At a million cus
 A function decorated with :func:`kept` and called inside :func:`reuse_scope` returns the result of its earlier
 call with the same arguments; outside a scope it simply runs. Arguments are the same when they are the same
 object (a family, a model) or, for a mapping of frames, the same mapping holding the same frame objects; run
-dates, run params, strings and numbers compare by value. Results are dropped when the scope ends, so nothing outlives the
-registry call that made them.
+dates, run params, strings and numbers compare by value. Results are dropped when the scope ends, so nothing
+outlives the registry call that made them. A kept result is shared, not copied: its callers only read it.
 """
 
 from __future__ import annotations
