@@ -103,7 +103,20 @@ def test_recommendations_build_their_training_data_once_for_the_shortfall_and_tr
     assert len(built) == 1
     recommend.FAMILY.training_data(store, RECS_RUN_DATE, PARAMS)  # outside a scope: built again
     assert len(built) == 2
-    # the budget's orders split by the attribution model are kept the same way
-    from ml.families import budget
 
-    assert budget.target_orders.__wrapped__.__name__ == "target_orders"
+
+def test_the_budget_splits_its_orders_over_the_channels_once_in_a_scope(monkeypatch) -> None:
+    import ml.attribution.nightly as nightly
+    from ml.families import budget
+    from tests.unit.test_attribution_nightly import RUN, _orders, _paths
+
+    splits = []
+    original = nightly.history_credits
+    monkeypatch.setattr(nightly, "history_credits", lambda *args: splits.append(1) or original(*args))
+    frames, params = {"orders": _orders(), "conversion_paths": _paths()}, RunParams()
+    with reuse_scope():
+        first = budget.target_orders(frames, RUN, params)
+        assert budget.target_orders(frames, RUN, params) is first
+    assert len(splits) == 1
+    pd.testing.assert_frame_equal(budget.target_orders(frames, RUN, params), first)  # outside a scope: split again
+    assert len(splits) == 2
