@@ -42,14 +42,14 @@ def reuse_scope() -> Iterator[None]:
 
 
 def kept(function: F) -> F:
-    """``function`` (positional arguments only), reusing its result within a :func:`reuse_scope` when called
-    again with the same arguments."""
+    """``function``, reusing its result within a :func:`reuse_scope` when called again with the same positional
+    arguments; a call with keyword arguments simply runs."""
 
     @functools.wraps(function)
-    def wrapper(*args: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         scope = _SCOPE.get()
-        if scope is None:
-            return function(*args)
+        if scope is None or kwargs:
+            return function(*args, **kwargs)
         for seen_function, seen, result in scope:
             if seen_function is function and len(seen) == len(args) and all(map(_same, seen, args)):
                 return result

@@ -49,7 +49,8 @@ def test_other_arguments_or_changed_frames_compute_again(counted) -> None:
         assert split(frames, RUN_DATE, params).loc[0, "rows"] == 3
         frames["customers"] = pd.DataFrame()  # a frame added
         split(frames, RUN_DATE, params)
-    assert len(calls) == 6
+        split(frames, RUN_DATE, params=params)  # keyword arguments: not matched, the function runs
+    assert len(calls) == 7
 
 
 def test_nothing_is_kept_outside_or_after_a_scope(counted) -> None:
