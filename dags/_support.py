@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, get_current_context, task
+from airflow.sdk import Asset, Param, RetryDecision, RetryPolicy, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from _context import resources, run_date_of, run_params_of
@@ -114,23 +114,28 @@ def skip_if_skipped(result, context=None):
     return result
 
 
-#: The extract's parts (``revopt.platform.extract.EXTRACT_PARTS``), each a mapped ``extract`` task, side by side: the
-#: PostgreSQL tables, and what is computed in the events store.
+#: The extract's parts (``revopt.platform.extract.EXTRACT_PARTS``), each its own task (``extract_<part>``), side by
+#: side: the PostgreSQL tables, and what is computed in the events store. Two tasks, not one mapped task: Airflow
+#: starts a task after a mapped one only once every map index ended, and the tables part's validation (and a family
+#: that reads only tables) runs while the events part is still extracting (``_gate.validate``).
 EXTRACT_PARTS = ("tables", "events")
 
 
-@task(task_id="extract", map_index_template="{{ extract_part }}")
-def extract_part(purpose: str, part: str, **context) -> dict[str, str]:
-    from ml.pipeline import extract
+def _extract_task(part: str):
+    @task(task_id=f"extract_{part}")
+    def extract_part(purpose: str, **context) -> dict[str, str]:
+        from ml.pipeline import extract
 
-    get_current_context()["extract_part"] = part
-    return extract(resources(), run_date_of(context), purpose, run_params_of(context), part)
+        return extract(resources(), run_date_of(context), purpose, run_params_of(context), part)
+
+    return extract_part
 
 
-def extract(purpose: str):
+def extract(purpose: str) -> dict[str, Any]:
     """The datasets the ``purpose`` DAG reads (``ml.pipeline.DAG_DATASETS``: training, nightly or experiments), one
-    mapped ``extract`` task per part of the extract; the gate (``_gate.validate``) merges their paths."""
-    return extract_part.partial(purpose=purpose).expand(part=list(EXTRACT_PARTS))
+    ``extract_<part>`` task per part of the extract: their outputs by part. The gate (``_gate.validate``) validates
+    each part once it ends and merges their paths."""
+    return {part: _extract_task(part)(purpose=purpose) for part in EXTRACT_PARTS}
 
 
 def publish_outputs(task_id: str, *tables: str):

@@ -34,7 +34,7 @@ def revopt_experiments():
         from ml.pipeline import analyse_experiments
         return analyse_experiments(resources(), run_date_of(context), extract_paths, run_params_of(context))
 
-    analyse(validate(extract("experiments"), "experiments"))
+    analyse(validate(extract("experiments"), "experiments").all)
 
 
 document(revopt_experiments())

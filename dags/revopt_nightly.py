@@ -143,9 +143,9 @@ def revopt_nightly():
 
     record_alias_moves()  # first, beside identities (it blocks nothing)
     extracted = extract("nightly")
-    identity_resolution() >> extracted
+    identity_resolution() >> list(extracted.values())
     remove_old_run_folders()
-    validated = validate(extracted, "nightly")
+    validated = validate(extracted, "nightly").all
     assigned = assign_experiments(validated)  # before anything is served: serving reads the assignments
     features = build_features(validated)
     # customer scores mapped over the `partitions` customer-hash slices (dags/_partitioned.py, docs/scale.md)

@@ -119,11 +119,14 @@ def revopt_training():
     # family fails the DAG run (a failed leaf task fails the run).
     record_alias_moves()  # first, beside identities (it blocks nothing)
     extracted = extract("training")
-    identity_resolution() >> extracted  # train on the people the nightly run scores (docs/privacy.md)
+    identity_resolution() >> list(extracted.values())  # train on the people the nightly run scores (docs/privacy.md)
     validated = validate(extracted, "training")
-    for train in (train_propensity, train_churn, train_clv, train_pricing, train_send_time, train_budget,
-                  train_recommendations, train_uplift):
-        train(validated)
+    # pricing reads only the tables part's datasets (a unit test holds it to that): it trains once they passed their
+    # gate, while the events part is still extracting (at 1M customers the tables part ends ~140 s earlier)
+    train_pricing(validated.tables)
+    for train in (train_propensity, train_churn, train_clv, train_send_time, train_budget, train_recommendations,
+                  train_uplift):
+        train(validated.all)
 
 
 finish(revopt_training())

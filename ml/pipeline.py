@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,8 @@ def aggregates_only(frames: Mapping[str, pd.DataFrame]) -> bool:
 
 
 def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: dict[str, str],
-                      lookback_days: int | None = None, share: tuple[int, int] = (0, 1)) -> dict[str, str]:
+                      lookback_days: int | None = None, share: tuple[int, int] = (0, 1),
+                      only: Collection[str] | None = None) -> dict[str, str]:
     """Gate: validate every extract against its suite in ``expectations/`` and its row count
     against recent runs; any failure raises after every dataset was validated and recorded.
 
@@ -107,7 +108,9 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
     to validate in the datasets built from orders (:data:`ORDER_DATASETS`, all empty): the families
     that need them skip with their reasons, pricing reads the aggregates. Returns the paths unchanged
     so downstream tasks depend on the gate having passed. ``share`` ``(k, n)``: the k-th of n shares of
-    those datasets alone (:meth:`ExtractFiles.share`: the DAGs' ``validate_share`` tasks, side by side)."""
+    those datasets alone (:meth:`ExtractFiles.share`: the DAGs' ``validate_events`` tasks, side by side). ``only``:
+    validate these of the datasets alone (one part of the extract: the DAGs validate each as it ends); the others
+    still tell the store's kind."""
     frames = ExtractFiles(extract_paths)  # read one dataset at a time: together they outgrow a task's memory
     if not resources.settings.clickstream:
         events = (*EVENT_DATASETS, *EVENT_BUILDERS, EVENT_FEATURES_AT_CUTOFFS)
@@ -118,6 +121,8 @@ def validate_extracts(resources: Resources, run_date: dt.date, extract_paths: di
         logger.warning("the store keeps aggregated sales only (shop.product_sales has rows, shop.orders none): %s "
                        "are empty and not validated for %s", ", ".join(empty), run_date)
         frames = frames.only(name for name in frames if name not in empty)
+    if only is not None:
+        frames = frames.only(name for name in frames if name in only)
     raise_if_failed(validate_and_record(resources.settings, run_date, frames.share(*share), lookback_days))
     return extract_paths
 

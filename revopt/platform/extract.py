@@ -44,6 +44,9 @@ DATASETS = (
 )
 # Read from the ClickHouse events; empty, and not validated, for a store without clickstream.
 EVENT_DATASETS = ("customer_daily_events", "engagement_by_hour", "product_views", "engagement_by_local_hour")
+#: What the extract's ``tables`` part writes (:data:`EXTRACT_PARTS`): the datasets read from PostgreSQL. Everything
+#: else an extract holds is the ``events`` part's (these, the datasets computed in the events store and the paths).
+TABLE_DATASETS = tuple(name for name in DATASETS if name not in EVENT_DATASETS)
 #: A dataset computed inside the events store by a caller's builder (e.g. the customers' event
 #: features, ``features.customer.event_features_in_store``): (store or None, since, run_ts) -> frame.
 EventBuilder = Callable[[EventStore | None, pd.Timestamp, pd.Timestamp], pd.DataFrame]

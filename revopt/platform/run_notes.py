@@ -30,8 +30,9 @@ NOTE_LIMIT = 1000
 SUMMARY_TASK = "summarise_run"
 #: The task whose success means the data-quality gate passed.
 QUALITY_TASK = "validate"
-#: The gate's mapped shares (``validate_share_<index>`` in the states): a failed one names the failed gate.
-QUALITY_SHARE_TASK = "validate_share"
+#: The gate's per-part tasks (``validate_tables``, and ``validate_events_<index>`` for the events part's mapped shares
+#: in the states): a failed one names the failed gate.
+QUALITY_PART_TASKS = ("validate_tables", "validate_events")
 
 _FAILED = {"failed", "upstream_failed"}
 
@@ -76,8 +77,8 @@ def _quality(states: Mapping[str, str | None]) -> str:
     state = states.get(QUALITY_TASK)
     if state == "success":
         return "passed"
-    # a failed share first (the gate after it is then upstream failed), else the gate itself
-    failed = [task for task in sorted(states) if task.startswith(QUALITY_SHARE_TASK) and states[task] in _FAILED]
+    # a failed part's task first (the gate after it is then upstream failed), else the gate itself
+    failed = [task for task in sorted(states) if task.startswith(QUALITY_PART_TASKS) and states[task] in _FAILED]
     if state in _FAILED:
         failed.append(QUALITY_TASK)
     if failed:

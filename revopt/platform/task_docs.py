@@ -50,29 +50,44 @@ _SHARED = {
         "Copies the identity map into the events store (ClickHouse / chDB) so event datasets are per person.",
         "`scores.identity_map`.", "the events store's identity table.",
         "Every extract waits for it. Check the events store is up; " + _TRANSIENT),
-    "extract": _doc(
-        "Reads the datasets this DAG needs as of the run date (`lookback_days` of history; training reads further "
-        "back) into Parquet files in the run folder. Two parts side by side, one task each: `tables` (the PostgreSQL "
-        "tables) and `events` (what is computed in the events store: event features, engagement, conversion "
-        "paths; it reads the customers and orders it joins to the events itself).",
-        "the source tables (`shop.*`, per the contract in docs/) and the events store.",
+    "extract_tables": _doc(
+        "Reads the PostgreSQL tables this DAG needs as of the run date (`lookback_days` of history; training reads "
+        "further back) into Parquet files in the run folder: the extract's `tables` part. It runs beside "
+        "`extract_events`, and its datasets are validated (`validate_tables`) as soon as it ends.",
+        "the source tables (`shop.*`, per the contract in docs/).",
         "Parquet files under the run folder; returns their paths.",
         "A missing table or column is named in the error: fix the source or its mapping (docs/). " + _TRANSIENT),
-    "validate_share": _doc(
-        "**Data-quality gate, one share of it.** Runs the Great Expectations suite (`expectations/`) of each "
-        "dataset in its share of the extract (the shares, balanced by size, run side by side); a failed "
-        "expectation stops everything downstream, so nothing is published from bad data.",
-        "the extracted Parquet files of its share.",
+    "extract_events": _doc(
+        "Computes the extract's `events` part in the events store as of the run date: event features, engagement, "
+        "product views, conversion paths. It reads the customers and orders it joins to the events from "
+        "PostgreSQL itself, so it runs beside `extract_tables`; its datasets are validated (`validate_events`) as soon "
+        "as it ends.",
+        "the events store, and the customers, orders and offers tables.",
+        "Parquet files under the run folder; returns their paths.",
+        "A missing table or column is named in the error: fix the source or its mapping (docs/). " + _TRANSIENT),
+    "validate_tables": _doc(
+        "**Data-quality gate, the tables part.** Runs the Great Expectations suite (`expectations/`) of each "
+        "dataset `extract_tables` wrote, while the events part is still extracting; a failed expectation stops "
+        "everything downstream, so nothing is published from bad data.",
+        "the tables part's Parquet files.",
+        "`scores.data_quality` (one row per dataset, pass or fail, with the failed expectations).",
+        "The error names the dataset, the column and the expectation (and a notification says the same). Fix the "
+        "source data, or the suite if the expectation is wrong, then re-run the date. Retrying cannot help."),
+    "validate_events": _doc(
+        "**Data-quality gate, one share of the events part.** Runs the Great Expectations suite (`expectations/`) "
+        "of each dataset in its share of what `extract_events` wrote (the shares, balanced by size, run side by "
+        "side); a failed expectation stops everything downstream, so nothing is published from bad data.",
+        "the events part's Parquet files of its share.",
         "`scores.data_quality` (one row per dataset, pass or fail, with the failed expectations).",
         "The error names the dataset, the column and the expectation (and a notification says the same). Fix the "
         "source data, or the suite if the expectation is wrong, then re-run the date. Retrying cannot help."),
     "validate": _doc(
-        "**Data-quality gate.** Passes once every `validate_share` passed: the tasks after it read only data that "
-        "passed every expectation.",
-        "the `validate_share` tasks' results.",
+        "**Data-quality gate.** Passes once `validate_tables` and every `validate_events` share passed: the tasks "
+        "after it read only data that passed every expectation.",
+        "the results of `validate_tables` and `validate_events`.",
         "the extract's paths, for the tasks after it.",
-        "It fails (upstream failed) when a share failed: see that share's error, which names the dataset, the column "
-        "and the expectation."),
+        "It fails (upstream failed) when a part's validation failed: see that task's error, which names the dataset, "
+        "the column and the expectation."),
     "summarise_run": _doc(
         "Writes the run's **note** (Details tab): rows published per table, model versions (scored with, or trained "
         "with the gate's decision), data-quality and promotion gates, and the nightly report's path. Runs whatever "
@@ -236,7 +251,9 @@ _TRAINING = {
         f"Trains the {label} family: training set as of the cutoff, Optuna tuning, fit, rolling-origin backtest, "
         "evaluation on the test window, registration in MLflow and the **promotion gate** (beats the naive baseline "
         "and the champion, one-sided, at `promotion_alpha`, by `promotion_margin`).",
-        "the training extract.", "an MLflow run (params, metrics, plots, model), a registered version, the "
+        "the training extract's tables part, once `validate_tables` passed (it starts while the events part is "
+        "still extracting)." if family == "pricing" else "the training extract.",
+        "an MLflow run (params, metrics, plots, model), a registered version, the "
         "`@champion` alias when promoted, `scores.model_promotions`.",
         "Other families go on; the run fails at the end. Skipped (not failed) when the store cannot support the "
         "family. A non-finite model or failed tuning is named in the log. " + _TRANSIENT)

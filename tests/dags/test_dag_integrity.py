@@ -13,9 +13,12 @@ from revopt.platform.config import DAGS_FOLDER
 
 EXPECTED_EDGES = {
     "revopt_nightly": {
-        "extract": {"apply_identity_map"},
-        "validate_share": {"extract"},
-        "validate": {"extract", "validate_share"},
+        "extract_tables": {"apply_identity_map"},
+        "extract_events": {"apply_identity_map"},
+        # each part validated as it ends (the events part's shares need the tables' paths to know the store's kind)
+        "validate_tables": {"extract_tables"},
+        "validate_events": {"extract_tables", "extract_events"},
+        "validate": {"extract_tables", "extract_events", "validate_tables", "validate_events"},
         "build_features": {"validate"},
         "assign_experiments": {"validate"},
         # customer scores mapped over the run's customer-hash partitions (dags/_partitioned.py)
@@ -65,23 +68,29 @@ EXPECTED_EDGES = {
                           "signal_performance_drop"},
     },
     "revopt_experiments": {
-        "extract": set(),
-        "validate_share": {"extract"},
-        "validate": {"extract", "validate_share"},
+        "extract_tables": set(),
+        "extract_events": set(),
+        # each part validated as it ends (the events part's shares need the tables' paths to know the store's kind)
+        "validate_tables": {"extract_tables"},
+        "validate_events": {"extract_tables", "extract_events"},
+        "validate": {"extract_tables", "extract_events", "validate_tables", "validate_events"},
         "analyse": {"validate"},
     },
     "revopt_training": {
-        "extract": {"apply_identity_map"},
+        "extract_tables": {"apply_identity_map"},
+        "extract_events": {"apply_identity_map"},
         "resolve_identities": set(),
         "publish_identity_map": {"resolve_identities"},
         "apply_identity_map": {"publish_identity_map"},
-        "validate_share": {"extract"},
-        "validate": {"extract", "validate_share"},
+        # each part validated as it ends (the events part's shares need the tables' paths to know the store's kind)
+        "validate_tables": {"extract_tables"},
+        "validate_events": {"extract_tables", "extract_events"},
+        "validate": {"extract_tables", "extract_events", "validate_tables", "validate_events"},
         # independent branches: one family failing or skipping leaves the others to train
         "train_propensity": {"validate"},
         "train_churn": {"validate"},
         "train_clv": {"validate"},
-        "train_pricing": {"validate"},
+        "train_pricing": {"validate_tables"},  # it reads only the tables part (test_pricing_reads_only_tables)
         "train_send_time": {"validate"},
         "train_budget": {"validate"},
         "train_recommendations": {"validate"},
@@ -353,6 +362,20 @@ def test_run_date_is_the_utc_logical_date_or_run_after():
     assert run_date_of({"logical_date": None, "dag_run": _Run()}) == dt.date(2025, 3, 4)
 
 
+def test_pricing_reads_only_tables_and_is_the_one_family_on_the_tables_gate(dagbag):
+    """train_pricing starts once the tables part passed its gate (the events part may still be extracting): it
+    must read nothing the events part writes, and the families that do wait for the whole gate."""
+    from ml.families import FAMILIES
+    from revopt.platform.extract import TABLE_DATASETS
+
+    training = dagbag.dags["revopt_training"]
+    on_tables_gate = {task.task_id for task in training.tasks if task.upstream_task_ids == {"validate_tables"}}
+    assert on_tables_gate == {"train_pricing"}
+    for family in FAMILIES:
+        reads_tables_only = set(family.training_datasets) <= set(TABLE_DATASETS)
+        assert reads_tables_only == (family.name == "pricing"), family.name
+
+
 def test_every_dag_and_task_has_docs_a_person_can_read(dagbag):
     for dag in dagbag.dags.values():
         assert dag.doc_md and "If it fails" not in dag.doc_md and "### Operating it" in dag.doc_md, dag.dag_id
@@ -361,7 +384,7 @@ def test_every_dag_and_task_has_docs_a_person_can_read(dagbag):
             assert "**Reads**" in doc and "**Writes**" in doc and "**If it fails**" in doc, \
                 f"{dag.dag_id}.{task.task_id} has no docs"
             assert "{dag}" not in doc, f"{dag.dag_id}.{task.task_id}"
-    assert "`scores.data_quality`" in dagbag.dags["revopt_nightly"].get_task("validate_share").doc_md
+    assert "`scores.data_quality`" in dagbag.dags["revopt_nightly"].get_task("validate_events").doc_md
 
 
 def test_every_param_has_a_title_and_a_bad_value_names_the_param(dagbag):

@@ -24,7 +24,7 @@ def _expanded_over(task) -> dict[str, str]:
 
 def test_scoring_recommending_and_staging_are_mapped_over_the_partitions_and_the_rest_runs_once(nightly):
     mapped = {task.task_id for task in nightly.tasks if task.is_mapped}
-    assert mapped == {"extract", "validate_share", "score", "stage_scores", "recommend_products", "stage_recommendations"}
+    assert mapped == {"validate_events", "score", "stage_scores", "recommend_products", "stage_recommendations"}
     assert _expanded_over(nightly.get_task("recommend_products")) == {"partition": "prepare_recommendations"}
     assert _expanded_over(nightly.get_task("stage_recommendations")) == {"sliced": "recommend_products"}
     for once in ("prepare_recommendations", "publish_recommendations", "next_best_action"):
@@ -39,13 +39,18 @@ def test_scoring_recommending_and_staging_are_mapped_over_the_partitions_and_the
         assert nightly.get_task(task_id).doc_md, task_id  # their Docs tab
 
 
-def test_the_extract_runs_each_of_its_parts_in_its_own_task(nightly):
+def test_the_extract_runs_each_of_its_parts_in_its_own_task_and_each_is_validated_as_it_ends(nightly):
+    from _gate import EVENT_VALIDATION_SHARES
     from revopt.platform.extract import EXTRACT_PARTS
 
-    extract = nightly.get_task("extract")
-    assert extract.is_mapped and extract._get_specified_expand_input().value == {"part": list(EXTRACT_PARTS)}
-    assert extract.partial_kwargs["op_kwargs"] == {"purpose": "nightly"}
-    assert extract.doc_md
+    for part in EXTRACT_PARTS:
+        extract = nightly.get_task(f"extract_{part}")
+        assert not extract.is_mapped and extract.op_kwargs == {"purpose": "nightly"} and extract.doc_md
+    # not one mapped task: a task after a mapped one starts only once every map index ended
+    assert nightly.get_task("validate_tables").upstream_task_ids == {"extract_tables"}
+    events = nightly.get_task("validate_events")
+    assert events.is_mapped and events._get_specified_expand_input().value == {
+        "share": list(range(EVENT_VALIDATION_SHARES))}
 
 
 def test_the_number_of_partitions_is_a_nightly_param_defaulting_to_one(nightly):

@@ -12,8 +12,9 @@ from ml import pipeline
 from ml.families import pricing
 from ml.params import RunParams
 from ml.pipeline import DAG_DATASETS, FAMILIES, build_features, extract_datasets, validate_extracts
-from revopt.platform.extract import read_extract
+from revopt.platform.extract import TABLE_DATASETS, read_extract
 from revopt.platform.resources import Resources
+from revopt.platform.validation import DataValidationError
 from revopt.sample_data.panel import generate_panel, load_panel
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +40,17 @@ def test_the_gate_passes_and_only_pricing_trains(settings, panel, caplog):
         validate_extracts(resources, RUN_DATE, paths, PARAMS.lookback_days)
     assert any("aggregated sales only" in r.getMessage() and "orders" in r.getMessage() for r in caplog.records
                if r.name == "ml.pipeline")
+    # as the DAGs' gate runs (dags/_gate.py): each part as it ends, the events part knowing the tables' datasets
+    tables = {name: path for name, path in paths.items() if name in TABLE_DATASETS}
+    events = {name: path for name, path in paths.items() if name not in TABLE_DATASETS}
+    assert "orders" in tables and "customer_event_features_at_cutoffs" in events
+    validate_extracts(resources, RUN_DATE, tables, PARAMS.lookback_days)
+    with caplog.at_level("INFO", logger="revopt.platform.quality"):
+        validate_extracts(resources, RUN_DATE, paths, PARAMS.lookback_days, only=events)
+    validated = {r.args[0] for r in caplog.records if r.name == "revopt.platform.quality" and "validation of" in r.msg}
+    assert validated and validated <= set(events), validated  # the tables' datasets not again
+    with pytest.raises(DataValidationError, match="customer_event_features_at_cutoffs"):
+        validate_extracts(resources, RUN_DATE, events, PARAMS.lookback_days)  # alone, it cannot tell the store's kind
     frames = read_extract(paths)
     assert len(frames["orders"]) == 0 and len(frames["product_sales"]) > 0
     for family in FAMILIES:

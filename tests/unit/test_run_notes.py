@@ -48,11 +48,15 @@ def test_a_data_quality_stop_says_so_and_that_nothing_was_published():
     assert "- Data quality: FAILED (validate failed)" in note and "- Published: nothing" in note
     assert "- Report: not built (failed)" in note
 
-    # the gate in shares (dags/_gate.py): the failed share is named, the gate after it upstream failed
-    shares = {"extract": "success", "validate_share_0": "success", "validate_share_1": "failed",
-              "validate": "upstream_failed", "score": "upstream_failed"}
+    # the gate per part (dags/_gate.py): the failed part's task or share is named, the gate after it upstream failed
+    shares = {"extract_tables": "success", "extract_events": "success", "validate_tables": "success",
+              "validate_events_0": "success", "validate_events_1": "failed", "validate": "upstream_failed",
+              "score": "upstream_failed"}
     note = compose_run_note("revopt_nightly", "2024-10-27", {}, shares)
-    assert "- Data quality: FAILED (validate_share_1 failed)" in note and "1 task(s) failed (validate_share_1)" in note
+    assert "- Data quality: FAILED (validate_events_1 failed)" in note and "1 task(s) failed (validate_events_1)" in note
+    tables = {**shares, "validate_tables": "failed", "validate_events_1": "success"}
+    note = compose_run_note("revopt_nightly", "2024-10-27", {}, tables)
+    assert "- Data quality: FAILED (validate_tables failed)" in note and "1 task(s) failed (validate_tables)" in note
 
 
 def test_a_training_note_gives_each_familys_version_and_gate_decision():

@@ -1,4 +1,4 @@
-"""The data-quality gate's shares (``ExtractFiles.share``, the DAGs' ``validate_share`` tasks): every dataset is
+"""The data-quality gate's shares (``ExtractFiles.share``, the DAGs' ``validate_events`` tasks): every dataset is
 validated by exactly one share, and the shares are about equal in work."""
 
 from __future__ import annotations
