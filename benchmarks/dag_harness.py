@@ -8,10 +8,9 @@ for the whole DAG. Here the same command runs with ``--use-executor`` and the Lo
 (``airflow worker -- <ti id>``, Task SDK ``task_runner``), which talks to Airflow's execution API over HTTP:
 so this module starts ``airflow api-server --apps execution`` on a free loopback port for the run.
 ``AIRFLOW__CORE__PARALLELISM`` is the number of worker processes, hence of tasks at once (``max_active_tasks``
-is the scheduler's and ``dags test`` does not apply it). The executor is the one the compose stack runs,
-``revopt.airflow_executor.PreloadingLocalExecutor``: the LocalExecutor whose workers import ``ml.pipeline`` before
-their first task, so the task processes they fork do not import it again (a task's peak memory counts what it
-inherits).
+is the scheduler's and ``dags test`` does not apply it). The executor is the compose stack's default, the
+LocalExecutor; ``REVOPT_BENCH_EXECUTOR`` names another (e.g. ``revopt.airflow_executor.PreloadingLocalExecutor``,
+whose task processes inherit ``ml.pipeline`` from their worker: a task's peak memory then counts what it inherits).
 
 :class:`TaskSampler` walks the process table (``/proc``) every 0.25 s and attributes each process to its task
 instance by that process title: per task, the peak of the task process tree's high-water mark (``VmHWM``,
@@ -248,7 +247,7 @@ class AirflowRun:
 
         env = airflow_environ(self.settings)
         env.update({
-            "AIRFLOW__CORE__EXECUTOR": "revopt.airflow_executor.PreloadingLocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": os.environ.get("REVOPT_BENCH_EXECUTOR", "LocalExecutor"),
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__API__HOST": "127.0.0.1",

@@ -10,9 +10,13 @@ three threads it starts (numpy's and scipy's OpenBLAS pools, pyarrow's jemalloc)
 libraries' fork handlers: ``tests/unit/test_airflow_executor.py`` forks task-like processes from a preloaded one.
 
 Only what nearly every task imports anyway: a task process's memory counts the modules it inherits, so a module few
-tasks use (Great Expectations, pymc-marketing) would weigh on every task's peak. Configured as
-``AIRFLOW__CORE__EXECUTOR=revopt.airflow_executor.PreloadingLocalExecutor`` (the scale harness, the compose stack).
-Like :mod:`revopt.dag_runner`, this module imports Airflow; business code never imports it.
+tasks use (Great Expectations, pymc-marketing) would weigh on every task's peak. Opt-in:
+``AIRFLOW__CORE__EXECUTOR=revopt.airflow_executor.PreloadingLocalExecutor`` (compose: ``AIRFLOW_EXECUTOR`` in
+``.env``; the scale harness: ``REVOPT_BENCH_EXECUTOR``). Measured (docs/scale.md, "Session 30"): a 10k-customer
+store's nightly DAG took half the task-seconds; at a million customers the heavy tasks' own work ran slower in
+processes forked from a preloaded worker (recommendations for one partition 14 % slower, alternating A/B), which
+the imports saved do not make up, so the LocalExecutor stays the default. Like :mod:`revopt.dag_runner`, this module
+imports Airflow; business code never imports it.
 """
 
 from __future__ import annotations

@@ -331,13 +331,7 @@ def test_celery_is_a_profile_of_its_own(services):
         assert profiles == ({"celery"} if name in CELERY_SERVICES else set()), name
         if name not in CELERY_SERVICES:
             assert not set(service.get("depends_on") or {}) & CELERY_SERVICES, f"{name} would need --profile celery"
-    # the LocalExecutor whose workers import the task code once (revopt/airflow_executor.py)
-    executor = _environment(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTOR"]
-    assert executor == "revopt.airflow_executor.PreloadingLocalExecutor"
-    from airflow.executors.local_executor import LocalExecutor
-
-    module, _, name = executor.rpartition(".")
-    assert issubclass(getattr(importlib.import_module(module), name), LocalExecutor)
+    assert _environment(services["airflow-scheduler"])["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert _environment(services["airflow-worker"])["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
     assert services["airflow-worker"]["depends_on"]["redis"] == {"condition": "service_healthy"}
 
