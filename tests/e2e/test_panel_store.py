@@ -45,6 +45,7 @@ def test_the_gate_passes_and_only_pricing_trains(settings, panel, caplog):
     events = {name: path for name, path in paths.items() if name not in TABLE_DATASETS}
     assert "orders" in tables and "customer_event_features_at_cutoffs" in events
     validate_extracts(resources, RUN_DATE, tables, PARAMS.lookback_days)
+    caplog.clear()  # the records of this call alone (a suite may have set the loggers to INFO already)
     with caplog.at_level("INFO", logger="revopt.platform.quality"):
         validate_extracts(resources, RUN_DATE, paths, PARAMS.lookback_days, only=events)
     validated = {r.args[0] for r in caplog.records if r.name == "revopt.platform.quality" and "validation of" in r.msg}
